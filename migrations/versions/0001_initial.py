@@ -1,0 +1,20 @@
+"""Initial schema: monitors, regions, outbox, dead letters, tick runs, the tick, pg_cron jobs.
+
+Revision ID: 0001
+Revises:
+"""
+
+from migrations.sqlfile import apply
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    apply("migrations/sql/0001_initial.sql", "sql/cron.sql")
+
+
+def downgrade() -> None:
+    apply("sql/drop.sql")

@@ -1,0 +1,114 @@
+"""Settings from the environment. Every problem is a one-line ConfigError; no secret is echoed."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from relay.errors import ConfigError
+
+REGION_CODE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def database_url(env: dict[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    url = env.get("DATABASE_URL", "").strip()
+    if not url:
+        raise ConfigError("DATABASE_URL is not set (a libpq URL, e.g. postgresql://user@host/db)")
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("DATABASE_URL must start with postgresql:// or postgres://")
+    return url
+
+
+def sqlalchemy_url(dsn: str) -> str:
+    """The same DSN for SQLAlchemy's psycopg 3 dialect (Alembic needs it)."""
+    return "postgresql+psycopg://" + dsn.split("://", 1)[1]
+
+
+def redact_url(url: str) -> str:
+    """A URL safe to print: the password is replaced."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def env_suffix(region: str) -> str:
+    """Region code → environment suffix: us-east-1 → US_EAST_1."""
+    return region.upper().replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One region's Upstash REST endpoint. The token never shows in repr or logs."""
+
+    region: str
+    url: str
+    token: str = field(repr=False)
+
+
+def region_endpoint(region: str, env: dict[str, str] | None = None) -> Endpoint:
+    env = os.environ if env is None else env
+    suffix = env_suffix(region)
+    url = env.get(f"UPSTASH_REDIS_REST_URL_{suffix}") or env.get("UPSTASH_REDIS_REST_URL")
+    token = env.get(f"UPSTASH_REDIS_REST_TOKEN_{suffix}") or env.get("UPSTASH_REDIS_REST_TOKEN")
+    if not url:
+        raise ConfigError(
+            f"region {region}: set UPSTASH_REDIS_REST_URL_{suffix} (or UPSTASH_REDIS_REST_URL)")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"region {region}: UPSTASH_REDIS_REST_URL_{suffix} is not an http(s) URL")
+    if not token:
+        raise ConfigError(
+            f"region {region}: set UPSTASH_REDIS_REST_TOKEN_{suffix} (or UPSTASH_REDIS_REST_TOKEN)")
+    return Endpoint(region=region, url=url.rstrip("/"), token=token)
+
+
+def _number(env: dict[str, str], name: str, default: float, lo: float, hi: float, kind=float):
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return kind(default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo:g} and {hi:g}, got {raw}")
+    return value
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """How the relay claims, publishes, retries and breaks circuits."""
+
+    batch_size: int = 1000            # jobs per claim and per /pipeline request
+    concurrency: int = 4              # batches in flight per region
+    max_attempts: int = 5             # publish attempts per job before the dead-letter table
+    dedup_ttl_s: int = 2 * 86400      # longer than the longest interval (1 day)
+    publish_timeout_s: float = 5.0    # one HTTP request
+    retry_window_s: float = 15.0      # retries of one batch stop after this
+    breaker_failures: int = 5         # consecutive failed batches that open the breaker
+    breaker_cooldown_s: float = 10.0  # open → half-open probe after this
+    backlog_degraded: int = 50_000    # queue depth above which a region counts as degraded
+    poll_interval_s: float = 5.0      # fallback wake-up when no NOTIFY arrives
+    depth_interval_s: float = 5.0     # how often queue depth is sampled
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "RelaySettings":
+        env = os.environ if env is None else env
+        return cls(
+            batch_size=_number(env, "PGPULSE_BATCH_SIZE", 1000, 1, 10_000, int),
+            concurrency=_number(env, "PGPULSE_CONCURRENCY", 4, 1, 64, int),
+            max_attempts=_number(env, "PGPULSE_MAX_ATTEMPTS", 5, 1, 100, int),
+            dedup_ttl_s=_number(env, "PGPULSE_DEDUP_TTL_S", 2 * 86400, 60, 30 * 86400, int),
+            publish_timeout_s=_number(env, "PGPULSE_PUBLISH_TIMEOUT_S", 5.0, 0.1, 120),
+            retry_window_s=_number(env, "PGPULSE_RETRY_WINDOW_S", 15.0, 0, 600),
+            breaker_failures=_number(env, "PGPULSE_BREAKER_FAILURES", 5, 1, 1000, int),
+            breaker_cooldown_s=_number(env, "PGPULSE_BREAKER_COOLDOWN_S", 10.0, 0.1, 3600),
+            backlog_degraded=_number(env, "PGPULSE_BACKLOG_DEGRADED", 50_000, 1, 10**9, int),
+            poll_interval_s=_number(env, "PGPULSE_POLL_INTERVAL_S", 5.0, 0.05, 300),
+            depth_interval_s=_number(env, "PGPULSE_DEPTH_INTERVAL_S", 5.0, 0.1, 300),
+        )

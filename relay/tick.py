@@ -1,0 +1,23 @@
+"""Runs one scheduler tick (the SQL procedure pgpulse.tick) and returns its record."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from relay.db import connect
+from relay.queries import queries
+
+
+def run_tick(dsn: str, *, trigger: str = "cli", budget_s: float = 45.0,
+             lookahead_s: float = 60.0, chunk: int = 5000) -> dict[str, Any]:
+    with connect(dsn, autocommit=True) as conn:
+        run_id = conn.execute(queries()["tick"], {
+            "trigger": trigger, "budget_s": budget_s, "lookahead_s": lookahead_s, "chunk": chunk,
+        }).fetchone()["run_id"]
+        return tick_record(conn, run_id)
+
+
+def tick_record(conn, run_id: int) -> dict[str, Any]:
+    row = conn.execute(queries()["tick_run"], {"id": run_id}).fetchone()
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}

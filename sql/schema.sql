@@ -1,0 +1,301 @@
+-- pgpulse canonical schema: what a fresh install holds after `pgpulse migrate`.
+-- public.monitors and public.regions are shared with the product; the scheduler's
+-- own objects live in schema pgpulse. pg_cron jobs are installed by sql/cron.sql.
+
+CREATE SCHEMA pgpulse;
+COMMENT ON SCHEMA pgpulse IS 'pgpulse scheduler: outbox, dead letters, tick runs and the tick';
+
+-- ===================================================================== tables
+
+-- Regions are rows; each region's Upstash endpoint comes from the relay's environment.
+CREATE TABLE public.regions (
+    code               text PRIMARY KEY
+                       CONSTRAINT region_code_format CHECK (code ~ '^[a-z0-9][a-z0-9-]{0,62}$'),
+    enabled            boolean NOT NULL DEFAULT true,
+    is_default         boolean NOT NULL DEFAULT false,
+    fallback_region    text REFERENCES public.regions (code) ON UPDATE CASCADE ON DELETE SET NULL
+                       CONSTRAINT region_fallback_not_self CHECK (fallback_region <> code),
+    healthy            boolean NOT NULL DEFAULT true,      -- written by the relay's breaker
+    healthy_changed_at timestamptz NOT NULL DEFAULT now(),
+    degraded           boolean NOT NULL DEFAULT false,     -- queue backlog over threshold
+    weight             integer NOT NULL DEFAULT 1
+                       CONSTRAINT region_weight_0_to_100 CHECK (weight BETWEEN 0 AND 100),
+    created_at         timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX regions_single_default ON public.regions (is_default) WHERE is_default;
+
+CREATE TABLE public.monitors (
+    id                     uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    url                    text NOT NULL
+                           CONSTRAINT monitor_url_http CHECK (
+                               url ~ '^https?://[^\s/?#@]+(:[0-9]{1,5})?([/?#]\S*)?$'
+                               AND length(url) <= 2048),
+    method                 text NOT NULL DEFAULT 'GET'
+                           CONSTRAINT monitor_method_known CHECK (
+                               method IN ('GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS')),
+    timeout_ms             integer NOT NULL DEFAULT 10000
+                           CONSTRAINT monitor_timeout_100ms_to_120s CHECK (timeout_ms BETWEEN 100 AND 120000),
+    expected_status        integer[] NOT NULL DEFAULT '{200}'
+                           CONSTRAINT monitor_expected_status_http CHECK (
+                               cardinality(expected_status) BETWEEN 1 AND 32
+                               AND 100 <= ALL (expected_status) AND 599 >= ALL (expected_status)),
+    check_retries          smallint NOT NULL DEFAULT 1           -- the worker's own retries
+                           CONSTRAINT monitor_check_retries_0_to_5 CHECK (check_retries BETWEEN 0 AND 5),
+    check_retry_delay_ms   integer NOT NULL DEFAULT 2000
+                           CONSTRAINT monitor_check_retry_delay CHECK (check_retry_delay_ms BETWEEN 0 AND 60000),
+    check_interval_minutes integer NOT NULL DEFAULT 5
+                           CONSTRAINT monitor_interval_1_to_1440_minutes CHECK (check_interval_minutes BETWEEN 1 AND 1440),
+    is_active              boolean NOT NULL DEFAULT true,
+    preferred_region       text REFERENCES public.regions (code) ON UPDATE CASCADE ON DELETE SET NULL,
+    allow_fallback         boolean NOT NULL DEFAULT true,        -- false: wait for preferred region
+    criticality            text NOT NULL DEFAULT 'normal'
+                           CONSTRAINT monitor_criticality_known CHECK (
+                               criticality IN ('critical', 'high', 'normal', 'low')),
+    next_check_at          timestamptz NOT NULL,                 -- set from the phase when omitted
+    last_scheduled_at      timestamptz,
+    created_at             timestamptz NOT NULL DEFAULT now()
+);
+-- The tick's lookup: only active monitors, in due order.
+CREATE INDEX monitors_due ON public.monitors (next_check_at) WHERE is_active;
+
+-- One row per job waiting to be published. Rows are deleted when published.
+CREATE TABLE pgpulse.outbox (
+    job_id        uuid NOT NULL,                  -- derived from (monitor, region, slot)
+    monitor_id    uuid NOT NULL,
+    region        text NOT NULL,
+    criticality   text NOT NULL,
+    scheduled_for timestamptz NOT NULL,           -- the slot
+    deliver_at    timestamptz NOT NULL,           -- publish not before this
+    expires_at    timestamptz NOT NULL,           -- drop instead of publishing after this
+    payload       jsonb NOT NULL,                 -- the check, as the worker receives it
+    allow_fallback boolean NOT NULL DEFAULT true, -- may go to the fallback region's queue
+    attempts      integer NOT NULL DEFAULT 0,
+    last_error    text,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    -- a slot is never emitted twice; also the only key, which keeps the tick's writes cheap
+    CONSTRAINT outbox_one_job_per_slot PRIMARY KEY (monitor_id, region, scheduled_for)
+);
+-- The relay's claim: per region, in delivery order.
+CREATE INDEX outbox_claim ON pgpulse.outbox (region, deliver_at);
+
+CREATE TABLE pgpulse.dead_letters (
+    job_id        uuid PRIMARY KEY,
+    monitor_id    uuid NOT NULL,
+    region        text NOT NULL,
+    criticality   text NOT NULL,
+    scheduled_for timestamptz NOT NULL,
+    deliver_at    timestamptz NOT NULL,
+    expires_at    timestamptz NOT NULL,
+    payload       jsonb NOT NULL,
+    attempts      integer NOT NULL,
+    last_error    text NOT NULL,
+    failed_at     timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE pgpulse.tick_runs (
+    id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    trigger           text NOT NULL,              -- pg_cron, cli, http, bench, ...
+    started_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at       timestamptz,                -- NULL: running, or died
+    budget_ms         integer NOT NULL,
+    lookahead_ms      integer NOT NULL,
+    monitors_claimed  integer NOT NULL DEFAULT 0,
+    jobs_written      integer NOT NULL DEFAULT 0,
+    chunks            integer NOT NULL DEFAULT 0,
+    cut_short         boolean NOT NULL DEFAULT false,
+    unrouted          integer NOT NULL DEFAULT 0  -- due monitors left for lack of a region
+);
+CREATE INDEX tick_runs_started ON pgpulse.tick_runs (started_at);
+
+-- ================================================================== functions
+
+-- The phase of a monitor inside its interval, from a hash of its id (spreads new monitors).
+CREATE FUNCTION pgpulse._phase_seconds(p_id uuid, p_interval_minutes integer)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT (abs(hashtext(p_id::text))::bigint % (p_interval_minutes * 60000)) / 1000.0
+$$;
+
+-- The first slot at or after p_from on the monitor's phase grid.
+CREATE FUNCTION pgpulse.first_slot(p_id uuid, p_interval_minutes integer, p_from timestamptz)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT to_timestamp(
+        ceil((extract(epoch FROM p_from) - pgpulse._phase_seconds(p_id, p_interval_minutes))
+             / (p_interval_minutes * 60)) * (p_interval_minutes * 60)
+        + pgpulse._phase_seconds(p_id, p_interval_minutes))
+$$;
+
+-- Gives a new monitor without next_check_at its first slot on its phase grid.
+CREATE FUNCTION pgpulse._monitor_set_phase() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    NEW.next_check_at := pgpulse.first_slot(NEW.id, NEW.check_interval_minutes, now());
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER monitors_set_phase
+    BEFORE INSERT ON public.monitors
+    FOR EACH ROW WHEN (NEW.next_check_at IS NULL)
+    EXECUTE FUNCTION pgpulse._monitor_set_phase();
+
+-- Claims one chunk of due monitors, writes their jobs, bumps their slots; returns counts.
+-- p_rr: the round-robin position this chunk starts at; wheeled: rows routed by the wheel.
+CREATE FUNCTION pgpulse._tick_chunk(
+    p_horizon timestamptz, p_chunk integer, p_rr bigint,
+    OUT claimed integer, OUT written integer, OUT unrouted integer, OUT wheeled integer)
+LANGUAGE plpgsql
+-- a chunk is small next to the table: join it row by row, never hash the whole table
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+DECLARE
+    v_now      timestamptz := clock_timestamp();
+    v_healthy  text[];   -- enabled, healthy regions
+    v_rr       text[];   -- round-robin wheel, repeated by weight
+    v_default  text;
+BEGIN
+    SELECT array_agg(code ORDER BY code) FILTER (WHERE enabled AND healthy),
+           min(code) FILTER (WHERE is_default AND enabled AND healthy)
+      INTO v_healthy, v_default
+      FROM public.regions;
+    -- the wheel: healthy and not degraded; else healthy; else enabled (jobs then wait
+    -- in the outbox for a region to recover rather than not being scheduled at all)
+    SELECT array_agg(r.code ORDER BY r.code, g) INTO v_rr
+      FROM (SELECT code, weight,
+                   dense_rank() OVER (ORDER BY (healthy AND NOT degraded) DESC, healthy DESC) AS tier
+              FROM public.regions WHERE enabled AND weight > 0) r,
+           generate_series(1, r.weight) g
+     WHERE r.tier = 1;
+
+    WITH due AS MATERIALIZED (
+        SELECT m.ctid AS row_ref, m.id, m.url, m.method, m.timeout_ms, m.expected_status, m.check_retries,
+               m.check_retry_delay_ms, m.criticality, m.allow_fallback,
+               make_interval(mins => m.check_interval_minutes) AS iv,
+               -- catch-up: the latest slot not after now, never one per missed slot
+               m.next_check_at + make_interval(mins => m.check_interval_minutes)
+                   * greatest(0, floor(extract(epoch FROM v_now - m.next_check_at)
+                                       / (m.check_interval_minutes * 60)))::integer AS slot,
+               CASE
+                   WHEN m.preferred_region = ANY (v_healthy) THEN m.preferred_region
+                   -- no fallback allowed: the job waits in the outbox for its region
+                   WHEN NOT m.allow_fallback THEN m.preferred_region
+                   WHEN m.preferred_region IS NOT NULL THEN
+                       coalesce((SELECT r.fallback_region FROM public.regions r
+                                  WHERE r.code = m.preferred_region
+                                    AND r.fallback_region = ANY (v_healthy)), v_default)
+               END AS routed
+          FROM public.monitors m
+         WHERE m.is_active AND m.next_check_at <= p_horizon
+         ORDER BY m.next_check_at
+         LIMIT p_chunk
+           FOR UPDATE OF m SKIP LOCKED
+    ), routed AS (
+        SELECT d.*,
+               coalesce(d.routed,
+                        v_rr[1 + ((p_rr + row_number() OVER (PARTITION BY d.routed IS NULL)) % cardinality(v_rr))::integer]
+               ) AS region
+          FROM due d
+    ), jobs AS (
+        INSERT INTO pgpulse.outbox AS o
+               (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
+                allow_fallback, payload)
+        SELECT md5(r.id::text || '/' || r.region || '/' || extract(epoch FROM r.slot)::text)::uuid,
+               r.id, r.region, r.criticality, r.slot, r.slot, r.slot + r.iv, r.allow_fallback,
+               jsonb_build_object(
+                   'url', r.url, 'method', r.method, 'timeout_ms', r.timeout_ms,
+                   'expected_status', to_jsonb(r.expected_status),
+                   'retry', jsonb_build_object('max_attempts', r.check_retries + 1,
+                                               'delay_ms', r.check_retry_delay_ms))
+          FROM routed r
+         WHERE r.region IS NOT NULL
+            ON CONFLICT DO NOTHING
+        RETURNING 1
+    ), bumped AS (
+        UPDATE public.monitors m
+           SET next_check_at = r.slot + r.iv,
+               last_scheduled_at = v_now
+          FROM routed r
+         WHERE m.ctid = r.row_ref AND r.region IS NOT NULL
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM due),
+           (SELECT count(*) FROM jobs),
+           (SELECT count(*) FROM routed WHERE region IS NULL),
+           (SELECT count(*) FROM due WHERE routed IS NULL)
+      INTO claimed, written, unrouted, wheeled;
+END
+$$;
+
+-- One scheduler tick: claims due monitors chunk by chunk (a commit after each chunk) until
+-- none are left or the time budget is nearly spent; records the run in pgpulse.tick_runs.
+-- Must be CALLed outside a transaction block (autocommit), as pg_cron does.
+CREATE PROCEDURE pgpulse.tick(
+    INOUT run_id bigint DEFAULT NULL,
+    p_trigger text DEFAULT 'manual',
+    p_budget interval DEFAULT '45 seconds',
+    p_lookahead interval DEFAULT '60 seconds',
+    p_chunk integer DEFAULT 5000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_started   timestamptz := clock_timestamp();
+    v_horizon   timestamptz;
+    v_chunk_t0  timestamptz;
+    v_slowest   interval := '0';
+    v_rr        bigint := floor(random() * 1000000)::bigint;
+    v_claimed   integer;
+    v_written   integer;
+    v_unrouted  integer;
+    v_wheeled   integer;
+    v_unrouted_total integer := 0;
+    v_cut       boolean := false;
+BEGIN
+    IF p_chunk < 1 OR p_budget <= '0' OR p_lookahead < '0' THEN
+        RAISE EXCEPTION 'pgpulse.tick: chunk must be >= 1, budget > 0, lookahead >= 0';
+    END IF;
+    INSERT INTO pgpulse.tick_runs (trigger, started_at, budget_ms, lookahead_ms)
+    VALUES (p_trigger, v_started, extract(epoch FROM p_budget) * 1000,
+            extract(epoch FROM p_lookahead) * 1000)
+    RETURNING id INTO run_id;
+    COMMIT;
+
+    LOOP
+        -- stop before a chunk that, as slow as the slowest so far, would overrun the budget
+        IF clock_timestamp() + v_slowest >= v_started + p_budget THEN
+            v_cut := true;
+            EXIT;
+        END IF;
+        v_chunk_t0 := clock_timestamp();
+        v_horizon := v_chunk_t0 + p_lookahead;
+        SELECT c.claimed, c.written, c.unrouted, c.wheeled
+          INTO v_claimed, v_written, v_unrouted, v_wheeled
+          FROM pgpulse._tick_chunk(v_horizon, p_chunk, v_rr) c;
+        EXIT WHEN v_claimed = 0;
+        v_rr := v_rr + v_wheeled;
+        v_unrouted_total := v_unrouted_total + v_unrouted;
+        UPDATE pgpulse.tick_runs
+           SET monitors_claimed = monitors_claimed + v_claimed,
+               jobs_written = jobs_written + v_written,
+               chunks = chunks + 1,
+               unrouted = v_unrouted_total
+         WHERE id = run_id;
+        IF v_written > 0 THEN
+            PERFORM pg_notify('pgpulse_outbox', v_written::text);
+        END IF;
+        COMMIT;
+        v_slowest := greatest(v_slowest, clock_timestamp() - v_chunk_t0);
+        -- no enabled region: nothing can be routed, leave the monitors due
+        EXIT WHEN v_unrouted = v_claimed;
+    END LOOP;
+
+    UPDATE pgpulse.tick_runs
+       SET finished_at = clock_timestamp(), cut_short = v_cut
+     WHERE id = run_id;
+    COMMIT;
+END
+$$;

@@ -1,0 +1,63 @@
+"""Shared fixtures: one throwaway PostgreSQL (pg_cron preloaded) and one redis-server per
+session. Each test gets its own database cloned from a migrated template (fast), through
+pytest-postgresql's DatabaseJanitor."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from relay import migrate
+from relay.embedded import CRON_DATABASE, EmbeddedPostgres, EmbeddedRedis
+
+TEMPLATE = "pgpulse_template"
+_db_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[EmbeddedPostgres]:
+    with EmbeddedPostgres(fast=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: EmbeddedPostgres) -> str:
+    with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {TEMPLATE}")
+    migrate.upgrade(pg_server.dsn(TEMPLATE))
+    return TEMPLATE
+
+
+@pytest.fixture
+def db_url(pg_server: EmbeddedPostgres, template_db: str) -> Iterator[str]:
+    """A fresh migrated database for this test (no pg_cron in it: see cron_db_url)."""
+    name = f"t{os.getpid()}_{next(_db_names)}"
+    janitor = DatabaseJanitor(user="postgres", host="127.0.0.1", port=pg_server.port,
+                              dbname=name, template_dbname=template_db)
+    with janitor:
+        yield pg_server.dsn(name)
+
+
+@pytest.fixture(scope="session")
+def cron_db_url(pg_server: EmbeddedPostgres) -> str:
+    """The cluster's cron.database_name, migrated: pg_cron jobs are installed here."""
+    migrate.upgrade(pg_server.dsn(CRON_DATABASE))
+    return pg_server.dsn(CRON_DATABASE)
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as connection:
+        yield connection
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis() as server:
+        yield server
