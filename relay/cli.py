@@ -59,6 +59,87 @@ def _tick(args):
         + (f", {r['unrouted']} unrouted (no enabled region)" if r["unrouted"] else "")))
 
 
+@command("relay")
+def _relay(args):
+    import asyncio
+
+    from relay import logs
+    from relay.worker import Relay
+    dsn = _dsn(args)
+    logs.setup(args.log_level)
+    protect_secrets(dsn)
+    relay = Relay(dsn, once=args.once)
+    if args.http:
+        from relay.http import serve_alongside
+        counts = asyncio.run(serve_alongside(relay, args.http, dsn))
+    else:
+        counts = asyncio.run(relay.run())
+    if args.once:
+        emit(args, counts.__dict__ | {"lags": None}, lambda c: (
+            f"published {c['published']}, expired {c['expired']}, failed {c['failed']}, "
+            f"rerouted {c['rerouted']}, dead-lettered {c['dead_lettered']}"))
+
+
+@command("status")
+def _status(args):
+    from relay import status
+    from relay.db import connect
+    with connect(_dsn(args)) as conn:
+        emit(args, status.snapshot(conn), status.render)
+
+
+@command("dlq")
+def _dlq(args):
+    from relay import admin
+    from relay.db import connect
+    with connect(_dsn(args)) as conn:
+        if args.action == "list":
+            emit(args, admin.dlq_list(conn, args.limit), lambda rows: "\n".join(
+                f"{r['job_id']} {r['region']:<12} attempts {r['attempts']} {r['failed_at']} "
+                f"{r['last_error']}" for r in rows) or "no dead letters")
+        elif args.action == "retry":
+            n = admin.dlq_retry(conn, args.job_id)
+            emit(args, {"retried": n}, lambda r: f"moved {r['retried']} job(s) back to the outbox")
+        else:
+            n = admin.dlq_purge(conn, args.job_id)
+            emit(args, {"purged": n}, lambda r: f"deleted {r['purged']} dead letter(s)")
+
+
+@command("region")
+def _region(args):
+    from relay import admin
+    from relay.db import connect
+    with connect(_dsn(args)) as conn:
+        if args.action == "list":
+            emit(args, admin.region_list(conn), lambda rows: "\n".join(
+                f"{r['code']:<16} {'enabled' if r['enabled'] else 'DISABLED':<9}"
+                f"{'healthy' if r['healthy'] else 'UNHEALTHY':<10}"
+                f"{'default ' if r['is_default'] else ''}fallback={r['fallback_region'] or '-'} "
+                f"weight={r['weight']} waiting={r['waiting']}" for r in rows) or "no regions")
+            return
+        if args.action == "add":
+            admin.region_add(conn, args.code, enabled=not args.disabled,
+                             fallback=args.fallback, weight=args.weight)
+        elif args.action in ("enable", "disable"):
+            admin.region_enable(conn, args.code, args.action == "enable")
+        elif args.action == "set-default":
+            admin.region_set_default(conn, args.code)
+        print(f"region {args.code}: {args.action} done")
+
+
+def protect_secrets(dsn: str | None = None) -> None:
+    """Registers every configured secret with the log redactor."""
+    from urllib.parse import urlsplit
+
+    from relay import logs
+    for name, value in os.environ.items():
+        if name.startswith("UPSTASH_REDIS_REST_TOKEN") or name in (
+                "CRON_SECRET", "PGPASSWORD", "PGPULSE_DEVSERVER_ADMIN_TOKEN"):
+            logs.register_secret(value)
+    if dsn:
+        logs.register_secret(urlsplit(dsn).password)
+
+
 @command("devserver")
 def _devserver(args):
     from relay import devserver
@@ -99,6 +180,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk", type=int, default=5000, help="monitors claimed per transaction")
     p.add_argument("--trigger", default="cli", help="recorded in tick_runs.trigger")
 
+    p = add("relay", "drain the outbox to the regional Upstash queues (until SIGTERM)")
+    p.add_argument("--once", action="store_true",
+                   help="deliver everything due now, then exit")
+    p.add_argument("--json", action="store_true", help="with --once: print totals as JSON")
+    p.add_argument("--http", metavar="HOST:PORT",
+                   help="also serve /healthz, /readyz, /metrics and /api/cron/scheduler")
+    p.add_argument("--log-level", default=_env_default("PGPULSE_LOG_LEVEL", "INFO"),
+                   help="log level (default: $PGPULSE_LOG_LEVEL)")
+
+    p = add("status", "backlog, dead letters, recent ticks, pg_cron and region health")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+
+    p = add("dlq", "list, retry or purge dead-lettered jobs")
+    p.add_argument("action", choices=["list", "retry", "purge"])
+    p.add_argument("job_id", nargs="?", help="one job (retry/purge); default: all")
+    p.add_argument("--limit", type=int, default=50, help="list at most this many")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+
+    p = add("region", "list or change regions (endpoints come from the environment)")
+    p.add_argument("action", choices=["list", "add", "enable", "disable", "set-default"])
+    p.add_argument("code", nargs="?", help="region code, e.g. us-east-1")
+    p.add_argument("--fallback", help="add: fallback region while this one is down")
+    p.add_argument("--weight", type=int, default=1, help="add: round-robin weight")
+    p.add_argument("--disabled", action="store_true", help="add: start disabled")
+    p.add_argument("--json", action="store_true", help="list: print as JSON")
+
     p = sub.add_parser("devserver", formatter_class=fmt,
                        help="an Upstash-compatible REST server on a real redis-server",
                        description="Serve Upstash's Redis REST API on top of a redis-server. "
@@ -121,7 +228,10 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "region" and args.action != "list" and not args.code:
+        parser.error(f"region {args.action}: a region code is required")
     try:
         return COMMANDS[args.command](args) or 0
     except PgPulseError as exc:

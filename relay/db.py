@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
 from relay.config import redact_url
 from relay.errors import PgPulseError
+from relay.queries import queries
 
 
 class DatabaseError(PgPulseError):
@@ -36,3 +39,9 @@ def connect(dsn: str, *, autocommit: bool = True) -> Iterator[psycopg.Connection
             yield conn
     except psycopg.Error as exc:
         raise DatabaseError(describe(exc)) from exc
+
+
+def fetch_rows(conn: psycopg.Connection, name: str, params: dict | None = None) -> list[dict[str, Any]]:
+    """Runs a named query; timestamps come back as ISO 8601 strings, ready for JSON."""
+    return [{k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+            for row in conn.execute(queries()[name], params or {}).fetchall()]

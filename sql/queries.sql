@@ -16,7 +16,7 @@ WITH sel AS MATERIALIZED (
 DELETE FROM pgpulse.outbox o
  WHERE o.ctid = ANY (ARRAY(SELECT row_ref FROM sel))
 RETURNING o.job_id::text, o.monitor_id, o.region, o.criticality, o.scheduled_for,
-          o.deliver_at, o.expires_at, o.attempts, o.payload, o.allow_fallback,
+          o.deliver_at, o.expires_at, o.attempts, o.payload::text, o.allow_fallback,
           o.expires_at <= now() AS expired,
           (o.payload || jsonb_build_object(
               'v', 1,
@@ -35,7 +35,7 @@ INSERT INTO pgpulse.outbox
         allow_fallback, payload, attempts, last_error)
 VALUES (%(job_id)s, %(monitor_id)s, %(region)s, %(criticality)s, %(scheduled_for)s,
         now() + make_interval(secs => %(backoff_s)s), %(expires_at)s, %(allow_fallback)s,
-        %(payload)s, %(attempts)s, %(error)s)
+        %(payload)s::jsonb, %(attempts)s, %(error)s)
 
 -- dead_letter --
 -- A job that failed its last allowed attempt, kept with its last error.
@@ -43,13 +43,13 @@ INSERT INTO pgpulse.dead_letters
        (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
         payload, attempts, last_error)
 VALUES (%(job_id)s, %(monitor_id)s, %(region)s, %(criticality)s, %(scheduled_for)s,
-        %(deliver_at)s, %(expires_at)s, %(payload)s, %(attempts)s, %(error)s)
+        %(deliver_at)s, %(expires_at)s, %(payload)s::jsonb, %(attempts)s, %(error)s)
 ON CONFLICT (job_id) DO UPDATE
    SET attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, failed_at = now()
 
 -- next_due --
--- When the earliest job of a region falls due (NULL: none waiting).
-SELECT min(deliver_at) FROM pgpulse.outbox WHERE region = %(region)s
+-- Seconds until the earliest job of a region falls due (NULL: none waiting).
+SELECT extract(epoch FROM min(deliver_at) - now())::float8 FROM pgpulse.outbox WHERE region = %(region)s
 
 -- regions --
 -- Every region with its routing settings.
@@ -96,3 +96,78 @@ SELECT r.code AS region,
   FROM public.regions r
   LEFT JOIN pgpulse.outbox o ON o.region = r.code
  GROUP BY r.code ORDER BY r.code
+
+-- region_list --
+-- Regions with their routing state and waiting jobs.
+SELECT r.code, r.enabled, r.is_default, r.fallback_region, r.healthy, r.healthy_changed_at,
+       r.degraded, r.weight,
+       (SELECT count(*) FROM pgpulse.outbox o WHERE o.region = r.code) AS waiting
+  FROM public.regions r ORDER BY r.code
+
+-- region_add --
+-- A new region (its endpoint comes from the relay's environment, never from here).
+INSERT INTO public.regions (code, enabled, fallback_region, weight)
+VALUES (%(code)s, %(enabled)s, %(fallback)s, %(weight)s)
+
+-- region_set_enabled --
+-- Enables or disables a region; returns the code when it exists.
+UPDATE public.regions SET enabled = %(enabled)s WHERE code = %(code)s RETURNING code
+
+-- region_set_default --
+-- Makes one region the default (at most one is).
+WITH cleared AS (
+    UPDATE public.regions SET is_default = false WHERE is_default AND code <> %(code)s
+)
+UPDATE public.regions SET is_default = true WHERE code = %(code)s RETURNING code
+
+-- dlq_list --
+-- Dead letters, newest first.
+SELECT job_id, monitor_id, region, criticality, scheduled_for, attempts, last_error, failed_at
+  FROM pgpulse.dead_letters ORDER BY failed_at DESC LIMIT %(limit)s
+
+-- dlq_retry --
+-- Moves dead letters (all, or one job) back to the outbox, due now, expiring one
+-- interval from now; returns how many moved.
+WITH moved AS (
+    DELETE FROM pgpulse.dead_letters
+     WHERE %(job_id)s::uuid IS NULL OR job_id = %(job_id)s::uuid
+    RETURNING *
+), requeued AS (
+    INSERT INTO pgpulse.outbox (job_id, monitor_id, region, criticality, scheduled_for,
+                                deliver_at, expires_at, payload, attempts, last_error)
+    SELECT job_id, monitor_id, region, criticality, scheduled_for, now(),
+           now() + (expires_at - scheduled_for), payload, 0, last_error
+      FROM moved
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) AS retried FROM requeued
+
+-- dlq_purge --
+-- Deletes dead letters (all, or one job); returns how many.
+WITH gone AS (
+    DELETE FROM pgpulse.dead_letters
+     WHERE %(job_id)s::uuid IS NULL OR job_id = %(job_id)s::uuid
+    RETURNING 1
+)
+SELECT count(*) AS purged FROM gone
+
+-- dead_letter_count --
+-- How many jobs are dead-lettered.
+SELECT count(*) AS dead_letters FROM pgpulse.dead_letters
+
+-- cron_job --
+-- The pg_cron job's schedule, state and latest run (no rows without pg_cron).
+SELECT j.jobname, j.schedule, j.active, d.status AS last_status, d.start_time AS last_start,
+       d.end_time AS last_end, d.return_message AS last_message
+  FROM cron.job j
+  LEFT JOIN LATERAL (SELECT status, start_time, end_time, return_message
+                       FROM cron.job_run_details r WHERE r.jobid = j.jobid
+                      ORDER BY r.start_time DESC NULLS LAST LIMIT 1) d ON true
+ WHERE j.jobname = 'pgpulse-tick'
+
+-- last_good_tick --
+-- When the latest tick that finished started, and how long ago that was.
+SELECT max(started_at) AS started_at,
+       extract(epoch FROM now() - max(started_at))::float8 AS age_s
+  FROM pgpulse.tick_runs WHERE finished_at IS NOT NULL

@@ -1,0 +1,69 @@
+"""A per-region circuit breaker: closed → open after sustained failures → half-open probe."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from enum import Enum
+
+
+class State(str, Enum):
+    CLOSED = "closed"
+    HALF_OPEN = "half_open"
+    OPEN = "open"
+
+
+class CircuitBreaker:
+    """Opens after `threshold` consecutive failed attempts; after `cooldown` seconds lets one
+    probe through; the probe's success closes it, its failure opens it again."""
+
+    def __init__(self, threshold: int, cooldown: float, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_change: Callable[[State, State], None] | None = None) -> None:
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self.clock = clock
+        self.on_change = on_change
+        self.state = State.CLOSED
+        self.failures = 0
+        self.opened_at = 0.0
+        self._probing = False
+
+    def _move(self, new: State) -> None:
+        old, self.state = self.state, new
+        if old is not new and self.on_change:
+            self.on_change(old, new)
+
+    def allow(self) -> bool:
+        """May a request go to the region now? In half-open, only one probe at a time."""
+        if self.state is State.OPEN and self.clock() - self.opened_at >= self.cooldown:
+            self._move(State.HALF_OPEN)
+            self._probing = False
+        if self.state is State.CLOSED:
+            return True
+        if self.state is State.HALF_OPEN and not self._probing:
+            self._probing = True
+            return True
+        return False
+
+    def is_open(self) -> bool:
+        return self.state is not State.CLOSED
+
+    def record_success(self) -> None:
+        self.failures = 0
+        self._probing = False
+        if self.state is not State.CLOSED:
+            self._move(State.CLOSED)
+
+    def record_failure(self) -> None:
+        self.failures += 1
+        self._probing = False
+        if self.state is State.HALF_OPEN or (
+                self.state is State.CLOSED and self.failures >= self.threshold):
+            self.opened_at = self.clock()
+            self._move(State.OPEN)
+
+    def seconds_until_probe(self) -> float:
+        if self.state is not State.OPEN:
+            return 0.0
+        return max(0.0, self.cooldown - (self.clock() - self.opened_at))

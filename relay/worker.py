@@ -1,0 +1,409 @@
+"""The relay: drains pgpulse.outbox into regional Upstash queues.
+
+Per region, a few worker tasks each claim a batch in one transaction (DELETE ... RETURNING
+with SKIP LOCKED), publish it with one /pipeline request, and commit only after the publish
+succeeded; a crash before COMMIT puts the rows back, and the push script's dedup key makes
+the second publish a no-op. Workers wake on the tick's NOTIFY, on a timer for the earliest
+deliver_at, or on the poll interval as a fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from relay import logs, metrics
+from relay.breaker import CircuitBreaker, State
+from relay.config import ConfigError, Endpoint, RelaySettings, region_endpoint
+from relay.db import describe
+from relay.errors import PublishError
+from relay.queries import queries
+from relay.queue import PUSH_SCRIPT, dedup_key, queue_key
+from relay.upstash import UpstashClient
+
+Q = queries()
+BREAKER_GAUGE = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
+
+
+@dataclass
+class Region:
+    """What the relay knows of one region: its row, endpoint, client and breaker."""
+
+    code: str
+    enabled: bool = True
+    is_default: bool = False
+    fallback: str | None = None
+    client: UpstashClient | None = None
+    breaker: CircuitBreaker | None = None
+    script_sha: str | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class Counts:
+    """Totals since start, for `--once`, the benchmarks and the tests."""
+
+    published: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    expired: int = 0
+    rerouted: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    lags: list[float] = field(default_factory=list)  # published_at - deliver_at, seconds
+
+
+class Relay:
+    def __init__(self, dsn: str, settings: RelaySettings | None = None, *,
+                 env: dict[str, str] | None = None, once: bool = False,
+                 collect_lags: bool = False) -> None:
+        self.dsn = dsn
+        self.settings = settings or RelaySettings.from_env(env)
+        self.env = env
+        self.once = once
+        self.collect_lags = collect_lags
+        self.regions: dict[str, Region] = {}
+        self.counts = Counts()
+        self.stop = asyncio.Event()
+        self.pool: AsyncConnectionPool | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> Counts:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop.set)
+        s = self.settings
+        self.pool = AsyncConnectionPool(
+            self.dsn, min_size=1, max_size=8 * s.concurrency + 4, open=False,
+            kwargs={"application_name": "pgpulse-relay"},
+            check=AsyncConnectionPool.check_connection, reconnect_timeout=3600)
+        try:
+            await self.pool.open(wait=True, timeout=30)
+        except Exception as exc:
+            raise PublishError(f"cannot connect to the database: {exc}") from exc
+        try:
+            await self._load_regions()
+            if not self.regions:
+                raise ConfigError("no enabled region has an Upstash endpoint configured")
+            logs.event("relay_started", regions=sorted(self.regions), once=self.once,
+                       batch_size=s.batch_size, concurrency=s.concurrency)
+            workers = [asyncio.create_task(self._region_worker(r), name=f"worker:{r}:{i}")
+                       for r in self.regions for i in range(s.concurrency)]
+            if not self.once:
+                self._spawn(self._listen(), "listen")
+                self._spawn(self._watch_regions(), "regions")
+                self._spawn(self._sample_depth(), "depth")
+            await asyncio.gather(*workers)
+        finally:
+            self.stop.set()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            for region in self.regions.values():
+                if region.client:
+                    await region.client.aclose()
+            await self.pool.close()
+            logs.event("relay_stopped", published=self.counts.published,
+                       expired=self.counts.expired, failed=self.counts.failed,
+                       rerouted=self.counts.rerouted, dead_lettered=self.counts.dead_lettered)
+        return self.counts
+
+    def _spawn(self, coro, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+
+    # ------------------------------------------------------------------ regions
+
+    async def _load_regions(self) -> None:
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(Q["regions"])).fetchall()
+        for code, enabled, is_default, fallback, _healthy, _degraded, _weight in rows:
+            region = self.regions.get(code)
+            if region is None:
+                try:
+                    endpoint = region_endpoint(code, self.env)
+                except ConfigError as exc:
+                    logs.warning("region_not_configured", region=code, reason=str(exc))
+                    continue
+                region = self.regions[code] = self._new_region(endpoint)
+                with contextlib.suppress(PublishError):
+                    await self._ensure_script(region)
+            region.enabled, region.is_default, region.fallback = enabled, is_default, fallback
+
+    def _new_region(self, endpoint: Endpoint) -> Region:
+        s = self.settings
+        region = Region(code=endpoint.region)
+
+        def on_change(old: State, new: State) -> None:
+            metrics.breaker_state.labels(region.code).set(BREAKER_GAUGE[new])
+            logs.warning("breaker_changed", region=region.code, old=old.value, new=new.value)
+            self._spawn(self._write_health(region.code, new is State.CLOSED), "health")
+            if new is State.CLOSED:
+                region.wake.set()
+
+        region.breaker = CircuitBreaker(s.breaker_failures, s.breaker_cooldown_s,
+                                        on_change=on_change)
+        metrics.breaker_state.labels(region.code).set(0)
+
+        def on_attempt(ok: bool) -> None:
+            if ok:
+                region.breaker.record_success()
+            else:
+                region.breaker.record_failure()
+
+        region.client = UpstashClient(
+            endpoint, timeout=s.publish_timeout_s, retry_window=s.retry_window_s,
+            may_retry=lambda: not self.stop.is_set() and not region.breaker.is_open(),
+            on_attempt=on_attempt)
+        return region
+
+    async def _ensure_script(self, region: Region) -> str:
+        if region.script_sha is None:
+            region.script_sha = await region.client.command("SCRIPT", "LOAD", PUSH_SCRIPT)
+        return region.script_sha
+
+    async def _write_health(self, code: str, healthy: bool) -> None:
+        for attempt in range(10):
+            try:
+                async with self.pool.connection() as conn:
+                    await conn.execute(Q["set_region_health"], {"region": code, "healthy": healthy})
+                return
+            except psycopg.Error:
+                await asyncio.sleep(min(2 ** attempt * 0.1, 5))
+
+    async def _watch_regions(self) -> None:
+        """Picks up region changes (enabled, fallback, default, new regions)."""
+        while not self.stop.is_set():
+            await self._sleep(max(self.settings.poll_interval_s, 1.0))
+            with contextlib.suppress(psycopg.Error):
+                await self._load_regions()
+
+    def _fallback_for(self, region: Region) -> Region | None:
+        """Where this region's jobs go while its breaker is open, if anywhere."""
+        candidates = [self.regions.get(region.fallback)] if region.fallback else []
+        candidates += [r for r in self.regions.values() if r.is_default]
+        for target in candidates:
+            if target and target is not region and target.enabled and not target.breaker.is_open():
+                return target
+        return None
+
+    # ------------------------------------------------------------------ draining
+
+    async def _region_worker(self, code: str) -> None:
+        region = self.regions[code]
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                claimed = await self._drain_once(region)
+                failures = 0
+            except psycopg.Error as exc:
+                failures += 1
+                logs.warning("database_error", region=code, error=describe(exc))
+                await self._sleep(min(0.1 * 2 ** failures, 5.0))
+                continue
+            except PublishError as exc:
+                failures += 1
+                logs.warning("publish_failed", region=code, error=str(exc))
+                if self.once and region.breaker.is_open() and self._fallback_for(region) is None:
+                    return
+                await self._sleep(min(0.1 * 2 ** failures, 2.0))
+                continue
+            if claimed >= self.settings.batch_size:
+                continue
+            if self.once and claimed == 0:
+                return
+            await self._wait_for_work(region, claimed)
+
+    async def _drain_once(self, region: Region) -> int:
+        """Claims, publishes and commits one batch; returns the number of jobs claimed."""
+        target, fallback_only = region, False
+        if not region.breaker.allow():
+            target = self._fallback_for(region)
+            if target is None:
+                return 0
+            fallback_only = True
+        async with self.pool.connection() as conn, conn.transaction():
+            rows = await (await conn.execute(Q["claim_due"], {
+                "region": region.code, "limit": self.settings.batch_size,
+                "fallback_only": fallback_only})).fetchall()
+            if not rows:
+                if target is region and region.breaker.state is State.HALF_OPEN:
+                    await region.client.command("PING")  # the probe, when there is no batch
+                return 0
+            live = [row for row in rows if not row[10]]
+            expired = len(rows) - len(live)
+            outcomes = await self._publish(target, live, rerouted=target is not region) if live else []
+            failed = [(row, error) for row, error in zip(live, outcomes) if error is not None]
+            if failed:
+                await self._handle_failures(conn, failed)
+        self._account(region, target, live, outcomes, expired)
+        return len(rows)
+
+    async def _publish(self, target: Region, rows: list[tuple], *, rerouted: bool,
+                       reloaded: bool = False) -> list[str | None]:
+        """Pushes rows to target's queues; returns None (pushed or duplicate) or an error per row."""
+        sha = await self._ensure_script(target)
+        ttl = str(self.settings.dedup_ttl_s)
+        commands = []
+        for row in rows:
+            job_json = row[11]
+            if rerouted:  # the payload keeps its original region and says where it went
+                job_json = f'{job_json[:-1]}, "delivered_to": "{target.code}"}}'
+            commands.append(["EVALSHA", sha, "2", dedup_key(row[0]),
+                             queue_key(target.code, row[3]), job_json, ttl])
+        replies = await target.client.pipeline(commands)
+        if not reloaded and any("NOSCRIPT" in str(r.get("error", "")) for r in replies):
+            target.script_sha = None  # Redis lost its scripts (restart): load and push again
+            return await self._publish(target, rows, rerouted=rerouted, reloaded=True)
+        results: list[str | None] = []
+        for reply in replies:
+            if "error" in reply:
+                results.append(str(reply["error"]))
+            else:
+                results.append(None)
+                if reply.get("result") == 0:
+                    self.counts.duplicates += 1
+                    metrics.duplicates.labels(target.code).inc()
+        return results
+
+    async def _handle_failures(self, conn, failed: list[tuple[tuple, str]]) -> None:
+        """Inline errors fail their job only: back with a backoff, or to the dead letters."""
+        requeue, dead = [], []
+        for row, error in failed:
+            (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
+             attempts, payload, allow_fallback, _expired, _json) = row
+            attempts += 1
+            params = {"job_id": job_id, "monitor_id": monitor_id, "region": region,
+                      "criticality": criticality, "scheduled_for": scheduled_for,
+                      "deliver_at": deliver_at, "expires_at": expires_at,
+                      "allow_fallback": allow_fallback, "payload": payload,
+                      "attempts": attempts, "error": error[:500]}
+            if attempts >= self.settings.max_attempts:
+                dead.append(params)
+                logs.warning("job_dead_lettered", job_id=job_id, region=region,
+                             attempts=attempts, error=error[:200])
+            else:
+                params["backoff_s"] = min(0.5 * 2 ** attempts, 60) * random.uniform(0.8, 1.2)
+                requeue.append(params)
+        async with conn.cursor() as cur:
+            if requeue:
+                await cur.executemany(Q["requeue"], requeue)
+            if dead:
+                await cur.executemany(Q["dead_letter"], dead)
+
+    def _account(self, region: Region, target: Region, live: list[tuple],
+                 outcomes: list[str | None], expired: int) -> None:
+        c = self.counts
+        c.batches += 1
+        now = time.time()
+        ok = [row for row, error in zip(live, outcomes) if error is None]
+        n_failed = len(live) - len(ok)
+        c.published += len(ok)
+        c.failed += n_failed
+        c.expired += expired
+        if expired:
+            metrics.expired.labels(region.code).inc(expired)
+            logs.event("jobs_expired", region=region.code, count=expired)
+        if n_failed:
+            metrics.failed.labels(target.code).inc(n_failed)
+            dead = sum(1 for row, e in zip(live, outcomes)
+                       if e is not None and row[7] + 1 >= self.settings.max_attempts)
+            c.dead_lettered += dead
+            if dead:
+                metrics.dead_lettered.labels(region.code).inc(dead)
+        if not ok:
+            return
+        metrics.published.labels(target.code).inc(len(ok))
+        if target is not region:
+            c.rerouted += len(ok)
+            metrics.rerouted.labels(region.code, target.code).inc(len(ok))
+            logs.event("jobs_rerouted", region=region.code, to=target.code, count=len(ok))
+        hist = metrics.schedule_lag.labels(target.code)
+        for row in ok:
+            hist.observe(now - row[4].timestamp())
+        if self.collect_lags:
+            c.lags.extend(now - row[5].timestamp() for row in ok)
+        logs.event("batch_published", region=target.code, jobs=len(ok), failed=n_failed,
+                   expired=expired)
+
+    # ------------------------------------------------------------------ waking
+
+    async def _wait_for_work(self, region: Region, claimed: int) -> None:
+        """Sleeps until the next deliver_at, a NOTIFY, the breaker's probe time or stop."""
+        timeout = self.settings.poll_interval_s
+        if region.breaker.state is State.OPEN and self._fallback_for(region) is None:
+            timeout = min(timeout, max(region.breaker.seconds_until_probe(), 0.05))
+        else:
+            try:
+                async with self.pool.connection() as conn:
+                    row = await (await conn.execute(Q["next_due"], {"region": region.code})).fetchone()
+                if row[0] is not None:
+                    timeout = min(timeout, max(row[0], 0.0))
+            except psycopg.Error:
+                timeout = 0.5
+        # a short floor gathers jobs falling due together into one batch
+        timeout = max(timeout, 0.02 if claimed or timeout <= 0 else 0.0)
+        region.wake.clear()
+        waits = [asyncio.ensure_future(region.wake.wait()), asyncio.ensure_future(self.stop.wait())]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    async def _listen(self) -> None:
+        """LISTEN pgpulse_outbox on a dedicated connection; reconnects when it is lost."""
+        delay = 0.1
+        while not self.stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+                    await conn.execute("LISTEN pgpulse_outbox")
+                    delay = 0.1
+                    self._wake_all()  # jobs may have arrived while we were not listening
+                    async for _ in conn.notifies():
+                        self._wake_all()
+            except psycopg.Error as exc:
+                logs.warning("listen_lost", error=describe(exc))
+                await self._sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _wake_all(self) -> None:
+        for region in self.regions.values():
+            region.wake.set()
+
+    async def _sample_depth(self) -> None:
+        """Samples each region's queue depth; over the threshold the region is degraded."""
+        while not self.stop.is_set():
+            for region in list(self.regions.values()):
+                if region.breaker.is_open():
+                    continue
+                with contextlib.suppress(PublishError, psycopg.Error):
+                    replies = await region.client.pipeline(
+                        [["LLEN", queue_key(region.code, c)] for c in
+                         ("critical", "high", "normal", "low")])
+                    depth = sum(r.get("result") or 0 for r in replies)
+                    metrics.queue_depth.labels(region.code).set(depth)
+                    async with self.pool.connection() as conn:
+                        await conn.execute(Q["set_region_degraded"], {
+                            "region": region.code,
+                            "degraded": depth > self.settings.backlog_degraded})
+            await self._sleep(self.settings.depth_interval_s)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), timeout=seconds)
+
+
+def run_relay(dsn: str, *, once: bool = False, env: dict[str, str] | None = None) -> Counts:
+    return asyncio.run(Relay(dsn, env=env, once=once).run())
