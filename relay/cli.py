@@ -140,6 +140,18 @@ def protect_secrets(dsn: str | None = None) -> None:
         logs.register_secret(urlsplit(dsn).password)
 
 
+@command("http")
+def _http(args):
+    import asyncio
+
+    from relay import logs
+    from relay.http import serve_alone
+    dsn = _dsn(args)
+    logs.setup(args.log_level)
+    protect_secrets(dsn)
+    asyncio.run(serve_alone(args.listen, dsn))
+
+
 @command("devserver")
 def _devserver(args):
     from relay import devserver
@@ -205,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight", type=int, default=1, help="add: round-robin weight")
     p.add_argument("--disabled", action="store_true", help="add: start disabled")
     p.add_argument("--json", action="store_true", help="list: print as JSON")
+
+    p = add("http", "serve /healthz, /readyz, /metrics and /api/cron/scheduler without a relay")
+    p.add_argument("--listen", default=_env_default("PGPULSE_HTTP", "127.0.0.1:9187"),
+                   metavar="HOST:PORT", help="address to listen on (default: $PGPULSE_HTTP)")
+    p.add_argument("--log-level", default=_env_default("PGPULSE_LOG_LEVEL", "INFO"),
+                   help="log level (default: $PGPULSE_LOG_LEVEL)")
 
     p = sub.add_parser("devserver", formatter_class=fmt,
                        help="an Upstash-compatible REST server on a real redis-server",

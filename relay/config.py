@@ -112,3 +112,36 @@ class RelaySettings:
             poll_interval_s=_number(env, "PGPULSE_POLL_INTERVAL_S", 5.0, 0.05, 300),
             depth_interval_s=_number(env, "PGPULSE_DEPTH_INTERVAL_S", 5.0, 0.1, 300),
         )
+
+
+@dataclass(frozen=True)
+class OpsSettings:
+    """Readiness thresholds, alert rules and the HTTP trigger's secret."""
+
+    cron_secret: str | None = field(default=None, repr=False)
+    ready_max_tick_age_s: float = 180.0     # /readyz: a tick finished within this
+    ready_max_backlog_age_s: float = 120.0  # /readyz: oldest due job younger than this
+    alert_webhook_url: str | None = None
+    alert_interval_s: float = 10.0          # how often alert rules are evaluated
+    alert_breaker_open_s: float = 60.0      # a breaker open longer than this alerts
+    alert_deadman_s: float = 180.0          # no finished tick for this long alerts
+    alert_tick_budget_ratio: float = 0.8    # a tick using more of its budget alerts
+    alert_backlog_age_s: float = 120.0      # oldest due job older than this alerts
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "OpsSettings":
+        env = os.environ if env is None else env
+        webhook = env.get("PGPULSE_ALERT_WEBHOOK_URL") or None
+        if webhook and urlsplit(webhook).scheme not in ("http", "https"):
+            raise ConfigError("PGPULSE_ALERT_WEBHOOK_URL must be an http(s) URL")
+        return cls(
+            cron_secret=env.get("CRON_SECRET") or None,
+            ready_max_tick_age_s=_number(env, "PGPULSE_READY_MAX_TICK_AGE_S", 180, 1, 86400),
+            ready_max_backlog_age_s=_number(env, "PGPULSE_READY_MAX_BACKLOG_AGE_S", 120, 1, 86400),
+            alert_webhook_url=webhook,
+            alert_interval_s=_number(env, "PGPULSE_ALERT_INTERVAL_S", 10, 0.05, 3600),
+            alert_breaker_open_s=_number(env, "PGPULSE_ALERT_BREAKER_OPEN_S", 60, 0, 86400),
+            alert_deadman_s=_number(env, "PGPULSE_ALERT_DEADMAN_S", 180, 1, 86400),
+            alert_tick_budget_ratio=_number(env, "PGPULSE_ALERT_TICK_BUDGET_RATIO", 0.8, 0.01, 1),
+            alert_backlog_age_s=_number(env, "PGPULSE_ALERT_BACKLOG_AGE_S", 120, 0, 86400),
+        )

@@ -198,6 +198,12 @@ class Relay:
                 return target
         return None
 
+    def breakers_open_s(self) -> dict[str, float]:
+        """Seconds each not-closed breaker has been open, for the alert rules."""
+        now = time.monotonic()
+        return {code: now - r.breaker.opened_at for code, r in self.regions.items()
+                if r.breaker.is_open()}
+
     # ------------------------------------------------------------------ draining
 
     async def _region_worker(self, code: str) -> None:

@@ -171,3 +171,11 @@ SELECT j.jobname, j.schedule, j.active, d.status AS last_status, d.start_time AS
 SELECT max(started_at) AS started_at,
        extract(epoch FROM now() - max(started_at))::float8 AS age_s
   FROM pgpulse.tick_runs WHERE finished_at IS NOT NULL
+
+-- latest_tick --
+-- The newest tick run and the share of its budget it used.
+SELECT id, started_at, finished_at, cut_short, monitors_claimed, jobs_written,
+       extract(epoch FROM coalesce(finished_at, clock_timestamp()) - started_at)::float8 AS duration_s,
+       extract(epoch FROM coalesce(finished_at, clock_timestamp()) - started_at)::float8
+           / nullif(budget_ms / 1000.0, 0)::float8 AS budget_used
+  FROM pgpulse.tick_runs ORDER BY id DESC LIMIT 1
