@@ -335,9 +335,7 @@ class Relay:
             c.rerouted += len(ok)
             metrics.rerouted.labels(region.code, target.code).inc(len(ok))
             logs.event("jobs_rerouted", region=region.code, to=target.code, count=len(ok))
-        hist = metrics.schedule_lag.labels(target.code)
-        for row in ok:
-            hist.observe(now - row[4].timestamp())
+        metrics.schedule_lag.observe_many(target.code, [now - row[4].timestamp() for row in ok])
         if self.collect_lags:
             c.lags.extend(now - row[5].timestamp() for row in ok)
         logs.event("batch_published", region=target.code, jobs=len(ok), failed=n_failed,
