@@ -152,6 +152,19 @@ def _http(args):
     asyncio.run(serve_alone(args.listen, dsn))
 
 
+@command("demo")
+def _demo(args):
+    from relay.demo import run_demo
+    run_demo(seconds=args.seconds, monitors=args.monitors)
+
+
+@command("bench")
+def _bench(args):
+    from relay.bench import run_bench
+    for record in run_bench(args):
+        emit(args, record, lambda r: json.dumps(r, indent=2))
+
+
 @command("devserver")
 def _devserver(args):
     from relay import devserver
@@ -223,6 +236,31 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="HOST:PORT", help="address to listen on (default: $PGPULSE_HTTP)")
     p.add_argument("--log-level", default=_env_default("PGPULSE_LOG_LEVEL", "INFO"),
                    help="log level (default: $PGPULSE_LOG_LEVEL)")
+
+    p = sub.add_parser("demo", formatter_class=fmt,
+                       help="run the whole system live on throwaway local services",
+                       description="PostgreSQL with pg_cron, redis-server, the Upstash dev "
+                                   "server, 10,000 monitors, the relay and simulated workers; "
+                                   "everything is removed at the end.")
+    p.add_argument("--seconds", type=float,
+                   default=float(_env_default("DEMO_SECONDS", 120)),
+                   help="how long to run (default: $DEMO_SECONDS)")
+    p.add_argument("--monitors", type=int, default=10_000, help="monitors to create")
+
+    p = sub.add_parser("bench", formatter_class=fmt,
+                       help="benchmarks on throwaway local services (figures in the README)",
+                       description="Each benchmark starts its own PostgreSQL, redis-server and "
+                                   "dev server. Medians of several runs.")
+    p.add_argument("what", choices=["tick", "devserver", "relay", "relay-lag", "compare", "all"])
+    p.add_argument("--monitors", type=int, default=None,
+                   help="tick/compare: due monitors (default 100000 / 1000)")
+    p.add_argument("--jobs", type=int, default=100_000, help="relay: jobs in the outbox")
+    p.add_argument("--latency-ms", type=float, default=0.0,
+                   help="relay/compare: latency the dev server adds to every request")
+    p.add_argument("--rate", type=float, default=2000.0, help="relay-lag: jobs falling due per second")
+    p.add_argument("--seconds", type=float, default=30.0, help="relay-lag: how long")
+    p.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
+    p.add_argument("--json", action="store_true", help="print JSON only")
 
     p = sub.add_parser("devserver", formatter_class=fmt,
                        help="an Upstash-compatible REST server on a real redis-server",

@@ -1,0 +1,142 @@
+"""`pgpulse bench relay`: jobs per second from the outbox to Redis through the dev server,
+and the delivery lag (published_at - deliver_at), on throwaway local parts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from typing import Any
+
+import redis
+
+from relay import logs
+from relay.config import RelaySettings
+from relay.stack import LocalStack
+from relay.worker import Relay
+
+# Outbox rows as the tick writes them, spread evenly over the regions.
+SEED_JOBS = """
+INSERT INTO pgpulse.outbox (job_id, monitor_id, region, criticality, scheduled_for,
+                            deliver_at, expires_at, payload)
+SELECT md5(%(run)s || '/' || g)::uuid, md5('m' || %(run)s || '/' || g)::uuid,
+       (%(regions)s::text[])[1 + g %% cardinality(%(regions)s::text[])],
+       (ARRAY['critical', 'high', 'normal', 'low'])[1 + g %% 4],
+       %(start)s::timestamptz + (g / %(rate)s::float8) * interval '1 second',
+       %(start)s::timestamptz + (g / %(rate)s::float8) * interval '1 second',
+       %(start)s::timestamptz + (g / %(rate)s::float8) * interval '1 second' + interval '5 minutes',
+       jsonb_build_object('url', 'https://example.com/health/' || g, 'method', 'GET',
+                          'timeout_ms', 10000, 'expected_status', jsonb_build_array(200),
+                          'retry', jsonb_build_object('max_attempts', 2, 'delay_ms', 2000))
+  FROM generate_series(1, %(jobs)s) g
+"""
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _queued(stack: LocalStack) -> int:
+    """Jobs in every region's queues; raises if any job_id is there twice."""
+    total, job_ids = 0, set()
+    for region in stack.region_codes:
+        client = redis.Redis.from_url(stack.redis.url, db=stack.redis_db(region))
+        for key in client.scan_iter("pgpulse:jobs:*"):
+            for value in client.lrange(key, 0, -1):
+                total += 1
+                job_ids.add(json.loads(value).get("job_id"))
+        client.close()
+    if len(job_ids) != total:
+        raise RuntimeError(f"{total - len(job_ids)} duplicate jobs in Redis")
+    return total
+
+
+def _reset(stack: LocalStack) -> None:
+    for region in stack.region_codes:
+        client = redis.Redis.from_url(stack.redis.url, db=stack.redis_db(region))
+        client.flushdb()
+        client.close()
+
+
+def _seed(stack: LocalStack, run: int, jobs: int, rate: float | None) -> float:
+    """Seeds jobs; with a rate they fall due at that rate from two seconds from now."""
+    with stack.connect() as conn:
+        start = conn.execute("SELECT now() + interval '2 seconds'" if rate else
+                             "SELECT now() - interval '1 second'").fetchone()[0]
+        conn.execute(SEED_JOBS, {"run": str(run), "regions": list(stack.region_codes),
+                                 "start": start, "rate": rate or 1e9, "jobs": jobs})
+        conn.execute("VACUUM ANALYZE pgpulse.outbox")
+    return start.timestamp()
+
+
+async def _drain(stack: LocalStack, settings: RelaySettings, *, once: bool,
+                 until_published: int) -> tuple[float, Relay]:
+    relay = Relay(stack.dsn, settings, env=stack.env(), once=once, collect_lags=True)
+    started = time.perf_counter()
+    task = asyncio.create_task(relay.run())
+    if not once:
+        while relay.counts.published < until_published and not task.done():
+            await asyncio.sleep(0.05)
+        relay.stop.set()
+    await task
+    return time.perf_counter() - started, relay
+
+
+def bench_relay(jobs: int = 100_000, latency_ms: float = 0, runs: int = 3,
+                batch: int = 1000, concurrency: int = 4) -> dict[str, Any]:
+    """Throughput: a full outbox of due jobs drained by one relay (--once), median of runs."""
+    logs.setup("WARNING")
+    settings = RelaySettings(batch_size=batch, concurrency=concurrency)
+    seconds, lag_p50, lag_p99 = [], [], []
+    with LocalStack() as stack:
+        with stack.connect() as conn:
+            stack.create_regions(conn)
+        if latency_ms:
+            stack.devserver.set_faults({"latency_ms": latency_ms})
+        for run in range(runs):
+            _reset(stack)
+            _seed(stack, run, jobs, None)
+            elapsed, relay = asyncio.run(_drain(stack, settings, once=True, until_published=jobs))
+            delivered = _queued(stack)
+            if delivered != jobs or relay.counts.published != jobs:
+                raise RuntimeError(f"run {run}: {delivered} jobs in Redis, expected {jobs}")
+            seconds.append(elapsed)
+            lag_p50.append(_percentile(relay.counts.lags, 0.50))
+            lag_p99.append(_percentile(relay.counts.lags, 0.99))
+    median = statistics.median(seconds)
+    return {"bench": "relay", "jobs": jobs, "latency_ms": latency_ms, "runs": runs,
+            "batch_size": batch, "concurrency_per_region": concurrency,
+            "regions": len(stack.region_codes),
+            "seconds_median": round(median, 3), "jobs_per_s_median": round(jobs / median),
+            "seconds_all": [round(s, 3) for s in seconds],
+            "lag_p50_ms": round(statistics.median(lag_p50) * 1000, 1),
+            "lag_p99_ms": round(statistics.median(lag_p99) * 1000, 1),
+            "note": "lag here is mostly time spent waiting in a full backlog; see steady_lag"}
+
+
+def bench_relay_lag(rate: float = 2000, seconds: float = 30, latency_ms: float = 0,
+                    batch: int = 1000, concurrency: int = 4) -> dict[str, Any]:
+    """Steady state: jobs fall due at `rate` per second; lag = published_at - deliver_at."""
+    logs.setup("WARNING")
+    jobs = int(rate * seconds)
+    with LocalStack() as stack:
+        with stack.connect() as conn:
+            stack.create_regions(conn)
+        if latency_ms:
+            stack.devserver.set_faults({"latency_ms": latency_ms})
+        _seed(stack, 0, jobs, rate)
+        elapsed, relay = asyncio.run(_drain(stack, RelaySettings(batch_size=batch,
+                                                                 concurrency=concurrency),
+                                            once=False, until_published=jobs))
+        delivered = _queued(stack)
+    lags = relay.counts.lags
+    return {"bench": "relay_lag", "rate_per_s": rate, "seconds": seconds, "jobs": jobs,
+            "latency_ms": latency_ms, "delivered": delivered,
+            "lag_p50_ms": round(_percentile(lags, 0.50) * 1000, 1),
+            "lag_p99_ms": round(_percentile(lags, 0.99) * 1000, 1),
+            "lag_max_ms": round(max(lags, default=0) * 1000, 1),
+            "early": sum(1 for lag in lags if lag < 0)}

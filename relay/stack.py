@@ -1,0 +1,83 @@
+"""The whole system on throwaway local parts: PostgreSQL with pg_cron, redis-server, and the
+Upstash-compatible dev server standing in for one Upstash database per region. Used by
+`pgpulse demo` and the benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from typing import Any
+
+import psycopg
+
+from relay import migrate
+from relay.config import env_suffix
+from relay.devserver import DevServer
+from relay.embedded import EmbeddedPostgres, EmbeddedRedis
+
+REGIONS = ("us-east-1", "eu-west-1", "ap-south-1")
+
+
+class LocalStack:
+    """Starts everything on enter, stops and removes everything on exit (also on Ctrl-C)."""
+
+    def __init__(self, regions: tuple[str, ...] = REGIONS, *, fast_db: bool = False) -> None:
+        self.region_codes = regions
+        self.tokens = {code: secrets.token_urlsafe(16) for code in regions}
+        self.pg = EmbeddedPostgres(fast=fast_db)
+        self.redis = EmbeddedRedis()
+        self.devserver: DevServer | None = None
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> "LocalStack":
+        try:
+            self._stack.enter_context(self.pg)
+            self._stack.enter_context(self.redis)
+            self.devserver = DevServer(
+                self.redis.url, {tok: i + 1 for i, tok in enumerate(self.tokens.values())})
+            self._stack.enter_context(self.devserver)
+            migrate.upgrade(self.dsn)
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    @property
+    def dsn(self) -> str:
+        return self.pg.dsn()
+
+    def env(self) -> dict[str, str]:
+        """What a relay needs: DATABASE_URL and one Upstash URL/token pair per region."""
+        env = {"DATABASE_URL": self.dsn}
+        for code, token in self.tokens.items():
+            env[f"UPSTASH_REDIS_REST_URL_{env_suffix(code)}"] = self.devserver.url
+            env[f"UPSTASH_REDIS_REST_TOKEN_{env_suffix(code)}"] = token
+        return env
+
+    def redis_db(self, region: str) -> int:
+        return self.region_codes.index(region) + 1
+
+    def create_regions(self, conn: psycopg.Connection) -> None:
+        """The first region is the default; each falls back to the next."""
+        for i, code in enumerate(self.region_codes):
+            conn.execute("INSERT INTO public.regions (code, is_default) VALUES (%s, %s)",
+                         (code, i == 0))
+        for i, code in enumerate(self.region_codes):
+            fallback = self.region_codes[(i + 1) % len(self.region_codes)]
+            if fallback != code:
+                conn.execute("UPDATE public.regions SET fallback_region = %s WHERE code = %s",
+                             (fallback, code))
+
+    def connect(self, **kwargs: Any) -> psycopg.Connection:
+        return psycopg.connect(self.dsn, autocommit=True, **kwargs)
+
+    def set_region_down(self, region: str, down: bool = True) -> None:
+        """Makes one region's Upstash endpoint answer 503 to everything (or heals it)."""
+        if down:
+            self.devserver.set_faults({"error_rate": 1.0, "error_statuses": [503]},
+                                      tokens=[self.tokens[region]])
+        else:
+            self.devserver.clear_faults()
