@@ -68,6 +68,7 @@ CREATE TABLE pgpulse.outbox (
     deliver_at    timestamptz NOT NULL,           -- publish not before this
     expires_at    timestamptz NOT NULL,           -- drop instead of publishing after this
     payload       jsonb NOT NULL,                 -- the check, as the worker receives it
+    allow_fallback boolean NOT NULL DEFAULT true, -- may go to the fallback region's queue
     attempts      integer NOT NULL DEFAULT 0,
     last_error    text,
     created_at    timestamptz NOT NULL DEFAULT now(),
@@ -201,9 +202,10 @@ BEGIN
           FROM due d
     ), jobs AS (
         INSERT INTO pgpulse.outbox AS o
-               (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at, payload)
+               (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
+                allow_fallback, payload)
         SELECT md5(r.id::text || '/' || r.region || '/' || extract(epoch FROM r.slot)::text)::uuid,
-               r.id, r.region, r.criticality, r.slot, r.slot, r.slot + r.iv,
+               r.id, r.region, r.criticality, r.slot, r.slot, r.slot + r.iv, r.allow_fallback,
                jsonb_build_object(
                    'url', r.url, 'method', r.method, 'timeout_ms', r.timeout_ms,
                    'expected_status', to_jsonb(r.expected_status),
