@@ -48,7 +48,9 @@ def region_enable(conn, code: str, enabled: bool) -> None:
 
 
 def region_set_default(conn, code: str) -> None:
-    _update_region(conn, "region_set_default", {"code": code})
+    with conn.transaction():  # an unknown code rolls the clearing back
+        conn.execute(queries()["region_clear_default"])
+        _update_region(conn, "region_set_default", {"code": code})
 
 
 def _job_id(value: str | None) -> str | None:

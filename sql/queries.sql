@@ -113,11 +113,12 @@ VALUES (%(code)s, %(enabled)s, %(fallback)s, %(weight)s)
 -- Enables or disables a region; returns the code when it exists.
 UPDATE public.regions SET enabled = %(enabled)s WHERE code = %(code)s RETURNING code
 
+-- region_clear_default --
+-- No region is the default (run before region_set_default, in one transaction).
+UPDATE public.regions SET is_default = false WHERE is_default
+
 -- region_set_default --
--- Makes one region the default (at most one is).
-WITH cleared AS (
-    UPDATE public.regions SET is_default = false WHERE is_default AND code <> %(code)s
-)
+-- Makes one region the default; returns the code when it exists.
 UPDATE public.regions SET is_default = true WHERE code = %(code)s RETURNING code
 
 -- dlq_list --

@@ -1,0 +1,81 @@
+"""The real `pgpulse` CLI: help everywhere, one-line errors, status and admin commands."""
+
+import json
+
+import pytest
+
+from tests.ops.conftest import pgpulse
+
+COMMANDS = ["migrate", "tick", "relay", "status", "dlq", "region", "devserver", "demo", "bench", "http"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_everywhere(command, relay_env):
+    result = pgpulse(command, "--help", env=relay_env)
+    assert result.returncode == 0
+    assert "usage: pgpulse" in result.stdout
+
+
+def assert_one_line_error(result, fragment):
+    """One plain line says what is wrong; anything else on stderr is a JSON log line."""
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("{")]
+    assert len(lines) == 1, result.stderr
+    assert fragment in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_user_mistakes_get_one_line_errors(conn, regions, relay_env):
+    assert_one_line_error(pgpulse("status", env=relay_env | {"DATABASE_URL": "mysql://x/y"}),
+                          "DATABASE_URL must start with postgresql://")
+    env = relay_env.copy()
+    env.pop("DATABASE_URL")
+    assert_one_line_error(pgpulse("tick", env=env), "DATABASE_URL is not set")
+    assert_one_line_error(pgpulse("region", "enable", "mars-1", env=relay_env), "unknown region 'mars-1'")
+    assert_one_line_error(pgpulse("region", "add", "Bad_Code", env=relay_env), "bad region code")
+    assert_one_line_error(pgpulse("region", "add", "sa-east-1", "--fallback", "nowhere", env=relay_env),
+                          "unknown fallback region")
+    assert_one_line_error(pgpulse("dlq", "retry", "not-a-uuid", env=relay_env), "bad job id")
+    no_tokens = {k: v for k, v in relay_env.items() if "TOKEN" not in k}
+    assert_one_line_error(pgpulse("relay", "--once", env=no_tokens),
+                          "no enabled region has an Upstash endpoint configured")
+    assert_one_line_error(pgpulse("relay", "--once", env=relay_env | {"PGPULSE_BATCH_SIZE": "lots"}),
+                          "PGPULSE_BATCH_SIZE must be a number")
+    assert_one_line_error(pgpulse("relay", "--once", env=relay_env | {
+        "UPSTASH_REDIS_REST_URL_US_EAST_1": "not a url", "UPSTASH_REDIS_REST_URL_EU_WEST_1": "ftp://x"}),
+        "no enabled region has an Upstash endpoint configured")
+
+
+def test_region_commands_change_routing_rows(conn, regions, relay_env):
+    assert pgpulse("region", "add", "ap-south-1", "--fallback", "us-east-1", "--weight", "2",
+                   env=relay_env).returncode == 0
+    assert pgpulse("region", "disable", "eu-west-1", env=relay_env).returncode == 0
+    assert pgpulse("region", "set-default", "ap-south-1", env=relay_env).returncode == 0
+    listed = json.loads(pgpulse("region", "list", "--json", env=relay_env).stdout)
+    by_code = {r["code"]: r for r in listed}
+    assert by_code["ap-south-1"]["is_default"] and by_code["ap-south-1"]["weight"] == 2
+    assert not by_code["us-east-1"]["is_default"]
+    assert not by_code["eu-west-1"]["enabled"]
+
+
+def test_status_and_dlq(conn, regions, relay_env):
+    conn.execute("INSERT INTO public.monitors (url, next_check_at) VALUES ('https://a.example', now())")
+    pgpulse("tick", env=relay_env)
+    conn.execute("""INSERT INTO pgpulse.dead_letters (job_id, monitor_id, region, criticality,
+                      scheduled_for, deliver_at, expires_at, payload, attempts, last_error)
+                    VALUES (gen_random_uuid(), gen_random_uuid(), 'us-east-1', 'high', now(), now(),
+                            now() + interval '5 minutes', '{"url": "https://b.example"}', 5, 'ERR boom')""")
+    status = json.loads(pgpulse("status", "--json", env=relay_env).stdout)
+    assert status["dead_letters"] == 1
+    assert status["recent_ticks"][0]["jobs_written"] == 1
+    assert {r["code"] for r in status["regions"]} == {"us-east-1", "eu-west-1"}
+    assert sum(b["waiting"] for b in status["backlog"]) == 1
+    human = pgpulse("status", env=relay_env)
+    assert "dead letters: 1" in human.stdout and "us-east-1" in human.stdout
+
+    listed = json.loads(pgpulse("dlq", "list", "--json", env=relay_env).stdout)
+    assert listed[0]["last_error"] == "ERR boom"
+    retried = json.loads(pgpulse("dlq", "retry", listed[0]["job_id"], "--json", env=relay_env).stdout)
+    assert retried == {"retried": 1}
+    assert conn.execute("SELECT count(*) AS n FROM pgpulse.outbox").fetchone()["n"] == 2
+    assert json.loads(pgpulse("dlq", "purge", "--json", env=relay_env).stdout) == {"purged": 0}
