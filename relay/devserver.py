@@ -76,6 +76,8 @@ import collections
 import contextlib
 import itertools
 import json
+import logging
+import operator
 import os
 import random
 import signal
@@ -105,6 +107,7 @@ _BODY_METHODS = frozenset({"POST", "PUT"})
 _ADMIN_PREFIX = "/_admin"
 _FAULT_KINDS = ("latency", "error", "hang", "drop", "inline_error")
 _ReplyError = hiredis.ReplyError
+_log = logging.getLogger("pgpulse.devserver")
 
 
 class DevServerError(PgPulseError):
@@ -487,16 +490,16 @@ _REFUSED = frozenset({
     "DEBUG", "CONFIG", "MODULE", "ACL", "CLUSTER", "SWAPDB", "MOVE", "MIGRATE",
 })
 _SPECIAL = frozenset({"FLUSHALL", "XREAD", "XREADGROUP", "COPY"})
-_PASS = 0
-_CHECK = 1
-_policies: dict[str, int | str] = {}
+_PASS = object()   # run as is
+_CHECK = object()  # depends on the arguments: see _check
+_policies: dict[str, object] = {}
 
 
-def _policy(name: str) -> int | str:
-    """_PASS, _CHECK (depends on the arguments) or the refusal message."""
+def _policy(name: str) -> object:
+    """_PASS, _CHECK or the refusal message."""
     upper = name.upper()
     if upper in _REFUSED:
-        policy: int | str = _not_available(name)
+        policy: object = _not_available(name)
     elif upper in _SPECIAL:
         policy = _CHECK
     else:
@@ -580,6 +583,50 @@ def _encode_bytes_command(args: list[bytes]) -> bytes:
     return b"".join(parts)
 
 
+_chain = itertools.chain.from_iterable
+_SIZE_PREFIXES = ["$%d" % n for n in range(16384)]
+_size_prefix = _SIZE_PREFIXES.__getitem__
+_first = operator.itemgetter(0)
+
+
+def _encode_fast(cmds: list) -> str | None:
+    """RESP text for well-formed commands whose names all pass the policy, else None.
+
+    The common pipeline (a thousand LPUSH or EVALSHA of strings) is encoded with C-level
+    map/join/slice operations instead of a Python loop over every argument.
+    """
+    if not all(cmd.__class__ is list and cmd for cmd in cmds):
+        return None
+    flat = list(_chain(cmds))
+    try:
+        if all(map(str.isascii, flat)):
+            sizes = list(map(len, flat))
+        else:
+            sizes = list(map(len, map(str.encode, flat)))
+    except (TypeError, UnicodeEncodeError):  # a non-string argument, a lone surrogate
+        return None
+    policies = _policies
+    for name in set(map(_first, cmds)):
+        policy = policies.get(name)
+        if policy is None:
+            policy = _policy(name)
+        if policy is not _PASS:
+            return None
+    try:
+        heads = list(map(_size_prefix, sizes))
+    except IndexError:  # an argument of 16 KiB or more
+        heads = ["$%d" % n for n in sizes]
+    position = 0
+    for cmd in cmds:
+        heads[position] = f"*{len(cmd)}\r\n{heads[position]}"
+        position += len(cmd)
+    parts: list[str | None] = [None] * (2 * len(flat))
+    parts[0::2] = heads
+    parts[1::2] = flat
+    parts.append("")
+    return "\r\n".join(parts)  # type: ignore[arg-type]
+
+
 def _compile(
     cmds: list, kind: str, *, refuse_whole: bool, skip: set[int] | None = None,
     inline_error: str = "",
@@ -590,6 +637,10 @@ def _compile(
     per command: None to run it, or the inline error it gets instead), how many commands
     run and how many got the injected inline error.
     """
+    if not skip:
+        text = _encode_fast(cmds)
+        if text is not None:
+            return [text], None, len(cmds), 0
     out: list[str] = []
     plan: list | None = None
     runs = injected = 0
@@ -604,7 +655,7 @@ def _compile(
             policy = _policy(cmd[0])
         refusal = None
         if policy is not _PASS:
-            if policy == _CHECK:
+            if policy is _CHECK:
                 checked = _check(cmd)
                 if isinstance(checked, str):
                     refusal = checked
@@ -848,12 +899,22 @@ class DevServerApp:
         if path.startswith(_ADMIN_PREFIX) and (len(path) == len(_ADMIN_PREFIX) or path[len(_ADMIN_PREFIX)] == "/"):
             await self._admin(scope, receive, send)
             return
-        stats = self.stats
-        stats.requests += 1
+        self.stats.requests += 1
+        started = [False]
+
+        async def tracked_send(message: dict) -> None:
+            started[0] = True
+            await send(message)
+
         try:
-            await self._redis_api(scope, receive, send, path)
+            await self._redis_api(scope, receive, tracked_send, path)
         except _Reply as reply:
             await self._respond(send, reply.status, reply.body, close=reply.close)
+        except Exception as exc:  # a bug: answer in Upstash's shape, log the traceback here
+            _log.exception("devserver.internal_error")
+            if not started[0]:
+                await self._respond(send, 500, _error_body(
+                    f"ERR devserver internal error ({type(exc).__name__})"), close=True)
 
     async def _redis_api(self, scope: dict, receive: Any, send: Any, path: str) -> None:
         method = scope["method"]
@@ -934,7 +995,7 @@ class DevServerApp:
         what = "command" if kind == "command" else f"{kind} request"
         try:
             data = _decode_json(body.decode("utf-8"))
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
             raise _BadRequest(f"ERR failed to parse {what}: the body is not valid JSON") from None
         if data.__class__ is not list:
             raise _BadRequest(f"ERR failed to parse {what}: the body must be a JSON array")
@@ -997,7 +1058,7 @@ class DevServerApp:
         policy = _policies.get(name)
         if policy is None:
             policy = _policy(name)
-        if policy == _CHECK:
+        if policy is _CHECK:
             checked = _check(args)
             if isinstance(checked, str):
                 raise _BadRequest(checked)
@@ -1083,7 +1144,7 @@ class DevServerApp:
             elif method in _BODY_METHODS:
                 try:
                     self.faults.install(json.loads(body or b"null"))
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:
                     status, payload = 400, _error_body(f"ERR {exc}")
                 else:
                     payload = _dumps(self.faults.describe())
@@ -1227,6 +1288,8 @@ class DevServer:
 
         from relay.embedded import free_port
 
+        if self.proc is not None and self.proc.poll() is None:
+            return self  # already running
         if self.port is None:
             self.port = free_port()
         args = [sys.executable, "-m", "relay.devserver", "--host", self.host,
