@@ -59,3 +59,19 @@ def test_failed_probe_reopens_for_a_full_cooldown():
     assert not breaker.allow()
     clock.now += 0.2
     assert breaker.allow()
+
+
+def test_open_for_spans_the_whole_incident_across_failed_probes():
+    breaker, clock, _ = make(cooldown=1)
+    assert breaker.open_for() == 0
+    for _ in range(3):
+        breaker.record_failure()
+    for _ in range(5):  # probe, fail, reopen: still one incident
+        clock.now += 1
+        assert breaker.allow()
+        breaker.record_failure()
+    assert breaker.open_for() == 5
+    clock.now += 1
+    assert breaker.allow()
+    breaker.record_success()
+    assert breaker.open_for() == 0
