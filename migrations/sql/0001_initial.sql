@@ -110,11 +110,12 @@ CREATE INDEX tick_runs_started ON pgpulse.tick_runs (started_at);
 -- ================================================================== functions
 
 -- The phase of a monitor inside its interval, from a hash of its id (spreads new monitors).
+-- The hash goes to bigint before abs(): abs() of the smallest integer would overflow.
 CREATE FUNCTION pgpulse._phase_seconds(p_id uuid, p_interval_minutes integer)
 RETURNS double precision
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-    SELECT (abs(hashtext(p_id::text))::bigint % (p_interval_minutes * 60000)) / 1000.0
+    SELECT (abs(hashtext(p_id::text)::bigint) % (p_interval_minutes * 60000)) / 1000.0
 $$;
 
 -- The first slot at or after p_from on the monitor's phase grid.
@@ -143,35 +144,65 @@ CREATE TRIGGER monitors_set_phase
     FOR EACH ROW WHEN (NEW.next_check_at IS NULL)
     EXECUTE FUNCTION pgpulse._monitor_set_phase();
 
+-- Where jobs go, from the regions as they are now. route: for each region code, where a
+-- monitor preferring it (and allowing fallback) is sent: the region itself when enabled
+-- and healthy, else its fallback region when that is, else the default region when that
+-- is; when no region at all is healthy, the region itself if enabled (the job waits there);
+-- NULL: round-robin. wheel: the round-robin regions, each repeated by its weight: the
+-- healthy, not degraded ones; else the healthy ones; else the enabled ones (jobs then wait
+-- in the outbox for a region to recover). A NULL wheel: no enabled region with a weight.
+CREATE FUNCTION pgpulse._routing(OUT route jsonb, OUT wheel text[])
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    v_default     text;
+    v_any_healthy boolean;
+BEGIN
+    SELECT min(code) FILTER (WHERE is_default AND enabled AND healthy),
+           coalesce(bool_or(enabled AND healthy), false)
+      INTO v_default, v_any_healthy
+      FROM public.regions;
+    SELECT jsonb_object_agg(p.code, coalesce(
+               CASE WHEN p.enabled AND p.healthy THEN p.code END,
+               CASE WHEN f.enabled AND f.healthy THEN f.code END,
+               v_default,
+               CASE WHEN p.enabled AND NOT v_any_healthy THEN p.code END))
+      INTO route
+      FROM public.regions p
+      LEFT JOIN public.regions f ON f.code = p.fallback_region;
+    SELECT array_agg(r.code ORDER BY r.code, g) INTO wheel
+      FROM (SELECT code, weight,
+                   dense_rank() OVER (ORDER BY (healthy AND NOT degraded) DESC, healthy DESC) AS tier
+              FROM public.regions WHERE enabled AND weight > 0) r,
+           generate_series(1, r.weight) g
+     WHERE r.tier = 1;
+END
+$$;
+
+-- The region a monitor's job goes to (see _routing), or NULL for round-robin.
+-- Simple enough to be inlined into the tick's queries.
+CREATE FUNCTION pgpulse._route(p_preferred text, p_allow_fallback boolean, p_route jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN p_allow_fallback THEN p_route ->> p_preferred ELSE p_preferred END
+$$;
+
 -- Claims one chunk of due monitors, writes their jobs, bumps their slots; returns counts.
--- p_rr: the round-robin position this chunk starts at; wheeled: rows routed by the wheel.
+-- p_route, p_wheel: from _routing. With no wheel, monitors that no region can take are
+-- not claimed (they stay due; the tick counts them). p_rr: the round-robin position this
+-- chunk starts at; wheeled: jobs routed by the wheel.
 CREATE FUNCTION pgpulse._tick_chunk(
-    p_horizon timestamptz, p_chunk integer, p_rr bigint,
-    OUT claimed integer, OUT written integer, OUT unrouted integer, OUT wheeled integer)
+    p_horizon timestamptz, p_chunk integer, p_rr bigint, p_route jsonb, p_wheel text[],
+    OUT claimed integer, OUT written integer, OUT wheeled integer)
 LANGUAGE plpgsql
 -- a chunk is small next to the table: join it row by row, never hash the whole table
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 AS $$
 DECLARE
-    v_now      timestamptz := clock_timestamp();
-    v_healthy  text[];   -- enabled, healthy regions
-    v_rr       text[];   -- round-robin wheel, repeated by weight
-    v_default  text;
+    v_now timestamptz := clock_timestamp();
 BEGIN
-    SELECT array_agg(code ORDER BY code) FILTER (WHERE enabled AND healthy),
-           min(code) FILTER (WHERE is_default AND enabled AND healthy)
-      INTO v_healthy, v_default
-      FROM public.regions;
-    -- the wheel: healthy and not degraded; else healthy; else enabled (jobs then wait
-    -- in the outbox for a region to recover rather than not being scheduled at all)
-    SELECT array_agg(r.code ORDER BY r.code, g) INTO v_rr
-      FROM (SELECT code, weight,
-                   dense_rank() OVER (ORDER BY (healthy AND NOT degraded) DESC, healthy DESC) AS tier
-              FROM public.regions WHERE enabled AND weight > 0) r,
-           generate_series(1, r.weight) g
-     WHERE r.tier = 1;
-
     WITH due AS MATERIALIZED (
         SELECT m.ctid AS row_ref, m.id, m.url, m.method, m.timeout_ms, m.expected_status, m.check_retries,
                m.check_retry_delay_ms, m.criticality, m.allow_fallback,
@@ -180,25 +211,22 @@ BEGIN
                m.next_check_at + make_interval(mins => m.check_interval_minutes)
                    * greatest(0, floor(extract(epoch FROM v_now - m.next_check_at)
                                        / (m.check_interval_minutes * 60)))::integer AS slot,
-               CASE
-                   WHEN m.preferred_region = ANY (v_healthy) THEN m.preferred_region
-                   -- no fallback allowed: the job waits in the outbox for its region
-                   WHEN NOT m.allow_fallback THEN m.preferred_region
-                   WHEN m.preferred_region IS NOT NULL THEN
-                       coalesce((SELECT r.fallback_region FROM public.regions r
-                                  WHERE r.code = m.preferred_region
-                                    AND r.fallback_region = ANY (v_healthy)), v_default)
-               END AS routed
+               pgpulse._route(m.preferred_region, m.allow_fallback, p_route) AS routed
           FROM public.monitors m
          WHERE m.is_active AND m.next_check_at <= p_horizon
+           AND (p_wheel IS NOT NULL
+                OR pgpulse._route(m.preferred_region, m.allow_fallback, p_route) IS NOT NULL)
          ORDER BY m.next_check_at
          LIMIT p_chunk
            FOR UPDATE OF m SKIP LOCKED
     ), routed AS (
+        -- the wheel continues where the previous chunk left it: a running count of the
+        -- wheel's rows (no sort needed)
         SELECT d.*,
                coalesce(d.routed,
-                        v_rr[1 + ((p_rr + row_number() OVER (PARTITION BY d.routed IS NULL)) % cardinality(v_rr))::integer]
-               ) AS region
+                        p_wheel[1 + ((p_rr + count(*) FILTER (WHERE d.routed IS NULL)
+                                                 OVER (ROWS UNBOUNDED PRECEDING))
+                                     % cardinality(p_wheel))::integer]) AS region
           FROM due d
     ), jobs AS (
         INSERT INTO pgpulse.outbox AS o
@@ -212,7 +240,7 @@ BEGIN
                    'retry', jsonb_build_object('max_attempts', r.check_retries + 1,
                                                'delay_ms', r.check_retry_delay_ms))
           FROM routed r
-         WHERE r.region IS NOT NULL
+            -- a slot already there (put back by hand, or by a relay's requeue) stays as is
             ON CONFLICT DO NOTHING
         RETURNING 1
     ), bumped AS (
@@ -220,15 +248,25 @@ BEGIN
            SET next_check_at = r.slot + r.iv,
                last_scheduled_at = v_now
           FROM routed r
-         WHERE m.ctid = r.row_ref AND r.region IS NOT NULL
+         WHERE m.ctid = r.row_ref
         RETURNING 1
     )
-    SELECT (SELECT count(*) FROM due),
-           (SELECT count(*) FROM jobs),
-           (SELECT count(*) FROM routed WHERE region IS NULL),
-           (SELECT count(*) FROM due WHERE routed IS NULL)
-      INTO claimed, written, unrouted, wheeled;
+    SELECT d.claimed, d.wheeled, (SELECT count(*) FROM jobs)
+      INTO claimed, wheeled, written
+      FROM (SELECT count(*) AS claimed, count(*) FILTER (WHERE routed IS NULL) AS wheeled
+              FROM due) d;
 END
+$$;
+
+-- Due monitors that no region can take now (only possible with no round-robin region).
+CREATE FUNCTION pgpulse._unrouted(p_horizon timestamptz, p_route jsonb)
+RETURNS integer
+LANGUAGE sql STABLE
+AS $$
+    SELECT count(*)::integer
+      FROM public.monitors m
+     WHERE m.is_active AND m.next_check_at <= p_horizon
+       AND pgpulse._route(m.preferred_region, m.allow_fallback, p_route) IS NULL
 $$;
 
 -- One scheduler tick: claims due monitors chunk by chunk (a commit after each chunk) until
@@ -248,11 +286,13 @@ DECLARE
     v_chunk_t0  timestamptz;
     v_slowest   interval := '0';
     v_rr        bigint := floor(random() * 1000000)::bigint;
+    v_route     jsonb;
+    v_wheel     text[];
+    v_routed    boolean := false;   -- v_route and v_wheel were read at least once
     v_claimed   integer;
     v_written   integer;
-    v_unrouted  integer;
     v_wheeled   integer;
-    v_unrouted_total integer := 0;
+    v_unrouted  integer := 0;
     v_cut       boolean := false;
 BEGIN
     IF p_chunk < 1 OR p_budget <= '0' OR p_lookahead < '0' THEN
@@ -272,29 +312,33 @@ BEGIN
         END IF;
         v_chunk_t0 := clock_timestamp();
         v_horizon := v_chunk_t0 + p_lookahead;
-        SELECT c.claimed, c.written, c.unrouted, c.wheeled
-          INTO v_claimed, v_written, v_unrouted, v_wheeled
-          FROM pgpulse._tick_chunk(v_horizon, p_chunk, v_rr) c;
+        -- regions change while a tick runs (the relay writes their health): read per chunk
+        SELECT r.route, r.wheel INTO v_route, v_wheel FROM pgpulse._routing() r;
+        v_routed := true;
+        SELECT c.claimed, c.written, c.wheeled
+          INTO v_claimed, v_written, v_wheeled
+          FROM pgpulse._tick_chunk(v_horizon, p_chunk, v_rr, v_route, v_wheel) c;
         EXIT WHEN v_claimed = 0;
         v_rr := v_rr + v_wheeled;
-        v_unrouted_total := v_unrouted_total + v_unrouted;
         UPDATE pgpulse.tick_runs
            SET monitors_claimed = monitors_claimed + v_claimed,
                jobs_written = jobs_written + v_written,
-               chunks = chunks + 1,
-               unrouted = v_unrouted_total
+               chunks = chunks + 1
          WHERE id = run_id;
         IF v_written > 0 THEN
             PERFORM pg_notify('pgpulse_outbox', v_written::text);
         END IF;
         COMMIT;
         v_slowest := greatest(v_slowest, clock_timestamp() - v_chunk_t0);
-        -- no enabled region: nothing can be routed, leave the monitors due
-        EXIT WHEN v_unrouted = v_claimed;
     END LOOP;
 
+    -- no round-robin region: some due monitors may have no region to go to; they were
+    -- left due, and are counted once here
+    IF v_routed AND v_wheel IS NULL THEN
+        v_unrouted := pgpulse._unrouted(v_horizon, v_route);
+    END IF;
     UPDATE pgpulse.tick_runs
-       SET finished_at = clock_timestamp(), cut_short = v_cut
+       SET finished_at = clock_timestamp(), cut_short = v_cut, unrouted = v_unrouted
      WHERE id = run_id;
     COMMIT;
 END

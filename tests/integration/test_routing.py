@@ -1,0 +1,209 @@
+"""Region routing in the tick: preferred region, its fallback, the default region,
+allow_fallback, round-robin (balance, weight, degraded regions) and no region at all."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+
+def tick(conn, *, chunk: int = 5000) -> dict:
+    run_id = conn.execute("CALL pgpulse.tick(p_trigger => 'test', p_chunk => %s)",
+                          (chunk,)).fetchone()["run_id"]
+    return conn.execute("SELECT * FROM pgpulse.tick_runs WHERE id = %s", (run_id,)).fetchone()
+
+
+def add_region(conn, code: str, **cols) -> None:
+    names = ["code", *cols]
+    conn.execute(
+        f"INSERT INTO public.regions ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))})",
+        [code, *cols.values()])
+
+
+def add_monitors(conn, n: int, *, preferred: str | None = None,
+                 allow_fallback: bool = True) -> list:
+    """n monitors due 10 s ago (5-minute interval: one slot each)."""
+    return [r["id"] for r in conn.execute(
+        "INSERT INTO public.monitors (url, check_interval_minutes, preferred_region, "
+        "allow_fallback, next_check_at) "
+        "SELECT 'https://example.com/' || g, 5, %s, %s, now() - interval '10 seconds' "
+        "FROM generate_series(1, %s) g RETURNING id",
+        (preferred, allow_fallback, n)).fetchall()]
+
+
+def routed(conn, ids: list | None = None) -> Counter:
+    """Jobs per region (of the given monitors, or all)."""
+    rows = conn.execute("SELECT monitor_id, region FROM pgpulse.outbox").fetchall()
+    return Counter(r["region"] for r in rows if ids is None or r["monitor_id"] in set(ids))
+
+
+@pytest.fixture
+def three_regions(conn) -> None:
+    """us-east-1 (default), eu-west-1 falling back to ap-south-1, ap-south-1."""
+    add_region(conn, "us-east-1", is_default=True)
+    add_region(conn, "ap-south-1")
+    add_region(conn, "eu-west-1", fallback_region="ap-south-1")
+
+
+# ------------------------------------------------------------------ preferred region
+
+def test_preferred_region_enabled_and_healthy_is_used(conn, three_regions):
+    ids = add_monitors(conn, 20, preferred="eu-west-1")
+    tick(conn)
+    assert routed(conn, ids) == {"eu-west-1": 20}
+
+
+@pytest.mark.parametrize("down", ["healthy = false", "enabled = false"])
+def test_preferred_region_down_goes_to_its_fallback(conn, three_regions, down):
+    ids = add_monitors(conn, 20, preferred="eu-west-1")
+    conn.execute(f"UPDATE public.regions SET {down} WHERE code = 'eu-west-1'")
+    tick(conn)
+    assert routed(conn, ids) == {"ap-south-1": 20}
+
+
+@pytest.mark.parametrize("fallback_down", ["healthy = false", "enabled = false"])
+def test_preferred_and_fallback_down_go_to_the_default_region(conn, three_regions, fallback_down):
+    ids = add_monitors(conn, 20, preferred="eu-west-1")
+    conn.execute("UPDATE public.regions SET healthy = false WHERE code = 'eu-west-1'")
+    conn.execute(f"UPDATE public.regions SET {fallback_down} WHERE code = 'ap-south-1'")
+    tick(conn)
+    assert routed(conn, ids) == {"us-east-1": 20}
+
+
+def test_preferred_down_without_a_fallback_goes_to_the_default_region(conn, three_regions):
+    ids = add_monitors(conn, 20, preferred="ap-south-1")
+    conn.execute("UPDATE public.regions SET enabled = false WHERE code = 'ap-south-1'")
+    tick(conn)
+    assert routed(conn, ids) == {"us-east-1": 20}
+
+
+def test_default_region_down_sends_its_monitors_to_round_robin(conn, three_regions):
+    ids = add_monitors(conn, 30, preferred="us-east-1")
+    conn.execute("UPDATE public.regions SET healthy = false WHERE code = 'us-east-1'")
+    tick(conn)
+    assert routed(conn, ids) == {"ap-south-1": 15, "eu-west-1": 15}
+
+
+@pytest.mark.parametrize("down", ["healthy = false", "enabled = false"])
+def test_no_fallback_allowed_stays_on_the_preferred_region(conn, three_regions, down):
+    ids = add_monitors(conn, 20, preferred="eu-west-1", allow_fallback=False)
+    conn.execute(f"UPDATE public.regions SET {down} WHERE code = 'eu-west-1'")
+    run = tick(conn)
+    assert routed(conn, ids) == {"eu-west-1": 20}
+    assert run["jobs_written"] == 20
+    flags = conn.execute("SELECT DISTINCT allow_fallback FROM pgpulse.outbox").fetchall()
+    assert flags == [{"allow_fallback": False}]
+
+
+# ------------------------------------------------------------------ round-robin
+
+def test_round_robin_over_enabled_healthy_regions_is_balanced_across_chunks(conn, three_regions):
+    add_region(conn, "sa-east-1", enabled=False)
+    add_region(conn, "af-south-1", healthy=False)
+    ids = add_monitors(conn, 1000)
+    run = tick(conn, chunk=7)
+    assert run["chunks"] == 143
+    counts = routed(conn, ids)
+    assert set(counts) == {"us-east-1", "eu-west-1", "ap-south-1"}
+    assert sum(counts.values()) == 1000
+    assert max(counts.values()) - min(counts.values()) <= 1, counts
+
+
+def test_round_robin_respects_weight(conn):
+    add_region(conn, "us-east-1", is_default=True, weight=3)
+    add_region(conn, "eu-west-1", weight=1)
+    add_region(conn, "ap-south-1", weight=0)  # never picked by round-robin
+    ids = add_monitors(conn, 1001)
+    tick(conn, chunk=50)
+    counts = routed(conn, ids)
+    assert set(counts) == {"us-east-1", "eu-west-1"}
+    assert abs(counts["us-east-1"] - 1001 * 3 / 4) <= 1, counts
+    assert abs(counts["eu-west-1"] - 1001 / 4) <= 1, counts
+
+
+def test_round_robin_avoids_degraded_regions_while_another_is_fine(conn, three_regions):
+    conn.execute("UPDATE public.regions SET degraded = true WHERE code <> 'eu-west-1'")
+    ids = add_monitors(conn, 40)
+    tick(conn, chunk=9)
+    assert routed(conn, ids) == {"eu-west-1": 40}
+
+    # all degraded: round-robin over all of them again
+    conn.execute("DELETE FROM pgpulse.outbox")
+    conn.execute("UPDATE public.regions SET degraded = true")
+    conn.execute("UPDATE public.monitors SET next_check_at = now() - interval '10 seconds'")
+    tick(conn, chunk=9)
+    counts = routed(conn, ids)
+    assert sorted(counts.values()) == [13, 13, 14], counts
+
+
+def test_all_regions_unhealthy_jobs_wait_on_enabled_regions(conn, three_regions):
+    """No healthy region anywhere: jobs are still scheduled, on the preferred region or
+    spread over the enabled ones, and wait there for a region to recover."""
+    conn.execute("UPDATE public.regions SET healthy = false")
+    add_region(conn, "sa-east-1", enabled=False, healthy=False)
+    rr = add_monitors(conn, 30)
+    pinned = add_monitors(conn, 10, preferred="eu-west-1")
+    run = tick(conn)
+    assert run["unrouted"] == 0
+    assert routed(conn, pinned) == {"eu-west-1": 10}
+    assert routed(conn, rr) == {"us-east-1": 10, "eu-west-1": 10, "ap-south-1": 10}
+
+
+def test_region_changes_between_ticks_are_followed(conn, three_regions):
+    ids = add_monitors(conn, 10, preferred="eu-west-1")
+    tick(conn)
+    conn.execute("UPDATE public.regions SET healthy = false WHERE code = 'eu-west-1'")
+    conn.execute("UPDATE public.monitors SET next_check_at = now() - interval '1 second'")
+    tick(conn)
+    assert routed(conn, ids) == {"eu-west-1": 10, "ap-south-1": 10}
+
+
+# ------------------------------------------------------------------ no region
+
+def test_no_enabled_region_emits_nothing_counts_unrouted_and_leaves_monitors_due(conn):
+    add_region(conn, "us-east-1", is_default=True, enabled=False)
+    add_region(conn, "eu-west-1", enabled=False)
+    add_monitors(conn, 25)
+    add_monitors(conn, 5, preferred="eu-west-1")
+    before = conn.execute("SELECT id, next_check_at FROM public.monitors ORDER BY id").fetchall()
+
+    run = tick(conn, chunk=10)
+
+    assert (run["jobs_written"], run["unrouted"]) == (0, 30)
+    assert run["finished_at"] is not None and not run["cut_short"]
+    assert routed(conn) == {}
+    assert conn.execute("SELECT id, next_check_at FROM public.monitors ORDER BY id").fetchall() == before
+
+    # a region comes back: the next tick schedules them all
+    conn.execute("UPDATE public.regions SET enabled = true WHERE code = 'us-east-1'")
+    run = tick(conn, chunk=10)
+    assert (run["jobs_written"], run["unrouted"]) == (30, 0)
+    assert routed(conn) == {"us-east-1": 30}
+
+
+def test_no_regions_at_all_counts_every_due_monitor_unrouted(conn):
+    add_monitors(conn, 12)
+    run = tick(conn, chunk=5)
+    assert (run["monitors_claimed"], run["jobs_written"], run["unrouted"]) == (0, 0, 12)
+    assert routed(conn) == {}
+
+
+def test_unroutable_monitors_do_not_starve_routable_ones(conn):
+    """With no round-robin region, monitors without a preference cannot be routed; they
+    stay due (counted once per tick), and every monitor that can be routed still is,
+    however many unroutable ones come first in due order."""
+    add_region(conn, "us-east-1", weight=0)  # enabled and healthy, but not in round-robin
+    stuck = add_monitors(conn, 50)
+    conn.execute("UPDATE public.monitors SET next_check_at = now() - interval '1 minute'")
+    ok = add_monitors(conn, 30, preferred="us-east-1")
+
+    run = tick(conn, chunk=10)
+
+    assert routed(conn, ok) == {"us-east-1": 30}
+    assert routed(conn, stuck) == {}
+    assert (run["jobs_written"], run["unrouted"]) == (30, 50)
+    assert run["monitors_claimed"] == 30
+    due = conn.execute("SELECT count(*) AS n FROM public.monitors "
+                       "WHERE next_check_at <= now()").fetchone()["n"]
+    assert due == 50

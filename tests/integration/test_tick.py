@@ -1,0 +1,436 @@
+"""The tick (pgpulse.tick) against a real PostgreSQL: what is due, the jobs it writes,
+concurrency, phase and drift, catch-up, lookahead, the time budget, the run record and
+the NOTIFY. Each test has its own freshly migrated database (the `conn` fixture)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+# ------------------------------------------------------------------ helpers
+
+def tick(conn, *, budget_s: float = 45.0, lookahead_s: float = 60.0, chunk: int = 5000,
+         trigger: str = "test") -> dict:
+    """Runs one tick on an autocommit connection and returns its tick_runs row."""
+    run_id = conn.execute(
+        "CALL pgpulse.tick(NULL, %s, make_interval(secs => %s), make_interval(secs => %s), %s)",
+        (trigger, budget_s, lookahead_s, chunk)).fetchone()["run_id"]
+    return conn.execute("SELECT * FROM pgpulse.tick_runs WHERE id = %s", (run_id,)).fetchone()
+
+
+def add_region(conn, code: str, **cols) -> None:
+    names = ["code", *cols]
+    conn.execute(
+        f"INSERT INTO public.regions ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))})",
+        [code, *cols.values()])
+
+
+def add_monitors(conn, n: int, *, interval: int = 5, due_in: str = "-10 seconds",
+                 **cols) -> list[dict]:
+    """n monitors due at now() + due_in (all the same instant), other columns as given."""
+    names = ", ".join(cols)
+    values = ", ".join(["%s"] * len(cols))
+    sql = (f"INSERT INTO public.monitors (url, check_interval_minutes, next_check_at"
+           f"{', ' + names if cols else ''}) "
+           f"SELECT 'https://example.com/' || g, %s, now() + %s::interval"
+           f"{', ' + values if cols else ''} FROM generate_series(1, %s) g RETURNING *")
+    return conn.execute(sql, [interval, due_in, *cols.values(), n]).fetchall()
+
+
+def outbox(conn) -> list[dict]:
+    return conn.execute("SELECT * FROM pgpulse.outbox ORDER BY monitor_id, scheduled_for").fetchall()
+
+
+def epoch_text(ts: datetime) -> str:
+    """extract(epoch FROM ts)::text: seconds with six decimals, computed exactly."""
+    delta = ts - EPOCH
+    seconds = delta.days * 86400 + delta.seconds
+    return f"{seconds}.{delta.microseconds:06d}"
+
+
+def expected_job_id(monitor_id: uuid.UUID, region: str, slot: datetime) -> uuid.UUID:
+    return uuid.UUID(hashlib.md5(f"{monitor_id}/{region}/{epoch_text(slot)}".encode()).hexdigest())
+
+
+@pytest.fixture
+def region(conn) -> str:
+    add_region(conn, "us-east-1", is_default=True)
+    return "us-east-1"
+
+
+# ------------------------------------------------------------------ what is due
+
+def test_due_monitor_gets_one_job_not_due_and_inactive_get_none(conn, region):
+    due = add_monitors(conn, 1, interval=5, due_in="-10 seconds", method="HEAD", timeout_ms=3000,
+                       expected_status=[200, 204], check_retries=2, check_retry_delay_ms=500,
+                       criticality="critical")[0]
+    later = add_monitors(conn, 1, interval=5, due_in="5 minutes")[0]
+    inactive = add_monitors(conn, 1, interval=5, due_in="-10 seconds", is_active=False)[0]
+
+    run = tick(conn)
+
+    assert (run["monitors_claimed"], run["jobs_written"], run["unrouted"]) == (1, 1, 0)
+    [job] = outbox(conn)
+    slot = due["next_check_at"]
+    assert job["monitor_id"] == due["id"]
+    assert job["region"] == region
+    assert job["criticality"] == "critical"
+    assert job["scheduled_for"] == slot
+    assert job["deliver_at"] == slot
+    assert job["expires_at"] == slot + timedelta(minutes=5)
+    assert job["allow_fallback"] is True
+    assert job["attempts"] == 0
+    assert job["job_id"] == expected_job_id(due["id"], region, slot)
+    assert job["payload"] == {
+        "url": due["url"], "method": "HEAD", "timeout_ms": 3000, "expected_status": [200, 204],
+        "retry": {"max_attempts": 3, "delay_ms": 500},
+    }
+
+    rows = {r["id"]: r for r in conn.execute("SELECT * FROM public.monitors").fetchall()}
+    assert rows[due["id"]]["next_check_at"] == slot + timedelta(minutes=5)
+    assert rows[due["id"]]["last_scheduled_at"] is not None
+    for untouched in (later, inactive):
+        assert rows[untouched["id"]]["next_check_at"] == untouched["next_check_at"]
+        assert rows[untouched["id"]]["last_scheduled_at"] is None
+
+    # the slot is never emitted twice
+    again = tick(conn)
+    assert (again["monitors_claimed"], again["jobs_written"]) == (0, 0)
+    assert len(outbox(conn)) == 1
+
+
+def test_every_due_monitor_gets_exactly_one_job_per_slot(conn, region):
+    monitors = add_monitors(conn, 700, interval=3, due_in="-20 seconds")
+    run = tick(conn, chunk=64)
+    assert (run["monitors_claimed"], run["jobs_written"], run["chunks"]) == (700, 700, 11)
+    jobs = outbox(conn)
+    assert sorted(j["monitor_id"] for j in jobs) == sorted(m["id"] for m in monitors)
+    assert {(j["scheduled_for"], j["deliver_at"]) for j in jobs} == {
+        (m["next_check_at"], m["next_check_at"]) for m in monitors}
+
+
+def test_job_id_is_stable_for_monitor_region_and_slot(conn, region):
+    [m] = add_monitors(conn, 1, interval=5, due_in="-1 minute")
+    slot = m["next_check_at"]
+    tick(conn)
+    [first] = outbox(conn)
+    assert first["job_id"] == expected_job_id(m["id"], region, slot)
+
+    # the relay published it; the same slot scheduled again gets the same id
+    conn.execute("DELETE FROM pgpulse.outbox")
+    conn.execute("UPDATE public.monitors SET next_check_at = %s", (slot,))
+    tick(conn)
+    [second] = outbox(conn)
+    assert (second["job_id"], second["scheduled_for"]) == (first["job_id"], slot)
+
+    # a slot already in the outbox is not written twice, and does not wedge the tick
+    conn.execute("UPDATE public.monitors SET next_check_at = %s", (slot,))
+    run = tick(conn)
+    assert (run["monitors_claimed"], run["jobs_written"]) == (1, 0)
+    assert len(outbox(conn)) == 1
+    next_at = conn.execute("SELECT next_check_at FROM public.monitors").fetchone()["next_check_at"]
+    assert next_at == slot + timedelta(minutes=5)
+
+
+def test_tick_refuses_bad_arguments(conn):
+    with pytest.raises(psycopg.errors.RaiseException, match="chunk must be >= 1"):
+        tick(conn, chunk=0)
+    with pytest.raises(psycopg.errors.RaiseException, match="budget > 0"):
+        tick(conn, budget_s=0)
+
+
+# ------------------------------------------------------------------ concurrency
+
+def test_two_concurrent_ticks_emit_every_slot_once_and_split_the_work(conn, db_url):
+    for code in ("us-east-1", "eu-west-1", "ap-south-1"):
+        add_region(conn, code, is_default=code == "us-east-1")
+    n = 10_000
+    # due up to 30 s ago, intervals >= 2 min: the next slot lies beyond the 60 s lookahead,
+    # so each monitor has exactly one slot to emit
+    conn.execute("""
+        INSERT INTO public.monitors (url, check_interval_minutes, preferred_region, next_check_at)
+        SELECT 'https://example.com/' || g, 2 + g %% 30,
+               (ARRAY['us-east-1', 'eu-west-1', NULL])[1 + g %% 3],
+               now() - make_interval(secs => random() * 30)
+          FROM generate_series(1, %s) g""", (n,))
+    slots = {r["id"]: r["next_check_at"] for r in
+             conn.execute("SELECT id, next_check_at FROM public.monitors").fetchall()}
+
+    start = threading.Barrier(2)
+    runs: list[dict] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as own:
+                # a tick that waited on the other's locks would fail here instead
+                own.execute("SET lock_timeout = '100ms'")
+                start.wait(timeout=30)
+                runs.append(tick(own, chunk=50, trigger="concurrent"))
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert len(runs) == 2
+
+    claimed = [r["monitors_claimed"] for r in runs]
+    assert sum(claimed) == n
+    assert all(c > 0 for c in claimed), f"one tick did all the work: {claimed}"
+    assert sum(r["jobs_written"] for r in runs) == n
+    assert all(r["finished_at"] is not None and not r["cut_short"] for r in runs)
+
+    jobs = conn.execute("SELECT monitor_id, scheduled_for FROM pgpulse.outbox").fetchall()
+    assert len(jobs) == n
+    assert {j["monitor_id"]: j["scheduled_for"] for j in jobs} == slots
+    # every claimed monitor was bumped exactly one interval past its slot
+    assert conn.execute("""
+        SELECT count(*) AS n FROM public.monitors m JOIN pgpulse.outbox o ON o.monitor_id = m.id
+         WHERE m.next_check_at = o.scheduled_for + make_interval(mins => m.check_interval_minutes)
+    """).fetchone()["n"] == n
+
+
+def test_tick_skips_monitors_locked_by_another_transaction_without_waiting(conn, db_url, region):
+    add_monitors(conn, 40, interval=5, due_in="-10 seconds")
+    with psycopg.connect(db_url, row_factory=dict_row) as holder:
+        locked = {r["id"] for r in holder.execute(
+            "SELECT id FROM public.monitors ORDER BY id LIMIT 10 FOR UPDATE").fetchall()}
+        conn.execute("SET lock_timeout = '100ms'")
+        run = tick(conn, chunk=7)
+        assert run["monitors_claimed"] == 30
+        assert not {j["monitor_id"] for j in outbox(conn)} & locked
+        holder.rollback()
+    # released: the next tick picks them up
+    run = tick(conn, chunk=7)
+    assert run["monitors_claimed"] == 10
+    assert len(outbox(conn)) == 40
+
+
+# ------------------------------------------------------------------ phase, drift, catch-up
+
+def test_no_drift_over_many_ticks(conn, region):
+    """Time passes (every next_check_at moves 37 s back between ticks, the same as the
+    clock moving 37 s forward): each monitor's slots stay exactly one interval apart on the
+    grid of its first slot, however late in its chunk or tick it was claimed."""
+    conn.execute("""
+        INSERT INTO public.monitors (url, check_interval_minutes, next_check_at)
+        SELECT 'https://example.com/' || g, (ARRAY[1, 2, 3, 5, 7])[1 + g % 5],
+               now() - make_interval(secs => random() * 54 * (ARRAY[1, 2, 3, 5, 7])[1 + g % 5])
+          FROM generate_series(1, 150) g""")
+    first = {r["id"]: r for r in conn.execute("SELECT * FROM public.monitors").fetchall()}
+    step = timedelta(seconds=37)
+    shift = timedelta(0)
+    slots: dict[uuid.UUID, list[datetime]] = {m: [] for m in first}
+    for _ in range(30):
+        tick(conn, chunk=40)
+        # the relay drains the outbox; slots are kept in the simulated time
+        for job in conn.execute(
+                "DELETE FROM pgpulse.outbox RETURNING monitor_id, scheduled_for, deliver_at").fetchall():
+            assert job["deliver_at"] == job["scheduled_for"]
+            slots[job["monitor_id"]].append(job["scheduled_for"] + shift)
+        conn.execute("UPDATE public.monitors SET next_check_at = next_check_at - %s", (step,))
+        shift += step
+
+    final = {r["id"]: r["next_check_at"] for r in
+             conn.execute("SELECT id, next_check_at FROM public.monitors").fetchall()}
+    for monitor_id, got in slots.items():
+        interval = timedelta(minutes=first[monitor_id]["check_interval_minutes"])
+        assert got[0] == first[monitor_id]["next_check_at"]
+        expected = [got[0] + k * interval for k in range(len(got))]
+        assert got == expected, f"monitor {monitor_id} drifted"
+        # 30 ticks x 37 s = 18.5 simulated minutes, all of them scheduled
+        assert got[-1] + interval > first[monitor_id]["next_check_at"] + shift
+        assert final[monitor_id] + shift == got[-1] + interval
+
+
+def test_one_catch_up_job_after_a_long_pause(conn, region):
+    """A monitor last due hours ago gets one job (its latest missed slot on its phase grid),
+    not one per missed slot, and its next check jumps to the next future slot."""
+    cases = []
+    for i, (interval, missed) in enumerate([(2, 90), (5, 40), (10, 25), (60, 5), (1440, 1)]):
+        lag = timedelta(seconds=30 + i)  # the latest missed slot: 30..34 s ago
+        cases.append((interval, missed, lag))
+    now = conn.execute("SELECT now() AS now").fetchone()["now"]
+    monitors = {}
+    for interval, missed, lag in cases:
+        next_at = now - missed * timedelta(minutes=interval) - lag
+        m = conn.execute(
+            "INSERT INTO public.monitors (url, check_interval_minutes, next_check_at) "
+            "VALUES ('https://example.com/', %s, %s) RETURNING *", (interval, next_at)).fetchone()
+        monitors[m["id"]] = (m, interval, now - lag)
+
+    run = tick(conn)
+
+    assert (run["monitors_claimed"], run["jobs_written"]) == (len(cases), len(cases))
+    jobs = outbox(conn)
+    assert len(jobs) == len(cases)
+    rows = {r["id"]: r for r in conn.execute("SELECT * FROM public.monitors").fetchall()}
+    for job in jobs:
+        m, interval, latest_missed = monitors[job["monitor_id"]]
+        iv = timedelta(minutes=interval)
+        assert job["scheduled_for"] == latest_missed
+        assert job["deliver_at"] == latest_missed
+        assert job["expires_at"] == latest_missed + iv
+        assert job["expires_at"] > run["finished_at"], "the catch-up job must not be born expired"
+        next_at = rows[m["id"]]["next_check_at"]
+        assert next_at == latest_missed + iv
+        assert next_at > run["finished_at"]
+        assert (next_at - m["next_check_at"]) % iv == timedelta(0), "phase lost"
+
+
+def test_lookahead_emits_jobs_due_within_the_window_with_deliver_at_in_the_future(conn, region):
+    soon = add_monitors(conn, 1, interval=5, due_in="30 seconds")[0]
+    later = add_monitors(conn, 1, interval=5, due_in="2 minutes")[0]
+    run = tick(conn, lookahead_s=60)
+    [job] = outbox(conn)
+    assert job["monitor_id"] == soon["id"]
+    assert job["scheduled_for"] == job["deliver_at"] == soon["next_check_at"]
+    assert job["deliver_at"] > run["finished_at"]
+    assert job["expires_at"] == soon["next_check_at"] + timedelta(minutes=5)
+    row = conn.execute("SELECT next_check_at FROM public.monitors WHERE id = %s",
+                       (later["id"],)).fetchone()
+    assert row["next_check_at"] == later["next_check_at"]
+    # without lookahead the soon one would not have been due yet
+    conn.execute("DELETE FROM pgpulse.outbox")
+    conn.execute("UPDATE public.monitors SET next_check_at = now() + interval '30 seconds'")
+    assert tick(conn, lookahead_s=0)["monitors_claimed"] == 0
+
+
+def test_new_monitors_are_spread_over_their_interval_with_a_stable_phase(conn):
+    conn.execute("""
+        INSERT INTO public.monitors (url, check_interval_minutes)
+        SELECT 'https://example.com/' || g, 1 FROM generate_series(1, 1200) g""")
+    conn.execute("""
+        INSERT INTO public.monitors (url, check_interval_minutes, next_check_at)
+        SELECT 'https://example.com/' || g, 60, NULL FROM generate_series(1, 300) g""")
+    spread = conn.execute("""
+        SELECT count(DISTINCT date_trunc('second', next_check_at)) AS seconds,
+               max(per_second) AS busiest,
+               bool_and(next_check_at >= created_at
+                        AND next_check_at < created_at + interval '1 minute') AS inside
+          FROM public.monitors
+          JOIN (SELECT date_trunc('second', next_check_at) AS s, count(*) AS per_second
+                  FROM public.monitors WHERE check_interval_minutes = 1 GROUP BY 1) b
+            ON b.s = date_trunc('second', next_check_at)
+         WHERE check_interval_minutes = 1""").fetchone()
+    # 1200 one-minute monitors over 60 seconds: ~20 per second, not all at once
+    assert spread["inside"]
+    assert spread["seconds"] >= 55, spread
+    assert spread["busiest"] <= 60, spread
+    hourly = conn.execute("""
+        SELECT count(DISTINCT date_trunc('minute', next_check_at)) AS minutes,
+               bool_and(next_check_at >= created_at
+                        AND next_check_at < created_at + interval '1 hour') AS inside
+          FROM public.monitors WHERE check_interval_minutes = 60""").fetchone()
+    assert hourly["inside"] and hourly["minutes"] >= 45, hourly
+
+    # the phase comes from the id: the same grid whenever it is asked, and the inserted
+    # next_check_at is on it
+    bad = conn.execute("""
+        SELECT m.id, m.next_check_at, t.at
+          FROM public.monitors m,
+               LATERAL (VALUES (m.created_at), (m.created_at + interval '7 hours 13.5 seconds'),
+                               (m.created_at - interval '3 days 1 second'),
+                               (timestamptz '2031-05-17 04:33:12.345678+00')) t(at),
+               LATERAL (SELECT pgpulse.first_slot(m.id, m.check_interval_minutes, t.at) AS s,
+                               make_interval(mins => m.check_interval_minutes) AS iv) f
+         WHERE m.next_check_at <> pgpulse.first_slot(m.id, m.check_interval_minutes, m.created_at)
+            OR f.s < t.at OR f.s >= t.at + f.iv
+            OR extract(epoch FROM f.s - m.next_check_at)::numeric
+               % (m.check_interval_minutes * 60) <> 0
+            -- a slot is its own first slot; a microsecond later the next one is
+            OR pgpulse.first_slot(m.id, m.check_interval_minutes, f.s) <> f.s
+            OR pgpulse.first_slot(m.id, m.check_interval_minutes, f.s + interval '1 microsecond')
+               <> f.s + f.iv
+         LIMIT 5""").fetchall()
+    assert bad == []
+
+
+def test_phase_differs_between_monitors_and_fits_every_interval(conn):
+    rows = conn.execute("""
+        SELECT iv, count(DISTINCT p) AS phases, min(p) AS lo, max(p) AS hi
+          FROM (SELECT iv, pgpulse._phase_seconds(gen_random_uuid(), iv) AS p
+                  FROM generate_series(1, 2000) g, (VALUES (1), (7), (1440)) v(iv)) x
+         GROUP BY iv ORDER BY iv""").fetchall()
+    for r in rows:
+        assert r["lo"] >= 0 and r["hi"] < r["iv"] * 60, r
+        assert r["phases"] >= 1900, r  # millisecond phases: almost never equal
+
+
+# ------------------------------------------------------------------ budget, record, NOTIFY
+
+def test_budget_cuts_a_tick_short_and_the_next_tick_finishes(conn, region):
+    n = 5000
+    add_monitors(conn, n, interval=5, due_in="-30 seconds")
+
+    short = tick(conn, budget_s=0.1, chunk=5)
+
+    assert short["cut_short"] is True
+    assert 0 < short["monitors_claimed"] < n
+    assert short["jobs_written"] == short["monitors_claimed"]
+    assert short["chunks"] == -(-short["monitors_claimed"] // 5)
+    left = conn.execute("SELECT count(*) AS n FROM public.monitors "
+                        "WHERE next_check_at <= now()").fetchone()["n"]
+    assert left == n - short["monitors_claimed"]
+
+    rest = tick(conn)
+    assert rest["cut_short"] is False
+    assert rest["monitors_claimed"] == left
+    assert conn.execute("SELECT count(DISTINCT monitor_id) AS n FROM pgpulse.outbox").fetchone()["n"] == n
+    assert len(outbox(conn)) == n
+
+
+def test_every_tick_writes_its_run_record(conn, region):
+    add_monitors(conn, 25, interval=5)
+    before = conn.execute("SELECT clock_timestamp() AS t").fetchone()["t"]
+    run = tick(conn, budget_s=12.5, lookahead_s=30, chunk=10, trigger="unit-test")
+    after = conn.execute("SELECT clock_timestamp() AS t").fetchone()["t"]
+    assert run["trigger"] == "unit-test"
+    assert before <= run["started_at"] <= run["finished_at"] <= after
+    assert (run["budget_ms"], run["lookahead_ms"]) == (12500, 30000)
+    assert (run["monitors_claimed"], run["jobs_written"], run["chunks"]) == (25, 25, 3)
+    assert (run["cut_short"], run["unrouted"]) == (False, 0)
+    empty = tick(conn)
+    assert (empty["monitors_claimed"], empty["jobs_written"], empty["chunks"]) == (0, 0, 0)
+    assert empty["finished_at"] is not None
+    assert conn.execute("SELECT count(*) AS n FROM pgpulse.tick_runs").fetchone()["n"] == 2
+
+
+def _notifications_until_marker(listener: psycopg.Connection, marker: str) -> list[str]:
+    """Payloads on pgpulse_outbox up to our own marker NOTIFY (sent after the tick, so
+    delivered after anything the tick sent)."""
+    payloads = []
+    for note in listener.notifies(timeout=30):
+        if note.channel == "pgpulse_test_marker" and note.payload == marker:
+            return payloads
+        payloads.append(note.payload)
+    raise AssertionError("the marker notification never arrived")
+
+
+def test_tick_notifies_the_relay_when_it_writes_jobs(conn, db_url, region):
+    with psycopg.connect(db_url, autocommit=True) as listener:
+        listener.execute("LISTEN pgpulse_outbox")
+        listener.execute("LISTEN pgpulse_test_marker")
+
+        tick(conn)  # nothing due: no notification
+        conn.execute("NOTIFY pgpulse_test_marker, 'empty'")
+        assert _notifications_until_marker(listener, "empty") == []
+
+        add_monitors(conn, 12, interval=5)
+        tick(conn, chunk=5)
+        conn.execute("NOTIFY pgpulse_test_marker, 'jobs'")
+        payloads = _notifications_until_marker(listener, "jobs")
+        assert sorted(payloads) == ["2", "5", "5"]
