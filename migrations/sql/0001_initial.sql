@@ -129,12 +129,18 @@ AS $$
         + pgpulse._phase_seconds(p_id, p_interval_minutes))
 $$;
 
--- Gives a new monitor without next_check_at its first slot on its phase grid.
+-- Gives a new monitor without next_check_at its first slot on its phase grid. An interval
+-- out of range gets now() instead, so that the row's CHECK constraint names the problem
+-- (rather than a division by zero here, or a NULL next_check_at).
 CREATE FUNCTION pgpulse._monitor_set_phase() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    NEW.next_check_at := pgpulse.first_slot(NEW.id, NEW.check_interval_minutes, now());
+    NEW.next_check_at := CASE
+        WHEN NEW.check_interval_minutes BETWEEN 1 AND 1440
+            THEN pgpulse.first_slot(NEW.id, NEW.check_interval_minutes, now())
+        ELSE now()
+    END;
     RETURN NEW;
 END
 $$;

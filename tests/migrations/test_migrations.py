@@ -1,0 +1,137 @@
+"""Alembic migrations: they build exactly the schema in sql/, go down to nothing and up
+again, install the pg_cron jobs where pg_cron runs and warn where it does not."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from relay import migrate
+from relay.embedded import EmbeddedPostgres
+
+ROOT = Path(__file__).resolve().parents[2]
+_names = itertools.count()
+
+
+@pytest.fixture
+def empty_db(pg_server: EmbeddedPostgres) -> Iterator[Callable[[], str]]:
+    """Makes empty databases (no schema, no pg_cron); drops them afterwards."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"m{os.getpid()}_{next(_names)}"
+        with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        made.append(name)
+        return pg_server.dsn(name)
+
+    yield make
+    with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as conn:
+        for name in made:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def schema_dump(server: EmbeddedPostgres, dsn: str) -> str:
+    proc = subprocess.run(
+        [str(server.bindir / "pg_dump"), "--schema-only", "--no-owner",
+         "--exclude-table=public.alembic_version", "--dbname", dsn],
+        capture_output=True, text=True, check=True)
+    # newer pg_dump guards its output with a random \restrict key: not schema
+    return "\n".join(line for line in proc.stdout.splitlines()
+                     if not line.startswith(("\\restrict", "\\unrestrict")))
+
+
+def objects(dsn: str) -> dict:
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
+        return conn.execute("""
+            SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = 'pgpulse') AS schemas,
+                   (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname IN ('public', 'pgpulse') AND c.relkind = 'r'
+                       AND c.relname <> 'alembic_version') AS tables,
+                   (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                     WHERE n.nspname = 'pgpulse') AS routines,
+                   to_regclass('public.alembic_version') IS NOT NULL AS has_version_table
+        """).fetchone()
+
+
+def version(dsn: str) -> str | None:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    return row[0] if row else None
+
+
+def cron_jobs(dsn: str) -> dict[str, str]:
+    with psycopg.connect(dsn) as conn:
+        return dict(conn.execute(
+            "SELECT jobname, schedule FROM cron.job WHERE database = current_database() "
+            "AND jobname LIKE 'pgpulse-%' ORDER BY jobname").fetchall())
+
+
+def test_migrated_schema_is_the_schema_in_sql(pg_server, empty_db, capsys):
+    migrated, straight = empty_db(), empty_db()
+    migrate.upgrade(migrated)
+    with psycopg.connect(straight) as conn:
+        conn.execute((ROOT / "sql" / "schema.sql").read_text())
+        conn.execute((ROOT / "sql" / "cron.sql").read_text())
+    a, b = schema_dump(pg_server, migrated), schema_dump(pg_server, straight)
+    assert "CREATE PROCEDURE pgpulse.tick" in a and "CREATE TABLE pgpulse.outbox" in a
+    assert a == b
+
+
+def test_upgrade_downgrade_to_base_and_upgrade_again(pg_server, empty_db, capsys):
+    dsn = empty_db()
+    migrate.upgrade(dsn)
+    assert version(dsn) == "0001"
+    first = schema_dump(pg_server, dsn)
+    assert objects(dsn) == {"schemas": 1, "tables": 5, "routines": 8, "has_version_table": True}
+
+    migrate.downgrade(dsn, "base")
+    assert version(dsn) is None
+    assert objects(dsn) == {"schemas": 0, "tables": 0, "routines": 0, "has_version_table": True}
+
+    migrate.upgrade(dsn)
+    assert version(dsn) == "0001"
+    assert schema_dump(pg_server, dsn) == first
+    # and the schema works: a tick runs in it
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CALL pgpulse.tick(p_trigger => 'migration-test')")
+
+
+def test_migrating_without_pg_cron_succeeds_and_says_how_to_tick(empty_db, cron_db_url, capsys):
+    dsn = empty_db()
+    migrate.upgrade(dsn)
+    err = capsys.readouterr().err
+    assert "pgpulse: pg_cron is not available in database" in err
+    assert "pgpulse tick" in err
+    assert "cron.database_name" in err
+    assert version(dsn) == "0001"
+    # nothing was scheduled for it in the cron database either
+    with psycopg.connect(cron_db_url) as conn:
+        name = dsn.rsplit("/", 1)[1]
+        assert conn.execute("SELECT count(*) FROM cron.job WHERE database = %s",
+                            (name,)).fetchone()[0] == 0
+
+
+def test_pg_cron_jobs_follow_upgrade_and_downgrade_in_the_cron_database(cron_db_url):
+    expected = {"pgpulse-prune": "17 3 * * *", "pgpulse-tick": "* * * * *"}
+    assert cron_jobs(cron_db_url) == expected
+    try:
+        migrate.downgrade(cron_db_url, "base")
+        assert cron_jobs(cron_db_url) == {}
+        assert objects(cron_db_url)["tables"] == 0
+    finally:
+        migrate.upgrade(cron_db_url)
+    assert cron_jobs(cron_db_url) == expected
+    # installing the jobs again (as a re-run of sql/cron.sql) does not duplicate them
+    with psycopg.connect(cron_db_url) as conn:
+        conn.execute((ROOT / "sql" / "cron.sql").read_text())
+    with psycopg.connect(cron_db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM cron.job WHERE jobname LIKE 'pgpulse-%'"
+                            ).fetchone()[0] == 2
