@@ -169,7 +169,8 @@ def _bench(args):
 def _devserver(args):
     from relay import devserver
     tokens = devserver.parse_token_args(args.token)
-    devserver.serve(args.host, args.port, args.redis_url, tokens, args.admin_token)
+    admin_token = args.admin_token or os.environ.get("PGPULSE_DEVSERVER_ADMIN_TOKEN")
+    devserver.serve(args.host, args.port, args.redis_url, tokens, admin_token)
 
 
 # ------------------------------------------------------------------ parser
@@ -178,8 +179,12 @@ def _env_default(name: str, fallback: Any = None) -> Any:
     return os.environ.get(name, fallback)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help, and the settings epilog kept as written."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     parser = argparse.ArgumentParser(
         prog="pgpulse", formatter_class=fmt,
         description="Schedule uptime checks inside PostgreSQL and relay them to regional "
@@ -188,9 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_, formatter_class=fmt)
+        p = sub.add_parser(name, help=help_, description=help_, formatter_class=HelpFormatter)
         p.add_argument("--database-url", default=None,
-                       help="libpq URL of the database (default: $DATABASE_URL)")
+                       help="libpq URL of the database (env $DATABASE_URL)")
         return p
 
     p = add("migrate", "upgrade the database schema to the newest revision (Alembic)")
@@ -206,13 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trigger", default="cli", help="recorded in tick_runs.trigger")
 
     p = add("relay", "drain the outbox to the regional Upstash queues (until SIGTERM)")
+    p.epilog = _settings_epilog()
     p.add_argument("--once", action="store_true",
                    help="deliver everything due now, then exit")
     p.add_argument("--json", action="store_true", help="with --once: print totals as JSON")
     p.add_argument("--http", metavar="HOST:PORT",
                    help="also serve /healthz, /readyz, /metrics and /api/cron/scheduler")
     p.add_argument("--log-level", default=_env_default("PGPULSE_LOG_LEVEL", "INFO"),
-                   help="log level (default: $PGPULSE_LOG_LEVEL)")
+                   help="log level (env $PGPULSE_LOG_LEVEL)")
 
     p = add("status", "backlog, dead letters, recent ticks, pg_cron and region health")
     p.add_argument("--json", action="store_true", help="print as JSON")
@@ -233,9 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("http", "serve /healthz, /readyz, /metrics and /api/cron/scheduler without a relay")
     p.add_argument("--listen", default=_env_default("PGPULSE_HTTP", "127.0.0.1:9187"),
-                   metavar="HOST:PORT", help="address to listen on (default: $PGPULSE_HTTP)")
+                   metavar="HOST:PORT", help="address to listen on (env $PGPULSE_HTTP)")
     p.add_argument("--log-level", default=_env_default("PGPULSE_LOG_LEVEL", "INFO"),
-                   help="log level (default: $PGPULSE_LOG_LEVEL)")
+                   help="log level (env $PGPULSE_LOG_LEVEL)")
 
     p = sub.add_parser("demo", formatter_class=fmt,
                        help="run the whole system live on throwaway local services",
@@ -244,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "everything is removed at the end.")
     p.add_argument("--seconds", type=float,
                    default=float(_env_default("DEMO_SECONDS", 120)),
-                   help="how long to run (default: $DEMO_SECONDS)")
+                   help="how long to run (env $DEMO_SECONDS)")
     p.add_argument("--monitors", type=int, default=10_000, help="monitors to create")
 
     p = sub.add_parser("bench", formatter_class=fmt,
@@ -269,13 +275,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8079)
     p.add_argument("--redis-url", default=_env_default("REDIS_URL", "redis://127.0.0.1:6379"),
-                   help="redis-server to run commands on (default: $REDIS_URL)")
+                   help="redis-server to run commands on (env $REDIS_URL)")
     p.add_argument("--token", action="append", required=True, metavar="TOKEN[=DB]",
                    help="accepted bearer token and its Redis database number (repeatable)")
-    p.add_argument("--admin-token", default=_env_default("PGPULSE_DEVSERVER_ADMIN_TOKEN"),
-                   help="token of the fault-injection admin API (default: "
+    p.add_argument("--admin-token", default=None,  # never printed: it is a secret
+                   help="token of the fault-injection admin API (env "
                         "$PGPULSE_DEVSERVER_ADMIN_TOKEN; unset: admin API off)")
     return parser
+
+
+def _settings_epilog() -> str:
+    """The relay's environment settings with their defaults (and values where set)."""
+    from dataclasses import fields
+
+    from relay.config import OpsSettings, RelaySettings
+    lines = ["environment (default; current value when set):",
+             "  UPSTASH_REDIS_REST_URL_<CODE> / UPSTASH_REDIS_REST_TOKEN_<CODE> per region,",
+             "  falling back to UPSTASH_REDIS_REST_URL / UPSTASH_REDIS_REST_TOKEN"]
+    for cls in (RelaySettings, OpsSettings):
+        for f in fields(cls):
+            name = "CRON_SECRET" if f.name == "cron_secret" else "PGPULSE_" + f.name.upper()
+            shown = "set" if f.name == "cron_secret" and os.environ.get(name) else os.environ.get(name)
+            lines.append(f"  {name:<34} {f.default}" + (f"  (now {shown})" if shown else ""))
+    return "\n".join(lines)
 
 
 def _version() -> str:
