@@ -27,10 +27,13 @@ class CircuitBreaker:
         self.state = State.CLOSED
         self.failures = 0
         self.opened_at = 0.0
+        self.left_closed_at = 0.0  # start of the current incident (open/half-open spells)
         self._probing = False
 
     def _move(self, new: State) -> None:
         old, self.state = self.state, new
+        if old is State.CLOSED and new is not State.CLOSED:
+            self.left_closed_at = self.clock()
         if old is not new and self.on_change:
             self.on_change(old, new)
 
@@ -62,6 +65,22 @@ class CircuitBreaker:
                 self.state is State.CLOSED and self.failures >= self.threshold):
             self.opened_at = self.clock()
             self._move(State.OPEN)
+
+    def trip(self) -> None:
+        """Opens now, whatever the count: for a definitive refusal such as a bad token."""
+        self.failures = max(self.failures, self.threshold)
+        self._probing = False
+        self.opened_at = self.clock()
+        self._move(State.OPEN)
+
+    def release_probe(self) -> None:
+        """The half-open probe ended without reaching the region (nothing to send, or the
+        database failed first): let the next caller probe instead."""
+        self._probing = False
+
+    def open_for(self) -> float:
+        """Seconds since the breaker last left closed (0 while closed), probes included."""
+        return 0.0 if self.state is State.CLOSED else self.clock() - self.left_closed_at
 
     def seconds_until_probe(self) -> float:
         if self.state is not State.OPEN:

@@ -22,16 +22,26 @@ class TransientError(PublishError):
     """A transport error, timeout or 5xx: worth retrying."""
 
 
+class TokenRefused(PublishError):
+    """The region's endpoint refused our token (HTTP 401/403): retrying will not help."""
+
+    def __init__(self, region: str, status: int) -> None:
+        super().__init__(f"region {region}: token refused (HTTP {status})")
+        self.region = region
+
+
 class UpstashClient:
     def __init__(self, endpoint: Endpoint, *, timeout: float = 5.0, retry_window: float = 15.0,
                  may_retry: Callable[[], bool] = lambda: True,
                  on_attempt: Callable[[bool], None] | None = None,
+                 on_retry: Callable[[str, int, float], None] | None = None,
                  sleep: Callable[[float], Any] = asyncio.sleep) -> None:
         self.endpoint = endpoint
         self.region = endpoint.region
         self.retry_window = retry_window
         self.may_retry = may_retry          # e.g. not while the breaker is open or stopping
         self.on_attempt = on_attempt        # called with True/False after every attempt
+        self.on_retry = on_retry            # called with (error, attempt, wait_s) before a retry
         self.sleep = sleep
         self.sync_token: str | None = None  # Upstash read-your-writes
         self._http = httpx.AsyncClient(
@@ -52,7 +62,13 @@ class UpstashClient:
 
     async def pipeline(self, commands: list[list[Any]]) -> list[dict[str, Any]]:
         """Many commands in one request; each reply is {"result": x} or {"error": "..."}."""
-        return await self._send("/pipeline", json.dumps(commands))
+        replies = await self._send("/pipeline", json.dumps(commands))
+        if not isinstance(replies, list) or len(replies) != len(commands):
+            # never guess which command a reply belongs to: the caller rolls the batch back
+            raise PublishError(f"region {self.region}: /pipeline answered "
+                               f"{len(replies) if isinstance(replies, list) else 'no list'} "
+                               f"replies to {len(commands)} commands")
+        return replies
 
     async def _send(self, path: str, body: str) -> Any:
         def retry_allowed(state: RetryCallState) -> bool:
@@ -60,6 +76,10 @@ class UpstashClient:
 
         def count_retry(state: RetryCallState) -> None:
             metrics.publish_retries.labels(self.region).inc()
+            if self.on_retry:
+                exc = state.outcome.exception() if state.outcome else None
+                wait_s = state.next_action.sleep if state.next_action else 0.0
+                self.on_retry(str(exc), state.attempt_number, wait_s)
 
         retrying = AsyncRetrying(
             stop=stop_after_delay(self.retry_window), retry=retry_allowed,
@@ -81,7 +101,7 @@ class UpstashClient:
             raise TransientError(f"region {self.region}: HTTP {response.status_code}")
         if response.status_code in (401, 403):
             self._attempted(False)
-            raise PublishError(f"region {self.region}: token refused (HTTP {response.status_code})")
+            raise TokenRefused(self.region, response.status_code)
         try:
             reply = response.json()
         except ValueError:

@@ -22,12 +22,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from relay import logs, metrics
 from relay.breaker import CircuitBreaker, State
-from relay.config import ConfigError, Endpoint, RelaySettings, region_endpoint
-from relay.db import describe
+from relay.config import ConfigError, Endpoint, RelaySettings, env_suffix, region_endpoint
+from relay.db import DatabaseError, describe
 from relay.errors import PublishError
 from relay.queries import queries
 from relay.queue import PUSH_SCRIPT, dedup_key, queue_key
-from relay.upstash import UpstashClient
+from relay.upstash import TokenRefused, UpstashClient
 
 Q = queries()
 BREAKER_GAUGE = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
@@ -45,6 +45,11 @@ class Region:
     breaker: CircuitBreaker | None = None
     script_sha: str | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    attempts: int = 0                # HTTP attempts so far (tells whether a probe went out)
+    succeeded: bool = False          # an attempt succeeded since the breaker last opened
+    refused: str | None = None       # the token-refused error, until an attempt succeeds
+    row_healthy: bool | None = None  # regions.healthy as last read
+    health_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass
@@ -58,6 +63,7 @@ class Counts:
     rerouted: int = 0
     dead_lettered: int = 0
     batches: int = 0
+    retries: int = 0  # HTTP attempts retried (transport errors, 5xx, timeouts)
     lags: list[float] = field(default_factory=list)  # published_at - deliver_at, seconds
 
 
@@ -74,7 +80,8 @@ class Relay:
         self.counts = Counts()
         self.stop = asyncio.Event()
         self.pool: AsyncConnectionPool | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task] = set()   # side tasks, cancelled at the end
+        self._writes: set[asyncio.Task] = set()  # health writes, awaited at the end
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -91,9 +98,13 @@ class Relay:
         try:
             await self.pool.open(wait=True, timeout=30)
         except Exception as exc:
-            raise PublishError(f"cannot connect to the database: {exc}") from exc
+            await self.pool.close()
+            raise DatabaseError(f"cannot connect to the database: {exc}") from exc
         try:
-            await self._load_regions()
+            try:
+                await self._load_regions()
+            except psycopg.Error as exc:
+                raise DatabaseError(describe(exc)) from exc
             if not self.regions:
                 raise ConfigError("no enabled region has an Upstash endpoint configured")
             logs.event("relay_started", regions=sorted(self.regions), once=self.once,
@@ -105,23 +116,38 @@ class Relay:
                 self._spawn(self._watch_regions(), "regions")
                 self._spawn(self._sample_depth(), "depth")
             await asyncio.gather(*workers)
+            if self.once:
+                self._reconcile_health()
         finally:
             self.stop.set()
-            for task in self._tasks:
+            for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._writes:  # the breaker's last word reaches regions.healthy
+                await asyncio.wait(list(self._writes), timeout=5)
+            for task in list(self._writes):
+                task.cancel()
+            await asyncio.gather(*self._writes, return_exceptions=True)
             for region in self.regions.values():
                 if region.client:
                     await region.client.aclose()
             await self.pool.close()
-            logs.event("relay_stopped", published=self.counts.published,
-                       expired=self.counts.expired, failed=self.counts.failed,
-                       rerouted=self.counts.rerouted, dead_lettered=self.counts.dead_lettered)
+            c = self.counts
+            logs.event("relay_stopped", published=c.published, duplicates=c.duplicates,
+                       expired=c.expired, failed=c.failed, rerouted=c.rerouted,
+                       dead_lettered=c.dead_lettered, retries=c.retries)
+        refused = [r for r in self.regions.values() if r.refused]
+        if self.once and refused:  # --once could not deliver everything due: say why
+            raise ConfigError("; ".join(
+                f"{r.refused}; check UPSTASH_REDIS_REST_TOKEN_{env_suffix(r.code)} (or "
+                f"UPSTASH_REDIS_REST_TOKEN); its jobs stay in the outbox" for r in refused))
         return self.counts
 
-    def _spawn(self, coro, name: str) -> None:
+    def _spawn(self, coro, name: str, tasks: set[asyncio.Task] | None = None) -> None:
+        tasks = self._tasks if tasks is None else tasks
         task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     # ------------------------------------------------------------------ regions
 
@@ -140,6 +166,7 @@ class Relay:
                 with contextlib.suppress(PublishError):
                     await self._ensure_script(region)
             region.enabled, region.is_default, region.fallback = enabled, is_default, fallback
+            region.row_healthy = _healthy
 
     def _new_region(self, endpoint: Endpoint) -> Region:
         s = self.settings
@@ -148,7 +175,9 @@ class Relay:
         def on_change(old: State, new: State) -> None:
             metrics.breaker_state.labels(region.code).set(BREAKER_GAUGE[new])
             logs.warning("breaker_changed", region=region.code, old=old.value, new=new.value)
-            self._spawn(self._write_health(region.code, new is State.CLOSED), "health")
+            if new is State.OPEN:
+                region.succeeded = False
+            self._spawn(self._write_health(region), "health", self._writes)
             if new is State.CLOSED:
                 region.wake.set()
 
@@ -157,15 +186,22 @@ class Relay:
         metrics.breaker_state.labels(region.code).set(0)
 
         def on_attempt(ok: bool) -> None:
+            region.attempts += 1
             if ok:
+                region.succeeded, region.refused = True, None
                 region.breaker.record_success()
             else:
                 region.breaker.record_failure()
 
+        def on_retry(error: str, attempt: int, wait_s: float) -> None:
+            self.counts.retries += 1
+            logs.warning("publish_retry", region=region.code, attempt=attempt, error=error,
+                         wait_s=round(wait_s, 3))
+
         region.client = UpstashClient(
             endpoint, timeout=s.publish_timeout_s, retry_window=s.retry_window_s,
             may_retry=lambda: not self.stop.is_set() and not region.breaker.is_open(),
-            on_attempt=on_attempt)
+            on_attempt=on_attempt, on_retry=on_retry)
         return region
 
     async def _ensure_script(self, region: Region) -> str:
@@ -173,14 +209,31 @@ class Relay:
             region.script_sha = await region.client.command("SCRIPT", "LOAD", PUSH_SCRIPT)
         return region.script_sha
 
-    async def _write_health(self, code: str, healthy: bool) -> None:
-        for attempt in range(10):
-            try:
-                async with self.pool.connection() as conn:
-                    await conn.execute(Q["set_region_health"], {"region": code, "healthy": healthy})
-                return
-            except psycopg.Error:
-                await asyncio.sleep(min(2 ** attempt * 0.1, 5))
+    async def _write_health(self, region: Region) -> None:
+        """Writes the breaker's state to regions.healthy. Writes of one region run one at a
+        time and each writes the state current when it runs, so the last word wins."""
+        async with region.health_lock:
+            for attempt in range(10):
+                healthy = region.breaker.state is State.CLOSED
+                try:
+                    async with self.pool.connection() as conn:
+                        await conn.execute(Q["set_region_health"],
+                                           {"region": region.code, "healthy": healthy})
+                    region.row_healthy = healthy
+                    return
+                except psycopg.Error as exc:
+                    logs.warning("health_write_failed", region=region.code, error=describe(exc))
+                    await asyncio.sleep(min(2 ** attempt * 0.1, 5))
+
+    def _reconcile_health(self) -> None:
+        """Corrects a regions.healthy that disagrees with the breaker, e.g. false left by an
+        earlier relay: to true only once this relay has reached the region itself."""
+        for region in self.regions.values():
+            closed = region.breaker.state is State.CLOSED
+            if region.row_healthy is None or region.row_healthy == closed:
+                continue
+            if not closed or region.succeeded:
+                self._spawn(self._write_health(region), "health", self._writes)
 
     async def _watch_regions(self) -> None:
         """Picks up region changes (enabled, fallback, default, new regions)."""
@@ -188,6 +241,7 @@ class Relay:
             await self._sleep(max(self.settings.poll_interval_s, 1.0))
             with contextlib.suppress(psycopg.Error):
                 await self._load_regions()
+                self._reconcile_health()
 
     def _fallback_for(self, region: Region) -> Region | None:
         """Where this region's jobs go while its breaker is open, if anywhere."""
@@ -200,8 +254,7 @@ class Relay:
 
     def breakers_open_s(self) -> dict[str, float]:
         """Seconds each not-closed breaker has been open, for the alert rules."""
-        now = time.monotonic()
-        return {code: now - r.breaker.opened_at for code, r in self.regions.items()
+        return {code: r.breaker.open_for() for code, r in self.regions.items()
                 if r.breaker.is_open()}
 
     # ------------------------------------------------------------------ draining
@@ -210,6 +263,8 @@ class Relay:
         region = self.regions[code]
         failures = 0
         while not self.stop.is_set():
+            # cleared before the claim: a NOTIFY arriving after it is not lost
+            region.wake.clear()
             try:
                 claimed = await self._drain_once(region)
                 failures = 0
@@ -220,39 +275,63 @@ class Relay:
                 continue
             except PublishError as exc:
                 failures += 1
-                logs.warning("publish_failed", region=code, error=str(exc))
+                if isinstance(exc, TokenRefused):
+                    self._token_refused(exc)
+                else:
+                    logs.warning("publish_failed", region=code, error=str(exc))
                 if self.once and region.breaker.is_open() and self._fallback_for(region) is None:
                     return
                 await self._sleep(min(0.1 * 2 ** failures, 2.0))
                 continue
+            if self.once:  # only what is due now: claim again until nothing is left
+                if claimed == 0:
+                    return
+                continue
             if claimed >= self.settings.batch_size:
                 continue
-            if self.once and claimed == 0:
-                return
             await self._wait_for_work(region, claimed)
+
+    def _token_refused(self, exc: TokenRefused) -> None:
+        """A refused token will not work on a retry: open that region's breaker now (its
+        jobs reroute or wait; the half-open probe tries again) and say so once."""
+        region = self.regions[exc.region]
+        region.breaker.trip()
+        if region.refused is None:
+            logs.error("token_refused", region=region.code, error=str(exc),
+                       hint=f"check UPSTASH_REDIS_REST_TOKEN_{env_suffix(region.code)} "
+                            "(or UPSTASH_REDIS_REST_TOKEN)")
+        region.refused = str(exc)
 
     async def _drain_once(self, region: Region) -> int:
         """Claims, publishes and commits one batch; returns the number of jobs claimed."""
-        target, fallback_only = region, False
-        if not region.breaker.allow():
+        target, fallback_only, probing = region, False, False
+        if region.breaker.allow():
+            probing = region.breaker.state is State.HALF_OPEN
+        else:
             target = self._fallback_for(region)
             if target is None:
                 return 0
             fallback_only = True
-        async with self.pool.connection() as conn, conn.transaction():
-            rows = await (await conn.execute(Q["claim_due"], {
-                "region": region.code, "limit": self.settings.batch_size,
-                "fallback_only": fallback_only})).fetchall()
-            if not rows:
-                if target is region and region.breaker.state is State.HALF_OPEN:
-                    await region.client.command("PING")  # the probe, when there is no batch
-                return 0
-            live = [row for row in rows if not row[10]]
-            expired = len(rows) - len(live)
-            outcomes = await self._publish(target, live, rerouted=target is not region) if live else []
-            failed = [(row, error) for row, error in zip(live, outcomes) if error is not None]
-            if failed:
-                await self._handle_failures(conn, failed)
+        attempts = region.attempts
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                rows = await (await conn.execute(Q["claim_due"], {
+                    "region": region.code, "limit": self.settings.batch_size,
+                    "fallback_only": fallback_only})).fetchall()
+                if not rows:
+                    if probing:
+                        await region.client.command("PING")  # the probe, when there is no batch
+                    return 0
+                live = [row for row in rows if not row[10]]
+                expired = len(rows) - len(live)
+                outcomes = (await self._publish(target, live, rerouted=target is not region)
+                            if live else [])
+                failed = [(row, error) for row, error in zip(live, outcomes) if error is not None]
+                if failed:
+                    await self._handle_failures(conn, failed)
+        finally:
+            if probing and region.attempts == attempts:
+                region.breaker.release_probe()  # no request reached the region: probe again
         self._account(region, target, live, outcomes, expired)
         return len(rows)
 
@@ -346,19 +425,20 @@ class Relay:
     async def _wait_for_work(self, region: Region, claimed: int) -> None:
         """Sleeps until the next deliver_at, a NOTIFY, the breaker's probe time or stop."""
         timeout = self.settings.poll_interval_s
-        if region.breaker.state is State.OPEN and self._fallback_for(region) is None:
+        closed = region.breaker.state is State.CLOSED
+        if not closed:
             timeout = min(timeout, max(region.breaker.seconds_until_probe(), 0.05))
-        else:
-            try:
+        if closed or self._fallback_for(region) is not None:
+            try:  # while the breaker is open, only jobs that may reroute count
                 async with self.pool.connection() as conn:
-                    row = await (await conn.execute(Q["next_due"], {"region": region.code})).fetchone()
+                    row = await (await conn.execute(Q["next_due"], {
+                        "region": region.code, "fallback_only": not closed})).fetchone()
                 if row[0] is not None:
                     timeout = min(timeout, max(row[0], 0.0))
             except psycopg.Error:
                 timeout = 0.5
         # a short floor gathers jobs falling due together into one batch
         timeout = max(timeout, 0.02 if claimed or timeout <= 0 else 0.0)
-        region.wake.clear()
         waits = [asyncio.ensure_future(region.wake.wait()), asyncio.ensure_future(self.stop.wait())]
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -371,7 +451,9 @@ class Relay:
         delay = 0.1
         while not self.stop.is_set():
             try:
-                async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(
+                        self.dsn, autocommit=True, connect_timeout=10,
+                        application_name="pgpulse-relay-listen") as conn:
                     await conn.execute("LISTEN pgpulse_outbox")
                     delay = 0.1
                     self._wake_all()  # jobs may have arrived while we were not listening

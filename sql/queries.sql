@@ -48,8 +48,11 @@ ON CONFLICT (job_id) DO UPDATE
    SET attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, failed_at = now()
 
 -- next_due --
--- Seconds until the earliest job of a region falls due (NULL: none waiting).
-SELECT extract(epoch FROM min(deliver_at) - now())::float8 FROM pgpulse.outbox WHERE region = %(region)s
+-- Seconds until the earliest job of a region falls due (NULL: none waiting); with
+-- fallback_only (the region's breaker is open), only jobs that may go to its fallback.
+SELECT extract(epoch FROM min(deliver_at) - now())::float8
+  FROM pgpulse.outbox
+ WHERE region = %(region)s AND (%(fallback_only)s IS FALSE OR allow_fallback)
 
 -- regions --
 -- Every region with its routing settings.

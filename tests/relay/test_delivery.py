@@ -1,0 +1,187 @@
+"""The relay delivers real outbox rows to the dev server's regional queues: many relay
+processes at once, deliver_at timing, the NOTIFY wake-up, inline errors, expiry, backlog."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from harness import (BY_CODE, assert_exactly_once, emitted_ids, insert_jobs, insert_monitors,
+                     outbox_count, record_emitted, region_row, tick, wait_for)
+
+
+def parse_ts(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def listening(conn) -> bool:
+    """Has a relay's LISTEN connection been established on this database?"""
+    return conn.execute("""
+        SELECT count(*) AS n FROM pg_stat_activity
+         WHERE datname = current_database() AND query = 'LISTEN pgpulse_outbox'
+    """).fetchone()["n"] > 0
+
+
+@pytest.mark.timeout(180)
+def test_four_relays_deliver_20000_jobs_exactly_once(conn, regions, relays, queues,
+                                                      schema_validator):
+    procs = [relays.start(batch_size=250, concurrency=2) for _ in range(4)]
+    for p in procs:
+        wait_for(lambda: p.has_event("relay_started"), 30, f"{p.name} to start",
+                 on_timeout=p.tail)
+    record_emitted(conn)
+    insert_monitors(conn, 20_000)
+    run = tick(conn)  # each chunk's NOTIFY wakes the relays while the tick goes on
+    assert run["jobs_written"] == 20_000
+    emitted = emitted_ids(conn)
+    expected = set(emitted)
+    assert len(emitted) == len(expected) == 20_000
+
+    wait_for(lambda: outbox_count(conn) == 0 and queues.total() >= 20_000, 120,
+             "the outbox to drain into the queues", interval=0.2, on_timeout=relays.tails)
+    for p in procs:
+        p.signal(15)
+    for p in procs:
+        assert p.wait(30) == 0, p.tail()
+
+    found = assert_exactly_once(queues, expected)
+    monitors = {str(m["id"]): m for m in conn.execute("SELECT * FROM public.monitors")}
+    for p in found:
+        job = p.job
+        schema_validator.validate(job)
+        m = monitors[job["monitor_id"]]
+        assert job["url"] == m["url"]
+        assert job["method"] == m["method"]
+        assert job["timeout_ms"] == m["timeout_ms"]
+        assert job["expected_status"] == m["expected_status"]
+        assert job["retry"] == {"max_attempts": m["check_retries"] + 1,
+                                "delay_ms": m["check_retry_delay_ms"]}
+        assert job["criticality"] == m["criticality"]
+        assert job["attempt"] == 1 and "delivered_to" not in job
+        interval = timedelta(minutes=m["check_interval_minutes"])
+        assert parse_ts(job["expires_at"]) - parse_ts(job["scheduled_for"]) == interval
+        if m["preferred_region"]:
+            assert job["region"] == m["preferred_region"]
+    # every region got work, and the relays split it without double counting
+    assert {p.job["region"] for p in found} == set(BY_CODE)
+    published = [sum(e["jobs"] for e in p.events() if e["event"] == "batch_published")
+                 for p in procs]
+    assert sum(published) == 20_000, published
+    assert sum(1 for n in published if n) >= 2, f"one relay did all the work: {published}"
+
+
+def test_jobs_are_not_published_before_deliver_at(conn, regions, relays, queues):
+    relay = relays.start(poll_interval_s=30)
+    wait_for(lambda: listening(conn), 30, "the relay to listen", on_timeout=relay.tail)
+    offsets = {"us-east-1": 1.0, "eu-west-1": 1.6, "ap-south-1": 2.2}
+    due = {}
+    for code, offset in offsets.items():
+        for job_id in insert_jobs(conn, 3, code, deliver_in_s=offset, tag=f"later-{code}"):
+            due[job_id] = conn.execute(
+                "SELECT extract(epoch FROM deliver_at)::float8 AS t FROM pgpulse.outbox "
+                "WHERE job_id = %s", (job_id,)).fetchone()["t"]
+    conn.execute("NOTIFY pgpulse_outbox")  # a wake-up must not publish early either
+
+    seen: dict[str, float] = {}
+
+    def all_seen() -> bool:
+        now = time.time()
+        for p in queues.all():
+            seen.setdefault(p.job["job_id"], now)
+        return len(seen) == len(due)
+
+    wait_for(all_seen, 30, "the delayed jobs", interval=0.01, on_timeout=relay.tail)
+    for job_id, deliver_at in due.items():
+        assert seen[job_id] >= deliver_at, f"{job_id} seen {deliver_at - seen[job_id]:.3f} s early"
+        # the timer on the next deliver_at woke the relay, not the 30 s poll
+        assert seen[job_id] - deliver_at < 1.5, f"{job_id} published {seen[job_id] - deliver_at:.2f} s late"
+
+
+def test_notify_wakes_an_idle_relay_long_before_the_poll_interval(conn, regions, relays, queues):
+    relay = relays.start(poll_interval_s=30)
+    wait_for(lambda: listening(conn) and relay.has_event("relay_started"), 30,
+             "the relay to listen", on_timeout=relay.tail)
+    for round_ in range(3):
+        started = time.monotonic()
+        insert_jobs(conn, 5, "eu-west-1", tag=f"wake-{round_}", notify=True)
+        wait_for(lambda: queues.total() == 5 * (round_ + 1), 10, "the notified jobs",
+                 interval=0.01, on_timeout=relay.tail)
+        assert time.monotonic() - started < 2.0, "NOTIFY did not wake the relay"
+    assert outbox_count(conn) == 0
+
+
+def test_inline_errors_requeue_with_attempts_and_backoff(conn, regions, relays, queues, upstash):
+    ids = insert_jobs(conn, 40, "us-east-1", tag="inline")
+    before = {r["job_id"]: r["deliver_at"] for r in conn.execute(
+        "SELECT job_id::text, deliver_at FROM pgpulse.outbox")}
+    upstash.set_faults({"inline_error_rate": 1.0, "inline_error": "ERR injected for the test"})
+    totals = relays.run_once()
+    assert totals["failed"] == 40 and totals["published"] == 0, totals
+    rows = conn.execute("SELECT job_id::text, attempts, deliver_at, last_error, "
+                        "deliver_at > now() AS later FROM pgpulse.outbox").fetchall()
+    assert {r["job_id"] for r in rows} == set(ids)
+    for r in rows:
+        assert r["attempts"] == 1
+        assert r["deliver_at"] > before[r["job_id"]] and r["later"]
+        assert "ERR injected for the test" in r["last_error"]
+    assert queues.total() == 0
+
+    # a share of the commands failing: every job still arrives exactly once, some later
+    conn.execute("UPDATE pgpulse.outbox SET deliver_at = now(), attempts = 0")
+    more = insert_jobs(conn, 160, "ap-south-1", tag="inline-share")
+    upstash.set_faults({"inline_error_rate": 0.3})
+    relay = relays.start(max_attempts=10)
+    wait_for(lambda: conn.execute("SELECT count(*) AS n FROM pgpulse.outbox WHERE attempts >= 1")
+             .fetchone()["n"] > 0 and queues.total() > 0, 30, "some jobs to fail and be requeued",
+             on_timeout=relay.tail)
+    upstash.clear_faults()
+    wait_for(lambda: outbox_count(conn) == 0, 60, "the requeued jobs", on_timeout=relay.tail)
+    found = assert_exactly_once(queues, set(ids) | set(more))
+    retried = [p.job for p in found if p.job["attempt"] > 1]
+    assert retried, "no job was delivered on a later attempt"
+    assert upstash.stats()["faults"]["inline_error"] > 40
+
+
+def test_jobs_dead_letter_after_the_attempt_limit(conn, regions, relays, queues, upstash):
+    ids = insert_jobs(conn, 25, "eu-west-1", tag="dead")
+    upstash.set_faults({"inline_error_rate": 1.0, "inline_error": "ERR always refused"})
+    relay = relays.start(max_attempts=2)
+    wait_for(lambda: conn.execute("SELECT count(*) AS n FROM pgpulse.dead_letters")
+             .fetchone()["n"] == 25, 30, "the dead letters", on_timeout=relay.tail)
+    assert outbox_count(conn) == 0
+    rows = conn.execute("SELECT job_id::text, attempts, last_error, payload "
+                        "FROM pgpulse.dead_letters").fetchall()
+    assert {r["job_id"] for r in rows} == set(ids)
+    for r in rows:
+        assert r["attempts"] == 2
+        assert "ERR always refused" in r["last_error"]
+        assert r["payload"]["url"].startswith("https://dead-")
+    assert queues.total() == 0
+    wait_for(lambda: relay.has_event("job_dead_lettered"), 10, "a dead-letter log line")
+
+
+def test_expired_jobs_are_dropped_and_counted(conn, regions, relays, queues):
+    stale = insert_jobs(conn, 30, "us-east-1", deliver_in_s=-600, expires_in_s=-1, tag="stale")
+    stale += insert_jobs(conn, 12, "ap-south-1", deliver_in_s=-90, expires_in_s=-30, tag="stale2")
+    live = insert_jobs(conn, 20, "us-east-1", deliver_in_s=-600, expires_in_s=60, tag="live")
+    totals = relays.run_once()
+    assert totals["expired"] == 42 and totals["published"] == 20, totals
+    assert_exactly_once(queues, set(live))
+    assert outbox_count(conn) == 0
+    assert conn.execute("SELECT count(*) AS n FROM pgpulse.dead_letters").fetchone()["n"] == 0
+
+
+def test_a_long_queue_marks_its_region_degraded(conn, regions, relays, queues):
+    relay = relays.start(backlog_degraded=50, depth_interval_s=0.2)
+    insert_jobs(conn, 80, "ap-south-1", tag="deep", notify=True)
+    insert_jobs(conn, 10, "eu-west-1", tag="shallow", notify=True)
+    wait_for(lambda: region_row(conn, "ap-south-1")["degraded"], 20,
+             "ap-south-1 to count as degraded", on_timeout=relay.tail)
+    assert not region_row(conn, "eu-west-1")["degraded"]
+    assert not region_row(conn, "us-east-1")["degraded"]
+    # workers pop the queue: the region is no longer degraded
+    for key in queues.clients[BY_CODE["ap-south-1"].db].scan_iter(match="pgpulse:jobs:*"):
+        queues.clients[BY_CODE["ap-south-1"].db].delete(key)
+    wait_for(lambda: not region_row(conn, "ap-south-1")["degraded"], 20,
+             "ap-south-1 to recover from degraded", on_timeout=relay.tail)
