@@ -82,6 +82,8 @@ class Relay:
         self.pool: AsyncConnectionPool | None = None
         self._tasks: set[asyncio.Task] = set()   # side tasks, cancelled at the end
         self._writes: set[asyncio.Task] = set()  # health writes, awaited at the end
+        self._workers: dict[str, list[asyncio.Task]] = {}  # per region
+        self._unconfigured: set[str] = set()  # regions without an endpoint (warned once)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -109,13 +111,12 @@ class Relay:
                 raise ConfigError("no enabled region has an Upstash endpoint configured")
             logs.event("relay_started", regions=sorted(self.regions), once=self.once,
                        batch_size=s.batch_size, concurrency=s.concurrency)
-            workers = [asyncio.create_task(self._region_worker(r), name=f"worker:{r}:{i}")
-                       for r in self.regions for i in range(s.concurrency)]
+            self._start_workers()
             if not self.once:
                 self._spawn(self._listen(), "listen")
                 self._spawn(self._watch_regions(), "regions")
                 self._spawn(self._sample_depth(), "depth")
-            await asyncio.gather(*workers)
+            await self._join_workers()
             if self.once:
                 self._reconcile_health()
         finally:
@@ -143,6 +144,28 @@ class Relay:
                 f"UPSTASH_REDIS_REST_TOKEN); its jobs stay in the outbox" for r in refused))
         return self.counts
 
+    def _start_workers(self) -> None:
+        """Worker tasks for every region that has none yet (regions may be added live)."""
+        for code in self.regions:
+            if code not in self._workers:
+                self._workers[code] = [
+                    asyncio.create_task(self._region_worker(code), name=f"worker:{code}:{i}")
+                    for i in range(self.settings.concurrency)]
+
+    async def _join_workers(self) -> None:
+        """Waits for every worker (they end on stop, or in --once when nothing is due); a
+        worker that crashed stops the others and its exception is raised."""
+        while True:
+            pending = {t for tasks in self._workers.values() for t in tasks if not t.done()}
+            if not pending:
+                break
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+            crashed = [t for t in done if not t.cancelled() and t.exception()]
+            if crashed:
+                self.stop.set()
+                await asyncio.wait(pending - done)
+                raise crashed[0].exception()
+
     def _spawn(self, coro, name: str, tasks: set[asyncio.Task] | None = None) -> None:
         tasks = self._tasks if tasks is None else tasks
         task = asyncio.create_task(coro, name=name)
@@ -160,9 +183,13 @@ class Relay:
                 try:
                     endpoint = region_endpoint(code, self.env)
                 except ConfigError as exc:
-                    logs.warning("region_not_configured", region=code, reason=str(exc))
+                    if code not in self._unconfigured:
+                        logs.warning("region_not_configured", region=code, reason=str(exc))
+                        self._unconfigured.add(code)
                     continue
                 region = self.regions[code] = self._new_region(endpoint)
+                if self._workers:
+                    logs.event("region_added", region=code)
                 with contextlib.suppress(PublishError):
                     await self._ensure_script(region)
             region.enabled, region.is_default, region.fallback = enabled, is_default, fallback
@@ -241,6 +268,7 @@ class Relay:
             await self._sleep(max(self.settings.poll_interval_s, 1.0))
             with contextlib.suppress(psycopg.Error):
                 await self._load_regions()
+                self._start_workers()
                 self._reconcile_health()
 
     def _fallback_for(self, region: Region) -> Region | None:
@@ -350,6 +378,7 @@ class Relay:
         replies = await target.client.pipeline(commands)
         if not reloaded and any("NOSCRIPT" in str(r.get("error", "")) for r in replies):
             target.script_sha = None  # Redis lost its scripts (restart): load and push again
+            logs.warning("script_reloaded", region=target.code)
             return await self._publish(target, rows, rerouted=rerouted, reloaded=True)
         results: list[str | None] = []
         for reply in replies:

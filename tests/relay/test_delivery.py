@@ -108,7 +108,8 @@ def test_notify_wakes_an_idle_relay_long_before_the_poll_interval(conn, regions,
         wait_for(lambda: queues.total() == 5 * (round_ + 1), 10, "the notified jobs",
                  interval=0.01, on_timeout=relay.tail)
         assert time.monotonic() - started < 2.0, "NOTIFY did not wake the relay"
-    assert outbox_count(conn) == 0
+    # the push comes first, the claim's commit right after it
+    wait_for(lambda: outbox_count(conn) == 0, 10, "the claims to commit")
 
 
 def test_inline_errors_requeue_with_attempts_and_backoff(conn, regions, relays, queues, upstash):
@@ -185,3 +186,33 @@ def test_a_long_queue_marks_its_region_degraded(conn, regions, relays, queues):
         queues.clients[BY_CODE["ap-south-1"].db].delete(key)
     wait_for(lambda: not region_row(conn, "ap-south-1")["degraded"], 20,
              "ap-south-1 to recover from degraded", on_timeout=relay.tail)
+
+
+def test_a_region_added_while_running_gets_its_own_workers(conn, regions, relays, queues):
+    env = relays.env()
+    # sa-east-1 shares ap-south-1's database on the dev server; its queue keys differ
+    env["UPSTASH_REDIS_REST_TOKEN_SA_EAST_1"] = BY_CODE["ap-south-1"].token
+    relay = relays.start(env=env)
+    wait_for(lambda: relay.has_event("relay_started"), 30, "the relay to start",
+             on_timeout=relay.tail)
+    conn.execute("INSERT INTO public.regions (code, fallback_region) VALUES "
+                 "('sa-east-1', 'us-east-1'), ('me-south-1', 'us-east-1')")
+    wait_for(lambda: relay.has_event("region_added", region="sa-east-1"), 30,
+             "the relay to pick up sa-east-1", on_timeout=relay.tail)
+    ids = insert_jobs(conn, 20, "sa-east-1", tag="new-region", notify=True)
+    ap = queues.clients[BY_CODE["ap-south-1"].db]
+    wait_for(lambda: ap.llen("pgpulse:jobs:sa-east-1:normal") == 20, 30,
+             "the new region's jobs", on_timeout=relay.tail)
+    wait_for(lambda: outbox_count(conn) == 0, 10, "the claims to commit")
+    pushed = {p.job["job_id"] for p in queues.all() if p.key == "pgpulse:jobs:sa-east-1:normal"}
+    assert pushed == set(ids)
+    # a region without an endpoint is reported once, not at every reload
+    wait_for(lambda: relay.has_event("region_not_configured", region="me-south-1"), 30,
+             "the unconfigured region to be reported", on_timeout=relay.tail)
+    conn.execute("INSERT INTO public.regions (code) VALUES ('af-south-1')")
+    wait_for(lambda: relay.has_event("region_not_configured", region="af-south-1"), 30,
+             "a later reload", on_timeout=relay.tail)
+    relay.signal(15)
+    assert relay.wait(30) == 0
+    assert sum(1 for e in relay.events() if e["event"] == "region_not_configured"
+               and e["region"] == "me-south-1") == 1
