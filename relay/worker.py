@@ -177,6 +177,7 @@ class Relay:
     async def _load_regions(self) -> None:
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(Q["regions"])).fetchall()
+        added = []
         for code, enabled, is_default, fallback, _healthy, _degraded, _weight in rows:
             region = self.regions.get(code)
             if region is None:
@@ -188,12 +189,14 @@ class Relay:
                         self._unconfigured.add(code)
                     continue
                 region = self.regions[code] = self._new_region(endpoint)
-                if self._workers:
-                    logs.event("region_added", region=code)
-                with contextlib.suppress(PublishError):
-                    await self._ensure_script(region)
+                added.append(region)
             region.enabled, region.is_default, region.fallback = enabled, is_default, fallback
             region.row_healthy = _healthy
+        # load the push script everywhere at once (a failure here is retried on publish)
+        await asyncio.gather(*(self._ensure_script(r) for r in added), return_exceptions=True)
+        if self._workers:
+            for region in added:
+                logs.event("region_added", region=region.code)
 
     def _new_region(self, endpoint: Endpoint) -> Region:
         s = self.settings

@@ -175,7 +175,7 @@ def test_postgres_restart_mid_run_relay_reconnects_and_finishes(
         late = insert_jobs(again, 3, "eu-west-1", tag="after-restart", notify=True)
         wait_for(lambda: queues.total() == before + 3, 10, "the notified jobs",
                  interval=0.02, on_timeout=relay.tail)
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 5
     relay.signal(signal.SIGTERM)
     assert relay.wait(30) == 0
     assert_exactly_once(queues, expected | set(late))
@@ -193,7 +193,7 @@ def test_sigterm_while_busy_exits_0_and_loses_nothing(conn, regions, relays, que
     relay.signal(signal.SIGTERM)
     started = time.monotonic()
     assert relay.wait(15) == 0, relay.tail()
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 10
     assert relay.has_event("relay_stopped")
     assert open_claims(conn) == 0
     # nothing lost or doubled: every job is either published or still in the outbox
