@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -182,9 +183,20 @@ def test_two_concurrent_ticks_emit_every_slot_once_and_split_the_work(conn, db_u
     threads = [threading.Thread(target=worker) for _ in range(2)]
     for t in threads:
         t.start()
+    # while they run, watch for a backend waiting on a row lock (another transaction's
+    # row or tuple lock); SKIP LOCKED means there is never one. (Committing a NOTIFY takes
+    # a brief database-wide lock, an 'object' lock: that one is allowed.)
+    row_lock_waits = []
+    deadline = time.monotonic() + 120
+    while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+        row_lock_waits += conn.execute(
+            "SELECT pid, wait_event, query FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock' "
+            "AND wait_event IN ('transactionid', 'tuple')").fetchall()
     for t in threads:
-        t.join(timeout=120)
+        t.join(timeout=10)
     assert not errors, errors
+    assert row_lock_waits == []
     assert len(runs) == 2
 
     claimed = [r["monitors_claimed"] for r in runs]
@@ -235,7 +247,8 @@ def test_no_drift_over_many_ticks(conn, region):
     shift = timedelta(0)
     slots: dict[uuid.UUID, list[datetime]] = {m: [] for m in first}
     for _ in range(30):
-        tick(conn, chunk=40)
+        # a tick re-claiming the same monitors over and over would run into its budget
+        assert not tick(conn, chunk=40, budget_s=5)["cut_short"]
         # the relay drains the outbox; slots are kept in the simulated time
         for job in conn.execute(
                 "DELETE FROM pgpulse.outbox RETURNING monitor_id, scheduled_for, deliver_at").fetchall():
