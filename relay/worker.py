@@ -15,7 +15,6 @@ import random
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool

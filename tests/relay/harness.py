@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,6 @@ from relay.devserver import DevServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "docs" / "queue-contract.schema.json").read_text())
-CRITICALITIES = ("critical", "high", "normal", "low")
 
 
 @dataclass(frozen=True)

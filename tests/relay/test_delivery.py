@@ -4,7 +4,7 @@ processes at once, deliver_at timing, the NOTIFY wake-up, inline errors, expiry,
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 from harness import (BY_CODE, assert_exactly_once, emitted_ids, insert_jobs, insert_monitors,

@@ -278,3 +278,28 @@ def test_lost_http_connections_and_flushed_scripts_are_recovered(
     assert_exactly_once(queues, expected | set(late))
     lost = [e for e in relay.events() if e["event"] in ("publish_retry", "publish_failed")]
     assert lost, "the dev server restart did not break any request"
+
+
+@pytest.mark.timeout(120)
+def test_a_probe_that_only_drops_expired_jobs_does_not_wedge_the_breaker(
+        conn, regions, relays, queues, upstash):
+    eu = BY_CODE["eu-west-1"]
+    upstash.set_faults({"error_rate": 1.0, "error_statuses": [503]}, tokens=[eu.token])
+    relay = relays.start(breaker_failures=2, breaker_cooldown_s=0.5, retry_window_s=0.5)
+    rerouted = insert_jobs(conn, 5, "eu-west-1", tag="trigger", notify=True)
+    wait_for(lambda: not region_row(conn, "eu-west-1")["healthy"] and queues.total() == 5, 30,
+             "eu-west-1 down and its jobs rerouted", on_timeout=relay.tail)
+    # the next half-open probe claims only these: dropped, nothing sent to the region
+    insert_jobs(conn, 10, "eu-west-1", deliver_in_s=-120, expires_in_s=-1,
+                allow_fallback=False, tag="stale", notify=True)
+    wait_for(lambda: relay.has_event("jobs_expired", region="eu-west-1", count=10), 30,
+             "the expired jobs to be dropped", on_timeout=relay.tail)
+    upstash.clear_faults()
+    wait_for(lambda: region_row(conn, "eu-west-1")["healthy"], 30,
+             "the breaker to close after a real probe", on_timeout=relay.tail)
+    home = insert_jobs(conn, 5, "eu-west-1", allow_fallback=False, tag="home", notify=True)
+    wait_for(lambda: queues.clients[eu.db].llen("pgpulse:jobs:eu-west-1:normal") == 5, 30,
+             "jobs delivered to the recovered region", on_timeout=relay.tail)
+    relay.signal(signal.SIGTERM)
+    assert relay.wait(30) == 0
+    assert_exactly_once(queues, set(rerouted) | set(home))
