@@ -142,6 +142,28 @@ def test_job_id_is_stable_for_monitor_region_and_slot(conn, region):
     assert next_at == slot + timedelta(minutes=5)
 
 
+def test_a_slot_already_in_the_outbox_is_kept_and_the_rest_of_the_chunk_written(conn, region):
+    monitors = add_monitors(conn, 30, interval=5, due_in="-1 minute")
+    tick(conn)
+    # the relay published all but one, which failed once and was put back
+    kept = monitors[7]
+    conn.execute("DELETE FROM pgpulse.outbox WHERE monitor_id <> %s", (kept["id"],))
+    conn.execute("UPDATE pgpulse.outbox SET attempts = 1, last_error = 'HTTP 503'")
+    # an operator moves every monitor back by one slot: the tick schedules them again
+    conn.execute("UPDATE public.monitors SET next_check_at = next_check_at - interval '5 minutes'")
+
+    run = tick(conn, chunk=100)
+
+    assert (run["monitors_claimed"], run["jobs_written"], run["chunks"]) == (30, 29, 1)
+    jobs = {j["monitor_id"]: j for j in outbox(conn)}
+    assert len(jobs) == 30
+    assert (jobs[kept["id"]]["attempts"], jobs[kept["id"]]["last_error"]) == (1, "HTTP 503")
+    assert all(j["attempts"] == 0 for m, j in jobs.items() if m != kept["id"])
+    bumped = conn.execute("SELECT count(*) AS n FROM public.monitors "
+                          "WHERE next_check_at > now()").fetchone()["n"]
+    assert bumped == 30
+
+
 def test_tick_refuses_bad_arguments(conn):
     with pytest.raises(psycopg.errors.RaiseException, match="chunk must be >= 1"):
         tick(conn, chunk=0)
