@@ -89,24 +89,24 @@ def bench_tick(monitors: int = 100_000, runs: int = 3, chunk: int = 5000) -> dic
             conn.execute(_SEED_REGIONS)
             conn.execute(_SEED_MONITORS, {"n": monitors})
 
+            conn.execute("CREATE TABLE bench_outbox_copy (LIKE pgpulse.outbox INCLUDING ALL)")
+            # tick and reference take turns, so that both see the same machine
             tick_seconds: list[float] = []
+            insert_seconds: list[float] = []
             for _ in range(runs):
                 conn.execute("TRUNCATE pgpulse.outbox")
                 conn.execute(_RESET_MONITORS)
                 _settle(conn)
-                seconds = _timed(conn, "CALL pgpulse.tick(p_trigger => 'bench', p_chunk => %(chunk)s)",
-                                 {"chunk": chunk})
+                tick_seconds.append(_timed(
+                    conn, "CALL pgpulse.tick(p_trigger => 'bench', p_chunk => %(chunk)s)",
+                    {"chunk": chunk}))
                 claimed, written, cut = conn.execute(
                     "SELECT monitors_claimed, jobs_written, cut_short FROM pgpulse.tick_runs"
                     " ORDER BY id DESC LIMIT 1").fetchone()
                 if claimed != monitors or written != monitors or cut:
                     raise RuntimeError(f"bench tick claimed {claimed} and wrote {written} of "
                                        f"{monitors} jobs (cut short: {cut})")
-                tick_seconds.append(seconds)
 
-            conn.execute("CREATE TABLE bench_outbox_copy (LIKE pgpulse.outbox INCLUDING ALL)")
-            insert_seconds: list[float] = []
-            for _ in range(runs):
                 conn.execute("TRUNCATE bench_outbox_copy")
                 _settle(conn)
                 insert_seconds.append(_timed(conn, _RAW_INSERT))
