@@ -119,6 +119,30 @@ def test_migrating_without_pg_cron_succeeds_and_says_how_to_tick(empty_db, cron_
                             (name,)).fetchone()[0] == 0
 
 
+def test_a_role_that_is_not_superuser_can_migrate_and_is_told_about_pg_cron(pg_server, capsys):
+    """A managed database's owner may not read shared_preload_libraries or use pg_cron:
+    the migration still succeeds, and warns."""
+    role = f"owner{os.getpid()}_{next(_names)}"
+    with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"CREATE DATABASE {role} OWNER {role}")
+    dsn = f"postgresql://{role}@127.0.0.1:{pg_server.port}/{role}"
+    try:
+        migrate.upgrade(dsn)
+        err = capsys.readouterr().err
+        assert f'pgpulse: role "{role}" may not set up pg_cron' in err
+        assert "pgpulse tick" in err
+        assert version(dsn) == "0001"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CALL pgpulse.tick(p_trigger => 'owner-test')")
+        migrate.downgrade(dsn, "base")
+        assert objects(dsn)["tables"] == 0
+    finally:
+        with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {role} WITH (FORCE)")
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
 def test_pg_cron_jobs_follow_upgrade_and_downgrade_in_the_cron_database(cron_db_url):
     expected = {"pgpulse-prune": "17 3 * * *", "pgpulse-tick": "* * * * *"}
     assert cron_jobs(cron_db_url) == expected
