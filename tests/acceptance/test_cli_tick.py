@@ -140,3 +140,9 @@ def test_missing_database_is_a_one_line_error_without_the_password(pg_server, co
 def test_malformed_database_url_is_a_one_line_error(url):
     err = _assert_one_line_error(pgpulse("tick", database_url=url), "tick")
     assert "DATABASE_URL" in err
+
+
+@pytest.mark.parametrize("args", [["--chunk", "0"], ["--budget", "0"], ["--lookahead", "-1"]])
+def test_bad_tick_arguments_are_a_one_line_error(db_url, args):
+    err = _assert_one_line_error(pgpulse("tick", *args, database_url=db_url), "tick")
+    assert "chunk must be >= 1, budget > 0, lookahead >= 0" in err
