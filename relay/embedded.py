@@ -58,7 +58,28 @@ def _service_user() -> pwd.struct_passwd | None:
     raise ServiceError("running as root and no unprivileged user (postgres, nobody) exists")
 
 
-class EmbeddedPostgres:
+class ManagedService:
+    """A local process started by `start()` and removed by `stop()`; as a context manager,
+    a failed start still cleans up after itself."""
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class EmbeddedPostgres(ManagedService):
     """A PostgreSQL cluster in a temporary directory, pg_cron preloaded, trust auth."""
 
     def __init__(self, *, fast: bool = False, port: int | None = None) -> None:
@@ -143,18 +164,9 @@ class EmbeddedPostgres:
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
-    def __enter__(self) -> "EmbeddedPostgres":
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
-class EmbeddedRedis:
+class EmbeddedRedis(ManagedService):
     """A redis-server on a free loopback port that keeps nothing on disk."""
 
     def __init__(self, *, port: int | None = None) -> None:
@@ -197,13 +209,3 @@ class EmbeddedRedis:
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
-
-    def __enter__(self) -> "EmbeddedRedis":
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
