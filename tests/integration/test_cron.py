@@ -71,7 +71,8 @@ def test_pg_cron_runs_pgpulse_tick(cron_conn):
         "SELECT * FROM pgpulse.tick_runs WHERE trigger = 'pg_cron' AND started_at >= %s "
         "ORDER BY id LIMIT 1", (since,)).fetchone()
     assert tick_run is not None
-    assert tick_run["finished_at"] is not None and tick_run["jobs_written"] >= 1
+    assert tick_run["finished_at"] is not None
+    # our monitor's slot was scheduled by pg_cron's tick (that run, or one just before it)
     [job] = cron_conn.execute("SELECT * FROM pgpulse.outbox WHERE monitor_id = %s",
                               (monitor["id"],)).fetchall()
     assert (job["region"], job["scheduled_for"]) == (REGION, monitor["next_check_at"])
