@@ -1,0 +1,146 @@
+"""Fault injection: the rules the admin API installs, and the dice they roll.
+
+`POST /_admin/faults` (or PUT) installs a rule; its body:
+
+    {"tokens": ["tok-a"],         # optional: only these tokens; omitted = every token
+     "latency_ms": 50,            # added to every request
+     "jitter_ms": 20,             # plus uniform 0..jitter_ms
+     "error_rate": 0.1,           # share of requests answered with an error status
+     "error_statuses": [500, 502, 503],
+     "hang_rate": 0.0,            # share of requests never answered (until the client leaves)
+     "drop_rate": 0.0,            # share of connections closed without a response
+     "inline_error_rate": 0.0,    # share of /pipeline commands answered with an inline error
+     "inline_error": "ERR devserver injected fault",
+     "phase": "before",           # "after": run the commands, then fail the response
+     "seed": 42}                  # optional: reseed the fault dice
+
+Every field is optional (default 0 / off). A rule for listed tokens replaces the
+default rule for those tokens; a rule without `tokens` replaces the default rule.
+`error_rate + hang_rate + drop_rate` must not exceed 1.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+
+class FaultRule:
+    """One fault-injection rule, validated."""
+
+    _FIELDS = {
+        "latency_ms", "jitter_ms", "error_rate", "error_statuses", "hang_rate", "drop_rate",
+        "inline_error_rate", "inline_error", "phase", "seed",
+    }
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        unknown = set(spec) - self._FIELDS
+        if unknown:
+            raise ValueError(f"unknown fault field(s): {', '.join(sorted(unknown))}")
+        self.latency_ms = self._number(spec, "latency_ms", 0.0, 600_000.0)
+        self.jitter_ms = self._number(spec, "jitter_ms", 0.0, 600_000.0)
+        self.error_rate = self._number(spec, "error_rate", 0.0, 1.0)
+        self.hang_rate = self._number(spec, "hang_rate", 0.0, 1.0)
+        self.drop_rate = self._number(spec, "drop_rate", 0.0, 1.0)
+        self.inline_error_rate = self._number(spec, "inline_error_rate", 0.0, 1.0)
+        if self.error_rate + self.hang_rate + self.drop_rate > 1.0 + 1e-9:
+            raise ValueError("error_rate + hang_rate + drop_rate must not exceed 1")
+        statuses = spec.get("error_statuses", [500, 502, 503])
+        if (not isinstance(statuses, list) or not statuses
+                or not all(type(s) is int and 400 <= s <= 599 for s in statuses)):
+            raise ValueError("error_statuses must be a non-empty list of HTTP statuses 400-599")
+        self.error_statuses = statuses
+        inline_error = spec.get("inline_error", "ERR devserver injected fault")
+        if not isinstance(inline_error, str) or not inline_error:
+            raise ValueError("inline_error must be a non-empty string")
+        self.inline_error = inline_error
+        self.phase = spec.get("phase", "before")
+        if self.phase not in ("before", "after"):
+            raise ValueError('phase must be "before" or "after"')
+        self.seed = spec.get("seed")
+        if self.seed is not None and type(self.seed) is not int:
+            raise ValueError("seed must be an integer")
+        self.delays = self.latency_ms > 0 or self.jitter_ms > 0
+
+    @staticmethod
+    def _number(spec: dict[str, Any], name: str, low: float, high: float) -> float:
+        value = spec.get(name, 0)
+        if type(value) not in (int, float) or not low <= value <= high:
+            raise ValueError(f"{name} must be a number from {low:g} to {high:g}")
+        return float(value)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "latency_ms": self.latency_ms, "jitter_ms": self.jitter_ms,
+            "error_rate": self.error_rate, "error_statuses": self.error_statuses,
+            "hang_rate": self.hang_rate, "drop_rate": self.drop_rate,
+            "inline_error_rate": self.inline_error_rate, "inline_error": self.inline_error,
+            "phase": self.phase,
+        }
+
+    def delay_s(self, rng: random.Random) -> float:
+        return (self.latency_ms + rng.uniform(0.0, self.jitter_ms)) / 1000.0
+
+    def draw(self, rng: random.Random) -> str | int | None:
+        """Roll the dice for one request: "drop", "hang", an error status, or None."""
+        u = rng.random()
+        if u < self.drop_rate:
+            return "drop"
+        u -= self.drop_rate
+        if u < self.hang_rate:
+            return "hang"
+        u -= self.hang_rate
+        if u < self.error_rate:
+            return rng.choice(self.error_statuses)
+        return None
+
+    def draw_inline_errors(self, rng: random.Random, commands: int) -> set[int]:
+        """Roll the dice for each command of a pipeline: the positions that fail inline."""
+        p = self.inline_error_rate
+        return {i for i in range(commands) if rng.random() < p}
+
+
+class Faults:
+    """The default rule and the per-token rules."""
+
+    def __init__(self, tokens: dict[str, int]) -> None:
+        self.tokens = tokens
+        self.default: FaultRule | None = None
+        self.by_token: dict[str, FaultRule] = {}
+        self.rng = random.Random()
+
+    def rule_for(self, token: str) -> FaultRule | None:
+        return self.by_token.get(token, self.default) if self.by_token else self.default
+
+    def install(self, spec: Any) -> None:
+        """Apply an admin spec (see the module docstring); raises ValueError."""
+        if not isinstance(spec, dict):
+            raise ValueError("the fault spec must be a JSON object")
+        spec = dict(spec)
+        tokens = spec.pop("tokens", None)
+        rule = FaultRule(spec)
+        if rule.seed is not None:
+            self.rng.seed(rule.seed)
+        if tokens is None:
+            self.default = rule
+            return
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise ValueError("tokens must be a list of strings")
+        for position, token in enumerate(tokens, start=1):
+            if token not in self.tokens:
+                raise ValueError(f"tokens #{position} is not a token this server knows")
+        for token in tokens:
+            self.by_token[token] = rule
+
+    def clear(self) -> None:
+        self.default = None
+        self.by_token.clear()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "default": self.default.as_dict() if self.default else None,
+            "scoped": [
+                {"db": self.tokens[token], "token_hint": token[:4] + "…", **rule.as_dict()}
+                for token, rule in self.by_token.items()
+            ],
+        }

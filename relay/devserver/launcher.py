@@ -1,0 +1,130 @@
+"""The dev server as a managed subprocess, for tests, benchmarks and the demo."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from relay.devserver.server import DevServerError
+from relay.embedded import ManagedService, free_port
+
+# The folder holding the `relay` package, so the subprocess imports this same code.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+class DevServer(ManagedService):
+    """Run `python -m relay.devserver` in a subprocess and drive its admin API."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        tokens: dict[str, int],
+        admin_token: str | None = "admin-secret",
+        port: int | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.redis_url = redis_url
+        self.tokens = dict(tokens)
+        self.admin_token = admin_token
+        self.host = host
+        self.port = port
+        self.proc: subprocess.Popen | None = None
+        self.proc_returncode: int | None = None
+        self._log: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> "DevServer":
+        import httpx
+
+        if self.proc is not None and self.proc.poll() is None:
+            return self  # already running
+        if self.port is None:
+            self.port = free_port()
+        args = [sys.executable, "-m", "relay.devserver", "--host", self.host,
+                "--port", str(self.port), "--redis-url", self.redis_url]
+        for token, db in self.tokens.items():
+            args += ["--token", f"{token}={db}"]
+        if self.admin_token:
+            args += ["--admin-token", self.admin_token]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        self._log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        probe, expected = ("/_admin/stats", 200) if self.admin_token else ("/", 401)
+        headers = {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token else {}
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=1.0) as client:
+            while True:
+                if self.proc.poll() is not None:
+                    self._fail(f"devserver exited with {self.proc.returncode}")
+                with contextlib.suppress(httpx.TransportError):
+                    if client.get(self.url + probe, headers=headers).status_code == expected:
+                        return self
+                if time.monotonic() > deadline:
+                    self._fail(f"devserver did not answer within {timeout:g} s")
+                time.sleep(0.05)
+
+    def _fail(self, what: str) -> None:
+        """Stop, and raise with the last lines the subprocess wrote."""
+        message = self._log_tail()
+        self.stop()
+        raise DevServerError(f"{what}: {message}")
+
+    def _log_tail(self, lines: int = 5) -> str:
+        if self._log is None:
+            return ""
+        self._log.seek(0)
+        text = self._log.read().decode("utf-8", "replace").strip().splitlines()
+        return " | ".join(text[-lines:]) or "(no output)"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            self.proc_returncode = self.proc.returncode
+            self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _admin(self, method: str, path: str, body: Any = None) -> dict:
+        import httpx
+
+        if not self.admin_token:
+            raise DevServerError("this DevServer was started without an admin token")
+        response = httpx.request(method, self.url + path, json=body, timeout=10.0,
+                                 headers={"Authorization": f"Bearer {self.admin_token}"})
+        if response.status_code != 200:
+            raise DevServerError(f"admin {method} {path} answered {response.status_code}: {response.text}")
+        return response.json()
+
+    def set_faults(self, spec: dict, tokens: list[str] | None = None) -> dict:
+        """Install a fault rule (fields in `relay.devserver.faults`), for `tokens` or for all."""
+        body = dict(spec)
+        if tokens is not None:
+            body["tokens"] = list(tokens)
+        return self._admin("POST", "/_admin/faults", body)
+
+    def clear_faults(self) -> dict:
+        return self._admin("DELETE", "/_admin/faults")
+
+    def stats(self) -> dict:
+        return self._admin("GET", "/_admin/stats")
+
+    def reset_stats(self) -> dict:
+        return self._admin("DELETE", "/_admin/stats")
