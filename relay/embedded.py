@@ -9,6 +9,7 @@ user (or `nobody`), in a directory we hand over to it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import glob
 import os
 import pwd
@@ -35,6 +36,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def die_with_parent(sig: signal.Signals = signal.SIGTERM):
+    """A preexec_fn: the child gets `sig` when the thread that started it dies, so a killed
+    test run or demo leaves no server running (Linux prctl PR_SET_PDEATHSIG)."""
+    def preexec() -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(sig), 0, 0, 0)
+    return preexec
 
 
 def _find_pg_bindir() -> Path:
@@ -88,6 +98,7 @@ class EmbeddedPostgres(ManagedService):
         self.fast = fast  # fsync off: for tests; benchmarks keep durable settings
         self.user = _service_user()
         self.base: Path | None = None
+        self.proc: subprocess.Popen | None = None
 
     @property
     def datadir(self) -> Path:
@@ -141,20 +152,49 @@ class EmbeddedPostgres(ManagedService):
         return self
 
     def _pg_ctl_start(self) -> None:
-        self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.base / "server.log"),
-                  "-w", "-t", "60", "start")
+        """Runs the postmaster as our child (not daemonized by pg_ctl): if we die, it gets
+        SIGQUIT (immediate shutdown) instead of running on."""
+        log = open(self.base / "server.log", "ab")
+        self.proc = subprocess.Popen(
+            [str(self.bindir / "postgres"), "-D", str(self.datadir)],
+            user=self.user.pw_uid if self.user else None,
+            group=self.user.pw_gid if self.user else None,
+            extra_groups=[] if self.user else None,
+            cwd=self.base, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True, preexec_fn=die_with_parent(signal.SIGQUIT))
+        log.close()
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise ServiceError(f"postgres exited with {self.proc.returncode}: {self.log_tail(5)}")
+            with contextlib.suppress(psycopg.OperationalError):
+                psycopg.connect(self.dsn("postgres"), connect_timeout=2).close()
+                return
+            if time.monotonic() > deadline:
+                raise ServiceError(f"postgres did not accept connections within 60 s: {self.log_tail(5)}")
+            time.sleep(0.05)
+
+    def _signal_stop(self, mode: str) -> None:
+        """pg_ctl's stop modes as signals: smart SIGTERM, fast SIGINT, immediate SIGQUIT."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal({"smart": signal.SIGTERM, "fast": signal.SIGINT,
+                               "immediate": signal.SIGQUIT}[mode])
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
     def restart(self, mode: str = "fast") -> None:
         """Stop (mode fast, or immediate for a crash) and start on the same port."""
-        self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop")
+        self._signal_stop(mode)
         self._pg_ctl_start()
 
     def stop(self) -> None:
         if self.base is None:
             return
-        if (self.datadir / "postmaster.pid").exists():
-            with contextlib.suppress(ServiceError):
-                self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop")
+        self._signal_stop("immediate")
         shutil.rmtree(self.base, ignore_errors=True)
         self.base = None
 
@@ -188,7 +228,7 @@ class EmbeddedRedis(ManagedService):
              "--appendonly", "no", "--dir", str(self.workdir), "--databases", "16",
              "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=die_with_parent(signal.SIGKILL),
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

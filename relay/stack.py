@@ -21,8 +21,10 @@ REGIONS = ("us-east-1", "eu-west-1", "ap-south-1")
 class LocalStack:
     """Starts everything on enter, stops and removes everything on exit (also on Ctrl-C)."""
 
-    def __init__(self, regions: tuple[str, ...] = REGIONS, *, fast_db: bool = False) -> None:
+    def __init__(self, regions: tuple[str, ...] = REGIONS, *, fast_db: bool = False,
+                 pg_cron: bool = True) -> None:
         self.region_codes = regions
+        self.pg_cron = pg_cron  # False: benchmarks drive every tick themselves
         self.tokens = {code: secrets.token_urlsafe(16) for code in regions}
         self.pg = EmbeddedPostgres(fast=fast_db)
         self.redis = EmbeddedRedis()
@@ -37,6 +39,9 @@ class LocalStack:
                 self.redis.url, {tok: i + 1 for i, tok in enumerate(self.tokens.values())})
             self._stack.enter_context(self.devserver)
             migrate.upgrade(self.dsn)
+            if not self.pg_cron:
+                with self.connect() as conn:
+                    conn.execute("SELECT cron.unschedule('pgpulse-tick')")
         except BaseException:
             self._stack.close()
             raise

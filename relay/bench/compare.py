@@ -83,7 +83,7 @@ def new_way(stack: LocalStack, monitors: int) -> dict[str, Any]:
 def bench_compare(monitors: int = 1000, latency_ms: float = 0,
                   baseline_budget_s: float = 45.0) -> dict[str, Any]:
     logs.setup("WARNING")
-    with LocalStack() as stack:
+    with LocalStack(pg_cron=False) as stack:
         with stack.connect() as conn:
             stack.create_regions(conn)
             conn.execute(SEED_MONITORS, {"monitors": monitors, "regions": list(stack.region_codes)})

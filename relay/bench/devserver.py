@@ -102,9 +102,10 @@ def _redis_benchmark(port: int, n_commands: int, batch: int) -> float | None:
 
 async def bench_devserver(n_commands: int = 200_000, batch: int = 1000, concurrency: int = 4) -> dict:
     """LPUSH/s through the dev server's /pipeline (median of three runs)."""
-    redis = await asyncio.to_thread(EmbeddedRedis().start)
+    # started from this thread: a server's parent-death signal follows the thread that started it
+    redis = EmbeddedRedis().start()
     try:
-        server = await asyncio.to_thread(DevServer(redis.url, {TOKEN: 0}, admin_token=None).start)
+        server = DevServer(redis.url, {TOKEN: 0}, admin_token=None).start()
         try:
             lpush_bodies = _lpush_bodies(n_commands, batch)
             lpush_seconds = []
@@ -125,10 +126,10 @@ async def bench_devserver(n_commands: int = 200_000, batch: int = 1000, concurre
                     raise RuntimeError(f"expected {n_commands} jobs, found {stored}")
             await _command(server.url, "FLUSHDB")
         finally:
-            await asyncio.to_thread(server.stop)
+            server.stop()
         redis_benchmark = await asyncio.to_thread(_redis_benchmark, redis.port, n_commands, batch)
     finally:
-        await asyncio.to_thread(redis.stop)
+        redis.stop()
     seconds = statistics.median(lpush_seconds)
     return {
         "commands": n_commands,

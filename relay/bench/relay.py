@@ -92,7 +92,7 @@ def bench_relay(jobs: int = 100_000, latency_ms: float = 0, runs: int = 3,
     logs.setup("WARNING")
     settings = RelaySettings(batch_size=batch, concurrency=concurrency)
     seconds, lag_p50, lag_p99 = [], [], []
-    with LocalStack() as stack:
+    with LocalStack(pg_cron=False) as stack:
         with stack.connect() as conn:
             stack.create_regions(conn)
         if latency_ms:
@@ -123,7 +123,7 @@ def bench_relay_lag(rate: float = 2000, seconds: float = 30, latency_ms: float =
     """Steady state: jobs fall due at `rate` per second; lag = published_at - deliver_at."""
     logs.setup("WARNING")
     jobs = int(rate * seconds)
-    with LocalStack() as stack:
+    with LocalStack(pg_cron=False) as stack:
         with stack.connect() as conn:
             stack.create_regions(conn)
         if latency_ms:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.devserver.server import DevServerError
-from relay.embedded import ManagedService, free_port
+from relay.embedded import ManagedService, die_with_parent, free_port
 
 # The folder holding the `relay` package, so the subprocess imports this same code.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
@@ -59,7 +59,8 @@ class DevServer(ManagedService):
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         self._log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=die_with_parent())
         probe, expected = ("/_admin/stats", 200) if self.admin_token else ("/", 401)
         headers = {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token else {}
         deadline = time.monotonic() + timeout
