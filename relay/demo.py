@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import signal
 import time
 from typing import Any
 
@@ -145,8 +146,13 @@ async def _live(stack: LocalStack, seconds: float, outage: tuple[float, float, s
     }
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM tidies up like Ctrl-C
+
+
 def run_demo(seconds: float = 120, monitors: int = 10_000) -> dict[str, Any]:
     logs.setup("ERROR")
+    signal.signal(signal.SIGTERM, _interrupt)
     print(f"pgpulse demo: {monitors} monitors, 3 regions, {seconds:.0f} s (Ctrl-C stops early)")
     print("  starting a throwaway PostgreSQL with pg_cron, redis-server and the Upstash "
           "dev server ...", flush=True)
