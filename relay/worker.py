@@ -25,7 +25,7 @@ from relay.config import ConfigError, Endpoint, RelaySettings, env_suffix, regio
 from relay.db import DatabaseError, describe
 from relay.errors import PublishError
 from relay.queries import queries
-from relay.queue import PUSH_SCRIPT, dedup_key, queue_key
+from relay.queue import CRITICALITIES, PUSH_SCRIPT, dedup_key, queue_key
 from relay.upstash import TokenRefused, UpstashClient
 
 Q = queries()
@@ -507,8 +507,7 @@ class Relay:
                     continue
                 with contextlib.suppress(PublishError, psycopg.Error):
                     replies = await region.client.pipeline(
-                        [["LLEN", queue_key(region.code, c)] for c in
-                         ("critical", "high", "normal", "low")])
+                        [["LLEN", queue_key(region.code, c)] for c in CRITICALITIES])
                     depth = sum(r.get("result") or 0 for r in replies)
                     metrics.queue_depth.labels(region.code).set(depth)
                     async with self.pool.connection() as conn:
@@ -520,7 +519,3 @@ class Relay:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.stop.wait(), timeout=seconds)
-
-
-def run_relay(dsn: str, *, once: bool = False, env: dict[str, str] | None = None) -> Counts:
-    return asyncio.run(Relay(dsn, env=env, once=once).run())

@@ -4,26 +4,14 @@ minute boundary) and look at what it did. The only slow test of the suite (<= 75
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from tests.waiting import wait_for
 
 REGION = "cron-test-1"  # this test's own rows in the shared cron database
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str):
-    """Polls `condition` until it returns something truthy, or fails after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.25)
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@ one alert per incident, and a resolve when it clears."""
 
 import httpx
 
-from tests.ops.conftest import REGIONS, pgpulse, wait_for
+from tests.waiting import wait_for
+from tests.ops.conftest import REGIONS, pgpulse
 
 FAST_ALERTS = {"PGPULSE_ALERT_INTERVAL_S": "0.2", "PGPULSE_ALERT_BREAKER_OPEN_S": "1",
                "PGPULSE_BREAKER_FAILURES": "2", "PGPULSE_BREAKER_COOLDOWN_S": "0.5",

@@ -3,7 +3,8 @@ log line, error, HTTP response or metric."""
 
 import httpx
 
-from tests.ops.conftest import pgpulse, wait_for
+from tests.waiting import wait_for
+from tests.ops.conftest import pgpulse
 
 CRON_SECRET = "cron-3f9a1c7e5b2d8046"
 DB_PASSWORD = "pw-6e2b9d4f1a7c3085"

@@ -10,8 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,20 +42,6 @@ ADMIN_TOKEN = "admin-7c1e0f9a2b"
 
 def env_suffix(code: str) -> str:
     return code.upper().replace("-", "_")
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str,
-             interval: float = 0.05, on_timeout: Callable[[], str] | None = None) -> Any:
-    """Polls condition until it returns something truthy; fails the test after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = f"\n{on_timeout()}" if on_timeout else ""
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{extra}")
-        time.sleep(interval)
 
 
 # ------------------------------------------------------------------ the dev server

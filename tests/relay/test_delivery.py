@@ -7,8 +7,9 @@ import time
 from datetime import datetime, timedelta
 
 import pytest
+from tests.waiting import wait_for
 from harness import (BY_CODE, assert_exactly_once, emitted_ids, insert_jobs, insert_monitors,
-                     outbox_count, record_emitted, region_row, tick, wait_for)
+                     outbox_count, record_emitted, region_row, tick)
 
 
 def parse_ts(text: str) -> datetime:

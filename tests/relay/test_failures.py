@@ -10,9 +10,10 @@ import time
 
 import pytest
 import redis
+from tests.waiting import wait_for
 from harness import (ADMIN_TOKEN, BY_CODE, REGIONS, assert_exactly_once, connect, emitted_ids,
                      insert_jobs, insert_monitors, outbox_count, outbox_ids, record_emitted,
-                     region_row, tick, wait_for)
+                     region_row, tick)
 
 
 def open_claims(conn) -> int:
