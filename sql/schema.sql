@@ -53,7 +53,10 @@ CREATE TABLE public.monitors (
                                criticality IN ('critical', 'high', 'normal', 'low')),
     next_check_at          timestamptz NOT NULL,                 -- set from the phase when omitted
     last_scheduled_at      timestamptz,
-    created_at             timestamptz NOT NULL DEFAULT now()
+    created_at             timestamptz NOT NULL DEFAULT now(),
+    -- the check as workers receive it, kept by a trigger: the tick copies it per job
+    -- instead of building it (a tenth of the tick's time)
+    check_spec             jsonb NOT NULL
 );
 -- The tick's lookup: only active monitors, in due order.
 CREATE INDEX monitors_due ON public.monitors (next_check_at) WHERE is_active;
@@ -145,6 +148,27 @@ BEGIN
 END
 $$;
 
+-- Builds a monitor's check_spec from the check's columns.
+CREATE FUNCTION pgpulse._monitor_check_spec() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    NEW.check_spec := jsonb_build_object(
+        'url', NEW.url, 'method', NEW.method, 'timeout_ms', NEW.timeout_ms,
+        'expected_status', to_jsonb(NEW.expected_status),
+        'retry', jsonb_build_object('max_attempts', NEW.check_retries + 1,
+                                    'delay_ms', NEW.check_retry_delay_ms));
+    RETURN NEW;
+END
+$$;
+
+-- Only the check's own columns: the tick's updates (next_check_at) do not fire it.
+CREATE TRIGGER monitors_check_spec
+    BEFORE INSERT OR UPDATE OF url, method, timeout_ms, expected_status, check_retries,
+                               check_retry_delay_ms, check_spec
+    ON public.monitors
+    FOR EACH ROW EXECUTE FUNCTION pgpulse._monitor_check_spec();
+
 CREATE TRIGGER monitors_set_phase
     BEFORE INSERT ON public.monitors
     FOR EACH ROW WHEN (NEW.next_check_at IS NULL)
@@ -214,8 +238,7 @@ DECLARE
     v_now timestamptz := clock_timestamp();
 BEGIN
     WITH due AS MATERIALIZED (
-        SELECT m.ctid AS row_ref, m.id, m.url, m.method, m.timeout_ms, m.expected_status, m.check_retries,
-               m.check_retry_delay_ms, m.criticality, m.allow_fallback,
+        SELECT m.ctid AS row_ref, m.id, m.check_spec, m.criticality, m.allow_fallback,
                make_interval(mins => m.check_interval_minutes) AS iv,
                -- catch-up: the latest slot not after now, never one per missed slot
                m.next_check_at + make_interval(mins => m.check_interval_minutes)
@@ -241,11 +264,7 @@ BEGIN
     ), job AS NOT MATERIALIZED (  -- computed only by the INSERT that runs
         SELECT md5(r.id::text || '/' || r.region || '/' || extract(epoch FROM r.slot)::text)::uuid,
                r.id, r.region, r.criticality, r.slot, r.slot, r.slot + r.iv, r.allow_fallback,
-               jsonb_build_object(
-                   'url', r.url, 'method', r.method, 'timeout_ms', r.timeout_ms,
-                   'expected_status', to_jsonb(r.expected_status),
-                   'retry', jsonb_build_object('max_attempts', r.check_retries + 1,
-                                               'delay_ms', r.check_retry_delay_ms))
+               r.check_spec
           FROM routed r
     ), inserted AS (
         INSERT INTO pgpulse.outbox

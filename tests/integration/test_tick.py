@@ -119,6 +119,24 @@ def test_every_due_monitor_gets_exactly_one_job_per_slot(conn, region):
         (m["next_check_at"], m["next_check_at"]) for m in monitors}
 
 
+def test_a_changed_check_reaches_the_next_job_and_check_spec_cannot_drift(conn, region):
+    [monitor] = add_monitors(conn, 1, interval=5, due_in="-10 seconds")
+    conn.execute("UPDATE public.monitors SET url = 'https://changed.example/health', "
+                 "expected_status = '{200,301}', check_retries = 0 WHERE id = %s", (monitor["id"],))
+    conn.execute("UPDATE public.monitors SET check_spec = '{\"url\": \"https://forged.example\"}' "
+                 "WHERE id = %s", (monitor["id"],))
+    tick(conn)
+    [job] = outbox(conn)
+    assert job["payload"] == {
+        "url": "https://changed.example/health", "method": "GET", "timeout_ms": 10000,
+        "expected_status": [200, 301], "retry": {"max_attempts": 1, "delay_ms": 2000},
+    }
+    # the tick's own update of next_check_at does not rebuild it (the trigger is column-scoped)
+    triggers = conn.execute("SELECT pg_get_triggerdef(oid) AS d FROM pg_trigger "
+                            "WHERE tgname = 'monitors_check_spec'").fetchone()["d"]
+    assert "next_check_at" not in triggers
+
+
 def test_job_id_is_stable_for_monitor_region_and_slot(conn, region):
     [m] = add_monitors(conn, 1, interval=5, due_in="-1 minute")
     slot = m["next_check_at"]

@@ -90,7 +90,7 @@ def test_upgrade_downgrade_to_base_and_upgrade_again(pg_server, empty_db, capsys
     migrate.upgrade(dsn)
     assert version(dsn) == "0001"
     first = schema_dump(pg_server, dsn)
-    assert objects(dsn) == {"schemas": 1, "tables": 5, "routines": 8, "has_version_table": True}
+    assert objects(dsn) == {"schemas": 1, "tables": 5, "routines": 9, "has_version_table": True}
 
     migrate.downgrade(dsn, "base")
     assert version(dsn) is None
