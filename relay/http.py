@@ -168,11 +168,18 @@ def make_server(app: OpsApp, addr: str, *, embedded: bool) -> uvicorn.Server:
 async def watch_alerts(app: OpsApp, stop: asyncio.Event, breakers_open_s=lambda: {}) -> None:
     """Evaluates the alert rules every alert_interval_s until stop is set."""
     alerter = Alerter(app.settings)
+    last_tick = None
     try:
         while not stop.is_set():
             with contextlib.suppress(psycopg.Error, OSError):
                 facts = await gather_facts(app.dsn)
                 publish_gauges(facts)
+                tick = facts["latest_tick"]
+                if tick and tick["finished_at"] and tick["id"] != last_tick:
+                    last_tick = tick["id"]  # pg_cron's ticks show up in the logs too
+                    logs.event("tick_finished", run_id=tick["id"],
+                               claimed=tick["monitors_claimed"], jobs=tick["jobs_written"],
+                               seconds=round(tick["duration_s"], 3), cut_short=tick["cut_short"])
                 facts["breakers_open_s"] = breakers_open_s()
                 await alerter.update(evaluate(app.settings, facts))
             with contextlib.suppress(asyncio.TimeoutError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import signal
 import time
@@ -354,6 +355,8 @@ class Relay:
                     return 0
                 live = [row for row in rows if not row[10]]
                 expired = len(rows) - len(live)
+                logs.event("batch_claimed", logging.DEBUG, region=region.code, jobs=len(rows),
+                           target=target.code)
                 outcomes = (await self._publish(target, live, rerouted=target is not region)
                             if live else [])
                 failed = [(row, error) for row, error in zip(live, outcomes) if error is not None]

@@ -29,6 +29,7 @@ def test_deadman_fires_once_and_resolves_after_a_tick(conn, regions, relay_env, 
 
     service.stop()
     assert '"event": "alert_firing"' in service.output
+    assert '"event": "tick_finished"' in service.output  # ticks from anywhere are logged
     assert '"event": "alert_resolved"' in service.output
 
 
