@@ -41,7 +41,9 @@ VIEW = """
 SELECT (SELECT count(*) FROM pgpulse.outbox) AS outbox,
        (SELECT count(*) FROM pgpulse.outbox WHERE deliver_at <= now()) AS due,
        (SELECT count(*) FROM pgpulse.tick_runs WHERE trigger = 'pg_cron') AS cron_ticks,
-       (SELECT jobs_written FROM pgpulse.tick_runs ORDER BY id DESC LIMIT 1) AS last_tick_jobs
+       (SELECT jobs_written FROM pgpulse.tick_runs ORDER BY id DESC LIMIT 1) AS last_tick_jobs,
+       (SELECT max(id) FROM pgpulse.tick_runs) AS last_tick,
+       (SELECT string_agg(code, ', ') FROM public.regions WHERE NOT healthy) AS unhealthy
 """
 
 
@@ -97,6 +99,7 @@ async def _live(stack: LocalStack, seconds: float, outage: tuple[float, float, s
     down = False
     last = {r: 0.0 for r in stack.region_codes}
     lag_seen = 0
+    last_tick = None
     header = ("  time  " + "".join(f"{r:>13}" for r in stack.region_codes)
               + "   outbox    due  lag p50/p99 ms   breakers")
     print(header + "\n  " + "-" * (len(header) - 2), flush=True)
@@ -114,6 +117,12 @@ async def _live(stack: LocalStack, seconds: float, outage: tuple[float, float, s
                     print(f"  >>> {outage_region} is back", flush=True)
                 await asyncio.sleep(2.0)
                 row = await (await conn.execute(VIEW)).fetchone()
+                if row[4] != last_tick:
+                    if last_tick is not None:
+                        print(f"  >>> pg_cron tick: {row[3]} jobs for the next minute"
+                              + (f" (routed around unhealthy {row[5]})" if row[5] else ""),
+                              flush=True)
+                    last_tick = row[4]
                 rates = []
                 for region in stack.region_codes:
                     now_count = _published(region)
