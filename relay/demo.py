@@ -19,6 +19,7 @@ import httpx
 import psycopg
 
 from relay import logs, metrics
+from relay.bench import percentile
 from relay.config import RelaySettings
 from relay.queue import CRITICALITIES, queue_key
 from relay.stack import LocalStack
@@ -48,10 +49,7 @@ SELECT (SELECT count(*) FROM pgpulse.outbox) AS outbox,
 
 
 def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+    return percentile(values, q) * 1000
 
 
 def _published(region: str) -> float:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from relay.db import connect
+from relay.db import connect, fetch_rows
 from relay.queries import queries
 
 
@@ -19,5 +18,4 @@ def run_tick(dsn: str, *, trigger: str = "cli", budget_s: float = 45.0,
 
 
 def tick_record(conn, run_id: int) -> dict[str, Any]:
-    row = conn.execute(queries()["tick_run"], {"id": run_id}).fetchone()
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+    return fetch_rows(conn, "tick_run", {"id": run_id})[0]

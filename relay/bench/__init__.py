@@ -11,6 +11,14 @@ from collections.abc import Iterator
 from typing import Any
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) of values by rank; 0 for none."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "python": platform.python_version(),
             "system": platform.platform(terse=True)}

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from relay import logs
-from relay.bench.relay import _queued, _reset
+from relay.bench.relay import flush_queues, queued_jobs
 from relay.config import RelaySettings
 from relay.stack import LocalStack
 from relay.tick import run_tick
@@ -91,13 +91,13 @@ def bench_compare(monitors: int = 1000, latency_ms: float = 0,
         if latency_ms:
             stack.devserver.set_faults({"latency_ms": latency_ms})
         old = old_way(stack, baseline_budget_s)
-        old["queued"] = _queued(stack)
-        _reset(stack)
+        old["queued"] = queued_jobs(stack)
+        flush_queues(stack)
         with stack.connect() as conn:
             conn.execute(MAKE_DUE)
             conn.execute("VACUUM ANALYZE public.monitors")
         new = new_way(stack, monitors)
-        new["queued"] = _queued(stack)
+        new["queued"] = queued_jobs(stack)
     return {"bench": "compare", "monitors": monitors, "latency_ms": latency_ms,
             "baseline_budget_s": baseline_budget_s, "old_way": old, "pgpulse": new,
             "speedup": round(new["monitors_per_s"] / old["monitors_per_s"], 1)

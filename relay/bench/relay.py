@@ -12,6 +12,7 @@ from typing import Any
 import redis
 
 from relay import logs
+from relay.bench import percentile
 from relay.config import RelaySettings
 from relay.stack import LocalStack
 from relay.worker import Relay
@@ -33,14 +34,7 @@ SELECT md5(%(run)s || '/' || g)::uuid, md5('m' || %(run)s || '/' || g)::uuid,
 """
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _queued(stack: LocalStack) -> int:
+def queued_jobs(stack: LocalStack) -> int:
     """Jobs in every region's queues; raises if any job_id is there twice."""
     total, job_ids = 0, set()
     for region in stack.region_codes:
@@ -55,7 +49,7 @@ def _queued(stack: LocalStack) -> int:
     return total
 
 
-def _reset(stack: LocalStack) -> None:
+def flush_queues(stack: LocalStack) -> None:
     for region in stack.region_codes:
         client = redis.Redis.from_url(stack.redis.url, db=stack.redis_db(region))
         client.flushdb()
@@ -98,15 +92,15 @@ def bench_relay(jobs: int = 100_000, latency_ms: float = 0, runs: int = 3,
         if latency_ms:
             stack.devserver.set_faults({"latency_ms": latency_ms})
         for run in range(runs):
-            _reset(stack)
+            flush_queues(stack)
             _seed(stack, run, jobs, None)
             elapsed, relay = asyncio.run(_drain(stack, settings, once=True, until_published=jobs))
-            delivered = _queued(stack)
+            delivered = queued_jobs(stack)
             if delivered != jobs or relay.counts.published != jobs:
                 raise RuntimeError(f"run {run}: {delivered} jobs in Redis, expected {jobs}")
             seconds.append(elapsed)
-            lag_p50.append(_percentile(relay.counts.lags, 0.50))
-            lag_p99.append(_percentile(relay.counts.lags, 0.99))
+            lag_p50.append(percentile(relay.counts.lags, 0.50))
+            lag_p99.append(percentile(relay.counts.lags, 0.99))
     median = statistics.median(seconds)
     return {"bench": "relay", "jobs": jobs, "latency_ms": latency_ms, "runs": runs,
             "batch_size": batch, "concurrency_per_region": concurrency,
@@ -132,11 +126,11 @@ def bench_relay_lag(rate: float = 2000, seconds: float = 30, latency_ms: float =
         elapsed, relay = asyncio.run(_drain(stack, RelaySettings(batch_size=batch,
                                                                  concurrency=concurrency),
                                             once=False, until_published=jobs))
-        delivered = _queued(stack)
+        delivered = queued_jobs(stack)
     lags = relay.counts.lags
     return {"bench": "relay_lag", "rate_per_s": rate, "seconds": seconds, "jobs": jobs,
             "latency_ms": latency_ms, "delivered": delivered,
-            "lag_p50_ms": round(_percentile(lags, 0.50) * 1000, 1),
-            "lag_p99_ms": round(_percentile(lags, 0.99) * 1000, 1),
+            "lag_p50_ms": round(percentile(lags, 0.50) * 1000, 1),
+            "lag_p99_ms": round(percentile(lags, 0.99) * 1000, 1),
             "lag_max_ms": round(max(lags, default=0) * 1000, 1),
             "early": sum(1 for lag in lags if lag < 0)}

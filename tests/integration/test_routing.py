@@ -7,18 +7,7 @@ from collections import Counter
 
 import pytest
 
-
-def tick(conn, *, chunk: int = 5000) -> dict:
-    run_id = conn.execute("CALL pgpulse.tick(p_trigger => 'test', p_chunk => %s)",
-                          (chunk,)).fetchone()["run_id"]
-    return conn.execute("SELECT * FROM pgpulse.tick_runs WHERE id = %s", (run_id,)).fetchone()
-
-
-def add_region(conn, code: str, **cols) -> None:
-    names = ["code", *cols]
-    conn.execute(
-        f"INSERT INTO public.regions ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))})",
-        [code, *cols.values()])
+from tests.scheduling import add_region, tick
 
 
 def add_monitors(conn, n: int, *, preferred: str | None = None,
