@@ -193,11 +193,11 @@ SELECT id, trigger, started_at, finished_at, cut_short, monitors_claimed, jobs_w
 -- dead_letters_by_region --
 -- Dead letters per region, every region listed (0 when none).
 SELECT r.code AS region, count(d.job_id) AS dead_letters
-  FROM public.regions r
+  FROM pgpulse.regions r
   LEFT JOIN pgpulse.dead_letters d ON d.region = r.code
  GROUP BY r.code ORDER BY r.code
 
 -- unhealthy_regions --
 -- Regions some relay's breaker marked unhealthy, and for how long.
 SELECT code AS region, extract(epoch FROM now() - healthy_changed_at)::float8 AS unhealthy_s
-  FROM public.regions WHERE enabled AND NOT healthy
+  FROM pgpulse.regions WHERE enabled AND NOT healthy
