@@ -261,9 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="benchmarks on throwaway local services (figures in the README)",
                        description="Each benchmark starts its own PostgreSQL, redis-server and "
                                    "dev server. Medians of several runs.")
-    p.add_argument("what", choices=["tick", "devserver", "relay", "relay-lag", "compare", "all"])
+    p.add_argument("what", choices=["tick", "devserver", "relay", "relay-lag", "compare", "e2e",
+                                    "all"])
     p.add_argument("--monitors", type=int, default=None,
-                   help="tick/compare: due monitors (default 100000 / 1000)")
+                   help="tick/e2e/compare: due monitors (default 100000 / 100000 / 1000)")
     p.add_argument("--jobs", type=int, default=100_000, help="relay: jobs in the outbox")
     p.add_argument("--latency-ms", type=float, default=0.0,
                    help="relay/compare: latency the dev server adds to every request")

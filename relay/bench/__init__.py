@@ -48,3 +48,6 @@ def run_bench(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
                  [(1000, 0.0), (1000, 20.0), (100_000, 0.0), (100_000, 20.0)])
         for monitors, latency in cases:
             yield bench_compare(monitors, latency) | {"machine": machine()}
+    if what in ("e2e", "all"):
+        from relay.bench.e2e import bench_e2e
+        yield bench_e2e(args.monitors or 100_000, runs=args.runs) | {"machine": machine()}
