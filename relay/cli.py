@@ -163,9 +163,9 @@ def _demo(args):
 
 @command("bench")
 def _bench(args):
-    from relay.bench import run_bench
+    from relay.bench import run_bench, summary
     for record in run_bench(args):
-        emit(args, record, lambda r: json.dumps(r, indent=2))
+        emit(args, record, summary)
 
 
 @command("devserver")
