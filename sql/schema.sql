@@ -215,7 +215,7 @@ DECLARE
 BEGIN
     SELECT min(c) INTO v_unknown
       FROM unnest(NEW.check_regions) c
-     WHERE NOT EXISTS (SELECT 1 FROM public.regions r WHERE r.code = c);
+     WHERE NOT EXISTS (SELECT 1 FROM pgpulse.regions r WHERE r.code = c);
     IF v_unknown IS NOT NULL THEN
         RAISE EXCEPTION 'check_regions: unknown region "%"', v_unknown
             USING ERRCODE = 'foreign_key_violation';

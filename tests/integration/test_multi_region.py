@@ -62,7 +62,7 @@ def test_every_listed_region_gets_one_job_per_slot(conn, three_regions):
 
 
 def test_a_down_region_falls_back_by_its_own_rules_and_merges_with_a_listed_one(conn, three_regions):
-    conn.execute("UPDATE public.regions SET healthy = false WHERE code = 'eu-west-1'")
+    conn.execute("UPDATE pgpulse.regions SET healthy = false WHERE code = 'eu-west-1'")
     # eu-west-1 falls back to ap-south-1, which is listed too: one job there, not two
     both = add_monitor(conn, ["eu-west-1", "ap-south-1", "us-east-1"])
     # eu-west-1 alone with us-east-1: its job goes to its fallback ap-south-1
@@ -81,14 +81,14 @@ def test_a_down_region_falls_back_by_its_own_rules_and_merges_with_a_listed_one(
 
 
 def test_a_multi_region_monitor_no_region_can_take_is_left_due_and_counted(conn, three_regions):
-    conn.execute("UPDATE public.regions SET enabled = false")
+    conn.execute("UPDATE pgpulse.regions SET enabled = false")
     m = add_monitor(conn, ["eu-west-1", "us-east-1"])
     run = tick(conn)
     assert (run["monitors_claimed"], run["jobs_written"], run["unrouted"]) == (0, 0, 1)
     row = conn.execute("SELECT next_check_at FROM public.monitors").fetchone()
     assert row["next_check_at"] == m["next_check_at"]
     # one region back: the monitor is checked from it alone
-    conn.execute("UPDATE public.regions SET enabled = true WHERE code = 'us-east-1'")
+    conn.execute("UPDATE pgpulse.regions SET enabled = true WHERE code = 'us-east-1'")
     run = tick(conn)
     assert (run["jobs_written"], run["unrouted"]) == (1, 0)
     [job] = jobs(conn)

@@ -1,4 +1,4 @@
--- Revision 0002: several regions per slot (check_regions), intervals in seconds
+-- Revision 0003: several regions per slot (check_regions), intervals in seconds
 -- (check_interval_seconds, 10 s to 24 h). The columns are added at the end of the table,
 -- where sql/schema.sql declares them.
 
@@ -84,7 +84,7 @@ DECLARE
 BEGIN
     SELECT min(c) INTO v_unknown
       FROM unnest(NEW.check_regions) c
-     WHERE NOT EXISTS (SELECT 1 FROM public.regions r WHERE r.code = c);
+     WHERE NOT EXISTS (SELECT 1 FROM pgpulse.regions r WHERE r.code = c);
     IF v_unknown IS NOT NULL THEN
         RAISE EXCEPTION 'check_regions: unknown region "%"', v_unknown
             USING ERRCODE = 'foreign_key_violation';

@@ -1,4 +1,4 @@
--- Down from revision 0002 to 0001: one job per slot, intervals in minutes.
+-- Down from revision 0003 to 0002: one job per slot, intervals in minutes.
 DROP TRIGGER monitors_interval ON public.monitors;
 DROP TRIGGER monitors_check_regions ON public.monitors;
 DROP FUNCTION pgpulse._monitor_interval();
