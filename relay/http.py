@@ -22,7 +22,7 @@ from psycopg.rows import dict_row
 
 from relay import logs, metrics
 from relay.alerts import watch_alerts
-from relay.config import OpsSettings
+from relay.config import OpsSettings, dsn_secrets
 from relay.db import describe
 from relay.errors import PgPulseError
 from relay.facts import read_facts
@@ -50,6 +50,8 @@ class OpsApp:
     def __init__(self, dsn: str, settings: OpsSettings | None = None) -> None:
         self.dsn = dsn
         self.settings = settings or OpsSettings.from_env()
+        for secret in [*dsn_secrets(dsn), self.settings.cron_secret]:
+            logs.register_secret(secret)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -121,7 +123,8 @@ class OpsApp:
         return await self._json(send, 200, record)
 
     async def _json(self, send, status: int, body: Any, extra=()) -> None:
-        await self._respond(send, status, json.dumps(body, default=str).encode(),
+        # scrubbed before encoding: no registered secret leaves in a body, escaped or not
+        await self._respond(send, status, json.dumps(logs.scrub(body)).encode(),
                             b"application/json", extra)
 
     async def _respond(self, send, status: int, body: bytes, content_type: bytes, extra=()) -> None:

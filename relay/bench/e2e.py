@@ -1,5 +1,6 @@
 """`pgpulse bench e2e`: the production shape, end to end. A relay process is running; one
-tick (default settings, lookahead 0) claims N due monitors; the clock stops when every job
+tick (default settings, lookahead 0) claims N due monitors (should it be cut short, the
+next ticks follow at once and the run says so); the clock stops when every job
 is in the regional queues. Exactly once is checked after every run (the run fails
 otherwise), and the CPU time of each component is read from /proc, so the cost per job
 can be split between PostgreSQL, the relay, the dev server and redis-server."""
@@ -146,6 +147,13 @@ def _one_run(stack: LocalStack, conn: psycopg.Connection, monitors: int, workdir
         started = time.perf_counter()
         conn.execute(_TICK)
         tick_seconds = time.perf_counter() - started
+        first_tick = _last_tick(conn)
+        # a tick cut short leaves the rest to the next one: run those now (pg_cron would
+        # a minute later), so the run still ends with every monitor delivered
+        claimed, ticks = first_tick["claimed"], 1
+        while claimed < monitors and ticks < 100:
+            conn.execute(_TICK)
+            claimed, ticks = claimed + _last_tick(conn)["claimed"], ticks + 1
         deadline = started + timeout
         while (queued := _queued(clients, stack.region_codes)) < monitors:
             if relay.poll() is not None:
@@ -160,16 +168,23 @@ def _one_run(stack: LocalStack, conn: psycopg.Connection, monitors: int, workdir
         _stop_relay(relay)
         for client in clients:
             client.close()
-    claimed, written, cut = conn.execute(
-        "SELECT monitors_claimed, jobs_written, cut_short FROM pgpulse.tick_runs"
-        " WHERE trigger = 'bench' ORDER BY id DESC LIMIT 1").fetchone()
-    if claimed != monitors or written != monitors:
-        raise RuntimeError(f"tick claimed {claimed} and wrote {written} of {monitors} jobs")
+    if claimed != monitors:
+        raise RuntimeError(f"{ticks} ticks claimed {claimed} of {monitors} monitors")
     delivered = queued_jobs(stack)  # raises on a duplicate
     if delivered != monitors:
         raise RuntimeError(f"{delivered} distinct jobs in the queues, expected {monitors}")
-    return {"seconds": seconds, "tick_seconds": tick_seconds, "cut_short": cut,
+    return {"seconds": seconds, "tick_seconds": tick_seconds,
+            "cut_short": first_tick["cut_short"], "ticks": ticks,
             "cpu": {name: after[name] - before[name] for name in after}}
+
+
+def _last_tick(conn: psycopg.Connection) -> dict[str, Any]:
+    claimed, written, cut = conn.execute(
+        "SELECT monitors_claimed, jobs_written, cut_short FROM pgpulse.tick_runs"
+        " WHERE trigger = 'bench' ORDER BY id DESC LIMIT 1").fetchone()
+    if written != claimed:
+        raise RuntimeError(f"a tick claimed {claimed} monitors but wrote {written} jobs")
+    return {"claimed": claimed, "cut_short": cut}
 
 
 def bench_e2e(monitors: int = 100_000, runs: int = 3, timeout: float = 600) -> dict[str, Any]:
@@ -194,7 +209,9 @@ def bench_e2e(monitors: int = 100_000, runs: int = 3, timeout: float = 600) -> d
         "jobs_per_s_median": round(monitors / seconds),
         "seconds_all": [round(r["seconds"], 3) for r in results],
         "tick_seconds_median": round(statistics.median(r["tick_seconds"] for r in results), 3),
+        # the first tick of a run was cut short (and `ticks_all` says how many it took)
         "tick_cut_short_runs": sum(1 for r in results if r["cut_short"]),
+        "ticks_all": [r["ticks"] for r in results],
         "cpu_seconds_median": {name: round(value, 2) for name, value in cpu.items()},
         "cpu_us_per_job_median": {name: round(value / monitors * 1e6, 1)
                                   for name, value in cpu.items()},
