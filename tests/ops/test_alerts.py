@@ -63,7 +63,7 @@ def test_breaker_open_alert_while_a_region_is_down(conn, regions, relay_env, dev
     devserver.clear_faults()
     wait_for(lambda: receiver.of("breaker_open", "resolved"), 30, "the breaker resolve")
     assert len(receiver.of("breaker_open", "firing")) == 1
-    healthy = conn.execute("SELECT healthy FROM public.regions WHERE code = 'eu-west-1'").fetchone()
+    healthy = conn.execute("SELECT healthy FROM pgpulse.regions WHERE code = 'eu-west-1'").fetchone()
     assert healthy["healthy"] is True
 
 
