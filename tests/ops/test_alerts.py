@@ -180,7 +180,7 @@ def test_a_stopped_database_is_an_alert_and_breaker_rules_still_run(relay_env, d
         dsn = pg.dsn()
         migrate.upgrade(dsn)
         with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as setup:
-            setup.execute("INSERT INTO public.regions (code, is_default) VALUES ('us-east-1', true), ('eu-west-1', false)")
+            setup.execute("INSERT INTO pgpulse.regions (code, is_default) VALUES ('us-east-1', true), ('eu-west-1', false)")
             setup.execute("INSERT INTO public.monitors (url, preferred_region, next_check_at) "
                           "SELECT 'https://eu.example/' || g, 'eu-west-1', now() FROM generate_series(1, 20) g")
         env = relay_env | FAST_ALERTS | {
@@ -193,7 +193,7 @@ def test_a_stopped_database_is_an_alert_and_breaker_rules_still_run(relay_env, d
         assert pgpulse("tick", env=env).returncode == 0
         with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as watch:
             wait_for(lambda: len(alert_sessions(watch)) == 2, 30, "both alert sessions")
-            wait_for(lambda: watch.execute("SELECT healthy FROM public.regions "
+            wait_for(lambda: watch.execute("SELECT healthy FROM pgpulse.regions "
                                            "WHERE code = 'eu-west-1'").fetchone()["healthy"] is False,
                      30, "eu's breaker to open")
         assert not receiver.of("breaker_open"), "the breaker alert came before the database stopped"
