@@ -17,7 +17,7 @@ from relay import migrate
 from relay.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0002"
+HEAD = "0003"
 _names = itertools.count()
 
 
@@ -91,7 +91,7 @@ def test_upgrade_downgrade_to_base_and_upgrade_again(pg_server, empty_db, capsys
     migrate.upgrade(dsn)
     assert version(dsn) == HEAD
     first = schema_dump(pg_server, dsn)
-    assert objects(dsn) == {"schemas": 1, "tables": 5, "routines": 9, "has_version_table": True}
+    assert objects(dsn) == {"schemas": 1, "tables": 5, "routines": 14, "has_version_table": True}
 
     migrate.downgrade(dsn, "base")
     assert version(dsn) is None
@@ -198,8 +198,16 @@ def populate(dsn: str) -> None:
               FROM pgpulse.outbox ORDER BY job_id LIMIT 7""")
 
 
+# public.monitors as revision 0001 made it; later revisions add columns after these
+MONITOR_COLUMNS_0001 = ("id, url, method, timeout_ms, expected_status, check_retries, "
+                        "check_retry_delay_ms, check_interval_minutes, is_active, preferred_region, "
+                        "allow_fallback, criticality, next_check_at, last_scheduled_at, "
+                        "created_at, check_spec")
+
+
 def contents(dsn: str, regions_table: str) -> dict[str, list]:
-    tables = {"regions": regions_table, "monitors": "public.monitors",
+    tables = {"regions": regions_table,
+              "monitors": f"(SELECT {MONITOR_COLUMNS_0001} FROM public.monitors)",
               "outbox": "pgpulse.outbox", "dead_letters": "pgpulse.dead_letters",
               "tick_runs": "pgpulse.tick_runs"}
     with psycopg.connect(dsn) as conn:
@@ -227,6 +235,10 @@ def test_a_populated_0001_install_upgrades_to_head_keeping_every_row(pg_server, 
     assert contents(dsn, "pgpulse.regions") == before
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert conn.execute("SELECT to_regclass('public.regions')").fetchone()[0] is None
+        # revision 0003: every monitor keeps its interval, in seconds too, and one region
+        assert conn.execute(
+            "SELECT count(*) FILTER (WHERE check_interval_seconds = check_interval_minutes * 60"
+            " AND check_regions IS NULL) FROM public.monitors").fetchone()[0] == 300
         # routing reads the moved table: a tick still places jobs by preferred region
         conn.execute("UPDATE public.monitors SET next_check_at = now() - interval '1 second'")
         conn.execute("CALL pgpulse.tick(p_trigger => 'after-upgrade')")
