@@ -130,7 +130,7 @@ def _region(args):
 
 
 SECRET_ENV = ("CRON_SECRET", "PGPASSWORD", "PGPULSE_DEVSERVER_ADMIN_TOKEN",
-              "PGPULSE_ALERT_WEBHOOK_URL")
+              "PGPULSE_ALERT_WEBHOOK_URL", "PGPULSE_STATUS_SECRET")
 
 
 @command("doctor")

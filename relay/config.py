@@ -151,6 +151,8 @@ class OpsSettings:
     # a Slack-style webhook URL is a credential: whoever knows it can post
     alert_webhook_url: str | None = field(default=None, repr=False, metadata={"secret": True})
     alert_interval_s: float = 10.0          # how often alert rules are evaluated
+    # the status page's password for other hosts (unset: it answers on localhost only)
+    status_secret: str | None = field(default=None, repr=False, metadata={"secret": True})
     alert_breaker_open_s: float = 60.0      # a breaker open longer than this alerts
     alert_deadman_s: float = 180.0          # no finished tick for this long alerts
     alert_tick_budget_ratio: float = 0.8    # a tick using more of its budget alerts
@@ -168,6 +170,7 @@ class OpsSettings:
             ready_max_tick_age_s=_number(env, "PGPULSE_READY_MAX_TICK_AGE_S", 180, 1, 86400),
             ready_max_backlog_age_s=_number(env, "PGPULSE_READY_MAX_BACKLOG_AGE_S", 120, 1, 86400),
             alert_webhook_url=webhook,
+            status_secret=env.get("PGPULSE_STATUS_SECRET") or None,
             alert_interval_s=_number(env, "PGPULSE_ALERT_INTERVAL_S", 10, 0.05, 3600),
             alert_breaker_open_s=_number(env, "PGPULSE_ALERT_BREAKER_OPEN_S", 60, 0, 86400),
             alert_deadman_s=_number(env, "PGPULSE_ALERT_DEADMAN_S", 180, 1, 86400),

@@ -1,5 +1,6 @@
 """The operations endpoints, one small ASGI app served by uvicorn:
 
+GET  /                    the status page (relay.statuspage)
 GET  /healthz             the process is alive
 GET  /readyz              database reachable, a recent tick, backlog age under threshold
 GET  /metrics             Prometheus text format
@@ -13,6 +14,7 @@ import contextlib
 import hmac
 import json
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
@@ -20,7 +22,7 @@ import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg.rows import dict_row
 
-from relay import logs, metrics
+from relay import logs, metrics, statuspage
 from relay.alerts import watch_alerts
 from relay.config import OpsSettings, dsn_secrets
 from relay.db import describe
@@ -36,7 +38,7 @@ SECURITY_HEADERS = [
     (b"cache-control", b"no-store"),
     (b"strict-transport-security", b"max-age=63072000"),
 ]
-ROUTES = {"/healthz": "GET", "/readyz": "GET", "/metrics": "GET", "/api/cron/scheduler": "POST"}
+ROUTES = {"/": "GET", "/healthz": "GET", "/readyz": "GET", "/metrics": "GET", "/api/cron/scheduler": "POST"}
 
 
 async def gather_facts(dsn: str) -> dict[str, Any]:
@@ -70,6 +72,8 @@ class OpsApp:
                                     [(b"allow", allowed.encode())])
         if path == "/healthz":
             return await self._json(send, 200, {"status": "ok"})
+        if path == "/":
+            return await self.status_page(scope, send)
         if path == "/readyz":
             status, body = await self.readiness()
             return await self._json(send, status, body)
@@ -100,6 +104,26 @@ class OpsApp:
                 reasons.append(f"region {row['region']}: oldest due job waits {oldest:.0f} s")
         return (503 if reasons else 200), {"ready": not reasons, "reasons": reasons,
                                            "last_tick_age_s": age}
+
+    async def status_page(self, scope, send) -> None:
+        denied = statuspage.access(scope, self.settings)
+        if denied:
+            status, reason = denied
+            extra = [(b"www-authenticate", b'Basic realm="pgpulse"')] if status == 401 else []
+            return await self._json(send, status, {"error": reason}, extra)
+        try:
+            facts, ok, error = await gather_facts(self.dsn), True, None
+        except (psycopg.Error, OSError):
+            facts, ok, error = None, False, "cannot read the database"
+        snapshot = SimpleNamespace(facts=facts, read_at=time.time() if ok else None,
+                                   database_ok=ok, error=error)
+        body = statuspage.render(snapshot, self.settings).encode()
+        headers = [(b"content-type", b"text/html; charset=utf-8"),
+                   (b"content-length", str(len(body)).encode()),
+                   *[(k, v) for k, v in SECURITY_HEADERS if k != b"content-security-policy"],
+                   (b"content-security-policy", statuspage.CSP.encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def cron_trigger(self, scope, receive, send) -> None:
         secret = self.settings.cron_secret
