@@ -42,7 +42,7 @@ CREATE INDEX monitors_account ON public.monitors (account_id);
 INSERT INTO public.monitors (id, account_id, name, url, check_interval_minutes, is_active,
                              next_check_at, preferred_region, tags)
 SELECT g * 3, 1 + g % 50, 'monitor ' || g, 'https://customer' || g || '.example/health',
-       1 + g % 10, g % 17 <> 0,
+       5 + g % 10, g % 17 <> 0,   -- slots that cannot expire while a loaded machine ticks
        CASE WHEN g % 23 = 0 THEN NULL ELSE now() - (g % 20) * interval '1 second' END,
        (ARRAY['us-east-1', 'eu-west-1', 'ap-south-1', 'legacy-dc', NULL])[1 + g % 5],
        ARRAY['team-' || g % 7]
