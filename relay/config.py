@@ -156,6 +156,8 @@ class OpsSettings:
     # a Slack-style webhook URL is a credential: whoever knows it can post
     alert_webhook_url: str | None = field(default=None, repr=False, metadata={"secret": True})
     alert_interval_s: float = 10.0          # how often alert rules are evaluated
+    # the status page's password for other hosts (unset: it answers on localhost only)
+    status_secret: str | None = field(default=None, repr=False, metadata={"secret": True})
     alert_breaker_open_s: float = 60.0      # a breaker open longer than this alerts
     alert_deadman_s: float = 180.0          # no finished tick for this long alerts
     alert_tick_budget_ratio: float = 0.8    # a tick using more of its budget alerts
@@ -178,6 +180,7 @@ class OpsSettings:
             http_max_requests=_number(env, "PGPULSE_HTTP_MAX_REQUESTS", 16, 1, 10_000, int),
             http_request_timeout_s=_number(env, "PGPULSE_HTTP_REQUEST_TIMEOUT_S", 10, 0.1, 600),
             alert_webhook_url=webhook,
+            status_secret=env.get("PGPULSE_STATUS_SECRET") or None,
             alert_interval_s=_number(env, "PGPULSE_ALERT_INTERVAL_S", 10, 0.05, 3600),
             alert_breaker_open_s=_number(env, "PGPULSE_ALERT_BREAKER_OPEN_S", 60, 0, 86400),
             alert_deadman_s=_number(env, "PGPULSE_ALERT_DEADMAN_S", 180, 1, 86400),

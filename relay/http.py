@@ -1,5 +1,6 @@
 """The operations endpoints, one small ASGI app served by uvicorn:
 
+GET  /                    the status page (relay.statuspage)
 GET  /healthz             the process is alive
 GET  /readyz              database reachable, a recent tick, backlog age under threshold
 GET  /metrics             Prometheus text format
@@ -22,7 +23,7 @@ import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg.rows import dict_row
 
-from relay import logs, metrics
+from relay import logs, metrics, statuspage
 from relay.alerts import watch_alerts
 from relay.config import OpsSettings, dsn_secrets
 from relay.breaker import State
@@ -39,7 +40,7 @@ SECURITY_HEADERS = [
     (b"cache-control", b"no-store"),
     (b"strict-transport-security", b"max-age=63072000"),
 ]
-ROUTES = {"/healthz": "GET", "/readyz": "GET", "/metrics": "GET", "/api/cron/scheduler": "POST"}
+ROUTES = {"/": "GET", "/healthz": "GET", "/readyz": "GET", "/metrics": "GET", "/api/cron/scheduler": "POST"}
 
 
 async def gather_facts(dsn: str) -> dict[str, Any]:
@@ -153,6 +154,8 @@ class OpsApp:
 
     async def route(self, path: str, scope, receive, send) -> None:
         """The routes behind the concurrency cap (add new pages here and to ROUTES)."""
+        if path == "/":
+            return await self.status_page(scope, send)
         if path == "/readyz":
             status, body = await self.readiness()
             return await self._json(send, status, body)
@@ -169,6 +172,21 @@ class OpsApp:
         return judge_readiness(self.facts.snapshot, self.settings,
                                None if relay is None else delivering_regions(relay),
                                stopping=relay is not None and relay.stop.is_set())
+
+    async def status_page(self, scope, send) -> None:
+        denied = statuspage.access(scope, self.settings)
+        if denied:
+            status, reason = denied
+            extra = [(b"www-authenticate", b'Basic realm="pgpulse"')] if status == 401 else []
+            return await self._json(send, status, {"error": reason}, extra)
+        # the cached snapshot, like /readyz and /metrics: no database read per request
+        body = statuspage.render(self.facts.snapshot, self.settings).encode()
+        headers = [(b"content-type", b"text/html; charset=utf-8"),
+                   (b"content-length", str(len(body)).encode()),
+                   *[(k, v) for k, v in SECURITY_HEADERS if k != b"content-security-policy"],
+                   (b"content-security-policy", statuspage.CSP.encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def cron_trigger(self, scope, receive, send) -> None:
         secret = self.settings.cron_secret

@@ -261,3 +261,50 @@ def test_a_hosts_own_alembic_history_is_never_touched(pg_server, empty_db, capsy
     assert version(dsn) == HEAD and host_versions(dsn) == [HOST_REVISION]
     migrate.downgrade(dsn, "base")
     assert version(dsn) is None and host_versions(dsn) == [HOST_REVISION]
+
+
+@pytest.mark.parametrize("id_type", ["uuid", "text"])
+def test_adoption_leaves_a_products_own_regions_table_and_ids_alone(pg_server, empty_db, capsys,
+                                                                     id_type):
+    dsn = empty_db()
+    ids = {"uuid": "gen_random_uuid()", "text": "'mon_' || g"}[id_type]
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE public.regions (id serial PRIMARY KEY, name text)")
+        conn.execute("INSERT INTO public.regions (name) VALUES ('Europe'), ('Asia')")
+        conn.execute(f"""
+            CREATE TABLE public.monitors (id {id_type} PRIMARY KEY, url text NOT NULL,
+                check_interval_minutes integer NOT NULL, is_active boolean NOT NULL,
+                next_check_at timestamptz, last_scheduled_at timestamptz,
+                preferred_region text, owner_email text);
+            INSERT INTO public.monitors
+            SELECT {ids}, 'https://e.example/' || g, 1, true, now() - interval '1 second',
+                   NULL, NULL, 'ops@e.example' FROM generate_series(1, 20) g""")
+    before = public_dump(pg_server, dsn), product_rows(dsn)
+    migrate.upgrade(dsn)
+    assert version(dsn) == HEAD
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO pgpulse.regions (code, is_default) VALUES ('us-east-1', true)")
+        conn.execute("CALL pgpulse.tick(p_trigger => 'adopt-test', p_lookahead => '0')")
+        assert conn.execute("SELECT count(*), count(DISTINCT monitor_id) FROM pgpulse.outbox"
+                            ).fetchone() == (20, 20)
+    assert product_rows(dsn) == before[1]
+    migrate.downgrade(dsn, "base")
+    assert (public_dump(pg_server, dsn), product_rows(dsn)) == before
+
+
+def public_dump(server: EmbeddedPostgres, dsn: str) -> str:
+    """Schema public's structure (the host's version table aside)."""
+    proc = subprocess.run(
+        [str(server.bindir / "pg_dump"), "--schema-only", "--schema=public", "--no-owner",
+         "--dbname", dsn], capture_output=True, text=True, check=True)
+    return "\n".join(line for line in proc.stdout.splitlines()
+                     if not line.startswith(("\\restrict", "\\unrestrict")))
+
+
+def product_rows(dsn: str) -> list:
+    """The product's rows; next_check_at and last_scheduled_at are the tick's to write."""
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT r::text FROM public.regions r ORDER BY id").fetchall() + conn.execute(
+            "SELECT id::text, url, check_interval_minutes, is_active, preferred_region,"
+            " owner_email FROM public.monitors ORDER BY id").fetchall()
