@@ -21,7 +21,7 @@ RETURNING o.job_id::text, o.monitor_id, o.region, o.criticality, o.scheduled_for
           (o.payload || jsonb_build_object(
               'v', 1,
               'job_id', o.job_id,
-              'monitor_id', o.monitor_id,
+              'monitor_id', o.monitor_id::text,  -- a product's bigint ids too
               'region', o.region,
               'criticality', o.criticality,
               'scheduled_for', to_char(o.scheduled_for AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),

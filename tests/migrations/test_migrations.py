@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from relay import migrate
 from relay.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0004"
+HEAD = "0005"
 _names = itertools.count()
 
 
@@ -91,7 +92,7 @@ def test_upgrade_downgrade_to_base_and_upgrade_again(pg_server, empty_db, capsys
     migrate.upgrade(dsn)
     assert version(dsn) == HEAD
     first = schema_dump(pg_server, dsn)
-    assert objects(dsn) == {"schemas": 1, "tables": 6, "routines": 18, "has_version_table": True}
+    assert objects(dsn) == {"schemas": 1, "tables": 6, "routines": 20, "has_version_table": True}
 
     migrate.downgrade(dsn, "base")
     assert version(dsn) is None
@@ -264,3 +265,68 @@ def test_a_hosts_own_alembic_history_is_never_touched(pg_server, empty_db, capsy
     assert version(dsn) == HEAD and host_versions(dsn) == [HOST_REVISION]
     migrate.downgrade(dsn, "base")
     assert version(dsn) is None and host_versions(dsn) == [HOST_REVISION]
+
+
+@pytest.mark.parametrize("id_type", ["uuid", "text"])
+def test_adoption_leaves_a_products_own_regions_table_and_ids_alone(pg_server, empty_db, capsys,
+                                                                     id_type):
+    dsn = empty_db()
+    ids = {"uuid": "gen_random_uuid()", "text": "'mon_' || g"}[id_type]
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE public.regions (id serial PRIMARY KEY, name text)")
+        conn.execute("INSERT INTO public.regions (name) VALUES ('Europe'), ('Asia')")
+        conn.execute(f"""
+            CREATE TABLE public.monitors (id {id_type} PRIMARY KEY, url text NOT NULL,
+                check_interval_minutes integer NOT NULL, is_active boolean NOT NULL,
+                next_check_at timestamptz, last_scheduled_at timestamptz,
+                preferred_region text, owner_email text);
+            INSERT INTO public.monitors
+            SELECT {ids}, 'https://e.example/' || g, 1, true, now() - interval '1 second',
+                   NULL, NULL, 'ops@e.example' FROM generate_series(1, 20) g""")
+    before = public_dump(pg_server, dsn), product_rows(dsn)
+    migrate.upgrade(dsn)
+    assert version(dsn) == HEAD
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO pgpulse.regions (code, is_default) VALUES ('us-east-1', true)")
+        conn.execute("CALL pgpulse.tick(p_trigger => 'adopt-test', p_lookahead => '0')")
+        assert conn.execute("SELECT count(*), count(DISTINCT monitor_id) FROM pgpulse.outbox"
+                            ).fetchone() == (20, 20)
+    assert product_rows(dsn) == before[1]
+    migrate.downgrade(dsn, "base")
+    assert (public_dump(pg_server, dsn), product_rows(dsn)) == before
+
+
+def public_dump(server: EmbeddedPostgres, dsn: str) -> str:
+    """Schema public's structure (the host's version table aside)."""
+    proc = subprocess.run(
+        [str(server.bindir / "pg_dump"), "--schema-only", "--schema=public", "--no-owner",
+         "--dbname", dsn], capture_output=True, text=True, check=True)
+    return "\n".join(line for line in proc.stdout.splitlines()
+                     if not line.startswith(("\\restrict", "\\unrestrict")))
+
+
+def product_rows(dsn: str) -> list:
+    """The product's rows; next_check_at and last_scheduled_at are the tick's to write."""
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT r::text FROM public.regions r ORDER BY id").fetchall() + conn.execute(
+            "SELECT id::text, url, check_interval_minutes, is_active, preferred_region,"
+            " owner_email FROM public.monitors ORDER BY id").fetchall()
+
+
+def test_offline_sql_builds_the_same_schema_when_a_dba_runs_it(pg_server, empty_db, tmp_path):
+    """`pgpulse migrate --sql` prints the DDL without a database (the URL points nowhere);
+    psql runs it into an empty database: the schema equals a migrated one, at head."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["DATABASE_URL"] = "postgresql://nobody@127.0.0.1:9/nowhere"
+    printed = subprocess.run([sys.executable, "-m", "relay", "migrate", "--sql"], cwd=tmp_path,
+                             env=env | {"PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    assert printed.returncode == 0, printed.stderr
+    script = tmp_path / "upgrade.sql"
+    script.write_text(printed.stdout)
+    by_dba, migrated = empty_db(), empty_db()
+    subprocess.run([str(pg_server.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                    "-d", by_dba, "-f", str(script)], check=True, capture_output=True, text=True)
+    migrate.upgrade(migrated)
+    assert version(by_dba) == HEAD
+    assert schema_dump(pg_server, by_dba) == schema_dump(pg_server, migrated)

@@ -1,4 +1,4 @@
--- Down from revision 0004 to 0003: no maintenance windows.
+-- Down from revision 0005 to 0004: no maintenance windows.
 DROP FUNCTION pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz);
 
 CREATE FUNCTION pgpulse._tick_chunk(

@@ -1,4 +1,4 @@
--- Revision 0004: maintenance windows (pgpulse.maintenance_windows): the tick skips and
+-- Revision 0005: maintenance windows (pgpulse.maintenance_windows): the tick skips and
 -- counts the slots inside them (tick_runs.maintenance_skipped).
 
 ALTER TABLE pgpulse.tick_runs

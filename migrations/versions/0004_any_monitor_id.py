@@ -1,4 +1,4 @@
-"""Maintenance windows: once or weekly, in an IANA time zone, for some monitors or all.
+"""Slots for monitor ids that are not uuids (an adopted product table's bigint or text ids).
 
 Revision ID: 0004
 Revises: 0003
@@ -13,8 +13,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    apply("migrations/sql/0004_maintenance_windows.sql")
+    apply("migrations/sql/0004_any_monitor_id.sql")
 
 
 def downgrade() -> None:
-    apply("migrations/sql/0004_maintenance_windows_down.sql")
+    apply("migrations/sql/0004_any_monitor_id_down.sql")
