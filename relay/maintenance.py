@@ -3,7 +3,6 @@ time zone, for some monitors or all). Plain SQL on pgpulse.maintenance_windows w
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from relay.db import DatabaseError, fetch_rows
@@ -26,12 +25,12 @@ def parse_weekdays(text: str) -> list[int]:
 
 
 def parse_monitor_ids(values: list[str] | None) -> list[str] | None:
+    """Monitor ids as text (a uuid, or an adopted table's own ids)."""
     if not values:
         return None
-    try:
-        return [str(uuid.UUID(v)) for v in values]
-    except ValueError:
-        raise DatabaseError(f"bad monitor id in {values!r}: a UUID is expected") from None
+    if not all(v.strip() for v in values):
+        raise DatabaseError("bad monitor id: an empty --monitor")
+    return [v.strip() for v in values]
 
 
 def add(conn, *, time_zone: str, name: str = "", monitors: list[str] | None = None,

@@ -207,7 +207,7 @@ SELECT code AS region, extract(epoch FROM now() - healthy_changed_at)::float8 AS
 -- times in time_zone; monitor_ids NULL: every monitor. Returns its id.
 INSERT INTO pgpulse.maintenance_windows
        (name, monitor_ids, time_zone, starts_local, ends_local, weekdays, start_time, duration)
-VALUES (%(name)s, %(monitor_ids)s::uuid[], %(time_zone)s, %(starts)s::timestamp,
+VALUES (%(name)s, %(monitor_ids)s::text[], %(time_zone)s, %(starts)s::timestamp,
         %(ends)s::timestamp, %(weekdays)s::smallint[], %(start_time)s::time,
         %(duration)s::interval)
 RETURNING id

@@ -131,7 +131,7 @@ CREATE TABLE pgpulse.maintenance_windows (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name          text NOT NULL DEFAULT ''
                   CONSTRAINT maintenance_name_length CHECK (length(name) <= 200),
-    monitor_ids   uuid[]
+    monitor_ids   text[]                          -- monitors' ids as text (any id type)
                   CONSTRAINT maintenance_monitor_ids_list CHECK (
                       cardinality(monitor_ids) >= 1 AND array_position(monitor_ids, NULL) IS NULL),
     time_zone     text NOT NULL,                  -- checked by a trigger: an IANA name
@@ -301,7 +301,7 @@ CREATE TRIGGER monitors_set_phase
 -- local wall-clock time of its zone (local_start to local_end), with a UTC range around
 -- them (lo to hi: three hours wider than any DST shift) for a cheap first test.
 CREATE FUNCTION pgpulse._maintenance_occurrences(p_from timestamptz, p_to timestamptz)
-RETURNS TABLE (window_id bigint, monitor_ids uuid[], time_zone text, local_start timestamp,
+RETURNS TABLE (window_id bigint, monitor_ids text[], time_zone text, local_start timestamp,
                local_end timestamp, lo timestamptz, hi timestamptz)
 LANGUAGE sql STABLE
 AS $$
@@ -326,7 +326,7 @@ AS $$
 $$;
 
 -- The maintenance window a monitor's slot falls in (the lowest id of several), or NULL.
-CREATE FUNCTION pgpulse.maintenance_window_at(p_monitor uuid, p_at timestamptz)
+CREATE FUNCTION pgpulse.maintenance_window_at(p_monitor text, p_at timestamptz)
 RETURNS bigint
 LANGUAGE sql STABLE
 AS $$
@@ -363,7 +363,7 @@ BEGIN
          USING pgpulse._maintenance_occurrences(now() - interval '2 days',
                                                 now() + interval '1 day') o
          WHERE o.window_id = NEW.id
-           AND (NEW.monitor_ids IS NULL OR j.monitor_id = ANY (NEW.monitor_ids))
+           AND (NEW.monitor_ids IS NULL OR j.monitor_id::text = ANY (NEW.monitor_ids))
            AND j.scheduled_for >= o.lo AND j.scheduled_for < o.hi
            AND (j.scheduled_for AT TIME ZONE o.time_zone) >= o.local_start
            AND (j.scheduled_for AT TIME ZONE o.time_zone) < o.local_end
@@ -514,7 +514,7 @@ BEGIN
         SELECT r.*, s.at,
                CASE WHEN v_windows THEN (
                    SELECT min(w.window_id) FROM windows w
-                    WHERE (w.monitor_ids IS NULL OR r.id = ANY (w.monitor_ids))
+                    WHERE (w.monitor_ids IS NULL OR r.id::text = ANY (w.monitor_ids))
                       AND s.at >= w.lo AND s.at < w.hi
                       AND (s.at AT TIME ZONE w.time_zone) >= w.local_start
                       AND (s.at AT TIME ZONE w.time_zone) < w.local_end) END AS window_id

@@ -13,7 +13,7 @@ CREATE TABLE pgpulse.maintenance_windows (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name          text NOT NULL DEFAULT ''
                   CONSTRAINT maintenance_name_length CHECK (length(name) <= 200),
-    monitor_ids   uuid[]
+    monitor_ids   text[]                          -- monitors' ids as text (any id type)
                   CONSTRAINT maintenance_monitor_ids_list CHECK (
                       cardinality(monitor_ids) >= 1 AND array_position(monitor_ids, NULL) IS NULL),
     time_zone     text NOT NULL,                  -- checked by a trigger: an IANA name
@@ -36,7 +36,7 @@ CREATE TABLE pgpulse.maintenance_windows (
 );
 
 CREATE FUNCTION pgpulse._maintenance_occurrences(p_from timestamptz, p_to timestamptz)
-RETURNS TABLE (window_id bigint, monitor_ids uuid[], time_zone text, local_start timestamp,
+RETURNS TABLE (window_id bigint, monitor_ids text[], time_zone text, local_start timestamp,
                local_end timestamp, lo timestamptz, hi timestamptz)
 LANGUAGE sql STABLE
 AS $$
@@ -60,7 +60,7 @@ AS $$
        AND o.local_start <= (p_to AT TIME ZONE w.time_zone) + interval '1 day'
 $$;
 
-CREATE FUNCTION pgpulse.maintenance_window_at(p_monitor uuid, p_at timestamptz)
+CREATE FUNCTION pgpulse.maintenance_window_at(p_monitor text, p_at timestamptz)
 RETURNS bigint
 LANGUAGE sql STABLE
 AS $$
@@ -94,7 +94,7 @@ BEGIN
          USING pgpulse._maintenance_occurrences(now() - interval '2 days',
                                                 now() + interval '1 day') o
          WHERE o.window_id = NEW.id
-           AND (NEW.monitor_ids IS NULL OR j.monitor_id = ANY (NEW.monitor_ids))
+           AND (NEW.monitor_ids IS NULL OR j.monitor_id::text = ANY (NEW.monitor_ids))
            AND j.scheduled_for >= o.lo AND j.scheduled_for < o.hi
            AND (j.scheduled_for AT TIME ZONE o.time_zone) >= o.local_start
            AND (j.scheduled_for AT TIME ZONE o.time_zone) < o.local_end
@@ -179,7 +179,7 @@ BEGIN
         SELECT r.*, s.at,
                CASE WHEN v_windows THEN (
                    SELECT min(w.window_id) FROM windows w
-                    WHERE (w.monitor_ids IS NULL OR r.id = ANY (w.monitor_ids))
+                    WHERE (w.monitor_ids IS NULL OR r.id::text = ANY (w.monitor_ids))
                       AND s.at >= w.lo AND s.at < w.hi
                       AND (s.at AT TIME ZONE w.time_zone) >= w.local_start
                       AND (s.at AT TIME ZONE w.time_zone) < w.local_end) END AS window_id

@@ -167,6 +167,6 @@ $$;
 DROP TABLE pgpulse.maintenance_windows;
 DROP FUNCTION pgpulse._maintenance_take_back_jobs();
 DROP FUNCTION pgpulse._maintenance_check_zone();
-DROP FUNCTION pgpulse.maintenance_window_at(uuid, timestamptz);
+DROP FUNCTION pgpulse.maintenance_window_at(text, timestamptz);
 DROP FUNCTION pgpulse._maintenance_occurrences(timestamptz, timestamptz);
 ALTER TABLE pgpulse.tick_runs DROP COLUMN maintenance_skipped;

@@ -63,8 +63,7 @@ def test_bad_maintenance_input_is_one_line_and_changes_nothing(conn, db_url):
         (["--weekly", "sat,funday", "--at", "01:00", "--for", "1 hour"], "bad weekday 'funday'"),
         (["--from", "2026-01-01 00:00"], "needs both --from and --to"),
         (["--weekly", "sat", "--at", "01:00", "--for", "forever"], "invalid input syntax"),
-        (["--monitor", "not-a-uuid", "--from", "2026-01-01", "--to", "2026-01-02"],
-         "bad monitor id"),
+        (["--monitor", " ", "--from", "2026-01-01", "--to", "2026-01-02"], "bad monitor id"),
     ]
     for args, message in cases:
         result = pgpulse("maintenance", "add", *args, database_url=db_url)

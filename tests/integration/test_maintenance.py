@@ -115,7 +115,7 @@ def test_windows_keep_their_wall_clock_hours_across_dst(conn, region, case):
     # the window function agrees at every slot, with explicit timestamps
     for s in every:
         at = conn.execute("SELECT pgpulse.maintenance_window_at(%s, %s) AS w",
-                          (m["id"], s)).fetchone()["w"]
+                          (str(m["id"]), s)).fetchone()["w"]
         assert (at == w["id"]) == (s in inside), s
 
 
@@ -127,7 +127,7 @@ def test_a_window_applies_to_one_monitor_a_set_or_all(conn, region):
     window = conn.execute(
         "INSERT INTO pgpulse.maintenance_windows (name, monitor_ids, time_zone, starts_local, "
         f"ends_local) VALUES ('one', %s, 'Europe/Berlin', {local} - interval '1 minute', "
-        f"{local} + interval '10 minutes') RETURNING id", ([ids[0]],)).fetchone()["id"]
+        f"{local} + interval '10 minutes') RETURNING id", ([str(ids[0])],)).fetchone()["id"]
     run = tick(conn)
     assert run["maintenance_skipped"] == 2  # two 30-second slots of the first monitor
     per_monitor = {r["monitor_id"]: r["n"] for r in conn.execute(
@@ -137,7 +137,7 @@ def test_a_window_applies_to_one_monitor_a_set_or_all(conn, region):
     # the same window widened to a set, then to every monitor: the jobs already written
     # for them inside it are taken back and counted
     conn.execute("UPDATE pgpulse.maintenance_windows SET monitor_ids = %s WHERE id = %s",
-                 (ids[:3], window))
+                 ([str(i) for i in ids[:3]], window))
     assert sorted(per_monitor_now(conn)) == sorted([ids[3]])
     conn.execute("UPDATE pgpulse.maintenance_windows SET monitor_ids = NULL WHERE id = %s",
                  (window,))
