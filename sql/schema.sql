@@ -455,10 +455,11 @@ $$;
 -- CONFLICT's per-row check) and, should that hit the unique key, redoes the chunk with
 -- p_keep_existing, which keeps the jobs already there. Slots inside a maintenance window
 -- are not written (skipped counts them, and so does the window). p_now: the clock, for
--- tests that move it (NULL: clock_timestamp()).
+-- tests that move it (NULL: clock_timestamp()). p_only: only these monitors (ids as text),
+-- for the triggers that schedule a new or re-activated monitor at once.
 CREATE FUNCTION pgpulse._tick_chunk(
     p_horizon timestamptz, p_chunk integer, p_rr bigint, p_route jsonb, p_wheel text[],
-    p_keep_existing boolean, p_now timestamptz DEFAULT NULL,
+    p_keep_existing boolean, p_now timestamptz DEFAULT NULL, p_only text[] DEFAULT NULL,
     OUT claimed integer, OUT written integer, OUT wheeled integer, OUT skipped integer)
 LANGUAGE plpgsql
 -- a chunk is small next to the table: join it row by row, never hash the whole table
@@ -484,6 +485,7 @@ BEGIN
                     THEN pgpulse._route(m.preferred_region, m.allow_fallback, p_route) END AS routed
           FROM public.monitors m
          WHERE m.is_active AND m.next_check_at <= p_horizon
+           AND (p_only IS NULL OR m.id::text = ANY (p_only))
            AND CASE WHEN m.check_regions IS NULL
                     THEN p_wheel IS NOT NULL
                          OR pgpulse._route(m.preferred_region, m.allow_fallback, p_route) IS NOT NULL
@@ -581,6 +583,101 @@ AS $$
                 ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, p_route) IS NULL
            END
 $$;
+
+-- How far ahead the scheduler has written jobs: the furthest horizon of the ticks of the
+-- last five minutes (NULL: no tick ran lately, nothing is written ahead).
+CREATE FUNCTION pgpulse._written_ahead_to()
+RETURNS timestamptz
+LANGUAGE sql STABLE
+AS $$
+    SELECT max(coalesce(finished_at, clock_timestamp())
+               + make_interval(secs => lookahead_ms / 1000.0))
+      FROM pgpulse.tick_runs
+     WHERE started_at > now() - interval '5 minutes'
+$$;
+
+-- Brings monitors up to where the ticks have written: their slots up to that horizon go to
+-- the outbox now (the next tick would write them late), and the relay is woken. A no-op
+-- when no tick ran lately or nothing of theirs is due. Returns the jobs written.
+CREATE FUNCTION pgpulse._schedule_now(p_ids text[])
+RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_horizon timestamptz := pgpulse._written_ahead_to();
+    v_route   jsonb;
+    v_wheel   text[];
+    v_written integer;
+BEGIN
+    IF v_horizon IS NULL OR v_horizon < clock_timestamp() OR cardinality(p_ids) IS NULL THEN
+        RETURN 0;
+    END IF;
+    SELECT r.route, r.wheel INTO v_route, v_wheel FROM pgpulse._routing() r;
+    SELECT c.written INTO v_written
+      FROM pgpulse._tick_chunk(v_horizon, cardinality(p_ids), floor(random() * 1000000)::bigint,
+                               v_route, v_wheel, true, NULL, p_ids) c;
+    IF v_written > 0 THEN
+        PERFORM pg_notify('pgpulse_outbox', v_written::text);
+    END IF;
+    RETURN v_written;
+END
+$$;
+
+-- New monitors: their first slots within the written horizon are written at once.
+-- SECURITY DEFINER: the product's role inserts monitors and need not write the outbox.
+CREATE FUNCTION pgpulse._monitors_inserted() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pgpulse._schedule_now(
+        (SELECT array_agg(n.id::text) FROM new_monitors n WHERE n.is_active));
+    RETURN NULL;
+END
+$$;
+
+-- A monitor re-activated, or given another interval, restarts on its phase grid at its
+-- next slot from now (unless the same UPDATE set next_check_at).
+CREATE FUNCTION pgpulse._monitor_rephase() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF NEW.next_check_at IS NOT DISTINCT FROM OLD.next_check_at THEN
+        NEW.next_check_at := pgpulse.next_slot(NEW.id, NEW.check_interval_seconds, now());
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- ... and that slot is written at once when it falls within the written horizon.
+CREATE FUNCTION pgpulse._monitor_rephased() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pgpulse._schedule_now(ARRAY[NEW.id::text]);
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER monitors_inserted_schedule_now
+    AFTER INSERT ON public.monitors
+    REFERENCING NEW TABLE AS new_monitors
+    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._monitors_inserted();
+
+-- named to fire after monitors_interval (BEFORE triggers fire in name order)
+CREATE TRIGGER monitors_rephase
+    BEFORE UPDATE OF is_active, check_interval_minutes, check_interval_seconds ON public.monitors
+    FOR EACH ROW WHEN (NEW.is_active AND (NOT OLD.is_active
+                       OR NEW.check_interval_seconds IS DISTINCT FROM OLD.check_interval_seconds
+                       OR NEW.check_interval_minutes IS DISTINCT FROM OLD.check_interval_minutes))
+    EXECUTE FUNCTION pgpulse._monitor_rephase();
+
+CREATE TRIGGER monitors_rephased_schedule_now
+    AFTER UPDATE OF is_active, check_interval_minutes, check_interval_seconds ON public.monitors
+    FOR EACH ROW WHEN (NEW.is_active AND (NOT OLD.is_active
+                       OR NEW.check_interval_seconds IS DISTINCT FROM OLD.check_interval_seconds))
+    EXECUTE FUNCTION pgpulse._monitor_rephased();
 
 -- One scheduler tick: claims due monitors chunk by chunk (a commit after each chunk) until
 -- none are left or the time budget is nearly spent; records the run in pgpulse.tick_runs.
