@@ -329,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="relay/compare: latency the dev server adds to every request")
     p.add_argument("--rate", type=float, default=2000.0, help="relay-lag: jobs falling due per second")
     p.add_argument("--seconds", type=float, default=30.0, help="relay-lag: how long")
+    p.add_argument("--interval", type=int, default=None, metavar="SECONDS",
+                   help="relay-lag: the jobs are slots of monitors checked every SECONDS "
+                        "(10 to 86400), written by the real tick")
     p.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
     p.add_argument("--json", action="store_true", help="print JSON only")
 

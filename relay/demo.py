@@ -2,8 +2,11 @@
 
 PostgreSQL with pg_cron ticking every minute, 10,000 monitors, three regions behind the
 Upstash-compatible dev server, the relay, and one simulated worker per region popping
-jobs. Part-way through, one region goes down for a while: watch its breaker open, its
-jobs reroute, and the region recover. Everything is stopped and removed at the end.
+jobs. A tenth of the monitors are checked from all three regions at once, a tenth every
+10 seconds. Part-way through, one region goes down for a while: watch its breaker open, its
+jobs reroute, and the region recover; a maintenance window (Europe/Berlin time) opens and
+closes over some monitors, whose slots are skipped meanwhile. Everything is stopped and
+removed at the end.
 """
 
 from __future__ import annotations
@@ -37,6 +40,49 @@ SELECT 'https://status.example.com/' || g || '/health',
        g %% 20 <> 0,
        (ARRAY[5000, 10000, 30000])[1 + g %% 3]
   FROM generate_series(1, %(monitors)s) g
+"""
+# A tenth of the monitors every 10 seconds, another tenth from every region at once.
+SEED_MIX = """
+UPDATE public.monitors m
+   SET check_interval_seconds = CASE WHEN n.g %% 10 = 3 THEN 10 ELSE m.check_interval_seconds END,
+       check_regions = CASE WHEN n.g %% 10 = 4 THEN %(regions)s::text[] END
+  FROM (SELECT id, split_part(url, '/', 4)::integer AS g FROM public.monitors) n
+ WHERE n.id = m.id AND n.g %% 10 IN (3, 4)
+"""
+# The maintenance window: the 'low' monitors, from `opens` to `closes` seconds from now,
+# given in Berlin wall-clock time as an operator would.
+MAINTENANCE = """
+INSERT INTO pgpulse.maintenance_windows (name, monitor_ids, time_zone, starts_local, ends_local)
+SELECT 'demo: db upgrade', array_agg(id::text), 'Europe/Berlin',
+       (now() + make_interval(secs => %(opens)s)) AT TIME ZONE 'Europe/Berlin',
+       (now() + make_interval(secs => %(closes)s)) AT TIME ZONE 'Europe/Berlin'
+  FROM public.monitors WHERE criticality = 'low'
+RETURNING id, cardinality(monitor_ids) AS monitors, starts_local, ends_local
+"""
+WINDOW_STATE = """
+SELECT w.skipped_slots, pgpulse.maintenance_window_at(w.monitor_ids[1], now()) IS NOT NULL AS open
+  FROM pgpulse.maintenance_windows w WHERE w.id = %(id)s
+"""
+# Published slots of three-region monitors (all three regions done), 10-second jobs, skipped.
+FEATURES = """
+SELECT (SELECT count(*) FROM (SELECT 1 FROM demo_published p JOIN public.monitors m ON m.id = p.monitor_id
+                               WHERE m.check_regions IS NOT NULL
+                               GROUP BY p.monitor_id, p.scheduled_for
+                              HAVING count(DISTINCT p.region) = 3) s),
+       (SELECT count(DISTINCT (p.monitor_id, p.scheduled_for)) FROM demo_published p
+          JOIN public.monitors m ON m.id = p.monitor_id WHERE m.check_interval_seconds = 10),
+       (SELECT skipped_slots FROM pgpulse.maintenance_windows WHERE id = %(id)s)
+"""
+# The demo keeps what the tick wrote (the relay deletes published rows).
+RECORD = """
+CREATE TABLE demo_published (monitor_id uuid, region text, scheduled_for timestamptz);
+CREATE FUNCTION demo_record() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO demo_published SELECT monitor_id, region, scheduled_for FROM gone;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER demo_record AFTER DELETE ON pgpulse.outbox REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION demo_record();
 """
 VIEW = """
 SELECT (SELECT count(*) FROM pgpulse.outbox) AS outbox,
@@ -86,7 +132,8 @@ class Workers:
                 await asyncio.sleep(0.2)
 
 
-async def _live(stack: LocalStack, seconds: float, outage: tuple[float, float, str]) -> dict[str, Any]:
+async def _live(stack: LocalStack, seconds: float, outage: tuple[float, float, str],
+                window_id: int) -> dict[str, Any]:
     relay = Relay(stack.dsn, RelaySettings(breaker_cooldown_s=5.0, breaker_failures=3),
                   env=stack.env(), collect_lags=True)
     workers = Workers(stack)
@@ -98,6 +145,7 @@ async def _live(stack: LocalStack, seconds: float, outage: tuple[float, float, s
     last = {r: 0.0 for r in stack.region_codes}
     lag_seen = 0
     last_tick = None
+    window_open = False
     header = ("  time  " + "".join(f"{r:>13}" for r in stack.region_codes)
               + "   outbox    due  lag p50/p99 ms   breakers")
     print(header + "\n  " + "-" * (len(header) - 2), flush=True)
@@ -114,6 +162,11 @@ async def _live(stack: LocalStack, seconds: float, outage: tuple[float, float, s
                     down = False
                     print(f"  >>> {outage_region} is back", flush=True)
                 await asyncio.sleep(2.0)
+                skipped, is_open = await (await conn.execute(WINDOW_STATE, {"id": window_id})).fetchone()
+                if is_open != window_open:
+                    window_open = is_open
+                    print(f"  >>> maintenance window {'opens' if is_open else 'closes'}"
+                          f" ({skipped} slots skipped so far)", flush=True)
                 row = await (await conn.execute(VIEW)).fetchone()
                 if row[4] != last_tick:
                     if last_tick is not None:
@@ -134,6 +187,7 @@ async def _live(stack: LocalStack, seconds: float, outage: tuple[float, float, s
                       + f" {row[0]:>8} {row[1]:>6} {_pct(lags, .5):>7.0f}/{_pct(lags, .99):<7.0f}"
                       + f"  {breakers}", flush=True)
             final = await (await conn.execute(VIEW)).fetchone()
+            features = await (await conn.execute(FEATURES, {"id": window_id})).fetchone()
             ticks = await (await conn.execute(
                 "SELECT trigger, count(*), sum(jobs_written), max(extract(epoch FROM finished_at - started_at))"
                 " FROM pgpulse.tick_runs GROUP BY trigger ORDER BY trigger")).fetchall()
@@ -150,6 +204,9 @@ async def _live(stack: LocalStack, seconds: float, outage: tuple[float, float, s
         "consumed_by_workers": dict(workers.consumed), "duplicates_seen_by_workers": workers.duplicates,
         "lag_p50_ms": round(_pct(c.lags, .5), 1), "lag_p99_ms": round(_pct(c.lags, .99), 1),
         "outbox_left": final[0], "pg_cron_ticks": final[2],
+        "three_region_slots_published": features[0],
+        "ten_second_monitor_jobs_published": features[1],
+        "maintenance_slots_skipped": features[2],
     }
 
 
@@ -167,6 +224,8 @@ def run_demo(seconds: float = 120, monitors: int = 10_000) -> dict[str, Any]:
         with stack.connect() as conn:
             stack.create_regions(conn)
             conn.execute(SEED, {"monitors": monitors, "regions": list(stack.region_codes)})
+            conn.execute(SEED_MIX, {"regions": list(stack.region_codes)})
+            conn.execute(RECORD)
             conn.execute("VACUUM ANALYZE public.monitors")
             job = conn.execute("SELECT schedule FROM cron.job WHERE jobname = 'pgpulse-tick'").fetchone()
         print(f"  migrated; pg_cron runs pgpulse-tick at '{job[0]}'; "
@@ -175,7 +234,13 @@ def run_demo(seconds: float = 120, monitors: int = 10_000) -> dict[str, Any]:
         print(f"  first tick by hand: {first['jobs_written']} jobs in {first['duration_ms']} ms; "
               "the next ones come from pg_cron", flush=True)
         outage = (seconds * 0.35, seconds * 0.35 + min(25.0, seconds * 0.2), stack.region_codes[1])
-        summary = asyncio.run(_live(stack, seconds, outage))
+        with stack.connect() as conn:
+            window = conn.execute(MAINTENANCE, {"opens": seconds * 0.45,
+                                                "closes": seconds * 0.7}).fetchone()
+        print(f"  a tenth of the monitors check from all three regions, a tenth every 10 s; "
+              f"maintenance window for {window[1]} 'low' monitors {window[2]:%H:%M:%S}-"
+              f"{window[3]:%H:%M:%S} Europe/Berlin", flush=True)
+        summary = asyncio.run(_live(stack, seconds, outage, window[0]))
     print("\nsummary:")
     for key, value in summary.items():
         print(f"  {key:<28} {value}")

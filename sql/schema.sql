@@ -642,7 +642,9 @@ CREATE FUNCTION pgpulse._monitor_rephase() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    IF NEW.next_check_at IS NOT DISTINCT FROM OLD.next_check_at THEN
+    -- an interval out of range is left for the row's CHECK constraint to name
+    IF NEW.next_check_at IS NOT DISTINCT FROM OLD.next_check_at
+       AND NEW.check_interval_seconds BETWEEN 10 AND 86400 THEN
         NEW.next_check_at := pgpulse.next_slot(NEW.id, NEW.check_interval_seconds, now());
     END IF;
     RETURN NEW;

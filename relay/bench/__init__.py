@@ -72,7 +72,8 @@ def run_bench(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
             yield bench_relay(args.jobs, latency, runs=args.runs) | {"machine": machine()}
     if what in ("relay-lag", "all"):
         from relay.bench.relay import bench_relay_lag
-        yield repeated(args.runs, lambda: bench_relay_lag(args.rate, args.seconds)) | {
+        yield repeated(args.runs, lambda: bench_relay_lag(
+            args.rate, args.seconds, interval_s=getattr(args, "interval", None))) | {
             "machine": machine()}
     if what in ("compare", "all"):
         from relay.bench.compare import bench_compare

@@ -34,6 +34,31 @@ SELECT md5(%(run)s || '/' || g)::uuid, md5('m' || %(run)s || '/' || g)::uuid,
 """
 
 
+# Monitors every `interval` seconds, so many that `rate` jobs fall due per second; their
+# first slots (spread by phase) from eight seconds from now, after the tick has written them. The real tick then
+# writes every slot of the next `seconds`.
+SEED_INTERVAL_MONITORS = """
+INSERT INTO public.monitors (url, check_interval_seconds, preferred_region, next_check_at)
+SELECT 'https://example.com/health/' || g, %(interval)s,
+       (%(regions)s::text[])[1 + g %% cardinality(%(regions)s::text[])],
+       pgpulse.next_slot(md5('bench/' || g)::uuid, %(interval)s, now() + interval '8 seconds')
+  FROM generate_series(1, %(monitors)s) g
+"""
+
+
+def _seed_interval_monitors(stack: LocalStack, rate: float, seconds: float,
+                            interval_s: int) -> int:
+    """Sub-minute monitors and one real tick over them; returns the jobs it wrote."""
+    with stack.connect() as conn:
+        conn.execute(SEED_INTERVAL_MONITORS, {
+            "interval": interval_s, "regions": list(stack.region_codes),
+            "monitors": max(1, round(rate * interval_s))})
+        conn.execute("VACUUM ANALYZE public.monitors")
+        conn.execute("CALL pgpulse.tick(NULL, 'bench', '55 seconds', make_interval(secs => %s))",
+                     (8 + seconds,))
+        return conn.execute("SELECT count(*) FROM pgpulse.outbox").fetchone()[0]
+
+
 def queued_jobs(stack: LocalStack) -> int:
     """Jobs in every region's queues; raises if any job_id is there twice."""
     total, job_ids = 0, set()
@@ -113,8 +138,11 @@ def bench_relay(jobs: int = 100_000, latency_ms: float = 0, runs: int = 3,
 
 
 def bench_relay_lag(rate: float = 2000, seconds: float = 30, latency_ms: float = 0,
-                    batch: int = 1000, concurrency: int = 4) -> dict[str, Any]:
-    """Steady state: jobs fall due at `rate` per second; lag = published_at - deliver_at."""
+                    batch: int = 1000, concurrency: int = 4,
+                    interval_s: int | None = None) -> dict[str, Any]:
+    """Steady state: jobs fall due at `rate` per second; lag = published_at - deliver_at.
+    With interval_s, the jobs are the slots of rate * interval_s monitors checked every
+    interval_s seconds, written by the real tick."""
     logs.setup("WARNING")
     jobs = int(rate * seconds)
     with LocalStack(pg_cron=False) as stack:
@@ -122,13 +150,17 @@ def bench_relay_lag(rate: float = 2000, seconds: float = 30, latency_ms: float =
             stack.create_regions(conn)
         if latency_ms:
             stack.devserver.set_faults({"latency_ms": latency_ms})
-        _seed(stack, 0, jobs, rate)
+        if interval_s:
+            jobs = _seed_interval_monitors(stack, rate, seconds, interval_s)
+        else:
+            _seed(stack, 0, jobs, rate)
         elapsed, relay = asyncio.run(_drain(stack, RelaySettings(batch_size=batch,
                                                                  concurrency=concurrency),
                                             once=False, until_published=jobs))
         delivered = queued_jobs(stack)
     lags = relay.counts.lags
     return {"bench": "relay_lag", "rate_per_s": rate, "seconds": seconds, "jobs": jobs,
+            "interval_s": interval_s,
             "latency_ms": latency_ms, "delivered": delivered,
             "lag_p50_ms": round(percentile(lags, 0.50) * 1000, 1),
             "lag_p99_ms": round(percentile(lags, 0.99) * 1000, 1),

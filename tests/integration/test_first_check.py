@@ -88,3 +88,29 @@ def test_a_new_interval_rephases_and_schedules_at_once(conn, region):
     got = jobs(conn, m["id"])
     assert len(got) >= 3 and got[0]["scheduled_for"] == row["next_check_at"]
     assert all(j["expires_at"] - j["scheduled_for"] == timedelta(seconds=15) for j in got)
+
+
+def test_under_pg_cron_a_monitor_created_mid_minute_is_scheduled_at_its_slot(cron_db_url):
+    """In the cluster's cron database pg_cron ticks every minute; a monitor created after
+    one of its ticks has its first slot in the outbox at once, not from the next tick."""
+    from tests.waiting import wait_for
+    code = "first-check-1"
+    with psycopg.connect(cron_db_url, autocommit=True,
+                         row_factory=psycopg.rows.dict_row) as conn:
+        conn.execute("INSERT INTO pgpulse.regions (code) VALUES (%s) ON CONFLICT DO NOTHING", (code,))
+        try:
+            wait_for(lambda: conn.execute(
+                "SELECT 1 FROM pgpulse.tick_runs WHERE trigger = 'pg_cron' AND finished_at IS NOT "
+                "NULL AND started_at > now() - interval '2 minutes'").fetchone(), 75,
+                "a pg_cron tick")
+            m = conn.execute(
+                "INSERT INTO public.monitors (url, check_interval_seconds, preferred_region, "
+                "allow_fallback) VALUES ('https://cron-first.example', 10, %s, false) "
+                "RETURNING *, now() AS t", (code,)).fetchone()
+            first = conn.execute("SELECT min(deliver_at) AS d FROM pgpulse.outbox "
+                                 "WHERE monitor_id = %s", (m["id"],)).fetchone()["d"]
+            assert first == m["next_check_at"] < m["t"] + timedelta(seconds=10)
+        finally:
+            conn.execute("DELETE FROM public.monitors WHERE preferred_region = %s", (code,))
+            conn.execute("DELETE FROM pgpulse.outbox WHERE region = %s", (code,))
+            conn.execute("DELETE FROM pgpulse.regions WHERE code = %s", (code,))
