@@ -18,7 +18,7 @@ from relay import migrate
 from relay.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0004"
+HEAD = "0005"
 _names = itertools.count()
 
 
@@ -92,7 +92,7 @@ def test_upgrade_downgrade_to_base_and_upgrade_again(pg_server, empty_db, capsys
     migrate.upgrade(dsn)
     assert version(dsn) == HEAD
     first = schema_dump(pg_server, dsn)
-    assert objects(dsn) == {"schemas": 1, "tables": 5, "routines": 16, "has_version_table": True}
+    assert objects(dsn) == {"schemas": 1, "tables": 6, "routines": 20, "has_version_table": True}
 
     migrate.downgrade(dsn, "base")
     assert version(dsn) is None
@@ -205,12 +205,15 @@ MONITOR_COLUMNS_0001 = ("id, url, method, timeout_ms, expected_status, check_ret
                         "allow_fallback, criticality, next_check_at, last_scheduled_at, "
                         "created_at, check_spec")
 
+TICK_RUN_COLUMNS_0001 = ("id, trigger, started_at, finished_at, budget_ms, lookahead_ms, "
+                         "monitors_claimed, jobs_written, chunks, cut_short, unrouted")
+
 
 def contents(dsn: str, regions_table: str) -> dict[str, list]:
     tables = {"regions": regions_table,
               "monitors": f"(SELECT {MONITOR_COLUMNS_0001} FROM public.monitors)",
               "outbox": "pgpulse.outbox", "dead_letters": "pgpulse.dead_letters",
-              "tick_runs": "pgpulse.tick_runs"}
+              "tick_runs": f"(SELECT {TICK_RUN_COLUMNS_0001} FROM pgpulse.tick_runs)"}
     with psycopg.connect(dsn) as conn:
         return {name: conn.execute(f"SELECT t::text FROM {table} t ORDER BY t::text").fetchall()
                 for name, table in tables.items()}
