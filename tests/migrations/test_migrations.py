@@ -17,6 +17,7 @@ from relay import migrate
 from relay.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
+HEAD = "0003"
 _names = itertools.count()
 
 
@@ -79,6 +80,7 @@ def test_migrated_schema_is_the_schema_in_sql(pg_server, empty_db, capsys):
     migrate.upgrade(migrated)
     with psycopg.connect(straight) as conn:
         conn.execute((ROOT / "sql" / "schema.sql").read_text())
+        conn.execute((ROOT / "sql" / "roles.sql").read_text())
         conn.execute((ROOT / "sql" / "cron.sql").read_text())
     a, b = schema_dump(pg_server, migrated), schema_dump(pg_server, straight)
     assert "CREATE PROCEDURE pgpulse.tick" in a and "CREATE TABLE pgpulse.outbox" in a
@@ -88,16 +90,16 @@ def test_migrated_schema_is_the_schema_in_sql(pg_server, empty_db, capsys):
 def test_upgrade_downgrade_to_base_and_upgrade_again(pg_server, empty_db, capsys):
     dsn = empty_db()
     migrate.upgrade(dsn)
-    assert version(dsn) == "0001"
+    assert version(dsn) == HEAD
     first = schema_dump(pg_server, dsn)
-    assert objects(dsn) == {"schemas": 1, "tables": 5, "routines": 9, "has_version_table": True}
+    assert objects(dsn) == {"schemas": 1, "tables": 5, "routines": 17, "has_version_table": True}
 
     migrate.downgrade(dsn, "base")
     assert version(dsn) is None
     assert objects(dsn) == {"schemas": 0, "tables": 0, "routines": 0, "has_version_table": True}
 
     migrate.upgrade(dsn)
-    assert version(dsn) == "0001"
+    assert version(dsn) == HEAD
     assert schema_dump(pg_server, dsn) == first
     # and the schema works: a tick runs in it
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -111,7 +113,7 @@ def test_migrating_without_pg_cron_succeeds_and_says_how_to_tick(empty_db, cron_
     assert "pgpulse: pg_cron is not available in database" in err
     assert "pgpulse tick" in err
     assert "cron.database_name" in err
-    assert version(dsn) == "0001"
+    assert version(dsn) == HEAD
     # nothing was scheduled for it in the cron database either
     with psycopg.connect(cron_db_url) as conn:
         name = dsn.rsplit("/", 1)[1]
@@ -132,7 +134,7 @@ def test_a_role_that_is_not_superuser_can_migrate_and_is_told_about_pg_cron(pg_s
         err = capsys.readouterr().err
         assert f'pgpulse: role "{role}" may not set up pg_cron' in err
         assert "pgpulse tick" in err
-        assert version(dsn) == "0001"
+        assert version(dsn) == HEAD
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("CALL pgpulse.tick(p_trigger => 'owner-test')")
         migrate.downgrade(dsn, "base")
