@@ -6,6 +6,20 @@ from pathlib import Path
 from alembic import op
 
 ROOT = Path(__file__).resolve().parent.parent
+# Revision 0001's released SQL opens with CREATE SCHEMA pgpulse, but since 0002 Alembic's
+# version table lives in that schema and so exists before 0001 runs. It also creates
+# public.monitors: where the product has that table already, 0001 applies ADOPT instead,
+# which makes pgpulse.regions at once, so 0002's move of public.regions is skipped there.
+INITIAL = "migrations/sql/0001_initial.sql"
+ADOPT = "migrations/sql/0001_adopt.sql"
+REGIONS_MOVE = "migrations/sql/0002_pgpulse_owns_regions.sql"
+_ONLY_VERSION_TABLE = r"""
+SELECT to_regnamespace('pgpulse') IS NOT NULL
+   AND NOT EXISTS (SELECT 1 FROM pg_class
+                    WHERE relnamespace = 'pgpulse'::regnamespace
+                      AND relname NOT LIKE 'alembic\_version%')
+   AND NOT EXISTS (SELECT 1 FROM pg_proc WHERE pronamespace = 'pgpulse'::regnamespace)
+"""
 
 
 def apply(*relative_paths: str) -> None:
@@ -15,9 +29,29 @@ def apply(*relative_paths: str) -> None:
     raw.add_notice_handler(_print_warning)
     try:
         for rel in relative_paths:
-            raw.execute((ROOT / rel).read_text())
+            if rel == INITIAL and _exists(raw, "public.monitors"):
+                raw.execute((ROOT / ADOPT).read_text())
+            elif rel == INITIAL and raw.execute(_ONLY_VERSION_TABLE).fetchone()[0]:
+                _apply_beside_version_table(raw, (ROOT / rel).read_text())
+            elif rel == REGIONS_MOVE and _exists(raw, "pgpulse.regions"):
+                continue
+            else:
+                raw.execute((ROOT / rel).read_text())
     finally:
         raw.remove_notice_handler(_print_warning)
+
+
+def _exists(raw, table: str) -> bool:
+    return raw.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]
+
+
+def _apply_beside_version_table(raw, sql: str) -> None:
+    """Runs the released 0001 SQL unchanged: the schema that holds only the version table
+    steps aside while 0001 creates pgpulse, then hands the version table over."""
+    raw.execute("ALTER SCHEMA pgpulse RENAME TO pgpulse_installing")
+    raw.execute(sql)
+    raw.execute("ALTER TABLE pgpulse_installing.alembic_version SET SCHEMA pgpulse")
+    raw.execute("DROP SCHEMA pgpulse_installing")
 
 
 def _print_warning(diag) -> None:

@@ -14,7 +14,7 @@ def run_tick(dsn: str, *, trigger: str = "cli", budget_s: float = 45.0,
         # the tick bounds its own lock waits and chunks; this ends it should anything else
         # stall it (a CALL is one statement however many chunks it commits)
         conn.execute("SELECT set_config('statement_timeout', %s, false)",
-                     (f"{round((max(budget_s, 0) + 15) * 1000)}ms",))
+                     (f"{round((min(max(budget_s, 0), 55) + 15) * 1000)}ms",))
         run_id = conn.execute(queries()["tick"], {
             "trigger": trigger, "budget_s": budget_s, "lookahead_s": lookahead_s, "chunk": chunk,
         }).fetchone()["run_id"]

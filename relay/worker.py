@@ -30,7 +30,6 @@ from relay.queue import CRITICALITIES, PUSH_SCRIPT, dedup_key, queue_key
 from relay.upstash import TokenRefused, UpstashClient
 
 Q = queries()
-BREAKER_GAUGE = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
 
 
 @dataclass
@@ -203,7 +202,7 @@ class Relay:
         region = Region(code=endpoint.region)
 
         def on_change(old: State, new: State) -> None:
-            metrics.breaker_state.labels(region.code).set(BREAKER_GAUGE[new])
+            metrics.set_breaker(region.code, new.value)
             logs.warning("breaker_changed", region=region.code, old=old.value, new=new.value)
             if new is State.OPEN:
                 region.succeeded = False
@@ -213,7 +212,7 @@ class Relay:
 
         region.breaker = CircuitBreaker(s.breaker_failures, s.breaker_cooldown_s,
                                         on_change=on_change)
-        metrics.breaker_state.labels(region.code).set(0)
+        metrics.init_region(region.code)
 
         def on_attempt(ok: bool) -> None:
             region.attempts += 1

@@ -29,7 +29,7 @@ BEGIN
             IF v_as_ticker THEN  -- and the role was granted the tick (sql/roles.sql)
                 v_as_ticker := coalesce(has_function_privilege('pgpulse_ticker',
                     to_regprocedure('pgpulse._tick_step(bigint, timestamptz, interval, integer, '
-                                    'bigint, uuid[], interval)'), 'EXECUTE'), false);
+                                    'bigint, text[], interval)'), 'EXECUTE'), false);
             END IF;
             IF v_as_ticker THEN
                 PERFORM cron.schedule_in_database('pgpulse-tick', '* * * * *',

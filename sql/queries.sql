@@ -21,7 +21,7 @@ RETURNING o.job_id::text, o.monitor_id, o.region, o.criticality, o.scheduled_for
           (o.payload || jsonb_build_object(
               'v', 1,
               'job_id', o.job_id,
-              'monitor_id', o.monitor_id,
+              'monitor_id', o.monitor_id::text,  -- a product's bigint ids too
               'region', o.region,
               'criticality', o.criticality,
               'scheduled_for', to_char(o.scheduled_for AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
@@ -57,17 +57,17 @@ SELECT extract(epoch FROM min(deliver_at) - now())::float8
 -- regions --
 -- Every region with its routing settings.
 SELECT code, enabled, is_default, fallback_region, healthy, degraded, weight
-  FROM public.regions ORDER BY code
+  FROM pgpulse.regions ORDER BY code
 
 -- set_region_health --
 -- The relay's breaker state, read by the tick's routing. Only writes on a change.
-UPDATE public.regions
+UPDATE pgpulse.regions
    SET healthy = %(healthy)s, healthy_changed_at = now()
  WHERE code = %(region)s AND healthy IS DISTINCT FROM %(healthy)s
 
 -- set_region_degraded --
 -- Queue backlog over the threshold: round-robin prefers other regions.
-UPDATE public.regions
+UPDATE pgpulse.regions
    SET degraded = %(degraded)s
  WHERE code = %(region)s AND degraded IS DISTINCT FROM %(degraded)s
 
@@ -96,7 +96,7 @@ SELECT r.code AS region,
        count(o.job_id) FILTER (WHERE o.deliver_at <= now()) AS due,
        coalesce(extract(epoch FROM now() - min(o.deliver_at) FILTER (WHERE o.deliver_at <= now())), 0)
            AS oldest_due_age_s
-  FROM public.regions r
+  FROM pgpulse.regions r
   LEFT JOIN pgpulse.outbox o ON o.region = r.code
  GROUP BY r.code ORDER BY r.code
 
@@ -105,24 +105,24 @@ SELECT r.code AS region,
 SELECT r.code, r.enabled, r.is_default, r.fallback_region, r.healthy, r.healthy_changed_at,
        r.degraded, r.weight,
        (SELECT count(*) FROM pgpulse.outbox o WHERE o.region = r.code) AS waiting
-  FROM public.regions r ORDER BY r.code
+  FROM pgpulse.regions r ORDER BY r.code
 
 -- region_add --
 -- A new region (its endpoint comes from the relay's environment, never from here).
-INSERT INTO public.regions (code, enabled, fallback_region, weight)
+INSERT INTO pgpulse.regions (code, enabled, fallback_region, weight)
 VALUES (%(code)s, %(enabled)s, %(fallback)s, %(weight)s)
 
 -- region_set_enabled --
 -- Enables or disables a region; returns the code when it exists.
-UPDATE public.regions SET enabled = %(enabled)s WHERE code = %(code)s RETURNING code
+UPDATE pgpulse.regions SET enabled = %(enabled)s WHERE code = %(code)s RETURNING code
 
 -- region_clear_default --
 -- No region is the default (run before region_set_default, in one transaction).
-UPDATE public.regions SET is_default = false WHERE is_default
+UPDATE pgpulse.regions SET is_default = false WHERE is_default
 
 -- region_set_default --
 -- Makes one region the default; returns the code when it exists.
-UPDATE public.regions SET is_default = true WHERE code = %(code)s RETURNING code
+UPDATE pgpulse.regions SET is_default = true WHERE code = %(code)s RETURNING code
 
 -- dlq_list --
 -- Dead letters, newest first.
@@ -183,3 +183,21 @@ SELECT id, started_at, finished_at, cut_short, monitors_claimed, jobs_written,
        extract(epoch FROM coalesce(finished_at, clock_timestamp()) - started_at)::float8
            / nullif(budget_ms / 1000.0, 0)::float8 AS budget_used
   FROM pgpulse.tick_runs ORDER BY id DESC LIMIT 1
+
+-- latest_finished_tick --
+-- The newest tick that finished (any trigger), for the tick gauges and the dead-man rule.
+SELECT id, trigger, started_at, finished_at, cut_short, monitors_claimed, jobs_written, budget_ms,
+       extract(epoch FROM finished_at - started_at)::float8 AS duration_s
+  FROM pgpulse.tick_runs WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 1
+
+-- dead_letters_by_region --
+-- Dead letters per region, every region listed (0 when none).
+SELECT r.code AS region, count(d.job_id) AS dead_letters
+  FROM pgpulse.regions r
+  LEFT JOIN pgpulse.dead_letters d ON d.region = r.code
+ GROUP BY r.code ORDER BY r.code
+
+-- unhealthy_regions --
+-- Regions some relay's breaker marked unhealthy, and for how long.
+SELECT code AS region, extract(epoch FROM now() - healthy_changed_at)::float8 AS unhealthy_s
+  FROM pgpulse.regions WHERE enabled AND NOT healthy

@@ -1,6 +1,7 @@
 -- pgpulse canonical schema: what a fresh install holds after `pgpulse migrate`.
--- public.monitors and public.regions are shared with the product; the scheduler's
--- own objects live in schema pgpulse. pg_cron jobs are installed by sql/cron.sql.
+-- public.monitors is the product's table (created here on a fresh database, adopted when
+-- it exists); everything else pgpulse owns lives in schema pgpulse, Alembic's version
+-- table included. pg_cron jobs are installed by sql/cron.sql.
 
 CREATE SCHEMA pgpulse;
 COMMENT ON SCHEMA pgpulse IS 'pgpulse scheduler: outbox, dead letters, tick runs and the tick';
@@ -8,12 +9,12 @@ COMMENT ON SCHEMA pgpulse IS 'pgpulse scheduler: outbox, dead letters, tick runs
 -- ===================================================================== tables
 
 -- Regions are rows; each region's Upstash endpoint comes from the relay's environment.
-CREATE TABLE public.regions (
+CREATE TABLE pgpulse.regions (
     code               text PRIMARY KEY
                        CONSTRAINT region_code_format CHECK (code ~ '^[a-z0-9][a-z0-9-]{0,62}$'),
     enabled            boolean NOT NULL DEFAULT true,
     is_default         boolean NOT NULL DEFAULT false,
-    fallback_region    text REFERENCES public.regions (code) ON UPDATE CASCADE ON DELETE SET NULL
+    fallback_region    text REFERENCES pgpulse.regions (code) ON UPDATE CASCADE ON DELETE SET NULL
                        CONSTRAINT region_fallback_not_self CHECK (fallback_region <> code),
     healthy            boolean NOT NULL DEFAULT true,      -- written by the relay's breaker
     healthy_changed_at timestamptz NOT NULL DEFAULT now(),
@@ -22,7 +23,7 @@ CREATE TABLE public.regions (
                        CONSTRAINT region_weight_0_to_100 CHECK (weight BETWEEN 0 AND 100),
     created_at         timestamptz NOT NULL DEFAULT now()
 );
-CREATE UNIQUE INDEX regions_single_default ON public.regions (is_default) WHERE is_default;
+CREATE UNIQUE INDEX regions_single_default ON pgpulse.regions (is_default) WHERE is_default;
 
 CREATE TABLE public.monitors (
     id                     uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -46,7 +47,7 @@ CREATE TABLE public.monitors (
     check_interval_minutes integer NOT NULL DEFAULT 5
                            CONSTRAINT monitor_interval_1_to_1440_minutes CHECK (check_interval_minutes BETWEEN 1 AND 1440),
     is_active              boolean NOT NULL DEFAULT true,
-    preferred_region       text REFERENCES public.regions (code) ON UPDATE CASCADE ON DELETE SET NULL,
+    preferred_region       text REFERENCES pgpulse.regions (code) ON UPDATE CASCADE ON DELETE SET NULL,
     allow_fallback         boolean NOT NULL DEFAULT true,        -- false: wait for preferred region
     criticality            text NOT NULL DEFAULT 'normal'
                            CONSTRAINT monitor_criticality_known CHECK (
@@ -57,6 +58,16 @@ CREATE TABLE public.monitors (
     -- the check as workers receive it, kept by a trigger: the tick copies it per job
     -- instead of building it (a tenth of the tick's time)
     check_spec             jsonb NOT NULL,
+    -- the interval the tick uses; kept in step with check_interval_minutes by a trigger
+    -- (whichever of the two an INSERT or UPDATE sets wins)
+    check_interval_seconds integer NOT NULL
+                           CONSTRAINT monitor_interval_seconds_10_to_86400 CHECK (
+                               check_interval_seconds BETWEEN 10 AND 86400),
+    -- NULL: one job per slot, routed by preferred_region; else one job per listed region
+    check_regions          text[]
+                           CONSTRAINT monitor_check_regions_list CHECK (
+                               cardinality(check_regions) BETWEEN 1 AND 16
+                               AND array_position(check_regions, NULL) IS NULL),
     -- '-infinity' ("check now" elsewhere) would sort first and break every tick's arithmetic
     CONSTRAINT monitor_next_check_at_finite CHECK (isfinite(next_check_at))
 );
@@ -116,32 +127,41 @@ CREATE TABLE pgpulse.tick_runs (
 CREATE INDEX tick_runs_started ON pgpulse.tick_runs (started_at);
 
 -- ================================================================== functions
--- Every function pins search_path (pg_catalog, then pg_temp, which is never searched for
--- functions or operators): an operator or function planted in a schema the caller can
--- write, such as public./(numeric, integer), never resolves inside pgpulse's code. The tick
--- procedure commits, so it cannot pin it: it only calls pgpulse.* and computes nothing.
+-- No name in pgpulse's code resolves through the caller's search_path, so an operator or
+-- function planted in a schema the caller can write (say public./(numeric, integer)) never
+-- runs in it: plpgsql functions pin search_path (pg_catalog, then pg_temp, which is never
+-- searched for functions or operators); SQL functions have SQL-standard bodies, bound when
+-- created (a pinned SQL function is never inlined, and is re-planned on every call: too
+-- slow where it runs per row). The tick procedure commits, so it cannot pin it: it only
+-- calls pgpulse.* and computes nothing itself.
 
--- The phase of a monitor inside its interval, from a hash of its id (spreads new monitors).
--- The hash goes to bigint before abs(): abs() of the smallest integer would overflow.
+-- The phase of a monitor inside its interval, from a hash of its id (spreads new monitors),
+-- in milliseconds. The hash goes to bigint before abs(): abs() of the smallest integer would
+-- overflow.
+CREATE FUNCTION pgpulse._slot_phase(p_id uuid, p_interval_seconds integer)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN (abs(hashtext(p_id::text)::bigint) % (p_interval_seconds * 1000)) / 1000.0;
+
+-- The first slot at or after p_from on the monitor's phase grid.
+CREATE FUNCTION pgpulse.next_slot(p_id uuid, p_interval_seconds integer, p_from timestamptz)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN to_timestamp(
+        ceil((extract(epoch FROM p_from) - pgpulse._slot_phase(p_id, p_interval_seconds))
+             / p_interval_seconds) * p_interval_seconds
+        + pgpulse._slot_phase(p_id, p_interval_seconds));
+
+-- The same two for an interval in minutes (kept for callers of revision 0001).
 CREATE FUNCTION pgpulse._phase_seconds(p_id uuid, p_interval_minutes integer)
 RETURNS double precision
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT (abs(hashtext(p_id::text)::bigint) % (p_interval_minutes * 60000)) / 1000.0
-$$;
+RETURN pgpulse._slot_phase(p_id, p_interval_minutes * 60);
 
--- The first slot at or after p_from on the monitor's phase grid.
 CREATE FUNCTION pgpulse.first_slot(p_id uuid, p_interval_minutes integer, p_from timestamptz)
 RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT to_timestamp(
-        ceil((extract(epoch FROM p_from) - pgpulse._phase_seconds(p_id, p_interval_minutes))
-             / (p_interval_minutes * 60)) * (p_interval_minutes * 60)
-        + pgpulse._phase_seconds(p_id, p_interval_minutes))
-$$;
+RETURN pgpulse.next_slot(p_id, p_interval_minutes * 60, p_from);
 
 -- Gives a new monitor without next_check_at its first slot on its phase grid. An interval
 -- out of range gets now() instead, so that the row's CHECK constraint names the problem
@@ -152,8 +172,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     NEW.next_check_at := CASE
-        WHEN NEW.check_interval_minutes BETWEEN 1 AND 1440
-            THEN pgpulse.first_slot(NEW.id, NEW.check_interval_minutes, now())
+        WHEN NEW.check_interval_seconds BETWEEN 10 AND 86400
+            THEN pgpulse.next_slot(NEW.id, NEW.check_interval_seconds, now())
         ELSE now()
     END;
     RETURN NEW;
@@ -175,6 +195,43 @@ BEGIN
 END
 $$;
 
+-- Keeps check_interval_seconds and check_interval_minutes in step: the one an INSERT or
+-- UPDATE sets wins (seconds when both); minutes is the nearest whole minute, 1 to 1440.
+-- Fires before monitors_set_phase (triggers fire in name order), which needs the seconds.
+CREATE FUNCTION pgpulse._monitor_interval() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF (TG_OP = 'INSERT' AND NEW.check_interval_seconds IS NOT NULL)
+       OR (TG_OP = 'UPDATE' AND NEW.check_interval_seconds IS DISTINCT FROM OLD.check_interval_seconds) THEN
+        NEW.check_interval_minutes := least(1440, greatest(1, round(NEW.check_interval_seconds / 60.0)));
+    ELSE
+        NEW.check_interval_seconds := NEW.check_interval_minutes * 60;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- check_regions names regions that exist (a region removed later is skipped by the tick).
+CREATE FUNCTION pgpulse._monitor_check_regions() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_unknown text;
+BEGIN
+    SELECT min(c) INTO v_unknown
+      FROM unnest(NEW.check_regions) c
+     WHERE NOT EXISTS (SELECT 1 FROM pgpulse.regions r WHERE r.code = c);
+    IF v_unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'check_regions: unknown region "%"', v_unknown
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
 -- A changed interval re-phases the next check onto the new interval's grid: never later
 -- than one new interval from now (1440 -> 1 minutes does not wait for the old slot). A
 -- next_check_at set by the same UPDATE wins.
@@ -184,8 +241,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NEW.next_check_at IS NOT DISTINCT FROM OLD.next_check_at
-       AND NEW.check_interval_minutes BETWEEN 1 AND 1440 THEN
-        NEW.next_check_at := pgpulse.first_slot(NEW.id, NEW.check_interval_minutes, now());
+       AND NEW.check_interval_seconds BETWEEN 10 AND 86400 THEN
+        NEW.next_check_at := pgpulse._grid_slot(NEW.id::text, NEW.check_interval_seconds, now());
     END IF;
     RETURN NEW;
 END
@@ -213,9 +270,11 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- a multi-region job keeps the regions of its slot
     UPDATE pgpulse.outbox
-       SET payload = NEW.check_spec, criticality = NEW.criticality,
-           allow_fallback = NEW.allow_fallback
+       SET payload = NEW.check_spec || jsonb_strip_nulls(
+               jsonb_build_object('slot_regions', payload -> 'slot_regions')),
+           criticality = NEW.criticality, allow_fallback = NEW.allow_fallback
      WHERE monitor_id = NEW.id;
     RETURN NULL;
 END
@@ -239,12 +298,23 @@ BEGIN
     ELSIF NOT v_monitor.is_active THEN
         RETURN NULL;
     END IF;
-    NEW.payload := v_monitor.check_spec;
+    NEW.payload := v_monitor.check_spec || jsonb_strip_nulls(
+        jsonb_build_object('slot_regions', NEW.payload -> 'slot_regions'));
     NEW.criticality := v_monitor.criticality;
     NEW.allow_fallback := v_monitor.allow_fallback;
     RETURN NEW;
 END
 $$;
+
+CREATE TRIGGER monitors_interval
+    BEFORE INSERT OR UPDATE OF check_interval_minutes, check_interval_seconds
+    ON public.monitors
+    FOR EACH ROW EXECUTE FUNCTION pgpulse._monitor_interval();
+
+CREATE TRIGGER monitors_check_regions
+    BEFORE INSERT OR UPDATE OF check_regions ON public.monitors
+    FOR EACH ROW WHEN (NEW.check_regions IS NOT NULL)
+    EXECUTE FUNCTION pgpulse._monitor_check_regions();
 
 -- Only the check's own columns: the tick's updates (next_check_at) do not fire it.
 CREATE TRIGGER monitors_check_spec
@@ -258,9 +328,10 @@ CREATE TRIGGER monitors_set_phase
     FOR EACH ROW WHEN (NEW.next_check_at IS NULL)
     EXECUTE FUNCTION pgpulse._monitor_set_phase();
 
+-- after monitors_interval (triggers fire in name order), which sets the seconds
 CREATE TRIGGER monitors_rephase
-    BEFORE UPDATE OF check_interval_minutes ON public.monitors
-    FOR EACH ROW WHEN (NEW.check_interval_minutes IS DISTINCT FROM OLD.check_interval_minutes)
+    BEFORE UPDATE OF check_interval_minutes, check_interval_seconds ON public.monitors
+    FOR EACH ROW WHEN (NEW.check_interval_seconds IS DISTINCT FROM OLD.check_interval_seconds)
     EXECUTE FUNCTION pgpulse._monitor_rephase();
 
 CREATE TRIGGER monitors_update_jobs
@@ -305,36 +376,69 @@ BEGIN
     SELECT min(code) FILTER (WHERE is_default AND enabled AND healthy),
            coalesce(bool_or(enabled AND healthy), false)
       INTO v_default, v_any_healthy
-      FROM public.regions;
+      FROM pgpulse.regions;
     SELECT jsonb_object_agg(p.code, coalesce(
                CASE WHEN p.enabled AND p.healthy THEN p.code END,
                CASE WHEN f.enabled AND f.healthy THEN f.code END,
                v_default,
                CASE WHEN p.enabled AND NOT v_any_healthy THEN p.code END))
       INTO route
-      FROM public.regions p
-      LEFT JOIN public.regions f ON f.code = p.fallback_region;
+      FROM pgpulse.regions p
+      LEFT JOIN pgpulse.regions f ON f.code = p.fallback_region;
     SELECT array_agg(r.code ORDER BY r.code, g) INTO wheel
       FROM (SELECT code, weight,
                    dense_rank() OVER (ORDER BY (healthy AND NOT degraded) DESC, healthy DESC) AS tier
-              FROM public.regions WHERE enabled AND weight > 0) r,
+              FROM pgpulse.regions WHERE enabled AND weight > 0) r,
            generate_series(1, r.weight) g
      WHERE r.tier = 1;
 END
 $$;
 
+-- The region a monitor's job goes to (see _routing), or NULL for round-robin.
+CREATE FUNCTION pgpulse._route(p_preferred text, p_allow_fallback boolean, p_route jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN p_allow_fallback THEN p_route ->> p_preferred ELSE p_preferred END;
+
+-- The regions a multi-region monitor's slot goes to: each listed region routed by its own
+-- fallback rules (see _route), without duplicates (two listed regions whose jobs would land
+-- in one region make one job there), sorted; NULL when none can take a job.
+CREATE FUNCTION pgpulse._route_each(p_regions text[], p_allow_fallback boolean, p_route jsonb)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT array_agg(DISTINCT r ORDER BY r)
+      FROM unnest(p_regions) c, pgpulse._route(c, p_allow_fallback, p_route) r
+     WHERE r IS NOT NULL;
+END;
+
+-- The first slot at or after p_from on the phase grid of a monitor whose id, as text, is
+-- p_key: the grid next_slot gives a uuid id, for any id type (an adopted table's bigint).
+CREATE FUNCTION pgpulse._grid_slot(p_key text, p_interval_seconds integer, p_from timestamptz)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN to_timestamp(
+        ceil((extract(epoch FROM p_from)
+              - (abs(hashtext(p_key)::bigint) % (p_interval_seconds * 1000)) / 1000.0)
+             / p_interval_seconds) * p_interval_seconds
+        + (abs(hashtext(p_key)::bigint) % (p_interval_seconds * 1000)) / 1000.0);
+
 -- Claims one chunk of due monitors, writes their jobs, bumps their slots; returns counts.
--- p_route, p_wheel: from _routing. A monitor's region is route ->> preferred_region when it
--- allows fallback, else its preferred region; NULL: the wheel (round-robin). With no wheel,
--- monitors that no region can take are not claimed (they stay due; the tick counts them).
--- p_rr: the round-robin position this chunk starts at; wheeled: jobs routed by the wheel.
--- p_keep_existing: a slot can only be in the outbox already when next_check_at was moved
--- back by hand; the tick first tries a plain INSERT (about 10% faster than ON CONFLICT's
--- per-row check) and, should that hit the unique key, redoes the chunk keeping the jobs
--- already there. p_skip: monitors this tick could not schedule (see _tick_step).
+-- Every slot of a monitor up to the horizon is written at once (several for sub-minute
+-- intervals), each with its exact deliver_at; a multi-region monitor (check_regions) gets
+-- one job per slot and region (see _route_each). p_route, p_wheel: from _routing. A
+-- single-region monitor's region is route ->> preferred_region when it allows fallback,
+-- else its preferred region (_route, spelled out); NULL: the wheel (round-robin). With no
+-- wheel, monitors that no region can take are not claimed (they stay due; the tick counts
+-- them). p_rr: the round-robin position this chunk starts at; wheeled: monitors routed by
+-- the wheel. p_keep_existing: a slot can only be in the outbox already when next_check_at
+-- was moved back by hand; the tick first tries a plain INSERT (about 10% faster than ON
+-- CONFLICT's per-row check) and, should that hit the unique key, redoes the chunk with
+-- p_keep_existing, which keeps the jobs already there. p_skip: ids (as text) of monitors
+-- this tick could not schedule (see _tick_step).
 CREATE FUNCTION pgpulse._tick_chunk(
     p_horizon timestamptz, p_chunk integer, p_rr bigint, p_route jsonb, p_wheel text[],
-    p_keep_existing boolean, p_skip uuid[],
+    p_keep_existing boolean, p_skip text[],
     OUT claimed integer, OUT written integer, OUT wheeled integer)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -347,26 +451,31 @@ DECLARE
 BEGIN
     WITH due AS MATERIALIZED (
         SELECT m.ctid AS row_ref, m.id, m.check_spec, m.criticality, m.allow_fallback,
-               make_interval(mins => m.check_interval_minutes) AS iv,
+               m.check_regions, m.check_interval_seconds AS iv_s,
                CASE
                    -- more than a year late (or a -infinity that slipped past the CHECK):
                    -- restart on the phase grid, the latest slot not after now
                    WHEN m.next_check_at < v_now - interval '1 year'
-                       THEN pgpulse.first_slot(m.id, m.check_interval_minutes,
-                                               v_now - make_interval(mins => m.check_interval_minutes))
+                       THEN pgpulse._grid_slot(m.id::text, m.check_interval_seconds,
+                                               v_now - make_interval(secs => m.check_interval_seconds))
                    -- catch-up: the latest slot not after now, never one per missed slot
-                   ELSE m.next_check_at + make_interval(mins => m.check_interval_minutes)
+                   ELSE m.next_check_at + make_interval(secs => m.check_interval_seconds)
                         * greatest(0, floor(extract(epoch FROM v_now - m.next_check_at)
-                                            / (m.check_interval_minutes * 60)))::float8
+                                            / m.check_interval_seconds))::float8
                END AS slot,
-               CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
-                    ELSE m.preferred_region END AS routed
+               CASE WHEN m.check_regions IS NULL
+                    THEN CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
+                              ELSE m.preferred_region END
+               END AS routed
           FROM public.monitors m
          WHERE m.is_active AND m.next_check_at <= p_horizon
-           AND (p_wheel IS NOT NULL
-                OR CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
-                        ELSE m.preferred_region END IS NOT NULL)
-           AND m.id <> ALL (p_skip)
+           AND CASE WHEN m.check_regions IS NULL
+                    THEN p_wheel IS NOT NULL
+                         OR CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
+                                 ELSE m.preferred_region END IS NOT NULL
+                    ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, p_route) IS NOT NULL
+               END
+           AND (cardinality(p_skip) = 0 OR m.id::text <> ALL (p_skip))
          ORDER BY m.next_check_at
          LIMIT p_chunk
            FOR UPDATE OF m SKIP LOCKED
@@ -374,16 +483,26 @@ BEGIN
         -- the wheel continues where the previous chunk left it: a running count of the
         -- wheel's rows (no sort needed)
         SELECT d.*,
-               coalesce(d.routed,
-                        p_wheel[1 + ((p_rr + count(*) FILTER (WHERE d.routed IS NULL)
-                                                 OVER (ROWS UNBOUNDED PRECEDING))
-                                     % cardinality(p_wheel))::integer]) AS region
+               -- the slots up to the horizon: the first one, and n - 1 more
+               floor(extract(epoch FROM p_horizon - d.slot) / d.iv_s)::integer + 1 AS n,
+               CASE WHEN d.check_regions IS NULL THEN
+                   ARRAY[coalesce(d.routed,
+                       p_wheel[1 + ((p_rr + count(*) FILTER (WHERE d.routed IS NULL
+                                                               AND d.check_regions IS NULL)
+                                                OVER (ROWS UNBOUNDED PRECEDING))
+                                    % cardinality(p_wheel))::integer])]
+               ELSE pgpulse._route_each(d.check_regions, d.allow_fallback, p_route) END AS regions
           FROM due d
     ), job AS NOT MATERIALIZED (  -- computed only by the INSERT that runs
-        SELECT md5(r.id::text || '/' || r.region || '/' || extract(epoch FROM r.slot)::text)::uuid,
-               r.id, r.region, r.criticality, r.slot, r.slot, r.slot + r.iv, r.allow_fallback,
-               r.check_spec
+        SELECT md5(r.id::text || '/' || g.region || '/' || extract(epoch FROM s.slot)::text)::uuid,
+               r.id, g.region, r.criticality, s.slot, s.slot,
+               s.slot + make_interval(secs => r.iv_s), r.allow_fallback,
+               CASE WHEN r.check_regions IS NULL THEN r.check_spec
+                    ELSE r.check_spec || jsonb_build_object('slot_regions', r.regions) END
           FROM routed r
+         CROSS JOIN LATERAL unnest(r.regions) g(region)
+         CROSS JOIN LATERAL (SELECT r.slot + make_interval(secs => r.iv_s) * k AS slot
+                               FROM generate_series(0, r.n - 1) k) s
     ), inserted AS (
         INSERT INTO pgpulse.outbox
                (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
@@ -399,7 +518,7 @@ BEGIN
         RETURNING 1
     ), bumped AS (
         UPDATE public.monitors m
-           SET next_check_at = r.slot + r.iv,
+           SET next_check_at = r.slot + make_interval(secs => r.iv_s) * r.n,
                last_scheduled_at = v_now
           FROM routed r
          WHERE m.ctid = r.row_ref
@@ -407,7 +526,8 @@ BEGIN
     SELECT d.claimed, d.wheeled,
            (SELECT count(*) FROM inserted) + (SELECT count(*) FROM inserted_keeping)
       INTO claimed, wheeled, written
-      FROM (SELECT count(*) AS claimed, count(*) FILTER (WHERE routed IS NULL) AS wheeled
+      FROM (SELECT count(*) AS claimed,
+                   count(*) FILTER (WHERE routed IS NULL AND check_regions IS NULL) AS wheeled
               FROM due) d;
 END
 $$;
@@ -481,8 +601,8 @@ $$;
 -- done: nothing was left to claim. A lock wait past the deadline raises lock_not_available.
 CREATE FUNCTION pgpulse._tick_step(
     p_run_id bigint, p_deadline timestamptz, p_lookahead interval, p_chunk integer,
-    p_rr bigint, p_skip uuid[], p_slowest interval,
-    OUT done boolean, OUT next_rr bigint, OUT skip uuid[], OUT slowest interval)
+    p_rr bigint, p_skip text[], p_slowest interval,
+    OUT done boolean, OUT next_rr bigint, OUT skip text[], OUT slowest interval)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -498,7 +618,7 @@ DECLARE
     v_skipped  integer := 0;
     v_detail   text;
     v_failed   boolean := false;
-    v_id       uuid;
+    v_id       text;
     c          record;
 BEGIN
     skip := coalesce(p_skip, '{}');
@@ -525,13 +645,17 @@ BEGIN
     END;
     IF v_failed THEN
         FOR i IN 1 .. v_chunk LOOP
-            SELECT m.id INTO v_id
+            -- the monitor the next one-monitor chunk claims (the same query, as _tick_chunk)
+            SELECT m.id::text INTO v_id
               FROM public.monitors m
              WHERE m.is_active AND m.next_check_at <= v_horizon
-               AND (v_wheel IS NOT NULL
-                    OR CASE WHEN m.allow_fallback THEN v_route ->> m.preferred_region
-                            ELSE m.preferred_region END IS NOT NULL)
-               AND m.id <> ALL (skip)
+               AND CASE WHEN m.check_regions IS NULL
+                        THEN v_wheel IS NOT NULL
+                             OR CASE WHEN m.allow_fallback THEN v_route ->> m.preferred_region
+                                     ELSE m.preferred_region END IS NOT NULL
+                        ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, v_route) IS NOT NULL
+                   END
+               AND (cardinality(skip) = 0 OR m.id::text <> ALL (skip))
              ORDER BY m.next_check_at
              LIMIT 1
                FOR UPDATE OF m SKIP LOCKED;
@@ -571,8 +695,8 @@ BEGIN
 END
 $$;
 
--- Due monitors that no region can take now (only possible with no round-robin region),
--- counted up to p_limit so that the count stays inside the tick's budget.
+-- Due monitors that no region can take now (none of a multi-region monitor's regions, or
+-- no round-robin region), counted up to p_limit so that the count stays inside the budget.
 CREATE FUNCTION pgpulse._unrouted(p_horizon timestamptz, p_route jsonb, p_limit integer)
 RETURNS integer
 LANGUAGE sql STABLE
@@ -582,8 +706,11 @@ AS $$
       FROM (SELECT 1
               FROM public.monitors m
              WHERE m.is_active AND m.next_check_at <= p_horizon
-               AND CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
-                        ELSE m.preferred_region END IS NULL
+               AND CASE WHEN m.check_regions IS NULL
+                        THEN CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
+                                  ELSE m.preferred_region END IS NULL
+                        ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, p_route) IS NULL
+                   END
              LIMIT p_limit) u
 $$;
 
@@ -597,16 +724,13 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_route    jsonb;
-    v_wheel    text[];
     v_unrouted integer := 0;
 BEGIN
     -- the record itself may wait a little past the deadline, never long
     PERFORM pgpulse._tick_bound_lock_wait(greatest(p_deadline, clock_timestamp() + interval '1 second'));
     IF p_stop = 'drained' THEN
-        SELECT r.route, r.wheel INTO v_route, v_wheel FROM pgpulse._routing() r;
-        IF v_wheel IS NULL THEN
-            v_unrouted := pgpulse._unrouted(clock_timestamp() + p_lookahead, v_route, 1000000);
-        END IF;
+        SELECT r.route INTO v_route FROM pgpulse._routing() r;
+        v_unrouted := pgpulse._unrouted(clock_timestamp() + p_lookahead, v_route, 1000000);
     END IF;
     UPDATE pgpulse.tick_runs
        SET finished_at = clock_timestamp(), cut_short = p_stop <> 'drained',
@@ -630,7 +754,7 @@ AS $$
 DECLARE
     v_deadline timestamptz;
     v_rr       bigint;
-    v_skip     uuid[];
+    v_skip     text[];
     v_slowest  interval;   -- NULL until a chunk ran
     v_done     boolean;
     v_stop     text;
@@ -662,14 +786,14 @@ $$;
 
 -- ================================================================= privileges
 -- Functions are executable by PUBLIC by default: the tick and its parts are not (the
--- roles in sql/roles.sql grant them). first_slot and _phase_seconds stay public: the
--- product's own role inserts monitors, whose trigger calls them.
+-- roles in sql/roles.sql grant them). The slot functions stay public: the product's own
+-- role inserts and edits monitors, whose triggers call them.
 REVOKE EXECUTE ON PROCEDURE pgpulse.tick(bigint, text, interval, interval, integer) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION
     pgpulse._tick_begin(text, interval, interval, integer),
     pgpulse._tick_time_up(timestamptz, interval),
-    pgpulse._tick_step(bigint, timestamptz, interval, integer, bigint, uuid[], interval),
-    pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, uuid[]),
+    pgpulse._tick_step(bigint, timestamptz, interval, integer, bigint, text[], interval),
+    pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, text[]),
     pgpulse._tick_bound_lock_wait(timestamptz),
     pgpulse._tick_finish(bigint, timestamptz, interval, text),
     pgpulse._routing(),

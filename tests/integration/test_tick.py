@@ -436,7 +436,7 @@ def test_budget_cuts_a_tick_short_and_the_next_tick_finishes(conn, region):
     assert left == n - short["monitors_claimed"]
 
     rest = tick(conn)
-    assert rest["cut_short"] is False
+    assert rest["cut_short"] is False, rest
     assert rest["monitors_claimed"] == left
     assert conn.execute("SELECT count(DISTINCT monitor_id) AS n FROM pgpulse.outbox").fetchone()["n"] == n
     assert len(outbox(conn)) == n

@@ -37,7 +37,7 @@ def test_planted_operators_never_run_in_the_tick_as_pg_cron_runs_it(cron_db_url,
         job = admin.execute("SELECT command, database, username FROM cron.job "
                             "WHERE jobname = 'pgpulse-tick'").fetchone()
         # due monitors, new ones too (their phase comes from a trigger function)
-        admin.execute("INSERT INTO public.regions (code) VALUES ('hijack-1')")
+        admin.execute("INSERT INTO pgpulse.regions (code) VALUES ('hijack-1')")
         admin.execute("INSERT INTO public.monitors (url, check_interval_minutes, preferred_region, "
                       "next_check_at) SELECT 'https://example.com/h' || g, 1 + g, 'hijack-1', "
                       "now() - make_interval(days => g) FROM generate_series(1, 20) g")
@@ -63,17 +63,20 @@ def test_planted_operators_never_run_in_the_tick_as_pg_cron_runs_it(cron_db_url,
         with psycopg.connect(cron_db_url, autocommit=True) as admin:
             admin.execute("DELETE FROM public.monitors WHERE preferred_region = 'hijack-1'")
             admin.execute("DELETE FROM pgpulse.outbox WHERE region = 'hijack-1'")
-            admin.execute("DELETE FROM public.regions WHERE code = 'hijack-1'")
+            admin.execute("DELETE FROM pgpulse.regions WHERE code = 'hijack-1'")
 
 
-def test_every_pgpulse_function_pins_search_path(conn):
-    unpinned = conn.execute("""
+def test_no_pgpulse_function_resolves_names_through_the_callers_search_path(conn):
+    # plpgsql functions pin it; SQL functions have SQL-standard bodies (bound when created)
+    loose = conn.execute("""
         SELECT p.oid::regprocedure::text AS f
           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+          JOIN pg_language l ON l.oid = p.prolang
          WHERE n.nspname = 'pgpulse' AND p.prokind = 'f'
            AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)
+           AND NOT (l.lanname = 'sql' AND p.prosqlbody IS NOT NULL)
     """).fetchall()
-    assert unpinned == []
+    assert loose == []
     # the procedure commits, so it cannot pin it: it computes nothing itself, only calls
     # pgpulse.* (a planted operator could otherwise match one of its expressions)
     body = conn.execute("SELECT prosrc FROM pg_proc WHERE oid = "
@@ -129,7 +132,8 @@ def test_a_row_that_cannot_be_scheduled_is_skipped_and_recorded_and_the_rest_go_
     monitor is scheduled and the tick says what it skipped."""
     monitors = add_due(conn, 300)
     zero, refused = monitors[0]["id"], monitors[1]["id"]
-    conn.execute("ALTER TABLE public.monitors DROP CONSTRAINT monitor_interval_1_to_1440_minutes")
+    conn.execute("ALTER TABLE public.monitors DROP CONSTRAINT monitor_interval_1_to_1440_minutes, "
+                 "DROP CONSTRAINT IF EXISTS monitor_interval_seconds_10_to_86400")
     conn.execute("UPDATE public.monitors SET check_interval_minutes = 0, "
                  "next_check_at = now() - interval '1 hour' WHERE id = %s", (zero,))
     conn.execute(f"""

@@ -17,7 +17,7 @@ from relay import migrate
 from relay.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0003"
+HEAD = "0004"
 _names = itertools.count()
 
 
@@ -42,7 +42,7 @@ def empty_db(pg_server: EmbeddedPostgres) -> Iterator[Callable[[], str]]:
 def schema_dump(server: EmbeddedPostgres, dsn: str) -> str:
     proc = subprocess.run(
         [str(server.bindir / "pg_dump"), "--schema-only", "--no-owner",
-         "--exclude-table=public.alembic_version", "--dbname", dsn],
+         "--exclude-table=pgpulse.alembic_version", "--dbname", dsn],
         capture_output=True, text=True, check=True)
     # newer pg_dump guards its output with a random \restrict key: not schema
     return "\n".join(line for line in proc.stdout.splitlines()
@@ -58,13 +58,13 @@ def objects(dsn: str) -> dict:
                        AND c.relname <> 'alembic_version') AS tables,
                    (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
                      WHERE n.nspname = 'pgpulse') AS routines,
-                   to_regclass('public.alembic_version') IS NOT NULL AS has_version_table
+                   to_regclass('pgpulse.alembic_version') IS NOT NULL AS has_version_table
         """).fetchone()
 
 
 def version(dsn: str) -> str | None:
     with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        row = conn.execute("SELECT version_num FROM pgpulse.alembic_version").fetchone()
     return row[0] if row else None
 
 
@@ -92,11 +92,12 @@ def test_upgrade_downgrade_to_base_and_upgrade_again(pg_server, empty_db, capsys
     migrate.upgrade(dsn)
     assert version(dsn) == HEAD
     first = schema_dump(pg_server, dsn)
-    assert objects(dsn) == {"schemas": 1, "tables": 5, "routines": 17, "has_version_table": True}
+    assert objects(dsn) == {"schemas": 1, "tables": 5, "routines": 24, "has_version_table": True}
 
     migrate.downgrade(dsn, "base")
     assert version(dsn) is None
-    assert objects(dsn) == {"schemas": 0, "tables": 0, "routines": 0, "has_version_table": True}
+    # only Alembic's (empty) version table is left, in schema pgpulse
+    assert objects(dsn) == {"schemas": 1, "tables": 0, "routines": 0, "has_version_table": True}
 
     migrate.upgrade(dsn)
     assert version(dsn) == HEAD
@@ -161,3 +162,192 @@ def test_pg_cron_jobs_follow_upgrade_and_downgrade_in_the_cron_database(cron_db_
     with psycopg.connect(cron_db_url) as conn:
         assert conn.execute("SELECT count(*) FROM cron.job WHERE jobname LIKE 'pgpulse-%'"
                             ).fetchone()[0] == 2
+
+
+# ------------------------------------------------------------ existing installs upgrade
+
+HOST_REVISION = "1f2e3d4c5b6a"  # a host application's own Alembic head
+
+
+def install_0001_as_released(dsn: str) -> None:
+    """A database as pgpulse 0.1.0 left it: the released 0001 SQL, its version row in
+    public.alembic_version (Alembic's own layout), beside a host application's row."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute((ROOT / "migrations" / "sql" / "0001_initial.sql").read_text())
+        conn.execute("CREATE TABLE public.alembic_version (version_num varchar(32) NOT NULL,"
+                     " CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))")
+        conn.execute("INSERT INTO public.alembic_version VALUES ('0001'), (%s)", (HOST_REVISION,))
+
+
+def populate(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("""
+            INSERT INTO regions (code, is_default) VALUES ('us-east-1', true);
+            INSERT INTO regions (code, fallback_region, weight) VALUES
+                ('eu-west-1', 'us-east-1', 2), ('ap-south-1', 'eu-west-1', 1);
+            INSERT INTO public.monitors (url, check_interval_minutes, preferred_region, next_check_at)
+            SELECT 'https://example.com/' || g, 1 + g % 5,
+                   (ARRAY['us-east-1', 'eu-west-1', NULL])[1 + g % 3],
+                   now() - interval '1 minute' + g * interval '1 second'
+              FROM generate_series(1, 300) g""")
+        conn.execute("CALL pgpulse.tick(p_trigger => 'before-upgrade')")
+        conn.execute("""
+            INSERT INTO pgpulse.dead_letters (job_id, monitor_id, region, criticality, scheduled_for,
+                   deliver_at, expires_at, payload, attempts, last_error)
+            SELECT job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
+                   payload, 5, 'ERR gave up'
+              FROM pgpulse.outbox ORDER BY job_id LIMIT 7""")
+
+
+# public.monitors as revision 0001 made it; later revisions add columns after these
+MONITOR_COLUMNS_0001 = ("id, url, method, timeout_ms, expected_status, check_retries, "
+                        "check_retry_delay_ms, check_interval_minutes, is_active, preferred_region, "
+                        "allow_fallback, criticality, next_check_at, last_scheduled_at, "
+                        "created_at, check_spec")
+
+
+# pgpulse.tick_runs as revision 0001 made it; 0004 adds columns after these
+TICK_RUN_COLUMNS_0001 = ("id, trigger, started_at, finished_at, budget_ms, lookahead_ms, "
+                         "monitors_claimed, jobs_written, chunks, cut_short, unrouted")
+
+
+def contents(dsn: str, regions_table: str) -> dict[str, list]:
+    tables = {"regions": regions_table,
+              "monitors": f"(SELECT {MONITOR_COLUMNS_0001} FROM public.monitors)",
+              "outbox": "pgpulse.outbox", "dead_letters": "pgpulse.dead_letters",
+              "tick_runs": f"(SELECT {TICK_RUN_COLUMNS_0001} FROM pgpulse.tick_runs)"}
+    with psycopg.connect(dsn) as conn:
+        return {name: conn.execute(f"SELECT t::text FROM {table} t ORDER BY t::text").fetchall()
+                for name, table in tables.items()}
+
+
+def host_versions(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [v for (v,) in conn.execute("SELECT version_num FROM public.alembic_version")]
+
+
+def test_a_populated_0001_install_upgrades_to_head_keeping_every_row(pg_server, empty_db, capsys):
+    dsn = empty_db()
+    install_0001_as_released(dsn)
+    populate(dsn)
+    before = contents(dsn, "public.regions")
+    assert [len(before[t]) for t in ("regions", "monitors", "dead_letters", "tick_runs")] == [3, 300, 7, 1]
+    assert len(before["outbox"]) > 50
+
+    migrate.upgrade(dsn)
+
+    assert version(dsn) == HEAD
+    assert host_versions(dsn) == [HOST_REVISION]   # the host's history is untouched
+    assert contents(dsn, "pgpulse.regions") == before
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('public.regions')").fetchone()[0] is None
+        # revision 0003: every monitor keeps its interval, in seconds too, and one region
+        assert conn.execute(
+            "SELECT count(*) FILTER (WHERE check_interval_seconds = check_interval_minutes * 60"
+            " AND check_regions IS NULL) FROM public.monitors").fetchone()[0] == 300
+        # routing reads the moved table: a tick still places jobs by preferred region
+        conn.execute("UPDATE public.monitors SET next_check_at = now() - interval '1 second'")
+        conn.execute("CALL pgpulse.tick(p_trigger => 'after-upgrade')")
+        regions = dict(conn.execute(
+            "SELECT region, count(*) FROM pgpulse.outbox GROUP BY region").fetchall())
+    assert set(regions) == {"us-east-1", "eu-west-1", "ap-south-1"}
+
+    # and back: 0001's layout again (regions in public), the rows still there
+    migrate.downgrade(dsn, "0001")
+    assert contents(dsn, "public.regions")["regions"] == before["regions"]
+
+
+def test_a_hosts_own_alembic_history_is_never_touched(pg_server, empty_db, capsys):
+    dsn = empty_db()
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE public.alembic_version (version_num varchar(32) NOT NULL,"
+                     " CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))")
+        conn.execute("INSERT INTO public.alembic_version VALUES (%s)", (HOST_REVISION,))
+    migrate.upgrade(dsn)
+    assert version(dsn) == HEAD and host_versions(dsn) == [HOST_REVISION]
+    migrate.downgrade(dsn, "base")
+    assert version(dsn) is None and host_versions(dsn) == [HOST_REVISION]
+
+
+@pytest.mark.parametrize("id_type", ["uuid", "text"])
+def test_adoption_leaves_a_products_own_regions_table_and_ids_alone(pg_server, empty_db, capsys,
+                                                                     id_type):
+    dsn = empty_db()
+    ids = {"uuid": "gen_random_uuid()", "text": "'mon_' || g"}[id_type]
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE public.regions (id serial PRIMARY KEY, name text)")
+        conn.execute("INSERT INTO public.regions (name) VALUES ('Europe'), ('Asia')")
+        conn.execute(f"""
+            CREATE TABLE public.monitors (id {id_type} PRIMARY KEY, url text NOT NULL,
+                check_interval_minutes integer NOT NULL, is_active boolean NOT NULL,
+                next_check_at timestamptz, last_scheduled_at timestamptz,
+                preferred_region text, owner_email text);
+            INSERT INTO public.monitors
+            SELECT {ids}, 'https://e.example/' || g, 1, true, now() - interval '1 second',
+                   NULL, NULL, 'ops@e.example' FROM generate_series(1, 20) g""")
+    before = public_dump(pg_server, dsn), product_rows(dsn)
+    migrate.upgrade(dsn)
+    assert version(dsn) == HEAD
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO pgpulse.regions (code, is_default) VALUES ('us-east-1', true)")
+        conn.execute("CALL pgpulse.tick(p_trigger => 'adopt-test', p_lookahead => '0')")
+        assert conn.execute("SELECT count(*), count(DISTINCT monitor_id) FROM pgpulse.outbox"
+                            ).fetchone() == (20, 20)
+    assert product_rows(dsn) == before[1]
+    migrate.downgrade(dsn, "base")
+    assert (public_dump(pg_server, dsn), product_rows(dsn)) == before
+
+
+def public_dump(server: EmbeddedPostgres, dsn: str) -> str:
+    """Schema public's structure (the host's version table aside)."""
+    proc = subprocess.run(
+        [str(server.bindir / "pg_dump"), "--schema-only", "--schema=public", "--no-owner",
+         "--dbname", dsn], capture_output=True, text=True, check=True)
+    return "\n".join(line for line in proc.stdout.splitlines()
+                     if not line.startswith(("\\restrict", "\\unrestrict")))
+
+
+def product_rows(dsn: str) -> list:
+    """The product's rows; next_check_at and last_scheduled_at are the tick's to write."""
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT r::text FROM public.regions r ORDER BY id").fetchall() + conn.execute(
+            "SELECT id::text, url, check_interval_minutes, is_active, preferred_region,"
+            " owner_email FROM public.monitors ORDER BY id").fetchall()
+
+
+def test_a_populated_0003_install_upgrades_to_0004_and_back(pg_server, empty_db, capsys):
+    """0004 refuses non-finite next_check_at: rows holding one are kept, made finite
+    (-infinity "check now" is due now, infinity "never" lies in year 9999); every other
+    value stays. Down again, the schema is 0003's exactly."""
+    dsn, reference = empty_db(), empty_db()
+    migrate.upgrade(reference, "0003")
+    migrate.upgrade(dsn, "0003")
+    populate(dsn + "?options=-csearch_path%3Dpgpulse,public")  # regions is pgpulse's since 0002
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE public.monitors SET next_check_at = '-infinity' WHERE url LIKE '%/1'")
+        conn.execute("UPDATE public.monitors SET next_check_at = 'infinity' WHERE url LIKE '%/2'")
+    before = contents(dsn, "pgpulse.regions")
+
+    migrate.upgrade(dsn)
+
+    assert version(dsn) == HEAD
+    after = contents(dsn, "pgpulse.regions")
+    assert {k: v for k, v in after.items() if k != "monitors"} == \
+        {k: v for k, v in before.items() if k != "monitors"}
+    changed = {row for row in after["monitors"]} - {row for row in before["monitors"]}
+    assert len(changed) == 2 and len(after["monitors"]) == len(before["monitors"]) == 300
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        ends = dict(conn.execute(
+            "SELECT url, next_check_at <= now() FROM public.monitors "
+            "WHERE url LIKE '%/1' OR url LIKE '%/2'").fetchall())
+        assert ends == {"https://example.com/1": True, "https://example.com/2": False}
+        assert conn.execute("SELECT extract(year FROM next_check_at) FROM public.monitors "
+                            "WHERE url LIKE '%/2'").fetchone()[0] == 9999
+        run_id = conn.execute("CALL pgpulse.tick(p_trigger => 'after-0004')").fetchone()[0]
+        assert conn.execute("SELECT stop_reason, skipped FROM pgpulse.tick_runs WHERE id = %s",
+                            (run_id,)).fetchone() == ("drained", 0)
+
+    migrate.downgrade(dsn, "0003")
+    assert version(dsn) == "0003"
+    assert schema_dump(pg_server, dsn) == schema_dump(pg_server, reference)

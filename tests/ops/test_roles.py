@@ -48,14 +48,14 @@ def test_relay_and_ticker_roles_do_their_job_and_no_more(conn, db_url, regions, 
                  "permission denied for table monitors"),
                 ("INSERT INTO public.monitors (url) VALUES ('https://x.example')",
                  "permission denied for table monitors"),
-                ("DELETE FROM public.regions", "permission denied for table regions"),
-                ("UPDATE public.regions SET is_default = true", "permission denied for table regions"),
+                ("DELETE FROM pgpulse.regions", "permission denied for table regions"),
+                ("UPDATE pgpulse.regions SET is_default = true", "permission denied for table regions"),
                 ("DELETE FROM pgpulse.tick_runs", "permission denied for table tick_runs"),
                 ("CALL pgpulse.tick()", "permission denied for procedure tick")):
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match=reason):
                 relay_conn.execute(statement)
         # what it needs: region health
-        relay_conn.execute("UPDATE public.regions SET healthy = false WHERE code = 'eu-west-1'")
+        relay_conn.execute("UPDATE pgpulse.regions SET healthy = false WHERE code = 'eu-west-1'")
     with psycopg.connect(as_user(db_url, "ticker_app"), autocommit=True) as ticker_conn:
         for statement, reason in (
                 ("SELECT * FROM pgpulse.outbox", "permission denied for table outbox"),

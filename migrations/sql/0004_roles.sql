@@ -40,14 +40,14 @@ BEGIN
 
     -- relay: SELECT ... FOR UPDATE needs UPDATE on one column; it never updates outbox rows
     REVOKE ALL ON public.monitors FROM pgpulse_relay;
-    GRANT SELECT, UPDATE (healthy, healthy_changed_at, degraded) ON public.regions TO pgpulse_relay;
+    GRANT SELECT, UPDATE (healthy, healthy_changed_at, degraded) ON pgpulse.regions TO pgpulse_relay;
     GRANT SELECT, INSERT, DELETE, UPDATE (attempts) ON pgpulse.outbox TO pgpulse_relay;
     GRANT SELECT, INSERT, UPDATE (attempts, last_error, failed_at) ON pgpulse.dead_letters TO pgpulse_relay;
     GRANT SELECT ON pgpulse.tick_runs TO pgpulse_relay;
 
     -- ticker: reads the monitors it schedules and bumps their slots; only adds jobs
     GRANT SELECT, UPDATE (next_check_at, last_scheduled_at) ON public.monitors TO pgpulse_ticker;
-    GRANT SELECT ON public.regions TO pgpulse_ticker;
+    GRANT SELECT ON pgpulse.regions TO pgpulse_ticker;
     REVOKE ALL ON pgpulse.outbox FROM pgpulse_ticker;
     GRANT INSERT ON pgpulse.outbox TO pgpulse_ticker;
     GRANT SELECT, INSERT, UPDATE ON pgpulse.tick_runs TO pgpulse_ticker;
@@ -55,8 +55,8 @@ BEGIN
     GRANT EXECUTE ON FUNCTION
         pgpulse._tick_begin(text, interval, interval, integer),
         pgpulse._tick_time_up(timestamptz, interval),
-        pgpulse._tick_step(bigint, timestamptz, interval, integer, bigint, uuid[], interval),
-        pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, uuid[]),
+        pgpulse._tick_step(bigint, timestamptz, interval, integer, bigint, text[], interval),
+        pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, text[]),
         pgpulse._tick_bound_lock_wait(timestamptz),
         pgpulse._tick_finish(bigint, timestamptz, interval, text),
         pgpulse._routing(),

@@ -1,5 +1,6 @@
--- Revision 0003 downgrade: the tick and its functions as before, without the triggers
--- that make edits reach the outbox and without the new run-record columns. Rows stay.
+-- Revision 0004 downgrade: the tick and its functions as revision 0003 left them, without
+-- the triggers that make edits reach the outbox and without the new run-record columns.
+-- Rows stay. (The roles stay: they are the cluster's; the pg_cron job keeps its user.)
 
 DROP TRIGGER monitors_rephase ON public.monitors;
 DROP TRIGGER monitors_update_jobs ON public.monitors;
@@ -10,10 +11,11 @@ DROP FUNCTION pgpulse._monitor_rephase();
 DROP FUNCTION pgpulse._monitor_drop_jobs();
 DROP FUNCTION pgpulse._monitor_update_jobs();
 DROP FUNCTION pgpulse._outbox_requeue_current();
+DROP FUNCTION pgpulse._grid_slot(text, integer, timestamptz);
 DROP FUNCTION pgpulse._tick_begin(text, interval, interval, integer);
 DROP FUNCTION pgpulse._tick_time_up(timestamptz, interval);
-DROP FUNCTION pgpulse._tick_step(bigint, timestamptz, interval, integer, bigint, uuid[], interval);
-DROP FUNCTION pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, uuid[]);
+DROP FUNCTION pgpulse._tick_step(bigint, timestamptz, interval, integer, bigint, text[], interval);
+DROP FUNCTION pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, text[]);
 DROP FUNCTION pgpulse._tick_bound_lock_wait(timestamptz);
 DROP FUNCTION pgpulse._tick_finish(bigint, timestamptz, interval, text);
 DROP FUNCTION pgpulse._unrouted(timestamptz, jsonb, integer);
@@ -21,91 +23,67 @@ DROP FUNCTION pgpulse._unrouted(timestamptz, jsonb, integer);
 ALTER TABLE pgpulse.tick_runs DROP COLUMN skipped, DROP COLUMN skip_detail, DROP COLUMN stop_reason;
 ALTER TABLE public.monitors DROP CONSTRAINT monitor_next_check_at_finite;
 
--- the functions as revision 0001 made them
+-- pgpulse's roles lose what 0004 granted them
+DO $$
+BEGIN
+    IF (SELECT count(*) FROM pg_catalog.pg_roles
+         WHERE rolname IN ('pgpulse_relay', 'pgpulse_ticker')) = 2 THEN
+        REVOKE ALL ON public.monitors FROM pgpulse_relay, pgpulse_ticker;
+        REVOKE ALL ON ALL TABLES IN SCHEMA pgpulse FROM pgpulse_relay, pgpulse_ticker;
+        REVOKE ALL ON ALL ROUTINES IN SCHEMA pgpulse FROM pgpulse_relay, pgpulse_ticker;
+        REVOKE ALL ON SCHEMA pgpulse FROM pgpulse_relay, pgpulse_ticker;
+    END IF;
+END
+$$;
 
--- The phase of a monitor inside its interval, from a hash of its id (spreads new monitors).
--- The hash goes to bigint before abs(): abs() of the smallest integer would overflow.
-CREATE OR REPLACE FUNCTION pgpulse._phase_seconds(p_id uuid, p_interval_minutes integer)
+DO $$
+DECLARE
+    v_function regprocedure;
+BEGIN
+    FOR v_function IN SELECT p.oid FROM pg_catalog.pg_proc p
+                       WHERE p.pronamespace = 'pgpulse'::regnamespace AND p.prokind = 'f' LOOP
+        EXECUTE format('ALTER FUNCTION %s RESET search_path', v_function);
+    END LOOP;
+END
+$$;
+GRANT EXECUTE ON FUNCTION pgpulse._routing() TO PUBLIC;
+GRANT EXECUTE ON PROCEDURE pgpulse.tick(bigint, text, interval, interval, integer) TO PUBLIC;
+
+-- the tick and the slot functions as revision 0003 made them
+-- The phase of a monitor inside its interval, from a hash of its id (spreads new monitors),
+-- in milliseconds. The hash goes to bigint before abs(): abs() of the smallest integer would
+-- overflow.
+CREATE OR REPLACE FUNCTION pgpulse._slot_phase(p_id uuid, p_interval_seconds integer)
 RETURNS double precision
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-    SELECT (abs(hashtext(p_id::text)::bigint) % (p_interval_minutes * 60000)) / 1000.0
+    SELECT (abs(hashtext(p_id::text)::bigint) % (p_interval_seconds * 1000)) / 1000.0
 $$;
 
 -- The first slot at or after p_from on the monitor's phase grid.
-CREATE OR REPLACE FUNCTION pgpulse.first_slot(p_id uuid, p_interval_minutes integer, p_from timestamptz)
+CREATE OR REPLACE FUNCTION pgpulse.next_slot(p_id uuid, p_interval_seconds integer, p_from timestamptz)
 RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
     SELECT to_timestamp(
-        ceil((extract(epoch FROM p_from) - pgpulse._phase_seconds(p_id, p_interval_minutes))
-             / (p_interval_minutes * 60)) * (p_interval_minutes * 60)
-        + pgpulse._phase_seconds(p_id, p_interval_minutes))
+        ceil((extract(epoch FROM p_from) - pgpulse._slot_phase(p_id, p_interval_seconds))
+             / p_interval_seconds) * p_interval_seconds
+        + pgpulse._slot_phase(p_id, p_interval_seconds))
 $$;
 
--- Gives a new monitor without next_check_at its first slot on its phase grid. An interval
--- out of range gets now() instead, so that the row's CHECK constraint names the problem
--- (rather than a division by zero here, or a NULL next_check_at).
-CREATE OR REPLACE FUNCTION pgpulse._monitor_set_phase() RETURNS trigger
-LANGUAGE plpgsql
+-- The same two for an interval in minutes (kept for callers of revision 0001).
+CREATE OR REPLACE FUNCTION pgpulse._phase_seconds(p_id uuid, p_interval_minutes integer)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-BEGIN
-    NEW.next_check_at := CASE
-        WHEN NEW.check_interval_minutes BETWEEN 1 AND 1440
-            THEN pgpulse.first_slot(NEW.id, NEW.check_interval_minutes, now())
-        ELSE now()
-    END;
-    RETURN NEW;
-END
+    SELECT pgpulse._slot_phase(p_id, p_interval_minutes * 60)
 $$;
 
--- Builds a monitor's check_spec from the check's columns.
-CREATE OR REPLACE FUNCTION pgpulse._monitor_check_spec() RETURNS trigger
-LANGUAGE plpgsql
+CREATE OR REPLACE FUNCTION pgpulse.first_slot(p_id uuid, p_interval_minutes integer, p_from timestamptz)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-BEGIN
-    NEW.check_spec := jsonb_build_object(
-        'url', NEW.url, 'method', NEW.method, 'timeout_ms', NEW.timeout_ms,
-        'expected_status', to_jsonb(NEW.expected_status),
-        'retry', jsonb_build_object('max_attempts', NEW.check_retries + 1,
-                                    'delay_ms', NEW.check_retry_delay_ms));
-    RETURN NEW;
-END
-$$;
-
--- Where jobs go, from the regions as they are now. route: for each region code, where a
--- monitor preferring it (and allowing fallback) is sent: the region itself when enabled
--- and healthy, else its fallback region when that is, else the default region when that
--- is; when no region at all is healthy, the region itself if enabled (the job waits there);
--- NULL: round-robin. wheel: the round-robin regions, each repeated by its weight: the
--- healthy, not degraded ones; else the healthy ones; else the enabled ones (jobs then wait
--- in the outbox for a region to recover). A NULL wheel: no enabled region with a weight.
-CREATE OR REPLACE FUNCTION pgpulse._routing(OUT route jsonb, OUT wheel text[])
-LANGUAGE plpgsql STABLE
-AS $$
-DECLARE
-    v_default     text;
-    v_any_healthy boolean;
-BEGIN
-    SELECT min(code) FILTER (WHERE is_default AND enabled AND healthy),
-           coalesce(bool_or(enabled AND healthy), false)
-      INTO v_default, v_any_healthy
-      FROM public.regions;
-    SELECT jsonb_object_agg(p.code, coalesce(
-               CASE WHEN p.enabled AND p.healthy THEN p.code END,
-               CASE WHEN f.enabled AND f.healthy THEN f.code END,
-               v_default,
-               CASE WHEN p.enabled AND NOT v_any_healthy THEN p.code END))
-      INTO route
-      FROM public.regions p
-      LEFT JOIN public.regions f ON f.code = p.fallback_region;
-    SELECT array_agg(r.code ORDER BY r.code, g) INTO wheel
-      FROM (SELECT code, weight,
-                   dense_rank() OVER (ORDER BY (healthy AND NOT degraded) DESC, healthy DESC) AS tier
-              FROM public.regions WHERE enabled AND weight > 0) r,
-           generate_series(1, r.weight) g
-     WHERE r.tier = 1;
-END
+    SELECT pgpulse.next_slot(p_id, p_interval_minutes * 60, p_from)
 $$;
 
 -- The region a monitor's job goes to (see _routing), or NULL for round-robin.
@@ -117,14 +95,29 @@ AS $$
     SELECT CASE WHEN p_allow_fallback THEN p_route ->> p_preferred ELSE p_preferred END
 $$;
 
+-- The regions a multi-region monitor's slot goes to: each listed region routed by its own
+-- fallback rules (see _route), without duplicates (two listed regions whose jobs would land
+-- in one region make one job there), sorted; NULL when none can take a job.
+CREATE OR REPLACE FUNCTION pgpulse._route_each(p_regions text[], p_allow_fallback boolean, p_route jsonb)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT array_agg(DISTINCT r ORDER BY r)
+      FROM unnest(p_regions) c, pgpulse._route(c, p_allow_fallback, p_route) r
+     WHERE r IS NOT NULL
+$$;
+
 -- Claims one chunk of due monitors, writes their jobs, bumps their slots; returns counts.
--- p_route, p_wheel: from _routing. With no wheel, monitors that no region can take are
--- not claimed (they stay due; the tick counts them). p_rr: the round-robin position this
--- chunk starts at; wheeled: jobs routed by the wheel. p_keep_existing: a slot can only be
--- in the outbox already when next_check_at was moved back by hand; the tick first tries
--- a plain INSERT (about 10% faster than ON CONFLICT's per-row check) and, should that hit
--- the unique key, redoes the chunk with p_keep_existing, which keeps the jobs already there.
-CREATE OR REPLACE FUNCTION pgpulse._tick_chunk(
+-- Every slot of a monitor up to the horizon is written at once (several for sub-minute
+-- intervals), each with its exact deliver_at; a multi-region monitor (check_regions) gets
+-- one job per slot and region (see _route_each). p_route, p_wheel: from _routing. With no
+-- wheel, monitors that no region can take are not claimed (they stay due; the tick counts
+-- them). p_rr: the round-robin position this chunk starts at; wheeled: monitors routed by
+-- the wheel. p_keep_existing: a slot can only be in the outbox already when next_check_at
+-- was moved back by hand; the tick first tries a plain INSERT (about 10% faster than ON
+-- CONFLICT's per-row check) and, should that hit the unique key, redoes the chunk with
+-- p_keep_existing, which keeps the jobs already there.
+CREATE FUNCTION pgpulse._tick_chunk(
     p_horizon timestamptz, p_chunk integer, p_rr bigint, p_route jsonb, p_wheel text[],
     p_keep_existing boolean,
     OUT claimed integer, OUT written integer, OUT wheeled integer)
@@ -138,16 +131,20 @@ DECLARE
 BEGIN
     WITH due AS MATERIALIZED (
         SELECT m.ctid AS row_ref, m.id, m.check_spec, m.criticality, m.allow_fallback,
-               make_interval(mins => m.check_interval_minutes) AS iv,
+               m.check_regions, m.check_interval_seconds AS iv_s,
                -- catch-up: the latest slot not after now, never one per missed slot
-               m.next_check_at + make_interval(mins => m.check_interval_minutes)
+               m.next_check_at + make_interval(secs => m.check_interval_seconds)
                    * greatest(0, floor(extract(epoch FROM v_now - m.next_check_at)
-                                       / (m.check_interval_minutes * 60)))::integer AS slot,
-               pgpulse._route(m.preferred_region, m.allow_fallback, p_route) AS routed
+                                       / m.check_interval_seconds))::integer AS slot,
+               CASE WHEN m.check_regions IS NULL
+                    THEN pgpulse._route(m.preferred_region, m.allow_fallback, p_route) END AS routed
           FROM public.monitors m
          WHERE m.is_active AND m.next_check_at <= p_horizon
-           AND (p_wheel IS NOT NULL
-                OR pgpulse._route(m.preferred_region, m.allow_fallback, p_route) IS NOT NULL)
+           AND CASE WHEN m.check_regions IS NULL
+                    THEN p_wheel IS NOT NULL
+                         OR pgpulse._route(m.preferred_region, m.allow_fallback, p_route) IS NOT NULL
+                    ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, p_route) IS NOT NULL
+               END
          ORDER BY m.next_check_at
          LIMIT p_chunk
            FOR UPDATE OF m SKIP LOCKED
@@ -155,16 +152,26 @@ BEGIN
         -- the wheel continues where the previous chunk left it: a running count of the
         -- wheel's rows (no sort needed)
         SELECT d.*,
-               coalesce(d.routed,
-                        p_wheel[1 + ((p_rr + count(*) FILTER (WHERE d.routed IS NULL)
-                                                 OVER (ROWS UNBOUNDED PRECEDING))
-                                     % cardinality(p_wheel))::integer]) AS region
+               -- the slots up to the horizon: the first one, and n - 1 more
+               floor(extract(epoch FROM p_horizon - d.slot) / d.iv_s)::integer + 1 AS n,
+               CASE WHEN d.check_regions IS NULL THEN
+                   ARRAY[coalesce(d.routed,
+                       p_wheel[1 + ((p_rr + count(*) FILTER (WHERE d.routed IS NULL
+                                                               AND d.check_regions IS NULL)
+                                                OVER (ROWS UNBOUNDED PRECEDING))
+                                    % cardinality(p_wheel))::integer])]
+               ELSE pgpulse._route_each(d.check_regions, d.allow_fallback, p_route) END AS regions
           FROM due d
     ), job AS NOT MATERIALIZED (  -- computed only by the INSERT that runs
-        SELECT md5(r.id::text || '/' || r.region || '/' || extract(epoch FROM r.slot)::text)::uuid,
-               r.id, r.region, r.criticality, r.slot, r.slot, r.slot + r.iv, r.allow_fallback,
-               r.check_spec
+        SELECT md5(r.id::text || '/' || g.region || '/' || extract(epoch FROM s.slot)::text)::uuid,
+               r.id, g.region, r.criticality, s.slot, s.slot,
+               s.slot + make_interval(secs => r.iv_s), r.allow_fallback,
+               CASE WHEN r.check_regions IS NULL THEN r.check_spec
+                    ELSE r.check_spec || jsonb_build_object('slot_regions', r.regions) END
           FROM routed r
+         CROSS JOIN LATERAL unnest(r.regions) g(region)
+         CROSS JOIN LATERAL (SELECT r.slot + make_interval(secs => r.iv_s) * k AS slot
+                               FROM generate_series(0, r.n - 1) k) s
     ), inserted AS (
         INSERT INTO pgpulse.outbox
                (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
@@ -180,7 +187,7 @@ BEGIN
         RETURNING 1
     ), bumped AS (
         UPDATE public.monitors m
-           SET next_check_at = r.slot + r.iv,
+           SET next_check_at = r.slot + make_interval(secs => r.iv_s) * r.n,
                last_scheduled_at = v_now
           FROM routed r
          WHERE m.ctid = r.row_ref
@@ -188,20 +195,24 @@ BEGIN
     SELECT d.claimed, d.wheeled,
            (SELECT count(*) FROM inserted) + (SELECT count(*) FROM inserted_keeping)
       INTO claimed, wheeled, written
-      FROM (SELECT count(*) AS claimed, count(*) FILTER (WHERE routed IS NULL) AS wheeled
+      FROM (SELECT count(*) AS claimed,
+                   count(*) FILTER (WHERE routed IS NULL AND check_regions IS NULL) AS wheeled
               FROM due) d;
 END
 $$;
 
 -- Due monitors that no region can take now (only possible with no round-robin region).
-CREATE OR REPLACE FUNCTION pgpulse._unrouted(p_horizon timestamptz, p_route jsonb)
+CREATE FUNCTION pgpulse._unrouted(p_horizon timestamptz, p_route jsonb)
 RETURNS integer
 LANGUAGE sql STABLE
 AS $$
     SELECT count(*)::integer
       FROM public.monitors m
      WHERE m.is_active AND m.next_check_at <= p_horizon
-       AND pgpulse._route(m.preferred_region, m.allow_fallback, p_route) IS NULL
+       AND CASE WHEN m.check_regions IS NULL
+                THEN pgpulse._route(m.preferred_region, m.allow_fallback, p_route) IS NULL
+                ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, p_route) IS NULL
+           END
 $$;
 
 -- One scheduler tick: claims due monitors chunk by chunk (a commit after each chunk) until
@@ -274,9 +285,9 @@ BEGIN
         v_slowest := greatest(v_slowest, clock_timestamp() - v_chunk_t0);
     END LOOP;
 
-    -- no round-robin region: some due monitors may have no region to go to; they were
-    -- left due, and are counted once here
-    IF v_routed AND v_wheel IS NULL THEN
+    -- monitors no region can take now (none of a multi-region monitor's regions, or no
+    -- round-robin region) were left due, and are counted once here
+    IF v_routed THEN
         v_unrouted := pgpulse._unrouted(v_horizon, v_route);
     END IF;
     UPDATE pgpulse.tick_runs
@@ -286,4 +297,3 @@ BEGIN
 END
 $$;
 
-GRANT EXECUTE ON PROCEDURE pgpulse.tick(bigint, text, interval, interval, integer) TO PUBLIC;

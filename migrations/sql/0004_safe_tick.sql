@@ -1,6 +1,6 @@
--- Revision 0003: a tick that is safe inside a product's database.
+-- Revision 0004: a tick that is safe inside a product's database.
 -- * every function pins search_path; the tick procedure (it commits) only calls them
--- * pg_cron runs the tick as pgpulse_ticker (sql/roles.sql, sql/cron.sql run after this)
+-- * pg_cron runs the tick as pgpulse_ticker (0004_roles.sql, then sql/cron.sql)
 -- * non-finite next_check_at refused; one monitor's bad row never stops the others, the
 --   tick records what it skipped and why it stopped
 -- * lock waits end at the tick's deadline; arguments are range-checked
@@ -18,82 +18,52 @@ ALTER TABLE pgpulse.tick_runs
     ADD COLUMN skip_detail text,
     ADD COLUMN stop_reason text;
 
--- replaced by functions with other arguments (or inlined)
+-- SQL-standard bodies below are bound now: nothing planted in public may be bound
+SET LOCAL search_path = pg_catalog, pg_temp;
+
+-- replaced by functions with other arguments
 DROP FUNCTION pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean);
 DROP FUNCTION pgpulse._unrouted(timestamptz, jsonb);
-DROP FUNCTION pgpulse._route(text, boolean, jsonb);
 
--- ================================================================== functions
--- Every function pins search_path (pg_catalog, then pg_temp, which is never searched for
--- functions or operators): an operator or function planted in a schema the caller can
--- write, such as public./(numeric, integer), never resolves inside pgpulse's code. The tick
--- procedure commits, so it cannot pin it: it only calls pgpulse.* and computes nothing.
+-- The phase of a monitor inside its interval, from a hash of its id (spreads new monitors),
+-- in milliseconds. The hash goes to bigint before abs(): abs() of the smallest integer would
+-- overflow.
+CREATE OR REPLACE FUNCTION pgpulse._slot_phase(p_id uuid, p_interval_seconds integer)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN (abs(hashtext(p_id::text)::bigint) % (p_interval_seconds * 1000)) / 1000.0;
 
--- The phase of a monitor inside its interval, from a hash of its id (spreads new monitors).
--- The hash goes to bigint before abs(): abs() of the smallest integer would overflow.
+-- The first slot at or after p_from on the monitor's phase grid.
+CREATE OR REPLACE FUNCTION pgpulse.next_slot(p_id uuid, p_interval_seconds integer, p_from timestamptz)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN to_timestamp(
+        ceil((extract(epoch FROM p_from) - pgpulse._slot_phase(p_id, p_interval_seconds))
+             / p_interval_seconds) * p_interval_seconds
+        + pgpulse._slot_phase(p_id, p_interval_seconds));
+
+-- The same two for an interval in minutes (kept for callers of revision 0001).
 CREATE OR REPLACE FUNCTION pgpulse._phase_seconds(p_id uuid, p_interval_minutes integer)
 RETURNS double precision
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT (abs(hashtext(p_id::text)::bigint) % (p_interval_minutes * 60000)) / 1000.0
-$$;
+RETURN pgpulse._slot_phase(p_id, p_interval_minutes * 60);
 
--- The first slot at or after p_from on the monitor's phase grid.
 CREATE OR REPLACE FUNCTION pgpulse.first_slot(p_id uuid, p_interval_minutes integer, p_from timestamptz)
 RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT to_timestamp(
-        ceil((extract(epoch FROM p_from) - pgpulse._phase_seconds(p_id, p_interval_minutes))
-             / (p_interval_minutes * 60)) * (p_interval_minutes * 60)
-        + pgpulse._phase_seconds(p_id, p_interval_minutes))
-$$;
-
--- Gives a new monitor without next_check_at its first slot on its phase grid. An interval
--- out of range gets now() instead, so that the row's CHECK constraint names the problem
--- (rather than a division by zero here, or a NULL next_check_at).
-CREATE OR REPLACE FUNCTION pgpulse._monitor_set_phase() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    NEW.next_check_at := CASE
-        WHEN NEW.check_interval_minutes BETWEEN 1 AND 1440
-            THEN pgpulse.first_slot(NEW.id, NEW.check_interval_minutes, now())
-        ELSE now()
-    END;
-    RETURN NEW;
-END
-$$;
-
--- Builds a monitor's check_spec from the check's columns.
-CREATE OR REPLACE FUNCTION pgpulse._monitor_check_spec() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    NEW.check_spec := jsonb_build_object(
-        'url', NEW.url, 'method', NEW.method, 'timeout_ms', NEW.timeout_ms,
-        'expected_status', to_jsonb(NEW.expected_status),
-        'retry', jsonb_build_object('max_attempts', NEW.check_retries + 1,
-                                    'delay_ms', NEW.check_retry_delay_ms));
-    RETURN NEW;
-END
-$$;
+RETURN pgpulse.next_slot(p_id, p_interval_minutes * 60, p_from);
 
 -- A changed interval re-phases the next check onto the new interval's grid: never later
 -- than one new interval from now (1440 -> 1 minutes does not wait for the old slot). A
 -- next_check_at set by the same UPDATE wins.
-CREATE OR REPLACE FUNCTION pgpulse._monitor_rephase() RETURNS trigger
+CREATE FUNCTION pgpulse._monitor_rephase() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NEW.next_check_at IS NOT DISTINCT FROM OLD.next_check_at
-       AND NEW.check_interval_minutes BETWEEN 1 AND 1440 THEN
-        NEW.next_check_at := pgpulse.first_slot(NEW.id, NEW.check_interval_minutes, now());
+       AND NEW.check_interval_seconds BETWEEN 10 AND 86400 THEN
+        NEW.next_check_at := pgpulse._grid_slot(NEW.id::text, NEW.check_interval_seconds, now());
     END IF;
     RETURN NEW;
 END
@@ -102,7 +72,7 @@ $$;
 -- A deactivated or deleted monitor's waiting jobs go; a deleted one's dead letters too (a
 -- retry would bring them back). SECURITY DEFINER: the product's own role changes monitors
 -- and need not be allowed to touch pgpulse's tables.
-CREATE OR REPLACE FUNCTION pgpulse._monitor_drop_jobs() RETURNS trigger
+CREATE FUNCTION pgpulse._monitor_drop_jobs() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -116,14 +86,16 @@ END
 $$;
 
 -- A changed check (or criticality, or fallback choice) reaches the jobs still waiting.
-CREATE OR REPLACE FUNCTION pgpulse._monitor_update_jobs() RETURNS trigger
+CREATE FUNCTION pgpulse._monitor_update_jobs() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- a multi-region job keeps the regions of its slot
     UPDATE pgpulse.outbox
-       SET payload = NEW.check_spec, criticality = NEW.criticality,
-           allow_fallback = NEW.allow_fallback
+       SET payload = NEW.check_spec || jsonb_strip_nulls(
+               jsonb_build_object('slot_regions', payload -> 'slot_regions')),
+           criticality = NEW.criticality, allow_fallback = NEW.allow_fallback
      WHERE monitor_id = NEW.id;
     RETURN NULL;
 END
@@ -133,7 +105,7 @@ $$;
 -- been in flight while its monitor changed: it is dropped when the monitor is inactive,
 -- and otherwise carries the monitor's check as it is now. (A job without a monitor row was
 -- not written by the tick, or its monitor was deleted while it was in flight: kept.)
-CREATE OR REPLACE FUNCTION pgpulse._outbox_requeue_current() RETURNS trigger
+CREATE FUNCTION pgpulse._outbox_requeue_current() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -147,90 +119,59 @@ BEGIN
     ELSIF NOT v_monitor.is_active THEN
         RETURN NULL;
     END IF;
-    NEW.payload := v_monitor.check_spec;
+    NEW.payload := v_monitor.check_spec || jsonb_strip_nulls(
+        jsonb_build_object('slot_regions', NEW.payload -> 'slot_regions'));
     NEW.criticality := v_monitor.criticality;
     NEW.allow_fallback := v_monitor.allow_fallback;
     RETURN NEW;
 END
 $$;
 
-CREATE TRIGGER monitors_rephase
-    BEFORE UPDATE OF check_interval_minutes ON public.monitors
-    FOR EACH ROW WHEN (NEW.check_interval_minutes IS DISTINCT FROM OLD.check_interval_minutes)
-    EXECUTE FUNCTION pgpulse._monitor_rephase();
+-- The region a monitor's job goes to (see _routing), or NULL for round-robin.
+CREATE OR REPLACE FUNCTION pgpulse._route(p_preferred text, p_allow_fallback boolean, p_route jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN p_allow_fallback THEN p_route ->> p_preferred ELSE p_preferred END;
 
-CREATE TRIGGER monitors_update_jobs
-    AFTER UPDATE OF url, method, timeout_ms, expected_status, check_retries,
-                    check_retry_delay_ms, check_spec, criticality, allow_fallback
-    ON public.monitors
-    FOR EACH ROW WHEN (NEW.check_spec IS DISTINCT FROM OLD.check_spec
-                       OR NEW.criticality IS DISTINCT FROM OLD.criticality
-                       OR NEW.allow_fallback IS DISTINCT FROM OLD.allow_fallback)
-    EXECUTE FUNCTION pgpulse._monitor_update_jobs();
+-- The regions a multi-region monitor's slot goes to: each listed region routed by its own
+-- fallback rules (see _route), without duplicates (two listed regions whose jobs would land
+-- in one region make one job there), sorted; NULL when none can take a job.
+CREATE OR REPLACE FUNCTION pgpulse._route_each(p_regions text[], p_allow_fallback boolean, p_route jsonb)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT array_agg(DISTINCT r ORDER BY r)
+      FROM unnest(p_regions) c, pgpulse._route(c, p_allow_fallback, p_route) r
+     WHERE r IS NOT NULL;
+END;
 
-CREATE TRIGGER monitors_deactivated_drop_jobs
-    AFTER UPDATE OF is_active ON public.monitors
-    FOR EACH ROW WHEN (OLD.is_active AND NOT NEW.is_active)
-    EXECUTE FUNCTION pgpulse._monitor_drop_jobs();
-
-CREATE TRIGGER monitors_deleted_drop_jobs
-    AFTER DELETE ON public.monitors
-    FOR EACH ROW EXECUTE FUNCTION pgpulse._monitor_drop_jobs();
-
--- The tick writes jobs without last_error: it never fires this.
-CREATE TRIGGER outbox_requeue_current
-    BEFORE INSERT ON pgpulse.outbox
-    FOR EACH ROW WHEN (NEW.last_error IS NOT NULL)
-    EXECUTE FUNCTION pgpulse._outbox_requeue_current();
-
--- Where jobs go, from the regions as they are now. route: for each region code, where a
--- monitor preferring it (and allowing fallback) is sent: the region itself when enabled
--- and healthy, else its fallback region when that is, else the default region when that
--- is; when no region at all is healthy, the region itself if enabled (the job waits there);
--- NULL: round-robin. wheel: the round-robin regions, each repeated by its weight: the
--- healthy, not degraded ones; else the healthy ones; else the enabled ones (jobs then wait
--- in the outbox for a region to recover). A NULL wheel: no enabled region with a weight.
-CREATE OR REPLACE FUNCTION pgpulse._routing(OUT route jsonb, OUT wheel text[])
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_default     text;
-    v_any_healthy boolean;
-BEGIN
-    SELECT min(code) FILTER (WHERE is_default AND enabled AND healthy),
-           coalesce(bool_or(enabled AND healthy), false)
-      INTO v_default, v_any_healthy
-      FROM public.regions;
-    SELECT jsonb_object_agg(p.code, coalesce(
-               CASE WHEN p.enabled AND p.healthy THEN p.code END,
-               CASE WHEN f.enabled AND f.healthy THEN f.code END,
-               v_default,
-               CASE WHEN p.enabled AND NOT v_any_healthy THEN p.code END))
-      INTO route
-      FROM public.regions p
-      LEFT JOIN public.regions f ON f.code = p.fallback_region;
-    SELECT array_agg(r.code ORDER BY r.code, g) INTO wheel
-      FROM (SELECT code, weight,
-                   dense_rank() OVER (ORDER BY (healthy AND NOT degraded) DESC, healthy DESC) AS tier
-              FROM public.regions WHERE enabled AND weight > 0) r,
-           generate_series(1, r.weight) g
-     WHERE r.tier = 1;
-END
-$$;
+-- The first slot at or after p_from on the phase grid of a monitor whose id, as text, is
+-- p_key: the grid next_slot gives a uuid id, for any id type (an adopted table's bigint).
+CREATE FUNCTION pgpulse._grid_slot(p_key text, p_interval_seconds integer, p_from timestamptz)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN to_timestamp(
+        ceil((extract(epoch FROM p_from)
+              - (abs(hashtext(p_key)::bigint) % (p_interval_seconds * 1000)) / 1000.0)
+             / p_interval_seconds) * p_interval_seconds
+        + (abs(hashtext(p_key)::bigint) % (p_interval_seconds * 1000)) / 1000.0);
 
 -- Claims one chunk of due monitors, writes their jobs, bumps their slots; returns counts.
--- p_route, p_wheel: from _routing. A monitor's region is route ->> preferred_region when it
--- allows fallback, else its preferred region; NULL: the wheel (round-robin). With no wheel,
--- monitors that no region can take are not claimed (they stay due; the tick counts them).
--- p_rr: the round-robin position this chunk starts at; wheeled: jobs routed by the wheel.
--- p_keep_existing: a slot can only be in the outbox already when next_check_at was moved
--- back by hand; the tick first tries a plain INSERT (about 10% faster than ON CONFLICT's
--- per-row check) and, should that hit the unique key, redoes the chunk keeping the jobs
--- already there. p_skip: monitors this tick could not schedule (see _tick_step).
-CREATE OR REPLACE FUNCTION pgpulse._tick_chunk(
+-- Every slot of a monitor up to the horizon is written at once (several for sub-minute
+-- intervals), each with its exact deliver_at; a multi-region monitor (check_regions) gets
+-- one job per slot and region (see _route_each). p_route, p_wheel: from _routing. A
+-- single-region monitor's region is route ->> preferred_region when it allows fallback,
+-- else its preferred region (_route, spelled out); NULL: the wheel (round-robin). With no
+-- wheel, monitors that no region can take are not claimed (they stay due; the tick counts
+-- them). p_rr: the round-robin position this chunk starts at; wheeled: monitors routed by
+-- the wheel. p_keep_existing: a slot can only be in the outbox already when next_check_at
+-- was moved back by hand; the tick first tries a plain INSERT (about 10% faster than ON
+-- CONFLICT's per-row check) and, should that hit the unique key, redoes the chunk with
+-- p_keep_existing, which keeps the jobs already there. p_skip: ids (as text) of monitors
+-- this tick could not schedule (see _tick_step).
+CREATE FUNCTION pgpulse._tick_chunk(
     p_horizon timestamptz, p_chunk integer, p_rr bigint, p_route jsonb, p_wheel text[],
-    p_keep_existing boolean, p_skip uuid[],
+    p_keep_existing boolean, p_skip text[],
     OUT claimed integer, OUT written integer, OUT wheeled integer)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -243,26 +184,31 @@ DECLARE
 BEGIN
     WITH due AS MATERIALIZED (
         SELECT m.ctid AS row_ref, m.id, m.check_spec, m.criticality, m.allow_fallback,
-               make_interval(mins => m.check_interval_minutes) AS iv,
+               m.check_regions, m.check_interval_seconds AS iv_s,
                CASE
                    -- more than a year late (or a -infinity that slipped past the CHECK):
                    -- restart on the phase grid, the latest slot not after now
                    WHEN m.next_check_at < v_now - interval '1 year'
-                       THEN pgpulse.first_slot(m.id, m.check_interval_minutes,
-                                               v_now - make_interval(mins => m.check_interval_minutes))
+                       THEN pgpulse._grid_slot(m.id::text, m.check_interval_seconds,
+                                               v_now - make_interval(secs => m.check_interval_seconds))
                    -- catch-up: the latest slot not after now, never one per missed slot
-                   ELSE m.next_check_at + make_interval(mins => m.check_interval_minutes)
+                   ELSE m.next_check_at + make_interval(secs => m.check_interval_seconds)
                         * greatest(0, floor(extract(epoch FROM v_now - m.next_check_at)
-                                            / (m.check_interval_minutes * 60)))::float8
+                                            / m.check_interval_seconds))::float8
                END AS slot,
-               CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
-                    ELSE m.preferred_region END AS routed
+               CASE WHEN m.check_regions IS NULL
+                    THEN CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
+                              ELSE m.preferred_region END
+               END AS routed
           FROM public.monitors m
          WHERE m.is_active AND m.next_check_at <= p_horizon
-           AND (p_wheel IS NOT NULL
-                OR CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
-                        ELSE m.preferred_region END IS NOT NULL)
-           AND m.id <> ALL (p_skip)
+           AND CASE WHEN m.check_regions IS NULL
+                    THEN p_wheel IS NOT NULL
+                         OR CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
+                                 ELSE m.preferred_region END IS NOT NULL
+                    ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, p_route) IS NOT NULL
+               END
+           AND (cardinality(p_skip) = 0 OR m.id::text <> ALL (p_skip))
          ORDER BY m.next_check_at
          LIMIT p_chunk
            FOR UPDATE OF m SKIP LOCKED
@@ -270,16 +216,26 @@ BEGIN
         -- the wheel continues where the previous chunk left it: a running count of the
         -- wheel's rows (no sort needed)
         SELECT d.*,
-               coalesce(d.routed,
-                        p_wheel[1 + ((p_rr + count(*) FILTER (WHERE d.routed IS NULL)
-                                                 OVER (ROWS UNBOUNDED PRECEDING))
-                                     % cardinality(p_wheel))::integer]) AS region
+               -- the slots up to the horizon: the first one, and n - 1 more
+               floor(extract(epoch FROM p_horizon - d.slot) / d.iv_s)::integer + 1 AS n,
+               CASE WHEN d.check_regions IS NULL THEN
+                   ARRAY[coalesce(d.routed,
+                       p_wheel[1 + ((p_rr + count(*) FILTER (WHERE d.routed IS NULL
+                                                               AND d.check_regions IS NULL)
+                                                OVER (ROWS UNBOUNDED PRECEDING))
+                                    % cardinality(p_wheel))::integer])]
+               ELSE pgpulse._route_each(d.check_regions, d.allow_fallback, p_route) END AS regions
           FROM due d
     ), job AS NOT MATERIALIZED (  -- computed only by the INSERT that runs
-        SELECT md5(r.id::text || '/' || r.region || '/' || extract(epoch FROM r.slot)::text)::uuid,
-               r.id, r.region, r.criticality, r.slot, r.slot, r.slot + r.iv, r.allow_fallback,
-               r.check_spec
+        SELECT md5(r.id::text || '/' || g.region || '/' || extract(epoch FROM s.slot)::text)::uuid,
+               r.id, g.region, r.criticality, s.slot, s.slot,
+               s.slot + make_interval(secs => r.iv_s), r.allow_fallback,
+               CASE WHEN r.check_regions IS NULL THEN r.check_spec
+                    ELSE r.check_spec || jsonb_build_object('slot_regions', r.regions) END
           FROM routed r
+         CROSS JOIN LATERAL unnest(r.regions) g(region)
+         CROSS JOIN LATERAL (SELECT r.slot + make_interval(secs => r.iv_s) * k AS slot
+                               FROM generate_series(0, r.n - 1) k) s
     ), inserted AS (
         INSERT INTO pgpulse.outbox
                (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
@@ -295,7 +251,7 @@ BEGIN
         RETURNING 1
     ), bumped AS (
         UPDATE public.monitors m
-           SET next_check_at = r.slot + r.iv,
+           SET next_check_at = r.slot + make_interval(secs => r.iv_s) * r.n,
                last_scheduled_at = v_now
           FROM routed r
          WHERE m.ctid = r.row_ref
@@ -303,7 +259,8 @@ BEGIN
     SELECT d.claimed, d.wheeled,
            (SELECT count(*) FROM inserted) + (SELECT count(*) FROM inserted_keeping)
       INTO claimed, wheeled, written
-      FROM (SELECT count(*) AS claimed, count(*) FILTER (WHERE routed IS NULL) AS wheeled
+      FROM (SELECT count(*) AS claimed,
+                   count(*) FILTER (WHERE routed IS NULL AND check_regions IS NULL) AS wheeled
               FROM due) d;
 END
 $$;
@@ -311,7 +268,7 @@ $$;
 -- Lock waits end at the tick's deadline (a LOCK TABLE or an index build elsewhere cannot
 -- hold the tick past its minute); a shorter lock_timeout of the session is kept. Local to
 -- the transaction: a commit ends it.
-CREATE OR REPLACE FUNCTION pgpulse._tick_bound_lock_wait(p_deadline timestamptz)
+CREATE FUNCTION pgpulse._tick_bound_lock_wait(p_deadline timestamptz)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -328,7 +285,7 @@ END
 $$;
 
 -- Checks a tick's arguments and opens its run record; returns its deadline.
-CREATE OR REPLACE FUNCTION pgpulse._tick_begin(
+CREATE FUNCTION pgpulse._tick_begin(
     p_trigger text, p_budget interval, p_lookahead interval, p_chunk integer,
     OUT run_id bigint, OUT deadline timestamptz, OUT rr bigint)
 LANGUAGE plpgsql
@@ -361,7 +318,7 @@ END
 $$;
 
 -- 'budget' when a chunk as slow as the slowest so far would end past the deadline.
-CREATE OR REPLACE FUNCTION pgpulse._tick_time_up(p_deadline timestamptz, p_slowest interval)
+CREATE FUNCTION pgpulse._tick_time_up(p_deadline timestamptz, p_slowest interval)
 RETURNS text
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -375,10 +332,10 @@ $$;
 -- monitor's row, the step goes one monitor at a time and skips the rows that fail, so
 -- one bad row never stops the others; skip: the monitors skipped so far in this tick.
 -- done: nothing was left to claim. A lock wait past the deadline raises lock_not_available.
-CREATE OR REPLACE FUNCTION pgpulse._tick_step(
+CREATE FUNCTION pgpulse._tick_step(
     p_run_id bigint, p_deadline timestamptz, p_lookahead interval, p_chunk integer,
-    p_rr bigint, p_skip uuid[], p_slowest interval,
-    OUT done boolean, OUT next_rr bigint, OUT skip uuid[], OUT slowest interval)
+    p_rr bigint, p_skip text[], p_slowest interval,
+    OUT done boolean, OUT next_rr bigint, OUT skip text[], OUT slowest interval)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -394,7 +351,7 @@ DECLARE
     v_skipped  integer := 0;
     v_detail   text;
     v_failed   boolean := false;
-    v_id       uuid;
+    v_id       text;
     c          record;
 BEGIN
     skip := coalesce(p_skip, '{}');
@@ -421,13 +378,17 @@ BEGIN
     END;
     IF v_failed THEN
         FOR i IN 1 .. v_chunk LOOP
-            SELECT m.id INTO v_id
+            -- the monitor the next one-monitor chunk claims (the same query, as _tick_chunk)
+            SELECT m.id::text INTO v_id
               FROM public.monitors m
              WHERE m.is_active AND m.next_check_at <= v_horizon
-               AND (v_wheel IS NOT NULL
-                    OR CASE WHEN m.allow_fallback THEN v_route ->> m.preferred_region
-                            ELSE m.preferred_region END IS NOT NULL)
-               AND m.id <> ALL (skip)
+               AND CASE WHEN m.check_regions IS NULL
+                        THEN v_wheel IS NOT NULL
+                             OR CASE WHEN m.allow_fallback THEN v_route ->> m.preferred_region
+                                     ELSE m.preferred_region END IS NOT NULL
+                        ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, v_route) IS NOT NULL
+                   END
+               AND (cardinality(skip) = 0 OR m.id::text <> ALL (skip))
              ORDER BY m.next_check_at
              LIMIT 1
                FOR UPDATE OF m SKIP LOCKED;
@@ -467,9 +428,9 @@ BEGIN
 END
 $$;
 
--- Due monitors that no region can take now (only possible with no round-robin region),
--- counted up to p_limit so that the count stays inside the tick's budget.
-CREATE OR REPLACE FUNCTION pgpulse._unrouted(p_horizon timestamptz, p_route jsonb, p_limit integer)
+-- Due monitors that no region can take now (none of a multi-region monitor's regions, or
+-- no round-robin region), counted up to p_limit so that the count stays inside the budget.
+CREATE FUNCTION pgpulse._unrouted(p_horizon timestamptz, p_route jsonb, p_limit integer)
 RETURNS integer
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -478,14 +439,17 @@ AS $$
       FROM (SELECT 1
               FROM public.monitors m
              WHERE m.is_active AND m.next_check_at <= p_horizon
-               AND CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
-                        ELSE m.preferred_region END IS NULL
+               AND CASE WHEN m.check_regions IS NULL
+                        THEN CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
+                                  ELSE m.preferred_region END IS NULL
+                        ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, p_route) IS NULL
+                   END
              LIMIT p_limit) u
 $$;
 
 -- Closes a tick's run record: why it stopped and, while its budget lasts, how many due
 -- monitors no region could take.
-CREATE OR REPLACE FUNCTION pgpulse._tick_finish(
+CREATE FUNCTION pgpulse._tick_finish(
     p_run_id bigint, p_deadline timestamptz, p_lookahead interval, p_stop text)
 RETURNS void
 LANGUAGE plpgsql
@@ -493,16 +457,13 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_route    jsonb;
-    v_wheel    text[];
     v_unrouted integer := 0;
 BEGIN
     -- the record itself may wait a little past the deadline, never long
     PERFORM pgpulse._tick_bound_lock_wait(greatest(p_deadline, clock_timestamp() + interval '1 second'));
     IF p_stop = 'drained' THEN
-        SELECT r.route, r.wheel INTO v_route, v_wheel FROM pgpulse._routing() r;
-        IF v_wheel IS NULL THEN
-            v_unrouted := pgpulse._unrouted(clock_timestamp() + p_lookahead, v_route, 1000000);
-        END IF;
+        SELECT r.route INTO v_route FROM pgpulse._routing() r;
+        v_unrouted := pgpulse._unrouted(clock_timestamp() + p_lookahead, v_route, 1000000);
     END IF;
     UPDATE pgpulse.tick_runs
        SET finished_at = clock_timestamp(), cut_short = p_stop <> 'drained',
@@ -526,7 +487,7 @@ AS $$
 DECLARE
     v_deadline timestamptz;
     v_rr       bigint;
-    v_skip     uuid[];
+    v_skip     text[];
     v_slowest  interval;   -- NULL until a chunk ran
     v_done     boolean;
     v_stop     text;
@@ -556,16 +517,60 @@ BEGIN
 END
 $$;
 
+-- after monitors_interval (triggers fire in name order), which sets the seconds
+CREATE TRIGGER monitors_rephase
+    BEFORE UPDATE OF check_interval_minutes, check_interval_seconds ON public.monitors
+    FOR EACH ROW WHEN (NEW.check_interval_seconds IS DISTINCT FROM OLD.check_interval_seconds)
+    EXECUTE FUNCTION pgpulse._monitor_rephase();
+
+CREATE TRIGGER monitors_update_jobs
+    AFTER UPDATE OF url, method, timeout_ms, expected_status, check_retries,
+                    check_retry_delay_ms, check_spec, criticality, allow_fallback
+    ON public.monitors
+    FOR EACH ROW WHEN (NEW.check_spec IS DISTINCT FROM OLD.check_spec
+                       OR NEW.criticality IS DISTINCT FROM OLD.criticality
+                       OR NEW.allow_fallback IS DISTINCT FROM OLD.allow_fallback)
+    EXECUTE FUNCTION pgpulse._monitor_update_jobs();
+
+CREATE TRIGGER monitors_deactivated_drop_jobs
+    AFTER UPDATE OF is_active ON public.monitors
+    FOR EACH ROW WHEN (OLD.is_active AND NOT NEW.is_active)
+    EXECUTE FUNCTION pgpulse._monitor_drop_jobs();
+
+CREATE TRIGGER monitors_deleted_drop_jobs
+    AFTER DELETE ON public.monitors
+    FOR EACH ROW EXECUTE FUNCTION pgpulse._monitor_drop_jobs();
+
+-- The tick writes jobs without last_error: it never fires this.
+CREATE TRIGGER outbox_requeue_current
+    BEFORE INSERT ON pgpulse.outbox
+    FOR EACH ROW WHEN (NEW.last_error IS NOT NULL)
+    EXECUTE FUNCTION pgpulse._outbox_requeue_current();
+
+-- every plpgsql function pgpulse has (an adopted table's too) pins search_path
+DO $$
+DECLARE
+    v_function regprocedure;
+BEGIN
+    FOR v_function IN SELECT p.oid FROM pg_catalog.pg_proc p
+                       WHERE p.pronamespace = 'pgpulse'::regnamespace AND p.prokind = 'f'
+                         AND p.prolang = (SELECT oid FROM pg_catalog.pg_language
+                                           WHERE lanname = 'plpgsql') LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', v_function);
+    END LOOP;
+END
+$$;
+
 -- ================================================================= privileges
 -- Functions are executable by PUBLIC by default: the tick and its parts are not (the
--- roles in sql/roles.sql grant them). first_slot and _phase_seconds stay public: the
--- product's own role inserts monitors, whose trigger calls them.
+-- roles in sql/roles.sql grant them). The slot functions stay public: the product's own
+-- role inserts and edits monitors, whose triggers call them.
 REVOKE EXECUTE ON PROCEDURE pgpulse.tick(bigint, text, interval, interval, integer) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION
     pgpulse._tick_begin(text, interval, interval, integer),
     pgpulse._tick_time_up(timestamptz, interval),
-    pgpulse._tick_step(bigint, timestamptz, interval, integer, bigint, uuid[], interval),
-    pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, uuid[]),
+    pgpulse._tick_step(bigint, timestamptz, interval, integer, bigint, text[], interval),
+    pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, text[]),
     pgpulse._tick_bound_lock_wait(timestamptz),
     pgpulse._tick_finish(bigint, timestamptz, interval, text),
     pgpulse._routing(),
