@@ -92,9 +92,11 @@ class Relay:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop.set)
         s = self.settings
+        # behind a transaction-mode pooler every statement may meet another server session
+        prepare = {} if s.listen else {"prepare_threshold": None}
         self.pool = AsyncConnectionPool(
-            self.dsn, min_size=1, max_size=8 * s.concurrency + 4, open=False,
-            kwargs={"application_name": "pgpulse-relay"},
+            self.dsn, min_size=1, max_size=s.pool_size, open=False,
+            kwargs={"application_name": "pgpulse-relay", **prepare},
             check=AsyncConnectionPool.check_connection, reconnect_timeout=3600)
         try:
             await self.pool.open(wait=True, timeout=30)
@@ -109,9 +111,10 @@ class Relay:
             if not self.regions:
                 raise ConfigError("no enabled region has an Upstash endpoint configured")
             logs.event("relay_started", regions=sorted(self.regions), once=self.once,
-                       batch_size=s.batch_size, concurrency=s.concurrency)
+                       batch_size=s.batch_size, concurrency=s.concurrency, listen=s.listen,
+                       pool_size=s.pool_size)
             self._start_workers()
-            if not self.once:
+            if not self.once and s.listen:
                 self._spawn(self._listen(), "listen")
                 self._spawn(self._watch_regions(), "regions")
                 self._spawn(self._sample_depth(), "depth")

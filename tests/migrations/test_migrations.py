@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from relay import migrate
 from relay.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0004"
+HEAD = "0005"
 _names = itertools.count()
 
 
@@ -92,7 +93,7 @@ def test_upgrade_downgrade_to_base_and_upgrade_again(pg_server, empty_db, capsys
     migrate.upgrade(dsn)
     assert version(dsn) == HEAD
     first = schema_dump(pg_server, dsn)
-    assert objects(dsn) == {"schemas": 1, "tables": 5, "routines": 24, "has_version_table": True}
+    assert objects(dsn) == {"schemas": 1, "tables": 5, "routines": 26, "has_version_table": True}
 
     migrate.downgrade(dsn, "base")
     assert version(dsn) is None
@@ -206,7 +207,7 @@ MONITOR_COLUMNS_0001 = ("id, url, method, timeout_ms, expected_status, check_ret
                         "created_at, check_spec")
 
 
-# pgpulse.tick_runs as revision 0001 made it; 0004 adds columns after these
+# pgpulse.tick_runs as revision 0001 made it; 0005 adds columns after these
 TICK_RUN_COLUMNS_0001 = ("id, trigger, started_at, finished_at, budget_ms, lookahead_ms, "
                          "monitors_claimed, jobs_written, chunks, cut_short, unrouted")
 
@@ -316,13 +317,13 @@ def product_rows(dsn: str) -> list:
             " owner_email FROM public.monitors ORDER BY id").fetchall()
 
 
-def test_a_populated_0003_install_upgrades_to_0004_and_back(pg_server, empty_db, capsys):
-    """0004 refuses non-finite next_check_at: rows holding one are kept, made finite
+def test_a_populated_0004_install_upgrades_to_0005_and_back(pg_server, empty_db, capsys):
+    """0005 refuses non-finite next_check_at: rows holding one are kept, made finite
     (-infinity "check now" is due now, infinity "never" lies in year 9999); every other
-    value stays. Down again, the schema is 0003's exactly."""
+    value stays. Down again, the schema is 0004's exactly."""
     dsn, reference = empty_db(), empty_db()
-    migrate.upgrade(reference, "0003")
-    migrate.upgrade(dsn, "0003")
+    migrate.upgrade(reference, "0004")
+    migrate.upgrade(dsn, "0004")
     populate(dsn + "?options=-csearch_path%3Dpgpulse,public")  # regions is pgpulse's since 0002
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("UPDATE public.monitors SET next_check_at = '-infinity' WHERE url LIKE '%/1'")
@@ -344,10 +345,28 @@ def test_a_populated_0003_install_upgrades_to_0004_and_back(pg_server, empty_db,
         assert ends == {"https://example.com/1": True, "https://example.com/2": False}
         assert conn.execute("SELECT extract(year FROM next_check_at) FROM public.monitors "
                             "WHERE url LIKE '%/2'").fetchone()[0] == 9999
-        run_id = conn.execute("CALL pgpulse.tick(p_trigger => 'after-0004')").fetchone()[0]
+        run_id = conn.execute("CALL pgpulse.tick(p_trigger => 'after-0005')").fetchone()[0]
         assert conn.execute("SELECT stop_reason, skipped FROM pgpulse.tick_runs WHERE id = %s",
                             (run_id,)).fetchone() == ("drained", 0)
 
-    migrate.downgrade(dsn, "0003")
-    assert version(dsn) == "0003"
+    migrate.downgrade(dsn, "0004")
+    assert version(dsn) == "0004"
     assert schema_dump(pg_server, dsn) == schema_dump(pg_server, reference)
+
+
+def test_offline_sql_builds_the_same_schema_when_a_dba_runs_it(pg_server, empty_db, tmp_path):
+    """`pgpulse migrate --sql` prints the DDL without a database (the URL points nowhere);
+    psql runs it into an empty database: the schema equals a migrated one, at head."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["DATABASE_URL"] = "postgresql://nobody@127.0.0.1:9/nowhere"
+    printed = subprocess.run([sys.executable, "-m", "relay", "migrate", "--sql"], cwd=tmp_path,
+                             env=env | {"PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    assert printed.returncode == 0, printed.stderr
+    script = tmp_path / "upgrade.sql"
+    script.write_text(printed.stdout)
+    by_dba, migrated = empty_db(), empty_db()
+    subprocess.run([str(pg_server.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                    "-d", by_dba, "-f", str(script)], check=True, capture_output=True, text=True)
+    migrate.upgrade(migrated)
+    assert version(by_dba) == HEAD
+    assert schema_dump(pg_server, by_dba) == schema_dump(pg_server, migrated)

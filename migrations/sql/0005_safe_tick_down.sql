@@ -1,4 +1,4 @@
--- Revision 0004 downgrade: the tick and its functions as revision 0003 left them, without
+-- Revision 0005 downgrade: the tick and its functions as revision 0004 left them, without
 -- the triggers that make edits reach the outbox and without the new run-record columns.
 -- Rows stay. (The roles stay: they are the cluster's; the pg_cron job keeps its user.)
 
@@ -23,7 +23,7 @@ DROP FUNCTION pgpulse._unrouted(timestamptz, jsonb, integer);
 ALTER TABLE pgpulse.tick_runs DROP COLUMN skipped, DROP COLUMN skip_detail, DROP COLUMN stop_reason;
 ALTER TABLE public.monitors DROP CONSTRAINT monitor_next_check_at_finite;
 
--- pgpulse's roles lose what 0004 granted them
+-- pgpulse's roles lose what 0005 granted them
 DO $$
 BEGIN
     IF (SELECT count(*) FROM pg_catalog.pg_roles
@@ -49,7 +49,7 @@ $$;
 GRANT EXECUTE ON FUNCTION pgpulse._routing() TO PUBLIC;
 GRANT EXECUTE ON PROCEDURE pgpulse.tick(bigint, text, interval, interval, integer) TO PUBLIC;
 
--- the tick and the slot functions as revision 0003 made them
+-- the tick and the slot functions as revision 0004 made them
 -- The phase of a monitor inside its interval, from a hash of its id (spreads new monitors),
 -- in milliseconds. The hash goes to bigint before abs(): abs() of the smallest integer would
 -- overflow.
@@ -62,6 +62,25 @@ $$;
 
 -- The first slot at or after p_from on the monitor's phase grid.
 CREATE OR REPLACE FUNCTION pgpulse.next_slot(p_id uuid, p_interval_seconds integer, p_from timestamptz)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT to_timestamp(
+        ceil((extract(epoch FROM p_from) - pgpulse._slot_phase(p_id, p_interval_seconds))
+             / p_interval_seconds) * p_interval_seconds
+        + pgpulse._slot_phase(p_id, p_interval_seconds))
+$$;
+
+-- The same two for a product's own ids that are not uuids (bigint, text: an adopted
+-- monitors table), by the hash of their text form; a uuid still takes the uuid ones.
+CREATE OR REPLACE FUNCTION pgpulse._slot_phase(p_id anyelement, p_interval_seconds integer)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT (abs(hashtext(p_id::text)::bigint) % (p_interval_seconds * 1000)) / 1000.0
+$$;
+
+CREATE OR REPLACE FUNCTION pgpulse.next_slot(p_id anyelement, p_interval_seconds integer, p_from timestamptz)
 RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$

@@ -1,6 +1,6 @@
--- Revision 0004: a tick that is safe inside a product's database.
+-- Revision 0005: a tick that is safe inside a product's database.
 -- * every function pins search_path; the tick procedure (it commits) only calls them
--- * pg_cron runs the tick as pgpulse_ticker (0004_roles.sql, then sql/cron.sql)
+-- * pg_cron runs the tick as pgpulse_ticker (0005_roles.sql, then sql/cron.sql)
 -- * non-finite next_check_at refused; one monitor's bad row never stops the others, the
 --   tick records what it skipped and why it stopped
 -- * lock waits end at the tick's deadline; arguments are range-checked
@@ -41,6 +41,28 @@ RETURN to_timestamp(
         ceil((extract(epoch FROM p_from) - pgpulse._slot_phase(p_id, p_interval_seconds))
              / p_interval_seconds) * p_interval_seconds
         + pgpulse._slot_phase(p_id, p_interval_seconds));
+
+-- The same two for a product's own ids that are not uuids (bigint, text: an adopted
+-- monitors table), by the hash of their text form; a uuid still takes the uuid ones.
+-- (Polymorphic: no SQL-standard body, so these pin search_path; they run per insert.)
+CREATE OR REPLACE FUNCTION pgpulse._slot_phase(p_id anyelement, p_interval_seconds integer)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (abs(hashtext(p_id::text)::bigint) % (p_interval_seconds * 1000)) / 1000.0
+$$;
+
+CREATE OR REPLACE FUNCTION pgpulse.next_slot(p_id anyelement, p_interval_seconds integer, p_from timestamptz)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT to_timestamp(
+        ceil((extract(epoch FROM p_from) - pgpulse._slot_phase(p_id, p_interval_seconds))
+             / p_interval_seconds) * p_interval_seconds
+        + pgpulse._slot_phase(p_id, p_interval_seconds))
+$$;
 
 -- The same two for an interval in minutes (kept for callers of revision 0001).
 CREATE OR REPLACE FUNCTION pgpulse._phase_seconds(p_id uuid, p_interval_minutes integer)
@@ -547,15 +569,17 @@ CREATE TRIGGER outbox_requeue_current
     FOR EACH ROW WHEN (NEW.last_error IS NOT NULL)
     EXECUTE FUNCTION pgpulse._outbox_requeue_current();
 
--- every plpgsql function pgpulse has (an adopted table's too) pins search_path
+-- every plpgsql function pgpulse has, and every polymorphic SQL one (an adopted table's
+-- too), pins search_path; other SQL functions got SQL-standard bodies above
 DO $$
 DECLARE
     v_function regprocedure;
 BEGIN
     FOR v_function IN SELECT p.oid FROM pg_catalog.pg_proc p
                        WHERE p.pronamespace = 'pgpulse'::regnamespace AND p.prokind = 'f'
-                         AND p.prolang = (SELECT oid FROM pg_catalog.pg_language
-                                           WHERE lanname = 'plpgsql') LOOP
+                         AND (p.prolang = (SELECT oid FROM pg_catalog.pg_language
+                                            WHERE lanname = 'plpgsql')
+                              OR 'anyelement'::regtype = ANY (p.proargtypes)) LOOP
         EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', v_function);
     END LOOP;
 END
