@@ -51,12 +51,13 @@ BEGIN
     REVOKE ALL ON pgpulse.outbox FROM pgpulse_ticker;
     GRANT INSERT ON pgpulse.outbox TO pgpulse_ticker;
     GRANT SELECT, INSERT, UPDATE ON pgpulse.tick_runs TO pgpulse_ticker;
+    GRANT SELECT, UPDATE (skipped_slots) ON pgpulse.maintenance_windows TO pgpulse_ticker;
     GRANT EXECUTE ON PROCEDURE pgpulse.tick(bigint, text, interval, interval, integer) TO pgpulse_ticker;
     GRANT EXECUTE ON FUNCTION
         pgpulse._tick_begin(text, interval, interval, integer),
         pgpulse._tick_time_up(timestamptz, interval),
         pgpulse._tick_step(bigint, timestamptz, interval, integer, bigint, text[], interval),
-        pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, text[]),
+        pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[]),
         pgpulse._tick_bound_lock_wait(timestamptz),
         pgpulse._tick_finish(bigint, timestamptz, interval, text),
         pgpulse._routing(),

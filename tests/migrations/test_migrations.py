@@ -18,7 +18,7 @@ from relay import migrate
 from relay.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0005"
+HEAD = "0006"
 _names = itertools.count()
 
 
@@ -93,7 +93,7 @@ def test_upgrade_downgrade_to_base_and_upgrade_again(pg_server, empty_db, capsys
     migrate.upgrade(dsn)
     assert version(dsn) == HEAD
     first = schema_dump(pg_server, dsn)
-    assert objects(dsn) == {"schemas": 1, "tables": 5, "routines": 26, "has_version_table": True}
+    assert objects(dsn) == {"schemas": 1, "tables": 6, "routines": 30, "has_version_table": True}
 
     migrate.downgrade(dsn, "base")
     assert version(dsn) is None
@@ -206,8 +206,11 @@ MONITOR_COLUMNS_0001 = ("id, url, method, timeout_ms, expected_status, check_ret
                         "allow_fallback, criticality, next_check_at, last_scheduled_at, "
                         "created_at, check_spec")
 
+TICK_RUN_COLUMNS_0001 = ("id, trigger, started_at, finished_at, budget_ms, lookahead_ms, "
+                         "monitors_claimed, jobs_written, chunks, cut_short, unrouted")
 
-# pgpulse.tick_runs as revision 0001 made it; 0005 adds columns after these
+
+# pgpulse.tick_runs as revision 0001 made it; later revisions add columns after these
 TICK_RUN_COLUMNS_0001 = ("id, trigger, started_at, finished_at, budget_ms, lookahead_ms, "
                          "monitors_claimed, jobs_written, chunks, cut_short, unrouted")
 
@@ -317,13 +320,13 @@ def product_rows(dsn: str) -> list:
             " owner_email FROM public.monitors ORDER BY id").fetchall()
 
 
-def test_a_populated_0004_install_upgrades_to_0005_and_back(pg_server, empty_db, capsys):
-    """0005 refuses non-finite next_check_at: rows holding one are kept, made finite
+def test_a_populated_0005_install_upgrades_to_0006_and_back(pg_server, empty_db, capsys):
+    """0006 refuses non-finite next_check_at: rows holding one are kept, made finite
     (-infinity "check now" is due now, infinity "never" lies in year 9999); every other
-    value stays. Down again, the schema is 0004's exactly."""
+    value stays. Down again, the schema is 0005's exactly."""
     dsn, reference = empty_db(), empty_db()
-    migrate.upgrade(reference, "0004")
-    migrate.upgrade(dsn, "0004")
+    migrate.upgrade(reference, "0005")
+    migrate.upgrade(dsn, "0005")
     populate(dsn + "?options=-csearch_path%3Dpgpulse,public")  # regions is pgpulse's since 0002
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("UPDATE public.monitors SET next_check_at = '-infinity' WHERE url LIKE '%/1'")
@@ -345,12 +348,12 @@ def test_a_populated_0004_install_upgrades_to_0005_and_back(pg_server, empty_db,
         assert ends == {"https://example.com/1": True, "https://example.com/2": False}
         assert conn.execute("SELECT extract(year FROM next_check_at) FROM public.monitors "
                             "WHERE url LIKE '%/2'").fetchone()[0] == 9999
-        run_id = conn.execute("CALL pgpulse.tick(p_trigger => 'after-0005')").fetchone()[0]
+        run_id = conn.execute("CALL pgpulse.tick(p_trigger => 'after-0006')").fetchone()[0]
         assert conn.execute("SELECT stop_reason, skipped FROM pgpulse.tick_runs WHERE id = %s",
                             (run_id,)).fetchone() == ("drained", 0)
 
-    migrate.downgrade(dsn, "0004")
-    assert version(dsn) == "0004"
+    migrate.downgrade(dsn, "0005")
+    assert version(dsn) == "0005"
     assert schema_dump(pg_server, dsn) == schema_dump(pg_server, reference)
 
 

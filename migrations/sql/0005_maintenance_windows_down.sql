@@ -1,141 +1,6 @@
--- Revision 0005 downgrade: the tick and its functions as revision 0004 left them, without
--- the triggers that make edits reach the outbox and without the new run-record columns.
--- Rows stay. (The roles stay: they are the cluster's; the pg_cron job keeps its user.)
+-- Down from revision 0005 to 0004: no maintenance windows.
+DROP FUNCTION pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz);
 
-DROP TRIGGER monitors_rephase ON public.monitors;
-DROP TRIGGER monitors_update_jobs ON public.monitors;
-DROP TRIGGER monitors_deactivated_drop_jobs ON public.monitors;
-DROP TRIGGER monitors_deleted_drop_jobs ON public.monitors;
-DROP TRIGGER outbox_requeue_current ON pgpulse.outbox;
-DROP FUNCTION pgpulse._monitor_rephase();
-DROP FUNCTION pgpulse._monitor_drop_jobs();
-DROP FUNCTION pgpulse._monitor_update_jobs();
-DROP FUNCTION pgpulse._outbox_requeue_current();
-DROP FUNCTION pgpulse._grid_slot(text, integer, timestamptz);
-DROP FUNCTION pgpulse._tick_begin(text, interval, interval, integer);
-DROP FUNCTION pgpulse._tick_time_up(timestamptz, interval);
-DROP FUNCTION pgpulse._tick_step(bigint, timestamptz, interval, integer, bigint, text[], interval);
-DROP FUNCTION pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, text[]);
-DROP FUNCTION pgpulse._tick_bound_lock_wait(timestamptz);
-DROP FUNCTION pgpulse._tick_finish(bigint, timestamptz, interval, text);
-DROP FUNCTION pgpulse._unrouted(timestamptz, jsonb, integer);
-
-ALTER TABLE pgpulse.tick_runs DROP COLUMN skipped, DROP COLUMN skip_detail, DROP COLUMN stop_reason;
-ALTER TABLE public.monitors DROP CONSTRAINT monitor_next_check_at_finite;
-
--- pgpulse's roles lose what 0005 granted them
-DO $$
-BEGIN
-    IF (SELECT count(*) FROM pg_catalog.pg_roles
-         WHERE rolname IN ('pgpulse_relay', 'pgpulse_ticker')) = 2 THEN
-        REVOKE ALL ON public.monitors FROM pgpulse_relay, pgpulse_ticker;
-        REVOKE ALL ON ALL TABLES IN SCHEMA pgpulse FROM pgpulse_relay, pgpulse_ticker;
-        REVOKE ALL ON ALL ROUTINES IN SCHEMA pgpulse FROM pgpulse_relay, pgpulse_ticker;
-        REVOKE ALL ON SCHEMA pgpulse FROM pgpulse_relay, pgpulse_ticker;
-    END IF;
-END
-$$;
-
-DO $$
-DECLARE
-    v_function regprocedure;
-BEGIN
-    FOR v_function IN SELECT p.oid FROM pg_catalog.pg_proc p
-                       WHERE p.pronamespace = 'pgpulse'::regnamespace AND p.prokind = 'f' LOOP
-        EXECUTE format('ALTER FUNCTION %s RESET search_path', v_function);
-    END LOOP;
-END
-$$;
-GRANT EXECUTE ON FUNCTION pgpulse._routing() TO PUBLIC;
-GRANT EXECUTE ON PROCEDURE pgpulse.tick(bigint, text, interval, interval, integer) TO PUBLIC;
-
--- the tick and the slot functions as revision 0004 made them
--- The phase of a monitor inside its interval, from a hash of its id (spreads new monitors),
--- in milliseconds. The hash goes to bigint before abs(): abs() of the smallest integer would
--- overflow.
-CREATE OR REPLACE FUNCTION pgpulse._slot_phase(p_id uuid, p_interval_seconds integer)
-RETURNS double precision
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT (abs(hashtext(p_id::text)::bigint) % (p_interval_seconds * 1000)) / 1000.0
-$$;
-
--- The first slot at or after p_from on the monitor's phase grid.
-CREATE OR REPLACE FUNCTION pgpulse.next_slot(p_id uuid, p_interval_seconds integer, p_from timestamptz)
-RETURNS timestamptz
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT to_timestamp(
-        ceil((extract(epoch FROM p_from) - pgpulse._slot_phase(p_id, p_interval_seconds))
-             / p_interval_seconds) * p_interval_seconds
-        + pgpulse._slot_phase(p_id, p_interval_seconds))
-$$;
-
--- The same two for a product's own ids that are not uuids (bigint, text: an adopted
--- monitors table), by the hash of their text form; a uuid still takes the uuid ones.
-CREATE OR REPLACE FUNCTION pgpulse._slot_phase(p_id anyelement, p_interval_seconds integer)
-RETURNS double precision
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT (abs(hashtext(p_id::text)::bigint) % (p_interval_seconds * 1000)) / 1000.0
-$$;
-
-CREATE OR REPLACE FUNCTION pgpulse.next_slot(p_id anyelement, p_interval_seconds integer, p_from timestamptz)
-RETURNS timestamptz
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT to_timestamp(
-        ceil((extract(epoch FROM p_from) - pgpulse._slot_phase(p_id, p_interval_seconds))
-             / p_interval_seconds) * p_interval_seconds
-        + pgpulse._slot_phase(p_id, p_interval_seconds))
-$$;
-
--- The same two for an interval in minutes (kept for callers of revision 0001).
-CREATE OR REPLACE FUNCTION pgpulse._phase_seconds(p_id uuid, p_interval_minutes integer)
-RETURNS double precision
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT pgpulse._slot_phase(p_id, p_interval_minutes * 60)
-$$;
-
-CREATE OR REPLACE FUNCTION pgpulse.first_slot(p_id uuid, p_interval_minutes integer, p_from timestamptz)
-RETURNS timestamptz
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT pgpulse.next_slot(p_id, p_interval_minutes * 60, p_from)
-$$;
-
--- The region a monitor's job goes to (see _routing), or NULL for round-robin.
--- Simple enough to be inlined into the tick's queries.
-CREATE OR REPLACE FUNCTION pgpulse._route(p_preferred text, p_allow_fallback boolean, p_route jsonb)
-RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT CASE WHEN p_allow_fallback THEN p_route ->> p_preferred ELSE p_preferred END
-$$;
-
--- The regions a multi-region monitor's slot goes to: each listed region routed by its own
--- fallback rules (see _route), without duplicates (two listed regions whose jobs would land
--- in one region make one job there), sorted; NULL when none can take a job.
-CREATE OR REPLACE FUNCTION pgpulse._route_each(p_regions text[], p_allow_fallback boolean, p_route jsonb)
-RETURNS text[]
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT array_agg(DISTINCT r ORDER BY r)
-      FROM unnest(p_regions) c, pgpulse._route(c, p_allow_fallback, p_route) r
-     WHERE r IS NOT NULL
-$$;
-
--- Claims one chunk of due monitors, writes their jobs, bumps their slots; returns counts.
--- Every slot of a monitor up to the horizon is written at once (several for sub-minute
--- intervals), each with its exact deliver_at; a multi-region monitor (check_regions) gets
--- one job per slot and region (see _route_each). p_route, p_wheel: from _routing. With no
--- wheel, monitors that no region can take are not claimed (they stay due; the tick counts
--- them). p_rr: the round-robin position this chunk starts at; wheeled: monitors routed by
--- the wheel. p_keep_existing: a slot can only be in the outbox already when next_check_at
--- was moved back by hand; the tick first tries a plain INSERT (about 10% faster than ON
--- CONFLICT's per-row check) and, should that hit the unique key, redoes the chunk with
--- p_keep_existing, which keeps the jobs already there.
 CREATE FUNCTION pgpulse._tick_chunk(
     p_horizon timestamptz, p_chunk integer, p_rr bigint, p_route jsonb, p_wheel text[],
     p_keep_existing boolean,
@@ -220,23 +85,6 @@ BEGIN
 END
 $$;
 
--- Due monitors that no region can take now (only possible with no round-robin region).
-CREATE FUNCTION pgpulse._unrouted(p_horizon timestamptz, p_route jsonb)
-RETURNS integer
-LANGUAGE sql STABLE
-AS $$
-    SELECT count(*)::integer
-      FROM public.monitors m
-     WHERE m.is_active AND m.next_check_at <= p_horizon
-       AND CASE WHEN m.check_regions IS NULL
-                THEN pgpulse._route(m.preferred_region, m.allow_fallback, p_route) IS NULL
-                ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, p_route) IS NULL
-           END
-$$;
-
--- One scheduler tick: claims due monitors chunk by chunk (a commit after each chunk) until
--- none are left or the time budget is nearly spent; records the run in pgpulse.tick_runs.
--- Must be CALLed outside a transaction block (autocommit), as pg_cron does.
 CREATE OR REPLACE PROCEDURE pgpulse.tick(
     INOUT run_id bigint DEFAULT NULL,
     p_trigger text DEFAULT 'manual',
@@ -316,3 +164,9 @@ BEGIN
 END
 $$;
 
+DROP TABLE pgpulse.maintenance_windows;
+DROP FUNCTION pgpulse._maintenance_take_back_jobs();
+DROP FUNCTION pgpulse._maintenance_check_zone();
+DROP FUNCTION pgpulse.maintenance_window_at(text, timestamptz);
+DROP FUNCTION pgpulse._maintenance_occurrences(timestamptz, timestamptz);
+ALTER TABLE pgpulse.tick_runs DROP COLUMN maintenance_skipped;

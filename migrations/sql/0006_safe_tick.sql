@@ -1,6 +1,6 @@
--- Revision 0005: a tick that is safe inside a product's database.
+-- Revision 0006: a tick that is safe inside a product's database.
 -- * every function pins search_path; the tick procedure (it commits) only calls them
--- * pg_cron runs the tick as pgpulse_ticker (0005_roles.sql, then sql/cron.sql)
+-- * pg_cron runs the tick as pgpulse_ticker (0006_roles.sql, then sql/cron.sql)
 -- * non-finite next_check_at refused; one monitor's bad row never stops the others, the
 --   tick records what it skipped and why it stopped
 -- * lock waits end at the tick's deadline; arguments are range-checked
@@ -22,7 +22,7 @@ ALTER TABLE pgpulse.tick_runs
 SET LOCAL search_path = pg_catalog, pg_temp;
 
 -- replaced by functions with other arguments
-DROP FUNCTION pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean);
+DROP FUNCTION pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz);
 DROP FUNCTION pgpulse._unrouted(timestamptz, jsonb);
 
 -- The phase of a monitor inside its interval, from a hash of its id (spreads new monitors),
@@ -189,20 +189,27 @@ RETURN to_timestamp(
 -- the wheel. p_keep_existing: a slot can only be in the outbox already when next_check_at
 -- was moved back by hand; the tick first tries a plain INSERT (about 10% faster than ON
 -- CONFLICT's per-row check) and, should that hit the unique key, redoes the chunk with
--- p_keep_existing, which keeps the jobs already there. p_skip: ids (as text) of monitors
--- this tick could not schedule (see _tick_step).
+-- p_keep_existing, which keeps the jobs already there. Slots inside a maintenance window
+-- are not written (skipped counts them, and so does the window). p_now: the clock, for
+-- tests that move it (NULL: clock_timestamp()). p_skip: ids (as text) of monitors this
+-- tick could not schedule (see _tick_step).
 CREATE FUNCTION pgpulse._tick_chunk(
     p_horizon timestamptz, p_chunk integer, p_rr bigint, p_route jsonb, p_wheel text[],
-    p_keep_existing boolean, p_skip text[],
-    OUT claimed integer, OUT written integer, OUT wheeled integer)
+    p_keep_existing boolean, p_now timestamptz DEFAULT NULL, p_skip text[] DEFAULT '{}',
+    OUT claimed integer, OUT written integer, OUT wheeled integer, OUT skipped integer)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 -- a chunk is small next to the table: join it row by row, never hash the whole table
 SET enable_hashjoin = off
 SET enable_mergejoin = off
+-- the planner cannot know how many slots a monitor has this tick and guesses 1000: JIT
+-- compiling for that guess costs seconds and never pays off
+SET jit = off
 AS $$
 DECLARE
-    v_now timestamptz := clock_timestamp();
+    v_now     timestamptz := coalesce(p_now, clock_timestamp());
+    -- without any window (the usual case) the tick never looks for one per slot
+    v_windows boolean := EXISTS (SELECT 1 FROM pgpulse.maintenance_windows);
 BEGIN
     WITH due AS MATERIALIZED (
         SELECT m.ctid AS row_ref, m.id, m.check_spec, m.criticality, m.allow_fallback,
@@ -248,16 +255,38 @@ BEGIN
                                     % cardinality(p_wheel))::integer])]
                ELSE pgpulse._route_each(d.check_regions, d.allow_fallback, p_route) END AS regions
           FROM due d
-    ), job AS NOT MATERIALIZED (  -- computed only by the INSERT that runs
-        SELECT md5(r.id::text || '/' || g.region || '/' || extract(epoch FROM s.slot)::text)::uuid,
-               r.id, g.region, r.criticality, s.slot, s.slot,
-               s.slot + make_interval(secs => r.iv_s), r.allow_fallback,
-               CASE WHEN r.check_regions IS NULL THEN r.check_spec
-                    ELSE r.check_spec || jsonb_build_object('slot_regions', r.regions) END
+    ), windows AS MATERIALIZED (
+        SELECT * FROM pgpulse._maintenance_occurrences(v_now - interval '1 day', p_horizon)
+         WHERE v_windows
+    ), slot AS NOT MATERIALIZED (
+        -- every slot up to the horizon, and the maintenance window it falls in
+        SELECT r.*, s.at,
+               CASE WHEN v_windows THEN (
+                   SELECT min(w.window_id) FROM windows w
+                    WHERE (w.monitor_ids IS NULL OR r.id::text = ANY (w.monitor_ids))
+                      AND s.at >= w.lo AND s.at < w.hi
+                      AND (s.at AT TIME ZONE w.time_zone) >= w.local_start
+                      AND (s.at AT TIME ZONE w.time_zone) < w.local_end) END AS window_id
           FROM routed r
-         CROSS JOIN LATERAL unnest(r.regions) g(region)
-         CROSS JOIN LATERAL (SELECT r.slot + make_interval(secs => r.iv_s) * k AS slot
+         CROSS JOIN LATERAL (SELECT r.slot + make_interval(secs => r.iv_s) * k AS at
                                FROM generate_series(0, r.n - 1) k) s
+    ), job AS NOT MATERIALIZED (  -- computed only by the INSERT that runs
+        SELECT md5(s.id::text || '/' || g.region || '/' || extract(epoch FROM s.at)::text)::uuid,
+               s.id, g.region, s.criticality, s.at, s.at,
+               s.at + make_interval(secs => s.iv_s), s.allow_fallback,
+               CASE WHEN s.check_regions IS NULL THEN s.check_spec
+                    ELSE s.check_spec || jsonb_build_object('slot_regions', s.regions) END
+          FROM slot s
+         CROSS JOIN LATERAL unnest(s.regions) g(region)
+         WHERE s.window_id IS NULL
+    ), skips AS (
+        SELECT window_id, count(*) AS n FROM slot
+         WHERE v_windows AND window_id IS NOT NULL GROUP BY window_id
+    ), counted AS (
+        UPDATE pgpulse.maintenance_windows w
+           SET skipped_slots = w.skipped_slots + k.n
+          FROM skips k
+         WHERE w.id = k.window_id
     ), inserted AS (
         INSERT INTO pgpulse.outbox
                (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
@@ -279,8 +308,9 @@ BEGIN
          WHERE m.ctid = r.row_ref
     )
     SELECT d.claimed, d.wheeled,
-           (SELECT count(*) FROM inserted) + (SELECT count(*) FROM inserted_keeping)
-      INTO claimed, wheeled, written
+           (SELECT count(*) FROM inserted) + (SELECT count(*) FROM inserted_keeping),
+           (SELECT coalesce(sum(n), 0) FROM skips)
+      INTO claimed, wheeled, written, skipped
       FROM (SELECT count(*) AS claimed,
                    count(*) FILTER (WHERE routed IS NULL AND check_regions IS NULL) AS wheeled
               FROM due) d;
@@ -372,6 +402,7 @@ DECLARE
     v_wheeled  integer := 0;
     v_skipped  integer := 0;
     v_detail   text;
+    v_in_windows integer := 0;  -- slots inside a maintenance window, not written
     v_failed   boolean := false;
     v_id       text;
     c          record;
@@ -383,15 +414,16 @@ BEGIN
     BEGIN
         BEGIN
             SELECT * INTO c FROM pgpulse._tick_chunk(v_horizon, v_chunk, p_rr, v_route, v_wheel,
-                                                     false, skip);
+                                                     false, NULL, skip);
         EXCEPTION WHEN unique_violation THEN
             -- a slot of this chunk is in the outbox already: redo it, keeping those jobs
             SELECT * INTO c FROM pgpulse._tick_chunk(v_horizon, v_chunk, p_rr, v_route, v_wheel,
-                                                     true, skip);
+                                                     true, NULL, skip);
         END;
         v_claimed := c.claimed;
         v_written := c.written;
         v_wheeled := c.wheeled;
+        v_in_windows := c.skipped;
     EXCEPTION
         WHEN lock_not_available OR query_canceled THEN
             RAISE;
@@ -417,11 +449,12 @@ BEGIN
             EXIT WHEN NOT FOUND;
             BEGIN
                 SELECT * INTO c FROM pgpulse._tick_chunk(v_horizon, 1, p_rr + v_wheeled, v_route,
-                                                         v_wheel, true, skip);
+                                                         v_wheel, true, NULL, skip);
                 EXIT WHEN c.claimed = 0;
                 v_claimed := v_claimed + c.claimed;
                 v_written := v_written + c.written;
                 v_wheeled := v_wheeled + c.wheeled;
+                v_in_windows := v_in_windows + c.skipped;
             EXCEPTION
                 WHEN lock_not_available OR query_canceled THEN
                     RAISE;
@@ -436,6 +469,7 @@ BEGIN
         UPDATE pgpulse.tick_runs
            SET monitors_claimed = monitors_claimed + v_claimed,
                jobs_written = jobs_written + v_written,
+               maintenance_skipped = maintenance_skipped + v_in_windows,
                chunks = chunks + 1,
                skipped = skipped + v_skipped,
                skip_detail = coalesce(skip_detail, v_detail)
@@ -584,6 +618,10 @@ BEGIN
     END LOOP;
 END
 $$;
+ALTER FUNCTION pgpulse._maintenance_occurrences(timestamptz, timestamptz)
+    SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION pgpulse.maintenance_window_at(text, timestamptz)
+    SET search_path = pg_catalog, pg_temp;
 
 -- ================================================================= privileges
 -- Functions are executable by PUBLIC by default: the tick and its parts are not (the
@@ -594,7 +632,7 @@ REVOKE EXECUTE ON FUNCTION
     pgpulse._tick_begin(text, interval, interval, integer),
     pgpulse._tick_time_up(timestamptz, interval),
     pgpulse._tick_step(bigint, timestamptz, interval, integer, bigint, text[], interval),
-    pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, text[]),
+    pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[]),
     pgpulse._tick_bound_lock_wait(timestamptz),
     pgpulse._tick_finish(bigint, timestamptz, interval, text),
     pgpulse._routing(),
