@@ -42,10 +42,16 @@ def _migrate(args):
     if args.sql:
         print(migrate.upgrade_sql(args.revision, args.start), end="")
     elif args.downgrade:
-        migrate.downgrade(_dsn(args), args.downgrade)
+        migrate.downgrade(_dsn(args), args.downgrade, args.cron_database)
         print(f"downgraded to {args.downgrade}")
     else:
-        migrate.upgrade(_dsn(args), args.revision)
+        migrate.upgrade(_dsn(args), args.revision, args.cron_database)
+        if not args.cron_database and not migrate.pg_cron_here(_dsn(args)):
+            admin = "\n".join(f"  {s.as_string(None)}" for s in migrate.cron_statements(
+                migrate.database_name(_dsn(args))))
+            print("pgpulse: if pg_cron runs in another database (RDS, Cloud SQL: postgres), "
+                  "run `pgpulse migrate --cron-database NAME`, or have an admin run there:\n"
+                  + admin, file=sys.stderr)
         print(f"upgraded to {args.revision}")
 
 
@@ -241,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION (e.g. base)")
     p.add_argument("--sql", action="store_true",
                    help="print the upgrade's SQL for a DBA instead of running it (no connection)")
+    p.add_argument("--cron-database", metavar="NAME",
+                   default=os.environ.get("PGPULSE_CRON_DATABASE") or None,
+                   help="pg_cron's database when it is not this one (RDS, Cloud SQL: postgres): "
+                        "schedule the tick from there (env $PGPULSE_CRON_DATABASE)")
     p.add_argument("--from", dest="start", metavar="REVISION",
                    help="with --sql: the revision the database is at (default: an empty database)")
 
