@@ -1,13 +1,25 @@
--- Revision 0006: a new, re-activated or re-phased monitor gets its first slots written at
--- once when they fall within the horizon the ticks have written to (not a minute late).
+-- Down from revision 0007 to 0006: new monitors wait for the next tick.
+DROP TRIGGER monitors_inserted_schedule_now ON public.monitors;
+DROP TRIGGER monitors_rephased_schedule_now ON public.monitors;
+DROP FUNCTION pgpulse._monitors_inserted();
+DROP FUNCTION pgpulse._monitor_rephased();
+DROP FUNCTION pgpulse._schedule_now(text[]);
+DROP FUNCTION pgpulse._written_ahead_to();
+DROP TRIGGER monitors_rephase ON public.monitors;
 
-DROP FUNCTION pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz);
+CREATE TRIGGER monitors_rephase
+    BEFORE UPDATE OF check_interval_minutes, check_interval_seconds ON public.monitors
+    FOR EACH ROW WHEN (NEW.check_interval_seconds IS DISTINCT FROM OLD.check_interval_seconds)
+    EXECUTE FUNCTION pgpulse._monitor_rephase();
+
+DROP FUNCTION pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[], text[]);
 
 CREATE FUNCTION pgpulse._tick_chunk(
     p_horizon timestamptz, p_chunk integer, p_rr bigint, p_route jsonb, p_wheel text[],
-    p_keep_existing boolean, p_now timestamptz DEFAULT NULL, p_only text[] DEFAULT NULL,
+    p_keep_existing boolean, p_now timestamptz DEFAULT NULL, p_skip text[] DEFAULT '{}',
     OUT claimed integer, OUT written integer, OUT wheeled integer, OUT skipped integer)
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 -- a chunk is small next to the table: join it row by row, never hash the whole table
 SET enable_hashjoin = off
 SET enable_mergejoin = off
@@ -23,20 +35,30 @@ BEGIN
     WITH due AS MATERIALIZED (
         SELECT m.ctid AS row_ref, m.id, m.check_spec, m.criticality, m.allow_fallback,
                m.check_regions, m.check_interval_seconds AS iv_s,
-               -- catch-up: the latest slot not after now, never one per missed slot
-               m.next_check_at + make_interval(secs => m.check_interval_seconds)
-                   * greatest(0, floor(extract(epoch FROM v_now - m.next_check_at)
-                                       / m.check_interval_seconds))::integer AS slot,
+               CASE
+                   -- more than a year late (or a -infinity that slipped past the CHECK):
+                   -- restart on the phase grid, the latest slot not after now
+                   WHEN m.next_check_at < v_now - interval '1 year'
+                       THEN pgpulse._grid_slot(m.id::text, m.check_interval_seconds,
+                                               v_now - make_interval(secs => m.check_interval_seconds))
+                   -- catch-up: the latest slot not after now, never one per missed slot
+                   ELSE m.next_check_at + make_interval(secs => m.check_interval_seconds)
+                        * greatest(0, floor(extract(epoch FROM v_now - m.next_check_at)
+                                            / m.check_interval_seconds))::float8
+               END AS slot,
                CASE WHEN m.check_regions IS NULL
-                    THEN pgpulse._route(m.preferred_region, m.allow_fallback, p_route) END AS routed
+                    THEN CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
+                              ELSE m.preferred_region END
+               END AS routed
           FROM public.monitors m
          WHERE m.is_active AND m.next_check_at <= p_horizon
-           AND (p_only IS NULL OR m.id::text = ANY (p_only))
            AND CASE WHEN m.check_regions IS NULL
                     THEN p_wheel IS NOT NULL
-                         OR pgpulse._route(m.preferred_region, m.allow_fallback, p_route) IS NOT NULL
+                         OR CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
+                                 ELSE m.preferred_region END IS NOT NULL
                     ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, p_route) IS NOT NULL
                END
+           AND (cardinality(p_skip) = 0 OR m.id::text <> ALL (p_skip))
          ORDER BY m.next_check_at
          LIMIT p_chunk
            FOR UPDATE OF m SKIP LOCKED
@@ -116,88 +138,4 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION pgpulse._written_ahead_to()
-RETURNS timestamptz
-LANGUAGE sql STABLE
-AS $$
-    SELECT max(coalesce(finished_at, clock_timestamp())
-               + make_interval(secs => lookahead_ms / 1000.0))
-      FROM pgpulse.tick_runs
-     WHERE started_at > now() - interval '5 minutes'
-$$;
-
-CREATE FUNCTION pgpulse._schedule_now(p_ids text[])
-RETURNS integer
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    v_horizon timestamptz := pgpulse._written_ahead_to();
-    v_route   jsonb;
-    v_wheel   text[];
-    v_written integer;
-BEGIN
-    IF v_horizon IS NULL OR v_horizon < clock_timestamp() OR cardinality(p_ids) IS NULL THEN
-        RETURN 0;
-    END IF;
-    SELECT r.route, r.wheel INTO v_route, v_wheel FROM pgpulse._routing() r;
-    SELECT c.written INTO v_written
-      FROM pgpulse._tick_chunk(v_horizon, cardinality(p_ids), floor(random() * 1000000)::bigint,
-                               v_route, v_wheel, true, NULL, p_ids) c;
-    IF v_written > 0 THEN
-        PERFORM pg_notify('pgpulse_outbox', v_written::text);
-    END IF;
-    RETURN v_written;
-END
-$$;
-
-CREATE FUNCTION pgpulse._monitors_inserted() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM pgpulse._schedule_now(
-        (SELECT array_agg(n.id::text) FROM new_monitors n WHERE n.is_active));
-    RETURN NULL;
-END
-$$;
-
-CREATE FUNCTION pgpulse._monitor_rephase() RETURNS trigger
-LANGUAGE plpgsql
-AS $$
-BEGIN
-    -- an interval out of range is left for the row's CHECK constraint to name
-    IF NEW.next_check_at IS NOT DISTINCT FROM OLD.next_check_at
-       AND NEW.check_interval_seconds BETWEEN 10 AND 86400 THEN
-        NEW.next_check_at := pgpulse.next_slot(NEW.id, NEW.check_interval_seconds, now());
-    END IF;
-    RETURN NEW;
-END
-$$;
-
-CREATE FUNCTION pgpulse._monitor_rephased() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM pgpulse._schedule_now(ARRAY[NEW.id::text]);
-    RETURN NULL;
-END
-$$;
-
-CREATE TRIGGER monitors_inserted_schedule_now
-    AFTER INSERT ON public.monitors
-    REFERENCING NEW TABLE AS new_monitors
-    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._monitors_inserted();
-
-CREATE TRIGGER monitors_rephase
-    BEFORE UPDATE OF is_active, check_interval_minutes, check_interval_seconds ON public.monitors
-    FOR EACH ROW WHEN (NEW.is_active AND (NOT OLD.is_active
-                       OR NEW.check_interval_seconds IS DISTINCT FROM OLD.check_interval_seconds
-                       OR NEW.check_interval_minutes IS DISTINCT FROM OLD.check_interval_minutes))
-    EXECUTE FUNCTION pgpulse._monitor_rephase();
-
-CREATE TRIGGER monitors_rephased_schedule_now
-    AFTER UPDATE OF is_active, check_interval_minutes, check_interval_seconds ON public.monitors
-    FOR EACH ROW WHEN (NEW.is_active AND (NOT OLD.is_active
-                       OR NEW.check_interval_seconds IS DISTINCT FROM OLD.check_interval_seconds))
-    EXECUTE FUNCTION pgpulse._monitor_rephased();
+REVOKE EXECUTE ON FUNCTION pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[]) FROM PUBLIC;
