@@ -50,7 +50,9 @@ BEGIN
     GRANT SELECT ON pgpulse.regions TO pgpulse_ticker;
     REVOKE ALL ON pgpulse.outbox FROM pgpulse_ticker;
     GRANT INSERT ON pgpulse.outbox TO pgpulse_ticker;
-    GRANT SELECT, INSERT, UPDATE ON pgpulse.tick_runs TO pgpulse_ticker;
+    -- and prunes old run records and dead letters (retention)
+    GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.tick_runs TO pgpulse_ticker;
+    GRANT SELECT (job_id, failed_at), DELETE ON pgpulse.dead_letters TO pgpulse_ticker;
     GRANT SELECT, UPDATE (skipped_slots) ON pgpulse.maintenance_windows TO pgpulse_ticker;
     -- the relay's `status` and /status read the windows (granted after the ticker's, as
     -- revision 0007 did: the dump of a migrated database lists them in that order)

@@ -50,17 +50,16 @@ BEGIN
     GRANT SELECT ON pgpulse.regions TO pgpulse_ticker;
     REVOKE ALL ON pgpulse.outbox FROM pgpulse_ticker;
     GRANT INSERT ON pgpulse.outbox TO pgpulse_ticker;
-    GRANT SELECT, INSERT, UPDATE ON pgpulse.tick_runs TO pgpulse_ticker;
+    -- and prunes old run records and dead letters (retention)
+    GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.tick_runs TO pgpulse_ticker;
+    GRANT SELECT (job_id, failed_at), DELETE ON pgpulse.dead_letters TO pgpulse_ticker;
     GRANT SELECT, UPDATE (skipped_slots) ON pgpulse.maintenance_windows TO pgpulse_ticker;
-    -- the relay's `status` and /status read the windows (granted after the ticker's, as
-    -- revision 0007 did: the dump of a migrated database lists them in that order)
-    GRANT SELECT ON pgpulse.maintenance_windows TO pgpulse_relay;
     GRANT EXECUTE ON PROCEDURE pgpulse.tick(bigint, text, interval, interval, integer) TO pgpulse_ticker;
     GRANT EXECUTE ON FUNCTION
         pgpulse._tick_begin(text, interval, interval, integer),
         pgpulse._tick_time_up(timestamptz, interval),
         pgpulse._tick_step(bigint, timestamptz, interval, integer, bigint, text[], interval),
-        pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[], text[]),
+        pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[]),
         pgpulse._tick_bound_lock_wait(timestamptz),
         pgpulse._tick_finish(bigint, timestamptz, interval, text),
         pgpulse._routing(),

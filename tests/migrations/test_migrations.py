@@ -18,7 +18,7 @@ from relay import migrate
 from relay.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0007"
+HEAD = "0008"
 _names = itertools.count()
 
 

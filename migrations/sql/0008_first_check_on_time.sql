@@ -1,4 +1,4 @@
--- Revision 0007: a new, re-activated or re-phased monitor gets its first slots written at
+-- Revision 0008: a new, re-activated or re-phased monitor gets its first slots written at
 -- once when they fall within the horizon the ticks have written to (not a minute late).
 
 DROP FUNCTION pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[]);

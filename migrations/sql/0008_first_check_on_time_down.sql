@@ -1,4 +1,4 @@
--- Down from revision 0007 to 0006: new monitors wait for the next tick.
+-- Down from revision 0008 to 0007: new monitors wait for the next tick.
 DROP TRIGGER monitors_inserted_schedule_now ON public.monitors;
 DROP TRIGGER monitors_rephased_schedule_now ON public.monitors;
 DROP FUNCTION pgpulse._monitors_inserted();
