@@ -78,6 +78,9 @@ def _relay(args):
         emit(args, counts.__dict__ | {"lags": None}, lambda c: (
             f"published {c['published']}, expired {c['expired']}, failed {c['failed']}, "
             f"rerouted {c['rerouted']}, dead-lettered {c['dead_lettered']}"))
+        if relay.undelivered:  # cron wrappers rely on the exit code
+            from relay.worker import Undeliverable
+            raise Undeliverable(relay.undelivered)
 
 
 @command("status")

@@ -10,27 +10,50 @@ deliver_at, or on the poll interval as a fallback.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import json
 import logging
-import random
 import signal
 import time
 from dataclasses import dataclass, field
 
 import psycopg
+from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
 from relay import logs, metrics
 from relay.breaker import CircuitBreaker, State
 from relay.config import ConfigError, Endpoint, RelaySettings, env_suffix, region_endpoint
 from relay.db import DatabaseError, describe
-from relay.errors import PublishError
+from relay.errors import PgPulseError, PublishError
+from relay.outbox import Job, put_back, retry_backoff_s
 from relay.queries import queries
-from relay.queue import CRITICALITIES, PUSH_SCRIPT, dedup_key, queue_key
-from relay.upstash import TokenRefused, UpstashClient
+from relay.queue import (CRITICALITIES, DUPLICATE, EXPIRED, PUSH_SCRIPT, dedup_key,
+                         queue_key)
+from relay.upstash import (MalformedReply, RegionRefused, RequestRejected, TokenRefused,
+                           UpstashClient, region_failure)
 
 Q = queries()
 BREAKER_GAUGE = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
+
+# What became of one job of a batch.
+PUSHED_KIND = "pushed"
+DUPLICATE_KIND = "duplicate"   # pushed before (a retry after a lost answer or a crash)
+EXPIRED_KIND = "expired"       # the region's clock says it expired: never published late
+FAILED = "failed"              # its own error: an attempt more, or the dead letters
+HELD = "held"                  # the region refused the batch as a whole: back, no attempt
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str
+    error: str | None = None
+    unclear: bool = False  # the push may or may not have happened
+
+
+class Undeliverable(PgPulseError):
+    """`relay --once` ended with due jobs it could not deliver."""
 
 
 @dataclass
@@ -49,6 +72,8 @@ class Region:
     succeeded: bool = False          # an attempt succeeded since the breaker last opened
     refused: str | None = None       # the token-refused error, until an attempt succeeds
     row_healthy: bool | None = None  # regions.healthy as last read
+    last_error: str | None = None    # the latest publish failure, for --once's verdict
+    idle_backoff: float = 0.0        # due rows held by another worker: wait this long
     health_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -61,6 +86,7 @@ class Counts:
     failed: int = 0
     expired: int = 0
     rerouted: int = 0
+    held: int = 0          # put back after the region refused a batch as a whole
     dead_lettered: int = 0
     batches: int = 0
     retries: int = 0  # HTTP attempts retried (transport errors, 5xx, timeouts)
@@ -84,6 +110,8 @@ class Relay:
         self._writes: set[asyncio.Task] = set()  # health writes, awaited at the end
         self._workers: dict[str, list[asyncio.Task]] = {}  # per region
         self._unconfigured: set[str] = set()  # regions without an endpoint (warned once)
+        self._requeued: set[str] = set()  # --once: jobs put back for a later attempt
+        self.undelivered: str | None = None  # --once: why due jobs were left, if they were
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -111,6 +139,9 @@ class Relay:
                 raise ConfigError("no enabled region has an Upstash endpoint configured")
             logs.event("relay_started", regions=sorted(self.regions), once=self.once,
                        batch_size=s.batch_size, concurrency=s.concurrency)
+            if self.once:
+                async with self.pool.connection() as conn:
+                    started_at = (await (await conn.execute("SELECT now()")).fetchone())[0]
             self._start_workers()
             if not self.once:
                 self._spawn(self._listen(), "listen")
@@ -119,6 +150,7 @@ class Relay:
             await self._join_workers()
             if self.once:
                 self._reconcile_health()
+                self.undelivered = await self._once_verdict(started_at)
         finally:
             self.stop.set()
             for task in list(self._tasks):
@@ -137,12 +169,35 @@ class Relay:
             logs.event("relay_stopped", published=c.published, duplicates=c.duplicates,
                        expired=c.expired, failed=c.failed, rerouted=c.rerouted,
                        dead_lettered=c.dead_lettered, retries=c.retries)
-        refused = [r for r in self.regions.values() if r.refused]
-        if self.once and refused:  # --once could not deliver everything due: say why
-            raise ConfigError("; ".join(
-                f"{r.refused}; check UPSTASH_REDIS_REST_TOKEN_{env_suffix(r.code)} (or "
-                f"UPSTASH_REDIS_REST_TOKEN); its jobs stay in the outbox" for r in refused))
         return self.counts
+
+    async def _once_verdict(self, started_at) -> str | None:
+        """Why `--once` leaves jobs behind that were due when it started (or that it put back
+        for a later attempt), one line; None when it delivered everything it could."""
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(Q["undelivered"], {
+                "due_before": started_at, "requeued": list(self._requeued)})).fetchall()
+        if not rows:
+            return None
+        reasons = []
+        for code, due, requeued in rows:
+            region = self.regions.get(code)
+            if region is not None and region.refused:
+                why = (f"{region.refused}; check UPSTASH_REDIS_REST_TOKEN_{env_suffix(code)} "
+                       "(or UPSTASH_REDIS_REST_TOKEN); its jobs stay in the outbox")
+            elif region is None:
+                why = f"region {code}: no Upstash endpoint configured here, or no such region"
+            elif requeued:
+                why = f"region {code}: {requeued} job(s) failed and wait for a later attempt"
+            else:
+                why = (region.client.last_error or region.last_error
+                       or f"region {code}: breaker {region.breaker.state.value}")
+            reasons.append((region is None or not region.refused, why, due))
+        reasons.sort(key=lambda r: r[0])  # a refused token first: the likeliest mistake
+        total = sum(r[2] for r in reasons)
+        return (f"{reasons[0][1]}" if not reasons[0][0] else
+                f"{total} due job(s) not delivered: {reasons[0][1]}") + "".join(
+            f"; {why}" for _, why, _ in reasons[1:])
 
     def _start_workers(self) -> None:
         """Worker tasks for every region that has none yet (regions may be added live)."""
@@ -309,6 +364,7 @@ class Relay:
                 if isinstance(exc, TokenRefused):
                     self._token_refused(exc)
                 else:
+                    region.last_error = str(exc)
                     logs.warning("publish_failed", region=code, error=str(exc))
                 if self.once and region.breaker.is_open() and self._fallback_for(region) is None:
                     return
@@ -334,7 +390,8 @@ class Relay:
         region.refused = str(exc)
 
     async def _drain_once(self, region: Region) -> int:
-        """Claims, publishes and commits one batch; returns the number of jobs claimed."""
+        """Claims, publishes and commits one batch; returns the number of jobs claimed.
+        Raises RegionRefused after committing a batch the region refused as a whole."""
         target, fallback_only, probing = region, False, False
         if region.breaker.allow():
             probing = region.breaker.state is State.HALF_OPEN
@@ -344,100 +401,168 @@ class Relay:
                 return 0
             fallback_only = True
         attempts = region.attempts
+        s = self.settings
         try:
             async with self.pool.connection() as conn, conn.transaction():
-                rows = await (await conn.execute(Q["claim_due"], {
-                    "region": region.code, "limit": self.settings.batch_size,
-                    "fallback_only": fallback_only})).fetchall()
-                if not rows:
+                # the claim is a lease: should this process freeze mid-publish, PostgreSQL
+                # ends its transaction and the rows go back to the other relays
+                await conn.execute(Q["claim_lease"], {"ms": str(int(s.claim_lease_s * 1000))})
+                async with conn.cursor(row_factory=class_row(Job)) as cur:
+                    await cur.execute(Q["claim_due"], {
+                        "region": region.code, "limit": s.batch_size,
+                        "fallback_only": fallback_only})
+                    jobs = await cur.fetchall()
+                if not jobs:
                     if probing:
                         await region.client.command("PING")  # the probe, when there is no batch
                     return 0
-                live = [row for row in rows if not row[10]]
-                expired = len(rows) - len(live)
-                logs.event("batch_claimed", logging.DEBUG, region=region.code, jobs=len(rows),
+                live = [job for job in jobs if not job.expired]
+                logs.event("batch_claimed", logging.DEBUG, region=region.code, jobs=len(jobs),
                            target=target.code)
-                outcomes = (await self._publish(target, live, rerouted=target is not region)
-                            if live else [])
-                failed = [(row, error) for row, error in zip(live, outcomes) if error is not None]
-                if failed:
-                    await self._handle_failures(conn, failed)
+                outcomes: list[Outcome] = []
+                if live:
+                    try:
+                        async with asyncio.timeout(max(s.claim_lease_s - 1.0, 0.5)):
+                            outcomes = await self._publish(target, live,
+                                                           rerouted=target is not region)
+                    except TimeoutError:
+                        raise PublishError(
+                            f"region {target.code}: publish outlasted the claim lease "
+                            f"({s.claim_lease_s:g} s); the batch goes back") from None
+                await put_back(conn, *self._failures(live, outcomes))
         finally:
             if probing and region.attempts == attempts:
                 region.breaker.release_probe()  # no request reached the region: probe again
-        self._account(region, target, live, outcomes, expired)
-        return len(rows)
+        self._account(region, target, live, outcomes, len(jobs) - len(live))
+        held = [o.error for o in outcomes if o.kind == HELD]
+        if held:
+            raise RegionRefused(f"region {target.code}: {held[0]}")
+        return len(jobs)
 
-    async def _publish(self, target: Region, rows: list[tuple], *, rerouted: bool,
-                       reloaded: bool = False) -> list[str | None]:
-        """Pushes rows to target's queues; returns None (pushed or duplicate) or an error per row."""
-        sha = await self._ensure_script(target)
-        ttl = str(self.settings.dedup_ttl_s)
-        commands = []
-        for row in rows:
-            job_json = row[11]
-            if rerouted:  # the payload keeps its original region and says where it went
-                job_json = f'{job_json[:-1]}, "delivered_to": "{target.code}"}}'
-            commands.append(["EVALSHA", sha, "2", dedup_key(row[0]),
-                             queue_key(target.code, row[3]), job_json, ttl])
-        replies = await target.client.pipeline(commands)
+    def _push_command(self, sha: str, target: Region, job: Job, rerouted: bool) -> list[str]:
+        job_json = job.job_json
+        if rerouted:  # the payload keeps its original region and says where it went
+            job_json = f'{job_json[:-1]}, "delivered_to": "{target.code}"}}'
+        return ["EVALSHA", sha, "2", dedup_key(job.job_id),
+                queue_key(target.code, job.criticality), job_json,
+                str(int(job.expires_at.timestamp())), str(self.settings.dedup_margin_s)]
+
+    async def _publish(self, target: Region, jobs: list[Job], *,
+                       rerouted: bool) -> list[Outcome]:
+        """Pushes jobs to target's queues in /pipeline requests bounded by count and bytes;
+        returns one Outcome per job."""
+        try:
+            sha = await self._ensure_script(target)
+        except RequestRejected as exc:  # e.g. a proxy refusing everything: an attempt each
+            return [Outcome(FAILED, str(exc))] * len(jobs)
+        commands = [self._push_command(sha, target, job, rerouted) for job in jobs]
+        outcomes: list[Outcome] = [Outcome(FAILED, "not sent")] * len(jobs)
+        limit = self.settings.max_request_bytes
+        start, size = 0, 2
+        for i, command in enumerate(commands):
+            bytes_ = len(json.dumps(command)) + 1
+            if bytes_ + 2 > limit:  # alone over the limit: this job can never be sent
+                if i > start:
+                    await self._publish_chunk(target, commands, outcomes, start, i)
+                outcomes[i] = Outcome(FAILED, f"job of {bytes_} bytes is over the "
+                                              f"{limit}-byte request limit")
+                start, size = i + 1, 2
+                continue
+            if size + bytes_ > limit:
+                await self._publish_chunk(target, commands, outcomes, start, i)
+                start, size = i, 2
+            size += bytes_
+        if start < len(commands):
+            await self._publish_chunk(target, commands, outcomes, start, len(commands))
+        return outcomes
+
+    async def _publish_chunk(self, target: Region, commands: list[list[str]],
+                             outcomes: list[Outcome], lo: int, hi: int, *,
+                             reloaded: bool = False) -> None:
+        """One /pipeline request for commands[lo:hi]; fills outcomes[lo:hi]."""
+        try:
+            replies = await target.client.pipeline(commands[lo:hi])
+        except RequestRejected as exc:
+            if exc.too_large and hi - lo > 1:  # split until each part fits
+                mid = (lo + hi) // 2
+                await self._publish_chunk(target, commands, outcomes, lo, mid)
+                await self._publish_chunk(target, commands, outcomes, mid, hi)
+                return
+            # refused as a whole and for good: an attempt of each job, so that a request
+            # the region will never take ends in the dead letters instead of looping
+            outcomes[lo:hi] = [Outcome(FAILED, str(exc))] * (hi - lo)
+            return
+        except MalformedReply as exc:
+            # which commands ran is unknown: each job is tried again in this region (its
+            # dedup key makes that safe) at the cost of an attempt
+            outcomes[lo:hi] = [Outcome(FAILED, str(exc), unclear=True)] * (hi - lo)
+            return
         if not reloaded and any("NOSCRIPT" in str(r.get("error", "")) for r in replies):
             target.script_sha = None  # Redis lost its scripts (restart): load and push again
             logs.warning("script_reloaded", region=target.code)
-            return await self._publish(target, rows, rerouted=rerouted, reloaded=True)
-        results: list[str | None] = []
-        for reply in replies:
+            sha = await self._ensure_script(target)
+            for command in commands[lo:hi]:
+                command[1] = sha
+            await self._publish_chunk(target, commands, outcomes, lo, hi, reloaded=True)
+            return
+        region_error = region_failure(replies)
+        for i, reply in enumerate(replies, start=lo):
             if "error" in reply:
-                results.append(str(reply["error"]))
+                outcomes[i] = Outcome(HELD if region_error else FAILED, str(reply["error"]))
+            elif reply.get("result") == EXPIRED:
+                outcomes[i] = Outcome(EXPIRED_KIND)
+            elif reply.get("result") == DUPLICATE:
+                outcomes[i] = Outcome(DUPLICATE_KIND)
             else:
-                results.append(None)
-                if reply.get("result") == 0:
-                    self.counts.duplicates += 1
-                    metrics.duplicates.labels(target.code).inc()
-        return results
+                outcomes[i] = Outcome(PUSHED_KIND)
+        if region_error:
+            logs.warning("region_refused_writes", region=target.code, error=region_error[:300])
 
-    async def _handle_failures(self, conn, failed: list[tuple[tuple, str]]) -> None:
-        """Inline errors fail their job only: back with a backoff, or to the dead letters."""
+    def _failures(self, jobs: list[Job], outcomes: list[Outcome]) -> tuple[list, list]:
+        """Jobs that failed on their own: back with an attempt more and a backoff, or to the
+        dead letters. Jobs the region refused as a whole: back as they were."""
         requeue, dead = [], []
-        for row, error in failed:
-            (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
-             attempts, payload, allow_fallback, _expired, _json) = row
-            attempts += 1
-            params = {"job_id": job_id, "monitor_id": monitor_id, "region": region,
-                      "criticality": criticality, "scheduled_for": scheduled_for,
-                      "deliver_at": deliver_at, "expires_at": expires_at,
-                      "allow_fallback": allow_fallback, "payload": payload,
-                      "attempts": attempts, "error": error[:500]}
-            if attempts >= self.settings.max_attempts:
-                dead.append(params)
-                logs.warning("job_dead_lettered", job_id=job_id, region=region,
-                             attempts=attempts, error=error[:200])
-            else:
-                params["backoff_s"] = min(0.5 * 2 ** attempts, 60) * random.uniform(0.8, 1.2)
-                requeue.append(params)
-        async with conn.cursor() as cur:
-            if requeue:
-                await cur.executemany(Q["requeue"], requeue)
-            if dead:
-                await cur.executemany(Q["dead_letter"], dead)
+        for job, outcome in zip(jobs, outcomes):
+            if outcome.kind == HELD:
+                requeue.append(job.requeue_params(outcome.error, attempts=job.attempts,
+                                                  backoff_s=0.0))
+            elif outcome.kind == FAILED:
+                attempts = job.attempts + 1
+                params = job.requeue_params(outcome.error, attempts=attempts,
+                                            backoff_s=retry_backoff_s(attempts))
+                if attempts >= self.settings.max_attempts:
+                    dead.append(params)
+                    logs.warning("job_dead_lettered", job_id=job.job_id, region=job.region,
+                                 attempts=attempts, error=outcome.error[:200])
+                else:
+                    requeue.append(params)
+                    if self.once:
+                        self._requeued.add(job.job_id)
+        return requeue, dead
 
-    def _account(self, region: Region, target: Region, live: list[tuple],
-                 outcomes: list[str | None], expired: int) -> None:
+    def _account(self, region: Region, target: Region, live: list[Job],
+                 outcomes: list[Outcome], expired: int) -> None:
         c = self.counts
         c.batches += 1
         now = time.time()
-        ok = [row for row, error in zip(live, outcomes) if error is None]
-        n_failed = len(live) - len(ok)
-        c.published += len(ok)
+        kinds = collections.Counter(o.kind for o in outcomes)
+        ok = [job for job, o in zip(live, outcomes) if o.kind in (PUSHED_KIND, DUPLICATE_KIND)]
+        expired += kinds[EXPIRED_KIND]  # expired by the time the region saw it
+        n_failed = kinds[FAILED]
+        c.published += len(ok)  # pushed now, or found pushed before (duplicates)
+        c.duplicates += kinds[DUPLICATE_KIND]
         c.failed += n_failed
+        c.held += kinds[HELD]
         c.expired += expired
+        if kinds[DUPLICATE_KIND]:
+            metrics.duplicates.labels(target.code).inc(kinds[DUPLICATE_KIND])
         if expired:
             metrics.expired.labels(region.code).inc(expired)
             logs.event("jobs_expired", region=region.code, count=expired)
         if n_failed:
             metrics.failed.labels(target.code).inc(n_failed)
-            dead = sum(1 for row, e in zip(live, outcomes)
-                       if e is not None and row[7] + 1 >= self.settings.max_attempts)
+            dead = sum(1 for job, o in zip(live, outcomes)
+                       if o.kind == FAILED and job.attempts + 1 >= self.settings.max_attempts)
             c.dead_lettered += dead
             if dead:
                 metrics.dead_lettered.labels(region.code).inc(dead)
@@ -448,11 +573,12 @@ class Relay:
             c.rerouted += len(ok)
             metrics.rerouted.labels(region.code, target.code).inc(len(ok))
             logs.event("jobs_rerouted", region=region.code, to=target.code, count=len(ok))
-        metrics.schedule_lag.observe_many(target.code, [now - row[4].timestamp() for row in ok])
+        metrics.schedule_lag.observe_many(target.code,
+                                          [now - job.scheduled_for.timestamp() for job in ok])
         if self.collect_lags:
-            c.lags.extend(now - row[5].timestamp() for row in ok)
+            c.lags.extend(now - job.deliver_at.timestamp() for job in ok)
         logs.event("batch_published", region=target.code, jobs=len(ok), failed=n_failed,
-                   expired=expired)
+                   held=kinds[HELD], expired=expired)
 
     # ------------------------------------------------------------------ waking
 
@@ -469,6 +595,13 @@ class Relay:
                         "region": region.code, "fallback_only": not closed})).fetchone()
                 if row[0] is not None:
                     timeout = min(timeout, max(row[0], 0.0))
+                if claimed == 0 and row[0] is not None and row[0] <= 0:
+                    # due rows that the claim skipped: another worker or relay holds them
+                    # (publishing, or frozen). Back off instead of claiming in a loop.
+                    region.idle_backoff = min(max(region.idle_backoff * 2, 0.05), 1.0)
+                    timeout = region.idle_backoff
+                else:
+                    region.idle_backoff = 0.0
             except psycopg.Error:
                 timeout = 0.5
         # a short floor gathers jobs falling due together into one batch

@@ -28,6 +28,22 @@ RETURNING o.job_id::text, o.monitor_id, o.region, o.criticality, o.scheduled_for
               'expires_at', to_char(o.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
               'attempt', o.attempts + 1))::text AS job_json
 
+-- claim_lease --
+-- How long the claim's transaction may sit idle (publishing) before PostgreSQL ends it and
+-- the rows go back: a frozen relay must not strand its claim. Local to the transaction.
+SELECT set_config('idle_in_transaction_session_timeout', %(ms)s, true)
+
+-- undelivered --
+-- `relay --once`'s verdict: per region, live jobs that were due when it started, and jobs
+-- it put back for a later attempt, still in the outbox.
+SELECT region,
+       count(*) AS due,
+       count(*) FILTER (WHERE job_id = ANY (%(requeued)s::uuid[])) AS requeued
+  FROM pgpulse.outbox
+ WHERE expires_at > now()
+   AND (deliver_at <= %(due_before)s OR job_id = ANY (%(requeued)s::uuid[]))
+ GROUP BY region ORDER BY region
+
 -- requeue --
 -- Puts a job whose publish failed back with one more attempt, due again after a backoff.
 INSERT INTO pgpulse.outbox

@@ -1,0 +1,290 @@
+"""Issue 9: nothing is lost on the way to the queues. Each test sets up a fault a real
+Upstash database (or a real machine) produces, with real relay processes, the dev server on
+a real redis-server and a real PostgreSQL, and checks that every job is delivered once,
+or waits, or is counted, and that the relay says so."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+import redis
+from tests.waiting import wait_for
+from harness import (BY_CODE, REGIONS, assert_exactly_once, insert_jobs, outbox_count,
+                     outbox_ids, region_row)
+
+
+def open_claims(conn) -> int:
+    """Relay transactions holding claimed rows (waiting on their publish)."""
+    return conn.execute("""
+        SELECT count(*) AS n FROM pg_stat_activity
+         WHERE datname = current_database() AND application_name = 'pgpulse-relay'
+           AND state = 'idle in transaction'
+    """).fetchone()["n"]
+
+
+def dedup_keys(redis_server, region: str) -> dict[str, int]:
+    """The dedup keys in a region's database, with their TTLs in seconds."""
+    client = redis.Redis.from_url(redis_server.url, db=BY_CODE[region].db)
+    try:
+        return {key.decode(): client.ttl(key)
+                for key in client.scan_iter(match="pgpulse:dedup:*", count=1000)}
+    finally:
+        client.close()
+
+
+def dead_letters(conn) -> int:
+    return conn.execute("SELECT count(*) AS n FROM pgpulse.dead_letters").fetchone()["n"]
+
+
+# ---------------------------------------------------------------- 1. no marker without a push
+
+
+def test_a_push_that_failed_leaves_no_dedup_marker(conn, regions, relays, queues, redis_server):
+    # a queue key of the wrong type (a real WRONGTYPE inside the push script, as a list over
+    # Upstash's record size refuses the push): those jobs fail, the others go through
+    us = redis.Redis.from_url(redis_server.url, db=BY_CODE["us-east-1"].db)
+    us.set("pgpulse:jobs:us-east-1:critical", "not a list")
+    blocked = insert_jobs(conn, 10, "us-east-1", criticality="critical", tag="wrongtype")
+    fine = insert_jobs(conn, 30, "us-east-1", tag="fine")
+    relay = relays.start("--once", "--json")
+    assert relay.wait(60) == 1, relay.tail()
+    totals = json.loads(relay.stdout())
+    assert totals["failed"] == 10 and totals["published"] == 30, totals
+    rows = conn.execute("SELECT job_id::text, attempts, last_error FROM pgpulse.outbox").fetchall()
+    assert {r["job_id"] for r in rows} == set(blocked)
+    assert all(r["attempts"] == 1 and "WRONGTYPE" in r["last_error"] for r in rows)
+    keys = dedup_keys(redis_server, "us-east-1")
+    assert not {f"pgpulse:dedup:{j}" for j in blocked} & keys.keys(), "a failed push left a marker"
+
+    # the key repaired: the retry pushes them (not "duplicates" that vanish)
+    us.delete("pgpulse:jobs:us-east-1:critical")
+    us.close()
+    conn.execute("UPDATE pgpulse.outbox SET deliver_at = now()")
+    totals = relays.run_once()
+    assert totals["published"] == 10 and totals["duplicates"] == 0, totals
+    assert outbox_count(conn) == 0
+    assert_exactly_once(queues, set(blocked) | set(fine))
+
+
+# ---------------------------------------------------------------- 2. dedup keys live as long as the job
+
+
+def test_dedup_keys_expire_with_their_jobs_and_nothing_is_pushed_late(
+        conn, regions, relays, queues, upstash, redis_server):
+    five_minutes = insert_jobs(conn, 200, "eu-west-1", expires_in_s=300, tag="five")
+    one_minute = insert_jobs(conn, 50, "eu-west-1", expires_in_s=60, tag="one")
+    totals = relays.run_once(dedup_margin_s=60)
+    assert totals["published"] == 250, totals
+    keys = dedup_keys(redis_server, "eu-west-1")
+    assert len(keys) == 250
+    ttl = {key.rsplit(":", 1)[1]: t for key, t in keys.items()}
+    assert all(300 < ttl[j] <= 300 + 60 for j in five_minutes), sorted(ttl.values())[-3:]
+    assert all(60 < ttl[j] <= 60 + 60 for j in one_minute)
+    assert max(keys.values()) <= 15 * 60  # the issue's floor
+
+    # a job that expires while its request is on the way is not pushed after its key
+    # could have expired: the region's clock decides, and the job counts as expired
+    late = insert_jobs(conn, 5, "ap-south-1", expires_in_s=2, tag="late")
+    upstash.set_faults({"latency_ms": 3500}, tokens=[BY_CODE["ap-south-1"].token])
+    totals = relays.run_once(publish_timeout_s=10)
+    assert totals["expired"] == 5 and totals["published"] == 0, totals
+    assert outbox_count(conn) == 0
+    ap = redis.Redis.from_url(redis_server.url, db=BY_CODE["ap-south-1"].db)
+    assert ap.llen("pgpulse:jobs:ap-south-1:normal") == 0
+    assert not any(ap.exists(f"pgpulse:dedup:{j}") for j in late)
+    ap.close()
+
+
+# ---------------------------------------------------------------- 3. inline region errors are an outage
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("error", [
+    "ERR DB capacity quota exceeded",
+    "READONLY You can't write against a read only replica.",
+    "OOM command not allowed when used memory > 'maxmemory'.",
+])
+def test_a_region_refusing_writes_inside_http_200_is_down(conn, regions, relays, queues,
+                                                          upstash, error):
+    eu = BY_CODE["eu-west-1"]
+    upstash.set_faults({"inline_error_rate": 1.0, "inline_error": error}, tokens=[eu.token])
+    rerouted = insert_jobs(conn, 20, "eu-west-1", tag="quota")
+    pinned = insert_jobs(conn, 10, "eu-west-1", allow_fallback=False, tag="pinned")
+    relay = relays.start(breaker_failures=3, breaker_cooldown_s=0.5, max_attempts=3)
+
+    def state() -> str:
+        return f"{relay.tail()}\noutbox: {outbox_count(conn)}, dead: {dead_letters(conn)}"
+
+    # the breaker opens, the region is marked down, its jobs go to the fallback region
+    wait_for(lambda: queues.total() == 20, 30, "the jobs rerouted to us-east-1", on_timeout=state)
+    wait_for(lambda: not region_row(conn, "eu-west-1")["healthy"], 10, "eu-west-1 unhealthy",
+             on_timeout=state)
+    found = {p.job["job_id"]: p for p in queues.all()}
+    assert set(found) == set(rerouted)
+    assert all(p.job["delivered_to"] == "us-east-1" for p in found.values())
+    # pinned jobs wait, without burning their attempts; nothing is dead-lettered
+    rows = conn.execute("SELECT job_id::text, attempts FROM pgpulse.outbox").fetchall()
+    assert {r["job_id"] for r in rows} == set(pinned)
+    assert all(r["attempts"] == 0 for r in rows), rows
+    assert dead_letters(conn) == 0
+
+    upstash.clear_faults()  # the quota is raised
+    wait_for(lambda: outbox_count(conn) == 0, 30, "the pinned jobs", on_timeout=state)
+    found = assert_exactly_once(queues, set(rerouted) | set(pinned))
+    assert all(p.db == eu.db for p in found if p.job["job_id"] in set(pinned))
+    relay.signal(signal.SIGTERM)
+    assert relay.wait(30) == 0
+
+
+# ---------------------------------------------------------------- 4. no endless batch, no crash
+
+
+def test_requests_are_bounded_by_bytes_and_split_when_too_large(conn, regions, relays, queues,
+                                                                upstash):
+    us = BY_CODE["us-east-1"]
+    ids = insert_jobs(conn, 300, "us-east-1", tag="sizable")  # about 600 bytes a command
+    # the relay's own bound keeps every request under the region's limit
+    upstash.set_faults({"max_request_bytes": 40_000}, tokens=[us.token])
+    totals = relays.run_once(max_request_bytes=32_768, timeout=30)
+    assert totals["published"] == 300 and totals["failed"] == 0, totals
+    assert upstash.stats()["responses"].get("400", 0) == 0
+    # a region with a smaller limit than the relay's: a refused request is split, not retried
+    # as it was forever
+    more = insert_jobs(conn, 300, "us-east-1", tag="split")
+    upstash.reset_stats()
+    totals = relays.run_once(timeout=30)
+    assert totals["published"] == 300 and totals["failed"] == 0, totals
+    assert upstash.stats()["responses"].get("400", 0) >= 1
+    assert_exactly_once(queues, set(ids) | set(more))
+
+
+@pytest.mark.timeout(120)
+def test_whole_request_4xx_reaches_the_dead_letters_instead_of_looping(conn, regions, relays,
+                                                                       queues, upstash):
+    ap = BY_CODE["ap-south-1"]
+    upstash.set_faults({"error_rate": 1.0, "error_statuses": [400]}, tokens=[ap.token])
+    stuck = insert_jobs(conn, 12, "ap-south-1", allow_fallback=False, tag="proxy400")
+    fine = insert_jobs(conn, 12, "us-east-1", tag="fine")
+    relay = relays.start(max_attempts=3, breaker_failures=1000)
+    wait_for(lambda: dead_letters(conn) == 12, 45, "the refused jobs in the dead letters",
+             on_timeout=relay.tail)
+    assert outbox_count(conn) == 0
+    assert {r["job_id"] for r in conn.execute(
+        "SELECT job_id::text, attempts FROM pgpulse.dead_letters")} == set(stuck)
+    assert_exactly_once(queues, set(fine))
+    relay.signal(signal.SIGTERM)
+    assert relay.wait(30) == 0
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("malformed", ["short", "bad_items", "not_list", "not_json"])
+def test_a_malformed_reply_fails_that_batch_only(conn, regions, relays, queues, upstash,
+                                                 malformed):
+    eu = BY_CODE["eu-west-1"]
+    upstash.set_faults({"malformed_rate": 1.0, "malformed": malformed}, tokens=[eu.token])
+    mangled = insert_jobs(conn, 15, "eu-west-1", allow_fallback=False, tag="mangled")
+    fine = insert_jobs(conn, 15, "ap-south-1", tag="fine")
+    relay = relays.start(max_attempts=50, breaker_failures=1000)
+    wait_for(lambda: conn.execute(
+        "SELECT count(*) AS n FROM pgpulse.outbox WHERE attempts >= 2").fetchone()["n"] == 15,
+        30, "the mangled batch to be tried again with its attempts counted",
+        on_timeout=relay.tail)
+    assert relay.running(), relay.tail()
+    assert "Traceback" not in relay.stderr()
+    wait_for(lambda: outbox_ids(conn) == set(mangled), 10, "the other region's jobs",
+             on_timeout=relay.tail)
+    # the commands did run: once the replies are whole again, each job is in eu once
+    upstash.clear_faults()
+    wait_for(lambda: outbox_count(conn) == 0, 30, "the mangled jobs", on_timeout=relay.tail)
+    found = assert_exactly_once(queues, set(mangled) | set(fine))
+    assert all(p.db == eu.db for p in found if p.job["job_id"] in set(mangled))
+    relay.signal(signal.SIGTERM)
+    assert relay.wait(30) == 0
+
+
+# ---------------------------------------------------------------- 5. a frozen relay
+
+
+@pytest.mark.timeout(120)
+def test_a_frozen_relay_does_not_strand_its_claim(conn, regions, relays, queues, upstash):
+    eu = BY_CODE["eu-west-1"]
+    # relay A talks to eu-west-1 with its own token, whose requests hang: A is mid-publish
+    # when it is frozen (SIGSTOP), holding its claim
+    upstash.set_faults({"hang_rate": 1.0}, tokens=[eu.alt_token])
+    ids = insert_jobs(conn, 10, "eu-west-1", expires_in_s=60, allow_fallback=False, tag="frozen")
+    frozen = relays.start(env=relays.env(tokens={"eu-west-1": eu.alt_token}, claim_lease_s=3,
+                                         publish_timeout_s=1.5, retry_window_s=1))
+    wait_for(lambda: open_claims(conn) >= 1, 30, "relay A to claim", on_timeout=frozen.tail)
+    frozen.signal(signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    try:
+        other = relays.start(claim_lease_s=3)
+        wait_for(lambda: outbox_count(conn) == 0 and queues.total() == 10, 30,
+                 "relay B to deliver what the frozen relay claimed", on_timeout=other.tail)
+        assert time.monotonic() - stopped_at < 20  # well inside the jobs' 60 s
+    finally:
+        upstash.clear_faults()
+        frozen.signal(signal.SIGCONT)
+    # the frozen relay wakes: its claim is gone, its late push is a duplicate at most
+    wait_for(lambda: frozen.has_event("database_error") or frozen.has_event("publish_failed"),
+             30, "relay A to notice", on_timeout=frozen.tail)
+    for process in (frozen, other):
+        process.signal(signal.SIGTERM)
+        assert process.wait(30) == 0, process.tail()
+    assert_exactly_once(queues, set(ids))
+
+
+# ---------------------------------------------------------------- 6. no poll storm
+
+
+def database_transactions(conn) -> int:
+    return conn.execute("""
+        SELECT xact_commit + xact_rollback AS n FROM pg_stat_database
+         WHERE datname = current_database()""").fetchone()["n"]
+
+
+@pytest.mark.timeout(120)
+def test_idle_workers_do_not_storm_while_a_sibling_holds_the_due_rows(conn, regions, relays,
+                                                                       upstash):
+    us = BY_CODE["us-east-1"]
+    upstash.set_faults({"hang_rate": 1.0}, tokens=[us.token])
+    insert_jobs(conn, 50, "us-east-1", tag="held")
+    relay = relays.start(concurrency=4, publish_timeout_s=20, retry_window_s=0,
+                         claim_lease_s=60, depth_interval_s=60, poll_interval_s=30)
+    wait_for(lambda: open_claims(conn) >= 1, 30, "a worker to hold the batch", on_timeout=relay.tail)
+    time.sleep(1.5)  # let the other workers reach their steady state, not a wait for a condition
+    conn.execute("SELECT pg_stat_force_next_flush()")
+    before, started = database_transactions(conn), time.monotonic()
+    time.sleep(5)  # the measuring window
+    conn.execute("SELECT pg_stat_force_next_flush()")
+    rate = (database_transactions(conn) - before) / (time.monotonic() - started)
+    assert open_claims(conn) >= 1, "the batch was not held for the whole window"
+    assert rate < 40, f"{rate:.0f} transactions/s while another worker holds the due rows"
+    relay.signal(signal.SIGTERM)
+    assert relay.wait(30) == 0
+
+
+# ---------------------------------------------------------------- 11. relay --once says when it could not
+
+
+def test_relay_once_exits_non_zero_when_due_jobs_remain(conn, regions, relays, queues, upstash):
+    eu = BY_CODE["eu-west-1"]
+    upstash.set_faults({"error_rate": 1.0, "error_statuses": [503]}, tokens=[eu.token])
+    waiting = insert_jobs(conn, 7, "eu-west-1", allow_fallback=False, tag="pinned")
+    fine = insert_jobs(conn, 5, "ap-south-1", tag="fine")
+    relay = relays.start("--once", "--json", breaker_failures=2, retry_window_s=0.5)
+    assert relay.wait(60) == 1, relay.tail()
+    last = relay.stderr().strip().splitlines()[-1]
+    assert last.startswith("pgpulse relay: error: 7 due job(s) not delivered: region eu-west-1"), last
+    assert "HTTP 503" in last
+    assert json.loads(relay.stdout())["published"] == 5
+    assert outbox_ids(conn) == set(waiting)
+    for secret in (r.token for r in REGIONS):
+        assert secret not in relay.stderr()
+    # nothing left behind: success
+    upstash.clear_faults()
+    assert relays.run_once()["published"] == 7
+    assert_exactly_once(queues, set(waiting) | set(fine))
