@@ -67,7 +67,6 @@ def _relay(args):
     from relay.worker import Relay
     dsn = _dsn(args)
     logs.setup(args.log_level)
-    protect_secrets(dsn)
     relay = Relay(dsn, once=args.once)
     if args.http:
         from relay.http import serve_alongside
@@ -130,17 +129,22 @@ def _region(args):
         print(f"region {args.code}: {args.action} done")
 
 
-def protect_secrets(dsn: str | None = None) -> None:
-    """Registers every configured secret with the log redactor."""
-    from urllib.parse import urlsplit
+SECRET_ENV = ("CRON_SECRET", "PGPASSWORD", "PGPULSE_DEVSERVER_ADMIN_TOKEN",
+              "PGPULSE_ALERT_WEBHOOK_URL")
 
+
+def protect_secrets(dsn: str | None = None) -> None:
+    """Registers every configured secret with the redactor (logs and CLI errors)."""
     from relay import logs
+    from relay.config import dsn_secrets
     for name, value in os.environ.items():
-        if name.startswith("UPSTASH_REDIS_REST_TOKEN") or name in (
-                "CRON_SECRET", "PGPASSWORD", "PGPULSE_DEVSERVER_ADMIN_TOKEN"):
-            logs.register_secret(value)
-    if dsn:
-        logs.register_secret(urlsplit(dsn).password)
+        if name.startswith(("UPSTASH_REDIS_REST_TOKEN", "PGPULSE_DEVSERVER_TOKENS")) \
+                or name in SECRET_ENV:
+            for secret in [value, *value.split()]:
+                logs.register_secret(secret)
+    for url in (dsn, os.environ.get("DATABASE_URL")):
+        for secret in dsn_secrets(url or ""):
+            logs.register_secret(secret)
 
 
 @command("http")
@@ -151,7 +155,6 @@ def _http(args):
     from relay.http import serve_alone
     dsn = _dsn(args)
     logs.setup(args.log_level)
-    protect_secrets(dsn)
     asyncio.run(serve_alone(args.listen, dsn))
 
 
@@ -163,16 +166,17 @@ def _demo(args):
 
 @command("bench")
 def _bench(args):
-    from relay.bench import run_bench
+    from relay.bench import run_bench, summary
     for record in run_bench(args):
-        emit(args, record, lambda r: json.dumps(r, indent=2))
+        emit(args, record, summary)
 
 
 @command("devserver")
 def _devserver(args):
     from relay import devserver
-    tokens = devserver.parse_token_args(args.token)
-    admin_token = args.admin_token or os.environ.get("PGPULSE_DEVSERVER_ADMIN_TOKEN")
+    from relay.devserver.server import ADMIN_TOKEN_ENV, token_args
+    tokens = devserver.parse_token_args(token_args(args.token))
+    admin_token = args.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None
     devserver.serve(args.host, args.port, args.redis_url, tokens, admin_token)
 
 
@@ -260,9 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="benchmarks on throwaway local services (figures in the README)",
                        description="Each benchmark starts its own PostgreSQL, redis-server and "
                                    "dev server. Medians of several runs.")
-    p.add_argument("what", choices=["tick", "devserver", "relay", "relay-lag", "compare", "all"])
+    p.add_argument("what", choices=["tick", "devserver", "relay", "relay-lag", "compare", "e2e",
+                                    "all"])
     p.add_argument("--monitors", type=int, default=None,
-                   help="tick/compare: due monitors (default 100000 / 1000)")
+                   help="tick/e2e/compare: due monitors (default 100000 / 100000 / 1000)")
     p.add_argument("--jobs", type=int, default=100_000, help="relay: jobs in the outbox")
     p.add_argument("--latency-ms", type=float, default=0.0,
                    help="relay/compare: latency the dev server adds to every request")
@@ -279,8 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8079)
     p.add_argument("--redis-url", default=_env_default("REDIS_URL", "redis://127.0.0.1:6379"),
                    help="redis-server to run commands on (env $REDIS_URL)")
-    p.add_argument("--token", action="append", required=True, metavar="TOKEN[=DB]",
-                   help="accepted bearer token and its Redis database number (repeatable)")
+    p.add_argument("--token", action="append", default=[], metavar="TOKEN[=DB]",
+                   help="accepted bearer token and its Redis database number (repeatable; "
+                        "visible in ps: prefer $PGPULSE_DEVSERVER_TOKENS, whitespace-separated)")
     p.add_argument("--admin-token", default=None,  # never printed: it is a secret
                    help="token of the fault-injection admin API (env "
                         "$PGPULSE_DEVSERVER_ADMIN_TOKEN; unset: admin API off)")
@@ -298,7 +304,9 @@ def _settings_epilog() -> str:
     for cls in (RelaySettings, OpsSettings):
         for f in fields(cls):
             name = "CRON_SECRET" if f.name == "cron_secret" else "PGPULSE_" + f.name.upper()
-            shown = "set" if f.name == "cron_secret" and os.environ.get(name) else os.environ.get(name)
+            shown = os.environ.get(name)
+            if shown and f.metadata.get("secret"):
+                shown = "set"
             lines.append(f"  {name:<34} {f.default}" + (f"  (now {shown})" if shown else ""))
     return "\n".join(lines)
 
@@ -313,10 +321,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "region" and args.action != "list" and not args.code:
         parser.error(f"region {args.action}: a region code is required")
+    protect_secrets(getattr(args, "database_url", None))
     try:
         return COMMANDS[args.command](args) or 0
     except PgPulseError as exc:
-        print(f"pgpulse {args.command}: error: {exc}", file=sys.stderr)
+        from relay.logs import redact
+        print(f"pgpulse {args.command}: error: {redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from relay.errors import ConfigError
 
@@ -27,13 +27,39 @@ def sqlalchemy_url(dsn: str) -> str:
     return "postgresql+psycopg://" + dsn.split("://", 1)[1]
 
 
+# libpq URL parameters whose values are secrets
+_SECRET_PARAMS = frozenset({"password", "sslpassword"})
+
+
+def dsn_secrets(dsn: str) -> list[str]:
+    """Every password a libpq URL carries (user info or ?password=), as written and decoded."""
+    parts = urlsplit(dsn)
+    raw = [parts.password] if parts.password else []
+    raw += [value for key, value in parse_qsl(parts.query, keep_blank_values=True,
+                                                 errors="replace")
+            if key.lower() in _SECRET_PARAMS and value]
+    # parse_qsl decodes; the URL itself may hold the value percent-encoded
+    raw += [quote(value, safe="") for value in raw]
+    found = []
+    for value in raw:
+        for form in (value, unquote(value)):
+            if form and form not in found:
+                found.append(form)
+    return found
+
+
 def redact_url(url: str) -> str:
-    """A URL safe to print: the password is replaced."""
+    """A URL safe to print: passwords (user info and ?password=) are replaced."""
     parts = urlsplit(url)
+    netloc, query = parts.netloc, parts.query
     if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
+        netloc = netloc.replace(f":{parts.password}@", ":***@")
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True, errors="replace")
+        if any(key.lower() in _SECRET_PARAMS for key, _ in pairs):
+            query = urlencode([(key, "***" if key.lower() in _SECRET_PARAMS else value)
+                               for key, value in pairs], safe="*")
+    return parts._replace(netloc=netloc, query=query).geturl()
 
 
 def env_suffix(region: str) -> str:
@@ -123,10 +149,12 @@ class RelaySettings:
 class OpsSettings:
     """Readiness thresholds, alert rules and the HTTP trigger's secret."""
 
-    cron_secret: str | None = field(default=None, repr=False)
+    # secret fields (metadata "secret") are never printed, not even by --help
+    cron_secret: str | None = field(default=None, repr=False, metadata={"secret": True})
     ready_max_tick_age_s: float = 180.0     # /readyz: a tick finished within this
     ready_max_backlog_age_s: float = 120.0  # /readyz: oldest due job younger than this
-    alert_webhook_url: str | None = None
+    # a Slack-style webhook URL is a credential: whoever knows it can post
+    alert_webhook_url: str | None = field(default=None, repr=False, metadata={"secret": True})
     alert_interval_s: float = 10.0          # how often alert rules are evaluated
     alert_breaker_open_s: float = 60.0      # a breaker open longer than this alerts
     alert_deadman_s: float = 180.0          # no finished tick for this long alerts

@@ -22,10 +22,10 @@ from psycopg.rows import dict_row
 
 from relay import logs, metrics
 from relay.alerts import Alerter, evaluate
-from relay.config import OpsSettings
+from relay.config import OpsSettings, dsn_secrets
 from relay.db import describe
 from relay.errors import PgPulseError
-from relay.queries import queries
+from relay.facts import read_facts
 from relay.tick import run_tick
 
 SECURITY_HEADERS = [
@@ -41,30 +41,17 @@ ROUTES = {"/healthz": "GET", "/readyz": "GET", "/metrics": "GET", "/api/cron/sch
 
 async def gather_facts(dsn: str) -> dict[str, Any]:
     """What readiness, metrics and alerts look at, read in one short connection."""
-    q = queries()
     async with await psycopg.AsyncConnection.connect(
             dsn, autocommit=True, row_factory=dict_row, connect_timeout=5) as conn:
-        backlog = await (await conn.execute(q["backlog"])).fetchall()
-        last = await (await conn.execute(q["last_good_tick"])).fetchone()
-        latest = await (await conn.execute(q["latest_tick"])).fetchone()
-    return {"backlog": backlog, "last_tick_age_s": last["age_s"], "latest_tick": latest}
-
-
-def publish_gauges(facts: dict[str, Any]) -> None:
-    for row in facts["backlog"]:
-        metrics.outbox_backlog.labels(row["region"]).set(row["due"])
-        metrics.outbox_oldest_age.labels(row["region"]).set(float(row["oldest_due_age_s"] or 0))
-    tick = facts["latest_tick"]
-    if tick:
-        metrics.tick_duration.set(tick["duration_s"] or 0)
-        metrics.tick_monitors.set(tick["monitors_claimed"])
-        metrics.tick_cut_short.set(1 if tick["cut_short"] else 0)
+        return await read_facts(conn)
 
 
 class OpsApp:
     def __init__(self, dsn: str, settings: OpsSettings | None = None) -> None:
         self.dsn = dsn
         self.settings = settings or OpsSettings.from_env()
+        for secret in [*dsn_secrets(dsn), self.settings.cron_secret]:
+            logs.register_secret(secret)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -87,8 +74,11 @@ class OpsApp:
             status, body = await self.readiness()
             return await self._json(send, status, body)
         if path == "/metrics":
-            with contextlib.suppress(psycopg.Error, OSError):
-                publish_gauges(await gather_facts(self.dsn))
+            try:
+                metrics.publish_facts(await gather_facts(self.dsn))
+                metrics.facts_ok.set(1)
+            except (psycopg.Error, OSError):
+                metrics.facts_ok.set(0)
             return await self._respond(send, 200, generate_latest(metrics.REGISTRY),
                                        CONTENT_TYPE_LATEST.encode())
         return await self.cron_trigger(scope, receive, send)
@@ -133,7 +123,8 @@ class OpsApp:
         return await self._json(send, 200, record)
 
     async def _json(self, send, status: int, body: Any, extra=()) -> None:
-        await self._respond(send, status, json.dumps(body, default=str).encode(),
+        # scrubbed before encoding: no registered secret leaves in a body, escaped or not
+        await self._respond(send, status, json.dumps(logs.scrub(body)).encode(),
                             b"application/json", extra)
 
     async def _respond(self, send, status: int, body: bytes, content_type: bytes, extra=()) -> None:
@@ -173,7 +164,7 @@ async def watch_alerts(app: OpsApp, stop: asyncio.Event, breakers_open_s=lambda:
         while not stop.is_set():
             with contextlib.suppress(psycopg.Error, OSError):
                 facts = await gather_facts(app.dsn)
-                publish_gauges(facts)
+                metrics.publish_facts(facts)
                 tick = facts["latest_tick"]
                 if tick and tick["finished_at"] and tick["id"] != last_tick:
                     last_tick = tick["id"]  # pg_cron's ticks show up in the logs too

@@ -20,10 +20,27 @@ def register_secret(value: str | None) -> None:
 
 
 def redact(text: str) -> str:
-    for secret in _secrets:
+    # longest first: a secret containing another is replaced whole
+    for secret in sorted(_secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, "***")
     return text
+
+
+def scrub(value: Any) -> Any:
+    """`value` with every known secret replaced, strings inside dicts and lists too.
+
+    Runs before JSON encoding: once encoded, a secret holding `"`, `\\` or non-ASCII
+    characters is escaped and no longer matches its registered text."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {scrub(key): scrub(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [scrub(item) for item in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return redact(str(value))
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,7 +54,7 @@ class JsonFormatter(logging.Formatter):
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info).splitlines()[-1]
-        return redact(json.dumps(entry, default=str))
+        return json.dumps(scrub(entry))
 
 
 def setup(level: str = "INFO", stream=None) -> None:

@@ -1,13 +1,27 @@
-"""Prometheus metrics of the relay and the tick, served at GET /metrics."""
+"""Prometheus metrics of the relay and the tick, served at GET /metrics.
+
+Two kinds: this process's own (counters, breaker, queue depth sampled by this relay) and
+database-wide facts (backlog, ticks, dead letters) that every relay reports alike. Aggregate
+the second kind with max(), never sum(): N relays report the same number N times.
+"""
 
 import bisect
 import threading
 from collections import defaultdict
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR,
+                               CollectorRegistry, Counter, Gauge, Histogram, Info)
 from prometheus_client.core import HistogramMetricFamily
 
+from relay import __version__
+
 REGISTRY = CollectorRegistry(auto_describe=True)
+for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    REGISTRY.register(_collector)  # process_*, python_info, python_gc_*
+
+Info("pgpulse_build", "pgpulse version running in this process",
+     registry=REGISTRY).info({"version": __version__})
 
 _LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 
@@ -28,20 +42,35 @@ publish_retries = Counter("pgpulse_publish_retries", "HTTP publish attempts retr
 publish_latency = Histogram("pgpulse_publish_latency_seconds", "One /pipeline request",
                             ["region"], registry=REGISTRY,
                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-breaker_state = Gauge("pgpulse_breaker_state", "0 closed, 1 half-open, 2 open",
-                      ["region"], registry=REGISTRY)
+BREAKER_STATES = ("closed", "half_open", "open")
+breaker_state = Gauge("pgpulse_breaker_state",
+                      "This relay's circuit breaker per region: 1 for the state it is in",
+                      ["region", "state"], registry=REGISTRY)
 queue_depth = Gauge("pgpulse_queue_depth", "Jobs waiting in a region's Redis queues",
                     ["region"], registry=REGISTRY)
-outbox_backlog = Gauge("pgpulse_outbox_backlog", "Due jobs waiting in the outbox",
+
+# database-wide (aggregate with max)
+outbox_backlog = Gauge("pgpulse_outbox_backlog", "Due jobs waiting in the outbox (database-wide)",
                        ["region"], registry=REGISTRY)
 outbox_oldest_age = Gauge("pgpulse_outbox_oldest_due_age_seconds",
-                          "Age of the oldest due job in the outbox", ["region"], registry=REGISTRY)
-tick_duration = Gauge("pgpulse_tick_duration_seconds", "Duration of the latest tick",
+                          "Age of the oldest due job in the outbox (database-wide)",
+                          ["region"], registry=REGISTRY)
+dead_letters = Gauge("pgpulse_dead_letters", "Jobs in pgpulse.dead_letters (database-wide)",
+                     ["region"], registry=REGISTRY)
+tick_duration = Gauge("pgpulse_tick_duration_seconds", "Duration of the latest finished tick",
                       registry=REGISTRY)
-tick_monitors = Gauge("pgpulse_tick_monitors", "Monitors claimed by the latest tick",
+tick_budget = Gauge("pgpulse_tick_budget_seconds", "Time budget of the latest finished tick",
+                    registry=REGISTRY)
+tick_monitors = Gauge("pgpulse_tick_monitors", "Monitors claimed by the latest finished tick",
                       registry=REGISTRY)
-tick_cut_short = Gauge("pgpulse_tick_cut_short", "1 if the latest tick ran out of budget",
-                       registry=REGISTRY)
+tick_cut_short = Gauge("pgpulse_tick_cut_short",
+                       "1 if the latest finished tick ran out of budget", registry=REGISTRY)
+last_tick_finished = Gauge("pgpulse_last_tick_finished_timestamp_seconds",
+                           "Unix time the latest tick finished (any trigger; 0: never)",
+                           registry=REGISTRY)
+facts_ok = Gauge("pgpulse_database_up",
+                 "1 if this process read the database-wide facts on its latest try",
+                 registry=REGISTRY)
 
 
 class BatchHistogram:
@@ -79,3 +108,35 @@ class BatchHistogram:
 schedule_lag = BatchHistogram("pgpulse_schedule_lag_seconds", "published_at - scheduled_for",
                               _LAG_BUCKETS)
 REGISTRY.register(schedule_lag)
+
+
+def set_breaker(region: str, state: str) -> None:
+    """One series per state, 1 for the current one (the Prometheus state-set convention)."""
+    for name in BREAKER_STATES:
+        breaker_state.labels(region, name).set(1 if name == state else 0)
+
+
+def init_region(region: str) -> None:
+    """Every per-region series exists from the start at 0, so rate() and the dashboard see
+    a region before its first event."""
+    set_breaker(region, "closed")
+    for counter in (published, duplicates, failed, expired, dead_lettered, publish_retries):
+        counter.labels(region)
+    publish_latency.labels(region)
+    schedule_lag.observe_many(region, [])
+
+
+def publish_facts(facts: dict[str, Any]) -> None:
+    """Sets the database-wide gauges from a facts snapshot (see relay.facts)."""
+    for row in facts["backlog"]:
+        outbox_backlog.labels(row["region"]).set(row["due"])
+        outbox_oldest_age.labels(row["region"]).set(float(row["oldest_due_age_s"] or 0))
+    for region, count in facts.get("dead_letters", {}).items():
+        dead_letters.labels(region).set(count)
+    tick = facts.get("latest_finished_tick")
+    if tick:
+        tick_duration.set(tick["duration_s"] or 0)
+        tick_budget.set((tick["budget_ms"] or 0) / 1000)
+        tick_monitors.set(tick["monitors_claimed"])
+        tick_cut_short.set(1 if tick["cut_short"] else 0)
+        last_tick_finished.set(tick["finished_at"].timestamp())

@@ -35,7 +35,6 @@ from relay.upstash import (MalformedReply, RegionRefused, RequestRejected, Token
                            UpstashClient, region_failure)
 
 Q = queries()
-BREAKER_GAUGE = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
 
 # What became of one job of a batch.
 PUSHED_KIND = "pushed"
@@ -258,7 +257,7 @@ class Relay:
         region = Region(code=endpoint.region)
 
         def on_change(old: State, new: State) -> None:
-            metrics.breaker_state.labels(region.code).set(BREAKER_GAUGE[new])
+            metrics.set_breaker(region.code, new.value)
             logs.warning("breaker_changed", region=region.code, old=old.value, new=new.value)
             if new is State.OPEN:
                 region.succeeded = False
@@ -268,7 +267,7 @@ class Relay:
 
         region.breaker = CircuitBreaker(s.breaker_failures, s.breaker_cooldown_s,
                                         on_change=on_change)
-        metrics.breaker_state.labels(region.code).set(0)
+        metrics.init_region(region.code)
 
         def on_attempt(ok: bool) -> None:
             region.attempts += 1

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what pgpulse needs on Debian 12: PostgreSQL 15 with pg_cron, redis-server,
-# python3-venv (apt, only when missing), then the project's virtualenv in .venv.
+# prometheus (promtool), chromium, python3-venv (apt, only when missing), then the
+# project's virtualenv in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -8,6 +9,8 @@ PYTHON=${PYTHON:-python3}
 missing=()
 compgen -G "/usr/lib/postgresql/*/lib/pg_cron.so" >/dev/null || missing+=(postgresql-15-cron)
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v promtool >/dev/null || missing+=(prometheus)  # promtool checks the alert rules
+command -v chromium >/dev/null || missing+=(chromium)    # the status page's browser test
 "$PYTHON" -c "import ensurepip, venv" 2>/dev/null || missing+=(python3-venv)
 
 if ((${#missing[@]})); then

@@ -199,3 +199,21 @@ SELECT id, started_at, finished_at, cut_short, monitors_claimed, jobs_written,
        extract(epoch FROM coalesce(finished_at, clock_timestamp()) - started_at)::float8
            / nullif(budget_ms / 1000.0, 0)::float8 AS budget_used
   FROM pgpulse.tick_runs ORDER BY id DESC LIMIT 1
+
+-- latest_finished_tick --
+-- The newest tick that finished (any trigger), for the tick gauges and the dead-man rule.
+SELECT id, trigger, started_at, finished_at, cut_short, monitors_claimed, jobs_written, budget_ms,
+       extract(epoch FROM finished_at - started_at)::float8 AS duration_s
+  FROM pgpulse.tick_runs WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 1
+
+-- dead_letters_by_region --
+-- Dead letters per region, every region listed (0 when none).
+SELECT r.code AS region, count(d.job_id) AS dead_letters
+  FROM public.regions r
+  LEFT JOIN pgpulse.dead_letters d ON d.region = r.code
+ GROUP BY r.code ORDER BY r.code
+
+-- unhealthy_regions --
+-- Regions some relay's breaker marked unhealthy, and for how long.
+SELECT code AS region, extract(epoch FROM now() - healthy_changed_at)::float8 AS unhealthy_s
+  FROM public.regions WHERE enabled AND NOT healthy

@@ -7,7 +7,8 @@ import argparse
 import asyncio
 import os
 import platform
-from collections.abc import Iterator
+import statistics
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -17,6 +18,34 @@ def percentile(values: list[float], q: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def median_record(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One record for several runs of a benchmark: each number is the median over the runs,
+    any other field is kept when every run agrees and listed per run otherwise."""
+    merged: dict[str, Any] = {}
+    for key, first in records[0].items():
+        values = [record[key] for record in records]
+        if isinstance(first, dict):
+            merged[key] = median_record(values)
+        elif isinstance(first, (int, float)) and not isinstance(first, bool):
+            median = statistics.median(values)
+            merged[key] = round(median, 3) if isinstance(median, float) else median
+        else:
+            merged[key] = first if all(v == first for v in values) else values
+    return merged
+
+
+def repeated(runs: int, bench: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A benchmark that measures one run, run `runs` times: medians, and the runs count."""
+    return median_record([bench() for _ in range(runs)]) | {"runs": runs}
+
+
+def summary(record: dict[str, Any]) -> str:
+    """The human form of a record: its name and top-level figures on one line."""
+    figures = ", ".join(f"{key} {value}" for key, value in record.items()
+                        if key != "bench" and isinstance(value, (int, float, str)))
+    return f"bench {record.get('bench')}: {figures}"
 
 
 def machine() -> dict[str, Any]:
@@ -33,7 +62,8 @@ def run_bench(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
                "machine": machine()}
     if what in ("devserver", "all"):
         from relay.bench.devserver import bench_devserver
-        yield {"bench": "devserver", **asyncio.run(bench_devserver()), "machine": machine()}
+        yield {"bench": "devserver", **asyncio.run(bench_devserver(runs=args.runs)),
+               "machine": machine()}
     if what in ("relay", "all"):
         from relay.bench.relay import bench_relay
         latencies = [args.latency_ms] if what == "relay" else [0.0, 20.0]
@@ -41,10 +71,15 @@ def run_bench(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
             yield bench_relay(args.jobs, latency, runs=args.runs) | {"machine": machine()}
     if what in ("relay-lag", "all"):
         from relay.bench.relay import bench_relay_lag
-        yield bench_relay_lag(args.rate, args.seconds) | {"machine": machine()}
+        yield repeated(args.runs, lambda: bench_relay_lag(args.rate, args.seconds)) | {
+            "machine": machine()}
     if what in ("compare", "all"):
         from relay.bench.compare import bench_compare
         cases = ([(args.monitors or 1000, args.latency_ms)] if what == "compare" else
                  [(1000, 0.0), (1000, 20.0), (100_000, 0.0), (100_000, 20.0)])
         for monitors, latency in cases:
-            yield bench_compare(monitors, latency) | {"machine": machine()}
+            yield repeated(args.runs, lambda: bench_compare(monitors, latency)) | {
+                "machine": machine()}
+    if what in ("e2e", "all"):
+        from relay.bench.e2e import bench_e2e
+        yield bench_e2e(args.monitors or 100_000, runs=args.runs) | {"machine": machine()}

@@ -2,7 +2,7 @@
 
 Starts its own redis-server and dev server, sends `n_commands` LPUSH commands in
 `/pipeline` requests of `batch` commands from `concurrency` keep-alive connections, and
-checks that the list really holds them all. Each figure is the median of three runs.
+checks that the list really holds them all. Each figure is the median of `runs` runs.
 The request bodies are serialised once, so the client spends its CPU on HTTP, not JSON:
 on a 2-core machine client, dev server and redis-server share the same cores.
 
@@ -25,7 +25,6 @@ import httpx
 from relay.devserver import DevServer
 from relay.embedded import EmbeddedRedis
 
-RUNS = 3
 TOKEN = "bench-token"
 _VALUE = json.dumps({"v": 1, "job_id": "00000000-0000-0000-0000-000000000000",
                      "url": "https://example.com/health", "region": "us-east-1",
@@ -84,12 +83,12 @@ def _evalsha_bodies(sha: str, n_commands: int, batch: int, run: int) -> list[byt
     return bodies
 
 
-def _redis_benchmark(port: int, n_commands: int, batch: int) -> float | None:
+def _redis_benchmark(port: int, n_commands: int, batch: int, runs: int) -> float | None:
     exe = shutil.which("redis-benchmark")
     if exe is None:
         return None
     figures = []
-    for _ in range(RUNS):
+    for _ in range(runs):
         out = subprocess.run(
             [exe, "-h", "127.0.0.1", "-p", str(port), "-P", str(batch), "-t", "lpush",
              "-n", str(n_commands), "-q"],
@@ -100,8 +99,9 @@ def _redis_benchmark(port: int, n_commands: int, batch: int) -> float | None:
     return statistics.median(figures) if figures else None
 
 
-async def bench_devserver(n_commands: int = 200_000, batch: int = 1000, concurrency: int = 4) -> dict:
-    """LPUSH/s through the dev server's /pipeline (median of three runs)."""
+async def bench_devserver(n_commands: int = 200_000, batch: int = 1000, concurrency: int = 4,
+                          runs: int = 3) -> dict:
+    """LPUSH/s through the dev server's /pipeline (median of `runs` runs)."""
     # started from this thread: a server's parent-death signal follows the thread that started it
     redis = EmbeddedRedis().start()
     try:
@@ -109,7 +109,7 @@ async def bench_devserver(n_commands: int = 200_000, batch: int = 1000, concurre
         try:
             lpush_bodies = _lpush_bodies(n_commands, batch)
             lpush_seconds = []
-            for _ in range(RUNS):
+            for _ in range(runs):
                 await _command(server.url, "DEL", "bench:lpush")
                 lpush_seconds.append(await _push(server.url, lpush_bodies, concurrency))
                 stored = await _command(server.url, "LLEN", "bench:lpush")
@@ -117,7 +117,7 @@ async def bench_devserver(n_commands: int = 200_000, batch: int = 1000, concurre
                     raise RuntimeError(f"expected {n_commands} list entries, found {stored}")
             sha = await _command(server.url, "SCRIPT", "LOAD", _PUSH_SCRIPT)
             evalsha_seconds = []
-            for run in range(RUNS):
+            for run in range(runs):
                 await _command(server.url, "DEL", "bench:jobs")
                 bodies = _evalsha_bodies(sha, n_commands, batch, run)
                 evalsha_seconds.append(await _push(server.url, bodies, concurrency))
@@ -127,7 +127,7 @@ async def bench_devserver(n_commands: int = 200_000, batch: int = 1000, concurre
             await _command(server.url, "FLUSHDB")
         finally:
             server.stop()
-        redis_benchmark = await asyncio.to_thread(_redis_benchmark, redis.port, n_commands, batch)
+        redis_benchmark = await asyncio.to_thread(_redis_benchmark, redis.port, n_commands, batch, runs)
     finally:
         redis.stop()
     seconds = statistics.median(lpush_seconds)
@@ -135,7 +135,7 @@ async def bench_devserver(n_commands: int = 200_000, batch: int = 1000, concurre
         "commands": n_commands,
         "seconds": round(seconds, 4),
         "lpush_per_s": round(n_commands / seconds),
-        "median_of": RUNS,
+        "runs": runs,
         "batch": batch,
         "concurrency": concurrency,
         "runs_lpush_per_s": [round(n_commands / s) for s in lpush_seconds],

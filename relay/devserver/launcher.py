@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -11,9 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from relay.devserver.server import DevServerError
+from relay.devserver.server import ADMIN_TOKEN_ENV, TOKENS_ENV, DevServerError
 from relay.embedded import ManagedService, die_with_parent, free_port
 
+# The default of DevServer(admin_token=...): a random token made for this server.
+NEW_ADMIN_TOKEN = object()
 # The folder holding the `relay` package, so the subprocess imports this same code.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -25,13 +28,15 @@ class DevServer(ManagedService):
         self,
         redis_url: str,
         tokens: dict[str, int],
-        admin_token: str | None = "admin-secret",
+        admin_token: str | None | object = NEW_ADMIN_TOKEN,
         port: int | None = None,
         host: str = "127.0.0.1",
     ) -> None:
         self.redis_url = redis_url
         self.tokens = dict(tokens)
-        self.admin_token = admin_token
+        # no fixed default: a fresh random admin token unless one is given (None: admin off)
+        self.admin_token: str | None = (
+            secrets.token_urlsafe(24) if admin_token is NEW_ADMIN_TOKEN else admin_token)  # type: ignore[assignment]
         self.host = host
         self.port = port
         self.proc: subprocess.Popen | None = None
@@ -50,12 +55,13 @@ class DevServer(ManagedService):
         if self.port is None:
             self.port = free_port()
         args = [sys.executable, "-m", "relay.devserver", "--host", self.host,
-                "--port", str(self.port), "--redis-url", self.redis_url]
-        for token, db in self.tokens.items():
-            args += ["--token", f"{token}={db}"]
+                "--port", str(self.port)]
+        # secrets go by environment: a command line is readable by every user (ps)
+        env = {k: v for k, v in os.environ.items() if k not in (TOKENS_ENV, ADMIN_TOKEN_ENV)}
+        env["REDIS_URL"] = self.redis_url
+        env[TOKENS_ENV] = "\n".join(f"{token}={db}" for token, db in self.tokens.items())
         if self.admin_token:
-            args += ["--admin-token", self.admin_token]
-        env = dict(os.environ)
+            env[ADMIN_TOKEN_ENV] = self.admin_token
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         self._log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=self._log,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import socket
 import sys
@@ -48,6 +49,17 @@ def parse_token_args(values: list[str]) -> dict[str, int]:
             raise ConfigError(f"--token #{position}: the same token is given twice")
         tokens[token] = db
     return tokens
+
+
+TOKENS_ENV = "PGPULSE_DEVSERVER_TOKENS"
+ADMIN_TOKEN_ENV = "PGPULSE_DEVSERVER_ADMIN_TOKEN"
+
+
+def token_args(flags: list[str], env: dict[str, str] | None = None) -> list[str]:
+    """`--token` values plus the whitespace-separated TOKEN[=DB] entries of
+    $PGPULSE_DEVSERVER_TOKENS: the environment keeps tokens out of `ps` (argv is public)."""
+    env = os.environ if env is None else env
+    return [*flags, *env.get(TOKENS_ENV, "").split()]
 
 
 def _http_protocol() -> Any:
@@ -144,15 +156,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379")
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379"),
+                        help="redis-server to run commands on (env $REDIS_URL)")
     parser.add_argument("--token", action="append", default=[], metavar="TOKEN[=DB]",
-                        help="a REST token and the Redis database it maps to (repeatable)")
+                        help="a REST token and the Redis database it maps to (repeatable; "
+                             f"visible in ps: prefer ${TOKENS_ENV})")
     parser.add_argument("--admin-token", default=None,
-                        help="enables the /_admin fault-injection and stats API")
+                        help="enables the /_admin fault-injection and stats API (visible in "
+                             f"ps: prefer ${ADMIN_TOKEN_ENV})")
     options = parser.parse_args(argv)
     try:
-        serve(options.host, options.port, options.redis_url, parse_token_args(options.token),
-              options.admin_token)
+        serve(options.host, options.port, options.redis_url,
+              parse_token_args(token_args(options.token)),
+              options.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None)
     except PgPulseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

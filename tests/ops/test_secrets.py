@@ -1,10 +1,19 @@
 """A full scenario with every kind of secret configured: none of them may appear in any
 log line, error, HTTP response or metric."""
 
+import io
+import json
+import logging
+import subprocess
+from urllib.parse import quote
+
 import httpx
 
-from tests.waiting import wait_for
+from relay import logs
+from relay.devserver import DevServer
+from relay.embedded import free_port
 from tests.ops.conftest import pgpulse
+from tests.waiting import wait_for
 
 CRON_SECRET = "cron-3f9a1c7e5b2d8046"
 DB_PASSWORD = "pw-6e2b9d4f1a7c3085"
@@ -57,3 +66,99 @@ def test_no_secret_in_logs_errors_responses_or_metrics(conn, regions, relay_env,
     assert "***" in everything  # redacted where a URL had to be shown
     for secret in secrets:
         assert secret not in everything, f"a secret leaked: {secret[:6]}..."
+
+
+# ------------------------------------------------------------------ every other form
+
+# a password given as a URL parameter, with the characters JSON escapes and non-ASCII
+QUERY_PASSWORD = 'qp"\\é-5c1e8a0f'
+QUERY_PASSWORD_IN_URL = quote(QUERY_PASSWORD, safe="")
+
+
+def test_password_as_url_parameter_stays_out_of_errors_bodies_and_logs(relay_env, start_service):
+    unreachable = (f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+                   f"?password={QUERY_PASSWORD_IN_URL}&connect_timeout=2")
+    env = relay_env | {"DATABASE_URL": unreachable, "CRON_SECRET": CRON_SECRET}
+    seen = []
+    for args in (["status"], ["tick"], ["migrate"], ["dlq", "list"]):
+        result = pgpulse(*args, env=env)
+        assert result.returncode == 1 and "error:" in result.stderr
+        seen.append(result.stdout + result.stderr)
+
+    service = start_service("http", env=env)
+    failed = httpx.post(service.url + "/api/cron/scheduler",
+                        headers={"Authorization": f"Bearer {CRON_SECRET}"}, timeout=30)
+    assert failed.status_code == 500
+    seen.append(failed.text)
+    service.stop()
+    assert '"tick_failed"' in service.output
+    seen.append(service.output)
+
+    everything = "\n".join(seen)
+    assert "password=***" in everything  # the URL is still shown, its password is not
+    for form in (QUERY_PASSWORD, QUERY_PASSWORD_IN_URL, json.dumps(QUERY_PASSWORD)[1:-1]):
+        assert form not in everything, f"the password leaked as {form!r}"
+
+
+def test_redaction_runs_before_json_encoding():
+    secret = 'tok"\\ü€-8d2b61f7'
+    logs.register_secret(secret)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonFormatter())
+    logger = logging.getLogger("pgpulse.test_secrets")
+    logger.addHandler(handler)
+    try:
+        logger.warning(f"failed with {secret}",
+                       extra={"fields": {"error": f"auth {secret} refused",
+                                         "nested": {"why": [secret, 1]}}})
+    finally:
+        logger.removeHandler(handler)
+    line = stream.getvalue()
+    entry = json.loads(line)
+    assert entry["event"] == "failed with ***"
+    assert entry["error"] == "auth *** refused" and entry["nested"] == {"why": ["***", 1]}
+    for form in (secret, json.dumps(secret), json.dumps(secret, ensure_ascii=False)):
+        assert form[1:-1] not in line
+
+
+def test_relay_help_does_not_print_the_webhook_url(relay_env):
+    hook = "https://hooks.example.com/services/T01/B02/hook-9a8b7c6d5e"
+    result = pgpulse("relay", "--help",
+                     env=relay_env | {"PGPULSE_ALERT_WEBHOOK_URL": hook, "CRON_SECRET": CRON_SECRET})
+    assert result.returncode == 0
+    assert "PGPULSE_ALERT_WEBHOOK_URL" in result.stdout and "(now set)" in result.stdout
+    assert hook not in result.stdout and "hook-9a8b7c6d5e" not in result.stdout
+    assert CRON_SECRET not in result.stdout
+    assert "(now 0.5)" in result.stdout  # ordinary settings still show their value
+
+
+def command_line(pid: int) -> str:
+    return subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(pid)], capture_output=True,
+                          text=True, check=True).stdout
+
+
+def test_started_processes_get_no_secret_on_their_command_line(redis_server):
+    tokens = {"argv-token-a-3e7f1c": 1, "argv-token-b-9d4a2b=": 2}
+    with DevServer(redis_server.url, tokens) as server:
+        argv = command_line(server.proc.pid) + command_line(redis_server.proc.pid)
+        assert "relay.devserver" in argv and "redis-server" in argv
+        for secret in [*tokens, server.admin_token]:
+            assert secret not in argv, f"a secret is on a command line: {secret[:6]}..."
+        # the tokens still reached the server, through its environment
+        for token, db in tokens.items():
+            reply = httpx.post(server.url, json=["PING"],
+                               headers={"Authorization": f"Bearer {token}"})
+            assert reply.json() == {"result": "PONG"}, (db, reply.text)
+        assert server.stats()["requests"] >= 2
+
+
+def test_no_fixed_default_admin_token(redis_server):
+    with DevServer(redis_server.url, {"t-5a1b": 1}) as first, \
+            DevServer(redis_server.url, {"t-5a1b": 1}) as second:
+        assert first.admin_token and second.admin_token
+        assert first.admin_token != second.admin_token and len(first.admin_token) >= 24
+        for guess in ("admin-secret", "admin"):
+            refused = httpx.get(first.url + "/_admin/stats",
+                                headers={"Authorization": f"Bearer {guess}"})
+            assert refused.status_code == 401

@@ -1,0 +1,28 @@
+"""Database-wide facts that metrics, alert rules and the status page look at, read in one go
+on one connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from relay.queries import queries
+
+
+async def read_facts(conn) -> dict[str, Any]:
+    """`conn`: an async psycopg connection with dict rows, in autocommit."""
+    q = queries()
+
+    async def rows(name: str) -> list[dict[str, Any]]:
+        return await (await conn.execute(q[name])).fetchall()
+
+    last = (await rows("last_good_tick"))[0]
+    latest = await rows("latest_tick")
+    finished = await rows("latest_finished_tick")
+    return {
+        "backlog": await rows("backlog"),
+        "last_tick_age_s": last["age_s"],
+        "latest_tick": latest[0] if latest else None,
+        "latest_finished_tick": finished[0] if finished else None,
+        "dead_letters": {r["region"]: r["dead_letters"] for r in await rows("dead_letters_by_region")},
+        "unhealthy_regions": {r["region"]: r["unhealthy_s"] for r in await rows("unhealthy_regions")},
+    }

@@ -1,0 +1,32 @@
+"""`pgpulse bench e2e` as an operator runs it, on a small N: the figure exists, every job
+reached the queues exactly once (the benchmark fails otherwise), and each component's CPU
+time was read."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_e2e_reports_a_median_and_cpu_per_component() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DATABASE_URL"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "bench", "e2e", "--monitors", "2000", "--runs", "2",
+         "--json"], env=env | {"PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True,
+        text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads(result.stdout)
+    assert record["bench"] == "e2e" and record["monitors"] == 2000 and record["runs"] == 2
+    assert len(record["seconds_all"]) == 2
+    assert record["seconds_median"] >= record["tick_seconds_median"] > 0
+    assert abs(record["jobs_per_s_median"] * record["seconds_median"] - 2000) < 20
+    assert record["tick_cut_short_runs"] == 0
+    # the tick's backend and the relay did real work; the names are the report's contract
+    cpu = record["cpu_seconds_median"]
+    assert set(cpu) == {"postgres", "relay", "devserver", "redis_server"}
+    assert cpu["postgres"] > 0 and cpu["relay"] > 0
