@@ -25,6 +25,17 @@ def open_claims(conn) -> int:
     """).fetchone()["n"]
 
 
+def claimed_by_others(conn, region: str) -> int:
+    """Outbox rows of a region that another transaction holds (claimed, not committed)."""
+    with conn.transaction():
+        total = conn.execute("SELECT count(*) AS n FROM pgpulse.outbox WHERE region = %s",
+                             (region,)).fetchone()["n"]
+        free = conn.execute("""
+            SELECT count(*) AS n FROM (SELECT 1 FROM pgpulse.outbox WHERE region = %s
+                                          FOR UPDATE SKIP LOCKED) s""", (region,)).fetchone()["n"]
+    return total - free
+
+
 def dedup_keys(redis_server, region: str) -> dict[str, int]:
     """The dedup keys in a region's database, with their TTLs in seconds."""
     client = redis.Redis.from_url(redis_server.url, db=BY_CODE[region].db)
@@ -50,7 +61,7 @@ def test_a_push_that_failed_leaves_no_dedup_marker(conn, regions, relays, queues
     blocked = insert_jobs(conn, 10, "us-east-1", criticality="critical", tag="wrongtype")
     fine = insert_jobs(conn, 30, "us-east-1", tag="fine")
     relay = relays.start("--once", "--json")
-    assert relay.wait(60) == 1, relay.tail()
+    code = relay.wait(60)
     totals = json.loads(relay.stdout())
     assert totals["failed"] == 10 and totals["published"] == 30, totals
     rows = conn.execute("SELECT job_id::text, attempts, last_error FROM pgpulse.outbox").fetchall()
@@ -58,6 +69,7 @@ def test_a_push_that_failed_leaves_no_dedup_marker(conn, regions, relays, queues
     assert all(r["attempts"] == 1 and "WRONGTYPE" in r["last_error"] for r in rows)
     keys = dedup_keys(redis_server, "us-east-1")
     assert not {f"pgpulse:dedup:{j}" for j in blocked} & keys.keys(), "a failed push left a marker"
+    assert code == 1, relay.tail()  # jobs wait for a later attempt: --once says so
 
     # the key repaired: the retry pushes them (not "duplicates" that vanish)
     us.delete("pgpulse:jobs:us-east-1:critical")
@@ -217,7 +229,8 @@ def test_a_frozen_relay_does_not_strand_its_claim(conn, regions, relays, queues,
     ids = insert_jobs(conn, 10, "eu-west-1", expires_in_s=60, allow_fallback=False, tag="frozen")
     frozen = relays.start(env=relays.env(tokens={"eu-west-1": eu.alt_token}, claim_lease_s=3,
                                          publish_timeout_s=1.5, retry_window_s=1))
-    wait_for(lambda: open_claims(conn) >= 1, 30, "relay A to claim", on_timeout=frozen.tail)
+    wait_for(lambda: claimed_by_others(conn, "eu-west-1") == 10, 30, "relay A to claim",
+             on_timeout=frozen.tail)
     frozen.signal(signal.SIGSTOP)
     stopped_at = time.monotonic()
     try:
