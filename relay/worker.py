@@ -141,11 +141,16 @@ class Relay:
             if self.once:
                 async with self.pool.connection() as conn:
                     started_at = (await (await conn.execute("SELECT now()")).fetchone())[0]
+                try:
+                    await self._maintain()
+                except psycopg.Error as exc:
+                    raise DatabaseError(describe(exc)) from exc
             self._start_workers()
             if not self.once:
                 self._spawn(self._listen(), "listen")
                 self._spawn(self._watch_regions(), "regions")
                 self._spawn(self._sample_depth(), "depth")
+                self._spawn(self._maintain_forever(), "maintain")
             await self._join_workers()
             if self.once:
                 self._reconcile_health()
@@ -245,6 +250,8 @@ class Relay:
                 region = self.regions[code] = self._new_region(endpoint)
                 added.append(region)
             region.enabled, region.is_default, region.fallback = enabled, is_default, fallback
+            if region.row_healthy is False and _healthy and enabled:  # back, by another relay
+                self._spawn(self._reroute_home(region.code), "home")
             region.row_healthy = _healthy
         # load the push script everywhere at once (a failure here is retried on publish)
         await asyncio.gather(*(self._ensure_script(r) for r in added), return_exceptions=True)
@@ -301,9 +308,11 @@ class Relay:
                 healthy = region.breaker.state is State.CLOSED
                 try:
                     async with self.pool.connection() as conn:
-                        await conn.execute(Q["set_region_health"],
-                                           {"region": region.code, "healthy": healthy})
+                        changed = await (await conn.execute(Q["set_region_health"], {
+                            "region": region.code, "healthy": healthy})).fetchone()
                     region.row_healthy = healthy
+                    if changed and healthy:
+                        self._spawn(self._reroute_home(region.code), "home")
                     return
                 except psycopg.Error as exc:
                     logs.warning("health_write_failed", region=region.code, error=describe(exc))
@@ -318,6 +327,51 @@ class Relay:
                 continue
             if not closed or region.succeeded:
                 self._spawn(self._write_health(region), "health", self._writes)
+
+    async def _reroute_home(self, code: str) -> None:
+        """A region is back: its monitors' jobs that a tick routed elsewhere while it was
+        down (and that no relay has tried yet) go back to it, at once rather than after
+        the minute the tick had planned."""
+        try:
+            async with self.pool.connection() as conn:
+                row = await (await conn.execute(Q["reroute_home"], {"region": code})).fetchone()
+                if row[1]:
+                    await conn.execute("NOTIFY pgpulse_outbox")
+        except psycopg.Error as exc:
+            logs.warning("reroute_home_failed", region=code, error=describe(exc))
+            return
+        if row[1]:
+            logs.event("jobs_returned_home", region=code, count=row[1])
+            self._wake_all()
+
+    async def _maintain(self) -> None:
+        """Expired jobs are deleted and counted wherever they are (also in regions no relay
+        drains); jobs of deleted, renamed or disabled regions follow their monitor's
+        current routing."""
+        async with self.pool.connection() as conn:
+            while True:
+                rows = await (await conn.execute(Q["sweep_expired"], {"limit": 5000})).fetchall()
+                for region, n in rows:
+                    self.counts.expired += n
+                    metrics.expired.labels(region).inc(n)
+                    logs.event("jobs_expired", region=region, count=n, swept=True)
+                if sum(n for _, n in rows) < 5000:
+                    break
+            moved, inserted = await (await conn.execute(Q["reroute_orphans"],
+                                                        {"limit": 5000})).fetchone()
+            if moved:
+                await conn.execute("NOTIFY pgpulse_outbox")
+                logs.event("orphans_rerouted", count=moved, kept=inserted)
+        if moved:
+            self._wake_all()
+
+    async def _maintain_forever(self) -> None:
+        while not self.stop.is_set():
+            try:
+                await self._maintain()
+            except psycopg.Error as exc:
+                logs.warning("maintenance_failed", error=describe(exc))
+            await self._sleep(max(self.settings.poll_interval_s, 1.0) * 2)
 
     async def _watch_regions(self) -> None:
         """Picks up region changes (enabled, fallback, default, new regions)."""
@@ -392,6 +446,8 @@ class Relay:
         """Claims, publishes and commits one batch; returns the number of jobs claimed.
         Raises RegionRefused after committing a batch the region refused as a whole."""
         target, fallback_only, probing = region, False, False
+        if not region.enabled:  # an operator took it out: its jobs follow their routing
+            return 0
         if region.breaker.allow():
             probing = region.breaker.state is State.HALF_OPEN
         else:

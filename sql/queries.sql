@@ -76,10 +76,12 @@ SELECT code, enabled, is_default, fallback_region, healthy, degraded, weight
   FROM public.regions ORDER BY code
 
 -- set_region_health --
--- The relay's breaker state, read by the tick's routing. Only writes on a change.
+-- The relay's breaker state, read by the tick's routing. Only writes on a change (and
+-- then returns the code).
 UPDATE public.regions
    SET healthy = %(healthy)s, healthy_changed_at = now()
  WHERE code = %(region)s AND healthy IS DISTINCT FROM %(healthy)s
+RETURNING code
 
 -- set_region_degraded --
 -- Queue backlog over the threshold: round-robin prefers other regions.
@@ -106,15 +108,105 @@ SELECT id, trigger, started_at, finished_at, monitors_claimed, jobs_written, chu
   FROM pgpulse.tick_runs ORDER BY id DESC LIMIT %(limit)s
 
 -- backlog --
--- Jobs waiting per region: all, due now, and the age of the oldest due job.
-SELECT r.code AS region,
+-- Jobs waiting per region: all, due now, expired, and the age of the oldest live due job.
+-- Regions the outbox still names but the regions table no longer has (deleted, renamed)
+-- are listed too: nothing waits unseen.
+WITH codes AS (
+    SELECT code FROM public.regions
+     UNION
+    SELECT DISTINCT region FROM pgpulse.outbox
+)
+SELECT c.code AS region,
        count(o.job_id) AS waiting,
-       count(o.job_id) FILTER (WHERE o.deliver_at <= now()) AS due,
-       coalesce(extract(epoch FROM now() - min(o.deliver_at) FILTER (WHERE o.deliver_at <= now())), 0)
+       count(o.job_id) FILTER (WHERE o.deliver_at <= now() AND o.expires_at > now()) AS due,
+       count(o.job_id) FILTER (WHERE o.expires_at <= now()) AS expired,
+       coalesce(extract(epoch FROM now() - min(o.deliver_at)
+                        FILTER (WHERE o.deliver_at <= now() AND o.expires_at > now())), 0)
            AS oldest_due_age_s
-  FROM public.regions r
-  LEFT JOIN pgpulse.outbox o ON o.region = r.code
- GROUP BY r.code ORDER BY r.code
+  FROM codes c
+  LEFT JOIN pgpulse.outbox o ON o.region = c.code
+ GROUP BY c.code ORDER BY c.code
+
+-- sweep_expired --
+-- Deletes expired jobs (every region, also ones no relay drains), a bounded chunk at a
+-- time; returns how many per region, for the expired counters.
+WITH sel AS MATERIALIZED (
+    SELECT ctid AS row_ref
+      FROM pgpulse.outbox
+     WHERE expires_at <= now()
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM pgpulse.outbox o
+     WHERE o.ctid = ANY (ARRAY(SELECT row_ref FROM sel))
+    RETURNING o.region
+)
+SELECT region, count(*) AS expired FROM gone GROUP BY region ORDER BY region
+
+-- reroute_orphans --
+-- Jobs of a region that is no longer an enabled region (deleted, renamed, disabled) move
+-- to where their monitor's jobs go now (its preferred region's route, else the round-robin
+-- wheel), under the job id of that region. Jobs with nowhere to go stay until they expire.
+WITH routing AS (
+    SELECT route, wheel FROM pgpulse._routing()
+), sel AS MATERIALIZED (
+    SELECT o.ctid AS row_ref,
+           coalesce(pgpulse._route(m.preferred_region, m.allow_fallback, routing.route),
+                    routing.wheel[1 + abs(hashtext(o.monitor_id::text)::bigint)
+                                      % cardinality(routing.wheel)]) AS target
+      FROM pgpulse.outbox o
+      JOIN public.monitors m ON m.id = o.monitor_id
+     CROSS JOIN routing
+     WHERE NOT EXISTS (SELECT 1 FROM public.regions r WHERE r.code = o.region AND r.enabled)
+       AND o.expires_at > now()
+     LIMIT %(limit)s
+       FOR UPDATE OF o SKIP LOCKED
+), moved AS (
+    DELETE FROM pgpulse.outbox o
+     USING sel
+     WHERE o.ctid = sel.row_ref AND sel.target IS NOT NULL AND sel.target <> o.region
+    RETURNING o.*, sel.target
+), inserted AS (
+    INSERT INTO pgpulse.outbox
+           (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
+            allow_fallback, payload, attempts, last_error)
+    SELECT md5(monitor_id::text || '/' || target || '/' || extract(epoch FROM scheduled_for)::text)::uuid,
+           monitor_id, target, criticality, scheduled_for, deliver_at, expires_at,
+           allow_fallback, payload, attempts, last_error
+      FROM moved
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM inserted) AS inserted
+
+-- reroute_home --
+-- A region is back (enabled and healthy): its monitors' jobs that an earlier tick routed
+-- elsewhere, not yet tried anywhere, come home under that region's job id.
+WITH sel AS MATERIALIZED (
+    SELECT o.ctid AS row_ref
+      FROM public.monitors m
+      JOIN pgpulse.outbox o ON o.monitor_id = m.id
+      JOIN public.regions r ON r.code = m.preferred_region
+     WHERE m.preferred_region = %(region)s AND r.enabled AND r.healthy
+       AND o.region <> m.preferred_region AND o.attempts = 0 AND o.last_error IS NULL
+       AND o.expires_at > now()
+       FOR UPDATE OF o SKIP LOCKED
+), moved AS (
+    DELETE FROM pgpulse.outbox o
+     WHERE o.ctid = ANY (ARRAY(SELECT row_ref FROM sel))
+    RETURNING o.*
+), inserted AS (
+    INSERT INTO pgpulse.outbox
+           (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
+            allow_fallback, payload, attempts, last_error)
+    SELECT md5(monitor_id::text || '/' || %(region)s || '/' || extract(epoch FROM scheduled_for)::text)::uuid,
+           monitor_id, %(region)s, criticality, scheduled_for, deliver_at, expires_at,
+           allow_fallback, payload, attempts, last_error
+      FROM moved
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM inserted) AS inserted
 
 -- region_list --
 -- Regions with their routing state and waiting jobs.

@@ -5,6 +5,7 @@ or waits, or is counted, and that the relay says so."""
 
 from __future__ import annotations
 
+import collections
 import json
 import signal
 import time
@@ -12,8 +13,9 @@ import time
 import pytest
 import redis
 from tests.waiting import wait_for
-from harness import (BY_CODE, REGIONS, assert_exactly_once, insert_jobs, outbox_count,
-                     outbox_ids, region_row)
+from harness import (BY_CODE, REGIONS, assert_exactly_once, insert_jobs, insert_monitors,
+                     outbox_count, outbox_ids, region_row, tick)
+from relay.queries import queries
 
 
 def open_claims(conn) -> int:
@@ -301,3 +303,85 @@ def test_relay_once_exits_non_zero_when_due_jobs_remain(conn, regions, relays, q
     upstash.clear_faults()
     assert relays.run_once()["published"] == 7
     assert_exactly_once(queues, set(waiting) | set(fine))
+
+
+# ---------------------------------------------------------------- 8. routing follows the regions
+
+
+@pytest.mark.timeout(120)
+def test_a_recovered_region_gets_its_monitors_jobs_back_within_seconds(conn, regions, relays,
+                                                                        queues):
+    # eu-west-1 was down when the tick planned the next minute: it routed around it
+    conn.execute("UPDATE public.regions SET healthy = false WHERE code = 'eu-west-1'")
+    insert_monitors(conn, 30, region="eu-west-1", due_ago_s=-25)  # due in 25 s
+    conn.execute("CALL pgpulse.tick(NULL, 'test', '45 seconds', '60 seconds', 5000)")
+    planned = {r["job_id"] for r in conn.execute("SELECT job_id::text FROM pgpulse.outbox")}
+    assert len(planned) == 30
+    assert {r["region"] for r in conn.execute("SELECT region FROM pgpulse.outbox")} == {"us-east-1"}
+    # a relay reaches eu-west-1: the region is back, and so are its monitors' jobs
+    relay = relays.start()
+    wait_for(lambda: region_row(conn, "eu-west-1")["healthy"], 15, "eu-west-1 healthy again",
+             on_timeout=relay.tail)
+    wait_for(lambda: {r["region"] for r in conn.execute("SELECT region FROM pgpulse.outbox")}
+             == {"eu-west-1"}, 10, "the planned jobs to come home", on_timeout=relay.tail)
+    wait_for(lambda: queues.total() == 30, 60, "the jobs at their deliver_at", on_timeout=relay.tail)
+    found = queues.all()
+    assert all(p.db == BY_CODE["eu-west-1"].db and p.job["region"] == "eu-west-1"
+               and "delivered_to" not in p.job for p in found)
+    assert len({p.job["job_id"] for p in found}) == 30
+    assert relay.has_event("jobs_returned_home", region="eu-west-1", count=30)
+    relay.signal(signal.SIGTERM)
+    assert relay.wait(30) == 0
+
+
+# ---------------------------------------------------------------- 9. nothing is orphaned
+
+
+@pytest.mark.timeout(120)
+def test_jobs_of_deleted_renamed_disabled_and_unconfigured_regions(conn, regions, relays, queues):
+    conn.execute("""
+        INSERT INTO public.regions (code, fallback_region) VALUES
+            ('sa-east-1', 'us-east-1'), ('me-central-1', 'us-east-1');
+        INSERT INTO public.regions (code, weight) VALUES ('af-south-1', 0)""")
+    insert_monitors(conn, 10, region="sa-east-1")
+    insert_monitors(conn, 10, region="me-central-1")
+    insert_monitors(conn, 10, region="eu-west-1")
+    insert_monitors(conn, 6, region="eu-west-1", allow_fallback=False)
+    assert tick(conn)["jobs_written"] == 36
+    pinned = {r["job_id"] for r in conn.execute(
+        "SELECT job_id::text FROM pgpulse.outbox WHERE NOT allow_fallback")}
+    stale = insert_jobs(conn, 5, "af-south-1", expires_in_s=-1, deliver_in_s=-90, tag="stale")
+    nowhere = insert_jobs(conn, 3, "af-south-1", tag="unconfigured")
+    conn.execute("""
+        DELETE FROM public.regions WHERE code = 'sa-east-1';
+        UPDATE public.regions SET code = 'me-central-2' WHERE code = 'me-central-1';
+        UPDATE public.regions SET enabled = false WHERE code = 'eu-west-1'""")
+    # the backlog views see every row, also those of regions that are gone
+    backlog = {r["region"]: r for r in conn.execute(queries()["backlog"])}
+    assert backlog["sa-east-1"]["waiting"] == 10 and backlog["me-central-1"]["waiting"] == 10
+    assert backlog["af-south-1"]["expired"] == 5 and backlog["af-south-1"]["due"] == 3
+
+    env = relays.env()
+    env["UPSTASH_REDIS_REST_TOKEN_ME_CENTRAL_2"] = BY_CODE["ap-south-1"].token
+    relay = relays.start("--once", "--json", env=env)
+    assert relay.wait(60) == 1, relay.tail()
+    last = relay.stderr().strip().splitlines()[-1]
+    assert "9 due job(s) not delivered" in last and "af-south-1" in last and "eu-west-1" in last
+    totals = json.loads(relay.stdout())
+    assert totals["expired"] == 5 and totals["published"] == 30, totals
+    assert outbox_ids(conn) == pinned | set(nowhere)
+    found = queues.all()
+    assert len(found) == 30 and len({p.job["job_id"] for p in found}) == 30
+    by_origin = collections.Counter(p.job["monitor_id"] for p in found)
+    assert set(by_origin.values()) == {1}  # one job per monitor
+    regions_now = collections.Counter(p.job["region"] for p in found)
+    # renamed: its new name; disabled (allowing fallback): the fallback; deleted: the wheel
+    assert regions_now["me-central-2"] >= 10 and regions_now["eu-west-1"] == 0
+    assert regions_now["us-east-1"] >= 10 and "sa-east-1" not in regions_now
+    for p in found:
+        assert p.key == f"pgpulse:jobs:{p.job['region']}:{p.job['criticality']}"
+
+    # nothing waits forever: when they expire, the left-overs are dropped and counted
+    conn.execute("UPDATE pgpulse.outbox SET expires_at = now() - interval '1 second'")
+    totals = relays.run_once(env=env)
+    assert totals["expired"] == 9 and outbox_count(conn) == 0, totals
