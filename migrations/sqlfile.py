@@ -6,6 +6,16 @@ from pathlib import Path
 from alembic import op
 
 ROOT = Path(__file__).resolve().parent.parent
+# Revision 0001's released SQL opens with CREATE SCHEMA pgpulse, but since 0002 Alembic's
+# version table lives in that schema and so exists before 0001 runs.
+INITIAL = "migrations/sql/0001_initial.sql"
+_ONLY_VERSION_TABLE = r"""
+SELECT to_regnamespace('pgpulse') IS NOT NULL
+   AND NOT EXISTS (SELECT 1 FROM pg_class
+                    WHERE relnamespace = 'pgpulse'::regnamespace
+                      AND relname NOT LIKE 'alembic\_version%')
+   AND NOT EXISTS (SELECT 1 FROM pg_proc WHERE pronamespace = 'pgpulse'::regnamespace)
+"""
 
 
 def apply(*relative_paths: str) -> None:
@@ -15,9 +25,21 @@ def apply(*relative_paths: str) -> None:
     raw.add_notice_handler(_print_warning)
     try:
         for rel in relative_paths:
-            raw.execute((ROOT / rel).read_text())
+            if rel == INITIAL and raw.execute(_ONLY_VERSION_TABLE).fetchone()[0]:
+                _apply_beside_version_table(raw, (ROOT / rel).read_text())
+            else:
+                raw.execute((ROOT / rel).read_text())
     finally:
         raw.remove_notice_handler(_print_warning)
+
+
+def _apply_beside_version_table(raw, sql: str) -> None:
+    """Runs the released 0001 SQL unchanged: the schema that holds only the version table
+    steps aside while 0001 creates pgpulse, then hands the version table over."""
+    raw.execute("ALTER SCHEMA pgpulse RENAME TO pgpulse_installing")
+    raw.execute(sql)
+    raw.execute("ALTER TABLE pgpulse_installing.alembic_version SET SCHEMA pgpulse")
+    raw.execute("DROP SCHEMA pgpulse_installing")
 
 
 def _print_warning(diag) -> None:

@@ -1,18 +1,34 @@
-"""Alerts for sustained trouble: evaluated on a timer, one alert per incident, a resolve
-when it clears, each posted as JSON to a webhook and logged."""
+"""Built-in alerts for teams without Alertmanager: rules evaluated on a timer, one webhook per
+incident (firing, then resolved), logged too.
+
+However many relays run, one evaluates: the holder of a PostgreSQL advisory lock. While the
+database cannot be reached nobody can take the lock, so the relay that held it last stays the
+evaluator: it reports the outage itself and keeps running the rules that need no database
+(its own circuit breakers); incidents that need the database stay as they are until it is back.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import psycopg
+from psycopg.rows import dict_row
 
-from relay import logs
+from relay import logs, metrics
 from relay.config import OpsSettings
+from relay.facts import read_facts
+
+# pg_try_advisory_lock key of the alert evaluator (any fixed number unique to pgpulse)
+EVALUATOR_LOCK = 0x70677075_6C736531  # "pgpulse1"
+# rules that judge database facts: left alone (neither fired nor resolved) while it is down
+NEEDS_DATABASE = {"deadman", "tick_budget", "backlog_age"}
 
 
 @dataclass(frozen=True)
@@ -25,9 +41,33 @@ class Finding:
     details: dict[str, Any]
 
 
-def evaluate(settings: OpsSettings, facts: dict[str, Any]) -> list[Finding]:
-    """The rules. `facts`: last_tick_age_s, latest_tick, backlog rows, breakers_open_s."""
+def evaluate(settings: OpsSettings, facts: dict[str, Any] | None,
+             breakers_open_s: dict[str, float] | None = None,
+             database_down_s: float | None = None) -> list[Finding]:
+    """The rules. `facts` (relay.facts) is None while the database cannot be read; then
+    `database_down_s` says for how long. `breakers_open_s`: this relay's own breakers."""
     found: list[Finding] = []
+    if facts is None:
+        if database_down_s is not None and database_down_s >= settings.alert_database_down_s:
+            found.append(Finding("database_unreachable", "database_unreachable",
+                                 f"the database cannot be reached for {database_down_s:.0f} s",
+                                 {"down_s": round(database_down_s, 1)}))
+    else:
+        found += _database_rules(settings, facts)
+    # breakers: this relay's own, and any region another relay's breaker marked unhealthy
+    open_s = dict((facts or {}).get("unhealthy_regions") or {})
+    for region, seconds in (breakers_open_s or {}).items():
+        open_s[region] = max(seconds, open_s.get(region) or 0.0)
+    for region, seconds in sorted(open_s.items()):
+        if seconds > settings.alert_breaker_open_s:
+            found.append(Finding(f"breaker_open:{region}", "breaker_open",
+                                 f"region {region}: circuit breaker open for {seconds:.0f} s",
+                                 {"region": region, "open_s": round(seconds, 1)}))
+    return found
+
+
+def _database_rules(settings: OpsSettings, facts: dict[str, Any]) -> list[Finding]:
+    found = []
     age = facts.get("last_tick_age_s")
     if age is None or age > settings.alert_deadman_s:
         found.append(Finding("deadman", "deadman",
@@ -48,11 +88,6 @@ def evaluate(settings: OpsSettings, facts: dict[str, Any]) -> list[Finding]:
                                  f"region {row['region']}: oldest due job waits {oldest:.0f} s",
                                  {"region": row["region"], "oldest_due_age_s": oldest,
                                   "due": row["due"]}))
-    for region, open_s in facts.get("breakers_open_s", {}).items():
-        if open_s > settings.alert_breaker_open_s:
-            found.append(Finding(f"breaker_open:{region}", "breaker_open",
-                                 f"region {region}: circuit breaker open for {open_s:.0f} s",
-                                 {"region": region, "open_s": open_s}))
     return found
 
 
@@ -68,15 +103,21 @@ class Alerter:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def update(self, findings: list[Finding]) -> None:
+    async def update(self, findings: list[Finding],
+                     keep: Callable[[Finding], bool] = lambda f: False) -> None:
+        """Fires what is new, resolves what is gone, except incidents `keep` holds open."""
         current = {f.key: f for f in findings}
         for key, finding in current.items():
             if key not in self.firing:
                 self.firing[key] = finding
                 await self._notify("firing", finding)
         for key in list(self.firing):
-            if key not in current:
+            if key not in current and not keep(self.firing[key]):
                 await self._notify("resolved", self.firing.pop(key))
+
+    def forget(self) -> None:
+        """Another relay evaluates now: its incidents are its own to announce."""
+        self.firing.clear()
 
     async def _notify(self, status: str, finding: Finding) -> None:
         body = {"source": "pgpulse", "status": status, "alert": finding.rule, "key": finding.key,
@@ -95,3 +136,135 @@ class Alerter:
                 pass
             await asyncio.sleep(0.2 * 2 ** attempt)
         logs.error("alert_webhook_failed", alert=finding.rule, key=finding.key)
+
+
+class Evaluator:
+    """One relay's part in the alerting: takes the evaluator lock when it is free, and
+    evaluates the rules while it holds it (or held it last and the database is down)."""
+
+    def __init__(self, dsn: str, settings: OpsSettings,
+                 breakers_open_s: Callable[[], dict[str, float]] = dict) -> None:
+        self.dsn = dsn
+        self.settings = settings
+        self.breakers_open_s = breakers_open_s
+        self.alerter = Alerter(settings)
+        self.conn: psycopg.AsyncConnection | None = None
+        self.leader = False          # holds the lock now, or held it when the database went
+        self.down_since: float | None = None
+        self.contend_after = 0.0     # monotonic time before which this relay does not compete
+        self.last_tick_logged = None
+        self.latest_facts: dict[str, Any] | None = None
+        self.unhealthy_since: dict[str, float] = {}  # region -> monotonic time, last read
+
+    async def step(self) -> None:
+        facts = await self._read()
+        if facts is None:
+            metrics.facts_ok.set(0)
+            if self.leader:
+                now = time.monotonic()
+                await self.alerter.update(
+                    evaluate(self.settings, None, self._breakers(now), now - self.down_since),
+                    keep=lambda f: f.rule in NEEDS_DATABASE)
+            return
+        metrics.facts_ok.set(1)
+        self.down_since = None
+        if not self.leader:
+            # reachable again but another relay evaluates: close what this one opened
+            outage = self.alerter.firing.pop("database_unreachable", None)
+            if outage:
+                await self.alerter._notify("resolved", outage)
+            self.alerter.forget()
+            return
+        self.latest_facts = facts
+        now = time.monotonic()
+        self.unhealthy_since = {region: now - seconds
+                                for region, seconds in facts["unhealthy_regions"].items()}
+        metrics.publish_facts(facts)
+        self._log_new_tick(facts)
+        await self.alerter.update(evaluate(self.settings, facts, self.breakers_open_s()))
+
+    def _breakers(self, now: float) -> dict[str, float]:
+        """While the database is down: this relay's breakers, and the regions other relays'
+        breakers had marked unhealthy when it was last read (still counting)."""
+        open_s = {region: now - since for region, since in self.unhealthy_since.items()}
+        for region, seconds in self.breakers_open_s().items():
+            open_s[region] = max(seconds, open_s.get(region, 0.0))
+        return open_s
+
+    async def _read(self) -> dict[str, Any] | None:
+        """Facts when this relay holds the lock; {} when another relay does; None when the
+        database cannot be reached."""
+        try:
+            if self.conn is None or self.conn.closed:
+                self.conn = await psycopg.AsyncConnection.connect(
+                    self.dsn, autocommit=True, row_factory=dict_row, connect_timeout=5,
+                    application_name=f"pgpulse-alerts-{os.getpid()}", options="-c statement_timeout=5000")
+                holds = False
+                if self.down_since is not None and not self.leader:
+                    # after an outage the evaluator of before reconnects first and keeps
+                    # its open incidents; the others wait before they compete
+                    self.contend_after = time.monotonic() + 3 * self.settings.alert_interval_s + 2
+            else:
+                holds = self.leader
+            if not holds and time.monotonic() >= self.contend_after:
+                row = await (await self.conn.execute(
+                    "SELECT pg_try_advisory_lock(%s) AS got", (EVALUATOR_LOCK,))).fetchone()
+                if row["got"] and not self.leader:
+                    logs.event("alert_evaluator_elected")
+                elif not row["got"] and self.leader:
+                    logs.event("alert_evaluator_handed_over")
+                self.leader = row["got"]
+            return await read_facts(self.conn) if self.leader else {}
+        except (psycopg.Error, OSError) as exc:
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+                logs.warning("alerts_database_unreachable", error=type(exc).__name__,
+                             evaluator=self.leader)
+            await self._drop_connection()
+            return None
+
+    def _log_new_tick(self, facts: dict[str, Any]) -> None:
+        tick = facts["latest_tick"]
+        if tick and tick["finished_at"] and tick["id"] != self.last_tick_logged:
+            self.last_tick_logged = tick["id"]  # pg_cron's ticks show up in the logs too
+            logs.event("tick_finished", run_id=tick["id"], claimed=tick["monitors_claimed"],
+                       jobs=tick["jobs_written"], seconds=round(tick["duration_s"], 3),
+                       cut_short=tick["cut_short"])
+
+    async def _drop_connection(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                await self.conn.close()
+        self.conn = None
+
+    async def aclose(self) -> None:
+        await self._drop_connection()  # the session ends: the lock goes with it
+        await self.alerter.aclose()
+
+
+async def watch_alerts(dsn: str, settings: OpsSettings, stop: asyncio.Event,
+                       breakers_open_s: Callable[[], dict[str, float]] = dict) -> None:
+    """Evaluates the alert rules every alert_interval_s until stop is set."""
+    evaluator = Evaluator(dsn, settings, breakers_open_s)
+    try:
+        while not stop.is_set():
+            try:
+                await evaluator.step()
+            except Exception as exc:  # a bug in one round must not end alerting
+                logs.error("alerts_round_failed", error=f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.alert_interval_s)
+    finally:
+        await evaluator.aclose()
+
+
+async def run_with_alerts(relay, dsn: str, settings: OpsSettings | None = None):
+    """The relay with the alert rules beside it (no HTTP server needed)."""
+    settings = settings or OpsSettings.from_env()
+    alerts = asyncio.create_task(watch_alerts(dsn, settings, relay.stop, relay.breakers_open_s),
+                                 name="alerts")
+    try:
+        return await relay.run()
+    finally:
+        relay.stop.set()
+        await asyncio.gather(alerts, return_exceptions=True)

@@ -71,8 +71,11 @@ def _relay(args):
     if args.http:
         from relay.http import serve_alongside
         counts = asyncio.run(serve_alongside(relay, args.http, dsn))
-    else:
+    elif args.once:
         counts = asyncio.run(relay.run())
+    else:
+        from relay.alerts import run_with_alerts
+        counts = asyncio.run(run_with_alerts(relay, dsn))
     if args.once:
         emit(args, counts.__dict__ | {"lags": None}, lambda c: (
             f"published {c['published']}, expired {c['expired']}, failed {c['failed']}, "

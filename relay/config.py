@@ -160,6 +160,7 @@ class OpsSettings:
     alert_deadman_s: float = 180.0          # no finished tick for this long alerts
     alert_tick_budget_ratio: float = 0.8    # a tick using more of its budget alerts
     alert_backlog_age_s: float = 120.0      # oldest due job older than this alerts
+    alert_database_down_s: float = 30.0     # the database unreachable this long alerts
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "OpsSettings":
@@ -177,4 +178,5 @@ class OpsSettings:
             alert_deadman_s=_number(env, "PGPULSE_ALERT_DEADMAN_S", 180, 1, 86400),
             alert_tick_budget_ratio=_number(env, "PGPULSE_ALERT_TICK_BUDGET_RATIO", 0.8, 0.01, 1),
             alert_backlog_age_s=_number(env, "PGPULSE_ALERT_BACKLOG_AGE_S", 120, 0, 86400),
+            alert_database_down_s=_number(env, "PGPULSE_ALERT_DATABASE_DOWN_S", 30, 0, 86400),
         )

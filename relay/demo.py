@@ -44,7 +44,7 @@ SELECT (SELECT count(*) FROM pgpulse.outbox) AS outbox,
        (SELECT count(*) FROM pgpulse.tick_runs WHERE trigger = 'pg_cron') AS cron_ticks,
        (SELECT jobs_written FROM pgpulse.tick_runs ORDER BY id DESC LIMIT 1) AS last_tick_jobs,
        (SELECT max(id) FROM pgpulse.tick_runs) AS last_tick,
-       (SELECT string_agg(code, ', ') FROM public.regions WHERE NOT healthy) AS unhealthy
+       (SELECT string_agg(code, ', ') FROM pgpulse.regions WHERE NOT healthy) AS unhealthy
 """
 
 

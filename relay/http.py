@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg.rows import dict_row
 
 from relay import logs, metrics
-from relay.alerts import Alerter, evaluate
+from relay.alerts import watch_alerts
 from relay.config import OpsSettings, dsn_secrets
 from relay.db import describe
 from relay.errors import PgPulseError
@@ -156,35 +156,13 @@ def make_server(app: OpsApp, addr: str, *, embedded: bool) -> uvicorn.Server:
     return (_EmbeddedServer if embedded else uvicorn.Server)(config)
 
 
-async def watch_alerts(app: OpsApp, stop: asyncio.Event, breakers_open_s=lambda: {}) -> None:
-    """Evaluates the alert rules every alert_interval_s until stop is set."""
-    alerter = Alerter(app.settings)
-    last_tick = None
-    try:
-        while not stop.is_set():
-            with contextlib.suppress(psycopg.Error, OSError):
-                facts = await gather_facts(app.dsn)
-                metrics.publish_facts(facts)
-                tick = facts["latest_tick"]
-                if tick and tick["finished_at"] and tick["id"] != last_tick:
-                    last_tick = tick["id"]  # pg_cron's ticks show up in the logs too
-                    logs.event("tick_finished", run_id=tick["id"],
-                               claimed=tick["monitors_claimed"], jobs=tick["jobs_written"],
-                               seconds=round(tick["duration_s"], 3), cut_short=tick["cut_short"])
-                facts["breakers_open_s"] = breakers_open_s()
-                await alerter.update(evaluate(app.settings, facts))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), app.settings.alert_interval_s)
-    finally:
-        await alerter.aclose()
-
-
 async def serve_alongside(relay, addr: str, dsn: str):
     """Runs the relay, the HTTP endpoints and the alert rules in one process."""
     app = OpsApp(dsn)
     server = make_server(app, addr, embedded=True)
     serving = asyncio.create_task(server.serve(), name="http")
-    alerts = asyncio.create_task(watch_alerts(app, relay.stop, relay.breakers_open_s), name="alerts")
+    alerts = asyncio.create_task(watch_alerts(dsn, app.settings, relay.stop, relay.breakers_open_s),
+                                 name="alerts")
     try:
         return await relay.run()
     finally:
@@ -197,7 +175,7 @@ async def serve_alone(addr: str, dsn: str) -> None:
     app = OpsApp(dsn)
     server = make_server(app, addr, embedded=False)
     stop = asyncio.Event()
-    alerts = asyncio.create_task(watch_alerts(app, stop), name="alerts")
+    alerts = asyncio.create_task(watch_alerts(dsn, app.settings, stop), name="alerts")
     try:
         await server.serve()
     finally:

@@ -68,12 +68,12 @@ class LocalStack:
     def create_regions(self, conn: psycopg.Connection) -> None:
         """The first region is the default; each falls back to the next."""
         for i, code in enumerate(self.region_codes):
-            conn.execute("INSERT INTO public.regions (code, is_default) VALUES (%s, %s)",
+            conn.execute("INSERT INTO pgpulse.regions (code, is_default) VALUES (%s, %s)",
                          (code, i == 0))
         for i, code in enumerate(self.region_codes):
             fallback = self.region_codes[(i + 1) % len(self.region_codes)]
             if fallback != code:
-                conn.execute("UPDATE public.regions SET fallback_region = %s WHERE code = %s",
+                conn.execute("UPDATE pgpulse.regions SET fallback_region = %s WHERE code = %s",
                              (fallback, code))
 
     def connect(self, **kwargs: Any) -> psycopg.Connection:

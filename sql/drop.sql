@@ -1,4 +1,6 @@
 -- Removes everything sql/schema.sql and sql/cron.sql installed (pg_cron itself stays).
+-- Alembic's version table, pgpulse.alembic_version, outlives the rest: Alembic writes its
+-- last downgrade there after this runs.
 DO $$
 BEGIN
     IF to_regclass('cron.job') IS NOT NULL THEN
@@ -12,6 +14,23 @@ EXCEPTION WHEN insufficient_privilege THEN
                      'cron.unschedule(''pgpulse-prune'')';
 END
 $$;
-DROP SCHEMA pgpulse CASCADE;
+
 DROP TABLE public.monitors;
-DROP TABLE public.regions;
+
+DO $$
+BEGIN
+    -- before revision 0002 the regions table lived in public; a public.regions beside
+    -- pgpulse.regions is the product's own
+    IF to_regclass('pgpulse.regions') IS NULL THEN
+        DROP TABLE public.regions;
+    END IF;
+    IF to_regclass('pgpulse.alembic_version') IS NULL THEN
+        DROP SCHEMA pgpulse CASCADE;
+    ELSE
+        ALTER SCHEMA pgpulse RENAME TO pgpulse_dropping;
+        CREATE SCHEMA pgpulse;
+        ALTER TABLE pgpulse_dropping.alembic_version SET SCHEMA pgpulse;
+        DROP SCHEMA pgpulse_dropping CASCADE;
+    END IF;
+END
+$$;

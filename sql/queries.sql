@@ -73,19 +73,19 @@ SELECT extract(epoch FROM min(deliver_at) - now())::float8
 -- regions --
 -- Every region with its routing settings.
 SELECT code, enabled, is_default, fallback_region, healthy, degraded, weight
-  FROM public.regions ORDER BY code
+  FROM pgpulse.regions ORDER BY code
 
 -- set_region_health --
 -- The relay's breaker state, read by the tick's routing. Only writes on a change (and
 -- then returns the code).
-UPDATE public.regions
+UPDATE pgpulse.regions
    SET healthy = %(healthy)s, healthy_changed_at = now()
  WHERE code = %(region)s AND healthy IS DISTINCT FROM %(healthy)s
 RETURNING code
 
 -- set_region_degraded --
 -- Queue backlog over the threshold: round-robin prefers other regions.
-UPDATE public.regions
+UPDATE pgpulse.regions
    SET degraded = %(degraded)s
  WHERE code = %(region)s AND degraded IS DISTINCT FROM %(degraded)s
 
@@ -112,7 +112,7 @@ SELECT id, trigger, started_at, finished_at, monitors_claimed, jobs_written, chu
 -- Regions the outbox still names but the regions table no longer has (deleted, renamed)
 -- are listed too: nothing waits unseen.
 WITH codes AS (
-    SELECT code FROM public.regions
+    SELECT code FROM pgpulse.regions
      UNION
     SELECT DISTINCT region FROM pgpulse.outbox
 )
@@ -153,11 +153,11 @@ WITH routing AS (
     SELECT o.ctid AS row_ref,
            coalesce(pgpulse._route(m.preferred_region, m.allow_fallback, routing.route),
                     routing.wheel[1 + abs(hashtext(o.monitor_id::text)::bigint)
-                                      % cardinality(routing.wheel)]) AS target
+                                      %% cardinality(routing.wheel)]) AS target
       FROM pgpulse.outbox o
       JOIN public.monitors m ON m.id = o.monitor_id
      CROSS JOIN routing
-     WHERE NOT EXISTS (SELECT 1 FROM public.regions r WHERE r.code = o.region AND r.enabled)
+     WHERE NOT EXISTS (SELECT 1 FROM pgpulse.regions r WHERE r.code = o.region AND r.enabled)
        AND o.expires_at > now()
      LIMIT %(limit)s
        FOR UPDATE OF o SKIP LOCKED
@@ -186,7 +186,7 @@ WITH sel AS MATERIALIZED (
     SELECT o.ctid AS row_ref
       FROM public.monitors m
       JOIN pgpulse.outbox o ON o.monitor_id = m.id
-      JOIN public.regions r ON r.code = m.preferred_region
+      JOIN pgpulse.regions r ON r.code = m.preferred_region
      WHERE m.preferred_region = %(region)s AND r.enabled AND r.healthy
        AND o.region <> m.preferred_region AND o.attempts = 0 AND o.last_error IS NULL
        AND o.expires_at > now()
@@ -213,24 +213,24 @@ SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM inserted) AS
 SELECT r.code, r.enabled, r.is_default, r.fallback_region, r.healthy, r.healthy_changed_at,
        r.degraded, r.weight,
        (SELECT count(*) FROM pgpulse.outbox o WHERE o.region = r.code) AS waiting
-  FROM public.regions r ORDER BY r.code
+  FROM pgpulse.regions r ORDER BY r.code
 
 -- region_add --
 -- A new region (its endpoint comes from the relay's environment, never from here).
-INSERT INTO public.regions (code, enabled, fallback_region, weight)
+INSERT INTO pgpulse.regions (code, enabled, fallback_region, weight)
 VALUES (%(code)s, %(enabled)s, %(fallback)s, %(weight)s)
 
 -- region_set_enabled --
 -- Enables or disables a region; returns the code when it exists.
-UPDATE public.regions SET enabled = %(enabled)s WHERE code = %(code)s RETURNING code
+UPDATE pgpulse.regions SET enabled = %(enabled)s WHERE code = %(code)s RETURNING code
 
 -- region_clear_default --
 -- No region is the default (run before region_set_default, in one transaction).
-UPDATE public.regions SET is_default = false WHERE is_default
+UPDATE pgpulse.regions SET is_default = false WHERE is_default
 
 -- region_set_default --
 -- Makes one region the default; returns the code when it exists.
-UPDATE public.regions SET is_default = true WHERE code = %(code)s RETURNING code
+UPDATE pgpulse.regions SET is_default = true WHERE code = %(code)s RETURNING code
 
 -- dlq_list --
 -- Dead letters, newest first.
@@ -301,11 +301,11 @@ SELECT id, trigger, started_at, finished_at, cut_short, monitors_claimed, jobs_w
 -- dead_letters_by_region --
 -- Dead letters per region, every region listed (0 when none).
 SELECT r.code AS region, count(d.job_id) AS dead_letters
-  FROM public.regions r
+  FROM pgpulse.regions r
   LEFT JOIN pgpulse.dead_letters d ON d.region = r.code
  GROUP BY r.code ORDER BY r.code
 
 -- unhealthy_regions --
 -- Regions some relay's breaker marked unhealthy, and for how long.
 SELECT code AS region, extract(epoch FROM now() - healthy_changed_at)::float8 AS unhealthy_s
-  FROM public.regions WHERE enabled AND NOT healthy
+  FROM pgpulse.regions WHERE enabled AND NOT healthy

@@ -22,14 +22,14 @@ GRANT USAGE ON SCHEMA pgpulse TO pgpulse_relay, pgpulse_ticker;
 
 -- relay: SELECT ... FOR UPDATE needs UPDATE on one column; it never updates outbox rows
 GRANT SELECT ON public.monitors TO pgpulse_relay;
-GRANT SELECT, UPDATE (healthy, healthy_changed_at, degraded) ON public.regions TO pgpulse_relay;
+GRANT SELECT, UPDATE (healthy, healthy_changed_at, degraded) ON pgpulse.regions TO pgpulse_relay;
 GRANT SELECT, INSERT, DELETE, UPDATE (attempts) ON pgpulse.outbox TO pgpulse_relay;
 GRANT SELECT, INSERT, UPDATE (attempts, last_error, failed_at) ON pgpulse.dead_letters TO pgpulse_relay;
 GRANT SELECT ON pgpulse.tick_runs TO pgpulse_relay;
 
 -- ticker
 GRANT SELECT, UPDATE (next_check_at, last_scheduled_at) ON public.monitors TO pgpulse_ticker;
-GRANT SELECT ON public.regions TO pgpulse_ticker;
+GRANT SELECT ON pgpulse.regions TO pgpulse_ticker;
 GRANT SELECT, INSERT ON pgpulse.outbox TO pgpulse_ticker;
 GRANT SELECT, INSERT, UPDATE ON pgpulse.tick_runs TO pgpulse_ticker;
 GRANT EXECUTE ON PROCEDURE pgpulse.tick(bigint, text, interval, interval, integer) TO pgpulse_ticker;

@@ -1,6 +1,7 @@
 -- pgpulse canonical schema: what a fresh install holds after `pgpulse migrate`.
--- public.monitors and public.regions are shared with the product; the scheduler's
--- own objects live in schema pgpulse. pg_cron jobs are installed by sql/cron.sql.
+-- public.monitors is the product's table (created here on a fresh database, adopted when
+-- it exists); everything else pgpulse owns lives in schema pgpulse, Alembic's version
+-- table included. pg_cron jobs are installed by sql/cron.sql.
 
 CREATE SCHEMA pgpulse;
 COMMENT ON SCHEMA pgpulse IS 'pgpulse scheduler: outbox, dead letters, tick runs and the tick';
@@ -8,12 +9,12 @@ COMMENT ON SCHEMA pgpulse IS 'pgpulse scheduler: outbox, dead letters, tick runs
 -- ===================================================================== tables
 
 -- Regions are rows; each region's Upstash endpoint comes from the relay's environment.
-CREATE TABLE public.regions (
+CREATE TABLE pgpulse.regions (
     code               text PRIMARY KEY
                        CONSTRAINT region_code_format CHECK (code ~ '^[a-z0-9][a-z0-9-]{0,62}$'),
     enabled            boolean NOT NULL DEFAULT true,
     is_default         boolean NOT NULL DEFAULT false,
-    fallback_region    text REFERENCES public.regions (code) ON UPDATE CASCADE ON DELETE SET NULL
+    fallback_region    text REFERENCES pgpulse.regions (code) ON UPDATE CASCADE ON DELETE SET NULL
                        CONSTRAINT region_fallback_not_self CHECK (fallback_region <> code),
     healthy            boolean NOT NULL DEFAULT true,      -- written by the relay's breaker
     healthy_changed_at timestamptz NOT NULL DEFAULT now(),
@@ -22,7 +23,7 @@ CREATE TABLE public.regions (
                        CONSTRAINT region_weight_0_to_100 CHECK (weight BETWEEN 0 AND 100),
     created_at         timestamptz NOT NULL DEFAULT now()
 );
-CREATE UNIQUE INDEX regions_single_default ON public.regions (is_default) WHERE is_default;
+CREATE UNIQUE INDEX regions_single_default ON pgpulse.regions (is_default) WHERE is_default;
 
 CREATE TABLE public.monitors (
     id                     uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -46,7 +47,7 @@ CREATE TABLE public.monitors (
     check_interval_minutes integer NOT NULL DEFAULT 5
                            CONSTRAINT monitor_interval_1_to_1440_minutes CHECK (check_interval_minutes BETWEEN 1 AND 1440),
     is_active              boolean NOT NULL DEFAULT true,
-    preferred_region       text REFERENCES public.regions (code) ON UPDATE CASCADE ON DELETE SET NULL,
+    preferred_region       text REFERENCES pgpulse.regions (code) ON UPDATE CASCADE ON DELETE SET NULL,
     allow_fallback         boolean NOT NULL DEFAULT true,        -- false: wait for preferred region
     criticality            text NOT NULL DEFAULT 'normal'
                            CONSTRAINT monitor_criticality_known CHECK (
@@ -191,19 +192,19 @@ BEGIN
     SELECT min(code) FILTER (WHERE is_default AND enabled AND healthy),
            coalesce(bool_or(enabled AND healthy), false)
       INTO v_default, v_any_healthy
-      FROM public.regions;
+      FROM pgpulse.regions;
     SELECT jsonb_object_agg(p.code, coalesce(
                CASE WHEN p.enabled AND p.healthy THEN p.code END,
                CASE WHEN f.enabled AND f.healthy THEN f.code END,
                v_default,
                CASE WHEN p.enabled AND NOT v_any_healthy THEN p.code END))
       INTO route
-      FROM public.regions p
-      LEFT JOIN public.regions f ON f.code = p.fallback_region;
+      FROM pgpulse.regions p
+      LEFT JOIN pgpulse.regions f ON f.code = p.fallback_region;
     SELECT array_agg(r.code ORDER BY r.code, g) INTO wheel
       FROM (SELECT code, weight,
                    dense_rank() OVER (ORDER BY (healthy AND NOT degraded) DESC, healthy DESC) AS tier
-              FROM public.regions WHERE enabled AND weight > 0) r,
+              FROM pgpulse.regions WHERE enabled AND weight > 0) r,
            generate_series(1, r.weight) g
      WHERE r.tier = 1;
 END

@@ -15,5 +15,5 @@ def tick(conn, *, budget_s: float = 45.0, lookahead_s: float = 60.0, chunk: int 
 def add_region(conn, code: str, **cols) -> None:
     names = ["code", *cols]
     conn.execute(
-        f"INSERT INTO public.regions ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))})",
+        f"INSERT INTO pgpulse.regions ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))})",
         [code, *cols.values()])

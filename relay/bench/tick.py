@@ -21,7 +21,7 @@ DATABASE = "pgpulse_bench"
 
 # Three regions: monitors prefer one of them, or none (round-robin).
 _SEED_REGIONS = """
-INSERT INTO public.regions (code, is_default, weight) VALUES
+INSERT INTO pgpulse.regions (code, is_default, weight) VALUES
     ('us-east-1', true, 2), ('eu-west-1', false, 1), ('ap-south-1', false, 1)
 """
 

@@ -41,9 +41,9 @@ def fresh_db(pg_server: EmbeddedPostgres) -> Iterator[str]:
 
 
 SEED = """
-INSERT INTO public.regions (code, is_default) VALUES ('us-east-1', true);
-INSERT INTO public.regions (code) VALUES ('ap-south-1');
-INSERT INTO public.regions (code, fallback_region, healthy) VALUES ('eu-west-1', 'ap-south-1', false);
+INSERT INTO pgpulse.regions (code, is_default) VALUES ('us-east-1', true);
+INSERT INTO pgpulse.regions (code) VALUES ('ap-south-1');
+INSERT INTO pgpulse.regions (code, fallback_region, healthy) VALUES ('eu-west-1', 'ap-south-1', false);
 -- due now, 5-minute interval: one slot each
 INSERT INTO public.monitors (url, check_interval_minutes, preferred_region, allow_fallback,
                              is_active, next_check_at)

@@ -20,7 +20,7 @@ def cron_conn(cron_db_url: str) -> Iterator[psycopg.Connection]:
         yield conn
         conn.execute("DELETE FROM public.monitors WHERE preferred_region = %s", (REGION,))
         conn.execute("DELETE FROM pgpulse.outbox WHERE region = %s", (REGION,))
-        conn.execute("DELETE FROM public.regions WHERE code = %s", (REGION,))
+        conn.execute("DELETE FROM pgpulse.regions WHERE code = %s", (REGION,))
 
 
 def test_migration_scheduled_the_tick_and_the_prune_jobs(cron_conn):
@@ -37,7 +37,7 @@ def test_migration_scheduled_the_tick_and_the_prune_jobs(cron_conn):
 
 
 def test_pg_cron_runs_pgpulse_tick(cron_conn):
-    cron_conn.execute("INSERT INTO public.regions (code) VALUES (%s)", (REGION,))
+    cron_conn.execute("INSERT INTO pgpulse.regions (code) VALUES (%s)", (REGION,))
     [monitor] = cron_conn.execute(
         "INSERT INTO public.monitors (url, check_interval_minutes, preferred_region, next_check_at) "
         "VALUES ('https://example.com/cron', 5, %s, now() - interval '5 seconds') "

@@ -11,13 +11,13 @@ GOOD = {"url": "https://example.com/health", "check_interval_minutes": 5}
 
 def insert(conn, table: str, row: dict) -> None:
     conn.execute(
-        f"INSERT INTO public.{table} ({', '.join(row)}) VALUES ({', '.join(['%s'] * len(row))})",
+        f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join(['%s'] * len(row))})",
         list(row.values()))
 
 
 @pytest.fixture(autouse=True)
 def region(conn) -> None:
-    insert(conn, "regions", {"code": "us-east-1", "is_default": True})
+    insert(conn, "pgpulse.regions", {"code": "us-east-1", "is_default": True})
 
 
 @pytest.mark.parametrize(("change", "constraint"), [
@@ -41,7 +41,7 @@ def region(conn) -> None:
 ])
 def test_bad_monitor_is_refused_naming_the_problem(conn, change, constraint):
     with pytest.raises(psycopg.errors.CheckViolation) as info:
-        insert(conn, "monitors", GOOD | change)
+        insert(conn, "public.monitors", GOOD | change)
     assert info.value.diag.constraint_name == constraint
     assert constraint in str(info.value)
     assert conn.execute("SELECT count(*) AS n FROM public.monitors").fetchone()["n"] == 0
@@ -49,7 +49,7 @@ def test_bad_monitor_is_refused_naming_the_problem(conn, change, constraint):
 
 def test_unknown_preferred_region_is_refused_naming_the_region(conn):
     with pytest.raises(psycopg.errors.ForeignKeyViolation) as info:
-        insert(conn, "monitors", GOOD | {"preferred_region": "mars-1"})
+        insert(conn, "public.monitors", GOOD | {"preferred_region": "mars-1"})
     assert "preferred_region" in info.value.diag.constraint_name
     assert info.value.diag.message_detail == (
         'Key (preferred_region)=(mars-1) is not present in table "regions".')
@@ -62,7 +62,7 @@ def test_unknown_preferred_region_is_refused_naming_the_region(conn):
 ])
 def test_missing_required_values_are_refused(conn, column, value, error):
     with pytest.raises(error) as info:
-        insert(conn, "monitors", GOOD | {column: value})
+        insert(conn, "public.monitors", GOOD | {column: value})
     assert info.value.diag.column_name == column
 
 
@@ -73,7 +73,7 @@ def test_bad_interval_with_an_explicit_next_check_at_is_refused(conn):
 
 
 def test_bad_update_is_refused_too(conn):
-    insert(conn, "monitors", GOOD)
+    insert(conn, "public.monitors", GOOD)
     with pytest.raises(psycopg.errors.CheckViolation, match="monitor_interval_1_to_1440_minutes"):
         conn.execute("UPDATE public.monitors SET check_interval_minutes = 0")
 
@@ -87,7 +87,7 @@ def test_bad_update_is_refused_too(conn):
      "timeout_ms": 120000, "expected_status": [200, 301, 599], "check_retries": 0},
 ])
 def test_good_monitor_is_accepted_with_defaults(conn, change):
-    insert(conn, "monitors", GOOD | change)
+    insert(conn, "public.monitors", GOOD | change)
     row = conn.execute("SELECT * FROM public.monitors").fetchone()
     for column, value in change.items():
         assert row[column] == value
@@ -107,11 +107,11 @@ def test_good_monitor_is_accepted_with_defaults(conn, change):
 ])
 def test_bad_region_is_refused_naming_the_problem(conn, row, constraint):
     with pytest.raises(psycopg.errors.CheckViolation) as info:
-        insert(conn, "regions", row)
+        insert(conn, "pgpulse.regions", row)
     assert info.value.diag.constraint_name == constraint
 
 
 def test_only_one_default_region(conn):
     with pytest.raises(psycopg.errors.UniqueViolation) as info:
-        insert(conn, "regions", {"code": "eu-west-1", "is_default": True})
+        insert(conn, "pgpulse.regions", {"code": "eu-west-1", "is_default": True})
     assert info.value.diag.constraint_name == "regions_single_default"

@@ -46,7 +46,7 @@ def test_preferred_region_enabled_and_healthy_is_used(conn, three_regions):
 @pytest.mark.parametrize("down", ["healthy = false", "enabled = false"])
 def test_preferred_region_down_goes_to_its_fallback(conn, three_regions, down):
     ids = add_monitors(conn, 20, preferred="eu-west-1")
-    conn.execute(f"UPDATE public.regions SET {down} WHERE code = 'eu-west-1'")
+    conn.execute(f"UPDATE pgpulse.regions SET {down} WHERE code = 'eu-west-1'")
     tick(conn)
     assert routed(conn, ids) == {"ap-south-1": 20}
 
@@ -54,22 +54,22 @@ def test_preferred_region_down_goes_to_its_fallback(conn, three_regions, down):
 @pytest.mark.parametrize("fallback_down", ["healthy = false", "enabled = false"])
 def test_preferred_and_fallback_down_go_to_the_default_region(conn, three_regions, fallback_down):
     ids = add_monitors(conn, 20, preferred="eu-west-1")
-    conn.execute("UPDATE public.regions SET healthy = false WHERE code = 'eu-west-1'")
-    conn.execute(f"UPDATE public.regions SET {fallback_down} WHERE code = 'ap-south-1'")
+    conn.execute("UPDATE pgpulse.regions SET healthy = false WHERE code = 'eu-west-1'")
+    conn.execute(f"UPDATE pgpulse.regions SET {fallback_down} WHERE code = 'ap-south-1'")
     tick(conn)
     assert routed(conn, ids) == {"us-east-1": 20}
 
 
 def test_preferred_down_without_a_fallback_goes_to_the_default_region(conn, three_regions):
     ids = add_monitors(conn, 20, preferred="ap-south-1")
-    conn.execute("UPDATE public.regions SET enabled = false WHERE code = 'ap-south-1'")
+    conn.execute("UPDATE pgpulse.regions SET enabled = false WHERE code = 'ap-south-1'")
     tick(conn)
     assert routed(conn, ids) == {"us-east-1": 20}
 
 
 def test_default_region_down_sends_its_monitors_to_round_robin(conn, three_regions):
     ids = add_monitors(conn, 30, preferred="us-east-1")
-    conn.execute("UPDATE public.regions SET healthy = false WHERE code = 'us-east-1'")
+    conn.execute("UPDATE pgpulse.regions SET healthy = false WHERE code = 'us-east-1'")
     tick(conn)
     assert routed(conn, ids) == {"ap-south-1": 15, "eu-west-1": 15}
 
@@ -77,7 +77,7 @@ def test_default_region_down_sends_its_monitors_to_round_robin(conn, three_regio
 @pytest.mark.parametrize("down", ["healthy = false", "enabled = false"])
 def test_no_fallback_allowed_stays_on_the_preferred_region(conn, three_regions, down):
     ids = add_monitors(conn, 20, preferred="eu-west-1", allow_fallback=False)
-    conn.execute(f"UPDATE public.regions SET {down} WHERE code = 'eu-west-1'")
+    conn.execute(f"UPDATE pgpulse.regions SET {down} WHERE code = 'eu-west-1'")
     run = tick(conn)
     assert routed(conn, ids) == {"eu-west-1": 20}
     assert run["jobs_written"] == 20
@@ -112,14 +112,14 @@ def test_round_robin_respects_weight(conn):
 
 
 def test_round_robin_avoids_degraded_regions_while_another_is_fine(conn, three_regions):
-    conn.execute("UPDATE public.regions SET degraded = true WHERE code <> 'eu-west-1'")
+    conn.execute("UPDATE pgpulse.regions SET degraded = true WHERE code <> 'eu-west-1'")
     ids = add_monitors(conn, 40)
     tick(conn, chunk=9)
     assert routed(conn, ids) == {"eu-west-1": 40}
 
     # all degraded: round-robin over all of them again
     conn.execute("DELETE FROM pgpulse.outbox")
-    conn.execute("UPDATE public.regions SET degraded = true")
+    conn.execute("UPDATE pgpulse.regions SET degraded = true")
     conn.execute("UPDATE public.monitors SET next_check_at = now() - interval '10 seconds'")
     tick(conn, chunk=9)
     counts = routed(conn, ids)
@@ -129,7 +129,7 @@ def test_round_robin_avoids_degraded_regions_while_another_is_fine(conn, three_r
 def test_all_regions_unhealthy_jobs_wait_on_enabled_regions(conn, three_regions):
     """No healthy region anywhere: jobs are still scheduled, on the preferred region or
     spread over the enabled ones, and wait there for a region to recover."""
-    conn.execute("UPDATE public.regions SET healthy = false")
+    conn.execute("UPDATE pgpulse.regions SET healthy = false")
     add_region(conn, "sa-east-1", enabled=False, healthy=False)
     rr = add_monitors(conn, 30)
     pinned = add_monitors(conn, 10, preferred="eu-west-1")
@@ -142,7 +142,7 @@ def test_all_regions_unhealthy_jobs_wait_on_enabled_regions(conn, three_regions)
 def test_region_changes_between_ticks_are_followed(conn, three_regions):
     ids = add_monitors(conn, 10, preferred="eu-west-1")
     tick(conn)
-    conn.execute("UPDATE public.regions SET healthy = false WHERE code = 'eu-west-1'")
+    conn.execute("UPDATE pgpulse.regions SET healthy = false WHERE code = 'eu-west-1'")
     conn.execute("UPDATE public.monitors SET next_check_at = now() - interval '1 second'")
     tick(conn)
     assert routed(conn, ids) == {"eu-west-1": 10, "ap-south-1": 10}
@@ -165,7 +165,7 @@ def test_no_enabled_region_emits_nothing_counts_unrouted_and_leaves_monitors_due
     assert conn.execute("SELECT id, next_check_at FROM public.monitors ORDER BY id").fetchall() == before
 
     # a region comes back: the next tick schedules them all
-    conn.execute("UPDATE public.regions SET enabled = true WHERE code = 'us-east-1'")
+    conn.execute("UPDATE pgpulse.regions SET enabled = true WHERE code = 'us-east-1'")
     run = tick(conn, chunk=10)
     assert (run["jobs_written"], run["unrouted"]) == (30, 0)
     assert routed(conn) == {"us-east-1": 30}

@@ -17,6 +17,7 @@ from relay import migrate
 from relay.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
+HEAD = "0002"
 _names = itertools.count()
 
 
@@ -41,7 +42,7 @@ def empty_db(pg_server: EmbeddedPostgres) -> Iterator[Callable[[], str]]:
 def schema_dump(server: EmbeddedPostgres, dsn: str) -> str:
     proc = subprocess.run(
         [str(server.bindir / "pg_dump"), "--schema-only", "--no-owner",
-         "--exclude-table=public.alembic_version", "--dbname", dsn],
+         "--exclude-table=pgpulse.alembic_version", "--dbname", dsn],
         capture_output=True, text=True, check=True)
     # newer pg_dump guards its output with a random \restrict key: not schema
     return "\n".join(line for line in proc.stdout.splitlines()
@@ -57,13 +58,13 @@ def objects(dsn: str) -> dict:
                        AND c.relname <> 'alembic_version') AS tables,
                    (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
                      WHERE n.nspname = 'pgpulse') AS routines,
-                   to_regclass('public.alembic_version') IS NOT NULL AS has_version_table
+                   to_regclass('pgpulse.alembic_version') IS NOT NULL AS has_version_table
         """).fetchone()
 
 
 def version(dsn: str) -> str | None:
     with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        row = conn.execute("SELECT version_num FROM pgpulse.alembic_version").fetchone()
     return row[0] if row else None
 
 
@@ -88,16 +89,17 @@ def test_migrated_schema_is_the_schema_in_sql(pg_server, empty_db, capsys):
 def test_upgrade_downgrade_to_base_and_upgrade_again(pg_server, empty_db, capsys):
     dsn = empty_db()
     migrate.upgrade(dsn)
-    assert version(dsn) == "0001"
+    assert version(dsn) == HEAD
     first = schema_dump(pg_server, dsn)
     assert objects(dsn) == {"schemas": 1, "tables": 5, "routines": 9, "has_version_table": True}
 
     migrate.downgrade(dsn, "base")
     assert version(dsn) is None
-    assert objects(dsn) == {"schemas": 0, "tables": 0, "routines": 0, "has_version_table": True}
+    # only Alembic's (empty) version table is left, in schema pgpulse
+    assert objects(dsn) == {"schemas": 1, "tables": 0, "routines": 0, "has_version_table": True}
 
     migrate.upgrade(dsn)
-    assert version(dsn) == "0001"
+    assert version(dsn) == HEAD
     assert schema_dump(pg_server, dsn) == first
     # and the schema works: a tick runs in it
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -111,7 +113,7 @@ def test_migrating_without_pg_cron_succeeds_and_says_how_to_tick(empty_db, cron_
     assert "pgpulse: pg_cron is not available in database" in err
     assert "pgpulse tick" in err
     assert "cron.database_name" in err
-    assert version(dsn) == "0001"
+    assert version(dsn) == HEAD
     # nothing was scheduled for it in the cron database either
     with psycopg.connect(cron_db_url) as conn:
         name = dsn.rsplit("/", 1)[1]
@@ -132,7 +134,7 @@ def test_a_role_that_is_not_superuser_can_migrate_and_is_told_about_pg_cron(pg_s
         err = capsys.readouterr().err
         assert f'pgpulse: role "{role}" may not set up pg_cron' in err
         assert "pgpulse tick" in err
-        assert version(dsn) == "0001"
+        assert version(dsn) == HEAD
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("CALL pgpulse.tick(p_trigger => 'owner-test')")
         migrate.downgrade(dsn, "base")
@@ -159,3 +161,91 @@ def test_pg_cron_jobs_follow_upgrade_and_downgrade_in_the_cron_database(cron_db_
     with psycopg.connect(cron_db_url) as conn:
         assert conn.execute("SELECT count(*) FROM cron.job WHERE jobname LIKE 'pgpulse-%'"
                             ).fetchone()[0] == 2
+
+
+# ------------------------------------------------------------ existing installs upgrade
+
+HOST_REVISION = "1f2e3d4c5b6a"  # a host application's own Alembic head
+
+
+def install_0001_as_released(dsn: str) -> None:
+    """A database as pgpulse 0.1.0 left it: the released 0001 SQL, its version row in
+    public.alembic_version (Alembic's own layout), beside a host application's row."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute((ROOT / "migrations" / "sql" / "0001_initial.sql").read_text())
+        conn.execute("CREATE TABLE public.alembic_version (version_num varchar(32) NOT NULL,"
+                     " CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))")
+        conn.execute("INSERT INTO public.alembic_version VALUES ('0001'), (%s)", (HOST_REVISION,))
+
+
+def populate(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("""
+            INSERT INTO regions (code, is_default) VALUES ('us-east-1', true);
+            INSERT INTO regions (code, fallback_region, weight) VALUES
+                ('eu-west-1', 'us-east-1', 2), ('ap-south-1', 'eu-west-1', 1);
+            INSERT INTO public.monitors (url, check_interval_minutes, preferred_region, next_check_at)
+            SELECT 'https://example.com/' || g, 1 + g % 5,
+                   (ARRAY['us-east-1', 'eu-west-1', NULL])[1 + g % 3],
+                   now() - interval '1 minute' + g * interval '1 second'
+              FROM generate_series(1, 300) g""")
+        conn.execute("CALL pgpulse.tick(p_trigger => 'before-upgrade')")
+        conn.execute("""
+            INSERT INTO pgpulse.dead_letters (job_id, monitor_id, region, criticality, scheduled_for,
+                   deliver_at, expires_at, payload, attempts, last_error)
+            SELECT job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
+                   payload, 5, 'ERR gave up'
+              FROM pgpulse.outbox ORDER BY job_id LIMIT 7""")
+
+
+def contents(dsn: str, regions_table: str) -> dict[str, list]:
+    tables = {"regions": regions_table, "monitors": "public.monitors",
+              "outbox": "pgpulse.outbox", "dead_letters": "pgpulse.dead_letters",
+              "tick_runs": "pgpulse.tick_runs"}
+    with psycopg.connect(dsn) as conn:
+        return {name: conn.execute(f"SELECT t::text FROM {table} t ORDER BY t::text").fetchall()
+                for name, table in tables.items()}
+
+
+def host_versions(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [v for (v,) in conn.execute("SELECT version_num FROM public.alembic_version")]
+
+
+def test_a_populated_0001_install_upgrades_to_head_keeping_every_row(pg_server, empty_db, capsys):
+    dsn = empty_db()
+    install_0001_as_released(dsn)
+    populate(dsn)
+    before = contents(dsn, "public.regions")
+    assert [len(before[t]) for t in ("regions", "monitors", "dead_letters", "tick_runs")] == [3, 300, 7, 1]
+    assert len(before["outbox"]) > 50
+
+    migrate.upgrade(dsn)
+
+    assert version(dsn) == HEAD
+    assert host_versions(dsn) == [HOST_REVISION]   # the host's history is untouched
+    assert contents(dsn, "pgpulse.regions") == before
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('public.regions')").fetchone()[0] is None
+        # routing reads the moved table: a tick still places jobs by preferred region
+        conn.execute("UPDATE public.monitors SET next_check_at = now() - interval '1 second'")
+        conn.execute("CALL pgpulse.tick(p_trigger => 'after-upgrade')")
+        regions = dict(conn.execute(
+            "SELECT region, count(*) FROM pgpulse.outbox GROUP BY region").fetchall())
+    assert set(regions) == {"us-east-1", "eu-west-1", "ap-south-1"}
+
+    # and back: 0001's layout again (regions in public), the rows still there
+    migrate.downgrade(dsn, "0001")
+    assert contents(dsn, "public.regions")["regions"] == before["regions"]
+
+
+def test_a_hosts_own_alembic_history_is_never_touched(pg_server, empty_db, capsys):
+    dsn = empty_db()
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE public.alembic_version (version_num varchar(32) NOT NULL,"
+                     " CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))")
+        conn.execute("INSERT INTO public.alembic_version VALUES (%s)", (HOST_REVISION,))
+    migrate.upgrade(dsn)
+    assert version(dsn) == HEAD and host_versions(dsn) == [HOST_REVISION]
+    migrate.downgrade(dsn, "base")
+    assert version(dsn) is None and host_versions(dsn) == [HOST_REVISION]

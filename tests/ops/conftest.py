@@ -32,8 +32,8 @@ def devserver(redis_server) -> Iterator[DevServer]:
 
 @pytest.fixture
 def regions(conn) -> None:
-    conn.execute("INSERT INTO public.regions (code, is_default) VALUES ('us-east-1', true), ('eu-west-1', false)")
-    conn.execute("UPDATE public.regions SET fallback_region = 'us-east-1' WHERE code = 'eu-west-1'")
+    conn.execute("INSERT INTO pgpulse.regions (code, is_default) VALUES ('us-east-1', true), ('eu-west-1', false)")
+    conn.execute("UPDATE pgpulse.regions SET fallback_region = 'us-east-1' WHERE code = 'eu-west-1'")
 
 
 @pytest.fixture

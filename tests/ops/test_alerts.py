@@ -1,10 +1,21 @@
 """Alerts from a real `pgpulse relay --http` process to a real local webhook receiver:
 one alert per incident, and a resolve when it clears."""
 
-import httpx
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 
-from tests.waiting import wait_for
+import httpx
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from relay import migrate
+from relay.embedded import EmbeddedPostgres
 from tests.ops.conftest import REGIONS, pgpulse
+from tests.waiting import wait_for
 
 FAST_ALERTS = {"PGPULSE_ALERT_INTERVAL_S": "0.2", "PGPULSE_ALERT_BREAKER_OPEN_S": "1",
                "PGPULSE_BREAKER_FAILURES": "2", "PGPULSE_BREAKER_COOLDOWN_S": "0.5",
@@ -52,7 +63,7 @@ def test_breaker_open_alert_while_a_region_is_down(conn, regions, relay_env, dev
     devserver.clear_faults()
     wait_for(lambda: receiver.of("breaker_open", "resolved"), 30, "the breaker resolve")
     assert len(receiver.of("breaker_open", "firing")) == 1
-    healthy = conn.execute("SELECT healthy FROM public.regions WHERE code = 'eu-west-1'").fetchone()
+    healthy = conn.execute("SELECT healthy FROM pgpulse.regions WHERE code = 'eu-west-1'").fetchone()
     assert healthy["healthy"] is True
 
 
@@ -76,3 +87,128 @@ def test_slow_tick_and_old_backlog_alert(conn, regions, relay_env, start_service
 
     conn.execute("DELETE FROM pgpulse.outbox")
     wait_for(lambda: receiver.of("backlog_age", "resolved"), 20, "the backlog resolve")
+
+
+class Relays:
+    """`pgpulse relay` processes without --http (alerts must not need it)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.procs: list[subprocess.Popen] = []
+        self.output = ""
+
+    def start(self) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "relay", "relay"], env=self.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                out, err = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            self.output += out + err
+
+
+@pytest.fixture
+def relays() -> Iterator[Callable[[dict[str, str]], Relays]]:
+    made: list[Relays] = []
+
+    def make(env: dict[str, str]) -> Relays:
+        made.append(Relays(env))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.stop_all()
+
+
+def alert_sessions(conn) -> dict[int, bool]:
+    """Relay pid -> whether its alert session holds the evaluator lock."""
+    rows = conn.execute("""
+        SELECT a.application_name,
+               EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory'
+                          AND l.granted) AS holds
+          FROM pg_stat_activity a
+         WHERE a.application_name LIKE 'pgpulse-alerts-%%' AND a.datname = current_database()
+    """).fetchall()
+    return {int(r["application_name"].rsplit("-", 1)[1]): r["holds"] for r in rows}
+
+
+def test_two_relays_send_one_webhook_per_incident_and_hand_over_when_one_dies(
+        conn, regions, relay_env, receiver, relays):
+    env = relay_env | FAST_ALERTS | {"PGPULSE_ALERT_WEBHOOK_URL": receiver.url}
+    group = relays(env)
+    first, second = group.start(), group.start()
+    wait_for(lambda: set(alert_sessions(conn)) == {first.pid, second.pid}, 30,
+             "both relays' alert sessions")
+    wait_for(lambda: receiver.of("deadman", "firing"), 20, "the dead-man alert")
+    # the other relay keeps asking for the lock and keeps being refused
+    sessions = alert_sessions(conn)
+    assert sorted(sessions.values()) == [False, True]
+    follower_pid = next(pid for pid, holds in sessions.items() if not holds)
+    wait_for(lambda: "pg_try_advisory_lock" in conn.execute(
+        "SELECT query FROM pg_stat_activity WHERE application_name = %s",
+        (f"pgpulse-alerts-{follower_pid}",)).fetchone()["query"], 10, "the follower's lock try")
+
+    assert pgpulse("tick", env=relay_env).returncode == 0
+    wait_for(lambda: receiver.of("deadman", "resolved"), 20, "the dead-man resolve")
+    assert len(receiver.of("deadman", "firing")) == 1
+    assert len(receiver.of("deadman", "resolved")) == 1
+
+    # the evaluator dies without a goodbye: the other relay takes over, still one webhook
+    leader = next(p for p in (first, second) if p.pid != follower_pid)
+    os.kill(leader.pid, signal.SIGKILL)
+    wait_for(lambda: alert_sessions(conn) == {follower_pid: True}, 30, "the handover")
+    conn.execute("DELETE FROM pgpulse.tick_runs")
+    wait_for(lambda: len(receiver.of("deadman", "firing")) == 2, 20, "the second incident")
+    assert pgpulse("tick", env=relay_env).returncode == 0
+    wait_for(lambda: len(receiver.of("deadman", "resolved")) == 2, 20, "its resolve")
+    assert len(receiver.of("deadman", "firing")) == 2
+
+
+def test_a_stopped_database_is_an_alert_and_breaker_rules_still_run(relay_env, devserver, receiver, relays):
+    """Issue 10 point 8: the database down suppressed every rule, the breaker's included."""
+    with EmbeddedPostgres(fast=True) as pg:
+        dsn = pg.dsn()
+        migrate.upgrade(dsn)
+        with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as setup:
+            setup.execute("INSERT INTO pgpulse.regions (code, is_default) VALUES ('us-east-1', true), ('eu-west-1', false)")
+            setup.execute("INSERT INTO public.monitors (url, preferred_region, next_check_at) "
+                          "SELECT 'https://eu.example/' || g, 'eu-west-1', now() FROM generate_series(1, 20) g")
+        env = relay_env | FAST_ALERTS | {
+            "DATABASE_URL": dsn, "PGPULSE_ALERT_WEBHOOK_URL": receiver.url,
+            "PGPULSE_ALERT_DATABASE_DOWN_S": "1", "PGPULSE_ALERT_BREAKER_OPEN_S": "5",
+            "PGPULSE_ALERT_DEADMAN_S": "3600", "PGPULSE_BREAKER_COOLDOWN_S": "60"}
+        devserver.set_faults({"error_rate": 1.0, "error_statuses": [503]}, tokens=[REGIONS["eu-west-1"][0]])
+        group = relays(env)
+        group.start(), group.start()
+        assert pgpulse("tick", env=env).returncode == 0
+        with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as watch:
+            wait_for(lambda: len(alert_sessions(watch)) == 2, 30, "both alert sessions")
+            wait_for(lambda: watch.execute("SELECT healthy FROM pgpulse.regions "
+                                           "WHERE code = 'eu-west-1'").fetchone()["healthy"] is False,
+                     30, "eu's breaker to open")
+        assert not receiver.of("breaker_open"), "the breaker alert came before the database stopped"
+
+        pg._signal_stop("fast")
+        wait_for(lambda: receiver.of("database_unreachable", "firing"), 30, "the database alert")
+        wait_for(lambda: receiver.of("breaker_open", "firing"), 30, "the breaker alert, database down")
+        assert receiver.of("breaker_open", "firing")[0]["details"]["region"] == "eu-west-1"
+        assert not receiver.of("deadman"), "a rule that needs the database fired blind"
+
+        pg._pg_ctl_start()
+        wait_for(lambda: receiver.of("database_unreachable", "resolved"), 30, "the database resolve")
+        assert len(receiver.of("database_unreachable", "firing")) == 1  # two relays, one alert
+        assert len(receiver.of("breaker_open", "firing")) == 1
+        devserver.clear_faults()
+        group.stop_all()
+        assert '"event": "alert_evaluator_elected"' in group.output
+        assert "tok-eu" not in group.output and receiver.url not in group.output

@@ -41,15 +41,15 @@ def test_relay_and_ticker_roles_do_their_job_and_no_more(conn, db_url, regions, 
 
     with psycopg.connect(as_user(db_url, "relay_app"), autocommit=True) as relay_conn:
         for statement in ("UPDATE public.monitors SET url = 'https://evil.example'",
-                          "DELETE FROM public.regions",
-                          "UPDATE public.regions SET is_default = true",
+                          "DELETE FROM pgpulse.regions",
+                          "UPDATE pgpulse.regions SET is_default = true",
                           "INSERT INTO public.monitors (url) VALUES ('https://x.example')",
                           "DELETE FROM pgpulse.tick_runs",
                           "CALL pgpulse.tick()"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 relay_conn.execute(statement)
         # what it needs: region health
-        relay_conn.execute("UPDATE public.regions SET healthy = false WHERE code = 'eu-west-1'")
+        relay_conn.execute("UPDATE pgpulse.regions SET healthy = false WHERE code = 'eu-west-1'")
     with psycopg.connect(as_user(db_url, "ticker_app"), autocommit=True) as ticker_conn:
         for statement in ("DELETE FROM pgpulse.outbox", "UPDATE public.monitors SET url = 'https://x.example'",
                           "DELETE FROM public.monitors"):

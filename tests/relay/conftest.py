@@ -38,8 +38,8 @@ def upstash(devserver: DevServer, redis_server) -> Iterator[DevServer]:
 def regions(conn) -> dict[str, RegionSpec]:
     """Three regions: us-east-1 is the default, the other two fall back to it."""
     conn.execute("""
-        INSERT INTO public.regions (code, is_default) VALUES ('us-east-1', true);
-        INSERT INTO public.regions (code, fallback_region) VALUES
+        INSERT INTO pgpulse.regions (code, is_default) VALUES ('us-east-1', true);
+        INSERT INTO pgpulse.regions (code, fallback_region) VALUES
             ('eu-west-1', 'us-east-1'), ('ap-south-1', 'us-east-1');
     """)
     return BY_CODE

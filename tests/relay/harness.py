@@ -308,7 +308,7 @@ class Relays:
 
 
 def region_row(conn, code: str) -> dict:
-    return conn.execute("SELECT * FROM public.regions WHERE code = %s", (code,)).fetchone()
+    return conn.execute("SELECT * FROM pgpulse.regions WHERE code = %s", (code,)).fetchone()
 
 
 def connect(db_url: str) -> psycopg.Connection:

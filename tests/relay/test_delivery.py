@@ -206,7 +206,7 @@ def test_a_region_added_while_running_gets_its_own_workers(conn, regions, relays
     relay = relays.start(env=env)
     wait_for(lambda: relay.has_event("relay_started"), 30, "the relay to start",
              on_timeout=relay.tail)
-    conn.execute("INSERT INTO public.regions (code, fallback_region) VALUES "
+    conn.execute("INSERT INTO pgpulse.regions (code, fallback_region) VALUES "
                  "('sa-east-1', 'us-east-1'), ('me-south-1', 'us-east-1')")
     wait_for(lambda: relay.has_event("region_added", region="sa-east-1"), 30,
              "the relay to pick up sa-east-1", on_timeout=relay.tail)
@@ -220,7 +220,7 @@ def test_a_region_added_while_running_gets_its_own_workers(conn, regions, relays
     # a region without an endpoint is reported once, not at every reload
     wait_for(lambda: relay.has_event("region_not_configured", region="me-south-1"), 30,
              "the unconfigured region to be reported", on_timeout=relay.tail)
-    conn.execute("INSERT INTO public.regions (code) VALUES ('af-south-1')")
+    conn.execute("INSERT INTO pgpulse.regions (code) VALUES ('af-south-1')")
     wait_for(lambda: relay.has_event("region_not_configured", region="af-south-1"), 30,
              "a later reload", on_timeout=relay.tail)
     relay.signal(15)

@@ -237,7 +237,7 @@ def test_refused_token_is_one_clear_line_loses_nothing_and_leaks_no_token(
         assert secret not in out and secret not in err
 
     # a long-running relay: the region is marked unhealthy, nothing is lost either
-    conn.execute("UPDATE public.regions SET healthy = true")
+    conn.execute("UPDATE pgpulse.regions SET healthy = true")
     relay = relays.start(env=env)
     wait_for(lambda: relay.has_event("token_refused", region="us-east-1"), 30,
              "the relay to report the refused token", on_timeout=relay.tail)

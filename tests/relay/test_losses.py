@@ -312,7 +312,7 @@ def test_relay_once_exits_non_zero_when_due_jobs_remain(conn, regions, relays, q
 def test_a_recovered_region_gets_its_monitors_jobs_back_within_seconds(conn, regions, relays,
                                                                         queues):
     # eu-west-1 was down when the tick planned the next minute: it routed around it
-    conn.execute("UPDATE public.regions SET healthy = false WHERE code = 'eu-west-1'")
+    conn.execute("UPDATE pgpulse.regions SET healthy = false WHERE code = 'eu-west-1'")
     insert_monitors(conn, 30, region="eu-west-1", due_ago_s=-25)  # due in 25 s
     conn.execute("CALL pgpulse.tick(NULL, 'test', '45 seconds', '60 seconds', 5000)")
     planned = {r["job_id"] for r in conn.execute("SELECT job_id::text FROM pgpulse.outbox")}
@@ -340,9 +340,9 @@ def test_a_recovered_region_gets_its_monitors_jobs_back_within_seconds(conn, reg
 @pytest.mark.timeout(120)
 def test_jobs_of_deleted_renamed_disabled_and_unconfigured_regions(conn, regions, relays, queues):
     conn.execute("""
-        INSERT INTO public.regions (code, fallback_region) VALUES
+        INSERT INTO pgpulse.regions (code, fallback_region) VALUES
             ('sa-east-1', 'us-east-1'), ('me-central-1', 'us-east-1');
-        INSERT INTO public.regions (code, weight) VALUES ('af-south-1', 0)""")
+        INSERT INTO pgpulse.regions (code, weight) VALUES ('af-south-1', 0)""")
     insert_monitors(conn, 10, region="sa-east-1")
     insert_monitors(conn, 10, region="me-central-1")
     insert_monitors(conn, 10, region="eu-west-1")
@@ -353,9 +353,9 @@ def test_jobs_of_deleted_renamed_disabled_and_unconfigured_regions(conn, regions
     stale = insert_jobs(conn, 5, "af-south-1", expires_in_s=-1, deliver_in_s=-90, tag="stale")
     nowhere = insert_jobs(conn, 3, "af-south-1", tag="unconfigured")
     conn.execute("""
-        DELETE FROM public.regions WHERE code = 'sa-east-1';
-        UPDATE public.regions SET code = 'me-central-2' WHERE code = 'me-central-1';
-        UPDATE public.regions SET enabled = false WHERE code = 'eu-west-1'""")
+        DELETE FROM pgpulse.regions WHERE code = 'sa-east-1';
+        UPDATE pgpulse.regions SET code = 'me-central-2' WHERE code = 'me-central-1';
+        UPDATE pgpulse.regions SET enabled = false WHERE code = 'eu-west-1'""")
     # the backlog views see every row, also those of regions that are gone
     backlog = {r["region"]: r for r in conn.execute(queries()["backlog"])}
     assert backlog["sa-east-1"]["waiting"] == 10 and backlog["me-central-1"]["waiting"] == 10
