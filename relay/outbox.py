@@ -24,6 +24,7 @@ class Job:
     payload: str
     allow_fallback: bool
     expired: bool
+    pinned_to: str | None  # a region a push of this job may have reached (push_intents)
     job_json: str
 
     def requeue_params(self, error: str, *, attempts: int, backoff_s: float) -> dict:

@@ -16,6 +16,7 @@ import json
 import logging
 import signal
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import psycopg
@@ -42,6 +43,7 @@ DUPLICATE_KIND = "duplicate"   # pushed before (a retry after a lost answer or a
 EXPIRED_KIND = "expired"       # the region's clock says it expired: never published late
 FAILED = "failed"              # its own error: an attempt more, or the dead letters
 HELD = "held"                  # the region refused the batch as a whole: back, no attempt
+WAIT = "wait"                  # maybe pushed to a region that is down now: back, waits for it
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class Undeliverable(PgPulseError):
     """`relay --once` ended with due jobs it could not deliver."""
 
 
-@dataclass
+@dataclass(eq=False)  # one object per region: compared and hashed by identity
 class Region:
     """What the relay knows of one region: its row, endpoint, client and breaker."""
 
@@ -110,6 +112,7 @@ class Relay:
         self._workers: dict[str, list[asyncio.Task]] = {}  # per region
         self._unconfigured: set[str] = set()  # regions without an endpoint (warned once)
         self._requeued: set[str] = set()  # --once: jobs put back for a later attempt
+        self.relay_id = uuid.uuid4().hex[:12]  # this process, in region_observations
         self.undelivered: str | None = None  # --once: why due jobs were left, if they were
 
     # ------------------------------------------------------------------ lifecycle
@@ -181,8 +184,10 @@ class Relay:
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(Q["undelivered"], {
                 "due_before": started_at, "requeued": list(self._requeued)})).fetchall()
+        dead = self.counts.dead_lettered
         if not rows:
-            return None
+            return (f"{dead} job(s) failed their last attempt and were dead-lettered "
+                    "(pgpulse dlq list)") if dead else None
         reasons = []
         for code, due, requeued in rows:
             region = self.regions.get(code)
@@ -192,7 +197,9 @@ class Relay:
             elif region is None:
                 why = f"region {code}: no Upstash endpoint configured here, or no such region"
             elif requeued:
-                why = f"region {code}: {requeued} job(s) failed and wait for a later attempt"
+                why = (f"region {code}: {requeued} job(s) failed and wait for a later attempt"
+                       + (f" ({region.client.last_error or region.last_error})"
+                          if region.client.last_error or region.last_error else ""))
             else:
                 why = (region.client.last_error or region.last_error
                        or f"region {code}: breaker {region.breaker.state.value}")
@@ -201,7 +208,8 @@ class Relay:
         total = sum(r[2] for r in reasons)
         return (f"{reasons[0][1]}" if not reasons[0][0] else
                 f"{total} due job(s) not delivered: {reasons[0][1]}") + "".join(
-            f"; {why}" for _, why, _ in reasons[1:])
+            f"; {why}" for _, why, _ in reasons[1:]) + (
+            f"; {dead} job(s) dead-lettered" if dead else "")
 
     def _start_workers(self) -> None:
         """Worker tasks for every region that has none yet (regions may be added live)."""
@@ -301,31 +309,34 @@ class Relay:
         return region.script_sha
 
     async def _write_health(self, region: Region) -> None:
-        """Writes the breaker's state to regions.healthy. Writes of one region run one at a
-        time and each writes the state current when it runs, so the last word wins."""
+        """Records this relay's view of the region (its breaker) in region_observations;
+        regions.healthy follows every live relay's recent views, not the last writer.
+        Writes of one region run one at a time, each with the state current when it runs.
+        No view before this relay has reached the region: closed means little until then."""
         async with region.health_lock:
             for attempt in range(10):
                 healthy = region.breaker.state is State.CLOSED
+                if healthy and not region.succeeded:
+                    return
                 try:
                     async with self.pool.connection() as conn:
-                        changed = await (await conn.execute(Q["set_region_health"], {
-                            "region": region.code, "healthy": healthy})).fetchone()
-                    region.row_healthy = healthy
-                    if changed and healthy:
-                        self._spawn(self._reroute_home(region.code), "home")
+                        changed = await (await conn.execute(Q["observe_region"], {
+                            "region": region.code, "relay": self.relay_id, "healthy": healthy,
+                            "ttl_s": self.settings.health_ttl_s})).fetchone()
+                    if changed is not None:
+                        region.row_healthy = changed[0]
+                        if changed[0]:
+                            self._spawn(self._reroute_home(region.code), "home")
                     return
                 except psycopg.Error as exc:
                     logs.warning("health_write_failed", region=region.code, error=describe(exc))
                     await asyncio.sleep(min(2 ** attempt * 0.1, 5))
 
     def _reconcile_health(self) -> None:
-        """Corrects a regions.healthy that disagrees with the breaker, e.g. false left by an
-        earlier relay: to true only once this relay has reached the region itself."""
+        """Renews this relay's view of every region it has one of (views expire, so a relay
+        that is gone stops counting), which also re-decides regions.healthy."""
         for region in self.regions.values():
-            closed = region.breaker.state is State.CLOSED
-            if region.row_healthy is None or region.row_healthy == closed:
-                continue
-            if not closed or region.succeeded:
+            if not region.health_lock.locked():
                 self._spawn(self._write_health(region), "health", self._writes)
 
     async def _reroute_home(self, code: str) -> None:
@@ -357,6 +368,7 @@ class Relay:
                     logs.event("jobs_expired", region=region, count=n, swept=True)
                 if sum(n for _, n in rows) < 5000:
                     break
+            await conn.execute(Q["sweep_records"])
             moved, inserted = await (await conn.execute(Q["reroute_orphans"],
                                                         {"limit": 5000})).fetchone()
             if moved:
@@ -457,6 +469,10 @@ class Relay:
             fallback_only = True
         attempts = region.attempts
         s = self.settings
+        # rerouting: a job whose push to its own region may have happened waits for it
+        held_by = region.code if fallback_only and s.unclear_push == "wait" else None
+        intents: list[tuple[int, list[int]]] = []  # push intents recorded, and their jobs
+        groups: dict[Region, list[int]] = {}
         try:
             async with self.pool.connection() as conn, conn.transaction():
                 # the claim is a lease: should this process freeze mid-publish, PostgreSQL
@@ -465,7 +481,7 @@ class Relay:
                 async with conn.cursor(row_factory=class_row(Job)) as cur:
                     await cur.execute(Q["claim_due"], {
                         "region": region.code, "limit": s.batch_size,
-                        "fallback_only": fallback_only})
+                        "fallback_only": fallback_only, "held_by": held_by})
                     jobs = await cur.fetchall()
                 if not jobs:
                     if probing:
@@ -474,25 +490,68 @@ class Relay:
                 live = [job for job in jobs if not job.expired]
                 logs.event("batch_claimed", logging.DEBUG, region=region.code, jobs=len(jobs),
                            target=target.code)
-                outcomes: list[Outcome] = []
-                if live:
-                    try:
-                        async with asyncio.timeout(max(s.claim_lease_s - 1.0, 0.5)):
-                            outcomes = await self._publish(target, live,
-                                                           rerouted=target is not region)
-                    except TimeoutError:
-                        raise PublishError(
-                            f"region {target.code}: publish outlasted the claim lease "
-                            f"({s.claim_lease_s:g} s); the batch goes back") from None
+                outcomes: list[Outcome] = [Outcome(WAIT)] * len(live)
+                groups = self._destinations(region, target, live)
+                try:
+                    async with asyncio.timeout(max(s.claim_lease_s - 1.0, 0.5)):
+                        for dest, positions in groups.items():
+                            group = [live[i] for i in positions]
+                            intents.append((await self._record_intent(dest, group), positions))
+                            published = await self._publish(dest, group,
+                                                            rerouted=dest is not region)
+                            for i, outcome in zip(positions, published):
+                                outcomes[i] = outcome
+                except TimeoutError:
+                    raise PublishError(
+                        f"region {target.code}: publish outlasted the claim lease "
+                        f"({s.claim_lease_s:g} s); the batch goes back") from None
                 await put_back(conn, *self._failures(live, outcomes))
         finally:
             if probing and region.attempts == attempts:
                 region.breaker.release_probe()  # no request reached the region: probe again
-        self._account(region, target, live, outcomes, len(jobs) - len(live))
+        # committed: every outcome is known, unless a reply was unreadable
+        for intent, positions in intents:
+            if not any(outcomes[i].unclear for i in positions):
+                await self._forget_intent(intent)
+        for dest, positions in groups.items():
+            self._account(region, dest, [live[i] for i in positions],
+                          [outcomes[i] for i in positions], 0)
+        waiting = sum(1 for o in outcomes if o.kind == WAIT)
+        self._account(region, target, [], [], len(jobs) - len(live), waiting=waiting)
         held = [o.error for o in outcomes if o.kind == HELD]
         if held:
             raise RegionRefused(f"region {target.code}: {held[0]}")
         return len(jobs)
+
+    def _destinations(self, region: Region, target: Region,
+                      jobs: list[Job]) -> dict[Region, list[int]]:
+        """Where each job goes: the batch's target, unless a push of it may already have
+        reached another region (PGPULSE_UNCLEAR_PUSH=wait): then that region, or nowhere
+        for now (it waits) while that region is down. Positions into jobs, per region."""
+        groups: dict[Region, list[int]] = {}
+        for i, job in enumerate(jobs):
+            dest = target
+            if (self.settings.unclear_push == "wait" and job.pinned_to
+                    and job.pinned_to != target.code):
+                dest = self.regions.get(job.pinned_to)
+                if dest is None or not dest.enabled or dest.breaker.state is not State.CLOSED:
+                    continue  # stays WAIT
+            groups.setdefault(dest, []).append(i)
+        return groups
+
+    async def _record_intent(self, target: Region, jobs: list[Job]) -> int:
+        """Commits, before the push, that these jobs may land in target's queues: should the
+        outcome stay unknown (a lost answer, a killed relay), they are not rerouted blindly."""
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(Q["record_intent"], {
+                "region": target.code, "job_ids": [job.job_id for job in jobs],
+                "expires_at": max(job.expires_at for job in jobs)})).fetchone()
+        return row[0]
+
+    async def _forget_intent(self, intent: int) -> None:
+        with contextlib.suppress(psycopg.Error):  # left over, it expires with its jobs
+            async with self.pool.connection() as conn:
+                await conn.execute(Q["forget_intent"], {"id": intent})
 
     def _push_command(self, sha: str, target: Region, job: Job, rerouted: bool) -> list[str]:
         job_json = job.job_json
@@ -581,6 +640,10 @@ class Relay:
             if outcome.kind == HELD:
                 requeue.append(job.requeue_params(outcome.error, attempts=job.attempts,
                                                   backoff_s=0.0))
+            elif outcome.kind == WAIT:
+                requeue.append(job.requeue_params(
+                    f"waits for region {job.pinned_to}, which may have it already",
+                    attempts=job.attempts, backoff_s=1.0))
             elif outcome.kind == FAILED:
                 attempts = job.attempts + 1
                 params = job.requeue_params(outcome.error, attempts=attempts,
@@ -591,14 +654,15 @@ class Relay:
                                  attempts=attempts, error=outcome.error[:200])
                 else:
                     requeue.append(params)
-                    if self.once:
-                        self._requeued.add(job.job_id)
+        if self.once:  # --once's verdict names what it put back
+            self._requeued.update(p["job_id"] for p in requeue)
         return requeue, dead
 
     def _account(self, region: Region, target: Region, live: list[Job],
-                 outcomes: list[Outcome], expired: int) -> None:
+                 outcomes: list[Outcome], expired: int, waiting: int = 0) -> None:
         c = self.counts
-        c.batches += 1
+        c.batches += 1 if live else 0
+        c.held += waiting
         now = time.time()
         kinds = collections.Counter(o.kind for o in outcomes)
         ok = [job for job, o in zip(live, outcomes) if o.kind in (PUSHED_KIND, DUPLICATE_KIND)]

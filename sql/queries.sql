@@ -9,6 +9,10 @@ WITH sel AS MATERIALIZED (
       FROM pgpulse.outbox
      WHERE region = %(region)s AND deliver_at <= now()
        AND (%(fallback_only)s IS FALSE OR allow_fallback)
+       -- rerouting (held_by set): not the jobs whose push to the region may have happened
+       AND (%(held_by)s::text IS NULL OR job_id NOT IN (
+               SELECT unnest(i.job_ids) FROM pgpulse.push_intents i
+                WHERE i.region = %(held_by)s::text))
      ORDER BY deliver_at
      LIMIT %(limit)s
        FOR UPDATE SKIP LOCKED
@@ -18,6 +22,9 @@ DELETE FROM pgpulse.outbox o
 RETURNING o.job_id::text, o.monitor_id, o.region, o.criticality, o.scheduled_for,
           o.deliver_at, o.expires_at, o.attempts, o.payload::text, o.allow_fallback,
           o.expires_at <= now() AS expired,
+          -- a push of this job may have happened there: it goes there or waits
+          (SELECT i.region FROM pgpulse.push_intents i
+            WHERE i.job_ids @> ARRAY[o.job_id] ORDER BY i.id DESC LIMIT 1) AS pinned_to,
           (o.payload || jsonb_build_object(
               'v', 1,
               'job_id', o.job_id,
@@ -27,6 +34,50 @@ RETURNING o.job_id::text, o.monitor_id, o.region, o.criticality, o.scheduled_for
               'scheduled_for', to_char(o.scheduled_for AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
               'expires_at', to_char(o.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
               'attempt', o.attempts + 1))::text AS job_json
+
+-- record_intent --
+-- Before a push: the batch's jobs may be in this region's queue from now on.
+INSERT INTO pgpulse.push_intents (region, job_ids, expires_at)
+VALUES (%(region)s, %(job_ids)s::uuid[], %(expires_at)s)
+RETURNING id
+
+-- forget_intent --
+-- The push's outcome is known (pushed and committed, or surely not pushed).
+DELETE FROM pgpulse.push_intents WHERE id = %(id)s
+
+-- sweep_records --
+-- Push intents of jobs that have all expired, and observations of relays long gone.
+WITH intents AS (
+    DELETE FROM pgpulse.push_intents WHERE expires_at < now() RETURNING 1
+), observations AS (
+    DELETE FROM pgpulse.region_observations WHERE observed_at < now() - interval '1 hour'
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM intents) AS intents, (SELECT count(*) FROM observations) AS observations
+
+-- observe_region --
+-- One relay's view of a region's health; the region is healthy unless most of the relays
+-- that observed it within %(ttl_s)s seconds see it down (a tie counts as healthy).
+-- Returns the region's health when this changed it.
+WITH seen AS (
+    INSERT INTO pgpulse.region_observations (region, relay, healthy, observed_at)
+    VALUES (%(region)s, %(relay)s, %(healthy)s, now())
+    ON CONFLICT ON CONSTRAINT region_observations_one_per_relay
+    DO UPDATE SET healthy = EXCLUDED.healthy, observed_at = EXCLUDED.observed_at
+    RETURNING region
+), verdict AS (
+    -- the other relays' recent views, and this one's
+    SELECT (count(*) FILTER (WHERE NOT o.healthy) + (NOT %(healthy)s)::int) * 2
+               <= count(*) + 1 AS healthy
+      FROM pgpulse.region_observations o
+     WHERE o.region = %(region)s AND o.relay <> %(relay)s
+       AND o.observed_at > now() - make_interval(secs => %(ttl_s)s)
+)
+UPDATE pgpulse.regions r
+   SET healthy = v.healthy, healthy_changed_at = now()
+  FROM verdict v, seen
+ WHERE r.code = seen.region AND r.healthy IS DISTINCT FROM v.healthy
+RETURNING r.healthy
 
 -- claim_lease --
 -- How long the claim's transaction may sit idle (publishing) before PostgreSQL ends it and
@@ -57,11 +108,13 @@ VALUES (%(job_id)s, %(monitor_id)s, %(region)s, %(criticality)s, %(scheduled_for
 -- A job that failed its last allowed attempt, kept with its last error.
 INSERT INTO pgpulse.dead_letters
        (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
-        payload, attempts, last_error)
+        payload, attempts, last_error, allow_fallback)
 VALUES (%(job_id)s, %(monitor_id)s, %(region)s, %(criticality)s, %(scheduled_for)s,
-        %(deliver_at)s, %(expires_at)s, %(payload)s::jsonb, %(attempts)s, %(error)s)
+        %(deliver_at)s, %(expires_at)s, %(payload)s::jsonb, %(attempts)s, %(error)s,
+        %(allow_fallback)s)
 ON CONFLICT (job_id) DO UPDATE
-   SET attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, failed_at = now()
+   SET attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, failed_at = now(),
+       allow_fallback = EXCLUDED.allow_fallback
 
 -- next_due --
 -- Seconds until the earliest job of a region falls due (NULL: none waiting); with
@@ -159,6 +212,7 @@ WITH routing AS (
      CROSS JOIN routing
      WHERE NOT EXISTS (SELECT 1 FROM pgpulse.regions r WHERE r.code = o.region AND r.enabled)
        AND o.expires_at > now()
+       AND NOT EXISTS (SELECT 1 FROM pgpulse.push_intents i WHERE o.job_id = ANY (i.job_ids))
      LIMIT %(limit)s
        FOR UPDATE OF o SKIP LOCKED
 ), moved AS (
@@ -190,6 +244,7 @@ WITH sel AS MATERIALIZED (
      WHERE m.preferred_region = %(region)s AND r.enabled AND r.healthy
        AND o.region <> m.preferred_region AND o.attempts = 0 AND o.last_error IS NULL
        AND o.expires_at > now()
+       AND NOT EXISTS (SELECT 1 FROM pgpulse.push_intents i WHERE o.job_id = ANY (i.job_ids))
        FOR UPDATE OF o SKIP LOCKED
 ), moved AS (
     DELETE FROM pgpulse.outbox o
@@ -238,22 +293,28 @@ SELECT job_id, monitor_id, region, criticality, scheduled_for, attempts, last_er
   FROM pgpulse.dead_letters ORDER BY failed_at DESC LIMIT %(limit)s
 
 -- dlq_retry --
--- Moves dead letters (all, or one job) back to the outbox, due now, expiring one
--- interval from now; returns how many moved.
-WITH moved AS (
-    DELETE FROM pgpulse.dead_letters
+-- Moves dead letters (all, or one job) back to the outbox as they left (allow_fallback
+-- too), due now, expiring one interval from now (so their dedup keys live that long).
+-- A dead letter whose slot is in the outbox already stays where it is and is counted.
+WITH picked AS (
+    SELECT * FROM pgpulse.dead_letters
      WHERE %(job_id)s::uuid IS NULL OR job_id = %(job_id)s::uuid
-    RETURNING *
+       FOR UPDATE
 ), requeued AS (
     INSERT INTO pgpulse.outbox (job_id, monitor_id, region, criticality, scheduled_for,
-                                deliver_at, expires_at, payload, attempts, last_error)
+                                deliver_at, expires_at, allow_fallback, payload, attempts,
+                                last_error)
     SELECT job_id, monitor_id, region, criticality, scheduled_for, now(),
-           now() + (expires_at - scheduled_for), payload, 0, last_error
-      FROM moved
+           now() + (expires_at - scheduled_for), allow_fallback, payload, 0, last_error
+      FROM picked
     ON CONFLICT DO NOTHING
+    RETURNING job_id
+), moved AS (
+    DELETE FROM pgpulse.dead_letters d USING requeued r WHERE d.job_id = r.job_id
     RETURNING 1
 )
-SELECT count(*) AS retried FROM requeued
+SELECT (SELECT count(*) FROM moved) AS retried,
+       (SELECT count(*) FROM picked) - (SELECT count(*) FROM moved) AS kept
 
 -- dlq_purge --
 -- Deletes dead letters (all, or one job); returns how many.

@@ -93,7 +93,32 @@ CREATE TABLE pgpulse.dead_letters (
     payload       jsonb NOT NULL,
     attempts      integer NOT NULL,
     last_error    text NOT NULL,
-    failed_at     timestamptz NOT NULL DEFAULT now()
+    failed_at     timestamptz NOT NULL DEFAULT now(),
+    allow_fallback boolean NOT NULL DEFAULT true  -- as the job left: `dlq retry` keeps it
+);
+
+-- Pushes that may have happened: a relay records the region it is about to push a batch
+-- to before the push, and deletes the record once the outcome is known. A job with such a
+-- record is not rerouted blindly when that region goes down (PGPULSE_UNCLEAR_PUSH).
+CREATE TABLE pgpulse.push_intents (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    region      text NOT NULL,
+    job_ids     uuid[] NOT NULL,
+    expires_at  timestamptz NOT NULL,             -- the batch's latest expires_at
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX push_intents_region ON pgpulse.push_intents (region);
+-- the claim looks each job up: has a push of it been under way anywhere?
+CREATE INDEX push_intents_jobs ON pgpulse.push_intents USING gin (job_ids);
+
+-- Region health as each live relay sees it; regions.healthy is decided from the recent
+-- observations (healthy unless most relays see the region down), not by the last writer.
+CREATE TABLE pgpulse.region_observations (
+    region      text NOT NULL,
+    relay       text NOT NULL,                    -- one id per relay process
+    healthy     boolean NOT NULL,
+    observed_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT region_observations_one_per_relay PRIMARY KEY (region, relay)
 );
 
 CREATE TABLE pgpulse.tick_runs (

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import collections
 import json
+import os
+import random
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 import redis
 from tests.waiting import wait_for
-from harness import (BY_CODE, REGIONS, assert_exactly_once, insert_jobs, insert_monitors,
+from harness import (BY_CODE, REGIONS, ROOT, assert_exactly_once, insert_jobs, insert_monitors,
                      outbox_count, outbox_ids, region_row, tick)
 from relay.queries import queries
 
@@ -385,3 +389,128 @@ def test_jobs_of_deleted_renamed_disabled_and_unconfigured_regions(conn, regions
     conn.execute("UPDATE pgpulse.outbox SET expires_at = now() - interval '1 second'")
     totals = relays.run_once(env=env)
     assert totals["expired"] == 9 and outbox_count(conn) == 0, totals
+
+
+# ---------------------------------------------------------------- 10. dead letters come back as they left
+
+
+def pgpulse_cli(db_url: str, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGPULSE_", "UPSTASH_"))}
+    env["DATABASE_URL"] = db_url
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, "-m", "relay", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_dlq_retry_keeps_allow_fallback_and_keeps_what_it_cannot_move(
+        db_url, conn, regions, relays, queues, upstash):
+    pinned = insert_jobs(conn, 4, "eu-west-1", allow_fallback=False, tag="pinned-dead")
+    upstash.set_faults({"inline_error_match": "https://pinned-dead-", "inline_error": "ERR no"})
+    relay = relays.start("--once", "--json", max_attempts=1, batch_size=2)
+    assert relay.wait(60) == 1, relay.tail()  # dead-lettered jobs: --once says so
+    assert "4 job(s) failed their last attempt and were dead-lettered" in relay.stderr()
+    rows = conn.execute("SELECT job_id::text, allow_fallback FROM pgpulse.dead_letters").fetchall()
+    assert {r["job_id"] for r in rows} == set(pinned)
+    assert not any(r["allow_fallback"] for r in rows)
+    # one slot is back in the outbox already (e.g. scheduled again by hand)
+    conn.execute("""
+        INSERT INTO pgpulse.outbox (job_id, monitor_id, region, criticality, scheduled_for,
+                                    deliver_at, expires_at, allow_fallback, payload)
+        SELECT job_id, monitor_id, region, criticality, scheduled_for, now() + interval '1 hour',
+               expires_at + interval '1 hour', false, payload
+          FROM pgpulse.dead_letters WHERE job_id = %s""", (pinned[0],))
+
+    done = pgpulse_cli(db_url, "dlq", "retry", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"retried": 3, "kept": 1}
+    text = pgpulse_cli(db_url, "dlq", "retry").stdout
+    assert "kept 1 dead letter(s) whose slot is in the outbox already" in text
+    assert [r["job_id"] for r in conn.execute(
+        "SELECT job_id::text FROM pgpulse.dead_letters")] == [pinned[0]]
+    rows = conn.execute("""
+        SELECT job_id::text, allow_fallback, attempts,
+               extract(epoch FROM expires_at - now()) AS ttl FROM pgpulse.outbox
+         WHERE job_id <> %s""", (pinned[0],)).fetchall()
+    assert {r["job_id"] for r in rows} == set(pinned[1:])
+    assert all(not r["allow_fallback"] and r["attempts"] == 0 and 250 < r["ttl"] <= 300
+               for r in rows), rows
+
+    # eu-west-1 down: the retried pinned jobs wait for it, they do not leave their region
+    upstash.set_faults({"error_rate": 1.0, "error_statuses": [503]}, tokens=[BY_CODE["eu-west-1"].token])
+    relay = relays.start("--once", breaker_failures=2, retry_window_s=0.3)
+    assert relay.wait(60) == 1, relay.tail()
+    assert queues.total() == 0 and len(outbox_ids(conn)) == 4
+
+
+# ---------------------------------------------------------------- 7. region health is agreed
+
+
+@pytest.mark.timeout(120)
+def test_two_relays_that_see_a_region_differently_agree_on_its_health(conn, regions, relays,
+                                                                      upstash):
+    eu = BY_CODE["eu-west-1"]
+    conn.execute("""
+        CREATE TABLE public.test_flips (healthy boolean NOT NULL);
+        CREATE FUNCTION public.test_flip() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO public.test_flips VALUES (NEW.healthy);
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER test_flip AFTER UPDATE OF healthy ON pgpulse.regions FOR EACH ROW
+            WHEN (NEW.code = 'eu-west-1' AND OLD.healthy IS DISTINCT FROM NEW.healthy)
+            EXECUTE FUNCTION public.test_flip();""")
+    # relay A reaches eu-west-1 with a token whose requests all fail; relay B's work
+    upstash.set_faults({"error_rate": 1.0, "error_statuses": [503]}, tokens=[eu.alt_token])
+    settings = {"breaker_failures": 2, "breaker_cooldown_s": 0.3, "retry_window_s": 0.2,
+                "depth_interval_s": 0.3, "health_ttl_s": 4}
+    b = relays.start(**settings)
+    wait_for(lambda: b.has_event("relay_started"), 30, "relay B to start", on_timeout=b.tail)
+    a = relays.start(env=relays.env(tokens={"eu-west-1": eu.alt_token}, **settings))
+    wait_for(lambda: sum(1 for e in a.events() if e["event"] == "breaker_changed"
+                         and e["region"] == "eu-west-1" and e["new"] == "open") >= 3, 30,
+             "relay A to see eu-west-1 down again and again", on_timeout=a.tail)
+    conn.execute("DELETE FROM public.test_flips")
+    time.sleep(6)  # a window of disagreement to count flips in, not a wait for a condition
+    flips = [r["healthy"] for r in conn.execute("SELECT healthy FROM public.test_flips")]
+    assert len(flips) <= 1, f"eu-west-1 flipped {len(flips)} times: {flips}"
+    assert region_row(conn, "eu-west-1")["healthy"]  # one of two sees it down: not most
+    # B gone, its view ages out: A alone sees the region, and it is down
+    b.signal(signal.SIGTERM)
+    assert b.wait(30) == 0
+    wait_for(lambda: not region_row(conn, "eu-west-1")["healthy"], 20,
+             "eu-west-1 unhealthy once only relay A sees it", on_timeout=a.tail)
+    a.signal(signal.SIGTERM)
+    assert a.wait(30) == 0
+
+
+# ---------------------------------------------------------------- 12. no cross-region duplicates
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_with_the_breaker_on_and_a_region_failing_lands_every_job_once(
+        conn, regions, relays, queues, upstash):
+    for region in REGIONS:
+        insert_jobs(conn, 1000, region.code, expires_in_s=900, tag=f"kb-{region.code}")
+    expected = outbox_ids(conn)
+    # every region slow, with a few answers lost after the push ran; eu-west-1 loses most
+    # of its answers, so its breaker opens and its jobs reroute meanwhile
+    upstash.set_faults({"latency_ms": 30, "jitter_ms": 60, "error_rate": 0.1,
+                        "error_statuses": [503], "phase": "after"})
+    upstash.set_faults({"latency_ms": 30, "jitter_ms": 60, "error_rate": 0.7,
+                        "error_statuses": [503], "phase": "after"},
+                       tokens=[BY_CODE["eu-west-1"].token])
+    rng = random.Random()
+    for _ in range(10):
+        relay = relays.start(batch_size=25, concurrency=2, breaker_failures=3,
+                             breaker_cooldown_s=0.5, retry_window_s=0.5)
+        wait_for(lambda: relay.has_event("relay_started"), 30, "the relay to start",
+                 on_timeout=relay.tail)
+        time.sleep(rng.uniform(0.3, 1.5))  # a random moment to kill at, not a wait
+        relay.kill()
+        wait_for(lambda: open_claims(conn) == 0, 10, "the killed relay's claims to roll back")
+    rerouted = sum(1 for p in queues.all() if "delivered_to" in p.job)
+    assert rerouted > 0, "no job was rerouted: the breaker never opened"
+    upstash.clear_faults()
+    relays.run_once()
+    assert outbox_count(conn) == 0
+    assert_exactly_once(queues, expected)  # no job in two regions' queues
