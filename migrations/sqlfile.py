@@ -7,8 +7,12 @@ from alembic import op
 
 ROOT = Path(__file__).resolve().parent.parent
 # Revision 0001's released SQL opens with CREATE SCHEMA pgpulse, but since 0002 Alembic's
-# version table lives in that schema and so exists before 0001 runs.
+# version table lives in that schema and so exists before 0001 runs. It also creates
+# public.monitors: where the product has that table already, 0001 applies ADOPT instead,
+# which makes pgpulse.regions at once, so 0002's move of public.regions is skipped there.
 INITIAL = "migrations/sql/0001_initial.sql"
+ADOPT = "migrations/sql/0001_adopt.sql"
+REGIONS_MOVE = "migrations/sql/0002_pgpulse_owns_regions.sql"
 _ONLY_VERSION_TABLE = r"""
 SELECT to_regnamespace('pgpulse') IS NOT NULL
    AND NOT EXISTS (SELECT 1 FROM pg_class
@@ -25,12 +29,20 @@ def apply(*relative_paths: str) -> None:
     raw.add_notice_handler(_print_warning)
     try:
         for rel in relative_paths:
-            if rel == INITIAL and raw.execute(_ONLY_VERSION_TABLE).fetchone()[0]:
+            if rel == INITIAL and _exists(raw, "public.monitors"):
+                raw.execute((ROOT / ADOPT).read_text())
+            elif rel == INITIAL and raw.execute(_ONLY_VERSION_TABLE).fetchone()[0]:
                 _apply_beside_version_table(raw, (ROOT / rel).read_text())
+            elif rel == REGIONS_MOVE and _exists(raw, "pgpulse.regions"):
+                continue
             else:
                 raw.execute((ROOT / rel).read_text())
     finally:
         raw.remove_notice_handler(_print_warning)
+
+
+def _exists(raw, table: str) -> bool:
+    return raw.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]
 
 
 def _apply_beside_version_table(raw, sql: str) -> None:

@@ -138,6 +138,14 @@ SECRET_ENV = ("CRON_SECRET", "PGPASSWORD", "PGPULSE_DEVSERVER_ADMIN_TOKEN",
               "PGPULSE_ALERT_WEBHOOK_URL")
 
 
+@command("doctor")
+def _doctor(args):
+    from relay import doctor
+    checks = doctor.run(dsn=args.database_url)
+    emit(args, doctor.as_json(checks), lambda r: "\n".join(doctor.render(checks)))
+    return 1 if any(c.verdict == "FAIL" for c in checks) else 0
+
+
 def protect_secrets(dsn: str | None = None) -> None:
     """Registers every configured secret with the redactor (logs and CLI errors)."""
     from relay import logs
@@ -234,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("status", "backlog, dead letters, recent ticks, pg_cron and region health")
     p.add_argument("--json", action="store_true", help="print as JSON")
+
+    p = add("doctor", "check the install: database, rights, pg_cron, regions, clock, settings")
+    p.add_argument("--json", action="store_true", help="print the checks as JSON")
 
     p = add("dlq", "list, retry or purge dead-lettered jobs")
     p.add_argument("action", choices=["list", "retry", "purge"])

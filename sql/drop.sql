@@ -15,7 +15,25 @@ EXCEPTION WHEN insufficient_privilege THEN
 END
 $$;
 
-DROP TABLE public.monitors;
+-- A product's adopted monitors table keeps every row and column it had: only what
+-- pgpulse added goes, last first. A monitors table pgpulse created goes whole.
+DO $$
+DECLARE
+    v_added record;
+BEGIN
+    IF to_regclass('pgpulse.adoption') IS NULL THEN
+        DROP TABLE public.monitors;
+        RETURN;
+    END IF;
+    FOR v_added IN SELECT kind, name FROM pgpulse.adoption ORDER BY step DESC LOOP
+        EXECUTE format(CASE v_added.kind
+                           WHEN 'column' THEN 'ALTER TABLE public.monitors DROP COLUMN %I'
+                           WHEN 'index' THEN 'DROP INDEX public.%I'
+                           WHEN 'trigger' THEN 'DROP TRIGGER %I ON public.monitors' END,
+                       v_added.name);
+    END LOOP;
+END
+$$;
 
 DO $$
 BEGIN

@@ -28,7 +28,7 @@ RETURNING o.job_id::text, o.monitor_id, o.region, o.criticality, o.scheduled_for
           (o.payload || jsonb_build_object(
               'v', 1,
               'job_id', o.job_id,
-              'monitor_id', o.monitor_id,
+              'monitor_id', o.monitor_id::text,  -- a product's bigint ids too
               'region', o.region,
               'criticality', o.criticality,
               'scheduled_for', to_char(o.scheduled_for AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
@@ -212,6 +212,7 @@ WITH routing AS (
      CROSS JOIN routing
      WHERE NOT EXISTS (SELECT 1 FROM pgpulse.regions r WHERE r.code = o.region AND r.enabled)
        AND o.expires_at > now()
+       AND m.check_regions IS NULL  -- a job per listed region: those stay, and expire
        AND NOT EXISTS (SELECT 1 FROM pgpulse.push_intents i WHERE o.job_id = ANY (i.job_ids))
      LIMIT %(limit)s
        FOR UPDATE OF o SKIP LOCKED
@@ -242,6 +243,7 @@ WITH sel AS MATERIALIZED (
       JOIN pgpulse.outbox o ON o.monitor_id = m.id
       JOIN pgpulse.regions r ON r.code = m.preferred_region
      WHERE m.preferred_region = %(region)s AND r.enabled AND r.healthy
+       AND m.check_regions IS NULL  -- one job per slot: the one routed away is the one
        AND o.region <> m.preferred_region AND o.attempts = 0 AND o.last_error IS NULL
        AND o.expires_at > now()
        AND NOT EXISTS (SELECT 1 FROM pgpulse.push_intents i WHERE o.job_id = ANY (i.job_ids))

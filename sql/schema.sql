@@ -57,7 +57,17 @@ CREATE TABLE public.monitors (
     created_at             timestamptz NOT NULL DEFAULT now(),
     -- the check as workers receive it, kept by a trigger: the tick copies it per job
     -- instead of building it (a tenth of the tick's time)
-    check_spec             jsonb NOT NULL
+    check_spec             jsonb NOT NULL,
+    -- the interval the tick uses; kept in step with check_interval_minutes by a trigger
+    -- (whichever of the two an INSERT or UPDATE sets wins)
+    check_interval_seconds integer NOT NULL
+                           CONSTRAINT monitor_interval_seconds_10_to_86400 CHECK (
+                               check_interval_seconds BETWEEN 10 AND 86400),
+    -- NULL: one job per slot, routed by preferred_region; else one job per listed region
+    check_regions          text[]
+                           CONSTRAINT monitor_check_regions_list CHECK (
+                               cardinality(check_regions) BETWEEN 1 AND 16
+                               AND array_position(check_regions, NULL) IS NULL)
 );
 -- The tick's lookup: only active monitors, in due order.
 CREATE INDEX monitors_due ON public.monitors (next_check_at) WHERE is_active;
@@ -138,24 +148,40 @@ CREATE INDEX tick_runs_started ON pgpulse.tick_runs (started_at);
 
 -- ================================================================== functions
 
--- The phase of a monitor inside its interval, from a hash of its id (spreads new monitors).
--- The hash goes to bigint before abs(): abs() of the smallest integer would overflow.
-CREATE FUNCTION pgpulse._phase_seconds(p_id uuid, p_interval_minutes integer)
+-- The phase of a monitor inside its interval, from a hash of its id (spreads new monitors),
+-- in milliseconds. The hash goes to bigint before abs(): abs() of the smallest integer would
+-- overflow.
+CREATE FUNCTION pgpulse._slot_phase(p_id uuid, p_interval_seconds integer)
 RETURNS double precision
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-    SELECT (abs(hashtext(p_id::text)::bigint) % (p_interval_minutes * 60000)) / 1000.0
+    SELECT (abs(hashtext(p_id::text)::bigint) % (p_interval_seconds * 1000)) / 1000.0
 $$;
 
 -- The first slot at or after p_from on the monitor's phase grid.
-CREATE FUNCTION pgpulse.first_slot(p_id uuid, p_interval_minutes integer, p_from timestamptz)
+CREATE FUNCTION pgpulse.next_slot(p_id uuid, p_interval_seconds integer, p_from timestamptz)
 RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
     SELECT to_timestamp(
-        ceil((extract(epoch FROM p_from) - pgpulse._phase_seconds(p_id, p_interval_minutes))
-             / (p_interval_minutes * 60)) * (p_interval_minutes * 60)
-        + pgpulse._phase_seconds(p_id, p_interval_minutes))
+        ceil((extract(epoch FROM p_from) - pgpulse._slot_phase(p_id, p_interval_seconds))
+             / p_interval_seconds) * p_interval_seconds
+        + pgpulse._slot_phase(p_id, p_interval_seconds))
+$$;
+
+-- The same two for an interval in minutes (kept for callers of revision 0001).
+CREATE FUNCTION pgpulse._phase_seconds(p_id uuid, p_interval_minutes integer)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT pgpulse._slot_phase(p_id, p_interval_minutes * 60)
+$$;
+
+CREATE FUNCTION pgpulse.first_slot(p_id uuid, p_interval_minutes integer, p_from timestamptz)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT pgpulse.next_slot(p_id, p_interval_minutes * 60, p_from)
 $$;
 
 -- Gives a new monitor without next_check_at its first slot on its phase grid. An interval
@@ -166,8 +192,8 @@ LANGUAGE plpgsql
 AS $$
 BEGIN
     NEW.next_check_at := CASE
-        WHEN NEW.check_interval_minutes BETWEEN 1 AND 1440
-            THEN pgpulse.first_slot(NEW.id, NEW.check_interval_minutes, now())
+        WHEN NEW.check_interval_seconds BETWEEN 10 AND 86400
+            THEN pgpulse.next_slot(NEW.id, NEW.check_interval_seconds, now())
         ELSE now()
     END;
     RETURN NEW;
@@ -187,6 +213,51 @@ BEGIN
     RETURN NEW;
 END
 $$;
+
+-- Keeps check_interval_seconds and check_interval_minutes in step: the one an INSERT or
+-- UPDATE sets wins (seconds when both); minutes is the nearest whole minute, 1 to 1440.
+-- Fires before monitors_set_phase (triggers fire in name order), which needs the seconds.
+CREATE FUNCTION pgpulse._monitor_interval() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF (TG_OP = 'INSERT' AND NEW.check_interval_seconds IS NOT NULL)
+       OR (TG_OP = 'UPDATE' AND NEW.check_interval_seconds IS DISTINCT FROM OLD.check_interval_seconds) THEN
+        NEW.check_interval_minutes := least(1440, greatest(1, round(NEW.check_interval_seconds / 60.0)));
+    ELSE
+        NEW.check_interval_seconds := NEW.check_interval_minutes * 60;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- check_regions names regions that exist (a region removed later is skipped by the tick).
+CREATE FUNCTION pgpulse._monitor_check_regions() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_unknown text;
+BEGIN
+    SELECT min(c) INTO v_unknown
+      FROM unnest(NEW.check_regions) c
+     WHERE NOT EXISTS (SELECT 1 FROM pgpulse.regions r WHERE r.code = c);
+    IF v_unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'check_regions: unknown region "%"', v_unknown
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER monitors_interval
+    BEFORE INSERT OR UPDATE OF check_interval_minutes, check_interval_seconds
+    ON public.monitors
+    FOR EACH ROW EXECUTE FUNCTION pgpulse._monitor_interval();
+
+CREATE TRIGGER monitors_check_regions
+    BEFORE INSERT OR UPDATE OF check_regions ON public.monitors
+    FOR EACH ROW WHEN (NEW.check_regions IS NOT NULL)
+    EXECUTE FUNCTION pgpulse._monitor_check_regions();
 
 -- Only the check's own columns: the tick's updates (next_check_at) do not fire it.
 CREATE TRIGGER monitors_check_spec
@@ -244,13 +315,28 @@ AS $$
     SELECT CASE WHEN p_allow_fallback THEN p_route ->> p_preferred ELSE p_preferred END
 $$;
 
+-- The regions a multi-region monitor's slot goes to: each listed region routed by its own
+-- fallback rules (see _route), without duplicates (two listed regions whose jobs would land
+-- in one region make one job there), sorted; NULL when none can take a job.
+CREATE FUNCTION pgpulse._route_each(p_regions text[], p_allow_fallback boolean, p_route jsonb)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT array_agg(DISTINCT r ORDER BY r)
+      FROM unnest(p_regions) c, pgpulse._route(c, p_allow_fallback, p_route) r
+     WHERE r IS NOT NULL
+$$;
+
 -- Claims one chunk of due monitors, writes their jobs, bumps their slots; returns counts.
--- p_route, p_wheel: from _routing. With no wheel, monitors that no region can take are
--- not claimed (they stay due; the tick counts them). p_rr: the round-robin position this
--- chunk starts at; wheeled: jobs routed by the wheel. p_keep_existing: a slot can only be
--- in the outbox already when next_check_at was moved back by hand; the tick first tries
--- a plain INSERT (about 10% faster than ON CONFLICT's per-row check) and, should that hit
--- the unique key, redoes the chunk with p_keep_existing, which keeps the jobs already there.
+-- Every slot of a monitor up to the horizon is written at once (several for sub-minute
+-- intervals), each with its exact deliver_at; a multi-region monitor (check_regions) gets
+-- one job per slot and region (see _route_each). p_route, p_wheel: from _routing. With no
+-- wheel, monitors that no region can take are not claimed (they stay due; the tick counts
+-- them). p_rr: the round-robin position this chunk starts at; wheeled: monitors routed by
+-- the wheel. p_keep_existing: a slot can only be in the outbox already when next_check_at
+-- was moved back by hand; the tick first tries a plain INSERT (about 10% faster than ON
+-- CONFLICT's per-row check) and, should that hit the unique key, redoes the chunk with
+-- p_keep_existing, which keeps the jobs already there.
 CREATE FUNCTION pgpulse._tick_chunk(
     p_horizon timestamptz, p_chunk integer, p_rr bigint, p_route jsonb, p_wheel text[],
     p_keep_existing boolean,
@@ -265,16 +351,20 @@ DECLARE
 BEGIN
     WITH due AS MATERIALIZED (
         SELECT m.ctid AS row_ref, m.id, m.check_spec, m.criticality, m.allow_fallback,
-               make_interval(mins => m.check_interval_minutes) AS iv,
+               m.check_regions, m.check_interval_seconds AS iv_s,
                -- catch-up: the latest slot not after now, never one per missed slot
-               m.next_check_at + make_interval(mins => m.check_interval_minutes)
+               m.next_check_at + make_interval(secs => m.check_interval_seconds)
                    * greatest(0, floor(extract(epoch FROM v_now - m.next_check_at)
-                                       / (m.check_interval_minutes * 60)))::integer AS slot,
-               pgpulse._route(m.preferred_region, m.allow_fallback, p_route) AS routed
+                                       / m.check_interval_seconds))::integer AS slot,
+               CASE WHEN m.check_regions IS NULL
+                    THEN pgpulse._route(m.preferred_region, m.allow_fallback, p_route) END AS routed
           FROM public.monitors m
          WHERE m.is_active AND m.next_check_at <= p_horizon
-           AND (p_wheel IS NOT NULL
-                OR pgpulse._route(m.preferred_region, m.allow_fallback, p_route) IS NOT NULL)
+           AND CASE WHEN m.check_regions IS NULL
+                    THEN p_wheel IS NOT NULL
+                         OR pgpulse._route(m.preferred_region, m.allow_fallback, p_route) IS NOT NULL
+                    ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, p_route) IS NOT NULL
+               END
          ORDER BY m.next_check_at
          LIMIT p_chunk
            FOR UPDATE OF m SKIP LOCKED
@@ -282,16 +372,26 @@ BEGIN
         -- the wheel continues where the previous chunk left it: a running count of the
         -- wheel's rows (no sort needed)
         SELECT d.*,
-               coalesce(d.routed,
-                        p_wheel[1 + ((p_rr + count(*) FILTER (WHERE d.routed IS NULL)
-                                                 OVER (ROWS UNBOUNDED PRECEDING))
-                                     % cardinality(p_wheel))::integer]) AS region
+               -- the slots up to the horizon: the first one, and n - 1 more
+               floor(extract(epoch FROM p_horizon - d.slot) / d.iv_s)::integer + 1 AS n,
+               CASE WHEN d.check_regions IS NULL THEN
+                   ARRAY[coalesce(d.routed,
+                       p_wheel[1 + ((p_rr + count(*) FILTER (WHERE d.routed IS NULL
+                                                               AND d.check_regions IS NULL)
+                                                OVER (ROWS UNBOUNDED PRECEDING))
+                                    % cardinality(p_wheel))::integer])]
+               ELSE pgpulse._route_each(d.check_regions, d.allow_fallback, p_route) END AS regions
           FROM due d
     ), job AS NOT MATERIALIZED (  -- computed only by the INSERT that runs
-        SELECT md5(r.id::text || '/' || r.region || '/' || extract(epoch FROM r.slot)::text)::uuid,
-               r.id, r.region, r.criticality, r.slot, r.slot, r.slot + r.iv, r.allow_fallback,
-               r.check_spec
+        SELECT md5(r.id::text || '/' || g.region || '/' || extract(epoch FROM s.slot)::text)::uuid,
+               r.id, g.region, r.criticality, s.slot, s.slot,
+               s.slot + make_interval(secs => r.iv_s), r.allow_fallback,
+               CASE WHEN r.check_regions IS NULL THEN r.check_spec
+                    ELSE r.check_spec || jsonb_build_object('slot_regions', r.regions) END
           FROM routed r
+         CROSS JOIN LATERAL unnest(r.regions) g(region)
+         CROSS JOIN LATERAL (SELECT r.slot + make_interval(secs => r.iv_s) * k AS slot
+                               FROM generate_series(0, r.n - 1) k) s
     ), inserted AS (
         INSERT INTO pgpulse.outbox
                (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
@@ -307,7 +407,7 @@ BEGIN
         RETURNING 1
     ), bumped AS (
         UPDATE public.monitors m
-           SET next_check_at = r.slot + r.iv,
+           SET next_check_at = r.slot + make_interval(secs => r.iv_s) * r.n,
                last_scheduled_at = v_now
           FROM routed r
          WHERE m.ctid = r.row_ref
@@ -315,7 +415,8 @@ BEGIN
     SELECT d.claimed, d.wheeled,
            (SELECT count(*) FROM inserted) + (SELECT count(*) FROM inserted_keeping)
       INTO claimed, wheeled, written
-      FROM (SELECT count(*) AS claimed, count(*) FILTER (WHERE routed IS NULL) AS wheeled
+      FROM (SELECT count(*) AS claimed,
+                   count(*) FILTER (WHERE routed IS NULL AND check_regions IS NULL) AS wheeled
               FROM due) d;
 END
 $$;
@@ -328,7 +429,10 @@ AS $$
     SELECT count(*)::integer
       FROM public.monitors m
      WHERE m.is_active AND m.next_check_at <= p_horizon
-       AND pgpulse._route(m.preferred_region, m.allow_fallback, p_route) IS NULL
+       AND CASE WHEN m.check_regions IS NULL
+                THEN pgpulse._route(m.preferred_region, m.allow_fallback, p_route) IS NULL
+                ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, p_route) IS NULL
+           END
 $$;
 
 -- One scheduler tick: claims due monitors chunk by chunk (a commit after each chunk) until
@@ -401,9 +505,9 @@ BEGIN
         v_slowest := greatest(v_slowest, clock_timestamp() - v_chunk_t0);
     END LOOP;
 
-    -- no round-robin region: some due monitors may have no region to go to; they were
-    -- left due, and are counted once here
-    IF v_routed AND v_wheel IS NULL THEN
+    -- monitors no region can take now (none of a multi-region monitor's regions, or no
+    -- round-robin region) were left due, and are counted once here
+    IF v_routed THEN
         v_unrouted := pgpulse._unrouted(v_horizon, v_route);
     END IF;
     UPDATE pgpulse.tick_runs

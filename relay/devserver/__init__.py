@@ -24,9 +24,17 @@ Protocol (as Upstash's REST API documents it)
   except "OK". Every authenticated response carries an `Upstash-Sync-Token` header; the
   request header is accepted and ignored (one primary, nothing to wait for).
 - Commands the REST API does not offer (blocking, connection and pub/sub commands,
-  MULTI/EXEC as commands, whatever reaches another token's database) are refused with
-  Upstash's text `ERR Command is not available: 'BLPOP'. See ...`; FLUSHALL only
-  flushes the token's own database. The list is in `relay.devserver.protocol`.
+  MULTI/EXEC as commands, whatever reaches another token's database or state all
+  databases share) are refused with Upstash's text `ERR Command is not available:
+  'BLPOP'. See ...`; FLUSHALL only flushes the token's own database. The list is in
+  `relay.devserver.protocol`.
+- Tenants: each token's connections log in as a Redis ACL user of its own database that
+  may not SELECT, FLUSHALL, SCRIPT FLUSH, ... (`relay.devserver.tenants`), so scripts
+  (`EVAL` with `redis.call('SELECT', ...)`) stay in their database too. The
+  `--redis-url` login must be allowed `ACL SETUSER` (Redis 6+).
+- Tokens and the admin token are best given by environment ($PGPULSE_DEVSERVER_TOKENS,
+  whitespace-separated TOKEN[=DB]; $PGPULSE_DEVSERVER_ADMIN_TOKEN): a command line is
+  visible to every user in `ps`.
 - Not implemented: `Upstash-Response-Format: resp2` (answered with 400), the
   server-sent-events endpoints `/subscribe` and `/monitor`, read-only tokens.
 
@@ -47,6 +55,7 @@ Modules
 -------
 - `protocol`: requests to RESP commands (checks and refusals), replies to JSON/base64.
 - `redis`: the redis-server address, pipelined connections, a pool per database.
+- `tenants`: the per-database ACL users.
 - `faults`, `stats`: fault rules and their dice; the request counters.
 - `app`: the ASGI application (`DevServerApp`): HTTP, auth, faults, the admin API.
 - `server`: `serve` under uvicorn, `parse_token_args`, `main`.

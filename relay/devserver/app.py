@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import itertools
 import json
 import logging
@@ -26,6 +27,7 @@ from relay.devserver.protocol import (
 )
 from relay.devserver.redis import RedisPool, RedisTarget
 from relay.devserver.stats import Stats
+from relay.devserver.tenants import Tenants
 from relay.errors import ConfigError
 
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
@@ -77,6 +79,7 @@ class DevServerApp:
                 raise ConfigError(f"faults: {exc}") from None
         self.stats = Stats()
         self.pools: dict[int, RedisPool] = {}
+        self.tenants = Tenants(redis)
         self.startup_error: str | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping: asyncio.Event | None = None
@@ -88,14 +91,17 @@ class DevServerApp:
     async def startup(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
-        for db in sorted(set(self.tokens.values())):
-            pool = RedisPool(self.redis, db)
+        dbs = sorted(set(self.tokens.values()))
+        logins = await self.tenants.create(dbs)
+        for db in dbs:
+            pool = RedisPool(self.redis, db, login=logins[db], restore_login=self.tenants.restore)
             await pool.warm()
             self.pools[db] = pool
 
     async def shutdown(self) -> None:
         for pool in self.pools.values():
             pool.close()
+        await self.tenants.drop()
 
     def begin_shutdown(self) -> None:
         """Release hung requests (called from the signal handler)."""
@@ -368,8 +374,9 @@ class DevServerApp:
         if self.admin_token is None:
             return 404, error_body("ERR not found")
         auth = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        given = auth[7:].strip().decode("utf-8", "replace") if auth[:7].lower() == b"bearer " else None
-        if given != self.admin_token:
+        given = auth[7:].strip() if auth[:7].lower() == b"bearer " else b""
+        # constant time: the comparison's duration says nothing about the token
+        if not hmac.compare_digest(given, self.admin_token.encode("utf-8")):
             return 401, error_body("ERR invalid or missing admin token")
         content_length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         body = await self._read_body(receive, content_length)

@@ -10,8 +10,10 @@ overall/rediscompatibility for details`, as Upstash's REST API does: blocking co
 (BLPOP, BRPOP, BRPOPLPUSH, BLMOVE, BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP, XREAD/XREADGROUP
 with BLOCK, WAIT), connection commands other than PING and ECHO (SELECT, AUTH, CLIENT,
 ...), MULTI/EXEC/WATCH as commands, SUBSCRIBE and MONITOR, and whatever would let one
-token reach another token's database (MOVE, SWAPDB, COPY ... DB). FLUSHALL is rewritten
-to FLUSHDB. Redis's own "unknown command" errors are rewritten into the same text.
+token reach another token's database or what all databases of one redis-server share
+(MOVE, SWAPDB, COPY, SCRIPT FLUSH/KILL, FUNCTION, SLOWLOG, INFO, PUBLISH, ...). FLUSHALL
+is rewritten to FLUSHDB. Redis's own "unknown command" errors are rewritten into the same
+text. Scripts are held in by the per-database ACL users of `relay.devserver.tenants`.
 """
 
 from __future__ import annotations
@@ -54,9 +56,12 @@ _REFUSED = frozenset({
     "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE",
     # server and replication, other databases
     "MONITOR", "SYNC", "PSYNC", "REPLCONF", "REPLICAOF", "SLAVEOF", "FAILOVER", "SHUTDOWN",
-    "DEBUG", "CONFIG", "MODULE", "ACL", "CLUSTER", "SWAPDB", "MOVE", "MIGRATE",
+    "DEBUG", "CONFIG", "MODULE", "ACL", "CLUSTER", "SWAPDB", "MOVE", "MIGRATE", "COPY",
+    # state every database shares: another token's commands, scripts, channels, counters
+    "SLOWLOG", "LATENCY", "INFO", "ROLE", "LASTSAVE", "SAVE", "BGSAVE", "BGREWRITEAOF",
+    "FUNCTION", "FCALL", "FCALL_RO", "PUBLISH", "SPUBLISH", "PUBSUB",
 })
-_SPECIAL = frozenset({"FLUSHALL", "XREAD", "XREADGROUP", "COPY"})
+_SPECIAL = frozenset({"FLUSHALL", "XREAD", "XREADGROUP", "SCRIPT", "MEMORY"})
 _PASS = object()   # run as is
 _CHECK = object()  # depends on the arguments: see _check
 _policies: dict[str, object] = {}
@@ -99,8 +104,10 @@ def _check(cmd: list) -> list | str:
                 break
             if word == "BLOCK":
                 return _not_available(f"{name} BLOCK")
-    if name == "COPY" and "DB" in words:
-        return _not_available("COPY DB")
+    if name == "SCRIPT" and words and words[0] in ("FLUSH", "KILL", "DEBUG"):
+        return _not_available(f"SCRIPT {words[0]}")  # the script cache is server-wide
+    if name == "MEMORY" and (not words or words[0] != "USAGE"):
+        return _not_available(f"MEMORY {words[0] if words else ''}".strip())
     return cmd
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
@@ -110,13 +111,60 @@ class _RedisConnection(asyncio.Protocol):
         return future
 
 
-class RedisPool:
-    """A few connections to one Redis database, each SELECTed once when opened."""
+class Refused(ConnectionError):
+    """redis-server answered one step of opening a connection with an error."""
 
-    def __init__(self, target: RedisTarget, db: int, size: int = POOL_SIZE) -> None:
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step  # index into the steps that were sent
+
+
+async def open_connection(
+    target: RedisTarget, setup: list[list[bytes]] = (), what: str = "redis-server"
+) -> _RedisConnection:
+    """A connection logged in with the target's credentials, then `setup` run on it in
+    order; any refused step closes it and raises ConnectionError naming the command."""
+    loop = asyncio.get_running_loop()
+    try:
+        if target.path:
+            _, conn = await loop.create_unix_connection(_RedisConnection, target.path)
+        else:
+            _, conn = await loop.create_connection(_RedisConnection, target.host, target.port)
+    except OSError as exc:
+        raise ConnectionError(
+            f"cannot connect to redis-server at {target.describe()}: {exc.strerror or exc}"
+        ) from None
+    hello: list[list[bytes]] = []
+    if target.password is not None:
+        auth = [b"AUTH", target.password.encode()]
+        if target.username:
+            auth.insert(1, target.username.encode())
+        hello.append(auth)
+    hello.extend(setup)
+    if not hello:
+        return conn
+    replies = await conn.call(b"".join(encode_command(c) for c in hello), len(hello), True)
+    for step, (command, reply) in enumerate(zip(hello, replies)):
+        if isinstance(reply, hiredis.ReplyError):
+            conn.transport.close()  # type: ignore[union-attr]
+            name = " ".join(part.decode() for part in command[:2 if command[0] == b"ACL" else 1])
+            raise Refused(f"redis-server refused {name} for {what}: {reply}",
+                          step - (len(hello) - len(setup)))
+    return conn
+
+
+class RedisPool:
+    """A few connections to one Redis database, each SELECTed once when opened, then
+    logged in as the database's tenant user (`login`), which may not SELECT again."""
+
+    def __init__(self, target: RedisTarget, db: int, size: int = POOL_SIZE,
+                 login: tuple[str, str] | None = None,
+                 restore_login: Callable[[], Awaitable[None]] | None = None) -> None:
         self.target = target
         self.db = db
         self.size = size
+        self.login = login
+        self.restore_login = restore_login  # a restarted redis-server forgot the user
         self.conns: list[_RedisConnection] = []
         self.lock = asyncio.Lock()
 
@@ -125,32 +173,17 @@ class RedisPool:
         self.conns.append(await self._open())
 
     async def _open(self) -> _RedisConnection:
-        loop = asyncio.get_running_loop()
-        target = self.target
+        setup = [[b"SELECT", str(self.db).encode()],
+                 [b"CLIENT", b"SETNAME", f"pgpulse-devserver-db{self.db}".encode()]]
+        if self.login is not None:  # last: the tenant user may neither SELECT nor CLIENT
+            setup.append([b"AUTH", self.login[0].encode(), self.login[1].encode()])
         try:
-            if target.path:
-                _, conn = await loop.create_unix_connection(_RedisConnection, target.path)
-            else:
-                _, conn = await loop.create_connection(_RedisConnection, target.host, target.port)
-        except OSError as exc:
-            raise ConnectionError(
-                f"cannot connect to redis-server at {target.describe()}: {exc.strerror or exc}"
-            ) from None
-        hello: list[list[bytes]] = []
-        if target.password is not None:
-            auth = [b"AUTH", target.password.encode()]
-            if target.username:
-                auth.insert(1, target.username.encode())
-            hello.append(auth)
-        hello.append([b"SELECT", str(self.db).encode()])
-        hello.append([b"CLIENT", b"SETNAME", f"pgpulse-devserver-db{self.db}".encode()])
-        replies = await conn.call(b"".join(encode_command(c) for c in hello), len(hello), True)
-        for command, reply in zip(hello, replies):
-            if isinstance(reply, hiredis.ReplyError):
-                conn.transport.close()  # type: ignore[union-attr]
-                what = command[0].decode()
-                raise ConnectionError(f"redis-server refused {what} for database {self.db}: {reply}")
-        return conn
+            return await open_connection(self.target, setup, f"database {self.db}")
+        except Refused as exc:
+            if self.restore_login is None or exc.step != len(setup) - 1:
+                raise
+        await self.restore_login()
+        return await open_connection(self.target, setup, f"database {self.db}")
 
     async def _connection(self) -> _RedisConnection:
         best: _RedisConnection | None = None

@@ -17,7 +17,7 @@ from relay import migrate
 from relay.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0003"
+HEAD = "0004"
 _names = itertools.count()
 
 
@@ -91,7 +91,7 @@ def test_upgrade_downgrade_to_base_and_upgrade_again(pg_server, empty_db, capsys
     migrate.upgrade(dsn)
     assert version(dsn) == HEAD
     first = schema_dump(pg_server, dsn)
-    assert objects(dsn) == {"schemas": 1, "tables": 7, "routines": 9, "has_version_table": True}
+    assert objects(dsn) == {"schemas": 1, "tables": 7, "routines": 14, "has_version_table": True}
 
     migrate.downgrade(dsn, "base")
     assert version(dsn) is None
@@ -198,11 +198,19 @@ def populate(dsn: str) -> None:
               FROM pgpulse.outbox ORDER BY job_id LIMIT 7""")
 
 
+# public.monitors as revision 0001 made it; later revisions add columns after these
+MONITOR_COLUMNS_0001 = ("id, url, method, timeout_ms, expected_status, check_retries, "
+                        "check_retry_delay_ms, check_interval_minutes, is_active, preferred_region, "
+                        "allow_fallback, criticality, next_check_at, last_scheduled_at, "
+                        "created_at, check_spec")
+
+
 def contents(dsn: str, regions_table: str) -> dict[str, list]:
-    tables = {"regions": regions_table, "monitors": "public.monitors",
+    tables = {"regions": regions_table,
+              "monitors": f"(SELECT {MONITOR_COLUMNS_0001} FROM public.monitors)",
               "outbox": "pgpulse.outbox", "dead_letters": "pgpulse.dead_letters",
               "tick_runs": "pgpulse.tick_runs"}
-    # dead letters as 0001 had them (0003 adds allow_fallback)
+    # dead letters as 0001 had them (0004 adds allow_fallback)
     dead_letter = ("(t.job_id, t.monitor_id, t.region, t.criticality, t.scheduled_for, "
                    "t.deliver_at, t.expires_at, t.payload, t.attempts, t.last_error, t.failed_at)")
     with psycopg.connect(dsn) as conn:
@@ -230,11 +238,15 @@ def test_a_populated_0001_install_upgrades_to_head_keeping_every_row(pg_server, 
     assert version(dsn) == HEAD
     assert host_versions(dsn) == [HOST_REVISION]   # the host's history is untouched
     assert contents(dsn, "pgpulse.regions") == before
-    with psycopg.connect(dsn) as conn:  # dead letters from before 0003 may fall back
+    with psycopg.connect(dsn) as conn:  # dead letters from before 0004 may fall back
         assert conn.execute("SELECT bool_and(allow_fallback) FROM pgpulse.dead_letters"
                             ).fetchone()[0] is True
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert conn.execute("SELECT to_regclass('public.regions')").fetchone()[0] is None
+        # revision 0003: every monitor keeps its interval, in seconds too, and one region
+        assert conn.execute(
+            "SELECT count(*) FILTER (WHERE check_interval_seconds = check_interval_minutes * 60"
+            " AND check_regions IS NULL) FROM public.monitors").fetchone()[0] == 300
         # routing reads the moved table: a tick still places jobs by preferred region
         conn.execute("UPDATE public.monitors SET next_check_at = now() - interval '1 second'")
         conn.execute("CALL pgpulse.tick(p_trigger => 'after-upgrade')")
@@ -257,3 +269,50 @@ def test_a_hosts_own_alembic_history_is_never_touched(pg_server, empty_db, capsy
     assert version(dsn) == HEAD and host_versions(dsn) == [HOST_REVISION]
     migrate.downgrade(dsn, "base")
     assert version(dsn) is None and host_versions(dsn) == [HOST_REVISION]
+
+
+@pytest.mark.parametrize("id_type", ["uuid", "text"])
+def test_adoption_leaves_a_products_own_regions_table_and_ids_alone(pg_server, empty_db, capsys,
+                                                                     id_type):
+    dsn = empty_db()
+    ids = {"uuid": "gen_random_uuid()", "text": "'mon_' || g"}[id_type]
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE public.regions (id serial PRIMARY KEY, name text)")
+        conn.execute("INSERT INTO public.regions (name) VALUES ('Europe'), ('Asia')")
+        conn.execute(f"""
+            CREATE TABLE public.monitors (id {id_type} PRIMARY KEY, url text NOT NULL,
+                check_interval_minutes integer NOT NULL, is_active boolean NOT NULL,
+                next_check_at timestamptz, last_scheduled_at timestamptz,
+                preferred_region text, owner_email text);
+            INSERT INTO public.monitors
+            SELECT {ids}, 'https://e.example/' || g, 1, true, now() - interval '1 second',
+                   NULL, NULL, 'ops@e.example' FROM generate_series(1, 20) g""")
+    before = public_dump(pg_server, dsn), product_rows(dsn)
+    migrate.upgrade(dsn)
+    assert version(dsn) == HEAD
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO pgpulse.regions (code, is_default) VALUES ('us-east-1', true)")
+        conn.execute("CALL pgpulse.tick(p_trigger => 'adopt-test', p_lookahead => '0')")
+        assert conn.execute("SELECT count(*), count(DISTINCT monitor_id) FROM pgpulse.outbox"
+                            ).fetchone() == (20, 20)
+    assert product_rows(dsn) == before[1]
+    migrate.downgrade(dsn, "base")
+    assert (public_dump(pg_server, dsn), product_rows(dsn)) == before
+
+
+def public_dump(server: EmbeddedPostgres, dsn: str) -> str:
+    """Schema public's structure (the host's version table aside)."""
+    proc = subprocess.run(
+        [str(server.bindir / "pg_dump"), "--schema-only", "--schema=public", "--no-owner",
+         "--dbname", dsn], capture_output=True, text=True, check=True)
+    return "\n".join(line for line in proc.stdout.splitlines()
+                     if not line.startswith(("\\restrict", "\\unrestrict")))
+
+
+def product_rows(dsn: str) -> list:
+    """The product's rows; next_check_at and last_scheduled_at are the tick's to write."""
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT r::text FROM public.regions r ORDER BY id").fetchall() + conn.execute(
+            "SELECT id::text, url, check_interval_minutes, is_active, preferred_region,"
+            " owner_email FROM public.monitors ORDER BY id").fetchall()

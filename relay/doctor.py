@@ -1,0 +1,281 @@
+"""`pgpulse doctor`: everything a new install gets wrong, checked one line at a time.
+
+Verdicts: ok, warn (works, but look at it), FAIL (pgpulse will not work like this), skip (an
+earlier failure makes the check meaningless). Secrets are never shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg.rows import dict_row
+
+from relay.config import (OpsSettings, RelaySettings, database_url, env_suffix, redact_url,
+                          region_endpoint)
+from relay.db import describe
+from relay.errors import ConfigError, PgPulseError
+from relay.queries import queries
+from relay.queue import PUSH_SCRIPT
+
+SKEW_WARN_S = 0.5  # deliver_at is second-precise; a skewed host publishes early or late
+SKEW_FAIL_S = 5.0
+# what the relay does to each table: privilege -> tables
+RELAY_NEEDS = {
+    "pgpulse.outbox": ("SELECT", "INSERT", "DELETE"),
+    "pgpulse.dead_letters": ("SELECT", "INSERT", "UPDATE"),
+    "pgpulse.regions": ("SELECT",),
+    "pgpulse.tick_runs": ("SELECT",),
+}
+
+
+@dataclass
+class Check:
+    name: str
+    verdict: str  # ok, warn, FAIL, skip
+    detail: str
+
+
+class Doctor:
+    def __init__(self, env: dict[str, str] | None = None, dsn: str | None = None) -> None:
+        self.env = dict(os.environ if env is None else env)
+        self.dsn = dsn
+        self.checks: list[Check] = []
+
+    def add(self, name: str, verdict: str, detail: str) -> None:
+        self.checks.append(Check(name, verdict, detail))
+
+    @property
+    def failed(self) -> bool:
+        return any(c.verdict == "FAIL" for c in self.checks)
+
+    def run(self) -> list[Check]:
+        self.check_settings()
+        try:
+            self.dsn = self.dsn or database_url(self.env)
+        except ConfigError as exc:
+            self.add("database reachable", "FAIL", str(exc))
+            return self.checks
+        try:
+            conn = psycopg.connect(self.dsn, autocommit=True, row_factory=dict_row,
+                                   connect_timeout=5, application_name="pgpulse-doctor")
+        except psycopg.Error as exc:
+            self.add("database reachable", "FAIL", f"{redact_url(self.dsn)}: {describe(exc)}")
+            for name in ("migrated", "role rights", "pg_cron", "recent tick", "clock skew",
+                         "regions"):
+                self.add(name, "skip", "the database cannot be reached")
+            return self.checks
+        with conn:
+            row = conn.execute("SELECT current_user AS who, current_database() AS db, "
+                               "current_setting('server_version') AS version").fetchone()
+            self.add("database reachable", "ok",
+                     f"PostgreSQL {row['version']}, database {row['db']} as {row['who']}")
+            migrated = self.check_migrated(conn)
+            if migrated:
+                self.guarded("role rights", self.check_rights, conn)
+                self.guarded("pg_cron", self.check_cron, conn)
+                self.guarded("recent tick", self.check_recent_tick, conn)
+            else:
+                for name in ("role rights", "pg_cron", "recent tick"):
+                    self.add(name, "skip", "the schema is not migrated")
+            self.guarded("clock skew", self.check_clock, conn)
+            regions = None
+            if migrated:
+                try:
+                    regions = conn.execute(queries()["regions"]).fetchall()
+                except psycopg.Error as exc:
+                    self.add("regions", "FAIL", f"cannot read pgpulse.regions: {describe(exc)}")
+                    return self.checks
+        if regions is None:
+            self.add("regions", "skip", "the schema is not migrated")
+        else:
+            self.check_regions([r for r in regions if r["enabled"]])
+        return self.checks
+
+    def guarded(self, name: str, check, conn) -> None:
+        """A database error inside one check is that check's FAIL, not the end of the run."""
+        try:
+            check(conn)
+        except psycopg.Error as exc:
+            self.add(name, "FAIL", describe(exc))
+
+    # ------------------------------------------------------------------ checks
+
+    def check_settings(self) -> None:
+        """The settings in effect, as the relay would read them; secrets masked."""
+        try:
+            relay, ops = RelaySettings.from_env(self.env), OpsSettings.from_env(self.env)
+        except ConfigError as exc:
+            self.add("settings", "FAIL", str(exc))
+            return
+        shown = []
+        for settings in (relay, ops):
+            for f in fields(settings):
+                value = getattr(settings, f.name)
+                if f.metadata.get("secret") or f.name in ("cron_secret", "alert_webhook_url"):
+                    value = "set (hidden)" if value else "unset"
+                shown.append(f"{f.name}={value}")
+        url = self.dsn or self.env.get("DATABASE_URL")
+        shown.insert(0, f"DATABASE_URL={redact_url(url) if url else 'unset'}")
+        shown.append("PGPULSE_LISTEN=" + self.env.get("PGPULSE_LISTEN", "on"))
+        self.add("settings", "ok", ", ".join(shown))
+
+    def check_migrated(self, conn) -> bool:
+        from alembic.script import ScriptDirectory
+
+        from relay.migrate import alembic_config
+        head = ScriptDirectory.from_config(alembic_config(self.dsn)).get_current_head()
+        try:
+            with conn.transaction():
+                current = conn.execute("SELECT version_num FROM pgpulse.alembic_version").fetchone()
+        except psycopg.errors.UndefinedTable:
+            self.add("migrated", "FAIL", f"no pgpulse schema: run `pgpulse migrate` (head is {head})")
+            return False
+        except psycopg.Error as exc:
+            self.add("migrated", "FAIL", f"cannot read pgpulse.alembic_version: {describe(exc)}")
+            return False
+        version = current["version_num"] if current else None
+        if version != head:
+            self.add("migrated", "FAIL", f"at revision {version}, code expects {head}: "
+                                         "run `pgpulse migrate`")
+            return False
+        self.add("migrated", "ok", f"at revision {head} (head)")
+        return True
+
+    def check_rights(self, conn) -> None:
+        row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+        missing = []
+        for table, privileges in RELAY_NEEDS.items():
+            for privilege in privileges:
+                if not conn.execute("SELECT has_table_privilege(%s, %s) AS ok",
+                                    (table, privilege)).fetchone()["ok"]:
+                    missing.append(f"{privilege} on {table}")
+        if not conn.execute("SELECT has_column_privilege('pgpulse.regions', 'healthy', 'UPDATE') "
+                            "AS ok").fetchone()["ok"]:
+            missing.append("UPDATE (healthy) on pgpulse.regions")
+        if missing:
+            self.add("role rights", "FAIL", "the relay needs " + ", ".join(missing)
+                     + ": GRANT pgpulse_relay TO this role")
+        elif row and row["rolsuper"]:
+            self.add("role rights", "warn", "connected as a superuser: run the relay as a role "
+                                            "IN ROLE pgpulse_relay (sql/roles.sql)")
+        else:
+            self.add("role rights", "ok", "everything the relay reads and writes")
+
+    def check_cron(self, conn) -> None:
+        installed = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_extension "
+                                 "WHERE extname = 'pg_cron') AS yes").fetchone()["yes"]
+        if not installed:
+            try:
+                with conn.transaction():
+                    where = conn.execute("""
+                        SELECT 'pg_cron' = ANY (string_to_array(replace(
+                                   current_setting('shared_preload_libraries'), ' ', ''), ','))
+                                   AS preloaded,
+                               current_setting('cron.database_name', true) AS cron_db""").fetchone()
+            except psycopg.errors.InsufficientPrivilege:
+                self.add("pg_cron", "warn", "not installed in this database (this role may not "
+                                            "read the server settings to say where it runs)")
+                return
+            if not where["preloaded"]:
+                self.add("pg_cron", "warn", "pg_cron is not in shared_preload_libraries: something "
+                                            "else must run `pgpulse tick` every minute")
+            else:
+                self.add("pg_cron", "warn", f"pg_cron runs in database {where['cron_db']}, not "
+                                            "here: check its pgpulse-tick job there")
+            return
+        try:
+            with conn.transaction():
+                job = conn.execute(queries()["cron_job"]).fetchone()
+                superuser = conn.execute("SELECT rolsuper FROM pg_roles "
+                                         "WHERE rolname = current_user").fetchone()["rolsuper"]
+        except psycopg.Error as exc:
+            self.add("pg_cron", "FAIL", f"cannot read cron.job: {describe(exc)}")
+            return
+        if job is None and not superuser:
+            # pg_cron shows each role only its own jobs
+            self.add("pg_cron", "warn", "no pgpulse-tick job visible to this role: run "
+                                        "`pgpulse doctor` as the role that migrated to see it")
+        elif job is None:
+            self.add("pg_cron", "FAIL", "no pgpulse-tick job: run `pgpulse migrate` as a superuser")
+        elif not job["active"]:
+            self.add("pg_cron", "FAIL", f"job pgpulse-tick ({job['schedule']}) is inactive")
+        elif job["last_status"] == "failed":
+            self.add("pg_cron", "FAIL", f"job pgpulse-tick's last run failed: "
+                                        f"{(job['last_message'] or '').strip()[:200]}")
+        elif job["last_start"] is None:
+            self.add("pg_cron", "warn", f"job pgpulse-tick ({job['schedule']}) has not run yet")
+        else:
+            self.add("pg_cron", "ok", f"job pgpulse-tick '{job['schedule']}', last run "
+                                      f"{job['last_status']} at {job['last_start']:%Y-%m-%d %H:%M:%S %Z}")
+
+    def check_recent_tick(self, conn) -> None:
+        limit = OpsSettings().alert_deadman_s
+        age = conn.execute(queries()["last_good_tick"]).fetchone()["age_s"]
+        if age is None:
+            self.add("recent tick", "FAIL", "no tick has ever finished")
+        elif age > limit:
+            self.add("recent tick", "FAIL", f"the latest tick finished {age:.0f} s ago "
+                                            f"(over {limit:.0f} s): monitors are not scheduled")
+        else:
+            self.add("recent tick", "ok", f"the latest tick finished {age:.0f} s ago")
+
+    def check_clock(self, conn) -> None:
+        before = time.time()
+        db_now = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8 AS t").fetchone()["t"]
+        after = time.time()
+        skew = db_now - (before + after) / 2
+        detail = (f"database clock {'ahead of' if skew > 0 else 'behind'} this host by "
+                  f"{abs(skew):.3f} s (round trip {after - before:.3f} s)")
+        verdict = "FAIL" if abs(skew) > SKEW_FAIL_S else "warn" if abs(skew) > SKEW_WARN_S else "ok"
+        self.add("clock skew", verdict, detail)
+
+    def check_regions(self, regions: list[dict[str, Any]]) -> None:
+        if not regions:
+            self.add("regions", "FAIL", "no enabled region: `pgpulse region add CODE`")
+            return
+        for name, verdict, detail in asyncio.run(self._probe_all([r["code"] for r in regions])):
+            self.add(name, verdict, detail)
+
+    async def _probe_all(self, codes: list[str]) -> list[tuple[str, str, str]]:
+        return await asyncio.gather(*(self._probe(code) for code in codes))
+
+    async def _probe(self, code: str) -> tuple[str, str, str]:
+        from relay.upstash import UpstashClient
+        name = f"region {code}"
+        try:
+            endpoint = region_endpoint(code, self.env)
+        except ConfigError as exc:
+            return name, "FAIL", str(exc)
+        shown = urlsplit(endpoint.url)._replace(query="").geturl()
+        client = UpstashClient(endpoint, timeout=5.0, retry_window=0)
+        started = time.perf_counter()
+        try:
+            pong = await client.command("PING")
+            ms = (time.perf_counter() - started) * 1000
+            sha = await client.command("SCRIPT", "LOAD", PUSH_SCRIPT)
+        except PgPulseError as exc:
+            hint = f" (check UPSTASH_REDIS_REST_URL_{env_suffix(code)} / _TOKEN_{env_suffix(code)})"
+            return name, "FAIL", f"{shown}: {exc}{hint}"
+        finally:
+            await client.aclose()
+        return name, "ok", f"{shown}: PING {pong} in {ms:.0f} ms, push script {sha[:12]} loaded"
+
+
+def run(env: dict[str, str] | None = None, dsn: str | None = None) -> list[Check]:
+    return Doctor(env, dsn).run()
+
+
+def render(checks: list[Check]) -> Iterator[str]:
+    for c in checks:
+        yield f"{c.verdict:<4}  {c.name}: {c.detail}"
+
+
+def as_json(checks: list[Check]) -> dict[str, Any]:
+    return {"ok": not any(c.verdict == "FAIL" for c in checks), "checks": [asdict(c) for c in checks]}

@@ -1,0 +1,136 @@
+"""Intervals in seconds (check_interval_seconds, 10 s to 24 h): the minute tick writes every
+slot up to its horizon with its exact deliver_at, phases are spread and drift-free, a
+monitor that missed many slots gets one catch-up job, and check_interval_minutes keeps
+working beside the new column."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import psycopg
+import pytest
+
+from tests.scheduling import add_region, tick
+
+
+@pytest.fixture
+def region(conn) -> str:
+    add_region(conn, "us-east-1", is_default=True)
+    return "us-east-1"
+
+
+def monitor(conn, **cols) -> dict:
+    names = ", ".join(cols)
+    return conn.execute(
+        f"INSERT INTO public.monitors (url, {names}) VALUES ('https://example.com/s', "
+        f"{', '.join(['%s'] * len(cols))}) RETURNING *", list(cols.values())).fetchone()
+
+
+def slots(conn, monitor_id) -> list:
+    return [r["scheduled_for"] for r in conn.execute(
+        "SELECT scheduled_for FROM pgpulse.outbox WHERE monitor_id = %s ORDER BY 1",
+        (monitor_id,))]
+
+
+def test_a_ten_second_monitor_gets_every_slot_of_the_minute_with_exact_times(conn, region):
+    m = monitor(conn, check_interval_seconds=10)
+    first = m["next_check_at"]
+    run = tick(conn, lookahead_s=60)
+    jobs = conn.execute("SELECT * FROM pgpulse.outbox ORDER BY scheduled_for").fetchall()
+    horizon = run["started_at"] + timedelta(seconds=60)
+    # every slot from the first up to the horizon, 10 s apart, on the monitor's phase grid
+    assert [j["scheduled_for"] for j in jobs] == [first + timedelta(seconds=10 * k)
+                                                  for k in range(len(jobs))]
+    assert len(jobs) in (6, 7)
+    assert jobs[-1]["scheduled_for"] <= horizon + timedelta(seconds=1)
+    assert all(j["deliver_at"] == j["scheduled_for"] for j in jobs)
+    assert all(j["expires_at"] == j["scheduled_for"] + timedelta(seconds=10) for j in jobs)
+    assert len({j["job_id"] for j in jobs}) == len(jobs)
+    assert run["monitors_claimed"] == 1 and run["jobs_written"] == len(jobs)
+    after = conn.execute("SELECT next_check_at FROM public.monitors").fetchone()["next_check_at"]
+    assert after == jobs[-1]["scheduled_for"] + timedelta(seconds=10)
+
+
+def test_ticks_continue_on_the_same_grid_without_gaps_or_repeats(conn, region):
+    m = monitor(conn, check_interval_seconds=15, next_check_at=None)
+    tick(conn, lookahead_s=20)
+    tick(conn, lookahead_s=50)
+    tick(conn, lookahead_s=90)
+    got = slots(conn, m["id"])
+    assert len(got) >= 6
+    assert got == [m["next_check_at"] + timedelta(seconds=15 * k) for k in range(len(got))]
+    # on the phase grid of its id: drift-free whatever the ticks' timing
+    assert conn.execute("SELECT bool_and(pgpulse.next_slot(%s, 15, s) = s) AS ok "
+                        "FROM unnest(%s::timestamptz[]) s", (m["id"], got)).fetchone()["ok"]
+
+
+def test_a_long_missed_monitor_gets_one_catch_up_job_then_its_future_slots(conn, region):
+    m = monitor(conn, check_interval_seconds=10)
+    grid = m["next_check_at"]
+    # the scheduler was away for an hour
+    conn.execute("UPDATE public.monitors SET next_check_at = next_check_at - interval '1 hour'")
+    run = tick(conn, lookahead_s=30)
+    got = slots(conn, m["id"])
+    # the latest missed slot (not after now) and the slots up to the horizon: no replay of
+    # the 360 missed ones
+    past = [s for s in got if s <= run["started_at"]]
+    assert len(past) == 1 and len(got) in (4, 5)
+    assert run["started_at"] - past[0] < timedelta(seconds=10)
+    assert all((s - grid).total_seconds() % 10 == 0 for s in got)
+
+
+def test_phases_of_sub_minute_monitors_are_spread_over_the_interval(conn):
+    rows = conn.execute("""
+        INSERT INTO public.monitors (url, check_interval_seconds)
+        SELECT 'https://example.com/' || g, 10 FROM generate_series(1, 1000) g
+        RETURNING next_check_at, created_at""").fetchall()
+    assert all(r["created_at"] <= r["next_check_at"] < r["created_at"] + timedelta(seconds=10)
+               for r in rows)
+    per_second = conn.execute("""
+        SELECT count(*) AS n FROM public.monitors
+         GROUP BY floor(extract(epoch FROM next_check_at))::bigint % 10""").fetchall()
+    # ~100 per second of the 10, never all at once
+    assert len(per_second) == 10 and max(r["n"] for r in per_second) < 150
+
+
+def test_minutes_and_seconds_stay_in_step(conn):
+    by_minutes = monitor(conn, check_interval_minutes=3)
+    assert by_minutes["check_interval_seconds"] == 180
+    by_seconds = monitor(conn, check_interval_seconds=30)
+    assert by_seconds["check_interval_minutes"] == 1
+    both = monitor(conn, check_interval_minutes=9, check_interval_seconds=130)
+    assert (both["check_interval_seconds"], both["check_interval_minutes"]) == (130, 2)
+    default = monitor(conn, next_check_at=None)
+    assert (default["check_interval_minutes"], default["check_interval_seconds"]) == (5, 300)
+
+    row = conn.execute("UPDATE public.monitors SET check_interval_minutes = 7 WHERE id = %s "
+                       "RETURNING *", (by_seconds["id"],)).fetchone()
+    assert row["check_interval_seconds"] == 420
+    row = conn.execute("UPDATE public.monitors SET check_interval_seconds = 20 WHERE id = %s "
+                       "RETURNING *", (by_minutes["id"],)).fetchone()
+    assert row["check_interval_minutes"] == 1
+    # an update of other columns leaves both alone
+    row = conn.execute("UPDATE public.monitors SET url = 'https://example.com/t' WHERE id = %s "
+                       "RETURNING *", (by_minutes["id"],)).fetchone()
+    assert (row["check_interval_seconds"], row["check_interval_minutes"]) == (20, 1)
+
+
+@pytest.mark.parametrize("seconds", [0, 9, 86401, -10])
+def test_an_interval_out_of_range_is_refused_by_name(conn, seconds):
+    with pytest.raises(psycopg.errors.CheckViolation, match="monitor_interval_seconds_10_to_86400"):
+        monitor(conn, check_interval_seconds=seconds)
+    assert conn.execute("SELECT count(*) AS n FROM public.monitors").fetchone()["n"] == 0
+
+
+def test_sub_minute_and_multi_region_together(conn):
+    for code in ("us-east-1", "eu-west-1"):
+        add_region(conn, code, is_default=code == "us-east-1")
+    m = monitor(conn, check_interval_seconds=20, check_regions=["us-east-1", "eu-west-1"],
+                next_check_at=None)
+    tick(conn, lookahead_s=60)
+    rows = conn.execute("SELECT region, scheduled_for FROM pgpulse.outbox "
+                        "ORDER BY scheduled_for, region").fetchall()
+    times = sorted({r["scheduled_for"] for r in rows})
+    assert len(times) == 3 and len(rows) == 6
+    assert times == [m["next_check_at"] + timedelta(seconds=20 * k) for k in range(3)]
+    assert {r["region"] for r in rows} == {"us-east-1", "eu-west-1"}

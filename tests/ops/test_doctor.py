@@ -1,0 +1,128 @@
+"""`pgpulse doctor` through the real CLI: one line per check with its verdict, exit status 1
+on any failure, --json, and no secret in its output."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+from psycopg.rows import dict_row
+
+from relay.embedded import free_port
+from tests.ops.conftest import pgpulse
+
+SECRETS = {"CRON_SECRET": "cron-secret-7d1e", "PGPULSE_ALERT_WEBHOOK_URL": "https://hooks.example/T0/B0/hook-secret-91"}
+
+
+def lines(out: str) -> dict[str, tuple[str, str]]:
+    """check name -> (verdict, detail)."""
+    found = {}
+    for line in out.splitlines():
+        verdict, rest = line.split(None, 1)
+        name, _, detail = rest.partition(": ")
+        found[name] = (verdict, detail)
+    return found
+
+
+def with_password(url: str, password: str) -> str:
+    return url.replace("postgresql://postgres@", f"postgresql://postgres:{password}@")
+
+
+def test_a_working_install_passes_every_check(conn, regions, relay_env):
+    env = relay_env | SECRETS | {"DATABASE_URL": with_password(relay_env["DATABASE_URL"], "pw-5ecret")}
+    assert pgpulse("tick", env=env).returncode == 0
+    result = pgpulse("doctor", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = lines(result.stdout)
+    assert list(checks) == ["settings", "database reachable", "migrated", "role rights", "pg_cron",
+                            "recent tick", "clock skew", "region eu-west-1", "region us-east-1"]
+    for name in ("settings", "database reachable", "migrated", "recent tick", "clock skew",
+                 "region eu-west-1", "region us-east-1"):
+        assert checks[name][0] == "ok", (name, checks[name])
+    assert checks["role rights"] == ("warn", checks["role rights"][1])  # tests connect as superuser
+    assert checks["pg_cron"][0] == "warn" and "not here" in checks["pg_cron"][1]  # cron lives elsewhere
+    assert "PING PONG" in checks["region us-east-1"][1] and "push script" in checks["region us-east-1"][1]
+    assert "at revision" in checks["migrated"][1]
+    assert "DATABASE_URL=postgresql://postgres:***@" in checks["settings"][1]
+    assert "cron_secret=set (hidden)" in checks["settings"][1]
+    for secret in (*SECRETS.values(), "pw-5ecret", "tok-us-4b7c9e1d", "tok-eu-8f2a6c3b"):
+        assert secret not in result.stdout + result.stderr
+
+    as_json = pgpulse("doctor", "--json", env=env)
+    assert as_json.returncode == 0
+    record = json.loads(as_json.stdout)
+    assert record["ok"] is True
+    assert [c["name"] for c in record["checks"]] == list(checks)
+
+
+def test_each_misconfiguration_fails_its_check_and_the_exit_status(conn, regions, relay_env, pg_server):
+    # a refused token and a region without an endpoint
+    env = relay_env | {"UPSTASH_REDIS_REST_TOKEN_EU_WEST_1": "wrong-token"}
+    conn.execute("INSERT INTO pgpulse.regions (code) VALUES ('ap-south-1')")
+    result = pgpulse("doctor", env=env)
+    assert result.returncode == 1
+    checks = lines(result.stdout)
+    assert checks["region eu-west-1"][0] == "FAIL" and "token refused" in checks["region eu-west-1"][1]
+    assert "wrong-token" not in result.stdout
+    assert checks["region ap-south-1"][0] == "FAIL" and "UPSTASH_REDIS_REST_URL_AP_SOUTH_1" in checks["region ap-south-1"][1]
+    assert checks["region us-east-1"][0] == "ok"
+    assert checks["recent tick"] == ("FAIL", "no tick has ever finished")
+
+    # a role that may not do what the relay does
+    conn.execute("DROP ROLE IF EXISTS doctor_probe")
+    conn.execute("CREATE ROLE doctor_probe LOGIN")
+    conn.execute("GRANT USAGE ON SCHEMA pgpulse TO doctor_probe")
+    conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA pgpulse TO doctor_probe")
+    weak = relay_env["DATABASE_URL"].replace("postgresql://postgres@", "postgresql://doctor_probe@")
+    try:
+        result = pgpulse("doctor", "--json", env=relay_env | {"DATABASE_URL": weak})
+        assert result.stdout, result.stderr
+        record = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+        assert result.returncode == 1 and json.loads(result.stdout)["ok"] is False
+        assert record["role rights"]["verdict"] == "FAIL"
+        assert "DELETE on pgpulse.outbox" in record["role rights"]["detail"]
+    finally:
+        conn.execute("DROP OWNED BY doctor_probe")
+        conn.execute("DROP ROLE doctor_probe")
+
+    # a database pgpulse was never migrated into
+    result = pgpulse("doctor", env=relay_env | {"DATABASE_URL": pg_server.dsn("postgres")})
+    checks = lines(result.stdout)
+    assert result.returncode == 1
+    assert checks["migrated"][0] == "FAIL" and "pgpulse migrate" in checks["migrated"][1]
+    assert checks["regions"][0] == "skip"
+
+    # no database at all: one line says so, the rest are skipped, nothing hangs
+    gone = f"postgresql://postgres:pw-gone@127.0.0.1:{free_port()}/nothing"
+    result = pgpulse("doctor", env=relay_env | {"DATABASE_URL": gone}, timeout=60)
+    checks = lines(result.stdout)
+    assert result.returncode == 1
+    assert checks["database reachable"][0] == "FAIL" and "pw-gone" not in result.stdout
+    assert {checks[n][0] for n in ("migrated", "pg_cron", "clock skew", "regions")} == {"skip"}
+
+    # a bad setting
+    result = pgpulse("doctor", env=relay_env | {"PGPULSE_BATCH_SIZE": "lots"})
+    assert result.returncode == 1
+    assert lines(result.stdout)["settings"] == ("FAIL", "PGPULSE_BATCH_SIZE must be a number, got 'lots'")
+
+
+def test_pg_cron_job_state_is_checked(cron_db_url, relay_env):
+    env = relay_env | {"DATABASE_URL": cron_db_url}
+    checks = lines(pgpulse("doctor", env=env).stdout)
+    assert checks["pg_cron"][0] in ("ok", "warn") and "pgpulse-tick" in checks["pg_cron"][1]
+    with psycopg.connect(cron_db_url, autocommit=True, row_factory=dict_row) as cron:
+        jobid = cron.execute("SELECT jobid FROM cron.job WHERE jobname = 'pgpulse-tick'").fetchone()["jobid"]
+        # the newest run failed (dated ahead so that pg_cron's own runs stay older)
+        cron.execute("""INSERT INTO cron.job_run_details (jobid, runid, job_pid, database, username,
+                            command, status, return_message, start_time, end_time)
+                        VALUES (%s, -4242, 0, current_database(), 'postgres', 'CALL pgpulse.tick()',
+                                'failed', 'ERROR:  permission denied for table monitors',
+                                now() + interval '1 hour', now() + interval '1 hour')""", (jobid,))
+        try:
+            result = pgpulse("doctor", env=env)
+        finally:
+            cron.execute("DELETE FROM cron.job_run_details WHERE runid = -4242")
+    checks = lines(result.stdout)
+    assert result.returncode == 1
+    assert checks["pg_cron"] == ("FAIL", "job pgpulse-tick's last run failed: "
+                                         "ERROR:  permission denied for table monitors")

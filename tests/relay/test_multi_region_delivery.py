@@ -1,0 +1,114 @@
+"""Multi-region and sub-minute monitors through the real tick and relay processes: every
+(monitor, region, slot) is published exactly once, and a region that is down does not
+delay the jobs of the other regions of the same slots."""
+
+from __future__ import annotations
+
+import collections
+import time
+from datetime import datetime
+
+import pytest
+from tests.waiting import wait_for
+from harness import (BY_CODE, assert_exactly_once, emitted_ids, outbox_count, record_emitted)
+
+ALL = sorted(BY_CODE)
+
+
+def parse_ts(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def add_monitors(conn, n: int, *, regions: list[str] | None, interval_s: int,
+                 allow_fallback: bool = True, due: str = "now() - interval '1 second'") -> None:
+    conn.execute(
+        "INSERT INTO public.monitors (url, check_interval_seconds, check_regions, allow_fallback, "
+        f"next_check_at) SELECT 'https://m' || g || '.test/', %s, %s, %s, {due} "
+        "FROM generate_series(1, %s) g", (interval_s, regions, allow_fallback, n))
+
+
+def tick(conn, lookahead_s: float) -> dict:
+    conn.execute("CALL pgpulse.tick(NULL, 'test', '45 seconds', make_interval(secs => %s), 5000)",
+                 (lookahead_s,))
+    return conn.execute("SELECT * FROM pgpulse.tick_runs ORDER BY id DESC LIMIT 1").fetchone()
+
+
+@pytest.mark.timeout(120)
+def test_every_monitor_region_and_slot_is_published_exactly_once(
+        conn, regions, relays, queues, schema_validator):
+    relay = relays.start(batch_size=200)
+    wait_for(lambda: relay.has_event("relay_started"), 30, "the relay to start",
+             on_timeout=relay.tail)
+    record_emitted(conn)
+    add_monitors(conn, 60, regions=ALL, interval_s=300)
+    add_monitors(conn, 20, regions=None, interval_s=10)
+    add_monitors(conn, 10, regions=["us-east-1", "ap-south-1"], interval_s=10)
+    # 12 s ahead: the sub-minute monitors have slots still to come, published on time
+    run = tick(conn, lookahead_s=12)
+    expected = set(emitted_ids(conn))
+    assert len(expected) == run["jobs_written"] >= 60 * 3 + 20 * 2 + 10 * 2 * 2
+
+    wait_for(lambda: outbox_count(conn) == 0 and queues.total() >= len(expected), 60,
+             "the outbox to drain", interval=0.2, on_timeout=relays.tails)
+    relay.signal(15)
+    assert relay.wait(30) == 0, relay.tail()
+
+    found = assert_exactly_once(queues, expected)
+    per_slot: dict[tuple, list] = collections.defaultdict(list)
+    for p in found:
+        schema_validator.validate(p.job)
+        per_slot[(p.job["monitor_id"], p.job["scheduled_for"])].append(p.job)
+    for (monitor_id, _), jobs in per_slot.items():
+        listed = jobs[0].get("slot_regions")
+        if listed is None:  # a single-region monitor: one job per slot
+            assert len(jobs) == 1
+        else:  # one job per listed region, each told the whole list
+            assert sorted(j["region"] for j in jobs) == listed
+            assert all(j["slot_regions"] == listed for j in jobs)
+    # the ten-second monitors' slots are ten seconds apart, on their grid
+    ten = collections.defaultdict(set)
+    for p in found:
+        if parse_ts(p.job["expires_at"]).timestamp() - parse_ts(p.job["scheduled_for"]).timestamp() == 10:
+            ten[p.job["monitor_id"]].add(parse_ts(p.job["scheduled_for"]).timestamp())
+    assert len(ten) == 30
+    for times in ten.values():
+        ordered = sorted(times)
+        assert len(ordered) >= 2
+        assert all(round(b - a, 6) == 10 for a, b in zip(ordered, ordered[1:]))
+
+
+@pytest.mark.timeout(120)
+def test_a_down_region_does_not_delay_the_other_regions_of_a_slot(
+        conn, regions, relays, queues, upstash):
+    eu = BY_CODE["eu-west-1"]
+    upstash.set_faults({"error_rate": 1.0, "error_statuses": [503]}, tokens=[eu.token])
+    relay = relays.start(breaker_failures=2, breaker_cooldown_s=1, retry_window_s=1)
+    wait_for(lambda: relay.has_event("relay_started"), 30, "the relay to start",
+             on_timeout=relay.tail)
+    record_emitted(conn)
+    # no fallback: eu-west-1's jobs wait for eu-west-1
+    add_monitors(conn, 40, regions=ALL, interval_s=300, allow_fallback=False,
+                 due="now() + interval '3 seconds'")
+    tick(conn, lookahead_s=10)
+    expected = set(emitted_ids(conn))
+    assert len(expected) == 120
+    deliver_at = conn.execute("SELECT max(deliver_at) AS t FROM pgpulse.outbox").fetchone()["t"]
+
+    def others_published() -> bool:
+        regions_seen = collections.Counter(p.job["region"] for p in queues.all())
+        return regions_seen["us-east-1"] == 40 and regions_seen["ap-south-1"] == 40
+
+    wait_for(others_published, 30, "us-east-1 and ap-south-1 jobs", interval=0.05,
+             on_timeout=relays.tails)
+    late_s = time.time() - deliver_at.timestamp()
+    # on time (the poll itself takes a moment), not after eu-west-1's retries and backoff
+    assert late_s < 2.0, late_s
+    assert not any(p.job["region"] == "eu-west-1" for p in queues.all())
+    assert conn.execute("SELECT count(*) AS n FROM pgpulse.outbox WHERE region = 'eu-west-1'"
+                        ).fetchone()["n"] == 40
+
+    upstash.clear_faults()
+    wait_for(lambda: outbox_count(conn) == 0 and queues.total() >= 120, 60,
+             "eu-west-1's jobs after it recovers", interval=0.2, on_timeout=relays.tails)
+    found = assert_exactly_once(queues, expected)
+    assert collections.Counter(p.job["region"] for p in found) == {r: 40 for r in ALL}
