@@ -471,7 +471,7 @@ class Relay:
         s = self.settings
         # rerouting: a job whose push to its own region may have happened waits for it
         held_by = region.code if fallback_only and s.unclear_push == "wait" else None
-        intents: list[tuple[int, list[int]]] = []  # push intents recorded, and their jobs
+        intents: list[tuple[list[str] | None, list[int]]] = []  # push intents, their jobs
         groups: dict[Region, list[int]] = {}
         try:
             async with self.pool.connection() as conn, conn.transaction():
@@ -539,19 +539,24 @@ class Relay:
             groups.setdefault(dest, []).append(i)
         return groups
 
-    async def _record_intent(self, target: Region, jobs: list[Job]) -> int:
+    async def _record_intent(self, target: Region, jobs: list[Job]) -> list[str] | None:
         """Commits, before the push, that these jobs may land in target's queues: should the
-        outcome stay unknown (a lost answer, a killed relay), they are not rerouted blindly."""
+        outcome stay unknown (a lost answer, a killed relay), they go nowhere else."""
+        if self.settings.unclear_push != "wait":
+            return None
+        ids = [job.job_id for job in jobs]
         async with self.pool.connection() as conn:
-            row = await (await conn.execute(Q["record_intent"], {
-                "region": target.code, "job_ids": [job.job_id for job in jobs],
-                "expires_at": max(job.expires_at for job in jobs)})).fetchone()
-        return row[0]
+            await conn.execute(Q["record_intent"], {
+                "region": target.code, "job_ids": ids,
+                "expires_at": [job.expires_at for job in jobs]})
+        return ids
 
-    async def _forget_intent(self, intent: int) -> None:
+    async def _forget_intent(self, job_ids: list[str] | None) -> None:
+        if not job_ids:
+            return
         with contextlib.suppress(psycopg.Error):  # left over, it expires with its jobs
             async with self.pool.connection() as conn:
-                await conn.execute(Q["forget_intent"], {"id": intent})
+                await conn.execute(Q["forget_intent"], {"job_ids": job_ids})
 
     def _push_command(self, sha: str, target: Region, job: Job, rerouted: bool) -> list[str]:
         job_json = job.job_json

@@ -10,9 +10,9 @@ WITH sel AS MATERIALIZED (
      WHERE region = %(region)s AND deliver_at <= now()
        AND (%(fallback_only)s IS FALSE OR allow_fallback)
        -- rerouting (held_by set): not the jobs whose push to the region may have happened
-       AND (%(held_by)s::text IS NULL OR job_id NOT IN (
-               SELECT unnest(i.job_ids) FROM pgpulse.push_intents i
-                WHERE i.region = %(held_by)s::text))
+       AND (%(held_by)s::text IS NULL OR NOT EXISTS (
+               SELECT 1 FROM pgpulse.push_intents i
+                WHERE i.job_id = outbox.job_id AND i.region = %(held_by)s::text))
      ORDER BY deliver_at
      LIMIT %(limit)s
        FOR UPDATE SKIP LOCKED
@@ -23,8 +23,7 @@ RETURNING o.job_id::text, o.monitor_id, o.region, o.criticality, o.scheduled_for
           o.deliver_at, o.expires_at, o.attempts, o.payload::text, o.allow_fallback,
           o.expires_at <= now() AS expired,
           -- a push of this job may have happened there: it goes there or waits
-          (SELECT i.region FROM pgpulse.push_intents i
-            WHERE i.job_ids @> ARRAY[o.job_id] ORDER BY i.id DESC LIMIT 1) AS pinned_to,
+          (SELECT i.region FROM pgpulse.push_intents i WHERE i.job_id = o.job_id) AS pinned_to,
           (o.payload || jsonb_build_object(
               'v', 1,
               'job_id', o.job_id,
@@ -36,17 +35,17 @@ RETURNING o.job_id::text, o.monitor_id, o.region, o.criticality, o.scheduled_for
               'attempt', o.attempts + 1))::text AS job_json
 
 -- record_intent --
--- Before a push: the batch's jobs may be in this region's queue from now on.
-INSERT INTO pgpulse.push_intents (region, job_ids, expires_at)
-VALUES (%(region)s, %(job_ids)s::uuid[], %(expires_at)s)
-RETURNING id
+-- Before a push: these jobs may be in this region's queue from now on.
+INSERT INTO pgpulse.push_intents (job_id, region, expires_at)
+SELECT unnest(%(job_ids)s::uuid[]), %(region)s, unnest(%(expires_at)s::timestamptz[])
+    ON CONFLICT (job_id) DO UPDATE SET region = EXCLUDED.region, created_at = now()
 
 -- forget_intent --
--- The push's outcome is known (pushed and committed, or surely not pushed).
-DELETE FROM pgpulse.push_intents WHERE id = %(id)s
+-- The pushes' outcome is known (pushed and committed, or surely not pushed).
+DELETE FROM pgpulse.push_intents WHERE job_id = ANY (%(job_ids)s::uuid[])
 
 -- sweep_records --
--- Push intents of jobs that have all expired, and observations of relays long gone.
+-- Push intents of expired jobs, and observations of relays long gone.
 WITH intents AS (
     DELETE FROM pgpulse.push_intents WHERE expires_at < now() RETURNING 1
 ), observations AS (
@@ -213,7 +212,7 @@ WITH routing AS (
      WHERE NOT EXISTS (SELECT 1 FROM pgpulse.regions r WHERE r.code = o.region AND r.enabled)
        AND o.expires_at > now()
        AND m.check_regions IS NULL  -- a job per listed region: those stay, and expire
-       AND NOT EXISTS (SELECT 1 FROM pgpulse.push_intents i WHERE o.job_id = ANY (i.job_ids))
+       AND NOT EXISTS (SELECT 1 FROM pgpulse.push_intents i WHERE i.job_id = o.job_id)
      LIMIT %(limit)s
        FOR UPDATE OF o SKIP LOCKED
 ), moved AS (
@@ -246,7 +245,7 @@ WITH sel AS MATERIALIZED (
        AND m.check_regions IS NULL  -- one job per slot: the one routed away is the one
        AND o.region <> m.preferred_region AND o.attempts = 0 AND o.last_error IS NULL
        AND o.expires_at > now()
-       AND NOT EXISTS (SELECT 1 FROM pgpulse.push_intents i WHERE o.job_id = ANY (i.job_ids))
+       AND NOT EXISTS (SELECT 1 FROM pgpulse.push_intents i WHERE i.job_id = o.job_id)
        FOR UPDATE OF o SKIP LOCKED
 ), moved AS (
     DELETE FROM pgpulse.outbox o

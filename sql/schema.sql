@@ -107,19 +107,15 @@ CREATE TABLE pgpulse.dead_letters (
     allow_fallback boolean NOT NULL DEFAULT true  -- as the job left: `dlq retry` keeps it
 );
 
--- Pushes that may have happened: a relay records the region it is about to push a batch
--- to before the push, and deletes the record once the outcome is known. A job with such a
--- record is not rerouted blindly when that region goes down (PGPULSE_UNCLEAR_PUSH).
+-- Pushes that may have happened: before a push the relay records, per job, the region it
+-- is about to push it to, and deletes the records once the outcome is known. A job with such
+-- a record goes only to that region, or waits for it (PGPULSE_UNCLEAR_PUSH).
 CREATE TABLE pgpulse.push_intents (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id      uuid PRIMARY KEY,
     region      text NOT NULL,
-    job_ids     uuid[] NOT NULL,
-    expires_at  timestamptz NOT NULL,             -- the batch's latest expires_at
+    expires_at  timestamptz NOT NULL,             -- the job's: kept no longer
     created_at  timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX push_intents_region ON pgpulse.push_intents (region);
--- the claim looks each job up: has a push of it been under way anywhere?
-CREATE INDEX push_intents_jobs ON pgpulse.push_intents USING gin (job_ids);
 
 -- Region health as each live relay sees it; regions.healthy is decided from the recent
 -- observations (healthy unless most relays see the region down), not by the last writer.

@@ -5,14 +5,11 @@
 ALTER TABLE pgpulse.dead_letters ADD COLUMN allow_fallback boolean NOT NULL DEFAULT true;
 
 CREATE TABLE pgpulse.push_intents (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id      uuid PRIMARY KEY,
     region      text NOT NULL,
-    job_ids     uuid[] NOT NULL,
     expires_at  timestamptz NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX push_intents_region ON pgpulse.push_intents (region);
-CREATE INDEX push_intents_jobs ON pgpulse.push_intents USING gin (job_ids);
 
 CREATE TABLE pgpulse.region_observations (
     region      text NOT NULL,
