@@ -53,4 +53,16 @@ def run_online() -> None:
             context.run_migrations()
 
 
-run_online()
+def run_offline() -> None:
+    """`pgpulse migrate --sql`: the DDL for an empty database, printed, no connection."""
+    context.configure(dialect_name="postgresql", literal_binds=True,
+                      transaction_per_migration=True, version_table_schema=VERSION_SCHEMA)
+    context.get_context().impl.static_output(f"CREATE SCHEMA IF NOT EXISTS {VERSION_SCHEMA};\n")
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_offline()
+else:
+    run_online()

@@ -21,9 +21,22 @@ SELECT to_regnamespace('pgpulse') IS NOT NULL
    AND NOT EXISTS (SELECT 1 FROM pg_proc WHERE pronamespace = 'pgpulse'::regnamespace)
 """
 
+_STEP_ASIDE = "ALTER SCHEMA pgpulse RENAME TO pgpulse_installing;"
+_HAND_OVER = ("ALTER TABLE pgpulse_installing.alembic_version SET SCHEMA pgpulse;\n"
+              "DROP SCHEMA pgpulse_installing;")
+
 
 def apply(*relative_paths: str) -> None:
-    """Run each file as one script on the migration's connection; show server warnings."""
+    """Run each file as one script on the migration's connection; show server warnings.
+    Offline (`pgpulse migrate --sql`), print each file instead, for an empty database."""
+    context = op.get_context()
+    if context.as_sql:
+        for rel in relative_paths:
+            sql = (ROOT / rel).read_text()
+            if rel == INITIAL:  # the offline script made schema pgpulse for the version table
+                sql = "\n".join([_STEP_ASIDE, sql, _HAND_OVER])
+            context.impl.static_output(sql.rstrip() + "\n")
+        return
     # the psycopg connection itself (inside Alembic's transaction): no parameter parsing
     raw = op.get_bind().connection.driver_connection
     raw.add_notice_handler(_print_warning)
@@ -48,10 +61,9 @@ def _exists(raw, table: str) -> bool:
 def _apply_beside_version_table(raw, sql: str) -> None:
     """Runs the released 0001 SQL unchanged: the schema that holds only the version table
     steps aside while 0001 creates pgpulse, then hands the version table over."""
-    raw.execute("ALTER SCHEMA pgpulse RENAME TO pgpulse_installing")
+    raw.execute(_STEP_ASIDE)
     raw.execute(sql)
-    raw.execute("ALTER TABLE pgpulse_installing.alembic_version SET SCHEMA pgpulse")
-    raw.execute("DROP SCHEMA pgpulse_installing")
+    raw.execute(_HAND_OVER)
 
 
 def _print_warning(diag) -> None:

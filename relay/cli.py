@@ -39,7 +39,9 @@ def _dsn(args: argparse.Namespace) -> str:
 @command("migrate")
 def _migrate(args):
     from relay import migrate
-    if args.downgrade:
+    if args.sql:
+        print(migrate.upgrade_sql(args.revision, args.start), end="")
+    elif args.downgrade:
         migrate.downgrade(_dsn(args), args.downgrade)
         print(f"downgraded to {args.downgrade}")
     else:
@@ -135,7 +137,7 @@ def _region(args):
 
 
 SECRET_ENV = ("CRON_SECRET", "PGPASSWORD", "PGPULSE_DEVSERVER_ADMIN_TOKEN",
-              "PGPULSE_ALERT_WEBHOOK_URL")
+              "PGPULSE_ALERT_WEBHOOK_URL", "PGPULSE_STATUS_SECRET")
 
 
 @command("doctor")
@@ -221,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("migrate", "upgrade the database schema to the newest revision (Alembic)")
     p.add_argument("--revision", default="head", help="revision to upgrade to")
     p.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION (e.g. base)")
+    p.add_argument("--sql", action="store_true",
+                   help="print the upgrade's SQL for a DBA instead of running it (no connection)")
+    p.add_argument("--from", dest="start", metavar="REVISION",
+                   help="with --sql: the revision the database is at (default: an empty database)")
 
     p = add("tick", "run one scheduler tick now and print its record")
     p.add_argument("--json", action="store_true", help="print the record as JSON")

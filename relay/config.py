@@ -164,9 +164,16 @@ class OpsSettings:
     cron_secret: str | None = field(default=None, repr=False, metadata={"secret": True})
     ready_max_tick_age_s: float = 180.0     # /readyz: a tick finished within this
     ready_max_backlog_age_s: float = 120.0  # /readyz: oldest due job younger than this
+    ready_max_facts_age_s: float = 30.0     # /readyz: database facts read within this
+    facts_interval_s: float = 5.0           # how often the one facts loop reads the database
+    http_max_connections: int = 256         # open HTTP connections; the oldest idle one goes
+    http_max_requests: int = 16             # requests in flight (but /healthz); more get 503
+    http_request_timeout_s: float = 10.0    # to send a whole request (slowloris)
     # a Slack-style webhook URL is a credential: whoever knows it can post
     alert_webhook_url: str | None = field(default=None, repr=False, metadata={"secret": True})
     alert_interval_s: float = 10.0          # how often alert rules are evaluated
+    # the status page's password for other hosts (unset: it answers on localhost only)
+    status_secret: str | None = field(default=None, repr=False, metadata={"secret": True})
     alert_breaker_open_s: float = 60.0      # a breaker open longer than this alerts
     alert_deadman_s: float = 180.0          # no finished tick for this long alerts
     alert_tick_budget_ratio: float = 0.8    # a tick using more of its budget alerts
@@ -183,7 +190,13 @@ class OpsSettings:
             cron_secret=env.get("CRON_SECRET") or None,
             ready_max_tick_age_s=_number(env, "PGPULSE_READY_MAX_TICK_AGE_S", 180, 1, 86400),
             ready_max_backlog_age_s=_number(env, "PGPULSE_READY_MAX_BACKLOG_AGE_S", 120, 1, 86400),
+            ready_max_facts_age_s=_number(env, "PGPULSE_READY_MAX_FACTS_AGE_S", 30, 1, 86400),
+            facts_interval_s=_number(env, "PGPULSE_FACTS_INTERVAL_S", 5, 0.05, 300),
+            http_max_connections=_number(env, "PGPULSE_HTTP_MAX_CONNECTIONS", 256, 4, 100_000, int),
+            http_max_requests=_number(env, "PGPULSE_HTTP_MAX_REQUESTS", 16, 1, 10_000, int),
+            http_request_timeout_s=_number(env, "PGPULSE_HTTP_REQUEST_TIMEOUT_S", 10, 0.1, 600),
             alert_webhook_url=webhook,
+            status_secret=env.get("PGPULSE_STATUS_SECRET") or None,
             alert_interval_s=_number(env, "PGPULSE_ALERT_INTERVAL_S", 10, 0.05, 3600),
             alert_breaker_open_s=_number(env, "PGPULSE_ALERT_BREAKER_OPEN_S", 60, 0, 86400),
             alert_deadman_s=_number(env, "PGPULSE_ALERT_DEADMAN_S", 180, 1, 86400),

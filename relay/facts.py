@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
+
 from relay.queries import queries
 
 
@@ -25,4 +27,22 @@ async def read_facts(conn) -> dict[str, Any]:
         "latest_finished_tick": finished[0] if finished else None,
         "dead_letters": {r["region"]: r["dead_letters"] for r in await rows("dead_letters_by_region")},
         "unhealthy_regions": {r["region"]: r["unhealthy_s"] for r in await rows("unhealthy_regions")},
+        # for the status page
+        "regions": await rows("regions"),
+        "recent_ticks": await (await conn.execute(q["recent_ticks"], {"limit": 8})).fetchall(),
+        "recent_dead_letters": await (await conn.execute(q["dlq_list"], {"limit": 5})).fetchall(),
+        "pg_cron": await _cron_job(conn, q["cron_job"]),
     }
+
+
+async def _cron_job(conn, sql: str) -> dict[str, Any] | None:
+    """pg_cron's tick job, or None where pg_cron is not installed or not readable."""
+    installed = await (await conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') AS yes")).fetchone()
+    if not installed["yes"]:
+        return None
+    try:
+        async with conn.transaction():
+            return await (await conn.execute(sql)).fetchone()
+    except psycopg.Error:  # e.g. a role pg_cron does not let read cron.job
+        return None

@@ -57,9 +57,42 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(scrub(entry))
 
 
+class Throttle(logging.Filter):
+    """At most `burst` lines of one kind per `window_s`: a flood of bad requests or of one
+    failing retry loop must not fill the disk. A kind is the event name (pgpulse) or the
+    message template (other libraries); pgpulse's info lines are never throttled. The first
+    line after a throttled window says how many were left out."""
+
+    def __init__(self, burst: int = 50, window_s: float = 10.0, clock=time.monotonic) -> None:
+        super().__init__()
+        self.burst, self.window_s, self.clock = burst, window_s, clock
+        self.kinds: dict[tuple[str, str], list] = {}  # kind -> [window start, count, dropped]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("pgpulse") and record.levelno < logging.WARNING:
+            return True
+        kind = (record.name, str(record.msg))
+        now = self.clock()
+        state = self.kinds.get(kind)
+        if state is None or now - state[0] >= self.window_s:
+            dropped = state[2] if state else 0
+            if len(self.kinds) > 1000:  # bounded: messages may carry variable text
+                self.kinds.clear()
+            self.kinds[kind] = [now, 1, 0]
+            if dropped:
+                record.fields = {**getattr(record, "fields", {}), "suppressed_before": dropped}
+            return True
+        state[1] += 1
+        if state[1] <= self.burst:
+            return True
+        state[2] += 1
+        return False
+
+
 def setup(level: str = "INFO", stream=None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(Throttle())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)

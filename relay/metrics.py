@@ -110,8 +110,12 @@ schedule_lag = BatchHistogram("pgpulse_schedule_lag_seconds", "published_at - sc
 REGISTRY.register(schedule_lag)
 
 
+BREAKERS: dict[str, str] = {}  # region -> this process's breaker state, for the status page
+
+
 def set_breaker(region: str, state: str) -> None:
     """One series per state, 1 for the current one (the Prometheus state-set convention)."""
+    BREAKERS[region] = state
     for name in BREAKER_STATES:
         breaker_state.labels(region, name).set(1 if name == state else 0)
 

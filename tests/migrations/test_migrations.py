@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from relay import migrate
 from relay.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0004"
+HEAD = "0005"
 _names = itertools.count()
 
 
@@ -91,7 +92,7 @@ def test_upgrade_downgrade_to_base_and_upgrade_again(pg_server, empty_db, capsys
     migrate.upgrade(dsn)
     assert version(dsn) == HEAD
     first = schema_dump(pg_server, dsn)
-    assert objects(dsn) == {"schemas": 1, "tables": 7, "routines": 14, "has_version_table": True}
+    assert objects(dsn) == {"schemas": 1, "tables": 7, "routines": 16, "has_version_table": True}
 
     migrate.downgrade(dsn, "base")
     assert version(dsn) is None
@@ -210,7 +211,7 @@ def contents(dsn: str, regions_table: str) -> dict[str, list]:
               "monitors": f"(SELECT {MONITOR_COLUMNS_0001} FROM public.monitors)",
               "outbox": "pgpulse.outbox", "dead_letters": "pgpulse.dead_letters",
               "tick_runs": "pgpulse.tick_runs"}
-    # dead letters as 0001 had them (0004 adds allow_fallback)
+    # dead letters as 0001 had them (0005 adds allow_fallback)
     dead_letter = ("(t.job_id, t.monitor_id, t.region, t.criticality, t.scheduled_for, "
                    "t.deliver_at, t.expires_at, t.payload, t.attempts, t.last_error, t.failed_at)")
     with psycopg.connect(dsn) as conn:
@@ -238,7 +239,7 @@ def test_a_populated_0001_install_upgrades_to_head_keeping_every_row(pg_server, 
     assert version(dsn) == HEAD
     assert host_versions(dsn) == [HOST_REVISION]   # the host's history is untouched
     assert contents(dsn, "pgpulse.regions") == before
-    with psycopg.connect(dsn) as conn:  # dead letters from before 0004 may fall back
+    with psycopg.connect(dsn) as conn:  # dead letters from before 0005 may fall back
         assert conn.execute("SELECT bool_and(allow_fallback) FROM pgpulse.dead_letters"
                             ).fetchone()[0] is True
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -316,3 +317,21 @@ def product_rows(dsn: str) -> list:
             "SELECT r::text FROM public.regions r ORDER BY id").fetchall() + conn.execute(
             "SELECT id::text, url, check_interval_minutes, is_active, preferred_region,"
             " owner_email FROM public.monitors ORDER BY id").fetchall()
+
+
+def test_offline_sql_builds_the_same_schema_when_a_dba_runs_it(pg_server, empty_db, tmp_path):
+    """`pgpulse migrate --sql` prints the DDL without a database (the URL points nowhere);
+    psql runs it into an empty database: the schema equals a migrated one, at head."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["DATABASE_URL"] = "postgresql://nobody@127.0.0.1:9/nowhere"
+    printed = subprocess.run([sys.executable, "-m", "relay", "migrate", "--sql"], cwd=tmp_path,
+                             env=env | {"PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    assert printed.returncode == 0, printed.stderr
+    script = tmp_path / "upgrade.sql"
+    script.write_text(printed.stdout)
+    by_dba, migrated = empty_db(), empty_db()
+    subprocess.run([str(pg_server.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                    "-d", by_dba, "-f", str(script)], check=True, capture_output=True, text=True)
+    migrate.upgrade(migrated)
+    assert version(by_dba) == HEAD
+    assert schema_dump(pg_server, by_dba) == schema_dump(pg_server, migrated)
