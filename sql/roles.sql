@@ -24,9 +24,9 @@ GRANT USAGE ON SCHEMA pgpulse TO pgpulse_relay, pgpulse_ticker;
 GRANT SELECT ON public.monitors TO pgpulse_relay;
 GRANT SELECT, UPDATE (healthy, healthy_changed_at, degraded) ON pgpulse.regions TO pgpulse_relay;
 GRANT SELECT, INSERT, DELETE, UPDATE (attempts) ON pgpulse.outbox TO pgpulse_relay;
-GRANT SELECT, INSERT, UPDATE (attempts, last_error, failed_at) ON pgpulse.dead_letters TO pgpulse_relay;
+GRANT SELECT, INSERT, UPDATE (attempts, last_error, failed_at, allow_fallback) ON pgpulse.dead_letters TO pgpulse_relay;
 GRANT SELECT ON pgpulse.tick_runs TO pgpulse_relay;
-GRANT SELECT, INSERT, DELETE ON pgpulse.push_intents TO pgpulse_relay;
+GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.push_intents TO pgpulse_relay;
 GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.region_observations TO pgpulse_relay;
 
 -- ticker
