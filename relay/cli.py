@@ -42,10 +42,16 @@ def _migrate(args):
     if args.sql:
         print(migrate.upgrade_sql(args.revision, args.start), end="")
     elif args.downgrade:
-        migrate.downgrade(_dsn(args), args.downgrade)
+        migrate.downgrade(_dsn(args), args.downgrade, args.cron_database)
         print(f"downgraded to {args.downgrade}")
     else:
-        migrate.upgrade(_dsn(args), args.revision)
+        migrate.upgrade(_dsn(args), args.revision, args.cron_database)
+        if not args.cron_database and not migrate.pg_cron_here(_dsn(args)):
+            admin = "\n".join(f"  {s.as_string(None)}" for s in migrate.cron_statements(
+                migrate.database_name(_dsn(args))))
+            print("pgpulse: if pg_cron runs in another database (RDS, Cloud SQL: postgres), "
+                  "run `pgpulse migrate --cron-database NAME`, or have an admin run there:\n"
+                  + admin, file=sys.stderr)
         print(f"upgraded to {args.revision}")
 
 
@@ -148,6 +154,27 @@ def _doctor(args):
     return 1 if any(c.verdict == "FAIL" for c in checks) else 0
 
 
+@command("maintenance")
+def _maintenance(args):
+    from relay import maintenance
+    from relay.db import connect
+    with connect(_dsn(args)) as conn:
+        if args.action == "list":
+            emit(args, maintenance.list_windows(conn), lambda rows: "\n".join(
+                maintenance.describe(w) for w in rows) or "no maintenance windows")
+        elif args.action == "add":
+            window_id = maintenance.add(
+                conn, time_zone=args.tz, name=args.name, monitors=args.monitor,
+                starts=args.starts, ends=args.ends, weekly=args.weekly, at=args.at,
+                duration=args.duration)
+            emit(args, {"id": window_id}, lambda r: f"maintenance window {r['id']} added")
+        else:
+            if args.id is None:
+                raise maintenance.DatabaseError("maintenance remove: a window id is required")
+            maintenance.remove(conn, args.id)
+            print(f"maintenance window {args.id} removed")
+
+
 def protect_secrets(dsn: str | None = None) -> None:
     """Registers every configured secret with the redactor (logs and CLI errors)."""
     from relay import logs
@@ -225,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION (e.g. base)")
     p.add_argument("--sql", action="store_true",
                    help="print the upgrade's SQL for a DBA instead of running it (no connection)")
+    p.add_argument("--cron-database", metavar="NAME",
+                   default=os.environ.get("PGPULSE_CRON_DATABASE") or None,
+                   help="pg_cron's database when it is not this one (RDS, Cloud SQL: postgres): "
+                        "schedule the tick from there (env $PGPULSE_CRON_DATABASE)")
     p.add_argument("--from", dest="start", metavar="REVISION",
                    help="with --sql: the revision the database is at (default: an empty database)")
 
@@ -266,6 +297,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disabled", action="store_true", help="add: start disabled")
     p.add_argument("--json", action="store_true", help="list: print as JSON")
 
+    p = add("maintenance", "list, add or remove maintenance windows (slots inside are skipped)")
+    p.add_argument("action", choices=["list", "add", "remove"])
+    p.add_argument("id", nargs="?", type=int, help="remove: the window's id")
+    p.add_argument("--tz", default="UTC", help="add: IANA time zone of the times given")
+    p.add_argument("--name", default="", help="add: a label")
+    p.add_argument("--monitor", action="append", metavar="UUID",
+                   help="add: a monitor it applies to (repeatable; default: all monitors)")
+    p.add_argument("--from", dest="starts", metavar="'YYYY-MM-DD HH:MM'",
+                   help="add, once: local start")
+    p.add_argument("--to", dest="ends", metavar="'YYYY-MM-DD HH:MM'", help="add, once: local end")
+    p.add_argument("--weekly", metavar="DAYS", help="add, weekly: days, e.g. sat,sun")
+    p.add_argument("--at", metavar="HH:MM", help="add, weekly: local start time")
+    p.add_argument("--for", dest="duration", metavar="DURATION",
+                   help="add, weekly: how long, e.g. '2 hours' (wall clock)")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+
     p = add("http", "serve /healthz, /readyz, /metrics and /api/cron/scheduler without a relay")
     p.add_argument("--listen", default=_env_default("PGPULSE_HTTP", "127.0.0.1:9187"),
                    metavar="HOST:PORT", help="address to listen on (env $PGPULSE_HTTP)")
@@ -290,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "all"])
     p.add_argument("--monitors", type=int, default=None,
                    help="tick/e2e/compare: due monitors (default 100000 / 100000 / 1000)")
+    p.add_argument("--mix", action="store_true",
+                   help="tick: 10%% of the monitors sub-minute, 10%% checked from three regions")
     p.add_argument("--jobs", type=int, default=100_000, help="relay: jobs in the outbox")
     p.add_argument("--latency-ms", type=float, default=0.0,
                    help="relay/compare: latency the dev server adds to every request")

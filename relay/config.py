@@ -132,13 +132,24 @@ class RelaySettings:
     backlog_degraded: int = 50_000    # queue depth above which a region counts as degraded
     poll_interval_s: float = 5.0      # fallback wake-up when no NOTIFY arrives
     depth_interval_s: float = 5.0     # how often queue depth is sampled
+    # off behind a transaction-mode pooler (PgBouncer, Supavisor): LISTEN never fires
+    # there and prepared statements break, so the relay polls and prepares nothing
+    listen: bool = True
+    pool_size: int = 36               # most database connections the relay opens
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "RelaySettings":
         env = os.environ if env is None else env
+        listen = env.get("PGPULSE_LISTEN", "on").strip().lower()
+        if listen not in ("on", "off"):
+            raise ConfigError(f"PGPULSE_LISTEN must be on or off, not {listen!r}")
+        concurrency = _number(env, "PGPULSE_CONCURRENCY", 4, 1, 64, int)
         return cls(
+            listen=listen == "on",
+            # without NOTIFY a tick's jobs are found by polling: poll often by default
+            pool_size=_number(env, "PGPULSE_POOL_SIZE", 8 * concurrency + 4, 2, 1000, int),
             batch_size=_number(env, "PGPULSE_BATCH_SIZE", 1000, 1, 10_000, int),
-            concurrency=_number(env, "PGPULSE_CONCURRENCY", 4, 1, 64, int),
+            concurrency=concurrency,
             max_attempts=_number(env, "PGPULSE_MAX_ATTEMPTS", 5, 1, 100, int),
             dedup_margin_s=_number(env, "PGPULSE_DEDUP_MARGIN_S", 60, 0, 3600, int),
             max_request_bytes=_number(env, "PGPULSE_MAX_REQUEST_BYTES", 1 << 20, 4096,
@@ -151,7 +162,8 @@ class RelaySettings:
             breaker_failures=_number(env, "PGPULSE_BREAKER_FAILURES", 5, 1, 1000, int),
             breaker_cooldown_s=_number(env, "PGPULSE_BREAKER_COOLDOWN_S", 10.0, 0.1, 3600),
             backlog_degraded=_number(env, "PGPULSE_BACKLOG_DEGRADED", 50_000, 1, 10**9, int),
-            poll_interval_s=_number(env, "PGPULSE_POLL_INTERVAL_S", 5.0, 0.05, 300),
+            poll_interval_s=_number(env, "PGPULSE_POLL_INTERVAL_S", 5.0 if listen == "on" else 1.0,
+                                    0.05, 300),
             depth_interval_s=_number(env, "PGPULSE_DEPTH_INTERVAL_S", 5.0, 0.1, 300),
         )
 

@@ -180,7 +180,9 @@ class OpsApp:
             extra = [(b"www-authenticate", b'Basic realm="pgpulse"')] if status == 401 else []
             return await self._json(send, status, {"error": reason}, extra)
         # the cached snapshot, like /readyz and /metrics: no database read per request
-        body = statuspage.render(self.facts.snapshot, self.settings).encode()
+        breakers = self.relay.breakers_open_s() if self.relay is not None else {}
+        body = statuspage.render(self.facts.snapshot, self.settings,
+                                 breakers_open_s=breakers).encode()
         headers = [(b"content-type", b"text/html; charset=utf-8"),
                    (b"content-length", str(len(body)).encode()),
                    *[(k, v) for k, v in SECURITY_HEADERS if k != b"content-security-policy"],

@@ -13,11 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import psycopg.conninfo
 import sqlalchemy.exc
+from psycopg import sql
 from alembic import command
 from alembic.config import Config
 
-from relay.db import DatabaseError, describe
+from relay.db import DatabaseError, connect, describe
 from relay.resources import migrations_dir
 
 
@@ -63,14 +65,73 @@ def _database_errors() -> Iterator[None]:
         raise DatabaseError(f"migration failed: {message}") from exc
 
 
-def upgrade(dsn: str, revision: str = "head") -> None:
+def upgrade(dsn: str, revision: str = "head", cron_database: str | None = None) -> None:
+    """cron_database: where pg_cron runs when that is not this database (RDS, Cloud SQL:
+    `postgres`); the tick is then scheduled from there for this one."""
     with _database_errors():
         command.upgrade(alembic_config(dsn), revision)
+    if cron_database:
+        schedule_in_cron_database(dsn, cron_database)
 
 
-def downgrade(dsn: str, revision: str = "base") -> None:
+def downgrade(dsn: str, revision: str = "base", cron_database: str | None = None) -> None:
+    if cron_database and revision == "base":
+        unschedule_in_cron_database(dsn, cron_database)
     with _database_errors():
         command.downgrade(alembic_config(dsn), revision)
+
+
+# pg_cron in another database: jobs made there with cron.schedule_in_database run here
+CRON_JOBS = (
+    ("pgpulse-tick", "* * * * *", "CALL pgpulse.tick(p_trigger => 'pg_cron')"),
+    ("pgpulse-prune", "17 3 * * *",
+     "DELETE FROM pgpulse.tick_runs WHERE started_at < now() - interval '30 days'"),
+)
+
+
+def cron_statements(database: str) -> list[sql.Composed]:
+    """What an admin runs in pg_cron's database to tick pgpulse in `database`."""
+    return [sql.SQL("SELECT cron.schedule_in_database({}, {}, {}, {});").format(
+                sql.Literal(name), sql.Literal(schedule), sql.Literal(command), sql.Literal(database))
+            for name, schedule, command in CRON_JOBS]
+
+
+def database_name(dsn: str) -> str:
+    return psycopg.conninfo.conninfo_to_dict(dsn).get("dbname") or ""
+
+
+def pg_cron_here(dsn: str) -> bool:
+    with connect(dsn) as conn:
+        return conn.execute("SELECT to_regclass('cron.job') IS NOT NULL AS here").fetchone()["here"]
+
+
+def schedule_in_cron_database(dsn: str, cron_database: str) -> None:
+    database = database_name(dsn)
+    statements = cron_statements(database)
+    try:
+        with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname=cron_database),
+                             autocommit=True, connect_timeout=10) as conn:
+            for statement in statements:
+                conn.execute(statement)
+    except psycopg.Error as exc:
+        admin = "\n".join(f"  {s.as_string(None)}" for s in statements)
+        print(f"pgpulse: could not schedule the tick from database \"{cron_database}\" "
+              f"({describe(exc)}); an admin can run there:\n{admin}", file=sys.stderr)
+        return
+    print(f"pgpulse: pg_cron in database \"{cron_database}\" ticks database \"{database}\" "
+          "every minute (pgpulse-tick)", file=sys.stderr)
+
+
+def unschedule_in_cron_database(dsn: str, cron_database: str) -> None:
+    database = database_name(dsn)
+    try:
+        with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname=cron_database),
+                             autocommit=True, connect_timeout=10) as conn:
+            conn.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE database = %s"
+                         " AND jobname = ANY(%s)", (database, [j[0] for j in CRON_JOBS]))
+    except psycopg.Error as exc:
+        print(f"pgpulse: could not remove pgpulse's pg_cron jobs in database "
+              f"\"{cron_database}\" ({describe(exc)})", file=sys.stderr)
 
 
 def upgrade_sql(revision: str = "head", start: str | None = None) -> str:

@@ -27,6 +27,8 @@ def snapshot(conn) -> dict[str, Any]:
         "recent_ticks": fetch_rows(conn, "recent_ticks", {"limit": 5}),
         "last_tick_age_s": conn.execute(q["last_good_tick"]).fetchone()["age_s"],
         "pg_cron": cron[0] if cron else None,
+        "maintenance": fetch_rows(conn, "maintenance_list"),
+        "maintenance_skipped": conn.execute(q["maintenance_skipped"]).fetchone(),
     }
 
 
@@ -49,6 +51,12 @@ def render(s: dict[str, Any]) -> str:
                      f"{t['duration_ms'] if t['duration_ms'] is not None else '?':>6} ms"
                      + ("  CUT SHORT" if t["cut_short"] else "")
                      + ("  (unfinished)" if t["finished_at"] is None else ""))
+    if s.get("maintenance"):
+        from relay.maintenance import describe
+        skipped = s["maintenance_skipped"]
+        lines.append(f"maintenance windows: {skipped['total']} slot(s) skipped, "
+                     f"{skipped['last_hour']} in the last hour")
+        lines.extend("  " + describe(w) for w in s["maintenance"])
     cron = s["pg_cron"]
     if cron:
         lines.append(f"pg_cron job {cron['jobname']}: '{cron['schedule']}' "

@@ -93,14 +93,18 @@ def _tag(text: str, kind: str) -> str:
     return f'<span class="tag {kind}">{escape(text)}</span>'
 
 
-def render(snapshot: Any, settings: OpsSettings, now: float | None = None) -> str:
-    """`snapshot`: facts (relay.facts, None before the first read), read_at, database_ok,
-    error (a public reason)."""
+def render(snapshot: Any, settings: OpsSettings, now: float | None = None,
+           breakers_open_s: dict[str, float] | None = None) -> str:
+    """`snapshot` (relay.snapshot.Snapshot): facts (relay.facts, None before the first read),
+    read_at, attempted_at, database_ok, error (a public reason). `breakers_open_s`: this
+    process's relay's breakers, for the rules."""
     now = now or time.time()
     facts = snapshot.facts
-    down_s = None if snapshot.database_ok else (
+    not_yet = snapshot.attempted_at is None
+    down_s = None if snapshot.database_ok or not_yet else (
         now - snapshot.read_at if snapshot.read_at else settings.alert_database_down_s)
-    findings = evaluate(settings, facts if snapshot.database_ok else None, {}, down_s)
+    findings = evaluate(settings, facts if snapshot.database_ok else None,
+                        breakers_open_s or {}, down_s)
     parts = [f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -110,7 +114,10 @@ def render(snapshot: Any, settings: OpsSettings, now: float | None = None) -> st
 <h1>pgpulse status</h1>
 <div class="meta">pgpulse {escape(__version__)} · {time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))}
  · refreshes every {REFRESH_S} s · facts {_ago(snapshot.read_at and now - snapshot.read_at)} old</div>"""]
-    if not snapshot.database_ok:
+    if not_yet:
+        parts.append('<div class="banner bad" id="database">Starting: the database has not '
+                     'been read yet</div>')
+    elif not snapshot.database_ok:
         parts.append(f'<div class="banner bad" id="database">Database unreachable: '
                      f'{escape(snapshot.error or "unknown")}'
                      + (" — showing the last known state" if facts else "") + "</div>")

@@ -123,9 +123,11 @@ class Relay:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop.set)
         s = self.settings
+        # behind a transaction-mode pooler every statement may meet another server session
+        prepare = {} if s.listen else {"prepare_threshold": None}
         self.pool = AsyncConnectionPool(
-            self.dsn, min_size=1, max_size=8 * s.concurrency + 4, open=False,
-            kwargs={"application_name": "pgpulse-relay"},
+            self.dsn, min_size=1, max_size=s.pool_size, open=False,
+            kwargs={"application_name": "pgpulse-relay", **prepare},
             check=AsyncConnectionPool.check_connection, reconnect_timeout=3600)
         try:
             await self.pool.open(wait=True, timeout=30)
@@ -140,7 +142,8 @@ class Relay:
             if not self.regions:
                 raise ConfigError("no enabled region has an Upstash endpoint configured")
             logs.event("relay_started", regions=sorted(self.regions), once=self.once,
-                       batch_size=s.batch_size, concurrency=s.concurrency)
+                       batch_size=s.batch_size, concurrency=s.concurrency, listen=s.listen,
+                       pool_size=s.pool_size)
             if self.once:
                 async with self.pool.connection() as conn:
                     started_at = (await (await conn.execute("SELECT now()")).fetchone())[0]
@@ -150,7 +153,8 @@ class Relay:
                     raise DatabaseError(describe(exc)) from exc
             self._start_workers()
             if not self.once:
-                self._spawn(self._listen(), "listen")
+                if s.listen:  # off behind a transaction-mode pooler: the poll interval wakes
+                    self._spawn(self._listen(), "listen")
                 self._spawn(self._watch_regions(), "regions")
                 self._spawn(self._sample_depth(), "depth")
                 self._spawn(self._maintain_forever(), "maintain")

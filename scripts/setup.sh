@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what pgpulse needs on Debian 12: PostgreSQL 15 with pg_cron, redis-server,
-# prometheus (promtool), chromium, python3-venv (apt, only when missing), then the
+# prometheus (promtool), chromium, pgbouncer, python3-venv (apt, only when missing), then the
 # project's virtualenv in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,7 @@ compgen -G "/usr/lib/postgresql/*/lib/pg_cron.so" >/dev/null || missing+=(postgr
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v promtool >/dev/null || missing+=(prometheus)  # promtool checks the alert rules
 command -v chromium >/dev/null || missing+=(chromium)    # the status page's browser test
+[ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)       # the relay behind a pooler (tests)
 "$PYTHON" -c "import ensurepip, venv" 2>/dev/null || missing+=(python3-venv)
 
 if ((${#missing[@]})); then

@@ -371,3 +371,41 @@ SELECT r.code AS region, count(d.job_id) AS dead_letters
 -- Regions some relay's breaker marked unhealthy, and for how long.
 SELECT code AS region, extract(epoch FROM now() - healthy_changed_at)::float8 AS unhealthy_s
   FROM pgpulse.regions WHERE enabled AND NOT healthy
+
+-- maintenance_add --
+-- A maintenance window (once: starts/ends; weekly: weekdays/start_time/duration), local
+-- times in time_zone; monitor_ids NULL: every monitor. Returns its id.
+INSERT INTO pgpulse.maintenance_windows
+       (name, monitor_ids, time_zone, starts_local, ends_local, weekdays, start_time, duration)
+VALUES (%(name)s, %(monitor_ids)s::text[], %(time_zone)s, %(starts)s::timestamp,
+        %(ends)s::timestamp, %(weekdays)s::smallint[], %(start_time)s::time,
+        %(duration)s::interval)
+RETURNING id
+
+-- maintenance_list --
+-- Every maintenance window: whether it is on now, when it next starts and ends (local time
+-- of its zone), and how many slots it skipped.
+SELECT w.id, w.name, w.monitor_ids, w.time_zone,
+       CASE WHEN w.starts_local IS NOT NULL THEN 'once' ELSE 'weekly' END AS kind,
+       w.starts_local, w.ends_local, w.weekdays, w.start_time, w.duration::text AS duration,
+       w.skipped_slots,
+       EXISTS (SELECT 1 FROM pgpulse._maintenance_occurrences(now(), now()) o
+                WHERE o.window_id = w.id
+                  AND (now() AT TIME ZONE w.time_zone) >= o.local_start
+                  AND (now() AT TIME ZONE w.time_zone) < o.local_end) AS active_now,
+       (SELECT min(o.local_end) FROM pgpulse._maintenance_occurrences(now(), now() + interval '8 days') o
+         WHERE o.window_id = w.id AND o.local_end > (now() AT TIME ZONE w.time_zone)) AS next_end_local,
+       (SELECT min(o.local_start) FROM pgpulse._maintenance_occurrences(now(), now() + interval '8 days') o
+         WHERE o.window_id = w.id AND o.local_start > (now() AT TIME ZONE w.time_zone)) AS next_start_local
+  FROM pgpulse.maintenance_windows w
+ ORDER BY w.id
+
+-- maintenance_remove --
+-- Deletes one maintenance window; returns its id when it existed.
+DELETE FROM pgpulse.maintenance_windows WHERE id = %(id)s RETURNING id
+
+-- maintenance_skipped --
+-- Slots skipped by maintenance windows, all time (still defined) and in the last hour of ticks.
+SELECT (SELECT coalesce(sum(skipped_slots), 0) FROM pgpulse.maintenance_windows)::bigint AS total,
+       (SELECT coalesce(sum(maintenance_skipped), 0) FROM pgpulse.tick_runs
+         WHERE started_at > now() - interval '1 hour')::bigint AS last_hour

@@ -138,9 +138,41 @@ CREATE TABLE pgpulse.tick_runs (
     jobs_written      integer NOT NULL DEFAULT 0,
     chunks            integer NOT NULL DEFAULT 0,
     cut_short         boolean NOT NULL DEFAULT false,
-    unrouted          integer NOT NULL DEFAULT 0  -- due monitors left for lack of a region
+    unrouted          integer NOT NULL DEFAULT 0, -- due monitors left for lack of a region
+    maintenance_skipped integer NOT NULL DEFAULT 0 -- slots not checked: inside a maintenance window
 );
 CREATE INDEX tick_runs_started ON pgpulse.tick_runs (started_at);
+
+-- Times when monitors are not checked: once (from starts_local to ends_local) or weekly (on
+-- the ISO weekdays, 1 = Monday, from start_time for duration), in wall-clock time of an IANA
+-- time zone. A slot is inside when its local time there is: across a DST change a window
+-- keeps its wall-clock hours (a local time that occurs twice is inside both times, one that
+-- is skipped never occurs). monitor_ids NULL: every monitor.
+CREATE TABLE pgpulse.maintenance_windows (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name          text NOT NULL DEFAULT ''
+                  CONSTRAINT maintenance_name_length CHECK (length(name) <= 200),
+    monitor_ids   text[]                          -- monitors' ids as text (any id type)
+                  CONSTRAINT maintenance_monitor_ids_list CHECK (
+                      cardinality(monitor_ids) >= 1 AND array_position(monitor_ids, NULL) IS NULL),
+    time_zone     text NOT NULL,                  -- checked by a trigger: an IANA name
+    starts_local  timestamp,                      -- once
+    ends_local    timestamp,
+    weekdays      smallint[],                     -- weekly
+    start_time    time,
+    duration      interval,
+    skipped_slots bigint NOT NULL DEFAULT 0,      -- slots not checked because of this window
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    -- coalesce: a NULL in a part that must be there fails the check instead of passing it
+    CONSTRAINT maintenance_once_or_weekly CHECK (coalesce(
+        (starts_local IS NOT NULL AND ends_local > starts_local
+         AND weekdays IS NULL AND start_time IS NULL AND duration IS NULL)
+        OR (starts_local IS NULL AND ends_local IS NULL
+            AND cardinality(weekdays) BETWEEN 1 AND 7
+            AND 1 <= ALL (weekdays) AND 7 >= ALL (weekdays)
+            AND start_time IS NOT NULL
+            AND duration > interval '0' AND duration <= interval '7 days'), false))
+);
 
 -- ================================================================== functions
 
@@ -286,6 +318,97 @@ CREATE TRIGGER monitors_set_phase
     FOR EACH ROW WHEN (NEW.next_check_at IS NULL)
     EXECUTE FUNCTION pgpulse._monitor_set_phase();
 
+-- Each maintenance window's occurrences that may hold a slot between p_from and p_to, in
+-- local wall-clock time of its zone (local_start to local_end), with a UTC range around
+-- them (lo to hi: three hours wider than any DST shift) for a cheap first test.
+CREATE FUNCTION pgpulse._maintenance_occurrences(p_from timestamptz, p_to timestamptz)
+RETURNS TABLE (window_id bigint, monitor_ids text[], time_zone text, local_start timestamp,
+               local_end timestamp, lo timestamptz, hi timestamptz)
+LANGUAGE sql STABLE
+AS $$
+    SELECT w.id, w.monitor_ids, w.time_zone, o.local_start, o.local_end,
+           (o.local_start AT TIME ZONE w.time_zone) - interval '3 hours',
+           (o.local_end AT TIME ZONE w.time_zone) + interval '3 hours'
+      FROM pgpulse.maintenance_windows w
+      CROSS JOIN LATERAL (
+          SELECT w.starts_local AS local_start, w.ends_local AS local_end
+           WHERE w.starts_local IS NOT NULL
+          UNION ALL
+          SELECT d + w.start_time, d + w.start_time + w.duration
+            FROM generate_series(date_trunc('day', p_from AT TIME ZONE w.time_zone)
+                                     - interval '8 days',
+                                 date_trunc('day', p_to AT TIME ZONE w.time_zone),
+                                 interval '1 day') d
+           WHERE w.starts_local IS NULL
+             AND extract(isodow FROM d)::smallint = ANY (w.weekdays)
+      ) o
+     WHERE o.local_end > (p_from AT TIME ZONE w.time_zone) - interval '1 day'
+       AND o.local_start <= (p_to AT TIME ZONE w.time_zone) + interval '1 day'
+$$;
+
+-- The maintenance window a monitor's slot falls in (the lowest id of several), or NULL.
+CREATE FUNCTION pgpulse.maintenance_window_at(p_monitor text, p_at timestamptz)
+RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+    SELECT min(o.window_id)
+      FROM pgpulse._maintenance_occurrences(p_at, p_at) o
+     WHERE (o.monitor_ids IS NULL OR p_monitor = ANY (o.monitor_ids))
+       AND (p_at AT TIME ZONE o.time_zone) >= o.local_start
+       AND (p_at AT TIME ZONE o.time_zone) < o.local_end
+$$;
+
+-- A window's time zone is an IANA name (not an abbreviation or a POSIX offset string).
+CREATE FUNCTION pgpulse._maintenance_check_zone() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = NEW.time_zone) THEN
+        RAISE EXCEPTION 'maintenance window: unknown time zone "%" (an IANA name such as '
+            'Europe/Berlin)', NEW.time_zone USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- A window made or changed after the tick wrote its slots: those jobs still waiting are
+-- taken back and counted as skipped.
+CREATE FUNCTION pgpulse._maintenance_take_back_jobs() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_slots bigint;
+BEGIN
+    WITH gone AS (
+        DELETE FROM pgpulse.outbox j
+         USING pgpulse._maintenance_occurrences(now() - interval '2 days',
+                                                now() + interval '1 day') o
+         WHERE o.window_id = NEW.id
+           AND (NEW.monitor_ids IS NULL OR j.monitor_id::text = ANY (NEW.monitor_ids))
+           AND j.scheduled_for >= o.lo AND j.scheduled_for < o.hi
+           AND (j.scheduled_for AT TIME ZONE o.time_zone) >= o.local_start
+           AND (j.scheduled_for AT TIME ZONE o.time_zone) < o.local_end
+        RETURNING j.monitor_id, j.scheduled_for
+    )
+    SELECT count(DISTINCT (monitor_id, scheduled_for)) INTO v_slots FROM gone;
+    IF v_slots > 0 THEN
+        UPDATE pgpulse.maintenance_windows SET skipped_slots = skipped_slots + v_slots
+         WHERE id = NEW.id;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER maintenance_windows_check_zone
+    BEFORE INSERT OR UPDATE OF time_zone ON pgpulse.maintenance_windows
+    FOR EACH ROW EXECUTE FUNCTION pgpulse._maintenance_check_zone();
+
+CREATE TRIGGER maintenance_windows_take_back_jobs
+    AFTER INSERT OR UPDATE OF monitor_ids, time_zone, starts_local, ends_local, weekdays,
+                              start_time, duration
+    ON pgpulse.maintenance_windows
+    FOR EACH ROW EXECUTE FUNCTION pgpulse._maintenance_take_back_jobs();
+
 -- Where jobs go, from the regions as they are now. route: for each region code, where a
 -- monitor preferring it (and allowing fallback) is sent: the region itself when enabled
 -- and healthy, else its fallback region when that is, else the default region when that
@@ -351,18 +474,25 @@ $$;
 -- the wheel. p_keep_existing: a slot can only be in the outbox already when next_check_at
 -- was moved back by hand; the tick first tries a plain INSERT (about 10% faster than ON
 -- CONFLICT's per-row check) and, should that hit the unique key, redoes the chunk with
--- p_keep_existing, which keeps the jobs already there.
+-- p_keep_existing, which keeps the jobs already there. Slots inside a maintenance window
+-- are not written (skipped counts them, and so does the window). p_now: the clock, for
+-- tests that move it (NULL: clock_timestamp()).
 CREATE FUNCTION pgpulse._tick_chunk(
     p_horizon timestamptz, p_chunk integer, p_rr bigint, p_route jsonb, p_wheel text[],
-    p_keep_existing boolean,
-    OUT claimed integer, OUT written integer, OUT wheeled integer)
+    p_keep_existing boolean, p_now timestamptz DEFAULT NULL,
+    OUT claimed integer, OUT written integer, OUT wheeled integer, OUT skipped integer)
 LANGUAGE plpgsql
 -- a chunk is small next to the table: join it row by row, never hash the whole table
 SET enable_hashjoin = off
 SET enable_mergejoin = off
+-- the planner cannot know how many slots a monitor has this tick and guesses 1000: JIT
+-- compiling for that guess costs seconds and never pays off
+SET jit = off
 AS $$
 DECLARE
-    v_now timestamptz := clock_timestamp();
+    v_now     timestamptz := coalesce(p_now, clock_timestamp());
+    -- without any window (the usual case) the tick never looks for one per slot
+    v_windows boolean := EXISTS (SELECT 1 FROM pgpulse.maintenance_windows);
 BEGIN
     WITH due AS MATERIALIZED (
         SELECT m.ctid AS row_ref, m.id, m.check_spec, m.criticality, m.allow_fallback,
@@ -397,16 +527,38 @@ BEGIN
                                     % cardinality(p_wheel))::integer])]
                ELSE pgpulse._route_each(d.check_regions, d.allow_fallback, p_route) END AS regions
           FROM due d
-    ), job AS NOT MATERIALIZED (  -- computed only by the INSERT that runs
-        SELECT md5(r.id::text || '/' || g.region || '/' || extract(epoch FROM s.slot)::text)::uuid,
-               r.id, g.region, r.criticality, s.slot, s.slot,
-               s.slot + make_interval(secs => r.iv_s), r.allow_fallback,
-               CASE WHEN r.check_regions IS NULL THEN r.check_spec
-                    ELSE r.check_spec || jsonb_build_object('slot_regions', r.regions) END
+    ), windows AS MATERIALIZED (
+        SELECT * FROM pgpulse._maintenance_occurrences(v_now - interval '1 day', p_horizon)
+         WHERE v_windows
+    ), slot AS NOT MATERIALIZED (
+        -- every slot up to the horizon, and the maintenance window it falls in
+        SELECT r.*, s.at,
+               CASE WHEN v_windows THEN (
+                   SELECT min(w.window_id) FROM windows w
+                    WHERE (w.monitor_ids IS NULL OR r.id::text = ANY (w.monitor_ids))
+                      AND s.at >= w.lo AND s.at < w.hi
+                      AND (s.at AT TIME ZONE w.time_zone) >= w.local_start
+                      AND (s.at AT TIME ZONE w.time_zone) < w.local_end) END AS window_id
           FROM routed r
-         CROSS JOIN LATERAL unnest(r.regions) g(region)
-         CROSS JOIN LATERAL (SELECT r.slot + make_interval(secs => r.iv_s) * k AS slot
+         CROSS JOIN LATERAL (SELECT r.slot + make_interval(secs => r.iv_s) * k AS at
                                FROM generate_series(0, r.n - 1) k) s
+    ), job AS NOT MATERIALIZED (  -- computed only by the INSERT that runs
+        SELECT md5(s.id::text || '/' || g.region || '/' || extract(epoch FROM s.at)::text)::uuid,
+               s.id, g.region, s.criticality, s.at, s.at,
+               s.at + make_interval(secs => s.iv_s), s.allow_fallback,
+               CASE WHEN s.check_regions IS NULL THEN s.check_spec
+                    ELSE s.check_spec || jsonb_build_object('slot_regions', s.regions) END
+          FROM slot s
+         CROSS JOIN LATERAL unnest(s.regions) g(region)
+         WHERE s.window_id IS NULL
+    ), skips AS (
+        SELECT window_id, count(*) AS n FROM slot
+         WHERE v_windows AND window_id IS NOT NULL GROUP BY window_id
+    ), counted AS (
+        UPDATE pgpulse.maintenance_windows w
+           SET skipped_slots = w.skipped_slots + k.n
+          FROM skips k
+         WHERE w.id = k.window_id
     ), inserted AS (
         INSERT INTO pgpulse.outbox
                (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
@@ -428,8 +580,9 @@ BEGIN
          WHERE m.ctid = r.row_ref
     )
     SELECT d.claimed, d.wheeled,
-           (SELECT count(*) FROM inserted) + (SELECT count(*) FROM inserted_keeping)
-      INTO claimed, wheeled, written
+           (SELECT count(*) FROM inserted) + (SELECT count(*) FROM inserted_keeping),
+           (SELECT coalesce(sum(n), 0) FROM skips)
+      INTO claimed, wheeled, written, skipped
       FROM (SELECT count(*) AS claimed,
                    count(*) FILTER (WHERE routed IS NULL AND check_regions IS NULL) AS wheeled
               FROM due) d;
@@ -473,6 +626,7 @@ DECLARE
     v_claimed   integer;
     v_written   integer;
     v_wheeled   integer;
+    v_skipped   integer;
     v_unrouted  integer := 0;
     v_cut       boolean := false;
 BEGIN
@@ -497,13 +651,13 @@ BEGIN
         SELECT r.route, r.wheel INTO v_route, v_wheel FROM pgpulse._routing() r;
         v_routed := true;
         BEGIN
-            SELECT c.claimed, c.written, c.wheeled
-              INTO v_claimed, v_written, v_wheeled
+            SELECT c.claimed, c.written, c.wheeled, c.skipped
+              INTO v_claimed, v_written, v_wheeled, v_skipped
               FROM pgpulse._tick_chunk(v_horizon, p_chunk, v_rr, v_route, v_wheel, false) c;
         EXCEPTION WHEN unique_violation THEN
             -- a slot of this chunk is in the outbox already: redo it, keeping those jobs
-            SELECT c.claimed, c.written, c.wheeled
-              INTO v_claimed, v_written, v_wheeled
+            SELECT c.claimed, c.written, c.wheeled, c.skipped
+              INTO v_claimed, v_written, v_wheeled, v_skipped
               FROM pgpulse._tick_chunk(v_horizon, p_chunk, v_rr, v_route, v_wheel, true) c;
         END;
         EXIT WHEN v_claimed = 0;
@@ -511,6 +665,7 @@ BEGIN
         UPDATE pgpulse.tick_runs
            SET monitors_claimed = monitors_claimed + v_claimed,
                jobs_written = jobs_written + v_written,
+               maintenance_skipped = maintenance_skipped + v_skipped,
                chunks = chunks + 1
          WHERE id = run_id;
         IF v_written > 0 THEN

@@ -58,7 +58,8 @@ def run_bench(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
     what = args.what
     if what in ("tick", "all"):
         from relay.bench.tick import bench_tick
-        yield {"bench": "tick", **bench_tick(args.monitors or 100_000, runs=args.runs),
+        yield {"bench": "tick", **bench_tick(args.monitors or 100_000, runs=args.runs,
+                                              mix=getattr(args, "mix", False)),
                "machine": machine()}
     if what in ("devserver", "all"):
         from relay.bench.devserver import bench_devserver

@@ -144,6 +144,7 @@ def _one_run(stack: LocalStack, conn: psycopg.Connection, monitors: int, workdir
         _wait_relay_listening(conn, relay)
         components = _Components(stack, relay.pid)
         before = components.sample()
+        wal_before = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
         started = time.perf_counter()
         conn.execute(_TICK)
         tick_seconds = time.perf_counter() - started
@@ -164,6 +165,8 @@ def _one_run(stack: LocalStack, conn: psycopg.Connection, monitors: int, workdir
             time.sleep(0.01)
         seconds = time.perf_counter() - started
         after = components.sample()
+        wal_bytes = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)",
+                                 (wal_before,)).fetchone()[0]
     finally:
         _stop_relay(relay)
         for client in clients:
@@ -174,7 +177,7 @@ def _one_run(stack: LocalStack, conn: psycopg.Connection, monitors: int, workdir
     if delivered != monitors:
         raise RuntimeError(f"{delivered} distinct jobs in the queues, expected {monitors}")
     return {"seconds": seconds, "tick_seconds": tick_seconds,
-            "cut_short": first_tick["cut_short"], "ticks": ticks,
+            "cut_short": first_tick["cut_short"], "ticks": ticks, "wal_bytes": float(wal_bytes),
             "cpu": {name: after[name] - before[name] for name in after}}
 
 
@@ -212,6 +215,9 @@ def bench_e2e(monitors: int = 100_000, runs: int = 3, timeout: float = 600) -> d
         # the first tick of a run was cut short (and `ticks_all` says how many it took)
         "tick_cut_short_runs": sum(1 for r in results if r["cut_short"]),
         "ticks_all": [r["ticks"] for r in results],
+        # tick, claims and monitor bumps together: the write rate one PostgreSQL must sustain
+        "wal_bytes_per_job_median": round(
+            statistics.median(r["wal_bytes"] for r in results) / monitors),
         "cpu_seconds_median": {name: round(value, 2) for name, value in cpu.items()},
         "cpu_us_per_job_median": {name: round(value / monitors * 1e6, 1)
                                   for name, value in cpu.items()},

@@ -26,6 +26,7 @@ def test_bench_e2e_reports_a_median_and_cpu_per_component() -> None:
     assert record["seconds_median"] >= record["tick_seconds_median"] > 0
     assert abs(record["jobs_per_s_median"] * record["seconds_median"] - 2000) < 20
     assert record["tick_cut_short_runs"] == 0
+    assert record["wal_bytes_per_job_median"] > 100  # an outbox row and a monitor bump at least
     # the tick's backend and the relay did real work; the names are the report's contract
     cpu = record["cpu_seconds_median"]
     assert set(cpu) == {"postgres", "relay", "devserver", "redis_server"}

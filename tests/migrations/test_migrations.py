@@ -18,7 +18,7 @@ from relay import migrate
 from relay.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0005"
+HEAD = "0006"
 _names = itertools.count()
 
 
@@ -92,7 +92,7 @@ def test_upgrade_downgrade_to_base_and_upgrade_again(pg_server, empty_db, capsys
     migrate.upgrade(dsn)
     assert version(dsn) == HEAD
     first = schema_dump(pg_server, dsn)
-    assert objects(dsn) == {"schemas": 1, "tables": 7, "routines": 16, "has_version_table": True}
+    assert objects(dsn) == {"schemas": 1, "tables": 8, "routines": 20, "has_version_table": True}
 
     migrate.downgrade(dsn, "base")
     assert version(dsn) is None
@@ -205,13 +205,16 @@ MONITOR_COLUMNS_0001 = ("id, url, method, timeout_ms, expected_status, check_ret
                         "allow_fallback, criticality, next_check_at, last_scheduled_at, "
                         "created_at, check_spec")
 
+TICK_RUN_COLUMNS_0001 = ("id, trigger, started_at, finished_at, budget_ms, lookahead_ms, "
+                         "monitors_claimed, jobs_written, chunks, cut_short, unrouted")
+
 
 def contents(dsn: str, regions_table: str) -> dict[str, list]:
     tables = {"regions": regions_table,
               "monitors": f"(SELECT {MONITOR_COLUMNS_0001} FROM public.monitors)",
               "outbox": "pgpulse.outbox", "dead_letters": "pgpulse.dead_letters",
-              "tick_runs": "pgpulse.tick_runs"}
-    # dead letters as 0001 had them (0005 adds allow_fallback)
+              "tick_runs": f"(SELECT {TICK_RUN_COLUMNS_0001} FROM pgpulse.tick_runs)"}
+    # dead letters as 0001 had them (0006 adds allow_fallback)
     dead_letter = ("(t.job_id, t.monitor_id, t.region, t.criticality, t.scheduled_for, "
                    "t.deliver_at, t.expires_at, t.payload, t.attempts, t.last_error, t.failed_at)")
     with psycopg.connect(dsn) as conn:
@@ -239,7 +242,7 @@ def test_a_populated_0001_install_upgrades_to_head_keeping_every_row(pg_server, 
     assert version(dsn) == HEAD
     assert host_versions(dsn) == [HOST_REVISION]   # the host's history is untouched
     assert contents(dsn, "pgpulse.regions") == before
-    with psycopg.connect(dsn) as conn:  # dead letters from before 0005 may fall back
+    with psycopg.connect(dsn) as conn:  # dead letters from before 0006 may fall back
         assert conn.execute("SELECT bool_and(allow_fallback) FROM pgpulse.dead_letters"
                             ).fetchone()[0] is True
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -40,3 +40,13 @@ def test_relay_settings_reject_out_of_range_and_non_numbers():
         RelaySettings.from_env({"PGPULSE_BATCH_SIZE": "0"})
     with pytest.raises(ConfigError, match="PGPULSE_CONCURRENCY must be a number"):
         RelaySettings.from_env({"PGPULSE_CONCURRENCY": "many"})
+
+
+def test_listen_off_polls_often_and_pool_size_is_a_setting():
+    default = RelaySettings.from_env({})
+    assert (default.listen, default.poll_interval_s, default.pool_size) == (True, 5.0, 36)
+    pooled = RelaySettings.from_env({"PGPULSE_LISTEN": "off", "PGPULSE_POOL_SIZE": "5"})
+    assert (pooled.listen, pooled.poll_interval_s, pooled.pool_size) == (False, 1.0, 5)
+    assert RelaySettings.from_env({"PGPULSE_CONCURRENCY": "1"}).pool_size == 12
+    with pytest.raises(ConfigError, match="PGPULSE_LISTEN must be on or off"):
+        RelaySettings.from_env({"PGPULSE_LISTEN": "maybe"})

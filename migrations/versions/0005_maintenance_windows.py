@@ -1,4 +1,4 @@
-"""Delivery records: dead letters keep allow_fallback, push intents, region observations.
+"""Maintenance windows: once or weekly, in an IANA time zone, for some monitors or all.
 
 Revision ID: 0005
 Revises: 0004
@@ -13,8 +13,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    apply("migrations/sql/0005_delivery_records.sql")
+    apply("migrations/sql/0005_maintenance_windows.sql")
 
 
 def downgrade() -> None:
-    apply("migrations/sql/0005_delivery_records_down.sql")
+    apply("migrations/sql/0005_maintenance_windows_down.sql")
