@@ -34,4 +34,5 @@ GRANT SELECT, UPDATE (next_check_at, last_scheduled_at) ON public.monitors TO pg
 GRANT SELECT ON pgpulse.regions TO pgpulse_ticker;
 GRANT SELECT, INSERT ON pgpulse.outbox TO pgpulse_ticker;
 GRANT SELECT, INSERT, UPDATE ON pgpulse.tick_runs TO pgpulse_ticker;
+GRANT SELECT, UPDATE (skipped_slots) ON pgpulse.maintenance_windows TO pgpulse_ticker;
 GRANT EXECUTE ON PROCEDURE pgpulse.tick(bigint, text, interval, interval, integer) TO pgpulse_ticker;
