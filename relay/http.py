@@ -18,17 +18,14 @@ import resource
 import time
 from typing import Any
 
-import psycopg
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from psycopg.rows import dict_row
 
 from relay import logs, metrics, statuspage
 from relay.alerts import watch_alerts
 from relay.config import OpsSettings, dsn_secrets
 from relay.breaker import State
 from relay.errors import PgPulseError
-from relay.facts import read_facts
 from relay.snapshot import FactsCache, Snapshot
 from relay.tick import run_tick
 
@@ -41,13 +38,6 @@ SECURITY_HEADERS = [
     (b"strict-transport-security", b"max-age=63072000"),
 ]
 ROUTES = {"/": "GET", "/healthz": "GET", "/readyz": "GET", "/metrics": "GET", "/api/cron/scheduler": "POST"}
-
-
-async def gather_facts(dsn: str) -> dict[str, Any]:
-    """The facts read once on a short connection (for callers without a FactsCache)."""
-    async with await psycopg.AsyncConnection.connect(
-            dsn, autocommit=True, row_factory=dict_row, connect_timeout=5) as conn:
-        return await read_facts(conn)
 
 
 def delivering_regions(relay) -> set[str]:

@@ -78,11 +78,15 @@ class FactsCache:
         now = time.time()
         try:
             if self.conn is None or self.conn.closed:
+                # nothing session-level (no startup options, no prepared statements), so
+                # the loop also works through a transaction-mode pooler (PgBouncer)
                 self.conn = await psycopg.AsyncConnection.connect(
                     self.dsn, autocommit=True, row_factory=dict_row, connect_timeout=5,
-                    application_name=f"pgpulse-facts-{os.getpid()}",
-                    options=f"-c statement_timeout={self.statement_timeout_ms}")
-            facts = await read_facts(self.conn)
+                    application_name=f"pgpulse-facts-{os.getpid()}", prepare_threshold=None)
+            async with self.conn.transaction():
+                await self.conn.execute(
+                    f"SET LOCAL statement_timeout = {int(self.statement_timeout_ms)}")
+                facts = await read_facts(self.conn)
         except (psycopg.Error, OSError) as exc:
             if self.snapshot.database_ok or self.snapshot.attempted_at is None:
                 logs.warning("facts_read_failed", error=describe(exc) if isinstance(

@@ -6,16 +6,37 @@
 -- the tick from there with cron.schedule_in_database, or prints the statement to run.
 DO $install$
 DECLARE
-    v_problem text;
-    v_hint    text;
+    v_problem   text;
+    v_hint      text;
+    v_as_ticker boolean;
 BEGIN
     BEGIN
         IF to_regclass('cron.job') IS NULL THEN
             CREATE EXTENSION pg_cron;
         END IF;
-        -- pg_cron fires once a minute; the tick's lookahead gives second-level delivery times
-        PERFORM cron.schedule('pgpulse-tick', '* * * * *',
-                              $$CALL pgpulse.tick(p_trigger => 'pg_cron')$$);
+        -- a job is keyed by its name and user: remove ours before scheduling anew
+        PERFORM cron.unschedule(jobid) FROM cron.job
+         WHERE jobname IN ('pgpulse-tick', 'pgpulse-prune') AND database = current_database();
+        -- pg_cron fires once a minute; the tick's lookahead gives second-level delivery
+        -- times. It runs as pgpulse_ticker, never as the owner: pg_cron 1.4 lets only a
+        -- superuser schedule for another role, and only for one that may log in.
+        v_as_ticker := (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+            AND coalesce((SELECT rolcanlogin FROM pg_roles WHERE rolname = 'pgpulse_ticker'), false);
+        IF v_as_ticker THEN  -- and the role was granted the tick (sql/roles.sql)
+            v_as_ticker := coalesce(has_function_privilege('pgpulse_ticker',
+                to_regprocedure('pgpulse._tick_step(bigint, timestamptz, interval, integer, '
+                                'bigint, text[], interval)'), 'EXECUTE'), false);
+        END IF;
+        IF v_as_ticker THEN
+            PERFORM cron.schedule_in_database('pgpulse-tick', '* * * * *',
+                $$CALL pgpulse.tick(p_trigger => 'pg_cron')$$, current_database(), 'pgpulse_ticker');
+        ELSE
+            PERFORM cron.schedule('pgpulse-tick', '* * * * *',
+                                  $$CALL pgpulse.tick(p_trigger => 'pg_cron')$$);
+            RAISE WARNING 'pgpulse: pg_cron runs the tick as role "%", not as pgpulse_ticker',
+                current_user
+                USING HINT = 'a superuser can run sql/roles.sql and sql/cron.sql';
+        END IF;
         -- pg_cron keeps every run forever unless pruned
         PERFORM cron.schedule('pgpulse-prune', '17 3 * * *',
             $$DELETE FROM cron.job_run_details WHERE end_time < now() - interval '7 days';

@@ -1,6 +1,7 @@
 """pg_cron itself runs the tick: in the cluster's cron database (cron.database_name), the
-migration scheduled `pgpulse-tick` every minute; we wait for its next run (up to the next
-minute boundary) and look at what it did. The only slow test of the suite (<= 75 s)."""
+migration scheduled `pgpulse-tick` every minute, run as pgpulse_ticker; we wait for its
+next run (up to the next minute boundary) and look at what it did, with operators planted
+in public by another role. The only slow test of the suite (<= 75 s)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from tests.scheduling import hijack_calls, plant_hijacks
 from tests.waiting import wait_for
 
 REGION = "cron-test-1"  # this test's own rows in the shared cron database
@@ -25,7 +27,7 @@ def cron_conn(cron_db_url: str) -> Iterator[psycopg.Connection]:
 
 def test_migration_scheduled_the_tick_and_the_prune_jobs(cron_conn):
     jobs = {j["jobname"]: j for j in cron_conn.execute(
-        "SELECT jobname, schedule, command, database, active FROM cron.job "
+        "SELECT jobname, schedule, command, database, username, active FROM cron.job "
         "WHERE jobname LIKE 'pgpulse-%'").fetchall()}
     assert set(jobs) == {"pgpulse-tick", "pgpulse-prune"}
     assert jobs["pgpulse-tick"]["schedule"] == "* * * * *"
@@ -34,9 +36,13 @@ def test_migration_scheduled_the_tick_and_the_prune_jobs(cron_conn):
     assert "pgpulse.tick_runs" in jobs["pgpulse-prune"]["command"]
     database = cron_conn.execute("SELECT current_database() AS d").fetchone()["d"]
     assert all(j["database"] == database and j["active"] for j in jobs.values())
+    # the tick runs as a role without superuser rights, not as the migration's owner
+    assert jobs["pgpulse-tick"]["username"] == "pgpulse_ticker"
 
 
-def test_pg_cron_runs_pgpulse_tick(cron_conn):
+def test_pg_cron_runs_pgpulse_tick(cron_conn, attacker_in_cron_db):
+    with psycopg.connect(attacker_in_cron_db, autocommit=True) as mallory:
+        plant_hijacks(mallory)
     cron_conn.execute("INSERT INTO pgpulse.regions (code) VALUES (%s)", (REGION,))
     [monitor] = cron_conn.execute(
         "INSERT INTO public.monitors (url, check_interval_minutes, preferred_region, next_check_at) "
@@ -64,3 +70,5 @@ def test_pg_cron_runs_pgpulse_tick(cron_conn):
     [job] = cron_conn.execute("SELECT * FROM pgpulse.outbox WHERE monitor_id = %s",
                               (monitor["id"],)).fetchall()
     assert (job["region"], job["scheduled_for"]) == (REGION, monitor["next_check_at"])
+    # the planted operators never ran
+    assert hijack_calls(cron_conn) == []

@@ -168,11 +168,20 @@ def test_a_slot_already_in_the_outbox_is_kept_and_the_rest_of_the_chunk_written(
     assert bumped == 30
 
 
-def test_tick_refuses_bad_arguments(conn):
-    with pytest.raises(psycopg.errors.RaiseException, match="chunk must be >= 1"):
-        tick(conn, chunk=0)
-    with pytest.raises(psycopg.errors.RaiseException, match="budget > 0"):
-        tick(conn, budget_s=0)
+@pytest.mark.parametrize(("args", "message"), [
+    ({"chunk": 0}, "chunk must be 1 to 100000 monitors, not 0"),
+    ({"chunk": 100001}, "chunk must be 1 to 100000 monitors"),
+    ({"budget_s": 0}, "budget must be more than 0 and at most 55 seconds"),
+    ({"budget_s": 56}, "budget must be more than 0 and at most 55 seconds"),
+    # 30 days overflowed the run record's integer budget_ms column
+    ({"budget_s": 30 * 86400}, "budget must be more than 0 and at most 55 seconds"),
+    ({"lookahead_s": -1}, "lookahead must be 0 to 10 minutes"),
+    ({"lookahead_s": 30 * 86400}, "lookahead must be 0 to 10 minutes"),
+])
+def test_tick_refuses_bad_arguments(conn, args, message):
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
+        tick(conn, **args)
+    assert conn.execute("SELECT count(*) AS n FROM pgpulse.tick_runs").fetchone()["n"] == 0
 
 
 # ------------------------------------------------------------------ concurrency
@@ -427,7 +436,7 @@ def test_budget_cuts_a_tick_short_and_the_next_tick_finishes(conn, region):
     assert left == n - short["monitors_claimed"]
 
     rest = tick(conn)
-    assert rest["cut_short"] is False
+    assert rest["cut_short"] is False, rest
     assert rest["monitors_claimed"] == left
     assert conn.execute("SELECT count(DISTINCT monitor_id) AS n FROM pgpulse.outbox").fetchone()["n"] == n
     assert len(outbox(conn)) == n

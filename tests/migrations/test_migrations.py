@@ -18,7 +18,7 @@ from relay import migrate
 from relay.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0006"
+HEAD = "0007"
 _names = itertools.count()
 
 
@@ -81,6 +81,7 @@ def test_migrated_schema_is_the_schema_in_sql(pg_server, empty_db, capsys):
     migrate.upgrade(migrated)
     with psycopg.connect(straight) as conn:
         conn.execute((ROOT / "sql" / "schema.sql").read_text())
+        conn.execute((ROOT / "sql" / "roles.sql").read_text())
         conn.execute((ROOT / "sql" / "cron.sql").read_text())
     a, b = schema_dump(pg_server, migrated), schema_dump(pg_server, straight)
     assert "CREATE PROCEDURE pgpulse.tick" in a and "CREATE TABLE pgpulse.outbox" in a
@@ -92,7 +93,7 @@ def test_upgrade_downgrade_to_base_and_upgrade_again(pg_server, empty_db, capsys
     migrate.upgrade(dsn)
     assert version(dsn) == HEAD
     first = schema_dump(pg_server, dsn)
-    assert objects(dsn) == {"schemas": 1, "tables": 8, "routines": 20, "has_version_table": True}
+    assert objects(dsn) == {"schemas": 1, "tables": 8, "routines": 30, "has_version_table": True}
 
     migrate.downgrade(dsn, "base")
     assert version(dsn) is None
@@ -209,12 +210,17 @@ TICK_RUN_COLUMNS_0001 = ("id, trigger, started_at, finished_at, budget_ms, looka
                          "monitors_claimed, jobs_written, chunks, cut_short, unrouted")
 
 
+# pgpulse.tick_runs as revision 0001 made it; later revisions add columns after these
+TICK_RUN_COLUMNS_0001 = ("id, trigger, started_at, finished_at, budget_ms, lookahead_ms, "
+                         "monitors_claimed, jobs_written, chunks, cut_short, unrouted")
+
+
 def contents(dsn: str, regions_table: str) -> dict[str, list]:
     tables = {"regions": regions_table,
               "monitors": f"(SELECT {MONITOR_COLUMNS_0001} FROM public.monitors)",
               "outbox": "pgpulse.outbox", "dead_letters": "pgpulse.dead_letters",
               "tick_runs": f"(SELECT {TICK_RUN_COLUMNS_0001} FROM pgpulse.tick_runs)"}
-    # dead letters as 0001 had them (0006 adds allow_fallback)
+    # dead letters as 0001 had them (0007 adds allow_fallback)
     dead_letter = ("(t.job_id, t.monitor_id, t.region, t.criticality, t.scheduled_for, "
                    "t.deliver_at, t.expires_at, t.payload, t.attempts, t.last_error, t.failed_at)")
     with psycopg.connect(dsn) as conn:
@@ -242,7 +248,7 @@ def test_a_populated_0001_install_upgrades_to_head_keeping_every_row(pg_server, 
     assert version(dsn) == HEAD
     assert host_versions(dsn) == [HOST_REVISION]   # the host's history is untouched
     assert contents(dsn, "pgpulse.regions") == before
-    with psycopg.connect(dsn) as conn:  # dead letters from before 0006 may fall back
+    with psycopg.connect(dsn) as conn:  # dead letters from before 0007 may fall back
         assert conn.execute("SELECT bool_and(allow_fallback) FROM pgpulse.dead_letters"
                             ).fetchone()[0] is True
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -320,6 +326,43 @@ def product_rows(dsn: str) -> list:
             "SELECT r::text FROM public.regions r ORDER BY id").fetchall() + conn.execute(
             "SELECT id::text, url, check_interval_minutes, is_active, preferred_region,"
             " owner_email FROM public.monitors ORDER BY id").fetchall()
+
+
+def test_a_populated_0005_install_upgrades_to_0006_and_back(pg_server, empty_db, capsys):
+    """0006 refuses non-finite next_check_at: rows holding one are kept, made finite
+    (-infinity "check now" is due now, infinity "never" lies in year 9999); every other
+    value stays. Down again, the schema is 0005's exactly."""
+    dsn, reference = empty_db(), empty_db()
+    migrate.upgrade(reference, "0005")
+    migrate.upgrade(dsn, "0005")
+    populate(dsn + "?options=-csearch_path%3Dpgpulse,public")  # regions is pgpulse's since 0002
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE public.monitors SET next_check_at = '-infinity' WHERE url LIKE '%/1'")
+        conn.execute("UPDATE public.monitors SET next_check_at = 'infinity' WHERE url LIKE '%/2'")
+    before = contents(dsn, "pgpulse.regions")
+
+    migrate.upgrade(dsn)
+
+    assert version(dsn) == HEAD
+    after = contents(dsn, "pgpulse.regions")
+    assert {k: v for k, v in after.items() if k != "monitors"} == \
+        {k: v for k, v in before.items() if k != "monitors"}
+    changed = {row for row in after["monitors"]} - {row for row in before["monitors"]}
+    assert len(changed) == 2 and len(after["monitors"]) == len(before["monitors"]) == 300
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        ends = dict(conn.execute(
+            "SELECT url, next_check_at <= now() FROM public.monitors "
+            "WHERE url LIKE '%/1' OR url LIKE '%/2'").fetchall())
+        assert ends == {"https://example.com/1": True, "https://example.com/2": False}
+        assert conn.execute("SELECT extract(year FROM next_check_at) FROM public.monitors "
+                            "WHERE url LIKE '%/2'").fetchone()[0] == 9999
+        run_id = conn.execute("CALL pgpulse.tick(p_trigger => 'after-0006')").fetchone()[0]
+        assert conn.execute("SELECT stop_reason, skipped FROM pgpulse.tick_runs WHERE id = %s",
+                            (run_id,)).fetchone() == ("drained", 0)
+
+    migrate.downgrade(dsn, "0005")
+    assert version(dsn) == "0005"
+    assert schema_dump(pg_server, dsn) == schema_dump(pg_server, reference)
 
 
 def test_offline_sql_builds_the_same_schema_when_a_dba_runs_it(pg_server, empty_db, tmp_path):

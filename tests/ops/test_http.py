@@ -273,7 +273,8 @@ def test_healthz_answers_under_a_slowloris_flood_with_few_descriptors(conn, regi
              30, "the relay to publish after the flood")
     assert service.stop() == 0
     print(f"slowloris: {flood.opened} opened, {flood.closed_by_server} closed by the server, "
-          f"/healthz {answered} answered, {failed} failed, {open_fds} descriptors open")
+          f"/healthz {answered} answered, {failed} failed, {open_fds} descriptors open, "
+          f"{len(service.output)} bytes of logs")
     assert failed <= 2, f"/healthz: {answered} answered, {failed} failed"
     assert flood.closed_by_server >= 100, "half-sent requests were not timed out or evicted"
     assert open_fds < FD_LIMIT - 16
