@@ -37,9 +37,10 @@ BEGIN
                 current_user
                 USING HINT = 'a superuser can run sql/roles.sql and sql/cron.sql';
         END IF;
-        -- pg_cron keeps every run forever unless pruned
+        -- pg_cron keeps every run forever unless pruned (runs that never ended too)
         PERFORM cron.schedule('pgpulse-prune', '17 3 * * *',
-            $$DELETE FROM cron.job_run_details WHERE end_time < now() - interval '7 days';
+            $$DELETE FROM cron.job_run_details
+               WHERE coalesce(end_time, start_time) < now() - interval '7 days';
               DELETE FROM pgpulse.tick_runs WHERE started_at < now() - interval '30 days'$$);
         RETURN;
     EXCEPTION

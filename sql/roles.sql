@@ -55,7 +55,9 @@ BEGIN
     GRANT SELECT ON pgpulse.regions TO pgpulse_ticker;
     REVOKE ALL ON pgpulse.outbox FROM pgpulse_ticker;
     GRANT INSERT ON pgpulse.outbox TO pgpulse_ticker;
-    GRANT SELECT, INSERT, UPDATE ON pgpulse.tick_runs TO pgpulse_ticker;
+    -- and prunes old run records and dead letters (retention)
+    GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.tick_runs TO pgpulse_ticker;
+    GRANT SELECT (job_id, failed_at), DELETE ON pgpulse.dead_letters TO pgpulse_ticker;
     GRANT SELECT, UPDATE (skipped_slots) ON pgpulse.maintenance_windows TO pgpulse_ticker;
     GRANT EXECUTE ON PROCEDURE pgpulse.tick(bigint, text, interval, interval, integer) TO pgpulse_ticker;
     GRANT EXECUTE ON FUNCTION

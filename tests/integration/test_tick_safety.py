@@ -294,3 +294,27 @@ def test_a_job_put_back_after_a_failure_follows_its_monitor(conn, region):
     assert retried == 1
     [job] = conn.execute("SELECT * FROM pgpulse.outbox").fetchall()
     assert (job["monitor_id"], job["payload"]["url"]) == (changed, "https://moved.example/")
+
+
+# ------------------------------------------------------------------ 11. bounded growth
+
+def test_a_tick_prunes_old_run_records_and_dead_letters_without_pg_cron(conn, db_url, region):
+    [m] = add_due(conn, 1)
+    conn.execute("INSERT INTO pgpulse.tick_runs (trigger, started_at, budget_ms, lookahead_ms) "
+                 "SELECT 'old', now() - make_interval(days => d), 1, 1 FROM unnest('{28,29,31,32}'::int[]) d")
+    conn.execute("INSERT INTO pgpulse.dead_letters (job_id, monitor_id, region, criticality, "
+                 "scheduled_for, deliver_at, expires_at, payload, attempts, last_error, failed_at) "
+                 "SELECT gen_random_uuid(), %s, 'us-east-1', 'normal', now(), now(), now(), '{}', 5, "
+                 "'gave up', now() - make_interval(days => d) FROM unnest('{12,13,15,16}'::int[]) d",
+                 (m["id"],))
+
+    tick(conn)
+
+    assert conn.execute("SELECT count(*) AS n FROM pgpulse.tick_runs "
+                        "WHERE trigger = 'old'").fetchone()["n"] == 2   # 28 and 29 days kept
+    assert conn.execute("SELECT count(*) AS n FROM pgpulse.dead_letters").fetchone()["n"] == 2
+    # the retention is a database setting
+    conn.execute(f"ALTER DATABASE {db_url.rsplit('/', 1)[1]} SET pgpulse.dead_letter_retention = '1 day'")
+    with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as fresh:
+        tick(fresh)
+        assert fresh.execute("SELECT count(*) AS n FROM pgpulse.dead_letters").fetchone()["n"] == 0

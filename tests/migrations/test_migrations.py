@@ -18,7 +18,7 @@ from relay import migrate
 from relay.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0007"
+HEAD = "0008"
 _names = itertools.count()
 
 
@@ -220,7 +220,7 @@ def contents(dsn: str, regions_table: str) -> dict[str, list]:
               "monitors": f"(SELECT {MONITOR_COLUMNS_0001} FROM public.monitors)",
               "outbox": "pgpulse.outbox", "dead_letters": "pgpulse.dead_letters",
               "tick_runs": f"(SELECT {TICK_RUN_COLUMNS_0001} FROM pgpulse.tick_runs)"}
-    # dead letters as 0001 had them (0007 adds allow_fallback)
+    # dead letters as 0001 had them (0008 adds allow_fallback)
     dead_letter = ("(t.job_id, t.monitor_id, t.region, t.criticality, t.scheduled_for, "
                    "t.deliver_at, t.expires_at, t.payload, t.attempts, t.last_error, t.failed_at)")
     with psycopg.connect(dsn) as conn:
@@ -248,7 +248,7 @@ def test_a_populated_0001_install_upgrades_to_head_keeping_every_row(pg_server, 
     assert version(dsn) == HEAD
     assert host_versions(dsn) == [HOST_REVISION]   # the host's history is untouched
     assert contents(dsn, "pgpulse.regions") == before
-    with psycopg.connect(dsn) as conn:  # dead letters from before 0007 may fall back
+    with psycopg.connect(dsn) as conn:  # dead letters from before 0008 may fall back
         assert conn.execute("SELECT bool_and(allow_fallback) FROM pgpulse.dead_letters"
                             ).fetchone()[0] is True
     with psycopg.connect(dsn, autocommit=True) as conn:

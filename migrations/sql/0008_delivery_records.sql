@@ -1,4 +1,4 @@
--- Revision 0007: what the relay needs to lose nothing on the way to the queues (issue 9):
+-- Revision 0008: what the relay needs to lose nothing on the way to the queues (issue 9):
 -- dead letters keep allow_fallback, pushes under way are recorded before they happen, and
 -- region health is agreed from every live relay's observations.
 
