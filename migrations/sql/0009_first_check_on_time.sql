@@ -1,22 +1,12 @@
--- Down from revision 0008 to 0007: new monitors wait for the next tick.
-DROP TRIGGER monitors_inserted_schedule_now ON public.monitors;
-DROP TRIGGER monitors_rephased_schedule_now ON public.monitors;
-DROP FUNCTION pgpulse._monitors_inserted();
-DROP FUNCTION pgpulse._monitor_rephased();
-DROP FUNCTION pgpulse._schedule_now(text[]);
-DROP FUNCTION pgpulse._written_ahead_to();
-DROP TRIGGER monitors_rephase ON public.monitors;
+-- Revision 0009: a new, re-activated or re-phased monitor gets its first slots written at
+-- once when they fall within the horizon the ticks have written to (not a minute late).
 
-CREATE TRIGGER monitors_rephase
-    BEFORE UPDATE OF check_interval_minutes, check_interval_seconds ON public.monitors
-    FOR EACH ROW WHEN (NEW.check_interval_seconds IS DISTINCT FROM OLD.check_interval_seconds)
-    EXECUTE FUNCTION pgpulse._monitor_rephase();
-
-DROP FUNCTION pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[], text[]);
+DROP FUNCTION pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[]);
 
 CREATE FUNCTION pgpulse._tick_chunk(
     p_horizon timestamptz, p_chunk integer, p_rr bigint, p_route jsonb, p_wheel text[],
     p_keep_existing boolean, p_now timestamptz DEFAULT NULL, p_skip text[] DEFAULT '{}',
+    p_only text[] DEFAULT NULL,
     OUT claimed integer, OUT written integer, OUT wheeled integer, OUT skipped integer)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -52,6 +42,7 @@ BEGIN
                END AS routed
           FROM public.monitors m
          WHERE m.is_active AND m.next_check_at <= p_horizon
+           AND (p_only IS NULL OR m.id::text = ANY (p_only))
            AND CASE WHEN m.check_regions IS NULL
                     THEN p_wheel IS NOT NULL
                          OR CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
@@ -138,4 +129,80 @@ BEGIN
 END
 $$;
 
-REVOKE EXECUTE ON FUNCTION pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[]) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[], text[]) FROM PUBLIC;
+
+CREATE FUNCTION pgpulse._written_ahead_to()
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT max(coalesce(finished_at, clock_timestamp())
+               + make_interval(secs => lookahead_ms / 1000.0))
+      FROM pgpulse.tick_runs
+     WHERE started_at > now() - interval '5 minutes'
+$$;
+
+CREATE FUNCTION pgpulse._schedule_now(p_ids text[])
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_horizon timestamptz := pgpulse._written_ahead_to();
+    v_route   jsonb;
+    v_wheel   text[];
+    v_written integer;
+BEGIN
+    IF v_horizon IS NULL OR v_horizon < clock_timestamp() OR cardinality(p_ids) IS NULL THEN
+        RETURN 0;
+    END IF;
+    SELECT r.route, r.wheel INTO v_route, v_wheel FROM pgpulse._routing() r;
+    SELECT c.written INTO v_written
+      FROM pgpulse._tick_chunk(v_horizon, cardinality(p_ids), floor(random() * 1000000)::bigint,
+                               v_route, v_wheel, true, p_only => p_ids) c;
+    IF v_written > 0 THEN
+        PERFORM pg_notify('pgpulse_outbox', v_written::text);
+    END IF;
+    RETURN v_written;
+END
+$$;
+
+CREATE FUNCTION pgpulse._monitors_inserted() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pgpulse._schedule_now(
+        (SELECT array_agg(n.id::text) FROM new_monitors n WHERE n.is_active));
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION pgpulse._monitor_rephased() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pgpulse._schedule_now(ARRAY[NEW.id::text]);
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER monitors_rephase ON public.monitors;
+
+CREATE TRIGGER monitors_rephase
+    BEFORE UPDATE OF is_active, check_interval_minutes, check_interval_seconds ON public.monitors
+    FOR EACH ROW WHEN (NEW.check_interval_seconds IS DISTINCT FROM OLD.check_interval_seconds
+                       OR (NEW.is_active AND NOT OLD.is_active))
+    EXECUTE FUNCTION pgpulse._monitor_rephase();
+
+CREATE TRIGGER monitors_inserted_schedule_now
+    AFTER INSERT ON public.monitors
+    REFERENCING NEW TABLE AS new_monitors
+    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._monitors_inserted();
+
+CREATE TRIGGER monitors_rephased_schedule_now
+    AFTER UPDATE OF is_active, check_interval_minutes, check_interval_seconds ON public.monitors
+    FOR EACH ROW WHEN (NEW.is_active AND (NOT OLD.is_active
+                       OR NEW.check_interval_seconds IS DISTINCT FROM OLD.check_interval_seconds))
+    EXECUTE FUNCTION pgpulse._monitor_rephased();
