@@ -66,8 +66,11 @@ def dlq_list(conn, limit: int = 50) -> list[dict[str, Any]]:
     return fetch_rows(conn, "dlq_list", {"limit": limit})
 
 
-def dlq_retry(conn, job_id: str | None = None) -> int:
-    return conn.execute(queries()["dlq_retry"], {"job_id": _job_id(job_id)}).fetchone()["retried"]
+def dlq_retry(conn, job_id: str | None = None) -> dict[str, int]:
+    """Dead letters back to the outbox: {"retried": moved, "kept": left in place because
+    their slot is in the outbox already}."""
+    row = conn.execute(queries()["dlq_retry"], {"job_id": _job_id(job_id)}).fetchone()
+    return {"retried": row["retried"], "kept": row["kept"]}
 
 
 def dlq_purge(conn, job_id: str | None = None) -> int:

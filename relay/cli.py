@@ -88,6 +88,9 @@ def _relay(args):
         emit(args, counts.__dict__ | {"lags": None}, lambda c: (
             f"published {c['published']}, expired {c['expired']}, failed {c['failed']}, "
             f"rerouted {c['rerouted']}, dead-lettered {c['dead_lettered']}"))
+        if relay.undelivered:  # cron wrappers rely on the exit code
+            from relay.worker import Undeliverable
+            raise Undeliverable(relay.undelivered)
 
 
 @command("status")
@@ -108,8 +111,10 @@ def _dlq(args):
                 f"{r['job_id']} {r['region']:<12} attempts {r['attempts']} {r['failed_at']} "
                 f"{r['last_error']}" for r in rows) or "no dead letters")
         elif args.action == "retry":
-            n = admin.dlq_retry(conn, args.job_id)
-            emit(args, {"retried": n}, lambda r: f"moved {r['retried']} job(s) back to the outbox")
+            emit(args, admin.dlq_retry(conn, args.job_id), lambda r: (
+                f"moved {r['retried']} job(s) back to the outbox"
+                + (f"; kept {r['kept']} dead letter(s) whose slot is in the outbox already"
+                   if r["kept"] else "")))
         else:
             n = admin.dlq_purge(conn, args.job_id)
             emit(args, {"purged": n}, lambda r: f"deleted {r['purged']} dead letter(s)")

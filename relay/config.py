@@ -106,6 +106,13 @@ def _number(env: dict[str, str], name: str, default: float, lo: float, hi: float
     return value
 
 
+def _choice(env: dict[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = (env.get(name) or default).strip().lower()
+    if raw not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {env.get(name)!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class RelaySettings:
     """How the relay claims, publishes, retries and breaks circuits."""
@@ -113,7 +120,11 @@ class RelaySettings:
     batch_size: int = 1000            # jobs per claim and per /pipeline request
     concurrency: int = 4              # batches in flight per region
     max_attempts: int = 5             # publish attempts per job before the dead-letter table
-    dedup_ttl_s: int = 2 * 86400      # longer than the longest interval (1 day)
+    dedup_margin_s: int = 60          # a dedup key outlives its job's expires_at by this
+    max_request_bytes: int = 1 << 20  # one /pipeline request's body at most (Upstash: 10 MB)
+    claim_lease_s: float = 30.0       # a claim's transaction may publish this long at most
+    unclear_push: str = "wait"        # a job maybe pushed to a region now down: wait|reroute
+    health_ttl_s: float = 30.0        # a relay's view of a region counts this long
     publish_timeout_s: float = 5.0    # one HTTP request
     retry_window_s: float = 15.0      # retries of one batch stop after this
     breaker_failures: int = 5         # consecutive failed batches that open the breaker
@@ -140,7 +151,12 @@ class RelaySettings:
             batch_size=_number(env, "PGPULSE_BATCH_SIZE", 1000, 1, 10_000, int),
             concurrency=concurrency,
             max_attempts=_number(env, "PGPULSE_MAX_ATTEMPTS", 5, 1, 100, int),
-            dedup_ttl_s=_number(env, "PGPULSE_DEDUP_TTL_S", 2 * 86400, 60, 30 * 86400, int),
+            dedup_margin_s=_number(env, "PGPULSE_DEDUP_MARGIN_S", 60, 0, 3600, int),
+            max_request_bytes=_number(env, "PGPULSE_MAX_REQUEST_BYTES", 1 << 20, 4096,
+                                      10_000_000, int),
+            claim_lease_s=_number(env, "PGPULSE_CLAIM_LEASE_S", 30.0, 1.0, 3600),
+            unclear_push=_choice(env, "PGPULSE_UNCLEAR_PUSH", "wait", ("wait", "reroute")),
+            health_ttl_s=_number(env, "PGPULSE_HEALTH_TTL_S", 30.0, 1.0, 3600),
             publish_timeout_s=_number(env, "PGPULSE_PUBLISH_TIMEOUT_S", 5.0, 0.1, 120),
             retry_window_s=_number(env, "PGPULSE_RETRY_WINDOW_S", 15.0, 0, 600),
             breaker_failures=_number(env, "PGPULSE_BREAKER_FAILURES", 5, 1, 1000, int),

@@ -21,6 +21,62 @@ from relay.errors import PublishError
 class TransientError(PublishError):
     """A transport error, timeout or 5xx: worth retrying."""
 
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent  # False: the request surely never reached the region
+
+
+class RequestRejected(PublishError):
+    """A whole request refused with a 4xx (too large, a proxy's 400): retrying it as it is
+    will not help."""
+
+    def __init__(self, region: str, status: int, message: str) -> None:
+        super().__init__(f"region {region}: HTTP {status}: {message}")
+        self.too_large = "max request size" in message.lower() or status == 413
+
+
+class MalformedReply(PublishError):
+    """A 200 whose body is not the replies we asked for: which commands ran is unknown."""
+
+
+class RegionRefused(PublishError):
+    """Inline errors that concern the whole region (quota, OOM, read-only...): its writes
+    fail, whatever the job."""
+
+
+# Inline errors that concern the database or the request, never one job: Upstash's quotas
+# and size limits (phrases), and Redis's "cannot write now" states (error codes).
+REGION_ERROR_PHRASES = (
+    "db capacity quota exceeded", "max requests limit exceeded",
+    "max concurrent connections exceeded", "max request size exceeded",
+    "max single record size exceeded",
+)
+REGION_ERROR_CODES = ("OOM", "READONLY", "MISCONF", "LOADING", "MASTERDOWN", "NOREPLICAS",
+                      "BUSY", "CLUSTERDOWN", "TRYAGAIN")
+
+
+def is_region_error(message: str) -> bool:
+    code = message.split(" ", 1)[0]
+    text = message.lower()
+    return code in REGION_ERROR_CODES or any(p in text for p in REGION_ERROR_PHRASES)
+
+
+# A pipeline of at least this many commands, most of which failed, failed as a region.
+MOST_FAILED_MIN = 3
+
+
+def region_failure(replies: list[dict[str, Any]]) -> str | None:
+    """The error that makes this whole pipeline a region failure, if any: a region-level
+    error text, or most commands of the pipeline failing."""
+    errors = [str(r["error"]) for r in replies if "error" in r]
+    for error in errors:
+        if is_region_error(error):
+            return error
+    if len(replies) >= MOST_FAILED_MIN and len(errors) * 2 > len(replies) and not all(
+            "NOSCRIPT" in e for e in errors):
+        return f"{len(errors)} of {len(replies)} commands failed: {errors[0]}"
+    return None
+
 
 class TokenRefused(PublishError):
     """The region's endpoint refused our token (HTTP 401/403): retrying will not help."""
@@ -44,6 +100,7 @@ class UpstashClient:
         self.on_retry = on_retry            # called with (error, attempt, wait_s) before a retry
         self.sleep = sleep
         self.sync_token: str | None = None  # Upstash read-your-writes
+        self.last_error: str | None = None  # why the latest attempt failed
         self._http = httpx.AsyncClient(
             base_url=endpoint.url, timeout=timeout,
             headers={"Authorization": f"Bearer {endpoint.token}",
@@ -60,17 +117,14 @@ class UpstashClient:
             raise PublishError(f"region {self.region}: {reply['error']}")
         return reply["result"]
 
-    async def pipeline(self, commands: list[list[Any]]) -> list[dict[str, Any]]:
-        """Many commands in one request; each reply is {"result": x} or {"error": "..."}."""
-        replies = await self._send("/pipeline", json.dumps(commands))
-        if not isinstance(replies, list) or len(replies) != len(commands):
-            # never guess which command a reply belongs to: the caller rolls the batch back
-            raise PublishError(f"region {self.region}: /pipeline answered "
-                               f"{len(replies) if isinstance(replies, list) else 'no list'} "
-                               f"replies to {len(commands)} commands")
-        return replies
+    async def pipeline(self, commands: list[list[Any]], body: str | None = None,
+                       ) -> list[dict[str, Any]]:
+        """Many commands in one request; each reply is {"result": x} or {"error": "..."}.
+        Raises MalformedReply when the answer is not one such reply per command, and
+        counts a region-level failure (see region_failure) as a failed attempt."""
+        return await self._send("/pipeline", body or json.dumps(commands), len(commands))
 
-    async def _send(self, path: str, body: str) -> Any:
+    async def _send(self, path: str, body: str, commands: int | None = None) -> Any:
         def retry_allowed(state: RetryCallState) -> bool:
             return retry_if_exception_type(TransientError)(state) and self.may_retry()
 
@@ -85,36 +139,66 @@ class UpstashClient:
             stop=stop_after_delay(self.retry_window), retry=retry_allowed,
             wait=wait_exponential_jitter(initial=0.05, max=2.0, jitter=0.1),
             sleep=self.sleep, before_sleep=count_retry, reraise=True)
-        return await retrying(self._post_once, path, body)
+        return await retrying(self._post_once, path, body, commands)
 
-    async def _post_once(self, path: str, body: str) -> Any:
+    async def _post_once(self, path: str, body: str, commands: int | None) -> Any:
         headers = {"Upstash-Sync-Token": self.sync_token} if self.sync_token else None
         started = time.perf_counter()
         try:
             response = await self._http.post(path, content=body, headers=headers)
         except httpx.TransportError as exc:  # connect/read errors, timeouts, dropped sockets
-            self._attempted(False)
-            raise TransientError(f"region {self.region}: {type(exc).__name__}") from exc
+            # a refused or timed-out connect never carried the request
+            sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+            error = TransientError(f"region {self.region}: {type(exc).__name__}", sent=sent)
+            self._attempted(False, str(error))
+            raise error from exc
         metrics.publish_latency.labels(self.region).observe(time.perf_counter() - started)
         if response.status_code >= 500 or response.status_code == 429:
-            self._attempted(False)
-            raise TransientError(f"region {self.region}: HTTP {response.status_code}")
+            error = TransientError(f"region {self.region}: HTTP {response.status_code}")
+            self._attempted(False, str(error))
+            raise error
         if response.status_code in (401, 403):
-            self._attempted(False)
-            raise TokenRefused(self.region, response.status_code)
+            error = TokenRefused(self.region, response.status_code)
+            self._attempted(False, str(error))
+            raise error
         try:
             reply = response.json()
         except ValueError:
-            self._attempted(False)
-            raise TransientError(f"region {self.region}: reply is not JSON") from None
+            reply = None
+            if response.status_code == 200:
+                error = MalformedReply(f"region {self.region}: reply is not JSON")
+                self._attempted(False, str(error))
+                raise error from None
         if response.status_code != 200:
-            self._attempted(False)
             message = reply.get("error") if isinstance(reply, dict) else None
-            raise PublishError(f"region {self.region}: HTTP {response.status_code}: {message}")
+            error = RequestRejected(self.region, response.status_code,
+                                    str(message or "no error text")[:300])
+            self._attempted(False, str(error))
+            raise error
+        if commands is not None:
+            if not isinstance(reply, list) or len(reply) != commands or not all(
+                    isinstance(r, dict) and ("result" in r or "error" in r) for r in reply):
+                # never guess which command a reply belongs to
+                error = MalformedReply(
+                    f"region {self.region}: /pipeline answered "
+                    f"{len(reply) if isinstance(reply, list) else 'no list'} replies "
+                    f"to {commands} commands" + ("" if not isinstance(reply, list)
+                                                 or len(reply) != commands
+                                                 else " (malformed items)"))
+                self._attempted(False, str(error))
+                raise error
+            refused = region_failure(reply)
+            self._attempted(refused is None, f"region {self.region}: {refused}")
+        elif not isinstance(reply, dict) or not ("result" in reply or "error" in reply):
+            error = MalformedReply(f"region {self.region}: malformed reply")
+            self._attempted(False, str(error))
+            raise error
+        else:
+            self._attempted(True)
         self.sync_token = response.headers.get("upstash-sync-token", self.sync_token)
-        self._attempted(True)
         return reply
 
-    def _attempted(self, ok: bool) -> None:
+    def _attempted(self, ok: bool, error: str | None = None) -> None:
+        self.last_error = None if ok else error
         if self.on_attempt:
             self.on_attempt(ok)

@@ -9,6 +9,10 @@ WITH sel AS MATERIALIZED (
       FROM pgpulse.outbox
      WHERE region = %(region)s AND deliver_at <= now()
        AND (%(fallback_only)s IS FALSE OR allow_fallback)
+       -- rerouting (held_by set): not the jobs whose push to the region may have happened
+       AND (%(held_by)s::text IS NULL OR NOT EXISTS (
+               SELECT 1 FROM pgpulse.push_intents i
+                WHERE i.job_id = outbox.job_id AND i.region = %(held_by)s::text))
      ORDER BY deliver_at
      LIMIT %(limit)s
        FOR UPDATE SKIP LOCKED
@@ -18,6 +22,8 @@ DELETE FROM pgpulse.outbox o
 RETURNING o.job_id::text, o.monitor_id, o.region, o.criticality, o.scheduled_for,
           o.deliver_at, o.expires_at, o.attempts, o.payload::text, o.allow_fallback,
           o.expires_at <= now() AS expired,
+          -- a push of this job may have happened there: it goes there or waits
+          (SELECT i.region FROM pgpulse.push_intents i WHERE i.job_id = o.job_id) AS pinned_to,
           (o.payload || jsonb_build_object(
               'v', 1,
               'job_id', o.job_id,
@@ -27,6 +33,66 @@ RETURNING o.job_id::text, o.monitor_id, o.region, o.criticality, o.scheduled_for
               'scheduled_for', to_char(o.scheduled_for AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
               'expires_at', to_char(o.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
               'attempt', o.attempts + 1))::text AS job_json
+
+-- record_intent --
+-- Before a push: these jobs may be in this region's queue from now on.
+INSERT INTO pgpulse.push_intents (job_id, region, expires_at)
+SELECT unnest(%(job_ids)s::uuid[]), %(region)s, unnest(%(expires_at)s::timestamptz[])
+    ON CONFLICT (job_id) DO UPDATE SET region = EXCLUDED.region, created_at = now()
+
+-- forget_intent --
+-- The pushes' outcome is known (pushed and committed, or surely not pushed).
+DELETE FROM pgpulse.push_intents WHERE job_id = ANY (%(job_ids)s::uuid[])
+
+-- sweep_records --
+-- Push intents of expired jobs, and observations of relays long gone.
+WITH intents AS (
+    DELETE FROM pgpulse.push_intents WHERE expires_at < now() RETURNING 1
+), observations AS (
+    DELETE FROM pgpulse.region_observations WHERE observed_at < now() - interval '1 hour'
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM intents) AS intents, (SELECT count(*) FROM observations) AS observations
+
+-- observe_region --
+-- One relay's view of a region's health; the region is healthy unless most of the relays
+-- that observed it within %(ttl_s)s seconds see it down (a tie counts as healthy).
+-- Returns the region's health when this changed it.
+WITH seen AS (
+    INSERT INTO pgpulse.region_observations (region, relay, healthy, observed_at)
+    VALUES (%(region)s, %(relay)s, %(healthy)s, now())
+    ON CONFLICT ON CONSTRAINT region_observations_one_per_relay
+    DO UPDATE SET healthy = EXCLUDED.healthy, observed_at = EXCLUDED.observed_at
+    RETURNING region
+), verdict AS (
+    -- the other relays' recent views, and this one's
+    SELECT (count(*) FILTER (WHERE NOT o.healthy) + (NOT %(healthy)s)::int) * 2
+               <= count(*) + 1 AS healthy
+      FROM pgpulse.region_observations o
+     WHERE o.region = %(region)s AND o.relay <> %(relay)s
+       AND o.observed_at > now() - make_interval(secs => %(ttl_s)s)
+)
+UPDATE pgpulse.regions r
+   SET healthy = v.healthy, healthy_changed_at = now()
+  FROM verdict v, seen
+ WHERE r.code = seen.region AND r.healthy IS DISTINCT FROM v.healthy
+RETURNING r.healthy
+
+-- claim_lease --
+-- How long the claim's transaction may sit idle (publishing) before PostgreSQL ends it and
+-- the rows go back: a frozen relay must not strand its claim. Local to the transaction.
+SELECT set_config('idle_in_transaction_session_timeout', %(ms)s, true)
+
+-- undelivered --
+-- `relay --once`'s verdict: per region, live jobs that were due when it started, and jobs
+-- it put back for a later attempt, still in the outbox.
+SELECT region,
+       count(*) AS due,
+       count(*) FILTER (WHERE job_id = ANY (%(requeued)s::uuid[])) AS requeued
+  FROM pgpulse.outbox
+ WHERE expires_at > now()
+   AND (deliver_at <= %(due_before)s OR job_id = ANY (%(requeued)s::uuid[]))
+ GROUP BY region ORDER BY region
 
 -- requeue --
 -- Puts a job whose publish failed back with one more attempt, due again after a backoff.
@@ -41,11 +107,13 @@ VALUES (%(job_id)s, %(monitor_id)s, %(region)s, %(criticality)s, %(scheduled_for
 -- A job that failed its last allowed attempt, kept with its last error.
 INSERT INTO pgpulse.dead_letters
        (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
-        payload, attempts, last_error)
+        payload, attempts, last_error, allow_fallback)
 VALUES (%(job_id)s, %(monitor_id)s, %(region)s, %(criticality)s, %(scheduled_for)s,
-        %(deliver_at)s, %(expires_at)s, %(payload)s::jsonb, %(attempts)s, %(error)s)
+        %(deliver_at)s, %(expires_at)s, %(payload)s::jsonb, %(attempts)s, %(error)s,
+        %(allow_fallback)s)
 ON CONFLICT (job_id) DO UPDATE
-   SET attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, failed_at = now()
+   SET attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, failed_at = now(),
+       allow_fallback = EXCLUDED.allow_fallback
 
 -- next_due --
 -- Seconds until the earliest job of a region falls due (NULL: none waiting); with
@@ -60,10 +128,12 @@ SELECT code, enabled, is_default, fallback_region, healthy, degraded, weight
   FROM pgpulse.regions ORDER BY code
 
 -- set_region_health --
--- The relay's breaker state, read by the tick's routing. Only writes on a change.
+-- The relay's breaker state, read by the tick's routing. Only writes on a change (and
+-- then returns the code).
 UPDATE pgpulse.regions
    SET healthy = %(healthy)s, healthy_changed_at = now()
  WHERE code = %(region)s AND healthy IS DISTINCT FROM %(healthy)s
+RETURNING code
 
 -- set_region_degraded --
 -- Queue backlog over the threshold: round-robin prefers other regions.
@@ -90,15 +160,109 @@ SELECT id, trigger, started_at, finished_at, monitors_claimed, jobs_written, chu
   FROM pgpulse.tick_runs ORDER BY id DESC LIMIT %(limit)s
 
 -- backlog --
--- Jobs waiting per region: all, due now, and the age of the oldest due job.
-SELECT r.code AS region,
+-- Jobs waiting per region: all, due now, expired, and the age of the oldest live due job.
+-- Regions the outbox still names but the regions table no longer has (deleted, renamed)
+-- are listed too: nothing waits unseen.
+WITH codes AS (
+    SELECT code FROM pgpulse.regions
+     UNION
+    SELECT DISTINCT region FROM pgpulse.outbox
+)
+SELECT c.code AS region,
        count(o.job_id) AS waiting,
-       count(o.job_id) FILTER (WHERE o.deliver_at <= now()) AS due,
-       coalesce(extract(epoch FROM now() - min(o.deliver_at) FILTER (WHERE o.deliver_at <= now())), 0)
+       count(o.job_id) FILTER (WHERE o.deliver_at <= now() AND o.expires_at > now()) AS due,
+       count(o.job_id) FILTER (WHERE o.expires_at <= now()) AS expired,
+       coalesce(extract(epoch FROM now() - min(o.deliver_at)
+                        FILTER (WHERE o.deliver_at <= now() AND o.expires_at > now())), 0)
            AS oldest_due_age_s
-  FROM pgpulse.regions r
-  LEFT JOIN pgpulse.outbox o ON o.region = r.code
- GROUP BY r.code ORDER BY r.code
+  FROM codes c
+  LEFT JOIN pgpulse.outbox o ON o.region = c.code
+ GROUP BY c.code ORDER BY c.code
+
+-- sweep_expired --
+-- Deletes expired jobs (every region, also ones no relay drains), a bounded chunk at a
+-- time; returns how many per region, for the expired counters.
+WITH sel AS MATERIALIZED (
+    SELECT ctid AS row_ref
+      FROM pgpulse.outbox
+     WHERE expires_at <= now()
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM pgpulse.outbox o
+     WHERE o.ctid = ANY (ARRAY(SELECT row_ref FROM sel))
+    RETURNING o.region
+)
+SELECT region, count(*) AS expired FROM gone GROUP BY region ORDER BY region
+
+-- reroute_orphans --
+-- Jobs of a region that is no longer an enabled region (deleted, renamed, disabled) move
+-- to where their monitor's jobs go now (its preferred region's route, else the round-robin
+-- wheel), under the job id of that region. Jobs with nowhere to go stay until they expire.
+WITH routing AS (
+    SELECT route, wheel FROM pgpulse._routing()
+), sel AS MATERIALIZED (
+    SELECT o.ctid AS row_ref,
+           coalesce(pgpulse._route(m.preferred_region, m.allow_fallback, routing.route),
+                    routing.wheel[1 + abs(hashtext(o.monitor_id::text)::bigint)
+                                      %% cardinality(routing.wheel)]) AS target
+      FROM pgpulse.outbox o
+      JOIN public.monitors m ON m.id = o.monitor_id
+     CROSS JOIN routing
+     WHERE NOT EXISTS (SELECT 1 FROM pgpulse.regions r WHERE r.code = o.region AND r.enabled)
+       AND o.expires_at > now()
+       AND m.check_regions IS NULL  -- a job per listed region: those stay, and expire
+       AND NOT EXISTS (SELECT 1 FROM pgpulse.push_intents i WHERE i.job_id = o.job_id)
+     LIMIT %(limit)s
+       FOR UPDATE OF o SKIP LOCKED
+), moved AS (
+    DELETE FROM pgpulse.outbox o
+     USING sel
+     WHERE o.ctid = sel.row_ref AND sel.target IS NOT NULL AND sel.target <> o.region
+    RETURNING o.*, sel.target
+), inserted AS (
+    INSERT INTO pgpulse.outbox
+           (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
+            allow_fallback, payload, attempts, last_error)
+    SELECT md5(monitor_id::text || '/' || target || '/' || extract(epoch FROM scheduled_for)::text)::uuid,
+           monitor_id, target, criticality, scheduled_for, deliver_at, expires_at,
+           allow_fallback, payload, attempts, last_error
+      FROM moved
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM inserted) AS inserted
+
+-- reroute_home --
+-- A region is back (enabled and healthy): its monitors' jobs that an earlier tick routed
+-- elsewhere, not yet tried anywhere, come home under that region's job id.
+WITH sel AS MATERIALIZED (
+    SELECT o.ctid AS row_ref
+      FROM public.monitors m
+      JOIN pgpulse.outbox o ON o.monitor_id = m.id
+      JOIN pgpulse.regions r ON r.code = m.preferred_region
+     WHERE m.preferred_region = %(region)s AND r.enabled AND r.healthy
+       AND m.check_regions IS NULL  -- one job per slot: the one routed away is the one
+       AND o.region <> m.preferred_region AND o.attempts = 0 AND o.last_error IS NULL
+       AND o.expires_at > now()
+       AND NOT EXISTS (SELECT 1 FROM pgpulse.push_intents i WHERE i.job_id = o.job_id)
+       FOR UPDATE OF o SKIP LOCKED
+), moved AS (
+    DELETE FROM pgpulse.outbox o
+     WHERE o.ctid = ANY (ARRAY(SELECT row_ref FROM sel))
+    RETURNING o.*
+), inserted AS (
+    INSERT INTO pgpulse.outbox
+           (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
+            allow_fallback, payload, attempts, last_error)
+    SELECT md5(monitor_id::text || '/' || %(region)s || '/' || extract(epoch FROM scheduled_for)::text)::uuid,
+           monitor_id, %(region)s, criticality, scheduled_for, deliver_at, expires_at,
+           allow_fallback, payload, attempts, last_error
+      FROM moved
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM inserted) AS inserted
 
 -- region_list --
 -- Regions with their routing state and waiting jobs.
@@ -130,22 +294,28 @@ SELECT job_id, monitor_id, region, criticality, scheduled_for, attempts, last_er
   FROM pgpulse.dead_letters ORDER BY failed_at DESC LIMIT %(limit)s
 
 -- dlq_retry --
--- Moves dead letters (all, or one job) back to the outbox, due now, expiring one
--- interval from now; returns how many moved.
-WITH moved AS (
-    DELETE FROM pgpulse.dead_letters
+-- Moves dead letters (all, or one job) back to the outbox as they left (allow_fallback
+-- too), due now, expiring one interval from now (so their dedup keys live that long).
+-- A dead letter whose slot is in the outbox already stays where it is and is counted.
+WITH picked AS (
+    SELECT * FROM pgpulse.dead_letters
      WHERE %(job_id)s::uuid IS NULL OR job_id = %(job_id)s::uuid
-    RETURNING *
+       FOR UPDATE
 ), requeued AS (
     INSERT INTO pgpulse.outbox (job_id, monitor_id, region, criticality, scheduled_for,
-                                deliver_at, expires_at, payload, attempts, last_error)
+                                deliver_at, expires_at, allow_fallback, payload, attempts,
+                                last_error)
     SELECT job_id, monitor_id, region, criticality, scheduled_for, now(),
-           now() + (expires_at - scheduled_for), payload, 0, last_error
-      FROM moved
+           now() + (expires_at - scheduled_for), allow_fallback, payload, 0, last_error
+      FROM picked
     ON CONFLICT DO NOTHING
+    RETURNING job_id
+), moved AS (
+    DELETE FROM pgpulse.dead_letters d USING requeued r WHERE d.job_id = r.job_id
     RETURNING 1
 )
-SELECT count(*) AS retried FROM requeued
+SELECT (SELECT count(*) FROM moved) AS retried,
+       (SELECT count(*) FROM picked) - (SELECT count(*) FROM moved) AS kept
 
 -- dlq_purge --
 -- Deletes dead letters (all, or one job); returns how many.

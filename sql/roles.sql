@@ -1,7 +1,8 @@
 -- Least-privilege roles for pgpulse; `pgpulse migrate` applies this file. Safe to run again.
 -- pgpulse_relay:  what `pgpulse relay` needs: claim, delete and put back outbox rows, write
---                 dead letters and region health, read regions and tick runs. It never
---                 reads public.monitors (the jobs it publishes carry their check).
+--                 dead letters and region health, read regions and tick runs. Of
+--                 public.monitors it reads only the routing columns (to send a recovered
+--                 region its jobs back, and orphaned jobs where they go now), never the check.
 -- pgpulse_ticker: what a tick needs. pg_cron runs the tick as this role (never as the
 --                 migration's owner), so it may log in; it has no password: allow it in
 --                 pg_hba.conf for pg_cron's cron.host (or use cron.use_background_workers).
@@ -40,10 +41,14 @@ BEGIN
 
     -- relay: SELECT ... FOR UPDATE needs UPDATE on one column; it never updates outbox rows
     REVOKE ALL ON public.monitors FROM pgpulse_relay;
+    GRANT SELECT (id, preferred_region, allow_fallback, check_regions) ON public.monitors
+        TO pgpulse_relay;
     GRANT SELECT, UPDATE (healthy, healthy_changed_at, degraded) ON pgpulse.regions TO pgpulse_relay;
     GRANT SELECT, INSERT, DELETE, UPDATE (attempts) ON pgpulse.outbox TO pgpulse_relay;
-    GRANT SELECT, INSERT, UPDATE (attempts, last_error, failed_at) ON pgpulse.dead_letters TO pgpulse_relay;
+    GRANT SELECT, INSERT, UPDATE (attempts, last_error, failed_at, allow_fallback) ON pgpulse.dead_letters TO pgpulse_relay;
     GRANT SELECT ON pgpulse.tick_runs TO pgpulse_relay;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.push_intents TO pgpulse_relay;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.region_observations TO pgpulse_relay;
 
     -- ticker: reads the monitors it schedules and bumps their slots; only adds jobs
     GRANT SELECT, UPDATE (next_check_at, last_scheduled_at) ON public.monitors TO pgpulse_ticker;
@@ -65,5 +70,7 @@ BEGIN
         pgpulse._routing(),
         pgpulse._unrouted(timestamptz, jsonb, integer)
         TO pgpulse_ticker;
+    -- relay: where orphaned jobs go now (after the ticker's grants: one order of ACL entries)
+    GRANT EXECUTE ON FUNCTION pgpulse._routing() TO pgpulse_relay;
 END
 $grants$;

@@ -105,7 +105,28 @@ CREATE TABLE pgpulse.dead_letters (
     payload       jsonb NOT NULL,
     attempts      integer NOT NULL,
     last_error    text NOT NULL,
-    failed_at     timestamptz NOT NULL DEFAULT now()
+    failed_at     timestamptz NOT NULL DEFAULT now(),
+    allow_fallback boolean NOT NULL DEFAULT true  -- as the job left: `dlq retry` keeps it
+);
+
+-- Pushes that may have happened: before a push the relay records, per job, the region it
+-- is about to push it to, and deletes the records once the outcome is known. A job with such
+-- a record goes only to that region, or waits for it (PGPULSE_UNCLEAR_PUSH).
+CREATE TABLE pgpulse.push_intents (
+    job_id      uuid PRIMARY KEY,
+    region      text NOT NULL,
+    expires_at  timestamptz NOT NULL,             -- the job's: kept no longer
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Region health as each live relay sees it; regions.healthy is decided from the recent
+-- observations (healthy unless most relays see the region down), not by the last writer.
+CREATE TABLE pgpulse.region_observations (
+    region      text NOT NULL,
+    relay       text NOT NULL,                    -- one id per relay process
+    healthy     boolean NOT NULL,
+    observed_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT region_observations_one_per_relay PRIMARY KEY (region, relay)
 );
 
 CREATE TABLE pgpulse.tick_runs (

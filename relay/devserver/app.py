@@ -238,6 +238,8 @@ class DevServerApp:
             return
 
         rule = self.faults.rule_for(token) if (self.faults.default or self.faults.by_token) else None
+        if rule is not None and (too_large := rule.oversized(len(body))):
+            raise _Reply(400, error_body(too_large))
         fault = None
         if rule is not None:
             rng = self.faults.rng
@@ -280,8 +282,8 @@ class DevServerApp:
         elif kind == "pipeline":
             skip = None
             inline_error = ""
-            if rule is not None and rule.inline_error_rate > 0:
-                skip = rule.draw_inline_errors(self.faults.rng, len(data))
+            if rule is not None and rule.injects_inline:
+                skip = rule.draw_inline_errors(self.faults.rng, data)
                 inline_error = rule.inline_error
             out, plan, runs, injected = compile_commands(
                 data, kind, refuse_whole=False, skip=skip, inline_error=inline_error)
@@ -294,7 +296,11 @@ class DevServerApp:
         self.stats.count_commands(db, runs)
         if kind == "command":
             return single_result(replies[0], b64)
-        return 200, dumps(results(replies, plan, b64))
+        payload = dumps(results(replies, plan, b64))
+        if rule is not None and (mangled := rule.malform(self.faults.rng, payload)):
+            self.stats.faults["malformed"] += 1
+            return 200, mangled
+        return 200, payload
 
     async def _transaction(self, out: list[str], runs: int, db: int, b64: bool) -> tuple[int, bytes]:
         replies = await self.pools[db].call(multi_exec(out), runs + 2, not b64)

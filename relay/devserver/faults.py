@@ -11,8 +11,20 @@
      "drop_rate": 0.0,            # share of connections closed without a response
      "inline_error_rate": 0.0,    # share of /pipeline commands answered with an inline error
      "inline_error": "ERR devserver injected fault",
+     "inline_error_match": "poison",  # /pipeline commands whose JSON contains this text
+                                  # always get inline_error (a job that fails on its own)
+     "malformed_rate": 0.0,       # share of /pipeline answers mangled after the commands ran
+     "malformed": "short",        # how: "short" (one reply missing), "not_list",
+                                  # "bad_items" (replies that are not objects), "not_json"
+     "max_request_bytes": 0,      # a request body over this gets Upstash's 400 "max
+                                  # request size exceeded" (0: the server's 10 MiB)
      "phase": "before",           # "after": run the commands, then fail the response
      "seed": 42}                  # optional: reseed the fault dice
+
+Region-level inline errors (Upstash's "ERR DB capacity quota exceeded", "READONLY ...",
+"OOM ...") are `inline_error_rate: 1` with that `inline_error`. A list over Upstash's
+record size, or a queue key of the wrong type, is set up in redis-server itself (e.g. a
+string where the list should be: a real WRONGTYPE inside the push script).
 
 Every field is optional (default 0 / off). A rule for listed tokens replaces the
 default rule for those tokens; a rule without `tokens` replaces the default rule.
@@ -21,6 +33,7 @@ default rule for those tokens; a rule without `tokens` replaces the default rule
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
@@ -30,8 +43,10 @@ class FaultRule:
 
     _FIELDS = {
         "latency_ms", "jitter_ms", "error_rate", "error_statuses", "hang_rate", "drop_rate",
-        "inline_error_rate", "inline_error", "phase", "seed",
+        "inline_error_rate", "inline_error", "inline_error_match", "malformed_rate",
+        "malformed", "max_request_bytes", "phase", "seed",
     }
+    MALFORMED = ("short", "not_list", "bad_items", "not_json")
 
     def __init__(self, spec: dict[str, Any]) -> None:
         unknown = set(spec) - self._FIELDS
@@ -54,6 +69,15 @@ class FaultRule:
         if not isinstance(inline_error, str) or not inline_error:
             raise ValueError("inline_error must be a non-empty string")
         self.inline_error = inline_error
+        match = spec.get("inline_error_match")
+        if match is not None and (not isinstance(match, str) or not match):
+            raise ValueError("inline_error_match must be a non-empty string")
+        self.inline_error_match = match
+        self.malformed_rate = self._number(spec, "malformed_rate", 0.0, 1.0)
+        self.malformed = spec.get("malformed", "short")
+        if self.malformed not in self.MALFORMED:
+            raise ValueError(f"malformed must be one of {', '.join(self.MALFORMED)}")
+        self.max_request_bytes = int(self._number(spec, "max_request_bytes", 0.0, 1e9))
         self.phase = spec.get("phase", "before")
         if self.phase not in ("before", "after"):
             raise ValueError('phase must be "before" or "after"')
@@ -75,7 +99,9 @@ class FaultRule:
             "error_rate": self.error_rate, "error_statuses": self.error_statuses,
             "hang_rate": self.hang_rate, "drop_rate": self.drop_rate,
             "inline_error_rate": self.inline_error_rate, "inline_error": self.inline_error,
-            "phase": self.phase,
+            "inline_error_match": self.inline_error_match,
+            "malformed_rate": self.malformed_rate, "malformed": self.malformed,
+            "max_request_bytes": self.max_request_bytes, "phase": self.phase,
         }
 
     def delay_s(self, rng: random.Random) -> float:
@@ -94,10 +120,39 @@ class FaultRule:
             return rng.choice(self.error_statuses)
         return None
 
-    def draw_inline_errors(self, rng: random.Random, commands: int) -> set[int]:
-        """Roll the dice for each command of a pipeline: the positions that fail inline."""
+    def draw_inline_errors(self, rng: random.Random, commands: list) -> set[int]:
+        """Roll the dice for each command of a pipeline: the positions that fail inline
+        (and those matching inline_error_match, always)."""
         p = self.inline_error_rate
-        return {i for i in range(commands) if rng.random() < p}
+        failing = {i for i in range(len(commands)) if p > 0 and rng.random() < p}
+        if self.inline_error_match:
+            failing |= {i for i, command in enumerate(commands)
+                        if self.inline_error_match in json.dumps(command)}
+        return failing
+
+    @property
+    def injects_inline(self) -> bool:
+        return self.inline_error_rate > 0 or self.inline_error_match is not None
+
+    def oversized(self, size: int) -> str | None:
+        """Upstash's size error when a request body is over this rule's limit."""
+        if self.max_request_bytes and size > self.max_request_bytes:
+            return (f"ERR max request size exceeded. Limit: {self.max_request_bytes} bytes, "
+                    f"Actual: {size} bytes")
+        return None
+
+    def malform(self, rng: random.Random, payload: bytes) -> bytes | None:
+        """A mangled version of a /pipeline answer (the commands did run), or None."""
+        if self.malformed_rate <= 0 or rng.random() >= self.malformed_rate:
+            return None
+        if self.malformed == "not_json":
+            return payload[: max(len(payload) // 2, 1)]
+        replies = json.loads(payload)
+        if self.malformed == "short":
+            return json.dumps(replies[:-1]).encode()
+        if self.malformed == "not_list":
+            return json.dumps({"result": replies}).encode()
+        return json.dumps([r.get("result", r.get("error")) for r in replies]).encode()
 
 
 class Faults:

@@ -2,7 +2,7 @@
 
     {"requests", "responses": {"200": n, ...}, "commands",
      "kinds": {"command", "pipeline", "multi-exec"},
-     "faults": {"latency", "error", "hang", "drop", "inline_error"},
+     "faults": {"latency", "error", "hang", "drop", "inline_error", "malformed"},
      "dbs": {"0": {"requests", "commands"}}, "uptime_s"}
 
 Admin requests are not counted.
@@ -14,7 +14,7 @@ import collections
 import time
 from typing import Any
 
-FAULT_KINDS = ("latency", "error", "hang", "drop", "inline_error")
+FAULT_KINDS = ("latency", "error", "hang", "drop", "inline_error", "malformed")
 
 
 class Stats:

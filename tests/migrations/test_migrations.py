@@ -18,7 +18,7 @@ from relay import migrate
 from relay.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0007"
+HEAD = "0008"
 _names = itertools.count()
 
 
@@ -93,7 +93,7 @@ def test_upgrade_downgrade_to_base_and_upgrade_again(pg_server, empty_db, capsys
     migrate.upgrade(dsn)
     assert version(dsn) == HEAD
     first = schema_dump(pg_server, dsn)
-    assert objects(dsn) == {"schemas": 1, "tables": 6, "routines": 30, "has_version_table": True}
+    assert objects(dsn) == {"schemas": 1, "tables": 8, "routines": 30, "has_version_table": True}
 
     migrate.downgrade(dsn, "base")
     assert version(dsn) is None
@@ -220,8 +220,13 @@ def contents(dsn: str, regions_table: str) -> dict[str, list]:
               "monitors": f"(SELECT {MONITOR_COLUMNS_0001} FROM public.monitors)",
               "outbox": "pgpulse.outbox", "dead_letters": "pgpulse.dead_letters",
               "tick_runs": f"(SELECT {TICK_RUN_COLUMNS_0001} FROM pgpulse.tick_runs)"}
+    # dead letters as 0001 had them (0008 adds allow_fallback)
+    dead_letter = ("(t.job_id, t.monitor_id, t.region, t.criticality, t.scheduled_for, "
+                   "t.deliver_at, t.expires_at, t.payload, t.attempts, t.last_error, t.failed_at)")
     with psycopg.connect(dsn) as conn:
-        return {name: conn.execute(f"SELECT t::text FROM {table} t ORDER BY t::text").fetchall()
+        return {name: conn.execute(
+                    f"SELECT {dead_letter if name == 'dead_letters' else 't'}::text AS row "
+                    f"FROM {table} t ORDER BY row").fetchall()
                 for name, table in tables.items()}
 
 
@@ -243,6 +248,9 @@ def test_a_populated_0001_install_upgrades_to_head_keeping_every_row(pg_server, 
     assert version(dsn) == HEAD
     assert host_versions(dsn) == [HOST_REVISION]   # the host's history is untouched
     assert contents(dsn, "pgpulse.regions") == before
+    with psycopg.connect(dsn) as conn:  # dead letters from before 0008 may fall back
+        assert conn.execute("SELECT bool_and(allow_fallback) FROM pgpulse.dead_letters"
+                            ).fetchone()[0] is True
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert conn.execute("SELECT to_regclass('public.regions')").fetchone()[0] is None
         # revision 0003: every monitor keeps its interval, in seconds too, and one region

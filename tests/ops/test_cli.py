@@ -76,6 +76,6 @@ def test_status_and_dlq(conn, regions, relay_env):
     listed = json.loads(pgpulse("dlq", "list", "--json", env=relay_env).stdout)
     assert listed[0]["last_error"] == "ERR boom"
     retried = json.loads(pgpulse("dlq", "retry", listed[0]["job_id"], "--json", env=relay_env).stdout)
-    assert retried == {"retried": 1}
+    assert retried == {"retried": 1, "kept": 0}
     assert conn.execute("SELECT count(*) AS n FROM pgpulse.outbox").fetchone()["n"] == 2
     assert json.loads(pgpulse("dlq", "purge", "--json", env=relay_env).stdout) == {"purged": 0}

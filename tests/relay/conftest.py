@@ -14,7 +14,8 @@ from relay.devserver import DevServer
 
 @pytest.fixture(scope="session")
 def devserver(redis_server) -> Iterator[DevServer]:
-    with DevServer(redis_server.url, {r.token: r.db for r in REGIONS},
+    tokens = {r.token: r.db for r in REGIONS} | {r.alt_token: r.db for r in REGIONS}
+    with DevServer(redis_server.url, tokens,
                    admin_token=ADMIN_TOKEN) as server:
         yield server
 

@@ -28,13 +28,14 @@ class RegionSpec:
     code: str
     db: int
     token: str
+    alt_token: str  # a second token of the same database: two relays can see it differently
 
 
 # Distinctive token values, so a test can prove none of them shows in any output.
 REGIONS = (
-    RegionSpec("us-east-1", 1, "tok-us-east-1-5b2f9c0d7e"),
-    RegionSpec("eu-west-1", 2, "tok-eu-west-1-a81c4e6f30"),
-    RegionSpec("ap-south-1", 3, "tok-ap-south-1-3d9e7b1a54"),
+    RegionSpec("us-east-1", 1, "tok-us-east-1-5b2f9c0d7e", "tok-us-east-1-alt-61f0c2"),
+    RegionSpec("eu-west-1", 2, "tok-eu-west-1-a81c4e6f30", "tok-eu-west-1-alt-9d3a47"),
+    RegionSpec("ap-south-1", 3, "tok-ap-south-1-3d9e7b1a54", "tok-ap-south-1-alt-0b8e15"),
 )
 BY_CODE = {r.code: r for r in REGIONS}
 ADMIN_TOKEN = "admin-7c1e0f9a2b"
