@@ -41,7 +41,9 @@ class LocalStack:
             migrate.upgrade(self.dsn)
             if not self.pg_cron:
                 with self.connect() as conn:
-                    conn.execute("SELECT cron.unschedule('pgpulse-tick')")
+                    # by id: the job belongs to pgpulse_ticker, unschedule(name) looks up ours
+                    conn.execute("SELECT cron.unschedule(jobid) FROM cron.job "
+                                 "WHERE jobname = 'pgpulse-tick' AND database = current_database()")
         except BaseException:
             self._stack.close()
             raise
