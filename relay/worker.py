@@ -125,6 +125,9 @@ class Relay:
         s = self.settings
         # behind a transaction-mode pooler every statement may meet another server session
         prepare = {} if s.listen else {"prepare_threshold": None}
+        # a claim holds its connection while the publish takes a second one (push intents):
+        # at most half the pool claims at once, so a claim can never wait on its own pool
+        self._claim_slots = asyncio.Semaphore(max(1, (s.pool_size - 1) // 2))
         self.pool = AsyncConnectionPool(
             self.dsn, min_size=1, max_size=s.pool_size, open=False,
             kwargs={"application_name": "pgpulse-relay", **prepare},
@@ -478,7 +481,7 @@ class Relay:
         intents: list[tuple[list[str] | None, list[int]]] = []  # push intents, their jobs
         groups: dict[Region, list[int]] = {}
         try:
-            async with self.pool.connection() as conn, conn.transaction():
+            async with self._claim_slots, self.pool.connection() as conn, conn.transaction():
                 # the claim is a lease: should this process freeze mid-publish, PostgreSQL
                 # ends its transaction and the rows go back to the other relays
                 await conn.execute(Q["claim_lease"], {"ms": str(int(s.claim_lease_s * 1000))})
