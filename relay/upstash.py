@@ -10,12 +10,15 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay,
-                      wait_exponential_jitter)
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay
 
 from relay import metrics
+from relay.backoff import Backoff
 from relay.config import Endpoint
 from relay.errors import PublishError
+
+# one request is retried after 50 ms, 100 ms ... at most 2 s (±50%), within the retry window
+REQUEST_RETRY = Backoff(first=0.05, most=2.0, jitter=0.5)
 
 
 class TransientError(PublishError):
@@ -137,7 +140,7 @@ class UpstashClient:
 
         retrying = AsyncRetrying(
             stop=stop_after_delay(self.retry_window), retry=retry_allowed,
-            wait=wait_exponential_jitter(initial=0.05, max=2.0, jitter=0.1),
+            wait=REQUEST_RETRY,
             sleep=self.sleep, before_sleep=count_retry, reraise=True)
         return await retrying(self._post_once, path, body, commands)
 
