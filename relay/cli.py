@@ -202,7 +202,7 @@ def _http(args):
 
 @command("demo")
 def _demo(args):
-    from relay.demo import run_demo
+    from relay.local.demo import run_demo
     run_demo(seconds=args.seconds, monitors=args.monitors)
 
 
