@@ -16,17 +16,17 @@ from dataclasses import dataclass, field
 import psycopg
 
 from relay import logs, metrics
+from relay.backoff import Backoff
 from relay.breaker import State
 from relay.config import RelaySettings
 from relay.db import describe
-from relay.errors import PublishError
+from relay.errors import PublishError, RegionRefused, TokenRefused
 from relay.outbox import Job, Outbox
 from relay.outcomes import (DUPLICATE, EXPIRED, FAILED, HELD, PUSHED, WAIT, BatchListener,
                             Counts, Outcome, PublishedBatch, Settlement, settle)
 from relay.publish import Publisher
 from relay.regions import Region, Registry
 from relay.supervisor import Supervisor
-from relay.upstash import RegionRefused, TokenRefused
 
 
 @dataclass
@@ -39,6 +39,13 @@ class Drained:
     outcomes: list[Outcome] = field(default_factory=list)
     groups: dict[Region, list[int]] = field(default_factory=dict)
     settlement: Settlement = field(default_factory=Settlement)
+
+
+# after a failed round: the database 0.2 s, 0.4 s ... at most 5 s; a publish at most 2 s
+DATABASE_RETRY = Backoff(first=0.2, most=5.0)
+PUBLISH_RETRY = Backoff(first=0.2, most=2.0)
+# due rows that other workers hold: look again after 50 ms, 100 ms ... at most 1 s
+HELD_ROWS = Backoff(first=0.05, most=1.0)
 
 
 class Drainer:
@@ -72,7 +79,7 @@ class Drainer:
             except psycopg.Error as exc:
                 failures += 1
                 logs.warning("database_error", region=region.code, error=describe(exc))
-                await self.supervisor.sleep(min(0.1 * 2 ** failures, 5.0))
+                await self.supervisor.sleep(DATABASE_RETRY.delay(failures))
                 continue
             except PublishError as exc:
                 failures += 1
@@ -84,7 +91,7 @@ class Drainer:
                 if (self.once and region.breaker.is_open()
                         and self.registry.fallback_for(region) is None):
                     return
-                await self.supervisor.sleep(min(0.1 * 2 ** failures, 2.0))
+                await self.supervisor.sleep(PUBLISH_RETRY.delay(failures))
                 continue
             if self.once:  # only what is due now: claim again until nothing is left
                 if claimed == 0:
@@ -265,10 +272,10 @@ class Drainer:
                 if claimed == 0 and due_in is not None and due_in <= 0:
                     # due rows that the claim skipped: another worker or relay holds them
                     # (publishing, or frozen). Back off instead of claiming in a loop.
-                    region.idle_backoff = min(max(region.idle_backoff * 2, 0.05), 1.0)
-                    timeout = region.idle_backoff
+                    region.idle_rounds += 1
+                    timeout = HELD_ROWS.delay(region.idle_rounds)
                 else:
-                    region.idle_backoff = 0.0
+                    region.idle_rounds = 0
             except psycopg.Error:
                 timeout = 0.5
         # a short floor gathers jobs falling due together into one batch

@@ -8,9 +8,14 @@ from collections.abc import Callable
 import psycopg
 
 from relay import logs
+from relay.backoff import Backoff
 from relay.db import describe
 from relay.queries import queries
 from relay.supervisor import Supervisor
+
+
+# a lost LISTEN connection: connect again after 0.1 s, 0.2 s ... at most 5 s
+RECONNECT = Backoff(first=0.1, most=5.0)
 
 
 class Notifier:
@@ -21,18 +26,18 @@ class Notifier:
 
     async def run(self) -> None:
         """Listens until stop; reconnects when the connection is lost."""
-        delay = 0.1
+        failures = 0
         while not self.supervisor.stopping:
             try:
                 async with await psycopg.AsyncConnection.connect(
                         self.dsn, autocommit=True, connect_timeout=10,
                         application_name="pgpulse-relay-listen") as conn:
                     await conn.execute(queries()["listen_outbox"])
-                    delay = 0.1
+                    failures = 0
                     self.wake()  # jobs may have arrived while we were not listening
                     async for _ in conn.notifies():
                         self.wake()
             except psycopg.Error as exc:
                 logs.warning("listen_lost", error=describe(exc))
-                await self.supervisor.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                failures += 1
+                await self.supervisor.sleep(RECONNECT.delay(failures))

@@ -13,7 +13,16 @@ from psycopg import AsyncConnection
 from psycopg.rows import class_row, dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from relay.backoff import Backoff
 from relay.queries import queries
+
+# a failed job is due again after 1 s, 2 s, 4 s ... at most 60 s, each ±20%
+JOB_RETRY = Backoff(first=1.0, most=60.0, jitter=0.2)
+
+
+def retry_backoff_s(attempts: int) -> float:
+    """Backoff before a failed job is due again (attempts: its failed attempts so far)."""
+    return JOB_RETRY.delay(attempts)
 
 
 @dataclass

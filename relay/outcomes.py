@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from relay import logs
-from relay.outbox import Job, Retry
+from relay.outbox import Job, Retry, retry_backoff_s
 
 # What became of one job of a batch.
 PUSHED = "pushed"
@@ -23,11 +22,6 @@ class Outcome:
     kind: str
     error: str | None = None
     unclear: bool = False  # the push may or may not have happened
-
-
-def retry_backoff_s(attempts: int) -> float:
-    """Backoff before a failed job is due again: grows with its attempts, with jitter."""
-    return min(0.5 * 2 ** attempts, 60) * random.uniform(0.8, 1.2)
 
 
 @dataclass

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 
 from relay import logs
+from relay.errors import MalformedReply, RequestRejected
 from relay.outbox import Job
 from relay.outcomes import DUPLICATE, EXPIRED, FAILED, HELD, PUSHED, Outcome
 from relay.queue import DUPLICATE as SCRIPT_DUPLICATE
 from relay.queue import EXPIRED as SCRIPT_EXPIRED
 from relay.queue import dedup_key, queue_key
 from relay.regions import Region
-from relay.upstash import MalformedReply, RequestRejected, region_failure
+from relay.upstash import region_failure
 
 
 def push_command(sha: str, target: str, job: Job, *, rerouted: bool,

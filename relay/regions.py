@@ -9,14 +9,21 @@ from dataclasses import dataclass, field
 import psycopg
 
 from relay import logs, metrics
+from relay.backoff import Backoff
 from relay.breaker import CircuitBreaker, State
-from relay.config import ConfigError, Endpoint, RelaySettings, env_suffix, region_endpoint
+from relay.config import Endpoint, RelaySettings, env_suffix, region_endpoint
 from relay.db import describe
+from relay.errors import ConfigError, TokenRefused
 from relay.outbox import Outbox
 from relay.outcomes import Counts
 from relay.queue import PUSH_SCRIPT
 from relay.supervisor import Supervisor
-from relay.upstash import TokenRefused, UpstashClient
+from relay.upstash import UpstashClient
+
+
+# a health write that failed is tried again after 0.1 s, 0.2 s ... at most 5 s, 10 times
+HEALTH_WRITE_RETRY = Backoff(first=0.1, most=5.0)
+HEALTH_WRITE_TRIES = 10
 
 
 @dataclass(eq=False)  # one object per region: compared and hashed by identity
@@ -35,7 +42,7 @@ class Region:
     refused: str | None = None       # the token-refused error, until an attempt succeeds
     row_healthy: bool | None = None  # regions.healthy as last read
     last_error: str | None = None    # the latest publish failure, for --once's verdict
-    idle_backoff: float = 0.0        # due rows held by another worker: wait this long
+    idle_rounds: int = 0             # waits in a row on due rows another worker holds
     health_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def ensure_script(self) -> str:
@@ -159,7 +166,7 @@ class Registry:
         Writes of one region run one at a time, each with the state current when it runs.
         No view before this relay has reached the region: closed means little until then."""
         async with region.health_lock:
-            for attempt in range(10):
+            for attempt in range(1, HEALTH_WRITE_TRIES + 1):
                 healthy = region.breaker.state is State.CLOSED
                 if healthy and not region.succeeded:
                     return
@@ -173,7 +180,7 @@ class Registry:
                     return
                 except psycopg.Error as exc:
                     logs.warning("health_write_failed", region=region.code, error=describe(exc))
-                    await asyncio.sleep(min(2 ** attempt * 0.1, 5))
+                    await asyncio.sleep(HEALTH_WRITE_RETRY.delay(attempt))
 
     def reconcile_health(self) -> None:
         """Renews this relay's view of every region it has one of (views expire, so a relay

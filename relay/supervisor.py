@@ -9,6 +9,8 @@ import signal
 from collections.abc import Coroutine, Iterator
 from typing import Any
 
+from relay.backoff import sleep_unless_stopped
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -87,5 +89,4 @@ class Supervisor:
 
     async def sleep(self, seconds: float) -> None:
         """Sleeps, or less when the relay stops."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.stop.wait(), timeout=seconds)
+        await sleep_unless_stopped(self.stop, seconds)

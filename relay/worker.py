@@ -17,21 +17,17 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from relay import logs
-from relay.config import ConfigError, RelaySettings, env_suffix
-from relay.db import DatabaseError, describe
+from relay.config import RelaySettings, env_suffix
+from relay.db import describe
 from relay.depth import DepthSampler
 from relay.drainer import Drainer
-from relay.errors import PgPulseError
+from relay.errors import ConfigError, DatabaseError
 from relay.notifier import Notifier
 from relay.outbox import Outbox, Undelivered
 from relay.outcomes import BatchListener, Counts
 from relay.regions import Region, Registry
 from relay.supervisor import Supervisor
 from relay.sweeper import Sweeper
-
-
-class Undeliverable(PgPulseError):
-    """`relay --once` ended with due jobs it could not deliver."""
 
 
 class Relay:
@@ -107,7 +103,8 @@ class Relay:
         except psycopg.Error as exc:
             raise DatabaseError(describe(exc)) from exc
         if not registry.regions:
-            raise ConfigError("no enabled region has an Upstash endpoint configured")
+            raise ConfigError("no region in pgpulse.regions (enabled or not) has an Upstash "
+                              "endpoint configured")
         logs.event("relay_started", regions=sorted(registry.regions), once=self.once,
                    batch_size=s.batch_size, concurrency=s.concurrency, listen=s.listen,
                    pool_size=s.pool_size)

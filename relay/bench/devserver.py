@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from relay.devserver import DevServer
-from relay.embedded import EmbeddedRedis
+from relay.local.embedded import EmbeddedRedis
 
 TOKEN = "bench-token"
 _VALUE = json.dumps({"v": 1, "job_id": "00000000-0000-0000-0000-000000000000",

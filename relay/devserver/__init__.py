@@ -79,7 +79,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # Loaded on first use: the launcher imports relay.embedded and with it psycopg,
+    # Loaded on first use: the launcher imports relay.local.embedded and with it psycopg,
     # which would double the start time of every `python -m relay.devserver`.
     if name == "DevServer":
         from relay.devserver.launcher import DevServer

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.devserver.server import ADMIN_TOKEN_ENV, TOKENS_ENV, DevServerError
-from relay.embedded import ManagedService, die_with_parent, free_port
+from relay.local.embedded import ManagedService, die_with_parent, free_port
 
 # The default of DevServer(admin_token=...): a random token made for this server.
 NEW_ADMIN_TOKEN = object()

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from relay.devserver import DevServer, parse_token_args, serve
-from relay.embedded import free_port
+from relay.local.embedded import free_port
 from relay.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from relay import migrate
-from relay.embedded import EmbeddedPostgres
+from relay.local.embedded import EmbeddedPostgres
 from tests.ops.conftest import REGIONS, pgpulse
 from tests.waiting import wait_for
 

@@ -14,7 +14,7 @@ from relay.config import RelaySettings
 from relay.drainer import Drainer
 from relay.outcomes import FAILED, HELD, PUSHED, WAIT, Outcome, settle
 from relay.publish import Publisher
-from relay.upstash import RegionRefused
+from relay.errors import RegionRefused
 from tests.unit.fakes import (Clock, FakeStore, database_down, make_job, make_region,
                               make_registry)
 
@@ -142,7 +142,7 @@ async def test_idle_wait_follows_the_next_due_job_and_backs_off_when_rows_are_he
     assert [await drainer.wake_timeout(claimed=0) for _ in range(6)] == [
         0.05, 0.1, 0.2, 0.4, 0.8, 1.0]
     assert await drainer.wake_timeout(claimed=10) == 0.02  # a short floor gathers a batch
-    assert eu.idle_backoff == 0.0
+    assert eu.idle_rounds == 0
     store.next_due_s = database_down()
     assert await drainer.wake_timeout(claimed=0) == 0.5
 
