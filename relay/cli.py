@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from relay.errors import PgPulseError
+from relay.errors import PgPulseError, UserInputError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
 
@@ -64,7 +64,7 @@ def _tick(args):
         f"tick {r['id']}: {r['monitors_claimed']} monitors, {r['jobs_written']} jobs, "
         f"{r['chunks']} chunks, {r['duration_ms']} ms"
         + (", cut short by the budget" if r["cut_short"] else "")
-        + (f", {r['unrouted']} unrouted (no enabled region)" if r["unrouted"] else "")))
+        + (f", {r['unrouted']} due monitors no region could take" if r["unrouted"] else "")))
 
 
 @command("relay")
@@ -89,7 +89,7 @@ def _relay(args):
             f"published {c['published']}, expired {c['expired']}, failed {c['failed']}, "
             f"rerouted {c['rerouted']}, dead-lettered {c['dead_lettered']}"))
         if relay.undelivered:  # cron wrappers rely on the exit code
-            from relay.worker import Undeliverable
+            from relay.errors import Undeliverable
             raise Undeliverable(relay.undelivered)
 
 
@@ -170,7 +170,7 @@ def _maintenance(args):
             emit(args, {"id": window_id}, lambda r: f"maintenance window {r['id']} added")
         else:
             if args.id is None:
-                raise maintenance.DatabaseError("maintenance remove: a window id is required")
+                raise UserInputError("maintenance remove: a window id is required")
             maintenance.remove(conn, args.id)
             print(f"maintenance window {args.id} removed")
 

@@ -11,11 +11,7 @@ from typing import Any
 from relay.devserver.app import DROP_EXTENSION, DevServerApp
 from relay.devserver.options import build_parser, serve_arguments
 from relay.devserver.redis import RedisTarget
-from relay.errors import ConfigError, PgPulseError
-
-
-class DevServerError(PgPulseError):
-    """The dev server could not start, or its admin API refused a request."""
+from relay.errors import ConfigError, DevServerError, PgPulseError
 
 
 def _http_protocol() -> Any:

@@ -23,13 +23,9 @@ from pathlib import Path
 
 import psycopg
 
-from relay.errors import PgPulseError
+from relay.errors import ServiceError
 
 CRON_DATABASE = "pgpulse"
-
-
-class ServiceError(PgPulseError):
-    """A throwaway service could not be started."""
 
 
 def free_port() -> int:
