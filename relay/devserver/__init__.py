@@ -72,13 +72,16 @@ if TYPE_CHECKING:
     from relay.devserver.app import MAX_REQUEST_BYTES, DevServerApp
     from relay.devserver.launcher import DevServer
     from relay.devserver.options import parse_token_args
-    from relay.devserver.server import DevServerError, main, serve
+    from relay.devserver.server import main, serve
+    from relay.errors import DevServerError
 
 # Each loaded on first use: `pgpulse` reads `options` for every command and should not pay
 # for the server (asyncio, uvicorn), nor `python -m relay.devserver` for the launcher's psycopg.
 _HOMES = {
-    "MAX_REQUEST_BYTES": "app", "DevServerApp": "app", "DevServer": "launcher",
-    "parse_token_args": "options", "DevServerError": "server", "main": "server", "serve": "server",
+    "MAX_REQUEST_BYTES": "relay.devserver.app", "DevServerApp": "relay.devserver.app",
+    "DevServer": "relay.devserver.launcher", "parse_token_args": "relay.devserver.options",
+    "main": "relay.devserver.server", "serve": "relay.devserver.server",
+    "DevServerError": "relay.errors",
 }
 __all__ = sorted(_HOMES)
 
@@ -86,4 +89,4 @@ __all__ = sorted(_HOMES)
 def __getattr__(name: str) -> Any:
     if name not in _HOMES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"relay.devserver.{_HOMES[name]}"), name)
+    return getattr(importlib.import_module(_HOMES[name]), name)

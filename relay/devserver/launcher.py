@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.devserver.options import ADMIN_TOKEN_ENV, REDIS_URL_ENV, TOKENS_ENV
-from relay.devserver.server import DevServerError
+from relay.errors import DevServerError
 from relay.local.embedded import ManagedService, die_with_parent, free_port
 
 # The default of DevServer(admin_token=...): a random token made for this server.
