@@ -28,7 +28,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from relay.devserver import DevServer
-from relay.embedded import free_port
+from relay.local.embedded import free_port
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
