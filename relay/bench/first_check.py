@@ -31,7 +31,7 @@ import psycopg
 from relay.bench import percentile
 from relay.bench.e2e import _start_relay, _stop_relay, _wait_relay_listening
 from relay.bench.relay import queued_jobs
-from relay.stack import LocalStack
+from relay.local.stack import LocalStack
 
 RUN_SECONDS = 60          # one run: one pg_cron minute
 EVENTS_PER_RUN = 60       # a third each: created, re-activated, re-phased
