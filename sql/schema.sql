@@ -480,6 +480,14 @@ BEGIN
     END IF;
     IF p_url IS NULL THEN
         RETURN NULL;
+    ELSIF length(p_url) <= 2048
+          -- the usual URL, a public-looking DNS name in lower case (up to 63 characters
+          -- with the port), port 1-9999 or none, printable ASCII without a backslash after
+          -- it, is fine: no need to take it apart (a tenth of the time)
+          AND length(split_part(p_url, '/', 3)) <= 63
+          AND p_url ~ '^https?://([a-z0-9-]+\.)+[a-z][a-z0-9-]*(:[1-9][0-9]?[0-9]?[0-9]?)?([/?#][!-\[\]-~]*)?$'
+          AND p_url !~ '^https?://[^/?#]*\.(localhost|internal|local|localdomain|lan|intranet|corp|arpa|goog)(:|/|\?|#|$)' THEN
+        RETURN NULL;
     ELSIF length(p_url) > 2048 THEN
         RETURN format('%s characters long, over the limit of 2048', length(p_url));
     ELSIF p_url ~ '[[:space:][:cntrl:]\u0080-\u009f\u00a0\u1680\u2000-\u200f\u2028\u2029\u202f\u205f\u3000\ufeff]' THEN
