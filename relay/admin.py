@@ -8,17 +8,14 @@ from typing import Any
 import psycopg
 
 from relay.config import REGION_CODE
-from relay.db import DatabaseError, fetch_rows
+from relay.db import fetch_rows
+from relay.errors import UnknownRegion, UserInputError
 from relay.queries import queries
-
-
-class UnknownRegion(DatabaseError):
-    """No region with that code."""
 
 
 def check_region_code(code: str) -> str:
     if not REGION_CODE.match(code):
-        raise DatabaseError(f"bad region code {code!r}: use lowercase letters, digits and '-'")
+        raise UserInputError(f"bad region code {code!r}: use lowercase letters, digits and '-'")
     return code
 
 
@@ -33,7 +30,7 @@ def region_add(conn, code: str, *, enabled: bool = True, fallback: str | None = 
         conn.execute(queries()["region_add"], {"code": code, "enabled": enabled,
                                                "fallback": fallback, "weight": weight})
     except psycopg.errors.UniqueViolation:
-        raise DatabaseError(f"region {code} already exists") from None
+        raise UserInputError(f"region {code} already exists") from None
     except psycopg.errors.ForeignKeyViolation:
         raise UnknownRegion(f"unknown fallback region {fallback!r}") from None
 
@@ -59,7 +56,7 @@ def _job_id(value: str | None) -> str | None:
     try:
         return str(uuid.UUID(value))
     except ValueError:
-        raise DatabaseError(f"bad job id {value!r}: expected a UUID") from None
+        raise UserInputError(f"bad job id {value!r}: expected a UUID") from None
 
 
 def dlq_list(conn, limit: int = 50) -> list[dict[str, Any]]:

@@ -20,8 +20,10 @@ from typing import Any
 import httpx
 import psycopg
 from psycopg.rows import dict_row
+from tenacity import AsyncRetrying, retry_if_exception_type, retry_if_result, stop_after_attempt
 
 from relay import logs, metrics
+from relay.backoff import Backoff
 from relay.config import OpsSettings
 from relay.facts import read_facts
 
@@ -29,6 +31,8 @@ from relay.facts import read_facts
 EVALUATOR_LOCK = 0x70677075_6C736531  # "pgpulse1"
 # rules that judge database facts: left alone (neither fired nor resolved) while it is down
 NEEDS_DATABASE = {"deadman", "tick_budget", "backlog_age"}
+# a webhook POST that fails (no answer, 5xx) is tried twice more, after 0.2 s and 0.4 s
+WEBHOOK_RETRY = Backoff(first=0.2, most=0.8)
 
 
 @dataclass(frozen=True)
@@ -127,14 +131,15 @@ class Alerter:
         log(f"alert_{status}", alert=finding.rule, key=finding.key, summary=finding.summary)
         if not self.settings.alert_webhook_url:
             return
-        for attempt in range(3):
-            try:
-                response = await self._http.post(self.settings.alert_webhook_url, json=body)
-                if response.status_code < 500:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.2 * 2 ** attempt)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(3), wait=WEBHOOK_RETRY, reraise=True,
+            retry=retry_if_exception_type(httpx.TransportError)
+            | retry_if_result(lambda response: response.status_code >= 500),
+            retry_error_callback=lambda state: state.outcome.result())
+        with contextlib.suppress(httpx.TransportError):
+            response = await retrying(self._http.post, self.settings.alert_webhook_url, json=body)
+            if response.status_code < 500:
+                return
         logs.error("alert_webhook_failed", alert=finding.rule, key=finding.key)
 
 

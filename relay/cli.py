@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from relay.errors import PgPulseError
+from relay.errors import PgPulseError, UserInputError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
 
@@ -64,7 +64,7 @@ def _tick(args):
         f"tick {r['id']}: {r['monitors_claimed']} monitors, {r['jobs_written']} jobs, "
         f"{r['chunks']} chunks, {r['duration_ms']} ms"
         + (", cut short by the budget" if r["cut_short"] else "")
-        + (f", {r['unrouted']} unrouted (no enabled region)" if r["unrouted"] else "")))
+        + (f", {r['unrouted']} due monitors no region could take" if r["unrouted"] else "")))
 
 
 @command("relay")
@@ -89,7 +89,7 @@ def _relay(args):
             f"published {c['published']}, expired {c['expired']}, failed {c['failed']}, "
             f"rerouted {c['rerouted']}, dead-lettered {c['dead_lettered']}"))
         if relay.undelivered:  # cron wrappers rely on the exit code
-            from relay.worker import Undeliverable
+            from relay.errors import Undeliverable
             raise Undeliverable(relay.undelivered)
 
 
@@ -170,7 +170,7 @@ def _maintenance(args):
             emit(args, {"id": window_id}, lambda r: f"maintenance window {r['id']} added")
         else:
             if args.id is None:
-                raise maintenance.DatabaseError("maintenance remove: a window id is required")
+                raise UserInputError("maintenance remove: a window id is required")
             maintenance.remove(conn, args.id)
             print(f"maintenance window {args.id} removed")
 
@@ -202,7 +202,7 @@ def _http(args):
 
 @command("demo")
 def _demo(args):
-    from relay.demo import run_demo
+    from relay.local.demo import run_demo
     run_demo(seconds=args.seconds, monitors=args.monitors)
 
 
@@ -215,11 +215,8 @@ def _bench(args):
 
 @command("devserver")
 def _devserver(args):
-    from relay import devserver
-    from relay.devserver.server import ADMIN_TOKEN_ENV, token_args
-    tokens = devserver.parse_token_args(token_args(args.token))
-    admin_token = args.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None
-    devserver.serve(args.host, args.port, args.redis_url, tokens, admin_token)
+    from relay.devserver.server import run
+    run(args)
 
 
 # ------------------------------------------------------------------ parser
@@ -350,20 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
     p.add_argument("--json", action="store_true", help="print JSON only")
 
+    from relay.devserver import options as devserver_options
     p = sub.add_parser("devserver", formatter_class=fmt,
                        help="an Upstash-compatible REST server on a real redis-server",
-                       description="Serve Upstash's Redis REST API on top of a redis-server. "
-                                   "Each --token TOKEN[=DB] maps a bearer token to a database.")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8079)
-    p.add_argument("--redis-url", default=_env_default("REDIS_URL", "redis://127.0.0.1:6379"),
-                   help="redis-server to run commands on (env $REDIS_URL)")
-    p.add_argument("--token", action="append", default=[], metavar="TOKEN[=DB]",
-                   help="accepted bearer token and its Redis database number (repeatable; "
-                        "visible in ps: prefer $PGPULSE_DEVSERVER_TOKENS, whitespace-separated)")
-    p.add_argument("--admin-token", default=None,  # never printed: it is a secret
-                   help="token of the fault-injection admin API (env "
-                        "$PGPULSE_DEVSERVER_ADMIN_TOKEN; unset: admin API off)")
+                       description=devserver_options.DESCRIPTION)
+    devserver_options.add_arguments(p)
     return parser
 
 

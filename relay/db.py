@@ -11,12 +11,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from relay.config import redact_url
-from relay.errors import PgPulseError
+from relay.errors import DatabaseError
 from relay.queries import queries
-
-
-class DatabaseError(PgPulseError):
-    """The database refused or could not be reached."""
 
 
 def describe(exc: psycopg.Error) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.db import DatabaseError, fetch_rows
+from relay.db import fetch_rows
+from relay.errors import UserInputError
 from relay.queries import queries
 
 WEEKDAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
@@ -17,10 +18,10 @@ def parse_weekdays(text: str) -> list[int]:
     for part in (p.strip().lower() for p in text.split(",") if p.strip()):
         day = WEEKDAYS.get(part[:3]) if not part.isdigit() else int(part)
         if day not in WEEKDAYS.values():
-            raise DatabaseError(f"bad weekday {part!r}: use mon..sun or 1..7 (1 = Monday)")
+            raise UserInputError(f"bad weekday {part!r}: use mon..sun or 1..7 (1 = Monday)")
         days.append(day)
     if not days:
-        raise DatabaseError("--weekly needs at least one weekday, e.g. sat,sun")
+        raise UserInputError("--weekly needs at least one weekday, e.g. sat,sun")
     return sorted(set(days))
 
 
@@ -29,7 +30,7 @@ def parse_monitor_ids(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
     if not all(v.strip() for v in values):
-        raise DatabaseError("bad monitor id: an empty --monitor")
+        raise UserInputError("bad monitor id: an empty --monitor")
     return [v.strip() for v in values]
 
 
@@ -39,11 +40,11 @@ def add(conn, *, time_zone: str, name: str = "", monitors: list[str] | None = No
     """Adds a window: once (starts and ends) or weekly (weekly days, at, duration)."""
     once = starts is not None or ends is not None
     if once == (weekly is not None):
-        raise DatabaseError("give either --from and --to (once) or --weekly, --at and --for")
+        raise UserInputError("give either --from and --to (once) or --weekly, --at and --for")
     if once and not (starts and ends):
-        raise DatabaseError("a one-off window needs both --from and --to")
+        raise UserInputError("a one-off window needs both --from and --to")
     if weekly is not None and not (at and duration):
-        raise DatabaseError("a weekly window needs --at (local start time) and --for (duration)")
+        raise UserInputError("a weekly window needs --at (local start time) and --for (duration)")
     params = {"name": name, "monitor_ids": parse_monitor_ids(monitors), "time_zone": time_zone,
               "starts": starts, "ends": ends,
               "weekdays": parse_weekdays(weekly) if weekly is not None else None,
@@ -57,7 +58,7 @@ def list_windows(conn) -> list[dict[str, Any]]:
 
 def remove(conn, window_id: int) -> None:
     if not conn.execute(queries()["maintenance_remove"], {"id": window_id}).fetchone():
-        raise DatabaseError(f"no maintenance window {window_id}")
+        raise UserInputError(f"no maintenance window {window_id}")
 
 
 def describe(w: dict[str, Any]) -> str:

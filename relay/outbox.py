@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from datetime import datetime
 
+from relay.backoff import Backoff
 from relay.queries import queries
+
+# a failed job is due again after 1 s, 2 s, 4 s ... at most 60 s, each ±20%
+JOB_RETRY = Backoff(first=1.0, most=60.0, jitter=0.2)
 
 
 @dataclass
@@ -36,8 +39,8 @@ class Job:
 
 
 def retry_backoff_s(attempts: int) -> float:
-    """Backoff before a failed job is due again: grows with its attempts, with jitter."""
-    return min(0.5 * 2 ** attempts, 60) * random.uniform(0.8, 1.2)
+    """Backoff before a failed job is due again (attempts: its failed attempts so far)."""
+    return JOB_RETRY.delay(attempts)
 
 
 async def put_back(conn, requeue: list[dict], dead: list[dict]) -> None:

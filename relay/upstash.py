@@ -10,38 +10,17 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay,
-                      wait_exponential_jitter)
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay
 
 from relay import metrics
+from relay.backoff import Backoff
 from relay.config import Endpoint
-from relay.errors import PublishError
+# the publish errors live in relay.errors; imported here too for this client's callers
+from relay.errors import (MalformedReply, PublishError, RegionRefused, RequestRejected,
+                          TokenRefused, TransientError)
 
-
-class TransientError(PublishError):
-    """A transport error, timeout or 5xx: worth retrying."""
-
-    def __init__(self, message: str, *, sent: bool = True) -> None:
-        super().__init__(message)
-        self.sent = sent  # False: the request surely never reached the region
-
-
-class RequestRejected(PublishError):
-    """A whole request refused with a 4xx (too large, a proxy's 400): retrying it as it is
-    will not help."""
-
-    def __init__(self, region: str, status: int, message: str) -> None:
-        super().__init__(f"region {region}: HTTP {status}: {message}")
-        self.too_large = "max request size" in message.lower() or status == 413
-
-
-class MalformedReply(PublishError):
-    """A 200 whose body is not the replies we asked for: which commands ran is unknown."""
-
-
-class RegionRefused(PublishError):
-    """Inline errors that concern the whole region (quota, OOM, read-only...): its writes
-    fail, whatever the job."""
+# one request is retried after 50 ms, 100 ms ... at most 2 s (±50%), within the retry window
+REQUEST_RETRY = Backoff(first=0.05, most=2.0, jitter=0.5)
 
 
 # Inline errors that concern the database or the request, never one job: Upstash's quotas
@@ -76,14 +55,6 @@ def region_failure(replies: list[dict[str, Any]]) -> str | None:
             "NOSCRIPT" in e for e in errors):
         return f"{len(errors)} of {len(replies)} commands failed: {errors[0]}"
     return None
-
-
-class TokenRefused(PublishError):
-    """The region's endpoint refused our token (HTTP 401/403): retrying will not help."""
-
-    def __init__(self, region: str, status: int) -> None:
-        super().__init__(f"region {region}: token refused (HTTP {status})")
-        self.region = region
 
 
 class UpstashClient:
@@ -137,7 +108,7 @@ class UpstashClient:
 
         retrying = AsyncRetrying(
             stop=stop_after_delay(self.retry_window), retry=retry_allowed,
-            wait=wait_exponential_jitter(initial=0.05, max=2.0, jitter=0.1),
+            wait=REQUEST_RETRY,
             sleep=self.sleep, before_sleep=count_retry, reraise=True)
         return await retrying(self._post_once, path, body, commands)
 

@@ -27,7 +27,7 @@ from relay import logs, metrics
 from relay.breaker import CircuitBreaker, State
 from relay.config import ConfigError, Endpoint, RelaySettings, env_suffix, region_endpoint
 from relay.db import DatabaseError, describe
-from relay.errors import PgPulseError, PublishError
+from relay.errors import PublishError
 from relay.outbox import Job, put_back, retry_backoff_s
 from relay.queries import queries
 from relay.queue import (CRITICALITIES, DUPLICATE, EXPIRED, PUSH_SCRIPT, dedup_key,
@@ -51,10 +51,6 @@ class Outcome:
     kind: str
     error: str | None = None
     unclear: bool = False  # the push may or may not have happened
-
-
-class Undeliverable(PgPulseError):
-    """`relay --once` ended with due jobs it could not deliver."""
 
 
 @dataclass(eq=False)  # one object per region: compared and hashed by identity
@@ -143,7 +139,8 @@ class Relay:
             except psycopg.Error as exc:
                 raise DatabaseError(describe(exc)) from exc
             if not self.regions:
-                raise ConfigError("no enabled region has an Upstash endpoint configured")
+                raise ConfigError("no region in pgpulse.regions (enabled or not) has an Upstash endpoint "
+                                  "configured")
             logs.event("relay_started", regions=sorted(self.regions), once=self.once,
                        batch_size=s.batch_size, concurrency=s.concurrency, listen=s.listen,
                        pool_size=s.pool_size)

@@ -14,7 +14,7 @@ from psycopg.rows import dict_row
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from relay import migrate
-from relay.embedded import CRON_DATABASE, EmbeddedPostgres, EmbeddedRedis
+from relay.local.embedded import CRON_DATABASE, EmbeddedPostgres, EmbeddedRedis
 
 TEMPLATE = "pgpulse_template"
 _db_names = itertools.count()

@@ -18,7 +18,7 @@ import httpx
 from relay import logs
 from relay.bench.relay import flush_queues, queued_jobs
 from relay.config import RelaySettings
-from relay.stack import LocalStack
+from relay.local.stack import LocalStack
 from relay.tick import run_tick
 from relay.worker import Relay
 

@@ -20,7 +20,7 @@ import psycopg
 import redis
 
 from relay.bench.relay import flush_queues, queued_jobs
-from relay.stack import LocalStack
+from relay.local.stack import LocalStack
 
 CRITICALITIES = ("critical", "high", "normal", "low")
 

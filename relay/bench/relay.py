@@ -14,7 +14,7 @@ import redis
 from relay import logs
 from relay.bench import percentile
 from relay.config import RelaySettings
-from relay.stack import LocalStack
+from relay.local.stack import LocalStack
 from relay.worker import Relay
 
 # Outbox rows as the tick writes them, spread evenly over the regions.

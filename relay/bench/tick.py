@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from relay import migrate
-from relay.embedded import EmbeddedPostgres
+from relay.local.embedded import EmbeddedPostgres
 
 DATABASE = "pgpulse_bench"
 

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from relay.embedded import EmbeddedPostgres
+from relay.local.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "pw-Zq8xv3LmT"

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from relay.devserver import DevServer
-from relay.embedded import EmbeddedRedis
+from relay.local.embedded import EmbeddedRedis
 
 TOKEN_A, TOKEN_B, TOKEN_C = "token-region-a", "token-region-b", "AYNgAS2553feg6a2d9842h2a0gcdb5f8efe9934DQ="
 DB_A, DB_B, DB_C = 1, 2, 3

@@ -219,7 +219,7 @@ def test_admin_api_is_404_without_an_admin_token(devserver_redis, creds):
 
 def test_a_redis_outage_is_a_503_and_service_resumes(creds, wait_for):
     """Not an injected fault: redis-server itself goes away and comes back."""
-    from relay.embedded import EmbeddedRedis
+    from relay.local.embedded import EmbeddedRedis
 
     redis_server = EmbeddedRedis().start()
     port = redis_server.port

@@ -9,11 +9,11 @@ import time
 
 import psycopg
 
-from relay.embedded import EmbeddedPostgres
+from relay.local.embedded import EmbeddedPostgres
 
 STARTER = """
 import sys, time
-from relay.embedded import EmbeddedPostgres, EmbeddedRedis
+from relay.local.embedded import EmbeddedPostgres, EmbeddedRedis
 from relay.devserver import DevServer
 pg = EmbeddedPostgres(fast=True).start()
 redis = EmbeddedRedis().start()

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from relay import migrate
-from relay.embedded import EmbeddedPostgres
+from relay.local.embedded import EmbeddedPostgres
 from waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

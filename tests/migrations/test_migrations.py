@@ -15,7 +15,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from relay import migrate
-from relay.embedded import EmbeddedPostgres
+from relay.local.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAD = "0010"

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from relay.devserver import DevServer
-from relay.embedded import free_port
+from relay.local.embedded import free_port
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

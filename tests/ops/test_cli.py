@@ -38,12 +38,12 @@ def test_user_mistakes_get_one_line_errors(conn, regions, relay_env):
     assert_one_line_error(pgpulse("dlq", "retry", "not-a-uuid", env=relay_env), "bad job id")
     no_tokens = {k: v for k, v in relay_env.items() if "TOKEN" not in k}
     assert_one_line_error(pgpulse("relay", "--once", env=no_tokens),
-                          "no enabled region has an Upstash endpoint configured")
+                          "no region in pgpulse.regions (enabled or not) has an Upstash endpoint")
     assert_one_line_error(pgpulse("relay", "--once", env=relay_env | {"PGPULSE_BATCH_SIZE": "lots"}),
                           "PGPULSE_BATCH_SIZE must be a number")
     assert_one_line_error(pgpulse("relay", "--once", env=relay_env | {
         "UPSTASH_REDIS_REST_URL_US_EAST_1": "not a url", "UPSTASH_REDIS_REST_URL_EU_WEST_1": "ftp://x"}),
-        "no enabled region has an Upstash endpoint configured")
+        "no region in pgpulse.regions (enabled or not) has an Upstash endpoint")
 
 
 def test_region_commands_change_routing_rows(conn, regions, relay_env):

@@ -8,7 +8,7 @@ import json
 import psycopg
 from psycopg.rows import dict_row
 
-from relay.embedded import free_port
+from relay.local.embedded import free_port
 from tests.ops.conftest import pgpulse
 
 SECRETS = {"CRON_SECRET": "cron-secret-7d1e", "PGPULSE_ALERT_WEBHOOK_URL": "https://hooks.example/T0/B0/hook-secret-91"}

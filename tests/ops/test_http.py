@@ -15,7 +15,7 @@ import httpx
 import psycopg
 from psycopg.rows import dict_row
 
-from relay.embedded import free_port
+from relay.local.embedded import free_port
 from tests.ops.conftest import Service, pgpulse
 from tests.waiting import wait_for
 

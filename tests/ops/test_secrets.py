@@ -11,7 +11,7 @@ import httpx
 
 from relay import logs
 from relay.devserver import DevServer
-from relay.embedded import free_port
+from relay.local.embedded import free_port
 from tests.ops.conftest import pgpulse
 from tests.waiting import wait_for
 

@@ -12,7 +12,7 @@ from psycopg.rows import dict_row
 
 from harness import REGIONS, assert_exactly_once, tick
 from relay import migrate
-from relay.embedded import EmbeddedPostgres
+from relay.local.embedded import EmbeddedPostgres
 from waiting import wait_for
 
 HOST_REVISION = "9c4b2a7e11f0"

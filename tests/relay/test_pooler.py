@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from harness import assert_exactly_once, insert_monitors, tick
-from relay.embedded import EmbeddedPostgres, _service_user, die_with_parent, free_port
+from relay.local.embedded import EmbeddedPostgres, _service_user, die_with_parent, free_port
 from waiting import wait_for
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"

@@ -25,7 +25,7 @@ from relay import logs, metrics
 from relay.bench import percentile
 from relay.config import RelaySettings
 from relay.queue import CRITICALITIES, queue_key
-from relay.stack import LocalStack
+from relay.local.stack import LocalStack
 from relay.tick import run_tick
 from relay.worker import Relay
 

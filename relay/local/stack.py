@@ -13,7 +13,7 @@ import psycopg
 from relay import migrate
 from relay.config import env_suffix
 from relay.devserver import DevServer
-from relay.embedded import EmbeddedPostgres, EmbeddedRedis
+from relay.local.embedded import EmbeddedPostgres, EmbeddedRedis
 
 REGIONS = ("us-east-1", "eu-west-1", "ap-south-1")
 

@@ -1,0 +1,55 @@
+"""One errors module: bad user input is a UserInputError (not a database error), and the CLI
+prints every pgpulse error as one line."""
+
+from __future__ import annotations
+
+import pytest
+
+from relay import admin, cli, errors, maintenance
+from relay.db import DatabaseError
+
+
+class NoQueries:
+    """A connection bad input must never reach."""
+
+    def execute(self, *args, **kwargs):
+        raise AssertionError("a query ran for bad input")
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: admin.check_region_code("Bad_Code"), "bad region code 'Bad_Code'"),
+    (lambda: admin.dlq_retry(NoQueries(), "not-a-uuid"), "bad job id 'not-a-uuid'"),
+    (lambda: admin.dlq_purge(NoQueries(), "42"), "bad job id '42'"),
+    (lambda: maintenance.parse_weekdays("sat,funday"), "bad weekday 'funday'"),
+    (lambda: maintenance.parse_monitor_ids([" "]), "bad monitor id"),
+    (lambda: maintenance.add(NoQueries(), time_zone="UTC", starts="2026-01-01 00:00"),
+     "needs both --from and --to"),
+])
+def test_bad_input_is_a_user_input_error_not_a_database_error(call, message):
+    with pytest.raises(errors.UserInputError, match=message) as caught:
+        call()
+    assert not isinstance(caught.value, DatabaseError)
+
+
+def test_every_pgpulse_error_lives_in_relay_errors():
+    from relay import db, upstash
+    from relay.devserver import server
+    from relay.local import embedded
+    assert db.DatabaseError is errors.DatabaseError
+    assert upstash.TokenRefused is errors.TokenRefused
+    assert embedded.ServiceError is errors.ServiceError
+    assert server.DevServerError is errors.DevServerError
+    assert issubclass(errors.UnknownRegion, errors.UserInputError)
+
+
+def test_the_cli_prints_a_pgpulse_error_as_one_line(monkeypatch, capsys):
+    def bad_code(args):
+        admin.check_region_code(args.code)
+
+    monkeypatch.setitem(cli.COMMANDS, "region", bad_code)
+    assert cli.main(["region", "add", "Bad_Code",
+                     "--database-url", "postgresql://127.0.0.1:1/x"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        "pgpulse region: error: bad region code 'Bad_Code': use lowercase letters, digits and '-'"]
