@@ -212,11 +212,8 @@ def _bench(args):
 
 @command("devserver")
 def _devserver(args):
-    from relay import devserver
-    from relay.devserver.server import ADMIN_TOKEN_ENV, token_args
-    tokens = devserver.parse_token_args(token_args(args.token))
-    admin_token = args.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None
-    devserver.serve(args.host, args.port, args.redis_url, tokens, admin_token)
+    from relay.devserver.server import run
+    run(args)
 
 
 # ------------------------------------------------------------------ parser
@@ -359,20 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
     p.add_argument("--json", action="store_true", help="print JSON only")
 
+    from relay.devserver import options as devserver_options
     p = sub.add_parser("devserver", formatter_class=fmt,
                        help="an Upstash-compatible REST server on a real redis-server",
-                       description="Serve Upstash's Redis REST API on top of a redis-server. "
-                                   "Each --token TOKEN[=DB] maps a bearer token to a database.")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8079)
-    p.add_argument("--redis-url", default=_env_default(config.REDIS_URL),
-                   help="redis-server to run commands on (env $REDIS_URL)")
-    p.add_argument("--token", action="append", default=[], metavar="TOKEN[=DB]",
-                   help="accepted bearer token and its Redis database number (repeatable; "
-                        "visible in ps: prefer $PGPULSE_DEVSERVER_TOKENS, whitespace-separated)")
-    p.add_argument("--admin-token", default=None,  # never printed: it is a secret
-                   help="token of the fault-injection admin API (env "
-                        "$PGPULSE_DEVSERVER_ADMIN_TOKEN; unset: admin API off)")
+                       description=devserver_options.DESCRIPTION)
+    devserver_options.add_arguments(p)
     return parser
 
 

@@ -4,7 +4,7 @@ what they need and nothing else."""
 import psycopg
 import pytest
 
-from relay.queries import sql_file
+from relay.resources import sql_text
 from tests.ops.conftest import pgpulse
 
 LOGINS = """
@@ -26,7 +26,7 @@ def as_user(dsn: str, user: str) -> str:
 
 
 def test_relay_and_ticker_roles_do_their_job_and_no_more(conn, db_url, regions, relay_env):
-    conn.execute(sql_file("roles.sql"))
+    conn.execute(sql_text("roles.sql"))
     conn.execute(LOGINS)
     conn.execute("INSERT INTO public.monitors (url, next_check_at) "
                  "SELECT 'https://example.com/' || g, now() FROM generate_series(1, 30) g")
