@@ -367,7 +367,7 @@ def help_text(rows: Iterable[Setting], env: dict[str, str] | None = None) -> str
         allowed = s.allowed_text()
         head = f"  {s.env} (default {s.default_text()}" + (f"; {allowed})" if allowed else ")")
         if now:
-            head += "  now set" if s.secret else f"  now {now}"
+            head += "  (now set)" if s.secret else f"  (now {now})"
         lines.append(head.replace("`", ""))
         lines += textwrap.wrap(s.help.replace("`", ""), 88, initial_indent=" " * 6,
                                subsequent_indent=" " * 6)
