@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from relay import extras
 from relay.errors import PgPulseError, UserInputError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
@@ -382,7 +383,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"region {args.action}: a region code is required")
     protect_secrets(getattr(args, "database_url", None))
     try:
+        extras.require(args.command)
         return COMMANDS[args.command](args) or 0
+    except extras.MissingExtra as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        missing = extras.explain(args.command, exc)
+        if missing is None:
+            raise
+        print(missing, file=sys.stderr)
+        return 1
     except PgPulseError as exc:
         from relay.logs import redact
         print(f"pgpulse {args.command}: error: {redact(str(exc))}", file=sys.stderr)

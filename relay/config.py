@@ -320,7 +320,8 @@ REGION_TOKEN = Setting("UPSTASH_REDIS_REST_TOKEN_<CODE>", None, "that region's t
                        "never logged, never stored in the database)",
                        shown="`UPSTASH_REDIS_REST_TOKEN`", secret=True)
 CRON_DATABASE = Setting("PGPULSE_CRON_DATABASE", None, "`pgpulse migrate`: pg_cron's database "
-                        "when it is not this one (schedules with `cron.schedule_in_database`)")
+                        "when it is not this one (schedules with `cron.schedule_in_database`); "
+                        "`pgpulse doctor` looks for the job there")
 LOG_LEVEL = Setting("PGPULSE_LOG_LEVEL", "INFO", "log level of the JSON logs on stderr")
 HTTP_LISTEN = Setting("PGPULSE_HTTP", "127.0.0.1:9187", "listen address of `pgpulse http`")
 # local tooling
