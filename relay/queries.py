@@ -16,7 +16,3 @@ _HEADER = re.compile(r"^-- ([a-z_]+) --\n(?:--.*\n)*", re.MULTILINE)
 def queries() -> dict[str, str]:
     parts = _HEADER.split(sql_text("queries.sql"))[1:]
     return {name: body.strip() for name, body in zip(parts[::2], parts[1::2])}
-
-
-def sql_file(name: str) -> str:
-    return sql_text(name)

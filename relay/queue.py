@@ -2,7 +2,6 @@
 idempotent push script."""
 
 CRITICALITIES = ("critical", "high", "normal", "low")  # a worker pops critical first
-CONTRACT_VERSION = 1
 
 # What the push script answers per job.
 PUSHED, DUPLICATE, EXPIRED = 1, 0, 2

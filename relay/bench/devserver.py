@@ -6,7 +6,8 @@ checks that the list really holds them all. Each figure is the median of `runs` 
 The request bodies are serialised once, so the client spends its CPU on HTTP, not JSON:
 on a 2-core machine client, dev server and redis-server share the same cores.
 
-The relay's own hot path (EVALSHA of the idempotent-push script) is measured the same way.
+The relay's own hot path is measured the same way: EVALSHA of its idempotent-push script
+(`relay.queue.PUSH_SCRIPT`, the very script the relay loads) with the relay's keys and arguments.
 """
 
 from __future__ import annotations
@@ -22,20 +23,16 @@ from typing import Any
 
 import httpx
 
+from relay.config import RelaySettings
 from relay.devserver import DevServer
 from relay.local.embedded import EmbeddedRedis
+from relay.queue import PUSH_SCRIPT, dedup_key, queue_key
 
 TOKEN = "bench-token"
 _VALUE = json.dumps({"v": 1, "job_id": "00000000-0000-0000-0000-000000000000",
                      "url": "https://example.com/health", "region": "us-east-1",
                      "criticality": "normal", "attempt": 0})
-# The shape of the relay's push: SET dedup NX EX, then LPUSH, in one script.
-_PUSH_SCRIPT = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
-  return redis.call('LPUSH', KEYS[2], ARGV[1])
-end
-return 0
-"""
+_REGION = "us-east-1"
 
 
 async def _push(url: str, bodies: list[bytes], concurrency: int) -> float:
@@ -75,9 +72,15 @@ def _lpush_bodies(n_commands: int, batch: int) -> list[bytes]:
 
 
 def _evalsha_bodies(sha: str, n_commands: int, batch: int, run: int) -> list[bytes]:
+    """The relay's push commands (relay/worker.py builds the same): a fresh job id each, a
+    job that expires in an hour, the default dedup margin."""
+    expires_at = str(int(time.time()) + 3600)
+    margin = str(RelaySettings().dedup_margin_s)
+    queue = queue_key(_REGION, "normal")
     bodies = []
     for start in range(0, n_commands, batch):
-        commands = [["EVALSHA", sha, 2, f"bench:dedup:{run}:{i}", "bench:jobs", _VALUE, 300]
+        commands = [["EVALSHA", sha, "2", dedup_key(f"bench-{run}-{i}"), queue, _VALUE,
+                     expires_at, margin]
                     for i in range(start, min(start + batch, n_commands))]
         bodies.append(json.dumps(commands).encode())
     return bodies
@@ -115,13 +118,13 @@ async def bench_devserver(n_commands: int = 200_000, batch: int = 1000, concurre
                 stored = await _command(server.url, "LLEN", "bench:lpush")
                 if stored != n_commands:
                     raise RuntimeError(f"expected {n_commands} list entries, found {stored}")
-            sha = await _command(server.url, "SCRIPT", "LOAD", _PUSH_SCRIPT)
+            sha = await _command(server.url, "SCRIPT", "LOAD", PUSH_SCRIPT)
             evalsha_seconds = []
             for run in range(runs):
-                await _command(server.url, "DEL", "bench:jobs")
+                await _command(server.url, "DEL", queue_key(_REGION, "normal"))
                 bodies = _evalsha_bodies(sha, n_commands, batch, run)
                 evalsha_seconds.append(await _push(server.url, bodies, concurrency))
-                stored = await _command(server.url, "LLEN", "bench:jobs")
+                stored = await _command(server.url, "LLEN", queue_key(_REGION, "normal"))
                 if stored != n_commands:
                     raise RuntimeError(f"expected {n_commands} jobs, found {stored}")
             await _command(server.url, "FLUSHDB")
@@ -140,6 +143,7 @@ async def bench_devserver(n_commands: int = 200_000, batch: int = 1000, concurre
         "concurrency": concurrency,
         "runs_lpush_per_s": [round(n_commands / s) for s in lpush_seconds],
         "evalsha_push_per_s": round(n_commands / statistics.median(evalsha_seconds)),
+        "evalsha_script_sha1": sha,  # which push script that figure measured
         "redis_benchmark_lpush_per_s": round(redis_benchmark) if redis_benchmark else None,
     }
 

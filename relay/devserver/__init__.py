@@ -58,31 +58,35 @@ Modules
 - `tenants`: the per-database ACL users.
 - `faults`, `stats`: fault rules and their dice; the request counters.
 - `app`: the ASGI application (`DevServerApp`): HTTP, auth, faults, the admin API.
-- `server`: `serve` under uvicorn, `parse_token_args`, `main`.
+- `options`: the command line both `pgpulse devserver` and `python -m relay.devserver` parse.
+- `server`: `serve` under uvicorn, `main`.
 - `launcher`: `DevServer`, the server as a subprocess for tests, benchmarks and the demo.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from relay.devserver.app import MAX_REQUEST_BYTES, DevServerApp
-from relay.devserver.server import DevServerError, main, parse_token_args, serve
-
 if TYPE_CHECKING:
+    from relay.devserver.app import MAX_REQUEST_BYTES, DevServerApp
     from relay.devserver.launcher import DevServer
+    from relay.devserver.options import parse_token_args
+    from relay.devserver.server import main, serve
+    from relay.errors import DevServerError
 
-__all__ = [
-    "MAX_REQUEST_BYTES", "DevServer", "DevServerApp", "DevServerError", "main",
-    "parse_token_args", "serve",
-]
+# Each loaded on first use: `pgpulse` reads `options` for every command and should not pay
+# for the server (asyncio, uvicorn), nor `python -m relay.devserver` for the launcher's psycopg.
+_HOMES = {
+    "MAX_REQUEST_BYTES": "relay.devserver.app", "DevServerApp": "relay.devserver.app",
+    "DevServer": "relay.devserver.launcher", "parse_token_args": "relay.devserver.options",
+    "main": "relay.devserver.server", "serve": "relay.devserver.server",
+    "DevServerError": "relay.errors",
+}
+__all__ = sorted(_HOMES)
 
 
 def __getattr__(name: str) -> Any:
-    # Loaded on first use: the launcher imports relay.local.embedded and with it psycopg,
-    # which would double the start time of every `python -m relay.devserver`.
-    if name == "DevServer":
-        from relay.devserver.launcher import DevServer
-
-        return DevServer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

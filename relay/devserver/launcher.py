@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from relay.devserver.server import ADMIN_TOKEN_ENV, TOKENS_ENV, DevServerError
+from relay.devserver.options import ADMIN_TOKEN_ENV, REDIS_URL_ENV, TOKENS_ENV
+from relay.errors import DevServerError
 from relay.local.embedded import ManagedService, die_with_parent, free_port
 
 # The default of DevServer(admin_token=...): a random token made for this server.
@@ -40,7 +41,6 @@ class DevServer(ManagedService):
         self.host = host
         self.port = port
         self.proc: subprocess.Popen | None = None
-        self.proc_returncode: int | None = None
         self._log: Any = None
 
     @property
@@ -58,7 +58,7 @@ class DevServer(ManagedService):
                 "--port", str(self.port)]
         # secrets go by environment: a command line is readable by every user (ps)
         env = {k: v for k, v in os.environ.items() if k not in (TOKENS_ENV, ADMIN_TOKEN_ENV)}
-        env["REDIS_URL"] = self.redis_url
+        env[REDIS_URL_ENV] = self.redis_url
         env[TOKENS_ENV] = "\n".join(f"{token}={db}" for token, db in self.tokens.items())
         if self.admin_token:
             env[ADMIN_TOKEN_ENV] = self.admin_token
@@ -103,7 +103,6 @@ class DevServer(ManagedService):
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
                     self.proc.wait()
-            self.proc_returncode = self.proc.returncode
             self.proc = None
         if self._log is not None:
             self._log.close()

@@ -1,61 +1,17 @@
-"""Serving the app under uvicorn: option checks, signals, and the command line."""
+"""Serving the app under uvicorn: option checks, signals, and `python -m relay.devserver`."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import socket
 import sys
 from typing import Any
 
 from relay.devserver.app import DROP_EXTENSION, DevServerApp
+from relay.devserver.options import build_parser, serve_arguments
 from relay.devserver.redis import RedisTarget
 from relay.errors import ConfigError, DevServerError, PgPulseError
-
-
-def parse_token_args(values: list[str]) -> dict[str, int]:
-    """Parse repeatable `--token TOKEN[=DB]` values into {token: database number}.
-
-    The database is what follows the last "=", so a base64 token that ends in "="
-    padding can be given as is (DB 0) or followed by "=DB". Messages never echo a token.
-    """
-    if not values:
-        raise ConfigError("at least one --token TOKEN[=DB] is required")
-    tokens: dict[str, int] = {}
-    for position, value in enumerate(values, start=1):
-        token, sep, db_text = value.rpartition("=")
-        if not sep or not db_text:
-            token, db = value, 0
-        else:
-            try:
-                db = int(db_text)
-            except ValueError:
-                raise ConfigError(
-                    f"--token #{position}: the database after the last '=' must be a "
-                    f"non-negative integer"
-                ) from None
-            if db < 0 or not db_text.isdigit():
-                raise ConfigError(f"--token #{position}: the database must be a non-negative integer")
-        if not token:
-            raise ConfigError(f"--token #{position}: the token is empty")
-        if any(ch.isspace() for ch in token):
-            raise ConfigError(f"--token #{position}: the token contains whitespace")
-        if token in tokens:
-            raise ConfigError(f"--token #{position}: the same token is given twice")
-        tokens[token] = db
-    return tokens
-
-
-TOKENS_ENV = "PGPULSE_DEVSERVER_TOKENS"
-ADMIN_TOKEN_ENV = "PGPULSE_DEVSERVER_ADMIN_TOKEN"
-
-
-def token_args(flags: list[str], env: dict[str, str] | None = None) -> list[str]:
-    """`--token` values plus the whitespace-separated TOKEN[=DB] entries of
-    $PGPULSE_DEVSERVER_TOKENS: the environment keeps tokens out of `ps` (argv is public)."""
-    env = os.environ if env is None else env
-    return [*flags, *env.get(TOKENS_ENV, "").split()]
 
 
 def _http_protocol() -> Any:
@@ -145,27 +101,19 @@ def serve(
         raise DevServerError(app.startup_error)
 
 
+def run(options: argparse.Namespace) -> None:
+    """Serve with the options of either command line (`options.add_arguments`)."""
+    serve(**serve_arguments(options))
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m relay.devserver",
-        description="An Upstash-compatible Redis REST server in front of a real redis-server.",
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379"),
-                        help="redis-server to run commands on (env $REDIS_URL)")
-    parser.add_argument("--token", action="append", default=[], metavar="TOKEN[=DB]",
-                        help="a REST token and the Redis database it maps to (repeatable; "
-                             f"visible in ps: prefer ${TOKENS_ENV})")
-    parser.add_argument("--admin-token", default=None,
-                        help="enables the /_admin fault-injection and stats API (visible in "
-                             f"ps: prefer ${ADMIN_TOKEN_ENV})")
+    """`python -m relay.devserver`: errors end it as they end `pgpulse devserver`, with
+    one line and exit code 1 (a usage error: argparse's 2)."""
+    parser = build_parser("python -m relay.devserver")
     options = parser.parse_args(argv)
     try:
-        serve(options.host, options.port, options.redis_url,
-              parse_token_args(token_args(options.token)),
-              options.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None)
+        run(options)
     except PgPulseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -142,14 +142,15 @@ class EmbeddedPostgres(ManagedService):
             settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
         with open(self.datadir / "postgresql.conf", "a") as conf:
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
-        self._pg_ctl_start()
+        self.start_postmaster()
         with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{CRON_DATABASE}"')
         return self
 
-    def _pg_ctl_start(self) -> None:
-        """Runs the postmaster as our child (not daemonized by pg_ctl): if we die, it gets
-        SIGQUIT (immediate shutdown) instead of running on."""
+    def start_postmaster(self) -> None:
+        """Starts the server of the initialised cluster (again) and waits until it accepts
+        connections. The postmaster runs as our child, not daemonized as pg_ctl would: if we
+        die, it gets SIGQUIT (immediate shutdown) instead of running on."""
         log = open(self.base / "server.log", "ab")
         self.proc = subprocess.Popen(
             [str(self.bindir / "postgres"), "-D", str(self.datadir)],
@@ -170,8 +171,9 @@ class EmbeddedPostgres(ManagedService):
                 raise ServiceError(f"postgres did not accept connections within 60 s: {self.log_tail(5)}")
             time.sleep(0.05)
 
-    def _signal_stop(self, mode: str) -> None:
-        """pg_ctl's stop modes as signals: smart SIGTERM, fast SIGINT, immediate SIGQUIT."""
+    def stop_postmaster(self, mode: str) -> None:
+        """Stops the server, keeping the cluster. pg_ctl's stop modes as signals: smart
+        SIGTERM, fast SIGINT, immediate SIGQUIT."""
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal({"smart": signal.SIGTERM, "fast": signal.SIGINT,
@@ -184,13 +186,13 @@ class EmbeddedPostgres(ManagedService):
 
     def restart(self, mode: str = "fast") -> None:
         """Stop (mode fast, or immediate for a crash) and start on the same port."""
-        self._signal_stop(mode)
-        self._pg_ctl_start()
+        self.stop_postmaster(mode)
+        self.start_postmaster()
 
     def stop(self) -> None:
         if self.base is None:
             return
-        self._signal_stop("immediate")
+        self.stop_postmaster("immediate")
         shutil.rmtree(self.base, ignore_errors=True)
         self.base = None
 

@@ -1,8 +1,9 @@
-"""`python -m relay.devserver`: its options, its one-line errors and a clean exit on
-SIGINT/SIGTERM, also while a request hangs."""
+"""`python -m relay.devserver` and `pgpulse devserver`: one set of options, the same one-line
+errors and exit codes, and a clean exit on SIGINT/SIGTERM, also while a request hangs."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import socket
@@ -14,11 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from relay.devserver import DevServer, parse_token_args, serve
+import relay.devserver as devserver_package
+from relay import cli
+from relay.devserver import DevServer, parse_token_args, serve, server
+from relay.devserver.options import TOKENS_ENV
 from relay.local.embedded import free_port
 from relay.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
+PROG = "python -m relay.devserver"
 
 
 def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -81,29 +86,29 @@ def test_cli_reports_an_unreachable_redis_in_one_line():
         redis_port = closed.getsockname()[1]
         result = run_cli("--port", str(free_port()), "--redis-url", f"redis://:hunter2@127.0.0.1:{redis_port}",
                          "--token", "secret-token=1")
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: cannot connect to redis-server at 127.0.0.1:")
+    assert last.startswith(f"{PROG}: error: cannot connect to redis-server at 127.0.0.1:")
     assert "hunter2" not in result.stderr and "secret-token" not in result.stderr
 
 
 def test_cli_reports_a_database_redis_does_not_have(devserver_redis):
     result = run_cli("--port", str(free_port()), "--redis-url", devserver_redis.url, "--token", "tok=99")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: redis-server refused SELECT for database 99")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f"{PROG}: error: redis-server refused SELECT for database 99")
 
 
 def test_cli_reports_a_busy_port(devserver, devserver_redis):
     result = run_cli("--port", str(devserver.port), "--redis-url", devserver_redis.url, "--token", "tok")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot listen on 127.0.0.1:{devserver.port}")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f"{PROG}: error: cannot listen on 127.0.0.1:{devserver.port}")
 
 
 def test_cli_needs_a_token(devserver_redis):
     result = run_cli("--port", str(free_port()), "--redis-url", devserver_redis.url)
-    assert result.returncode == 2
-    assert result.stderr.strip() == "error: at least one --token TOKEN[=DB] is required"
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"{PROG}: error: at least one --token TOKEN[=DB] is required"
 
 
 def test_cli_help_names_the_options():
@@ -111,6 +116,50 @@ def test_cli_help_names_the_options():
     assert result.returncode == 0
     for option in ("--host", "--port", "--redis-url", "--token", "--admin-token"):
         assert option in result.stdout
+
+
+# -- both command lines: `pgpulse devserver` and `python -m relay.devserver` --------
+
+# prog: (its main in this process, its `python -m` arguments)
+BOTH = {"pgpulse devserver": (lambda argv: cli.main(["devserver", *argv]), ["relay", "devserver"]),
+        PROG: (lambda argv: server.main(argv), ["relay.devserver"])}
+
+
+def test_both_command_lines_serve_with_the_same_defaults_and_environment(monkeypatch):
+    served = []
+
+    def fake_serve(*args, **kwargs):
+        served.append(inspect.signature(serve).bind(*args, **kwargs).arguments)
+
+    for module in (devserver_package, server):
+        monkeypatch.setattr(module, "serve", fake_serve)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6390")
+    monkeypatch.setenv(TOKENS_ENV, "tok=1")
+    for main, _ in BOTH.values():
+        assert main([]) == 0
+    pgpulse, module = served
+    assert pgpulse == module
+    assert module["redis_url"] == "redis://127.0.0.1:6390" and module["tokens"] == {"tok": 1}
+
+
+@pytest.mark.parametrize("prog", BOTH)
+def test_both_command_lines_end_a_failed_start_alike(prog):
+    env = {k: v for k, v in os.environ.items() if k != TOKENS_ENV}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    result = subprocess.run([sys.executable, "-m", *BOTH[prog][1], "--port", str(free_port()),
+                             "--redis-url", "redis://127.0.0.1:1"],
+                            capture_output=True, text=True, timeout=30, env=env)
+    assert (result.returncode, result.stderr.strip()) == (
+        1, f"{prog}: error: at least one --token TOKEN[=DB] is required")
+
+
+@pytest.mark.parametrize("prog", BOTH)
+def test_help_does_not_show_the_redis_password(prog, monkeypatch, capsys):
+    monkeypatch.setenv("REDIS_URL", "redis://:hunter2@127.0.0.1:6390")
+    with pytest.raises(SystemExit):
+        BOTH[prog][0](["--help"])
+    shown = capsys.readouterr().out
+    assert "--redis-url" in shown and "hunter2" not in shown
 
 
 # -- shutdown ---------------------------------------------------------------------

@@ -198,13 +198,13 @@ def test_a_stopped_database_is_an_alert_and_breaker_rules_still_run(relay_env, d
                      30, "eu's breaker to open")
         assert not receiver.of("breaker_open"), "the breaker alert came before the database stopped"
 
-        pg._signal_stop("fast")
+        pg.stop_postmaster("fast")
         wait_for(lambda: receiver.of("database_unreachable", "firing"), 30, "the database alert")
         wait_for(lambda: receiver.of("breaker_open", "firing"), 30, "the breaker alert, database down")
         assert receiver.of("breaker_open", "firing")[0]["details"]["region"] == "eu-west-1"
         assert not receiver.of("deadman"), "a rule that needs the database fired blind"
 
-        pg._pg_ctl_start()
+        pg.start_postmaster()
         wait_for(lambda: receiver.of("database_unreachable", "resolved"), 30, "the database resolve")
         assert len(receiver.of("database_unreachable", "firing")) == 1  # two relays, one alert
         assert len(receiver.of("breaker_open", "firing")) == 1
