@@ -18,7 +18,7 @@ from relay import migrate
 from relay.local.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0010"
+HEAD = "0011"
 _names = itertools.count()
 
 
