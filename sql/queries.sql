@@ -1,4 +1,6 @@
--- Named queries the relay and the CLI run. Python never builds SQL strings.
+-- Named queries the relay and the CLI run (callers write queries()["name"]). Not all of
+-- pgpulse's SQL is here: doctor's catalog checks and a few one-line statements stay inline,
+-- and the throwaway stack, demo and benchmarks write their own SQL, some built in Python.
 -- Timestamps in job JSON are ISO 8601 UTC with a Z.
 
 -- claim_due --

@@ -134,7 +134,8 @@ def bench_relay(jobs: int = 100_000, latency_ms: float = 0, runs: int = 3,
             "seconds_all": [round(s, 3) for s in seconds],
             "lag_p50_ms": round(statistics.median(lag_p50) * 1000, 1),
             "lag_p99_ms": round(statistics.median(lag_p99) * 1000, 1),
-            "note": "lag here is mostly time spent waiting in a full backlog; see steady_lag"}
+            "note": "lag here is mostly time spent waiting in a full backlog; "
+                    "`pgpulse bench relay-lag` (bench relay_lag) measures delivery lag"}
 
 
 def bench_relay_lag(rate: float = 2000, seconds: float = 30, latency_ms: float = 0,

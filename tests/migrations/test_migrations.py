@@ -18,7 +18,7 @@ from relay import migrate
 from relay.local.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0009"
+HEAD = "0010"
 _names = itertools.count()
 
 
@@ -93,7 +93,7 @@ def test_upgrade_downgrade_to_base_and_upgrade_again(pg_server, empty_db, capsys
     migrate.upgrade(dsn)
     assert version(dsn) == HEAD
     first = schema_dump(pg_server, dsn)
-    assert objects(dsn) == {"schemas": 1, "tables": 8, "routines": 34, "has_version_table": True}
+    assert objects(dsn) == {"schemas": 1, "tables": 8, "routines": 38, "has_version_table": True}
 
     migrate.downgrade(dsn, "base")
     assert version(dsn) is None
