@@ -341,9 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Each benchmark starts its own PostgreSQL, redis-server and "
                                    "dev server. Medians of several runs.")
     p.add_argument("what", choices=["tick", "devserver", "relay", "relay-lag", "compare", "e2e",
-                                    "all"])
+                                    "first-check", "all"])
     p.add_argument("--monitors", type=int, default=None,
-                   help="tick/e2e/compare: due monitors (default 100000 / 100000 / 1000)")
+                   help="tick/e2e/compare/first-check: monitors (default 100000 / 100000 / "
+                        "1000 / 100000)")
     p.add_argument("--mix", action="store_true",
                    help="tick: 10%% of the monitors sub-minute, 10%% checked from three regions")
     p.add_argument("--jobs", type=int, default=100_000, help="relay: jobs in the outbox")
