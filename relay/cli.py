@@ -177,9 +177,9 @@ def protect_secrets(dsn: str | None = None) -> None:
     """Registers every configured secret with the redactor (logs and CLI errors)."""
     from relay import logs
     from relay.config import dsn_secrets, secret_variables
-    secret = ("PGPASSWORD", *secret_variables())  # a <CODE> row is its prefix
+    prefixes = ("PGPASSWORD", *secret_variables())  # a <CODE> row is its prefix
     for name, value in os.environ.items():
-        if name.startswith(secret):
+        if name.startswith(prefixes):
             for secret in [value, *value.split()]:
                 logs.register_secret(secret)
     for url in (dsn, os.environ.get("DATABASE_URL")):

@@ -31,6 +31,18 @@ def version_location() -> Path:
     return location / "versions"
 
 
+def add_to_alembic(script) -> None:
+    """For a host's own Alembic env.py: `add_to_alembic(context.script)`, before
+    run_migrations, lists pgpulse's revisions (branch `pgpulse`) beside the host's. Alembic
+    reads version_locations before env.py runs, so setting that option there is too late;
+    the revisions themselves are loaded only once the migrations run."""
+    ours = str(version_location())
+    listed = [str(v) for v in script.version_locations or [Path(script.dir, "versions")]]
+    if ours not in listed:
+        script.version_locations = [*listed, ours]
+        script.__dict__.pop("_version_locations", None)  # Alembic memoizes the paths
+
+
 def _register_migrations_package(location: Path) -> None:
     known = sys.modules.get("migrations")
     if known is not None:
