@@ -19,7 +19,7 @@ from relay.local.embedded import EmbeddedPostgres
 from tests.migrations.catalog import catalog, cron_job_rows, differences
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAD = "0010"
+HEAD = "0011"
 _names = itertools.count()
 
 
