@@ -120,9 +120,21 @@ ON CONFLICT (job_id) DO UPDATE
 -- next_due --
 -- Seconds until the earliest job of a region falls due (NULL: none waiting); with
 -- fallback_only (the region's breaker is open), only jobs that may go to its fallback.
-SELECT extract(epoch FROM min(deliver_at) - now())::float8
+SELECT extract(epoch FROM min(deliver_at) - now())::float8 AS seconds
   FROM pgpulse.outbox
  WHERE region = %(region)s AND (%(fallback_only)s IS FALSE OR allow_fallback)
+
+-- listen_outbox --
+-- The relay's wake-ups: the tick (and a reroute) notify when jobs are written.
+LISTEN pgpulse_outbox
+
+-- notify_outbox --
+-- Wakes every relay: jobs were written (rerouted) outside a tick.
+NOTIFY pgpulse_outbox
+
+-- now --
+-- The database's clock (`relay --once` delivers what was due by then).
+SELECT now() AS now
 
 -- regions --
 -- Every region with its routing settings.
