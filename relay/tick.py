@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from relay.db import connect, fetch_json
@@ -26,6 +26,18 @@ class TickParams:
                                 "emit jobs due within this many seconds (0 to 600)")
     chunk: int = _param(5000, "p_chunk", "--chunk", "MONITORS",
                         "monitors claimed per transaction (1 to 100000)")
+
+    @staticmethod
+    def add_options(parser) -> None:
+        """`pgpulse tick`'s options, one per field."""
+        for f in fields(TickParams):
+            parser.add_argument(f.metadata["option"], dest=f.name, type=type(f.default),
+                                default=f.default, metavar=f.metadata["metavar"],
+                                help=f.metadata["help"])
+
+    @classmethod
+    def from_options(cls, args) -> "TickParams":
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 
 
 def run_tick(dsn: str, params: TickParams = TickParams(), *, trigger: str = "cli") -> dict[str, Any]:
