@@ -4,9 +4,11 @@ and the delivery lag (published_at - deliver_at), on throwaway local parts."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -46,17 +48,39 @@ SELECT 'https://example.com/health/' || g, %(interval)s,
 """
 
 
-def _seed_interval_monitors(stack: LocalStack, rate: float, seconds: float,
-                            interval_s: int) -> int:
-    """Sub-minute monitors and one real tick over them; returns the jobs it wrote."""
+def _seed_interval_monitors(stack: LocalStack, rate: float, interval_s: int) -> int:
+    """Sub-minute monitors; returns how many."""
+    monitors = max(1, round(rate * interval_s))
     with stack.connect() as conn:
         conn.execute(SEED_INTERVAL_MONITORS, {
-            "interval": interval_s, "regions": list(stack.region_codes),
-            "monitors": max(1, round(rate * interval_s))})
+            "interval": interval_s, "regions": list(stack.region_codes), "monitors": monitors})
         conn.execute("VACUUM ANALYZE public.monitors")
-        conn.execute("CALL pgpulse.tick(NULL, 'bench', '55 seconds', make_interval(secs => %s))",
-                     (8 + seconds,))
-        return conn.execute("SELECT count(*) FROM pgpulse.outbox").fetchone()[0]
+    return monitors
+
+
+def _tick_interval_monitors(stack: LocalStack, seconds: float) -> dict[str, Any]:
+    """One real tick over them, writing every slot of the next 8 + `seconds` seconds (while
+    the relay runs, as in production); its record."""
+    with stack.connect() as conn:
+        wait_listening(conn)
+        run_id = conn.execute(
+            "CALL pgpulse.tick(NULL, 'bench', '55 seconds', make_interval(secs => %s))",
+            (8 + seconds,)).fetchone()[0]
+        written, claimed, took, cut = conn.execute(
+            "SELECT jobs_written, monitors_claimed, extract(epoch FROM finished_at - started_at),"
+            "       cut_short FROM pgpulse.tick_runs WHERE id = %s", (run_id,)).fetchone()
+    return {"jobs": written, "monitors_claimed": claimed, "seconds": float(took),
+            "cut_short": cut}
+
+
+def wait_listening(conn, timeout: float = 30) -> None:
+    """Until a relay's LISTEN connection is up."""
+    deadline = time.monotonic() + timeout
+    while not conn.execute("SELECT 1 FROM pg_stat_activity WHERE query ILIKE 'LISTEN%%'"
+                           " AND pid <> pg_backend_pid()").fetchone():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"relay not listening within {timeout:g} s")
+        time.sleep(0.05)
 
 
 def queued_jobs(stack: LocalStack) -> int:
@@ -93,18 +117,27 @@ def _seed(stack: LocalStack, run: int, jobs: int, rate: float | None) -> float:
 
 
 async def _drain(stack: LocalStack, settings: RelaySettings, *, once: bool,
-                 until_published: int) -> tuple[float, Relay, list[float]]:
+                 until_published: int, write: Callable[[], dict[str, Any]] | None = None,
+                 ) -> tuple[float, Relay, list[float], dict[str, Any] | None]:
+    """Runs a relay until it has dealt with `until_published` jobs (published, or dropped
+    as expired, or dead-lettered), or with the jobs `write` reports it wrote while the relay
+    ran (`write`'s record is returned)."""
     lags: list[float] = []
     relay = Relay(stack.dsn, settings, env=stack.env(), once=once,
                   on_batch=lambda batch: lags.extend(batch.lags()))
     started = time.perf_counter()
     task = asyncio.create_task(relay.run())
+    written = None
+    if write is not None:
+        written = await asyncio.to_thread(write)
+        until_published = written["jobs"]
     if not once:
-        while relay.counts.published < until_published and not task.done():
+        c = relay.counts
+        while c.published + c.expired + c.dead_lettered < until_published and not task.done():
             await asyncio.sleep(0.05)
         relay.stop.set()
     await task
-    return time.perf_counter() - started, relay, lags
+    return time.perf_counter() - started, relay, lags, written
 
 
 def bench_relay(jobs: int = 100_000, latency_ms: float = 0, runs: int = 3,
@@ -121,8 +154,8 @@ def bench_relay(jobs: int = 100_000, latency_ms: float = 0, runs: int = 3,
         for run in range(runs):
             flush_queues(stack)
             _seed(stack, run, jobs, None)
-            elapsed, relay, lags = asyncio.run(_drain(stack, settings, once=True,
-                                                      until_published=jobs))
+            elapsed, relay, lags, _ = asyncio.run(_drain(stack, settings, once=True,
+                                                         until_published=jobs))
             delivered = queued_jobs(stack)
             if delivered != jobs or relay.counts.published != jobs:
                 raise RuntimeError(f"run {run}: {delivered} jobs in Redis, expected {jobs}")
@@ -146,26 +179,41 @@ def bench_relay_lag(rate: float = 2000, seconds: float = 30, latency_ms: float =
                     interval_s: int | None = None) -> dict[str, Any]:
     """Steady state: jobs fall due at `rate` per second; lag = published_at - deliver_at.
     With interval_s, the jobs are the slots of rate * interval_s monitors checked every
-    interval_s seconds, written by the real tick."""
+    interval_s seconds, written by the real tick while the relay runs (their first slots
+    8 s after the tick starts: a tick slower than that makes them late, and says so)."""
     logs.setup("WARNING")
-    jobs = int(rate * seconds)
+    jobs, write, monitors = int(rate * seconds), None, None
     with LocalStack(pg_cron=False) as stack:
         with stack.connect() as conn:
             stack.create_regions(conn)
         if latency_ms:
             stack.devserver.set_faults({"latency_ms": latency_ms})
         if interval_s:
-            jobs = _seed_interval_monitors(stack, rate, seconds, interval_s)
+            monitors = _seed_interval_monitors(stack, rate, interval_s)
+            write = functools.partial(_tick_interval_monitors, stack, seconds)
         else:
             _seed(stack, 0, jobs, rate)
-        elapsed, relay, lags = asyncio.run(_drain(stack, RelaySettings(batch_size=batch,
-                                                                 concurrency=concurrency),
-                                            once=False, until_published=jobs))
+        elapsed, relay, lags, tick = asyncio.run(_drain(
+            stack, RelaySettings(batch_size=batch, concurrency=concurrency), once=False,
+            until_published=jobs, write=write))
         delivered = queued_jobs(stack)
-    return {"bench": "relay_lag", "rate_per_s": rate, "seconds": seconds, "jobs": jobs,
-            "interval_s": interval_s,
-            "latency_ms": latency_ms, "delivered": delivered,
-            "lag_p50_ms": round(percentile(lags, 0.50) * 1000, 1),
-            "lag_p99_ms": round(percentile(lags, 0.99) * 1000, 1),
-            "lag_max_ms": round(max(lags, default=0) * 1000, 1),
-            "early": sum(1 for lag in lags if lag < 0)}
+    counts = relay.counts
+    jobs = tick["jobs"] if tick else jobs
+    if delivered + counts.expired + counts.dead_lettered != jobs:
+        raise RuntimeError(f"{delivered} jobs in Redis, {counts.expired} expired, "
+                           f"{counts.dead_lettered} dead-lettered: {jobs} were written")
+    record = {"bench": "relay_lag", "rate_per_s": rate, "seconds": seconds,
+              "jobs": jobs, "interval_s": interval_s,
+              "latency_ms": latency_ms, "delivered": delivered,
+              "lag_p50_ms": round(percentile(lags, 0.50) * 1000, 1),
+              "lag_p99_ms": round(percentile(lags, 0.99) * 1000, 1),
+              "lag_max_ms": round(max(lags, default=0) * 1000, 1),
+              "early": sum(1 for lag in lags if lag < 0),
+              # dropped by the relay: their slot's interval had passed (the worst lag)
+              "expired": counts.expired,
+              "jobs_per_batch": round(counts.published / max(counts.batches, 1), 1)}
+    if tick:
+        # a tick's horizon moves with each chunk: a slow tick claims monitors again
+        record |= {"tick_seconds": round(tick["seconds"], 3), "tick_cut_short": tick["cut_short"],
+                   "tick_monitors_claimed": tick["monitors_claimed"], "monitors": monitors}
+    return record
