@@ -405,11 +405,15 @@ def pgpulse_cli(db_url: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_dlq_retry_keeps_allow_fallback_and_keeps_what_it_cannot_move(
-        db_url, conn, regions, relays, queues, upstash):
-    pinned = insert_jobs(conn, 4, "eu-west-1", allow_fallback=False, tag="pinned-dead")
-    upstash.set_faults({"inline_error_match": "https://pinned-dead-", "inline_error": "ERR no"})
+        db_url, conn, regions, relays, queues, upstash, redis_server):
+    pinned = insert_jobs(conn, 4, "eu-west-1", allow_fallback=False, criticality="low",
+                         tag="pinned-dead")
+    eu = redis.Redis.from_url(redis_server.url, db=BY_CODE["eu-west-1"].db)
+    eu.set("pgpulse:jobs:eu-west-1:low", "not a list")  # each push of theirs fails
     relay = relays.start("--once", "--json", max_attempts=1, batch_size=2)
     assert relay.wait(60) == 1, relay.tail()  # dead-lettered jobs: --once says so
+    eu.delete("pgpulse:jobs:eu-west-1:low")
+    eu.close()
     assert "4 job(s) failed their last attempt and were dead-lettered" in relay.stderr()
     rows = conn.execute("SELECT job_id::text, allow_fallback FROM pgpulse.dead_letters").fetchall()
     assert {r["job_id"] for r in rows} == set(pinned)

@@ -26,6 +26,11 @@ class Clock:
         return self.now
 
 
+def jobs_in(call: list[str]) -> int:
+    """How many jobs one push call (EVALSHA sha numkeys keys... argv...) carries."""
+    return int(call[2]) // 2
+
+
 class FakeClient:
     """Answers /pipeline with `answer(commands)` (default: every push succeeds) and
     reports each request to on_attempt, as UpstashClient does."""
@@ -33,16 +38,18 @@ class FakeClient:
     def __init__(self, region: str) -> None:
         self.region = region
         self.answer: Callable[[list[list[str]]], list[dict]] = (
-            lambda commands: [{"result": 1} for _ in commands])
+            lambda commands: [{"result": [1] * jobs_in(c)} for c in commands])
         self.on_attempt: Callable[[bool], None] = lambda ok: None
         self.requests: list[list[list[str]]] = []
         self.commands: list[tuple] = []
         self.scripts_loaded = 0
         self.last_error: str | None = None
 
-    async def pipeline(self, commands: list[list[str]]) -> list[dict]:
+    async def pipeline(self, commands: list[list[str]], *, expand=None) -> list[dict]:
         self.requests.append([list(c) for c in commands])
         replies = self.answer(commands)
+        if expand is not None:
+            replies = expand(replies)
         self.on_attempt(region_failure(replies) is None)
         return replies
 
