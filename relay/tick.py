@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from relay.db import connect, fetch_rows
+from relay.db import connect, fetch_json
 from relay.queries import queries
 
 
@@ -52,4 +52,4 @@ def run_tick(dsn: str, params: TickParams = TickParams(), *, trigger: str = "cli
 
 
 def tick_record(conn, run_id: int) -> dict[str, Any]:
-    return fetch_rows(conn, "tick_run", {"id": run_id})[0]
+    return fetch_json(conn, queries()["tick_run"], {"id": run_id})[0]
