@@ -59,7 +59,8 @@ def _migrate(args):
 @command("tick")
 def _tick(args):
     from relay.tick import run_tick
-    record = run_tick(_dsn(args), _tick_params(args), trigger=args.trigger)
+    from relay.tick import TickParams
+    record = run_tick(_dsn(args), TickParams.from_options(args), trigger=args.trigger)
     emit(args, record, lambda r: (
         f"tick {r['id']}: {r['monitors_claimed']} monitors, {r['jobs_written']} jobs, "
         f"{r['chunks']} chunks, {r['duration_ms']} ms"
@@ -85,7 +86,7 @@ def _relay(args):
         from relay.alerts import run_with_alerts
         counts = asyncio.run(run_with_alerts(relay, dsn))
     if args.once:
-        emit(args, counts.__dict__ | {"lags": None}, lambda c: (
+        emit(args, dict(vars(counts)), lambda c: (
             f"published {c['published']}, expired {c['expired']}, failed {c['failed']}, "
             f"rerouted {c['rerouted']}, dead-lettered {c['dead_lettered']}"))
         if relay.undelivered:  # cron wrappers rely on the exit code
@@ -225,20 +226,11 @@ def _env_default(setting) -> Any:
     return os.environ.get(setting.env) or setting.default
 
 
-def _tick_params(args: argparse.Namespace):
-    from dataclasses import fields
-
-    from relay.tick import TickParams
-    return TickParams(**{f.name: getattr(args, f.name) for f in fields(TickParams)})
-
-
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults in the help, and the settings epilog kept as written."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dataclasses import fields
-
     from relay import config
     from relay.tick import TickParams
     fmt = HelpFormatter
@@ -268,13 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("tick", "run one scheduler tick now and print its record")
     p.add_argument("--json", action="store_true", help="print the record as JSON")
-    for f in fields(TickParams):
-        p.add_argument(f.metadata["option"], dest=f.name, type=type(f.default), default=f.default,
-                       metavar=f.metadata["metavar"], help=f.metadata["help"])
+    TickParams.add_options(p)
     p.add_argument("--trigger", default="cli", help="recorded in tick_runs.trigger")
 
     p = add("relay", "drain the outbox to the regional Upstash queues (until SIGTERM)")
-    p.epilog = _settings_epilog([config.REGION_URL, config.REGION_TOKEN,
+    p.epilog = config.help_text([config.REGION_URL, config.REGION_TOKEN,
                                  *config.RelaySettings.rows(), *config.OpsSettings.rows()])
     p.add_argument("--once", action="store_true",
                    help="deliver everything due now, then exit")
@@ -321,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print as JSON")
 
     p = add("http", "serve /healthz, /readyz, /metrics and /api/cron/scheduler without a relay")
-    p.epilog = _settings_epilog(config.OpsSettings.rows())
+    p.epilog = config.help_text(config.OpsSettings.rows())
     p.add_argument("--listen", default=_env_default(config.HTTP_LISTEN),
                    metavar="HOST:PORT", help="address to listen on (env $PGPULSE_HTTP)")
     p.add_argument("--log-level", default=_env_default(config.LOG_LEVEL),
@@ -364,12 +354,6 @@ def build_parser() -> argparse.ArgumentParser:
                        description=devserver_options.DESCRIPTION)
     devserver_options.add_arguments(p)
     return parser
-
-
-def _settings_epilog(rows) -> str:
-    """The settings this command reads from the environment (relay.config)."""
-    from relay.config import help_text
-    return "environment (default; allowed; current value when set):\n" + help_text(rows)
 
 
 def _version() -> str:

@@ -362,7 +362,7 @@ def help_text(rows: Iterable[Setting], env: dict[str, str] | None = None) -> str
     """`--help`'s list of settings: default, allowed values, the value when set (a secret:
     only that it is set), and the meaning."""
     env = os.environ if env is None else env
-    lines = []
+    lines = ["environment (default; allowed; current value when set):"]
     for s in rows:
         now = env.get(s.env)
         allowed = s.allowed_text()

@@ -5,19 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 
-from relay.errors import PgPulseError
+from relay.errors import MissingExtra
 
 # extra -> the modules its commands cannot run without (pyproject.toml lists the same)
 EXTRA_MODULES = {"devserver": ("hiredis",), "bench": ("hiredis", "redis")}
 COMMAND_EXTRA = {"devserver": "devserver", "demo": "devserver", "bench": "bench"}
-
-
-class MissingExtra(PgPulseError):
-    """A command needs an extra that is not installed."""
-
-    def __init__(self, command: str, extra: str) -> None:
-        super().__init__(f"pgpulse {command} needs the {extra} extra: "
-                         f"pip install 'pgpulse[{extra}]'")
 
 
 def require(command: str) -> None:

@@ -186,13 +186,7 @@ class Outbox:
 
     async def reroute_home(self, region: str) -> Moved:
         """A region is back: its monitors' jobs routed elsewhere come home (and wake)."""
-        async with self.pool.connection() as conn, \
-                conn.cursor(row_factory=class_row(Moved)) as cur:
-            await cur.execute(queries()["reroute_home"], {"region": region})
-            moved = await cur.fetchone()
-            if moved.inserted:
-                await cur.execute(queries()["notify_outbox"])
-        return moved
+        return await self._reroute("reroute_home", {"region": region}, wake_on="inserted")
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -204,11 +198,16 @@ class Outbox:
 
     async def reroute_orphans(self, limit: int) -> Moved:
         """Jobs of regions that are gone follow their monitor's routing (and wake)."""
+        return await self._reroute("reroute_orphans", {"limit": limit}, wake_on="moved")
+
+    async def _reroute(self, name: str, params: dict[str, Any], *, wake_on: str) -> Moved:
+        """A query that moves jobs between regions; when its `wake_on` count is not zero,
+        a NOTIFY in the same transaction wakes every relay."""
         async with self.pool.connection() as conn, \
                 conn.cursor(row_factory=class_row(Moved)) as cur:
-            await cur.execute(queries()["reroute_orphans"], {"limit": limit})
+            await cur.execute(queries()[name], params)
             moved = await cur.fetchone()
-            if moved.moved:
+            if getattr(moved, wake_on):
                 await cur.execute(queries()["notify_outbox"])
         return moved
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from relay.db import connect, fetch_rows
+from relay.db import connect, fetch_json
 from relay.queries import queries
 
 
@@ -27,6 +27,18 @@ class TickParams:
     chunk: int = _param(5000, "p_chunk", "--chunk", "MONITORS",
                         "monitors claimed per transaction (1 to 100000)")
 
+    @staticmethod
+    def add_options(parser) -> None:
+        """`pgpulse tick`'s options, one per field."""
+        for f in fields(TickParams):
+            parser.add_argument(f.metadata["option"], dest=f.name, type=type(f.default),
+                                default=f.default, metavar=f.metadata["metavar"],
+                                help=f.metadata["help"])
+
+    @classmethod
+    def from_options(cls, args) -> "TickParams":
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
 
 def run_tick(dsn: str, params: TickParams = TickParams(), *, trigger: str = "cli") -> dict[str, Any]:
     with connect(dsn, autocommit=True) as conn:
@@ -40,4 +52,4 @@ def run_tick(dsn: str, params: TickParams = TickParams(), *, trigger: str = "cli
 
 
 def tick_record(conn, run_id: int) -> dict[str, Any]:
-    return fetch_rows(conn, "tick_run", {"id": run_id})[0]
+    return fetch_json(conn, queries()["tick_run"], {"id": run_id})[0]

@@ -74,3 +74,26 @@ def test_without_the_rights_the_admin_statements_are_printed(managed):
         with psycopg.connect(managed.dsn("postgres"), autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {role} WITH (FORCE)")
             admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_a_second_database_ticked_by_the_same_role_is_not_a_silent_no_op(managed, capsys):
+    """pg_cron keys jobs by name and role: the same role's pgpulse-tick for a second database
+    would only rewrite the first one's. migrate says so, with what a superuser runs instead."""
+    with psycopg.connect(managed.dsn("postgres"), autocommit=True) as admin:
+        admin.execute("CREATE DATABASE app2")
+    try:
+        migrate.upgrade(managed.dsn("app"), cron_database="postgres")
+        migrate.upgrade(managed.dsn("app2"), cron_database="postgres")
+        err = capsys.readouterr().err
+        assert 'ticks database "app2"' not in err
+        assert ('pg_cron in database "postgres" already runs pgpulse\'s jobs for database "app" as '
+                'role "postgres"') in err
+        assert ("SELECT cron.schedule_in_database('pgpulse-tick', '* * * * *', 'CALL pgpulse.tick("
+                "p_trigger => ''pg_cron'')', 'app2', username => 'ROLE');") in err
+        with psycopg.connect(managed.dsn("postgres")) as conn:  # app's jobs are as they were
+            assert conn.execute("SELECT jobname, database FROM cron.job ORDER BY jobname"
+                                ).fetchall() == [("pgpulse-prune", "app"), ("pgpulse-tick", "app")]
+    finally:
+        migrate.downgrade(managed.dsn("app"), "base", cron_database="postgres")
+        with psycopg.connect(managed.dsn("postgres"), autocommit=True) as admin:
+            admin.execute("DROP DATABASE app2 WITH (FORCE)")

@@ -123,7 +123,8 @@ def pip_install(bin_dir: Path, wheelhouse: Path, what: str) -> None:
     done = subprocess.run([sys.executable, "-m", "pip", "--python", str(bin_dir / "python"),
                            "install", "-q", "--disable-pip-version-check", "--no-compile", "--no-index",
                            "--find-links", str(wheelhouse), what],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True,
+                          env=os.environ | {"PIP_CONFIG_FILE": os.devnull})  # this folder only
     assert done.returncode == 0, done.stderr
 
 

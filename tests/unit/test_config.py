@@ -109,7 +109,7 @@ def test_relay_help_lists_every_setting_with_its_default_and_hides_secrets(capsy
 
 def test_tick_defaults_are_one_object_used_by_the_cli_and_the_readme():
     args = cli.build_parser().parse_args(["tick"])
-    assert cli._tick_params(args) == TickParams()
+    assert TickParams.from_options(args) == TickParams()
     readme = " ".join((ROOT / "README.md").read_text().split())
     p = TickParams()
     assert (f"budget ({p.budget_s:g} s;" in readme and f"lookahead ({p.lookahead_s:g} s;" in readme

@@ -32,13 +32,14 @@ def test_bad_input_is_a_user_input_error_not_a_database_error(call, message):
 
 
 def test_every_pgpulse_error_lives_in_relay_errors():
-    from relay import db, upstash
+    from relay import db, extras, upstash
     from relay.devserver import server
     from relay.local import embedded
     assert db.DatabaseError is errors.DatabaseError
     assert upstash.TokenRefused is errors.TokenRefused
     assert embedded.ServiceError is errors.ServiceError
     assert server.DevServerError is errors.DevServerError
+    assert extras.MissingExtra is errors.MissingExtra
     assert issubclass(errors.UnknownRegion, errors.UserInputError)
 
 
