@@ -106,10 +106,15 @@ class Claim:
         self._conn = conn
         self.jobs = jobs
 
-    async def settle(self, requeue: list[Retry], dead: list[Retry]) -> None:
+    async def settle(self, requeue: list[Retry], dead: list[Retry],
+                     forget: list[str] = ()) -> None:
         """Jobs that failed go back for a later attempt or to the dead letters, in the
-        claim's transaction (they never exist twice, nor nowhere)."""
+        claim's transaction (they never exist twice, nor nowhere); the push intents of the
+        jobs in `forget` go with the commit (a rollback keeps them, as the pushes may have
+        happened)."""
         async with self._conn.cursor() as cur:
+            if forget:
+                await cur.execute(queries()["forget_intent"], {"job_ids": list(forget)})
             if requeue:
                 await cur.executemany(queries()["requeue"], [r.params() for r in requeue])
             if dead:
@@ -165,9 +170,6 @@ class Outbox:
         await self._run("record_intent", {"region": region,
                                           "job_ids": [job.job_id for job in jobs],
                                           "expires_at": [job.expires_at for job in jobs]})
-
-    async def forget_intent(self, job_ids: list[str]) -> None:
-        await self._run("forget_intent", {"job_ids": job_ids})
 
     # ------------------------------------------------------------------ regions
 

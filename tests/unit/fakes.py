@@ -70,9 +70,12 @@ class FakeClaim:
         self.jobs = jobs
         self.store = store
 
-    async def settle(self, requeue: list[Retry], dead: list[Retry]) -> None:
+    async def settle(self, requeue: list[Retry], dead: list[Retry],
+                     forget: list[str] = ()) -> None:
         self.store.requeued.extend(requeue)
         self.store.dead.extend(dead)
+        for job_id in forget:
+            self.store.intents.pop(job_id, None)
 
 
 class FakeStore:
@@ -105,9 +108,6 @@ class FakeStore:
     async def record_intent(self, region: str, jobs: list[Job]) -> None:
         self.intents.update({job.job_id: region for job in jobs})
 
-    async def forget_intent(self, job_ids: list[str]) -> None:
-        for job_id in job_ids:
-            self.intents.pop(job_id, None)
 
 
 def database_down() -> psycopg.Error:
