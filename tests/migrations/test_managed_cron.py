@@ -16,7 +16,7 @@ import pytest
 
 from relay import migrate
 from relay.local.embedded import EmbeddedPostgres
-from waiting import wait_for
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,29 +1,9 @@
-"""Helpers the scheduling suites share: one tick, one region row."""
+"""A hostile role's objects in public that would win over pg_catalog's in the tick's
+expressions: the tests that show the tick's search_path is pinned plant them."""
 
 from __future__ import annotations
 
-
-def tick(conn, *, budget_s: float = 45.0, lookahead_s: float = 60.0, chunk: int = 5000,
-         trigger: str = "test") -> dict:
-    """Runs one tick on an autocommit connection and returns its tick_runs row."""
-    run_id = conn.execute(
-        "CALL pgpulse.tick(NULL, %s, make_interval(secs => %s), make_interval(secs => %s), %s)",
-        (trigger, budget_s, lookahead_s, chunk)).fetchone()["run_id"]
-    return conn.execute("SELECT * FROM pgpulse.tick_runs WHERE id = %s", (run_id,)).fetchone()
-
-
-def add_region(conn, code: str, **cols) -> None:
-    names = ["code", *cols]
-    conn.execute(
-        f"INSERT INTO pgpulse.regions ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))})",
-        [code, *cols.values()])
-
-
 ATTACKER = "mallory"  # a role that may create objects in public, and nothing else
-
-
-def as_user(dsn: str, user: str) -> str:
-    return dsn.replace("postgres@", f"{user}@")
 
 
 # Operators and functions that, planted in public, would win over pg_catalog's in
