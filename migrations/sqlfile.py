@@ -13,12 +13,13 @@ ROOT = Path(__file__).resolve().parent.parent
 INITIAL = "migrations/sql/0001_initial.sql"
 ADOPT = "migrations/sql/0001_adopt.sql"
 REGIONS_MOVE = "migrations/sql/0002_pgpulse_owns_regions.sql"
+# (to_regnamespace, not a cast: a host's own Alembic env has made no schema pgpulse)
 _ONLY_VERSION_TABLE = r"""
 SELECT to_regnamespace('pgpulse') IS NOT NULL
    AND NOT EXISTS (SELECT 1 FROM pg_class
-                    WHERE relnamespace = 'pgpulse'::regnamespace
+                    WHERE relnamespace = to_regnamespace('pgpulse')
                       AND relname NOT LIKE 'alembic\_version%')
-   AND NOT EXISTS (SELECT 1 FROM pg_proc WHERE pronamespace = 'pgpulse'::regnamespace)
+   AND NOT EXISTS (SELECT 1 FROM pg_proc WHERE pronamespace = to_regnamespace('pgpulse'))
 """
 
 _STEP_ASIDE = "ALTER SCHEMA pgpulse RENAME TO pgpulse_installing;"
@@ -40,6 +41,9 @@ def apply(*relative_paths: str) -> None:
     # the psycopg connection itself (inside Alembic's transaction): no parameter parsing
     raw = op.get_bind().connection.driver_connection
     raw.add_notice_handler(_print_warning)
+    # a revision may SET LOCAL search_path (0006 does): Alembic's own statements after it,
+    # on a host's unqualified alembic_version, must still find their table
+    search_path = raw.execute("SELECT current_setting('search_path')").fetchone()[0]
     try:
         for rel in relative_paths:
             if rel == INITIAL and _exists(raw, "public.monitors"):
@@ -50,6 +54,7 @@ def apply(*relative_paths: str) -> None:
                 continue
             else:
                 raw.execute((ROOT / rel).read_text())
+        raw.execute("SELECT set_config('search_path', %s, true)", (search_path,))
     finally:
         raw.remove_notice_handler(_print_warning)
 

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 
 from relay.config import REGION_CODE
-from relay.db import fetch_rows
+from relay.db import fetch_json
 from relay.errors import UnknownRegion, UserInputError
 from relay.queries import queries
 
@@ -20,7 +20,7 @@ def check_region_code(code: str) -> str:
 
 
 def region_list(conn) -> list[dict[str, Any]]:
-    return fetch_rows(conn, "region_list")
+    return fetch_json(conn, queries()["region_list"])
 
 
 def region_add(conn, code: str, *, enabled: bool = True, fallback: str | None = None,
@@ -60,7 +60,7 @@ def _job_id(value: str | None) -> str | None:
 
 
 def dlq_list(conn, limit: int = 50) -> list[dict[str, Any]]:
-    return fetch_rows(conn, "dlq_list", {"limit": limit})
+    return fetch_json(conn, queries()["dlq_list"], {"limit": limit})
 
 
 def dlq_retry(conn, job_id: str | None = None) -> dict[str, int]:

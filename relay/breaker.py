@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 
 
@@ -11,6 +12,17 @@ class State(str, Enum):
     CLOSED = "closed"
     HALF_OPEN = "half_open"
     OPEN = "open"
+
+
+@dataclass(eq=False)  # a token: compared by identity
+class Pass:
+    """Leave to send requests to the region. A probe pass is the half-open probe: give it
+    back with release() when it ended without reaching the region."""
+
+    probe: bool
+
+
+_CLOSED = Pass(probe=False)
 
 
 class CircuitBreaker:
@@ -28,7 +40,7 @@ class CircuitBreaker:
         self.failures = 0
         self.opened_at = 0.0
         self.left_closed_at = 0.0  # start of the current incident (open/half-open spells)
-        self._probing = False
+        self._probe: Pass | None = None  # the half-open probe out now, until an attempt ends
 
     def _move(self, new: State) -> None:
         old, self.state = self.state, new
@@ -37,30 +49,30 @@ class CircuitBreaker:
         if old is not new and self.on_change:
             self.on_change(old, new)
 
-    def allow(self) -> bool:
-        """May a request go to the region now? In half-open, only one probe at a time."""
+    def allow(self) -> Pass | None:
+        """Leave to send now, or None. In half-open, one probe pass at a time."""
         if self.state is State.OPEN and self.clock() - self.opened_at >= self.cooldown:
             self._move(State.HALF_OPEN)
-            self._probing = False
+            self._probe = None
         if self.state is State.CLOSED:
-            return True
-        if self.state is State.HALF_OPEN and not self._probing:
-            self._probing = True
-            return True
-        return False
+            return _CLOSED
+        if self.state is State.HALF_OPEN and self._probe is None:
+            self._probe = Pass(probe=True)
+            return self._probe
+        return None
 
     def is_open(self) -> bool:
         return self.state is not State.CLOSED
 
     def record_success(self) -> None:
         self.failures = 0
-        self._probing = False
+        self._probe = None
         if self.state is not State.CLOSED:
             self._move(State.CLOSED)
 
     def record_failure(self) -> None:
         self.failures += 1
-        self._probing = False
+        self._probe = None
         if self.state is State.HALF_OPEN or (
                 self.state is State.CLOSED and self.failures >= self.threshold):
             self.opened_at = self.clock()
@@ -69,14 +81,15 @@ class CircuitBreaker:
     def trip(self) -> None:
         """Opens now, whatever the count: for a definitive refusal such as a bad token."""
         self.failures = max(self.failures, self.threshold)
-        self._probing = False
+        self._probe = None
         self.opened_at = self.clock()
         self._move(State.OPEN)
 
-    def release_probe(self) -> None:
-        """The half-open probe ended without reaching the region (nothing to send, or the
-        database failed first): let the next caller probe instead."""
-        self._probing = False
+    def release(self, granted: Pass) -> None:
+        """The holder is done with its pass. A probe that no attempt answered (nothing to
+        send, or the database failed first) frees the slot: the next caller probes."""
+        if granted is self._probe:
+            self._probe = None
 
     def open_for(self) -> float:
         """Seconds since the breaker last left closed (0 while closed), probes included."""

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from relay import extras
 from relay.errors import PgPulseError, UserInputError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
@@ -58,8 +59,8 @@ def _migrate(args):
 @command("tick")
 def _tick(args):
     from relay.tick import run_tick
-    record = run_tick(_dsn(args), trigger=args.trigger, budget_s=args.budget,
-                      lookahead_s=args.lookahead, chunk=args.chunk)
+    from relay.tick import TickParams
+    record = run_tick(_dsn(args), TickParams.from_options(args), trigger=args.trigger)
     emit(args, record, lambda r: (
         f"tick {r['id']}: {r['monitors_claimed']} monitors, {r['jobs_written']} jobs, "
         f"{r['chunks']} chunks, {r['duration_ms']} ms"
@@ -142,8 +143,6 @@ def _region(args):
         print(f"region {args.code}: {args.action} done")
 
 
-SECRET_ENV = ("CRON_SECRET", "PGPASSWORD", "PGPULSE_DEVSERVER_ADMIN_TOKEN",
-              "PGPULSE_ALERT_WEBHOOK_URL", "PGPULSE_STATUS_SECRET")
 
 
 @command("doctor")
@@ -178,10 +177,10 @@ def _maintenance(args):
 def protect_secrets(dsn: str | None = None) -> None:
     """Registers every configured secret with the redactor (logs and CLI errors)."""
     from relay import logs
-    from relay.config import dsn_secrets
+    from relay.config import dsn_secrets, secret_variables
+    prefixes = ("PGPASSWORD", *secret_variables())  # a <CODE> row is its prefix
     for name, value in os.environ.items():
-        if name.startswith(("UPSTASH_REDIS_REST_TOKEN", "PGPULSE_DEVSERVER_TOKENS")) \
-                or name in SECRET_ENV:
+        if name.startswith(prefixes):
             for secret in [value, *value.split()]:
                 logs.register_secret(secret)
     for url in (dsn, os.environ.get("DATABASE_URL")):
@@ -221,8 +220,10 @@ def _devserver(args):
 
 # ------------------------------------------------------------------ parser
 
-def _env_default(name: str, fallback: Any = None) -> Any:
-    return os.environ.get(name, fallback)
+def _env_default(setting) -> Any:
+    """An option's default from its setting's variable (text: argparse converts it with the
+    option's type, so a bad value is a usage error)."""
+    return os.environ.get(setting.env) or setting.default
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -230,6 +231,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from relay import config
+    from relay.tick import TickParams
     fmt = HelpFormatter
     parser = argparse.ArgumentParser(
         prog="pgpulse", formatter_class=fmt,
@@ -249,8 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION (e.g. base)")
     p.add_argument("--sql", action="store_true",
                    help="print the upgrade's SQL for a DBA instead of running it (no connection)")
-    p.add_argument("--cron-database", metavar="NAME",
-                   default=os.environ.get("PGPULSE_CRON_DATABASE") or None,
+    p.add_argument("--cron-database", metavar="NAME", default=_env_default(config.CRON_DATABASE),
                    help="pg_cron's database when it is not this one (RDS, Cloud SQL: postgres): "
                         "schedule the tick from there (env $PGPULSE_CRON_DATABASE)")
     p.add_argument("--from", dest="start", metavar="REVISION",
@@ -258,20 +260,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("tick", "run one scheduler tick now and print its record")
     p.add_argument("--json", action="store_true", help="print the record as JSON")
-    p.add_argument("--budget", type=float, default=45.0, help="time budget in seconds")
-    p.add_argument("--lookahead", type=float, default=60.0,
-                   help="emit jobs due within this many seconds")
-    p.add_argument("--chunk", type=int, default=5000, help="monitors claimed per transaction")
+    TickParams.add_options(p)
     p.add_argument("--trigger", default="cli", help="recorded in tick_runs.trigger")
 
     p = add("relay", "drain the outbox to the regional Upstash queues (until SIGTERM)")
-    p.epilog = _settings_epilog()
+    p.epilog = config.help_text([config.REGION_URL, config.REGION_TOKEN,
+                                 *config.RelaySettings.rows(), *config.OpsSettings.rows()])
     p.add_argument("--once", action="store_true",
                    help="deliver everything due now, then exit")
     p.add_argument("--json", action="store_true", help="with --once: print totals as JSON")
     p.add_argument("--http", metavar="HOST:PORT",
                    help="also serve /healthz, /readyz, /metrics and /api/cron/scheduler")
-    p.add_argument("--log-level", default=_env_default("PGPULSE_LOG_LEVEL", "INFO"),
+    p.add_argument("--log-level", default=_env_default(config.LOG_LEVEL),
                    help="log level (env $PGPULSE_LOG_LEVEL)")
 
     p = add("status", "backlog, dead letters, recent ticks, pg_cron and region health")
@@ -311,9 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print as JSON")
 
     p = add("http", "serve /healthz, /readyz, /metrics and /api/cron/scheduler without a relay")
-    p.add_argument("--listen", default=_env_default("PGPULSE_HTTP", "127.0.0.1:9187"),
+    p.epilog = config.help_text(config.OpsSettings.rows())
+    p.add_argument("--listen", default=_env_default(config.HTTP_LISTEN),
                    metavar="HOST:PORT", help="address to listen on (env $PGPULSE_HTTP)")
-    p.add_argument("--log-level", default=_env_default("PGPULSE_LOG_LEVEL", "INFO"),
+    p.add_argument("--log-level", default=_env_default(config.LOG_LEVEL),
                    help="log level (env $PGPULSE_LOG_LEVEL)")
 
     p = sub.add_parser("demo", formatter_class=fmt,
@@ -321,8 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="PostgreSQL with pg_cron, redis-server, the Upstash dev "
                                    "server, 10,000 monitors, the relay and simulated workers; "
                                    "everything is removed at the end.")
-    p.add_argument("--seconds", type=float,
-                   default=float(_env_default("DEMO_SECONDS", 120)),
+    p.add_argument("--seconds", type=float, default=_env_default(config.DEMO_SECONDS),
                    help="how long to run (env $DEMO_SECONDS)")
     p.add_argument("--monitors", type=int, default=10_000, help="monitors to create")
 
@@ -331,9 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Each benchmark starts its own PostgreSQL, redis-server and "
                                    "dev server. Medians of several runs.")
     p.add_argument("what", choices=["tick", "devserver", "relay", "relay-lag", "compare", "e2e",
-                                    "all"])
+                                    "first-check", "all"])
     p.add_argument("--monitors", type=int, default=None,
-                   help="tick/e2e/compare: due monitors (default 100000 / 100000 / 1000)")
+                   help="tick/e2e/compare/first-check: monitors (default 100000 / 100000 / "
+                        "1000 / 100000)")
     p.add_argument("--mix", action="store_true",
                    help="tick: 10%% of the monitors sub-minute, 10%% checked from three regions")
     p.add_argument("--jobs", type=int, default=100_000, help="relay: jobs in the outbox")
@@ -355,24 +356,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings_epilog() -> str:
-    """The relay's environment settings with their defaults (and values where set)."""
-    from dataclasses import fields
-
-    from relay.config import OpsSettings, RelaySettings
-    lines = ["environment (default; current value when set):",
-             "  UPSTASH_REDIS_REST_URL_<CODE> / UPSTASH_REDIS_REST_TOKEN_<CODE> per region,",
-             "  falling back to UPSTASH_REDIS_REST_URL / UPSTASH_REDIS_REST_TOKEN"]
-    for cls in (RelaySettings, OpsSettings):
-        for f in fields(cls):
-            name = "CRON_SECRET" if f.name == "cron_secret" else "PGPULSE_" + f.name.upper()
-            shown = os.environ.get(name)
-            if shown and f.metadata.get("secret"):
-                shown = "set"
-            lines.append(f"  {name:<34} {f.default}" + (f"  (now {shown})" if shown else ""))
-    return "\n".join(lines)
-
-
 def _version() -> str:
     from relay import __version__
     return __version__
@@ -385,7 +368,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"region {args.action}: a region code is required")
     protect_secrets(getattr(args, "database_url", None))
     try:
+        extras.require(args.command)
         return COMMANDS[args.command](args) or 0
+    except extras.MissingExtra as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        missing = extras.explain(args.command, exc)
+        if missing is None:
+            raise
+        print(missing, file=sys.stderr)
+        return 1
     except PgPulseError as exc:
         from relay.logs import redact
         print(f"pgpulse {args.command}: error: {redact(str(exc))}", file=sys.stderr)

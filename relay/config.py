@@ -1,10 +1,17 @@
-"""Settings from the environment. Every problem is a one-line ConfigError; no secret is echoed."""
+"""Settings from the environment, each defined once: one row (variable, default, bounds,
+help) gives the settings object its field, `from_env` its parsing, `--help` and the README
+their settings table (`python -m relay.config` prints it; tests/unit/test_config.py checks
+it). Every problem is a one-line ConfigError; no secret is echoed."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from dataclasses import dataclass, field
+import textwrap
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from relay.errors import ConfigError
@@ -93,126 +100,280 @@ def region_endpoint(region: str, env: dict[str, str] | None = None) -> Endpoint:
     return Endpoint(region=region, url=url.rstrip("/"), token=token)
 
 
-def _number(env: dict[str, str], name: str, default: float, lo: float, hi: float, kind=float):
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return kind(default)
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name} must be between {lo:g} and {hi:g}, got {raw}")
-    return value
-
-
-def _choice(env: dict[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
-    raw = (env.get(name) or default).strip().lower()
-    if raw not in allowed:
-        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {env.get(name)!r}")
-    return raw
+def _number_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 @dataclass(frozen=True)
-class RelaySettings:
+class Setting:
+    """One setting: its environment variable, default, allowed values and meaning."""
+
+    env: str
+    default: Any           # the value when unset or empty (None: none)
+    help: str              # one sentence; markdown backticks allowed
+    kind: str = ""         # int, float, on/off, choice, url, text ("": the default's type)
+    lo: float = -math.inf
+    hi: float = math.inf
+    choices: tuple[str, ...] = ()
+    shown: str = ""        # the default as people read it, when not the value itself
+    secret: bool = False   # never printed, not even by --help
+    derive: Callable[[Any], Any] | None = None  # the default, from the other settings
+
+    @property
+    def type(self) -> str:
+        if self.kind:
+            return self.kind
+        return {bool: "on/off", int: "int", float: "float"}.get(type(self.default), "text")
+
+    def parse(self, raw: str | None) -> Any:
+        """The value of `raw` (the variable's text, None when unset)."""
+        if raw is None or raw.strip() == "":
+            return self.default
+        raw = raw.strip()
+        if self.type in ("int", "float"):
+            try:
+                value = (int if self.type == "int" else float)(raw)
+            except ValueError:
+                raise ConfigError(f"{self.env} must be a number, got {raw!r}") from None
+            if not self.lo <= value <= self.hi:
+                raise ConfigError(f"{self.env} must be between {_number_text(self.lo)} and "
+                                  f"{_number_text(self.hi)}, got {raw}")
+            return value
+        if self.type == "on/off":
+            if raw.lower() not in ("on", "off"):
+                raise ConfigError(f"{self.env} must be on or off, not {raw!r}")
+            return raw.lower() == "on"
+        if self.type == "choice":
+            if raw.lower() not in self.choices:
+                raise ConfigError(f"{self.env} must be one of {', '.join(self.choices)}, "
+                                  f"got {raw!r}")
+            return raw.lower()
+        if self.type == "url" and urlsplit(raw).scheme not in ("http", "https"):
+            raise ConfigError(f"{self.env} must be an http(s) URL")
+        return raw
+
+    def value(self, env: dict[str, str] | None = None) -> Any:
+        env = os.environ if env is None else env
+        return self.parse(env.get(self.env))
+
+    def default_text(self) -> str:
+        if self.shown:
+            return self.shown
+        if self.default is None:
+            return "—"
+        if self.type == "on/off":
+            return "on" if self.default else "off"
+        return _number_text(self.default) if self.type in ("int", "float") else str(self.default)
+
+    def allowed_text(self) -> str:
+        if self.type in ("int", "float") and math.isfinite(self.lo):
+            return f"{_number_text(self.lo)} to {_number_text(self.hi)}"
+        if self.type in ("on/off", "choice"):
+            return " or ".join(self.choices or ("on", "off"))
+        return "an http(s) URL" if self.type == "url" else ""
+
+
+def setting(env: str, default: Any, help: str, **row: Any) -> Any:
+    """A settings object's field defined by its row."""
+    spec = Setting(env, default, help, **row)
+    return field(default=default, repr=not spec.secret, metadata={"setting": spec})
+
+
+class _Settings:
+    """What RelaySettings and OpsSettings share: parsing from the environment, rows,
+    defaults derived from other settings."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            spec = f.metadata["setting"]
+            if spec.derive is not None and getattr(self, f.name) is None:
+                object.__setattr__(self, f.name, spec.derive(self))
+
+    @classmethod
+    def rows(cls) -> list[Setting]:
+        return [f.metadata["setting"] for f in fields(cls)]
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None):
+        env = os.environ if env is None else env
+        return cls(**{f.name: f.metadata["setting"].value(env) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class RelaySettings(_Settings):
     """How the relay claims, publishes, retries and breaks circuits."""
 
-    batch_size: int = 1000            # jobs per claim and per /pipeline request
-    concurrency: int = 4              # batches in flight per region
-    max_attempts: int = 5             # publish attempts per job before the dead-letter table
-    dedup_margin_s: int = 60          # a dedup key outlives its job's expires_at by this
-    max_request_bytes: int = 1 << 20  # one /pipeline request's body at most (Upstash: 10 MB)
-    claim_lease_s: float = 30.0       # a claim's transaction may publish this long at most
-    unclear_push: str = "wait"        # a job maybe pushed to a region now down: wait|reroute
-    health_ttl_s: float = 30.0        # a relay's view of a region counts this long
-    publish_timeout_s: float = 5.0    # one HTTP request
-    retry_window_s: float = 15.0      # retries of one batch stop after this
-    breaker_failures: int = 5         # consecutive failed batches that open the breaker
-    breaker_cooldown_s: float = 10.0  # open → half-open probe after this
-    backlog_degraded: int = 50_000    # queue depth above which a region counts as degraded
-    poll_interval_s: float = 5.0      # fallback wake-up when no NOTIFY arrives
-    depth_interval_s: float = 5.0     # how often queue depth is sampled
+    batch_size: int = setting("PGPULSE_BATCH_SIZE", 1000, "jobs per claim and per `/pipeline` "
+                              "request", lo=1, hi=10_000)
+    concurrency: int = setting("PGPULSE_CONCURRENCY", 4, "batches in flight per region (per "
+                               "relay process)", lo=1, hi=64)
+    max_attempts: int = setting("PGPULSE_MAX_ATTEMPTS", 5, "publish attempts of one job before "
+                                "it goes to `pgpulse.dead_letters`", lo=1, hi=100)
+    dedup_margin_s: int = setting(
+        "PGPULSE_DEDUP_MARGIN_S", 60, "a job's dedup key lives until its `expires_at` plus this "
+        "(see \"Delivery guarantees\")", lo=0, hi=3600)
+    max_request_bytes: int = setting(
+        "PGPULSE_MAX_REQUEST_BYTES", 1 << 20, "one `/pipeline` request's body at most (Upstash "
+        "refuses over 10 MB)", lo=4096, hi=10_000_000)
+    unclear_push: str = setting(
+        "PGPULSE_UNCLEAR_PUSH", "wait", "a job whose push to a region may have happened (lost "
+        "answer, killed relay) when that region goes down: `wait` for the region (never in two "
+        "regions' queues), or `reroute` (sooner, possibly in two)", kind="choice",
+        choices=("wait", "reroute"))
+    health_ttl_s: float = setting(
+        "PGPULSE_HEALTH_TTL_S", 30.0, "a relay's view of a region's health counts this long "
+        "(relays renew theirs every poll interval)", lo=1, hi=3600)
+    claim_lease_s: float = setting(
+        "PGPULSE_CLAIM_LEASE_S", 30.0, "a claimed batch must be published within this; past it "
+        "PostgreSQL ends the claim's transaction and the jobs go back to other relays",
+        lo=1, hi=3600)
+    publish_timeout_s: float = setting("PGPULSE_PUBLISH_TIMEOUT_S", 5.0, "one HTTP request to "
+                                       "Upstash", lo=0.1, hi=120)
+    retry_window_s: float = setting(
+        "PGPULSE_RETRY_WINDOW_S", 15.0, "transport errors, timeouts and 5xx of one batch are "
+        "retried within this", lo=0, hi=600)
+    breaker_failures: int = setting(
+        "PGPULSE_BREAKER_FAILURES", 5, "consecutive failed HTTP attempts to a region (each "
+        "retry counts) that open its breaker", lo=1, hi=1000)
+    breaker_cooldown_s: float = setting("PGPULSE_BREAKER_COOLDOWN_S", 10.0, "open → half-open "
+                                        "probe after this", lo=0.1, hi=3600)
+    backlog_degraded: int = setting(
+        "PGPULSE_BACKLOG_DEGRADED", 50_000, "queue depth above which a region is degraded "
+        "(round-robin avoids it)", lo=1, hi=10**9)
+    # without NOTIFY a tick's jobs are found by polling: poll often by default
+    poll_interval_s: float = setting(
+        "PGPULSE_POLL_INTERVAL_S", None, "fallback wake-up when no NOTIFY arrives", kind="float",
+        lo=0.05, hi=300, shown="5 (1 with `PGPULSE_LISTEN=off`)",
+        derive=lambda s: 5.0 if s.listen else 1.0)
     # off behind a transaction-mode pooler (PgBouncer, Supavisor): LISTEN never fires
     # there and prepared statements break, so the relay polls and prepares nothing
-    listen: bool = True
-    pool_size: int = 36               # most database connections the relay opens
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "RelaySettings":
-        env = os.environ if env is None else env
-        listen = env.get("PGPULSE_LISTEN", "on").strip().lower()
-        if listen not in ("on", "off"):
-            raise ConfigError(f"PGPULSE_LISTEN must be on or off, not {listen!r}")
-        concurrency = _number(env, "PGPULSE_CONCURRENCY", 4, 1, 64, int)
-        return cls(
-            listen=listen == "on",
-            # without NOTIFY a tick's jobs are found by polling: poll often by default
-            pool_size=_number(env, "PGPULSE_POOL_SIZE", 8 * concurrency + 4, 2, 1000, int),
-            batch_size=_number(env, "PGPULSE_BATCH_SIZE", 1000, 1, 10_000, int),
-            concurrency=concurrency,
-            max_attempts=_number(env, "PGPULSE_MAX_ATTEMPTS", 5, 1, 100, int),
-            dedup_margin_s=_number(env, "PGPULSE_DEDUP_MARGIN_S", 60, 0, 3600, int),
-            max_request_bytes=_number(env, "PGPULSE_MAX_REQUEST_BYTES", 1 << 20, 4096,
-                                      10_000_000, int),
-            claim_lease_s=_number(env, "PGPULSE_CLAIM_LEASE_S", 30.0, 1.0, 3600),
-            unclear_push=_choice(env, "PGPULSE_UNCLEAR_PUSH", "wait", ("wait", "reroute")),
-            health_ttl_s=_number(env, "PGPULSE_HEALTH_TTL_S", 30.0, 1.0, 3600),
-            publish_timeout_s=_number(env, "PGPULSE_PUBLISH_TIMEOUT_S", 5.0, 0.1, 120),
-            retry_window_s=_number(env, "PGPULSE_RETRY_WINDOW_S", 15.0, 0, 600),
-            breaker_failures=_number(env, "PGPULSE_BREAKER_FAILURES", 5, 1, 1000, int),
-            breaker_cooldown_s=_number(env, "PGPULSE_BREAKER_COOLDOWN_S", 10.0, 0.1, 3600),
-            backlog_degraded=_number(env, "PGPULSE_BACKLOG_DEGRADED", 50_000, 1, 10**9, int),
-            poll_interval_s=_number(env, "PGPULSE_POLL_INTERVAL_S", 5.0 if listen == "on" else 1.0,
-                                    0.05, 300),
-            depth_interval_s=_number(env, "PGPULSE_DEPTH_INTERVAL_S", 5.0, 0.1, 300),
-        )
+    listen: bool = setting(
+        "PGPULSE_LISTEN", True, "`off` behind a transaction-mode pooler (PgBouncer, Supavisor): "
+        "no LISTEN, polling, no prepared statements")
+    pool_size: int = setting(
+        "PGPULSE_POOL_SIZE", None, "most database connections one relay opens", kind="int",
+        lo=2, hi=1000, shown="8 × concurrency + 4", derive=lambda s: 8 * s.concurrency + 4)
+    depth_interval_s: float = setting("PGPULSE_DEPTH_INTERVAL_S", 5.0, "how often queue depth "
+                                      "is sampled", lo=0.1, hi=300)
 
 
 @dataclass(frozen=True)
-class OpsSettings:
+class OpsSettings(_Settings):
     """Readiness thresholds, alert rules and the HTTP trigger's secret."""
 
-    # secret fields (metadata "secret") are never printed, not even by --help
-    cron_secret: str | None = field(default=None, repr=False, metadata={"secret": True})
-    ready_max_tick_age_s: float = 180.0     # /readyz: a tick finished within this
-    ready_max_backlog_age_s: float = 120.0  # /readyz: oldest due job younger than this
-    ready_max_facts_age_s: float = 30.0     # /readyz: database facts read within this
-    facts_interval_s: float = 5.0           # how often the one facts loop reads the database
-    http_max_connections: int = 256         # open HTTP connections; the oldest idle one goes
-    http_max_requests: int = 16             # requests in flight (but /healthz); more get 503
-    http_request_timeout_s: float = 10.0    # to send a whole request (slowloris)
+    cron_secret: str | None = setting(
+        "CRON_SECRET", None, "bearer secret of `POST /api/cron/scheduler` (unset: the endpoint "
+        "answers 503)", secret=True)
+    ready_max_tick_age_s: float = setting(
+        "PGPULSE_READY_MAX_TICK_AGE_S", 180.0, "`/readyz` warns (still 200) when no tick "
+        "finished within this: ticks are pg_cron's doing, not this instance's", lo=1, hi=86400)
+    ready_max_backlog_age_s: float = setting(
+        "PGPULSE_READY_MAX_BACKLOG_AGE_S", 120.0, "`/readyz`: the oldest due job of a region "
+        "this relay delivers to must be younger than this", lo=1, hi=86400)
+    ready_max_facts_age_s: float = setting(
+        "PGPULSE_READY_MAX_FACTS_AGE_S", 30.0, "`/readyz`: the cached database facts must be "
+        "younger than this", lo=1, hi=86400)
+    facts_interval_s: float = setting(
+        "PGPULSE_FACTS_INTERVAL_S", 5.0, "how often the one facts loop reads the database for "
+        "`/readyz` and `/metrics`", lo=0.05, hi=300)
+    http_max_connections: int = setting(
+        "PGPULSE_HTTP_MAX_CONNECTIONS", 256, "open HTTP connections (at most half the "
+        "descriptors left after 64 for the relay); a new one evicts the one waiting longest for "
+        "its request", lo=4, hi=100_000)
+    http_max_requests: int = setting(
+        "PGPULSE_HTTP_MAX_REQUESTS", 16, "requests in flight (all but `/healthz`); more are "
+        "answered 503 at once", lo=1, hi=10_000)
+    http_request_timeout_s: float = setting(
+        "PGPULSE_HTTP_REQUEST_TIMEOUT_S", 10.0, "a request must arrive whole within this (else "
+        "408 and the connection closes)", lo=0.1, hi=600)
     # a Slack-style webhook URL is a credential: whoever knows it can post
-    alert_webhook_url: str | None = field(default=None, repr=False, metadata={"secret": True})
-    alert_interval_s: float = 10.0          # how often alert rules are evaluated
+    alert_webhook_url: str | None = setting(
+        "PGPULSE_ALERT_WEBHOOK_URL", None, "alerts are POSTed here as JSON (and always logged)",
+        kind="url", secret=True)
+    alert_interval_s: float = setting("PGPULSE_ALERT_INTERVAL_S", 10.0, "how often the alert "
+                                      "rules run", lo=0.05, hi=3600)
+    alert_breaker_open_s: float = setting("PGPULSE_ALERT_BREAKER_OPEN_S", 60.0, "a breaker "
+                                          "open longer than this alerts", lo=0, hi=86400)
+    alert_deadman_s: float = setting(
+        "PGPULSE_ALERT_DEADMAN_S", 180.0, "no finished tick for this long alerts (the dead-man's "
+        "switch)", lo=1, hi=86400)
+    alert_tick_budget_ratio: float = setting(
+        "PGPULSE_ALERT_TICK_BUDGET_RATIO", 0.8, "a tick using more of its budget alerts",
+        lo=0.01, hi=1)
+    alert_backlog_age_s: float = setting("PGPULSE_ALERT_BACKLOG_AGE_S", 120.0, "a due job older "
+                                         "than this alerts", lo=0, hi=86400)
+    alert_database_down_s: float = setting(
+        "PGPULSE_ALERT_DATABASE_DOWN_S", 30.0, "the database unreachable this long alerts",
+        lo=0, hi=86400)
     # the status page's password for other hosts (unset: it answers on localhost only)
-    status_secret: str | None = field(default=None, repr=False, metadata={"secret": True})
-    alert_breaker_open_s: float = 60.0      # a breaker open longer than this alerts
-    alert_deadman_s: float = 180.0          # no finished tick for this long alerts
-    alert_tick_budget_ratio: float = 0.8    # a tick using more of its budget alerts
-    alert_backlog_age_s: float = 120.0      # oldest due job older than this alerts
-    alert_database_down_s: float = 30.0     # the database unreachable this long alerts
+    status_secret: str | None = setting(
+        "PGPULSE_STATUS_SECRET", None, "password (HTTP Basic) of the status page for other hosts",
+        shown="— (this host only)", secret=True)
 
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "OpsSettings":
-        env = os.environ if env is None else env
-        webhook = env.get("PGPULSE_ALERT_WEBHOOK_URL") or None
-        if webhook and urlsplit(webhook).scheme not in ("http", "https"):
-            raise ConfigError("PGPULSE_ALERT_WEBHOOK_URL must be an http(s) URL")
-        return cls(
-            cron_secret=env.get("CRON_SECRET") or None,
-            ready_max_tick_age_s=_number(env, "PGPULSE_READY_MAX_TICK_AGE_S", 180, 1, 86400),
-            ready_max_backlog_age_s=_number(env, "PGPULSE_READY_MAX_BACKLOG_AGE_S", 120, 1, 86400),
-            ready_max_facts_age_s=_number(env, "PGPULSE_READY_MAX_FACTS_AGE_S", 30, 1, 86400),
-            facts_interval_s=_number(env, "PGPULSE_FACTS_INTERVAL_S", 5, 0.05, 300),
-            http_max_connections=_number(env, "PGPULSE_HTTP_MAX_CONNECTIONS", 256, 4, 100_000, int),
-            http_max_requests=_number(env, "PGPULSE_HTTP_MAX_REQUESTS", 16, 1, 10_000, int),
-            http_request_timeout_s=_number(env, "PGPULSE_HTTP_REQUEST_TIMEOUT_S", 10, 0.1, 600),
-            alert_webhook_url=webhook,
-            status_secret=env.get("PGPULSE_STATUS_SECRET") or None,
-            alert_interval_s=_number(env, "PGPULSE_ALERT_INTERVAL_S", 10, 0.05, 3600),
-            alert_breaker_open_s=_number(env, "PGPULSE_ALERT_BREAKER_OPEN_S", 60, 0, 86400),
-            alert_deadman_s=_number(env, "PGPULSE_ALERT_DEADMAN_S", 180, 1, 86400),
-            alert_tick_budget_ratio=_number(env, "PGPULSE_ALERT_TICK_BUDGET_RATIO", 0.8, 0.01, 1),
-            alert_backlog_age_s=_number(env, "PGPULSE_ALERT_BACKLOG_AGE_S", 120, 0, 86400),
-            alert_database_down_s=_number(env, "PGPULSE_ALERT_DATABASE_DOWN_S", 30, 0, 86400),
-        )
+
+# Settings that are command options or read by one module, not part of a settings object.
+DATABASE_URL = Setting("DATABASE_URL", None, "libpq URL of the database (every command)")
+REGION_URL = Setting("UPSTASH_REDIS_REST_URL_<CODE>", None, "a region's Upstash REST URL; "
+                     "`<CODE>` is the region code upper-cased, `-` → `_`",
+                     shown="`UPSTASH_REDIS_REST_URL`")
+REGION_TOKEN = Setting("UPSTASH_REDIS_REST_TOKEN_<CODE>", None, "that region's token (a secret: "
+                       "never logged, never stored in the database)",
+                       shown="`UPSTASH_REDIS_REST_TOKEN`", secret=True)
+CRON_DATABASE = Setting("PGPULSE_CRON_DATABASE", None, "`pgpulse migrate`: pg_cron's database "
+                        "when it is not this one (schedules with `cron.schedule_in_database`); "
+                        "`pgpulse doctor` looks for the job there")
+LOG_LEVEL = Setting("PGPULSE_LOG_LEVEL", "INFO", "log level of the JSON logs on stderr")
+HTTP_LISTEN = Setting("PGPULSE_HTTP", "127.0.0.1:9187", "listen address of `pgpulse http`")
+# local tooling
+REDIS_URL = Setting("REDIS_URL", "redis://127.0.0.1:6379", "`pgpulse devserver`: the "
+                    "redis-server behind it")
+DEVSERVER_TOKENS = Setting("PGPULSE_DEVSERVER_TOKENS", None, "`pgpulse devserver`: "
+                           "whitespace-separated `TOKEN[=DB]` entries (like `--token`, but not "
+                           "visible in `ps`)", secret=True)
+DEVSERVER_ADMIN_TOKEN = Setting("PGPULSE_DEVSERVER_ADMIN_TOKEN", None, "`pgpulse devserver`: "
+                                "token of the fault-injection admin API",
+                                shown="— (admin API off)", secret=True)
+DEMO_SECONDS = Setting("DEMO_SECONDS", 120.0, "`make demo` / `pgpulse demo`: how long to run")
+PG_BINDIR = Setting("PGPULSE_PG_BINDIR", None, "throwaway clusters: PostgreSQL binaries to use",
+                    shown="newest with pg_cron")
+LOCAL_TOOLING = (REDIS_URL, DEVSERVER_TOKENS, DEVSERVER_ADMIN_TOKEN, DEMO_SECONDS, PG_BINDIR)
+
+
+def all_settings() -> list[Setting]:
+    """Every setting, in the README's order."""
+    return [DATABASE_URL, REGION_URL, REGION_TOKEN, *RelaySettings.rows(), CRON_DATABASE,
+            LOG_LEVEL, HTTP_LISTEN, *OpsSettings.rows(), *LOCAL_TOOLING]
+
+
+def secret_variables() -> list[str]:
+    """Variables whose values are secrets (`<CODE>` rows: their common prefix)."""
+    return [s.env.split("_<")[0] for s in all_settings() if s.secret]
+
+
+def markdown_table() -> str:
+    """The README's settings table."""
+    lines = ["| variable | default | allowed | meaning |", "| --- | --- | --- | --- |"]
+    for s in all_settings():
+        lines.append(f"| `{s.env}` | {s.default_text()} | {s.allowed_text()} | {s.help} |")
+    return "\n".join(lines)
+
+
+def help_text(rows: Iterable[Setting], env: dict[str, str] | None = None) -> str:
+    """`--help`'s list of settings: default, allowed values, the value when set (a secret:
+    only that it is set), and the meaning."""
+    env = os.environ if env is None else env
+    lines = ["environment (default; allowed; current value when set):"]
+    for s in rows:
+        now = env.get(s.env)
+        allowed = s.allowed_text()
+        head = f"  {s.env} (default {s.default_text()}" + (f"; {allowed})" if allowed else ")")
+        if now:
+            head += "  (now set)" if s.secret else f"  (now {now})"
+        lines.append(head.replace("`", ""))
+        lines += textwrap.wrap(s.help.replace("`", ""), 88, initial_indent=" " * 6,
+                               subsequent_indent=" " * 6)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

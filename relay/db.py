@@ -12,7 +12,6 @@ from psycopg.rows import dict_row
 
 from relay.config import redact_url
 from relay.errors import DatabaseError
-from relay.queries import queries
 
 
 def describe(exc: psycopg.Error) -> str:
@@ -37,7 +36,8 @@ def connect(dsn: str, *, autocommit: bool = True) -> Iterator[psycopg.Connection
         raise DatabaseError(describe(exc)) from exc
 
 
-def fetch_rows(conn: psycopg.Connection, name: str, params: dict | None = None) -> list[dict[str, Any]]:
-    """Runs a named query; timestamps come back as ISO 8601 strings, ready for JSON."""
+def fetch_json(conn: psycopg.Connection, sql: str, params: dict | None = None) -> list[dict[str, Any]]:
+    """Runs a query (`queries()["name"]`); timestamps come back as ISO 8601 strings, ready
+    for JSON."""
     return [{k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
-            for row in conn.execute(queries()[name], params or {}).fetchall()]
+            for row in conn.execute(sql, params or {}).fetchall()]

@@ -26,13 +26,20 @@ from relay.queue import PUSH_SCRIPT
 
 SKEW_WARN_S = 0.5  # deliver_at is second-precise; a skewed host publishes early or late
 SKEW_FAIL_S = 5.0
-# what the relay does to each table: privilege -> tables
-RELAY_NEEDS = {
-    "pgpulse.outbox": ("SELECT", "INSERT", "DELETE"),
-    "pgpulse.dead_letters": ("SELECT", "INSERT", "UPDATE"),
-    "pgpulse.regions": ("SELECT",),
-    "pgpulse.tick_runs": ("SELECT",),
+# What the relay does, as sql/roles.sql grants it to pgpulse_relay (tests/ops/test_doctor.py
+# compares the two): table -> privilege -> None for the whole table, or the columns it needs.
+RELAY_NEEDS: dict[str, dict[str, tuple[str, ...] | None]] = {
+    "public.monitors": {"SELECT": ("id", "preferred_region", "allow_fallback", "check_regions")},
+    "pgpulse.regions": {"SELECT": None, "UPDATE": ("healthy", "healthy_changed_at", "degraded")},
+    "pgpulse.outbox": {"SELECT": None, "INSERT": None, "DELETE": None, "UPDATE": ("attempts",)},
+    "pgpulse.dead_letters": {"SELECT": None, "INSERT": None,
+                             "UPDATE": ("attempts", "last_error", "failed_at", "allow_fallback")},
+    "pgpulse.tick_runs": {"SELECT": None},
+    "pgpulse.push_intents": {"SELECT": None, "INSERT": None, "UPDATE": None, "DELETE": None},
+    "pgpulse.region_observations": {"SELECT": None, "INSERT": None, "UPDATE": None, "DELETE": None},
+    "pgpulse.maintenance_windows": {"SELECT": None},
 }
+RELAY_FUNCTIONS = ("pgpulse._routing()",)
 
 
 @dataclass
@@ -137,6 +144,13 @@ class Doctor:
         except psycopg.errors.UndefinedTable:
             self.add("migrated", "FAIL", f"no pgpulse schema: run `pgpulse migrate` (head is {head})")
             return False
+        except psycopg.errors.InsufficientPrivilege:
+            # the relay's own role (sql/roles.sql) may not read Alembic's table: go on
+            # with the checks it can make, and say what it could not
+            self.add("migrated", "warn", "this role may not read pgpulse.alembic_version: run "
+                                         f"`pgpulse doctor` as the migrating role to compare "
+                                         f"the revision with head ({head})")
+            return True
         except psycopg.Error as exc:
             self.add("migrated", "FAIL", f"cannot read pgpulse.alembic_version: {describe(exc)}")
             return False
@@ -149,16 +163,26 @@ class Doctor:
         return True
 
     def check_rights(self, conn) -> None:
+        """Column grants count: the relay's role may update only some columns of a table."""
         row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
         missing = []
         for table, privileges in RELAY_NEEDS.items():
-            for privilege in privileges:
-                if not conn.execute("SELECT has_table_privilege(%s, %s) AS ok",
-                                    (table, privilege)).fetchone()["ok"]:
-                    missing.append(f"{privilege} on {table}")
-        if not conn.execute("SELECT has_column_privilege('pgpulse.regions', 'healthy', 'UPDATE') "
-                            "AS ok").fetchone()["ok"]:
-            missing.append("UPDATE (healthy) on pgpulse.regions")
+            for privilege, columns in privileges.items():
+                if columns is None:
+                    ok = conn.execute("SELECT has_table_privilege(%s, %s) AS ok",
+                                      (table, privilege)).fetchone()["ok"]
+                    if not ok:
+                        missing.append(f"{privilege} on {table}")
+                    continue
+                lacking = [c for c in columns if not conn.execute(
+                    "SELECT has_column_privilege(%s, %s, %s) AS ok",
+                    (table, c, privilege)).fetchone()["ok"]]
+                if lacking:
+                    missing.append(f"{privilege} ({', '.join(lacking)}) on {table}")
+        for function in RELAY_FUNCTIONS:
+            if not conn.execute("SELECT has_function_privilege(%s, 'EXECUTE') AS ok",
+                                (function,)).fetchone()["ok"]:
+                missing.append(f"EXECUTE on {function}")
         if missing:
             self.add("role rights", "FAIL", "the relay needs " + ", ".join(missing)
                      + ": GRANT pgpulse_relay TO this role")
@@ -169,9 +193,28 @@ class Doctor:
             self.add("role rights", "ok", "everything the relay reads and writes")
 
     def check_cron(self, conn) -> None:
-        installed = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_extension "
-                                 "WHERE extname = 'pg_cron') AS yes").fetchone()["yes"]
-        if not installed:
+        superuser = conn.execute("SELECT rolsuper FROM pg_roles "
+                                 "WHERE rolname = current_user").fetchone()["rolsuper"]
+        database = conn.execute("SELECT current_database() AS db").fetchone()["db"]
+        here = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_extension "
+                            "WHERE extname = 'pg_cron') AS yes").fetchone()["yes"]
+        if not here:
+            self.check_cron_elsewhere(conn, database, superuser)
+            return
+        try:
+            with conn.transaction():
+                job = conn.execute(queries()["cron_job_of"], {"database": database}).fetchone()
+        except psycopg.Error as exc:
+            self.add("pg_cron", "FAIL", f"cannot read cron.job: {describe(exc)}")
+            return
+        self.judge_cron_job(job, superuser)
+
+    def check_cron_elsewhere(self, conn, database: str, superuser: bool) -> None:
+        """pg_cron runs in another database (RDS, Cloud SQL: postgres). The job that ticks
+        this one was made there (cron.schedule_in_database) and is only visible from there."""
+        seen = self.cron_ticks_seen(conn)
+        cron_database = self.env.get("PGPULSE_CRON_DATABASE") or None
+        if cron_database is None:
             try:
                 with conn.transaction():
                     where = conn.execute("""
@@ -180,39 +223,67 @@ class Doctor:
                                    AS preloaded,
                                current_setting('cron.database_name', true) AS cron_db""").fetchone()
             except psycopg.errors.InsufficientPrivilege:
-                self.add("pg_cron", "warn", "not installed in this database (this role may not "
-                                            "read the server settings to say where it runs)")
+                self.add("pg_cron", "warn", "not in this database, and this role may not read "
+                         "cron.database_name to find it: set PGPULSE_CRON_DATABASE=NAME (RDS, "
+                         f"Cloud SQL: postgres) to check the pgpulse-tick job there; {seen}")
                 return
             if not where["preloaded"]:
                 self.add("pg_cron", "warn", "pg_cron is not in shared_preload_libraries: something "
-                                            "else must run `pgpulse tick` every minute")
-            else:
-                self.add("pg_cron", "warn", f"pg_cron runs in database {where['cron_db']}, not "
-                                            "here: check its pgpulse-tick job there")
-            return
+                                            f"else must run `pgpulse tick` every minute; {seen}")
+                return
+            cron_database = where["cron_db"]
         try:
-            with conn.transaction():
-                job = conn.execute(queries()["cron_job"]).fetchone()
-                superuser = conn.execute("SELECT rolsuper FROM pg_roles "
-                                         "WHERE rolname = current_user").fetchone()["rolsuper"]
-        except psycopg.Error as exc:
-            self.add("pg_cron", "FAIL", f"cannot read cron.job: {describe(exc)}")
+            with psycopg.connect(psycopg.conninfo.make_conninfo(self.dsn, dbname=cron_database),
+                                 autocommit=True, row_factory=dict_row, connect_timeout=5,
+                                 application_name="pgpulse-doctor") as cron:
+                job = cron.execute(queries()["cron_job_of"], {"database": database}).fetchone()
+        except psycopg.errors.UndefinedTable:
+            self.add("pg_cron", "warn", f"pg_cron is not created in database {cron_database} "
+                     "(CREATE EXTENSION pg_cron there, or set PGPULSE_CRON_DATABASE to the "
+                     f"database it is in): nothing there ticks this one; {seen}")
             return
+        except psycopg.Error as exc:
+            look = ("SELECT schedule, active FROM cron.job WHERE jobname = 'pgpulse-tick' "
+                    f"AND database = '{database}'")
+            self.add("pg_cron", "warn", f"pg_cron runs in database {cron_database}, and this "
+                     f"role cannot read its jobs there ({describe(exc)}): an admin checks there "
+                     f"with `{look}`; {seen}")
+            return
+        self.judge_cron_job(job, superuser, cron_database, seen)
+
+    def cron_ticks_seen(self, conn) -> str:
+        """What this database shows of pg_cron without seeing its jobs: its latest tick."""
+        age = conn.execute(queries()["last_cron_tick"]).fetchone()["age_s"]
+        if age is None:
+            return "no tick here has come from pg_cron yet"
+        return f"the latest tick here that pg_cron started began {age:.0f} s ago"
+
+    def judge_cron_job(self, job: dict[str, Any] | None, superuser: bool,
+                       cron_database: str | None = None, seen: str = "") -> None:
+        where = f" (pg_cron's database {cron_database})" if cron_database else ""
+        seen = f"; {seen}" if seen else ""
         if job is None and not superuser:
             # pg_cron shows each role only its own jobs
-            self.add("pg_cron", "warn", "no pgpulse-tick job visible to this role: run "
-                                        "`pgpulse doctor` as the role that migrated to see it")
+            self.add("pg_cron", "warn", f"no pgpulse-tick job for this database visible to this "
+                     f"role{where}: run `pgpulse doctor` as the role that scheduled it to see "
+                     f"it{seen}")
+        elif job is None and cron_database:
+            # pgpulse migrate schedules it there only when told where pg_cron is
+            self.add("pg_cron", "warn", f"no pgpulse-tick job ticks this database{where}: "
+                     f"`pgpulse migrate --cron-database {cron_database}` schedules it, or "
+                     f"something else must run `pgpulse tick` every minute{seen}")
         elif job is None:
             self.add("pg_cron", "FAIL", "no pgpulse-tick job: run `pgpulse migrate` as a superuser")
         elif not job["active"]:
-            self.add("pg_cron", "FAIL", f"job pgpulse-tick ({job['schedule']}) is inactive")
+            self.add("pg_cron", "FAIL", f"job pgpulse-tick{where} ({job['schedule']}) is inactive")
         elif job["last_status"] == "failed":
-            self.add("pg_cron", "FAIL", f"job pgpulse-tick's last run failed: "
+            self.add("pg_cron", "FAIL", f"job pgpulse-tick{where}'s last run failed: "
                                         f"{(job['last_message'] or '').strip()[:200]}")
         elif job["last_start"] is None:
-            self.add("pg_cron", "warn", f"job pgpulse-tick ({job['schedule']}) has not run yet")
+            self.add("pg_cron", "warn", f"job pgpulse-tick{where} ({job['schedule']}) has not "
+                                        "run yet")
         else:
-            self.add("pg_cron", "ok", f"job pgpulse-tick '{job['schedule']}', last run "
+            self.add("pg_cron", "ok", f"job pgpulse-tick{where} '{job['schedule']}', last run "
                                       f"{job['last_status']} at {job['last_start']:%Y-%m-%d %H:%M:%S %Z}")
 
     def check_recent_tick(self, conn) -> None:

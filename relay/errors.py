@@ -67,7 +67,15 @@ class TokenRefused(PublishError):
         self.region = region
 
 
-# ------------------------------------------------------------ local tooling
+# ------------------------------------------------------------ optional parts, local tooling
+
+class MissingExtra(PgPulseError):
+    """A command needs an extra that is not installed."""
+
+    def __init__(self, command: str, extra: str) -> None:
+        super().__init__(f"pgpulse {command} needs the {extra} extra: "
+                         f"pip install 'pgpulse[{extra}]'")
+
 
 class ServiceError(PgPulseError):
     """A throwaway service (PostgreSQL, redis-server) could not be started."""

@@ -12,10 +12,8 @@ from relay.queries import queries
 
 async def read_facts(conn) -> dict[str, Any]:
     """`conn`: an async psycopg connection with dict rows, in autocommit."""
-    q = queries()
-
     async def rows(name: str) -> list[dict[str, Any]]:
-        return await (await conn.execute(q[name])).fetchall()
+        return await (await conn.execute(queries()[name])).fetchall()
 
     last = (await rows("last_good_tick"))[0]
     latest = await rows("latest_tick")
@@ -29,9 +27,9 @@ async def read_facts(conn) -> dict[str, Any]:
         "unhealthy_regions": {r["region"]: r["unhealthy_s"] for r in await rows("unhealthy_regions")},
         # for the status page
         "regions": await rows("regions"),
-        "recent_ticks": await (await conn.execute(q["recent_ticks"], {"limit": 8})).fetchall(),
-        "recent_dead_letters": await (await conn.execute(q["dlq_list"], {"limit": 5})).fetchall(),
-        "pg_cron": await _cron_job(conn, q["cron_job"]),
+        "recent_ticks": await (await conn.execute(queries()["recent_ticks"], {"limit": 8})).fetchall(),
+        "recent_dead_letters": await (await conn.execute(queries()["dlq_list"], {"limit": 5})).fetchall(),
+        "pg_cron": await _cron_job(conn, queries()["cron_job"]),
     }
 
 

@@ -27,7 +27,7 @@ from relay.config import OpsSettings, dsn_secrets
 from relay.breaker import State
 from relay.errors import PgPulseError
 from relay.snapshot import FactsCache, Snapshot
-from relay.tick import run_tick
+from relay.tick import TickParams, run_tick
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -192,7 +192,7 @@ class OpsApp:
                                     [(b"www-authenticate", b"Bearer")])
         started = time.perf_counter()
         try:
-            record = await asyncio.to_thread(run_tick, self.dsn, trigger="http")
+            record = await asyncio.to_thread(run_tick, self.dsn, TickParams(), trigger="http")
         except PgPulseError as exc:
             logs.error("tick_failed", trigger="http", error=str(exc))
             return await self._json(send, 500, {"error": str(exc)})

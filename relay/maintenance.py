@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.db import fetch_rows
+from relay.db import fetch_json
 from relay.errors import UserInputError
 from relay.queries import queries
 
@@ -53,7 +53,7 @@ def add(conn, *, time_zone: str, name: str = "", monitors: list[str] | None = No
 
 
 def list_windows(conn) -> list[dict[str, Any]]:
-    return fetch_rows(conn, "maintenance_list")
+    return fetch_json(conn, queries()["maintenance_list"])
 
 
 def remove(conn, window_id: int) -> None:

@@ -31,6 +31,18 @@ def version_location() -> Path:
     return location / "versions"
 
 
+def add_to_alembic(script) -> None:
+    """For a host's own Alembic env.py: `add_to_alembic(context.script)`, before
+    run_migrations, lists pgpulse's revisions (branch `pgpulse`) beside the host's. Alembic
+    reads version_locations before env.py runs, so setting that option there is too late;
+    the revisions themselves are loaded only once the migrations run."""
+    ours = str(version_location())
+    listed = [str(v) for v in script.version_locations or [Path(script.dir, "versions")]]
+    if ours not in listed:
+        script.version_locations = [*listed, ours]
+        script.__dict__.pop("_version_locations", None)  # Alembic memoizes the paths
+
+
 def _register_migrations_package(location: Path) -> None:
     known = sys.modules.get("migrations")
     if known is not None:
@@ -111,12 +123,26 @@ def schedule_in_cron_database(dsn: str, cron_database: str) -> None:
     try:
         with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname=cron_database),
                              autocommit=True, connect_timeout=10) as conn:
-            for statement in statements:
-                conn.execute(statement)
+            # pg_cron keys a job by name and role: scheduling again under the same role
+            # would only rewrite another database's job, and this one stay unticked
+            taken = conn.execute(
+                "SELECT database, current_user AS role FROM cron.job WHERE jobname = ANY(%s)"
+                " AND username = current_user AND database <> %s LIMIT 1",
+                ([name for name, _, _ in CRON_JOBS], database)).fetchone()
+            if taken is None:
+                for statement in statements:
+                    conn.execute(statement)
     except psycopg.Error as exc:
         admin = "\n".join(f"  {s.as_string(None)}" for s in statements)
         print(f"pgpulse: could not schedule the tick from database \"{cron_database}\" "
               f"({describe(exc)}); an admin can run there:\n{admin}", file=sys.stderr)
+        return
+    if taken is not None:
+        admin = "\n".join(f"  {s.as_string(None)[:-2]}, username => 'ROLE');" for s in statements)
+        print(f"pgpulse: pg_cron in database \"{cron_database}\" already runs pgpulse's jobs for "
+              f"database \"{taken[0]}\" as role \"{taken[1]}\", and pg_cron names jobs per role: "
+              f"nothing was scheduled for database \"{database}\". A superuser can schedule them "
+              f"there as another role that may log in to \"{database}\":\n{admin}", file=sys.stderr)
         return
     print(f"pgpulse: pg_cron in database \"{cron_database}\" ticks database \"{database}\" "
           "every minute (pgpulse-tick)", file=sys.stderr)

@@ -1,15 +1,28 @@
-"""The outbox as the relay sees it: claimed jobs as named rows, and what becomes of them."""
+"""The relay's side of the database: one method per named query (sql/queries.sql), named
+rows in and out. The relay's other modules never hold SQL or read a row by position."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import class_row, dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from relay.backoff import Backoff
 from relay.queries import queries
 
 # a failed job is due again after 1 s, 2 s, 4 s ... at most 60 s, each ±20%
 JOB_RETRY = Backoff(first=1.0, most=60.0, jitter=0.2)
+
+
+def retry_backoff_s(attempts: int) -> float:
+    """Backoff before a failed job is due again (attempts: its failed attempts so far)."""
+    return JOB_RETRY.delay(attempts)
 
 
 @dataclass
@@ -30,24 +43,178 @@ class Job:
     pinned_to: str | None  # a region a push of this job may have reached (push_intents)
     job_json: str
 
-    def requeue_params(self, error: str, *, attempts: int, backoff_s: float) -> dict:
-        return {"job_id": self.job_id, "monitor_id": self.monitor_id, "region": self.region,
-                "criticality": self.criticality, "scheduled_for": self.scheduled_for,
-                "deliver_at": self.deliver_at, "expires_at": self.expires_at,
-                "allow_fallback": self.allow_fallback, "payload": self.payload,
-                "attempts": attempts, "error": error[:500], "backoff_s": backoff_s}
+
+@dataclass(frozen=True)
+class Retry:
+    """A claimed job going back: into the outbox for a later attempt, or to the dead
+    letters. attempts is what its row will say; backoff_s, when it is due again."""
+
+    job: Job
+    error: str
+    attempts: int
+    backoff_s: float
+
+    def params(self) -> dict[str, Any]:
+        job = self.job
+        return {"job_id": job.job_id, "monitor_id": job.monitor_id, "region": job.region,
+                "criticality": job.criticality, "scheduled_for": job.scheduled_for,
+                "deliver_at": job.deliver_at, "expires_at": job.expires_at,
+                "allow_fallback": job.allow_fallback, "payload": job.payload,
+                "attempts": self.attempts, "error": self.error[:500],
+                "backoff_s": self.backoff_s}
 
 
-def retry_backoff_s(attempts: int) -> float:
-    """Backoff before a failed job is due again (attempts: its failed attempts so far)."""
-    return JOB_RETRY.delay(attempts)
+@dataclass(frozen=True)
+class RegionRow:
+    code: str
+    enabled: bool
+    is_default: bool
+    fallback_region: str | None
+    healthy: bool
+    degraded: bool
+    weight: int
 
 
-async def put_back(conn, requeue: list[dict], dead: list[dict]) -> None:
-    """Failed jobs back into the outbox (a later attempt) or into the dead letters."""
-    q = queries()
-    async with conn.cursor() as cur:
-        if requeue:
-            await cur.executemany(q["requeue"], requeue)
-        if dead:
-            await cur.executemany(q["dead_letter"], dead)
+@dataclass(frozen=True)
+class Undelivered:
+    """Per region, jobs `relay --once` leaves behind: due when it started, or put back."""
+
+    region: str
+    due: int
+    requeued: int
+
+
+@dataclass(frozen=True)
+class Swept:
+    region: str
+    expired: int
+
+
+@dataclass(frozen=True)
+class Moved:
+    """Jobs a reroute took out of one region (moved) and wrote into another (inserted)."""
+
+    moved: int
+    inserted: int
+
+
+class Claim:
+    """A claimed batch inside its transaction: the rows are gone from the outbox until the
+    transaction ends; a commit makes that final, a rollback puts them back."""
+
+    def __init__(self, conn: AsyncConnection, jobs: list[Job]) -> None:
+        self._conn = conn
+        self.jobs = jobs
+
+    async def settle(self, requeue: list[Retry], dead: list[Retry]) -> None:
+        """Jobs that failed go back for a later attempt or to the dead letters, in the
+        claim's transaction (they never exist twice, nor nowhere)."""
+        async with self._conn.cursor() as cur:
+            if requeue:
+                await cur.executemany(queries()["requeue"], [r.params() for r in requeue])
+            if dead:
+                await cur.executemany(queries()["dead_letter"], [r.params() for r in dead])
+
+
+class Outbox:
+    """The relay's named queries over a connection pool."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def _one(self, name: str, params: dict[str, Any] | None = None) -> dict | None:
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(queries()[name], params or {})
+            return await cur.fetchone()
+
+    async def _all(self, name: str, row_type: type, params: dict | None = None) -> list:
+        async with self.pool.connection() as conn, \
+                conn.cursor(row_factory=class_row(row_type)) as cur:
+            await cur.execute(queries()[name], params or {})
+            return await cur.fetchall()
+
+    async def _run(self, name: str, params: dict[str, Any] | None = None) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(queries()[name], params or {})
+
+    # ------------------------------------------------------------------ the claim
+
+    @contextlib.asynccontextmanager
+    async def claim(self, region: str, *, limit: int, fallback_only: bool,
+                    held_by: str | None, lease_s: float) -> AsyncIterator[Claim]:
+        """Claims up to `limit` due jobs of a region (deleting them) in a transaction that
+        commits when the block ends and rolls back if it raises. The transaction is a lease:
+        idle for lease_s (a frozen relay), PostgreSQL ends it and the rows go back."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(queries()["claim_lease"], {"ms": str(int(lease_s * 1000))})
+            async with conn.cursor(row_factory=class_row(Job)) as cur:
+                await cur.execute(queries()["claim_due"], {
+                    "region": region, "limit": limit, "fallback_only": fallback_only,
+                    "held_by": held_by})
+                jobs = await cur.fetchall()
+            yield Claim(conn, jobs)
+
+    async def next_due(self, region: str, *, fallback_only: bool) -> float | None:
+        """Seconds until the region's earliest job falls due (negative: overdue)."""
+        row = await self._one("next_due", {"region": region, "fallback_only": fallback_only})
+        return row["seconds"]
+
+    # ------------------------------------------------------------------ push intents
+
+    async def record_intent(self, region: str, jobs: list[Job]) -> None:
+        await self._run("record_intent", {"region": region,
+                                          "job_ids": [job.job_id for job in jobs],
+                                          "expires_at": [job.expires_at for job in jobs]})
+
+    async def forget_intent(self, job_ids: list[str]) -> None:
+        await self._run("forget_intent", {"job_ids": job_ids})
+
+    # ------------------------------------------------------------------ regions
+
+    async def regions(self) -> list[RegionRow]:
+        return await self._all("regions", RegionRow)
+
+    async def observe_region(self, region: str, relay: str, healthy: bool,
+                             ttl_s: float) -> bool | None:
+        """Records one relay's view of a region; the region's health when this changed it."""
+        row = await self._one("observe_region", {"region": region, "relay": relay,
+                                                 "healthy": healthy, "ttl_s": ttl_s})
+        return None if row is None else row["healthy"]
+
+    async def set_region_degraded(self, region: str, degraded: bool) -> None:
+        await self._run("set_region_degraded", {"region": region, "degraded": degraded})
+
+    async def reroute_home(self, region: str) -> Moved:
+        """A region is back: its monitors' jobs routed elsewhere come home (and wake)."""
+        return await self._reroute("reroute_home", {"region": region}, wake_on="inserted")
+
+    # ------------------------------------------------------------------ housekeeping
+
+    async def sweep_expired(self, limit: int) -> list[Swept]:
+        return await self._all("sweep_expired", Swept, {"limit": limit})
+
+    async def sweep_records(self) -> None:
+        await self._run("sweep_records")
+
+    async def reroute_orphans(self, limit: int) -> Moved:
+        """Jobs of regions that are gone follow their monitor's routing (and wake)."""
+        return await self._reroute("reroute_orphans", {"limit": limit}, wake_on="moved")
+
+    async def _reroute(self, name: str, params: dict[str, Any], *, wake_on: str) -> Moved:
+        """A query that moves jobs between regions; when its `wake_on` count is not zero,
+        a NOTIFY in the same transaction wakes every relay."""
+        async with self.pool.connection() as conn, \
+                conn.cursor(row_factory=class_row(Moved)) as cur:
+            await cur.execute(queries()[name], params)
+            moved = await cur.fetchone()
+            if getattr(moved, wake_on):
+                await cur.execute(queries()["notify_outbox"])
+        return moved
+
+    async def now(self) -> datetime:
+        return (await self._one("now"))["now"]
+
+    async def undelivered(self, due_before: datetime,
+                          requeued: list[str]) -> list[Undelivered]:
+        return await self._all("undelivered", Undelivered,
+                               {"due_before": due_before, "requeued": requeued})

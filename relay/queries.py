@@ -1,4 +1,6 @@
-"""Named SQL queries, read once from sql/queries.sql (`-- name --` headers)."""
+"""Named SQL queries, read once from sql/queries.sql: each under a `-- name --` header and
+its description (comment lines, left out of the query's text). The one way to reach a
+query is `queries()["name"]`; the relay's go through relay.outbox."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from functools import cache
 
 from relay.resources import sql_text
 
-_HEADER = re.compile(r"^-- ([a-z_]+) --\n", re.MULTILINE)
+_HEADER = re.compile(r"^-- ([a-z_]+) --\n(?:--.*\n)*", re.MULTILINE)
 
 
 @cache

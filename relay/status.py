@@ -6,29 +6,28 @@ from typing import Any
 
 import psycopg
 
-from relay.db import fetch_rows
+from relay.db import fetch_json
 from relay.queries import queries
 
 
 def snapshot(conn) -> dict[str, Any]:
     """Backlog per region, oldest due job, dead letters, recent ticks, pg_cron, health."""
-    q = queries()
-    backlog = fetch_rows(conn, "backlog")
+    backlog = fetch_json(conn, queries()["backlog"])
     try:
         with conn.transaction():
-            cron = fetch_rows(conn, "cron_job")
+            cron = fetch_json(conn, queries()["cron_job"])
     except psycopg.errors.UndefinedTable:
         cron = []
     return {
-        "regions": fetch_rows(conn, "region_list"),
+        "regions": fetch_json(conn, queries()["region_list"]),
         "backlog": backlog,
         "oldest_due_age_s": max((float(r["oldest_due_age_s"]) for r in backlog), default=0.0),
-        "dead_letters": conn.execute(q["dead_letter_count"]).fetchone()["dead_letters"],
-        "recent_ticks": fetch_rows(conn, "recent_ticks", {"limit": 5}),
-        "last_tick_age_s": conn.execute(q["last_good_tick"]).fetchone()["age_s"],
+        "dead_letters": conn.execute(queries()["dead_letter_count"]).fetchone()["dead_letters"],
+        "recent_ticks": fetch_json(conn, queries()["recent_ticks"], {"limit": 5}),
+        "last_tick_age_s": conn.execute(queries()["last_good_tick"]).fetchone()["age_s"],
         "pg_cron": cron[0] if cron else None,
-        "maintenance": fetch_rows(conn, "maintenance_list"),
-        "maintenance_skipped": conn.execute(q["maintenance_skipped"]).fetchone(),
+        "maintenance": fetch_json(conn, queries()["maintenance_list"]),
+        "maintenance_skipped": conn.execute(queries()["maintenance_skipped"]).fetchone(),
     }
 
 

@@ -1,4 +1,6 @@
--- Named queries the relay and the CLI run. Python never builds SQL strings.
+-- Named queries the relay and the CLI run (callers write queries()["name"]). Not all of
+-- pgpulse's SQL is here: doctor's catalog checks and a few one-line statements stay inline,
+-- and the throwaway stack, demo and benchmarks write their own SQL, some built in Python.
 -- Timestamps in job JSON are ISO 8601 UTC with a Z.
 
 -- claim_due --
@@ -118,9 +120,21 @@ ON CONFLICT (job_id) DO UPDATE
 -- next_due --
 -- Seconds until the earliest job of a region falls due (NULL: none waiting); with
 -- fallback_only (the region's breaker is open), only jobs that may go to its fallback.
-SELECT extract(epoch FROM min(deliver_at) - now())::float8
+SELECT extract(epoch FROM min(deliver_at) - now())::float8 AS seconds
   FROM pgpulse.outbox
  WHERE region = %(region)s AND (%(fallback_only)s IS FALSE OR allow_fallback)
+
+-- listen_outbox --
+-- The relay's wake-ups: the tick (and a reroute) notify when jobs are written.
+LISTEN pgpulse_outbox
+
+-- notify_outbox --
+-- Wakes every relay: jobs were written (rerouted) outside a tick.
+NOTIFY pgpulse_outbox
+
+-- now --
+-- The database's clock (`relay --once` delivers what was due by then).
+SELECT now() AS now
 
 -- regions --
 -- Every region with its routing settings.
@@ -339,6 +353,21 @@ SELECT j.jobname, j.schedule, j.active, d.status AS last_status, d.start_time AS
                        FROM cron.job_run_details r WHERE r.jobid = j.jobid
                       ORDER BY r.start_time DESC NULLS LAST LIMIT 1) d ON true
  WHERE j.jobname = 'pgpulse-tick'
+
+-- cron_job_of --
+-- The same, read in pg_cron's database for the database it ticks (schedule_in_database).
+SELECT j.jobname, j.schedule, j.active, d.status AS last_status, d.start_time AS last_start,
+       d.end_time AS last_end, d.return_message AS last_message
+  FROM cron.job j
+  LEFT JOIN LATERAL (SELECT status, start_time, end_time, return_message
+                       FROM cron.job_run_details r WHERE r.jobid = j.jobid
+                      ORDER BY r.start_time DESC NULLS LAST LIMIT 1) d ON true
+ WHERE j.jobname = 'pgpulse-tick' AND j.database = %(database)s
+
+-- last_cron_tick --
+-- How long ago pg_cron last started a tick here (what shows it runs, seen from this side).
+SELECT extract(epoch FROM now() - max(started_at))::float8 AS age_s
+  FROM pgpulse.tick_runs WHERE trigger = 'pg_cron'
 
 -- last_good_tick --
 -- When the latest tick that finished started, and how long ago that was.

@@ -2,7 +2,8 @@
 pgpulse_ticker, no poison row, a hard time budget, edits that reach the outbox.
 
 migrations/sql/0006_roles.sql is this revision's copy of sql/roles.sql (the roles pg_cron
-and the relay run as); sql/cron.sql then reschedules the tick as pgpulse_ticker.
+and the relay run as); 0006_cron.sql, its copy of sql/cron.sql as 0006 was released,
+then reschedules the tick as pgpulse_ticker.
 
 Revision ID: 0006
 Revises: 0005
@@ -17,7 +18,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    apply("migrations/sql/0006_safe_tick.sql", "migrations/sql/0006_roles.sql", "sql/cron.sql")
+    apply("migrations/sql/0006_safe_tick.sql", "migrations/sql/0006_roles.sql",
+          "migrations/sql/0006_cron.sql")
 
 
 def downgrade() -> None:

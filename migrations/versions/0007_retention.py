@@ -2,7 +2,7 @@
 run history is pruned including runs that never ended.
 
 migrations/sql/0007_roles.sql is this revision's copy of sql/roles.sql (the ticker may
-delete what it prunes).
+delete what it prunes), 0007_cron.sql its copy of sql/cron.sql (the pg_cron prune job).
 
 Revision ID: 0007
 Revises: 0006
@@ -17,7 +17,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    apply("migrations/sql/0007_retention.sql", "migrations/sql/0007_roles.sql", "sql/cron.sql")
+    apply("migrations/sql/0007_retention.sql", "migrations/sql/0007_roles.sql",
+          "migrations/sql/0007_cron.sql")
 
 
 def downgrade() -> None:

@@ -85,3 +85,7 @@ def run_bench(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
     if what in ("e2e", "all"):
         from relay.bench.e2e import bench_e2e
         yield bench_e2e(args.monitors or 100_000, runs=args.runs) | {"machine": machine()}
+    if what in ("first-check", "all"):
+        from relay.bench.first_check import bench_first_check
+        yield bench_first_check(args.monitors or 100_000, runs=args.runs) | {
+            "machine": machine()}

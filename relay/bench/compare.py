@@ -19,7 +19,7 @@ from relay import logs
 from relay.bench.relay import flush_queues, queued_jobs
 from relay.config import RelaySettings
 from relay.local.stack import LocalStack
-from relay.tick import run_tick
+from relay.tick import TickParams, run_tick
 from relay.worker import Relay
 
 SEED_MONITORS = """
@@ -68,7 +68,7 @@ def old_way(stack: LocalStack, budget_s: float) -> dict[str, Any]:
 def new_way(stack: LocalStack, monitors: int) -> dict[str, Any]:
     """One tick (the SQL function pg_cron runs) and one relay run until the outbox is empty."""
     started = time.perf_counter()
-    tick = run_tick(stack.dsn, trigger="bench", lookahead_s=0)
+    tick = run_tick(stack.dsn, TickParams(lookahead_s=0), trigger="bench")
     tick_s = time.perf_counter() - started
     relay = Relay(stack.dsn, RelaySettings(), env=stack.env(), once=True)
     counts = asyncio.run(relay.run())

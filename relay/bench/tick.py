@@ -16,6 +16,7 @@ import psycopg
 
 from relay import migrate
 from relay.local.embedded import EmbeddedPostgres
+from relay.tick import TickParams
 
 DATABASE = "pgpulse_bench"
 
@@ -86,7 +87,7 @@ def _timed(conn: psycopg.Connection, sql: str, params: dict | None = None) -> fl
     return time.perf_counter() - t0
 
 
-def bench_tick(monitors: int = 100_000, runs: int = 3, chunk: int = 5000,
+def bench_tick(monitors: int = 100_000, runs: int = 3, chunk: int = TickParams.chunk,
                mix: bool = False) -> dict[str, Any]:
     """Seconds for one tick over `monitors` due monitors (median of `runs`), and the raw
     INSERT ... SELECT of as many jsonb outbox rows as a reference. With mix, 10% of the

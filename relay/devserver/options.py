@@ -9,14 +9,16 @@ import argparse
 import os
 from typing import Any
 
+from relay.config import DEVSERVER_ADMIN_TOKEN, DEVSERVER_TOKENS, REDIS_URL
 from relay.errors import ConfigError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8079
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
-REDIS_URL_ENV = "REDIS_URL"
-TOKENS_ENV = "PGPULSE_DEVSERVER_TOKENS"
-ADMIN_TOKEN_ENV = "PGPULSE_DEVSERVER_ADMIN_TOKEN"
+# the variables are rows of the settings table (relay.config, the README)
+DEFAULT_REDIS_URL = REDIS_URL.default
+REDIS_URL_ENV = REDIS_URL.env
+TOKENS_ENV = DEVSERVER_TOKENS.env
+ADMIN_TOKEN_ENV = DEVSERVER_ADMIN_TOKEN.env
 DESCRIPTION = ("Serve Upstash's Redis REST API on top of a redis-server. Each --token "
                "TOKEN[=DB] maps a bearer token to a Redis database.")
 

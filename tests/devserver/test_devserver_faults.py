@@ -149,7 +149,16 @@ def test_unauthenticated_requests_are_not_faulted(devserver, anonymous):
 # -- admin API --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("header", [None, "Bearer wrong", "Bearer token-region-a", "Basic admin"])
+# wrong tokens of the admin token's length (one character off), shorter (a prefix), longer
+# (a suffix) and not ASCII: all refused, none an error (the constant-time comparison takes
+# bytes of any length)
+WRONG_ADMIN = ["Bearer admin-secret-for-testS", "Bearer admin-secret-for-test",
+               "Bearer admin-secret-for-tests2", "Bearer ADMIN-SECRET-FOR-TESTS",
+               "Bearer admin-secret-for-test\u015b".encode()]
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong", "Bearer token-region-a", "Basic admin",
+                                    *WRONG_ADMIN])
 def test_admin_refuses_a_missing_or_wrong_admin_token(devserver, header):
     headers = {"Authorization": header} if header else {}
     for method, path in (("GET", "/_admin/stats"), ("POST", "/_admin/faults"), ("DELETE", "/_admin/faults")):

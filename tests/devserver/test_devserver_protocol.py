@@ -29,9 +29,16 @@ def test_missing_token_is_401(anonymous, path):
     assert "upstash-sync-token" not in response.headers
 
 
-def test_wrong_bearer_token_is_401(http_client):
-    response = http_client("not-a-token").post("/", json=["PING"])
+# a token is compared in constant time against every known one: near misses of a real
+# token (one character off, a prefix, a suffix, the padded one without its padding) and
+# bytes that are not UTF-8 are refused like any other wrong token
+@pytest.mark.parametrize("token", [b"not-a-token", b"token-region-A", b"token-region-", b"token-region-aa",
+                                   b"AYNgAS2553feg6a2d9842h2a0gcdb5f8efe9934DQ", b"token-region-\xe9"])
+def test_wrong_bearer_token_is_401(anonymous, http_client, creds, token):
+    response = anonymous.post("/", json=["PING"], headers={"Authorization": b"Bearer " + token})
     assert (response.status_code, response.json()) == (401, UNAUTHORIZED)
+    # and the right one still works on the same server
+    assert http_client(creds.token_a).post("/", json=["PING"]).json() == {"result": "PONG"}
 
 
 def test_wrong_scheme_is_401(anonymous, creds):

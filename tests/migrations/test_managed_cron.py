@@ -6,19 +6,16 @@ without the rights is shown the exact statements an admin runs."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from relay import migrate
 from relay.local.embedded import EmbeddedPostgres
+from tests.support.cli import pgpulse
 from tests.support.waiting import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +55,9 @@ def test_without_the_rights_the_admin_statements_are_printed(managed):
     with psycopg.connect(managed.dsn("postgres"), autocommit=True) as admin:
         admin.execute(f"CREATE ROLE {role} LOGIN")
         admin.execute(f"CREATE DATABASE {role} OWNER {role}")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGPULSE_", "DATABASE_URL"))}
-    env |= {"DATABASE_URL": f"postgresql://{role}@127.0.0.1:{managed.port}/{role}",
-            "PYTHONPATH": str(ROOT)}
     try:
-        done = subprocess.run([sys.executable, "-m", "relay", "migrate", "--cron-database", "postgres"],
-                              env=env, capture_output=True, text=True, timeout=120)
+        done = pgpulse("migrate", "--cron-database", "postgres",
+                       database_url=f"postgresql://{role}@127.0.0.1:{managed.port}/{role}")
         assert done.returncode == 0, done.stderr
         assert ("SELECT cron.schedule_in_database('pgpulse-tick', '* * * * *', "
                 f"'CALL pgpulse.tick(p_trigger => ''pg_cron'')', '{role}');") in done.stderr
@@ -74,3 +68,26 @@ def test_without_the_rights_the_admin_statements_are_printed(managed):
         with psycopg.connect(managed.dsn("postgres"), autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {role} WITH (FORCE)")
             admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_a_second_database_ticked_by_the_same_role_is_not_a_silent_no_op(managed, capsys):
+    """pg_cron keys jobs by name and role: the same role's pgpulse-tick for a second database
+    would only rewrite the first one's. migrate says so, with what a superuser runs instead."""
+    with psycopg.connect(managed.dsn("postgres"), autocommit=True) as admin:
+        admin.execute("CREATE DATABASE app2")
+    try:
+        migrate.upgrade(managed.dsn("app"), cron_database="postgres")
+        migrate.upgrade(managed.dsn("app2"), cron_database="postgres")
+        err = capsys.readouterr().err
+        assert 'ticks database "app2"' not in err
+        assert ('pg_cron in database "postgres" already runs pgpulse\'s jobs for database "app" as '
+                'role "postgres"') in err
+        assert ("SELECT cron.schedule_in_database('pgpulse-tick', '* * * * *', 'CALL pgpulse.tick("
+                "p_trigger => ''pg_cron'')', 'app2', username => 'ROLE');") in err
+        with psycopg.connect(managed.dsn("postgres")) as conn:  # app's jobs are as they were
+            assert conn.execute("SELECT jobname, database FROM cron.job ORDER BY jobname"
+                                ).fetchall() == [("pgpulse-prune", "app"), ("pgpulse-tick", "app")]
+    finally:
+        migrate.downgrade(managed.dsn("app"), "base", cron_database="postgres")
+        with psycopg.connect(managed.dsn("postgres"), autocommit=True) as admin:
+            admin.execute("DROP DATABASE app2 WITH (FORCE)")

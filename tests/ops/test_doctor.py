@@ -4,11 +4,13 @@ on any failure, --json, and no secret in its output."""
 from __future__ import annotations
 
 import json
+import re
 
 import psycopg
 from psycopg.rows import dict_row
 
-from relay.local.embedded import free_port
+from relay.doctor import RELAY_NEEDS
+from relay.local.embedded import CRON_DATABASE, free_port
 from tests.support.cli import pgpulse
 from tests.support.dsn import with_password
 
@@ -25,7 +27,7 @@ def lines(out: str) -> dict[str, tuple[str, str]]:
     return found
 
 
-def test_a_working_install_passes_every_check(conn, regions, relay_env):
+def test_a_working_install_passes_every_check(conn, regions, relay_env, cron_db_url):
     env = relay_env | SECRETS | {"DATABASE_URL": with_password(relay_env["DATABASE_URL"], "pw-5ecret")}
     conn.execute("INSERT INTO pgpulse.tick_runs (trigger, started_at, finished_at, budget_ms, lookahead_ms) "
                  "VALUES ('pg_cron', now() - interval '2 s', now(), 45000, 60000)")
@@ -38,7 +40,8 @@ def test_a_working_install_passes_every_check(conn, regions, relay_env):
                  "region eu-west-1", "region us-east-1"):
         assert checks[name][0] == "ok", (name, checks[name])
     assert checks["role rights"] == ("warn", checks["role rights"][1])  # tests connect as superuser
-    assert checks["pg_cron"][0] == "warn" and "not here" in checks["pg_cron"][1]  # cron lives elsewhere
+    assert checks["pg_cron"][0] == "warn"  # pg_cron lives in another database, not ticking this one
+    assert "no pgpulse-tick job ticks this database" in checks["pg_cron"][1]
     assert "PING PONG" in checks["region us-east-1"][1] and "push script" in checks["region us-east-1"][1]
     assert "at revision" in checks["migrated"][1]
     assert "DATABASE_URL=postgresql://postgres:***@" in checks["settings"][1]
@@ -121,3 +124,72 @@ def test_pg_cron_job_state_is_checked(cron_db_url, relay_env):
     assert result.returncode == 1
     assert checks["pg_cron"] == ("FAIL", "job pgpulse-tick's last run failed: "
                                          "ERROR:  permission denied for table monitors")
+
+
+def test_the_relay_role_has_every_right_doctor_checks(conn, db_url, regions, relay_env, cron_db_url):
+    """Its grants are column grants (UPDATE (healthy) on regions, ...): doctor counts them."""
+    conn.execute("DROP ROLE IF EXISTS doctor_relay")
+    conn.execute("CREATE ROLE doctor_relay LOGIN IN ROLE pgpulse_relay")
+    try:
+        # a pg_cron tick was recorded here: what this database shows of pg_cron
+        conn.execute("INSERT INTO pgpulse.tick_runs (trigger, started_at, finished_at, budget_ms,"
+                     " lookahead_ms) VALUES ('pg_cron', now() - interval '30 s', now(), 45000, 60000)")
+        env = relay_env | {"DATABASE_URL": db_url.replace("postgres@", "doctor_relay@")}
+        checks = lines(pgpulse("doctor", env=env).stdout)
+        assert checks["role rights"] == ("ok", "everything the relay reads and writes")
+        # Alembic's table is not the relay's to read: said, and the other checks still run
+        assert checks["migrated"][0] == "warn" and "may not read pgpulse.alembic_version" in \
+            checks["migrated"][1]
+        # pg_cron is in another database, and this role may not read where: it says how to tell it
+        verdict, detail = checks["pg_cron"]
+        assert verdict == "warn" and "may not read cron.database_name" in detail, detail
+        assert "set PGPULSE_CRON_DATABASE=NAME" in detail
+        assert re.search(r"the latest tick here that pg_cron started began \d+ s ago$", detail)
+        told = lines(pgpulse("doctor", env=env | {"PGPULSE_CRON_DATABASE": CRON_DATABASE}).stdout)
+        # told where, it looks there; this role may not read pg_cron's schema: how an admin can
+        database = conn.execute("SELECT current_database() AS db").fetchone()["db"]
+        verdict, detail = told["pg_cron"]
+        assert verdict == "warn" and detail.startswith(
+            f"pg_cron runs in database {CRON_DATABASE}, and this role cannot read its jobs there "
+            "(permission denied for schema cron): an admin checks there with `SELECT schedule, "
+            f"active FROM cron.job WHERE jobname = 'pgpulse-tick' AND database = '{database}'`"), detail
+    finally:
+        conn.execute("DROP ROLE doctor_relay")
+
+    # doctor checks what roles.sql grants the relay's role, no more and no less
+    granted = conn.execute("""
+        SELECT table_schema || '.' || table_name AS tbl, privilege_type, NULL AS col
+          FROM information_schema.table_privileges WHERE grantee = 'pgpulse_relay'
+        UNION ALL
+        SELECT table_schema || '.' || table_name, privilege_type, column_name
+          FROM information_schema.column_privileges c WHERE grantee = 'pgpulse_relay'
+           AND NOT EXISTS (SELECT 1 FROM information_schema.table_privileges t
+                            WHERE t.grantee = c.grantee AND t.table_schema = c.table_schema
+                              AND t.table_name = c.table_name
+                              AND t.privilege_type = c.privilege_type)""").fetchall()
+    expected = {(table, privilege, column) for table, privileges in RELAY_NEEDS.items()
+                for privilege, columns in privileges.items() for column in (columns or [None])}
+    assert {(g["tbl"], g["privilege_type"], g["col"]) for g in granted} == expected, \
+        "relay/doctor.py RELAY_NEEDS and sql/roles.sql's pgpulse_relay grants differ"
+
+
+def test_pg_cron_in_another_database_is_checked_there(conn, db_url, cron_db_url, relay_env):
+    """The cluster's pg_cron lives in its cron database; this database is ticked from there
+    (cron.schedule_in_database), as on RDS and Cloud SQL."""
+    env = relay_env | {"DATABASE_URL": db_url}
+    checks = lines(pgpulse("doctor", env=env).stdout)
+    database = conn.execute("SELECT current_database() AS db").fetchone()["db"]
+    assert checks["pg_cron"] == ("warn", (
+        f"no pgpulse-tick job ticks this database (pg_cron's database {CRON_DATABASE}): "
+        f"`pgpulse migrate --cron-database {CRON_DATABASE}` schedules it, or something else must "
+        "run `pgpulse tick` every minute; no tick here has come from pg_cron yet"))
+    with psycopg.connect(cron_db_url, autocommit=True, row_factory=dict_row) as cron:
+        # yearly: it never fires during the test
+        jobid = cron.execute("SELECT cron.schedule_in_database('pgpulse-tick', '0 0 1 1 *', "
+                             "'CALL pgpulse.tick()', %s) AS id", (database,)).fetchone()["id"]
+        try:
+            checks = lines(pgpulse("doctor", env=env).stdout)
+        finally:
+            cron.execute("SELECT cron.unschedule(%s)", (jobid,))
+    assert checks["pg_cron"] == ("warn", f"job pgpulse-tick (pg_cron's database {CRON_DATABASE}) "
+                                         "(0 0 1 1 *) has not run yet")

@@ -39,8 +39,12 @@ def test_relay_and_ticker_roles_do_their_job_and_no_more(conn, db_url, regions, 
     # each refusal for the right reason: the privilege that is missing, on the object named
     with psycopg.connect(as_user(db_url, "relay_app"), autocommit=True) as relay_conn:
         for statement, reason in (
-                # the relay never reads monitors: the jobs it publishes carry their check
+                # of monitors the relay reads the routing columns only: the jobs it
+                # publishes carry their check
                 ("SELECT url FROM public.monitors LIMIT 1", "permission denied for table monitors"),
+                ("SELECT check_spec FROM public.monitors LIMIT 1",
+                 "permission denied for table monitors"),
+                ("SELECT * FROM public.monitors LIMIT 1", "permission denied for table monitors"),
                 ("UPDATE public.monitors SET url = 'https://evil.example'",
                  "permission denied for table monitors"),
                 ("INSERT INTO public.monitors (url) VALUES ('https://x.example')",
@@ -51,8 +55,12 @@ def test_relay_and_ticker_roles_do_their_job_and_no_more(conn, db_url, regions, 
                 ("CALL pgpulse.tick()", "permission denied for procedure tick")):
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match=reason):
                 relay_conn.execute(statement)
-        # what it needs: region health
+        # what it needs: region health, and the routing columns (a recovered region gets its
+        # jobs back, orphaned jobs go where their monitor's jobs go now)
         relay_conn.execute("UPDATE pgpulse.regions SET healthy = false WHERE code = 'eu-west-1'")
+        assert relay_conn.execute(
+            "SELECT count(*) FROM (SELECT id, preferred_region, allow_fallback, check_regions "
+            "FROM public.monitors) m").fetchone()[0] == 30
     with psycopg.connect(as_user(db_url, "ticker_app"), autocommit=True) as ticker_conn:
         for statement, reason in (
                 ("SELECT * FROM pgpulse.outbox", "permission denied for table outbox"),

@@ -1,25 +1,37 @@
-"""The built wheel works anywhere: installed into a fresh virtualenv in a temporary folder
-and run from outside the checkout, it migrates, ticks and relays against the throwaway
-cluster, reading its SQL and migrations from inside the installed package."""
+"""The built wheel works anywhere: installed with pip into a fresh virtualenv in a temporary
+folder and run from outside the checkout, it migrates, ticks and relays against the throwaway
+cluster, reading its SQL and migrations from inside the installed package. The plain install is
+lean (no dev server, benchmark or test packages): the commands that need an extra say which one,
+and with the extra installed they work.
+
+Offline and quick: pip resolves the wheel's own dependency list, but from a folder of wheels
+repacked once from this test run's environment (--no-index --find-links), not from PyPI."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
-import sysconfig
 import tomllib
+import zipfile
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 import redis
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from relay.devserver import DevServer
+from relay.local.embedded import free_port
+from tests.support.cli import ROOT
+from tests.support.waiting import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "relay", "sql", "migrations")
 TOKEN = "tok-wheel-3e8a1c"
 
@@ -30,43 +42,117 @@ def test_every_relay_subpackage_is_shipped():
     assert found <= listed, f"add to pyproject.toml [tool.setuptools] packages: {sorted(found - listed)}"
 
 
+# what only the extras bring: none of it may be in the plain install
+EXTRA_ONLY = ("hiredis", "uvloop", "redis", "pytest", "upstash-redis", "watchfiles", "websockets")
+
+
+def requirement_closure(requirements: list[str], extras: set[str] = frozenset()) -> set[str]:
+    """Distribution names that pip installs for these requirements (markers evaluated here)."""
+    found: set[str] = set()
+    todo = [(Requirement(r), extras) for r in requirements]
+    while todo:
+        req, wanted = todo.pop()
+        if req.marker and not any(req.marker.evaluate({"extra": e}) for e in (wanted or {""})):
+            continue
+        name = canonicalize_name(req.name)
+        if name == "pgpulse":  # a self-reference: pgpulse[devserver] inside pgpulse[bench]
+            continue
+        dist = importlib.metadata.distribution(name)
+        key = (name, frozenset(req.extras))
+        if key in found:
+            continue
+        found.add(key)
+        todo += [(Requirement(r), set(req.extras)) for r in dist.requires or []]
+    return {name for name, _ in found}
+
+
+def repack(dist: importlib.metadata.Distribution, into: Path) -> None:
+    """A wheel made again from an installed distribution's files (its RECORD)."""
+    tag = next(line.split(": ", 1)[1] for line in dist.read_text("WHEEL").splitlines()
+               if line.startswith("Tag: "))
+    name = dist.metadata["Name"].replace("-", "_").replace(".", "_")
+    skip = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
+    with zipfile.ZipFile(into / f"{name}-{dist.version}-{tag}.whl", "w") as wheel:
+        record = []
+        for file in dist.files:
+            if file.parts[0] == ".." or "__pycache__" in file.parts or \
+                    (file.parts[0].endswith(".dist-info") and file.name in skip):
+                continue
+            wheel.write(file.locate(), file.as_posix())
+            record.append(f"{file.as_posix()},,")
+        info = next(f.parts[0] for f in dist.files if f.parts[0].endswith(".dist-info"))
+        record.append(f"{info}/RECORD,,")
+        wheel.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
+
+
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Path:
-    """A virtualenv holding only the built wheel (its dependencies come from this test
-    run's environment through a .pth line: no network needed); returns its bin folder."""
+def wheelhouse(tmp_path_factory) -> Path:
+    """pgpulse's wheel, built from a copy of the checkout, beside wheels of everything its
+    extras may need."""
     base = tmp_path_factory.mktemp("wheel")
-    src = base / "src"
+    src, house = base / "src", base / "wheelhouse"
     src.mkdir()
+    house.mkdir()
     for name in SOURCES:  # a copy: the build leaves nothing in the checkout
-        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
-        copy(ROOT / name, src / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
-                                          if (ROOT / name).is_dir() else {}))
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(ROOT / name, src / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(base / "dist"), str(src)], check=True, capture_output=True)
-    wheel, = (base / "dist").glob("pgpulse-*.whl")
-    venv = base / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"),
-                    "install", "-q", "--no-deps", str(wheel)], check=True, capture_output=True)
-    site = subprocess.run([str(venv / "bin" / "python"), "-c",
-                           "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                          check=True, capture_output=True, text=True).stdout.strip()
-    Path(site, "test-deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
+                    "-w", str(house), str(src)], check=True, capture_output=True)
     shutil.rmtree(src)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    every = [*project["dependencies"], *(r for extra in ("devserver", "bench")
+                                         for r in project["optional-dependencies"][extra])]
+    for name in requirement_closure(every):
+        repack(importlib.metadata.distribution(name), house)
+    return house
+
+
+@pytest.fixture(scope="module")
+def installed(wheelhouse, tmp_path_factory) -> Path:
+    """A virtualenv with `pip install pgpulse` (no extra) done in it; returns its bin folder.
+    test_with_the_devserver_extra adds the extra to it, so it runs last."""
+    venv = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    pip_install(venv / "bin", wheelhouse, "pgpulse")
     return venv / "bin"
 
 
-def run(bin_dir: Path, cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+def pip_install(bin_dir: Path, wheelhouse: Path, what: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(bin_dir / "python"),
+                           "install", "-q", "--disable-pip-version-check", "--no-compile", "--no-index",
+                           "--find-links", str(wheelhouse), what],
+                          capture_output=True, text=True,
+                          env=os.environ | {"PIP_CONFIG_FILE": os.devnull})  # this folder only
+    assert done.returncode == 0, done.stderr
+
+
+def installed_names(bin_dir: Path) -> set[str]:
+    out = subprocess.run([str(bin_dir / "python"), "-c",
+                          "import importlib.metadata as m; "
+                          "print(*(d.metadata['Name'] for d in m.distributions()))"],
+                         check=True, capture_output=True, text=True).stdout
+    return {canonicalize_name(n) for n in out.split()}
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("PYTHON", "UPSTASH_", "PGPULSE_", "DATABASE_URL", "VIRTUAL_ENV"))}
+
+
+def run(bin_dir: Path, cwd: Path, env: dict[str, str], *args: str,
+        status: int = 0) -> subprocess.CompletedProcess:
     done = subprocess.run([str(bin_dir / args[0]), *args[1:]], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, f"{args}: {done.stderr[-2000:]}"
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == status, f"{args}: {done.stderr[-2000:]}"
     return done
 
 
-def test_the_installed_wheel_migrates_ticks_and_relays_from_anywhere(
+def test_the_lean_wheel_migrates_ticks_and_relays_from_anywhere(
         installed, pg_server, redis_server, tmp_path):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTHON", "UPSTASH_", "PGPULSE_", "DATABASE_URL", "VIRTUAL_ENV"))}
+    assert not installed_names(installed) & {canonicalize_name(n) for n in EXTRA_ONLY}
+    env = clean_env()
     where = run(installed, tmp_path, env, "python", "-c",
                 "import relay, relay.resources as r; print(relay.__file__); print(r.migrations_dir())")
     package_file, migrations = where.stdout.split()
@@ -90,14 +176,50 @@ def test_the_installed_wheel_migrates_ticks_and_relays_from_anywhere(
         tick = json.loads(run(installed, tmp_path, env, "pgpulse", "tick", "--lookahead", "0",
                               "--json").stdout)
         assert tick["jobs_written"] == 25
-        with DevServer(redis_server.url, {TOKEN: 5}) as devserver:
+        with DevServer(redis_server.url, {TOKEN: 5}) as devserver:  # this test run's own
             env |= {"UPSTASH_REDIS_REST_URL": devserver.url, "UPSTASH_REDIS_REST_TOKEN": TOKEN}
+            # with the ops endpoints: uvicorn and its httptools protocol are in the lean install
             totals = json.loads(run(installed, tmp_path, env, "pgpulse", "relay", "--once",
-                                    "--json").stdout)
+                                    "--json", "--http", f"127.0.0.1:{free_port()}").stdout)
         queued = redis.Redis.from_url(redis_server.url, db=5)
         assert queued.llen("pgpulse:jobs:us-east-1:normal") == 25, totals
         queued.flushdb()
         run(installed, tmp_path, env, "pgpulse", "status")
+        run(installed, tmp_path, env, "pgpulse", "doctor", status=1)  # nothing ticks: says so
     finally:
         with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_without_its_extra_a_command_says_which_to_install(installed, tmp_path):
+    for args, extra in ((["devserver", "--token", "t"], "devserver"),
+                        (["demo", "--seconds", "1"], "devserver"), (["bench", "tick"], "bench")):
+        done = run(installed, tmp_path, clean_env(), "pgpulse", *args, status=1)
+        assert done.stderr == (f"pgpulse {args[0]} needs the {extra} extra: "
+                               f"pip install 'pgpulse[{extra}]'\n")
+        assert done.stdout == ""
+
+
+def test_with_the_devserver_extra_the_devserver_serves(installed, wheelhouse, redis_server, tmp_path):
+    pip_install(installed, wheelhouse, "pgpulse[devserver]")
+    assert {"hiredis", "uvloop"} <= installed_names(installed)
+    assert "redis" not in installed_names(installed)  # that one is the bench extra's
+    port = free_port()
+    server = subprocess.Popen(
+        [str(installed / "pgpulse"), "devserver", "--port", str(port), "--redis-url", redis_server.url],
+        cwd=tmp_path, env=clean_env() | {"PGPULSE_DEVSERVER_TOKENS": f"{TOKEN}=6"},
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def pong():
+            if server.poll() is not None:
+                raise AssertionError(f"the devserver exited: {server.communicate()}")
+            try:
+                return httpx.post(f"http://127.0.0.1:{port}", json=["PING"], timeout=2,
+                                  headers={"Authorization": f"Bearer {TOKEN}"}).json()
+            except httpx.TransportError:
+                return None
+        assert wait_for(pong, 30, "the installed devserver") == {"result": "PONG"}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=30)
+    assert server.returncode == 0, err

@@ -21,21 +21,21 @@ def clean_env(**settings: str) -> dict[str, str]:
 
 
 def run_module(module: str, *args: str, env: dict[str, str] | None = None,
-               timeout: float = 120) -> subprocess.CompletedProcess:
+               timeout: float = 120, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """`python -m module args` to its end, output captured."""
     return subprocess.run([sys.executable, "-m", module, *args],
-                          env=clean_env() if env is None else env, cwd=ROOT,
+                          env=clean_env() if env is None else env, cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def pgpulse(*args: str, env: dict[str, str] | None = None, database_url: str | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess:
+            timeout: float = 120, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """`pgpulse args` to its end; `env` is the whole environment (default `clean_env()`),
     `database_url` sets DATABASE_URL in it."""
     env = clean_env() if env is None else dict(env)
     if database_url is not None:
         env["DATABASE_URL"] = database_url
-    return run_module("relay", *args, env=env, timeout=timeout)
+    return run_module("relay", *args, env=env, timeout=timeout, cwd=cwd)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str = "",

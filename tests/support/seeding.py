@@ -3,11 +3,14 @@ directly), and reading them back. `conn`: an autocommit connection with dict row
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 
 import psycopg
 from psycopg.rows import dict_row
 
+from relay.queries import queries
+from relay.tick import TickParams
 from tests.support.regions import REGIONS
 
 
@@ -90,12 +93,11 @@ def insert_monitors(conn, n: int, *, region: str | None = "spread", allow_fallba
 
 # ------------------------------------------------------------------ jobs
 
-def tick(conn, *, budget_s: float = 45.0, lookahead_s: float = 60.0, chunk: int = 5000,
-         trigger: str = "test") -> dict:
-    """Runs one real tick and returns its tick_runs row."""
-    run_id = conn.execute(
-        "CALL pgpulse.tick(NULL, %s, make_interval(secs => %s), make_interval(secs => %s), %s)",
-        (trigger, budget_s, lookahead_s, chunk)).fetchone()["run_id"]
+def tick(conn, *, trigger: str = "test", **params) -> dict:
+    """Runs one real tick and returns its tick_runs row; params are TickParams fields
+    (budget_s, lookahead_s, chunk), the rest as `pgpulse tick` has them."""
+    run_id = conn.execute(queries()["tick"], {"trigger": trigger, **asdict(TickParams(**params))}
+                          ).fetchone()["run_id"]
     return conn.execute("SELECT * FROM pgpulse.tick_runs WHERE id = %s", (run_id,)).fetchone()
 
 

@@ -1,12 +1,5 @@
 from relay.breaker import CircuitBreaker, State
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.fakes import Clock
 
 
 def make(threshold=3, cooldown=10.0):
@@ -75,3 +68,29 @@ def test_open_for_spans_the_whole_incident_across_failed_probes():
     assert breaker.allow()
     breaker.record_success()
     assert breaker.open_for() == 0
+
+
+def half_open():
+    breaker, clock, _ = make(cooldown=5)
+    for _ in range(3):
+        breaker.record_failure()
+    clock.now += 5
+    return breaker, clock
+
+
+def test_a_probe_pass_given_back_unused_lets_the_next_caller_probe():
+    breaker, _ = half_open()
+    probe = breaker.allow()
+    assert probe.probe and breaker.allow() is None
+    breaker.release(probe)  # it reached nobody
+    assert breaker.allow().probe
+
+
+def test_a_probe_pass_given_back_after_an_attempt_frees_nothing():
+    breaker, clock = half_open()
+    first = breaker.allow()
+    breaker.record_failure()  # the probe's attempt failed: open for a cooldown
+    clock.now += 5
+    second = breaker.allow()
+    breaker.release(first)    # late: must not free the probe out now
+    assert second.probe and breaker.allow() is None

@@ -1,7 +1,14 @@
+import re
+from dataclasses import fields
+
 import pytest
 
-from relay.config import RelaySettings, database_url, env_suffix, redact_url, region_endpoint
+from relay import cli, config
+from relay.config import (OpsSettings, RelaySettings, database_url, env_suffix, redact_url,
+                          region_endpoint)
 from relay.errors import ConfigError
+from relay.tick import TickParams
+from tests.support.cli import ROOT
 
 
 def test_region_endpoint_prefers_region_variables_and_falls_back_to_plain_ones():
@@ -50,3 +57,59 @@ def test_listen_off_polls_often_and_pool_size_is_a_setting():
     assert RelaySettings.from_env({"PGPULSE_CONCURRENCY": "1"}).pool_size == 12
     with pytest.raises(ConfigError, match="PGPULSE_LISTEN must be on or off"):
         RelaySettings.from_env({"PGPULSE_LISTEN": "maybe"})
+
+
+# ------------------------------------------------------------ each setting defined once
+
+
+
+def test_the_readme_settings_table_is_the_one_in_config():
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("<!-- settings table:")
+    table = readme[readme.index("\n", start) + 1:readme.index("\n<!-- end of settings table -->")]
+    assert table == config.markdown_table(), "run `python -m relay.config` and paste its table"
+
+
+def test_every_variable_the_code_reads_has_a_row():
+    rows = {s.env for s in config.all_settings()}
+    prefixes = tuple(s.env.split("<")[0] for s in config.all_settings() if "<" in s.env)
+    pattern = re.compile(r"[\"'](PGPULSE_[A-Z0-9_]+|CRON_SECRET|DATABASE_URL|REDIS_URL|"
+                         r"DEMO_SECONDS|UPSTASH_[A-Z_]+)[\"']")
+    read = {name for path in (ROOT / "relay").rglob("*.py")
+            for name in pattern.findall(path.read_text())}
+    assert {name for name in read if name not in rows and not name.startswith(prefixes)
+            and name + "_" not in prefixes} == set()
+
+
+def test_settings_objects_follow_their_rows():
+    for cls in (RelaySettings, OpsSettings):
+        built = cls()
+        for f in fields(cls):
+            spec = f.metadata["setting"]
+            assert getattr(built, f.name) == (spec.derive(built) if spec.derive else spec.default)
+            assert getattr(cls.from_env({}), f.name) == getattr(built, f.name)
+    assert RelaySettings(concurrency=2, listen=False).pool_size == 20
+    with pytest.raises(ConfigError, match="PGPULSE_ALERT_WEBHOOK_URL must be an http"):
+        OpsSettings.from_env({"PGPULSE_ALERT_WEBHOOK_URL": "ftp://hooks"})
+    assert "hunter2" not in repr(OpsSettings.from_env({"CRON_SECRET": "hunter2"}))
+
+
+def test_relay_help_lists_every_setting_with_its_default_and_hides_secrets(capsys, monkeypatch):
+    monkeypatch.setenv("CRON_SECRET", "hunter2")
+    monkeypatch.setenv("PGPULSE_BATCH_SIZE", "250")
+    with pytest.raises(SystemExit):
+        cli.main(["relay", "--help"])
+    shown = capsys.readouterr().out
+    for spec in [*RelaySettings.rows(), *OpsSettings.rows()]:
+        assert f"  {spec.env} (default {spec.default_text().replace('`', '')}" in shown
+    assert "PGPULSE_BATCH_SIZE (default 1000; 1 to 10000)  (now 250)" in shown
+    assert "hunter2" not in shown and "CRON_SECRET (default —)  (now set)" in shown
+
+
+def test_tick_defaults_are_one_object_used_by_the_cli_and_the_readme():
+    args = cli.build_parser().parse_args(["tick"])
+    assert TickParams.from_options(args) == TickParams()
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    p = TickParams()
+    assert (f"budget ({p.budget_s:g} s;" in readme and f"lookahead ({p.lookahead_s:g} s;" in readme
+            and f"chunk ({p.chunk:,} monitors" in readme)

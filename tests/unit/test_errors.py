@@ -32,13 +32,14 @@ def test_bad_input_is_a_user_input_error_not_a_database_error(call, message):
 
 
 def test_every_pgpulse_error_lives_in_relay_errors():
-    from relay import db, upstash
+    from relay import db, extras, upstash
     from relay.devserver import server
     from relay.local import embedded
     assert db.DatabaseError is errors.DatabaseError
     assert upstash.TokenRefused is errors.TokenRefused
     assert embedded.ServiceError is errors.ServiceError
     assert server.DevServerError is errors.DevServerError
+    assert extras.MissingExtra is errors.MissingExtra
     assert issubclass(errors.UnknownRegion, errors.UserInputError)
 
 
@@ -53,3 +54,16 @@ def test_the_cli_prints_a_pgpulse_error_as_one_line(monkeypatch, capsys):
     assert captured.out == ""
     assert captured.err.splitlines() == [
         "pgpulse region: error: bad region code 'Bad_Code': use lowercase letters, digits and '-'"]
+
+
+def test_every_configured_secret_is_registered_with_the_redactor(monkeypatch):
+    from relay import logs
+    secrets = {"CRON_SECRET": "cron-s3cret", "UPSTASH_REDIS_REST_TOKEN_EU_WEST_1": "tok-eu-123",
+               "PGPULSE_STATUS_SECRET": "status-s3cret", "PGPASSWORD": "pg-pass-99",
+               "PGPULSE_DEVSERVER_TOKENS": "dev-aaa=0 dev-bbb=1",
+               "PGPULSE_ALERT_WEBHOOK_URL": "https://hooks.invalid/T/B/x1y2"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(logs, "_secrets", set())
+    cli.protect_secrets()
+    assert logs.redact(" ".join(secrets.values())) == " ".join(["***"] * len(secrets))

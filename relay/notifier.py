@@ -1,0 +1,43 @@
+"""Wake-ups: LISTEN pgpulse_outbox on a dedicated connection; every NOTIFY (a tick wrote
+jobs, a reroute moved some) wakes the drainers instead of waiting for the poll interval."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg
+
+from relay import logs
+from relay.backoff import Backoff
+from relay.db import describe
+from relay.queries import queries
+from relay.supervisor import Supervisor
+
+
+# a lost LISTEN connection: connect again after 0.1 s, 0.2 s ... at most 5 s
+RECONNECT = Backoff(first=0.1, most=5.0)
+
+
+class Notifier:
+    def __init__(self, dsn: str, supervisor: Supervisor, wake: Callable[[], None]) -> None:
+        self.dsn = dsn
+        self.supervisor = supervisor
+        self.wake = wake
+
+    async def run(self) -> None:
+        """Listens until stop; reconnects when the connection is lost."""
+        failures = 0
+        while not self.supervisor.stopping:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                        self.dsn, autocommit=True, connect_timeout=10,
+                        application_name="pgpulse-relay-listen") as conn:
+                    await conn.execute(queries()["listen_outbox"])
+                    failures = 0
+                    self.wake()  # jobs may have arrived while we were not listening
+                    async for _ in conn.notifies():
+                        self.wake()
+            except psycopg.Error as exc:
+                logs.warning("listen_lost", error=describe(exc))
+                failures += 1
+                await self.supervisor.sleep(RECONNECT.delay(failures))
