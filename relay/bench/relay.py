@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import redis
+from psycopg.rows import dict_row
 
 from relay import logs
 from relay.bench import percentile
@@ -49,14 +50,14 @@ SELECT 'https://example.com/health/' || g, %(interval)s,
 def _seed_interval_monitors(stack: LocalStack, rate: float, seconds: float,
                             interval_s: int) -> int:
     """Sub-minute monitors and one real tick over them; returns the jobs it wrote."""
-    with stack.connect() as conn:
+    with stack.connect(row_factory=dict_row) as conn:
         conn.execute(SEED_INTERVAL_MONITORS, {
             "interval": interval_s, "regions": list(stack.region_codes),
             "monitors": max(1, round(rate * interval_s))})
         conn.execute("VACUUM ANALYZE public.monitors")
         conn.execute("CALL pgpulse.tick(NULL, 'bench', '55 seconds', make_interval(secs => %s))",
                      (8 + seconds,))
-        return conn.execute("SELECT count(*) FROM pgpulse.outbox").fetchone()[0]
+        return conn.execute("SELECT count(*) AS jobs FROM pgpulse.outbox").fetchone()["jobs"]
 
 
 def queued_jobs(stack: LocalStack) -> int:
@@ -83,9 +84,9 @@ def flush_queues(stack: LocalStack) -> None:
 
 def _seed(stack: LocalStack, run: int, jobs: int, rate: float | None) -> float:
     """Seeds jobs; with a rate they fall due at that rate from two seconds from now."""
-    with stack.connect() as conn:
-        start = conn.execute("SELECT now() + interval '2 seconds'" if rate else
-                             "SELECT now() - interval '1 second'").fetchone()[0]
+    with stack.connect(row_factory=dict_row) as conn:
+        start = conn.execute("SELECT now() + interval '2 seconds' AS start" if rate else
+                             "SELECT now() - interval '1 second' AS start").fetchone()["start"]
         conn.execute(SEED_JOBS, {"run": str(run), "regions": list(stack.region_codes),
                                  "start": start, "rate": rate or 1e9, "jobs": jobs})
         conn.execute("VACUUM ANALYZE pgpulse.outbox")
