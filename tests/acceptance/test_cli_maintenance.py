@@ -4,19 +4,9 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.cli import pgpulse
 
-
-def pgpulse(*args: str, database_url: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DATABASE_URL"))}
-    env |= {"DATABASE_URL": database_url, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "relay", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_maintenance_windows_from_the_cli(conn, db_url):

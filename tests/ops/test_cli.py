@@ -3,8 +3,8 @@
 import json
 
 import pytest
+from tests.support.cli import assert_one_line_error, pgpulse
 
-from tests.ops.conftest import pgpulse
 
 COMMANDS = ["migrate", "tick", "relay", "status", "dlq", "region", "devserver", "demo", "bench", "http"]
 
@@ -14,15 +14,6 @@ def test_help_everywhere(command, relay_env):
     result = pgpulse(command, "--help", env=relay_env)
     assert result.returncode == 0
     assert "usage: pgpulse" in result.stdout
-
-
-def assert_one_line_error(result, fragment):
-    """One plain line says what is wrong; anything else on stderr is a JSON log line."""
-    assert result.returncode != 0
-    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("{")]
-    assert len(lines) == 1, result.stderr
-    assert fragment in lines[0]
-    assert "Traceback" not in result.stderr
 
 
 def test_user_mistakes_get_one_line_errors(conn, regions, relay_env):

@@ -5,7 +5,8 @@ import psycopg
 import pytest
 
 from relay.resources import sql_text
-from tests.ops.conftest import pgpulse
+from tests.support.cli import pgpulse
+from tests.support.dsn import as_user
 
 LOGINS = """
 DO $$
@@ -19,10 +20,6 @@ BEGIN
 END
 $$
 """
-
-
-def as_user(dsn: str, user: str) -> str:
-    return dsn.replace("postgres@", f"{user}@")
 
 
 def test_relay_and_ticker_roles_do_their_job_and_no_more(conn, db_url, regions, relay_env):

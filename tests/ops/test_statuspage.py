@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.support.cli import ROOT, pgpulse
+from tests.support.waiting import wait_for
 
-from tests.ops.conftest import ROOT, pgpulse
-from tests.waiting import wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(os.environ.get("PGPULSE_TEST_ARTIFACTS") or ROOT / "test-artifacts")

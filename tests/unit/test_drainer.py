@@ -14,9 +14,9 @@ from relay.config import RelaySettings
 from relay.drainer import Drainer
 from relay.outcomes import FAILED, HELD, PUSHED, WAIT, Outcome, settle
 from relay.publish import Publisher
-from relay.errors import RegionRefused
-from tests.unit.fakes import (Clock, FakeStore, database_down, jobs_in, make_job,
-                              make_region, make_registry)
+from relay.errors import MalformedReply, RegionRefused
+from tests.support.fakes import (Clock, FakeStore, database_down, jobs_in, make_job,
+                                  make_region, make_registry)
 
 
 def make_drainer(store, registry, region, **settings) -> Drainer:
@@ -155,3 +155,17 @@ async def test_an_open_breaker_without_fallback_sleeps_until_the_probe():
     clock.now += 7.5
     store.next_due_s = 0.0  # not read: no job may go anywhere now
     assert await drainer.wake_timeout(claimed=0) == 2.5
+
+
+async def test_push_intents_go_with_the_claim_unless_an_answer_was_unreadable():
+    _, store, eu, _, _, drainer = setup()
+    store.due["eu"] = [make_job(1), make_job(2)]
+    assert await drainer.drain_once() == 2
+    assert store.intents == {}  # pushed, committed: nothing may be pinned
+    store.due["eu"] = [make_job(3)]
+
+    def unreadable(calls):
+        raise MalformedReply("region eu: /pipeline answered no list replies to 1 commands")
+    eu.client.answer = unreadable
+    assert await drainer.drain_once() == 1
+    assert store.intents == {make_job(3).job_id: "eu"}  # maybe pushed: pinned to eu

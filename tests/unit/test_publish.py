@@ -7,8 +7,7 @@ import pytest
 from relay.errors import MalformedReply
 from relay.outcomes import DUPLICATE, EXPIRED, FAILED, HELD, PUSHED, Outcome
 from relay.publish import Publisher, Push, job_replies, push_call
-from tests.unit.fakes import Clock, make_job, make_region
-from tests.unit.test_drainer import setup
+from tests.support.fakes import Clock, make_job, make_region
 
 
 def test_a_push_call_carries_keys_then_arguments_in_job_order():
@@ -56,16 +55,3 @@ async def test_a_region_error_in_the_answer_holds_the_jobs():
                                                     rerouted=False)
     assert {o.kind for o in outcomes} == {HELD}
 
-
-async def test_push_intents_go_with_the_claim_unless_an_answer_was_unreadable():
-    _, store, eu, _, _, drainer = setup()
-    store.due["eu"] = [make_job(1), make_job(2)]
-    assert await drainer.drain_once() == 2
-    assert store.intents == {}  # pushed, committed: nothing may be pinned
-    store.due["eu"] = [make_job(3)]
-
-    def unreadable(calls):
-        raise MalformedReply("region eu: /pipeline answered no list replies to 1 commands")
-    eu.client.answer = unreadable
-    assert await drainer.drain_once() == 1
-    assert store.intents == {make_job(3).job_id: "eu"}  # maybe pushed: pinned to eu
