@@ -3,8 +3,8 @@ jobs as the request's byte bound takes), its answer read into one Outcome per jo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
+from json.encoder import encode_basestring_ascii as json_string
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,37 +22,40 @@ from relay.upstash import region_failure
 # the request body around the jobs: [["EVALSHA","<sha1>","<keys>","<margin>", ...]]
 CALL_OVERHEAD_BYTES = 100
 
+# the script's answers, read once (no new dict per job)
+_ANSWERS = {SCRIPT_PUSHED: {"result": SCRIPT_PUSHED}, SCRIPT_DUPLICATE: {"result": SCRIPT_DUPLICATE},
+            SCRIPT_EXPIRED: {"result": SCRIPT_EXPIRED}}
+
 
 @dataclass(frozen=True)
 class Push:
-    """One job's part of a push call (docs/queue-contract.md)."""
+    """One job's part of a push call (docs/queue-contract.md), JSON-encoded once: its
+    keys (dedup key, queue) and its arguments (the job's JSON, its expires_at)."""
 
-    dedup: str
-    queue: str
-    job_json: str
-    expires_at: str  # unix seconds
-    size: int        # bytes it adds to the request body, JSON-encoded
+    keys: str  # '"<dedup key>","<queue>"'
+    argv: str  # '"<job JSON, escaped>","<unix seconds>"'
+
+    @property
+    def size(self) -> int:
+        """Bytes it adds to the request body."""
+        return len(self.keys) + len(self.argv) + 2
 
     @classmethod
     def of(cls, job: Job, target: str, *, rerouted: bool) -> Push:
         job_json = job.job_json
         if rerouted:  # the payload keeps its original region and says where it went
             job_json = f'{job_json[:-1]}, "delivered_to": "{target}"}}'
-        dedup, queue = dedup_key(job.job_id), queue_key(target, job.criticality)
-        expires_at = str(int(job.expires_at.timestamp()))
-        # four JSON strings and their commas; the keys and the time need no escaping
-        size = len(json.dumps(job_json)) + len(dedup) + len(queue) + len(expires_at) + 10
-        return cls(dedup, queue, job_json, expires_at, size)
+        # ids, region codes and criticalities need no escaping (they are checked on entry)
+        keys = f'"{dedup_key(job.job_id)}","{queue_key(target, job.criticality)}"'
+        return cls(keys, f'{json_string(job_json)},"{int(job.expires_at.timestamp())}"')
 
 
-def push_call(sha: str, dedup_margin_s: int, pushes: list[Push]) -> list[str]:
-    """The one EVALSHA of the push script that pushes these jobs."""
-    keys: list[str] = []
-    argv = [str(dedup_margin_s)]
-    for push in pushes:
-        keys += (push.dedup, push.queue)
-        argv += (push.job_json, push.expires_at)
-    return ["EVALSHA", sha, str(len(keys)), *keys, *argv]
+def push_body(sha: str, dedup_margin_s: int, pushes: list[Push]) -> str:
+    """The /pipeline body of one EVALSHA of the push script that pushes these jobs:
+    KEYS per job its dedup key and queue; ARGV the margin, then per job JSON and expiry."""
+    return (f'[["EVALSHA",{json_string(sha)},"{2 * len(pushes)}",'
+            + ",".join(p.keys for p in pushes)
+            + f',"{int(dedup_margin_s)}",' + ",".join(p.argv for p in pushes) + "]]")
 
 
 def job_replies(region: str, jobs: int) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
@@ -67,17 +70,17 @@ def job_replies(region: str, jobs: int) -> Callable[[list[dict[str, Any]]], list
             got = f"{len(answers)} answers" if isinstance(answers, list) else "no list"
             raise MalformedReply(f"region {region}: the push script answered {got} "
                                  f"for {jobs} jobs")
-        out: list[dict[str, Any]] = []
-        for answer in answers:
-            if isinstance(answer, str):
-                out.append({"error": answer})
-            elif type(answer) is int and answer in (SCRIPT_PUSHED, SCRIPT_DUPLICATE, SCRIPT_EXPIRED):
-                out.append({"result": answer})
-            else:  # never guess what happened to a job
-                raise MalformedReply(f"region {region}: the push script answered "
-                                     f"{str(answer)[:40]!r} for a job")
-        return out
+        return [_ANSWERS[a] if type(a) is int and a in _ANSWERS else _job_error(region, a)
+                for a in answers]
     return expand
+
+
+def _job_error(region: str, answer: Any) -> dict[str, Any]:
+    if isinstance(answer, str):
+        return {"error": answer}
+    # never guess what happened to a job
+    raise MalformedReply(f"region {region}: the push script answered {str(answer)[:40]!r} "
+                         "for a job")
 
 
 def read_reply(reply: dict, region_error: str | None) -> Outcome:
@@ -128,10 +131,9 @@ class Publisher:
                     part: list[int], *, reloaded: bool = False) -> None:
         """One request with one push call for the jobs at positions `part`; fills their
         outcomes."""
-        call = push_call(target.script_sha or "", self.dedup_margin_s, [pushes[i] for i in part])
+        body = push_body(target.script_sha or "", self.dedup_margin_s, [pushes[i] for i in part])
         try:
-            replies = await target.client.pipeline(
-                [call], expand=job_replies(target.code, len(part)))
+            replies = await target.client.push(body, job_replies(target.code, len(part)))
         except RequestRejected as exc:
             if exc.too_large and len(part) > 1:  # split until each part fits
                 half = len(part) // 2

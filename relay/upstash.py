@@ -91,15 +91,18 @@ class UpstashClient:
             raise PublishError(f"region {self.region}: {reply['error']}")
         return reply["result"]
 
-    async def pipeline(self, commands: list[list[Any]], body: str | None = None, *,
-                       expand: Expand | None = None) -> list[dict[str, Any]]:
+    async def pipeline(self, commands: list[list[Any]], body: str | None = None,
+                       ) -> list[dict[str, Any]]:
         """Many commands in one request; each reply is {"result": x} or {"error": "..."}.
         Raises MalformedReply when the answer is not one such reply per command, and
-        counts a region-level failure (see region_failure) as a failed attempt. expand:
-        turns the replies into the replies that count (a batch script's one per job; it
-        raises MalformedReply on a result of the wrong shape) before they are judged."""
-        return await self._send("/pipeline", body or json.dumps(commands), len(commands),
-                                expand)
+        counts a region-level failure (see region_failure) as a failed attempt."""
+        return await self._send("/pipeline", body or json.dumps(commands), len(commands))
+
+    async def push(self, body: str, expand: Expand) -> list[dict[str, Any]]:
+        """One push call: a /pipeline body (JSON, already encoded) of one command whose
+        reply `expand` reads into the replies that count, one per job (raising
+        MalformedReply on an answer of the wrong shape); those are judged as a pipeline's."""
+        return await self._send("/pipeline", body, 1, expand)
 
     async def _send(self, path: str, body: str, commands: int | None = None,
                     expand: Expand | None = None) -> Any:

@@ -27,7 +27,7 @@ import httpx
 from relay.config import RelaySettings
 from relay.devserver import DevServer
 from relay.local.embedded import EmbeddedRedis
-from relay.publish import Push, push_call
+from relay.publish import Push, push_body
 from relay.queue import PUSH_SCRIPT, dedup_key, queue_key
 
 TOKEN = "bench-token"
@@ -74,16 +74,17 @@ def _lpush_bodies(n_commands: int, batch: int) -> list[bytes]:
 
 
 def _evalsha_bodies(sha: str, n_commands: int, batch: int, run: int) -> list[bytes]:
-    """The relay's push calls (relay/publish.py builds the same): one EVALSHA per request of
+    """The relay's push calls (relay/publish.py builds them): one EVALSHA per request of
     `batch` jobs, a fresh job id each, jobs that expire in an hour, the default dedup margin."""
     expires_at = str(int(time.time()) + 3600)
     margin = RelaySettings().dedup_margin_s
-    queue = queue_key(_REGION, "normal")
+    keys_of = f'"{{}}","{queue_key(_REGION, "normal")}"'
+    argv = f'{json.dumps(_VALUE)},"{expires_at}"'
     bodies = []
     for start in range(0, n_commands, batch):
-        pushes = [Push(dedup_key(f"bench-{run}-{i}"), queue, _VALUE, expires_at, 0)
+        pushes = [Push(keys_of.format(dedup_key(f"bench-{run}-{i}")), argv)
                   for i in range(start, min(start + batch, n_commands))]
-        bodies.append(json.dumps([push_call(sha, margin, pushes)]).encode())
+        bodies.append(push_body(sha, margin, pushes).encode())
     return bodies
 
 

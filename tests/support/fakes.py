@@ -4,6 +4,7 @@ the outbox store. Behaviour against the real services is tested in tests/relay."
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
@@ -45,11 +46,16 @@ class FakeClient:
         self.scripts_loaded = 0
         self.last_error: str | None = None
 
-    async def pipeline(self, commands: list[list[str]], *, expand=None) -> list[dict]:
+    async def pipeline(self, commands: list[list[str]]) -> list[dict]:
         self.requests.append([list(c) for c in commands])
         replies = self.answer(commands)
-        if expand is not None:
-            replies = expand(replies)
+        self.on_attempt(region_failure(replies) is None)
+        return replies
+
+    async def push(self, body: str, expand) -> list[dict]:
+        commands = json.loads(body)
+        self.requests.append(commands)
+        replies = expand(self.answer(commands))
         self.on_attempt(region_failure(replies) is None)
         return replies
 

@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 
 from relay.errors import MalformedReply
 from relay.outcomes import DUPLICATE, EXPIRED, FAILED, HELD, PUSHED, Outcome
-from relay.publish import Publisher, Push, job_replies, push_call
+from relay.publish import CALL_OVERHEAD_BYTES, Publisher, Push, job_replies, push_body
 from tests.support.fakes import Clock, make_job, make_region
 
 
 def test_a_push_call_carries_keys_then_arguments_in_job_order():
-    pushes = [Push.of(make_job(i), "eu", rerouted=False) for i in (1, 2)]
-    call = push_call("sha", 60, pushes)
-    assert call[:3] == ["EVALSHA", "sha", "4"]
-    assert call[3:7] == [pushes[0].dedup, pushes[0].queue, pushes[1].dedup, pushes[1].queue]
-    assert call[7:] == ["60", pushes[0].job_json, pushes[0].expires_at,
-                        pushes[1].job_json, pushes[1].expires_at]
+    jobs = [make_job(1), make_job(2)]
+    pushes = [Push.of(job, "eu", rerouted=False) for job in jobs]
+    [call] = json.loads(push_body("sha", 60, pushes))
+    expires = [str(int(job.expires_at.timestamp())) for job in jobs]
+    assert call == ["EVALSHA", "sha", "4",
+                    f"pgpulse:dedup:{jobs[0].job_id}", "pgpulse:jobs:eu:normal",
+                    f"pgpulse:dedup:{jobs[1].job_id}", "pgpulse:jobs:eu:normal",
+                    "60", jobs[0].job_json, expires[0], jobs[1].job_json, expires[1]]
+    assert len(push_body("sha", 60, pushes)) <= CALL_OVERHEAD_BYTES + sum(p.size for p in pushes)
+
+
+def test_a_job_is_escaped_once_and_exactly():
+    job = make_job(1)
+    odd = dataclasses.replace(job, job_json='{"url": "https://x.test/\\"q\\"\u00e9\u2028"}')
+    push = Push.of(odd, "eu", rerouted=True)
+    [call] = json.loads(push_body("sha", 60, [push]))
+    assert json.loads(call[6]) == {**json.loads(odd.job_json), "delivered_to": "eu"}
 
 
 def test_the_answer_is_read_per_job_and_a_call_error_is_every_jobs_error():
