@@ -5,24 +5,15 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
-from tests.waiting import wait_for
-from harness import (BY_CODE, assert_exactly_once, emitted_ids, insert_jobs, insert_monitors,
-                     outbox_count, record_emitted, region_row, tick)
-
-
-def parse_ts(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def listening(conn) -> bool:
-    """Has a relay's LISTEN connection been established on this database?"""
-    return conn.execute("""
-        SELECT count(*) AS n FROM pg_stat_activity
-         WHERE datname = current_database() AND query = 'LISTEN pgpulse_outbox'
-    """).fetchone()["n"] > 0
+from tests.support.activity import listening
+from tests.support.queues import assert_exactly_once, parse_ts
+from tests.support.regions import BY_CODE
+from tests.support.seeding import (
+    emitted_ids, insert_jobs, insert_monitors, outbox_count, record_emitted, region_row, tick)
+from tests.support.waiting import wait_for
 
 
 @pytest.mark.timeout(180)
@@ -34,7 +25,7 @@ def test_four_relays_deliver_20000_jobs_exactly_once(conn, regions, relays, queu
                  on_timeout=p.tail)
     record_emitted(conn)
     insert_monitors(conn, 20_000)
-    run = tick(conn)  # each chunk's NOTIFY wakes the relays while the tick goes on
+    run = tick(conn, lookahead_s=0)  # each chunk's NOTIFY wakes the relays while the tick goes on
     assert run["jobs_written"] == 20_000
     emitted = emitted_ids(conn)
     expected = set(emitted)

@@ -15,7 +15,7 @@ from relay.drainer import Drainer
 from relay.outcomes import FAILED, HELD, PUSHED, WAIT, Outcome, settle
 from relay.publish import Publisher
 from relay.errors import RegionRefused
-from tests.unit.fakes import (Clock, FakeStore, database_down, make_job, make_region,
+from tests.support.fakes import (Clock, FakeStore, database_down, make_job, make_region,
                               make_registry)
 
 
