@@ -114,6 +114,12 @@ def test_cli_help_names_the_options():
         assert option in result.stdout
 
 
+def test_the_package_loads_each_name_it_exports_on_first_use():
+    assert set(devserver_package.__all__) == set(devserver_package._HOMES)
+    for name in devserver_package.__all__:
+        assert getattr(devserver_package, name) is not None
+
+
 # -- both command lines: `pgpulse devserver` and `python -m relay.devserver` --------
 
 # prog: (its main in this process, its `python -m` arguments)

@@ -12,6 +12,7 @@ from relay.local.embedded import EmbeddedPostgres
 from tests.support.cli import pgpulse
 from tests.support.processes import Processes
 from tests.support.regions import BY_CODE, take_down
+from tests.support.seeding import add_monitors, add_regions
 from tests.support.waiting import wait_for
 
 FAST_ALERTS = {"PGPULSE_ALERT_INTERVAL_S": "0.2", "PGPULSE_ALERT_BREAKER_OPEN_S": "1",
@@ -43,8 +44,7 @@ def test_deadman_fires_once_and_resolves_after_a_tick(conn, regions, relay_env, 
 
 
 def test_breaker_open_alert_while_a_region_is_down(conn, regions, relay_env, devserver, start_service, receiver):
-    conn.execute("INSERT INTO public.monitors (url, preferred_region, next_check_at) "
-                 "SELECT 'https://eu.example/' || g, 'eu-west-1', now() FROM generate_series(1, 20) g")
+    add_monitors(conn, 20, preferred_region="eu-west-1")
     assert pgpulse("tick", env=relay_env).returncode == 0
     take_down(devserver, BY_CODE["eu-west-1"].token)
     env = relay_env | FAST_ALERTS | {"PGPULSE_ALERT_WEBHOOK_URL": receiver.url}
@@ -152,9 +152,8 @@ def test_a_stopped_database_is_an_alert_and_breaker_rules_still_run(relay_env, d
         dsn = pg.dsn()
         migrate.upgrade(dsn)
         with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as setup:
-            setup.execute("INSERT INTO pgpulse.regions (code, is_default) VALUES ('us-east-1', true), ('eu-west-1', false)")
-            setup.execute("INSERT INTO public.monitors (url, preferred_region, next_check_at) "
-                          "SELECT 'https://eu.example/' || g, 'eu-west-1', now() FROM generate_series(1, 20) g")
+            add_regions(setup, "us-east-1", {"eu-west-1": None})
+            add_monitors(setup, 20, preferred_region="eu-west-1")
         env = relay_env | FAST_ALERTS | {
             "DATABASE_URL": dsn, "PGPULSE_ALERT_WEBHOOK_URL": receiver.url,
             "PGPULSE_ALERT_DATABASE_DOWN_S": "1", "PGPULSE_ALERT_BREAKER_OPEN_S": "5",

@@ -4,6 +4,7 @@ import json
 
 import pytest
 from tests.support.cli import assert_one_line_error, pgpulse
+from tests.support.seeding import add_monitor
 
 
 COMMANDS = ["migrate", "tick", "relay", "status", "dlq", "region", "devserver", "demo", "bench", "http"]
@@ -50,7 +51,7 @@ def test_region_commands_change_routing_rows(conn, regions, relay_env):
 
 
 def test_status_and_dlq(conn, regions, relay_env):
-    conn.execute("INSERT INTO public.monitors (url, next_check_at) VALUES ('https://a.example', now())")
+    add_monitor(conn)
     pgpulse("tick", env=relay_env)
     conn.execute("""INSERT INTO pgpulse.dead_letters (job_id, monitor_id, region, criticality,
                       scheduled_for, deliver_at, expires_at, payload, attempts, last_error)

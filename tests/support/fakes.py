@@ -132,9 +132,8 @@ def make_job(n: int, region: str = "eu", *, attempts: int = 0, allow_fallback: b
 
 def make_region(code: str, clock: Clock, *, fallback: str | None = None,
                 is_default: bool = False, threshold: int = 3, cooldown: float = 10.0) -> Region:
-    region = Region(code=code, fallback=fallback, is_default=is_default)
-    region.breaker = CircuitBreaker(threshold, cooldown, clock=clock)
-    region.client = FakeClient(code)
+    region = Region(code, FakeClient(code), CircuitBreaker(threshold, cooldown, clock=clock),
+                    fallback=fallback, is_default=is_default)
     region.client.on_attempt = region.attempted
     return region
 
