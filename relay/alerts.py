@@ -158,7 +158,6 @@ class Evaluator:
         self.down_since: float | None = None
         self.contend_after = 0.0     # monotonic time before which this relay does not compete
         self.last_tick_logged = None
-        self.latest_facts: dict[str, Any] | None = None
         self.unhealthy_since: dict[str, float] = {}  # region -> monotonic time, last read
 
     async def step(self) -> None:
@@ -180,7 +179,6 @@ class Evaluator:
                 await self.alerter._notify("resolved", outage)
             self.alerter.forget()
             return
-        self.latest_facts = facts
         now = time.monotonic()
         self.unhealthy_since = {region: now - seconds
                                 for region, seconds in facts["unhealthy_regions"].items()}

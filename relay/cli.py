@@ -86,7 +86,7 @@ def _relay(args):
         from relay.alerts import run_with_alerts
         counts = asyncio.run(run_with_alerts(relay, dsn))
     if args.once:
-        emit(args, counts.__dict__ | {"lags": None}, lambda c: (
+        emit(args, dict(vars(counts)), lambda c: (
             f"published {c['published']}, expired {c['expired']}, failed {c['failed']}, "
             f"rerouted {c['rerouted']}, dead-lettered {c['dead_lettered']}"))
         if relay.undelivered:  # cron wrappers rely on the exit code

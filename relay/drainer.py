@@ -117,11 +117,6 @@ class Drainer:
         finally:
             if granted:  # a probe that reached no one lets the next caller probe
                 region.breaker.release(granted)
-        # committed: every outcome is known, unless a reply was unreadable
-        if self.settings.unclear_push == "wait":
-            for positions in batch.groups.values():
-                if not any(batch.outcomes[i].unclear for i in positions):
-                    await self._forget_intent([batch.live[i] for i in positions])
         self._account(batch, target)
         held = [o.error for o in batch.outcomes if o.kind == HELD]
         if held:
@@ -158,8 +153,17 @@ class Drainer:
             batch.settlement = settle(batch.live, batch.outcomes, s.max_attempts)
             if self.once:  # --once's verdict names what it put back
                 self.requeued.update(r.job.job_id for r in batch.settlement.requeue)
-            await claim.settle(batch.settlement.requeue, batch.settlement.dead)
+            await claim.settle(batch.settlement.requeue, batch.settlement.dead,
+                               self._outcome_known(batch))
         return batch
+
+    def _outcome_known(self, batch: Drained) -> list[str]:
+        """Jobs whose push intents go with the claim's commit: every outcome of their push
+        is known (an unreadable reply keeps its jobs' intents until they expire)."""
+        if self.settings.unclear_push != "wait":
+            return []
+        return [batch.live[i].job_id for positions in batch.groups.values()
+                if not any(batch.outcomes[i].unclear for i in positions) for i in positions]
 
     async def _publish(self, batch: Drained, dest: Region, positions: list[int]) -> None:
         group = [batch.live[i] for i in positions]
@@ -185,12 +189,6 @@ class Drainer:
                     continue  # stays WAIT
             groups.setdefault(dest, []).append(i)
         return groups
-
-    async def _forget_intent(self, jobs: list[Job]) -> None:
-        try:  # left over, an intent expires with its jobs
-            await self.store.forget_intent([job.job_id for job in jobs])
-        except psycopg.Error:
-            pass
 
     def _account(self, batch: Drained, target: Region) -> None:
         """Counters, metrics and logs of a committed batch; the batch listener hears of the

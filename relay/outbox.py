@@ -4,7 +4,7 @@ rows in and out. The relay's other modules never hold SQL or read a row by posit
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -98,6 +98,13 @@ class Moved:
     inserted: int
 
 
+def array_literal(items: Iterable[str]) -> str:
+    """A PostgreSQL array literal of values that need no quoting (uuids, numbers). Built
+    here because psycopg adapts a list element by element (a regular expression each):
+    for a batch's job ids that was a tenth of the relay's time per job."""
+    return "{" + ",".join(items) + "}"
+
+
 class Claim:
     """A claimed batch inside its transaction: the rows are gone from the outbox until the
     transaction ends; a commit makes that final, a rollback puts them back."""
@@ -106,10 +113,15 @@ class Claim:
         self._conn = conn
         self.jobs = jobs
 
-    async def settle(self, requeue: list[Retry], dead: list[Retry]) -> None:
+    async def settle(self, requeue: list[Retry], dead: list[Retry],
+                     forget: list[str] = ()) -> None:
         """Jobs that failed go back for a later attempt or to the dead letters, in the
-        claim's transaction (they never exist twice, nor nowhere)."""
+        claim's transaction (they never exist twice, nor nowhere); the push intents of the
+        jobs in `forget` go with the commit (a rollback keeps them, as the pushes may have
+        happened)."""
         async with self._conn.cursor() as cur:
+            if forget:
+                await cur.execute(queries()["forget_intent"], {"job_ids": array_literal(forget)})
             if requeue:
                 await cur.executemany(queries()["requeue"], [r.params() for r in requeue])
             if dead:
@@ -162,12 +174,9 @@ class Outbox:
     # ------------------------------------------------------------------ push intents
 
     async def record_intent(self, region: str, jobs: list[Job]) -> None:
-        await self._run("record_intent", {"region": region,
-                                          "job_ids": [job.job_id for job in jobs],
-                                          "expires_at": [job.expires_at for job in jobs]})
-
-    async def forget_intent(self, job_ids: list[str]) -> None:
-        await self._run("forget_intent", {"job_ids": job_ids})
+        await self._run("record_intent", {
+            "region": region, "job_ids": array_literal(job.job_id for job in jobs),
+            "expires_at": array_literal(str(job.expires_at.timestamp()) for job in jobs)})
 
     # ------------------------------------------------------------------ regions
 

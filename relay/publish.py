@@ -1,9 +1,12 @@
-"""Pushing claimed jobs into a region's queues: /pipeline requests bounded by bytes, one
-push-script call per job, each reply read into an Outcome."""
+"""Pushing claimed jobs into a region's queues: one push-script call per request (as many
+jobs as the request's byte bound takes), its answer read into one Outcome per job."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
+from json.encoder import encode_basestring_ascii as json_string
+from dataclasses import dataclass
+from typing import Any
 
 from relay import logs
 from relay.errors import MalformedReply, RequestRejected
@@ -11,23 +14,77 @@ from relay.outbox import Job
 from relay.outcomes import DUPLICATE, EXPIRED, FAILED, HELD, PUSHED, Outcome
 from relay.queue import DUPLICATE as SCRIPT_DUPLICATE
 from relay.queue import EXPIRED as SCRIPT_EXPIRED
+from relay.queue import PUSHED as SCRIPT_PUSHED
 from relay.queue import dedup_key, queue_key
 from relay.regions import Region
 from relay.upstash import region_failure
 
+# the request body around the jobs: [["EVALSHA","<sha1>","<keys>","<margin>", ...]]
+CALL_OVERHEAD_BYTES = 100
 
-def push_command(sha: str, target: str, job: Job, *, rerouted: bool,
-                 dedup_margin_s: int) -> list[str]:
-    """The one push-script call that puts a job into target's queue (docs/queue-contract.md)."""
-    job_json = job.job_json
-    if rerouted:  # the payload keeps its original region and says where it went
-        job_json = f'{job_json[:-1]}, "delivered_to": "{target}"}}'
-    return ["EVALSHA", sha, "2", dedup_key(job.job_id), queue_key(target, job.criticality),
-            job_json, str(int(job.expires_at.timestamp())), str(dedup_margin_s)]
+# the script's answers, read once (no new dict per job)
+_ANSWERS = {SCRIPT_PUSHED: {"result": SCRIPT_PUSHED}, SCRIPT_DUPLICATE: {"result": SCRIPT_DUPLICATE},
+            SCRIPT_EXPIRED: {"result": SCRIPT_EXPIRED}}
+
+
+@dataclass(frozen=True)
+class Push:
+    """One job's part of a push call (docs/queue-contract.md), JSON-encoded once: its
+    keys (dedup key, queue) and its arguments (the job's JSON, its expires_at)."""
+
+    keys: str  # '"<dedup key>","<queue>"'
+    argv: str  # '"<job JSON, escaped>","<unix seconds>"'
+
+    @property
+    def size(self) -> int:
+        """Bytes it adds to the request body."""
+        return len(self.keys) + len(self.argv) + 2
+
+    @classmethod
+    def of(cls, job: Job, target: str, *, rerouted: bool) -> Push:
+        job_json = job.job_json
+        if rerouted:  # the payload keeps its original region and says where it went
+            job_json = f'{job_json[:-1]}, "delivered_to": "{target}"}}'
+        # ids, region codes and criticalities need no escaping (they are checked on entry)
+        keys = f'"{dedup_key(job.job_id)}","{queue_key(target, job.criticality)}"'
+        return cls(keys, f'{json_string(job_json)},"{int(job.expires_at.timestamp())}"')
+
+
+def push_body(sha: str, dedup_margin_s: int, pushes: list[Push]) -> str:
+    """The /pipeline body of one EVALSHA of the push script that pushes these jobs:
+    KEYS per job its dedup key and queue; ARGV the margin, then per job JSON and expiry."""
+    return (f'[["EVALSHA",{json_string(sha)},"{2 * len(pushes)}",'
+            + ",".join(p.keys for p in pushes)
+            + f',"{int(dedup_margin_s)}",' + ",".join(p.argv for p in pushes) + "]]")
+
+
+def job_replies(region: str, jobs: int) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Reads the answer to one push call into one reply per job: the call's own error for
+    each job, or the script's answer per job (a number, or that job's error as a string)."""
+    def expand(replies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        (reply,) = replies  # the client checked: one reply per command
+        if "error" in reply:
+            return [{"error": reply["error"]}] * jobs
+        answers = reply["result"]
+        if not isinstance(answers, list) or len(answers) != jobs:
+            got = f"{len(answers)} answers" if isinstance(answers, list) else "no list"
+            raise MalformedReply(f"region {region}: the push script answered {got} "
+                                 f"for {jobs} jobs")
+        return [_ANSWERS[a] if type(a) is int and a in _ANSWERS else _job_error(region, a)
+                for a in answers]
+    return expand
+
+
+def _job_error(region: str, answer: Any) -> dict[str, Any]:
+    if isinstance(answer, str):
+        return {"error": answer}
+    # never guess what happened to a job
+    raise MalformedReply(f"region {region}: the push script answered {str(answer)[:40]!r} "
+                         "for a job")
 
 
 def read_reply(reply: dict, region_error: str | None) -> Outcome:
-    """One push-script reply; region_error: the pipeline failed as a region (held)."""
+    """One job's reply; region_error: the call failed as a region (held)."""
     if "error" in reply:
         return Outcome(HELD if region_error else FAILED, str(reply["error"]))
     if reply.get("result") == SCRIPT_EXPIRED:
@@ -44,64 +101,64 @@ class Publisher:
 
     async def publish(self, target: Region, jobs: list[Job], *,
                       rerouted: bool) -> list[Outcome]:
-        """Pushes jobs to target's queues in /pipeline requests bounded by count and bytes;
+        """Pushes jobs to target's queues, as many per request as its byte bound takes;
         returns one Outcome per job."""
         try:
-            sha = await target.ensure_script()
+            await target.ensure_script()
         except RequestRejected as exc:  # e.g. a proxy refusing everything: an attempt each
             return [Outcome(FAILED, str(exc))] * len(jobs)
-        commands = [push_command(sha, target.code, job, rerouted=rerouted,
-                                 dedup_margin_s=self.dedup_margin_s) for job in jobs]
+        pushes = [Push.of(job, target.code, rerouted=rerouted) for job in jobs]
         outcomes: list[Outcome] = [Outcome(FAILED, "not sent")] * len(jobs)
-        limit = self.max_request_bytes
-        start, size = 0, 2
-        for i, command in enumerate(commands):
-            bytes_ = len(json.dumps(command)) + 1
-            if bytes_ + 2 > limit:  # alone over the limit: this job can never be sent
-                if i > start:
-                    await self._send(target, commands, outcomes, start, i)
-                outcomes[i] = Outcome(FAILED, f"job of {bytes_} bytes is over the "
-                                              f"{limit}-byte request limit")
-                start, size = i + 1, 2
+        room = self.max_request_bytes - CALL_OVERHEAD_BYTES
+        part: list[int] = []
+        size = 0
+        for i, push in enumerate(pushes):
+            if push.size > room:  # alone over the limit: this job can never be sent
+                outcomes[i] = Outcome(FAILED, f"job of {push.size + CALL_OVERHEAD_BYTES} bytes "
+                                              f"is over the {self.max_request_bytes}-byte "
+                                              "request limit")
                 continue
-            if size + bytes_ > limit:
-                await self._send(target, commands, outcomes, start, i)
-                start, size = i, 2
-            size += bytes_
-        if start < len(commands):
-            await self._send(target, commands, outcomes, start, len(commands))
+            if size + push.size > room:
+                await self._send(target, pushes, outcomes, part)
+                part, size = [], 0
+            part.append(i)
+            size += push.size
+        if part:
+            await self._send(target, pushes, outcomes, part)
         return outcomes
 
-    async def _send(self, target: Region, commands: list[list[str]],
-                    outcomes: list[Outcome], lo: int, hi: int, *,
-                    reloaded: bool = False) -> None:
-        """One /pipeline request for commands[lo:hi]; fills outcomes[lo:hi]."""
+    async def _send(self, target: Region, pushes: list[Push], outcomes: list[Outcome],
+                    part: list[int], *, reloaded: bool = False) -> None:
+        """One request with one push call for the jobs at positions `part`; fills their
+        outcomes."""
+        body = push_body(target.script_sha or "", self.dedup_margin_s, [pushes[i] for i in part])
         try:
-            replies = await target.client.pipeline(commands[lo:hi])
+            replies = await target.client.push(body, job_replies(target.code, len(part)))
         except RequestRejected as exc:
-            if exc.too_large and hi - lo > 1:  # split until each part fits
-                mid = (lo + hi) // 2
-                await self._send(target, commands, outcomes, lo, mid)
-                await self._send(target, commands, outcomes, mid, hi)
+            if exc.too_large and len(part) > 1:  # split until each part fits
+                half = len(part) // 2
+                await self._send(target, pushes, outcomes, part[:half])
+                await self._send(target, pushes, outcomes, part[half:])
                 return
             # refused as a whole and for good: an attempt of each job, so that a request
             # the region will never take ends in the dead letters instead of looping
-            outcomes[lo:hi] = [Outcome(FAILED, str(exc))] * (hi - lo)
+            for i in part:
+                outcomes[i] = Outcome(FAILED, str(exc))
             return
         except MalformedReply as exc:
-            # which commands ran is unknown: each job is tried again in this region (its
+            # which jobs were pushed is unknown: each is tried again in this region (its
             # dedup key makes that safe) at the cost of an attempt
-            outcomes[lo:hi] = [Outcome(FAILED, str(exc), unclear=True)] * (hi - lo)
+            for i in part:
+                outcomes[i] = Outcome(FAILED, str(exc), unclear=True)
             return
         if not reloaded and any("NOSCRIPT" in str(r.get("error", "")) for r in replies):
             target.script_sha = None  # Redis lost its scripts (restart): load and push again
             logs.warning("script_reloaded", region=target.code)
-            sha = await target.ensure_script()
-            for command in commands[lo:hi]:
-                command[1] = sha
-            await self._send(target, commands, outcomes, lo, hi, reloaded=True)
+            await target.ensure_script()
+            await self._send(target, pushes, outcomes, part, reloaded=True)
             return
         region_error = region_failure(replies)
-        outcomes[lo:hi] = [read_reply(reply, region_error) for reply in replies]
+        for i, reply in zip(part, replies, strict=True):
+            outcomes[i] = read_reply(reply, region_error)
         if region_error:
             logs.warning("region_refused_writes", region=target.code, error=region_error[:300])

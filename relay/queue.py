@@ -3,31 +3,45 @@ idempotent push script."""
 
 CRITICALITIES = ("critical", "high", "normal", "low")  # a worker pops critical first
 
-# What the push script answers per job.
+# What the push script answers per job (or the job's own error, as a string).
 PUSHED, DUPLICATE, EXPIRED = 1, 0, 2
 
-# KEYS: the job's dedup key, its queue. ARGV: the job's JSON, its expires_at (unix seconds),
-# the dedup margin (seconds). Judged by Redis's own clock:
+# One call pushes a batch. KEYS: per job its dedup key and its queue. ARGV: the dedup margin
+# (seconds), then per job its JSON and its expires_at (unix seconds). Answers one entry per
+# job, in order. Judged by Redis's own clock:
 # - an expired job is never pushed, so nothing is published after its dedup key (which
 #   outlives expires_at by the margin) could have expired;
 # - the marker is set only after the push happened: a push that fails (WRONGTYPE, OOM, a
-#   size limit) aborts the script with nothing written, and a failed SET undoes the push.
+#   size limit) writes nothing, and a failed SET undoes the push;
+# - one job's error (pcall) is that job's answer: the jobs before it stay pushed and the
+#   ones after it are still tried, so the answer says exactly what happened to each.
 PUSH_SCRIPT = """\
 local now = tonumber(redis.call('TIME')[1])
-local expires_at = tonumber(ARGV[2])
-if now >= expires_at then
-  return 2
+local margin = tonumber(ARGV[1])
+local answers = {}
+for i = 1, #KEYS / 2 do
+  local dedup, queue = KEYS[2 * i - 1], KEYS[2 * i]
+  local job, expires_at = ARGV[2 * i], tonumber(ARGV[2 * i + 1])
+  if now >= expires_at then
+    answers[i] = 2
+  elseif redis.call('EXISTS', dedup) == 1 then
+    answers[i] = 0
+  else
+    local pushed = redis.pcall('LPUSH', queue, job)
+    if type(pushed) == 'table' and pushed.err then
+      answers[i] = pushed.err
+    else
+      local marked = redis.pcall('SET', dedup, '1', 'EXAT', expires_at + margin)
+      if type(marked) == 'table' and marked.err then
+        redis.call('LREM', queue, 1, job)
+        answers[i] = marked.err
+      else
+        answers[i] = 1
+      end
+    end
+  end
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return 0
-end
-redis.call('LPUSH', KEYS[2], ARGV[1])
-local marked = redis.pcall('SET', KEYS[1], '1', 'EXAT', expires_at + tonumber(ARGV[3]))
-if type(marked) == 'table' and marked.err then
-  redis.call('LREM', KEYS[2], 1, ARGV[1])
-  return marked
-end
-return 1
+return answers
 """
 
 

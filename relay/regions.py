@@ -31,11 +31,11 @@ class Region:
     """What the relay knows of one region: its row, endpoint, client and breaker."""
 
     code: str
+    client: UpstashClient
+    breaker: CircuitBreaker
     enabled: bool = True
     is_default: bool = False
     fallback: str | None = None
-    client: UpstashClient | None = None
-    breaker: CircuitBreaker | None = None
     script_sha: str | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     succeeded: bool = False          # an attempt succeeded since the breaker last opened
@@ -103,10 +103,9 @@ class Registry:
         return added
 
     def _new_region(self, endpoint: Endpoint) -> Region:
-        s = self.settings
-        region = Region(code=endpoint.region)
+        s, code = self.settings, endpoint.region
 
-        def on_change(old: State, new: State) -> None:
+        def on_change(old: State, new: State) -> None:  # `region` is bound below
             metrics.set_breaker(region.code, new.value)
             logs.warning("breaker_changed", region=region.code, old=old.value, new=new.value)
             if new is State.OPEN:
@@ -115,19 +114,19 @@ class Registry:
             if new is State.CLOSED:
                 region.wake.set()
 
-        region.breaker = CircuitBreaker(s.breaker_failures, s.breaker_cooldown_s,
-                                        on_change=on_change)
-        metrics.init_region(region.code)
+        breaker = CircuitBreaker(s.breaker_failures, s.breaker_cooldown_s, on_change=on_change)
+        metrics.init_region(code)
 
         def on_retry(error: str, attempt: int, wait_s: float) -> None:
             self.counts.retries += 1
-            logs.warning("publish_retry", region=region.code, attempt=attempt, error=error,
+            logs.warning("publish_retry", region=code, attempt=attempt, error=error,
                          wait_s=round(wait_s, 3))
 
-        region.client = UpstashClient(
+        client = UpstashClient(
             endpoint, timeout=s.publish_timeout_s, retry_window=s.retry_window_s,
-            may_retry=lambda: not self.supervisor.stopping and not region.breaker.is_open(),
-            on_attempt=region.attempted, on_retry=on_retry)
+            may_retry=lambda: not self.supervisor.stopping and not breaker.is_open(),
+            on_attempt=lambda ok: region.attempted(ok), on_retry=on_retry)
+        region = Region(code, client, breaker)
         return region
 
     def fallback_for(self, region: Region) -> Region | None:
@@ -204,5 +203,4 @@ class Registry:
 
     async def aclose(self) -> None:
         for region in self.regions.values():
-            if region.client:
-                await region.client.aclose()
+            await region.client.aclose()

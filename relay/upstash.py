@@ -40,6 +40,9 @@ def is_region_error(message: str) -> bool:
     return code in REGION_ERROR_CODES or any(p in text for p in REGION_ERROR_PHRASES)
 
 
+# Replies as answered -> the replies that count (see UpstashClient.pipeline).
+Expand = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+
 # A pipeline of at least this many commands, most of which failed, failed as a region.
 MOST_FAILED_MIN = 3
 
@@ -95,7 +98,14 @@ class UpstashClient:
         counts a region-level failure (see region_failure) as a failed attempt."""
         return await self._send("/pipeline", body or json.dumps(commands), len(commands))
 
-    async def _send(self, path: str, body: str, commands: int | None = None) -> Any:
+    async def push(self, body: str, expand: Expand) -> list[dict[str, Any]]:
+        """One push call: a /pipeline body (JSON, already encoded) of one command whose
+        reply `expand` reads into the replies that count, one per job (raising
+        MalformedReply on an answer of the wrong shape); those are judged as a pipeline's."""
+        return await self._send("/pipeline", body, 1, expand)
+
+    async def _send(self, path: str, body: str, commands: int | None = None,
+                    expand: Expand | None = None) -> Any:
         def retry_allowed(state: RetryCallState) -> bool:
             return retry_if_exception_type(TransientError)(state) and self.may_retry()
 
@@ -110,9 +120,10 @@ class UpstashClient:
             stop=stop_after_delay(self.retry_window), retry=retry_allowed,
             wait=REQUEST_RETRY,
             sleep=self.sleep, before_sleep=count_retry, reraise=True)
-        return await retrying(self._post_once, path, body, commands)
+        return await retrying(self._post_once, path, body, commands, expand)
 
-    async def _post_once(self, path: str, body: str, commands: int | None) -> Any:
+    async def _post_once(self, path: str, body: str, commands: int | None,
+                         expand: Expand | None) -> Any:
         headers = {"Upstash-Sync-Token": self.sync_token} if self.sync_token else None
         started = time.perf_counter()
         try:
@@ -158,6 +169,12 @@ class UpstashClient:
                                                  else " (malformed items)"))
                 self._attempted(False, str(error))
                 raise error
+            if expand is not None:
+                try:
+                    reply = expand(reply)
+                except MalformedReply as error:
+                    self._attempted(False, str(error))
+                    raise
             refused = region_failure(reply)
             self._attempted(refused is None, f"region {self.region}: {refused}")
         elif not isinstance(reply, dict) or not ("result" in reply or "error" in reply):

@@ -37,13 +37,15 @@ RETURNING o.job_id::text, o.monitor_id, o.region, o.criticality, o.scheduled_for
               'attempt', o.attempts + 1))::text AS job_json
 
 -- record_intent --
--- Before a push: these jobs may be in this region's queue from now on.
+-- Before a push: these jobs may be in this region's queue from now on. The arrays come as
+-- array literals (job ids; expires_at in unix seconds).
 INSERT INTO pgpulse.push_intents (job_id, region, expires_at)
-SELECT unnest(%(job_ids)s::uuid[]), %(region)s, unnest(%(expires_at)s::timestamptz[])
+SELECT unnest(%(job_ids)s::uuid[]), %(region)s, to_timestamp(unnest(%(expires_at)s::float8[]))
     ON CONFLICT (job_id) DO UPDATE SET region = EXCLUDED.region, created_at = now()
 
 -- forget_intent --
--- The pushes' outcome is known (pushed and committed, or surely not pushed).
+-- The pushes' outcome is known (pushed and committed, or surely not pushed). job_ids: an
+-- array literal.
 DELETE FROM pgpulse.push_intents WHERE job_id = ANY (%(job_ids)s::uuid[])
 
 -- sweep_records --

@@ -1,6 +1,7 @@
-"""Shared fixtures: one throwaway PostgreSQL (pg_cron preloaded) and one redis-server per
-session. Each test gets its own database cloned from a migrated template (fast), through
-pytest-postgresql's DatabaseJanitor."""
+"""Shared fixtures: one throwaway PostgreSQL (pg_cron preloaded), one redis-server and one
+dev server (the regions of tests.support.regions) per session. Each test gets its own
+database cloned from a migrated template (fast), through pytest-postgresql's
+DatabaseJanitor. Helpers live in tests/support."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from psycopg.rows import dict_row
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from relay import migrate
+from relay.devserver import DevServer
 from relay.local.embedded import CRON_DATABASE, EmbeddedPostgres, EmbeddedRedis
+from tests.support.regions import ADMIN_TOKEN, REGIONS
 
 TEMPLATE = "pgpulse_template"
 _db_names = itertools.count()
@@ -60,4 +63,12 @@ def conn(db_url: str) -> Iterator[psycopg.Connection]:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[EmbeddedRedis]:
     with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def devserver(redis_server: EmbeddedRedis) -> Iterator[DevServer]:
+    """Each region's two tokens reach its Redis database; the admin API is on."""
+    tokens = {r.token: r.db for r in REGIONS} | {r.alt_token: r.db for r in REGIONS}
+    with DevServer(redis_server.url, tokens, admin_token=ADMIN_TOKEN) as server:
         yield server

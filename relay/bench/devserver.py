@@ -6,8 +6,9 @@ checks that the list really holds them all. Each figure is the median of `runs` 
 The request bodies are serialised once, so the client spends its CPU on HTTP, not JSON:
 on a 2-core machine client, dev server and redis-server share the same cores.
 
-The relay's own hot path is measured the same way: EVALSHA of its idempotent-push script
-(`relay.queue.PUSH_SCRIPT`, the very script the relay loads) with the relay's keys and arguments.
+The relay's own hot path is measured the same way: its push calls (`relay.queue.PUSH_SCRIPT`,
+the very script the relay loads, one EVALSHA per request of `batch` jobs) with the relay's
+keys and arguments.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import httpx
 from relay.config import RelaySettings
 from relay.devserver import DevServer
 from relay.local.embedded import EmbeddedRedis
+from relay.publish import Push, push_body
 from relay.queue import PUSH_SCRIPT, dedup_key, queue_key
 
 TOKEN = "bench-token"
@@ -72,17 +74,17 @@ def _lpush_bodies(n_commands: int, batch: int) -> list[bytes]:
 
 
 def _evalsha_bodies(sha: str, n_commands: int, batch: int, run: int) -> list[bytes]:
-    """The relay's push commands (relay/worker.py builds the same): a fresh job id each, a
-    job that expires in an hour, the default dedup margin."""
+    """The relay's push calls (relay/publish.py builds them): one EVALSHA per request of
+    `batch` jobs, a fresh job id each, jobs that expire in an hour, the default dedup margin."""
     expires_at = str(int(time.time()) + 3600)
-    margin = str(RelaySettings().dedup_margin_s)
-    queue = queue_key(_REGION, "normal")
+    margin = RelaySettings().dedup_margin_s
+    keys_of = f'"{{}}","{queue_key(_REGION, "normal")}"'
+    argv = f'{json.dumps(_VALUE)},"{expires_at}"'
     bodies = []
     for start in range(0, n_commands, batch):
-        commands = [["EVALSHA", sha, "2", dedup_key(f"bench-{run}-{i}"), queue, _VALUE,
-                     expires_at, margin]
-                    for i in range(start, min(start + batch, n_commands))]
-        bodies.append(json.dumps(commands).encode())
+        pushes = [Push(keys_of.format(dedup_key(f"bench-{run}-{i}")), argv)
+                  for i in range(start, min(start + batch, n_commands))]
+        bodies.append(push_body(sha, margin, pushes).encode())
     return bodies
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from psycopg.rows import dict_row
 
 from relay import logs
 from relay.bench import percentile
@@ -61,16 +62,15 @@ def _seed_interval_monitors(stack: LocalStack, rate: float, interval_s: int) -> 
 def _tick_interval_monitors(stack: LocalStack, seconds: float) -> dict[str, Any]:
     """One real tick over them, writing every slot of the next 8 + `seconds` seconds (while
     the relay runs, as in production); its record."""
-    with stack.connect() as conn:
+    with stack.connect(row_factory=dict_row) as conn:
         wait_listening(conn)
         run_id = conn.execute(
             "CALL pgpulse.tick(NULL, 'bench', '55 seconds', make_interval(secs => %s))",
-            (8 + seconds,)).fetchone()[0]
-        written, claimed, took, cut = conn.execute(
-            "SELECT jobs_written, monitors_claimed, extract(epoch FROM finished_at - started_at),"
-            "       cut_short FROM pgpulse.tick_runs WHERE id = %s", (run_id,)).fetchone()
-    return {"jobs": written, "monitors_claimed": claimed, "seconds": float(took),
-            "cut_short": cut}
+            (8 + seconds,)).fetchone()["run_id"]
+        return conn.execute(
+            "SELECT jobs_written AS jobs, monitors_claimed, cut_short,"
+            "       extract(epoch FROM finished_at - started_at)::float8 AS seconds"
+            "  FROM pgpulse.tick_runs WHERE id = %s", (run_id,)).fetchone()
 
 
 def wait_listening(conn, timeout: float = 30) -> None:
@@ -107,9 +107,9 @@ def flush_queues(stack: LocalStack) -> None:
 
 def _seed(stack: LocalStack, run: int, jobs: int, rate: float | None) -> float:
     """Seeds jobs; with a rate they fall due at that rate from two seconds from now."""
-    with stack.connect() as conn:
-        start = conn.execute("SELECT now() + interval '2 seconds'" if rate else
-                             "SELECT now() - interval '1 second'").fetchone()[0]
+    with stack.connect(row_factory=dict_row) as conn:
+        start = conn.execute("SELECT now() + interval '2 seconds' AS start" if rate else
+                             "SELECT now() - interval '1 second' AS start").fetchone()["start"]
         conn.execute(SEED_JOBS, {"run": str(run), "regions": list(stack.region_codes),
                                  "start": start, "rate": rate or 1e9, "jobs": jobs})
         conn.execute("VACUUM ANALYZE pgpulse.outbox")

@@ -83,7 +83,8 @@ _HOMES = {
     "main": "relay.devserver.server", "serve": "relay.devserver.server",
     "DevServerError": "relay.errors",
 }
-__all__ = sorted(_HOMES)
+__all__ = ["MAX_REQUEST_BYTES", "DevServer", "DevServerApp", "DevServerError", "main",
+           "parse_token_args", "serve"]  # = _HOMES
 
 
 def __getattr__(name: str) -> Any:

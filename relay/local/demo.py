@@ -65,24 +65,25 @@ SELECT w.skipped_slots, pgpulse.maintenance_window_at(w.monitor_ids[1], now()) I
 """
 # Published slots of three-region monitors (all three regions done), 10-second jobs, skipped.
 FEATURES = """
-SELECT (SELECT count(*) FROM (SELECT 1 FROM demo_published p JOIN public.monitors m ON m.id = p.monitor_id
+SELECT (SELECT count(*) FROM (SELECT 1 FROM public.demo_published p JOIN public.monitors m ON m.id = p.monitor_id
                                WHERE m.check_regions IS NOT NULL
                                GROUP BY p.monitor_id, p.scheduled_for
                               HAVING count(DISTINCT p.region) = 3) s),
-       (SELECT count(DISTINCT (p.monitor_id, p.scheduled_for)) FROM demo_published p
+       (SELECT count(DISTINCT (p.monitor_id, p.scheduled_for)) FROM public.demo_published p
           JOIN public.monitors m ON m.id = p.monitor_id WHERE m.check_interval_seconds = 10),
        (SELECT skipped_slots FROM pgpulse.maintenance_windows WHERE id = %(id)s)
 """
 # The demo keeps what the tick wrote (the relay deletes published rows).
 RECORD = """
-CREATE TABLE demo_published (monitor_id uuid, region text, scheduled_for timestamptz);
-CREATE FUNCTION demo_record() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE TABLE public.demo_published (monitor_id uuid, region text, scheduled_for timestamptz);
+-- qualified: it also fires inside pgpulse functions, whose search_path is pinned
+CREATE FUNCTION public.demo_record() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO demo_published SELECT monitor_id, region, scheduled_for FROM gone;
+    INSERT INTO public.demo_published SELECT monitor_id, region, scheduled_for FROM gone;
     RETURN NULL;
 END $$;
 CREATE TRIGGER demo_record AFTER DELETE ON pgpulse.outbox REFERENCING OLD TABLE AS gone
-    FOR EACH STATEMENT EXECUTE FUNCTION demo_record();
+    FOR EACH STATEMENT EXECUTE FUNCTION public.demo_record();
 """
 VIEW = """
 SELECT (SELECT count(*) FROM pgpulse.outbox) AS outbox,

@@ -5,20 +5,12 @@ time was read."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+from tests.support.cli import pgpulse
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bench_e2e_reports_a_median_and_cpu_per_component() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DATABASE_URL"))}
-    result = subprocess.run(
-        [sys.executable, "-m", "relay", "bench", "e2e", "--monitors", "2000", "--runs", "2",
-         "--json"], env=env | {"PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True,
-        text=True, timeout=300)
+    result = pgpulse("bench", "e2e", "--monitors", "2000", "--runs", "2", "--json", timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads(result.stdout)
     assert record["bench"] == "e2e" and record["monitors"] == 2000 and record["runs"] == 2

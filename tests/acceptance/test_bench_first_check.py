@@ -7,20 +7,13 @@ benchmark fails otherwise)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+from tests.support.cli import pgpulse
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bench_first_check_under_pg_cron() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DATABASE_URL"))}
-    result = subprocess.run(
-        [sys.executable, "-m", "relay", "bench", "first-check", "--monitors", "2000",
-         "--runs", "1", "--json"], env=env | {"PYTHONPATH": str(ROOT)}, cwd=ROOT,
-        capture_output=True, text=True, timeout=240)
+    result = pgpulse("bench", "first-check", "--monitors", "2000", "--runs", "1", "--json",
+                     timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads(result.stdout)
     assert record["bench"] == "first_check" and record["monitors"] == 2000

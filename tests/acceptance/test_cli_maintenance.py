@@ -4,27 +4,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.cli import pgpulse
+from tests.support.seeding import add_monitors, add_region
 
-
-def pgpulse(*args: str, database_url: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DATABASE_URL"))}
-    env |= {"DATABASE_URL": database_url, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "relay", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_maintenance_windows_from_the_cli(conn, db_url):
-    conn.execute("INSERT INTO pgpulse.regions (code, is_default) VALUES ('us-east-1', true)")
-    a, b = [r["id"] for r in conn.execute(
-        "INSERT INTO public.monitors (url, check_interval_seconds, next_check_at) "
-        "SELECT 'https://e.test/' || g, 20, now() + interval '2 seconds' "
-        "FROM generate_series(1, 2) g RETURNING id")]
+    add_region(conn, "us-east-1", is_default=True)
+    a, b = [m["id"] for m in add_monitors(conn, 2, check_interval_seconds=20, due="2 seconds")]
     start, end = [r["t"].strftime("%Y-%m-%d %H:%M:%S") for r in conn.execute(
         "SELECT (now() AT TIME ZONE 'Asia/Tokyo') + d AS t "
         "FROM unnest(ARRAY[interval '-5 minutes', interval '1 hour']) d")]

@@ -6,26 +6,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg.rows import dict_row
 
 from relay.local.embedded import EmbeddedPostgres
+from tests.support.cli import assert_one_line_error, pgpulse
 
-ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "pw-Zq8xv3LmT"
-
-
-def pgpulse(*args: str, database_url: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DATABASE_URL"))}
-    env |= {"DATABASE_URL": database_url, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "relay", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture
@@ -111,12 +102,9 @@ def test_tick_without_json_prints_one_readable_line(db_url):
 
 
 def _assert_one_line_error(proc: subprocess.CompletedProcess, command: str) -> str:
-    assert proc.returncode != 0
-    assert proc.stdout == ""
-    err = proc.stderr.strip()
-    assert "Traceback" not in err
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith(f"pgpulse {command}: error: ")
+    """Nothing on stdout, only the error line on stderr, and no password in it."""
+    err = assert_one_line_error(proc, command=command)
+    assert proc.stdout == "" and proc.stderr.strip() == err
     assert PASSWORD not in err
     return err
 

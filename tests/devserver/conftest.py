@@ -7,7 +7,6 @@ itself, and uses its own key names, so tests do not see each other's data.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
@@ -108,17 +107,3 @@ def redis_db(devserver_redis: EmbeddedRedis) -> Iterator[Callable[[int], redis.R
     yield connect
     for connection in opened:
         connection.close()
-
-
-@pytest.fixture
-def wait_for() -> Callable[..., None]:
-    return _wait_for
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> None:
-    """Poll a condition until it holds; fail after the deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)

@@ -4,13 +4,10 @@ errors and exit codes, and a clean exit on SIGINT/SIGTERM, also while a request 
 from __future__ import annotations
 
 import inspect
-import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,15 +18,14 @@ from relay.devserver import DevServer, parse_token_args, serve, server
 from relay.devserver.options import TOKENS_ENV
 from relay.local.embedded import free_port
 from relay.errors import ConfigError
+from tests.support.cli import run_module
+from tests.support.waiting import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 PROG = "python -m relay.devserver"
 
 
-def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    return subprocess.run([sys.executable, "-m", "relay.devserver", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return run_module("relay.devserver", *args, timeout=30)
 
 
 # -- --token parsing --------------------------------------------------------------
@@ -118,6 +114,12 @@ def test_cli_help_names_the_options():
         assert option in result.stdout
 
 
+def test_the_package_loads_each_name_it_exports_on_first_use():
+    assert set(devserver_package.__all__) == set(devserver_package._HOMES)
+    for name in devserver_package.__all__:
+        assert getattr(devserver_package, name) is not None
+
+
 # -- both command lines: `pgpulse devserver` and `python -m relay.devserver` --------
 
 # prog: (its main in this process, its `python -m` arguments)
@@ -144,11 +146,8 @@ def test_both_command_lines_serve_with_the_same_defaults_and_environment(monkeyp
 
 @pytest.mark.parametrize("prog", BOTH)
 def test_both_command_lines_end_a_failed_start_alike(prog):
-    env = {k: v for k, v in os.environ.items() if k != TOKENS_ENV}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    result = subprocess.run([sys.executable, "-m", *BOTH[prog][1], "--port", str(free_port()),
-                             "--redis-url", "redis://127.0.0.1:1"],
-                            capture_output=True, text=True, timeout=30, env=env)
+    result = run_module(*BOTH[prog][1], "--port", str(free_port()),
+                        "--redis-url", "redis://127.0.0.1:1", timeout=30)
     assert (result.returncode, result.stderr.strip()) == (
         1, f"{prog}: error: at least one --token TOKEN[=DB] is required")
 
@@ -178,7 +177,7 @@ def test_signal_stops_the_server_cleanly(devserver_redis, signum):
         server.stop()
 
 
-def test_sigterm_does_not_wait_for_a_hung_request(devserver_redis, wait_for):
+def test_sigterm_does_not_wait_for_a_hung_request(devserver_redis):
     server = DevServer(devserver_redis.url, {"tok": 0}).start()
     errors: list[BaseException] = []
 
@@ -192,7 +191,7 @@ def test_sigterm_does_not_wait_for_a_hung_request(devserver_redis, wait_for):
         server.set_faults({"hang_rate": 1.0})
         thread = threading.Thread(target=hung_request)
         thread.start()
-        wait_for(lambda: server.stats()["faults"]["hang"] == 1)  # the request is being held
+        wait_for(lambda: server.stats()["faults"]["hang"] == 1, 10, "the request to be held")
         assert server.proc is not None
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(timeout=4) == 0  # uvicorn alone would wait 5 s for it

@@ -9,6 +9,8 @@ import httpx
 import pytest
 
 from relay.devserver import DevServer, DevServerError
+from relay.local.embedded import EmbeddedRedis
+from tests.support.waiting import wait_for
 
 
 def test_faults_are_off_by_default(devserver, client):
@@ -217,10 +219,8 @@ def test_admin_api_is_404_without_an_admin_token(devserver_redis, creds):
             plain.stats()
 
 
-def test_a_redis_outage_is_a_503_and_service_resumes(creds, wait_for):
+def test_a_redis_outage_is_a_503_and_service_resumes(creds):
     """Not an injected fault: redis-server itself goes away and comes back."""
-    from relay.local.embedded import EmbeddedRedis
-
     redis_server = EmbeddedRedis().start()
     port = redis_server.port
     try:
@@ -232,7 +232,7 @@ def test_a_redis_outage_is_a_503_and_service_resumes(creds, wait_for):
             assert down.status_code == 503
             assert down.json()["error"].startswith("ERR devserver:")
             redis_server = EmbeddedRedis(port=port).start()
-            wait_for(lambda: http.post("/", json=["PING"]).status_code == 200)
+            wait_for(lambda: http.post("/", json=["PING"]).status_code == 200, 10, "the dev server to reach redis-server again")
             assert http.post("/", json=["GET", "k"]).json() == {"result": None}  # a fresh, empty redis
     finally:
         redis_server.stop()

@@ -1,4 +1,5 @@
-"""Fixtures of the scheduling suites that need more than a database."""
+"""Fixtures of the scheduling suites: one default region, and a hostile role in the cron
+database."""
 
 from __future__ import annotations
 
@@ -6,8 +7,17 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from tests.support.dsn import as_user
+from tests.support.hijacks import ATTACKER
+from tests.support.seeding import add_region
 
-from tests.scheduling import ATTACKER, as_user
+
+
+@pytest.fixture
+def region(conn) -> str:
+    """us-east-1, the default region."""
+    add_region(conn, "us-east-1", is_default=True)
+    return "us-east-1"
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from psycopg.rows import dict_row
-from tests.scheduling import hijack_calls, plant_hijacks
-from tests.waiting import wait_for
+from tests.support.hijacks import hijack_calls, plant_hijacks
+from tests.support.waiting import wait_for
 
 REGION = "cron-test-1"  # this test's own rows in the shared cron database
 

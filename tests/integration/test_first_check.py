@@ -8,20 +8,9 @@ import select
 from datetime import timedelta
 
 import psycopg
-import pytest
+from tests.support.seeding import outbox_jobs, tick
+from tests.support.waiting import wait_for
 
-from tests.scheduling import add_region, tick
-
-
-@pytest.fixture
-def region(conn) -> str:
-    add_region(conn, "us-east-1", is_default=True)
-    return "us-east-1"
-
-
-def jobs(conn, monitor_id=None) -> list[dict]:
-    return conn.execute("SELECT * FROM pgpulse.outbox WHERE %(m)s::uuid IS NULL OR monitor_id = %(m)s "
-                        "ORDER BY scheduled_for", {"m": monitor_id}).fetchall()
 
 
 def test_a_monitor_created_between_ticks_gets_its_first_slot_at_once(conn, db_url, region):
@@ -31,7 +20,7 @@ def test_a_monitor_created_between_ticks_gets_its_first_slot_at_once(conn, db_ur
         m = conn.execute("INSERT INTO public.monitors (url, check_interval_seconds) "
                          "VALUES ('https://new.example', 20) RETURNING *").fetchone()
         # its slots up to the written horizon are there now, each at its exact slot
-        got = jobs(conn, m["id"])
+        got = outbox_jobs(conn, m["id"])
         assert len(got) >= 2
         assert [j["scheduled_for"] for j in got] == [
             m["next_check_at"] + timedelta(seconds=20 * k) for k in range(len(got))]
@@ -44,7 +33,7 @@ def test_a_monitor_created_between_ticks_gets_its_first_slot_at_once(conn, db_ur
                          (m["id"],)).fetchone()["next_check_at"]
     assert after == got[-1]["scheduled_for"] + timedelta(seconds=20)
     tick(conn, lookahead_s=90)
-    again = [j["scheduled_for"] for j in jobs(conn, m["id"])]
+    again = [j["scheduled_for"] for j in outbox_jobs(conn, m["id"])]
     assert again == [m["next_check_at"] + timedelta(seconds=20 * k) for k in range(len(again))]
     assert len(again) > len(got)
 
@@ -52,13 +41,13 @@ def test_a_monitor_created_between_ticks_gets_its_first_slot_at_once(conn, db_ur
 def test_without_a_recent_tick_nothing_is_written_ahead(conn, region):
     conn.execute("INSERT INTO public.monitors (url, check_interval_seconds) "
                  "SELECT 'https://e.example/' || g, 10 FROM generate_series(1, 50) g")
-    assert jobs(conn) == []
+    assert outbox_jobs(conn) == []
     # nor after a tick that wrote nothing ahead (lookahead 0, as a relay-only test does)
     tick(conn, lookahead_s=0)
     conn.execute("DELETE FROM pgpulse.outbox")
     conn.execute("INSERT INTO public.monitors (url, check_interval_seconds, next_check_at) "
                  "VALUES ('https://late.example', 10, now() + interval '5 seconds')")
-    assert jobs(conn) == []
+    assert outbox_jobs(conn) == []
 
 
 def test_a_reactivated_monitor_restarts_on_its_grid_at_its_next_slot(conn, region):
@@ -66,12 +55,12 @@ def test_a_reactivated_monitor_restarts_on_its_grid_at_its_next_slot(conn, regio
                      "next_check_at) VALUES ('https://r.example', 30, false, "
                      "now() - interval '3 hours') RETURNING *").fetchone()
     tick(conn, lookahead_s=60)
-    assert jobs(conn) == []
+    assert outbox_jobs(conn) == []
     row = conn.execute("UPDATE public.monitors SET is_active = true WHERE id = %s "
                        "RETURNING next_check_at, now() AS t", (m["id"],)).fetchone()
     # not a catch-up job for the three hours off: its next slot on its phase grid
     assert row["t"] <= row["next_check_at"] < row["t"] + timedelta(seconds=30)
-    got = jobs(conn, m["id"])
+    got = outbox_jobs(conn, m["id"])
     assert got and got[0]["scheduled_for"] == row["next_check_at"]
     assert conn.execute("SELECT pgpulse.next_slot(%s::uuid, 30, %s) = %s AS ok",
                         (m["id"], row["next_check_at"], row["next_check_at"])).fetchone()["ok"]
@@ -85,7 +74,7 @@ def test_a_new_interval_rephases_and_schedules_at_once(conn, region):
     row = conn.execute("UPDATE public.monitors SET check_interval_seconds = 15 WHERE id = %s "
                        "RETURNING next_check_at, now() AS t", (m["id"],)).fetchone()
     assert row["t"] <= row["next_check_at"] < row["t"] + timedelta(seconds=15)
-    got = jobs(conn, m["id"])
+    got = outbox_jobs(conn, m["id"])
     assert len(got) >= 3 and got[0]["scheduled_for"] == row["next_check_at"]
     assert all(j["expires_at"] - j["scheduled_for"] == timedelta(seconds=15) for j in got)
 
@@ -93,7 +82,6 @@ def test_a_new_interval_rephases_and_schedules_at_once(conn, region):
 def test_under_pg_cron_a_monitor_created_mid_minute_is_scheduled_at_its_slot(cron_db_url):
     """In the cluster's cron database pg_cron ticks every minute; a monitor created after
     one of its ticks has its first slot in the outbox at once, not from the next tick."""
-    from tests.waiting import wait_for
     code = "first-check-1"
     with psycopg.connect(cron_db_url, autocommit=True,
                          row_factory=psycopg.rows.dict_row) as conn:

@@ -9,35 +9,14 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
+from tests.support.seeding import add_monitor, insert_row, tick
 
-from tests.scheduling import add_region, tick
 
 UTC = timezone.utc
 
 
 def utc(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-@pytest.fixture
-def region(conn) -> str:
-    add_region(conn, "us-east-1", is_default=True)
-    return "us-east-1"
-
-
-def add_monitor(conn, *, interval_s: int, first: datetime | str = "now()") -> dict:
-    return conn.execute(
-        "INSERT INTO public.monitors (url, check_interval_seconds, next_check_at) "
-        f"VALUES ('https://example.com/m', %s, {'%s' if isinstance(first, datetime) else first}) "
-        "RETURNING *", (interval_s, first) if isinstance(first, datetime) else (interval_s,)
-    ).fetchone()
-
-
-def add_window(conn, **cols) -> dict:
-    names = ", ".join(cols)
-    return conn.execute(
-        f"INSERT INTO pgpulse.maintenance_windows ({names}) "
-        f"VALUES ({', '.join(['%s'] * len(cols))}) RETURNING *", list(cols.values())).fetchone()
 
 
 def run_clock(conn, start: datetime, end: datetime, step_s: int = 60) -> int:
@@ -94,8 +73,8 @@ DST_CASES = {
 def test_windows_keep_their_wall_clock_hours_across_dst(conn, region, case):
     window, start, end, skipped_ranges = DST_CASES[case]
     start, end = utc(start), utc(end)
-    m = add_monitor(conn, interval_s=600, first=start)
-    w = add_window(conn, name=case, **window)
+    m = add_monitor(conn, check_interval_seconds=600, due=start)
+    w = insert_row(conn, "pgpulse.maintenance_windows", name=case, **window)
 
     skipped = run_clock(conn, start, end)
 
@@ -120,7 +99,7 @@ def test_windows_keep_their_wall_clock_hours_across_dst(conn, region, case):
 
 
 def test_a_window_applies_to_one_monitor_a_set_or_all(conn, region):
-    ms = [add_monitor(conn, interval_s=30, first="now() + interval '5 seconds'") for _ in range(4)]
+    ms = [add_monitor(conn, check_interval_seconds=30, due="5 seconds") for _ in range(4)]
     ids = [m["id"] for m in ms]
     # in Berlin time, from a minute ago to ten minutes from now
     local = "(now() AT TIME ZONE 'Europe/Berlin')"
@@ -152,7 +131,7 @@ def per_monitor_now(conn) -> list:
 
 
 def test_slots_after_a_window_that_ends_are_written_again(conn, region):
-    m = add_monitor(conn, interval_s=10, first="now() + interval '1 second'")
+    m = add_monitor(conn, check_interval_seconds=10, due="1 second")
     local = "(now() AT TIME ZONE 'America/New_York')"
     conn.execute(
         "INSERT INTO pgpulse.maintenance_windows (time_zone, starts_local, ends_local) "
@@ -180,5 +159,5 @@ def test_slots_after_a_window_that_ends_are_written_again(conn, region):
 ])
 def test_bad_windows_are_refused_with_a_clear_error(conn, cols, error):
     with pytest.raises(psycopg.errors.DatabaseError, match=error):
-        add_window(conn, **cols)
+        insert_row(conn, "pgpulse.maintenance_windows", **cols)
     assert conn.execute("SELECT count(*) AS n FROM pgpulse.maintenance_windows").fetchone()["n"] == 0

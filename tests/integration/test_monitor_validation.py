@@ -12,7 +12,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from relay import migrate
-from tests.scheduling import add_region, tick
+from tests.support.seeding import add_region, tick
 
 GOOD = {"url": "https://example.com/health", "check_interval_minutes": 5}
 

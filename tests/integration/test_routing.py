@@ -6,46 +6,38 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-
-from tests.scheduling import add_region, tick
-
-
-def add_monitors(conn, n: int, *, preferred: str | None = None,
-                 allow_fallback: bool = True) -> list:
-    """n monitors due 10 s ago (5-minute interval: one slot each)."""
-    return [r["id"] for r in conn.execute(
-        "INSERT INTO public.monitors (url, check_interval_minutes, preferred_region, "
-        "allow_fallback, next_check_at) "
-        "SELECT 'https://example.com/' || g, 5, %s, %s, now() - interval '10 seconds' "
-        "FROM generate_series(1, %s) g RETURNING id",
-        (preferred, allow_fallback, n)).fetchall()]
+from tests.support.seeding import add_monitors, add_region, add_regions, tick
 
 
-def routed(conn, ids: list | None = None) -> Counter:
+
+# a 5-minute interval: one slot each within the tick's lookahead
+ONE_SLOT = {"check_interval_minutes": 5}
+
+
+def routed(conn, monitors: list[dict] | None = None) -> Counter:
     """Jobs per region (of the given monitors, or all)."""
+    ids = None if monitors is None else {m["id"] for m in monitors}
     rows = conn.execute("SELECT monitor_id, region FROM pgpulse.outbox").fetchall()
-    return Counter(r["region"] for r in rows if ids is None or r["monitor_id"] in set(ids))
+    return Counter(r["region"] for r in rows if ids is None or r["monitor_id"] in ids)
 
 
 @pytest.fixture
 def three_regions(conn) -> None:
     """us-east-1 (default), eu-west-1 falling back to ap-south-1, ap-south-1."""
-    add_region(conn, "us-east-1", is_default=True)
-    add_region(conn, "ap-south-1")
-    add_region(conn, "eu-west-1", fallback_region="ap-south-1")
+    add_regions(conn, "us-east-1", {"ap-south-1": None, "eu-west-1": "ap-south-1"})
 
 
 # ------------------------------------------------------------------ preferred region
 
 def test_preferred_region_enabled_and_healthy_is_used(conn, three_regions):
-    ids = add_monitors(conn, 20, preferred="eu-west-1")
+    ids = add_monitors(conn, 20, **ONE_SLOT, preferred_region="eu-west-1")
     tick(conn)
     assert routed(conn, ids) == {"eu-west-1": 20}
 
 
 @pytest.mark.parametrize("down", ["healthy = false", "enabled = false"])
 def test_preferred_region_down_goes_to_its_fallback(conn, three_regions, down):
-    ids = add_monitors(conn, 20, preferred="eu-west-1")
+    ids = add_monitors(conn, 20, **ONE_SLOT, preferred_region="eu-west-1")
     conn.execute(f"UPDATE pgpulse.regions SET {down} WHERE code = 'eu-west-1'")
     tick(conn)
     assert routed(conn, ids) == {"ap-south-1": 20}
@@ -53,7 +45,7 @@ def test_preferred_region_down_goes_to_its_fallback(conn, three_regions, down):
 
 @pytest.mark.parametrize("fallback_down", ["healthy = false", "enabled = false"])
 def test_preferred_and_fallback_down_go_to_the_default_region(conn, three_regions, fallback_down):
-    ids = add_monitors(conn, 20, preferred="eu-west-1")
+    ids = add_monitors(conn, 20, **ONE_SLOT, preferred_region="eu-west-1")
     conn.execute("UPDATE pgpulse.regions SET healthy = false WHERE code = 'eu-west-1'")
     conn.execute(f"UPDATE pgpulse.regions SET {fallback_down} WHERE code = 'ap-south-1'")
     tick(conn)
@@ -61,14 +53,14 @@ def test_preferred_and_fallback_down_go_to_the_default_region(conn, three_region
 
 
 def test_preferred_down_without_a_fallback_goes_to_the_default_region(conn, three_regions):
-    ids = add_monitors(conn, 20, preferred="ap-south-1")
+    ids = add_monitors(conn, 20, **ONE_SLOT, preferred_region="ap-south-1")
     conn.execute("UPDATE pgpulse.regions SET enabled = false WHERE code = 'ap-south-1'")
     tick(conn)
     assert routed(conn, ids) == {"us-east-1": 20}
 
 
 def test_default_region_down_sends_its_monitors_to_round_robin(conn, three_regions):
-    ids = add_monitors(conn, 30, preferred="us-east-1")
+    ids = add_monitors(conn, 30, **ONE_SLOT, preferred_region="us-east-1")
     conn.execute("UPDATE pgpulse.regions SET healthy = false WHERE code = 'us-east-1'")
     tick(conn)
     assert routed(conn, ids) == {"ap-south-1": 15, "eu-west-1": 15}
@@ -76,7 +68,7 @@ def test_default_region_down_sends_its_monitors_to_round_robin(conn, three_regio
 
 @pytest.mark.parametrize("down", ["healthy = false", "enabled = false"])
 def test_no_fallback_allowed_stays_on_the_preferred_region(conn, three_regions, down):
-    ids = add_monitors(conn, 20, preferred="eu-west-1", allow_fallback=False)
+    ids = add_monitors(conn, 20, **ONE_SLOT, preferred_region="eu-west-1", allow_fallback=False)
     conn.execute(f"UPDATE pgpulse.regions SET {down} WHERE code = 'eu-west-1'")
     run = tick(conn)
     assert routed(conn, ids) == {"eu-west-1": 20}
@@ -90,7 +82,7 @@ def test_no_fallback_allowed_stays_on_the_preferred_region(conn, three_regions, 
 def test_round_robin_over_enabled_healthy_regions_is_balanced_across_chunks(conn, three_regions):
     add_region(conn, "sa-east-1", enabled=False)
     add_region(conn, "af-south-1", healthy=False)
-    ids = add_monitors(conn, 1000)
+    ids = add_monitors(conn, 1000, **ONE_SLOT)
     run = tick(conn, chunk=7)
     assert run["chunks"] == 143
     counts = routed(conn, ids)
@@ -103,7 +95,7 @@ def test_round_robin_respects_weight(conn):
     add_region(conn, "us-east-1", is_default=True, weight=3)
     add_region(conn, "eu-west-1", weight=1)
     add_region(conn, "ap-south-1", weight=0)  # never picked by round-robin
-    ids = add_monitors(conn, 1001)
+    ids = add_monitors(conn, 1001, **ONE_SLOT)
     tick(conn, chunk=50)
     counts = routed(conn, ids)
     assert set(counts) == {"us-east-1", "eu-west-1"}
@@ -113,7 +105,7 @@ def test_round_robin_respects_weight(conn):
 
 def test_round_robin_avoids_degraded_regions_while_another_is_fine(conn, three_regions):
     conn.execute("UPDATE pgpulse.regions SET degraded = true WHERE code <> 'eu-west-1'")
-    ids = add_monitors(conn, 40)
+    ids = add_monitors(conn, 40, **ONE_SLOT)
     tick(conn, chunk=9)
     assert routed(conn, ids) == {"eu-west-1": 40}
 
@@ -131,8 +123,8 @@ def test_all_regions_unhealthy_jobs_wait_on_enabled_regions(conn, three_regions)
     spread over the enabled ones, and wait there for a region to recover."""
     conn.execute("UPDATE pgpulse.regions SET healthy = false")
     add_region(conn, "sa-east-1", enabled=False, healthy=False)
-    rr = add_monitors(conn, 30)
-    pinned = add_monitors(conn, 10, preferred="eu-west-1")
+    rr = add_monitors(conn, 30, **ONE_SLOT)
+    pinned = add_monitors(conn, 10, **ONE_SLOT, preferred_region="eu-west-1")
     run = tick(conn)
     assert run["unrouted"] == 0
     assert routed(conn, pinned) == {"eu-west-1": 10}
@@ -140,7 +132,7 @@ def test_all_regions_unhealthy_jobs_wait_on_enabled_regions(conn, three_regions)
 
 
 def test_region_changes_between_ticks_are_followed(conn, three_regions):
-    ids = add_monitors(conn, 10, preferred="eu-west-1")
+    ids = add_monitors(conn, 10, **ONE_SLOT, preferred_region="eu-west-1")
     tick(conn)
     conn.execute("UPDATE pgpulse.regions SET healthy = false WHERE code = 'eu-west-1'")
     conn.execute("UPDATE public.monitors SET next_check_at = now() - interval '1 second'")
@@ -153,8 +145,8 @@ def test_region_changes_between_ticks_are_followed(conn, three_regions):
 def test_no_enabled_region_emits_nothing_counts_unrouted_and_leaves_monitors_due(conn):
     add_region(conn, "us-east-1", is_default=True, enabled=False)
     add_region(conn, "eu-west-1", enabled=False)
-    add_monitors(conn, 25)
-    add_monitors(conn, 5, preferred="eu-west-1")
+    add_monitors(conn, 25, **ONE_SLOT)
+    add_monitors(conn, 5, **ONE_SLOT, preferred_region="eu-west-1")
     before = conn.execute("SELECT id, next_check_at FROM public.monitors ORDER BY id").fetchall()
 
     run = tick(conn, chunk=10)
@@ -172,7 +164,7 @@ def test_no_enabled_region_emits_nothing_counts_unrouted_and_leaves_monitors_due
 
 
 def test_no_regions_at_all_counts_every_due_monitor_unrouted(conn):
-    add_monitors(conn, 12)
+    add_monitors(conn, 12, **ONE_SLOT)
     run = tick(conn, chunk=5)
     assert (run["monitors_claimed"], run["jobs_written"], run["unrouted"]) == (0, 0, 12)
     assert routed(conn) == {}
@@ -183,9 +175,9 @@ def test_unroutable_monitors_do_not_starve_routable_ones(conn):
     stay due (counted once per tick), and every monitor that can be routed still is,
     however many unroutable ones come first in due order."""
     add_region(conn, "us-east-1", weight=0)  # enabled and healthy, but not in round-robin
-    stuck = add_monitors(conn, 50)
+    stuck = add_monitors(conn, 50, **ONE_SLOT)
     conn.execute("UPDATE public.monitors SET next_check_at = now() - interval '1 minute'")
-    ok = add_monitors(conn, 30, preferred="us-east-1")
+    ok = add_monitors(conn, 30, **ONE_SLOT, preferred_region="us-east-1")
 
     run = tick(conn, chunk=10)
 

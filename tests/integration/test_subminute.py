@@ -9,21 +9,8 @@ from datetime import timedelta
 
 import psycopg
 import pytest
+from tests.support.seeding import add_monitor, add_region, tick
 
-from tests.scheduling import add_region, tick
-
-
-@pytest.fixture
-def region(conn) -> str:
-    add_region(conn, "us-east-1", is_default=True)
-    return "us-east-1"
-
-
-def monitor(conn, **cols) -> dict:
-    names = ", ".join(cols)
-    return conn.execute(
-        f"INSERT INTO public.monitors (url, {names}) VALUES ('https://example.com/s', "
-        f"{', '.join(['%s'] * len(cols))}) RETURNING *", list(cols.values())).fetchone()
 
 
 def slots(conn, monitor_id) -> list:
@@ -33,7 +20,7 @@ def slots(conn, monitor_id) -> list:
 
 
 def test_a_ten_second_monitor_gets_every_slot_of_the_minute_with_exact_times(conn, region):
-    m = monitor(conn, check_interval_seconds=10)
+    m = add_monitor(conn, due=None, check_interval_seconds=10)
     first = m["next_check_at"]
     run = tick(conn, lookahead_s=60)
     jobs = conn.execute("SELECT * FROM pgpulse.outbox ORDER BY scheduled_for").fetchall()
@@ -52,7 +39,7 @@ def test_a_ten_second_monitor_gets_every_slot_of_the_minute_with_exact_times(con
 
 
 def test_ticks_continue_on_the_same_grid_without_gaps_or_repeats(conn, region):
-    m = monitor(conn, check_interval_seconds=15, next_check_at=None)
+    m = add_monitor(conn, due=None, check_interval_seconds=15, next_check_at=None)
     tick(conn, lookahead_s=20)
     tick(conn, lookahead_s=50)
     tick(conn, lookahead_s=90)
@@ -65,7 +52,7 @@ def test_ticks_continue_on_the_same_grid_without_gaps_or_repeats(conn, region):
 
 
 def test_a_long_missed_monitor_gets_one_catch_up_job_then_its_future_slots(conn, region):
-    m = monitor(conn, check_interval_seconds=10)
+    m = add_monitor(conn, due=None, check_interval_seconds=10)
     grid = m["next_check_at"]
     # the scheduler was away for an hour
     conn.execute("UPDATE public.monitors SET next_check_at = next_check_at - interval '1 hour'")
@@ -94,13 +81,13 @@ def test_phases_of_sub_minute_monitors_are_spread_over_the_interval(conn):
 
 
 def test_minutes_and_seconds_stay_in_step(conn):
-    by_minutes = monitor(conn, check_interval_minutes=3)
+    by_minutes = add_monitor(conn, due=None, check_interval_minutes=3)
     assert by_minutes["check_interval_seconds"] == 180
-    by_seconds = monitor(conn, check_interval_seconds=30)
+    by_seconds = add_monitor(conn, due=None, check_interval_seconds=30)
     assert by_seconds["check_interval_minutes"] == 1
-    both = monitor(conn, check_interval_minutes=9, check_interval_seconds=130)
+    both = add_monitor(conn, due=None, check_interval_minutes=9, check_interval_seconds=130)
     assert (both["check_interval_seconds"], both["check_interval_minutes"]) == (130, 2)
-    default = monitor(conn, next_check_at=None)
+    default = add_monitor(conn, due=None, next_check_at=None)
     assert (default["check_interval_minutes"], default["check_interval_seconds"]) == (5, 300)
 
     row = conn.execute("UPDATE public.monitors SET check_interval_minutes = 7 WHERE id = %s "
@@ -118,14 +105,14 @@ def test_minutes_and_seconds_stay_in_step(conn):
 @pytest.mark.parametrize("seconds", [0, 9, 86401, -10])
 def test_an_interval_out_of_range_is_refused_by_name(conn, seconds):
     with pytest.raises(psycopg.errors.CheckViolation, match="monitor_interval_seconds_10_to_86400"):
-        monitor(conn, check_interval_seconds=seconds)
+        add_monitor(conn, due=None, check_interval_seconds=seconds)
     assert conn.execute("SELECT count(*) AS n FROM public.monitors").fetchone()["n"] == 0
 
 
 def test_sub_minute_and_multi_region_together(conn):
     for code in ("us-east-1", "eu-west-1"):
         add_region(conn, code, is_default=code == "us-east-1")
-    m = monitor(conn, check_interval_seconds=20, check_regions=["us-east-1", "eu-west-1"],
+    m = add_monitor(conn, due=None, check_interval_seconds=20, check_regions=["us-east-1", "eu-west-1"],
                 next_check_at=None)
     tick(conn, lookahead_s=60)
     rows = conn.execute("SELECT region, scheduled_for FROM pgpulse.outbox "

@@ -11,21 +11,10 @@ from datetime import timedelta
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from tests.support.dsn import as_user
+from tests.support.hijacks import hijack_calls, plant_hijacks
+from tests.support.seeding import add_monitors, outbox_jobs, tick
 
-from tests.scheduling import add_region, as_user, hijack_calls, plant_hijacks, tick
-
-
-def add_due(conn, n: int, *, interval: int = 5, due_ago: str = "10 seconds") -> list[dict]:
-    return conn.execute(
-        "INSERT INTO public.monitors (url, check_interval_minutes, next_check_at) "
-        "SELECT 'https://example.com/' || g, %s, now() - %s::interval "
-        "FROM generate_series(1, %s) g RETURNING *", (interval, due_ago, n)).fetchall()
-
-
-@pytest.fixture
-def region(conn) -> str:
-    add_region(conn, "us-east-1", is_default=True)
-    return "us-east-1"
 
 
 # ------------------------------------------------------------------ 1. search_path
@@ -93,7 +82,7 @@ def test_non_finite_next_check_at_is_refused(conn, value):
     with pytest.raises(psycopg.errors.CheckViolation, match="monitor_next_check_at_finite"):
         conn.execute("INSERT INTO public.monitors (url, next_check_at) "
                      "VALUES ('https://example.com/', %s)", (value,))
-    [m] = add_due(conn, 1)
+    [m] = add_monitors(conn, 1, check_interval_minutes=5)
     with pytest.raises(psycopg.errors.CheckViolation, match="monitor_next_check_at_finite"):
         conn.execute("UPDATE public.monitors SET next_check_at = %s", (value,))
     assert conn.execute("SELECT next_check_at FROM public.monitors").fetchone()["next_check_at"] \
@@ -110,7 +99,7 @@ def test_far_past_and_minus_infinity_rows_restart_on_their_phase_grid(conn, regi
         "VALUES ('https://example.com/odd', %s, %s) RETURNING id", (iv, at)).fetchone()["id"]: iv
         for iv, at in [(1, "-infinity"), (1, "4713-01-01 00:00:00+00 BC"),
                        (7, "0001-01-01 00:00:00+00"), (60, "1990-01-01 00:00:00+00")]}
-    normal = add_due(conn, 50)
+    normal = add_monitors(conn, 50, check_interval_minutes=5)
 
     run = tick(conn, lookahead_s=0)  # one slot each: the latest one not after now
 
@@ -130,7 +119,7 @@ def test_a_row_that_cannot_be_scheduled_is_skipped_and_recorded_and_the_rest_go_
     """Whatever one monitor's row holds (here: an interval of 0 after the product dropped
     the CHECK, and a product trigger that refuses one monitor's update), every other due
     monitor is scheduled and the tick says what it skipped."""
-    monitors = add_due(conn, 300)
+    monitors = add_monitors(conn, 300, check_interval_minutes=5)
     zero, refused = monitors[0]["id"], monitors[1]["id"]
     conn.execute("ALTER TABLE public.monitors DROP CONSTRAINT monitor_interval_1_to_1440_minutes, "
                  "DROP CONSTRAINT IF EXISTS monitor_interval_seconds_10_to_86400")
@@ -165,7 +154,7 @@ def test_a_row_that_cannot_be_scheduled_is_skipped_and_recorded_and_the_rest_go_
     "CREATE INDEX monitors_url_idx ON public.monitors (url)",  # a non-concurrent index build
 ])
 def test_a_lock_held_elsewhere_cannot_keep_the_tick_past_its_budget(conn, db_url, region, holder_sql):
-    add_due(conn, 2000)
+    add_monitors(conn, 2000, check_interval_minutes=5)
     budget_s = 2.0
     held = threading.Event()
     release = threading.Event()
@@ -196,22 +185,10 @@ def test_a_lock_held_elsewhere_cannot_keep_the_tick_past_its_budget(conn, db_url
     assert tick(conn)["monitors_claimed"] == 2000
 
 
-def test_budget_stop_is_recorded(conn, region):
-    add_due(conn, 20_000)
-    run = tick(conn, budget_s=0.3, chunk=5)
-    assert (run["stop_reason"], run["cut_short"]) == ("budget", True)
-    assert (run["finished_at"] - run["started_at"]).total_seconds() < 0.3 + 1.5
-
-
 # ------------------------------------------------------------------ 3. edits reach the schedule
 
-def jobs_of(conn, monitor_id) -> list[dict]:
-    return conn.execute("SELECT * FROM pgpulse.outbox WHERE monitor_id = %s",
-                        (monitor_id,)).fetchall()
-
-
 def test_a_shorter_interval_rephases_at_once(conn, region):
-    [daily] = add_due(conn, 1, interval=1440, due_ago="-20 hours")  # next check in 20 h
+    [daily] = add_monitors(conn, 1, check_interval_minutes=1440, due="20 hours")  # next check in 20 h
     before = conn.execute("SELECT now() AS t").fetchone()["t"]
     conn.execute("UPDATE public.monitors SET check_interval_minutes = 1 WHERE id = %s", (daily["id"],))
     row = conn.execute("SELECT next_check_at, pgpulse.first_slot(id, 1, next_check_at) AS grid "
@@ -235,22 +212,22 @@ def test_a_shorter_interval_rephases_at_once(conn, region):
     "DELETE FROM public.monitors WHERE id = %s",
 ])
 def test_deactivated_or_deleted_monitor_jobs_stop(conn, region, edit):
-    monitors = add_due(conn, 5)
+    monitors = add_monitors(conn, 5, check_interval_minutes=5)
     tick(conn)
     gone = monitors[2]["id"]
-    assert len(jobs_of(conn, gone)) == 1
+    assert len(outbox_jobs(conn, gone)) == 1
     conn.execute(edit, (gone,))
-    assert jobs_of(conn, gone) == []
+    assert outbox_jobs(conn, gone) == []
     assert conn.execute("SELECT count(*) AS n FROM pgpulse.outbox").fetchone()["n"] == 4
 
 
 def test_a_changed_check_reaches_waiting_jobs(conn, region):
-    [m] = add_due(conn, 1)
+    [m] = add_monitors(conn, 1, check_interval_minutes=5)
     tick(conn)
     conn.execute("UPDATE public.monitors SET url = 'https://new.example/health', method = 'HEAD', "
                  "timeout_ms = 3000, expected_status = '{204}', criticality = 'critical' "
                  "WHERE id = %s", (m["id"],))
-    [job] = jobs_of(conn, m["id"])
+    [job] = outbox_jobs(conn, m["id"])
     assert job["payload"]["url"] == "https://new.example/health"
     assert (job["payload"]["method"], job["payload"]["timeout_ms"],
             job["payload"]["expected_status"]) == ("HEAD", 3000, [204])
@@ -261,7 +238,7 @@ def test_a_job_put_back_after_a_failure_follows_its_monitor(conn, region):
     """The relay's requeue and a dead letter's retry may bring back a job whose monitor
     changed (or went) while the job was in flight."""
     from relay.queries import queries
-    kept, changed, paused = (m["id"] for m in add_due(conn, 3))
+    kept, changed, paused = (m["id"] for m in add_monitors(conn, 3, check_interval_minutes=5))
     tick(conn)
     in_flight = {j["monitor_id"]: j for j in conn.execute(
         "DELETE FROM pgpulse.outbox RETURNING *").fetchall()}  # the relay claimed them
@@ -299,7 +276,7 @@ def test_a_job_put_back_after_a_failure_follows_its_monitor(conn, region):
 # ------------------------------------------------------------------ 11. bounded growth
 
 def test_a_tick_prunes_old_run_records_and_dead_letters_without_pg_cron(conn, db_url, region):
-    [m] = add_due(conn, 1)
+    [m] = add_monitors(conn, 1, check_interval_minutes=5)
     conn.execute("INSERT INTO pgpulse.tick_runs (trigger, started_at, budget_ms, lookahead_ms) "
                  "SELECT 'old', now() - make_interval(days => d), 1, 1 FROM unnest('{28,29,31,32}'::int[]) d")
     conn.execute("INSERT INTO pgpulse.dead_letters (job_id, monitor_id, region, criticality, "

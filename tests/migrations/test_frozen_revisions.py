@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import importlib
 import io
-from pathlib import Path
 
 from alembic import command
 
 from relay import migrate
+from tests.support.cli import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_revision_applies_only_its_own_copies(tmp_path, monkeypatch):

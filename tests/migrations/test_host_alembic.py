@@ -5,16 +5,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from relay.config import sqlalchemy_url
+from tests.support.cli import ROOT, run_module
 
-ROOT = Path(__file__).resolve().parents[2]
 
 HOST_ENV = '''
 from alembic import context
@@ -68,12 +65,8 @@ def test_a_hosts_own_alembic_runs_pgpulses_revisions(dsn, tmp_path):
     (tmp_path / "alembic.ini").write_text(
         "[alembic]\nscript_location = %(here)s/alembic\npath_separator = os\n"
         f"sqlalchemy.url = {sqlalchemy_url(dsn).replace('%', '%%')}\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGPULSE_", "DATABASE_URL"))}
-    env["PYTHONPATH"] = str(ROOT)
-
     def alembic(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "alembic", *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=120)
+        done = run_module("alembic", *args, cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout
 

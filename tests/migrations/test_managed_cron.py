@@ -6,19 +6,16 @@ without the rights is shown the exact statements an admin runs."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from relay import migrate
 from relay.local.embedded import EmbeddedPostgres
-from waiting import wait_for
+from tests.support.cli import pgpulse
+from tests.support.waiting import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +55,9 @@ def test_without_the_rights_the_admin_statements_are_printed(managed):
     with psycopg.connect(managed.dsn("postgres"), autocommit=True) as admin:
         admin.execute(f"CREATE ROLE {role} LOGIN")
         admin.execute(f"CREATE DATABASE {role} OWNER {role}")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGPULSE_", "DATABASE_URL"))}
-    env |= {"DATABASE_URL": f"postgresql://{role}@127.0.0.1:{managed.port}/{role}",
-            "PYTHONPATH": str(ROOT)}
     try:
-        done = subprocess.run([sys.executable, "-m", "relay", "migrate", "--cron-database", "postgres"],
-                              env=env, capture_output=True, text=True, timeout=120)
+        done = pgpulse("migrate", "--cron-database", "postgres",
+                       database_url=f"postgresql://{role}@127.0.0.1:{managed.port}/{role}")
         assert done.returncode == 0, done.stderr
         assert ("SELECT cron.schedule_in_database('pgpulse-tick', '* * * * *', "
                 f"'CALL pgpulse.tick(p_trigger => ''pg_cron'')', '{role}');") in done.stderr

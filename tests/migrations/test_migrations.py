@@ -6,9 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -16,9 +14,9 @@ from psycopg.rows import dict_row
 
 from relay import migrate
 from relay.local.embedded import EmbeddedPostgres
-from tests.migrations.catalog import catalog, cron_job_rows, differences
+from tests.support.catalog import catalog, cron_job_rows, differences
+from tests.support.cli import ROOT, pgpulse
 
-ROOT = Path(__file__).resolve().parents[2]
 HEAD = "0011"
 _names = itertools.count()
 
@@ -406,10 +404,8 @@ def test_a_populated_0005_install_upgrades_to_0006_and_back(pg_server, empty_db,
 def test_offline_sql_builds_the_same_schema_when_a_dba_runs_it(pg_server, empty_db, tmp_path):
     """`pgpulse migrate --sql` prints the DDL without a database (the URL points nowhere);
     psql runs it into an empty database: the schema equals a migrated one, at head."""
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env["DATABASE_URL"] = "postgresql://nobody@127.0.0.1:9/nowhere"
-    printed = subprocess.run([sys.executable, "-m", "relay", "migrate", "--sql"], cwd=tmp_path,
-                             env=env | {"PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    printed = pgpulse("migrate", "--sql", database_url="postgresql://nobody@127.0.0.1:9/nowhere",
+                      cwd=tmp_path)
     assert printed.returncode == 0, printed.stderr
     script = tmp_path / "upgrade.sql"
     script.write_text(printed.stdout)

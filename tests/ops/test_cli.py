@@ -3,8 +3,9 @@
 import json
 
 import pytest
+from tests.support.cli import assert_one_line_error, pgpulse
+from tests.support.seeding import add_monitor
 
-from tests.ops.conftest import pgpulse
 
 COMMANDS = ["migrate", "tick", "relay", "status", "dlq", "region", "devserver", "demo", "bench", "http"]
 
@@ -14,15 +15,6 @@ def test_help_everywhere(command, relay_env):
     result = pgpulse(command, "--help", env=relay_env)
     assert result.returncode == 0
     assert "usage: pgpulse" in result.stdout
-
-
-def assert_one_line_error(result, fragment):
-    """One plain line says what is wrong; anything else on stderr is a JSON log line."""
-    assert result.returncode != 0
-    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("{")]
-    assert len(lines) == 1, result.stderr
-    assert fragment in lines[0]
-    assert "Traceback" not in result.stderr
 
 
 def test_user_mistakes_get_one_line_errors(conn, regions, relay_env):
@@ -59,7 +51,7 @@ def test_region_commands_change_routing_rows(conn, regions, relay_env):
 
 
 def test_status_and_dlq(conn, regions, relay_env):
-    conn.execute("INSERT INTO public.monitors (url, next_check_at) VALUES ('https://a.example', now())")
+    add_monitor(conn)
     pgpulse("tick", env=relay_env)
     conn.execute("""INSERT INTO pgpulse.dead_letters (job_id, monitor_id, region, criticality,
                       scheduled_for, deliver_at, expires_at, payload, attempts, last_error)

@@ -11,7 +11,8 @@ from psycopg.rows import dict_row
 
 from relay.doctor import RELAY_NEEDS
 from relay.local.embedded import CRON_DATABASE, free_port
-from tests.ops.conftest import pgpulse
+from tests.support.cli import pgpulse
+from tests.support.dsn import with_password
 
 SECRETS = {"CRON_SECRET": "cron-secret-7d1e", "PGPULSE_ALERT_WEBHOOK_URL": "https://hooks.example/T0/B0/hook-secret-91"}
 
@@ -24,10 +25,6 @@ def lines(out: str) -> dict[str, tuple[str, str]]:
         name, _, detail = rest.partition(": ")
         found[name] = (verdict, detail)
     return found
-
-
-def with_password(url: str, password: str) -> str:
-    return url.replace("postgresql://postgres@", f"postgresql://postgres:{password}@")
 
 
 def test_a_working_install_passes_every_check(conn, regions, relay_env, cron_db_url):

@@ -2,12 +2,9 @@
 
 import concurrent.futures
 import json
-import contextlib
 import os
 import resource
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -16,16 +13,12 @@ import psycopg
 from psycopg.rows import dict_row
 
 from relay.local.embedded import free_port
-from tests.ops.conftest import Service, pgpulse
-from tests.waiting import wait_for
+from tests.support.cli import pgpulse
+from tests.support.seeding import add_monitors
+from tests.support.regions import take_down
+from tests.support.waiting import wait_for
 
 SECRET = "cron-secret-7d1e4f0a9b"
-
-
-def seed_due(conn, n=50):
-    conn.execute("INSERT INTO public.monitors (url, next_check_at) "
-                 "SELECT 'https://example.com/' || g, now() - interval '5 seconds' "
-                 "FROM generate_series(1, %s) g", (n,))
 
 
 FAST = {"PGPULSE_FACTS_INTERVAL_S": "0.2"}
@@ -45,7 +38,7 @@ def test_healthz_readyz_and_metrics(conn, regions, relay_env, start_service):
     assert first.status_code == 200, first.text
     assert any("no tick finished" in w for w in first.json()["warnings"])
 
-    seed_due(conn)
+    add_monitors(conn, 50, due="-5 seconds")
     assert pgpulse("tick", env=relay_env).returncode == 0
     wait_for(lambda: readyz(service).json()["warnings"] == [], 10, "the facts to show the tick")
 
@@ -75,7 +68,7 @@ def backends(conn) -> int:
 
 
 def test_parallel_scrapes_share_one_cached_read(conn, regions, relay_env, start_service):
-    seed_due(conn, 20)
+    add_monitors(conn, 20, due="-5 seconds")
     service = start_service("http", env=relay_env | FAST)
     wait_for(lambda: facts_shown(service), 10, "the facts in /metrics")
     peak = [0]
@@ -135,8 +128,7 @@ def test_unauthenticated_bodies_name_no_host_port_or_user(relay_env, start_servi
 def test_readyz_judges_this_instance_not_a_pinned_regions_outage(conn, regions, relay_env, devserver,
                                                                  start_service):
     # eu-west-1 is down; its pinned jobs (no fallback) must wait: expected, not unready
-    devserver.set_faults({"error_rate": 1.0, "error_statuses": [503]},
-                         tokens=[relay_env["UPSTASH_REDIS_REST_TOKEN_EU_WEST_1"]])
+    take_down(devserver, relay_env["UPSTASH_REDIS_REST_TOKEN_EU_WEST_1"])
     conn.execute("INSERT INTO pgpulse.outbox (job_id, monitor_id, region, criticality, "
                  "scheduled_for, deliver_at, expires_at, allow_fallback, payload) "
                  "SELECT gen_random_uuid(), gen_random_uuid(), 'eu-west-1', 'normal', "
@@ -157,7 +149,7 @@ def test_readyz_judges_this_instance_not_a_pinned_regions_outage(conn, regions, 
 
 
 def test_cron_trigger_runs_one_tick_with_the_secret_only(conn, regions, relay_env, start_service):
-    seed_due(conn, 20)
+    add_monitors(conn, 20, due="-5 seconds")
     service = start_service("http", env=relay_env | {"CRON_SECRET": SECRET})
     url = service.url + "/api/cron/scheduler"
 
@@ -190,20 +182,6 @@ def test_cron_trigger_without_a_configured_secret_is_refused(conn, regions, rela
 
 
 FD_LIMIT = 128
-
-
-class LimitedService(Service):
-    """A `pgpulse` service started with few file descriptors (RLIMIT_NOFILE)."""
-
-    def __init__(self, args: list[str], env: dict[str, str], port: int) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        limit = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))  # noqa: E731
-        self.proc = subprocess.Popen([sys.executable, "-m", "relay", *args], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     stdin=subprocess.DEVNULL, start_new_session=True,
-                                     preexec_fn=limit)
-        self.output = ""
 
 
 class Slowloris:
@@ -246,12 +224,12 @@ class Slowloris:
             sock.close()
 
 
-def test_healthz_answers_under_a_slowloris_flood_with_few_descriptors(conn, regions, relay_env):
-    seed_due(conn, 30)
-    port = free_port()
+def test_healthz_answers_under_a_slowloris_flood_with_few_descriptors(conn, regions, relay_env, start_service):
+    add_monitors(conn, 30, due="-5 seconds")
     env = relay_env | FAST | {"PGPULSE_HTTP_REQUEST_TIMEOUT_S": "2"}
-    service = LimitedService(["relay", "--http", f"127.0.0.1:{port}"], env, port).wait_ready()
-    flood = Slowloris(port, 160)  # more half-sent requests than the process has descriptors
+    few_descriptors = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))  # noqa: E731
+    service = start_service("relay", env=env, preexec_fn=few_descriptors)
+    flood = Slowloris(service.port, 160)  # more half-sent requests than the process has descriptors
     answered = failed = 0
     try:
         for _ in range(15):

@@ -14,9 +14,10 @@ import httpx
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from tests.support.cli import ROOT, pgpulse
+from tests.support.seeding import add_monitors
+from tests.support.waiting import wait_for
 
-from tests.ops.conftest import ROOT, pgpulse
-from tests.waiting import wait_for
 
 RULES = ROOT / "deploy/prometheus/pgpulse-rules.yml"
 RULES_TEST = ROOT / "deploy/prometheus/pgpulse-rules_test.yml"
@@ -86,8 +87,7 @@ def test_a_running_relay_exports_every_metric_the_rules_and_dashboard_name(conn,
     assert {"pgpulse_last_tick_finished_timestamp_seconds", "pgpulse_dead_letters",
             "pgpulse_breaker_state", "pgpulse_build_info"} <= named
 
-    conn.execute("INSERT INTO public.monitors (url, next_check_at) "
-                 "SELECT 'https://m.example/' || g, now() FROM generate_series(1, 5) g")
+    add_monitors(conn, 5)
     assert pgpulse("tick", env=relay_env).returncode == 0
     service = start_service("relay", env=relay_env | {"PGPULSE_DEPTH_INTERVAL_S": "0.2"})
 

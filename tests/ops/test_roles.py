@@ -5,7 +5,9 @@ import psycopg
 import pytest
 
 from relay.resources import sql_text
-from tests.ops.conftest import pgpulse
+from tests.support.cli import pgpulse
+from tests.support.dsn import as_user
+from tests.support.seeding import add_monitors
 
 LOGINS = """
 DO $$
@@ -21,15 +23,10 @@ $$
 """
 
 
-def as_user(dsn: str, user: str) -> str:
-    return dsn.replace("postgres@", f"{user}@")
-
-
 def test_relay_and_ticker_roles_do_their_job_and_no_more(conn, db_url, regions, relay_env):
     conn.execute(sql_text("roles.sql"))
     conn.execute(LOGINS)
-    conn.execute("INSERT INTO public.monitors (url, next_check_at) "
-                 "SELECT 'https://example.com/' || g, now() FROM generate_series(1, 30) g")
+    add_monitors(conn, 30)
 
     ticked = pgpulse("tick", "--json", env=relay_env | {"DATABASE_URL": as_user(db_url, "ticker_app")})
     assert ticked.returncode == 0, ticked.stderr

@@ -12,21 +12,17 @@ import httpx
 from relay import logs
 from relay.devserver import DevServer
 from relay.local.embedded import free_port
-from tests.ops.conftest import pgpulse
-from tests.waiting import wait_for
+from tests.support.cli import pgpulse
+from tests.support.dsn import with_password
+from tests.support.waiting import wait_for
 
 CRON_SECRET = "cron-3f9a1c7e5b2d8046"
-DB_PASSWORD = "pw-6e2b9d4f1a7c3085"
-
-
-def with_password(dsn: str) -> str:
-    # the throwaway cluster trusts local connections, so the password is carried, not checked
-    return dsn.replace("postgres@", f"postgres:{DB_PASSWORD}@")
+DB_PASSWORD = "pw-6e2b9d4f1a7c3085"  # carried, not checked: the cluster trusts local connections
 
 
 def test_no_secret_in_logs_errors_responses_or_metrics(conn, regions, relay_env, devserver, start_service):
     wrong_eu_token = "tok-eu-WRONG-91c2d7e4"
-    env = relay_env | {"CRON_SECRET": CRON_SECRET, "DATABASE_URL": with_password(relay_env["DATABASE_URL"]),
+    env = relay_env | {"CRON_SECRET": CRON_SECRET, "DATABASE_URL": with_password(relay_env["DATABASE_URL"], DB_PASSWORD),
                        "UPSTASH_REDIS_REST_TOKEN_EU_WEST_1": wrong_eu_token,
                        "PGPULSE_BREAKER_FAILURES": "1", "PGPULSE_RETRY_WINDOW_S": "0.5",
                        "PGPULSE_LOG_LEVEL": "DEBUG"}

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.support.cli import ROOT, pgpulse
+from tests.support.seeding import add_monitors
+from tests.support.waiting import wait_for
 
-from tests.ops.conftest import ROOT, pgpulse
-from tests.waiting import wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(os.environ.get("PGPULSE_TEST_ARTIFACTS") or ROOT / "test-artifacts")
@@ -42,8 +43,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium missing: apt-get install chromium")
 def test_the_page_shows_the_system_in_a_real_browser(conn, regions, relay_env, start_service, tmp_path):
-    conn.execute("INSERT INTO public.monitors (url, preferred_region, next_check_at) "
-                 "SELECT 'https://m.example/' || g, 'eu-west-1', now() FROM generate_series(1, 3) g")
+    add_monitors(conn, 3, preferred_region="eu-west-1")
     assert pgpulse("tick", env=relay_env).returncode == 0
     # a pg_cron tick that ran out of budget, a dead letter, eu refusing our token
     conn.execute("""INSERT INTO pgpulse.tick_runs (trigger, started_at, finished_at, budget_ms,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from relay.cli import build_parser
-from tests.ops.conftest import ROOT
+from tests.support.cli import ROOT
 
 UNITS = sorted((ROOT / "deploy/systemd").iterdir())
 INSTALLED = "/opt/pgpulse/.venv/bin/pgpulse"  # where the README installs it

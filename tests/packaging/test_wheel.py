@@ -29,9 +29,9 @@ from packaging.utils import canonicalize_name
 
 from relay.devserver import DevServer
 from relay.local.embedded import free_port
-from tests.waiting import wait_for
+from tests.support.cli import ROOT
+from tests.support.waiting import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "relay", "sql", "migrations")
 TOKEN = "tok-wheel-3e8a1c"
 

@@ -1,5 +1,5 @@
-"""Fixtures for the relay's process tests: the dev server (one token per region, each
-token a Redis database), the three regions, relay subprocesses and the queues."""
+"""Fixtures for the relay's process tests: the dev server with empty region databases, the
+three regions, relay subprocesses and the queues."""
 
 from __future__ import annotations
 
@@ -8,16 +8,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from harness import ADMIN_TOKEN, BY_CODE, REGIONS, SCHEMA, Queues, RegionSpec, Relays
 from relay.devserver import DevServer
-
-
-@pytest.fixture(scope="session")
-def devserver(redis_server) -> Iterator[DevServer]:
-    tokens = {r.token: r.db for r in REGIONS} | {r.alt_token: r.db for r in REGIONS}
-    with DevServer(redis_server.url, tokens,
-                   admin_token=ADMIN_TOKEN) as server:
-        yield server
+from tests.support.processes import Relays
+from tests.support.queues import SCHEMA, Queues
+from tests.support.regions import BY_CODE, REGIONS, RegionSpec, take_down
+from tests.support.seeding import add_regions
 
 
 @pytest.fixture
@@ -37,12 +32,15 @@ def upstash(devserver: DevServer, redis_server) -> Iterator[DevServer]:
 @pytest.fixture
 def regions(conn) -> dict[str, RegionSpec]:
     """Three regions: us-east-1 is the default, the other two fall back to it."""
-    conn.execute("""
-        INSERT INTO pgpulse.regions (code, is_default) VALUES ('us-east-1', true);
-        INSERT INTO pgpulse.regions (code, fallback_region) VALUES
-            ('eu-west-1', 'us-east-1'), ('ap-south-1', 'us-east-1');
-    """)
+    add_regions(conn, "us-east-1", {"eu-west-1": "us-east-1", "ap-south-1": "us-east-1"})
     return BY_CODE
+
+
+@pytest.fixture
+def eu_down(upstash: DevServer, regions) -> RegionSpec:
+    """eu-west-1, whose endpoint answers 503 to everything until the faults are cleared."""
+    take_down(upstash, BY_CODE["eu-west-1"].token)
+    return BY_CODE["eu-west-1"]
 
 
 @pytest.fixture
@@ -54,7 +52,7 @@ def queues(redis_server) -> Iterator[Queues]:
 
 @pytest.fixture
 def relays(db_url, upstash, tmp_path) -> Iterator[Relays]:
-    group = Relays(db_url, upstash, tmp_path)
+    group = Relays(db_url, upstash.url, tmp_path)
     yield group
     group.cleanup()
 
@@ -63,5 +61,3 @@ def relays(db_url, upstash, tmp_path) -> Iterator[Relays]:
 def schema_validator():
     from jsonschema import Draft202012Validator, FormatChecker
     return Draft202012Validator(SCHEMA, format_checker=FormatChecker())
-
-

@@ -10,10 +10,13 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from harness import REGIONS, assert_exactly_once, tick
 from relay import migrate
 from relay.local.embedded import EmbeddedPostgres
-from waiting import wait_for
+from tests.support.processes import Relays
+from tests.support.queues import assert_exactly_once
+from tests.support.regions import REGIONS
+from tests.support.seeding import tick
+from tests.support.waiting import wait_for
 
 HOST_REVISION = "9c4b2a7e11f0"
 
@@ -85,8 +88,6 @@ def product_db(pg_server: EmbeddedPostgres):
 
 def test_an_existing_monitors_table_is_adopted_served_and_given_back(
         product_db, upstash, queues, tmp_path, capsys):
-    from harness import Relays
-
     with psycopg.connect(product_db, row_factory=dict_row) as conn:
         shape_before = conn.execute(SHAPE).fetchone()
         rows_before = conn.execute(PRODUCT_ROWS).fetchall()
@@ -114,9 +115,9 @@ def test_an_existing_monitors_table_is_adopted_served_and_given_back(
             "SELECT id FROM public.monitors WHERE is_active AND next_check_at <= now()")}
         assert len(due) > 8000
         # ticks until one is not cut short by its budget (a loaded machine may need two)
-        runs = [tick(conn)]
+        runs = [tick(conn, lookahead_s=0)]
         while runs[-1]["cut_short"] and len(runs) < 5:
-            runs.append(tick(conn))
+            runs.append(tick(conn, lookahead_s=0))
         assert not runs[-1]["cut_short"]
         # every monitor due before the ticks was scheduled (some fell due meanwhile)
         scheduled = {str(r["id"]) for r in conn.execute(
@@ -130,7 +131,7 @@ def test_an_existing_monitors_table_is_adopted_served_and_given_back(
                            " (1, 'new', 'https://new.example') RETURNING next_check_at").fetchone()
         assert new["next_check_at"] is not None
 
-    relays = Relays(product_db, upstash, tmp_path)
+    relays = Relays(product_db, upstash.url, tmp_path)
     try:
         relay = relays.start()
         wait_for(lambda: queues.total() >= len(jobs), timeout=60,

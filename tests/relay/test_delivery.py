@@ -5,24 +5,16 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
-from tests.waiting import wait_for
-from harness import (BY_CODE, assert_exactly_once, emitted_ids, insert_jobs, insert_monitors,
-                     outbox_count, record_emitted, region_row, tick)
-
-
-def parse_ts(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def listening(conn) -> bool:
-    """Has a relay's LISTEN connection been established on this database?"""
-    return conn.execute("""
-        SELECT count(*) AS n FROM pg_stat_activity
-         WHERE datname = current_database() AND query = 'LISTEN pgpulse_outbox'
-    """).fetchone()["n"] > 0
+import redis
+from tests.support.activity import listening
+from tests.support.queues import assert_exactly_once, parse_ts
+from tests.support.regions import BY_CODE
+from tests.support.seeding import (
+    emitted_ids, insert_jobs, insert_monitors, outbox_count, record_emitted, region_row, tick)
+from tests.support.waiting import wait_for
 
 
 @pytest.mark.timeout(180)
@@ -34,7 +26,7 @@ def test_four_relays_deliver_20000_jobs_exactly_once(conn, regions, relays, queu
                  on_timeout=p.tail)
     record_emitted(conn)
     insert_monitors(conn, 20_000)
-    run = tick(conn)  # each chunk's NOTIFY wakes the relays while the tick goes on
+    run = tick(conn, lookahead_s=0)  # each chunk's NOTIFY wakes the relays while the tick goes on
     assert run["jobs_written"] == 20_000
     emitted = emitted_ids(conn)
     expected = set(emitted)
@@ -114,14 +106,16 @@ def test_notify_wakes_an_idle_relay_long_before_the_poll_interval(conn, regions,
     wait_for(lambda: outbox_count(conn) == 0, 10, "the claims to commit")
 
 
-def test_inline_errors_requeue_with_attempts_and_backoff(conn, regions, relays, queues, upstash):
-    # a minority of a batch failing on its own: those jobs only, with an attempt more
-    ids = insert_jobs(conn, 40, "us-east-1", tag="inline")
+def test_inline_errors_requeue_with_attempts_and_backoff(conn, regions, relays, queues, upstash,
+                                                         redis_server):
+    # a minority of a batch failing on its own: those jobs only, with an attempt more (a
+    # queue key of the wrong type: a real error inside the push call, for those jobs only)
+    us = redis.Redis.from_url(redis_server.url, db=BY_CODE["us-east-1"].db)
+    us.set("pgpulse:jobs:us-east-1:low", "not a list")
+    ids = insert_jobs(conn, 40, "us-east-1", criticality="low", tag="inline")
     good = insert_jobs(conn, 60, "us-east-1", tag="fine")
     before = {r["job_id"]: r["deliver_at"] for r in conn.execute(
         "SELECT job_id::text, deliver_at FROM pgpulse.outbox")}
-    upstash.set_faults({"inline_error_match": "https://inline-",
-                        "inline_error": "ERR injected for the test"})
     relay = relays.start("--once", "--json")
     assert relay.wait(60) == 1, relay.tail()  # jobs left for a later attempt: not a success
     assert "40 job(s) failed and wait for a later attempt" in relay.stderr().splitlines()[-1]
@@ -134,29 +128,32 @@ def test_inline_errors_requeue_with_attempts_and_backoff(conn, regions, relays, 
         assert r["attempts"] == 1
         # a backoff (1 s +-20% after the first attempt), from the moment of the failure
         assert (r["deliver_at"] - before[r["job_id"]]).total_seconds() >= 0.8
-        assert "ERR injected for the test" in r["last_error"]
+        assert "WRONGTYPE" in r["last_error"]
+    us.delete("pgpulse:jobs:us-east-1:low")
+    us.close()
     assert_exactly_once(queues, set(good))
 
-    # a share of the commands failing at random: every job still arrives exactly once
-    conn.execute("UPDATE pgpulse.outbox SET deliver_at = now(), attempts = 0")
+    # a share of the push calls failing as a whole at random: those batches are held (a
+    # whole call failing is the region's trouble) and every job still arrives exactly once
+    conn.execute("UPDATE pgpulse.outbox SET deliver_at = now()")
     more = insert_jobs(conn, 160, "ap-south-1", tag="inline-share")
     upstash.set_faults({"inline_error_rate": 0.2})
-    relay = relays.start(max_attempts=10)
-    wait_for(lambda: conn.execute("SELECT count(*) AS n FROM pgpulse.outbox WHERE attempts >= 1")
-             .fetchone()["n"] > 0 and queues.total() > 60, 30, "some jobs to fail and be requeued",
-             on_timeout=relay.tail)
+    relay = relays.start(max_attempts=10, batch_size=5)
+    wait_for(lambda: upstash.stats()["faults"].get("inline_error", 0) > 0
+             and queues.total() > 60, 30, "some calls to fail", on_timeout=relay.tail)
     upstash.clear_faults()
-    wait_for(lambda: outbox_count(conn) == 0, 60, "the requeued jobs", on_timeout=relay.tail)
+    wait_for(lambda: outbox_count(conn) == 0, 60, "the held jobs", on_timeout=relay.tail)
     found = assert_exactly_once(queues, set(ids) | set(more) | set(good))
     retried = [p.job for p in found if p.job["attempt"] > 1]
     assert retried, "no job was delivered on a later attempt"
-    assert upstash.stats()["faults"]["inline_error"] > 40
 
 
-def test_jobs_dead_letter_after_the_attempt_limit(conn, regions, relays, queues, upstash):
-    ids = insert_jobs(conn, 25, "eu-west-1", tag="dead")
+def test_jobs_dead_letter_after_the_attempt_limit(conn, regions, relays, queues, upstash,
+                                                 redis_server):
+    eu = redis.Redis.from_url(redis_server.url, db=BY_CODE["eu-west-1"].db)
+    eu.set("pgpulse:jobs:eu-west-1:low", "not a list")  # those jobs always fail on their own
+    ids = insert_jobs(conn, 25, "eu-west-1", criticality="low", tag="dead")
     good = insert_jobs(conn, 50, "eu-west-1", tag="alive")
-    upstash.set_faults({"inline_error_match": "https://dead-", "inline_error": "ERR always refused"})
     # batches of two: a poisoned job is never most of its batch (which would count
     # against the region instead, see test_losses)
     relay = relays.start(max_attempts=2, batch_size=2)
@@ -168,8 +165,10 @@ def test_jobs_dead_letter_after_the_attempt_limit(conn, regions, relays, queues,
     assert {r["job_id"] for r in rows} == set(ids)
     for r in rows:
         assert r["attempts"] == 2
-        assert "ERR always refused" in r["last_error"]
+        assert "WRONGTYPE" in r["last_error"]
         assert r["payload"]["url"].startswith("https://dead-")
+    eu.delete("pgpulse:jobs:eu-west-1:low")
+    eu.close()
     assert_exactly_once(queues, set(good))
     wait_for(lambda: relay.has_event("job_dead_lettered"), 10, "a dead-letter log line")
 

@@ -7,28 +7,20 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import redis
-from tests.waiting import wait_for
-from harness import (BY_CODE, REGIONS, ROOT, assert_exactly_once, insert_jobs, insert_monitors,
-                     outbox_count, outbox_ids, region_row, tick)
 from relay.queries import queries
-
-
-def open_claims(conn) -> int:
-    """Relay transactions holding claimed rows (waiting on their publish)."""
-    return conn.execute("""
-        SELECT count(*) AS n FROM pg_stat_activity
-         WHERE datname = current_database() AND application_name = 'pgpulse-relay'
-           AND state = 'idle in transaction'
-    """).fetchone()["n"]
+from tests.support.activity import open_claims
+from tests.support.cli import pgpulse
+from tests.support.queues import assert_exactly_once
+from tests.support.regions import BY_CODE, REGIONS, take_down
+from tests.support.seeding import (
+    insert_jobs, insert_monitors, outbox_count, outbox_ids, region_row, tick)
+from tests.support.waiting import wait_for
 
 
 def claimed_by_others(conn, region: str) -> int:
@@ -291,9 +283,7 @@ def test_idle_workers_do_not_storm_while_a_sibling_holds_the_due_rows(conn, regi
 # ---------------------------------------------------------------- 11. relay --once says when it could not
 
 
-def test_relay_once_exits_non_zero_when_due_jobs_remain(conn, regions, relays, queues, upstash):
-    eu = BY_CODE["eu-west-1"]
-    upstash.set_faults({"error_rate": 1.0, "error_statuses": [503]}, tokens=[eu.token])
+def test_relay_once_exits_non_zero_when_due_jobs_remain(conn, regions, relays, queues, upstash, eu_down):
     waiting = insert_jobs(conn, 7, "eu-west-1", allow_fallback=False, tag="pinned")
     fine = insert_jobs(conn, 5, "ap-south-1", tag="fine")
     relay = relays.start("--once", "--json", breaker_failures=2, retry_window_s=0.5)
@@ -353,7 +343,7 @@ def test_jobs_of_deleted_renamed_disabled_and_unconfigured_regions(conn, regions
     insert_monitors(conn, 10, region="me-central-1")
     insert_monitors(conn, 10, region="eu-west-1")
     insert_monitors(conn, 6, region="eu-west-1", allow_fallback=False)
-    assert tick(conn)["jobs_written"] == 36
+    assert tick(conn, lookahead_s=0)["jobs_written"] == 36
     pinned = {r["job_id"] for r in conn.execute(
         "SELECT job_id::text FROM pgpulse.outbox WHERE NOT allow_fallback")}
     stale = insert_jobs(conn, 5, "af-south-1", expires_in_s=-1, deliver_in_s=-90, tag="stale")
@@ -396,20 +386,16 @@ def test_jobs_of_deleted_renamed_disabled_and_unconfigured_regions(conn, regions
 # ---------------------------------------------------------------- 10. dead letters come back as they left
 
 
-def pgpulse_cli(db_url: str, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGPULSE_", "UPSTASH_"))}
-    env["DATABASE_URL"] = db_url
-    env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", "relay", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-
-
 def test_dlq_retry_keeps_allow_fallback_and_keeps_what_it_cannot_move(
-        db_url, conn, regions, relays, queues, upstash):
-    pinned = insert_jobs(conn, 4, "eu-west-1", allow_fallback=False, tag="pinned-dead")
-    upstash.set_faults({"inline_error_match": "https://pinned-dead-", "inline_error": "ERR no"})
+        db_url, conn, regions, relays, queues, upstash, redis_server):
+    pinned = insert_jobs(conn, 4, "eu-west-1", allow_fallback=False, criticality="low",
+                         tag="pinned-dead")
+    eu = redis.Redis.from_url(redis_server.url, db=BY_CODE["eu-west-1"].db)
+    eu.set("pgpulse:jobs:eu-west-1:low", "not a list")  # each push of theirs fails
     relay = relays.start("--once", "--json", max_attempts=1, batch_size=2)
     assert relay.wait(60) == 1, relay.tail()  # dead-lettered jobs: --once says so
+    eu.delete("pgpulse:jobs:eu-west-1:low")
+    eu.close()
     assert "4 job(s) failed their last attempt and were dead-lettered" in relay.stderr()
     rows = conn.execute("SELECT job_id::text, allow_fallback FROM pgpulse.dead_letters").fetchall()
     assert {r["job_id"] for r in rows} == set(pinned)
@@ -422,10 +408,10 @@ def test_dlq_retry_keeps_allow_fallback_and_keeps_what_it_cannot_move(
                expires_at + interval '1 hour', false, payload
           FROM pgpulse.dead_letters WHERE job_id = %s""", (pinned[0],))
 
-    done = pgpulse_cli(db_url, "dlq", "retry", "--json")
+    done = pgpulse("dlq", "retry", "--json", database_url=db_url, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"retried": 3, "kept": 1}
-    text = pgpulse_cli(db_url, "dlq", "retry").stdout
+    text = pgpulse("dlq", "retry", database_url=db_url, timeout=60).stdout
     assert "kept 1 dead letter(s) whose slot is in the outbox already" in text
     assert [r["job_id"] for r in conn.execute(
         "SELECT job_id::text FROM pgpulse.dead_letters")] == [pinned[0]]
@@ -438,7 +424,7 @@ def test_dlq_retry_keeps_allow_fallback_and_keeps_what_it_cannot_move(
                for r in rows), rows
 
     # eu-west-1 down: the retried pinned jobs wait for it, they do not leave their region
-    upstash.set_faults({"error_rate": 1.0, "error_statuses": [503]}, tokens=[BY_CODE["eu-west-1"].token])
+    take_down(upstash, BY_CODE["eu-west-1"].token)
     relay = relays.start("--once", breaker_failures=2, retry_window_s=0.3)
     assert relay.wait(60) == 1, relay.tail()
     assert queues.total() == 0 and len(outbox_ids(conn)) == 4
@@ -462,7 +448,7 @@ def test_two_relays_that_see_a_region_differently_agree_on_its_health(conn, regi
             WHEN (NEW.code = 'eu-west-1' AND OLD.healthy IS DISTINCT FROM NEW.healthy)
             EXECUTE FUNCTION public.test_flip();""")
     # relay A reaches eu-west-1 with a token whose requests all fail; relay B's work
-    upstash.set_faults({"error_rate": 1.0, "error_statuses": [503]}, tokens=[eu.alt_token])
+    take_down(upstash, eu.alt_token)
     settings = {"breaker_failures": 2, "breaker_cooldown_s": 0.3, "retry_window_s": 0.2,
                 "depth_interval_s": 0.3, "health_ttl_s": 4}
     b = relays.start(**settings)

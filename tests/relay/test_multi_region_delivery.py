@@ -6,31 +6,14 @@ from __future__ import annotations
 
 import collections
 import time
-from datetime import datetime
 
 import pytest
-from tests.waiting import wait_for
-from harness import (BY_CODE, assert_exactly_once, emitted_ids, outbox_count, record_emitted)
+from tests.support.queues import assert_exactly_once, parse_ts
+from tests.support.regions import BY_CODE
+from tests.support.seeding import add_monitors, emitted_ids, outbox_count, record_emitted, tick
+from tests.support.waiting import wait_for
 
 ALL = sorted(BY_CODE)
-
-
-def parse_ts(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def add_monitors(conn, n: int, *, regions: list[str] | None, interval_s: int,
-                 allow_fallback: bool = True, due: str = "now() - interval '1 second'") -> None:
-    conn.execute(
-        "INSERT INTO public.monitors (url, check_interval_seconds, check_regions, allow_fallback, "
-        f"next_check_at) SELECT 'https://m' || g || '.test/', %s, %s, %s, {due} "
-        "FROM generate_series(1, %s) g", (interval_s, regions, allow_fallback, n))
-
-
-def tick(conn, lookahead_s: float) -> dict:
-    conn.execute("CALL pgpulse.tick(NULL, 'test', '45 seconds', make_interval(secs => %s), 5000)",
-                 (lookahead_s,))
-    return conn.execute("SELECT * FROM pgpulse.tick_runs ORDER BY id DESC LIMIT 1").fetchone()
 
 
 @pytest.mark.timeout(120)
@@ -40,9 +23,10 @@ def test_every_monitor_region_and_slot_is_published_exactly_once(
     wait_for(lambda: relay.has_event("relay_started"), 30, "the relay to start",
              on_timeout=relay.tail)
     record_emitted(conn)
-    add_monitors(conn, 60, regions=ALL, interval_s=300)
-    add_monitors(conn, 20, regions=None, interval_s=10)
-    add_monitors(conn, 10, regions=["us-east-1", "ap-south-1"], interval_s=10)
+    add_monitors(conn, 60, check_regions=ALL, check_interval_seconds=300, due="-1 second")
+    add_monitors(conn, 20, check_regions=None, check_interval_seconds=10, due="-1 second")
+    add_monitors(conn, 10, check_regions=["us-east-1", "ap-south-1"], check_interval_seconds=10,
+                 due="-1 second")
     # 12 s ahead: the sub-minute monitors have slots still to come, published on time
     run = tick(conn, lookahead_s=12)
     expected = set(emitted_ids(conn))
@@ -79,16 +63,14 @@ def test_every_monitor_region_and_slot_is_published_exactly_once(
 
 @pytest.mark.timeout(120)
 def test_a_down_region_does_not_delay_the_other_regions_of_a_slot(
-        conn, regions, relays, queues, upstash):
-    eu = BY_CODE["eu-west-1"]
-    upstash.set_faults({"error_rate": 1.0, "error_statuses": [503]}, tokens=[eu.token])
+        conn, regions, relays, queues, upstash, eu_down):
     relay = relays.start(breaker_failures=2, breaker_cooldown_s=1, retry_window_s=1)
     wait_for(lambda: relay.has_event("relay_started"), 30, "the relay to start",
              on_timeout=relay.tail)
     record_emitted(conn)
     # no fallback: eu-west-1's jobs wait for eu-west-1
-    add_monitors(conn, 40, regions=ALL, interval_s=300, allow_fallback=False,
-                 due="now() + interval '3 seconds'")
+    add_monitors(conn, 40, check_regions=ALL, check_interval_seconds=300, allow_fallback=False,
+                 due="3 seconds")
     tick(conn, lookahead_s=10)
     expected = set(emitted_ids(conn))
     assert len(expected) == 120

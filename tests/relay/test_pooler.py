@@ -15,9 +15,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from harness import assert_exactly_once, insert_monitors, tick
 from relay.local.embedded import EmbeddedPostgres, _service_user, die_with_parent, free_port
-from waiting import wait_for
+from tests.support.processes import Relays
+from tests.support.queues import assert_exactly_once
+from tests.support.seeding import insert_monitors, tick
+from tests.support.waiting import wait_for
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 
@@ -75,12 +77,10 @@ logfile = {home}/pgbouncer.log
 
 def test_relay_behind_pgbouncer_in_transaction_mode_delivers_every_job_once(
         conn, db_url, regions, bouncer, upstash, queues, tmp_path):
-    from harness import Relays
-
     pooled_url = db_url.replace(db_url.split("@")[1].split("/")[0], f"127.0.0.1:{bouncer}")
-    relays = Relays(pooled_url, upstash, tmp_path)
+    relays = Relays(pooled_url, upstash.url, tmp_path)
     insert_monitors(conn, 3000)
-    first = tick(conn)
+    first = tick(conn, lookahead_s=0)
     try:
         relay = relays.start(listen="off", pool_size=3, batch_size=200)
         wait_for(lambda: queues.total() >= first["jobs_written"], timeout=60,

@@ -1,12 +1,5 @@
 from relay.breaker import CircuitBreaker, State
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.fakes import Clock
 
 
 def make(threshold=3, cooldown=10.0):

@@ -1,6 +1,5 @@
 import re
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
 
@@ -9,6 +8,7 @@ from relay.config import (OpsSettings, RelaySettings, database_url, env_suffix, 
                           region_endpoint)
 from relay.errors import ConfigError
 from relay.tick import TickParams
+from tests.support.cli import ROOT
 
 
 def test_region_endpoint_prefers_region_variables_and_falls_back_to_plain_ones():
@@ -61,7 +61,6 @@ def test_listen_off_polls_often_and_pool_size_is_a_setting():
 
 # ------------------------------------------------------------ each setting defined once
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_readme_settings_table_is_the_one_in_config():

@@ -14,9 +14,9 @@ from relay.config import RelaySettings
 from relay.drainer import Drainer
 from relay.outcomes import FAILED, HELD, PUSHED, WAIT, Outcome, settle
 from relay.publish import Publisher
-from relay.errors import RegionRefused
-from tests.unit.fakes import (Clock, FakeStore, database_down, make_job, make_region,
-                              make_registry)
+from relay.errors import MalformedReply, RegionRefused
+from tests.support.fakes import (Clock, FakeStore, database_down, jobs_in, make_job,
+                                  make_region, make_registry)
 
 
 def make_drainer(store, registry, region, **settings) -> Drainer:
@@ -47,8 +47,9 @@ async def test_an_open_breaker_sends_only_fallback_jobs_to_the_fallback_region()
     assert await drainer.drain_once() == 1
     assert eu.client.requests == []
     [request] = us.client.requests
+    # one push call: EVALSHA sha numkeys dedup queue margin job expires_at
     assert request[0][4] == "pgpulse:jobs:us:normal"
-    assert '"delivered_to": "us"' in request[0][5]
+    assert '"delivered_to": "us"' in request[0][6]
     assert drainer.counts.rerouted == 1
     assert [j.job_id for j in store.due["eu"]] == [make_job(2).job_id]  # waits for eu
 
@@ -89,8 +90,7 @@ async def test_a_failure_on_the_last_attempt_is_dead_lettered_and_counted_once()
     _, store, eu, _, _, drainer = setup(max_attempts=3)
     store.due["eu"] = [make_job(1, attempts=2), make_job(2, attempts=1), make_job(3),
                        make_job(4)]
-    eu.client.answer = lambda commands: [{"error": "WRONGTYPE"}, {"error": "WRONGTYPE"},
-                                         {"result": 1}, {"result": 0}]
+    eu.client.answer = lambda commands: [{"result": ["WRONGTYPE", "WRONGTYPE", 1, 0]}]
     assert await drainer.drain_once() == 4
     assert [(r.job.job_id[-1], r.attempts) for r in store.dead] == [("1", 3)]
     assert [(r.job.job_id[-1], r.attempts) for r in store.requeued] == [("2", 2)]
@@ -113,13 +113,13 @@ async def test_a_lost_script_is_loaded_again_and_the_push_repeated():
     clock = Clock()
     eu = make_region("eu", clock)
     answers = iter([lambda commands: [{"error": "NOSCRIPT No matching script."}] * len(commands),
-                    lambda commands: [{"result": 1}] * len(commands)])
+                    lambda commands: [{"result": [1] * jobs_in(c)} for c in commands]])
     eu.client.answer = lambda commands: next(answers)(commands)
     outcomes = await Publisher(1 << 20, 60).publish(eu, [make_job(1), make_job(2)],
                                                     rerouted=False)
     assert outcomes == [Outcome(PUSHED)] * 2
     first, second = eu.client.requests
-    assert {c[1] for c in first} == {"sha-1"} and {c[1] for c in second} == {"sha-2"}
+    assert [c[1] for c in first] == ["sha-1"] and [c[1] for c in second] == ["sha-2"]
     assert eu.script_sha == "sha-2"
 
 
@@ -155,3 +155,17 @@ async def test_an_open_breaker_without_fallback_sleeps_until_the_probe():
     clock.now += 7.5
     store.next_due_s = 0.0  # not read: no job may go anywhere now
     assert await drainer.wake_timeout(claimed=0) == 2.5
+
+
+async def test_push_intents_go_with_the_claim_unless_an_answer_was_unreadable():
+    _, store, eu, _, _, drainer = setup()
+    store.due["eu"] = [make_job(1), make_job(2)]
+    assert await drainer.drain_once() == 2
+    assert store.intents == {}  # pushed, committed: nothing may be pinned
+    store.due["eu"] = [make_job(3)]
+
+    def unreadable(calls):
+        raise MalformedReply("region eu: /pipeline answered no list replies to 1 commands")
+    eu.client.answer = unreadable
+    assert await drainer.drain_once() == 1
+    assert store.intents == {make_job(3).job_id: "eu"}  # maybe pushed: pinned to eu

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from relay.breaker import State
-from tests.unit.fakes import Clock, FakeStore, make_region, make_registry
+from tests.support.fakes import Clock, FakeStore, make_region, make_registry
 
 
 def trip(region) -> None:

@@ -1,33 +1,9 @@
-"""Helpers the scheduling suites share: one tick, one region row."""
+"""A hostile role's objects in public that would win over pg_catalog's in the tick's
+expressions: the tests that show the tick's search_path is pinned plant them."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
-from relay.queries import queries
-from relay.tick import TickParams
-
-
-def tick(conn, *, trigger: str = "test", **params) -> dict:
-    """Runs one tick on an autocommit connection and returns its tick_runs row; params are
-    TickParams fields (budget_s, lookahead_s, chunk), the rest as `pgpulse tick` has them."""
-    run_id = conn.execute(queries()["tick"], {"trigger": trigger, **asdict(TickParams(**params))}
-                          ).fetchone()["run_id"]
-    return conn.execute("SELECT * FROM pgpulse.tick_runs WHERE id = %s", (run_id,)).fetchone()
-
-
-def add_region(conn, code: str, **cols) -> None:
-    names = ["code", *cols]
-    conn.execute(
-        f"INSERT INTO pgpulse.regions ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))})",
-        [code, *cols.values()])
-
-
 ATTACKER = "mallory"  # a role that may create objects in public, and nothing else
-
-
-def as_user(dsn: str, user: str) -> str:
-    return dsn.replace("postgres@", f"{user}@")
 
 
 # Operators and functions that, planted in public, would win over pg_catalog's in

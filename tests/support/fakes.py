@@ -4,6 +4,7 @@ the outbox store. Behaviour against the real services is tested in tests/relay."
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
@@ -26,6 +27,11 @@ class Clock:
         return self.now
 
 
+def jobs_in(call: list[str]) -> int:
+    """How many jobs one push call (EVALSHA sha numkeys keys... argv...) carries."""
+    return int(call[2]) // 2
+
+
 class FakeClient:
     """Answers /pipeline with `answer(commands)` (default: every push succeeds) and
     reports each request to on_attempt, as UpstashClient does."""
@@ -33,7 +39,7 @@ class FakeClient:
     def __init__(self, region: str) -> None:
         self.region = region
         self.answer: Callable[[list[list[str]]], list[dict]] = (
-            lambda commands: [{"result": 1} for _ in commands])
+            lambda commands: [{"result": [1] * jobs_in(c)} for c in commands])
         self.on_attempt: Callable[[bool], None] = lambda ok: None
         self.requests: list[list[list[str]]] = []
         self.commands: list[tuple] = []
@@ -43,6 +49,13 @@ class FakeClient:
     async def pipeline(self, commands: list[list[str]]) -> list[dict]:
         self.requests.append([list(c) for c in commands])
         replies = self.answer(commands)
+        self.on_attempt(region_failure(replies) is None)
+        return replies
+
+    async def push(self, body: str, expand) -> list[dict]:
+        commands = json.loads(body)
+        self.requests.append(commands)
+        replies = expand(self.answer(commands))
         self.on_attempt(region_failure(replies) is None)
         return replies
 
@@ -63,9 +76,12 @@ class FakeClaim:
         self.jobs = jobs
         self.store = store
 
-    async def settle(self, requeue: list[Retry], dead: list[Retry]) -> None:
+    async def settle(self, requeue: list[Retry], dead: list[Retry],
+                     forget: list[str] = ()) -> None:
         self.store.requeued.extend(requeue)
         self.store.dead.extend(dead)
+        for job_id in forget:
+            self.store.intents.pop(job_id, None)
 
 
 class FakeStore:
@@ -98,9 +114,6 @@ class FakeStore:
     async def record_intent(self, region: str, jobs: list[Job]) -> None:
         self.intents.update({job.job_id: region for job in jobs})
 
-    async def forget_intent(self, job_ids: list[str]) -> None:
-        for job_id in job_ids:
-            self.intents.pop(job_id, None)
 
 
 def database_down() -> psycopg.Error:
@@ -119,9 +132,8 @@ def make_job(n: int, region: str = "eu", *, attempts: int = 0, allow_fallback: b
 
 def make_region(code: str, clock: Clock, *, fallback: str | None = None,
                 is_default: bool = False, threshold: int = 3, cooldown: float = 10.0) -> Region:
-    region = Region(code=code, fallback=fallback, is_default=is_default)
-    region.breaker = CircuitBreaker(threshold, cooldown, clock=clock)
-    region.client = FakeClient(code)
+    region = Region(code, FakeClient(code), CircuitBreaker(threshold, cooldown, clock=clock),
+                    fallback=fallback, is_default=is_default)
     region.client.on_attempt = region.attempted
     return region
 
