@@ -203,7 +203,7 @@ class Doctor:
             return
         try:
             with conn.transaction():
-                job = conn.execute(queries()["cron_job_of"], {"database": database}).fetchone()
+                job = conn.execute(queries()["cron_job"], {"database": database}).fetchone()
         except psycopg.Error as exc:
             self.add("pg_cron", "FAIL", f"cannot read cron.job: {describe(exc)}")
             return
@@ -236,7 +236,7 @@ class Doctor:
             with psycopg.connect(psycopg.conninfo.make_conninfo(self.dsn, dbname=cron_database),
                                  autocommit=True, row_factory=dict_row, connect_timeout=5,
                                  application_name="pgpulse-doctor") as cron:
-                job = cron.execute(queries()["cron_job_of"], {"database": database}).fetchone()
+                job = cron.execute(queries()["cron_job"], {"database": database}).fetchone()
         except psycopg.errors.UndefinedTable:
             self.add("pg_cron", "warn", f"pg_cron is not created in database {cron_database} "
                      "(CREATE EXTENSION pg_cron there, or set PGPULSE_CRON_DATABASE to the "

@@ -41,6 +41,6 @@ async def _cron_job(conn, sql: str) -> dict[str, Any] | None:
         return None
     try:
         async with conn.transaction():
-            return await (await conn.execute(sql)).fetchone()
+            return await (await conn.execute(sql, {"database": None})).fetchone()
     except psycopg.Error:  # e.g. a role pg_cron does not let read cron.job
         return None

@@ -15,7 +15,7 @@ def snapshot(conn) -> dict[str, Any]:
     backlog = fetch_json(conn, queries()["backlog"])
     try:
         with conn.transaction():
-            cron = fetch_json(conn, queries()["cron_job"])
+            cron = fetch_json(conn, queries()["cron_job"], {"database": None})
     except psycopg.errors.UndefinedTable:
         cron = []
     return {

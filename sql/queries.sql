@@ -347,7 +347,9 @@ SELECT count(*) AS purged FROM gone
 SELECT count(*) AS dead_letters FROM pgpulse.dead_letters
 
 -- cron_job --
--- The pg_cron job's schedule, state and latest run (no rows without pg_cron).
+-- The pg_cron job that ticks a database (NULL: this one), its schedule, state and latest
+-- run (no rows without pg_cron). Read in pg_cron's database, which may be another one
+-- (cron.schedule_in_database): its jobs for other databases are then filtered out.
 SELECT j.jobname, j.schedule, j.active, d.status AS last_status, d.start_time AS last_start,
        d.end_time AS last_end, d.return_message AS last_message
   FROM cron.job j
@@ -355,16 +357,7 @@ SELECT j.jobname, j.schedule, j.active, d.status AS last_status, d.start_time AS
                        FROM cron.job_run_details r WHERE r.jobid = j.jobid
                       ORDER BY r.start_time DESC NULLS LAST LIMIT 1) d ON true
  WHERE j.jobname = 'pgpulse-tick'
-
--- cron_job_of --
--- The same, read in pg_cron's database for the database it ticks (schedule_in_database).
-SELECT j.jobname, j.schedule, j.active, d.status AS last_status, d.start_time AS last_start,
-       d.end_time AS last_end, d.return_message AS last_message
-  FROM cron.job j
-  LEFT JOIN LATERAL (SELECT status, start_time, end_time, return_message
-                       FROM cron.job_run_details r WHERE r.jobid = j.jobid
-                      ORDER BY r.start_time DESC NULLS LAST LIMIT 1) d ON true
- WHERE j.jobname = 'pgpulse-tick' AND j.database = %(database)s
+   AND j.database = coalesce(%(database)s::text, current_database())
 
 -- last_cron_tick --
 -- How long ago pg_cron last started a tick here (what shows it runs, seen from this side).

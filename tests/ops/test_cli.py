@@ -2,7 +2,10 @@
 
 import json
 
+import psycopg
 import pytest
+from psycopg.rows import dict_row
+from relay.queries import queries
 from tests.support.cli import assert_one_line_error, pgpulse
 from tests.support.seeding import add_monitor
 
@@ -71,3 +74,21 @@ def test_status_and_dlq(conn, regions, relay_env):
     assert retried == {"retried": 1, "kept": 0}
     assert conn.execute("SELECT count(*) AS n FROM pgpulse.outbox").fetchone()["n"] == 2
     assert json.loads(pgpulse("dlq", "purge", "--json", env=relay_env).stdout) == {"purged": 0}
+
+
+def test_status_shows_the_job_that_ticks_this_database_not_another_ones(cron_db_url, relay_env):
+    # pg_cron's database also holds a pgpulse-tick job of another database (another role's
+    # cron.schedule_in_database); status and the facts read the one that ticks this database
+    with psycopg.connect(cron_db_url, autocommit=True, row_factory=dict_row) as cron:
+        cron.execute("""INSERT INTO cron.job (jobid, schedule, command, nodename, nodeport,
+                                              database, username, jobname)
+                        VALUES (-77, '0 0 1 1 *', 'CALL pgpulse.tick()', '', 0,
+                                'elsewhere', 'someone_else', 'pgpulse-tick')""")
+        try:
+            jobs = cron.execute(queries()["cron_job"], {"database": None}).fetchall()
+            status = json.loads(pgpulse("status", "--json",
+                                        env=relay_env | {"DATABASE_URL": cron_db_url}).stdout)
+        finally:
+            cron.execute("DELETE FROM cron.job WHERE jobid = -77")
+    assert [job["schedule"] for job in jobs] == ["* * * * *"]
+    assert status["pg_cron"]["schedule"] == "* * * * *"
