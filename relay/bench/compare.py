@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import httpx
+from psycopg.rows import dict_row
 
 from relay import logs
 from relay.bench.relay import flush_queues, queued_jobs
@@ -44,19 +45,21 @@ def old_way(stack: LocalStack, budget_s: float) -> dict[str, Any]:
     regions = list(stack.region_codes)
     started = time.perf_counter()
     done = 0
-    with stack.connect() as conn, httpx.Client(base_url=stack.devserver.url, timeout=10) as http:
+    with stack.connect(row_factory=dict_row) as conn, \
+            httpx.Client(base_url=stack.devserver.url, timeout=10) as http:
         due = conn.execute(DUE).fetchall()
         headers = {code: {"Authorization": f"Bearer {tok}"} for code, tok in stack.tokens.items()}
-        for i, (monitor_id, url, criticality, preferred, interval) in enumerate(due):
+        for i, monitor in enumerate(due):
             if time.perf_counter() - started > budget_s:
                 break
-            region = preferred or regions[i % len(regions)]
+            monitor_id, criticality = monitor["id"], monitor["criticality"]
+            region = monitor["preferred_region"] or regions[i % len(regions)]
             job = json.dumps({"job_id": f"{monitor_id}/{i}", "monitor_id": str(monitor_id),
-                              "url": url, "region": region, "criticality": criticality})
+                              "url": monitor["url"], "region": region, "criticality": criticality})
             reply = http.post("/", json=["LPUSH", f"pgpulse:jobs:{region}:{criticality}", job],
                               headers=headers[region])
             reply.raise_for_status()
-            conn.execute(BUMP, (interval, monitor_id))
+            conn.execute(BUMP, (monitor["check_interval_minutes"], monitor_id))
             done += 1
     elapsed = time.perf_counter() - started
     return {"monitors_done": done, "monitors_due": len(due), "seconds": round(elapsed, 3),

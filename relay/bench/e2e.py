@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 import redis
 
 from relay.bench.relay import flush_queues, queued_jobs
@@ -144,7 +145,7 @@ def _one_run(stack: LocalStack, conn: psycopg.Connection, monitors: int, workdir
         _wait_relay_listening(conn, relay)
         components = _Components(stack, relay.pid)
         before = components.sample()
-        wal_before = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+        wal_before = _one(conn, "SELECT pg_current_wal_lsn() AS lsn")["lsn"]
         started = time.perf_counter()
         conn.execute(_TICK)
         tick_seconds = time.perf_counter() - started
@@ -165,8 +166,8 @@ def _one_run(stack: LocalStack, conn: psycopg.Connection, monitors: int, workdir
             time.sleep(0.01)
         seconds = time.perf_counter() - started
         after = components.sample()
-        wal_bytes = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)",
-                                 (wal_before,)).fetchone()[0]
+        wal_bytes = _one(conn, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s) AS bytes",
+                         (wal_before,))["bytes"]
     finally:
         _stop_relay(relay)
         for client in clients:
@@ -182,12 +183,16 @@ def _one_run(stack: LocalStack, conn: psycopg.Connection, monitors: int, workdir
 
 
 def _last_tick(conn: psycopg.Connection) -> dict[str, Any]:
-    claimed, written, cut = conn.execute(
-        "SELECT monitors_claimed, jobs_written, cut_short FROM pgpulse.tick_runs"
-        " WHERE trigger = 'bench' ORDER BY id DESC LIMIT 1").fetchone()
-    if written != claimed:
-        raise RuntimeError(f"a tick claimed {claimed} monitors but wrote {written} jobs")
-    return {"claimed": claimed, "cut_short": cut}
+    run = _one(conn, "SELECT monitors_claimed, jobs_written, cut_short FROM pgpulse.tick_runs"
+                     " WHERE trigger = 'bench' ORDER BY id DESC LIMIT 1")
+    if run["jobs_written"] != run["monitors_claimed"]:
+        raise RuntimeError(f"a tick claimed {run['monitors_claimed']} monitors but wrote "
+                           f"{run['jobs_written']} jobs")
+    return {"claimed": run["monitors_claimed"], "cut_short": run["cut_short"]}
+
+
+def _one(conn: psycopg.Connection, sql: str, params: tuple = ()) -> dict[str, Any]:
+    return conn.cursor(row_factory=dict_row).execute(sql, params).fetchone()
 
 
 def bench_e2e(monitors: int = 100_000, runs: int = 3, timeout: float = 600) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
 from relay import migrate
 from relay.local.embedded import EmbeddedPostgres
@@ -119,9 +120,10 @@ def bench_tick(monitors: int = 100_000, runs: int = 3, chunk: int = TickParams.c
                 tick_seconds.append(_timed(
                     conn, "CALL pgpulse.tick(p_trigger => 'bench', p_chunk => %(chunk)s)",
                     {"chunk": chunk}))
-                claimed, written, cut = conn.execute(
+                run = conn.cursor(row_factory=dict_row).execute(
                     "SELECT monitors_claimed, jobs_written, cut_short FROM pgpulse.tick_runs"
                     " ORDER BY id DESC LIMIT 1").fetchone()
+                claimed, written, cut = run["monitors_claimed"], run["jobs_written"], run["cut_short"]
                 jobs.append(written)
                 # with sub-minute monitors a later chunk's horizon (a little later) can claim
                 # a monitor again for its next slot

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import psycopg
+from psycopg.rows import dict_row
 
 from relay import logs, metrics
 from relay.bench import percentile
@@ -68,10 +69,11 @@ FEATURES = """
 SELECT (SELECT count(*) FROM (SELECT 1 FROM public.demo_published p JOIN public.monitors m ON m.id = p.monitor_id
                                WHERE m.check_regions IS NOT NULL
                                GROUP BY p.monitor_id, p.scheduled_for
-                              HAVING count(DISTINCT p.region) = 3) s),
+                              HAVING count(DISTINCT p.region) = 3) s) AS three_region_slots,
        (SELECT count(DISTINCT (p.monitor_id, p.scheduled_for)) FROM public.demo_published p
-          JOIN public.monitors m ON m.id = p.monitor_id WHERE m.check_interval_seconds = 10),
-       (SELECT skipped_slots FROM pgpulse.maintenance_windows WHERE id = %(id)s)
+          JOIN public.monitors m ON m.id = p.monitor_id
+         WHERE m.check_interval_seconds = 10) AS ten_second_jobs,
+       (SELECT skipped_slots FROM pgpulse.maintenance_windows WHERE id = %(id)s) AS skipped
 """
 # The demo keeps what the tick wrote (the relay deletes published rows).
 RECORD = """
@@ -152,7 +154,8 @@ async def _live(stack: LocalStack, seconds: float, outage: tuple[float, float, s
               + "   outbox    due  lag p50/p99 ms   breakers")
     print(header + "\n  " + "-" * (len(header) - 2), flush=True)
     try:
-        async with await psycopg.AsyncConnection.connect(stack.dsn, autocommit=True) as conn:
+        async with await psycopg.AsyncConnection.connect(stack.dsn, autocommit=True,
+                                                        row_factory=dict_row) as conn:
             while (elapsed := time.monotonic() - started) < seconds and not relay_task.done():
                 if not down and outage_start <= elapsed < outage_end:
                     await asyncio.to_thread(stack.set_region_down, outage_region, True)
@@ -164,18 +167,19 @@ async def _live(stack: LocalStack, seconds: float, outage: tuple[float, float, s
                     down = False
                     print(f"  >>> {outage_region} is back", flush=True)
                 await asyncio.sleep(2.0)
-                skipped, is_open = await (await conn.execute(WINDOW_STATE, {"id": window_id})).fetchone()
+                state = await (await conn.execute(WINDOW_STATE, {"id": window_id})).fetchone()
+                skipped, is_open = state["skipped_slots"], state["open"]
                 if is_open != window_open:
                     window_open = is_open
                     print(f"  >>> maintenance window {'opens' if is_open else 'closes'}"
                           f" ({skipped} slots skipped so far)", flush=True)
                 row = await (await conn.execute(VIEW)).fetchone()
-                if row[4] != last_tick:
+                if row["last_tick"] != last_tick:
                     if last_tick is not None:
-                        print(f"  >>> pg_cron tick: {row[3]} jobs for the next minute"
-                              + (f" (routed around unhealthy {row[5]})" if row[5] else ""),
-                              flush=True)
-                    last_tick = row[4]
+                        print(f"  >>> pg_cron tick: {row['last_tick_jobs']} jobs for the next "
+                              "minute" + (f" (routed around unhealthy {row['unhealthy']})"
+                                          if row["unhealthy"] else ""), flush=True)
+                    last_tick = row["last_tick"]
                 rates = []
                 for region in stack.region_codes:
                     now_count = _published(region)
@@ -186,12 +190,13 @@ async def _live(stack: LocalStack, seconds: float, outage: tuple[float, float, s
                 breakers = " ".join(
                     f"{code.split('-')[0]}:{r.breaker.state.value}" for code, r in sorted(relay.regions.items()))
                 print(f"  {elapsed:5.0f}s " + "".join(f"{rate:>9.0f} j/s" for rate in rates)
-                      + f" {row[0]:>8} {row[1]:>6} {_pct(lags, .5):>7.0f}/{_pct(lags, .99):<7.0f}"
+                      + f" {row['outbox']:>8} {row['due']:>6} {_pct(lags, .5):>7.0f}/{_pct(lags, .99):<7.0f}"
                       + f"  {breakers}", flush=True)
             final = await (await conn.execute(VIEW)).fetchone()
             features = await (await conn.execute(FEATURES, {"id": window_id})).fetchone()
             ticks = await (await conn.execute(
-                "SELECT trigger, count(*), sum(jobs_written), max(extract(epoch FROM finished_at - started_at))"
+                "SELECT trigger, count(*) AS runs, sum(jobs_written) AS jobs,"
+                " max(extract(epoch FROM finished_at - started_at)) AS slowest"
                 " FROM pgpulse.tick_runs GROUP BY trigger ORDER BY trigger")).fetchall()
     finally:
         relay.stop.set()
@@ -199,16 +204,16 @@ async def _live(stack: LocalStack, seconds: float, outage: tuple[float, float, s
     c = relay.counts
     return {
         "seconds": round(time.monotonic() - started, 1),
-        "ticks": {t: {"runs": n, "jobs": int(j or 0), "slowest_s": round(float(s or 0), 3)}
-                  for t, n, j, s in ticks},
+        "ticks": {t["trigger"]: {"runs": t["runs"], "jobs": int(t["jobs"] or 0),
+                                 "slowest_s": round(float(t["slowest"] or 0), 3)} for t in ticks},
         "published": c.published, "rerouted": c.rerouted, "expired": c.expired,
         "failed_then_retried": c.failed, "dead_lettered": c.dead_lettered,
         "consumed_by_workers": dict(workers.consumed), "duplicates_seen_by_workers": workers.duplicates,
         "lag_p50_ms": round(_pct(all_lags, .5), 1), "lag_p99_ms": round(_pct(all_lags, .99), 1),
-        "outbox_left": final[0], "pg_cron_ticks": final[2],
-        "three_region_slots_published": features[0],
-        "ten_second_monitor_jobs_published": features[1],
-        "maintenance_slots_skipped": features[2],
+        "outbox_left": final["outbox"], "pg_cron_ticks": final["cron_ticks"],
+        "three_region_slots_published": features["three_region_slots"],
+        "ten_second_monitor_jobs_published": features["ten_second_jobs"],
+        "maintenance_slots_skipped": features["skipped"],
     }
 
 
@@ -223,26 +228,27 @@ def run_demo(seconds: float = 120, monitors: int = 10_000) -> dict[str, Any]:
     print("  starting a throwaway PostgreSQL with pg_cron, redis-server and the Upstash "
           "dev server ...", flush=True)
     with LocalStack() as stack:
-        with stack.connect() as conn:
+        with stack.connect(row_factory=dict_row) as conn:
             stack.create_regions(conn)
             conn.execute(SEED, {"monitors": monitors, "regions": list(stack.region_codes)})
             conn.execute(SEED_MIX, {"regions": list(stack.region_codes)})
             conn.execute(RECORD)
             conn.execute("VACUUM ANALYZE public.monitors")
             job = conn.execute("SELECT schedule FROM cron.job WHERE jobname = 'pgpulse-tick'").fetchone()
-        print(f"  migrated; pg_cron runs pgpulse-tick at '{job[0]}'; "
+        print(f"  migrated; pg_cron runs pgpulse-tick at '{job['schedule']}'; "
               f"monitors' phases spread them over their intervals", flush=True)
         first = run_tick(stack.dsn, trigger="demo")  # pg_cron's first run may be a minute away
         print(f"  first tick by hand: {first['jobs_written']} jobs in {first['duration_ms']} ms; "
               "the next ones come from pg_cron", flush=True)
         outage = (seconds * 0.35, seconds * 0.35 + min(25.0, seconds * 0.2), stack.region_codes[1])
-        with stack.connect() as conn:
+        with stack.connect(row_factory=dict_row) as conn:
             window = conn.execute(MAINTENANCE, {"opens": seconds * 0.45,
                                                 "closes": seconds * 0.7}).fetchone()
         print(f"  a tenth of the monitors check from all three regions, a tenth every 10 s; "
-              f"maintenance window for {window[1]} 'low' monitors {window[2]:%H:%M:%S}-"
-              f"{window[3]:%H:%M:%S} Europe/Berlin", flush=True)
-        summary = asyncio.run(_live(stack, seconds, outage, window[0]))
+              f"maintenance window for {window['monitors']} 'low' monitors "
+              f"{window['starts_local']:%H:%M:%S}-{window['ends_local']:%H:%M:%S} Europe/Berlin",
+              flush=True)
+        summary = asyncio.run(_live(stack, seconds, outage, window["id"]))
     print("\nsummary:")
     for key, value in summary.items():
         print(f"  {key:<28} {value}")
