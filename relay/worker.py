@@ -163,25 +163,24 @@ def once_verdict(rows: list[Undelivered], regions: dict[str, Region],
     if not rows:
         return (f"{dead} job(s) failed their last attempt and were dead-lettered "
                 "(pgpulse dlq list)") if dead else None
-    reasons = []
+    refused, others = [], []  # a refused token first: the likeliest mistake
     for row in rows:
         code, region = row.region, regions.get(row.region)
         if region is not None and region.refused:
-            why = (f"{region.refused}; check UPSTASH_REDIS_REST_TOKEN_{env_suffix(code)} "
-                   "(or UPSTASH_REDIS_REST_TOKEN); its jobs stay in the outbox")
+            refused.append(f"{region.refused}; check UPSTASH_REDIS_REST_TOKEN_"
+                           f"{env_suffix(code)} (or UPSTASH_REDIS_REST_TOKEN); its jobs stay "
+                           "in the outbox")
         elif region is None:
-            why = f"region {code}: no Upstash endpoint configured here, or no such region"
+            others.append(f"region {code}: no Upstash endpoint configured here, or no such "
+                          "region")
         else:
             last_error = region.client.last_error or region.last_error
             if row.requeued:
-                why = (f"region {code}: {row.requeued} job(s) failed and wait for a later "
-                       "attempt" + (f" ({last_error})" if last_error else ""))
+                others.append(f"region {code}: {row.requeued} job(s) failed and wait for a "
+                              "later attempt" + (f" ({last_error})" if last_error else ""))
             else:
-                why = last_error or f"region {code}: breaker {region.breaker.state.value}"
-        reasons.append((region is None or not region.refused, why, row.due))
-    reasons.sort(key=lambda r: r[0])  # a refused token first: the likeliest mistake
-    total = sum(r[2] for r in reasons)
-    return (f"{reasons[0][1]}" if not reasons[0][0] else
-            f"{total} due job(s) not delivered: {reasons[0][1]}") + "".join(
-        f"; {why}" for _, why, _ in reasons[1:]) + (
-        f"; {dead} job(s) dead-lettered" if dead else "")
+                others.append(last_error or f"region {code}: breaker {region.breaker.state.value}")
+    reasons = refused + others
+    if not refused:
+        reasons[0] = f"{sum(row.due for row in rows)} due job(s) not delivered: {reasons[0]}"
+    return "; ".join(reasons) + (f"; {dead} job(s) dead-lettered" if dead else "")

@@ -26,15 +26,18 @@ RETURNING o.job_id::text, o.monitor_id, o.region, o.criticality, o.scheduled_for
           o.expires_at <= now() AS expired,
           -- a push of this job may have happened there: it goes there or waits
           (SELECT i.region FROM pgpulse.push_intents i WHERE i.job_id = o.job_id) AS pinned_to,
-          (o.payload || jsonb_build_object(
-              'v', 1,
-              'job_id', o.job_id,
-              'monitor_id', o.monitor_id::text,  -- a product's bigint ids too
-              'region', o.region,
-              'criticality', o.criticality,
-              'scheduled_for', to_char(o.scheduled_for AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-              'expires_at', to_char(o.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-              'attempt', o.attempts + 1))::text AS job_json
+          -- the job's JSON: the payload's text with the job's fields spliced in (a tenth of
+          -- the relay's database time per job less than building it as jsonb); a payload
+          -- that is not an object with keys (a hand-written row) is left out
+          CASE WHEN jsonb_typeof(o.payload) = 'object' AND o.payload <> '{}'
+               THEN left(o.payload::text, -1) || ', ' ELSE '{' END
+          || format('"v": 1, "job_id": "%%s", "monitor_id": %%s, "region": %%s, "criticality": %%s, '
+                    '"scheduled_for": "%%s", "expires_at": "%%s", "attempt": %%s}',
+                    o.job_id, to_json(o.monitor_id::text), to_json(o.region),
+                    to_json(o.criticality),
+                    to_char(o.scheduled_for AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                    to_char(o.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                    o.attempts + 1) AS job_json
 
 -- record_intent --
 -- Before a push: these jobs may be in this region's queue from now on. The arrays come as

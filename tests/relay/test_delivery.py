@@ -227,3 +227,29 @@ def test_a_region_added_while_running_gets_its_own_workers(conn, regions, relays
     assert relay.wait(30) == 0
     assert sum(1 for e in relay.events() if e["event"] == "region_not_configured"
                and e["region"] == "me-south-1") == 1
+
+
+def test_the_job_json_is_one_object_whatever_the_payload_holds(conn, regions, relays, queues,
+                                                               schema_validator):
+    # the claim splices the job's fields into the payload's text: quotes, backslashes,
+    # non-ASCII and line separators in it stay JSON, and an odd payload (a hand-written row)
+    # still gives one object with the job's fields
+    [normal] = insert_jobs(conn, 1, "us-east-1", tag="odd-normal")
+    [odd_text] = insert_jobs(conn, 1, "us-east-1", tag="odd-text")
+    conn.execute("""UPDATE pgpulse.outbox SET payload = payload || jsonb_build_object(
+                        'url', 'https://x.test/"q"\\é' || chr(8232), 'note', '{"}')
+                     WHERE job_id = %s""", (odd_text,))
+    odd = {}
+    for name, payload in (("empty", "{}"), ("scalar", '"x"'), ("array", "[1, 2]")):
+        [odd[name]] = insert_jobs(conn, 1, "us-east-1", tag=f"odd-{name}")
+        conn.execute("UPDATE pgpulse.outbox SET payload = %s::jsonb WHERE job_id = %s",
+                     (payload, odd[name]))
+    totals = relays.run_once()
+    assert totals["published"] == 5, totals
+    jobs = {p.job["job_id"]: p.job for p in queues.all()}
+    for job_id in (normal, odd_text, *odd.values()):
+        assert isinstance(jobs[job_id], dict) and jobs[job_id]["job_id"] == job_id
+        assert jobs[job_id]["region"] == "us-east-1" and jobs[job_id]["attempt"] == 1
+    assert jobs[odd_text]["url"] == 'https://x.test/"q"\\é\u2028' and jobs[odd_text]["note"] == '{"}'
+    schema_validator.validate(jobs[normal])
+    schema_validator.validate(jobs[odd_text])
