@@ -98,6 +98,7 @@ class Drainer:
                     return
                 continue
             if claimed >= self.settings.batch_size:
+                region.wake.set()  # a backlog: the region's other workers help
                 continue
             await self.wait_for_work(claimed)
 
@@ -254,6 +255,8 @@ class Drainer:
         finally:
             for w in waits:
                 w.cancel()
+            if self.region.due_timer is asyncio.current_task():
+                self.region.due_timer = None
 
     async def wake_timeout(self, claimed: int) -> float:
         """How long to sleep after a batch of `claimed` jobs, if nothing wakes us first."""
@@ -262,6 +265,7 @@ class Drainer:
         closed = region.breaker.state is State.CLOSED
         if not closed:
             timeout = min(timeout, max(region.breaker.seconds_until_probe(), 0.05))
+        undated = timeout  # without the next due job's time
         if closed or self.registry.fallback_for(region) is not None:
             try:  # while the breaker is open, only jobs that may reroute count
                 due_in = await self.store.next_due(region.code, fallback_only=not closed)
@@ -274,7 +278,23 @@ class Drainer:
                     timeout = HELD_ROWS.delay(region.idle_rounds)
                 else:
                     region.idle_rounds = 0
+                    if due_in is not None and not self._take_due_timer(max(due_in, 0.02)):
+                        # one worker a region follows the due times (more only claim the
+                        # same few jobs at more cost); the others wait for a wake-up: a
+                        # NOTIFY, or a full batch (a backlog they help with)
+                        timeout = undated
             except psycopg.Error:
                 timeout = 0.5
         # a short floor gathers jobs falling due together into one batch
         return max(timeout, 0.02 if claimed or timeout <= 0 else 0.0)
+
+    def _take_due_timer(self, due_in: float) -> bool:
+        """Whether this worker (task) sleeps until the region's next due job: yes unless
+        another one already sleeps until then (or earlier)."""
+        region, me = self.region, asyncio.current_task()
+        wake_at = asyncio.get_running_loop().time() + due_in
+        holder = region.due_timer
+        if holder is None or holder is me or holder.done() or wake_at < region.due_timer_at:
+            region.due_timer, region.due_timer_at = me, wake_at
+            return True
+        return False

@@ -43,6 +43,8 @@ class Region:
     row_healthy: bool | None = None  # regions.healthy as last read
     last_error: str | None = None    # the latest publish failure, for --once's verdict
     idle_rounds: int = 0             # waits in a row on due rows another worker holds
+    due_timer: asyncio.Task | None = None  # the worker sleeping until the next due job
+    due_timer_at: float = 0.0        # ... and when it wakes (the event loop's clock)
     health_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def ensure_script(self) -> str:

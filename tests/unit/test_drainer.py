@@ -147,6 +147,52 @@ async def test_idle_wait_follows_the_next_due_job_and_backs_off_when_rows_are_he
     assert await drainer.wake_timeout(claimed=0) == 0.5
 
 
+async def test_one_worker_a_region_sleeps_until_the_next_due_job():
+    """The region's other workers wait for a wake-up: all of them waking at each due time
+    claimed the same few jobs in turn, at several times the cost per job."""
+    _, store, eu, _, _, drainer = setup(poll_interval_s=5.0)
+    store.next_due_s = 1.5
+    release = asyncio.Event()
+
+    async def sleeper() -> float:  # a worker that follows the due time, still asleep
+        timeout = await drainer.wake_timeout(claimed=3)
+        await release.wait()
+        return timeout
+
+    async def another() -> float:
+        return await asyncio.create_task(drainer.wake_timeout(claimed=3))
+
+    first = asyncio.create_task(sleeper())
+    while eu.due_timer is None:
+        await asyncio.sleep(0)
+    assert await another() == 5.0
+    # a job due sooner than the sleeper wakes (one put back for a retry): followed
+    store.next_due_s = 0.5
+    assert await another() == 0.5
+    release.set()
+    assert await first == 1.5
+
+    # jobs falling due all the time: one worker claims them every 20 ms, not all of them
+    store.next_due_s, release = -0.01, asyncio.Event()
+    first = asyncio.create_task(sleeper())
+    while eu.due_timer is not first:
+        await asyncio.sleep(0)
+    assert await another() == 5.0
+    release.set()
+    assert await first == 0.02
+
+
+async def test_a_full_batch_wakes_the_regions_other_workers():
+    _, store, eu, _, registry, drainer = setup(batch_size=2, poll_interval_s=5.0)
+    store.due["eu"] = [make_job(n) for n in range(3)]
+    woken = asyncio.create_task(eu.wake.wait())
+    worker = asyncio.create_task(drainer.run())
+    await asyncio.wait_for(woken, timeout=5)
+    registry.supervisor.stop.set()
+    await worker
+    assert store.due["eu"] == []
+
+
 async def test_an_open_breaker_without_fallback_sleeps_until_the_probe():
     clock, store = Clock(), FakeStore()
     eu = make_region("eu", clock, cooldown=10.0)
