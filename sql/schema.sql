@@ -1114,7 +1114,12 @@ AS $$
 DECLARE
     v_t0       timestamptz := clock_timestamp();
     v_chunk    integer := CASE WHEN p_slowest IS NULL THEN least(p_chunk, 500) ELSE p_chunk END;
-    v_horizon  timestamptz := clock_timestamp() + p_lookahead;
+    -- one horizon for the whole tick, from its start: a horizon that moved on with each
+    -- chunk claimed sub-minute monitors again and again while the tick ran
+    v_horizon  timestamptz := coalesce(
+        (SELECT r.started_at + make_interval(secs => r.lookahead_ms / 1000.0)
+           FROM pgpulse.tick_runs r WHERE r.id = p_run_id),
+        clock_timestamp() + p_lookahead);
     v_route    jsonb;
     v_wheel    text[];
     v_claimed  integer := 0;

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import psycopg
 import pytest
-from tests.support.seeding import add_monitor, add_region, tick
+from tests.support.seeding import add_monitor, add_monitors, add_region, tick
 
 
 
@@ -49,6 +49,27 @@ def test_ticks_continue_on_the_same_grid_without_gaps_or_repeats(conn, region):
     # on the phase grid of its id: drift-free whatever the ticks' timing
     assert conn.execute("SELECT bool_and(pgpulse.next_slot(%s, 15, s) = s) AS ok "
                         "FROM unnest(%s::timestamptz[]) s", (m["id"], got)).fetchone()["ok"]
+
+
+def test_a_long_tick_claims_each_sub_minute_monitor_once(conn, region):
+    # a tick slowed down (every chunk waits 0.3 s) writes up to its start plus its
+    # lookahead: its later chunks do not claim the ten-second monitors again for a next slot
+    add_monitors(conn, 40, due=None, check_interval_seconds=10)  # phases spread over 10 s
+    conn.execute("""
+        CREATE FUNCTION public.test_slow_chunk() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$;
+        CREATE TRIGGER test_slow_chunk AFTER INSERT ON pgpulse.outbox
+            FOR EACH STATEMENT EXECUTE FUNCTION public.test_slow_chunk();""")
+    try:
+        run = tick(conn, lookahead_s=60, chunk=4)
+    finally:
+        conn.execute("DROP TRIGGER test_slow_chunk ON pgpulse.outbox;"
+                     "DROP FUNCTION public.test_slow_chunk()")
+    assert (run["finished_at"] - run["started_at"]).total_seconds() > 3  # ten chunks or more
+    assert run["monitors_claimed"] == 40, run
+    horizon = run["started_at"] + timedelta(seconds=60)
+    assert conn.execute("SELECT count(*) AS n FROM pgpulse.outbox WHERE scheduled_for > %s",
+                        (horizon,)).fetchone()["n"] == 0
 
 
 def test_a_long_missed_monitor_gets_one_catch_up_job_then_its_future_slots(conn, region):

@@ -17,7 +17,7 @@ from relay.local.embedded import EmbeddedPostgres
 from tests.support.catalog import catalog, cron_job_rows, differences
 from tests.support.cli import ROOT, pgpulse
 
-HEAD = "0011"
+HEAD = "0012"
 _names = itertools.count()
 
 
