@@ -38,6 +38,7 @@ class Drained:
     live: list[Job]
     outcomes: list[Outcome] = field(default_factory=list)
     groups: dict[Region, list[int]] = field(default_factory=dict)
+    intents: dict[Region, int] = field(default_factory=dict)  # push intent id per group
     settlement: Settlement = field(default_factory=Settlement)
 
 
@@ -158,20 +159,18 @@ class Drainer:
                                self._outcome_known(batch))
         return batch
 
-    def _outcome_known(self, batch: Drained) -> list[str]:
-        """Jobs whose push intents go with the claim's commit: every outcome of their push
-        is known (an unreadable reply keeps its jobs' intents until they expire)."""
-        if self.settings.unclear_push != "wait":
-            return []
-        return [batch.live[i].job_id for positions in batch.groups.values()
-                if not any(batch.outcomes[i].unclear for i in positions) for i in positions]
+    def _outcome_known(self, batch: Drained) -> list[int]:
+        """The push intents that go with the claim's commit: every outcome of their jobs'
+        pushes is known (an unreadable reply keeps its group's intent until it expires)."""
+        return [intent for dest, intent in batch.intents.items()
+                if not any(batch.outcomes[i].unclear for i in batch.groups[dest])]
 
     async def _publish(self, batch: Drained, dest: Region, positions: list[int]) -> None:
         group = [batch.live[i] for i in positions]
         if self.settings.unclear_push == "wait":
             # committed before the push: should its outcome stay unknown (a lost answer,
             # a killed relay), these jobs go nowhere else
-            await self.store.record_intent(dest.code, group)
+            batch.intents[dest] = await self.store.record_intent(dest.code, group)
         published = await self.publisher.publish(dest, group, rerouted=dest is not self.region)
         for i, outcome in zip(positions, published, strict=True):
             batch.outcomes[i] = outcome

@@ -114,14 +114,15 @@ class Claim:
         self.jobs = jobs
 
     async def settle(self, requeue: list[Retry], dead: list[Retry],
-                     forget: list[str] = ()) -> None:
+                     forget: list[int] = ()) -> None:
         """Jobs that failed go back for a later attempt or to the dead letters, in the
-        claim's transaction (they never exist twice, nor nowhere); the push intents of the
-        jobs in `forget` go with the commit (a rollback keeps them, as the pushes may have
-        happened)."""
+        claim's transaction (they never exist twice, nor nowhere); the push intents whose
+        ids are in `forget` go with the commit (a rollback keeps them, as the pushes may
+        have happened)."""
         async with self._conn.cursor() as cur:
             if forget:
-                await cur.execute(queries()["forget_intent"], {"job_ids": array_literal(forget)})
+                await cur.execute(queries()["forget_intent"],
+                                  {"ids": array_literal(str(i) for i in forget)})
             if requeue:
                 await cur.executemany(queries()["requeue"], [r.params() for r in requeue])
             if dead:
@@ -173,10 +174,14 @@ class Outbox:
 
     # ------------------------------------------------------------------ push intents
 
-    async def record_intent(self, region: str, jobs: list[Job]) -> None:
-        await self._run("record_intent", {
-            "region": region, "job_ids": array_literal(job.job_id for job in jobs),
-            "expires_at": array_literal(str(job.expires_at.timestamp()) for job in jobs)})
+    async def record_intent(self, region: str, jobs: list[Job]) -> int:
+        """Commits, before a push request, that these jobs may reach `region` from now on;
+        returns the intent's id (see Claim.settle). The jobs are of one outbox region."""
+        row = await self._one("record_intent", {
+            "region": region, "from_region": jobs[0].region,
+            "job_ids": array_literal(job.job_id for job in jobs),
+            "expires_at": max(job.expires_at for job in jobs).timestamp()})
+        return row["id"]
 
     # ------------------------------------------------------------------ regions
 

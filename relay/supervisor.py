@@ -72,7 +72,8 @@ class Supervisor:
             crashed = [t for t in done if not t.cancelled() and t.exception()]
             if crashed:
                 self.stop.set()
-                await asyncio.wait(pending - done)
+                if pending - done:  # (every worker may have crashed at once)
+                    await asyncio.wait(pending - done)
                 raise crashed[0].exception()
 
     async def shutdown(self, write_grace_s: float = 5.0) -> None:

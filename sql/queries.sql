@@ -5,16 +5,25 @@
 
 -- claim_due --
 -- Claims up to %(limit)s due jobs of one region and deletes them; the caller publishes,
--- then commits (or rolls back, which puts them back). MATERIALIZED: the subquery runs once.
-WITH sel AS MATERIALIZED (
+-- then commits (or rolls back, which puts them back). MATERIALIZED: each subquery runs once.
+-- The push intents (see push_intents) of this region's jobs: to this region, read only when
+-- rerouting (held_by); to other regions (pinned), normally none.
+WITH held AS MATERIALIZED (
+    SELECT u.job_id
+      FROM pgpulse.push_intents i, unnest(i.job_ids) u(job_id)
+     WHERE %(held_by)s::text IS NOT NULL AND i.from_region = %(region)s
+       AND i.region = %(held_by)s::text
+), pinned AS MATERIALIZED (
+    SELECT u.job_id, i.region, i.id
+      FROM pgpulse.push_intents i, unnest(i.job_ids) u(job_id)
+     WHERE i.from_region = %(region)s AND i.region <> %(region)s
+), sel AS MATERIALIZED (
     SELECT ctid AS row_ref
       FROM pgpulse.outbox
      WHERE region = %(region)s AND deliver_at <= now()
        AND (%(fallback_only)s IS FALSE OR allow_fallback)
        -- rerouting (held_by set): not the jobs whose push to the region may have happened
-       AND (%(held_by)s::text IS NULL OR NOT EXISTS (
-               SELECT 1 FROM pgpulse.push_intents i
-                WHERE i.job_id = outbox.job_id AND i.region = %(held_by)s::text))
+       AND (%(held_by)s::text IS NULL OR job_id NOT IN (SELECT h.job_id FROM held h))
      ORDER BY deliver_at
      LIMIT %(limit)s
        FOR UPDATE SKIP LOCKED
@@ -25,7 +34,8 @@ RETURNING o.job_id::text, o.monitor_id, o.region, o.criticality, o.scheduled_for
           o.deliver_at, o.expires_at, o.attempts, o.payload::text, o.allow_fallback,
           o.expires_at <= now() AS expired,
           -- a push of this job may have happened there: it goes there or waits
-          (SELECT i.region FROM pgpulse.push_intents i WHERE i.job_id = o.job_id) AS pinned_to,
+          (SELECT p.region FROM pinned p WHERE p.job_id = o.job_id
+            ORDER BY p.id DESC LIMIT 1) AS pinned_to,
           -- the job's JSON: the payload's text with the job's fields spliced in (a tenth of
           -- the relay's database time per job less than building it as jsonb); a payload
           -- that is not an object with keys (a hand-written row) is left out
@@ -40,16 +50,16 @@ RETURNING o.job_id::text, o.monitor_id, o.region, o.criticality, o.scheduled_for
                     o.attempts + 1) AS job_json
 
 -- record_intent --
--- Before a push: these jobs may be in this region's queue from now on. The arrays come as
--- array literals (job ids; expires_at in unix seconds).
-INSERT INTO pgpulse.push_intents (job_id, region, expires_at)
-SELECT unnest(%(job_ids)s::uuid[]), %(region)s, to_timestamp(unnest(%(expires_at)s::float8[]))
-    ON CONFLICT (job_id) DO UPDATE SET region = EXCLUDED.region, created_at = now()
+-- Before a push request: these jobs, claimed from from_region, may be in this region's
+-- queue from now on. job_ids: an array literal; expires_at: the latest job's, unix seconds.
+INSERT INTO pgpulse.push_intents (region, from_region, job_ids, expires_at)
+VALUES (%(region)s, %(from_region)s, %(job_ids)s::uuid[], to_timestamp(%(expires_at)s::float8))
+RETURNING id
 
 -- forget_intent --
--- The pushes' outcome is known (pushed and committed, or surely not pushed). job_ids: an
--- array literal.
-DELETE FROM pgpulse.push_intents WHERE job_id = ANY (%(job_ids)s::uuid[])
+-- The outcome of these requests' pushes is known (pushed and committed, or surely not
+-- pushed). ids: an array literal.
+DELETE FROM pgpulse.push_intents WHERE id = ANY (%(ids)s::bigint[])
 
 -- sweep_records --
 -- Push intents of expired jobs, and observations of relays long gone.
@@ -231,7 +241,7 @@ WITH routing AS (
      WHERE NOT EXISTS (SELECT 1 FROM pgpulse.regions r WHERE r.code = o.region AND r.enabled)
        AND o.expires_at > now()
        AND m.check_regions IS NULL  -- a job per listed region: those stay, and expire
-       AND NOT EXISTS (SELECT 1 FROM pgpulse.push_intents i WHERE i.job_id = o.job_id)
+       AND o.job_id NOT IN (SELECT unnest(i.job_ids) FROM pgpulse.push_intents i)
      LIMIT %(limit)s
        FOR UPDATE OF o SKIP LOCKED
 ), moved AS (
@@ -264,7 +274,7 @@ WITH sel AS MATERIALIZED (
        AND m.check_regions IS NULL  -- one job per slot: the one routed away is the one
        AND o.region <> m.preferred_region AND o.attempts = 0 AND o.last_error IS NULL
        AND o.expires_at > now()
-       AND NOT EXISTS (SELECT 1 FROM pgpulse.push_intents i WHERE i.job_id = o.job_id)
+       AND o.job_id NOT IN (SELECT unnest(i.job_ids) FROM pgpulse.push_intents i)
        FOR UPDATE OF o SKIP LOCKED
 ), moved AS (
     DELETE FROM pgpulse.outbox o

@@ -108,15 +108,22 @@ CREATE TABLE pgpulse.dead_letters (
     allow_fallback boolean NOT NULL DEFAULT true  -- as the job left: `dlq retry` keeps it
 );
 
--- Pushes that may have happened: before a push the relay records, per job, the region it
--- is about to push it to, and deletes the records once the outcome is known. A job with such
--- a record goes only to that region, or waits for it (PGPULSE_UNCLEAR_PUSH).
+-- Pushes that may have happened: before a push request the relay records which jobs it
+-- is about to push to which region (one row per request), and deletes the row once the
+-- outcome is known. A job named in such a row goes only to that region, or waits for it
+-- (PGPULSE_UNCLEAR_PUSH). Jobs named here never move to another region's outbox.
 CREATE TABLE pgpulse.push_intents (
-    job_id      uuid PRIMARY KEY,
-    region      text NOT NULL,
-    expires_at  timestamptz NOT NULL,             -- the job's: kept no longer
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    region      text NOT NULL,                    -- where the jobs were pushed
+    from_region text NOT NULL,                    -- the outbox region they were claimed from
+    job_ids     uuid[] NOT NULL
+                CONSTRAINT push_intents_job_ids_listed CHECK (
+                    cardinality(job_ids) >= 1 AND array_position(job_ids, NULL) IS NULL),
+    expires_at  timestamptz NOT NULL,             -- the latest of its jobs': kept no longer
     created_at  timestamptz NOT NULL DEFAULT now()
 );
+-- random ids do not compress: storing them as they are saves the attempt on every request
+ALTER TABLE pgpulse.push_intents ALTER COLUMN job_ids SET STORAGE EXTERNAL;
 
 -- Region health as each live relay sees it; regions.healthy is decided from the recent
 -- observations (healthy unless most relays see the region down), not by the last writer.

@@ -13,11 +13,12 @@ import pytest
 from psycopg.rows import dict_row
 
 from relay import migrate
+from relay.queries import queries
 from relay.local.embedded import EmbeddedPostgres
 from tests.support.catalog import catalog, cron_job_rows, differences
 from tests.support.cli import ROOT, pgpulse
 
-HEAD = "0012"
+HEAD = "0013"
 _names = itertools.count()
 
 
@@ -415,3 +416,70 @@ def test_offline_sql_builds_the_same_schema_when_a_dba_runs_it(pg_server, empty_
     migrate.upgrade(migrated)
     assert version(by_dba) == HEAD
     assert schema_dump(pg_server, by_dba) == schema_dump(pg_server, migrated)
+
+
+def _intent_pairs(conn: psycopg.Connection) -> set[tuple[str, str]]:
+    """(job id, region) of every push intent, whatever the table's layout."""
+    per_request = conn.execute(
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = 'pgpulse.push_intents'::regclass"
+        " AND attname = 'job_ids'").fetchone()[0]
+    sql = ("SELECT u::text, i.region FROM pgpulse.push_intents i, unnest(i.job_ids) u"
+           if per_request else "SELECT job_id::text, region FROM pgpulse.push_intents")
+    return set(conn.execute(sql).fetchall())
+
+
+def test_a_0012_install_keeps_its_push_intents_through_0013_and_back(pg_server, empty_db, capsys):
+    """0013 keeps one push intent per request instead of one per job: every job an intent
+    named is still pinned where it was (a claim sees it), and held back from a reroute;
+    down again, one row per job as before and 0012's schema exactly."""
+    dsn, reference = empty_db(), empty_db()
+    migrate.upgrade(reference, "0012")
+    migrate.upgrade(dsn, "0012")
+    populate(dsn + "?options=-csearch_path%3Dpgpulse,public")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        jobs = [job_id for (job_id,) in conn.execute(
+            "SELECT job_id::text FROM pgpulse.outbox WHERE region = 'us-east-1'"
+            " ORDER BY job_id LIMIT 6")]
+        conn.execute("UPDATE pgpulse.outbox SET deliver_at = now() - interval '1 second'"
+                     " WHERE job_id = ANY (%s::uuid[])", (jobs,))
+        # two pushed to the fallback (pinned there), two to their own region, and two
+        # intents of jobs that are gone
+        conn.execute("""
+            INSERT INTO pgpulse.push_intents (job_id, region, expires_at)
+            SELECT j::uuid, r, now() + interval '5 minutes'
+              FROM unnest(%s::text[], %s::text[]) AS t(j, r)""",
+            (jobs[:4] + ["00000000-0000-0000-0000-00000000000a",
+                         "00000000-0000-0000-0000-00000000000b"],
+             ["eu-west-1", "eu-west-1", "us-east-1", "us-east-1", "ap-south-1", "ap-south-1"]))
+        before = _intent_pairs(conn)
+    assert len(before) == 6
+
+    migrate.upgrade(dsn)
+
+    assert version(dsn) == HEAD
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert _intent_pairs(conn) == before
+        assert set(conn.execute("SELECT region, from_region, cardinality(job_ids)"
+                                " FROM pgpulse.push_intents").fetchall()) == {
+            ("eu-west-1", "us-east-1", 2), ("us-east-1", "us-east-1", 2),
+            ("ap-south-1", "ap-south-1", 2)}
+        # the claim as the relay runs it: pinned jobs name their region
+        with conn.transaction(force_rollback=True), conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(queries()["claim_due"], {
+                "region": "us-east-1", "limit": 1000, "fallback_only": False,
+                "held_by": None}).fetchall()
+        pinned = {r["job_id"]: r["pinned_to"] for r in rows if r["job_id"] in jobs}
+        assert pinned == {jobs[0]: "eu-west-1", jobs[1]: "eu-west-1", jobs[2]: None,
+                          jobs[3]: None, jobs[4]: None, jobs[5]: None}
+        # rerouting us-east-1's jobs: the two that may be in its queue already stay
+        with conn.transaction(force_rollback=True), conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(queries()["claim_due"], {
+                "region": "us-east-1", "limit": 1000, "fallback_only": True,
+                "held_by": "us-east-1"}).fetchall()
+        assert {r["job_id"] for r in rows} & set(jobs) == {jobs[0], jobs[1], jobs[4], jobs[5]}
+
+    migrate.downgrade(dsn, "0012")
+    assert version(dsn) == "0012"
+    with psycopg.connect(dsn) as conn:
+        assert _intent_pairs(conn) == before
+    assert schema_dump(pg_server, dsn) == schema_dump(pg_server, reference)

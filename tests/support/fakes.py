@@ -77,11 +77,11 @@ class FakeClaim:
         self.store = store
 
     async def settle(self, requeue: list[Retry], dead: list[Retry],
-                     forget: list[str] = ()) -> None:
+                     forget: list[int] = ()) -> None:
         self.store.requeued.extend(requeue)
         self.store.dead.extend(dead)
-        for job_id in forget:
-            self.store.intents.pop(job_id, None)
+        for intent in forget:
+            self.store.intent_rows.pop(intent, None)
 
 
 class FakeStore:
@@ -93,7 +93,7 @@ class FakeStore:
         self.next_due_s: float | None | Exception = None
         self.requeued: list[Retry] = []
         self.dead: list[Retry] = []
-        self.intents: dict[str, str] = {}
+        self.intent_rows: dict[int, tuple[str, list[str]]] = {}  # id: region, job ids
 
     @contextlib.asynccontextmanager
     async def claim(self, region: str, *, limit: int, fallback_only: bool,
@@ -111,8 +111,16 @@ class FakeStore:
             raise self.next_due_s
         return self.next_due_s
 
-    async def record_intent(self, region: str, jobs: list[Job]) -> None:
-        self.intents.update({job.job_id: region for job in jobs})
+    async def record_intent(self, region: str, jobs: list[Job]) -> int:
+        intent = max(self.intent_rows, default=0) + 1
+        self.intent_rows[intent] = (region, [job.job_id for job in jobs])
+        return intent
+
+    @property
+    def intents(self) -> dict[str, str]:
+        """Each job a kept push intent names, and the region it names."""
+        return {job_id: region for region, job_ids in self.intent_rows.values()
+                for job_id in job_ids}
 
 
 
