@@ -236,7 +236,7 @@ class Drainer:
             metrics.rerouted.labels(region.code, target.code).inc(len(ok))
             logs.event("jobs_rerouted", region=region.code, to=target.code, count=len(ok))
         metrics.schedule_lag.observe_many(target.code,
-                                          [now - job.scheduled_for.timestamp() for job in ok])
+                                          [now - job.scheduled_for_s for job in ok])
         if self.on_batch:
             self.on_batch(PublishedBatch(target.code, ok, now))
         logs.event("batch_published", region=target.code, jobs=len(ok), failed=n_failed,

@@ -67,7 +67,7 @@ class PublishedBatch:
 
     def lags(self) -> list[float]:
         """Seconds from each job's deliver_at to its publish."""
-        return [self.published_at - job.deliver_at.timestamp() for job in self.jobs]
+        return [self.published_at - job.deliver_at_s for job in self.jobs]
 
 
 BatchListener = Callable[[PublishedBatch], None]

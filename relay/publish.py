@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii as json_string
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from relay import logs
 from relay.errors import MalformedReply, RequestRejected
@@ -27,18 +26,14 @@ _ANSWERS = {SCRIPT_PUSHED: {"result": SCRIPT_PUSHED}, SCRIPT_DUPLICATE: {"result
             SCRIPT_EXPIRED: {"result": SCRIPT_EXPIRED}}
 
 
-@dataclass(frozen=True)
-class Push:
+class Push(NamedTuple):
     """One job's part of a push call (docs/queue-contract.md), JSON-encoded once: its
-    keys (dedup key, queue) and its arguments (the job's JSON, its expires_at)."""
+    keys (dedup key, queue), its arguments (the job's JSON, its expires_at) and the bytes
+    they add to the request body."""
 
     keys: str  # '"<dedup key>","<queue>"'
     argv: str  # '"<job JSON, escaped>","<unix seconds>"'
-
-    @property
-    def size(self) -> int:
-        """Bytes it adds to the request body."""
-        return len(self.keys) + len(self.argv) + 2
+    size: int
 
     @classmethod
     def of(cls, job: Job, target: str, *, rerouted: bool) -> Push:
@@ -47,7 +42,8 @@ class Push:
             job_json = f'{job_json[:-1]}, "delivered_to": "{target}"}}'
         # ids, region codes and criticalities need no escaping (they are checked on entry)
         keys = f'"{dedup_key(job.job_id)}","{queue_key(target, job.criticality)}"'
-        return cls(keys, f'{json_string(job_json)},"{int(job.expires_at.timestamp())}"')
+        argv = f'{json_string(job_json)},"{int(job.expires_at_s)}"'
+        return cls(keys, argv, len(keys) + len(argv) + 2)
 
 
 def push_body(sha: str, dedup_margin_s: int, pushes: list[Push]) -> str:
@@ -83,15 +79,18 @@ def _job_error(region: str, answer: Any) -> dict[str, Any]:
                          "for a job")
 
 
+# one Outcome per kind of answer, shared (a batch has a thousand)
+_OUTCOMES = {SCRIPT_PUSHED: Outcome(PUSHED), SCRIPT_DUPLICATE: Outcome(DUPLICATE),
+             SCRIPT_EXPIRED: Outcome(EXPIRED)}
+
+
 def read_reply(reply: dict, region_error: str | None) -> Outcome:
     """One job's reply; region_error: the call failed as a region (held)."""
     if "error" in reply:
         return Outcome(HELD if region_error else FAILED, str(reply["error"]))
-    if reply.get("result") == SCRIPT_EXPIRED:
-        return Outcome(EXPIRED)
-    if reply.get("result") == SCRIPT_DUPLICATE:
-        return Outcome(DUPLICATE)
-    return Outcome(PUSHED)
+    result = reply.get("result")
+    return _OUTCOMES.get(result, _OUTCOMES[SCRIPT_PUSHED]) if type(result) is int \
+        else _OUTCOMES[SCRIPT_PUSHED]
 
 
 class Publisher:

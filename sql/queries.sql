@@ -30,8 +30,12 @@ WITH held AS MATERIALIZED (
 )
 DELETE FROM pgpulse.outbox o
  WHERE o.ctid = ANY (ARRAY(SELECT row_ref FROM sel))
-RETURNING o.job_id::text, o.monitor_id, o.region, o.criticality, o.scheduled_for,
-          o.deliver_at, o.expires_at, o.attempts, o.payload::text, o.allow_fallback,
+-- (times as unix seconds: exact to the microsecond both ways, and cheap to read)
+RETURNING o.job_id::text, o.monitor_id::text, o.region, o.criticality,
+          date_part('epoch', o.scheduled_for) AS scheduled_for_s,
+          date_part('epoch', o.deliver_at) AS deliver_at_s,
+          date_part('epoch', o.expires_at) AS expires_at_s,
+          o.attempts, o.payload::text, o.allow_fallback,
           o.expires_at <= now() AS expired,
           -- a push of this job may have happened there: it goes there or waits
           (SELECT p.region FROM pinned p WHERE p.job_id = o.job_id
@@ -113,20 +117,24 @@ SELECT region,
 
 -- requeue --
 -- Puts a job whose publish failed back with one more attempt, due again after a backoff.
+-- Times in unix seconds.
 INSERT INTO pgpulse.outbox
        (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
         allow_fallback, payload, attempts, last_error)
-VALUES (%(job_id)s, %(monitor_id)s, %(region)s, %(criticality)s, %(scheduled_for)s,
-        now() + make_interval(secs => %(backoff_s)s), %(expires_at)s, %(allow_fallback)s,
-        %(payload)s::jsonb, %(attempts)s, %(error)s)
+VALUES (%(job_id)s, %(monitor_id)s, %(region)s, %(criticality)s,
+        to_timestamp(%(scheduled_for_s)s::float8),
+        now() + make_interval(secs => %(backoff_s)s), to_timestamp(%(expires_at_s)s::float8),
+        %(allow_fallback)s, %(payload)s::jsonb, %(attempts)s, %(error)s)
 
 -- dead_letter --
--- A job that failed its last allowed attempt, kept with its last error.
+-- A job that failed its last allowed attempt, kept with its last error. Times in unix
+-- seconds.
 INSERT INTO pgpulse.dead_letters
        (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
         payload, attempts, last_error, allow_fallback)
-VALUES (%(job_id)s, %(monitor_id)s, %(region)s, %(criticality)s, %(scheduled_for)s,
-        %(deliver_at)s, %(expires_at)s, %(payload)s::jsonb, %(attempts)s, %(error)s,
+VALUES (%(job_id)s, %(monitor_id)s, %(region)s, %(criticality)s,
+        to_timestamp(%(scheduled_for_s)s::float8), to_timestamp(%(deliver_at_s)s::float8),
+        to_timestamp(%(expires_at_s)s::float8), %(payload)s::jsonb, %(attempts)s, %(error)s,
         %(allow_fallback)s)
 ON CONFLICT (job_id) DO UPDATE
    SET attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, failed_at = now(),

@@ -250,8 +250,9 @@ def test_a_job_put_back_after_a_failure_follows_its_monitor(conn, region):
     for job in in_flight.values():   # ... and their publish failed
         conn.execute(queries()["requeue"], {
             "job_id": job["job_id"], "monitor_id": job["monitor_id"], "region": job["region"],
-            "criticality": job["criticality"], "scheduled_for": job["scheduled_for"],
-            "backoff_s": 1, "expires_at": job["expires_at"], "allow_fallback": job["allow_fallback"],
+            "criticality": job["criticality"],
+            "scheduled_for_s": job["scheduled_for"].timestamp(), "backoff_s": 1,
+            "expires_at_s": job["expires_at"].timestamp(), "allow_fallback": job["allow_fallback"],
             "payload": psycopg.types.json.Jsonb(job["payload"]), "attempts": 1, "error": "HTTP 503"})
     back = {j["monitor_id"]: j for j in conn.execute("SELECT * FROM pgpulse.outbox").fetchall()}
     assert set(back) == {kept, changed}

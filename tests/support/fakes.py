@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+import time
 
 import psycopg
 
@@ -130,10 +130,10 @@ def database_down() -> psycopg.Error:
 
 def make_job(n: int, region: str = "eu", *, attempts: int = 0, allow_fallback: bool = True,
              pinned_to: str | None = None, expired: bool = False) -> Job:
-    now = datetime.now(timezone.utc)
+    now = time.time()
     return Job(job_id=f"00000000-0000-0000-0000-{n:012d}", monitor_id=str(n), region=region,
-               criticality="normal", scheduled_for=now, deliver_at=now,
-               expires_at=now + timedelta(minutes=1), attempts=attempts, payload="{}",
+               criticality="normal", scheduled_for_s=now, deliver_at_s=now,
+               expires_at_s=now + 60, attempts=attempts, payload="{}",
                allow_fallback=allow_fallback, expired=expired, pinned_to=pinned_to,
                job_json=f'{{"job_id": "{n}"}}')
 
