@@ -11,8 +11,9 @@ PUSHED, DUPLICATE, EXPIRED = 1, 0, 2
 # job, in order. Judged by Redis's own clock:
 # - an expired job is never pushed, so nothing is published after its dedup key (which
 #   outlives expires_at by the margin) could have expired;
-# - the marker is set only after the push happened: a push that fails (WRONGTYPE, OOM, a
-#   size limit) writes nothing, and a failed SET undoes the push;
+# - the marker is set (SET NX: a job marked before is a duplicate) and the job pushed
+#   together: a push that fails (WRONGTYPE, OOM, a size limit) takes its marker back, so it
+#   writes nothing;
 # - one job's error (pcall) is that job's answer: the jobs before it stay pushed and the
 #   ones after it are still tried, so the answer says exactly what happened to each.
 PUSH_SCRIPT = """\
@@ -24,17 +25,17 @@ for i = 1, #KEYS / 2 do
   local job, expires_at = ARGV[2 * i], tonumber(ARGV[2 * i + 1])
   if now >= expires_at then
     answers[i] = 2
-  elseif redis.call('EXISTS', dedup) == 1 then
-    answers[i] = 0
   else
-    local pushed = redis.pcall('LPUSH', queue, job)
-    if type(pushed) == 'table' and pushed.err then
-      answers[i] = pushed.err
+    local marked = redis.pcall('SET', dedup, '1', 'NX', 'EXAT', expires_at + margin)
+    if type(marked) == 'table' and marked.err then
+      answers[i] = marked.err
+    elseif not marked then
+      answers[i] = 0
     else
-      local marked = redis.pcall('SET', dedup, '1', 'EXAT', expires_at + margin)
-      if type(marked) == 'table' and marked.err then
-        redis.call('LREM', queue, 1, job)
-        answers[i] = marked.err
+      local pushed = redis.pcall('LPUSH', queue, job)
+      if type(pushed) == 'table' and pushed.err then
+        redis.pcall('DEL', dedup)
+        answers[i] = pushed.err
       else
         answers[i] = 1
       end
