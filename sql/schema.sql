@@ -962,7 +962,10 @@ BEGIN
                     THEN p_wheel IS NOT NULL
                          OR CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
                                  ELSE m.preferred_region END IS NOT NULL
-                    ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, p_route) IS NOT NULL
+                    -- (_route_each spelled out: a SQL function starts an executor per call)
+                    ELSE EXISTS (SELECT 1 FROM unnest(m.check_regions) c(code)
+                                  WHERE CASE WHEN m.allow_fallback THEN p_route ->> c.code
+                                             ELSE c.code END IS NOT NULL)
                END
            AND (cardinality(p_skip) = 0 OR m.id::text <> ALL (p_skip))
          ORDER BY m.next_check_at
@@ -980,7 +983,11 @@ BEGIN
                                                                AND d.check_regions IS NULL)
                                                 OVER (ROWS UNBOUNDED PRECEDING))
                                     % cardinality(p_wheel))::integer])]
-               ELSE pgpulse._route_each(d.check_regions, d.allow_fallback, p_route) END AS regions
+               ELSE (SELECT array_agg(DISTINCT r.code ORDER BY r.code)
+                       FROM unnest(d.check_regions) c(code)
+                      CROSS JOIN LATERAL (SELECT CASE WHEN d.allow_fallback THEN p_route ->> c.code
+                                                      ELSE c.code END) r(code)
+                      WHERE r.code IS NOT NULL) END AS regions
           FROM due d
     ), windows AS MATERIALIZED (
         SELECT * FROM pgpulse._maintenance_occurrences(v_now - interval '1 day', p_horizon)
