@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -99,7 +100,7 @@ class Drainer:
                     return
                 continue
             if claimed >= self.settings.batch_size:
-                region.wake.set()  # a backlog: the region's other workers help
+                region.nudge()  # a backlog: one more of the region's workers helps
                 continue
             await self.wait_for_work(claimed)
 
@@ -247,13 +248,18 @@ class Drainer:
     async def wait_for_work(self, claimed: int) -> None:
         """Sleeps until the next deliver_at, a NOTIFY, the breaker's probe time or stop."""
         timeout = await self.wake_timeout(claimed)
+        mine = asyncio.Event()  # a nudge for this worker alone (Region.nudge)
+        self.region.idle.append(mine)
         waits = [asyncio.ensure_future(self.region.wake.wait()),
+                 asyncio.ensure_future(mine.wait()),
                  asyncio.ensure_future(self.supervisor.stop.wait())]
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for w in waits:
                 w.cancel()
+            with contextlib.suppress(ValueError):  # gone when the nudge picked it
+                self.region.idle.remove(mine)
             if self.region.due_timer is asyncio.current_task():
                 self.region.due_timer = None
 

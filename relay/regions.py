@@ -37,7 +37,8 @@ class Region:
     is_default: bool = False
     fallback: str | None = None
     script_sha: str | None = None
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # every worker
+    idle: list[asyncio.Event] = field(default_factory=list)  # waiting workers' own wake-ups
     succeeded: bool = False          # an attempt succeeded since the breaker last opened
     refused: str | None = None       # the token-refused error, until an attempt succeeds
     row_healthy: bool | None = None  # regions.healthy as last read
@@ -46,6 +47,15 @@ class Region:
     due_timer: asyncio.Task | None = None  # the worker sleeping until the next due job
     due_timer_at: float = 0.0        # ... and when it wakes (the event loop's clock)
     health_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def nudge(self) -> None:
+        """Jobs may be due: one waiting worker claims (and nudges the next if it finds a full
+        batch); twelve workers claiming the same few jobs skip each other's locked rows.
+        With none waiting, every worker looks again after its batch."""
+        if self.idle:
+            self.idle.pop().set()
+        else:
+            self.wake.set()
 
     async def ensure_script(self) -> str:
         """The push script's SHA in the region's Redis, loading it when not known yet."""
@@ -155,6 +165,11 @@ class Registry:
     def wake_all(self) -> None:
         for region in self.regions.values():
             region.wake.set()
+
+    def nudge_all(self) -> None:
+        """New jobs were written (a NOTIFY): one worker of each region looks."""
+        for region in self.regions.values():
+            region.nudge()
 
     def breakers_open_s(self) -> dict[str, float]:
         """Seconds each not-closed breaker has been open, for the alert rules."""

@@ -120,7 +120,7 @@ class Relay:
         self._start_drainers(store)
         if not self.once:
             if s.listen:  # off behind a transaction-mode pooler: the poll interval wakes
-                notifier = Notifier(self.dsn, supervisor, registry.wake_all)
+                notifier = Notifier(self.dsn, supervisor, registry.nudge_all)
                 supervisor.spawn(notifier.run(), "listen")
             supervisor.spawn(self._watch_regions(store), "regions")
             supervisor.spawn(DepthSampler(registry, store, s, supervisor).run(), "depth")
