@@ -38,7 +38,7 @@ class Job(NamedTuple):
     deliver_at_s: float
     expires_at_s: float
     attempts: int
-    payload: str
+    payload: str | None  # None: job_json without the job's own fields (the claim says)
     allow_fallback: bool
     expired: bool
     pinned_to: str | None  # a region a push of this job may have reached (push_intents)
@@ -70,6 +70,7 @@ class Retry:
                 "criticality": job.criticality, "scheduled_for_s": job.scheduled_for_s,
                 "deliver_at_s": job.deliver_at_s, "expires_at_s": job.expires_at_s,
                 "allow_fallback": job.allow_fallback, "payload": job.payload,
+                "job_json": job.job_json,
                 "attempts": self.attempts, "error": self.error[:500],
                 "backoff_s": self.backoff_s}
 

@@ -35,7 +35,15 @@ RETURNING o.job_id::text, o.monitor_id::text, o.region, o.criticality,
           date_part('epoch', o.scheduled_for) AS scheduled_for_s,
           date_part('epoch', o.deliver_at) AS deliver_at_s,
           date_part('epoch', o.expires_at) AS expires_at_s,
-          o.attempts, o.payload::text, o.allow_fallback,
+          o.attempts,
+          -- the payload only when job_json does not hold it (job_json minus the job's fields,
+          -- see requeue): converting it to text again was a twentieth of a claim's work
+          CASE WHEN jsonb_typeof(o.payload) = 'object'
+                    AND NOT o.payload ?| ARRAY['v', 'job_id', 'monitor_id', 'region',
+                                               'criticality', 'scheduled_for', 'expires_at',
+                                               'attempt']
+               THEN NULL ELSE o.payload::text END AS payload,
+          o.allow_fallback,
           o.expires_at <= now() AS expired,
           -- a push of this job may have happened there: it goes there or waits
           (SELECT p.region FROM pinned p WHERE p.job_id = o.job_id
@@ -117,25 +125,32 @@ SELECT region,
 
 -- requeue --
 -- Puts a job whose publish failed back with one more attempt, due again after a backoff.
--- Times in unix seconds.
+-- Times in unix seconds; a NULL payload is the job's JSON without the job's own fields.
 INSERT INTO pgpulse.outbox
        (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
         allow_fallback, payload, attempts, last_error)
 VALUES (%(job_id)s, %(monitor_id)s, %(region)s, %(criticality)s,
         to_timestamp(%(scheduled_for_s)s::float8),
         now() + make_interval(secs => %(backoff_s)s), to_timestamp(%(expires_at_s)s::float8),
-        %(allow_fallback)s, %(payload)s::jsonb, %(attempts)s, %(error)s)
+        %(allow_fallback)s,
+        coalesce(%(payload)s::jsonb,
+                 %(job_json)s::jsonb - ARRAY['v', 'job_id', 'monitor_id', 'region', 'criticality',
+                                             'scheduled_for', 'expires_at', 'attempt']),
+        %(attempts)s, %(error)s)
 
 -- dead_letter --
 -- A job that failed its last allowed attempt, kept with its last error. Times in unix
--- seconds.
+-- seconds; a NULL payload as in requeue.
 INSERT INTO pgpulse.dead_letters
        (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
         payload, attempts, last_error, allow_fallback)
 VALUES (%(job_id)s, %(monitor_id)s, %(region)s, %(criticality)s,
         to_timestamp(%(scheduled_for_s)s::float8), to_timestamp(%(deliver_at_s)s::float8),
-        to_timestamp(%(expires_at_s)s::float8), %(payload)s::jsonb, %(attempts)s, %(error)s,
-        %(allow_fallback)s)
+        to_timestamp(%(expires_at_s)s::float8),
+        coalesce(%(payload)s::jsonb,
+                 %(job_json)s::jsonb - ARRAY['v', 'job_id', 'monitor_id', 'region', 'criticality',
+                                             'scheduled_for', 'expires_at', 'attempt']),
+        %(attempts)s, %(error)s, %(allow_fallback)s)
 ON CONFLICT (job_id) DO UPDATE
    SET attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, failed_at = now(),
        allow_fallback = EXCLUDED.allow_fallback

@@ -253,7 +253,8 @@ def test_a_job_put_back_after_a_failure_follows_its_monitor(conn, region):
             "criticality": job["criticality"],
             "scheduled_for_s": job["scheduled_for"].timestamp(), "backoff_s": 1,
             "expires_at_s": job["expires_at"].timestamp(), "allow_fallback": job["allow_fallback"],
-            "payload": psycopg.types.json.Jsonb(job["payload"]), "attempts": 1, "error": "HTTP 503"})
+            "payload": psycopg.types.json.Jsonb(job["payload"]), "job_json": None, "attempts": 1,
+            "error": "HTTP 503"})
     back = {j["monitor_id"]: j for j in conn.execute("SELECT * FROM pgpulse.outbox").fetchall()}
     assert set(back) == {kept, changed}
     assert back[changed]["payload"]["url"] == "https://moved.example/"

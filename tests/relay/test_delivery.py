@@ -253,3 +253,48 @@ def test_the_job_json_is_one_object_whatever_the_payload_holds(conn, regions, re
     assert jobs[odd_text]["url"] == 'https://x.test/"q"\\é\u2028' and jobs[odd_text]["note"] == '{"}'
     schema_validator.validate(jobs[normal])
     schema_validator.validate(jobs[odd_text])
+
+
+def test_a_failed_job_goes_back_and_to_the_dead_letters_with_its_payload(conn, regions, relays,
+                                                                          redis_server):
+    # the claim leaves out a payload that its job JSON holds; a job put back (and later a
+    # dead letter) gets it back exactly, whatever it held, also the job's own field names
+    us = redis.Redis.from_url(redis_server.url, db=BY_CODE["us-east-1"].db)
+    us.set("pgpulse:jobs:us-east-1:normal", "not a list")  # every push fails: WRONGTYPE
+    payloads = {"normal": None,
+                "quoted": r'{"url": "https://x.test/\"q\"\\é", "note": "{\"}"}',
+                "job_keys": '{"url": "https://x.test/", "region": "mine", "attempt": 7, "v": 2}',
+                "empty": "{}", "scalar": '"x"', "array": '[1, {"a": 2}]'}
+    ids = {}
+    for name, payload in payloads.items():
+        [ids[name]] = insert_jobs(conn, 1, "us-east-1", tag=f"payload-{name}")
+        if payload is not None:
+            conn.execute("UPDATE pgpulse.outbox SET payload = %s::jsonb WHERE job_id = %s",
+                         (payload, ids[name]))
+    before = {r["job_id"]: r["payload"] for r in conn.execute(
+        "SELECT job_id::text, payload FROM pgpulse.outbox").fetchall()}
+    assert len(before) == len(payloads)
+    # most of each request goes through: the failures are the jobs' own, not the region's
+    insert_jobs(conn, 30, "us-east-1", criticality="high", tag="payload-fine")
+
+    def run_once(**settings) -> dict:  # jobs failed: --once exits 1
+        relay = relays.start("--once", "--json", **settings)
+        assert relay.wait(60) == 1, relay.tail()
+        return json.loads(relay.stdout())
+
+    totals = run_once()  # every job failed: back for a later attempt
+    assert totals["failed"] == len(payloads), totals
+    after = {r["job_id"]: r for r in conn.execute(
+        "SELECT job_id::text, payload, attempts FROM pgpulse.outbox").fetchall()}
+    assert {j: r["payload"] for j, r in after.items()} == before
+    assert all(r["attempts"] == 1 for r in after.values())
+
+    conn.execute("UPDATE pgpulse.outbox SET deliver_at = now()")
+    insert_jobs(conn, 30, "us-east-1", criticality="high", tag="payload-fine-2")
+    totals = run_once(max_attempts=2)  # the last attempt fails too
+    assert totals["dead_lettered"] == len(payloads), totals
+    dead = dict((r["job_id"], r["payload"]) for r in conn.execute(
+        "SELECT job_id::text, payload FROM pgpulse.dead_letters").fetchall())
+    assert dead == before
+    us.delete("pgpulse:jobs:us-east-1:normal")
+    us.close()
