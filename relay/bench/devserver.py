@@ -82,8 +82,9 @@ def _evalsha_bodies(sha: str, n_commands: int, batch: int, run: int) -> list[byt
     argv = f'{json.dumps(_VALUE)},"{expires_at}"'
     bodies = []
     for start in range(0, n_commands, batch):
-        pushes = [Push(keys_of.format(dedup_key(f"bench-{run}-{i}")), argv)
-                  for i in range(start, min(start + batch, n_commands))]
+        pushes = [Push(keys, argv, len(keys) + len(argv) + 2)
+                  for keys in (keys_of.format(dedup_key(f"bench-{run}-{i}"))
+                               for i in range(start, min(start + batch, n_commands)))]
         bodies.append(push_body(sha, margin, pushes).encode())
     return bodies
 

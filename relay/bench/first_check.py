@@ -79,6 +79,8 @@ _TICK = "CALL pgpulse.tick(p_trigger => 'bench')"
 
 _FIELD = {name: re.compile(rb'\\"' + name.encode() + rb'\\": ?\\"([^\\"]+)\\"')
           for name in ("job_id", "monitor_id", "region", "scheduled_for")}
+# one argument of a MONITOR line: quoted, with backslash escapes inside
+_QUOTED = re.compile(rb'"((?:[^"\\]|\\.)*)"')
 
 
 def _micros(moment: datetime) -> int:
@@ -100,14 +102,15 @@ class Push:
 
 
 class PushCapture:
-    """Reads redis-server's MONITOR stream on a thread and keeps each LPUSH run by a script
-    (the push script's, `[db lua] "LPUSH" key json`) with redis-server's timestamp."""
+    """Reads redis-server's MONITOR stream on a thread and keeps each job an LPUSH run by a
+    script pushed (the push script's, `[db lua] "LPUSH" key json ...`) with redis-server's
+    timestamp."""
 
     def __init__(self, redis_url: str) -> None:
         url = urlparse(redis_url)
         self._address = (url.hostname or "127.0.0.1", url.port or 6379)
         self.pushes: list[Push] = []
-        self.undone = 0     # LREMs: a push the script took back (its marker failed)
+        self.undone = 0     # DELs: markers the script took back (their push failed)
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -158,24 +161,28 @@ class PushCapture:
             parsed = []
             for line in lines:
                 if b' lua] "LPUSH" ' in line:
-                    parsed.append(self._parse(line))
-                elif b' lua] "LREM" ' in line:
+                    parsed.extend(self._parse(line))
+                elif b' lua] "DEL" ' in line:
                     self.undone += 1
             if parsed:
                 with self._lock:
                     self.pushes.extend(parsed)
 
     @staticmethod
-    def _parse(line: bytes) -> Push:
-        # +1796012558.002777 [1 lua] "LPUSH" "pgpulse:jobs:..." "{\"v\": 1, ...}"
+    def _parse(line: bytes) -> list[Push]:
+        # +1796012558.002777 [1 lua] "LPUSH" "pgpulse:jobs:..." "{\"v\": 1, ...}" "{...}"
         at = line[1:line.index(b" ")]
         seconds, _, fraction = at.partition(b".")
-        fields = {name: pattern.search(line).group(1).decode()
-                  for name, pattern in _FIELD.items()}
-        return Push(at_us=int(seconds) * 1_000_000 + int(fraction.ljust(6, b"0")),
-                    job_id=fields["job_id"], monitor_id=fields["monitor_id"],
-                    region=fields["region"],
-                    slot_us=_micros(datetime.fromisoformat(fields["scheduled_for"])))
+        at_us = int(seconds) * 1_000_000 + int(fraction.ljust(6, b"0"))
+        _, _key, *values = _QUOTED.findall(line[line.index(b'"LPUSH"'):])
+        pushes = []
+        for value in values:
+            fields = {name: pattern.search(value).group(1).decode()
+                      for name, pattern in _FIELD.items()}
+            pushes.append(Push(at_us=at_us, job_id=fields["job_id"],
+                               monitor_id=fields["monitor_id"], region=fields["region"],
+                               slot_us=_micros(datetime.fromisoformat(fields["scheduled_for"]))))
+        return pushes
 
 
 @dataclass
