@@ -37,7 +37,7 @@ RETURNING o.job_id::text, o.monitor_id::text, o.region, o.criticality,
           date_part('epoch', o.expires_at) AS expires_at_s,
           o.attempts,
           -- the payload only when job_json does not hold it (job_json minus the job's fields,
-          -- see requeue): converting it to text again was a twentieth of a claim's work
+          -- see requeue), not converted to text a second time
           CASE WHEN jsonb_typeof(o.payload) = 'object'
                     AND NOT o.payload ?| ARRAY['v', 'job_id', 'monitor_id', 'region',
                                                'criticality', 'scheduled_for', 'expires_at',
@@ -50,16 +50,19 @@ RETURNING o.job_id::text, o.monitor_id::text, o.region, o.criticality,
             ORDER BY p.id DESC LIMIT 1) AS pinned_to,
           -- the job's JSON: the payload's text with the job's fields spliced in (a tenth of
           -- the relay's database time per job less than building it as jsonb); a payload
-          -- that is not an object with keys (a hand-written row) is left out
+          -- that is not an object with keys (a hand-written row) is left out. Plain
+          -- concatenation: the job id is a uuid and the region the claimed one (a code checked
+          -- on entry); a monitor id (an adopted table's may be text) and the criticality of a
+          -- hand-written row are escaped
           CASE WHEN jsonb_typeof(o.payload) = 'object' AND o.payload <> '{}'
                THEN left(o.payload::text, -1) || ', ' ELSE '{' END
-          || format('"v": 1, "job_id": "%%s", "monitor_id": %%s, "region": %%s, "criticality": %%s, '
-                    '"scheduled_for": "%%s", "expires_at": "%%s", "attempt": %%s}',
-                    o.job_id, to_json(o.monitor_id::text), to_json(o.region),
-                    to_json(o.criticality),
-                    to_char(o.scheduled_for AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-                    to_char(o.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-                    o.attempts + 1) AS job_json
+          || '"v": 1, "job_id": "' || o.job_id || '", "monitor_id": ' || to_json(o.monitor_id::text)
+          || ', "region": "' || o.region || '", "criticality": ' || to_json(o.criticality)
+          || ', "scheduled_for": "'
+          || to_char(o.scheduled_for AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+          || '", "expires_at": "'
+          || to_char(o.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+          || '", "attempt": ' || (o.attempts + 1) || '}' AS job_json
 
 -- record_intent --
 -- Before a push request: these jobs, claimed from from_region, may be in this region's
