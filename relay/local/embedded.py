@@ -88,10 +88,12 @@ class ManagedService:
 class EmbeddedPostgres(ManagedService):
     """A PostgreSQL cluster in a temporary directory, pg_cron preloaded, trust auth."""
 
-    def __init__(self, *, fast: bool = False, port: int | None = None) -> None:
+    def __init__(self, *, fast: bool = False, port: int | None = None,
+                 settings: dict[str, str] | None = None) -> None:
         self.bindir = _find_pg_bindir()
         self.port = port or free_port()
         self.fast = fast  # fsync off: for tests; benchmarks keep durable settings
+        self.settings = settings or {}  # postgresql.conf lines over the defaults below
         self.user = _service_user()
         self.base: Path | None = None
         self.proc: subprocess.Popen | None = None
@@ -140,6 +142,7 @@ class EmbeddedPostgres(ManagedService):
         }
         if self.fast:
             settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+        settings |= self.settings
         with open(self.datadir / "postgresql.conf", "a") as conf:
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
         self.start_postmaster()

@@ -22,11 +22,11 @@ class LocalStack:
     """Starts everything on enter, stops and removes everything on exit (also on Ctrl-C)."""
 
     def __init__(self, regions: tuple[str, ...] = REGIONS, *, fast_db: bool = False,
-                 pg_cron: bool = True) -> None:
+                 pg_cron: bool = True, pg_settings: dict[str, str] | None = None) -> None:
         self.region_codes = regions
         self.pg_cron = pg_cron  # False: benchmarks drive every tick themselves
         self.tokens = {code: secrets.token_urlsafe(16) for code in regions}
-        self.pg = EmbeddedPostgres(fast=fast_db)
+        self.pg = EmbeddedPostgres(fast=fast_db, settings=pg_settings)
         self.redis = EmbeddedRedis()
         self.devserver: DevServer | None = None
         self._stack = contextlib.ExitStack()
