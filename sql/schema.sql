@@ -1333,12 +1333,18 @@ BEGIN
 END
 $$;
 
--- ... and that slot is written at once when it falls within the written horizon.
+-- ... and that slot is written at once when it falls within the written horizon. A new
+-- interval first takes back the jobs written ahead for the old one's slots still to come (a
+-- monitor moved from 10 s to an hour was otherwise checked every 10 s for another minute).
 CREATE FUNCTION pgpulse._monitor_rephased() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- jobs written ahead on the old interval's grid: a slot already due is still checked
+    IF OLD.is_active AND NEW.check_interval_seconds IS DISTINCT FROM OLD.check_interval_seconds THEN
+        DELETE FROM pgpulse.outbox WHERE monitor_id = NEW.id AND scheduled_for > now();
+    END IF;
     PERFORM pgpulse._schedule_now(ARRAY[NEW.id::text]);
     RETURN NULL;
 END

@@ -79,6 +79,26 @@ def test_a_new_interval_rephases_and_schedules_at_once(conn, region):
     assert all(j["expires_at"] - j["scheduled_for"] == timedelta(seconds=15) for j in got)
 
 
+def test_a_longer_interval_takes_back_the_old_intervals_jobs_still_to_come(conn, region):
+    """Moved from every 10 s to once an hour: the minute of 10-second slots written ahead
+    goes, a slot already due stays, and the new grid's slots are the only ones to come."""
+    m = conn.execute("INSERT INTO public.monitors (url, check_interval_seconds, next_check_at) "
+                     "VALUES ('https://slower.example', 10, now() - interval '3 seconds') "
+                     "RETURNING *").fetchone()
+    tick(conn, lookahead_s=60)
+    assert len(outbox_jobs(conn, m["id"])) >= 6
+    row = conn.execute("UPDATE public.monitors SET check_interval_seconds = 3600 WHERE id = %s "
+                       "RETURNING next_check_at, now() AS t, pgpulse._written_ahead_to() AS h",
+                       (m["id"],)).fetchone()
+    got = outbox_jobs(conn, m["id"])
+    due = [j["scheduled_for"] for j in got if j["scheduled_for"] <= row["t"]]
+    to_come = [j["scheduled_for"] for j in got if j["scheduled_for"] > row["t"]]
+    assert due == [m["next_check_at"]]
+    assert to_come == ([row["next_check_at"]] if row["next_check_at"] <= row["h"] else [])
+    assert all(j["expires_at"] - j["scheduled_for"] == timedelta(seconds=3600)
+               for j in got if j["scheduled_for"] > row["t"])
+
+
 def test_under_pg_cron_a_monitor_created_mid_minute_is_scheduled_at_its_slot(cron_db_url):
     """In the cluster's cron database pg_cron ticks every minute; a monitor created after
     one of its ticks has its first slot in the outbox at once, not from the next tick."""
