@@ -203,7 +203,7 @@ class _Settings:
 class RelaySettings(_Settings):
     """How the relay claims, publishes, retries and breaks circuits."""
 
-    batch_size: int = setting("PGPULSE_BATCH_SIZE", 1000, "jobs per claim and per `/pipeline` "
+    batch_size: int = setting("PGPULSE_BATCH_SIZE", 2000, "jobs per claim and per `/pipeline` "
                               "request", lo=1, hi=10_000)
     concurrency: int = setting("PGPULSE_CONCURRENCY", 4, "batches in flight per region (per "
                                "relay process)", lo=1, hi=64)

@@ -141,7 +141,8 @@ async def _drain(stack: LocalStack, settings: RelaySettings, *, once: bool,
 
 
 def bench_relay(jobs: int = 100_000, latency_ms: float = 0, runs: int = 3,
-                batch: int = 1000, concurrency: int = 4) -> dict[str, Any]:
+                batch: int = RelaySettings.batch_size,
+                concurrency: int = RelaySettings.concurrency) -> dict[str, Any]:
     """Throughput: a full outbox of due jobs drained by one relay (--once), median of runs."""
     logs.setup("WARNING")
     settings = RelaySettings(batch_size=batch, concurrency=concurrency)
@@ -175,7 +176,8 @@ def bench_relay(jobs: int = 100_000, latency_ms: float = 0, runs: int = 3,
 
 
 def bench_relay_lag(rate: float = 2000, seconds: float = 30, latency_ms: float = 0,
-                    batch: int = 1000, concurrency: int = 4,
+                    batch: int = RelaySettings.batch_size,
+                    concurrency: int = RelaySettings.concurrency,
                     interval_s: int | None = None) -> dict[str, Any]:
     """Steady state: jobs fall due at `rate` per second; lag = published_at - deliver_at.
     With interval_s, the jobs are the slots of rate * interval_s monitors checked every

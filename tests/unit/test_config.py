@@ -102,7 +102,7 @@ def test_relay_help_lists_every_setting_with_its_default_and_hides_secrets(capsy
     shown = capsys.readouterr().out
     for spec in [*RelaySettings.rows(), *OpsSettings.rows()]:
         assert f"  {spec.env} (default {spec.default_text().replace('`', '')}" in shown
-    assert "PGPULSE_BATCH_SIZE (default 1000; 1 to 10000)  (now 250)" in shown
+    assert "PGPULSE_BATCH_SIZE (default 2000; 1 to 10000)  (now 250)" in shown
     assert "hunter2" not in shown and "CRON_SECRET (default —)  (now set)" in shown
 
 
