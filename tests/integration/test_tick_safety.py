@@ -180,10 +180,10 @@ def test_a_lock_held_elsewhere_cannot_keep_the_tick_past_its_budget(conn, db_url
         release.set()
         holder_thread.join(30)
     # the budget plus a small bounded overshoot (a shared, noisy machine: generous)
-    assert took < budget_s + 1.5, f"tick took {took:.2f} s with a {budget_s} s budget"
+    assert took < budget_s + 5, f"tick took {took:.2f} s with a {budget_s} s budget"
     assert (run["stop_reason"], run["cut_short"]) == ("lock_timeout", True)
     assert run["finished_at"] is not None
-    assert (run["finished_at"] - run["started_at"]).total_seconds() < budget_s + 1.5
+    assert (run["finished_at"] - run["started_at"]).total_seconds() < budget_s + 5
     # the lock gone, the next tick does the work
     assert tick(conn)["monitors_claimed"] == 2000
 

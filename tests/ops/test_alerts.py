@@ -156,7 +156,7 @@ def test_a_stopped_database_is_an_alert_and_breaker_rules_still_run(relay_env, d
             add_monitors(setup, 20, preferred_region="eu-west-1")
         env = relay_env | FAST_ALERTS | {
             "DATABASE_URL": dsn, "PGPULSE_ALERT_WEBHOOK_URL": receiver.url,
-            "PGPULSE_ALERT_DATABASE_DOWN_S": "1", "PGPULSE_ALERT_BREAKER_OPEN_S": "5",
+            "PGPULSE_ALERT_DATABASE_DOWN_S": "1", "PGPULSE_ALERT_BREAKER_OPEN_S": "15",
             "PGPULSE_ALERT_DEADMAN_S": "3600", "PGPULSE_BREAKER_COOLDOWN_S": "60"}
         take_down(devserver, BY_CODE["eu-west-1"].token)
         assert pgpulse("tick", env=env).returncode == 0  # first: no relay ever sees "no tick yet"

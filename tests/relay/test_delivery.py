@@ -89,7 +89,7 @@ def test_jobs_are_not_published_before_deliver_at(conn, regions, relays, queues)
     for job_id, deliver_at in due.items():
         assert seen[job_id] >= deliver_at, f"{job_id} seen {deliver_at - seen[job_id]:.3f} s early"
         # the timer on the next deliver_at woke the relay, not the 30 s poll
-        assert seen[job_id] - deliver_at < 3, f"{job_id} published {seen[job_id] - deliver_at:.2f} s late"
+        assert seen[job_id] - deliver_at < 10, f"{job_id} published {seen[job_id] - deliver_at:.2f} s late"
 
 
 def test_notify_wakes_an_idle_relay_long_before_the_poll_interval(conn, regions, relays, queues):
@@ -99,9 +99,9 @@ def test_notify_wakes_an_idle_relay_long_before_the_poll_interval(conn, regions,
     for round_ in range(3):
         started = time.monotonic()
         insert_jobs(conn, 5, "eu-west-1", tag=f"wake-{round_}", notify=True)
-        wait_for(lambda: queues.total() == 5 * (round_ + 1), 10, "the notified jobs",
+        wait_for(lambda: queues.total() == 5 * (round_ + 1), 25, "the notified jobs",
                  interval=0.01, on_timeout=relay.tail)
-        assert time.monotonic() - started < 3, "NOTIFY did not wake the relay"
+        assert time.monotonic() - started < 10, "NOTIFY did not wake the relay"
     # the push comes first, the claim's commit right after it
     wait_for(lambda: outbox_count(conn) == 0, 10, "the claims to commit")
 

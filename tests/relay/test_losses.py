@@ -450,7 +450,7 @@ def test_two_relays_that_see_a_region_differently_agree_on_its_health(conn, regi
     # relay A reaches eu-west-1 with a token whose requests all fail; relay B's work
     take_down(upstash, eu.alt_token)
     settings = {"breaker_failures": 2, "breaker_cooldown_s": 0.3, "retry_window_s": 0.2,
-                "depth_interval_s": 0.3, "health_ttl_s": 4}
+                "depth_interval_s": 0.3, "health_ttl_s": 10}
     b = relays.start(**settings)
     wait_for(lambda: b.has_event("relay_started"), 30, "relay B to start", on_timeout=b.tail)
     a = relays.start(env=relays.env(tokens={"eu-west-1": eu.alt_token}, **settings))
