@@ -22,7 +22,7 @@ class TickParams:
 
     budget_s: float = _param(45.0, "p_budget", "--budget", "SECONDS",
                              "time budget in seconds (more than 0, at most 55)")
-    lookahead_s: float = _param(60.0, "p_lookahead", "--lookahead", "SECONDS",
+    lookahead_s: float = _param(70.0, "p_lookahead", "--lookahead", "SECONDS",
                                 "emit jobs due within this many seconds (0 to 600)")
     chunk: int = _param(5000, "p_chunk", "--chunk", "MONITORS",
                         "monitors claimed per transaction (1 to 100000)")

@@ -1364,12 +1364,14 @@ CREATE TRIGGER monitors_rephased_schedule_now
 -- One scheduler tick: claims due monitors chunk by chunk (a commit after each chunk) until
 -- none are left, the time budget is nearly spent, or a lock held elsewhere would keep it
 -- past its deadline; records the run and why it stopped in pgpulse.tick_runs.
--- Must be CALLed outside a transaction block (autocommit), as pg_cron does.
+-- Must be CALLed outside a transaction block (autocommit), as pg_cron does. The lookahead
+-- reaches 10 s past the next minute: pg_cron starts a minute's tick up to a second late and
+-- its first chunk commits a moment after, and the slots of that gap must be written already.
 CREATE PROCEDURE pgpulse.tick(
     INOUT run_id bigint DEFAULT NULL,
     p_trigger text DEFAULT 'manual',
     p_budget interval DEFAULT '45 seconds',
-    p_lookahead interval DEFAULT '60 seconds',
+    p_lookahead interval DEFAULT '70 seconds',
     p_chunk integer DEFAULT 5000)
 LANGUAGE plpgsql
 AS $$

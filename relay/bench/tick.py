@@ -28,7 +28,7 @@ INSERT INTO pgpulse.regions (code, is_default, weight) VALUES
 """
 
 # Intervals of 2..60 minutes and a slot 0..30 s ago: each monitor is due for exactly one
-# slot, and its next one lies beyond the tick's 60 s lookahead.
+# slot, and its next one lies beyond the tick's 70 s lookahead.
 _SEED_MONITORS = """
 INSERT INTO public.monitors (url, check_interval_minutes, preferred_region, criticality,
                              next_check_at)

@@ -8,7 +8,7 @@ import select
 from datetime import timedelta
 
 import psycopg
-from tests.support.seeding import outbox_jobs, tick
+from tests.support.seeding import add_monitor, outbox_jobs, tick
 from tests.support.waiting import wait_for
 
 
@@ -122,3 +122,16 @@ def test_under_pg_cron_a_monitor_created_mid_minute_is_scheduled_at_its_slot(cro
             conn.execute("DELETE FROM public.monitors WHERE preferred_region = %s", (code,))
             conn.execute("DELETE FROM pgpulse.outbox WHERE region = %s", (code,))
             conn.execute("DELETE FROM pgpulse.regions WHERE code = %s", (code,))
+
+
+def test_a_minutes_tick_started_late_finds_its_first_slots_written(conn, region):
+    """pg_cron starts a minute's tick up to about a second late (seen: 12:14:01.008), and its
+    first chunk commits a moment after that. The previous tick's horizon must reach past
+    both: with exactly one minute, 1,588 jobs of that second were published up to 1.2 s late."""
+    ids = {ahead_s: add_monitor(conn, check_interval_minutes=5, due=f"{ahead_s} seconds")["id"]
+           for ahead_s in (62, 68, 80)}
+    conn.execute("CALL pgpulse.tick(p_trigger => 'test')")  # as pg_cron's job runs it
+    written = {ahead_s for ahead_s, monitor_id in ids.items() if outbox_jobs(conn, monitor_id)}
+    # written through the next minute's first seconds (a tick 8 s late still finds its
+    # first slots there), and no further
+    assert written == {62, 68}

@@ -107,7 +107,7 @@ def test_a_window_applies_to_one_monitor_a_set_or_all(conn, region):
         "INSERT INTO pgpulse.maintenance_windows (name, monitor_ids, time_zone, starts_local, "
         f"ends_local) VALUES ('one', %s, 'Europe/Berlin', {local} - interval '1 minute', "
         f"{local} + interval '10 minutes') RETURNING id", ([str(ids[0])],)).fetchone()["id"]
-    run = tick(conn)
+    run = tick(conn, lookahead_s=60)  # slots at +5 and +35 s
     assert run["maintenance_skipped"] == 2  # two 30-second slots of the first monitor
     per_monitor = {r["monitor_id"]: r["n"] for r in conn.execute(
         "SELECT monitor_id, count(*) AS n FROM pgpulse.outbox GROUP BY 1")}

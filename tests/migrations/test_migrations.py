@@ -18,7 +18,7 @@ from relay.local.embedded import EmbeddedPostgres
 from tests.support.catalog import catalog, cron_job_rows, differences
 from tests.support.cli import ROOT, pgpulse
 
-HEAD = "0015"
+HEAD = "0016"
 _names = itertools.count()
 
 
