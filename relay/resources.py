@@ -26,3 +26,15 @@ def sql_text(name: str) -> str:
 def migrations_dir() -> Path:
     """Alembic reads revisions from a directory on disk (a wheel installs unzipped)."""
     return Path(str(resource_dir("migrations")))
+
+
+def schema_files() -> list[str]:
+    """The canonical schema's files, sql/NN_<concern>.sql, in the order they are applied."""
+    names = (entry.name for entry in resource_dir("sql").iterdir())
+    return sorted(n for n in names if n[:2].isdigit() and n[2] == "_" and n.endswith(".sql"))
+
+
+def schema_sql() -> str:
+    """The canonical schema as one script: what a fresh install holds (roles and pg_cron jobs
+    aside: sql/roles.sql, sql/cron.sql)."""
+    return "\n".join(sql_text(name) for name in schema_files())

@@ -14,6 +14,7 @@ from psycopg.rows import dict_row
 
 from relay import migrate
 from relay.queries import queries
+from relay.resources import schema_sql
 from relay.local.embedded import EmbeddedPostgres
 from tests.support.catalog import catalog, cron_job_rows, differences
 from tests.support.cli import ROOT, pgpulse
@@ -82,7 +83,8 @@ def test_migrated_database_is_the_one_sql_builds(empty_db, capsys):
     migrated, straight = empty_db(), empty_db()
     migrate.upgrade(migrated)
     with psycopg.connect(straight) as conn:
-        for name in ("schema.sql", "roles.sql", "cron.sql"):
+        conn.execute(schema_sql())
+        for name in ("roles.sql", "cron.sql"):
             conn.execute((ROOT / "sql" / name).read_text())
     with psycopg.connect(migrated) as a, psycopg.connect(straight) as b:
         built, expected = catalog(a), catalog(b)

@@ -1,0 +1,190 @@
+-- pgpulse schema, part 1 of 8: the schema and its tables.
+-- The canonical schema is sql/NN_*.sql applied in name order (relay.resources.schema_sql):
+-- what a fresh install holds after `pgpulse migrate`.
+-- public.monitors is the product's table (created here on a fresh database, adopted when
+-- it exists); everything else pgpulse owns lives in schema pgpulse, Alembic's version
+-- table included. pg_cron jobs are installed by sql/cron.sql.
+
+CREATE SCHEMA pgpulse;
+COMMENT ON SCHEMA pgpulse IS 'pgpulse scheduler: outbox, dead letters, tick runs and the tick';
+
+-- ===================================================================== tables
+
+-- Regions are rows; each region's Upstash endpoint comes from the relay's environment.
+CREATE TABLE pgpulse.regions (
+    code               text PRIMARY KEY
+                       CONSTRAINT region_code_format CHECK (code ~ '^[a-z0-9][a-z0-9-]{0,62}$'),
+    enabled            boolean NOT NULL DEFAULT true,
+    is_default         boolean NOT NULL DEFAULT false,
+    fallback_region    text REFERENCES pgpulse.regions (code) ON UPDATE CASCADE ON DELETE SET NULL
+                       CONSTRAINT region_fallback_not_self CHECK (fallback_region <> code),
+    healthy            boolean NOT NULL DEFAULT true,      -- written by the relay's breaker
+    healthy_changed_at timestamptz NOT NULL DEFAULT now(),
+    degraded           boolean NOT NULL DEFAULT false,     -- queue backlog over threshold
+    weight             integer NOT NULL DEFAULT 1
+                       CONSTRAINT region_weight_0_to_100 CHECK (weight BETWEEN 0 AND 100),
+    created_at         timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX regions_single_default ON pgpulse.regions (is_default) WHERE is_default;
+
+CREATE TABLE public.monitors (
+    id                     uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    -- the trigger monitors_url_checked checks it in full (pgpulse.url_problem)
+    -- no CHECK: PostgreSQL would evaluate it on each of the tick's updates too
+    url                    text NOT NULL,
+    method                 text NOT NULL DEFAULT 'GET'
+                           CONSTRAINT monitor_method_known CHECK (
+                               method IN ('GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS')),
+    timeout_ms             integer NOT NULL DEFAULT 10000
+                           CONSTRAINT monitor_timeout_100ms_to_120s CHECK (timeout_ms BETWEEN 100 AND 120000),
+    expected_status        integer[] NOT NULL DEFAULT '{200}'
+                           CONSTRAINT monitor_expected_status_http CHECK (
+                               cardinality(expected_status) BETWEEN 1 AND 32
+                               AND 100 <= ALL (expected_status) AND 599 >= ALL (expected_status)),
+    check_retries          smallint NOT NULL DEFAULT 1           -- the worker's own retries
+                           CONSTRAINT monitor_check_retries_0_to_5 CHECK (check_retries BETWEEN 0 AND 5),
+    check_retry_delay_ms   integer NOT NULL DEFAULT 2000
+                           CONSTRAINT monitor_check_retry_delay CHECK (check_retry_delay_ms BETWEEN 0 AND 60000),
+    check_interval_minutes integer NOT NULL DEFAULT 5
+                           CONSTRAINT monitor_interval_1_to_1440_minutes CHECK (check_interval_minutes BETWEEN 1 AND 1440),
+    is_active              boolean NOT NULL DEFAULT true,
+    preferred_region       text REFERENCES pgpulse.regions (code) ON UPDATE CASCADE ON DELETE SET NULL,
+    allow_fallback         boolean NOT NULL DEFAULT true,        -- false: wait for preferred region
+    criticality            text NOT NULL DEFAULT 'normal'
+                           CONSTRAINT monitor_criticality_known CHECK (
+                               criticality IN ('critical', 'high', 'normal', 'low')),
+    next_check_at          timestamptz NOT NULL,                 -- set from the phase when omitted
+    last_scheduled_at      timestamptz,
+    created_at             timestamptz NOT NULL DEFAULT now(),
+    -- the check as workers receive it, kept by a trigger: the tick copies it per job
+    -- instead of building it (a tenth of the tick's time)
+    check_spec             jsonb NOT NULL,
+    -- the interval the tick uses; kept in step with check_interval_minutes by a trigger
+    -- (whichever of the two an INSERT or UPDATE sets wins)
+    check_interval_seconds integer NOT NULL
+                           CONSTRAINT monitor_interval_seconds_10_to_86400 CHECK (
+                               check_interval_seconds BETWEEN 10 AND 86400),
+    -- NULL: one job per slot, routed by preferred_region; else one job per listed region
+    check_regions          text[]
+                           CONSTRAINT monitor_check_regions_list CHECK (
+                               cardinality(check_regions) BETWEEN 1 AND 16
+                               AND array_position(check_regions, NULL) IS NULL),
+    -- '-infinity' ("check now" elsewhere) would sort first and break every tick's arithmetic
+    CONSTRAINT monitor_next_check_at_finite CHECK (isfinite(next_check_at))
+);
+-- The tick's lookup: only active monitors, in due order.
+CREATE INDEX monitors_due ON public.monitors (next_check_at) WHERE is_active;
+
+-- One row per job waiting to be published. Rows are deleted when published.
+CREATE TABLE pgpulse.outbox (
+    job_id        uuid NOT NULL,                  -- derived from (monitor, region, slot)
+    monitor_id    uuid NOT NULL,
+    region        text NOT NULL,
+    criticality   text NOT NULL,
+    scheduled_for timestamptz NOT NULL,           -- the slot
+    deliver_at    timestamptz NOT NULL,           -- publish not before this
+    expires_at    timestamptz NOT NULL,           -- drop instead of publishing after this
+    payload       jsonb NOT NULL,                 -- the check, as the worker receives it
+    allow_fallback boolean NOT NULL DEFAULT true, -- may go to the fallback region's queue
+    attempts      integer NOT NULL DEFAULT 0,
+    last_error    text,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    -- a slot is never emitted twice; also the only key, which keeps the tick's writes cheap
+    CONSTRAINT outbox_one_job_per_slot PRIMARY KEY (monitor_id, region, scheduled_for)
+);
+-- The relay's claim: per region, in delivery order.
+CREATE INDEX outbox_claim ON pgpulse.outbox (region, deliver_at);
+
+CREATE TABLE pgpulse.dead_letters (
+    job_id        uuid PRIMARY KEY,
+    monitor_id    uuid NOT NULL,
+    region        text NOT NULL,
+    criticality   text NOT NULL,
+    scheduled_for timestamptz NOT NULL,
+    deliver_at    timestamptz NOT NULL,
+    expires_at    timestamptz NOT NULL,
+    payload       jsonb NOT NULL,
+    attempts      integer NOT NULL,
+    last_error    text NOT NULL,
+    failed_at     timestamptz NOT NULL DEFAULT now(),
+    allow_fallback boolean NOT NULL DEFAULT true  -- as the job left: `dlq retry` keeps it
+);
+
+-- Pushes that may have happened: before a push request the relay records which jobs it
+-- is about to push to which region (one row per request), and deletes the row once the
+-- outcome is known. A job named in such a row goes only to that region, or waits for it
+-- (PGPULSE_UNCLEAR_PUSH). Jobs named here never move to another region's outbox.
+CREATE TABLE pgpulse.push_intents (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    region      text NOT NULL,                    -- where the jobs were pushed
+    from_region text NOT NULL,                    -- the outbox region they were claimed from
+    job_ids     uuid[] NOT NULL
+                CONSTRAINT push_intents_job_ids_listed CHECK (
+                    cardinality(job_ids) >= 1 AND array_position(job_ids, NULL) IS NULL),
+    expires_at  timestamptz NOT NULL,             -- the latest of its jobs': kept no longer
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+-- random ids do not compress: storing them as they are saves the attempt on every request
+ALTER TABLE pgpulse.push_intents ALTER COLUMN job_ids SET STORAGE EXTERNAL;
+
+-- Region health as each live relay sees it; regions.healthy is decided from the recent
+-- observations (healthy unless most relays see the region down), not by the last writer.
+CREATE TABLE pgpulse.region_observations (
+    region      text NOT NULL,
+    relay       text NOT NULL,                    -- one id per relay process
+    healthy     boolean NOT NULL,
+    observed_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT region_observations_one_per_relay PRIMARY KEY (region, relay)
+);
+
+CREATE TABLE pgpulse.tick_runs (
+    id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    trigger           text NOT NULL,              -- pg_cron, cli, http, bench, ...
+    started_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at       timestamptz,                -- NULL: running, or died
+    budget_ms         integer NOT NULL,
+    lookahead_ms      integer NOT NULL,
+    monitors_claimed  integer NOT NULL DEFAULT 0,
+    jobs_written      integer NOT NULL DEFAULT 0,
+    chunks            integer NOT NULL DEFAULT 0,
+    cut_short         boolean NOT NULL DEFAULT false,
+    unrouted          integer NOT NULL DEFAULT 0, -- due monitors left for lack of a region
+    maintenance_skipped integer NOT NULL DEFAULT 0, -- slots not checked: inside a maintenance window
+    skipped           integer NOT NULL DEFAULT 0, -- due monitors whose row could not be scheduled
+    skip_detail       text,                       -- the first of them and its error
+    stop_reason       text                        -- drained, budget, lock_timeout (NULL: running)
+);
+CREATE INDEX tick_runs_started ON pgpulse.tick_runs (started_at);
+-- dead-letter retention (the tick prunes by age)
+CREATE INDEX dead_letters_failed ON pgpulse.dead_letters (failed_at);
+
+-- Times when monitors are not checked: once (from starts_local to ends_local) or weekly (on
+-- the ISO weekdays, 1 = Monday, from start_time for duration), in wall-clock time of an IANA
+-- time zone. A slot is inside when its local time there is: across a DST change a window
+-- keeps its wall-clock hours (a local time that occurs twice is inside both times, one that
+-- is skipped never occurs). monitor_ids NULL: every monitor.
+CREATE TABLE pgpulse.maintenance_windows (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name          text NOT NULL DEFAULT ''
+                  CONSTRAINT maintenance_name_length CHECK (length(name) <= 200),
+    monitor_ids   text[]                          -- monitors' ids as text (any id type)
+                  CONSTRAINT maintenance_monitor_ids_list CHECK (
+                      cardinality(monitor_ids) >= 1 AND array_position(monitor_ids, NULL) IS NULL),
+    time_zone     text NOT NULL,                  -- checked by a trigger: an IANA name
+    starts_local  timestamp,                      -- once
+    ends_local    timestamp,
+    weekdays      smallint[],                     -- weekly
+    start_time    time,
+    duration      interval,
+    skipped_slots bigint NOT NULL DEFAULT 0,      -- slots not checked because of this window
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    -- coalesce: a NULL in a part that must be there fails the check instead of passing it
+    CONSTRAINT maintenance_once_or_weekly CHECK (coalesce(
+        (starts_local IS NOT NULL AND ends_local > starts_local
+         AND weekdays IS NULL AND start_time IS NULL AND duration IS NULL)
+        OR (starts_local IS NULL AND ends_local IS NULL
+            AND cardinality(weekdays) BETWEEN 1 AND 7
+            AND 1 <= ALL (weekdays) AND 7 >= ALL (weekdays)
+            AND start_time IS NOT NULL
+            AND duration > interval '0' AND duration <= interval '7 days'), false))
+);

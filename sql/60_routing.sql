@@ -1,0 +1,55 @@
+-- pgpulse schema, part 6 of 8: routing (which region a job goes to).
+
+-- Where jobs go, from the regions as they are now. route: for each region code, where a
+-- monitor preferring it (and allowing fallback) is sent: the region itself when enabled
+-- and healthy, else its fallback region when that is, else the default region when that
+-- is; when no region at all is healthy, the region itself if enabled (the job waits there);
+-- NULL: round-robin. wheel: the round-robin regions, each repeated by its weight: the
+-- healthy, not degraded ones; else the healthy ones; else the enabled ones (jobs then wait
+-- in the outbox for a region to recover). A NULL wheel: no enabled region with a weight.
+CREATE FUNCTION pgpulse._routing(OUT route jsonb, OUT wheel text[])
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_default     text;
+    v_any_healthy boolean;
+BEGIN
+    SELECT min(code) FILTER (WHERE is_default AND enabled AND healthy),
+           coalesce(bool_or(enabled AND healthy), false)
+      INTO v_default, v_any_healthy
+      FROM pgpulse.regions;
+    SELECT jsonb_object_agg(p.code, coalesce(
+               CASE WHEN p.enabled AND p.healthy THEN p.code END,
+               CASE WHEN f.enabled AND f.healthy THEN f.code END,
+               v_default,
+               CASE WHEN p.enabled AND NOT v_any_healthy THEN p.code END))
+      INTO route
+      FROM pgpulse.regions p
+      LEFT JOIN pgpulse.regions f ON f.code = p.fallback_region;
+    SELECT array_agg(r.code ORDER BY r.code, g) INTO wheel
+      FROM (SELECT code, weight,
+                   dense_rank() OVER (ORDER BY (healthy AND NOT degraded) DESC, healthy DESC) AS tier
+              FROM pgpulse.regions WHERE enabled AND weight > 0) r,
+           generate_series(1, r.weight) g
+     WHERE r.tier = 1;
+END
+$$;
+
+-- The region a monitor's job goes to (see _routing), or NULL for round-robin.
+CREATE FUNCTION pgpulse._route(p_preferred text, p_allow_fallback boolean, p_route jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN p_allow_fallback THEN p_route ->> p_preferred ELSE p_preferred END;
+
+-- The regions a multi-region monitor's slot goes to: each listed region routed by its own
+-- fallback rules (see _route), without duplicates (two listed regions whose jobs would land
+-- in one region make one job there), sorted; NULL when none can take a job.
+CREATE FUNCTION pgpulse._route_each(p_regions text[], p_allow_fallback boolean, p_route jsonb)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT array_agg(DISTINCT r ORDER BY r)
+      FROM unnest(p_regions) c, pgpulse._route(c, p_allow_fallback, p_route) r
+     WHERE r IS NOT NULL;
+END;
