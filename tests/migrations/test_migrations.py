@@ -19,7 +19,8 @@ from relay.local.embedded import EmbeddedPostgres
 from tests.support.catalog import catalog, cron_job_rows, differences
 from tests.support.cli import ROOT, pgpulse
 
-HEAD = "0016"
+HEAD = "0.2.0"
+LAST_RELEASE = "0016"   # the last revision before the unreleased one
 _names = itertools.count()
 
 
@@ -484,4 +485,56 @@ def test_a_0012_install_keeps_its_push_intents_through_0013_and_back(pg_server, 
     assert version(dsn) == "0012"
     with psycopg.connect(dsn) as conn:
         assert _intent_pairs(conn) == before
+    assert schema_dump(pg_server, dsn) == schema_dump(pg_server, reference)
+
+
+def _rows_by_table(dsn: str, columns: dict[str, list[str]] | None = None) -> dict[str, list]:
+    """Every row of public.monitors and of each pgpulse table as text, sorted; with columns,
+    only those columns of each table (the ones it had at the last release)."""
+    with psycopg.connect(dsn) as conn:
+        tables = columns or {
+            f"{schema}.{name}": [c for (c,) in conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass"
+                " AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (f"{schema}.{name}",))]
+            for schema, name in conn.execute(
+                "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n"
+                "    ON n.oid = c.relnamespace"
+                " WHERE c.relkind IN ('r', 'p') AND c.relname <> 'alembic_version'"
+                "   AND (n.nspname = 'pgpulse' OR (n.nspname, c.relname) = ('public', 'monitors'))")}
+        if columns is None:
+            return tables
+        return {table: [row for (row,) in conn.execute(
+                    f"SELECT ({', '.join(cols)})::text AS row FROM {table} ORDER BY row")]
+                for table, cols in tables.items()}
+
+
+def test_a_populated_last_release_install_upgrades_to_head_and_back_keeping_every_row(
+        pg_server, empty_db, capsys):
+    """A database at the last release, with monitors, jobs waiting, dead letters, push
+    intents, maintenance windows and tick runs, goes through the unreleased revision without
+    losing a row or a value, and back to the last release's schema exactly."""
+    dsn, reference = empty_db(), empty_db()
+    migrate.upgrade(reference, LAST_RELEASE)
+    migrate.upgrade(dsn, LAST_RELEASE)
+    populate(dsn + "?options=-csearch_path%3Dpgpulse,public")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("""
+            INSERT INTO pgpulse.push_intents (region, from_region, job_ids, expires_at)
+            SELECT 'eu-west-1', region, array_agg(job_id), max(expires_at)
+              FROM (SELECT * FROM pgpulse.outbox ORDER BY job_id LIMIT 5) j GROUP BY region;
+            INSERT INTO pgpulse.maintenance_windows (time_zone, starts_local, ends_local)
+            VALUES ('Europe/Berlin', '2030-01-01 02:00', '2030-01-01 03:00')""")
+    columns = _rows_by_table(dsn)
+    before = _rows_by_table(dsn, columns)
+    kept = ("public.monitors", "pgpulse.regions", "pgpulse.outbox", "pgpulse.dead_letters",
+            "pgpulse.push_intents", "pgpulse.maintenance_windows", "pgpulse.tick_runs")
+    assert [t for t in kept if not before[t]] == []
+
+    migrate.upgrade(dsn)
+    assert version(dsn) == HEAD
+    assert _rows_by_table(dsn, columns) == before
+
+    migrate.downgrade(dsn, LAST_RELEASE)
+    assert version(dsn) == LAST_RELEASE
+    assert _rows_by_table(dsn, columns) == before
     assert schema_dump(pg_server, dsn) == schema_dump(pg_server, reference)

@@ -1,0 +1,3 @@
+-- Release 0.2.0 (unreleased): every schema change since 0016, in the order the branches
+-- landed. Each change here is also made in the canonical files in sql/, and its inverse is
+-- prepended to 0.2.0_down.sql. (Nothing yet: 0.2.0 so far changes only how sql/ is laid out.)

@@ -1,0 +1,2 @@
+-- Release 0.2.0 (unreleased), downgrade to 0016: the inverse of each change in 0.2.0.sql,
+-- the latest change first. (Nothing yet.)

@@ -1,0 +1,27 @@
+"""Release 0.2.0, unreleased: the one revision every change until the 0.2.0 tag edits.
+
+A branch that changes the schema edits the canonical files in sql/ and puts the same change
+here: its upgrade into migrations/sql/0.2.0.sql and its exact inverse into
+migrations/sql/0.2.0_down.sql (the catalog comparison in tests/migrations checks that a
+migrated database is the one sql/ builds). No branch adds a revision of its own. At the
+tag this file and its SQL are frozen like every released revision, and the next release
+gets its own unreleased revision (docs/upgrading.md, "How schema changes ship").
+
+Revision ID: 0.2.0
+Revises: 0016
+"""
+
+from migrations.sqlfile import apply
+
+revision = "0.2.0"
+down_revision = "0016"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    apply("migrations/sql/0.2.0.sql")
+
+
+def downgrade() -> None:
+    apply("migrations/sql/0.2.0_down.sql")
