@@ -1,11 +1,12 @@
 # pgpulse: `make demo` runs the whole system on throwaway local services,
-# `make test` runs every suite against real PostgreSQL (pg_cron) and redis-server.
+# `make test` runs every suite against real PostgreSQL (pg_cron) and redis-server,
+# `make check` lint, formatting and the unit tests (seconds).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO_SECONDS ?= 120
 
-.PHONY: demo test bench deps clean
+.PHONY: demo test check bench deps clean
 
 deps: $(VENV)/.installed
 
@@ -18,6 +19,12 @@ demo: deps
 
 test: deps
 	$(BIN)/pytest
+
+# lint and formatting, then the tests that need no service: run before every commit
+check: deps
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q tests/unit
 
 bench: deps
 	$(BIN)/pgpulse bench all

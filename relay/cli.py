@@ -58,8 +58,7 @@ def _migrate(args):
 
 @command("tick")
 def _tick(args):
-    from relay.tick import run_tick
-    from relay.tick import TickParams
+    from relay.tick import TickParams, run_tick
     record = run_tick(_dsn(args), TickParams.from_options(args), trigger=args.trigger)
     emit(args, record, lambda r: (
         f"tick {r['id']}: {r['monitors_claimed']} monitors, {r['jobs_written']} jobs, "

@@ -17,8 +17,14 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg.rows import dict_row
 
-from relay.config import (OpsSettings, RelaySettings, database_url, env_suffix, redact_url,
-                          region_endpoint)
+from relay.config import (
+    OpsSettings,
+    RelaySettings,
+    database_url,
+    env_suffix,
+    redact_url,
+    region_endpoint,
+)
 from relay.db import describe
 from relay.errors import ConfigError, PgPulseError
 from relay.queries import queries

@@ -23,8 +23,20 @@ from relay.config import RelaySettings
 from relay.db import describe
 from relay.errors import PublishError, RegionRefused, TokenRefused
 from relay.outbox import Job, Outbox
-from relay.outcomes import (DUPLICATE, EXPIRED, FAILED, HELD, PUSHED, WAIT, BatchListener,
-                            Counts, Outcome, PublishedBatch, Settlement, settle)
+from relay.outcomes import (
+    DUPLICATE,
+    EXPIRED,
+    FAILED,
+    HELD,
+    PUSHED,
+    WAIT,
+    BatchListener,
+    Counts,
+    Outcome,
+    PublishedBatch,
+    Settlement,
+    settle,
+)
 from relay.publish import Publisher
 from relay.regions import Region, Registry
 from relay.supervisor import Supervisor

@@ -23,8 +23,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from relay import logs, metrics, statuspage
 from relay.alerts import watch_alerts
-from relay.config import OpsSettings, dsn_secrets
 from relay.breaker import State
+from relay.config import OpsSettings, dsn_secrets
 from relay.errors import PgPulseError
 from relay.snapshot import FactsCache, Snapshot
 from relay.tick import TickParams, run_tick

@@ -15,9 +15,9 @@ from pathlib import Path
 import psycopg
 import psycopg.conninfo
 import sqlalchemy.exc
-from psycopg import sql
 from alembic import command
 from alembic.config import Config
+from psycopg import sql
 
 from relay.db import DatabaseError, connect, describe
 from relay.resources import migrations_dir

@@ -13,7 +13,6 @@ from relay.db import describe
 from relay.queries import queries
 from relay.supervisor import Supervisor
 
-
 # a lost LISTEN connection: connect again after 0.1 s, 0.2 s ... at most 5 s
 RECONNECT = Backoff(first=0.1, most=5.0)
 

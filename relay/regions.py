@@ -20,7 +20,6 @@ from relay.queue import PUSH_SCRIPT
 from relay.supervisor import Supervisor
 from relay.upstash import UpstashClient
 
-
 # a health write that failed is tried again after 0.1 s, 0.2 s ... at most 5 s, 10 times
 HEALTH_WRITE_RETRY = Backoff(first=0.1, most=5.0)
 HEALTH_WRITE_TRIES = 10

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import ipaddress
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
@@ -85,7 +85,7 @@ def _ago(seconds: float | None) -> str:
 
 def _when(value: Any) -> str:
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).strftime("%H:%M:%S")
+        return value.astimezone(UTC).strftime("%H:%M:%S")
     return "-" if value is None else escape(str(value))
 
 

@@ -36,7 +36,7 @@ class TickParams:
                                 help=f.metadata["help"])
 
     @classmethod
-    def from_options(cls, args) -> "TickParams":
+    def from_options(cls, args) -> TickParams:
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 
 

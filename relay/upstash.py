@@ -15,9 +15,15 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from relay import metrics
 from relay.backoff import Backoff
 from relay.config import Endpoint
+
 # the publish errors live in relay.errors; imported here too for this client's callers
-from relay.errors import (MalformedReply, PublishError, RegionRefused, RequestRejected,
-                          TokenRefused, TransientError)
+from relay.errors import (
+    MalformedReply,
+    PublishError,
+    RequestRejected,
+    TokenRefused,
+    TransientError,
+)
 
 # one request is retried after 50 ms, 100 ms ... at most 2 s (±50%), within the retry window
 REQUEST_RETRY = Backoff(first=0.05, most=2.0, jitter=0.5)

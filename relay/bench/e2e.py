@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 import redis
+from psycopg.rows import dict_row
 
 from relay.bench.relay import flush_queues, queued_jobs
 from relay.local.stack import LocalStack

@@ -115,7 +115,7 @@ class PushCapture:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "PushCapture":
+    def __enter__(self) -> PushCapture:
         self._sock = socket.create_connection(self._address, timeout=10)
         self._sock.sendall(b"MONITOR\r\n")
         reply = b""

@@ -47,7 +47,7 @@ class DevServer(ManagedService):
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 20.0) -> "DevServer":
+    def start(self, timeout: float = 20.0) -> DevServer:
         import httpx
 
         if self.proc is not None and self.proc.poll() is None:

@@ -26,7 +26,7 @@ class RedisTarget(NamedTuple):
     password: str | None
 
     @classmethod
-    def parse(cls, url: str) -> "RedisTarget":
+    def parse(cls, url: str) -> RedisTarget:
         """redis://[user:password@]host[:port][/db] or unix:///path/to/socket."""
         parts = urlsplit(url)
         username = unquote(parts.username) if parts.username else None

@@ -25,8 +25,8 @@ from psycopg.rows import dict_row
 from relay import logs, metrics
 from relay.bench import percentile
 from relay.config import RelaySettings
-from relay.queue import CRITICALITIES, queue_key
 from relay.local.stack import LocalStack
+from relay.queue import CRITICALITIES, queue_key
 from relay.tick import run_tick
 from relay.worker import Relay
 

@@ -121,7 +121,7 @@ class EmbeddedPostgres(ManagedService):
             raise ServiceError(f"{args[0]} failed: {proc.stderr.strip() or proc.stdout.strip()}")
         return proc
 
-    def start(self) -> "EmbeddedPostgres":
+    def start(self) -> EmbeddedPostgres:
         self.base = Path(tempfile.mkdtemp(prefix="pgpulse-pg-"))
         if self.user:
             os.chown(self.base, self.user.pw_uid, self.user.pw_gid)
@@ -219,7 +219,7 @@ class EmbeddedRedis(ManagedService):
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}"
 
-    def start(self) -> "EmbeddedRedis":
+    def start(self) -> EmbeddedRedis:
         exe = shutil.which("redis-server") or "/usr/bin/redis-server"
         if not os.path.exists(exe):
             raise ServiceError("redis-server not found; run: sudo apt-get install -y redis-server")

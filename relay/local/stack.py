@@ -31,7 +31,7 @@ class LocalStack:
         self.devserver: DevServer | None = None
         self._stack = contextlib.ExitStack()
 
-    def __enter__(self) -> "LocalStack":
+    def __enter__(self) -> LocalStack:
         try:
             self._stack.enter_context(self.pg)
             self._stack.enter_context(self.redis)

@@ -5,8 +5,8 @@ time was read."""
 from __future__ import annotations
 
 import json
-from tests.support.cli import pgpulse
 
+from tests.support.cli import pgpulse
 
 
 def test_bench_e2e_reports_a_median_and_cpu_per_component() -> None:

@@ -7,8 +7,8 @@ benchmark fails otherwise)."""
 from __future__ import annotations
 
 import json
-from tests.support.cli import pgpulse
 
+from tests.support.cli import pgpulse
 
 
 def test_bench_first_check_under_pg_cron() -> None:

@@ -9,7 +9,6 @@ from tests.support.cli import pgpulse
 from tests.support.seeding import add_monitors, add_region
 
 
-
 def test_maintenance_windows_from_the_cli(conn, db_url):
     add_region(conn, "us-east-1", is_default=True)
     a, b = [m["id"] for m in add_monitors(conn, 2, check_interval_seconds=20, due="2 seconds")]

@@ -16,8 +16,8 @@ import relay.devserver as devserver_package
 from relay import cli
 from relay.devserver import DevServer, parse_token_args, serve, server
 from relay.devserver.options import TOKENS_ENV
-from relay.local.embedded import free_port
 from relay.errors import ConfigError
+from relay.local.embedded import free_port
 from tests.support.cli import run_module
 from tests.support.waiting import wait_for
 

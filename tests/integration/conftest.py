@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+
 from tests.support.dsn import as_user
 from tests.support.hijacks import ATTACKER
 from tests.support.seeding import add_region
-
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+
 from tests.support.hijacks import hijack_calls, plant_hijacks
 from tests.support.waiting import wait_for
 

@@ -8,9 +8,9 @@ import select
 from datetime import timedelta
 
 import psycopg
+
 from tests.support.seeding import add_monitor, outbox_jobs, tick
 from tests.support.waiting import wait_for
-
 
 
 def test_a_monitor_created_between_ticks_gets_its_first_slot_at_once(conn, db_url, region):

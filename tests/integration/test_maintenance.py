@@ -5,14 +5,14 @@ minute through spring-forward and fall-back in Europe/Berlin and America/New_Yor
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+
 from tests.support.seeding import add_monitor, insert_row, tick
 
-
-UTC = timezone.utc
+UTC = UTC
 
 
 def utc(text: str) -> datetime:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from tests.support.seeding import add_monitor, add_regions, outbox_jobs, tick
 
+from tests.support.seeding import add_monitor, add_regions, outbox_jobs, tick
 
 ALL = ["ap-south-1", "eu-west-1", "us-east-1"]
 

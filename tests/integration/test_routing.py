@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+
 from tests.support.seeding import add_monitors, add_region, add_regions, tick
-
-
 
 # a 5-minute interval: one slot each within the tick's lookahead
 ONE_SLOT = {"check_interval_minutes": 5}

@@ -9,8 +9,8 @@ from datetime import timedelta
 
 import psycopg
 import pytest
-from tests.support.seeding import add_monitor, add_monitors, add_region, tick
 
+from tests.support.seeding import add_monitor, add_monitors, add_region, tick
 
 
 def slots(conn, monitor_id) -> list:

@@ -11,11 +11,10 @@ from datetime import timedelta
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+
 from tests.support.dsn import as_user
 from tests.support.hijacks import hijack_calls, plant_hijacks
 from tests.support.seeding import add_monitors, outbox_jobs, tick
-
-
 
 # ------------------------------------------------------------------ 1. search_path
 

@@ -12,7 +12,6 @@ from relay import migrate
 from tests.support.cli import ROOT
 
 
-
 def test_every_revision_applies_only_its_own_copies(tmp_path, monkeypatch):
     # a tree with migrations/sql/ and nothing else: reading sql/... fails
     (tmp_path / "migrations").mkdir()

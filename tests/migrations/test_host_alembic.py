@@ -12,8 +12,7 @@ from alembic.script import ScriptDirectory
 
 from relay import migrate
 from relay.config import sqlalchemy_url
-from tests.support.cli import ROOT, run_module
-
+from tests.support.cli import run_module
 
 HOST_ENV = '''
 from alembic import context

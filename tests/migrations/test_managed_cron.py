@@ -17,7 +17,6 @@ from tests.support.cli import pgpulse
 from tests.support.waiting import wait_for
 
 
-
 @pytest.fixture(scope="module")
 def managed() -> Iterator[EmbeddedPostgres]:
     """A cluster configured like RDS: cron.database_name = 'postgres', pg_cron made there."""

@@ -13,9 +13,9 @@ import pytest
 from psycopg.rows import dict_row
 
 from relay import migrate
+from relay.local.embedded import EmbeddedPostgres
 from relay.queries import queries
 from relay.resources import schema_sql
-from relay.local.embedded import EmbeddedPostgres
 from tests.support.catalog import catalog, cron_job_rows, differences
 from tests.support.cli import ROOT, pgpulse
 

@@ -5,10 +5,10 @@ import json
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+
 from relay.queries import queries
 from tests.support.cli import assert_one_line_error, pgpulse
 from tests.support.seeding import add_monitor
-
 
 COMMANDS = ["migrate", "tick", "relay", "status", "dlq", "region", "devserver", "demo", "bench", "http"]
 

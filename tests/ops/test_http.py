@@ -14,8 +14,8 @@ from psycopg.rows import dict_row
 
 from relay.local.embedded import free_port
 from tests.support.cli import pgpulse
-from tests.support.seeding import add_monitors
 from tests.support.regions import take_down
+from tests.support.seeding import add_monitors
 from tests.support.waiting import wait_for
 
 SECRET = "cron-secret-7d1e4f0a9b"

@@ -14,10 +14,10 @@ import httpx
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+
 from tests.support.cli import ROOT, pgpulse
 from tests.support.seeding import add_monitors
 from tests.support.waiting import wait_for
-
 
 RULES = ROOT / "deploy/prometheus/pgpulse-rules.yml"
 RULES_TEST = ROOT / "deploy/prometheus/pgpulse-rules_test.yml"

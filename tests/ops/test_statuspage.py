@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from tests.support.cli import ROOT, pgpulse
 from tests.support.seeding import add_monitors
 from tests.support.waiting import wait_for
-
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(os.environ.get("PGPULSE_TEST_ARTIFACTS") or ROOT / "test-artifacts")

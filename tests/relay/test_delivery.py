@@ -9,11 +9,19 @@ from datetime import timedelta
 
 import pytest
 import redis
+
 from tests.support.activity import listening
 from tests.support.queues import assert_exactly_once, parse_ts
 from tests.support.regions import BY_CODE
 from tests.support.seeding import (
-    emitted_ids, insert_jobs, insert_monitors, outbox_count, record_emitted, region_row, tick)
+    emitted_ids,
+    insert_jobs,
+    insert_monitors,
+    outbox_count,
+    record_emitted,
+    region_row,
+    tick,
+)
 from tests.support.waiting import wait_for
 
 

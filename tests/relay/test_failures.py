@@ -10,12 +10,21 @@ import time
 
 import pytest
 import redis
+
 from tests.support.activity import listening, open_claims
 from tests.support.queues import assert_exactly_once
 from tests.support.regions import ADMIN_TOKEN, BY_CODE, REGIONS
 from tests.support.seeding import (
-    connect, emitted_ids, insert_jobs, insert_monitors, outbox_count, outbox_ids,
-    record_emitted, region_row, tick)
+    connect,
+    emitted_ids,
+    insert_jobs,
+    insert_monitors,
+    outbox_count,
+    outbox_ids,
+    record_emitted,
+    region_row,
+    tick,
+)
 from tests.support.waiting import wait_for
 
 

@@ -13,13 +13,20 @@ import time
 
 import pytest
 import redis
+
 from relay.queries import queries
 from tests.support.activity import open_claims
 from tests.support.cli import pgpulse
 from tests.support.queues import assert_exactly_once
 from tests.support.regions import BY_CODE, REGIONS, take_down
 from tests.support.seeding import (
-    insert_jobs, insert_monitors, outbox_count, outbox_ids, region_row, tick)
+    insert_jobs,
+    insert_monitors,
+    outbox_count,
+    outbox_ids,
+    region_row,
+    tick,
+)
 from tests.support.waiting import wait_for
 
 
@@ -346,7 +353,7 @@ def test_jobs_of_deleted_renamed_disabled_and_unconfigured_regions(conn, regions
     assert tick(conn, lookahead_s=0)["jobs_written"] == 36
     pinned = {r["job_id"] for r in conn.execute(
         "SELECT job_id::text FROM pgpulse.outbox WHERE NOT allow_fallback")}
-    stale = insert_jobs(conn, 5, "af-south-1", expires_in_s=-1, deliver_in_s=-90, tag="stale")
+    insert_jobs(conn, 5, "af-south-1", expires_in_s=-1, deliver_in_s=-90, tag="stale")
     nowhere = insert_jobs(conn, 3, "af-south-1", tag="unconfigured")
     conn.execute("""
         DELETE FROM pgpulse.regions WHERE code = 'sa-east-1';

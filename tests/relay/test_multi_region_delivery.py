@@ -8,6 +8,7 @@ import collections
 import time
 
 import pytest
+
 from tests.support.queues import assert_exactly_once, parse_ts
 from tests.support.regions import BY_CODE
 from tests.support.seeding import add_monitors, emitted_ids, outbox_count, record_emitted, tick
@@ -42,7 +43,7 @@ def test_every_monitor_region_and_slot_is_published_exactly_once(
     for p in found:
         schema_validator.validate(p.job)
         per_slot[(p.job["monitor_id"], p.job["scheduled_for"])].append(p.job)
-    for (monitor_id, _), jobs in per_slot.items():
+    for jobs in per_slot.values():
         listed = jobs[0].get("slot_regions")
         if listed is None:  # a single-region monitor: one job per slot
             assert len(jobs) == 1

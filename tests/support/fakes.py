@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable
 import time
+from collections.abc import Callable
 
 import psycopg
 

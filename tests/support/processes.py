@@ -67,7 +67,7 @@ class PgpulseProcess:
             self.kill()
             return self.proc.returncode
 
-    def wait_ready(self) -> "PgpulseProcess":
+    def wait_ready(self) -> PgpulseProcess:
         """Waits until /healthz answers 200."""
         def up() -> bool:
             if not self.running():

@@ -4,8 +4,14 @@ from dataclasses import fields
 import pytest
 
 from relay import cli, config
-from relay.config import (OpsSettings, RelaySettings, database_url, env_suffix, redact_url,
-                          region_endpoint)
+from relay.config import (
+    OpsSettings,
+    RelaySettings,
+    database_url,
+    env_suffix,
+    redact_url,
+    region_endpoint,
+)
 from relay.errors import ConfigError
 from relay.tick import TickParams
 from tests.support.cli import ROOT

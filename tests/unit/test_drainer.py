@@ -12,11 +12,18 @@ import pytest
 from relay.breaker import State
 from relay.config import RelaySettings
 from relay.drainer import Drainer
+from relay.errors import MalformedReply, RegionRefused
 from relay.outcomes import FAILED, HELD, PUSHED, WAIT, Outcome, settle
 from relay.publish import Publisher
-from relay.errors import MalformedReply, RegionRefused
-from tests.support.fakes import (Clock, FakeStore, database_down, jobs_in, make_job,
-                                  make_region, make_registry)
+from tests.support.fakes import (
+    Clock,
+    FakeStore,
+    database_down,
+    jobs_in,
+    make_job,
+    make_region,
+    make_registry,
+)
 
 
 def make_drainer(store, registry, region, **settings) -> Drainer:
