@@ -17,24 +17,36 @@ def move_version_out_of_public(connection: Connection, revisions: set[str]) -> N
     """Installs older than 0002 kept their version row in public.alembic_version: move that
     row (only a pgpulse revision, only where pgpulse is installed) to pgpulse.alembic_version.
     A host's own rows stay; the table is dropped only when nothing else is left in it."""
-    found = connection.execute(text(
-        "SELECT to_regclass('pgpulse.alembic_version') IS NULL"
-        "   AND to_regclass('public.alembic_version') IS NOT NULL"
-        "   AND to_regclass('pgpulse.outbox') IS NOT NULL")).scalar()
+    found = connection.execute(
+        text(
+            "SELECT to_regclass('pgpulse.alembic_version') IS NULL"
+            "   AND to_regclass('public.alembic_version') IS NOT NULL"
+            "   AND to_regclass('pgpulse.outbox') IS NOT NULL"
+        )
+    ).scalar()
     if not found:
         return
-    ours = [v for (v,) in connection.execute(text("SELECT version_num FROM public.alembic_version"))
-            if v in revisions]
+    ours = [
+        v
+        for (v,) in connection.execute(text("SELECT version_num FROM public.alembic_version"))
+        if v in revisions
+    ]
     if not ours:
         return
-    connection.execute(text(
-        "CREATE TABLE pgpulse.alembic_version (version_num varchar(32) NOT NULL,"
-        " CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"))
+    connection.execute(
+        text(
+            "CREATE TABLE pgpulse.alembic_version (version_num varchar(32) NOT NULL,"
+            " CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+        )
+    )
     for version in ours:
         connection.execute(text("INSERT INTO pgpulse.alembic_version VALUES (:v)"), {"v": version})
-        connection.execute(text("DELETE FROM public.alembic_version WHERE version_num = :v"),
-                           {"v": version})
-    if connection.execute(text("SELECT NOT EXISTS (SELECT 1 FROM public.alembic_version)")).scalar():
+        connection.execute(
+            text("DELETE FROM public.alembic_version WHERE version_num = :v"), {"v": version}
+        )
+    if connection.execute(
+        text("SELECT NOT EXISTS (SELECT 1 FROM public.alembic_version)")
+    ).scalar():
         connection.execute(text("DROP TABLE public.alembic_version"))
 
 
@@ -47,16 +59,23 @@ def run_online() -> None:
             # the version table's schema must exist before Alembic creates the table in it
             connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {VERSION_SCHEMA}"))
             move_version_out_of_public(connection, revisions)
-        context.configure(connection=connection, transaction_per_migration=True,
-                          version_table_schema=VERSION_SCHEMA)
+        context.configure(
+            connection=connection,
+            transaction_per_migration=True,
+            version_table_schema=VERSION_SCHEMA,
+        )
         with context.begin_transaction():
             context.run_migrations()
 
 
 def run_offline() -> None:
     """`pgpulse migrate --sql`: the DDL for an empty database, printed, no connection."""
-    context.configure(dialect_name="postgresql", literal_binds=True,
-                      transaction_per_migration=True, version_table_schema=VERSION_SCHEMA)
+    context.configure(
+        dialect_name="postgresql",
+        literal_binds=True,
+        transaction_per_migration=True,
+        version_table_schema=VERSION_SCHEMA,
+    )
     context.get_context().impl.static_output(f"CREATE SCHEMA IF NOT EXISTS {VERSION_SCHEMA};\n")
     with context.begin_transaction():
         context.run_migrations()

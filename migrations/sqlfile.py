@@ -23,8 +23,10 @@ SELECT to_regnamespace('pgpulse') IS NOT NULL
 """
 
 _STEP_ASIDE = "ALTER SCHEMA pgpulse RENAME TO pgpulse_installing;"
-_HAND_OVER = ("ALTER TABLE pgpulse_installing.alembic_version SET SCHEMA pgpulse;\n"
-              "DROP SCHEMA pgpulse_installing;")
+_HAND_OVER = (
+    "ALTER TABLE pgpulse_installing.alembic_version SET SCHEMA pgpulse;\n"
+    "DROP SCHEMA pgpulse_installing;"
+)
 
 
 def apply(*relative_paths: str) -> None:
@@ -72,6 +74,8 @@ def _apply_beside_version_table(raw, sql: str) -> None:
 
 
 def _print_warning(diag) -> None:
-    if diag.severity_nonlocalized in ("WARNING", "NOTICE") and diag.message_primary.startswith("pgpulse"):
+    if diag.severity_nonlocalized in ("WARNING", "NOTICE") and diag.message_primary.startswith(
+        "pgpulse"
+    ):
         hint = f" ({diag.message_hint})" if diag.message_hint else ""
         print(f"{diag.message_primary}{hint}", file=sys.stderr)

@@ -23,12 +23,15 @@ def region_list(conn) -> list[dict[str, Any]]:
     return fetch_json(conn, queries()["region_list"])
 
 
-def region_add(conn, code: str, *, enabled: bool = True, fallback: str | None = None,
-               weight: int = 1) -> None:
+def region_add(
+    conn, code: str, *, enabled: bool = True, fallback: str | None = None, weight: int = 1
+) -> None:
     check_region_code(code)
     try:
-        conn.execute(queries()["region_add"], {"code": code, "enabled": enabled,
-                                               "fallback": fallback, "weight": weight})
+        conn.execute(
+            queries()["region_add"],
+            {"code": code, "enabled": enabled, "fallback": fallback, "weight": weight},
+        )
     except psycopg.errors.UniqueViolation:
         raise UserInputError(f"region {code} already exists") from None
     except psycopg.errors.ForeignKeyViolation:

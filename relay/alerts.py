@@ -45,17 +45,25 @@ class Finding:
     details: dict[str, Any]
 
 
-def evaluate(settings: OpsSettings, facts: dict[str, Any] | None,
-             breakers_open_s: dict[str, float] | None = None,
-             database_down_s: float | None = None) -> list[Finding]:
+def evaluate(
+    settings: OpsSettings,
+    facts: dict[str, Any] | None,
+    breakers_open_s: dict[str, float] | None = None,
+    database_down_s: float | None = None,
+) -> list[Finding]:
     """The rules. `facts` (relay.facts) is None while the database cannot be read; then
     `database_down_s` says for how long. `breakers_open_s`: this relay's own breakers."""
     found: list[Finding] = []
     if facts is None:
         if database_down_s is not None and database_down_s >= settings.alert_database_down_s:
-            found.append(Finding("database_unreachable", "database_unreachable",
-                                 f"the database cannot be reached for {database_down_s:.0f} s",
-                                 {"down_s": round(database_down_s, 1)}))
+            found.append(
+                Finding(
+                    "database_unreachable",
+                    "database_unreachable",
+                    f"the database cannot be reached for {database_down_s:.0f} s",
+                    {"down_s": round(database_down_s, 1)},
+                )
+            )
     else:
         found += _database_rules(settings, facts)
     # breakers: this relay's own, and any region another relay's breaker marked unhealthy
@@ -64,9 +72,14 @@ def evaluate(settings: OpsSettings, facts: dict[str, Any] | None,
         open_s[region] = max(seconds, open_s.get(region) or 0.0)
     for region, seconds in sorted(open_s.items()):
         if seconds > settings.alert_breaker_open_s:
-            found.append(Finding(f"breaker_open:{region}", "breaker_open",
-                                 f"region {region}: circuit breaker open for {seconds:.0f} s",
-                                 {"region": region, "open_s": round(seconds, 1)}))
+            found.append(
+                Finding(
+                    f"breaker_open:{region}",
+                    "breaker_open",
+                    f"region {region}: circuit breaker open for {seconds:.0f} s",
+                    {"region": region, "open_s": round(seconds, 1)},
+                )
+            )
     return found
 
 
@@ -74,24 +87,43 @@ def _database_rules(settings: OpsSettings, facts: dict[str, Any]) -> list[Findin
     found = []
     age = facts.get("last_tick_age_s")
     if age is None or age > settings.alert_deadman_s:
-        found.append(Finding("deadman", "deadman",
-                             "no tick has finished for "
-                             + ("ever" if age is None else f"{age:.0f} s"),
-                             {"last_tick_age_s": age, "threshold_s": settings.alert_deadman_s}))
+        found.append(
+            Finding(
+                "deadman",
+                "deadman",
+                "no tick has finished for " + ("ever" if age is None else f"{age:.0f} s"),
+                {"last_tick_age_s": age, "threshold_s": settings.alert_deadman_s},
+            )
+        )
     tick = facts.get("latest_tick")
-    if tick and tick.get("budget_used") is not None \
-            and tick["budget_used"] > settings.alert_tick_budget_ratio:
-        found.append(Finding("tick_budget", "tick_budget",
-                             f"tick {tick['id']} used {tick['budget_used']:.0%} of its budget",
-                             {"tick_id": tick["id"], "budget_used": tick["budget_used"],
-                              "cut_short": tick.get("cut_short")}))
+    if (
+        tick
+        and tick.get("budget_used") is not None
+        and tick["budget_used"] > settings.alert_tick_budget_ratio
+    ):
+        found.append(
+            Finding(
+                "tick_budget",
+                "tick_budget",
+                f"tick {tick['id']} used {tick['budget_used']:.0%} of its budget",
+                {
+                    "tick_id": tick["id"],
+                    "budget_used": tick["budget_used"],
+                    "cut_short": tick.get("cut_short"),
+                },
+            )
+        )
     for row in facts.get("backlog", []):
         oldest = float(row["oldest_due_age_s"] or 0)
         if oldest > settings.alert_backlog_age_s:
-            found.append(Finding(f"backlog_age:{row['region']}", "backlog_age",
-                                 f"region {row['region']}: oldest due job waits {oldest:.0f} s",
-                                 {"region": row["region"], "oldest_due_age_s": oldest,
-                                  "due": row["due"]}))
+            found.append(
+                Finding(
+                    f"backlog_age:{row['region']}",
+                    "backlog_age",
+                    f"region {row['region']}: oldest due job waits {oldest:.0f} s",
+                    {"region": row["region"], "oldest_due_age_s": oldest, "due": row["due"]},
+                )
+            )
     return found
 
 
@@ -107,8 +139,9 @@ class Alerter:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def update(self, findings: list[Finding],
-                     keep: Callable[[Finding], bool] = lambda f: False) -> None:
+    async def update(
+        self, findings: list[Finding], keep: Callable[[Finding], bool] = lambda f: False
+    ) -> None:
         """Fires what is new, resolves what is gone, except incidents `keep` holds open."""
         current = {f.key: f for f in findings}
         for key, finding in current.items():
@@ -124,18 +157,27 @@ class Alerter:
         self.firing.clear()
 
     async def _notify(self, status: str, finding: Finding) -> None:
-        body = {"source": "pgpulse", "status": status, "alert": finding.rule, "key": finding.key,
-                "summary": finding.summary, "details": finding.details,
-                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))}
+        body = {
+            "source": "pgpulse",
+            "status": status,
+            "alert": finding.rule,
+            "key": finding.key,
+            "summary": finding.summary,
+            "details": finding.details,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())),
+        }
         log = logs.warning if status == "firing" else logs.event
         log(f"alert_{status}", alert=finding.rule, key=finding.key, summary=finding.summary)
         if not self.settings.alert_webhook_url:
             return
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(3), wait=WEBHOOK_RETRY, reraise=True,
+            stop=stop_after_attempt(3),
+            wait=WEBHOOK_RETRY,
+            reraise=True,
             retry=retry_if_exception_type(httpx.TransportError)
             | retry_if_result(lambda response: response.status_code >= 500),
-            retry_error_callback=lambda state: state.outcome.result())
+            retry_error_callback=lambda state: state.outcome.result(),
+        )
         with contextlib.suppress(httpx.TransportError):
             response = await retrying(self._http.post, self.settings.alert_webhook_url, json=body)
             if response.status_code < 500:
@@ -147,16 +189,20 @@ class Evaluator:
     """One relay's part in the alerting: takes the evaluator lock when it is free, and
     evaluates the rules while it holds it (or held it last and the database is down)."""
 
-    def __init__(self, dsn: str, settings: OpsSettings,
-                 breakers_open_s: Callable[[], dict[str, float]] = dict) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        settings: OpsSettings,
+        breakers_open_s: Callable[[], dict[str, float]] = dict,
+    ) -> None:
         self.dsn = dsn
         self.settings = settings
         self.breakers_open_s = breakers_open_s
         self.alerter = Alerter(settings)
         self.conn: psycopg.AsyncConnection | None = None
-        self.leader = False          # holds the lock now, or held it when the database went
+        self.leader = False  # holds the lock now, or held it when the database went
         self.down_since: float | None = None
-        self.contend_after = 0.0     # monotonic time before which this relay does not compete
+        self.contend_after = 0.0  # monotonic time before which this relay does not compete
         self.last_tick_logged = None
         self.unhealthy_since: dict[str, float] = {}  # region -> monotonic time, last read
 
@@ -168,7 +214,8 @@ class Evaluator:
                 now = time.monotonic()
                 await self.alerter.update(
                     evaluate(self.settings, None, self._breakers(now), now - self.down_since),
-                    keep=lambda f: f.rule in NEEDS_DATABASE)
+                    keep=lambda f: f.rule in NEEDS_DATABASE,
+                )
             return
         metrics.facts_ok.set(1)
         self.down_since = None
@@ -180,8 +227,9 @@ class Evaluator:
             self.alerter.forget()
             return
         now = time.monotonic()
-        self.unhealthy_since = {region: now - seconds
-                                for region, seconds in facts["unhealthy_regions"].items()}
+        self.unhealthy_since = {
+            region: now - seconds for region, seconds in facts["unhealthy_regions"].items()
+        }
         metrics.publish_facts(facts)
         self._log_new_tick(facts)
         await self.alerter.update(evaluate(self.settings, facts, self.breakers_open_s()))
@@ -200,8 +248,13 @@ class Evaluator:
         try:
             if self.conn is None or self.conn.closed:
                 self.conn = await psycopg.AsyncConnection.connect(
-                    self.dsn, autocommit=True, row_factory=dict_row, connect_timeout=5,
-                    application_name=f"pgpulse-alerts-{os.getpid()}", options="-c statement_timeout=5000")
+                    self.dsn,
+                    autocommit=True,
+                    row_factory=dict_row,
+                    connect_timeout=5,
+                    application_name=f"pgpulse-alerts-{os.getpid()}",
+                    options="-c statement_timeout=5000",
+                )
                 holds = False
                 if self.down_since is not None and not self.leader:
                     # after an outage the evaluator of before reconnects first and keeps
@@ -210,8 +263,11 @@ class Evaluator:
             else:
                 holds = self.leader
             if not holds and time.monotonic() >= self.contend_after:
-                row = await (await self.conn.execute(
-                    "SELECT pg_try_advisory_lock(%s) AS got", (EVALUATOR_LOCK,))).fetchone()
+                row = await (
+                    await self.conn.execute(
+                        "SELECT pg_try_advisory_lock(%s) AS got", (EVALUATOR_LOCK,)
+                    )
+                ).fetchone()
                 if row["got"] and not self.leader:
                     logs.event("alert_evaluator_elected")
                 elif not row["got"] and self.leader:
@@ -221,8 +277,9 @@ class Evaluator:
         except (psycopg.Error, OSError) as exc:
             if self.down_since is None:
                 self.down_since = time.monotonic()
-                logs.warning("alerts_database_unreachable", error=type(exc).__name__,
-                             evaluator=self.leader)
+                logs.warning(
+                    "alerts_database_unreachable", error=type(exc).__name__, evaluator=self.leader
+                )
             await self._drop_connection()
             return None
 
@@ -230,9 +287,14 @@ class Evaluator:
         tick = facts["latest_tick"]
         if tick and tick["finished_at"] and tick["id"] != self.last_tick_logged:
             self.last_tick_logged = tick["id"]  # pg_cron's ticks show up in the logs too
-            logs.event("tick_finished", run_id=tick["id"], claimed=tick["monitors_claimed"],
-                       jobs=tick["jobs_written"], seconds=round(tick["duration_s"], 3),
-                       cut_short=tick["cut_short"])
+            logs.event(
+                "tick_finished",
+                run_id=tick["id"],
+                claimed=tick["monitors_claimed"],
+                jobs=tick["jobs_written"],
+                seconds=round(tick["duration_s"], 3),
+                cut_short=tick["cut_short"],
+            )
 
     async def _drop_connection(self) -> None:
         if self.conn is not None:
@@ -245,8 +307,12 @@ class Evaluator:
         await self.alerter.aclose()
 
 
-async def watch_alerts(dsn: str, settings: OpsSettings, stop: asyncio.Event,
-                       breakers_open_s: Callable[[], dict[str, float]] = dict) -> None:
+async def watch_alerts(
+    dsn: str,
+    settings: OpsSettings,
+    stop: asyncio.Event,
+    breakers_open_s: Callable[[], dict[str, float]] = dict,
+) -> None:
     """Evaluates the alert rules every alert_interval_s until stop is set."""
     evaluator = Evaluator(dsn, settings, breakers_open_s)
     try:
@@ -264,8 +330,9 @@ async def watch_alerts(dsn: str, settings: OpsSettings, stop: asyncio.Event,
 async def run_with_alerts(relay, dsn: str, settings: OpsSettings | None = None):
     """The relay with the alert rules beside it (no HTTP server needed)."""
     settings = settings or OpsSettings.from_env()
-    alerts = asyncio.create_task(watch_alerts(dsn, settings, relay.stop, relay.breakers_open_s),
-                                 name="alerts")
+    alerts = asyncio.create_task(
+        watch_alerts(dsn, settings, relay.stop, relay.breakers_open_s), name="alerts"
+    )
     try:
         return await relay.run()
     finally:

@@ -24,8 +24,9 @@ class Backoff(wait_base):
     each wait scaled by a random factor in [1 - jitter, 1 + jitter] so that many retries
     do not fall due together. Also a tenacity wait: `AsyncRetrying(wait=policy)`."""
 
-    def __init__(self, first: float, most: float, jitter: float = 0.0,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self, first: float, most: float, jitter: float = 0.0, rng: random.Random | None = None
+    ) -> None:
         if not 0 <= jitter < 1:
             raise ValueError("jitter is a fraction of the wait: 0 <= jitter < 1")
         self.first, self.most, self.jitter = first, most, jitter

@@ -29,9 +29,14 @@ class CircuitBreaker:
     """Opens after `threshold` consecutive failed attempts; after `cooldown` seconds lets one
     probe through; the probe's success closes it, its failure opens it again."""
 
-    def __init__(self, threshold: int, cooldown: float, *,
-                 clock: Callable[[], float] = time.monotonic,
-                 on_change: Callable[[State, State], None] | None = None) -> None:
+    def __init__(
+        self,
+        threshold: int,
+        cooldown: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[State, State], None] | None = None,
+    ) -> None:
         self.threshold = threshold
         self.cooldown = cooldown
         self.clock = clock
@@ -74,7 +79,8 @@ class CircuitBreaker:
         self.failures += 1
         self._probe = None
         if self.state is State.HALF_OPEN or (
-                self.state is State.CLOSED and self.failures >= self.threshold):
+            self.state is State.CLOSED and self.failures >= self.threshold
+        ):
             self.opened_at = self.clock()
             self._move(State.OPEN)
 

@@ -19,6 +19,7 @@ def command(name: str):
     def register(fn):
         COMMANDS[name] = fn
         return fn
+
     return register
 
 
@@ -32,14 +33,17 @@ def emit(args: argparse.Namespace, record: Any, text: Callable[[Any], str]) -> N
 
 def _dsn(args: argparse.Namespace) -> str:
     from relay.config import database_url
+
     return database_url({"DATABASE_URL": args.database_url} if args.database_url else None)
 
 
 # ------------------------------------------------------------------ commands
 
+
 @command("migrate")
 def _migrate(args):
     from relay import migrate
+
     if args.sql:
         print(migrate.upgrade_sql(args.revision, args.start), end="")
     elif args.downgrade:
@@ -48,23 +52,33 @@ def _migrate(args):
     else:
         migrate.upgrade(_dsn(args), args.revision, args.cron_database)
         if not args.cron_database and not migrate.pg_cron_here(_dsn(args)):
-            admin = "\n".join(f"  {s.as_string(None)}" for s in migrate.cron_statements(
-                migrate.database_name(_dsn(args))))
-            print("pgpulse: if pg_cron runs in another database (RDS, Cloud SQL: postgres), "
-                  "run `pgpulse migrate --cron-database NAME`, or have an admin run there:\n"
-                  + admin, file=sys.stderr)
+            admin = "\n".join(
+                f"  {s.as_string(None)}"
+                for s in migrate.cron_statements(migrate.database_name(_dsn(args)))
+            )
+            print(
+                "pgpulse: if pg_cron runs in another database (RDS, Cloud SQL: postgres), "
+                "run `pgpulse migrate --cron-database NAME`, or have an admin run there:\n" + admin,
+                file=sys.stderr,
+            )
         print(f"upgraded to {args.revision}")
 
 
 @command("tick")
 def _tick(args):
     from relay.tick import TickParams, run_tick
+
     record = run_tick(_dsn(args), TickParams.from_options(args), trigger=args.trigger)
-    emit(args, record, lambda r: (
-        f"tick {r['id']}: {r['monitors_claimed']} monitors, {r['jobs_written']} jobs, "
-        f"{r['chunks']} chunks, {r['duration_ms']} ms"
-        + (", cut short by the budget" if r["cut_short"] else "")
-        + (f", {r['unrouted']} due monitors no region could take" if r["unrouted"] else "")))
+    emit(
+        args,
+        record,
+        lambda r: (
+            f"tick {r['id']}: {r['monitors_claimed']} monitors, {r['jobs_written']} jobs, "
+            f"{r['chunks']} chunks, {r['duration_ms']} ms"
+            + (", cut short by the budget" if r["cut_short"] else "")
+            + (f", {r['unrouted']} due monitors no region could take" if r["unrouted"] else "")
+        ),
+    )
 
 
 @command("relay")
@@ -73,23 +87,32 @@ def _relay(args):
 
     from relay import logs
     from relay.worker import Relay
+
     dsn = _dsn(args)
     logs.setup(args.log_level)
     relay = Relay(dsn, once=args.once)
     if args.http:
         from relay.http import serve_alongside
+
         counts = asyncio.run(serve_alongside(relay, args.http, dsn))
     elif args.once:
         counts = asyncio.run(relay.run())
     else:
         from relay.alerts import run_with_alerts
+
         counts = asyncio.run(run_with_alerts(relay, dsn))
     if args.once:
-        emit(args, dict(vars(counts)), lambda c: (
-            f"published {c['published']}, expired {c['expired']}, failed {c['failed']}, "
-            f"rerouted {c['rerouted']}, dead-lettered {c['dead_lettered']}"))
+        emit(
+            args,
+            dict(vars(counts)),
+            lambda c: (
+                f"published {c['published']}, expired {c['expired']}, failed {c['failed']}, "
+                f"rerouted {c['rerouted']}, dead-lettered {c['dead_lettered']}"
+            ),
+        )
         if relay.undelivered:  # cron wrappers rely on the exit code
             from relay.errors import Undeliverable
+
             raise Undeliverable(relay.undelivered)
 
 
@@ -97,6 +120,7 @@ def _relay(args):
 def _status(args):
     from relay import status
     from relay.db import connect
+
     with connect(_dsn(args)) as conn:
         emit(args, status.snapshot(conn), status.render)
 
@@ -105,16 +129,34 @@ def _status(args):
 def _dlq(args):
     from relay import admin
     from relay.db import connect
+
     with connect(_dsn(args)) as conn:
         if args.action == "list":
-            emit(args, admin.dlq_list(conn, args.limit), lambda rows: "\n".join(
-                f"{r['job_id']} {r['region']:<12} attempts {r['attempts']} {r['failed_at']} "
-                f"{r['last_error']}" for r in rows) or "no dead letters")
+            emit(
+                args,
+                admin.dlq_list(conn, args.limit),
+                lambda rows: (
+                    "\n".join(
+                        f"{r['job_id']} {r['region']:<12} attempts {r['attempts']} {r['failed_at']} "
+                        f"{r['last_error']}"
+                        for r in rows
+                    )
+                    or "no dead letters"
+                ),
+            )
         elif args.action == "retry":
-            emit(args, admin.dlq_retry(conn, args.job_id), lambda r: (
-                f"moved {r['retried']} job(s) back to the outbox"
-                + (f"; kept {r['kept']} dead letter(s) whose slot is in the outbox already"
-                   if r["kept"] else "")))
+            emit(
+                args,
+                admin.dlq_retry(conn, args.job_id),
+                lambda r: (
+                    f"moved {r['retried']} job(s) back to the outbox"
+                    + (
+                        f"; kept {r['kept']} dead letter(s) whose slot is in the outbox already"
+                        if r["kept"]
+                        else ""
+                    )
+                ),
+            )
         else:
             n = admin.dlq_purge(conn, args.job_id)
             emit(args, {"purged": n}, lambda r: f"deleted {r['purged']} dead letter(s)")
@@ -124,17 +166,32 @@ def _dlq(args):
 def _region(args):
     from relay import admin
     from relay.db import connect
+
     with connect(_dsn(args)) as conn:
         if args.action == "list":
-            emit(args, admin.region_list(conn), lambda rows: "\n".join(
-                f"{r['code']:<16} {'enabled' if r['enabled'] else 'DISABLED':<9}"
-                f"{'healthy' if r['healthy'] else 'UNHEALTHY':<10}"
-                f"{'default ' if r['is_default'] else ''}fallback={r['fallback_region'] or '-'} "
-                f"weight={r['weight']} waiting={r['waiting']}" for r in rows) or "no regions")
+            emit(
+                args,
+                admin.region_list(conn),
+                lambda rows: (
+                    "\n".join(
+                        f"{r['code']:<16} {'enabled' if r['enabled'] else 'DISABLED':<9}"
+                        f"{'healthy' if r['healthy'] else 'UNHEALTHY':<10}"
+                        f"{'default ' if r['is_default'] else ''}fallback={r['fallback_region'] or '-'} "
+                        f"weight={r['weight']} waiting={r['waiting']}"
+                        for r in rows
+                    )
+                    or "no regions"
+                ),
+            )
             return
         if args.action == "add":
-            admin.region_add(conn, args.code, enabled=not args.disabled,
-                             fallback=args.fallback, weight=args.weight)
+            admin.region_add(
+                conn,
+                args.code,
+                enabled=not args.disabled,
+                fallback=args.fallback,
+                weight=args.weight,
+            )
         elif args.action in ("enable", "disable"):
             admin.region_enable(conn, args.code, args.action == "enable")
         elif args.action == "set-default":
@@ -142,11 +199,10 @@ def _region(args):
         print(f"region {args.code}: {args.action} done")
 
 
-
-
 @command("doctor")
 def _doctor(args):
     from relay import doctor
+
     checks = doctor.run(dsn=args.database_url)
     emit(args, doctor.as_json(checks), lambda r: "\n".join(doctor.render(checks)))
     return 1 if any(c.verdict == "FAIL" for c in checks) else 0
@@ -156,15 +212,28 @@ def _doctor(args):
 def _maintenance(args):
     from relay import maintenance
     from relay.db import connect
+
     with connect(_dsn(args)) as conn:
         if args.action == "list":
-            emit(args, maintenance.list_windows(conn), lambda rows: "\n".join(
-                maintenance.describe(w) for w in rows) or "no maintenance windows")
+            emit(
+                args,
+                maintenance.list_windows(conn),
+                lambda rows: (
+                    "\n".join(maintenance.describe(w) for w in rows) or "no maintenance windows"
+                ),
+            )
         elif args.action == "add":
             window_id = maintenance.add(
-                conn, time_zone=args.tz, name=args.name, monitors=args.monitor,
-                starts=args.starts, ends=args.ends, weekly=args.weekly, at=args.at,
-                duration=args.duration)
+                conn,
+                time_zone=args.tz,
+                name=args.name,
+                monitors=args.monitor,
+                starts=args.starts,
+                ends=args.ends,
+                weekly=args.weekly,
+                at=args.at,
+                duration=args.duration,
+            )
             emit(args, {"id": window_id}, lambda r: f"maintenance window {r['id']} added")
         else:
             if args.id is None:
@@ -177,6 +246,7 @@ def protect_secrets(dsn: str | None = None) -> None:
     """Registers every configured secret with the redactor (logs and CLI errors)."""
     from relay import logs
     from relay.config import dsn_secrets, secret_variables
+
     prefixes = ("PGPASSWORD", *secret_variables())  # a <CODE> row is its prefix
     for name, value in os.environ.items():
         if name.startswith(prefixes):
@@ -193,6 +263,7 @@ def _http(args):
 
     from relay import logs
     from relay.http import serve_alone
+
     dsn = _dsn(args)
     logs.setup(args.log_level)
     asyncio.run(serve_alone(args.listen, dsn))
@@ -201,12 +272,14 @@ def _http(args):
 @command("demo")
 def _demo(args):
     from relay.local.demo import run_demo
+
     run_demo(seconds=args.seconds, monitors=args.monitors)
 
 
 @command("bench")
 def _bench(args):
     from relay.bench import run_bench, summary
+
     for record in run_bench(args):
         emit(args, record, summary)
 
@@ -214,10 +287,12 @@ def _bench(args):
 @command("devserver")
 def _devserver(args):
     from relay.devserver.server import run
+
     run(args)
 
 
 # ------------------------------------------------------------------ parser
+
 
 def _env_default(setting) -> Any:
     """An option's default from its setting's variable (text: argparse converts it with the
@@ -232,30 +307,45 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 def build_parser() -> argparse.ArgumentParser:
     from relay import config
     from relay.tick import TickParams
+
     fmt = HelpFormatter
     parser = argparse.ArgumentParser(
-        prog="pgpulse", formatter_class=fmt,
+        prog="pgpulse",
+        formatter_class=fmt,
         description="Schedule uptime checks inside PostgreSQL and relay them to regional "
-                    "Upstash Redis queues.")
+        "Upstash Redis queues.",
+    )
     parser.add_argument("--version", action="version", version=f"pgpulse {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_, formatter_class=HelpFormatter)
-        p.add_argument("--database-url", default=None,
-                       help="libpq URL of the database (env $DATABASE_URL)")
+        p.add_argument(
+            "--database-url", default=None, help="libpq URL of the database (env $DATABASE_URL)"
+        )
         return p
 
     p = add("migrate", "upgrade the database schema to the newest revision (Alembic)")
     p.add_argument("--revision", default="head", help="revision to upgrade to")
     p.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION (e.g. base)")
-    p.add_argument("--sql", action="store_true",
-                   help="print the upgrade's SQL for a DBA instead of running it (no connection)")
-    p.add_argument("--cron-database", metavar="NAME", default=_env_default(config.CRON_DATABASE),
-                   help="pg_cron's database when it is not this one (RDS, Cloud SQL: postgres): "
-                        "schedule the tick from there (env $PGPULSE_CRON_DATABASE)")
-    p.add_argument("--from", dest="start", metavar="REVISION",
-                   help="with --sql: the revision the database is at (default: an empty database)")
+    p.add_argument(
+        "--sql",
+        action="store_true",
+        help="print the upgrade's SQL for a DBA instead of running it (no connection)",
+    )
+    p.add_argument(
+        "--cron-database",
+        metavar="NAME",
+        default=_env_default(config.CRON_DATABASE),
+        help="pg_cron's database when it is not this one (RDS, Cloud SQL: postgres): "
+        "schedule the tick from there (env $PGPULSE_CRON_DATABASE)",
+    )
+    p.add_argument(
+        "--from",
+        dest="start",
+        metavar="REVISION",
+        help="with --sql: the revision the database is at (default: an empty database)",
+    )
 
     p = add("tick", "run one scheduler tick now and print its record")
     p.add_argument("--json", action="store_true", help="print the record as JSON")
@@ -263,15 +353,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trigger", default="cli", help="recorded in tick_runs.trigger")
 
     p = add("relay", "drain the outbox to the regional Upstash queues (until SIGTERM)")
-    p.epilog = config.help_text([config.REGION_URL, config.REGION_TOKEN,
-                                 *config.RelaySettings.rows(), *config.OpsSettings.rows()])
-    p.add_argument("--once", action="store_true",
-                   help="deliver everything due now, then exit")
+    p.epilog = config.help_text(
+        [
+            config.REGION_URL,
+            config.REGION_TOKEN,
+            *config.RelaySettings.rows(),
+            *config.OpsSettings.rows(),
+        ]
+    )
+    p.add_argument("--once", action="store_true", help="deliver everything due now, then exit")
     p.add_argument("--json", action="store_true", help="with --once: print totals as JSON")
-    p.add_argument("--http", metavar="HOST:PORT",
-                   help="also serve /healthz, /readyz, /metrics and /api/cron/scheduler")
-    p.add_argument("--log-level", default=_env_default(config.LOG_LEVEL),
-                   help="log level (env $PGPULSE_LOG_LEVEL)")
+    p.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="also serve /healthz, /readyz, /metrics and /api/cron/scheduler",
+    )
+    p.add_argument(
+        "--log-level",
+        default=_env_default(config.LOG_LEVEL),
+        help="log level (env $PGPULSE_LOG_LEVEL)",
+    )
 
     p = add("status", "backlog, dead letters, recent ticks, pg_cron and region health")
     p.add_argument("--json", action="store_true", help="print as JSON")
@@ -298,65 +399,115 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", nargs="?", type=int, help="remove: the window's id")
     p.add_argument("--tz", default="UTC", help="add: IANA time zone of the times given")
     p.add_argument("--name", default="", help="add: a label")
-    p.add_argument("--monitor", action="append", metavar="UUID",
-                   help="add: a monitor it applies to (repeatable; default: all monitors)")
-    p.add_argument("--from", dest="starts", metavar="'YYYY-MM-DD HH:MM'",
-                   help="add, once: local start")
+    p.add_argument(
+        "--monitor",
+        action="append",
+        metavar="UUID",
+        help="add: a monitor it applies to (repeatable; default: all monitors)",
+    )
+    p.add_argument(
+        "--from", dest="starts", metavar="'YYYY-MM-DD HH:MM'", help="add, once: local start"
+    )
     p.add_argument("--to", dest="ends", metavar="'YYYY-MM-DD HH:MM'", help="add, once: local end")
     p.add_argument("--weekly", metavar="DAYS", help="add, weekly: days, e.g. sat,sun")
     p.add_argument("--at", metavar="HH:MM", help="add, weekly: local start time")
-    p.add_argument("--for", dest="duration", metavar="DURATION",
-                   help="add, weekly: how long, e.g. '2 hours' (wall clock)")
+    p.add_argument(
+        "--for",
+        dest="duration",
+        metavar="DURATION",
+        help="add, weekly: how long, e.g. '2 hours' (wall clock)",
+    )
     p.add_argument("--json", action="store_true", help="print as JSON")
 
     p = add("http", "serve /healthz, /readyz, /metrics and /api/cron/scheduler without a relay")
     p.epilog = config.help_text(config.OpsSettings.rows())
-    p.add_argument("--listen", default=_env_default(config.HTTP_LISTEN),
-                   metavar="HOST:PORT", help="address to listen on (env $PGPULSE_HTTP)")
-    p.add_argument("--log-level", default=_env_default(config.LOG_LEVEL),
-                   help="log level (env $PGPULSE_LOG_LEVEL)")
+    p.add_argument(
+        "--listen",
+        default=_env_default(config.HTTP_LISTEN),
+        metavar="HOST:PORT",
+        help="address to listen on (env $PGPULSE_HTTP)",
+    )
+    p.add_argument(
+        "--log-level",
+        default=_env_default(config.LOG_LEVEL),
+        help="log level (env $PGPULSE_LOG_LEVEL)",
+    )
 
-    p = sub.add_parser("demo", formatter_class=fmt,
-                       help="run the whole system live on throwaway local services",
-                       description="PostgreSQL with pg_cron, redis-server, the Upstash dev "
-                                   "server, 10,000 monitors, the relay and simulated workers; "
-                                   "everything is removed at the end.")
-    p.add_argument("--seconds", type=float, default=_env_default(config.DEMO_SECONDS),
-                   help="how long to run (env $DEMO_SECONDS)")
+    p = sub.add_parser(
+        "demo",
+        formatter_class=fmt,
+        help="run the whole system live on throwaway local services",
+        description="PostgreSQL with pg_cron, redis-server, the Upstash dev "
+        "server, 10,000 monitors, the relay and simulated workers; "
+        "everything is removed at the end.",
+    )
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=_env_default(config.DEMO_SECONDS),
+        help="how long to run (env $DEMO_SECONDS)",
+    )
     p.add_argument("--monitors", type=int, default=10_000, help="monitors to create")
 
-    p = sub.add_parser("bench", formatter_class=fmt,
-                       help="benchmarks on throwaway local services (figures in the README)",
-                       description="Each benchmark starts its own PostgreSQL, redis-server and "
-                                   "dev server. Medians of several runs.")
-    p.add_argument("what", choices=["tick", "devserver", "relay", "relay-lag", "compare", "e2e",
-                                    "first-check", "all"])
-    p.add_argument("--monitors", type=int, default=None,
-                   help="tick/e2e/compare/first-check: monitors (default 100000 / 100000 / "
-                        "1000 / 100000)")
-    p.add_argument("--mix", action="store_true",
-                   help="tick: 10%% of the monitors sub-minute, 10%% checked from three regions")
+    p = sub.add_parser(
+        "bench",
+        formatter_class=fmt,
+        help="benchmarks on throwaway local services (figures in the README)",
+        description="Each benchmark starts its own PostgreSQL, redis-server and "
+        "dev server. Medians of several runs.",
+    )
+    p.add_argument(
+        "what",
+        choices=["tick", "devserver", "relay", "relay-lag", "compare", "e2e", "first-check", "all"],
+    )
+    p.add_argument(
+        "--monitors",
+        type=int,
+        default=None,
+        help="tick/e2e/compare/first-check: monitors (default 100000 / 100000 / 1000 / 100000)",
+    )
+    p.add_argument(
+        "--mix",
+        action="store_true",
+        help="tick: 10%% of the monitors sub-minute, 10%% checked from three regions",
+    )
     p.add_argument("--jobs", type=int, default=100_000, help="relay: jobs in the outbox")
-    p.add_argument("--latency-ms", type=float, default=0.0,
-                   help="relay/compare: latency the dev server adds to every request")
-    p.add_argument("--rate", type=float, default=2000.0, help="relay-lag: jobs falling due per second")
+    p.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="relay/compare: latency the dev server adds to every request",
+    )
+    p.add_argument(
+        "--rate", type=float, default=2000.0, help="relay-lag: jobs falling due per second"
+    )
     p.add_argument("--seconds", type=float, default=30.0, help="relay-lag: how long")
-    p.add_argument("--interval", type=int, default=None, metavar="SECONDS",
-                   help="relay-lag: the jobs are slots of monitors checked every SECONDS "
-                        "(10 to 86400), written by the real tick")
+    p.add_argument(
+        "--interval",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="relay-lag: the jobs are slots of monitors checked every SECONDS "
+        "(10 to 86400), written by the real tick",
+    )
     p.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
     p.add_argument("--json", action="store_true", help="print JSON only")
 
     from relay.devserver import options as devserver_options
-    p = sub.add_parser("devserver", formatter_class=fmt,
-                       help="an Upstash-compatible REST server on a real redis-server",
-                       description=devserver_options.DESCRIPTION)
+
+    p = sub.add_parser(
+        "devserver",
+        formatter_class=fmt,
+        help="an Upstash-compatible REST server on a real redis-server",
+        description=devserver_options.DESCRIPTION,
+    )
     devserver_options.add_arguments(p)
     return parser
 
 
 def _version() -> str:
     from relay import __version__
+
     return __version__
 
 
@@ -380,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except PgPulseError as exc:
         from relay.logs import redact
+
         print(f"pgpulse {args.command}: error: {redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -42,9 +42,11 @@ def dsn_secrets(dsn: str) -> list[str]:
     """Every password a libpq URL carries (user info or ?password=), as written and decoded."""
     parts = urlsplit(dsn)
     raw = [parts.password] if parts.password else []
-    raw += [value for key, value in parse_qsl(parts.query, keep_blank_values=True,
-                                                 errors="replace")
-            if key.lower() in _SECRET_PARAMS and value]
+    raw += [
+        value
+        for key, value in parse_qsl(parts.query, keep_blank_values=True, errors="replace")
+        if key.lower() in _SECRET_PARAMS and value
+    ]
     # parse_qsl decodes; the URL itself may hold the value percent-encoded
     raw += [quote(value, safe="") for value in raw]
     found = []
@@ -64,8 +66,10 @@ def redact_url(url: str) -> str:
     if query:
         pairs = parse_qsl(query, keep_blank_values=True, errors="replace")
         if any(key.lower() in _SECRET_PARAMS for key, _ in pairs):
-            query = urlencode([(key, "***" if key.lower() in _SECRET_PARAMS else value)
-                               for key, value in pairs], safe="*")
+            query = urlencode(
+                [(key, "***" if key.lower() in _SECRET_PARAMS else value) for key, value in pairs],
+                safe="*",
+            )
     return parts._replace(netloc=netloc, query=query).geturl()
 
 
@@ -90,13 +94,15 @@ def region_endpoint(region: str, env: dict[str, str] | None = None) -> Endpoint:
     token = env.get(f"UPSTASH_REDIS_REST_TOKEN_{suffix}") or env.get("UPSTASH_REDIS_REST_TOKEN")
     if not url:
         raise ConfigError(
-            f"region {region}: set UPSTASH_REDIS_REST_URL_{suffix} (or UPSTASH_REDIS_REST_URL)")
+            f"region {region}: set UPSTASH_REDIS_REST_URL_{suffix} (or UPSTASH_REDIS_REST_URL)"
+        )
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"region {region}: UPSTASH_REDIS_REST_URL_{suffix} is not an http(s) URL")
     if not token:
         raise ConfigError(
-            f"region {region}: set UPSTASH_REDIS_REST_TOKEN_{suffix} (or UPSTASH_REDIS_REST_TOKEN)")
+            f"region {region}: set UPSTASH_REDIS_REST_TOKEN_{suffix} (or UPSTASH_REDIS_REST_TOKEN)"
+        )
     return Endpoint(region=region, url=url.rstrip("/"), token=token)
 
 
@@ -109,14 +115,14 @@ class Setting:
     """One setting: its environment variable, default, allowed values and meaning."""
 
     env: str
-    default: Any           # the value when unset or empty (None: none)
-    help: str              # one sentence; markdown backticks allowed
-    kind: str = ""         # int, float, on/off, choice, url, text ("": the default's type)
+    default: Any  # the value when unset or empty (None: none)
+    help: str  # one sentence; markdown backticks allowed
+    kind: str = ""  # int, float, on/off, choice, url, text ("": the default's type)
     lo: float = -math.inf
     hi: float = math.inf
     choices: tuple[str, ...] = ()
-    shown: str = ""        # the default as people read it, when not the value itself
-    secret: bool = False   # never printed, not even by --help
+    shown: str = ""  # the default as people read it, when not the value itself
+    secret: bool = False  # never printed, not even by --help
     derive: Callable[[Any], Any] | None = None  # the default, from the other settings
 
     @property
@@ -136,8 +142,10 @@ class Setting:
             except ValueError:
                 raise ConfigError(f"{self.env} must be a number, got {raw!r}") from None
             if not self.lo <= value <= self.hi:
-                raise ConfigError(f"{self.env} must be between {_number_text(self.lo)} and "
-                                  f"{_number_text(self.hi)}, got {raw}")
+                raise ConfigError(
+                    f"{self.env} must be between {_number_text(self.lo)} and "
+                    f"{_number_text(self.hi)}, got {raw}"
+                )
             return value
         if self.type == "on/off":
             if raw.lower() not in ("on", "off"):
@@ -145,8 +153,9 @@ class Setting:
             return raw.lower() == "on"
         if self.type == "choice":
             if raw.lower() not in self.choices:
-                raise ConfigError(f"{self.env} must be one of {', '.join(self.choices)}, "
-                                  f"got {raw!r}")
+                raise ConfigError(
+                    f"{self.env} must be one of {', '.join(self.choices)}, got {raw!r}"
+                )
             return raw.lower()
         if self.type == "url" and urlsplit(raw).scheme not in ("http", "https"):
             raise ConfigError(f"{self.env} must be an http(s) URL")
@@ -203,58 +212,117 @@ class _Settings:
 class RelaySettings(_Settings):
     """How the relay claims, publishes, retries and breaks circuits."""
 
-    batch_size: int = setting("PGPULSE_BATCH_SIZE", 2000, "jobs per claim and per `/pipeline` "
-                              "request", lo=1, hi=10_000)
-    concurrency: int = setting("PGPULSE_CONCURRENCY", 4, "batches in flight per region (per "
-                               "relay process)", lo=1, hi=64)
-    max_attempts: int = setting("PGPULSE_MAX_ATTEMPTS", 5, "publish attempts of one job before "
-                                "it goes to `pgpulse.dead_letters`", lo=1, hi=100)
+    batch_size: int = setting(
+        "PGPULSE_BATCH_SIZE", 2000, "jobs per claim and per `/pipeline` request", lo=1, hi=10_000
+    )
+    concurrency: int = setting(
+        "PGPULSE_CONCURRENCY", 4, "batches in flight per region (per relay process)", lo=1, hi=64
+    )
+    max_attempts: int = setting(
+        "PGPULSE_MAX_ATTEMPTS",
+        5,
+        "publish attempts of one job before it goes to `pgpulse.dead_letters`",
+        lo=1,
+        hi=100,
+    )
     dedup_margin_s: int = setting(
-        "PGPULSE_DEDUP_MARGIN_S", 60, "a job's dedup key lives until its `expires_at` plus this "
-        "(see \"Delivery guarantees\")", lo=0, hi=3600)
+        "PGPULSE_DEDUP_MARGIN_S",
+        60,
+        'a job\'s dedup key lives until its `expires_at` plus this (see "Delivery guarantees")',
+        lo=0,
+        hi=3600,
+    )
     max_request_bytes: int = setting(
-        "PGPULSE_MAX_REQUEST_BYTES", 1 << 20, "one `/pipeline` request's body at most (Upstash "
-        "refuses over 10 MB)", lo=4096, hi=10_000_000)
+        "PGPULSE_MAX_REQUEST_BYTES",
+        1 << 20,
+        "one `/pipeline` request's body at most (Upstash refuses over 10 MB)",
+        lo=4096,
+        hi=10_000_000,
+    )
     unclear_push: str = setting(
-        "PGPULSE_UNCLEAR_PUSH", "wait", "a job whose push to a region may have happened (lost "
+        "PGPULSE_UNCLEAR_PUSH",
+        "wait",
+        "a job whose push to a region may have happened (lost "
         "answer, killed relay) when that region goes down: `wait` for the region (never in two "
-        "regions' queues), or `reroute` (sooner, possibly in two)", kind="choice",
-        choices=("wait", "reroute"))
+        "regions' queues), or `reroute` (sooner, possibly in two)",
+        kind="choice",
+        choices=("wait", "reroute"),
+    )
     health_ttl_s: float = setting(
-        "PGPULSE_HEALTH_TTL_S", 30.0, "a relay's view of a region's health counts this long "
-        "(relays renew theirs every poll interval)", lo=1, hi=3600)
+        "PGPULSE_HEALTH_TTL_S",
+        30.0,
+        "a relay's view of a region's health counts this long "
+        "(relays renew theirs every poll interval)",
+        lo=1,
+        hi=3600,
+    )
     claim_lease_s: float = setting(
-        "PGPULSE_CLAIM_LEASE_S", 30.0, "a claimed batch must be published within this; past it "
+        "PGPULSE_CLAIM_LEASE_S",
+        30.0,
+        "a claimed batch must be published within this; past it "
         "PostgreSQL ends the claim's transaction and the jobs go back to other relays",
-        lo=1, hi=3600)
-    publish_timeout_s: float = setting("PGPULSE_PUBLISH_TIMEOUT_S", 5.0, "one HTTP request to "
-                                       "Upstash", lo=0.1, hi=120)
+        lo=1,
+        hi=3600,
+    )
+    publish_timeout_s: float = setting(
+        "PGPULSE_PUBLISH_TIMEOUT_S", 5.0, "one HTTP request to Upstash", lo=0.1, hi=120
+    )
     retry_window_s: float = setting(
-        "PGPULSE_RETRY_WINDOW_S", 15.0, "transport errors, timeouts and 5xx of one batch are "
-        "retried within this", lo=0, hi=600)
+        "PGPULSE_RETRY_WINDOW_S",
+        15.0,
+        "transport errors, timeouts and 5xx of one batch are retried within this",
+        lo=0,
+        hi=600,
+    )
     breaker_failures: int = setting(
-        "PGPULSE_BREAKER_FAILURES", 5, "consecutive failed HTTP attempts to a region (each "
-        "retry counts) that open its breaker", lo=1, hi=1000)
-    breaker_cooldown_s: float = setting("PGPULSE_BREAKER_COOLDOWN_S", 10.0, "open → half-open "
-                                        "probe after this", lo=0.1, hi=3600)
+        "PGPULSE_BREAKER_FAILURES",
+        5,
+        "consecutive failed HTTP attempts to a region (each retry counts) that open its breaker",
+        lo=1,
+        hi=1000,
+    )
+    breaker_cooldown_s: float = setting(
+        "PGPULSE_BREAKER_COOLDOWN_S", 10.0, "open → half-open probe after this", lo=0.1, hi=3600
+    )
     backlog_degraded: int = setting(
-        "PGPULSE_BACKLOG_DEGRADED", 50_000, "queue depth above which a region is degraded "
-        "(round-robin avoids it)", lo=1, hi=10**9)
+        "PGPULSE_BACKLOG_DEGRADED",
+        50_000,
+        "queue depth above which a region is degraded (round-robin avoids it)",
+        lo=1,
+        hi=10**9,
+    )
     # without NOTIFY a tick's jobs are found by polling: poll often by default
     poll_interval_s: float = setting(
-        "PGPULSE_POLL_INTERVAL_S", None, "fallback wake-up when no NOTIFY arrives", kind="float",
-        lo=0.05, hi=300, shown="5 (1 with `PGPULSE_LISTEN=off`)",
-        derive=lambda s: 5.0 if s.listen else 1.0)
+        "PGPULSE_POLL_INTERVAL_S",
+        None,
+        "fallback wake-up when no NOTIFY arrives",
+        kind="float",
+        lo=0.05,
+        hi=300,
+        shown="5 (1 with `PGPULSE_LISTEN=off`)",
+        derive=lambda s: 5.0 if s.listen else 1.0,
+    )
     # off behind a transaction-mode pooler (PgBouncer, Supavisor): LISTEN never fires
     # there and prepared statements break, so the relay polls and prepares nothing
     listen: bool = setting(
-        "PGPULSE_LISTEN", True, "`off` behind a transaction-mode pooler (PgBouncer, Supavisor): "
-        "no LISTEN, polling, no prepared statements")
+        "PGPULSE_LISTEN",
+        True,
+        "`off` behind a transaction-mode pooler (PgBouncer, Supavisor): "
+        "no LISTEN, polling, no prepared statements",
+    )
     pool_size: int = setting(
-        "PGPULSE_POOL_SIZE", None, "most database connections one relay opens", kind="int",
-        lo=2, hi=1000, shown="8 × concurrency + 4", derive=lambda s: 8 * s.concurrency + 4)
-    depth_interval_s: float = setting("PGPULSE_DEPTH_INTERVAL_S", 5.0, "how often queue depth "
-                                      "is sampled", lo=0.1, hi=300)
+        "PGPULSE_POOL_SIZE",
+        None,
+        "most database connections one relay opens",
+        kind="int",
+        lo=2,
+        hi=1000,
+        shown="8 × concurrency + 4",
+        derive=lambda s: 8 * s.concurrency + 4,
+    )
+    depth_interval_s: float = setting(
+        "PGPULSE_DEPTH_INTERVAL_S", 5.0, "how often queue depth is sampled", lo=0.1, hi=300
+    )
 
 
 @dataclass(frozen=True)
@@ -262,87 +330,182 @@ class OpsSettings(_Settings):
     """Readiness thresholds, alert rules and the HTTP trigger's secret."""
 
     cron_secret: str | None = setting(
-        "CRON_SECRET", None, "bearer secret of `POST /api/cron/scheduler` (unset: the endpoint "
-        "answers 503)", secret=True)
+        "CRON_SECRET",
+        None,
+        "bearer secret of `POST /api/cron/scheduler` (unset: the endpoint answers 503)",
+        secret=True,
+    )
     ready_max_tick_age_s: float = setting(
-        "PGPULSE_READY_MAX_TICK_AGE_S", 180.0, "`/readyz` warns (still 200) when no tick "
-        "finished within this: ticks are pg_cron's doing, not this instance's", lo=1, hi=86400)
+        "PGPULSE_READY_MAX_TICK_AGE_S",
+        180.0,
+        "`/readyz` warns (still 200) when no tick "
+        "finished within this: ticks are pg_cron's doing, not this instance's",
+        lo=1,
+        hi=86400,
+    )
     ready_max_backlog_age_s: float = setting(
-        "PGPULSE_READY_MAX_BACKLOG_AGE_S", 120.0, "`/readyz`: the oldest due job of a region "
-        "this relay delivers to must be younger than this", lo=1, hi=86400)
+        "PGPULSE_READY_MAX_BACKLOG_AGE_S",
+        120.0,
+        "`/readyz`: the oldest due job of a region "
+        "this relay delivers to must be younger than this",
+        lo=1,
+        hi=86400,
+    )
     ready_max_facts_age_s: float = setting(
-        "PGPULSE_READY_MAX_FACTS_AGE_S", 30.0, "`/readyz`: the cached database facts must be "
-        "younger than this", lo=1, hi=86400)
+        "PGPULSE_READY_MAX_FACTS_AGE_S",
+        30.0,
+        "`/readyz`: the cached database facts must be younger than this",
+        lo=1,
+        hi=86400,
+    )
     facts_interval_s: float = setting(
-        "PGPULSE_FACTS_INTERVAL_S", 5.0, "how often the one facts loop reads the database for "
-        "`/readyz` and `/metrics`", lo=0.05, hi=300)
+        "PGPULSE_FACTS_INTERVAL_S",
+        5.0,
+        "how often the one facts loop reads the database for `/readyz` and `/metrics`",
+        lo=0.05,
+        hi=300,
+    )
     http_max_connections: int = setting(
-        "PGPULSE_HTTP_MAX_CONNECTIONS", 256, "open HTTP connections (at most half the "
+        "PGPULSE_HTTP_MAX_CONNECTIONS",
+        256,
+        "open HTTP connections (at most half the "
         "descriptors left after 64 for the relay); a new one evicts the one waiting longest for "
-        "its request", lo=4, hi=100_000)
+        "its request",
+        lo=4,
+        hi=100_000,
+    )
     http_max_requests: int = setting(
-        "PGPULSE_HTTP_MAX_REQUESTS", 16, "requests in flight (all but `/healthz`); more are "
-        "answered 503 at once", lo=1, hi=10_000)
+        "PGPULSE_HTTP_MAX_REQUESTS",
+        16,
+        "requests in flight (all but `/healthz`); more are answered 503 at once",
+        lo=1,
+        hi=10_000,
+    )
     http_request_timeout_s: float = setting(
-        "PGPULSE_HTTP_REQUEST_TIMEOUT_S", 10.0, "a request must arrive whole within this (else "
-        "408 and the connection closes)", lo=0.1, hi=600)
+        "PGPULSE_HTTP_REQUEST_TIMEOUT_S",
+        10.0,
+        "a request must arrive whole within this (else 408 and the connection closes)",
+        lo=0.1,
+        hi=600,
+    )
     # a Slack-style webhook URL is a credential: whoever knows it can post
     alert_webhook_url: str | None = setting(
-        "PGPULSE_ALERT_WEBHOOK_URL", None, "alerts are POSTed here as JSON (and always logged)",
-        kind="url", secret=True)
-    alert_interval_s: float = setting("PGPULSE_ALERT_INTERVAL_S", 10.0, "how often the alert "
-                                      "rules run", lo=0.05, hi=3600)
-    alert_breaker_open_s: float = setting("PGPULSE_ALERT_BREAKER_OPEN_S", 60.0, "a breaker "
-                                          "open longer than this alerts", lo=0, hi=86400)
+        "PGPULSE_ALERT_WEBHOOK_URL",
+        None,
+        "alerts are POSTed here as JSON (and always logged)",
+        kind="url",
+        secret=True,
+    )
+    alert_interval_s: float = setting(
+        "PGPULSE_ALERT_INTERVAL_S", 10.0, "how often the alert rules run", lo=0.05, hi=3600
+    )
+    alert_breaker_open_s: float = setting(
+        "PGPULSE_ALERT_BREAKER_OPEN_S",
+        60.0,
+        "a breaker open longer than this alerts",
+        lo=0,
+        hi=86400,
+    )
     alert_deadman_s: float = setting(
-        "PGPULSE_ALERT_DEADMAN_S", 180.0, "no finished tick for this long alerts (the dead-man's "
-        "switch)", lo=1, hi=86400)
+        "PGPULSE_ALERT_DEADMAN_S",
+        180.0,
+        "no finished tick for this long alerts (the dead-man's switch)",
+        lo=1,
+        hi=86400,
+    )
     alert_tick_budget_ratio: float = setting(
-        "PGPULSE_ALERT_TICK_BUDGET_RATIO", 0.8, "a tick using more of its budget alerts",
-        lo=0.01, hi=1)
-    alert_backlog_age_s: float = setting("PGPULSE_ALERT_BACKLOG_AGE_S", 120.0, "a due job older "
-                                         "than this alerts", lo=0, hi=86400)
+        "PGPULSE_ALERT_TICK_BUDGET_RATIO",
+        0.8,
+        "a tick using more of its budget alerts",
+        lo=0.01,
+        hi=1,
+    )
+    alert_backlog_age_s: float = setting(
+        "PGPULSE_ALERT_BACKLOG_AGE_S", 120.0, "a due job older than this alerts", lo=0, hi=86400
+    )
     alert_database_down_s: float = setting(
-        "PGPULSE_ALERT_DATABASE_DOWN_S", 30.0, "the database unreachable this long alerts",
-        lo=0, hi=86400)
+        "PGPULSE_ALERT_DATABASE_DOWN_S",
+        30.0,
+        "the database unreachable this long alerts",
+        lo=0,
+        hi=86400,
+    )
     # the status page's password for other hosts (unset: it answers on localhost only)
     status_secret: str | None = setting(
-        "PGPULSE_STATUS_SECRET", None, "password (HTTP Basic) of the status page for other hosts",
-        shown="— (this host only)", secret=True)
+        "PGPULSE_STATUS_SECRET",
+        None,
+        "password (HTTP Basic) of the status page for other hosts",
+        shown="— (this host only)",
+        secret=True,
+    )
 
 
 # Settings that are command options or read by one module, not part of a settings object.
 DATABASE_URL = Setting("DATABASE_URL", None, "libpq URL of the database (every command)")
-REGION_URL = Setting("UPSTASH_REDIS_REST_URL_<CODE>", None, "a region's Upstash REST URL; "
-                     "`<CODE>` is the region code upper-cased, `-` → `_`",
-                     shown="`UPSTASH_REDIS_REST_URL`")
-REGION_TOKEN = Setting("UPSTASH_REDIS_REST_TOKEN_<CODE>", None, "that region's token (a secret: "
-                       "never logged, never stored in the database)",
-                       shown="`UPSTASH_REDIS_REST_TOKEN`", secret=True)
-CRON_DATABASE = Setting("PGPULSE_CRON_DATABASE", None, "`pgpulse migrate`: pg_cron's database "
-                        "when it is not this one (schedules with `cron.schedule_in_database`); "
-                        "`pgpulse doctor` looks for the job there")
+REGION_URL = Setting(
+    "UPSTASH_REDIS_REST_URL_<CODE>",
+    None,
+    "a region's Upstash REST URL; `<CODE>` is the region code upper-cased, `-` → `_`",
+    shown="`UPSTASH_REDIS_REST_URL`",
+)
+REGION_TOKEN = Setting(
+    "UPSTASH_REDIS_REST_TOKEN_<CODE>",
+    None,
+    "that region's token (a secret: never logged, never stored in the database)",
+    shown="`UPSTASH_REDIS_REST_TOKEN`",
+    secret=True,
+)
+CRON_DATABASE = Setting(
+    "PGPULSE_CRON_DATABASE",
+    None,
+    "`pgpulse migrate`: pg_cron's database "
+    "when it is not this one (schedules with `cron.schedule_in_database`); "
+    "`pgpulse doctor` looks for the job there",
+)
 LOG_LEVEL = Setting("PGPULSE_LOG_LEVEL", "INFO", "log level of the JSON logs on stderr")
 HTTP_LISTEN = Setting("PGPULSE_HTTP", "127.0.0.1:9187", "listen address of `pgpulse http`")
 # local tooling
-REDIS_URL = Setting("REDIS_URL", "redis://127.0.0.1:6379", "`pgpulse devserver`: the "
-                    "redis-server behind it")
-DEVSERVER_TOKENS = Setting("PGPULSE_DEVSERVER_TOKENS", None, "`pgpulse devserver`: "
-                           "whitespace-separated `TOKEN[=DB]` entries (like `--token`, but not "
-                           "visible in `ps`)", secret=True)
-DEVSERVER_ADMIN_TOKEN = Setting("PGPULSE_DEVSERVER_ADMIN_TOKEN", None, "`pgpulse devserver`: "
-                                "token of the fault-injection admin API",
-                                shown="— (admin API off)", secret=True)
+REDIS_URL = Setting(
+    "REDIS_URL", "redis://127.0.0.1:6379", "`pgpulse devserver`: the redis-server behind it"
+)
+DEVSERVER_TOKENS = Setting(
+    "PGPULSE_DEVSERVER_TOKENS",
+    None,
+    "`pgpulse devserver`: "
+    "whitespace-separated `TOKEN[=DB]` entries (like `--token`, but not "
+    "visible in `ps`)",
+    secret=True,
+)
+DEVSERVER_ADMIN_TOKEN = Setting(
+    "PGPULSE_DEVSERVER_ADMIN_TOKEN",
+    None,
+    "`pgpulse devserver`: token of the fault-injection admin API",
+    shown="— (admin API off)",
+    secret=True,
+)
 DEMO_SECONDS = Setting("DEMO_SECONDS", 120.0, "`make demo` / `pgpulse demo`: how long to run")
-PG_BINDIR = Setting("PGPULSE_PG_BINDIR", None, "throwaway clusters: PostgreSQL binaries to use",
-                    shown="newest with pg_cron")
+PG_BINDIR = Setting(
+    "PGPULSE_PG_BINDIR",
+    None,
+    "throwaway clusters: PostgreSQL binaries to use",
+    shown="newest with pg_cron",
+)
 LOCAL_TOOLING = (REDIS_URL, DEVSERVER_TOKENS, DEVSERVER_ADMIN_TOKEN, DEMO_SECONDS, PG_BINDIR)
 
 
 def all_settings() -> list[Setting]:
     """Every setting, in the README's order."""
-    return [DATABASE_URL, REGION_URL, REGION_TOKEN, *RelaySettings.rows(), CRON_DATABASE,
-            LOG_LEVEL, HTTP_LISTEN, *OpsSettings.rows(), *LOCAL_TOOLING]
+    return [
+        DATABASE_URL,
+        REGION_URL,
+        REGION_TOKEN,
+        *RelaySettings.rows(),
+        CRON_DATABASE,
+        LOG_LEVEL,
+        HTTP_LISTEN,
+        *OpsSettings.rows(),
+        *LOCAL_TOOLING,
+    ]
 
 
 def secret_variables() -> list[str]:
@@ -370,8 +533,9 @@ def help_text(rows: Iterable[Setting], env: dict[str, str] | None = None) -> str
         if now:
             head += "  (now set)" if s.secret else f"  (now {now})"
         lines.append(head.replace("`", ""))
-        lines += textwrap.wrap(s.help.replace("`", ""), 88, initial_indent=" " * 6,
-                               subsequent_indent=" " * 6)
+        lines += textwrap.wrap(
+            s.help.replace("`", ""), 88, initial_indent=" " * 6, subsequent_indent=" " * 6
+        )
     return "\n".join(lines)
 
 

@@ -25,8 +25,13 @@ def describe(exc: psycopg.Error) -> str:
 @contextlib.contextmanager
 def connect(dsn: str, *, autocommit: bool = True) -> Iterator[psycopg.Connection]:
     try:
-        conn = psycopg.connect(dsn, autocommit=autocommit, row_factory=dict_row,
-                               connect_timeout=10, application_name="pgpulse")
+        conn = psycopg.connect(
+            dsn,
+            autocommit=autocommit,
+            row_factory=dict_row,
+            connect_timeout=10,
+            application_name="pgpulse",
+        )
     except psycopg.OperationalError as exc:
         raise DatabaseError(f"cannot connect to {redact_url(dsn)}: {describe(exc)}") from exc
     try:
@@ -36,8 +41,12 @@ def connect(dsn: str, *, autocommit: bool = True) -> Iterator[psycopg.Connection
         raise DatabaseError(describe(exc)) from exc
 
 
-def fetch_json(conn: psycopg.Connection, sql: str, params: dict | None = None) -> list[dict[str, Any]]:
+def fetch_json(
+    conn: psycopg.Connection, sql: str, params: dict | None = None
+) -> list[dict[str, Any]]:
     """Runs a query (`queries()["name"]`); timestamps come back as ISO 8601 strings, ready
     for JSON."""
-    return [{k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
-            for row in conn.execute(sql, params or {}).fetchall()]
+    return [
+        {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+        for row in conn.execute(sql, params or {}).fetchall()
+    ]

@@ -17,8 +17,9 @@ from relay.supervisor import Supervisor
 
 
 class DepthSampler:
-    def __init__(self, registry: Registry, store: Outbox, settings: RelaySettings,
-                 supervisor: Supervisor) -> None:
+    def __init__(
+        self, registry: Registry, store: Outbox, settings: RelaySettings, supervisor: Supervisor
+    ) -> None:
         self.registry = registry
         self.store = store
         self.settings = settings
@@ -31,9 +32,11 @@ class DepthSampler:
                     continue
                 with contextlib.suppress(PublishError, psycopg.Error):
                     replies = await region.client.pipeline(
-                        [["LLEN", queue_key(region.code, c)] for c in CRITICALITIES])
+                        [["LLEN", queue_key(region.code, c)] for c in CRITICALITIES]
+                    )
                     depth = sum(r.get("result") or 0 for r in replies)
                     metrics.queue_depth.labels(region.code).set(depth)
                     await self.store.set_region_degraded(
-                        region.code, depth > self.settings.backlog_degraded)
+                        region.code, depth > self.settings.backlog_degraded
+                    )
             await self.supervisor.sleep(self.settings.depth_interval_s)

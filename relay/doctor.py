@@ -38,8 +38,11 @@ RELAY_NEEDS: dict[str, dict[str, tuple[str, ...] | None]] = {
     "public.monitors": {"SELECT": ("id", "preferred_region", "allow_fallback", "check_regions")},
     "pgpulse.regions": {"SELECT": None, "UPDATE": ("healthy", "healthy_changed_at", "degraded")},
     "pgpulse.outbox": {"SELECT": None, "INSERT": None, "DELETE": None, "UPDATE": ("attempts",)},
-    "pgpulse.dead_letters": {"SELECT": None, "INSERT": None,
-                             "UPDATE": ("attempts", "last_error", "failed_at", "allow_fallback")},
+    "pgpulse.dead_letters": {
+        "SELECT": None,
+        "INSERT": None,
+        "UPDATE": ("attempts", "last_error", "failed_at", "allow_fallback"),
+    },
     "pgpulse.tick_runs": {"SELECT": None},
     "pgpulse.push_intents": {"SELECT": None, "INSERT": None, "UPDATE": None, "DELETE": None},
     "pgpulse.region_observations": {"SELECT": None, "INSERT": None, "UPDATE": None, "DELETE": None},
@@ -76,19 +79,35 @@ class Doctor:
             self.add("database reachable", "FAIL", str(exc))
             return self.checks
         try:
-            conn = psycopg.connect(self.dsn, autocommit=True, row_factory=dict_row,
-                                   connect_timeout=5, application_name="pgpulse-doctor")
+            conn = psycopg.connect(
+                self.dsn,
+                autocommit=True,
+                row_factory=dict_row,
+                connect_timeout=5,
+                application_name="pgpulse-doctor",
+            )
         except psycopg.Error as exc:
             self.add("database reachable", "FAIL", f"{redact_url(self.dsn)}: {describe(exc)}")
-            for name in ("migrated", "role rights", "pg_cron", "recent tick", "clock skew",
-                         "regions"):
+            for name in (
+                "migrated",
+                "role rights",
+                "pg_cron",
+                "recent tick",
+                "clock skew",
+                "regions",
+            ):
                 self.add(name, "skip", "the database cannot be reached")
             return self.checks
         with conn:
-            row = conn.execute("SELECT current_user AS who, current_database() AS db, "
-                               "current_setting('server_version') AS version").fetchone()
-            self.add("database reachable", "ok",
-                     f"PostgreSQL {row['version']}, database {row['db']} as {row['who']}")
+            row = conn.execute(
+                "SELECT current_user AS who, current_database() AS db, "
+                "current_setting('server_version') AS version"
+            ).fetchone()
+            self.add(
+                "database reachable",
+                "ok",
+                f"PostgreSQL {row['version']}, database {row['db']} as {row['who']}",
+            )
             migrated = self.check_migrated(conn)
             if migrated:
                 self.guarded("role rights", self.check_rights, conn)
@@ -143,27 +162,37 @@ class Doctor:
         from alembic.script import ScriptDirectory
 
         from relay.migrate import alembic_config
+
         head = ScriptDirectory.from_config(alembic_config(self.dsn)).get_current_head()
         try:
             with conn.transaction():
                 current = conn.execute("SELECT version_num FROM pgpulse.alembic_version").fetchone()
         except psycopg.errors.UndefinedTable:
-            self.add("migrated", "FAIL", f"no pgpulse schema: run `pgpulse migrate` (head is {head})")
+            self.add(
+                "migrated", "FAIL", f"no pgpulse schema: run `pgpulse migrate` (head is {head})"
+            )
             return False
         except psycopg.errors.InsufficientPrivilege:
             # the relay's own role (sql/roles.sql) may not read Alembic's table: go on
             # with the checks it can make, and say what it could not
-            self.add("migrated", "warn", "this role may not read pgpulse.alembic_version: run "
-                                         f"`pgpulse doctor` as the migrating role to compare "
-                                         f"the revision with head ({head})")
+            self.add(
+                "migrated",
+                "warn",
+                "this role may not read pgpulse.alembic_version: run "
+                f"`pgpulse doctor` as the migrating role to compare "
+                f"the revision with head ({head})",
+            )
             return True
         except psycopg.Error as exc:
             self.add("migrated", "FAIL", f"cannot read pgpulse.alembic_version: {describe(exc)}")
             return False
         version = current["version_num"] if current else None
         if version != head:
-            self.add("migrated", "FAIL", f"at revision {version}, code expects {head}: "
-                                         "run `pgpulse migrate`")
+            self.add(
+                "migrated",
+                "FAIL",
+                f"at revision {version}, code expects {head}: run `pgpulse migrate`",
+            )
             return False
         self.add("migrated", "ok", f"at revision {head} (head)")
         return True
@@ -175,35 +204,50 @@ class Doctor:
         for table, privileges in RELAY_NEEDS.items():
             for privilege, columns in privileges.items():
                 if columns is None:
-                    ok = conn.execute("SELECT has_table_privilege(%s, %s) AS ok",
-                                      (table, privilege)).fetchone()["ok"]
+                    ok = conn.execute(
+                        "SELECT has_table_privilege(%s, %s) AS ok", (table, privilege)
+                    ).fetchone()["ok"]
                     if not ok:
                         missing.append(f"{privilege} on {table}")
                     continue
-                lacking = [c for c in columns if not conn.execute(
-                    "SELECT has_column_privilege(%s, %s, %s) AS ok",
-                    (table, c, privilege)).fetchone()["ok"]]
+                lacking = [
+                    c
+                    for c in columns
+                    if not conn.execute(
+                        "SELECT has_column_privilege(%s, %s, %s) AS ok", (table, c, privilege)
+                    ).fetchone()["ok"]
+                ]
                 if lacking:
                     missing.append(f"{privilege} ({', '.join(lacking)}) on {table}")
         for function in RELAY_FUNCTIONS:
-            if not conn.execute("SELECT has_function_privilege(%s, 'EXECUTE') AS ok",
-                                (function,)).fetchone()["ok"]:
+            if not conn.execute(
+                "SELECT has_function_privilege(%s, 'EXECUTE') AS ok", (function,)
+            ).fetchone()["ok"]:
                 missing.append(f"EXECUTE on {function}")
         if missing:
-            self.add("role rights", "FAIL", "the relay needs " + ", ".join(missing)
-                     + ": GRANT pgpulse_relay TO this role")
+            self.add(
+                "role rights",
+                "FAIL",
+                "the relay needs " + ", ".join(missing) + ": GRANT pgpulse_relay TO this role",
+            )
         elif row and row["rolsuper"]:
-            self.add("role rights", "warn", "connected as a superuser: run the relay as a role "
-                                            "IN ROLE pgpulse_relay (sql/roles.sql)")
+            self.add(
+                "role rights",
+                "warn",
+                "connected as a superuser: run the relay as a role "
+                "IN ROLE pgpulse_relay (sql/roles.sql)",
+            )
         else:
             self.add("role rights", "ok", "everything the relay reads and writes")
 
     def check_cron(self, conn) -> None:
-        superuser = conn.execute("SELECT rolsuper FROM pg_roles "
-                                 "WHERE rolname = current_user").fetchone()["rolsuper"]
+        superuser = conn.execute(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()["rolsuper"]
         database = conn.execute("SELECT current_database() AS db").fetchone()["db"]
-        here = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_extension "
-                            "WHERE extname = 'pg_cron') AS yes").fetchone()["yes"]
+        here = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') AS yes"
+        ).fetchone()["yes"]
         if not here:
             self.check_cron_elsewhere(conn, database, superuser)
             return
@@ -229,31 +273,53 @@ class Doctor:
                                    AS preloaded,
                                current_setting('cron.database_name', true) AS cron_db""").fetchone()
             except psycopg.errors.InsufficientPrivilege:
-                self.add("pg_cron", "warn", "not in this database, and this role may not read "
-                         "cron.database_name to find it: set PGPULSE_CRON_DATABASE=NAME (RDS, "
-                         f"Cloud SQL: postgres) to check the pgpulse-tick job there; {seen}")
+                self.add(
+                    "pg_cron",
+                    "warn",
+                    "not in this database, and this role may not read "
+                    "cron.database_name to find it: set PGPULSE_CRON_DATABASE=NAME (RDS, "
+                    f"Cloud SQL: postgres) to check the pgpulse-tick job there; {seen}",
+                )
                 return
             if not where["preloaded"]:
-                self.add("pg_cron", "warn", "pg_cron is not in shared_preload_libraries: something "
-                                            f"else must run `pgpulse tick` every minute; {seen}")
+                self.add(
+                    "pg_cron",
+                    "warn",
+                    "pg_cron is not in shared_preload_libraries: something "
+                    f"else must run `pgpulse tick` every minute; {seen}",
+                )
                 return
             cron_database = where["cron_db"]
         try:
-            with psycopg.connect(psycopg.conninfo.make_conninfo(self.dsn, dbname=cron_database),
-                                 autocommit=True, row_factory=dict_row, connect_timeout=5,
-                                 application_name="pgpulse-doctor") as cron:
+            with psycopg.connect(
+                psycopg.conninfo.make_conninfo(self.dsn, dbname=cron_database),
+                autocommit=True,
+                row_factory=dict_row,
+                connect_timeout=5,
+                application_name="pgpulse-doctor",
+            ) as cron:
                 job = cron.execute(queries()["cron_job"], {"database": database}).fetchone()
         except psycopg.errors.UndefinedTable:
-            self.add("pg_cron", "warn", f"pg_cron is not created in database {cron_database} "
-                     "(CREATE EXTENSION pg_cron there, or set PGPULSE_CRON_DATABASE to the "
-                     f"database it is in): nothing there ticks this one; {seen}")
+            self.add(
+                "pg_cron",
+                "warn",
+                f"pg_cron is not created in database {cron_database} "
+                "(CREATE EXTENSION pg_cron there, or set PGPULSE_CRON_DATABASE to the "
+                f"database it is in): nothing there ticks this one; {seen}",
+            )
             return
         except psycopg.Error as exc:
-            look = ("SELECT schedule, active FROM cron.job WHERE jobname = 'pgpulse-tick' "
-                    f"AND database = '{database}'")
-            self.add("pg_cron", "warn", f"pg_cron runs in database {cron_database}, and this "
-                     f"role cannot read its jobs there ({describe(exc)}): an admin checks there "
-                     f"with `{look}`; {seen}")
+            look = (
+                "SELECT schedule, active FROM cron.job WHERE jobname = 'pgpulse-tick' "
+                f"AND database = '{database}'"
+            )
+            self.add(
+                "pg_cron",
+                "warn",
+                f"pg_cron runs in database {cron_database}, and this "
+                f"role cannot read its jobs there ({describe(exc)}): an admin checks there "
+                f"with `{look}`; {seen}",
+            )
             return
         self.judge_cron_job(job, superuser, cron_database, seen)
 
@@ -264,33 +330,55 @@ class Doctor:
             return "no tick here has come from pg_cron yet"
         return f"the latest tick here that pg_cron started began {age:.0f} s ago"
 
-    def judge_cron_job(self, job: dict[str, Any] | None, superuser: bool,
-                       cron_database: str | None = None, seen: str = "") -> None:
+    def judge_cron_job(
+        self,
+        job: dict[str, Any] | None,
+        superuser: bool,
+        cron_database: str | None = None,
+        seen: str = "",
+    ) -> None:
         where = f" (pg_cron's database {cron_database})" if cron_database else ""
         seen = f"; {seen}" if seen else ""
         if job is None and not superuser:
             # pg_cron shows each role only its own jobs
-            self.add("pg_cron", "warn", f"no pgpulse-tick job for this database visible to this "
-                     f"role{where}: run `pgpulse doctor` as the role that scheduled it to see "
-                     f"it{seen}")
+            self.add(
+                "pg_cron",
+                "warn",
+                f"no pgpulse-tick job for this database visible to this "
+                f"role{where}: run `pgpulse doctor` as the role that scheduled it to see "
+                f"it{seen}",
+            )
         elif job is None and cron_database:
             # pgpulse migrate schedules it there only when told where pg_cron is
-            self.add("pg_cron", "warn", f"no pgpulse-tick job ticks this database{where}: "
-                     f"`pgpulse migrate --cron-database {cron_database}` schedules it, or "
-                     f"something else must run `pgpulse tick` every minute{seen}")
+            self.add(
+                "pg_cron",
+                "warn",
+                f"no pgpulse-tick job ticks this database{where}: "
+                f"`pgpulse migrate --cron-database {cron_database}` schedules it, or "
+                f"something else must run `pgpulse tick` every minute{seen}",
+            )
         elif job is None:
             self.add("pg_cron", "FAIL", "no pgpulse-tick job: run `pgpulse migrate` as a superuser")
         elif not job["active"]:
             self.add("pg_cron", "FAIL", f"job pgpulse-tick{where} ({job['schedule']}) is inactive")
         elif job["last_status"] == "failed":
-            self.add("pg_cron", "FAIL", f"job pgpulse-tick{where}'s last run failed: "
-                                        f"{(job['last_message'] or '').strip()[:200]}")
+            self.add(
+                "pg_cron",
+                "FAIL",
+                f"job pgpulse-tick{where}'s last run failed: "
+                f"{(job['last_message'] or '').strip()[:200]}",
+            )
         elif job["last_start"] is None:
-            self.add("pg_cron", "warn", f"job pgpulse-tick{where} ({job['schedule']}) has not "
-                                        "run yet")
+            self.add(
+                "pg_cron", "warn", f"job pgpulse-tick{where} ({job['schedule']}) has not run yet"
+            )
         else:
-            self.add("pg_cron", "ok", f"job pgpulse-tick{where} '{job['schedule']}', last run "
-                                      f"{job['last_status']} at {job['last_start']:%Y-%m-%d %H:%M:%S %Z}")
+            self.add(
+                "pg_cron",
+                "ok",
+                f"job pgpulse-tick{where} '{job['schedule']}', last run "
+                f"{job['last_status']} at {job['last_start']:%Y-%m-%d %H:%M:%S %Z}",
+            )
 
     def check_recent_tick(self, conn) -> None:
         limit = OpsSettings().alert_deadman_s
@@ -298,18 +386,26 @@ class Doctor:
         if age is None:
             self.add("recent tick", "FAIL", "no tick has ever finished")
         elif age > limit:
-            self.add("recent tick", "FAIL", f"the latest tick finished {age:.0f} s ago "
-                                            f"(over {limit:.0f} s): monitors are not scheduled")
+            self.add(
+                "recent tick",
+                "FAIL",
+                f"the latest tick finished {age:.0f} s ago "
+                f"(over {limit:.0f} s): monitors are not scheduled",
+            )
         else:
             self.add("recent tick", "ok", f"the latest tick finished {age:.0f} s ago")
 
     def check_clock(self, conn) -> None:
         before = time.time()
-        db_now = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8 AS t").fetchone()["t"]
+        db_now = conn.execute(
+            "SELECT extract(epoch FROM clock_timestamp())::float8 AS t"
+        ).fetchone()["t"]
         after = time.time()
         skew = db_now - (before + after) / 2
-        detail = (f"database clock {'ahead of' if skew > 0 else 'behind'} this host by "
-                  f"{abs(skew):.3f} s (round trip {after - before:.3f} s)")
+        detail = (
+            f"database clock {'ahead of' if skew > 0 else 'behind'} this host by "
+            f"{abs(skew):.3f} s (round trip {after - before:.3f} s)"
+        )
         verdict = "FAIL" if abs(skew) > SKEW_FAIL_S else "warn" if abs(skew) > SKEW_WARN_S else "ok"
         self.add("clock skew", verdict, detail)
 
@@ -325,6 +421,7 @@ class Doctor:
 
     async def _probe(self, code: str) -> tuple[str, str, str]:
         from relay.upstash import UpstashClient
+
         name = f"region {code}"
         try:
             endpoint = region_endpoint(code, self.env)
@@ -355,4 +452,7 @@ def render(checks: list[Check]) -> Iterator[str]:
 
 
 def as_json(checks: list[Check]) -> dict[str, Any]:
-    return {"ok": not any(c.verdict == "FAIL" for c in checks), "checks": [asdict(c) for c in checks]}
+    return {
+        "ok": not any(c.verdict == "FAIL" for c in checks),
+        "checks": [asdict(c) for c in checks],
+    }

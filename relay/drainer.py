@@ -65,10 +65,19 @@ HELD_ROWS = Backoff(first=0.05, most=1.0)
 class Drainer:
     """Drains one region; run() is one worker (a region has settings.concurrency)."""
 
-    def __init__(self, region: Region, registry: Registry, store: Outbox,
-                 settings: RelaySettings, supervisor: Supervisor, counts: Counts, *,
-                 claim_slots: asyncio.Semaphore, once: bool = False,
-                 on_batch: BatchListener | None = None) -> None:
+    def __init__(
+        self,
+        region: Region,
+        registry: Registry,
+        store: Outbox,
+        settings: RelaySettings,
+        supervisor: Supervisor,
+        counts: Counts,
+        *,
+        claim_slots: asyncio.Semaphore,
+        once: bool = False,
+        on_batch: BatchListener | None = None,
+    ) -> None:
         self.region = region
         self.registry = registry
         self.store = store
@@ -102,8 +111,11 @@ class Drainer:
                 else:
                     region.last_error = str(exc)
                     logs.warning("publish_failed", region=region.code, error=str(exc))
-                if (self.once and region.breaker.is_open()
-                        and self.registry.fallback_for(region) is None):
+                if (
+                    self.once
+                    and region.breaker.is_open()
+                    and self.registry.fallback_for(region) is None
+                ):
                     return
                 await self.supervisor.sleep(PUBLISH_RETRY.delay(failures))
                 continue
@@ -128,7 +140,8 @@ class Drainer:
             return 0
         try:
             batch = await self._claim_and_publish(
-                target, fallback_only=not granted, probing=bool(granted and granted.probe))
+                target, fallback_only=not granted, probing=bool(granted and granted.probe)
+            )
         finally:
             if granted:  # a probe that reached no one lets the next caller probe
                 region.breaker.release(granted)
@@ -138,23 +151,36 @@ class Drainer:
             raise RegionRefused(f"region {target.code}: {held[0]}")
         return len(batch.jobs)
 
-    async def _claim_and_publish(self, target: Region, *, fallback_only: bool,
-                                 probing: bool) -> Drained:
+    async def _claim_and_publish(
+        self, target: Region, *, fallback_only: bool, probing: bool
+    ) -> Drained:
         """The claim's transaction: claim, publish to each destination, put the failures
         back; commits on return."""
         region, s = self.region, self.settings
         # rerouting: a job whose push to its own region may have happened waits for it
         held_by = region.code if fallback_only and s.unclear_push == "wait" else None
-        async with self.claim_slots, self.store.claim(
-                region.code, limit=s.batch_size, fallback_only=fallback_only,
-                held_by=held_by, lease_s=s.claim_lease_s) as claim:
+        async with (
+            self.claim_slots,
+            self.store.claim(
+                region.code,
+                limit=s.batch_size,
+                fallback_only=fallback_only,
+                held_by=held_by,
+                lease_s=s.claim_lease_s,
+            ) as claim,
+        ):
             batch = Drained(claim.jobs, [job for job in claim.jobs if not job.expired])
             if not batch.jobs:
                 if probing:
                     await region.client.command("PING")  # the probe, when there is no batch
                 return batch
-            logs.event("batch_claimed", logging.DEBUG, region=region.code,
-                       jobs=len(batch.jobs), target=target.code)
+            logs.event(
+                "batch_claimed",
+                logging.DEBUG,
+                region=region.code,
+                jobs=len(batch.jobs),
+                target=target.code,
+            )
             batch.outcomes = [Outcome(WAIT)] * len(batch.live)
             batch.groups = self.destinations(target, batch.live)
             try:
@@ -164,19 +190,24 @@ class Drainer:
             except TimeoutError:
                 raise PublishError(
                     f"region {target.code}: publish outlasted the claim lease "
-                    f"({s.claim_lease_s:g} s); the batch goes back") from None
+                    f"({s.claim_lease_s:g} s); the batch goes back"
+                ) from None
             batch.settlement = settle(batch.live, batch.outcomes, s.max_attempts)
             if self.once:  # --once's verdict names what it put back
                 self.requeued.update(r.job.job_id for r in batch.settlement.requeue)
-            await claim.settle(batch.settlement.requeue, batch.settlement.dead,
-                               self._outcome_known(batch))
+            await claim.settle(
+                batch.settlement.requeue, batch.settlement.dead, self._outcome_known(batch)
+            )
         return batch
 
     def _outcome_known(self, batch: Drained) -> list[int]:
         """The push intents that go with the claim's commit: every outcome of their jobs'
         pushes is known (an unreadable reply keeps its group's intent until it expires)."""
-        return [intent for dest, intent in batch.intents.items()
-                if not any(batch.outcomes[i].unclear for i in batch.groups[dest])]
+        return [
+            intent
+            for dest, intent in batch.intents.items()
+            if not any(batch.outcomes[i].unclear for i in batch.groups[dest])
+        ]
 
     async def _publish(self, batch: Drained, dest: Region, positions: list[int]) -> None:
         group = [batch.live[i] for i in positions]
@@ -195,8 +226,11 @@ class Drainer:
         groups: dict[Region, list[int]] = {}
         for i, job in enumerate(jobs):
             dest = target
-            if (self.settings.unclear_push == "wait" and job.pinned_to
-                    and job.pinned_to != target.code):
+            if (
+                self.settings.unclear_push == "wait"
+                and job.pinned_to
+                and job.pinned_to != target.code
+            ):
                 dest = self.registry.regions.get(job.pinned_to)
                 if dest is None or not dest.enabled or dest.breaker.state is not State.CLOSED:
                     continue  # stays WAIT
@@ -208,8 +242,9 @@ class Drainer:
         jobs that reached a queue."""
         region, c = self.region, self.counts
         for dest, positions in batch.groups.items():
-            self._account_group(dest, [batch.live[i] for i in positions],
-                                [batch.outcomes[i] for i in positions])
+            self._account_group(
+                dest, [batch.live[i] for i in positions], [batch.outcomes[i] for i in positions]
+            )
         dead = len(batch.settlement.dead)
         if dead:
             c.dead_lettered += dead
@@ -248,12 +283,17 @@ class Drainer:
             c.rerouted += len(ok)
             metrics.rerouted.labels(region.code, target.code).inc(len(ok))
             logs.event("jobs_rerouted", region=region.code, to=target.code, count=len(ok))
-        metrics.schedule_lag.observe_many(target.code,
-                                          [now - job.scheduled_for_s for job in ok])
+        metrics.schedule_lag.observe_many(target.code, [now - job.scheduled_for_s for job in ok])
         if self.on_batch:
             self.on_batch(PublishedBatch(target.code, ok, now))
-        logs.event("batch_published", region=target.code, jobs=len(ok), failed=n_failed,
-                   held=kinds[HELD], expired=expired)
+        logs.event(
+            "batch_published",
+            region=target.code,
+            jobs=len(ok),
+            failed=n_failed,
+            held=kinds[HELD],
+            expired=expired,
+        )
 
     # ------------------------------------------------------------------ waiting
 
@@ -262,9 +302,11 @@ class Drainer:
         timeout = await self.wake_timeout(claimed)
         mine = asyncio.Event()  # a nudge for this worker alone (Region.nudge)
         self.region.idle.append(mine)
-        waits = [asyncio.ensure_future(self.region.wake.wait()),
-                 asyncio.ensure_future(mine.wait()),
-                 asyncio.ensure_future(self.supervisor.stop.wait())]
+        waits = [
+            asyncio.ensure_future(self.region.wake.wait()),
+            asyncio.ensure_future(mine.wait()),
+            asyncio.ensure_future(self.supervisor.stop.wait()),
+        ]
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:

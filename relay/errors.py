@@ -29,6 +29,7 @@ class Undeliverable(PgPulseError):
 
 # ------------------------------------------------------------ publishing to Upstash
 
+
 class PublishError(PgPulseError):
     """A publish to a region's Upstash endpoint failed."""
 
@@ -69,12 +70,14 @@ class TokenRefused(PublishError):
 
 # ------------------------------------------------------------ optional parts, local tooling
 
+
 class MissingExtra(PgPulseError):
     """A command needs an extra that is not installed."""
 
     def __init__(self, command: str, extra: str) -> None:
-        super().__init__(f"pgpulse {command} needs the {extra} extra: "
-                         f"pip install 'pgpulse[{extra}]'")
+        super().__init__(
+            f"pgpulse {command} needs the {extra} extra: pip install 'pgpulse[{extra}]'"
+        )
 
 
 class ServiceError(PgPulseError):

@@ -12,6 +12,7 @@ from relay.queries import queries
 
 async def read_facts(conn) -> dict[str, Any]:
     """`conn`: an async psycopg connection with dict rows, in autocommit."""
+
     async def rows(name: str) -> list[dict[str, Any]]:
         return await (await conn.execute(queries()[name])).fetchall()
 
@@ -23,20 +24,31 @@ async def read_facts(conn) -> dict[str, Any]:
         "last_tick_age_s": last["age_s"],
         "latest_tick": latest[0] if latest else None,
         "latest_finished_tick": finished[0] if finished else None,
-        "dead_letters": {r["region"]: r["dead_letters"] for r in await rows("dead_letters_by_region")},
-        "unhealthy_regions": {r["region"]: r["unhealthy_s"] for r in await rows("unhealthy_regions")},
+        "dead_letters": {
+            r["region"]: r["dead_letters"] for r in await rows("dead_letters_by_region")
+        },
+        "unhealthy_regions": {
+            r["region"]: r["unhealthy_s"] for r in await rows("unhealthy_regions")
+        },
         # for the status page
         "regions": await rows("regions"),
-        "recent_ticks": await (await conn.execute(queries()["recent_ticks"], {"limit": 8})).fetchall(),
-        "recent_dead_letters": await (await conn.execute(queries()["dlq_list"], {"limit": 5})).fetchall(),
+        "recent_ticks": await (
+            await conn.execute(queries()["recent_ticks"], {"limit": 8})
+        ).fetchall(),
+        "recent_dead_letters": await (
+            await conn.execute(queries()["dlq_list"], {"limit": 5})
+        ).fetchall(),
         "pg_cron": await _cron_job(conn, queries()["cron_job"]),
     }
 
 
 async def _cron_job(conn, sql: str) -> dict[str, Any] | None:
     """pg_cron's tick job, or None where pg_cron is not installed or not readable."""
-    installed = await (await conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') AS yes")).fetchone()
+    installed = await (
+        await conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') AS yes"
+        )
+    ).fetchone()
     if not installed["yes"]:
         return None
     try:

@@ -37,18 +37,31 @@ SECURITY_HEADERS = [
     (b"cache-control", b"no-store"),
     (b"strict-transport-security", b"max-age=63072000"),
 ]
-ROUTES = {"/": "GET", "/healthz": "GET", "/readyz": "GET", "/metrics": "GET", "/api/cron/scheduler": "POST"}
+ROUTES = {
+    "/": "GET",
+    "/healthz": "GET",
+    "/readyz": "GET",
+    "/metrics": "GET",
+    "/api/cron/scheduler": "POST",
+}
 
 
 def delivering_regions(relay) -> set[str]:
     """Regions this relay delivers to right now: configured here, enabled, breaker closed."""
-    return {code for code, region in relay.regions.items()
-            if region.enabled and region.breaker is not None
-            and region.breaker.state is State.CLOSED}
+    return {
+        code
+        for code, region in relay.regions.items()
+        if region.enabled and region.breaker is not None and region.breaker.state is State.CLOSED
+    }
 
 
-def judge_readiness(snapshot: Snapshot, settings: OpsSettings, delivering: set[str] | None,
-                    stopping: bool = False, now: float | None = None) -> tuple[int, dict[str, Any]]:
+def judge_readiness(
+    snapshot: Snapshot,
+    settings: OpsSettings,
+    delivering: set[str] | None,
+    stopping: bool = False,
+    now: float | None = None,
+) -> tuple[int, dict[str, Any]]:
     """Is THIS instance fit to serve? Its database reads work and are fresh, and no region
     it delivers to has a due job waiting too long. `delivering`: None without a relay.
 
@@ -68,9 +81,13 @@ def judge_readiness(snapshot: Snapshot, settings: OpsSettings, delivering: set[s
         reasons.append(f"database facts are {age:.0f} s old (limit {stale_after:.0f} s)")
     facts = snapshot.facts or {}
     tick_age = facts.get("last_tick_age_s")
-    if snapshot.facts is not None and (tick_age is None or tick_age > settings.ready_max_tick_age_s):
-        warnings.append(f"no tick finished in the last {settings.ready_max_tick_age_s:.0f} s "
-                        "(pg_cron or the platform cron; not this instance)")
+    if snapshot.facts is not None and (
+        tick_age is None or tick_age > settings.ready_max_tick_age_s
+    ):
+        warnings.append(
+            f"no tick finished in the last {settings.ready_max_tick_age_s:.0f} s "
+            "(pg_cron or the platform cron; not this instance)"
+        )
     unhealthy = facts.get("unhealthy_regions") or {}
     for row in facts.get("backlog") or []:
         region, oldest = row["region"], float(row["oldest_due_age_s"] or 0)
@@ -87,8 +104,13 @@ def judge_readiness(snapshot: Snapshot, settings: OpsSettings, delivering: set[s
             continue
         waiting[region] = {"oldest_due_age_s": round(oldest), "why": why}
     return (503 if reasons else 200), {
-        "ready": not reasons, "reasons": reasons, "warnings": warnings, "waiting": waiting,
-        "last_tick_age_s": tick_age, "facts_age_s": None if age is None else round(age, 1)}
+        "ready": not reasons,
+        "reasons": reasons,
+        "warnings": warnings,
+        "waiting": waiting,
+        "last_tick_age_s": tick_age,
+        "facts_age_s": None if age is None else round(age, 1),
+    }
 
 
 class OpsApp:
@@ -133,8 +155,9 @@ class OpsApp:
         if allowed is None:
             return await self._json(send, 404, {"error": "not found"})
         if method != allowed and not (allowed == "GET" and method == "HEAD"):
-            return await self._json(send, 405, {"error": f"method {method} not allowed"},
-                                    [(b"allow", allowed.encode())])
+            return await self._json(
+                send, 405, {"error": f"method {method} not allowed"}, [(b"allow", allowed.encode())]
+            )
         if path == "/healthz":  # never queued behind anything: liveness must answer
             return await self._json(send, 200, {"status": "ok"})
         if self.busy.locked():
@@ -150,8 +173,9 @@ class OpsApp:
             status, body = await self.readiness()
             return await self._json(send, status, body)
         if path == "/metrics":
-            return await self._respond(send, 200, generate_latest(metrics.REGISTRY),
-                                       CONTENT_TYPE_LATEST.encode())
+            return await self._respond(
+                send, 200, generate_latest(metrics.REGISTRY), CONTENT_TYPE_LATEST.encode()
+            )
         return await self.cron_trigger(scope, receive, send)
 
     async def readiness(self) -> tuple[int, dict[str, Any]]:
@@ -159,9 +183,12 @@ class OpsApp:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.facts.refreshed.wait(), 10)
         relay = self.relay
-        return judge_readiness(self.facts.snapshot, self.settings,
-                               None if relay is None else delivering_regions(relay),
-                               stopping=relay is not None and relay.stop.is_set())
+        return judge_readiness(
+            self.facts.snapshot,
+            self.settings,
+            None if relay is None else delivering_regions(relay),
+            stopping=relay is not None and relay.stop.is_set(),
+        )
 
     async def status_page(self, scope, send) -> None:
         denied = statuspage.access(scope, self.settings)
@@ -171,12 +198,15 @@ class OpsApp:
             return await self._json(send, status, {"error": reason}, extra)
         # the cached snapshot, like /readyz and /metrics: no database read per request
         breakers = self.relay.breakers_open_s() if self.relay is not None else {}
-        body = statuspage.render(self.facts.snapshot, self.settings,
-                                 breakers_open_s=breakers).encode()
-        headers = [(b"content-type", b"text/html; charset=utf-8"),
-                   (b"content-length", str(len(body)).encode()),
-                   *[(k, v) for k, v in SECURITY_HEADERS if k != b"content-security-policy"],
-                   (b"content-security-policy", statuspage.CSP.encode())]
+        body = statuspage.render(
+            self.facts.snapshot, self.settings, breakers_open_s=breakers
+        ).encode()
+        headers = [
+            (b"content-type", b"text/html; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            *[(k, v) for k, v in SECURITY_HEADERS if k != b"content-security-policy"],
+            (b"content-security-policy", statuspage.CSP.encode()),
+        ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -188,27 +218,39 @@ class OpsApp:
         expected = b"Bearer " + secret.encode()
         if not hmac.compare_digest(given, expected):
             logs.warning("cron_trigger_refused")
-            return await self._json(send, 401, {"error": "unauthorized"},
-                                    [(b"www-authenticate", b"Bearer")])
+            return await self._json(
+                send, 401, {"error": "unauthorized"}, [(b"www-authenticate", b"Bearer")]
+            )
         started = time.perf_counter()
         try:
             record = await asyncio.to_thread(run_tick, self.dsn, TickParams(), trigger="http")
         except PgPulseError as exc:
             logs.error("tick_failed", trigger="http", error=str(exc))
             return await self._json(send, 500, {"error": str(exc)})
-        logs.event("tick", trigger="http", run_id=record["id"], claimed=record["monitors_claimed"],
-                   jobs=record["jobs_written"], cut_short=record["cut_short"],
-                   ms=round((time.perf_counter() - started) * 1000))
+        logs.event(
+            "tick",
+            trigger="http",
+            run_id=record["id"],
+            claimed=record["monitors_claimed"],
+            jobs=record["jobs_written"],
+            cut_short=record["cut_short"],
+            ms=round((time.perf_counter() - started) * 1000),
+        )
         return await self._json(send, 200, record)
 
     async def _json(self, send, status: int, body: Any, extra=()) -> None:
         # scrubbed before encoding: no registered secret leaves in a body, escaped or not
-        await self._respond(send, status, json.dumps(logs.scrub(body)).encode(),
-                            b"application/json", extra)
+        await self._respond(
+            send, status, json.dumps(logs.scrub(body)).encode(), b"application/json", extra
+        )
 
     async def _respond(self, send, status: int, body: bytes, content_type: bytes, extra=()) -> None:
-        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
-                   *SECURITY_HEADERS, *extra]
+        headers = [
+            (b"content-type", content_type),
+            (b"content-length", str(len(body)).encode()),
+            *SECURITY_HEADERS,
+            *extra,
+        ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -228,8 +270,7 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-_REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\n"
-                    b"content-length: 0\r\n\r\n")
+_REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
 
 
 def connection_cap(configured: int) -> int:
@@ -265,7 +306,9 @@ def guarded_protocol(settings: OpsSettings):
         def _arm(self) -> None:
             if self._deadline is None:
                 self._waiting_since = self.loop.time()
-                self._deadline = self.loop.call_later(settings.http_request_timeout_s, self._too_slow)
+                self._deadline = self.loop.call_later(
+                    settings.http_request_timeout_s, self._too_slow
+                )
 
         def _disarm(self) -> None:
             if self._deadline is not None:
@@ -284,8 +327,11 @@ def guarded_protocol(settings: OpsSettings):
             self._drop(_REQUEST_TIMEOUT)
 
         def _evict(self) -> None:
-            waiting = [c for c in self.connections
-                       if getattr(c, "_deadline", None) is not None and c is not self]
+            waiting = [
+                c
+                for c in self.connections
+                if getattr(c, "_deadline", None) is not None and c is not self
+            ]
             victim = min(waiting, key=lambda c: c._waiting_since, default=self)
             victim._drop()
 
@@ -306,11 +352,19 @@ def guarded_protocol(settings: OpsSettings):
 
 def make_server(app: OpsApp, addr: str, *, embedded: bool) -> uvicorn.Server:
     host, port = parse_listen(addr)
-    config = uvicorn.Config(app, host=host, port=port, access_log=False, lifespan="on",
-                            server_header=False, http=guarded_protocol(app.settings),
-                            timeout_keep_alive=5, backlog=128,
-                            # uvicorn's lines go through our JSON handler (redacted, throttled)
-                            log_config=None)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        access_log=False,
+        lifespan="on",
+        server_header=False,
+        http=guarded_protocol(app.settings),
+        timeout_keep_alive=5,
+        backlog=128,
+        # uvicorn's lines go through our JSON handler (redacted, throttled)
+        log_config=None,
+    )
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     return (_EmbeddedServer if embedded else uvicorn.Server)(config)
 
@@ -320,8 +374,9 @@ async def serve_alongside(relay, addr: str, dsn: str):
     app = OpsApp(dsn, relay=relay)
     server = make_server(app, addr, embedded=True)
     serving = asyncio.create_task(server.serve(), name="http")
-    alerts = asyncio.create_task(watch_alerts(dsn, app.settings, relay.stop, relay.breakers_open_s),
-                                 name="alerts")
+    alerts = asyncio.create_task(
+        watch_alerts(dsn, app.settings, relay.stop, relay.breakers_open_s), name="alerts"
+    )
     try:
         return await relay.run()
     finally:

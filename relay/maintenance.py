@@ -34,9 +34,18 @@ def parse_monitor_ids(values: list[str] | None) -> list[str] | None:
     return [v.strip() for v in values]
 
 
-def add(conn, *, time_zone: str, name: str = "", monitors: list[str] | None = None,
-        starts: str | None = None, ends: str | None = None, weekly: str | None = None,
-        at: str | None = None, duration: str | None = None) -> int:
+def add(
+    conn,
+    *,
+    time_zone: str,
+    name: str = "",
+    monitors: list[str] | None = None,
+    starts: str | None = None,
+    ends: str | None = None,
+    weekly: str | None = None,
+    at: str | None = None,
+    duration: str | None = None,
+) -> int:
     """Adds a window: once (starts and ends) or weekly (weekly days, at, duration)."""
     once = starts is not None or ends is not None
     if once == (weekly is not None):
@@ -45,10 +54,16 @@ def add(conn, *, time_zone: str, name: str = "", monitors: list[str] | None = No
         raise UserInputError("a one-off window needs both --from and --to")
     if weekly is not None and not (at and duration):
         raise UserInputError("a weekly window needs --at (local start time) and --for (duration)")
-    params = {"name": name, "monitor_ids": parse_monitor_ids(monitors), "time_zone": time_zone,
-              "starts": starts, "ends": ends,
-              "weekdays": parse_weekdays(weekly) if weekly is not None else None,
-              "start_time": at, "duration": duration}
+    params = {
+        "name": name,
+        "monitor_ids": parse_monitor_ids(monitors),
+        "time_zone": time_zone,
+        "starts": starts,
+        "ends": ends,
+        "weekdays": parse_weekdays(weekly) if weekly is not None else None,
+        "start_time": at,
+        "duration": duration,
+    }
     return conn.execute(queries()["maintenance_add"], params).fetchone()["id"]
 
 
@@ -69,7 +84,14 @@ def describe(w: dict[str, Any]) -> str:
     else:
         days = ",".join(k for k, v in WEEKDAYS.items() if v in w["weekdays"])
         when = f"weekly {days} at {w['start_time']} for {w['duration']}"
-    state = (f"ACTIVE until {w['next_end_local']}" if w["active_now"] else
-             f"next {w['next_start_local']}" if w["next_start_local"] else "over")
-    return (f"{w['id']:>4} {w['name'] or '-':<16} {when} {w['time_zone']}, {scope}: {state}; "
-            f"skipped {w['skipped_slots']} slot(s)")
+    state = (
+        f"ACTIVE until {w['next_end_local']}"
+        if w["active_now"]
+        else f"next {w['next_start_local']}"
+        if w["next_start_local"]
+        else "over"
+    )
+    return (
+        f"{w['id']:>4} {w['name'] or '-':<16} {when} {w['time_zone']}, {scope}: {state}; "
+        f"skipped {w['skipped_slots']} slot(s)"
+    )

@@ -28,57 +28,104 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
     REGISTRY.register(_collector)  # process_*, python_info, python_gc_*
 
-Info("pgpulse_build", "pgpulse version running in this process",
-     registry=REGISTRY).info({"version": __version__})
+Info("pgpulse_build", "pgpulse version running in this process", registry=REGISTRY).info(
+    {"version": __version__}
+)
 
 _LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 
-published = Counter("pgpulse_jobs_published", "Jobs pushed to a regional queue",
-                    ["region"], registry=REGISTRY)
-duplicates = Counter("pgpulse_jobs_duplicate", "Jobs already pushed before (dedup key existed)",
-                     ["region"], registry=REGISTRY)
-failed = Counter("pgpulse_jobs_failed", "Jobs whose push failed inline; requeued with a backoff",
-                 ["region"], registry=REGISTRY)
-expired = Counter("pgpulse_jobs_expired", "Jobs dropped because their slot expired",
-                  ["region"], registry=REGISTRY)
-rerouted = Counter("pgpulse_jobs_rerouted", "Jobs delivered to a fallback region's queue",
-                   ["region", "to"], registry=REGISTRY)
-dead_lettered = Counter("pgpulse_jobs_dead_lettered", "Jobs moved to pgpulse.dead_letters",
-                        ["region"], registry=REGISTRY)
-publish_retries = Counter("pgpulse_publish_retries", "HTTP publish attempts retried",
-                          ["region"], registry=REGISTRY)
-publish_latency = Histogram("pgpulse_publish_latency_seconds", "One /pipeline request",
-                            ["region"], registry=REGISTRY,
-                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+published = Counter(
+    "pgpulse_jobs_published", "Jobs pushed to a regional queue", ["region"], registry=REGISTRY
+)
+duplicates = Counter(
+    "pgpulse_jobs_duplicate",
+    "Jobs already pushed before (dedup key existed)",
+    ["region"],
+    registry=REGISTRY,
+)
+failed = Counter(
+    "pgpulse_jobs_failed",
+    "Jobs whose push failed inline; requeued with a backoff",
+    ["region"],
+    registry=REGISTRY,
+)
+expired = Counter(
+    "pgpulse_jobs_expired", "Jobs dropped because their slot expired", ["region"], registry=REGISTRY
+)
+rerouted = Counter(
+    "pgpulse_jobs_rerouted",
+    "Jobs delivered to a fallback region's queue",
+    ["region", "to"],
+    registry=REGISTRY,
+)
+dead_lettered = Counter(
+    "pgpulse_jobs_dead_lettered",
+    "Jobs moved to pgpulse.dead_letters",
+    ["region"],
+    registry=REGISTRY,
+)
+publish_retries = Counter(
+    "pgpulse_publish_retries", "HTTP publish attempts retried", ["region"], registry=REGISTRY
+)
+publish_latency = Histogram(
+    "pgpulse_publish_latency_seconds",
+    "One /pipeline request",
+    ["region"],
+    registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 BREAKER_STATES = ("closed", "half_open", "open")
-breaker_state = Gauge("pgpulse_breaker_state",
-                      "This relay's circuit breaker per region: 1 for the state it is in",
-                      ["region", "state"], registry=REGISTRY)
-queue_depth = Gauge("pgpulse_queue_depth", "Jobs waiting in a region's Redis queues",
-                    ["region"], registry=REGISTRY)
+breaker_state = Gauge(
+    "pgpulse_breaker_state",
+    "This relay's circuit breaker per region: 1 for the state it is in",
+    ["region", "state"],
+    registry=REGISTRY,
+)
+queue_depth = Gauge(
+    "pgpulse_queue_depth", "Jobs waiting in a region's Redis queues", ["region"], registry=REGISTRY
+)
 
 # database-wide (aggregate with max)
-outbox_backlog = Gauge("pgpulse_outbox_backlog", "Due jobs waiting in the outbox (database-wide)",
-                       ["region"], registry=REGISTRY)
-outbox_oldest_age = Gauge("pgpulse_outbox_oldest_due_age_seconds",
-                          "Age of the oldest due job in the outbox (database-wide)",
-                          ["region"], registry=REGISTRY)
-dead_letters = Gauge("pgpulse_dead_letters", "Jobs in pgpulse.dead_letters (database-wide)",
-                     ["region"], registry=REGISTRY)
-tick_duration = Gauge("pgpulse_tick_duration_seconds", "Duration of the latest finished tick",
-                      registry=REGISTRY)
-tick_budget = Gauge("pgpulse_tick_budget_seconds", "Time budget of the latest finished tick",
-                    registry=REGISTRY)
-tick_monitors = Gauge("pgpulse_tick_monitors", "Monitors claimed by the latest finished tick",
-                      registry=REGISTRY)
-tick_cut_short = Gauge("pgpulse_tick_cut_short",
-                       "1 if the latest finished tick ran out of budget", registry=REGISTRY)
-last_tick_finished = Gauge("pgpulse_last_tick_finished_timestamp_seconds",
-                           "Unix time the latest tick finished (any trigger; 0: never)",
-                           registry=REGISTRY)
-facts_ok = Gauge("pgpulse_database_up",
-                 "1 if this process read the database-wide facts on its latest try",
-                 registry=REGISTRY)
+outbox_backlog = Gauge(
+    "pgpulse_outbox_backlog",
+    "Due jobs waiting in the outbox (database-wide)",
+    ["region"],
+    registry=REGISTRY,
+)
+outbox_oldest_age = Gauge(
+    "pgpulse_outbox_oldest_due_age_seconds",
+    "Age of the oldest due job in the outbox (database-wide)",
+    ["region"],
+    registry=REGISTRY,
+)
+dead_letters = Gauge(
+    "pgpulse_dead_letters",
+    "Jobs in pgpulse.dead_letters (database-wide)",
+    ["region"],
+    registry=REGISTRY,
+)
+tick_duration = Gauge(
+    "pgpulse_tick_duration_seconds", "Duration of the latest finished tick", registry=REGISTRY
+)
+tick_budget = Gauge(
+    "pgpulse_tick_budget_seconds", "Time budget of the latest finished tick", registry=REGISTRY
+)
+tick_monitors = Gauge(
+    "pgpulse_tick_monitors", "Monitors claimed by the latest finished tick", registry=REGISTRY
+)
+tick_cut_short = Gauge(
+    "pgpulse_tick_cut_short", "1 if the latest finished tick ran out of budget", registry=REGISTRY
+)
+last_tick_finished = Gauge(
+    "pgpulse_last_tick_finished_timestamp_seconds",
+    "Unix time the latest tick finished (any trigger; 0: never)",
+    registry=REGISTRY,
+)
+facts_ok = Gauge(
+    "pgpulse_database_up",
+    "1 if this process read the database-wide facts on its latest try",
+    registry=REGISTRY,
+)
 
 
 class BatchHistogram:
@@ -113,8 +160,9 @@ class BatchHistogram:
         yield family
 
 
-schedule_lag = BatchHistogram("pgpulse_schedule_lag_seconds", "published_at - scheduled_for",
-                              _LAG_BUCKETS)
+schedule_lag = BatchHistogram(
+    "pgpulse_schedule_lag_seconds", "published_at - scheduled_for", _LAG_BUCKETS
+)
 REGISTRY.register(schedule_lag)
 
 

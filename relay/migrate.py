@@ -47,11 +47,14 @@ def _register_migrations_package(location: Path) -> None:
     known = sys.modules.get("migrations")
     if known is not None:
         if Path(getattr(known, "__file__", "") or "").resolve().parent != location.resolve():
-            raise DatabaseError("another package named `migrations` is loaded in this process; "
-                                "pgpulse's revisions import migrations.sqlfile from their own")
+            raise DatabaseError(
+                "another package named `migrations` is loaded in this process; "
+                "pgpulse's revisions import migrations.sqlfile from their own"
+            )
         return
     spec = importlib.util.spec_from_file_location(
-        "migrations", location / "__init__.py", submodule_search_locations=[str(location)])
+        "migrations", location / "__init__.py", submodule_search_locations=[str(location)]
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules["migrations"] = module
     spec.loader.exec_module(module)
@@ -96,16 +99,22 @@ def downgrade(dsn: str, revision: str = "base", cron_database: str | None = None
 # pg_cron in another database: jobs made there with cron.schedule_in_database run here
 CRON_JOBS = (
     ("pgpulse-tick", "* * * * *", "CALL pgpulse.tick(p_trigger => 'pg_cron')"),
-    ("pgpulse-prune", "17 3 * * *",
-     "DELETE FROM pgpulse.tick_runs WHERE started_at < now() - interval '30 days'"),
+    (
+        "pgpulse-prune",
+        "17 3 * * *",
+        "DELETE FROM pgpulse.tick_runs WHERE started_at < now() - interval '30 days'",
+    ),
 )
 
 
 def cron_statements(database: str) -> list[sql.Composed]:
     """What an admin runs in pg_cron's database to tick pgpulse in `database`."""
-    return [sql.SQL("SELECT cron.schedule_in_database({}, {}, {}, {});").format(
-                sql.Literal(name), sql.Literal(schedule), sql.Literal(command), sql.Literal(database))
-            for name, schedule, command in CRON_JOBS]
+    return [
+        sql.SQL("SELECT cron.schedule_in_database({}, {}, {}, {});").format(
+            sql.Literal(name), sql.Literal(schedule), sql.Literal(command), sql.Literal(database)
+        )
+        for name, schedule, command in CRON_JOBS
+    ]
 
 
 def database_name(dsn: str) -> str:
@@ -121,43 +130,65 @@ def schedule_in_cron_database(dsn: str, cron_database: str) -> None:
     database = database_name(dsn)
     statements = cron_statements(database)
     try:
-        with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname=cron_database),
-                             autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(
+            psycopg.conninfo.make_conninfo(dsn, dbname=cron_database),
+            autocommit=True,
+            connect_timeout=10,
+        ) as conn:
             # pg_cron keys a job by name and role: scheduling again under the same role
             # would only rewrite another database's job, and this one stay unticked
             taken = conn.execute(
                 "SELECT database, current_user AS role FROM cron.job WHERE jobname = ANY(%s)"
                 " AND username = current_user AND database <> %s LIMIT 1",
-                ([name for name, _, _ in CRON_JOBS], database)).fetchone()
+                ([name for name, _, _ in CRON_JOBS], database),
+            ).fetchone()
             if taken is None:
                 for statement in statements:
                     conn.execute(statement)
     except psycopg.Error as exc:
         admin = "\n".join(f"  {s.as_string(None)}" for s in statements)
-        print(f"pgpulse: could not schedule the tick from database \"{cron_database}\" "
-              f"({describe(exc)}); an admin can run there:\n{admin}", file=sys.stderr)
+        print(
+            f'pgpulse: could not schedule the tick from database "{cron_database}" '
+            f"({describe(exc)}); an admin can run there:\n{admin}",
+            file=sys.stderr,
+        )
         return
     if taken is not None:
         admin = "\n".join(f"  {s.as_string(None)[:-2]}, username => 'ROLE');" for s in statements)
-        print(f"pgpulse: pg_cron in database \"{cron_database}\" already runs pgpulse's jobs for "
-              f"database \"{taken[0]}\" as role \"{taken[1]}\", and pg_cron names jobs per role: "
-              f"nothing was scheduled for database \"{database}\". A superuser can schedule them "
-              f"there as another role that may log in to \"{database}\":\n{admin}", file=sys.stderr)
+        print(
+            f'pgpulse: pg_cron in database "{cron_database}" already runs pgpulse\'s jobs for '
+            f'database "{taken[0]}" as role "{taken[1]}", and pg_cron names jobs per role: '
+            f'nothing was scheduled for database "{database}". A superuser can schedule them '
+            f'there as another role that may log in to "{database}":\n{admin}',
+            file=sys.stderr,
+        )
         return
-    print(f"pgpulse: pg_cron in database \"{cron_database}\" ticks database \"{database}\" "
-          "every minute (pgpulse-tick)", file=sys.stderr)
+    print(
+        f'pgpulse: pg_cron in database "{cron_database}" ticks database "{database}" '
+        "every minute (pgpulse-tick)",
+        file=sys.stderr,
+    )
 
 
 def unschedule_in_cron_database(dsn: str, cron_database: str) -> None:
     database = database_name(dsn)
     try:
-        with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname=cron_database),
-                             autocommit=True, connect_timeout=10) as conn:
-            conn.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE database = %s"
-                         " AND jobname = ANY(%s)", (database, [j[0] for j in CRON_JOBS]))
+        with psycopg.connect(
+            psycopg.conninfo.make_conninfo(dsn, dbname=cron_database),
+            autocommit=True,
+            connect_timeout=10,
+        ) as conn:
+            conn.execute(
+                "SELECT cron.unschedule(jobid) FROM cron.job WHERE database = %s"
+                " AND jobname = ANY(%s)",
+                (database, [j[0] for j in CRON_JOBS]),
+            )
     except psycopg.Error as exc:
-        print(f"pgpulse: could not remove pgpulse's pg_cron jobs in database "
-              f"\"{cron_database}\" ({describe(exc)})", file=sys.stderr)
+        print(
+            f"pgpulse: could not remove pgpulse's pg_cron jobs in database "
+            f'"{cron_database}" ({describe(exc)})',
+            file=sys.stderr,
+        )
 
 
 def upgrade_sql(revision: str = "head", start: str | None = None) -> str:

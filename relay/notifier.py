@@ -29,8 +29,11 @@ class Notifier:
         while not self.supervisor.stopping:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                        self.dsn, autocommit=True, connect_timeout=10,
-                        application_name="pgpulse-relay-listen") as conn:
+                    self.dsn,
+                    autocommit=True,
+                    connect_timeout=10,
+                    application_name="pgpulse-relay-listen",
+                ) as conn:
                     await conn.execute(queries()["listen_outbox"])
                     failures = 0
                     self.wake()  # jobs may have arrived while we were not listening

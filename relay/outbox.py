@@ -66,13 +66,21 @@ class Retry:
 
     def params(self) -> dict[str, Any]:
         job = self.job
-        return {"job_id": job.job_id, "monitor_id": job.monitor_id, "region": job.region,
-                "criticality": job.criticality, "scheduled_for_s": job.scheduled_for_s,
-                "deliver_at_s": job.deliver_at_s, "expires_at_s": job.expires_at_s,
-                "allow_fallback": job.allow_fallback, "payload": job.payload,
-                "job_json": job.job_json,
-                "attempts": self.attempts, "error": self.error[:500],
-                "backoff_s": self.backoff_s}
+        return {
+            "job_id": job.job_id,
+            "monitor_id": job.monitor_id,
+            "region": job.region,
+            "criticality": job.criticality,
+            "scheduled_for_s": job.scheduled_for_s,
+            "deliver_at_s": job.deliver_at_s,
+            "expires_at_s": job.expires_at_s,
+            "allow_fallback": job.allow_fallback,
+            "payload": job.payload,
+            "job_json": job.job_json,
+            "attempts": self.attempts,
+            "error": self.error[:500],
+            "backoff_s": self.backoff_s,
+        }
 
 
 @dataclass(frozen=True)
@@ -124,16 +132,16 @@ class Claim:
         self._conn = conn
         self.jobs = jobs
 
-    async def settle(self, requeue: list[Retry], dead: list[Retry],
-                     forget: list[int] = ()) -> None:
+    async def settle(self, requeue: list[Retry], dead: list[Retry], forget: list[int] = ()) -> None:
         """Jobs that failed go back for a later attempt or to the dead letters, in the
         claim's transaction (they never exist twice, nor nowhere); the push intents whose
         ids are in `forget` go with the commit (a rollback keeps them, as the pushes may
         have happened)."""
         async with self._conn.cursor() as cur:
             if forget:
-                await cur.execute(queries()["forget_intent"],
-                                  {"ids": array_literal(str(i) for i in forget)})
+                await cur.execute(
+                    queries()["forget_intent"], {"ids": array_literal(str(i) for i in forget)}
+                )
             if requeue:
                 await cur.executemany(queries()["requeue"], [r.params() for r in requeue])
             if dead:
@@ -152,8 +160,10 @@ class Outbox:
             return await cur.fetchone()
 
     async def _all(self, name: str, row_type: type, params: dict | None = None) -> list:
-        async with self.pool.connection() as conn, \
-                conn.cursor(row_factory=class_row(row_type)) as cur:
+        async with (
+            self.pool.connection() as conn,
+            conn.cursor(row_factory=class_row(row_type)) as cur,
+        ):
             await cur.execute(queries()[name], params or {})
             return await cur.fetchall()
 
@@ -164,17 +174,24 @@ class Outbox:
     # ------------------------------------------------------------------ the claim
 
     @contextlib.asynccontextmanager
-    async def claim(self, region: str, *, limit: int, fallback_only: bool,
-                    held_by: str | None, lease_s: float) -> AsyncIterator[Claim]:
+    async def claim(
+        self, region: str, *, limit: int, fallback_only: bool, held_by: str | None, lease_s: float
+    ) -> AsyncIterator[Claim]:
         """Claims up to `limit` due jobs of a region (deleting them) in a transaction that
         commits when the block ends and rolls back if it raises. The transaction is a lease:
         idle for lease_s (a frozen relay), PostgreSQL ends it and the rows go back."""
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(queries()["claim_lease"], {"ms": str(int(lease_s * 1000))})
             async with conn.cursor(row_factory=job_rows) as cur:
-                await cur.execute(queries()["claim_due"], {
-                    "region": region, "limit": limit, "fallback_only": fallback_only,
-                    "held_by": held_by})
+                await cur.execute(
+                    queries()["claim_due"],
+                    {
+                        "region": region,
+                        "limit": limit,
+                        "fallback_only": fallback_only,
+                        "held_by": held_by,
+                    },
+                )
                 jobs = await cur.fetchall()
             yield Claim(conn, jobs)
 
@@ -188,10 +205,15 @@ class Outbox:
     async def record_intent(self, region: str, jobs: list[Job]) -> int:
         """Commits, before a push request, that these jobs may reach `region` from now on;
         returns the intent's id (see Claim.settle). The jobs are of one outbox region."""
-        row = await self._one("record_intent", {
-            "region": region, "from_region": jobs[0].region,
-            "job_ids": array_literal(job.job_id for job in jobs),
-            "expires_at": max(job.expires_at_s for job in jobs)})
+        row = await self._one(
+            "record_intent",
+            {
+                "region": region,
+                "from_region": jobs[0].region,
+                "job_ids": array_literal(job.job_id for job in jobs),
+                "expires_at": max(job.expires_at_s for job in jobs),
+            },
+        )
         return row["id"]
 
     # ------------------------------------------------------------------ regions
@@ -199,11 +221,13 @@ class Outbox:
     async def regions(self) -> list[RegionRow]:
         return await self._all("regions", RegionRow)
 
-    async def observe_region(self, region: str, relay: str, healthy: bool,
-                             ttl_s: float) -> bool | None:
+    async def observe_region(
+        self, region: str, relay: str, healthy: bool, ttl_s: float
+    ) -> bool | None:
         """Records one relay's view of a region; the region's health when this changed it."""
-        row = await self._one("observe_region", {"region": region, "relay": relay,
-                                                 "healthy": healthy, "ttl_s": ttl_s})
+        row = await self._one(
+            "observe_region", {"region": region, "relay": relay, "healthy": healthy, "ttl_s": ttl_s}
+        )
         return None if row is None else row["healthy"]
 
     async def set_region_degraded(self, region: str, degraded: bool) -> None:
@@ -228,8 +252,7 @@ class Outbox:
     async def _reroute(self, name: str, params: dict[str, Any], *, wake_on: str) -> Moved:
         """A query that moves jobs between regions; when its `wake_on` count is not zero,
         a NOTIFY in the same transaction wakes every relay."""
-        async with self.pool.connection() as conn, \
-                conn.cursor(row_factory=class_row(Moved)) as cur:
+        async with self.pool.connection() as conn, conn.cursor(row_factory=class_row(Moved)) as cur:
             await cur.execute(queries()[name], params)
             moved = await cur.fetchone()
             if getattr(moved, wake_on):
@@ -239,7 +262,7 @@ class Outbox:
     async def now(self) -> datetime:
         return (await self._one("now"))["now"]
 
-    async def undelivered(self, due_before: datetime,
-                          requeued: list[str]) -> list[Undelivered]:
-        return await self._all("undelivered", Undelivered,
-                               {"due_before": due_before, "requeued": requeued})
+    async def undelivered(self, due_before: datetime, requeued: list[str]) -> list[Undelivered]:
+        return await self._all(
+            "undelivered", Undelivered, {"due_before": due_before, "requeued": requeued}
+        )

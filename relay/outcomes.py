@@ -11,10 +11,10 @@ from relay.outbox import Job, Retry, retry_backoff_s
 # What became of one job of a batch.
 PUSHED = "pushed"
 DUPLICATE = "duplicate"  # pushed before (a retry after a lost answer or a crash)
-EXPIRED = "expired"      # the region's clock says it expired: never published late
-FAILED = "failed"        # its own error: an attempt more, or the dead letters
-HELD = "held"            # the region refused the batch as a whole: back, no attempt
-WAIT = "wait"            # maybe pushed to a region that is down now: back, waits for it
+EXPIRED = "expired"  # the region's clock says it expired: never published late
+FAILED = "failed"  # its own error: an attempt more, or the dead letters
+HELD = "held"  # the region refused the batch as a whole: back, no attempt
+WAIT = "wait"  # maybe pushed to a region that is down now: back, waits for it
 
 
 @dataclass(frozen=True)
@@ -42,16 +42,26 @@ def settle(jobs: list[Job], outcomes: list[Outcome], max_attempts: int) -> Settl
         if outcome.kind == HELD:
             result.requeue.append(Retry(job, outcome.error, job.attempts, 0.0))
         elif outcome.kind == WAIT:
-            result.requeue.append(Retry(
-                job, f"waits for region {job.pinned_to}, which may have it already",
-                job.attempts, 1.0))
+            result.requeue.append(
+                Retry(
+                    job,
+                    f"waits for region {job.pinned_to}, which may have it already",
+                    job.attempts,
+                    1.0,
+                )
+            )
         elif outcome.kind == FAILED:
             attempts = job.attempts + 1
             retry = Retry(job, outcome.error, attempts, retry_backoff_s(attempts))
             if attempts >= max_attempts:
                 result.dead.append(retry)
-                logs.warning("job_dead_lettered", job_id=job.job_id, region=job.region,
-                             attempts=attempts, error=outcome.error[:200])
+                logs.warning(
+                    "job_dead_lettered",
+                    job_id=job.job_id,
+                    region=job.region,
+                    attempts=attempts,
+                    error=outcome.error[:200],
+                )
             else:
                 result.requeue.append(retry)
     return result
@@ -82,7 +92,7 @@ class Counts:
     failed: int = 0
     expired: int = 0
     rerouted: int = 0
-    held: int = 0          # put back after the region refused a batch as a whole
+    held: int = 0  # put back after the region refused a batch as a whole
     dead_lettered: int = 0
     batches: int = 0
     retries: int = 0  # HTTP attempts retried (transport errors, 5xx, timeouts)

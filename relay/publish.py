@@ -22,8 +22,11 @@ from relay.upstash import region_failure
 CALL_OVERHEAD_BYTES = 100
 
 # the script's answers, read once (no new dict per job)
-_ANSWERS = {SCRIPT_PUSHED: {"result": SCRIPT_PUSHED}, SCRIPT_DUPLICATE: {"result": SCRIPT_DUPLICATE},
-            SCRIPT_EXPIRED: {"result": SCRIPT_EXPIRED}}
+_ANSWERS = {
+    SCRIPT_PUSHED: {"result": SCRIPT_PUSHED},
+    SCRIPT_DUPLICATE: {"result": SCRIPT_DUPLICATE},
+    SCRIPT_EXPIRED: {"result": SCRIPT_EXPIRED},
+}
 
 
 class Push(NamedTuple):
@@ -49,14 +52,19 @@ class Push(NamedTuple):
 def push_body(sha: str, dedup_margin_s: int, pushes: list[Push]) -> str:
     """The /pipeline body of one EVALSHA of the push script that pushes these jobs:
     KEYS per job its dedup key and queue; ARGV the margin, then per job JSON and expiry."""
-    return (f'[["EVALSHA",{json_string(sha)},"{2 * len(pushes)}",'
-            + ",".join(p.keys for p in pushes)
-            + f',"{int(dedup_margin_s)}",' + ",".join(p.argv for p in pushes) + "]]")
+    return (
+        f'[["EVALSHA",{json_string(sha)},"{2 * len(pushes)}",'
+        + ",".join(p.keys for p in pushes)
+        + f',"{int(dedup_margin_s)}",'
+        + ",".join(p.argv for p in pushes)
+        + "]]"
+    )
 
 
 def job_replies(region: str, jobs: int) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
     """Reads the answer to one push call into one reply per job: the call's own error for
     each job, or the script's answer per job (a number, or that job's error as a string)."""
+
     def expand(replies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         (reply,) = replies  # the client checked: one reply per command
         if "error" in reply:
@@ -64,10 +72,12 @@ def job_replies(region: str, jobs: int) -> Callable[[list[dict[str, Any]]], list
         answers = reply["result"]
         if not isinstance(answers, list) or len(answers) != jobs:
             got = f"{len(answers)} answers" if isinstance(answers, list) else "no list"
-            raise MalformedReply(f"region {region}: the push script answered {got} "
-                                 f"for {jobs} jobs")
-        return [_ANSWERS[a] if type(a) is int and a in _ANSWERS else _job_error(region, a)
-                for a in answers]
+            raise MalformedReply(f"region {region}: the push script answered {got} for {jobs} jobs")
+        return [
+            _ANSWERS[a] if type(a) is int and a in _ANSWERS else _job_error(region, a)
+            for a in answers
+        ]
+
     return expand
 
 
@@ -75,13 +85,17 @@ def _job_error(region: str, answer: Any) -> dict[str, Any]:
     if isinstance(answer, str):
         return {"error": answer}
     # never guess what happened to a job
-    raise MalformedReply(f"region {region}: the push script answered {str(answer)[:40]!r} "
-                         "for a job")
+    raise MalformedReply(
+        f"region {region}: the push script answered {str(answer)[:40]!r} for a job"
+    )
 
 
 # one Outcome per kind of answer, shared (a batch has a thousand)
-_OUTCOMES = {SCRIPT_PUSHED: Outcome(PUSHED), SCRIPT_DUPLICATE: Outcome(DUPLICATE),
-             SCRIPT_EXPIRED: Outcome(EXPIRED)}
+_OUTCOMES = {
+    SCRIPT_PUSHED: Outcome(PUSHED),
+    SCRIPT_DUPLICATE: Outcome(DUPLICATE),
+    SCRIPT_EXPIRED: Outcome(EXPIRED),
+}
 
 
 def read_reply(reply: dict, region_error: str | None) -> Outcome:
@@ -89,8 +103,11 @@ def read_reply(reply: dict, region_error: str | None) -> Outcome:
     if "error" in reply:
         return Outcome(HELD if region_error else FAILED, str(reply["error"]))
     result = reply.get("result")
-    return _OUTCOMES.get(result, _OUTCOMES[SCRIPT_PUSHED]) if type(result) is int \
+    return (
+        _OUTCOMES.get(result, _OUTCOMES[SCRIPT_PUSHED])
+        if type(result) is int
         else _OUTCOMES[SCRIPT_PUSHED]
+    )
 
 
 class Publisher:
@@ -98,8 +115,7 @@ class Publisher:
         self.max_request_bytes = max_request_bytes
         self.dedup_margin_s = dedup_margin_s
 
-    async def publish(self, target: Region, jobs: list[Job], *,
-                      rerouted: bool) -> list[Outcome]:
+    async def publish(self, target: Region, jobs: list[Job], *, rerouted: bool) -> list[Outcome]:
         """Pushes jobs to target's queues, as many per request as its byte bound takes;
         returns one Outcome per job."""
         try:
@@ -113,9 +129,12 @@ class Publisher:
         size = 0
         for i, push in enumerate(pushes):
             if push.size > room:  # alone over the limit: this job can never be sent
-                outcomes[i] = Outcome(FAILED, f"job of {push.size + CALL_OVERHEAD_BYTES} bytes "
-                                              f"is over the {self.max_request_bytes}-byte "
-                                              "request limit")
+                outcomes[i] = Outcome(
+                    FAILED,
+                    f"job of {push.size + CALL_OVERHEAD_BYTES} bytes "
+                    f"is over the {self.max_request_bytes}-byte "
+                    "request limit",
+                )
                 continue
             if size + push.size > room:
                 await self._send(target, pushes, outcomes, part)
@@ -126,8 +145,15 @@ class Publisher:
             await self._send(target, pushes, outcomes, part)
         return outcomes
 
-    async def _send(self, target: Region, pushes: list[Push], outcomes: list[Outcome],
-                    part: list[int], *, reloaded: bool = False) -> None:
+    async def _send(
+        self,
+        target: Region,
+        pushes: list[Push],
+        outcomes: list[Outcome],
+        part: list[int],
+        *,
+        reloaded: bool = False,
+    ) -> None:
         """One request with one push call for the jobs at positions `part`; fills their
         outcomes."""
         body = push_body(target.script_sha or "", self.dedup_margin_s, [pushes[i] for i in part])

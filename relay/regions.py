@@ -38,13 +38,13 @@ class Region:
     script_sha: str | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # every worker
     idle: list[asyncio.Event] = field(default_factory=list)  # waiting workers' own wake-ups
-    succeeded: bool = False          # an attempt succeeded since the breaker last opened
-    refused: str | None = None       # the token-refused error, until an attempt succeeds
+    succeeded: bool = False  # an attempt succeeded since the breaker last opened
+    refused: str | None = None  # the token-refused error, until an attempt succeeds
     row_healthy: bool | None = None  # regions.healthy as last read
-    last_error: str | None = None    # the latest publish failure, for --once's verdict
-    idle_rounds: int = 0             # waits in a row on due rows another worker holds
+    last_error: str | None = None  # the latest publish failure, for --once's verdict
+    idle_rounds: int = 0  # waits in a row on due rows another worker holds
     due_timer: asyncio.Task | None = None  # the worker sleeping until the next due job
-    due_timer_at: float = 0.0        # ... and when it wakes (the event loop's clock)
+    due_timer_at: float = 0.0  # ... and when it wakes (the event loop's clock)
     health_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def nudge(self) -> None:
@@ -74,8 +74,16 @@ class Region:
 class Registry:
     """The regions this relay can reach (a row, and an endpoint in its environment)."""
 
-    def __init__(self, store: Outbox, settings: RelaySettings, supervisor: Supervisor,
-                 counts: Counts, *, relay_id: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        store: Outbox,
+        settings: RelaySettings,
+        supervisor: Supervisor,
+        counts: Counts,
+        *,
+        relay_id: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.supervisor = supervisor
@@ -130,13 +138,18 @@ class Registry:
 
         def on_retry(error: str, attempt: int, wait_s: float) -> None:
             self.counts.retries += 1
-            logs.warning("publish_retry", region=code, attempt=attempt, error=error,
-                         wait_s=round(wait_s, 3))
+            logs.warning(
+                "publish_retry", region=code, attempt=attempt, error=error, wait_s=round(wait_s, 3)
+            )
 
         client = UpstashClient(
-            endpoint, timeout=s.publish_timeout_s, retry_window=s.retry_window_s,
+            endpoint,
+            timeout=s.publish_timeout_s,
+            retry_window=s.retry_window_s,
             may_retry=lambda: not self.supervisor.stopping and not breaker.is_open(),
-            on_attempt=lambda ok: region.attempted(ok), on_retry=on_retry)
+            on_attempt=lambda ok: region.attempted(ok),
+            on_retry=on_retry,
+        )
         region = Region(code, client, breaker)
         return region
 
@@ -156,9 +169,13 @@ class Registry:
         region = self.regions[exc.region]
         region.breaker.trip()
         if region.refused is None:
-            logs.error("token_refused", region=region.code, error=str(exc),
-                       hint=f"check UPSTASH_REDIS_REST_TOKEN_{env_suffix(region.code)} "
-                            "(or UPSTASH_REDIS_REST_TOKEN)")
+            logs.error(
+                "token_refused",
+                region=region.code,
+                error=str(exc),
+                hint=f"check UPSTASH_REDIS_REST_TOKEN_{env_suffix(region.code)} "
+                "(or UPSTASH_REDIS_REST_TOKEN)",
+            )
         region.refused = str(exc)
 
     def wake_all(self) -> None:
@@ -172,8 +189,9 @@ class Registry:
 
     def breakers_open_s(self) -> dict[str, float]:
         """Seconds each not-closed breaker has been open, for the alert rules."""
-        return {code: r.breaker.open_for() for code, r in self.regions.items()
-                if r.breaker.is_open()}
+        return {
+            code: r.breaker.open_for() for code, r in self.regions.items() if r.breaker.is_open()
+        }
 
     async def write_health(self, region: Region) -> None:
         """Records this relay's view of the region (its breaker) in region_observations;
@@ -187,7 +205,8 @@ class Registry:
                     return
                 try:
                     changed = await self.store.observe_region(
-                        region.code, self.relay_id, healthy, self.settings.health_ttl_s)
+                        region.code, self.relay_id, healthy, self.settings.health_ttl_s
+                    )
                     if changed is not None:
                         region.row_healthy = changed
                         if changed:

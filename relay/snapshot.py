@@ -65,8 +65,9 @@ def public_reason(exc: BaseException) -> str:
 class FactsCache:
     """Refreshes `snapshot` every `interval_s` over one long-lived connection."""
 
-    def __init__(self, dsn: str, interval_s: float,
-                 statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> None:
+    def __init__(
+        self, dsn: str, interval_s: float, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS
+    ) -> None:
         self.dsn = dsn
         self.interval_s = interval_s
         self.statement_timeout_ms = statement_timeout_ms
@@ -81,19 +82,28 @@ class FactsCache:
                 # nothing session-level (no startup options, no prepared statements), so
                 # the loop also works through a transaction-mode pooler (PgBouncer)
                 self.conn = await psycopg.AsyncConnection.connect(
-                    self.dsn, autocommit=True, row_factory=dict_row, connect_timeout=5,
-                    application_name=f"pgpulse-facts-{os.getpid()}", prepare_threshold=None)
+                    self.dsn,
+                    autocommit=True,
+                    row_factory=dict_row,
+                    connect_timeout=5,
+                    application_name=f"pgpulse-facts-{os.getpid()}",
+                    prepare_threshold=None,
+                )
             async with self.conn.transaction():
                 await self.conn.execute(
-                    f"SET LOCAL statement_timeout = {int(self.statement_timeout_ms)}")
+                    f"SET LOCAL statement_timeout = {int(self.statement_timeout_ms)}"
+                )
                 facts = await read_facts(self.conn)
         except (psycopg.Error, OSError) as exc:
             if self.snapshot.database_ok or self.snapshot.attempted_at is None:
-                logs.warning("facts_read_failed", error=describe(exc) if isinstance(
-                    exc, psycopg.Error) else str(exc))  # once per outage; redacted by logs
+                logs.warning(
+                    "facts_read_failed",
+                    error=describe(exc) if isinstance(exc, psycopg.Error) else str(exc),
+                )  # once per outage; redacted by logs
             await self._drop()
-            self.snapshot = Snapshot(self.snapshot.facts, self.snapshot.read_at, now, False,
-                                     public_reason(exc))
+            self.snapshot = Snapshot(
+                self.snapshot.facts, self.snapshot.read_at, now, False, public_reason(exc)
+            )
             metrics.facts_ok.set(0)
         else:
             self.snapshot = Snapshot(facts, now, now, True, None)

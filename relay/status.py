@@ -36,31 +36,52 @@ def render(s: dict[str, Any]) -> str:
     backlog = {b["region"]: b for b in s["backlog"]}
     for r in s["regions"]:
         b = backlog.get(r["code"], {})
-        flags = [f for f, on in (("default", r["is_default"]), ("disabled", not r["enabled"]),
-                                 ("UNHEALTHY", not r["healthy"]), ("degraded", r["degraded"])) if on]
-        lines.append(f"  {r['code']:<16} waiting {b.get('waiting', 0):>7}  due {b.get('due', 0):>7}  "
-                     f"oldest due {float(b.get('oldest_due_age_s', 0)):6.1f}s  "
-                     f"fallback {r['fallback_region'] or '-':<12} {' '.join(flags)}")
-    lines.append(f"oldest due job: {s['oldest_due_age_s']:.1f}s   dead letters: {s['dead_letters']}")
+        flags = [
+            f
+            for f, on in (
+                ("default", r["is_default"]),
+                ("disabled", not r["enabled"]),
+                ("UNHEALTHY", not r["healthy"]),
+                ("degraded", r["degraded"]),
+            )
+            if on
+        ]
+        lines.append(
+            f"  {r['code']:<16} waiting {b.get('waiting', 0):>7}  due {b.get('due', 0):>7}  "
+            f"oldest due {float(b.get('oldest_due_age_s', 0)):6.1f}s  "
+            f"fallback {r['fallback_region'] or '-':<12} {' '.join(flags)}"
+        )
+    lines.append(
+        f"oldest due job: {s['oldest_due_age_s']:.1f}s   dead letters: {s['dead_letters']}"
+    )
     age = s["last_tick_age_s"]
     lines.append("last finished tick: " + ("never" if age is None else f"{age:.0f}s ago"))
     for t in s["recent_ticks"]:
-        lines.append(f"  tick {t['id']:>6} {t['trigger']:<8} {t['started_at']}  "
-                     f"{t['monitors_claimed']:>7} monitors  {t['jobs_written']:>7} jobs  "
-                     f"{t['duration_ms'] if t['duration_ms'] is not None else '?':>6} ms"
-                     + ("  CUT SHORT" if t["cut_short"] else "")
-                     + ("  (unfinished)" if t["finished_at"] is None else ""))
+        lines.append(
+            f"  tick {t['id']:>6} {t['trigger']:<8} {t['started_at']}  "
+            f"{t['monitors_claimed']:>7} monitors  {t['jobs_written']:>7} jobs  "
+            f"{t['duration_ms'] if t['duration_ms'] is not None else '?':>6} ms"
+            + ("  CUT SHORT" if t["cut_short"] else "")
+            + ("  (unfinished)" if t["finished_at"] is None else "")
+        )
     if s.get("maintenance"):
         from relay.maintenance import describe
+
         skipped = s["maintenance_skipped"]
-        lines.append(f"maintenance windows: {skipped['total']} slot(s) skipped, "
-                     f"{skipped['last_hour']} in the last hour")
+        lines.append(
+            f"maintenance windows: {skipped['total']} slot(s) skipped, "
+            f"{skipped['last_hour']} in the last hour"
+        )
         lines.extend("  " + describe(w) for w in s["maintenance"])
     cron = s["pg_cron"]
     if cron:
-        lines.append(f"pg_cron job {cron['jobname']}: '{cron['schedule']}' "
-                     f"{'active' if cron['active'] else 'INACTIVE'}, last run "
-                     f"{cron['last_status'] or 'never'} at {cron['last_start'] or '-'}")
+        lines.append(
+            f"pg_cron job {cron['jobname']}: '{cron['schedule']}' "
+            f"{'active' if cron['active'] else 'INACTIVE'}, last run "
+            f"{cron['last_status'] or 'never'} at {cron['last_start'] or '-'}"
+        )
     else:
-        lines.append("pg_cron job: not installed here (ticks come from `pgpulse tick` or the HTTP trigger)")
+        lines.append(
+            "pg_cron job: not installed here (ticks come from `pgpulse tick` or the HTTP trigger)"
+        )
     return "\n".join(lines)

@@ -43,9 +43,11 @@ ul{padding-left:20px;margin:6px 0}li{margin:3px 0}
 @media (max-width:600px){body{padding:8px;font-size:14px}th,td{padding:5px 6px}}
 """
 # the page's only style, allowed by its hash: no inline script, nothing loaded from elsewhere
-CSP = ("default-src 'none'; style-src 'sha256-"
-       + base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
-       + "'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+CSP = (
+    "default-src 'none'; style-src 'sha256-"
+    + base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
+    + "'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
 
 
 def access(scope: dict, settings: OpsSettings) -> tuple[int, str] | None:
@@ -93,19 +95,28 @@ def _tag(text: str, kind: str) -> str:
     return f'<span class="tag {kind}">{escape(text)}</span>'
 
 
-def render(snapshot: Any, settings: OpsSettings, now: float | None = None,
-           breakers_open_s: dict[str, float] | None = None) -> str:
+def render(
+    snapshot: Any,
+    settings: OpsSettings,
+    now: float | None = None,
+    breakers_open_s: dict[str, float] | None = None,
+) -> str:
     """`snapshot` (relay.snapshot.Snapshot): facts (relay.facts, None before the first read),
     read_at, attempted_at, database_ok, error (a public reason). `breakers_open_s`: this
     process's relay's breakers, for the rules."""
     now = now or time.time()
     facts = snapshot.facts
     not_yet = snapshot.attempted_at is None
-    down_s = None if snapshot.database_ok or not_yet else (
-        now - snapshot.read_at if snapshot.read_at else settings.alert_database_down_s)
-    findings = evaluate(settings, facts if snapshot.database_ok else None,
-                        breakers_open_s or {}, down_s)
-    parts = [f"""<!doctype html>
+    down_s = (
+        None
+        if snapshot.database_ok or not_yet
+        else (now - snapshot.read_at if snapshot.read_at else settings.alert_database_down_s)
+    )
+    findings = evaluate(
+        settings, facts if snapshot.database_ok else None, breakers_open_s or {}, down_s
+    )
+    parts = [
+        f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="refresh" content="{REFRESH_S}">
@@ -113,23 +124,32 @@ def render(snapshot: Any, settings: OpsSettings, now: float | None = None,
 <title>pgpulse status</title><style>{STYLE}</style></head><body>
 <h1>pgpulse status</h1>
 <div class="meta">pgpulse {escape(__version__)} · {time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))}
- · refreshes every {REFRESH_S} s · facts {_ago(snapshot.read_at and now - snapshot.read_at)} old</div>"""]
+ · refreshes every {REFRESH_S} s · facts {_ago(snapshot.read_at and now - snapshot.read_at)} old</div>"""
+    ]
     if not_yet:
-        parts.append('<div class="banner bad" id="database">Starting: the database has not '
-                     'been read yet</div>')
+        parts.append(
+            '<div class="banner bad" id="database">Starting: the database has not '
+            "been read yet</div>"
+        )
     elif not snapshot.database_ok:
-        parts.append(f'<div class="banner bad" id="database">Database unreachable: '
-                     f'{escape(snapshot.error or "unknown")}'
-                     + (" — showing the last known state" if facts else "") + "</div>")
+        parts.append(
+            f'<div class="banner bad" id="database">Database unreachable: '
+            f"{escape(snapshot.error or 'unknown')}"
+            + (" — showing the last known state" if facts else "")
+            + "</div>"
+        )
     if findings:
-        parts.append(f'<div class="banner bad" id="verdict">{len(findings)} alert'
-                     f'{"s" if len(findings) != 1 else ""} firing</div>')
+        parts.append(
+            f'<div class="banner bad" id="verdict">{len(findings)} alert'
+            f"{'s' if len(findings) != 1 else ''} firing</div>"
+        )
     elif facts:
         parts.append('<div class="banner ok" id="verdict">All good: ticks run, jobs flow</div>')
 
     parts.append('<h2>Firing alerts</h2><ul id="alerts">')
-    parts += [f'<li><span class="bad">{escape(f.rule)}</span> {escape(f.summary)}</li>'
-              for f in findings] or ['<li class="ok">none</li>']
+    parts += [
+        f'<li><span class="bad">{escape(f.rule)}</span> {escape(f.summary)}</li>' for f in findings
+    ] or ['<li class="ok">none</li>']
     parts.append("</ul>")
     if facts:
         parts += [_regions(facts), _ticks(facts, now), _dead_letters(facts)]
@@ -153,20 +173,27 @@ def _regions(facts: dict[str, Any]) -> str:
         else:
             health = _tag("healthy", "ok")
         state = metrics.BREAKERS.get(code)
-        breaker = _tag(state.replace("_", "-"), "ok" if state == "closed" else "bad") \
-            if state else '<span class="meta">not relayed here</span>'
+        breaker = (
+            _tag(state.replace("_", "-"), "ok" if state == "closed" else "bad")
+            if state
+            else '<span class="meta">not relayed here</span>'
+        )
         oldest = float(b.get("oldest_due_age_s") or 0)
         rows.append(
             f'<tr data-region="{escape(code)}"><td><b>{escape(code)}</b>'
-            + (" " + _tag("default", "ok") if r["is_default"] else "") + f"</td><td>{health}</td>"
+            + (" " + _tag("default", "ok") if r["is_default"] else "")
+            + f"</td><td>{health}</td>"
             f"<td>{breaker}</td><td class=num>{b.get('due', 0)}</td>"
             f'<td class="num {"bad" if oldest > 60 else ""}">{_ago(oldest) if b.get("due") else "-"}</td>'
-            f"<td class=num>{dead.get(code, 0)}</td><td>{escape(r['fallback_region'] or '-')}</td></tr>")
-    return ('<h2>Regions</h2><div class="scroll"><table id="regions"><tr><th>region</th>'
-            "<th>health</th><th>breaker</th><th class=num>due</th><th class=num>oldest due</th>"
-            "<th class=num>dead letters</th><th>fallback</th></tr>"
-            + "".join(rows or ['<tr><td colspan="7">no regions: pgpulse region add CODE</td></tr>'])
-            + "</table></div>")
+            f"<td class=num>{dead.get(code, 0)}</td><td>{escape(r['fallback_region'] or '-')}</td></tr>"
+        )
+    return (
+        '<h2>Regions</h2><div class="scroll"><table id="regions"><tr><th>region</th>'
+        "<th>health</th><th>breaker</th><th class=num>due</th><th class=num>oldest due</th>"
+        "<th class=num>dead letters</th><th>fallback</th></tr>"
+        + "".join(rows or ['<tr><td colspan="7">no regions: pgpulse region add CODE</td></tr>'])
+        + "</table></div>"
+    )
 
 
 def _ticks(facts: dict[str, Any], now: float) -> str:
@@ -180,33 +207,51 @@ def _ticks(facts: dict[str, Any], now: float) -> str:
         trigger = _tag("pg_cron", "ok") if t["trigger"] == "pg_cron" else escape(t["trigger"])
         duration = "-" if t["duration_ms"] is None else f"{t['duration_ms'] / 1000:.2f} s"
         # the marks sit by the trigger: on a phone the right-hand columns are off-screen
-        rows.append(f"<tr><td class=num>{t['id']}</td><td>{' '.join([trigger, *marks])}</td>"
-                    f"<td>{_when(t['started_at'])}</td><td class=num>{duration}</td>"
-                    f"<td class=num>{t['monitors_claimed']}</td><td class=num>{t['jobs_written']}</td></tr>")
+        rows.append(
+            f"<tr><td class=num>{t['id']}</td><td>{' '.join([trigger, *marks])}</td>"
+            f"<td>{_when(t['started_at'])}</td><td class=num>{duration}</td>"
+            f"<td class=num>{t['monitors_claimed']}</td><td class=num>{t['jobs_written']}</td></tr>"
+        )
     cron = facts.get("pg_cron")
     if cron:
-        cron_line = (f"pg_cron job <b>{escape(cron['jobname'])}</b> '{escape(cron['schedule'])}' "
-                     + (_tag("active", "ok") if cron["active"] else _tag("inactive", "bad"))
-                     + f", last run {escape(cron['last_status'] or 'never')} at {_when(cron['last_start'])}")
+        cron_line = (
+            f"pg_cron job <b>{escape(cron['jobname'])}</b> '{escape(cron['schedule'])}' "
+            + (_tag("active", "ok") if cron["active"] else _tag("inactive", "bad"))
+            + f", last run {escape(cron['last_status'] or 'never')} at {_when(cron['last_start'])}"
+        )
     else:
-        cron_line = ("pg_cron: not in this database (ticks come from <code>pgpulse tick</code> "
-                     "or the HTTP trigger)")
+        cron_line = (
+            "pg_cron: not in this database (ticks come from <code>pgpulse tick</code> "
+            "or the HTTP trigger)"
+        )
     last = facts.get("last_tick_age_s")
-    return (f'<h2>Recent ticks</h2><div class="meta" id="cron">{cron_line} · last finished tick '
-            f'{_ago(last)}{" ago" if last is not None else ""}</div>'
-            '<div class="scroll"><table id="ticks"><tr><th class=num>#</th><th>trigger</th>'
-            "<th>started (UTC)</th><th class=num>took</th><th class=num>monitors</th>"
-            "<th class=num>jobs</th></tr>"
-            + "".join(rows or ['<tr><td colspan="6">no tick yet</td></tr>']) + "</table></div>")
+    return (
+        f'<h2>Recent ticks</h2><div class="meta" id="cron">{cron_line} · last finished tick '
+        f"{_ago(last)}{' ago' if last is not None else ''}</div>"
+        '<div class="scroll"><table id="ticks"><tr><th class=num>#</th><th>trigger</th>'
+        "<th>started (UTC)</th><th class=num>took</th><th class=num>monitors</th>"
+        "<th class=num>jobs</th></tr>"
+        + "".join(rows or ['<tr><td colspan="6">no tick yet</td></tr>'])
+        + "</table></div>"
+    )
 
 
 def _dead_letters(facts: dict[str, Any]) -> str:
     total = sum(facts.get("dead_letters", {}).values())
-    rows = [f"<tr><td>{escape(str(d['job_id'])[:8])}</td><td>{escape(d['region'])}</td>"
-            f"<td class=num>{d['attempts']}</td><td>{_when(d['failed_at'])}</td>"
-            f'<td class="err">{escape((d["last_error"] or "")[:160])}</td></tr>'
-            for d in facts.get("recent_dead_letters", [])]
-    return (f'<h2>Dead letters <span class="meta">({total}; <code>pgpulse dlq list</code>)</span></h2>'
-            + ('<div class="scroll"><table id="dead-letters"><tr><th>job</th><th>region</th>'
-               "<th class=num>attempts</th><th>failed (UTC)</th><th>last error</th></tr>"
-               + "".join(rows) + "</table></div>" if rows else '<p class="ok" id="dead-letters">none</p>'))
+    rows = [
+        f"<tr><td>{escape(str(d['job_id'])[:8])}</td><td>{escape(d['region'])}</td>"
+        f"<td class=num>{d['attempts']}</td><td>{_when(d['failed_at'])}</td>"
+        f'<td class="err">{escape((d["last_error"] or "")[:160])}</td></tr>'
+        for d in facts.get("recent_dead_letters", [])
+    ]
+    return (
+        f'<h2>Dead letters <span class="meta">({total}; <code>pgpulse dlq list</code>)</span></h2>'
+        + (
+            '<div class="scroll"><table id="dead-letters"><tr><th>job</th><th>region</th>'
+            "<th class=num>attempts</th><th>failed (UTC)</th><th>last error</th></tr>"
+            + "".join(rows)
+            + "</table></div>"
+            if rows
+            else '<p class="ok" id="dead-letters">none</p>'
+        )
+    )

@@ -17,7 +17,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class Supervisor:
     def __init__(self, stop: asyncio.Event | None = None) -> None:
         self.stop = stop or asyncio.Event()
-        self._side: set[asyncio.Task] = set()    # cancelled at the end
+        self._side: set[asyncio.Task] = set()  # cancelled at the end
         self._writes: set[asyncio.Task] = set()  # awaited (briefly) at the end
         self._workers: dict[str, list[asyncio.Task]] = {}
 
@@ -57,8 +57,9 @@ class Supervisor:
         return key in self._workers
 
     def start_workers(self, key: str, coros: list[Coroutine[Any, Any, Any]]) -> None:
-        self._workers[key] = [asyncio.create_task(coro, name=f"worker:{key}:{i}")
-                              for i, coro in enumerate(coros)]
+        self._workers[key] = [
+            asyncio.create_task(coro, name=f"worker:{key}:{i}") for i, coro in enumerate(coros)
+        ]
 
     async def join_workers(self) -> None:
         """Waits for every worker (they end on stop, or in --once when nothing is due); a

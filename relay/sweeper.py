@@ -18,8 +18,15 @@ CHUNK = 5000  # rows per statement
 
 
 class Sweeper:
-    def __init__(self, store: Outbox, counts: Counts, supervisor: Supervisor, *,
-                 interval_s: float, wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        store: Outbox,
+        counts: Counts,
+        supervisor: Supervisor,
+        *,
+        interval_s: float,
+        wake: Callable[[], None],
+    ) -> None:
         self.store = store
         self.counts = counts
         self.supervisor = supervisor

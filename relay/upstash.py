@@ -32,12 +32,23 @@ REQUEST_RETRY = Backoff(first=0.05, most=2.0, jitter=0.5)
 # Inline errors that concern the database or the request, never one job: Upstash's quotas
 # and size limits (phrases), and Redis's "cannot write now" states (error codes).
 REGION_ERROR_PHRASES = (
-    "db capacity quota exceeded", "max requests limit exceeded",
-    "max concurrent connections exceeded", "max request size exceeded",
+    "db capacity quota exceeded",
+    "max requests limit exceeded",
+    "max concurrent connections exceeded",
+    "max request size exceeded",
     "max single record size exceeded",
 )
-REGION_ERROR_CODES = ("OOM", "READONLY", "MISCONF", "LOADING", "MASTERDOWN", "NOREPLICAS",
-                      "BUSY", "CLUSTERDOWN", "TRYAGAIN")
+REGION_ERROR_CODES = (
+    "OOM",
+    "READONLY",
+    "MISCONF",
+    "LOADING",
+    "MASTERDOWN",
+    "NOREPLICAS",
+    "BUSY",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+)
 
 
 def is_region_error(message: str) -> bool:
@@ -60,32 +71,45 @@ def region_failure(replies: list[dict[str, Any]]) -> str | None:
     for error in errors:
         if is_region_error(error):
             return error
-    if len(replies) >= MOST_FAILED_MIN and len(errors) * 2 > len(replies) and not all(
-            "NOSCRIPT" in e for e in errors):
+    if (
+        len(replies) >= MOST_FAILED_MIN
+        and len(errors) * 2 > len(replies)
+        and not all("NOSCRIPT" in e for e in errors)
+    ):
         return f"{len(errors)} of {len(replies)} commands failed: {errors[0]}"
     return None
 
 
 class UpstashClient:
-    def __init__(self, endpoint: Endpoint, *, timeout: float = 5.0, retry_window: float = 15.0,
-                 may_retry: Callable[[], bool] = lambda: True,
-                 on_attempt: Callable[[bool], None] | None = None,
-                 on_retry: Callable[[str, int, float], None] | None = None,
-                 sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        timeout: float = 5.0,
+        retry_window: float = 15.0,
+        may_retry: Callable[[], bool] = lambda: True,
+        on_attempt: Callable[[bool], None] | None = None,
+        on_retry: Callable[[str, int, float], None] | None = None,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
         self.endpoint = endpoint
         self.region = endpoint.region
         self.retry_window = retry_window
-        self.may_retry = may_retry          # e.g. not while the breaker is open or stopping
-        self.on_attempt = on_attempt        # called with True/False after every attempt
-        self.on_retry = on_retry            # called with (error, attempt, wait_s) before a retry
+        self.may_retry = may_retry  # e.g. not while the breaker is open or stopping
+        self.on_attempt = on_attempt  # called with True/False after every attempt
+        self.on_retry = on_retry  # called with (error, attempt, wait_s) before a retry
         self.sleep = sleep
         self.sync_token: str | None = None  # Upstash read-your-writes
         self.last_error: str | None = None  # why the latest attempt failed
         self._http = httpx.AsyncClient(
-            base_url=endpoint.url, timeout=timeout,
-            headers={"Authorization": f"Bearer {endpoint.token}",
-                     "Content-Type": "application/json"},
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+            base_url=endpoint.url,
+            timeout=timeout,
+            headers={
+                "Authorization": f"Bearer {endpoint.token}",
+                "Content-Type": "application/json",
+            },
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -97,8 +121,11 @@ class UpstashClient:
             raise PublishError(f"region {self.region}: {reply['error']}")
         return reply["result"]
 
-    async def pipeline(self, commands: list[list[Any]], body: str | None = None,
-                       ) -> list[dict[str, Any]]:
+    async def pipeline(
+        self,
+        commands: list[list[Any]],
+        body: str | None = None,
+    ) -> list[dict[str, Any]]:
         """Many commands in one request; each reply is {"result": x} or {"error": "..."}.
         Raises MalformedReply when the answer is not one such reply per command, and
         counts a region-level failure (see region_failure) as a failed attempt."""
@@ -110,8 +137,9 @@ class UpstashClient:
         MalformedReply on an answer of the wrong shape); those are judged as a pipeline's."""
         return await self._send("/pipeline", body, 1, expand)
 
-    async def _send(self, path: str, body: str, commands: int | None = None,
-                    expand: Expand | None = None) -> Any:
+    async def _send(
+        self, path: str, body: str, commands: int | None = None, expand: Expand | None = None
+    ) -> Any:
         def retry_allowed(state: RetryCallState) -> bool:
             return retry_if_exception_type(TransientError)(state) and self.may_retry()
 
@@ -123,13 +151,18 @@ class UpstashClient:
                 self.on_retry(str(exc), state.attempt_number, wait_s)
 
         retrying = AsyncRetrying(
-            stop=stop_after_delay(self.retry_window), retry=retry_allowed,
+            stop=stop_after_delay(self.retry_window),
+            retry=retry_allowed,
             wait=REQUEST_RETRY,
-            sleep=self.sleep, before_sleep=count_retry, reraise=True)
+            sleep=self.sleep,
+            before_sleep=count_retry,
+            reraise=True,
+        )
         return await retrying(self._post_once, path, body, commands, expand)
 
-    async def _post_once(self, path: str, body: str, commands: int | None,
-                         expand: Expand | None) -> Any:
+    async def _post_once(
+        self, path: str, body: str, commands: int | None, expand: Expand | None
+    ) -> Any:
         headers = {"Upstash-Sync-Token": self.sync_token} if self.sync_token else None
         started = time.perf_counter()
         try:
@@ -159,20 +192,28 @@ class UpstashClient:
                 raise error from None
         if response.status_code != 200:
             message = reply.get("error") if isinstance(reply, dict) else None
-            error = RequestRejected(self.region, response.status_code,
-                                    str(message or "no error text")[:300])
+            error = RequestRejected(
+                self.region, response.status_code, str(message or "no error text")[:300]
+            )
             self._attempted(False, str(error))
             raise error
         if commands is not None:
-            if not isinstance(reply, list) or len(reply) != commands or not all(
-                    isinstance(r, dict) and ("result" in r or "error" in r) for r in reply):
+            if (
+                not isinstance(reply, list)
+                or len(reply) != commands
+                or not all(isinstance(r, dict) and ("result" in r or "error" in r) for r in reply)
+            ):
                 # never guess which command a reply belongs to
                 error = MalformedReply(
                     f"region {self.region}: /pipeline answered "
                     f"{len(reply) if isinstance(reply, list) else 'no list'} replies "
-                    f"to {commands} commands" + ("" if not isinstance(reply, list)
-                                                 or len(reply) != commands
-                                                 else " (malformed items)"))
+                    f"to {commands} commands"
+                    + (
+                        ""
+                        if not isinstance(reply, list) or len(reply) != commands
+                        else " (malformed items)"
+                    )
+                )
                 self._attempted(False, str(error))
                 raise error
             if expand is not None:

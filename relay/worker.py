@@ -34,9 +34,16 @@ class Relay:
     """on_batch hears of every batch that reached a region's queues (benchmarks, demo);
     handle_signals=False leaves SIGTERM/SIGINT to the caller (set `stop` yourself)."""
 
-    def __init__(self, dsn: str, settings: RelaySettings | None = None, *,
-                 env: dict[str, str] | None = None, once: bool = False,
-                 on_batch: BatchListener | None = None, handle_signals: bool = True) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        settings: RelaySettings | None = None,
+        *,
+        env: dict[str, str] | None = None,
+        once: bool = False,
+        on_batch: BatchListener | None = None,
+        handle_signals: bool = True,
+    ) -> None:
         self.dsn = dsn
         self.settings = settings or RelaySettings.from_env(env)
         self.env = env
@@ -60,13 +67,20 @@ class Relay:
         return self.registry.breakers_open_s() if self.registry else {}
 
     async def run(self) -> Counts:
-        signals = (self.supervisor.stop_on_signals() if self.handle_signals
-                   else contextlib.nullcontext())
+        signals = (
+            self.supervisor.stop_on_signals() if self.handle_signals else contextlib.nullcontext()
+        )
         with signals:
             pool = await self._open_pool()
             store = Outbox(pool)
-            self.registry = Registry(store, self.settings, self.supervisor, self.counts,
-                                     relay_id=self.relay_id, env=self.env)
+            self.registry = Registry(
+                store,
+                self.settings,
+                self.supervisor,
+                self.counts,
+                relay_id=self.relay_id,
+                env=self.env,
+            )
             try:
                 await self._run(store)
             finally:
@@ -74,9 +88,16 @@ class Relay:
                 await self.registry.aclose()
                 await pool.close()
                 c = self.counts
-                logs.event("relay_stopped", published=c.published, duplicates=c.duplicates,
-                           expired=c.expired, failed=c.failed, rerouted=c.rerouted,
-                           dead_lettered=c.dead_lettered, retries=c.retries)
+                logs.event(
+                    "relay_stopped",
+                    published=c.published,
+                    duplicates=c.duplicates,
+                    expired=c.expired,
+                    failed=c.failed,
+                    rerouted=c.rerouted,
+                    dead_lettered=c.dead_lettered,
+                    retries=c.retries,
+                )
         return self.counts
 
     async def _open_pool(self) -> AsyncConnectionPool:
@@ -84,9 +105,14 @@ class Relay:
         # behind a transaction-mode pooler every statement may meet another server session
         prepare = {} if s.listen else {"prepare_threshold": None}
         pool = AsyncConnectionPool(
-            self.dsn, min_size=1, max_size=s.pool_size, open=False,
+            self.dsn,
+            min_size=1,
+            max_size=s.pool_size,
+            open=False,
             kwargs={"application_name": "pgpulse-relay", **prepare},
-            check=AsyncConnectionPool.check_connection, reconnect_timeout=3600)
+            check=AsyncConnectionPool.check_connection,
+            reconnect_timeout=3600,
+        )
         try:
             await pool.open(wait=True, timeout=30)
         except Exception as exc:
@@ -96,18 +122,30 @@ class Relay:
 
     async def _run(self, store: Outbox) -> None:
         s, registry, supervisor = self.settings, self.registry, self.supervisor
-        sweeper = Sweeper(store, self.counts, supervisor,
-                          interval_s=max(s.poll_interval_s, 1.0) * 2, wake=registry.wake_all)
+        sweeper = Sweeper(
+            store,
+            self.counts,
+            supervisor,
+            interval_s=max(s.poll_interval_s, 1.0) * 2,
+            wake=registry.wake_all,
+        )
         try:
             await registry.refresh(announce=False)
         except psycopg.Error as exc:
             raise DatabaseError(describe(exc)) from exc
         if not registry.regions:
-            raise ConfigError("no region in pgpulse.regions (enabled or not) has an Upstash "
-                              "endpoint configured")
-        logs.event("relay_started", regions=sorted(registry.regions), once=self.once,
-                   batch_size=s.batch_size, concurrency=s.concurrency, listen=s.listen,
-                   pool_size=s.pool_size)
+            raise ConfigError(
+                "no region in pgpulse.regions (enabled or not) has an Upstash endpoint configured"
+            )
+        logs.event(
+            "relay_started",
+            regions=sorted(registry.regions),
+            once=self.once,
+            batch_size=s.batch_size,
+            concurrency=s.concurrency,
+            listen=s.listen,
+            pool_size=s.pool_size,
+        )
         # a claim holds its connection while the publish takes a second one (push intents):
         # at most half the pool claims at once, so a claim can never wait on its own pool
         self._claim_slots = asyncio.Semaphore(max(1, (s.pool_size - 1) // 2))
@@ -137,12 +175,21 @@ class Relay:
         for code, region in self.registry.regions.items():
             if self.supervisor.has_workers(code):
                 continue
-            drainer = Drainer(region, self.registry, store, self.settings, self.supervisor,
-                              self.counts, claim_slots=self._claim_slots, once=self.once,
-                              on_batch=self.on_batch)
+            drainer = Drainer(
+                region,
+                self.registry,
+                store,
+                self.settings,
+                self.supervisor,
+                self.counts,
+                claim_slots=self._claim_slots,
+                once=self.once,
+                on_batch=self.on_batch,
+            )
             self.drainers.append(drainer)
             self.supervisor.start_workers(
-                code, [drainer.run() for _ in range(self.settings.concurrency)])
+                code, [drainer.run() for _ in range(self.settings.concurrency)]
+            )
 
     async def _watch_regions(self, store: Outbox) -> None:
         """Picks up region changes (enabled, fallback, default, new regions)."""
@@ -156,28 +203,33 @@ class Relay:
             self.registry.reconcile_health()
 
 
-def once_verdict(rows: list[Undelivered], regions: dict[str, Region],
-                 dead: int) -> str | None:
+def once_verdict(rows: list[Undelivered], regions: dict[str, Region], dead: int) -> str | None:
     """Why `--once` leaves jobs behind that were due when it started (or that it put back
     for a later attempt), one line; None when it delivered everything it could."""
     if not rows:
-        return (f"{dead} job(s) failed their last attempt and were dead-lettered "
-                "(pgpulse dlq list)") if dead else None
+        return (
+            (f"{dead} job(s) failed their last attempt and were dead-lettered (pgpulse dlq list)")
+            if dead
+            else None
+        )
     refused, others = [], []  # a refused token first: the likeliest mistake
     for row in rows:
         code, region = row.region, regions.get(row.region)
         if region is not None and region.refused:
-            refused.append(f"{region.refused}; check UPSTASH_REDIS_REST_TOKEN_"
-                           f"{env_suffix(code)} (or UPSTASH_REDIS_REST_TOKEN); its jobs stay "
-                           "in the outbox")
+            refused.append(
+                f"{region.refused}; check UPSTASH_REDIS_REST_TOKEN_"
+                f"{env_suffix(code)} (or UPSTASH_REDIS_REST_TOKEN); its jobs stay "
+                "in the outbox"
+            )
         elif region is None:
-            others.append(f"region {code}: no Upstash endpoint configured here, or no such "
-                          "region")
+            others.append(f"region {code}: no Upstash endpoint configured here, or no such region")
         else:
             last_error = region.client.last_error or region.last_error
             if row.requeued:
-                others.append(f"region {code}: {row.requeued} job(s) failed and wait for a "
-                              "later attempt" + (f" ({last_error})" if last_error else ""))
+                others.append(
+                    f"region {code}: {row.requeued} job(s) failed and wait for a "
+                    "later attempt" + (f" ({last_error})" if last_error else "")
+                )
             else:
                 others.append(last_error or f"region {code}: breaker {region.breaker.state.value}")
     reasons = refused + others

@@ -41,8 +41,13 @@ def template_db(pg_server: EmbeddedPostgres) -> str:
 def db_url(pg_server: EmbeddedPostgres, template_db: str) -> Iterator[str]:
     """A fresh migrated database for this test (no pg_cron in it: see cron_db_url)."""
     name = f"t{os.getpid()}_{next(_db_names)}"
-    janitor = DatabaseJanitor(user="postgres", host="127.0.0.1", port=pg_server.port,
-                              dbname=name, template_dbname=template_db)
+    janitor = DatabaseJanitor(
+        user="postgres",
+        host="127.0.0.1",
+        port=pg_server.port,
+        dbname=name,
+        template_dbname=template_db,
+    )
     with janitor:
         yield pg_server.dsn(name)
 

@@ -18,8 +18,11 @@ depends_on = None
 
 
 def upgrade() -> None:
-    apply("migrations/sql/0006_safe_tick.sql", "migrations/sql/0006_roles.sql",
-          "migrations/sql/0006_cron.sql")
+    apply(
+        "migrations/sql/0006_safe_tick.sql",
+        "migrations/sql/0006_roles.sql",
+        "migrations/sql/0006_cron.sql",
+    )
 
 
 def downgrade() -> None:

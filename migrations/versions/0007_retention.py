@@ -17,8 +17,11 @@ depends_on = None
 
 
 def upgrade() -> None:
-    apply("migrations/sql/0007_retention.sql", "migrations/sql/0007_roles.sql",
-          "migrations/sql/0007_cron.sql")
+    apply(
+        "migrations/sql/0007_retention.sql",
+        "migrations/sql/0007_roles.sql",
+        "migrations/sql/0007_cron.sql",
+    )
 
 
 def downgrade() -> None:

@@ -43,14 +43,20 @@ def repeated(runs: int, bench: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 def summary(record: dict[str, Any]) -> str:
     """The human form of a record: its name and top-level figures on one line."""
-    figures = ", ".join(f"{key} {value}" for key, value in record.items()
-                        if key != "bench" and isinstance(value, (int, float, str)))
+    figures = ", ".join(
+        f"{key} {value}"
+        for key, value in record.items()
+        if key != "bench" and isinstance(value, (int, float, str))
+    )
     return f"bench {record.get('bench')}: {figures}"
 
 
 def machine() -> dict[str, Any]:
-    return {"cpus": os.cpu_count(), "python": platform.python_version(),
-            "system": platform.platform(terse=True)}
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "system": platform.platform(terse=True),
+    }
 
 
 def run_bench(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
@@ -58,34 +64,52 @@ def run_bench(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
     what = args.what
     if what in ("tick", "all"):
         from relay.bench.tick import bench_tick
-        yield {"bench": "tick", **bench_tick(args.monitors or 100_000, runs=args.runs,
-                                              mix=getattr(args, "mix", False)),
-               "machine": machine()}
+
+        yield {
+            "bench": "tick",
+            **bench_tick(args.monitors or 100_000, runs=args.runs, mix=getattr(args, "mix", False)),
+            "machine": machine(),
+        }
     if what in ("devserver", "all"):
         from relay.bench.devserver import bench_devserver
-        yield {"bench": "devserver", **asyncio.run(bench_devserver(runs=args.runs)),
-               "machine": machine()}
+
+        yield {
+            "bench": "devserver",
+            **asyncio.run(bench_devserver(runs=args.runs)),
+            "machine": machine(),
+        }
     if what in ("relay", "all"):
         from relay.bench.relay import bench_relay
+
         latencies = [args.latency_ms] if what == "relay" else [0.0, 20.0]
         for latency in latencies:
             yield bench_relay(args.jobs, latency, runs=args.runs) | {"machine": machine()}
     if what in ("relay-lag", "all"):
         from relay.bench.relay import bench_relay_lag
-        yield repeated(args.runs, lambda: bench_relay_lag(
-            args.rate, args.seconds, interval_s=getattr(args, "interval", None))) | {
-            "machine": machine()}
+
+        yield repeated(
+            args.runs,
+            lambda: bench_relay_lag(
+                args.rate, args.seconds, interval_s=getattr(args, "interval", None)
+            ),
+        ) | {"machine": machine()}
     if what in ("compare", "all"):
         from relay.bench.compare import bench_compare
-        cases = ([(args.monitors or 1000, args.latency_ms)] if what == "compare" else
-                 [(1000, 0.0), (1000, 20.0), (100_000, 0.0), (100_000, 20.0)])
+
+        cases = (
+            [(args.monitors or 1000, args.latency_ms)]
+            if what == "compare"
+            else [(1000, 0.0), (1000, 20.0), (100_000, 0.0), (100_000, 20.0)]
+        )
         for monitors, latency in cases:
             yield repeated(args.runs, lambda: bench_compare(monitors, latency)) | {
-                "machine": machine()}
+                "machine": machine()
+            }
     if what in ("e2e", "all"):
         from relay.bench.e2e import bench_e2e
+
         yield bench_e2e(args.monitors or 100_000, runs=args.runs) | {"machine": machine()}
     if what in ("first-check", "all"):
         from relay.bench.first_check import bench_first_check
-        yield bench_first_check(args.monitors or 100_000, runs=args.runs) | {
-            "machine": machine()}
+
+        yield bench_first_check(args.monitors or 100_000, runs=args.runs) | {"machine": machine()}

@@ -45,8 +45,10 @@ def old_way(stack: LocalStack, budget_s: float) -> dict[str, Any]:
     regions = list(stack.region_codes)
     started = time.perf_counter()
     done = 0
-    with stack.connect(row_factory=dict_row) as conn, \
-            httpx.Client(base_url=stack.devserver.url, timeout=10) as http:
+    with (
+        stack.connect(row_factory=dict_row) as conn,
+        httpx.Client(base_url=stack.devserver.url, timeout=10) as http,
+    ):
         due = conn.execute(DUE).fetchall()
         headers = {code: {"Authorization": f"Bearer {tok}"} for code, tok in stack.tokens.items()}
         for i, monitor in enumerate(due):
@@ -54,18 +56,32 @@ def old_way(stack: LocalStack, budget_s: float) -> dict[str, Any]:
                 break
             monitor_id, criticality = monitor["id"], monitor["criticality"]
             region = monitor["preferred_region"] or regions[i % len(regions)]
-            job = json.dumps({"job_id": f"{monitor_id}/{i}", "monitor_id": str(monitor_id),
-                              "url": monitor["url"], "region": region, "criticality": criticality})
-            reply = http.post("/", json=["LPUSH", f"pgpulse:jobs:{region}:{criticality}", job],
-                              headers=headers[region])
+            job = json.dumps(
+                {
+                    "job_id": f"{monitor_id}/{i}",
+                    "monitor_id": str(monitor_id),
+                    "url": monitor["url"],
+                    "region": region,
+                    "criticality": criticality,
+                }
+            )
+            reply = http.post(
+                "/",
+                json=["LPUSH", f"pgpulse:jobs:{region}:{criticality}", job],
+                headers=headers[region],
+            )
             reply.raise_for_status()
             conn.execute(BUMP, (monitor["check_interval_minutes"], monitor_id))
             done += 1
     elapsed = time.perf_counter() - started
-    return {"monitors_done": done, "monitors_due": len(due), "seconds": round(elapsed, 3),
-            "monitors_per_s": round(done / elapsed, 1) if elapsed else 0.0,
-            "finished": done == len(due),
-            "projected_seconds_for_all": round(len(due) * elapsed / done, 1) if done else None}
+    return {
+        "monitors_done": done,
+        "monitors_due": len(due),
+        "seconds": round(elapsed, 3),
+        "monitors_per_s": round(done / elapsed, 1) if elapsed else 0.0,
+        "finished": done == len(due),
+        "projected_seconds_for_all": round(len(due) * elapsed / done, 1) if done else None,
+    }
 
 
 def new_way(stack: LocalStack, monitors: int) -> dict[str, Any]:
@@ -76,15 +92,20 @@ def new_way(stack: LocalStack, monitors: int) -> dict[str, Any]:
     relay = Relay(stack.dsn, RelaySettings(), env=stack.env(), once=True)
     counts = asyncio.run(relay.run())
     elapsed = time.perf_counter() - started
-    return {"monitors_done": counts.published, "monitors_due": monitors,
-            "seconds": round(elapsed, 3), "tick_seconds": round(tick_s, 3),
-            "jobs_written": tick["jobs_written"],
-            "monitors_per_s": round(counts.published / elapsed, 1),
-            "finished": counts.published == monitors}
+    return {
+        "monitors_done": counts.published,
+        "monitors_due": monitors,
+        "seconds": round(elapsed, 3),
+        "tick_seconds": round(tick_s, 3),
+        "jobs_written": tick["jobs_written"],
+        "monitors_per_s": round(counts.published / elapsed, 1),
+        "finished": counts.published == monitors,
+    }
 
 
-def bench_compare(monitors: int = 1000, latency_ms: float = 0,
-                  baseline_budget_s: float = 45.0) -> dict[str, Any]:
+def bench_compare(
+    monitors: int = 1000, latency_ms: float = 0, baseline_budget_s: float = 45.0
+) -> dict[str, Any]:
     logs.setup("WARNING")
     with LocalStack(pg_cron=False) as stack:
         with stack.connect() as conn:
@@ -101,7 +122,14 @@ def bench_compare(monitors: int = 1000, latency_ms: float = 0,
             conn.execute("VACUUM ANALYZE public.monitors")
         new = new_way(stack, monitors)
         new["queued"] = queued_jobs(stack)
-    return {"bench": "compare", "monitors": monitors, "latency_ms": latency_ms,
-            "baseline_budget_s": baseline_budget_s, "old_way": old, "pgpulse": new,
-            "speedup": round(new["monitors_per_s"] / old["monitors_per_s"], 1)
-            if old["monitors_per_s"] else None}
+    return {
+        "bench": "compare",
+        "monitors": monitors,
+        "latency_ms": latency_ms,
+        "baseline_budget_s": baseline_budget_s,
+        "old_way": old,
+        "pgpulse": new,
+        "speedup": round(new["monitors_per_s"] / old["monitors_per_s"], 1)
+        if old["monitors_per_s"]
+        else None,
+    }

@@ -31,9 +31,16 @@ from relay.publish import Push, push_body
 from relay.queue import PUSH_SCRIPT, dedup_key, queue_key
 
 TOKEN = "bench-token"
-_VALUE = json.dumps({"v": 1, "job_id": "00000000-0000-0000-0000-000000000000",
-                     "url": "https://example.com/health", "region": "us-east-1",
-                     "criticality": "normal", "attempt": 0})
+_VALUE = json.dumps(
+    {
+        "v": 1,
+        "job_id": "00000000-0000-0000-0000-000000000000",
+        "url": "https://example.com/health",
+        "region": "us-east-1",
+        "criticality": "normal",
+        "attempt": 0,
+    }
+)
 _REGION = "us-east-1"
 
 
@@ -42,7 +49,9 @@ async def _push(url: str, bodies: list[bytes], concurrency: int) -> float:
     queue = list(reversed(bodies))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as client:
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, limits=limits, timeout=60
+    ) as client:
         await client.post("/", content=b'["PING"]')  # open a connection before the clock starts
 
         async def worker() -> None:
@@ -50,7 +59,9 @@ async def _push(url: str, bodies: list[bytes], concurrency: int) -> float:
                 body = queue.pop()
                 response = await client.post("/pipeline", content=body)
                 if response.status_code != 200 or b'"error"' in response.content:
-                    raise RuntimeError(f"pipeline failed: {response.status_code} {response.text[:200]}")
+                    raise RuntimeError(
+                        f"pipeline failed: {response.status_code} {response.text[:200]}"
+                    )
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -58,7 +69,9 @@ async def _push(url: str, bodies: list[bytes], concurrency: int) -> float:
 
 
 async def _command(url: str, *args: Any) -> Any:
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as client:
         reply = (await client.post("/", json=list(args))).json()
     if "error" in reply:
         raise RuntimeError(reply["error"])
@@ -82,9 +95,13 @@ def _evalsha_bodies(sha: str, n_commands: int, batch: int, run: int) -> list[byt
     argv = f'{json.dumps(_VALUE)},"{expires_at}"'
     bodies = []
     for start in range(0, n_commands, batch):
-        pushes = [Push(keys, argv, len(keys) + len(argv) + 2)
-                  for keys in (keys_of.format(dedup_key(f"bench-{run}-{i}"))
-                               for i in range(start, min(start + batch, n_commands)))]
+        pushes = [
+            Push(keys, argv, len(keys) + len(argv) + 2)
+            for keys in (
+                keys_of.format(dedup_key(f"bench-{run}-{i}"))
+                for i in range(start, min(start + batch, n_commands))
+            )
+        ]
         bodies.append(push_body(sha, margin, pushes).encode())
     return bodies
 
@@ -96,17 +113,34 @@ def _redis_benchmark(port: int, n_commands: int, batch: int, runs: int) -> float
     figures = []
     for _ in range(runs):
         out = subprocess.run(
-            [exe, "-h", "127.0.0.1", "-p", str(port), "-P", str(batch), "-t", "lpush",
-             "-n", str(n_commands), "-q"],
-            capture_output=True, text=True, timeout=300, check=True).stdout
+            [
+                exe,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-P",
+                str(batch),
+                "-t",
+                "lpush",
+                "-n",
+                str(n_commands),
+                "-q",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        ).stdout
         match = re.search(r"LPUSH: ([\d.]+) requests per second", out)
         if match:
             figures.append(float(match.group(1)))
     return statistics.median(figures) if figures else None
 
 
-async def bench_devserver(n_commands: int = 200_000, batch: int = 1000, concurrency: int = 4,
-                          runs: int = 3) -> dict:
+async def bench_devserver(
+    n_commands: int = 200_000, batch: int = 1000, concurrency: int = 4, runs: int = 3
+) -> dict:
     """LPUSH/s through the dev server's /pipeline (median of `runs` runs)."""
     # started from this thread: a server's parent-death signal follows the thread that started it
     redis = EmbeddedRedis().start()
@@ -133,7 +167,9 @@ async def bench_devserver(n_commands: int = 200_000, batch: int = 1000, concurre
             await _command(server.url, "FLUSHDB")
         finally:
             server.stop()
-        redis_benchmark = await asyncio.to_thread(_redis_benchmark, redis.port, n_commands, batch, runs)
+        redis_benchmark = await asyncio.to_thread(
+            _redis_benchmark, redis.port, n_commands, batch, runs
+        )
     finally:
         redis.stop()
     seconds = statistics.median(lpush_seconds)

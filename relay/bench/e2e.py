@@ -57,10 +57,10 @@ def _cpu_seconds(pid: int, *, with_reaped_children: bool = False) -> float:
         data = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return 0.0
-    fields = data[data.rindex(")") + 2:].split()
-    ticks = int(fields[11]) + int(fields[12])            # utime, stime
+    fields = data[data.rindex(")") + 2 :].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
     if with_reaped_children:
-        ticks += int(fields[13]) + int(fields[14])      # cutime, cstime
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
@@ -75,7 +75,7 @@ def _postgres_cpu_seconds(postmaster: int) -> float:
             data = Path(entry.path, "stat").read_text()
         except OSError:
             continue
-        if int(data[data.rindex(")") + 2:].split()[1]) == postmaster:
+        if int(data[data.rindex(")") + 2 :].split()[1]) == postmaster:
             total += _cpu_seconds(int(entry.name))
     return total
 
@@ -84,8 +84,11 @@ class _Components:
     """CPU seconds per component, read together."""
 
     def __init__(self, stack: LocalStack, relay_pid: int) -> None:
-        self.pids = {"relay": relay_pid, "devserver": stack.devserver.proc.pid,
-                     "redis_server": stack.redis.proc.pid}
+        self.pids = {
+            "relay": relay_pid,
+            "devserver": stack.devserver.proc.pid,
+            "redis_server": stack.redis.proc.pid,
+        }
         self.postmaster = stack.pg.proc.pid
 
     def sample(self) -> dict[str, float]:
@@ -107,21 +110,29 @@ def _queued(clients: list[redis.Redis], region_codes: tuple[str, ...]) -> int:
 def _start_relay(stack: LocalStack, workdir: Path) -> subprocess.Popen:
     env = {**os.environ, **stack.env(), "PGPULSE_LOG_LEVEL": "WARNING"}
     with open(workdir / "relay.err", "ab") as err:
-        return subprocess.Popen([sys.executable, "-m", "relay", "relay"], env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=err, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "relay", "relay"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
 
 
-def _wait_relay_listening(conn: psycopg.Connection, relay: subprocess.Popen,
-                          timeout: float = 30) -> None:
+def _wait_relay_listening(
+    conn: psycopg.Connection, relay: subprocess.Popen, timeout: float = 30
+) -> None:
     """The relay is ready when its LISTEN connection is up (it also polls, but a tick's
     NOTIFY is the production wake-up)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if relay.poll() is not None:
             raise RuntimeError(f"relay exited with {relay.returncode} before the tick")
-        if conn.execute("SELECT 1 FROM pg_stat_activity WHERE query ILIKE 'LISTEN%%'"
-                        " AND pid <> pg_backend_pid()").fetchone():
+        if conn.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE query ILIKE 'LISTEN%%'"
+            " AND pid <> pg_backend_pid()"
+        ).fetchone():
             return
         time.sleep(0.05)
     raise RuntimeError(f"relay not listening within {timeout:g} s")
@@ -137,15 +148,18 @@ def _stop_relay(relay: subprocess.Popen) -> None:
             relay.wait()
 
 
-def _one_run(stack: LocalStack, conn: psycopg.Connection, monitors: int, workdir: Path,
-             timeout: float) -> dict[str, Any]:
+def _one_run(
+    stack: LocalStack, conn: psycopg.Connection, monitors: int, workdir: Path, timeout: float
+) -> dict[str, Any]:
     conn.execute("TRUNCATE pgpulse.outbox")
     conn.execute(_RESET_MONITORS)
     conn.execute("VACUUM ANALYZE")
     conn.execute("CHECKPOINT")
     flush_queues(stack)
-    clients = [redis.Redis.from_url(stack.redis.url, db=stack.redis_db(code))
-               for code in stack.region_codes]
+    clients = [
+        redis.Redis.from_url(stack.redis.url, db=stack.redis_db(code))
+        for code in stack.region_codes
+    ]
     relay = _start_relay(stack, workdir)
     try:
         _wait_relay_listening(conn, relay)
@@ -165,15 +179,17 @@ def _one_run(stack: LocalStack, conn: psycopg.Connection, monitors: int, workdir
         deadline = started + timeout
         while (queued := _queued(clients, stack.region_codes)) < monitors:
             if relay.poll() is not None:
-                raise RuntimeError(f"relay exited with {relay.returncode}; {queued} of "
-                                   f"{monitors} jobs queued")
+                raise RuntimeError(
+                    f"relay exited with {relay.returncode}; {queued} of {monitors} jobs queued"
+                )
             if time.perf_counter() > deadline:
                 raise RuntimeError(f"only {queued} of {monitors} jobs queued after {timeout:g} s")
             time.sleep(0.01)
         seconds = time.perf_counter() - started
         after = components.sample()
-        wal_bytes = _one(conn, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s) AS bytes",
-                         (wal_before,))["bytes"]
+        wal_bytes = _one(
+            conn, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s) AS bytes", (wal_before,)
+        )["bytes"]
     finally:
         _stop_relay(relay)
         for client in clients:
@@ -183,17 +199,27 @@ def _one_run(stack: LocalStack, conn: psycopg.Connection, monitors: int, workdir
     delivered = queued_jobs(stack)  # raises on a duplicate
     if delivered != monitors:
         raise RuntimeError(f"{delivered} distinct jobs in the queues, expected {monitors}")
-    return {"seconds": seconds, "tick_seconds": tick_seconds,
-            "cut_short": first_tick["cut_short"], "ticks": ticks, "wal_bytes": float(wal_bytes),
-            "cpu": {name: after[name] - before[name] for name in after}}
+    return {
+        "seconds": seconds,
+        "tick_seconds": tick_seconds,
+        "cut_short": first_tick["cut_short"],
+        "ticks": ticks,
+        "wal_bytes": float(wal_bytes),
+        "cpu": {name: after[name] - before[name] for name in after},
+    }
 
 
 def _last_tick(conn: psycopg.Connection) -> dict[str, Any]:
-    run = _one(conn, "SELECT monitors_claimed, jobs_written, cut_short FROM pgpulse.tick_runs"
-                     " WHERE trigger = 'bench' ORDER BY id DESC LIMIT 1")
+    run = _one(
+        conn,
+        "SELECT monitors_claimed, jobs_written, cut_short FROM pgpulse.tick_runs"
+        " WHERE trigger = 'bench' ORDER BY id DESC LIMIT 1",
+    )
     if run["jobs_written"] != run["monitors_claimed"]:
-        raise RuntimeError(f"a tick claimed {run['monitors_claimed']} monitors but wrote "
-                           f"{run['jobs_written']} jobs")
+        raise RuntimeError(
+            f"a tick claimed {run['monitors_claimed']} monitors but wrote "
+            f"{run['jobs_written']} jobs"
+        )
     return {"claimed": run["monitors_claimed"], "cut_short": run["cut_short"]}
 
 
@@ -214,10 +240,11 @@ def bench_e2e(monitors: int = 100_000, runs: int = 3, timeout: float = 600) -> d
             for _ in range(runs):
                 results.append(_one_run(stack, conn, monitors, workdir, timeout))
     seconds = statistics.median(r["seconds"] for r in results)
-    cpu = {name: statistics.median(r["cpu"][name] for r in results)
-           for name in results[0]["cpu"]}
+    cpu = {name: statistics.median(r["cpu"][name] for r in results) for name in results[0]["cpu"]}
     return {
-        "bench": "e2e", "monitors": monitors, "runs": runs,
+        "bench": "e2e",
+        "monitors": monitors,
+        "runs": runs,
         "regions": len(stack.region_codes),
         "seconds_median": round(seconds, 3),
         "jobs_per_s_median": round(monitors / seconds),
@@ -228,8 +255,10 @@ def bench_e2e(monitors: int = 100_000, runs: int = 3, timeout: float = 600) -> d
         "ticks_all": [r["ticks"] for r in results],
         # tick, claims and monitor bumps together: the write rate one PostgreSQL must sustain
         "wal_bytes_per_job_median": round(
-            statistics.median(r["wal_bytes"] for r in results) / monitors),
+            statistics.median(r["wal_bytes"] for r in results) / monitors
+        ),
         "cpu_seconds_median": {name: round(value, 2) for name, value in cpu.items()},
-        "cpu_us_per_job_median": {name: round(value / monitors * 1e6, 1)
-                                  for name, value in cpu.items()},
+        "cpu_us_per_job_median": {
+            name: round(value / monitors * 1e6, 1) for name, value in cpu.items()
+        },
     }

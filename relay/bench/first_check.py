@@ -33,11 +33,11 @@ from relay.bench.e2e import _start_relay, _stop_relay, _wait_relay_listening
 from relay.bench.relay import queued_jobs
 from relay.local.stack import LocalStack
 
-RUN_SECONDS = 60          # one run: one pg_cron minute
-EVENTS_PER_RUN = 60       # a third each: created, re-activated, re-phased
+RUN_SECONDS = 60  # one run: one pg_cron minute
+EVENTS_PER_RUN = 60  # a third each: created, re-activated, re-phased
 EVENT_INTERVALS = (10, 15, 20)  # seconds: every first slot lies within 20 s of its event
 STEADY_INTERVAL = 60
-SETTLE_SECONDS = 30       # after the last slot: the longest wait for the last pushes
+SETTLE_SECONDS = 30  # after the last slot: the longest wait for the last pushes
 
 # Monitors checked every minute, spread over their phases (next_check_at from the id's hash).
 _SEED_STEADY = """
@@ -77,8 +77,10 @@ RETURNING id::text, next_check_at, check_interval_seconds
 # The first run of the stack is a tick by hand, exactly as pg_cron's job calls it.
 _TICK = "CALL pgpulse.tick(p_trigger => 'bench')"
 
-_FIELD = {name: re.compile(rb'\\"' + name.encode() + rb'\\": ?\\"([^\\"]+)\\"')
-          for name in ("job_id", "monitor_id", "region", "scheduled_for")}
+_FIELD = {
+    name: re.compile(rb'\\"' + name.encode() + rb'\\": ?\\"([^\\"]+)\\"')
+    for name in ("job_id", "monitor_id", "region", "scheduled_for")
+}
 # one argument of a MONITOR line: quoted, with backslash escapes inside
 _QUOTED = re.compile(rb'"((?:[^"\\]|\\.)*)"')
 
@@ -90,11 +92,12 @@ def _micros(moment: datetime) -> int:
 @dataclass(frozen=True, slots=True)
 class Push:
     """One LPUSH of the push script, as redis-server ran it."""
-    at_us: int              # redis-server's clock
+
+    at_us: int  # redis-server's clock
     job_id: str
     monitor_id: str
     region: str
-    slot_us: int            # the job's scheduled_for
+    slot_us: int  # the job's scheduled_for
 
     @property
     def late_ms(self) -> float:
@@ -110,7 +113,7 @@ class PushCapture:
         url = urlparse(redis_url)
         self._address = (url.hostname or "127.0.0.1", url.port or 6379)
         self.pushes: list[Push] = []
-        self.undone = 0     # DELs: markers the script took back (their push failed)
+        self.undone = 0  # DELs: markers the script took back (their push failed)
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -171,23 +174,31 @@ class PushCapture:
     @staticmethod
     def _parse(line: bytes) -> list[Push]:
         # +1796012558.002777 [1 lua] "LPUSH" "pgpulse:jobs:..." "{\"v\": 1, ...}" "{...}"
-        at = line[1:line.index(b" ")]
+        at = line[1 : line.index(b" ")]
         seconds, _, fraction = at.partition(b".")
         at_us = int(seconds) * 1_000_000 + int(fraction.ljust(6, b"0"))
-        _, _key, *values = _QUOTED.findall(line[line.index(b'"LPUSH"'):])
+        _, _key, *values = _QUOTED.findall(line[line.index(b'"LPUSH"') :])
         pushes = []
         for value in values:
-            fields = {name: pattern.search(value).group(1).decode()
-                      for name, pattern in _FIELD.items()}
-            pushes.append(Push(at_us=at_us, job_id=fields["job_id"],
-                               monitor_id=fields["monitor_id"], region=fields["region"],
-                               slot_us=_micros(datetime.fromisoformat(fields["scheduled_for"]))))
+            fields = {
+                name: pattern.search(value).group(1).decode() for name, pattern in _FIELD.items()
+            }
+            pushes.append(
+                Push(
+                    at_us=at_us,
+                    job_id=fields["job_id"],
+                    monitor_id=fields["monitor_id"],
+                    region=fields["region"],
+                    slot_us=_micros(datetime.fromisoformat(fields["scheduled_for"])),
+                )
+            )
         return pushes
 
 
 @dataclass
 class Event:
     """A monitor created, re-activated or re-phased; its first slot and interval."""
+
     kind: str
     run: int
     monitor_id: str
@@ -206,11 +217,23 @@ def _event_plan(runs: int, rng: random.Random) -> list[tuple[float, str, int]]:
     return plan
 
 
-def _do_event(conn: psycopg.Connection, kind: str, run: int, rng: random.Random,
-              paused: list[str], steady: list[str], touched: set[str]) -> Event:
+def _do_event(
+    conn: psycopg.Connection,
+    kind: str,
+    run: int,
+    rng: random.Random,
+    paused: list[str],
+    steady: list[str],
+    touched: set[str],
+) -> Event:
     if kind == "created":
-        sql, params = _CREATE, {"url": f"https://example.com/new/{len(touched)}",
-                                "interval": rng.choice(EVENT_INTERVALS)}
+        sql, params = (
+            _CREATE,
+            {
+                "url": f"https://example.com/new/{len(touched)}",
+                "interval": rng.choice(EVENT_INTERVALS),
+            },
+        )
     elif kind == "reactivated":
         sql, params = _REACTIVATE, {"id": paused.pop()}
     else:
@@ -222,8 +245,9 @@ def _do_event(conn: psycopg.Connection, kind: str, run: int, rng: random.Random,
     return Event(kind, run, monitor_id, _micros(first_slot), interval_s)
 
 
-def _missing(pushes: list[Push], events: list[Event], steady: list[str],
-             start_us: int, end_us: int) -> list[str]:
+def _missing(
+    pushes: list[Push], events: list[Event], steady: list[str], start_us: int, end_us: int
+) -> list[str]:
     """What should be in the queues by now and is not: every slot in [start, end) of each
     untouched minute monitor, and each changed monitor's slots from its first one to end."""
     slots: dict[str, set[int]] = {}
@@ -236,8 +260,12 @@ def _missing(pushes: list[Push], events: list[Event], steady: list[str],
         if monitor in touched:
             continue
         got = sorted(s for s in slots.get(monitor, ()) if start_us <= s < end_us)
-        whole = (got and got[0] < start_us + step and got[-1] >= end_us - step
-                 and all(b - a == step for a, b in zip(got, got[1:])))
+        whole = (
+            got
+            and got[0] < start_us + step
+            and got[-1] >= end_us - step
+            and all(b - a == step for a, b in zip(got, got[1:]))
+        )
         if not whole:
             missing.append(f"minute monitor {monitor}: slots {got}")
     for event in events:
@@ -245,8 +273,9 @@ def _missing(pushes: list[Push], events: list[Event], steady: list[str],
         want = range(event.first_slot_us, max(end_us, event.first_slot_us + 1), step_e)
         lost = set(want) - slots.get(event.monitor_id, set())
         if lost:
-            missing.append(f"{event.kind} monitor {event.monitor_id}: {len(lost)} slots, "
-                           f"first {min(lost)}")
+            missing.append(
+                f"{event.kind} monitor {event.monitor_id}: {len(lost)} slots, first {min(lost)}"
+            )
     return missing
 
 
@@ -254,8 +283,10 @@ def _check_once(pushes: list[Push]) -> None:
     jobs = {p.job_id for p in pushes}
     slots = {(p.monitor_id, p.region, p.slot_us) for p in pushes}
     if len(jobs) != len(pushes) or len(slots) != len(pushes):
-        raise RuntimeError(f"{len(pushes)} pushes but {len(jobs)} distinct jobs and "
-                           f"{len(slots)} distinct (monitor, region, slot)")
+        raise RuntimeError(
+            f"{len(pushes)} pushes but {len(jobs)} distinct jobs and "
+            f"{len(slots)} distinct (monitor, region, slot)"
+        )
 
 
 def _first_job_late_ms(pushes: list[Push], events: list[Event]) -> dict[str, float]:
@@ -268,15 +299,17 @@ def _first_job_late_ms(pushes: list[Push], events: list[Event]) -> dict[str, flo
             first_slot, step = grid[push.monitor_id]
             if push.slot_us >= first_slot and (push.slot_us - first_slot) % step == 0:
                 first_arrival[push.monitor_id] = min(
-                    push.at_us, first_arrival.get(push.monitor_id, push.at_us))
-    return {e.monitor_id: (first_arrival[e.monitor_id] - e.first_slot_us) / 1000
-            for e in events}
+                    push.at_us, first_arrival.get(push.monitor_id, push.at_us)
+                )
+    return {e.monitor_id: (first_arrival[e.monitor_id] - e.first_slot_us) / 1000 for e in events}
 
 
 def _late_figures(late_ms: list[float], prefix: str) -> dict[str, float]:
-    return {f"{prefix}_p50_ms": round(percentile(late_ms, 0.50), 1),
-            f"{prefix}_p99_ms": round(percentile(late_ms, 0.99), 1),
-            f"{prefix}_max_ms": round(max(late_ms, default=0.0), 1)}
+    return {
+        f"{prefix}_p50_ms": round(percentile(late_ms, 0.50), 1),
+        f"{prefix}_p99_ms": round(percentile(late_ms, 0.99), 1),
+        f"{prefix}_max_ms": round(max(late_ms, default=0.0), 1),
+    }
 
 
 def _share(late_ms: list[float], within_ms: float) -> float:
@@ -289,13 +322,18 @@ def _cron_ticks(conn: psycopg.Connection, start_us: int, end_us: int) -> dict[st
         "       count(*) FILTER (WHERE cut_short)"
         "  FROM pgpulse.tick_runs WHERE trigger = 'pg_cron'"
         "   AND started_at >= to_timestamp(%s / 1e6) AND started_at < to_timestamp(%s / 1e6)",
-        (start_us, end_us)).fetchone()
-    return {"cron_ticks": count, "cron_tick_seconds_max": round(float(slowest or 0), 3),
-            "cron_ticks_cut_short": cut}
+        (start_us, end_us),
+    ).fetchone()
+    return {
+        "cron_ticks": count,
+        "cron_tick_seconds_max": round(float(slowest or 0), 3),
+        "cron_ticks_cut_short": cut,
+    }
 
 
-def bench_first_check(monitors: int = 100_000, runs: int = 3, *,
-                      seed: int | None = None) -> dict[str, Any]:
+def bench_first_check(
+    monitors: int = 100_000, runs: int = 3, *, seed: int | None = None
+) -> dict[str, Any]:
     """The runs of one stack (one minute each); lateness of first slots and of all jobs."""
     if monitors < EVENTS_PER_RUN * runs or runs < 1:
         raise ValueError(f"runs must be >= 1 and monitors >= {EVENTS_PER_RUN} per run")
@@ -303,19 +341,31 @@ def bench_first_check(monitors: int = 100_000, runs: int = 3, *,
     with LocalStack(pg_cron=True) as stack, stack.connect() as conn:
         stack.create_regions(conn)
         regions = list(stack.region_codes)
-        steady = [r[0] for r in conn.execute(_SEED_STEADY, {
-            "n": monitors, "interval": STEADY_INTERVAL, "regions": regions}).fetchall()]
-        paused = [r[0] for r in conn.execute(_SEED_INACTIVE, {
-            "n": EVENTS_PER_RUN // 3 * runs, "intervals": list(EVENT_INTERVALS)}).fetchall()]
+        steady = [
+            r[0]
+            for r in conn.execute(
+                _SEED_STEADY, {"n": monitors, "interval": STEADY_INTERVAL, "regions": regions}
+            ).fetchall()
+        ]
+        paused = [
+            r[0]
+            for r in conn.execute(
+                _SEED_INACTIVE,
+                {"n": EVENTS_PER_RUN // 3 * runs, "intervals": list(EVENT_INTERVALS)},
+            ).fetchall()
+        ]
         conn.execute("VACUUM ANALYZE public.monitors")
         with PushCapture(stack.redis.url) as capture:
             relay = _start_relay(stack, stack.pg.base)
             try:
                 _wait_relay_listening(conn, relay)
                 conn.execute(_TICK)
-                start_us = _micros(conn.execute(
-                    "SELECT finished_at FROM pgpulse.tick_runs WHERE trigger = 'bench'"
-                    " ORDER BY id DESC LIMIT 1").fetchone()[0])
+                start_us = _micros(
+                    conn.execute(
+                        "SELECT finished_at FROM pgpulse.tick_runs WHERE trigger = 'bench'"
+                        " ORDER BY id DESC LIMIT 1"
+                    ).fetchone()[0]
+                )
                 end_us = start_us + runs * RUN_SECONDS * 1_000_000
                 events, touched = [], set()
                 with stack.connect() as product:
@@ -325,8 +375,7 @@ def bench_first_check(monitors: int = 100_000, runs: int = 3, *,
                             time.sleep(pause)
                         if relay.poll() is not None:
                             raise RuntimeError(f"relay exited with {relay.returncode}")
-                        events.append(_do_event(product, kind, run, rng, paused, steady,
-                                                touched))
+                        events.append(_do_event(product, kind, run, rng, paused, steady, touched))
                 # the last slots of the runs, and the first ones of the last events
                 last_us = max([end_us] + [e.first_slot_us for e in events])
                 deadline = last_us / 1e6 + SETTLE_SECONDS
@@ -336,9 +385,11 @@ def bench_first_check(monitors: int = 100_000, runs: int = 3, *,
                     if not missing:
                         break
                     if time.time() > deadline or relay.poll() is not None:
-                        raise RuntimeError(f"{len(missing)} monitors lack jobs in Redis "
-                                           f"(relay exit code {relay.poll()}), e.g. "
-                                           f"{missing[0]}")
+                        raise RuntimeError(
+                            f"{len(missing)} monitors lack jobs in Redis "
+                            f"(relay exit code {relay.poll()}), e.g. "
+                            f"{missing[0]}"
+                        )
                 ticks = _cron_ticks(conn, start_us, end_us)
             finally:
                 _stop_relay(relay)
@@ -353,8 +404,14 @@ def bench_first_check(monitors: int = 100_000, runs: int = 3, *,
     return _report(pushes, events, monitors, runs, start_us, ticks)
 
 
-def _report(pushes: list[Push], events: list[Event], monitors: int, runs: int,
-            start_us: int, ticks: dict[str, Any]) -> dict[str, Any]:
+def _report(
+    pushes: list[Push],
+    events: list[Event],
+    monitors: int,
+    runs: int,
+    start_us: int,
+    ticks: dict[str, Any],
+) -> dict[str, Any]:
     first_late = _first_job_late_ms(pushes, events)
     run_us = RUN_SECONDS * 1_000_000
     in_run = [[] for _ in range(runs)]
@@ -365,16 +422,22 @@ def _report(pushes: list[Push], events: list[Event], monitors: int, runs: int,
     all_late = [late for run in in_run for late in run]
     firsts = list(first_late.values())
     record: dict[str, Any] = {
-        "bench": "first_check", "monitors": monitors, "interval_s": STEADY_INTERVAL,
-        "runs": runs, "run_seconds": RUN_SECONDS,
+        "bench": "first_check",
+        "monitors": monitors,
+        "interval_s": STEADY_INTERVAL,
+        "runs": runs,
+        "run_seconds": RUN_SECONDS,
         "published": "LPUSH run by redis-server (its clock, MONITOR)",
-        "first_slots": len(firsts), **_late_figures(firsts, "first_slot_late"),
+        "first_slots": len(firsts),
+        **_late_figures(firsts, "first_slot_late"),
         "first_slot_late_max_ms_by_kind": {
             kind: round(max(first_late[e.monitor_id] for e in events if e.kind == kind), 1)
-            for kind in ("created", "reactivated", "rephased")},
+            for kind in ("created", "reactivated", "rephased")
+        },
         "first_slot_late_max_ms_runs": [
             round(max(first_late[e.monitor_id] for e in events if e.run == run), 1)
-            for run in range(runs)],
+            for run in range(runs)
+        ],
         "jobs": len(all_late),
         "jobs_within_50ms_pct": _share(all_late, 50),
         "jobs_within_250ms_pct": _share(all_late, 250),

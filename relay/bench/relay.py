@@ -53,8 +53,10 @@ def _seed_interval_monitors(stack: LocalStack, rate: float, interval_s: int) -> 
     """Sub-minute monitors; returns how many."""
     monitors = max(1, round(rate * interval_s))
     with stack.connect() as conn:
-        conn.execute(SEED_INTERVAL_MONITORS, {
-            "interval": interval_s, "regions": list(stack.region_codes), "monitors": monitors})
+        conn.execute(
+            SEED_INTERVAL_MONITORS,
+            {"interval": interval_s, "regions": list(stack.region_codes), "monitors": monitors},
+        )
         conn.execute("VACUUM ANALYZE public.monitors")
     return monitors
 
@@ -66,18 +68,22 @@ def _tick_interval_monitors(stack: LocalStack, seconds: float) -> dict[str, Any]
         wait_listening(conn)
         run_id = conn.execute(
             "CALL pgpulse.tick(NULL, 'bench', '55 seconds', make_interval(secs => %s))",
-            (8 + seconds,)).fetchone()["run_id"]
+            (8 + seconds,),
+        ).fetchone()["run_id"]
         return conn.execute(
             "SELECT jobs_written AS jobs, monitors_claimed, cut_short,"
             "       extract(epoch FROM finished_at - started_at)::float8 AS seconds"
-            "  FROM pgpulse.tick_runs WHERE id = %s", (run_id,)).fetchone()
+            "  FROM pgpulse.tick_runs WHERE id = %s",
+            (run_id,),
+        ).fetchone()
 
 
 def wait_listening(conn, timeout: float = 30) -> None:
     """Until a relay's LISTEN connection is up."""
     deadline = time.monotonic() + timeout
-    while not conn.execute("SELECT 1 FROM pg_stat_activity WHERE query ILIKE 'LISTEN%%'"
-                           " AND pid <> pg_backend_pid()").fetchone():
+    while not conn.execute(
+        "SELECT 1 FROM pg_stat_activity WHERE query ILIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
+    ).fetchone():
         if time.monotonic() > deadline:
             raise RuntimeError(f"relay not listening within {timeout:g} s")
         time.sleep(0.05)
@@ -108,23 +114,44 @@ def flush_queues(stack: LocalStack) -> None:
 def _seed(stack: LocalStack, run: int, jobs: int, rate: float | None) -> float:
     """Seeds jobs; with a rate they fall due at that rate from two seconds from now."""
     with stack.connect(row_factory=dict_row) as conn:
-        start = conn.execute("SELECT now() + interval '2 seconds' AS start" if rate else
-                             "SELECT now() - interval '1 second' AS start").fetchone()["start"]
-        conn.execute(SEED_JOBS, {"run": str(run), "regions": list(stack.region_codes),
-                                 "start": start, "rate": rate or 1e9, "jobs": jobs})
+        start = conn.execute(
+            "SELECT now() + interval '2 seconds' AS start"
+            if rate
+            else "SELECT now() - interval '1 second' AS start"
+        ).fetchone()["start"]
+        conn.execute(
+            SEED_JOBS,
+            {
+                "run": str(run),
+                "regions": list(stack.region_codes),
+                "start": start,
+                "rate": rate or 1e9,
+                "jobs": jobs,
+            },
+        )
         conn.execute("VACUUM ANALYZE pgpulse.outbox")
     return start.timestamp()
 
 
-async def _drain(stack: LocalStack, settings: RelaySettings, *, once: bool,
-                 until_published: int, write: Callable[[], dict[str, Any]] | None = None,
-                 ) -> tuple[float, Relay, list[float], dict[str, Any] | None]:
+async def _drain(
+    stack: LocalStack,
+    settings: RelaySettings,
+    *,
+    once: bool,
+    until_published: int,
+    write: Callable[[], dict[str, Any]] | None = None,
+) -> tuple[float, Relay, list[float], dict[str, Any] | None]:
     """Runs a relay until it has dealt with `until_published` jobs (published, or dropped
     as expired, or dead-lettered), or with the jobs `write` reports it wrote while the relay
     ran (`write`'s record is returned)."""
     lags: list[float] = []
-    relay = Relay(stack.dsn, settings, env=stack.env(), once=once,
-                  on_batch=lambda batch: lags.extend(batch.lags()))
+    relay = Relay(
+        stack.dsn,
+        settings,
+        env=stack.env(),
+        once=once,
+        on_batch=lambda batch: lags.extend(batch.lags()),
+    )
     started = time.perf_counter()
     task = asyncio.create_task(relay.run())
     written = None
@@ -140,9 +167,13 @@ async def _drain(stack: LocalStack, settings: RelaySettings, *, once: bool,
     return time.perf_counter() - started, relay, lags, written
 
 
-def bench_relay(jobs: int = 100_000, latency_ms: float = 0, runs: int = 3,
-                batch: int = RelaySettings.batch_size,
-                concurrency: int = RelaySettings.concurrency) -> dict[str, Any]:
+def bench_relay(
+    jobs: int = 100_000,
+    latency_ms: float = 0,
+    runs: int = 3,
+    batch: int = RelaySettings.batch_size,
+    concurrency: int = RelaySettings.concurrency,
+) -> dict[str, Any]:
     """Throughput: a full outbox of due jobs drained by one relay (--once), median of runs."""
     logs.setup("WARNING")
     settings = RelaySettings(batch_size=batch, concurrency=concurrency)
@@ -155,8 +186,9 @@ def bench_relay(jobs: int = 100_000, latency_ms: float = 0, runs: int = 3,
         for run in range(runs):
             flush_queues(stack)
             _seed(stack, run, jobs, None)
-            elapsed, relay, lags, _ = asyncio.run(_drain(stack, settings, once=True,
-                                                         until_published=jobs))
+            elapsed, relay, lags, _ = asyncio.run(
+                _drain(stack, settings, once=True, until_published=jobs)
+            )
             delivered = queued_jobs(stack)
             if delivered != jobs or relay.counts.published != jobs:
                 raise RuntimeError(f"run {run}: {delivered} jobs in Redis, expected {jobs}")
@@ -164,21 +196,32 @@ def bench_relay(jobs: int = 100_000, latency_ms: float = 0, runs: int = 3,
             lag_p50.append(percentile(lags, 0.50))
             lag_p99.append(percentile(lags, 0.99))
     median = statistics.median(seconds)
-    return {"bench": "relay", "jobs": jobs, "latency_ms": latency_ms, "runs": runs,
-            "batch_size": batch, "concurrency_per_region": concurrency,
-            "regions": len(stack.region_codes),
-            "seconds_median": round(median, 3), "jobs_per_s_median": round(jobs / median),
-            "seconds_all": [round(s, 3) for s in seconds],
-            "lag_p50_ms": round(statistics.median(lag_p50) * 1000, 1),
-            "lag_p99_ms": round(statistics.median(lag_p99) * 1000, 1),
-            "note": "lag here is mostly time spent waiting in a full backlog; "
-                    "`pgpulse bench relay-lag` (bench relay_lag) measures delivery lag"}
+    return {
+        "bench": "relay",
+        "jobs": jobs,
+        "latency_ms": latency_ms,
+        "runs": runs,
+        "batch_size": batch,
+        "concurrency_per_region": concurrency,
+        "regions": len(stack.region_codes),
+        "seconds_median": round(median, 3),
+        "jobs_per_s_median": round(jobs / median),
+        "seconds_all": [round(s, 3) for s in seconds],
+        "lag_p50_ms": round(statistics.median(lag_p50) * 1000, 1),
+        "lag_p99_ms": round(statistics.median(lag_p99) * 1000, 1),
+        "note": "lag here is mostly time spent waiting in a full backlog; "
+        "`pgpulse bench relay-lag` (bench relay_lag) measures delivery lag",
+    }
 
 
-def bench_relay_lag(rate: float = 2000, seconds: float = 30, latency_ms: float = 0,
-                    batch: int = RelaySettings.batch_size,
-                    concurrency: int = RelaySettings.concurrency,
-                    interval_s: int | None = None) -> dict[str, Any]:
+def bench_relay_lag(
+    rate: float = 2000,
+    seconds: float = 30,
+    latency_ms: float = 0,
+    batch: int = RelaySettings.batch_size,
+    concurrency: int = RelaySettings.concurrency,
+    interval_s: int | None = None,
+) -> dict[str, Any]:
     """Steady state: jobs fall due at `rate` per second; lag = published_at - deliver_at.
     With interval_s, the jobs are the slots of rate * interval_s monitors checked every
     interval_s seconds, written by the real tick while the relay runs (their first slots
@@ -195,27 +238,45 @@ def bench_relay_lag(rate: float = 2000, seconds: float = 30, latency_ms: float =
             write = functools.partial(_tick_interval_monitors, stack, seconds)
         else:
             _seed(stack, 0, jobs, rate)
-        elapsed, relay, lags, tick = asyncio.run(_drain(
-            stack, RelaySettings(batch_size=batch, concurrency=concurrency), once=False,
-            until_published=jobs, write=write))
+        elapsed, relay, lags, tick = asyncio.run(
+            _drain(
+                stack,
+                RelaySettings(batch_size=batch, concurrency=concurrency),
+                once=False,
+                until_published=jobs,
+                write=write,
+            )
+        )
         delivered = queued_jobs(stack)
     counts = relay.counts
     jobs = tick["jobs"] if tick else jobs
     if delivered + counts.expired + counts.dead_lettered != jobs:
-        raise RuntimeError(f"{delivered} jobs in Redis, {counts.expired} expired, "
-                           f"{counts.dead_lettered} dead-lettered: {jobs} were written")
-    record = {"bench": "relay_lag", "rate_per_s": rate, "seconds": seconds,
-              "jobs": jobs, "interval_s": interval_s,
-              "latency_ms": latency_ms, "delivered": delivered,
-              "lag_p50_ms": round(percentile(lags, 0.50) * 1000, 1),
-              "lag_p99_ms": round(percentile(lags, 0.99) * 1000, 1),
-              "lag_max_ms": round(max(lags, default=0) * 1000, 1),
-              "early": sum(1 for lag in lags if lag < 0),
-              # dropped by the relay: their slot's interval had passed (the worst lag)
-              "expired": counts.expired,
-              "jobs_per_batch": round(counts.published / max(counts.batches, 1), 1)}
+        raise RuntimeError(
+            f"{delivered} jobs in Redis, {counts.expired} expired, "
+            f"{counts.dead_lettered} dead-lettered: {jobs} were written"
+        )
+    record = {
+        "bench": "relay_lag",
+        "rate_per_s": rate,
+        "seconds": seconds,
+        "jobs": jobs,
+        "interval_s": interval_s,
+        "latency_ms": latency_ms,
+        "delivered": delivered,
+        "lag_p50_ms": round(percentile(lags, 0.50) * 1000, 1),
+        "lag_p99_ms": round(percentile(lags, 0.99) * 1000, 1),
+        "lag_max_ms": round(max(lags, default=0) * 1000, 1),
+        "early": sum(1 for lag in lags if lag < 0),
+        # dropped by the relay: their slot's interval had passed (the worst lag)
+        "expired": counts.expired,
+        "jobs_per_batch": round(counts.published / max(counts.batches, 1), 1),
+    }
     if tick:
         # a tick's horizon moves with each chunk: a slow tick claims monitors again
-        record |= {"tick_seconds": round(tick["seconds"], 3), "tick_cut_short": tick["cut_short"],
-                   "tick_monitors_claimed": tick["monitors_claimed"], "monitors": monitors}
+        record |= {
+            "tick_seconds": round(tick["seconds"], 3),
+            "tick_cut_short": tick["cut_short"],
+            "tick_monitors_claimed": tick["monitors_claimed"],
+            "monitors": monitors,
+        }
     return record

@@ -88,8 +88,9 @@ def _timed(conn: psycopg.Connection, sql: str, params: dict | None = None) -> fl
     return time.perf_counter() - t0
 
 
-def bench_tick(monitors: int = 100_000, runs: int = 3, chunk: int = TickParams.chunk,
-               mix: bool = False) -> dict[str, Any]:
+def bench_tick(
+    monitors: int = 100_000, runs: int = 3, chunk: int = TickParams.chunk, mix: bool = False
+) -> dict[str, Any]:
     """Seconds for one tick over `monitors` due monitors (median of `runs`), and the raw
     INSERT ... SELECT of as many jsonb outbox rows as a reference. With mix, 10% of the
     monitors are sub-minute and 10% three-region (more jobs than monitors)."""
@@ -117,20 +118,39 @@ def bench_tick(monitors: int = 100_000, runs: int = 3, chunk: int = TickParams.c
                 conn.execute("TRUNCATE pgpulse.outbox")
                 conn.execute(_RESET_MONITORS)
                 _settle(conn)
-                tick_seconds.append(_timed(
-                    conn, "CALL pgpulse.tick(p_trigger => 'bench', p_chunk => %(chunk)s)",
-                    {"chunk": chunk}))
-                run = conn.cursor(row_factory=dict_row).execute(
-                    "SELECT monitors_claimed, jobs_written, cut_short FROM pgpulse.tick_runs"
-                    " ORDER BY id DESC LIMIT 1").fetchone()
-                claimed, written, cut = run["monitors_claimed"], run["jobs_written"], run["cut_short"]
+                tick_seconds.append(
+                    _timed(
+                        conn,
+                        "CALL pgpulse.tick(p_trigger => 'bench', p_chunk => %(chunk)s)",
+                        {"chunk": chunk},
+                    )
+                )
+                run = (
+                    conn.cursor(row_factory=dict_row)
+                    .execute(
+                        "SELECT monitors_claimed, jobs_written, cut_short FROM pgpulse.tick_runs"
+                        " ORDER BY id DESC LIMIT 1"
+                    )
+                    .fetchone()
+                )
+                claimed, written, cut = (
+                    run["monitors_claimed"],
+                    run["jobs_written"],
+                    run["cut_short"],
+                )
                 jobs.append(written)
                 # with sub-minute monitors a later chunk's horizon (a little later) can claim
                 # a monitor again for its next slot
-                if (claimed < monitors if mix else claimed != monitors) or written < monitors \
-                        or (written > monitors) != mix or cut:
-                    raise RuntimeError(f"bench tick claimed {claimed} and wrote {written} of "
-                                       f"{monitors} jobs (cut short: {cut})")
+                if (
+                    (claimed < monitors if mix else claimed != monitors)
+                    or written < monitors
+                    or (written > monitors) != mix
+                    or cut
+                ):
+                    raise RuntimeError(
+                        f"bench tick claimed {claimed} and wrote {written} of "
+                        f"{monitors} jobs (cut short: {cut})"
+                    )
 
                 conn.execute("TRUNCATE bench_outbox_copy")
                 _settle(conn)

@@ -78,13 +78,23 @@ if TYPE_CHECKING:
 # Each loaded on first use: `pgpulse` reads `options` for every command and should not pay
 # for the server (asyncio, uvicorn), nor `python -m relay.devserver` for the launcher's psycopg.
 _HOMES = {
-    "MAX_REQUEST_BYTES": "relay.devserver.app", "DevServerApp": "relay.devserver.app",
-    "DevServer": "relay.devserver.launcher", "parse_token_args": "relay.devserver.options",
-    "main": "relay.devserver.server", "serve": "relay.devserver.server",
+    "MAX_REQUEST_BYTES": "relay.devserver.app",
+    "DevServerApp": "relay.devserver.app",
+    "DevServer": "relay.devserver.launcher",
+    "parse_token_args": "relay.devserver.options",
+    "main": "relay.devserver.server",
+    "serve": "relay.devserver.server",
     "DevServerError": "relay.errors",
 }
-__all__ = ["MAX_REQUEST_BYTES", "DevServer", "DevServerApp", "DevServerError", "main",
-           "parse_token_args", "serve"]  # = _HOMES
+__all__ = [
+    "MAX_REQUEST_BYTES",
+    "DevServer",
+    "DevServerApp",
+    "DevServerError",
+    "main",
+    "parse_token_args",
+    "serve",
+]  # = _HOMES
 
 
 def __getattr__(name: str) -> Any:

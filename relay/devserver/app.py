@@ -135,15 +135,21 @@ class DevServerApp:
     # HTTP
 
     async def _respond(
-        self, send: Any, status: int, body: bytes, *, sync: bool = False, close: bool = False,
+        self,
+        send: Any,
+        status: int,
+        body: bytes,
+        *,
+        sync: bool = False,
+        close: bool = False,
         extra: tuple = (),
     ) -> None:
         self.stats.responses[status] += 1
-        headers = [(b"content-type", b"application/json"),
-                   (b"content-length", b"%d" % len(body))]
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         if sync:
-            headers.append((b"upstash-sync-token",
-                            f"{self._sync_prefix}-{next(self._sync)}".encode("ascii")))
+            headers.append(
+                (b"upstash-sync-token", f"{self._sync_prefix}-{next(self._sync)}".encode("ascii"))
+            )
         if close:
             headers.append((b"connection", b"close"))
         headers.extend(extra)
@@ -179,7 +185,9 @@ class DevServerApp:
 
     async def _http(self, scope: dict, receive: Any, send: Any) -> None:
         path = scope["path"]
-        if path.startswith(_ADMIN_PREFIX) and (len(path) == len(_ADMIN_PREFIX) or path[len(_ADMIN_PREFIX)] == "/"):
+        if path.startswith(_ADMIN_PREFIX) and (
+            len(path) == len(_ADMIN_PREFIX) or path[len(_ADMIN_PREFIX)] == "/"
+        ):
             await self._admin(scope, receive, send)
             return
         self.stats.requests += 1
@@ -196,8 +204,12 @@ class DevServerApp:
         except Exception as exc:  # a bug: answer in Upstash's shape, log the traceback here
             _log.exception("devserver.internal_error")
             if not started[0]:
-                await self._respond(send, 500, error_body(
-                    f"ERR devserver internal error ({type(exc).__name__})"), close=True)
+                await self._respond(
+                    send,
+                    500,
+                    error_body(f"ERR devserver internal error ({type(exc).__name__})"),
+                    close=True,
+                )
 
     async def _redis_api(self, scope: dict, receive: Any, send: Any, path: str) -> None:
         method = scope["method"]
@@ -230,7 +242,12 @@ class DevServerApp:
         stats.db_requests[db] += 1
         if response_format is not None and response_format.lower() != b"json":
             if response_format.lower() == b"resp2":
-                raise _Reply(400, error_body("ERR the devserver does not implement Upstash-Response-Format: resp2"))
+                raise _Reply(
+                    400,
+                    error_body(
+                        "ERR the devserver does not implement Upstash-Response-Format: resp2"
+                    ),
+                )
             raise _Reply(400, error_body("ERR invalid Upstash-Response-Format, use json or resp2"))
         b64 = encoding is not None and encoding.lower() == b"base64"
 
@@ -238,7 +255,9 @@ class DevServerApp:
         if body is None:
             return
 
-        rule = self.faults.rule_for(token) if (self.faults.default or self.faults.by_token) else None
+        rule = (
+            self.faults.rule_for(token) if (self.faults.default or self.faults.by_token) else None
+        )
         if rule is not None and (too_large := rule.oversized(len(body))):
             raise _Reply(400, error_body(too_large))
         fault = None
@@ -287,7 +306,8 @@ class DevServerApp:
                 skip = rule.draw_inline_errors(self.faults.rng, data)
                 inline_error = rule.inline_error
             out, plan, runs, injected = compile_commands(
-                data, kind, refuse_whole=False, skip=skip, inline_error=inline_error)
+                data, kind, refuse_whole=False, skip=skip, inline_error=inline_error
+            )
             self.stats.faults["inline_error"] += injected
         else:
             out, plan, runs, _ = compile_commands(data, kind, refuse_whole=True)
@@ -303,7 +323,9 @@ class DevServerApp:
             return 200, mangled
         return 200, payload
 
-    async def _transaction(self, out: list[str], runs: int, db: int, b64: bool) -> tuple[int, bytes]:
+    async def _transaction(
+        self, out: list[str], runs: int, db: int, b64: bool
+    ) -> tuple[int, bytes]:
         replies = await self.pools[db].call(multi_exec(out), runs + 2, not b64)
         status, payload = transaction_result(replies, b64)
         if status == 200:
@@ -330,8 +352,13 @@ class DevServerApp:
             if drop is not None:
                 drop()
             else:  # a server without our protocol hook: start a response and cut it short
-                await send({"type": "http.response.start", "status": 200,
-                            "headers": [(b"content-length", b"1000")]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [(b"content-length", b"1000")],
+                    }
+                )
             return
         if fault == "hang":
             faults["hang"] += 1
@@ -344,12 +371,16 @@ class DevServerApp:
 
     async def _hang(self, receive: Any) -> None:
         """Wait until the client gives up or the server stops."""
+
         async def client_gone() -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
 
         assert self.stopping is not None
-        waiters = [asyncio.ensure_future(client_gone()), asyncio.ensure_future(self.stopping.wait())]
+        waiters = [
+            asyncio.ensure_future(client_gone()),
+            asyncio.ensure_future(self.stopping.wait()),
+        ]
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -376,9 +407,16 @@ class DevServerApp:
             status, payload = reply.status, reply.body
         if status == 0:
             return
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", b"%d" % len(payload))]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", b"%d" % len(payload)),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
 
     async def _admin_request(self, scope: dict, receive: Any) -> tuple[int, bytes]:

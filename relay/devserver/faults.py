@@ -42,9 +42,20 @@ class FaultRule:
     """One fault-injection rule, validated."""
 
     _FIELDS = {
-        "latency_ms", "jitter_ms", "error_rate", "error_statuses", "hang_rate", "drop_rate",
-        "inline_error_rate", "inline_error", "inline_error_match", "malformed_rate",
-        "malformed", "max_request_bytes", "phase", "seed",
+        "latency_ms",
+        "jitter_ms",
+        "error_rate",
+        "error_statuses",
+        "hang_rate",
+        "drop_rate",
+        "inline_error_rate",
+        "inline_error",
+        "inline_error_match",
+        "malformed_rate",
+        "malformed",
+        "max_request_bytes",
+        "phase",
+        "seed",
     }
     MALFORMED = ("short", "not_list", "bad_items", "not_json")
 
@@ -61,8 +72,11 @@ class FaultRule:
         if self.error_rate + self.hang_rate + self.drop_rate > 1.0 + 1e-9:
             raise ValueError("error_rate + hang_rate + drop_rate must not exceed 1")
         statuses = spec.get("error_statuses", [500, 502, 503])
-        if (not isinstance(statuses, list) or not statuses
-                or not all(type(s) is int and 400 <= s <= 599 for s in statuses)):
+        if (
+            not isinstance(statuses, list)
+            or not statuses
+            or not all(type(s) is int and 400 <= s <= 599 for s in statuses)
+        ):
             raise ValueError("error_statuses must be a non-empty list of HTTP statuses 400-599")
         self.error_statuses = statuses
         inline_error = spec.get("inline_error", "ERR devserver injected fault")
@@ -95,13 +109,19 @@ class FaultRule:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "latency_ms": self.latency_ms, "jitter_ms": self.jitter_ms,
-            "error_rate": self.error_rate, "error_statuses": self.error_statuses,
-            "hang_rate": self.hang_rate, "drop_rate": self.drop_rate,
-            "inline_error_rate": self.inline_error_rate, "inline_error": self.inline_error,
+            "latency_ms": self.latency_ms,
+            "jitter_ms": self.jitter_ms,
+            "error_rate": self.error_rate,
+            "error_statuses": self.error_statuses,
+            "hang_rate": self.hang_rate,
+            "drop_rate": self.drop_rate,
+            "inline_error_rate": self.inline_error_rate,
+            "inline_error": self.inline_error,
             "inline_error_match": self.inline_error_match,
-            "malformed_rate": self.malformed_rate, "malformed": self.malformed,
-            "max_request_bytes": self.max_request_bytes, "phase": self.phase,
+            "malformed_rate": self.malformed_rate,
+            "malformed": self.malformed,
+            "max_request_bytes": self.max_request_bytes,
+            "phase": self.phase,
         }
 
     def delay_s(self, rng: random.Random) -> float:
@@ -126,8 +146,11 @@ class FaultRule:
         p = self.inline_error_rate
         failing = {i for i in range(len(commands)) if p > 0 and rng.random() < p}
         if self.inline_error_match:
-            failing |= {i for i, command in enumerate(commands)
-                        if self.inline_error_match in json.dumps(command)}
+            failing |= {
+                i
+                for i, command in enumerate(commands)
+                if self.inline_error_match in json.dumps(command)
+            }
         return failing
 
     @property
@@ -137,8 +160,10 @@ class FaultRule:
     def oversized(self, size: int) -> str | None:
         """Upstash's size error when a request body is over this rule's limit."""
         if self.max_request_bytes and size > self.max_request_bytes:
-            return (f"ERR max request size exceeded. Limit: {self.max_request_bytes} bytes, "
-                    f"Actual: {size} bytes")
+            return (
+                f"ERR max request size exceeded. Limit: {self.max_request_bytes} bytes, "
+                f"Actual: {size} bytes"
+            )
         return None
 
     def malform(self, rng: random.Random, payload: bytes) -> bytes | None:

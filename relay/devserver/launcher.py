@@ -37,7 +37,8 @@ class DevServer(ManagedService):
         self.tokens = dict(tokens)
         # no fixed default: a fresh random admin token unless one is given (None: admin off)
         self.admin_token: str | None = (
-            secrets.token_urlsafe(24) if admin_token is NEW_ADMIN_TOKEN else admin_token)  # type: ignore[assignment]
+            secrets.token_urlsafe(24) if admin_token is NEW_ADMIN_TOKEN else admin_token
+        )  # type: ignore[assignment]
         self.host = host
         self.port = port
         self.proc: subprocess.Popen | None = None
@@ -54,8 +55,15 @@ class DevServer(ManagedService):
             return self  # already running
         if self.port is None:
             self.port = free_port()
-        args = [sys.executable, "-m", "relay.devserver", "--host", self.host,
-                "--port", str(self.port)]
+        args = [
+            sys.executable,
+            "-m",
+            "relay.devserver",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+        ]
         # secrets go by environment: a command line is readable by every user (ps)
         env = {k: v for k, v in os.environ.items() if k not in (TOKENS_ENV, ADMIN_TOKEN_ENV)}
         env[REDIS_URL_ENV] = self.redis_url
@@ -64,9 +72,15 @@ class DevServer(ManagedService):
             env[ADMIN_TOKEN_ENV] = self.admin_token
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         self._log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True,
-                                     preexec_fn=die_with_parent())
+        self.proc = subprocess.Popen(
+            args,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
+        )
         probe, expected = ("/_admin/stats", 200) if self.admin_token else ("/", 401)
         headers = {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token else {}
         deadline = time.monotonic() + timeout
@@ -113,10 +127,17 @@ class DevServer(ManagedService):
 
         if not self.admin_token:
             raise DevServerError("this DevServer was started without an admin token")
-        response = httpx.request(method, self.url + path, json=body, timeout=10.0,
-                                 headers={"Authorization": f"Bearer {self.admin_token}"})
+        response = httpx.request(
+            method,
+            self.url + path,
+            json=body,
+            timeout=10.0,
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+        )
         if response.status_code != 200:
-            raise DevServerError(f"admin {method} {path} answered {response.status_code}: {response.text}")
+            raise DevServerError(
+                f"admin {method} {path} answered {response.status_code}: {response.text}"
+            )
         return response.json()
 
     def set_faults(self, spec: dict, tokens: list[str] | None = None) -> dict:

@@ -19,41 +19,57 @@ DEFAULT_REDIS_URL = REDIS_URL.default
 REDIS_URL_ENV = REDIS_URL.env
 TOKENS_ENV = DEVSERVER_TOKENS.env
 ADMIN_TOKEN_ENV = DEVSERVER_ADMIN_TOKEN.env
-DESCRIPTION = ("Serve Upstash's Redis REST API on top of a redis-server. Each --token "
-               "TOKEN[=DB] maps a bearer token to a Redis database.")
+DESCRIPTION = (
+    "Serve Upstash's Redis REST API on top of a redis-server. Each --token "
+    "TOKEN[=DB] maps a bearer token to a Redis database."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
     # No argparse default: the help would print $REDIS_URL, password included.
-    parser.add_argument("--redis-url", default=argparse.SUPPRESS,
-                        help=f"redis-server to run commands on (default: ${REDIS_URL_ENV}, "
-                             f"else {DEFAULT_REDIS_URL})")
-    parser.add_argument("--token", action="append", default=[], metavar="TOKEN[=DB]",
-                        help="accepted bearer token and its Redis database number (repeatable; "
-                             f"visible in ps: prefer ${TOKENS_ENV}, whitespace-separated)")
-    parser.add_argument("--admin-token", default=None,  # never printed: it is a secret
-                        help=f"token of the fault-injection admin API (env ${ADMIN_TOKEN_ENV}; "
-                             "unset: admin API off)")
+    parser.add_argument(
+        "--redis-url",
+        default=argparse.SUPPRESS,
+        help=f"redis-server to run commands on (default: ${REDIS_URL_ENV}, "
+        f"else {DEFAULT_REDIS_URL})",
+    )
+    parser.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        metavar="TOKEN[=DB]",
+        help="accepted bearer token and its Redis database number (repeatable; "
+        f"visible in ps: prefer ${TOKENS_ENV}, whitespace-separated)",
+    )
+    parser.add_argument(
+        "--admin-token",
+        default=None,  # never printed: it is a secret
+        help=f"token of the fault-injection admin API (env ${ADMIN_TOKEN_ENV}; "
+        "unset: admin API off)",
+    )
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     add_arguments(parser)
     return parser
 
 
-def serve_arguments(options: argparse.Namespace,
-                    env: dict[str, str] | None = None) -> dict[str, Any]:
+def serve_arguments(
+    options: argparse.Namespace, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """The keyword arguments of `serve` from parsed options and the environment."""
     env = os.environ if env is None else env
     return {
         "host": options.host,
         "port": options.port,
-        "redis_url": getattr(options, "redis_url", None) or env.get(REDIS_URL_ENV)
-                     or DEFAULT_REDIS_URL,
+        "redis_url": getattr(options, "redis_url", None)
+        or env.get(REDIS_URL_ENV)
+        or DEFAULT_REDIS_URL,
         "tokens": parse_token_args(token_args(options.token, env)),
         "admin_token": options.admin_token or env.get(ADMIN_TOKEN_ENV) or None,
     }
@@ -81,7 +97,9 @@ def parse_token_args(values: list[str]) -> dict[str, int]:
                     f"non-negative integer"
                 ) from None
             if db < 0 or not db_text.isdigit():
-                raise ConfigError(f"--token #{position}: the database must be a non-negative integer")
+                raise ConfigError(
+                    f"--token #{position}: the database must be a non-negative integer"
+                )
         if not token:
             raise ConfigError(f"--token #{position}: the token is empty")
         if any(ch.isspace() for ch in token):

@@ -44,25 +44,79 @@ def _not_available(name: str) -> str:
 
 # Not offered by Upstash's REST API, or able to break the connection pool or reach
 # another token's database.
-_REFUSED = frozenset({
-    # blocking
-    "BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BLMPOP", "BZPOPMIN", "BZPOPMAX", "BZMPOP",
-    "WAIT", "WAITAOF",
-    # connection: only PING and ECHO are offered
-    "AUTH", "HELLO", "SELECT", "QUIT", "RESET", "CLIENT", "READONLY", "READWRITE", "ASKING",
-    # transactions go through /multi-exec
-    "MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH",
-    # pub/sub: only PUBLISH and PUBSUB
-    "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE",
-    # server and replication, other databases
-    "MONITOR", "SYNC", "PSYNC", "REPLCONF", "REPLICAOF", "SLAVEOF", "FAILOVER", "SHUTDOWN",
-    "DEBUG", "CONFIG", "MODULE", "ACL", "CLUSTER", "SWAPDB", "MOVE", "MIGRATE", "COPY",
-    # state every database shares: another token's commands, scripts, channels, counters
-    "SLOWLOG", "LATENCY", "INFO", "ROLE", "LASTSAVE", "SAVE", "BGSAVE", "BGREWRITEAOF",
-    "FUNCTION", "FCALL", "FCALL_RO", "PUBLISH", "SPUBLISH", "PUBSUB",
-})
+_REFUSED = frozenset(
+    {
+        # blocking
+        "BLPOP",
+        "BRPOP",
+        "BRPOPLPUSH",
+        "BLMOVE",
+        "BLMPOP",
+        "BZPOPMIN",
+        "BZPOPMAX",
+        "BZMPOP",
+        "WAIT",
+        "WAITAOF",
+        # connection: only PING and ECHO are offered
+        "AUTH",
+        "HELLO",
+        "SELECT",
+        "QUIT",
+        "RESET",
+        "CLIENT",
+        "READONLY",
+        "READWRITE",
+        "ASKING",
+        # transactions go through /multi-exec
+        "MULTI",
+        "EXEC",
+        "DISCARD",
+        "WATCH",
+        "UNWATCH",
+        # pub/sub: only PUBLISH and PUBSUB
+        "SUBSCRIBE",
+        "PSUBSCRIBE",
+        "SSUBSCRIBE",
+        "UNSUBSCRIBE",
+        "PUNSUBSCRIBE",
+        "SUNSUBSCRIBE",
+        # server and replication, other databases
+        "MONITOR",
+        "SYNC",
+        "PSYNC",
+        "REPLCONF",
+        "REPLICAOF",
+        "SLAVEOF",
+        "FAILOVER",
+        "SHUTDOWN",
+        "DEBUG",
+        "CONFIG",
+        "MODULE",
+        "ACL",
+        "CLUSTER",
+        "SWAPDB",
+        "MOVE",
+        "MIGRATE",
+        "COPY",
+        # state every database shares: another token's commands, scripts, channels, counters
+        "SLOWLOG",
+        "LATENCY",
+        "INFO",
+        "ROLE",
+        "LASTSAVE",
+        "SAVE",
+        "BGSAVE",
+        "BGREWRITEAOF",
+        "FUNCTION",
+        "FCALL",
+        "FCALL_RO",
+        "PUBLISH",
+        "SPUBLISH",
+        "PUBSUB",
+    }
+)
 _SPECIAL = frozenset({"FLUSHALL", "XREAD", "XREADGROUP", "SCRIPT", "MEMORY"})
-_PASS = object()   # run as is
+_PASS = object()  # run as is
 _CHECK = object()  # depends on the arguments: see _check
 _policies: dict[str, object] = {}
 
@@ -144,8 +198,9 @@ def query_pairs(query: bytes) -> list[tuple[bytes, bytes]]:
         if not part:
             continue
         key, _, value = part.partition(b"=")
-        pairs.append((unquote_to_bytes(key.replace(b"+", b" ")),
-                      unquote_to_bytes(value.replace(b"+", b" "))))
+        pairs.append(
+            (unquote_to_bytes(key.replace(b"+", b" ")), unquote_to_bytes(value.replace(b"+", b" ")))
+        )
     return pairs
 
 
@@ -273,7 +328,11 @@ def _encode_fast(cmds: list) -> str | None:
 
 
 def compile_commands(
-    cmds: list, kind: str, *, refuse_whole: bool, skip: set[int] | None = None,
+    cmds: list,
+    kind: str,
+    *,
+    refuse_whole: bool,
+    skip: set[int] | None = None,
     inline_error: str = "",
 ) -> tuple[list[str], list | None, int, int]:
     """Validate and encode JSON commands.
@@ -331,7 +390,7 @@ def error_text(error: _ReplyError) -> str:
     message = error.args[0] if error.args else str(error)
     prefix = "ERR unknown command '"
     if message.startswith(prefix):
-        rest = message[len(prefix):]
+        rest = message[len(prefix) :]
         cut = rest.find("', with args beginning with:")
         return _not_available(rest[:cut] if cut >= 0 else rest.rstrip("' "))
     return message
@@ -377,8 +436,10 @@ def results(replies: list, plan: list | None, b64: bool) -> list[dict]:
     if plan is None:
         if b64:
             replies = [r if r.__class__ is _ReplyError else _b64(r) for r in replies]
-        return [{"error": error_text(r)} if r.__class__ is _ReplyError else {"result": r}
-                for r in replies]
+        return [
+            {"error": error_text(r)} if r.__class__ is _ReplyError else {"result": r}
+            for r in replies
+        ]
     items: list[dict] = []
     feed = iter(replies)
     for refusal in plan:

@@ -147,9 +147,10 @@ async def open_connection(
     for step, (command, reply) in enumerate(zip(hello, replies)):
         if isinstance(reply, hiredis.ReplyError):
             conn.transport.close()  # type: ignore[union-attr]
-            name = " ".join(part.decode() for part in command[:2 if command[0] == b"ACL" else 1])
-            raise Refused(f"redis-server refused {name} for {what}: {reply}",
-                          step - (len(hello) - len(setup)))
+            name = " ".join(part.decode() for part in command[: 2 if command[0] == b"ACL" else 1])
+            raise Refused(
+                f"redis-server refused {name} for {what}: {reply}", step - (len(hello) - len(setup))
+            )
     return conn
 
 
@@ -157,9 +158,14 @@ class RedisPool:
     """A few connections to one Redis database, each SELECTed once when opened, then
     logged in as the database's tenant user (`login`), which may not SELECT again."""
 
-    def __init__(self, target: RedisTarget, db: int, size: int = POOL_SIZE,
-                 login: tuple[str, str] | None = None,
-                 restore_login: Callable[[], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        target: RedisTarget,
+        db: int,
+        size: int = POOL_SIZE,
+        login: tuple[str, str] | None = None,
+        restore_login: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.target = target
         self.db = db
         self.size = size
@@ -173,8 +179,10 @@ class RedisPool:
         self.conns.append(await self._open())
 
     async def _open(self) -> _RedisConnection:
-        setup = [[b"SELECT", str(self.db).encode()],
-                 [b"CLIENT", b"SETNAME", f"pgpulse-devserver-db{self.db}".encode()]]
+        setup = [
+            [b"SELECT", str(self.db).encode()],
+            [b"CLIENT", b"SETNAME", f"pgpulse-devserver-db{self.db}".encode()],
+        ]
         if self.login is not None:  # last: the tenant user may neither SELECT nor CLIENT
             setup.append([b"AUTH", self.login[0].encode(), self.login[1].encode()])
         try:

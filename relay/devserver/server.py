@@ -73,9 +73,16 @@ def serve(
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
     config = uvicorn.Config(
-        app, host=host, port=port, loop="auto", http=_http_protocol(), lifespan="on",
+        app,
+        host=host,
+        port=port,
+        loop="auto",
+        http=_http_protocol(),
+        lifespan="on",
         access_log=False,  # the query string may carry ?_token=
-        log_level="warning", server_header=False, timeout_graceful_shutdown=5,
+        log_level="warning",
+        server_header=False,
+        timeout_graceful_shutdown=5,
     )
 
     class Server(uvicorn.Server):
@@ -86,14 +93,20 @@ def serve(
     server = Server(config)
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     dbs = ",".join(str(db) for db in sorted(set(tokens.values())))
-    print(f"devserver.listening url=http://{host}:{port} redis={target.describe()} dbs={dbs} "
-          f"admin={'on' if admin_token else 'off'}", file=sys.stderr, flush=True)
+    print(
+        f"devserver.listening url=http://{host}:{port} redis={target.describe()} dbs={dbs} "
+        f"admin={'on' if admin_token else 'off'}",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         server.run()
     except _Stop:
         pass
     except SystemExit:
-        raise DevServerError(app.startup_error or f"the devserver could not start on {host}:{port}") from None
+        raise DevServerError(
+            app.startup_error or f"the devserver could not start on {host}:{port}"
+        ) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -45,7 +45,9 @@ class Stats:
             "commands": self.commands,
             "kinds": dict(self.kinds),
             "faults": dict(self.faults),
-            "dbs": {str(db): {"requests": self.db_requests[db], "commands": self.db_commands[db]}
-                    for db in dbs},
+            "dbs": {
+                str(db): {"requests": self.db_requests[db], "commands": self.db_commands[db]}
+                for db in dbs
+            },
             "uptime_s": round(time.monotonic() - self.started, 3),
         }

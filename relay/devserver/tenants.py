@@ -22,14 +22,38 @@ import secrets
 from relay.devserver.redis import RedisTarget, open_connection
 
 TENANT_RULES = (
-    "reset", "on", "~*", "resetchannels", "+@all",
-    "-@admin", "-@dangerous", "-@pubsub",
+    "reset",
+    "on",
+    "~*",
+    "resetchannels",
+    "+@all",
+    "-@admin",
+    "-@dangerous",
+    "-@pubsub",
     # per-database commands that @dangerous also lists
-    "+flushdb", "+keys", "+sort", "+sort_ro", "+restore",
+    "+flushdb",
+    "+keys",
+    "+sort",
+    "+sort_ro",
+    "+restore",
     # reach another database or what all databases share
-    "-select", "-swapdb", "-move", "-copy", "-migrate", "-flushall",
-    "-script|flush", "-script|kill", "-script|debug", "-function", "-fcall", "-fcall_ro",
-    "-memory", "+memory|usage", "-client", "-readonly", "-readwrite",
+    "-select",
+    "-swapdb",
+    "-move",
+    "-copy",
+    "-migrate",
+    "-flushall",
+    "-script|flush",
+    "-script|kill",
+    "-script|debug",
+    "-function",
+    "-fcall",
+    "-fcall_ro",
+    "-memory",
+    "+memory|usage",
+    "-client",
+    "-readonly",
+    "-readwrite",
 )
 
 
@@ -52,10 +76,21 @@ class Tenants:
         await self._set_users(self.logins)
 
     async def _set_users(self, logins: dict[int, tuple[str, str]]) -> None:
-        setup = [[b"ACL", b"SETUSER", user.encode(), *(r.encode() for r in TENANT_RULES),
-                  b">" + password.encode()] for user, password in logins.values()]
-        conn = await open_connection(self.target, setup, "the per-token users (the dev "
-                                     "server needs Redis 6+ and a login allowed ACL SETUSER)")
+        setup = [
+            [
+                b"ACL",
+                b"SETUSER",
+                user.encode(),
+                *(r.encode() for r in TENANT_RULES),
+                b">" + password.encode(),
+            ]
+            for user, password in logins.values()
+        ]
+        conn = await open_connection(
+            self.target,
+            setup,
+            "the per-token users (the dev server needs Redis 6+ and a login allowed ACL SETUSER)",
+        )
         conn.transport.close()  # type: ignore[union-attr]
 
     async def drop(self) -> None:

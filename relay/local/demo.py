@@ -102,7 +102,9 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _published(region: str) -> float:
-    return metrics.REGISTRY.get_sample_value("pgpulse_jobs_published_total", {"region": region}) or 0
+    return (
+        metrics.REGISTRY.get_sample_value("pgpulse_jobs_published_total", {"region": region}) or 0
+    )
 
 
 class Workers:
@@ -120,8 +122,9 @@ class Workers:
                 for region, token in self.stack.tokens.items():
                     commands = [["RPOP", queue_key(region, c), "500"] for c in CRITICALITIES]
                     try:
-                        reply = await http.post("/pipeline", json=commands,
-                                                headers={"Authorization": f"Bearer {token}"})
+                        reply = await http.post(
+                            "/pipeline", json=commands, headers={"Authorization": f"Bearer {token}"}
+                        )
                     except httpx.TransportError:
                         continue
                     if reply.status_code != 200:
@@ -135,11 +138,16 @@ class Workers:
                 await asyncio.sleep(0.2)
 
 
-async def _live(stack: LocalStack, seconds: float, outage: tuple[float, float, str],
-                window_id: int) -> dict[str, Any]:
+async def _live(
+    stack: LocalStack, seconds: float, outage: tuple[float, float, str], window_id: int
+) -> dict[str, Any]:
     all_lags: list[float] = []
-    relay = Relay(stack.dsn, RelaySettings(breaker_cooldown_s=5.0, breaker_failures=3),
-                  env=stack.env(), on_batch=lambda batch: all_lags.extend(batch.lags()))
+    relay = Relay(
+        stack.dsn,
+        RelaySettings(breaker_cooldown_s=5.0, breaker_failures=3),
+        env=stack.env(),
+        on_batch=lambda batch: all_lags.extend(batch.lags()),
+    )
     workers = Workers(stack)
     relay_task = asyncio.create_task(relay.run(), name="relay")
     worker_task = asyncio.create_task(workers.run(relay.stop), name="workers")
@@ -150,18 +158,24 @@ async def _live(stack: LocalStack, seconds: float, outage: tuple[float, float, s
     lag_seen = 0
     last_tick = None
     window_open = False
-    header = ("  time  " + "".join(f"{r:>13}" for r in stack.region_codes)
-              + "   outbox    due  lag p50/p99 ms   breakers")
+    header = (
+        "  time  "
+        + "".join(f"{r:>13}" for r in stack.region_codes)
+        + "   outbox    due  lag p50/p99 ms   breakers"
+    )
     print(header + "\n  " + "-" * (len(header) - 2), flush=True)
     try:
-        async with await psycopg.AsyncConnection.connect(stack.dsn, autocommit=True,
-                                                        row_factory=dict_row) as conn:
+        async with await psycopg.AsyncConnection.connect(
+            stack.dsn, autocommit=True, row_factory=dict_row
+        ) as conn:
             while (elapsed := time.monotonic() - started) < seconds and not relay_task.done():
                 if not down and outage_start <= elapsed < outage_end:
                     await asyncio.to_thread(stack.set_region_down, outage_region, True)
                     down = True
-                    print(f"  >>> {outage_region} goes down (its Upstash endpoint answers 503)",
-                          flush=True)
+                    print(
+                        f"  >>> {outage_region} goes down (its Upstash endpoint answers 503)",
+                        flush=True,
+                    )
                 elif down and elapsed >= outage_end:
                     await asyncio.to_thread(stack.set_region_down, outage_region, False)
                     down = False
@@ -171,14 +185,24 @@ async def _live(stack: LocalStack, seconds: float, outage: tuple[float, float, s
                 skipped, is_open = state["skipped_slots"], state["open"]
                 if is_open != window_open:
                     window_open = is_open
-                    print(f"  >>> maintenance window {'opens' if is_open else 'closes'}"
-                          f" ({skipped} slots skipped so far)", flush=True)
+                    print(
+                        f"  >>> maintenance window {'opens' if is_open else 'closes'}"
+                        f" ({skipped} slots skipped so far)",
+                        flush=True,
+                    )
                 row = await (await conn.execute(VIEW)).fetchone()
                 if row["last_tick"] != last_tick:
                     if last_tick is not None:
-                        print(f"  >>> pg_cron tick: {row['last_tick_jobs']} jobs for the next "
-                              "minute" + (f" (routed around unhealthy {row['unhealthy']})"
-                                          if row["unhealthy"] else ""), flush=True)
+                        print(
+                            f"  >>> pg_cron tick: {row['last_tick_jobs']} jobs for the next "
+                            "minute"
+                            + (
+                                f" (routed around unhealthy {row['unhealthy']})"
+                                if row["unhealthy"]
+                                else ""
+                            ),
+                            flush=True,
+                        )
                     last_tick = row["last_tick"]
                 rates = []
                 for region in stack.region_codes:
@@ -188,29 +212,50 @@ async def _live(stack: LocalStack, seconds: float, outage: tuple[float, float, s
                 lags = all_lags[lag_seen:]
                 lag_seen = len(all_lags)
                 breakers = " ".join(
-                    f"{code.split('-')[0]}:{r.breaker.state.value}" for code, r in sorted(relay.regions.items()))
-                print(f"  {elapsed:5.0f}s " + "".join(f"{rate:>9.0f} j/s" for rate in rates)
-                      + f" {row['outbox']:>8} {row['due']:>6} {_pct(lags, .5):>7.0f}/{_pct(lags, .99):<7.0f}"
-                      + f"  {breakers}", flush=True)
+                    f"{code.split('-')[0]}:{r.breaker.state.value}"
+                    for code, r in sorted(relay.regions.items())
+                )
+                print(
+                    f"  {elapsed:5.0f}s "
+                    + "".join(f"{rate:>9.0f} j/s" for rate in rates)
+                    + f" {row['outbox']:>8} {row['due']:>6} {_pct(lags, 0.5):>7.0f}/{_pct(lags, 0.99):<7.0f}"
+                    + f"  {breakers}",
+                    flush=True,
+                )
             final = await (await conn.execute(VIEW)).fetchone()
             features = await (await conn.execute(FEATURES, {"id": window_id})).fetchone()
-            ticks = await (await conn.execute(
-                "SELECT trigger, count(*) AS runs, sum(jobs_written) AS jobs,"
-                " max(extract(epoch FROM finished_at - started_at)) AS slowest"
-                " FROM pgpulse.tick_runs GROUP BY trigger ORDER BY trigger")).fetchall()
+            ticks = await (
+                await conn.execute(
+                    "SELECT trigger, count(*) AS runs, sum(jobs_written) AS jobs,"
+                    " max(extract(epoch FROM finished_at - started_at)) AS slowest"
+                    " FROM pgpulse.tick_runs GROUP BY trigger ORDER BY trigger"
+                )
+            ).fetchall()
     finally:
         relay.stop.set()
         await asyncio.gather(relay_task, worker_task, return_exceptions=True)
     c = relay.counts
     return {
         "seconds": round(time.monotonic() - started, 1),
-        "ticks": {t["trigger"]: {"runs": t["runs"], "jobs": int(t["jobs"] or 0),
-                                 "slowest_s": round(float(t["slowest"] or 0), 3)} for t in ticks},
-        "published": c.published, "rerouted": c.rerouted, "expired": c.expired,
-        "failed_then_retried": c.failed, "dead_lettered": c.dead_lettered,
-        "consumed_by_workers": dict(workers.consumed), "duplicates_seen_by_workers": workers.duplicates,
-        "lag_p50_ms": round(_pct(all_lags, .5), 1), "lag_p99_ms": round(_pct(all_lags, .99), 1),
-        "outbox_left": final["outbox"], "pg_cron_ticks": final["cron_ticks"],
+        "ticks": {
+            t["trigger"]: {
+                "runs": t["runs"],
+                "jobs": int(t["jobs"] or 0),
+                "slowest_s": round(float(t["slowest"] or 0), 3),
+            }
+            for t in ticks
+        },
+        "published": c.published,
+        "rerouted": c.rerouted,
+        "expired": c.expired,
+        "failed_then_retried": c.failed,
+        "dead_lettered": c.dead_lettered,
+        "consumed_by_workers": dict(workers.consumed),
+        "duplicates_seen_by_workers": workers.duplicates,
+        "lag_p50_ms": round(_pct(all_lags, 0.5), 1),
+        "lag_p99_ms": round(_pct(all_lags, 0.99), 1),
+        "outbox_left": final["outbox"],
+        "pg_cron_ticks": final["cron_ticks"],
         "three_region_slots_published": features["three_region_slots"],
         "ten_second_monitor_jobs_published": features["ten_second_jobs"],
         "maintenance_slots_skipped": features["skipped"],
@@ -225,8 +270,11 @@ def run_demo(seconds: float = 120, monitors: int = 10_000) -> dict[str, Any]:
     logs.setup("ERROR")
     signal.signal(signal.SIGTERM, _interrupt)
     print(f"pgpulse demo: {monitors} monitors, 3 regions, {seconds:.0f} s (Ctrl-C stops early)")
-    print("  starting a throwaway PostgreSQL with pg_cron, redis-server and the Upstash "
-          "dev server ...", flush=True)
+    print(
+        "  starting a throwaway PostgreSQL with pg_cron, redis-server and the Upstash "
+        "dev server ...",
+        flush=True,
+    )
     with LocalStack() as stack:
         with stack.connect(row_factory=dict_row) as conn:
             stack.create_regions(conn)
@@ -234,20 +282,31 @@ def run_demo(seconds: float = 120, monitors: int = 10_000) -> dict[str, Any]:
             conn.execute(SEED_MIX, {"regions": list(stack.region_codes)})
             conn.execute(RECORD)
             conn.execute("VACUUM ANALYZE public.monitors")
-            job = conn.execute("SELECT schedule FROM cron.job WHERE jobname = 'pgpulse-tick'").fetchone()
-        print(f"  migrated; pg_cron runs pgpulse-tick at '{job['schedule']}'; "
-              f"monitors' phases spread them over their intervals", flush=True)
+            job = conn.execute(
+                "SELECT schedule FROM cron.job WHERE jobname = 'pgpulse-tick'"
+            ).fetchone()
+        print(
+            f"  migrated; pg_cron runs pgpulse-tick at '{job['schedule']}'; "
+            f"monitors' phases spread them over their intervals",
+            flush=True,
+        )
         first = run_tick(stack.dsn, trigger="demo")  # pg_cron's first run may be a minute away
-        print(f"  first tick by hand: {first['jobs_written']} jobs in {first['duration_ms']} ms; "
-              "the next ones come from pg_cron", flush=True)
+        print(
+            f"  first tick by hand: {first['jobs_written']} jobs in {first['duration_ms']} ms; "
+            "the next ones come from pg_cron",
+            flush=True,
+        )
         outage = (seconds * 0.35, seconds * 0.35 + min(25.0, seconds * 0.2), stack.region_codes[1])
         with stack.connect(row_factory=dict_row) as conn:
-            window = conn.execute(MAINTENANCE, {"opens": seconds * 0.45,
-                                                "closes": seconds * 0.7}).fetchone()
-        print(f"  a tenth of the monitors check from all three regions, a tenth every 10 s; "
-              f"maintenance window for {window['monitors']} 'low' monitors "
-              f"{window['starts_local']:%H:%M:%S}-{window['ends_local']:%H:%M:%S} Europe/Berlin",
-              flush=True)
+            window = conn.execute(
+                MAINTENANCE, {"opens": seconds * 0.45, "closes": seconds * 0.7}
+            ).fetchone()
+        print(
+            f"  a tenth of the monitors check from all three regions, a tenth every 10 s; "
+            f"maintenance window for {window['monitors']} 'low' monitors "
+            f"{window['starts_local']:%H:%M:%S}-{window['ends_local']:%H:%M:%S} Europe/Berlin",
+            flush=True,
+        )
         summary = asyncio.run(_live(stack, seconds, outage, window["id"]))
     print("\nsummary:")
     for key, value in summary.items():

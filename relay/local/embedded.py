@@ -37,9 +37,11 @@ def free_port() -> int:
 def die_with_parent(sig: signal.Signals = signal.SIGTERM):
     """A preexec_fn: the child gets `sig` when the thread that started it dies, so a killed
     test run or demo leaves no server running (Linux prctl PR_SET_PDEATHSIG)."""
+
     def preexec() -> None:
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(1, int(sig), 0, 0, 0)
+
     return preexec
 
 
@@ -88,8 +90,9 @@ class ManagedService:
 class EmbeddedPostgres(ManagedService):
     """A PostgreSQL cluster in a temporary directory, pg_cron preloaded, trust auth."""
 
-    def __init__(self, *, fast: bool = False, port: int | None = None,
-                 settings: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *, fast: bool = False, port: int | None = None, settings: dict[str, str] | None = None
+    ) -> None:
         self.bindir = _find_pg_bindir()
         self.port = port or free_port()
         self.fast = fast  # fsync off: for tests; benchmarks keep durable settings
@@ -125,8 +128,18 @@ class EmbeddedPostgres(ManagedService):
         self.base = Path(tempfile.mkdtemp(prefix="pgpulse-pg-"))
         if self.user:
             os.chown(self.base, self.user.pw_uid, self.user.pw_gid)
-        self._run("initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust",
-                  "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.datadir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        )
         settings = {
             "listen_addresses": "'127.0.0.1'",
             "port": str(self.port),
@@ -160,18 +173,27 @@ class EmbeddedPostgres(ManagedService):
             user=self.user.pw_uid if self.user else None,
             group=self.user.pw_gid if self.user else None,
             extra_groups=[] if self.user else None,
-            cwd=self.base, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True, preexec_fn=die_with_parent(signal.SIGQUIT))
+            cwd=self.base,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGQUIT),
+        )
         log.close()
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
-                raise ServiceError(f"postgres exited with {self.proc.returncode}: {self.log_tail(5)}")
+                raise ServiceError(
+                    f"postgres exited with {self.proc.returncode}: {self.log_tail(5)}"
+                )
             with contextlib.suppress(psycopg.OperationalError):
                 psycopg.connect(self.dsn("postgres"), connect_timeout=2).close()
                 return
             if time.monotonic() > deadline:
-                raise ServiceError(f"postgres did not accept connections within 60 s: {self.log_tail(5)}")
+                raise ServiceError(
+                    f"postgres did not accept connections within 60 s: {self.log_tail(5)}"
+                )
             time.sleep(0.05)
 
     def stop_postmaster(self, mode: str) -> None:
@@ -179,8 +201,9 @@ class EmbeddedPostgres(ManagedService):
         SIGTERM, fast SIGINT, immediate SIGQUIT."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal({"smart": signal.SIGTERM, "fast": signal.SIGINT,
-                               "immediate": signal.SIGQUIT}[mode])
+        self.proc.send_signal(
+            {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}[mode]
+        )
         try:
             self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -206,7 +229,6 @@ class EmbeddedPostgres(ManagedService):
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-
 class EmbeddedRedis(ManagedService):
     """A redis-server on a free loopback port that keeps nothing on disk."""
 
@@ -225,17 +247,36 @@ class EmbeddedRedis(ManagedService):
             raise ServiceError("redis-server not found; run: sudo apt-get install -y redis-server")
         self.workdir = Path(tempfile.mkdtemp(prefix="pgpulse-redis-"))
         self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir), "--databases", "16",
-             "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=die_with_parent(signal.SIGKILL),
+            [
+                exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--databases",
+                "16",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGKILL),
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise ServiceError(f"redis-server exited with {self.proc.returncode}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2) as s:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2) as s,
+            ):
                 s.sendall(b"PING\r\n")
                 if s.recv(16).startswith(b"+PONG"):
                     return self

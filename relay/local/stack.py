@@ -21,8 +21,14 @@ REGIONS = ("us-east-1", "eu-west-1", "ap-south-1")
 class LocalStack:
     """Starts everything on enter, stops and removes everything on exit (also on Ctrl-C)."""
 
-    def __init__(self, regions: tuple[str, ...] = REGIONS, *, fast_db: bool = False,
-                 pg_cron: bool = True, pg_settings: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        regions: tuple[str, ...] = REGIONS,
+        *,
+        fast_db: bool = False,
+        pg_cron: bool = True,
+        pg_settings: dict[str, str] | None = None,
+    ) -> None:
         self.region_codes = regions
         self.pg_cron = pg_cron  # False: benchmarks drive every tick themselves
         self.tokens = {code: secrets.token_urlsafe(16) for code in regions}
@@ -36,14 +42,17 @@ class LocalStack:
             self._stack.enter_context(self.pg)
             self._stack.enter_context(self.redis)
             self.devserver = DevServer(
-                self.redis.url, {tok: i + 1 for i, tok in enumerate(self.tokens.values())})
+                self.redis.url, {tok: i + 1 for i, tok in enumerate(self.tokens.values())}
+            )
             self._stack.enter_context(self.devserver)
             migrate.upgrade(self.dsn)
             if not self.pg_cron:
                 with self.connect() as conn:
                     # by id: the job belongs to pgpulse_ticker, unschedule(name) looks up ours
-                    conn.execute("SELECT cron.unschedule(jobid) FROM cron.job "
-                                 "WHERE jobname = 'pgpulse-tick' AND database = current_database()")
+                    conn.execute(
+                        "SELECT cron.unschedule(jobid) FROM cron.job "
+                        "WHERE jobname = 'pgpulse-tick' AND database = current_database()"
+                    )
         except BaseException:
             self._stack.close()
             raise
@@ -70,13 +79,16 @@ class LocalStack:
     def create_regions(self, conn: psycopg.Connection) -> None:
         """The first region is the default; each falls back to the next."""
         for i, code in enumerate(self.region_codes):
-            conn.execute("INSERT INTO pgpulse.regions (code, is_default) VALUES (%s, %s)",
-                         (code, i == 0))
+            conn.execute(
+                "INSERT INTO pgpulse.regions (code, is_default) VALUES (%s, %s)", (code, i == 0)
+            )
         for i, code in enumerate(self.region_codes):
             fallback = self.region_codes[(i + 1) % len(self.region_codes)]
             if fallback != code:
-                conn.execute("UPDATE pgpulse.regions SET fallback_region = %s WHERE code = %s",
-                             (fallback, code))
+                conn.execute(
+                    "UPDATE pgpulse.regions SET fallback_region = %s WHERE code = %s",
+                    (fallback, code),
+                )
 
     def connect(self, **kwargs: Any) -> psycopg.Connection:
         return psycopg.connect(self.dsn, autocommit=True, **kwargs)
@@ -84,7 +96,8 @@ class LocalStack:
     def set_region_down(self, region: str, down: bool = True) -> None:
         """Makes one region's Upstash endpoint answer 503 to everything (or heals it)."""
         if down:
-            self.devserver.set_faults({"error_rate": 1.0, "error_statuses": [503]},
-                                      tokens=[self.tokens[region]])
+            self.devserver.set_faults(
+                {"error_rate": 1.0, "error_statuses": [503]}, tokens=[self.tokens[region]]
+            )
         else:
             self.devserver.clear_faults()

@@ -12,16 +12,16 @@ from tests.support.cli import pgpulse
 
 
 def test_bench_first_check_under_pg_cron() -> None:
-    result = pgpulse("bench", "first-check", "--monitors", "2000", "--runs", "1", "--json",
-                     timeout=240)
+    result = pgpulse(
+        "bench", "first-check", "--monitors", "2000", "--runs", "1", "--json", timeout=240
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads(result.stdout)
     assert record["bench"] == "first_check" and record["monitors"] == 2000
     # pg_cron ran the tick within the minute measured
     assert record["cron_ticks"] == 1 and record["cron_ticks_cut_short"] == 0
     assert record["first_slots"] == 60
-    assert set(record["first_slot_late_max_ms_by_kind"]) == {"created", "reactivated",
-                                                             "rephased"}
+    assert set(record["first_slot_late_max_ms_by_kind"]) == {"created", "reactivated", "rephased"}
     # a first slot left to the next tick is up to a minute late (tens of seconds for many
     # of these); on time, it is late only by the relay's own delay
     assert record["first_slot_late_max_ms"] < 15_000

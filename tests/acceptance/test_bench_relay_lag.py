@@ -23,9 +23,12 @@ def test_an_expired_job_ends_the_wait() -> None:
     with LocalStack(("us-east-1",), pg_cron=False) as stack:
         with stack.connect() as conn:
             stack.create_regions(conn)
-            conn.execute(_JOBS, ("10 seconds",))   # its next slot has begun: dropped
+            conn.execute(_JOBS, ("10 seconds",))  # its next slot has begun: dropped
             conn.execute(_JOBS, ("10 minutes",))
-        _, relay, lags, _ = asyncio.run(asyncio.wait_for(
-            _drain(stack, RelaySettings(), once=False, until_published=2), timeout=60))
+        _, relay, lags, _ = asyncio.run(
+            asyncio.wait_for(
+                _drain(stack, RelaySettings(), once=False, until_published=2), timeout=60
+            )
+        )
     assert (relay.counts.published, relay.counts.expired) == (1, 1)
     assert len(lags) == 1

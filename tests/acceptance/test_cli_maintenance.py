@@ -12,16 +12,45 @@ from tests.support.seeding import add_monitors, add_region
 def test_maintenance_windows_from_the_cli(conn, db_url):
     add_region(conn, "us-east-1", is_default=True)
     a, b = [m["id"] for m in add_monitors(conn, 2, check_interval_seconds=20, due="2 seconds")]
-    start, end = [r["t"].strftime("%Y-%m-%d %H:%M:%S") for r in conn.execute(
-        "SELECT (now() AT TIME ZONE 'Asia/Tokyo') + d AS t "
-        "FROM unnest(ARRAY[interval '-5 minutes', interval '1 hour']) d")]
+    start, end = [
+        r["t"].strftime("%Y-%m-%d %H:%M:%S")
+        for r in conn.execute(
+            "SELECT (now() AT TIME ZONE 'Asia/Tokyo') + d AS t "
+            "FROM unnest(ARRAY[interval '-5 minutes', interval '1 hour']) d"
+        )
+    ]
 
-    added = pgpulse("maintenance", "add", "--json", "--tz", "Asia/Tokyo", "--name", "deploy",
-                    "--monitor", str(a), "--from", start, "--to", end, database_url=db_url)
+    added = pgpulse(
+        "maintenance",
+        "add",
+        "--json",
+        "--tz",
+        "Asia/Tokyo",
+        "--name",
+        "deploy",
+        "--monitor",
+        str(a),
+        "--from",
+        start,
+        "--to",
+        end,
+        database_url=db_url,
+    )
     assert added.returncode == 0, added.stderr
     once_id = json.loads(added.stdout)["id"]
-    weekly = pgpulse("maintenance", "add", "--tz", "Europe/Berlin", "--weekly", "sat,sun",
-                     "--at", "01:00", "--for", "2 hours", database_url=db_url)
+    weekly = pgpulse(
+        "maintenance",
+        "add",
+        "--tz",
+        "Europe/Berlin",
+        "--weekly",
+        "sat,sun",
+        "--at",
+        "01:00",
+        "--for",
+        "2 hours",
+        database_url=db_url,
+    )
     assert weekly.returncode == 0 and "added" in weekly.stdout, weekly.stderr
 
     tick = pgpulse("tick", "--json", database_url=db_url)
@@ -40,13 +69,17 @@ def test_maintenance_windows_from_the_cli(conn, db_url):
 
     removed = pgpulse("maintenance", "remove", str(once_id), database_url=db_url)
     assert removed.returncode == 0, removed.stderr
-    assert conn.execute("SELECT count(*) AS n FROM pgpulse.maintenance_windows").fetchone()["n"] == 1
+    assert (
+        conn.execute("SELECT count(*) AS n FROM pgpulse.maintenance_windows").fetchone()["n"] == 1
+    )
 
 
 def test_bad_maintenance_input_is_one_line_and_changes_nothing(conn, db_url):
     cases = [
-        (["--tz", "Europe/Atlantis", "--from", "2026-01-01 00:00", "--to", "2026-01-01 01:00"],
-         'unknown time zone "Europe/Atlantis"'),
+        (
+            ["--tz", "Europe/Atlantis", "--from", "2026-01-01 00:00", "--to", "2026-01-01 01:00"],
+            'unknown time zone "Europe/Atlantis"',
+        ),
         (["--weekly", "sat,funday", "--at", "01:00", "--for", "1 hour"], "bad weekday 'funday'"),
         (["--from", "2026-01-01 00:00"], "needs both --from and --to"),
         (["--weekly", "sat", "--at", "01:00", "--for", "forever"], "invalid input syntax"),
@@ -59,4 +92,6 @@ def test_bad_maintenance_input_is_one_line_and_changes_nothing(conn, db_url):
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     gone = pgpulse("maintenance", "remove", "42", database_url=db_url)
     assert gone.returncode == 1 and "no maintenance window 42" in gone.stderr
-    assert conn.execute("SELECT count(*) AS n FROM pgpulse.maintenance_windows").fetchone()["n"] == 0
+    assert (
+        conn.execute("SELECT count(*) AS n FROM pgpulse.maintenance_windows").fetchone()["n"] == 0
+    )

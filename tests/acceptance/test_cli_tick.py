@@ -59,15 +59,23 @@ def test_migrate_then_tick_json_writes_one_routed_job_per_due_monitor(fresh_db):
 
     with psycopg.connect(fresh_db, autocommit=True, row_factory=dict_row) as conn:
         conn.execute(SEED)
-        due = {r["id"]: r for r in conn.execute(
-            "SELECT * FROM public.monitors WHERE is_active AND next_check_at <= now()").fetchall()}
+        due = {
+            r["id"]: r
+            for r in conn.execute(
+                "SELECT * FROM public.monitors WHERE is_active AND next_check_at <= now()"
+            ).fetchall()
+        }
         assert len(due) == 120
 
         ticked = pgpulse("tick", "--json", "--chunk", "25", database_url=fresh_db)
         assert ticked.returncode == 0, ticked.stderr
         record = json.loads(ticked.stdout)
         assert record["trigger"] == "cli"
-        assert (record["monitors_claimed"], record["jobs_written"], record["chunks"]) == (120, 120, 5)
+        assert (record["monitors_claimed"], record["jobs_written"], record["chunks"]) == (
+            120,
+            120,
+            5,
+        )
         assert (record["cut_short"], record["unrouted"]) == (False, 0)
         assert record["finished_at"] is not None
 
@@ -75,12 +83,17 @@ def test_migrate_then_tick_json_writes_one_routed_job_per_due_monitor(fresh_db):
         assert len(jobs) == 120
         assert {j["monitor_id"] for j in jobs} == set(due)
         for job in jobs:
-            assert job["scheduled_for"] == job["deliver_at"] == due[job["monitor_id"]]["next_check_at"]
+            assert (
+                job["scheduled_for"] == job["deliver_at"] == due[job["monitor_id"]]["next_check_at"]
+            )
 
         def routes(preferred, allow_fallback):
-            return Counter(j["region"] for j in jobs
-                           if due[j["monitor_id"]]["preferred_region"] == preferred
-                           and due[j["monitor_id"]]["allow_fallback"] == allow_fallback)
+            return Counter(
+                j["region"]
+                for j in jobs
+                if due[j["monitor_id"]]["preferred_region"] == preferred
+                and due[j["monitor_id"]]["allow_fallback"] == allow_fallback
+            )
 
         assert routes("us-east-1", True) == {"us-east-1": 20}
         assert routes("eu-west-1", True) == {"ap-south-1": 30}
@@ -112,8 +125,10 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess, command: str) -> s
 @pytest.mark.parametrize("command", ["tick", "migrate"])
 def test_unreachable_database_is_a_one_line_error_without_the_password(command):
     url = f"postgresql://postgres:{PASSWORD}@127.0.0.1:1/pgpulse"
-    err = _assert_one_line_error(pgpulse(command, "--json" if command == "tick" else "--revision=head",
-                                         database_url=url), command)
+    err = _assert_one_line_error(
+        pgpulse(command, "--json" if command == "tick" else "--revision=head", database_url=url),
+        command,
+    )
     assert "127.0.0.1" in err
 
 
@@ -130,12 +145,15 @@ def test_malformed_database_url_is_a_one_line_error(url):
     assert "DATABASE_URL" in err
 
 
-@pytest.mark.parametrize(("args", "problem"), [
-    (["--chunk", "0"], "chunk must be 1 to 100000 monitors, not 0"),
-    (["--budget", "0"], "budget must be more than 0 and at most 55 seconds"),
-    (["--budget", "2592000"], "budget must be more than 0 and at most 55 seconds"),
-    (["--lookahead", "-1"], "lookahead must be 0 to 10 minutes"),
-])
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--chunk", "0"], "chunk must be 1 to 100000 monitors, not 0"),
+        (["--budget", "0"], "budget must be more than 0 and at most 55 seconds"),
+        (["--budget", "2592000"], "budget must be more than 0 and at most 55 seconds"),
+        (["--lookahead", "-1"], "lookahead must be 0 to 10 minutes"),
+    ],
+)
 def test_bad_tick_arguments_are_a_one_line_error(db_url, args, problem):
     err = _assert_one_line_error(pgpulse("tick", *args, database_url=db_url), "tick")
     assert problem in err

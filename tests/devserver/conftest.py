@@ -18,7 +18,11 @@ import redis
 from relay.devserver import DevServer
 from relay.local.embedded import EmbeddedRedis
 
-TOKEN_A, TOKEN_B, TOKEN_C = "token-region-a", "token-region-b", "AYNgAS2553feg6a2d9842h2a0gcdb5f8efe9934DQ="
+TOKEN_A, TOKEN_B, TOKEN_C = (
+    "token-region-a",
+    "token-region-b",
+    "AYNgAS2553feg6a2d9842h2a0gcdb5f8efe9934DQ=",
+)
 DB_A, DB_B, DB_C = 1, 2, 3
 ADMIN_TOKEN = "admin-secret-for-tests"
 
@@ -26,8 +30,15 @@ ADMIN_TOKEN = "admin-secret-for-tests"
 @pytest.fixture(scope="session")
 def creds() -> SimpleNamespace:
     """The suite's tokens and the databases they map to."""
-    return SimpleNamespace(token_a=TOKEN_A, token_b=TOKEN_B, token_c=TOKEN_C,
-                           db_a=DB_A, db_b=DB_B, db_c=DB_C, admin=ADMIN_TOKEN)
+    return SimpleNamespace(
+        token_a=TOKEN_A,
+        token_b=TOKEN_B,
+        token_c=TOKEN_C,
+        db_a=DB_A,
+        db_b=DB_B,
+        db_c=DB_C,
+        admin=ADMIN_TOKEN,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +83,9 @@ def http_client(devserver: DevServer) -> Iterator[Callable[..., httpx.Client]]:
 
 def _client(server: DevServer, token: str | None, **kwargs) -> httpx.Client:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=server.url, headers=headers, timeout=kwargs.pop("timeout", 10.0), **kwargs)
+    return httpx.Client(
+        base_url=server.url, headers=headers, timeout=kwargs.pop("timeout", 10.0), **kwargs
+    )
 
 
 @pytest.fixture

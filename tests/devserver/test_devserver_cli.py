@@ -31,28 +31,34 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 # -- --token parsing --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values, expected", [
-    (["tok"], {"tok": 0}),
-    (["tok=3"], {"tok": 3}),
-    (["a=1", "b=2", "c"], {"a": 1, "b": 2, "c": 0}),
-    (["AYNgAS25DQ="], {"AYNgAS25DQ=": 0}),
-    (["AYNgAS25DQ==2"], {"AYNgAS25DQ=": 2}),
-    (["AYNgAS25Dw===5"], {"AYNgAS25Dw==": 5}),
-    (["x=y=0"], {"x=y": 0}),
-])
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        (["tok"], {"tok": 0}),
+        (["tok=3"], {"tok": 3}),
+        (["a=1", "b=2", "c"], {"a": 1, "b": 2, "c": 0}),
+        (["AYNgAS25DQ="], {"AYNgAS25DQ=": 0}),
+        (["AYNgAS25DQ==2"], {"AYNgAS25DQ=": 2}),
+        (["AYNgAS25Dw===5"], {"AYNgAS25Dw==": 5}),
+        (["x=y=0"], {"x=y": 0}),
+    ],
+)
 def test_parse_token_args(values, expected):
     assert parse_token_args(values) == expected
 
 
-@pytest.mark.parametrize("values, message", [
-    ([], "at least one --token"),
-    (["secret-token=abc"], "must be a non-negative integer"),
-    (["secret-token=-1"], "non-negative integer"),
-    (["secret-token=+1"], "non-negative integer"),
-    (["=2"], "the token is empty"),
-    (["secret token=1"], "whitespace"),
-    (["secret-token=1", "secret-token=2"], "given twice"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ([], "at least one --token"),
+        (["secret-token=abc"], "must be a non-negative integer"),
+        (["secret-token=-1"], "non-negative integer"),
+        (["secret-token=+1"], "non-negative integer"),
+        (["=2"], "the token is empty"),
+        (["secret token=1"], "whitespace"),
+        (["secret-token=1", "secret-token=2"], "given twice"),
+    ],
+)
 def test_parse_token_args_rejects_bad_values_without_echoing_them(values, message):
     with pytest.raises(ConfigError, match=message) as caught:
         parse_token_args(values)
@@ -60,15 +66,24 @@ def test_parse_token_args_rejects_bad_values_without_echoing_them(values, messag
     assert "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"tokens": {}}, "at least one --token"),
-    ({"admin_token": "tok"}, "--admin-token must"),
-    ({"redis_url": "http://127.0.0.1:6379"}, "--redis-url must start with"),
-    ({"port": 0}, "--port"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"tokens": {}}, "at least one --token"),
+        ({"admin_token": "tok"}, "--admin-token must"),
+        ({"redis_url": "http://127.0.0.1:6379"}, "--redis-url must start with"),
+        ({"port": 0}, "--port"),
+    ],
+)
 def test_serve_rejects_bad_configuration(kwargs, message):
-    options = {"host": "127.0.0.1", "port": free_port(), "redis_url": "redis://127.0.0.1:1",
-               "tokens": {"tok": 0}, "admin_token": None, **kwargs}
+    options = {
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "redis_url": "redis://127.0.0.1:1",
+        "tokens": {"tok": 0},
+        "admin_token": None,
+        **kwargs,
+    }
     with pytest.raises(ConfigError, match=message):
         serve(**options)
 
@@ -80,8 +95,14 @@ def test_cli_reports_an_unreachable_redis_in_one_line():
     with socket.socket() as closed:  # a port nobody listens on
         closed.bind(("127.0.0.1", 0))
         redis_port = closed.getsockname()[1]
-        result = run_cli("--port", str(free_port()), "--redis-url", f"redis://:hunter2@127.0.0.1:{redis_port}",
-                         "--token", "secret-token=1")
+        result = run_cli(
+            "--port",
+            str(free_port()),
+            "--redis-url",
+            f"redis://:hunter2@127.0.0.1:{redis_port}",
+            "--token",
+            "secret-token=1",
+        )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
@@ -90,15 +111,27 @@ def test_cli_reports_an_unreachable_redis_in_one_line():
 
 
 def test_cli_reports_a_database_redis_does_not_have(devserver_redis):
-    result = run_cli("--port", str(free_port()), "--redis-url", devserver_redis.url, "--token", "tok=99")
+    result = run_cli(
+        "--port", str(free_port()), "--redis-url", devserver_redis.url, "--token", "tok=99"
+    )
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith(f"{PROG}: error: redis-server refused SELECT for database 99")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"{PROG}: error: redis-server refused SELECT for database 99")
+    )
 
 
 def test_cli_reports_a_busy_port(devserver, devserver_redis):
-    result = run_cli("--port", str(devserver.port), "--redis-url", devserver_redis.url, "--token", "tok")
+    result = run_cli(
+        "--port", str(devserver.port), "--redis-url", devserver_redis.url, "--token", "tok"
+    )
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith(f"{PROG}: error: cannot listen on 127.0.0.1:{devserver.port}")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"{PROG}: error: cannot listen on 127.0.0.1:{devserver.port}")
+    )
 
 
 def test_cli_needs_a_token(devserver_redis):
@@ -123,8 +156,10 @@ def test_the_package_loads_each_name_it_exports_on_first_use():
 # -- both command lines: `pgpulse devserver` and `python -m relay.devserver` --------
 
 # prog: (its main in this process, its `python -m` arguments)
-BOTH = {"pgpulse devserver": (lambda argv: cli.main(["devserver", *argv]), ["relay", "devserver"]),
-        PROG: (lambda argv: server.main(argv), ["relay.devserver"])}
+BOTH = {
+    "pgpulse devserver": (lambda argv: cli.main(["devserver", *argv]), ["relay", "devserver"]),
+    PROG: (lambda argv: server.main(argv), ["relay.devserver"]),
+}
 
 
 def test_both_command_lines_serve_with_the_same_defaults_and_environment(monkeypatch):
@@ -146,10 +181,13 @@ def test_both_command_lines_serve_with_the_same_defaults_and_environment(monkeyp
 
 @pytest.mark.parametrize("prog", BOTH)
 def test_both_command_lines_end_a_failed_start_alike(prog):
-    result = run_module(*BOTH[prog][1], "--port", str(free_port()),
-                        "--redis-url", "redis://127.0.0.1:1", timeout=30)
+    result = run_module(
+        *BOTH[prog][1], "--port", str(free_port()), "--redis-url", "redis://127.0.0.1:1", timeout=30
+    )
     assert (result.returncode, result.stderr.strip()) == (
-        1, f"{prog}: error: at least one --token TOKEN[=DB] is required")
+        1,
+        f"{prog}: error: at least one --token TOKEN[=DB] is required",
+    )
 
 
 @pytest.mark.parametrize("prog", BOTH)
@@ -168,7 +206,12 @@ def test_help_does_not_show_the_redis_password(prog, monkeypatch, capsys):
 def test_signal_stops_the_server_cleanly(devserver_redis, signum):
     server = DevServer(devserver_redis.url, {"tok": 0}).start()
     try:
-        assert httpx.post(server.url + "/", json=["PING"], headers={"Authorization": "Bearer tok"}).status_code == 200
+        assert (
+            httpx.post(
+                server.url + "/", json=["PING"], headers={"Authorization": "Bearer tok"}
+            ).status_code
+            == 200
+        )
         assert server.proc is not None
         server.proc.send_signal(signum)
         assert server.proc.wait(timeout=15) == 0
@@ -183,7 +226,9 @@ def test_sigterm_does_not_wait_for_a_hung_request(devserver_redis):
 
     def hung_request() -> None:
         try:
-            httpx.post(server.url + "/", json=["PING"], headers={"Authorization": "Bearer tok"}, timeout=60)
+            httpx.post(
+                server.url + "/", json=["PING"], headers={"Authorization": "Bearer tok"}, timeout=60
+            )
         except BaseException as exc:  # the dropped connection
             errors.append(exc)
 

@@ -38,8 +38,11 @@ def test_jitter_adds_on_top_of_the_fixed_delay(devserver, client):
 
 def test_error_rate_one_answers_every_request_with_the_status(devserver, client, key):
     devserver.set_faults({"error_rate": 1.0, "error_statuses": [502]})
-    for path, body in (("/", ["SET", key(), "v"]), ("/pipeline", [["SET", key(), "v"]]),
-                       ("/multi-exec", [["SET", key(), "v"]])):
+    for path, body in (
+        ("/", ["SET", key(), "v"]),
+        ("/pipeline", [["SET", key(), "v"]]),
+        ("/multi-exec", [["SET", key(), "v"]]),
+    ):
         response = client.post(path, json=body)
         assert response.status_code == 502
         assert "error" in response.json()
@@ -112,7 +115,9 @@ def test_inline_errors_leave_single_commands_and_transactions_alone(devserver, c
     devserver.set_faults({"inline_error_rate": 1.0})
     assert client.post("/", json=["SET", key(), "v"]).json() == {"result": "OK"}
     assert client.post("/multi-exec", json=[["GET", key()]]).json() == [{"result": "v"}]
-    assert client.post("/pipeline", json=[["GET", key()]]).json() == [{"error": "ERR devserver injected fault"}]
+    assert client.post("/pipeline", json=[["GET", key()]]).json() == [
+        {"error": "ERR devserver injected fault"}
+    ]
 
 
 def test_faults_scoped_to_one_token_leave_the_others_alone(devserver, client, client_b, creds):
@@ -152,34 +157,52 @@ def test_unauthenticated_requests_are_not_faulted(devserver, anonymous):
 # wrong tokens of the admin token's length (one character off), shorter (a prefix), longer
 # (a suffix) and not ASCII: all refused, none an error (the constant-time comparison takes
 # bytes of any length)
-WRONG_ADMIN = ["Bearer admin-secret-for-testS", "Bearer admin-secret-for-test",
-               "Bearer admin-secret-for-tests2", "Bearer ADMIN-SECRET-FOR-TESTS",
-               "Bearer admin-secret-for-test\u015b".encode()]
+WRONG_ADMIN = [
+    "Bearer admin-secret-for-testS",
+    "Bearer admin-secret-for-test",
+    "Bearer admin-secret-for-tests2",
+    "Bearer ADMIN-SECRET-FOR-TESTS",
+    "Bearer admin-secret-for-test\u015b".encode(),
+]
 
 
-@pytest.mark.parametrize("header", [None, "Bearer wrong", "Bearer token-region-a", "Basic admin",
-                                    *WRONG_ADMIN])
+@pytest.mark.parametrize(
+    "header", [None, "Bearer wrong", "Bearer token-region-a", "Basic admin", *WRONG_ADMIN]
+)
 def test_admin_refuses_a_missing_or_wrong_admin_token(devserver, header):
     headers = {"Authorization": header} if header else {}
-    for method, path in (("GET", "/_admin/stats"), ("POST", "/_admin/faults"), ("DELETE", "/_admin/faults")):
-        response = httpx.request(method, devserver.url + path, headers=headers, json={"error_rate": 1.0})
+    for method, path in (
+        ("GET", "/_admin/stats"),
+        ("POST", "/_admin/faults"),
+        ("DELETE", "/_admin/faults"),
+    ):
+        response = httpx.request(
+            method, devserver.url + path, headers=headers, json={"error_rate": 1.0}
+        )
         assert response.status_code == 401
         assert "error" in response.json()
     assert devserver.stats()  # and nothing was installed:
-    assert httpx.post(devserver.url + "/", json=["PING"],
-                      headers={"Authorization": "Bearer token-region-a"}).status_code == 200
+    assert (
+        httpx.post(
+            devserver.url + "/", json=["PING"], headers={"Authorization": "Bearer token-region-a"}
+        ).status_code
+        == 200
+    )
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"error_rate": 1.5}, "error_rate"),
-    ({"error_rate": 0.6, "drop_rate": 0.6}, "must not exceed 1"),
-    ({"latency_ms": -1}, "latency_ms"),
-    ({"error_statuses": [200]}, "error_statuses"),
-    ({"phase": "during"}, "phase"),
-    ({"bogus": 1}, "unknown fault field"),
-    ({"tokens": ["not-a-token"]}, "not a token"),
-    ({"tokens": "all"}, "tokens"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"error_rate": 1.5}, "error_rate"),
+        ({"error_rate": 0.6, "drop_rate": 0.6}, "must not exceed 1"),
+        ({"latency_ms": -1}, "latency_ms"),
+        ({"error_statuses": [200]}, "error_statuses"),
+        ({"phase": "during"}, "phase"),
+        ({"bogus": 1}, "unknown fault field"),
+        ({"tokens": ["not-a-token"]}, "not a token"),
+        ({"tokens": "all"}, "tokens"),
+    ],
+)
 def test_admin_rejects_a_bad_spec(devserver, spec, message):
     with pytest.raises(DevServerError, match=message):
         devserver.set_faults(spec)
@@ -187,8 +210,11 @@ def test_admin_rejects_a_bad_spec(devserver, spec, message):
 
 
 def test_admin_rejects_non_json(devserver, creds):
-    response = httpx.post(devserver.url + "/_admin/faults", content=b"[[[",
-                          headers={"Authorization": f"Bearer {creds.admin}"})
+    response = httpx.post(
+        devserver.url + "/_admin/faults",
+        content=b"[[[",
+        headers={"Authorization": f"Bearer {creds.admin}"},
+    )
     assert response.status_code == 400
 
 
@@ -212,7 +238,9 @@ def test_stats_count_requests_commands_and_faults(devserver, client, client_b, c
 
 def test_admin_api_is_404_without_an_admin_token(devserver_redis, creds):
     with DevServer(devserver_redis.url, {creds.token_a: creds.db_a}, admin_token=None) as plain:
-        response = httpx.get(plain.url + "/_admin/stats", headers={"Authorization": f"Bearer {creds.admin}"})
+        response = httpx.get(
+            plain.url + "/_admin/stats", headers={"Authorization": f"Bearer {creds.admin}"}
+        )
         assert response.status_code == 404
         assert "error" in response.json()
         with pytest.raises(DevServerError, match="without an admin token"):
@@ -224,15 +252,25 @@ def test_a_redis_outage_is_a_503_and_service_resumes(creds):
     redis_server = EmbeddedRedis().start()
     port = redis_server.port
     try:
-        with DevServer(redis_server.url, {creds.token_a: 0}, admin_token=None) as server, \
-                httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {creds.token_a}"}) as http:
+        with (
+            DevServer(redis_server.url, {creds.token_a: 0}, admin_token=None) as server,
+            httpx.Client(
+                base_url=server.url, headers={"Authorization": f"Bearer {creds.token_a}"}
+            ) as http,
+        ):
             assert http.post("/", json=["SET", "k", "v"]).json() == {"result": "OK"}
             redis_server.stop()
             down = http.post("/pipeline", json=[["GET", "k"]])
             assert down.status_code == 503
             assert down.json()["error"].startswith("ERR devserver:")
             redis_server = EmbeddedRedis(port=port).start()
-            wait_for(lambda: http.post("/", json=["PING"]).status_code == 200, 10, "the dev server to reach redis-server again")
-            assert http.post("/", json=["GET", "k"]).json() == {"result": None}  # a fresh, empty redis
+            wait_for(
+                lambda: http.post("/", json=["PING"]).status_code == 200,
+                10,
+                "the dev server to reach redis-server again",
+            )
+            assert http.post("/", json=["GET", "k"]).json() == {
+                "result": None
+            }  # a fresh, empty redis
     finally:
         redis_server.stop()

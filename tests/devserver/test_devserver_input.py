@@ -19,8 +19,8 @@ CASES = [
     ("POST", "/", b'["SET", "k", ["v"]]', 400, "ERR failed to parse command"),
     ("POST", "/", b'["SET", "k", null]', 400, "ERR failed to parse command"),
     ("POST", "/", b'[["SET", "k", "v"]]', 400, "ERR failed to parse command"),
-    ("POST", "/", b'[null]', 400, "ERR failed to parse command"),
-    ("POST", "/", b'[true]', 400, "ERR failed to parse command"),
+    ("POST", "/", b"[null]", 400, "ERR failed to parse command"),
+    ("POST", "/", b"[true]", 400, "ERR failed to parse command"),
     ("POST", "/", b'["SET", "k", NaN]', 400, "ERR failed to parse command"),
     ("POST", "/", b'["SET", "k", Infinity]', 400, "ERR failed to parse command"),
     ("POST", "/", b'["SET", "k", "v"] trailing', 400, "ERR failed to parse command"),
@@ -33,10 +33,27 @@ CASES = [
     ("POST", "/pipeline", b"[]", 400, "ERR failed to parse pipeline request"),
     ("POST", "/pipeline", b'{"a": 1}', 400, "ERR failed to parse pipeline request"),
     ("POST", "/pipeline", b'["SET", "k", "v"]', 400, "ERR failed to parse pipeline request"),
-    ("POST", "/pipeline", b'[["PING"], []]', 400, "ERR failed to parse pipeline request: command 1"),
-    ("POST", "/pipeline", b'[["PING"], ["SET", "k", {"a": 1}]]', 400,
-     "ERR failed to parse pipeline request: command 1"),
-    ("POST", "/pipeline", b'[["PING"], null]', 400, "ERR failed to parse pipeline request: command 1"),
+    (
+        "POST",
+        "/pipeline",
+        b'[["PING"], []]',
+        400,
+        "ERR failed to parse pipeline request: command 1",
+    ),
+    (
+        "POST",
+        "/pipeline",
+        b'[["PING"], ["SET", "k", {"a": 1}]]',
+        400,
+        "ERR failed to parse pipeline request: command 1",
+    ),
+    (
+        "POST",
+        "/pipeline",
+        b'[["PING"], null]',
+        400,
+        "ERR failed to parse pipeline request: command 1",
+    ),
     ("POST", "/multi-exec", b"nope", 400, "ERR failed to parse multi-exec request"),
     ("POST", "/multi-exec", b"[]", 400, "ERR failed to parse multi-exec request"),
     ("POST", "/multi-exec", b'[["PING"], [1.5, 2]]', 400, "ERR Command is not available: '1.5'"),
@@ -66,10 +83,12 @@ def test_a_malformed_pipeline_runs_nothing(client, key):
 
 
 def test_unicode_round_trips(client, key):
-    text = "héllo ✓ 世界 🚀 \"quoted\" \\ back\nslash"
+    text = 'héllo ✓ 世界 🚀 "quoted" \\ back\nslash'
     assert client.post("/", json=["SET", key(), text]).json() == {"result": "OK"}
     assert client.post("/", json=["GET", key()]).json() == {"result": text}
-    assert client.post("/pipeline", json=[["STRLEN", key()]]).json() == [{"result": len(text.encode())}]
+    assert client.post("/pipeline", json=[["STRLEN", key()]]).json() == [
+        {"result": len(text.encode())}
+    ]
 
 
 def test_long_arguments_are_encoded_correctly(client, key):

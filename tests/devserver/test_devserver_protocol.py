@@ -9,13 +9,17 @@ import pytest
 
 from relay.devserver import MAX_REQUEST_BYTES
 
-UNAUTHORIZED = {"error": "WRONGPASS invalid or missing auth token. See "
-                         "https://docs.upstash.com/redis/troubleshooting/http_unauthorized for details."}
+UNAUTHORIZED = {
+    "error": "WRONGPASS invalid or missing auth token. See "
+    "https://docs.upstash.com/redis/troubleshooting/http_unauthorized for details."
+}
 
 
 def not_available(name: str) -> str:
-    return (f"ERR Command is not available: '{name}'. "
-            "See https://upstash.com/docs/redis/overall/rediscompatibility for details")
+    return (
+        f"ERR Command is not available: '{name}'. "
+        "See https://upstash.com/docs/redis/overall/rediscompatibility for details"
+    )
 
 
 # -- auth -------------------------------------------------------------------------
@@ -32,8 +36,17 @@ def test_missing_token_is_401(anonymous, path):
 # a token is compared in constant time against every known one: near misses of a real
 # token (one character off, a prefix, a suffix, the padded one without its padding) and
 # bytes that are not UTF-8 are refused like any other wrong token
-@pytest.mark.parametrize("token", [b"not-a-token", b"token-region-A", b"token-region-", b"token-region-aa",
-                                   b"AYNgAS2553feg6a2d9842h2a0gcdb5f8efe9934DQ", b"token-region-\xe9"])
+@pytest.mark.parametrize(
+    "token",
+    [
+        b"not-a-token",
+        b"token-region-A",
+        b"token-region-",
+        b"token-region-aa",
+        b"AYNgAS2553feg6a2d9842h2a0gcdb5f8efe9934DQ",
+        b"token-region-\xe9",
+    ],
+)
 def test_wrong_bearer_token_is_401(anonymous, http_client, creds, token):
     response = anonymous.post("/", json=["PING"], headers={"Authorization": b"Bearer " + token})
     assert (response.status_code, response.json()) == (401, UNAUTHORIZED)
@@ -42,7 +55,9 @@ def test_wrong_bearer_token_is_401(anonymous, http_client, creds, token):
 
 
 def test_wrong_scheme_is_401(anonymous, creds):
-    response = anonymous.post("/", json=["PING"], headers={"Authorization": f"Basic {creds.token_a}"})
+    response = anonymous.post(
+        "/", json=["PING"], headers={"Authorization": f"Basic {creds.token_a}"}
+    )
     assert response.status_code == 401
 
 
@@ -117,8 +132,11 @@ def test_unknown_command_uses_upstash_text(client):
 
 
 def test_numbers_and_booleans_are_sent_as_their_json_text(client, key):
-    client.post("/", content=f'["MSET", "{key("i")}", 12, "{key("f")}", 1.5, "{key("b")}", true, '
-                             f'"{key("e")}", 1e3]')
+    client.post(
+        "/",
+        content=f'["MSET", "{key("i")}", 12, "{key("f")}", 1.5, "{key("b")}", true, '
+        f'"{key("e")}", 1e3]',
+    )
     values = client.post("/", json=["MGET", key("i"), key("f"), key("b"), key("e")]).json()
     assert values == {"result": ["12", "1.5", "true", "1e3"]}
 
@@ -141,10 +159,13 @@ def test_base64_encodes_every_string_except_ok(client, redis_db, creds, key):
     assert client.post("/", json=["GET", key()], headers=headers).json() == {"result": b64(b"bar")}
     assert client.post("/", json=["PING"], headers=headers).json() == {"result": b64(b"PONG")}
     redis_db(creds.db_a).set(key("bin"), b"\x00\xff\xfe binary")
-    assert client.get(f"/get/{key('bin')}", headers=headers).json() == {"result": b64(b"\x00\xff\xfe binary")}
+    assert client.get(f"/get/{key('bin')}", headers=headers).json() == {
+        "result": b64(b"\x00\xff\xfe binary")
+    }
     client.post("/", json=["RPUSH", key("l"), "x", "ü"])
-    nested = client.post("/", json=["EVAL", "return {KEYS[1], 7, {ARGV[1]}, false}", 1, "k", "v"],
-                         headers=headers).json()
+    nested = client.post(
+        "/", json=["EVAL", "return {KEYS[1], 7, {ARGV[1]}, false}", 1, "k", "v"], headers=headers
+    ).json()
     assert nested == {"result": [b64(b"k"), 7, [b64(b"v")], None]}
     listing = client.post("/", json=["LRANGE", key("l"), 0, -1], headers=headers).json()
     assert listing == {"result": [b64(b"x"), b64("ü".encode())]}
@@ -153,10 +174,16 @@ def test_base64_encodes_every_string_except_ok(client, redis_db, creds, key):
 
 
 def test_base64_in_pipeline_and_errors_stay_plain(client, key):
-    response = client.post("/pipeline", headers={"Upstash-Encoding": "base64"},
-                           json=[["SET", key(), "v"], ["GET", key()], ["INCR", key()]])
-    assert response.json() == [{"result": "OK"}, {"result": b64(b"v")},
-                               {"error": "ERR value is not an integer or out of range"}]
+    response = client.post(
+        "/pipeline",
+        headers={"Upstash-Encoding": "base64"},
+        json=[["SET", key(), "v"], ["GET", key()], ["INCR", key()]],
+    )
+    assert response.json() == [
+        {"result": "OK"},
+        {"result": b64(b"v")},
+        {"error": "ERR value is not an integer or out of range"},
+    ]
 
 
 # -- sync token -------------------------------------------------------------------
@@ -164,7 +191,9 @@ def test_base64_in_pipeline_and_errors_stay_plain(client, key):
 
 def test_sync_token_header_is_returned_and_changes(client):
     first = client.post("/", json=["PING"])
-    second = client.post("/", json=["PING"], headers={"Upstash-Sync-Token": first.headers["upstash-sync-token"]})
+    second = client.post(
+        "/", json=["PING"], headers={"Upstash-Sync-Token": first.headers["upstash-sync-token"]}
+    )
     assert first.headers["upstash-sync-token"]
     assert second.status_code == 200
     assert second.headers["upstash-sync-token"] != first.headers["upstash-sync-token"]
@@ -184,8 +213,10 @@ def test_body_over_10_mb_is_refused(client):
     body = b'["ECHO", "' + b"x" * MAX_REQUEST_BYTES + b'"]'
     response = client.post("/", content=body)
     assert response.status_code == 400
-    assert response.json() == {"error": f"ERR max request size exceeded. Limit: {MAX_REQUEST_BYTES} bytes, "
-                                        f"Actual: {len(body)} bytes"}
+    assert response.json() == {
+        "error": f"ERR max request size exceeded. Limit: {MAX_REQUEST_BYTES} bytes, "
+        f"Actual: {len(body)} bytes"
+    }
     assert client.post("/", json=["PING"]).json() == {"result": "PONG"}
 
 
@@ -218,29 +249,32 @@ def test_response_over_10_mb_is_refused(client, key):
 # -- refused commands -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command, name", [
-    (["BLPOP", "q", 0], "BLPOP"),
-    (["brpop", "q", 0], "BRPOP"),
-    (["BRPOPLPUSH", "q", "r", 0], "BRPOPLPUSH"),
-    (["BLMOVE", "q", "r", "LEFT", "RIGHT", 0], "BLMOVE"),
-    (["BLMPOP", 0, 1, "q", "LEFT"], "BLMPOP"),
-    (["BZPOPMIN", "z", 0], "BZPOPMIN"),
-    (["BZPOPMAX", "z", 0], "BZPOPMAX"),
-    (["XREAD", "BLOCK", 0, "STREAMS", "s", "$"], "XREAD BLOCK"),
-    (["XREADGROUP", "GROUP", "g", "c", "BLOCK", 0, "STREAMS", "s", ">"], "XREADGROUP BLOCK"),
-    (["WAIT", 1, 0], "WAIT"),
-    (["SUBSCRIBE", "chan"], "SUBSCRIBE"),
-    (["PSUBSCRIBE", "c*"], "PSUBSCRIBE"),
-    (["MONITOR"], "MONITOR"),
-    (["SELECT", 0], "SELECT"),
-    (["MULTI"], "MULTI"),
-    (["WATCH", "k"], "WATCH"),
-    (["CLIENT", "KILL", "TYPE", "normal"], "CLIENT"),
-    (["SWAPDB", 1, 2], "SWAPDB"),
-    (["MOVE", "k", 2], "MOVE"),
-    (["COPY", "a", "b", "DB", 2], "COPY"),
-    (["SHUTDOWN"], "SHUTDOWN"),
-])
+@pytest.mark.parametrize(
+    "command, name",
+    [
+        (["BLPOP", "q", 0], "BLPOP"),
+        (["brpop", "q", 0], "BRPOP"),
+        (["BRPOPLPUSH", "q", "r", 0], "BRPOPLPUSH"),
+        (["BLMOVE", "q", "r", "LEFT", "RIGHT", 0], "BLMOVE"),
+        (["BLMPOP", 0, 1, "q", "LEFT"], "BLMPOP"),
+        (["BZPOPMIN", "z", 0], "BZPOPMIN"),
+        (["BZPOPMAX", "z", 0], "BZPOPMAX"),
+        (["XREAD", "BLOCK", 0, "STREAMS", "s", "$"], "XREAD BLOCK"),
+        (["XREADGROUP", "GROUP", "g", "c", "BLOCK", 0, "STREAMS", "s", ">"], "XREADGROUP BLOCK"),
+        (["WAIT", 1, 0], "WAIT"),
+        (["SUBSCRIBE", "chan"], "SUBSCRIBE"),
+        (["PSUBSCRIBE", "c*"], "PSUBSCRIBE"),
+        (["MONITOR"], "MONITOR"),
+        (["SELECT", 0], "SELECT"),
+        (["MULTI"], "MULTI"),
+        (["WATCH", "k"], "WATCH"),
+        (["CLIENT", "KILL", "TYPE", "normal"], "CLIENT"),
+        (["SWAPDB", 1, 2], "SWAPDB"),
+        (["MOVE", "k", 2], "MOVE"),
+        (["COPY", "a", "b", "DB", 2], "COPY"),
+        (["SHUTDOWN"], "SHUTDOWN"),
+    ],
+)
 def test_refused_commands_answer_at_once(http_client, creds, command, name):
     http = http_client(creds.token_a, timeout=5.0)  # a blocking command would time out
     response = http.post("/", json=command)
@@ -271,7 +305,9 @@ def test_path_form_get(client, key):
 
 def test_path_form_post_body_is_last_argument_and_query_follows(client, key):
     body = b'{"json": "value", "bytes": "\xc3\xa9"}'
-    assert client.post(f"/set/{key()}", content=body, params={"EX": "100"}).json() == {"result": "OK"}
+    assert client.post(f"/set/{key()}", content=body, params={"EX": "100"}).json() == {
+        "result": "OK"
+    }
     assert client.get(f"/get/{key()}").json() == {"result": body.decode()}
     assert 0 < client.get(f"/ttl/{key()}").json()["result"] <= 100
 
@@ -293,10 +329,17 @@ def test_path_form_failed_command_is_400(client):
 
 
 def test_pipeline_errors_are_inline_with_200(client, key):
-    response = client.post("/pipeline", json=[
-        ["SET", key(), "text"], ["INCR", key()], ["BLPOP", key("q"), 0], ["NOPE"], ["GET", key()],
-        ["SETEX", key("e"), 13, "v"],
-    ])
+    response = client.post(
+        "/pipeline",
+        json=[
+            ["SET", key(), "text"],
+            ["INCR", key()],
+            ["BLPOP", key("q"), 0],
+            ["NOPE"],
+            ["GET", key()],
+            ["SETEX", key("e"), 13, "v"],
+        ],
+    )
     assert response.status_code == 200
     assert response.json() == [
         {"result": "OK"},
@@ -320,12 +363,22 @@ def test_pipeline_keeps_order_over_a_thousand_commands(client, key):
 
 
 def test_multi_exec_runtime_errors_are_inline(client, key):
-    response = client.post("/multi-exec", json=[
-        ["SET", key(), "x"], ["INCR", key()], ["GET", key()], ["ZADD", key("z"), 11, "a", 22, "b"],
-    ])
+    response = client.post(
+        "/multi-exec",
+        json=[
+            ["SET", key(), "x"],
+            ["INCR", key()],
+            ["GET", key()],
+            ["ZADD", key("z"), 11, "a", 22, "b"],
+        ],
+    )
     assert response.status_code == 200
-    assert response.json() == [{"result": "OK"}, {"error": "ERR value is not an integer or out of range"},
-                               {"result": "x"}, {"result": 2}]
+    assert response.json() == [
+        {"result": "OK"},
+        {"error": "ERR value is not an integer or out of range"},
+        {"result": "x"},
+        {"result": 2},
+    ]
 
 
 def test_multi_exec_with_a_malformed_command_runs_nothing(client, key):
@@ -367,8 +420,10 @@ def test_multi_exec_is_isolated_from_concurrent_readers(devserver, http_client, 
     thread.start()
     try:
         for _ in range(200):
-            writer.post("/multi-exec", json=[["INCR", key("a")], ["SET", key("pad"), "x" * 1000],
-                                             ["INCR", key("b")]])
+            writer.post(
+                "/multi-exec",
+                json=[["INCR", key("a")], ["SET", key("pad"), "x" * 1000], ["INCR", key("b")]],
+            )
     finally:
         stop.set()
         thread.join()
@@ -383,5 +438,7 @@ def test_resp2_response_format_is_refused_with_400(client):
     response = client.post("/", json=["PING"], headers={"Upstash-Response-Format": "resp2"})
     assert response.status_code == 400
     assert "error" in response.json()
-    assert client.post("/", json=["PING"], headers={"Upstash-Response-Format": "json"}).status_code == 200
-
+    assert (
+        client.post("/", json=["PING"], headers={"Upstash-Response-Format": "json"}).status_code
+        == 200
+    )

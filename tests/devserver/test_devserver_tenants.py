@@ -27,6 +27,7 @@ def b_holds(client_b, creds, redis_db, key):
     def untouched() -> None:
         assert redis_db(creds.db_b).get(key("b")) == b"secret-b"
         assert redis_db(creds.db_b).dbsize() > 0
+
     return untouched
 
 
@@ -38,13 +39,18 @@ def test_a_script_cannot_select_another_database(client, creds, key, b_holds, sc
     b_holds()
 
 
-@pytest.mark.parametrize("script", [
-    "return redis.call('FLUSHALL')",
-    "return redis.call('SWAPDB', ARGV[1], ARGV[2])",
-    "return redis.call('MOVE', KEYS[1], ARGV[2])",
-    "return redis.call('COPY', KEYS[1], KEYS[1], 'DB', ARGV[2])",
-])
-def test_a_script_cannot_flush_swap_move_or_copy_across_databases(client, creds, key, b_holds, redis_db, script):
+@pytest.mark.parametrize(
+    "script",
+    [
+        "return redis.call('FLUSHALL')",
+        "return redis.call('SWAPDB', ARGV[1], ARGV[2])",
+        "return redis.call('MOVE', KEYS[1], ARGV[2])",
+        "return redis.call('COPY', KEYS[1], KEYS[1], 'DB', ARGV[2])",
+    ],
+)
+def test_a_script_cannot_flush_swap_move_or_copy_across_databases(
+    client, creds, key, b_holds, redis_db, script
+):
     client.post("/", json=["SET", key("b"), "from-a"])
     response = client.post("/", json=["EVAL", script, 1, key("b"), creds.db_a, creds.db_b])
     error_of(response)
@@ -52,11 +58,23 @@ def test_a_script_cannot_flush_swap_move_or_copy_across_databases(client, creds,
     assert redis_db(creds.db_a).get(key("b")) == b"from-a"
 
 
-@pytest.mark.parametrize("command", [
-    ["SCRIPT", "FLUSH"], ["SCRIPT", "KILL"], ["FUNCTION", "FLUSH"], ["FUNCTION", "LIST"],
-    ["SLOWLOG", "GET"], ["SLOWLOG", "RESET"], ["INFO", "keyspace"], ["PUBLISH", "chan", "x"],
-    ["MEMORY", "STATS"], ["CONFIG", "GET", "*"], ["CLIENT", "LIST"], ["FLUSHALL", "SYNC"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["SCRIPT", "FLUSH"],
+        ["SCRIPT", "KILL"],
+        ["FUNCTION", "FLUSH"],
+        ["FUNCTION", "LIST"],
+        ["SLOWLOG", "GET"],
+        ["SLOWLOG", "RESET"],
+        ["INFO", "keyspace"],
+        ["PUBLISH", "chan", "x"],
+        ["MEMORY", "STATS"],
+        ["CONFIG", "GET", "*"],
+        ["CLIENT", "LIST"],
+        ["FLUSHALL", "SYNC"],
+    ],
+)
 def test_server_wide_state_is_out_of_reach_directly_and_from_scripts(client, command):
     if command[0] != "FLUSHALL":  # FLUSHALL is served, as FLUSHDB (see test_devserver_regions)
         direct = client.post("/", json=command)
@@ -93,7 +111,9 @@ def test_the_slow_log_never_shows_another_tokens_commands(client, client_b, devs
 
 def test_what_stays_in_the_database_still_works(client, key):
     """The tenant user keeps every per-database command, including the dangerous-looking."""
-    sha = client.post("/", json=["SCRIPT", "LOAD", "return redis.call('INCR', KEYS[1])"]).json()["result"]
+    sha = client.post("/", json=["SCRIPT", "LOAD", "return redis.call('INCR', KEYS[1])"]).json()[
+        "result"
+    ]
     assert client.post("/", json=["EVALSHA", sha, 1, key()]).json() == {"result": 1}
     assert client.post("/", json=["SCRIPT", "EXISTS", sha]).json() == {"result": [1]}
     assert client.post("/", json=["KEYS", key() + "*"]).json() == {"result": [key()]}
@@ -105,8 +125,11 @@ def test_what_stays_in_the_database_still_works(client, key):
 
 def test_the_per_token_users_are_removed_when_the_server_stops(devserver_redis, redis_db):
     def tenant_users() -> set[str]:
-        return {u.decode() if isinstance(u, bytes) else u for u in redis_db(0).acl_users()
-                if (u.decode() if isinstance(u, bytes) else u).startswith("pgpulse-devserver-")}
+        return {
+            u.decode() if isinstance(u, bytes) else u
+            for u in redis_db(0).acl_users()
+            if (u.decode() if isinstance(u, bytes) else u).startswith("pgpulse-devserver-")
+        }
 
     before = tenant_users()
     with DevServer(devserver_redis.url, {"tenant-test-token": 5}, admin_token=None):
@@ -117,8 +140,13 @@ def test_the_per_token_users_are_removed_when_the_server_stops(devserver_redis, 
 
 def test_a_redis_login_that_may_not_create_users_is_a_clear_error(devserver_redis, redis_db):
     admin = redis_db(0)
-    admin.acl_setuser("no-acl-login", enabled=True, passwords=["+pw-7f3e1a9c"], keys=["*"],
-                      commands=["+@all", "-acl"])
+    admin.acl_setuser(
+        "no-acl-login",
+        enabled=True,
+        passwords=["+pw-7f3e1a9c"],
+        keys=["*"],
+        commands=["+@all", "-acl"],
+    )
     try:
         url = devserver_redis.url.replace("redis://", "redis://no-acl-login:pw-7f3e1a9c@")
         with pytest.raises(DevServerError, match="ACL SETUSER") as refused:

@@ -34,8 +34,9 @@ def alive(pid: int) -> bool:
 
 
 def test_killed_starter_leaves_no_server_running():
-    starter = subprocess.Popen([sys.executable, "-c", STARTER], stdout=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    starter = subprocess.Popen(
+        [sys.executable, "-c", STARTER], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
     with starter.stdout:
         pids = [int(p) for p in starter.stdout.readline().split()]
         leftovers = starter.stdout.readline().split()

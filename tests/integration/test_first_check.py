@@ -17,20 +17,24 @@ def test_a_monitor_created_between_ticks_gets_its_first_slot_at_once(conn, db_ur
     tick(conn, lookahead_s=60)  # the scheduler has written jobs up to a minute ahead
     with psycopg.connect(db_url, autocommit=True) as listener:
         listener.execute("LISTEN pgpulse_outbox")
-        m = conn.execute("INSERT INTO public.monitors (url, check_interval_seconds) "
-                         "VALUES ('https://new.example', 20) RETURNING *").fetchone()
+        m = conn.execute(
+            "INSERT INTO public.monitors (url, check_interval_seconds) "
+            "VALUES ('https://new.example', 20) RETURNING *"
+        ).fetchone()
         # its slots up to the written horizon are there now, each at its exact slot
         got = outbox_jobs(conn, m["id"])
         assert len(got) >= 2
         assert [j["scheduled_for"] for j in got] == [
-            m["next_check_at"] + timedelta(seconds=20 * k) for k in range(len(got))]
+            m["next_check_at"] + timedelta(seconds=20 * k) for k in range(len(got))
+        ]
         assert all(j["deliver_at"] == j["scheduled_for"] for j in got)
         # the relay is told (its timer may be set for later)
         assert select.select([listener.pgconn.socket], [], [], 5)[0]
         assert list(listener.notifies(timeout=1, stop_after=1))
     # the next tick goes on from there: no slot twice, none missing
-    after = conn.execute("SELECT next_check_at FROM public.monitors WHERE id = %s",
-                         (m["id"],)).fetchone()["next_check_at"]
+    after = conn.execute(
+        "SELECT next_check_at FROM public.monitors WHERE id = %s", (m["id"],)
+    ).fetchone()["next_check_at"]
     assert after == got[-1]["scheduled_for"] + timedelta(seconds=20)
     tick(conn, lookahead_s=90)
     again = [j["scheduled_for"] for j in outbox_jobs(conn, m["id"])]
@@ -39,40 +43,56 @@ def test_a_monitor_created_between_ticks_gets_its_first_slot_at_once(conn, db_ur
 
 
 def test_without_a_recent_tick_nothing_is_written_ahead(conn, region):
-    conn.execute("INSERT INTO public.monitors (url, check_interval_seconds) "
-                 "SELECT 'https://e.example/' || g, 10 FROM generate_series(1, 50) g")
+    conn.execute(
+        "INSERT INTO public.monitors (url, check_interval_seconds) "
+        "SELECT 'https://e.example/' || g, 10 FROM generate_series(1, 50) g"
+    )
     assert outbox_jobs(conn) == []
     # nor after a tick that wrote nothing ahead (lookahead 0, as a relay-only test does)
     tick(conn, lookahead_s=0)
     conn.execute("DELETE FROM pgpulse.outbox")
-    conn.execute("INSERT INTO public.monitors (url, check_interval_seconds, next_check_at) "
-                 "VALUES ('https://late.example', 10, now() + interval '5 seconds')")
+    conn.execute(
+        "INSERT INTO public.monitors (url, check_interval_seconds, next_check_at) "
+        "VALUES ('https://late.example', 10, now() + interval '5 seconds')"
+    )
     assert outbox_jobs(conn) == []
 
 
 def test_a_reactivated_monitor_restarts_on_its_grid_at_its_next_slot(conn, region):
-    m = conn.execute("INSERT INTO public.monitors (url, check_interval_seconds, is_active, "
-                     "next_check_at) VALUES ('https://r.example', 30, false, "
-                     "now() - interval '3 hours') RETURNING *").fetchone()
+    m = conn.execute(
+        "INSERT INTO public.monitors (url, check_interval_seconds, is_active, "
+        "next_check_at) VALUES ('https://r.example', 30, false, "
+        "now() - interval '3 hours') RETURNING *"
+    ).fetchone()
     tick(conn, lookahead_s=60)
     assert outbox_jobs(conn) == []
-    row = conn.execute("UPDATE public.monitors SET is_active = true WHERE id = %s "
-                       "RETURNING next_check_at, now() AS t", (m["id"],)).fetchone()
+    row = conn.execute(
+        "UPDATE public.monitors SET is_active = true WHERE id = %s "
+        "RETURNING next_check_at, now() AS t",
+        (m["id"],),
+    ).fetchone()
     # not a catch-up job for the three hours off: its next slot on its phase grid
     assert row["t"] <= row["next_check_at"] < row["t"] + timedelta(seconds=30)
     got = outbox_jobs(conn, m["id"])
     assert got and got[0]["scheduled_for"] == row["next_check_at"]
-    assert conn.execute("SELECT pgpulse.next_slot(%s::uuid, 30, %s) = %s AS ok",
-                        (m["id"], row["next_check_at"], row["next_check_at"])).fetchone()["ok"]
+    assert conn.execute(
+        "SELECT pgpulse.next_slot(%s::uuid, 30, %s) = %s AS ok",
+        (m["id"], row["next_check_at"], row["next_check_at"]),
+    ).fetchone()["ok"]
 
 
 def test_a_new_interval_rephases_and_schedules_at_once(conn, region):
-    m = conn.execute("INSERT INTO public.monitors (url, check_interval_minutes) "
-                     "VALUES ('https://p.example', 60) RETURNING *").fetchone()
+    m = conn.execute(
+        "INSERT INTO public.monitors (url, check_interval_minutes) "
+        "VALUES ('https://p.example', 60) RETURNING *"
+    ).fetchone()
     tick(conn, lookahead_s=60)
     conn.execute("DELETE FROM pgpulse.outbox")
-    row = conn.execute("UPDATE public.monitors SET check_interval_seconds = 15 WHERE id = %s "
-                       "RETURNING next_check_at, now() AS t", (m["id"],)).fetchone()
+    row = conn.execute(
+        "UPDATE public.monitors SET check_interval_seconds = 15 WHERE id = %s "
+        "RETURNING next_check_at, now() AS t",
+        (m["id"],),
+    ).fetchone()
     assert row["t"] <= row["next_check_at"] < row["t"] + timedelta(seconds=15)
     got = outbox_jobs(conn, m["id"])
     assert len(got) >= 3 and got[0]["scheduled_for"] == row["next_check_at"]
@@ -82,41 +102,56 @@ def test_a_new_interval_rephases_and_schedules_at_once(conn, region):
 def test_a_longer_interval_takes_back_the_old_intervals_jobs_still_to_come(conn, region):
     """Moved from every 10 s to once an hour: the minute of 10-second slots written ahead
     goes, a slot already due stays, and the new grid's slots are the only ones to come."""
-    m = conn.execute("INSERT INTO public.monitors (url, check_interval_seconds, next_check_at) "
-                     "VALUES ('https://slower.example', 10, now() - interval '3 seconds') "
-                     "RETURNING *").fetchone()
+    m = conn.execute(
+        "INSERT INTO public.monitors (url, check_interval_seconds, next_check_at) "
+        "VALUES ('https://slower.example', 10, now() - interval '3 seconds') "
+        "RETURNING *"
+    ).fetchone()
     tick(conn, lookahead_s=60)
     assert len(outbox_jobs(conn, m["id"])) >= 6
-    row = conn.execute("UPDATE public.monitors SET check_interval_seconds = 3600 WHERE id = %s "
-                       "RETURNING next_check_at, now() AS t, pgpulse._written_ahead_to() AS h",
-                       (m["id"],)).fetchone()
+    row = conn.execute(
+        "UPDATE public.monitors SET check_interval_seconds = 3600 WHERE id = %s "
+        "RETURNING next_check_at, now() AS t, pgpulse._written_ahead_to() AS h",
+        (m["id"],),
+    ).fetchone()
     got = outbox_jobs(conn, m["id"])
     due = [j["scheduled_for"] for j in got if j["scheduled_for"] <= row["t"]]
     to_come = [j["scheduled_for"] for j in got if j["scheduled_for"] > row["t"]]
     assert due == [m["next_check_at"]]
     assert to_come == ([row["next_check_at"]] if row["next_check_at"] <= row["h"] else [])
-    assert all(j["expires_at"] - j["scheduled_for"] == timedelta(seconds=3600)
-               for j in got if j["scheduled_for"] > row["t"])
+    assert all(
+        j["expires_at"] - j["scheduled_for"] == timedelta(seconds=3600)
+        for j in got
+        if j["scheduled_for"] > row["t"]
+    )
 
 
 def test_under_pg_cron_a_monitor_created_mid_minute_is_scheduled_at_its_slot(cron_db_url):
     """In the cluster's cron database pg_cron ticks every minute; a monitor created after
     one of its ticks has its first slot in the outbox at once, not from the next tick."""
     code = "first-check-1"
-    with psycopg.connect(cron_db_url, autocommit=True,
-                         row_factory=psycopg.rows.dict_row) as conn:
-        conn.execute("INSERT INTO pgpulse.regions (code) VALUES (%s) ON CONFLICT DO NOTHING", (code,))
+    with psycopg.connect(cron_db_url, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
+        conn.execute(
+            "INSERT INTO pgpulse.regions (code) VALUES (%s) ON CONFLICT DO NOTHING", (code,)
+        )
         try:
-            wait_for(lambda: conn.execute(
-                "SELECT 1 FROM pgpulse.tick_runs WHERE trigger = 'pg_cron' AND finished_at IS NOT "
-                "NULL AND started_at > now() - interval '2 minutes'").fetchone(), 75,
-                "a pg_cron tick")
+            wait_for(
+                lambda: conn.execute(
+                    "SELECT 1 FROM pgpulse.tick_runs WHERE trigger = 'pg_cron' AND finished_at IS NOT "
+                    "NULL AND started_at > now() - interval '2 minutes'"
+                ).fetchone(),
+                75,
+                "a pg_cron tick",
+            )
             m = conn.execute(
                 "INSERT INTO public.monitors (url, check_interval_seconds, preferred_region, "
                 "allow_fallback) VALUES ('https://cron-first.example', 10, %s, false) "
-                "RETURNING *, now() AS t", (code,)).fetchone()
-            first = conn.execute("SELECT min(deliver_at) AS d FROM pgpulse.outbox "
-                                 "WHERE monitor_id = %s", (m["id"],)).fetchone()["d"]
+                "RETURNING *, now() AS t",
+                (code,),
+            ).fetchone()
+            first = conn.execute(
+                "SELECT min(deliver_at) AS d FROM pgpulse.outbox WHERE monitor_id = %s", (m["id"],)
+            ).fetchone()["d"]
             assert first == m["next_check_at"] < m["t"] + timedelta(seconds=10)
         finally:
             conn.execute("DELETE FROM public.monitors WHERE preferred_region = %s", (code,))
@@ -128,8 +163,10 @@ def test_a_minutes_tick_started_late_finds_its_first_slots_written(conn, region)
     """pg_cron starts a minute's tick up to about a second late (seen: 12:14:01.008), and its
     first chunk commits a moment after that. The previous tick's horizon must reach past
     both: with exactly one minute, 1,588 jobs of that second were published up to 1.2 s late."""
-    ids = {ahead_s: add_monitor(conn, check_interval_minutes=5, due=f"{ahead_s} seconds")["id"]
-           for ahead_s in (62, 68, 80)}
+    ids = {
+        ahead_s: add_monitor(conn, check_interval_minutes=5, due=f"{ahead_s} seconds")["id"]
+        for ahead_s in (62, 68, 80)
+    }
     conn.execute("CALL pgpulse.tick(p_trigger => 'test')")  # as pg_cron's job runs it
     written = {ahead_s for ahead_s, monitor_id in ids.items() if outbox_jobs(conn, monitor_id)}
     # written through the next minute's first seconds (a tick 8 s late still finds its

@@ -20,7 +20,8 @@ GOOD = {"url": "https://example.com/health", "check_interval_minutes": 5}
 def insert(conn, table: str, row: dict) -> None:
     conn.execute(
         f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join(['%s'] * len(row))})",
-        list(row.values()))
+        list(row.values()),
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -28,18 +29,21 @@ def region(conn) -> None:
     insert(conn, "pgpulse.regions", {"code": "us-east-1", "is_default": True})
 
 
-@pytest.mark.parametrize(("change", "constraint"), [
-    ({"check_interval_minutes": 0}, "monitor_interval_1_to_1440_minutes"),
-    ({"check_interval_minutes": 1441}, "monitor_interval_1_to_1440_minutes"),
-    ({"check_interval_minutes": -5}, "monitor_interval_1_to_1440_minutes"),
-    ({"criticality": "urgent"}, "monitor_criticality_known"),
-    ({"criticality": "CRITICAL"}, "monitor_criticality_known"),
-    ({"method": "FETCH"}, "monitor_method_known"),
-    ({"timeout_ms": 50}, "monitor_timeout_100ms_to_120s"),
-    ({"expected_status": [200, 700]}, "monitor_expected_status_http"),
-    ({"expected_status": []}, "monitor_expected_status_http"),
-    ({"check_retries": 9}, "monitor_check_retries_0_to_5"),
-])
+@pytest.mark.parametrize(
+    ("change", "constraint"),
+    [
+        ({"check_interval_minutes": 0}, "monitor_interval_1_to_1440_minutes"),
+        ({"check_interval_minutes": 1441}, "monitor_interval_1_to_1440_minutes"),
+        ({"check_interval_minutes": -5}, "monitor_interval_1_to_1440_minutes"),
+        ({"criticality": "urgent"}, "monitor_criticality_known"),
+        ({"criticality": "CRITICAL"}, "monitor_criticality_known"),
+        ({"method": "FETCH"}, "monitor_method_known"),
+        ({"timeout_ms": 50}, "monitor_timeout_100ms_to_120s"),
+        ({"expected_status": [200, 700]}, "monitor_expected_status_http"),
+        ({"expected_status": []}, "monitor_expected_status_http"),
+        ({"check_retries": 9}, "monitor_check_retries_0_to_5"),
+    ],
+)
 def test_bad_monitor_is_refused_naming_the_problem(conn, change, constraint):
     with pytest.raises(psycopg.errors.CheckViolation) as info:
         insert(conn, "public.monitors", GOOD | change)
@@ -53,14 +57,18 @@ def test_unknown_preferred_region_is_refused_naming_the_region(conn):
         insert(conn, "public.monitors", GOOD | {"preferred_region": "mars-1"})
     assert "preferred_region" in info.value.diag.constraint_name
     assert info.value.diag.message_detail == (
-        'Key (preferred_region)=(mars-1) is not present in table "regions".')
+        'Key (preferred_region)=(mars-1) is not present in table "regions".'
+    )
 
 
-@pytest.mark.parametrize(("column", "value", "error"), [
-    ("url", None, psycopg.errors.NotNullViolation),
-    ("check_interval_minutes", None, psycopg.errors.NotNullViolation),
-    ("criticality", None, psycopg.errors.NotNullViolation),
-])
+@pytest.mark.parametrize(
+    ("column", "value", "error"),
+    [
+        ("url", None, psycopg.errors.NotNullViolation),
+        ("check_interval_minutes", None, psycopg.errors.NotNullViolation),
+        ("criticality", None, psycopg.errors.NotNullViolation),
+    ],
+)
 def test_missing_required_values_are_refused(conn, column, value, error):
     with pytest.raises(error) as info:
         insert(conn, "public.monitors", GOOD | {column: value})
@@ -69,8 +77,10 @@ def test_missing_required_values_are_refused(conn, column, value, error):
 
 def test_bad_interval_with_an_explicit_next_check_at_is_refused(conn):
     with pytest.raises(psycopg.errors.CheckViolation, match="monitor_interval_1_to_1440_minutes"):
-        conn.execute("INSERT INTO public.monitors (url, check_interval_minutes, next_check_at) "
-                     "VALUES ('https://example.com/', 0, now())")
+        conn.execute(
+            "INSERT INTO public.monitors (url, check_interval_minutes, next_check_at) "
+            "VALUES ('https://example.com/', 0, now())"
+        )
 
 
 def test_bad_update_is_refused_too(conn):
@@ -79,33 +89,51 @@ def test_bad_update_is_refused_too(conn):
         conn.execute("UPDATE public.monitors SET check_interval_minutes = 0")
 
 
-@pytest.mark.parametrize("change", [
-    {"check_interval_minutes": 1},
-    {"check_interval_minutes": 1440},
-    {"url": "https://status.example.com:8443/health?deep=1#x"},
-    {"url": "https://example.com"},
-    {"criticality": "critical", "preferred_region": "us-east-1", "method": "HEAD",
-     "timeout_ms": 120000, "expected_status": [200, 301, 599], "check_retries": 0},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"check_interval_minutes": 1},
+        {"check_interval_minutes": 1440},
+        {"url": "https://status.example.com:8443/health?deep=1#x"},
+        {"url": "https://example.com"},
+        {
+            "criticality": "critical",
+            "preferred_region": "us-east-1",
+            "method": "HEAD",
+            "timeout_ms": 120000,
+            "expected_status": [200, 301, 599],
+            "check_retries": 0,
+        },
+    ],
+)
 def test_good_monitor_is_accepted_with_defaults(conn, change):
     insert(conn, "public.monitors", GOOD | change)
     row = conn.execute("SELECT * FROM public.monitors").fetchone()
     for column, value in change.items():
         assert row[column] == value
-    defaults = {"method": "GET", "timeout_ms": 10000, "expected_status": [200],
-                "criticality": "normal", "is_active": True, "allow_fallback": True}
+    defaults = {
+        "method": "GET",
+        "timeout_ms": 10000,
+        "expected_status": [200],
+        "criticality": "normal",
+        "is_active": True,
+        "allow_fallback": True,
+    }
     for column, value in defaults.items():
         if column not in change:
             assert row[column] == value
     assert row["next_check_at"] is not None
 
 
-@pytest.mark.parametrize(("row", "constraint"), [
-    ({"code": "US East"}, "region_code_format"),
-    ({"code": "-east"}, "region_code_format"),
-    ({"code": "eu-west-1", "weight": 101}, "region_weight_0_to_100"),
-    ({"code": "eu-west-1", "fallback_region": "eu-west-1"}, "region_fallback_not_self"),
-])
+@pytest.mark.parametrize(
+    ("row", "constraint"),
+    [
+        ({"code": "US East"}, "region_code_format"),
+        ({"code": "-east"}, "region_code_format"),
+        ({"code": "eu-west-1", "weight": 101}, "region_weight_0_to_100"),
+        ({"code": "eu-west-1", "fallback_region": "eu-west-1"}, "region_fallback_not_self"),
+    ],
+)
 def test_bad_region_is_refused_naming_the_problem(conn, row, constraint):
     with pytest.raises(psycopg.errors.CheckViolation) as info:
         insert(conn, "pgpulse.regions", row)
@@ -145,8 +173,14 @@ REFUSED = [
     ("https://example.com/\r\nX-Injected: 1", "has whitespace or control characters"),
     ("https://example.com/\u2028", "has whitespace or control characters"),
     ("http://example.com\\@127.0.0.1/", "has a backslash (write it as %5C)"),
-    ("http://user:secret@example.com/", "has a user name or password before the host (userinfo is refused)"),
-    ("http://example.com@127.0.0.1/", "has a user name or password before the host (userinfo is refused)"),
+    (
+        "http://user:secret@example.com/",
+        "has a user name or password before the host (userinfo is refused)",
+    ),
+    (
+        "http://example.com@127.0.0.1/",
+        "has a user name or password before the host (userinfo is refused)",
+    ),
     ("https://example.com/" + "a" * 2100, "2120 characters long, over the limit of 2048"),
     ("http://a..b/", "host a..b has an empty label"),
     ("http://%31%32%37.0.0.1/", "host %31%32%37.0.0.1 has characters a host name cannot have"),
@@ -155,14 +189,26 @@ REFUSED = [
     ("http://[fe80::1%25eth0]/", "host [fe80::1%25eth0] is not an IPv6 address"),
     ("http://[::1/", "an IPv6 address without its closing bracket"),
     # cloud metadata: always, in every spelling
-    ("http://169.254.169.254/latest/meta-data/",
-     "host 169.254.169.254 is a cloud metadata endpoint (always refused)"),
-    ("http://2852039166/", "host 2852039166 is 169.254.169.254, a cloud metadata endpoint (always refused)"),
-    ("http://[::ffff:169.254.169.254]/",
-     "host [::ffff:169.254.169.254] is 169.254.169.254, a cloud metadata endpoint (always refused)"),
-    ("http://[fd00:ec2::254]/", "host [fd00:ec2::254] is a cloud metadata endpoint (always refused)"),
-    ("http://metadata.google.internal/computeMetadata/v1/",
-     "host metadata.google.internal is a cloud metadata endpoint (always refused)"),
+    (
+        "http://169.254.169.254/latest/meta-data/",
+        "host 169.254.169.254 is a cloud metadata endpoint (always refused)",
+    ),
+    (
+        "http://2852039166/",
+        "host 2852039166 is 169.254.169.254, a cloud metadata endpoint (always refused)",
+    ),
+    (
+        "http://[::ffff:169.254.169.254]/",
+        "host [::ffff:169.254.169.254] is 169.254.169.254, a cloud metadata endpoint (always refused)",
+    ),
+    (
+        "http://[fd00:ec2::254]/",
+        "host [fd00:ec2::254] is a cloud metadata endpoint (always refused)",
+    ),
+    (
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "host metadata.google.internal is a cloud metadata endpoint (always refused)",
+    ),
     # loopback, link-local, unspecified, private: by default
     ("http://localhost:6379/", f"host localhost is loopback {PRIVATE_ONLY}"),
     ("http://LocalHost./", f"host LocalHost. is loopback {PRIVATE_ONLY}"),
@@ -172,9 +218,15 @@ REFUSED = [
     ("http://0177.0.0.1/", f"host 0177.0.0.1 is 127.0.0.1, loopback {PRIVATE_ONLY}"),
     ("http://127.1/", f"host 127.1 is 127.0.0.1, loopback {PRIVATE_ONLY}"),
     ("http://2130706433/", f"host 2130706433 is 127.0.0.1, loopback {PRIVATE_ONLY}"),
-    ("http://１２７。０。０。１/", f"host １２７。０。０。１ is 127.0.0.1, loopback {PRIVATE_ONLY}"),
+    (
+        "http://１２７。０。０。１/",
+        f"host １２７。０。０。１ is 127.0.0.1, loopback {PRIVATE_ONLY}",
+    ),
     ("http://[::1]:8080/", f"host [::1] is loopback {PRIVATE_ONLY}"),
-    ("http://[::ffff:127.0.0.1]/", f"host [::ffff:127.0.0.1] is 127.0.0.1, loopback {PRIVATE_ONLY}"),
+    (
+        "http://[::ffff:127.0.0.1]/",
+        f"host [::ffff:127.0.0.1] is 127.0.0.1, loopback {PRIVATE_ONLY}",
+    ),
     ("http://[::ffff:7f00:1]/", f"host [::ffff:7f00:1] is 127.0.0.1, loopback {PRIVATE_ONLY}"),
     ("http://169.254.10.1/", f"host 169.254.10.1 is link-local {PRIVATE_ONLY}"),
     ("http://[fe80::1]/", f"host [fe80::1] is link-local {PRIVATE_ONLY}"),
@@ -200,33 +252,41 @@ def test_refused_url_names_the_problem_in_one_line(conn):
     wrong = []
     for url, problem in REFUSED:
         for statement, args in (
-                ("INSERT INTO public.monitors (url) VALUES (%s)", (url,)),
-                ("UPDATE public.monitors SET url = %s", (url,))):
+            ("INSERT INTO public.monitors (url) VALUES (%s)", (url,)),
+            ("UPDATE public.monitors SET url = %s", (url,)),
+        ):
             try:
                 conn.execute(statement, args)
                 wrong.append((statement[:6], url, "accepted"))
             except psycopg.errors.CheckViolation as error:
                 if (error.diag.message_primary, error.diag.constraint_name) != (
-                        f"monitor url: {problem}", "monitor_url_http"):
+                    f"monitor url: {problem}",
+                    "monitor_url_http",
+                ):
                     wrong.append((statement[:6], url, error.diag.message_primary))
     assert wrong == []
     assert conn.execute("SELECT url FROM public.monitors").fetchall() == [{"url": GOOD["url"]}]
 
 
-@pytest.mark.parametrize("url", [
-    "https://example.com:8443/x?y=1",
-    "https://Example.COM/",
-    "https://xn--bcher-kva.example/",          # punycode
-    "https://bücher.example/",                 # IDN, as written
-    "http://[2606:4700:4700::1111]:8080/dns",  # a public IPv6 literal
-    "http://8.8.8.8/",
-    "http://1.2.3.4.nip.io/",                  # a name: what it resolves to is the worker's check
-    "https://example.com/path?q=a@b#frag",     # "@" after the host is no userinfo
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com:8443/x?y=1",
+        "https://Example.COM/",
+        "https://xn--bcher-kva.example/",  # punycode
+        "https://bücher.example/",  # IDN, as written
+        "http://[2606:4700:4700::1111]:8080/dns",  # a public IPv6 literal
+        "http://8.8.8.8/",
+        "http://1.2.3.4.nip.io/",  # a name: what it resolves to is the worker's check
+        "https://example.com/path?q=a@b#frag",  # "@" after the host is no userinfo
+    ],
+)
 def test_normal_url_is_accepted(conn, url):
     assert conn.execute("SELECT pgpulse.url_problem(%s) AS p", (url,)).fetchone()["p"] is None
     insert(conn, "public.monitors", GOOD | {"url": url})
-    assert conn.execute("SELECT check_spec ->> 'url' AS u FROM public.monitors").fetchone()["u"] == url
+    assert (
+        conn.execute("SELECT check_spec ->> 'url' AS u FROM public.monitors").fetchone()["u"] == url
+    )
 
 
 def connect(db_url: str) -> psycopg.Connection:
@@ -255,12 +315,16 @@ def test_private_targets_switch_works_both_ways(conn, db_url):
             insert(on, "public.monitors", GOOD | {"url": "http://169.254.169.254/"})
         assert on.execute("SELECT count(*) AS n FROM public.monitors").fetchone()["n"] == 2
         tick(on, lookahead_s=600)
-        assert on.execute("SELECT count(DISTINCT monitor_id) AS n FROM pgpulse.outbox"
-                          ).fetchone()["n"] == 2
+        assert (
+            on.execute("SELECT count(DISTINCT monitor_id) AS n FROM pgpulse.outbox").fetchone()["n"]
+            == 2
+        )
 
     allow_private(conn, "maybe")
-    with connect(db_url) as bad, pytest.raises(psycopg.errors.InvalidParameterValue,
-                                               match='must be on or off, not "maybe"'):
+    with (
+        connect(db_url) as bad,
+        pytest.raises(psycopg.errors.InvalidParameterValue, match='must be on or off, not "maybe"'),
+    ):
         insert(bad, "public.monitors", GOOD)
 
     # off again: new private URLs are refused, and a recheck parks the ones there
@@ -268,35 +332,60 @@ def test_private_targets_switch_works_both_ways(conn, db_url):
     with connect(db_url) as off:
         with pytest.raises(psycopg.errors.CheckViolation, match="host 10.0.0.8 is private"):
             insert(off, "public.monitors", GOOD | {"url": "http://10.0.0.8/"})
-        assert off.execute("SELECT * FROM pgpulse.recheck_monitor_urls()").fetchone() == \
-            {"parked": 2, "resumed": 0}
+        assert off.execute("SELECT * FROM pgpulse.recheck_monitor_urls()").fetchone() == {
+            "parked": 2,
+            "resumed": 0,
+        }
         assert off.execute("SELECT count(*) AS n FROM pgpulse.outbox").fetchone()["n"] == 0
-        problems = off.execute("SELECT url, problem, parked FROM pgpulse.monitor_url_problems() "
-                               "ORDER BY url").fetchall()
+        problems = off.execute(
+            "SELECT url, problem, parked FROM pgpulse.monitor_url_problems() ORDER BY url"
+        ).fetchall()
         assert problems == [
-            {"url": "http://10.0.0.7:8080/health", "parked": True,
-             "problem": f"host 10.0.0.7 is private {PRIVATE_ONLY}"},
-            {"url": "http://localhost:6379/", "parked": True,
-             "problem": f"host localhost is loopback {PRIVATE_ONLY}"}]
+            {
+                "url": "http://10.0.0.7:8080/health",
+                "parked": True,
+                "problem": f"host 10.0.0.7 is private {PRIVATE_ONLY}",
+            },
+            {
+                "url": "http://localhost:6379/",
+                "parked": True,
+                "problem": f"host localhost is loopback {PRIVATE_ONLY}",
+            },
+        ]
 
     # and on again: the recheck schedules them again
     allow_private(conn, "on")
     with connect(db_url) as on:
-        assert on.execute("SELECT * FROM pgpulse.recheck_monitor_urls()").fetchone() == \
-            {"parked": 0, "resumed": 2}
-        assert on.execute("SELECT count(*) AS n FROM public.monitors "
-                          "WHERE next_check_at <= now() + interval '5 minutes'").fetchone()["n"] == 2
+        assert on.execute("SELECT * FROM pgpulse.recheck_monitor_urls()").fetchone() == {
+            "parked": 0,
+            "resumed": 2,
+        }
+        assert (
+            on.execute(
+                "SELECT count(*) AS n FROM public.monitors "
+                "WHERE next_check_at <= now() + interval '5 minutes'"
+            ).fetchone()["n"]
+            == 2
+        )
 
 
 def test_a_parked_monitor_is_never_due_until_its_url_is_fixed(conn, db_url):
     allow_private(conn, "on")
     with connect(db_url) as on:
-        insert(on, "public.monitors", GOOD | {"url": "http://127.0.0.1:8080/", "check_interval_minutes": 1})
-    insert(conn, "public.monitors", GOOD | {"url": "https://ok.example/", "check_interval_minutes": 1})
+        insert(
+            on,
+            "public.monitors",
+            GOOD | {"url": "http://127.0.0.1:8080/", "check_interval_minutes": 1},
+        )
+    insert(
+        conn, "public.monitors", GOOD | {"url": "https://ok.example/", "check_interval_minutes": 1}
+    )
     allow_private(conn, None)
     with connect(db_url) as off:
         off.execute("SELECT pgpulse.recheck_monitor_urls()")
-        bad_id = off.execute("SELECT id FROM public.monitors WHERE url LIKE '%127.0.0.1%'").fetchone()["id"]
+        bad_id = off.execute(
+            "SELECT id FROM public.monitors WHERE url LIKE '%127.0.0.1%'"
+        ).fetchone()["id"]
         refused = re.escape(f"monitor url: host 127.0.0.1 is loopback {PRIVATE_ONLY}")
         # whatever would make it due is refused, naming the URL's problem
         for change in ("next_check_at = now()", "check_interval_minutes = 2"):
@@ -304,28 +393,43 @@ def test_a_parked_monitor_is_never_due_until_its_url_is_fixed(conn, db_url):
                 off.execute(f"UPDATE public.monitors SET {change} WHERE id = %s", (bad_id,))
         run = tick(off, lookahead_s=120)
         assert (run["monitors_claimed"], run["skipped"], run["stop_reason"]) == (1, 0, "drained")
-        assert off.execute("SELECT count(*) AS n FROM pgpulse.outbox WHERE monitor_id = %s",
-                           (bad_id,)).fetchone()["n"] == 0
+        assert (
+            off.execute(
+                "SELECT count(*) AS n FROM pgpulse.outbox WHERE monitor_id = %s", (bad_id,)
+            ).fetchone()["n"]
+            == 0
+        )
         # a job of it put back (a dead letter retried) is dropped, not published
-        off.execute("""
+        off.execute(
+            """
             INSERT INTO pgpulse.outbox (job_id, monitor_id, region, criticality, scheduled_for,
                                         deliver_at, expires_at, payload, last_error)
             VALUES (gen_random_uuid(), %s, 'us-east-1', 'normal', now(), now(),
                     now() + interval '1 minute', '{"url": "http://127.0.0.1:8080/"}', 'x')""",
-                    (bad_id,))
-        assert off.execute("SELECT count(*) AS n FROM pgpulse.outbox WHERE monitor_id = %s",
-                           (bad_id,)).fetchone()["n"] == 0
+            (bad_id,),
+        )
+        assert (
+            off.execute(
+                "SELECT count(*) AS n FROM pgpulse.outbox WHERE monitor_id = %s", (bad_id,)
+            ).fetchone()["n"]
+            == 0
+        )
         off.execute("UPDATE public.monitors SET is_active = false WHERE id = %s", (bad_id,))
         with pytest.raises(psycopg.errors.CheckViolation, match=refused):
             off.execute("UPDATE public.monitors SET is_active = true WHERE id = %s", (bad_id,))
-        off.execute("UPDATE public.monitors SET is_active = true, url = 'https://fixed.example/' "
-                    "WHERE id = %s", (bad_id,))
+        off.execute(
+            "UPDATE public.monitors SET is_active = true, url = 'https://fixed.example/' "
+            "WHERE id = %s",
+            (bad_id,),
+        )
 
         # fixed: scheduled again (its first slot written at once, as a new monitor's), and
         # the job carries the new URL
         tick(off, lookahead_s=120)
-        assert off.execute("SELECT DISTINCT payload ->> 'url' AS u FROM pgpulse.outbox "
-                           "WHERE monitor_id = %s", (bad_id,)).fetchall() == [{"u": "https://fixed.example/"}]
+        assert off.execute(
+            "SELECT DISTINCT payload ->> 'url' AS u FROM pgpulse.outbox WHERE monitor_id = %s",
+            (bad_id,),
+        ).fetchall() == [{"u": "https://fixed.example/"}]
 
 
 BAD_ROWS = {
@@ -350,12 +454,17 @@ def adopted_db(pg_server) -> Iterator[str]:
             CREATE TABLE public.monitors (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
                 url text NOT NULL, check_interval_minutes integer NOT NULL, is_active boolean NOT NULL,
                 next_check_at timestamptz, last_scheduled_at timestamptz, preferred_region text)""")
-        product.execute("INSERT INTO public.monitors (url, check_interval_minutes, is_active, next_check_at) "
-                        "SELECT 'https://e.example/' || g, 1, true, now() - interval '1 second' "
-                        "FROM generate_series(1, 5) g")
+        product.execute(
+            "INSERT INTO public.monitors (url, check_interval_minutes, is_active, next_check_at) "
+            "SELECT 'https://e.example/' || g, 1, true, now() - interval '1 second' "
+            "FROM generate_series(1, 5) g"
+        )
         for url in BAD_ROWS:
-            product.execute("INSERT INTO public.monitors (url, check_interval_minutes, is_active, "
-                            "next_check_at) VALUES (%s, 1, true, now() - interval '1 second')", (url,))
+            product.execute(
+                "INSERT INTO public.monitors (url, check_interval_minutes, is_active, "
+                "next_check_at) VALUES (%s, 1, true, now() - interval '1 second')",
+                (url,),
+            )
     try:
         yield dsn
     finally:
@@ -363,37 +472,51 @@ def adopted_db(pg_server) -> Iterator[str]:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def test_adopted_table_with_bad_rows_migrates_and_the_tick_schedules_only_the_good(adopted_db, capfd):
+def test_adopted_table_with_bad_rows_migrates_and_the_tick_schedules_only_the_good(
+    adopted_db, capfd
+):
     before = product_rows(adopted_db)
-    migrate.upgrade(adopted_db)   # does not fail on the rows already there
+    migrate.upgrade(adopted_db)  # does not fail on the rows already there
 
     warning = capfd.readouterr().err
     assert "pgpulse: 4 monitor(s) hold a URL that pgpulse now refuses and are parked" in warning
     assert "pgpulse.monitor_url_problems()" in warning
     with connect(adopted_db) as conn:
-        assert product_rows(adopted_db) == before   # nothing lost: every row, url and flag kept
+        assert product_rows(adopted_db) == before  # nothing lost: every row, url and flag kept
         add_region(conn, "us-east-1", is_default=True)
         run = tick(conn, lookahead_s=0)
         assert (run["monitors_claimed"], run["skipped"], run["stop_reason"]) == (5, 0, "drained")
-        assert {r["url"] for r in conn.execute(
-            "SELECT payload ->> 'url' AS url FROM pgpulse.outbox").fetchall()} == \
-            {f"https://e.example/{g}" for g in range(1, 6)}
-        problems = conn.execute("SELECT url, problem, parked FROM pgpulse.monitor_url_problems()").fetchall()
+        assert {
+            r["url"]
+            for r in conn.execute("SELECT payload ->> 'url' AS url FROM pgpulse.outbox").fetchall()
+        } == {f"https://e.example/{g}" for g in range(1, 6)}
+        problems = conn.execute(
+            "SELECT url, problem, parked FROM pgpulse.monitor_url_problems()"
+        ).fetchall()
         assert {r["url"]: r["problem"] for r in problems} == BAD_ROWS
         assert all(r["parked"] for r in problems)
         # the product's own writes are checked now
         with pytest.raises(psycopg.errors.CheckViolation, match="monitor url: no host"):
-            conn.execute("INSERT INTO public.monitors (url, check_interval_minutes, is_active) "
-                         "VALUES ('http://:81/', 1, true)")
+            conn.execute(
+                "INSERT INTO public.monitors (url, check_interval_minutes, is_active) "
+                "VALUES ('http://:81/', 1, true)"
+            )
 
     # down: the URL checks go, the parked rows are scheduled again
     migrate.downgrade(adopted_db, "0009")
     with connect(adopted_db) as conn:
-        assert conn.execute("SELECT count(*) AS n FROM public.monitors "
-                            "WHERE next_check_at > now() + interval '1 day'").fetchone()["n"] == 0
+        assert (
+            conn.execute(
+                "SELECT count(*) AS n FROM public.monitors "
+                "WHERE next_check_at > now() + interval '1 day'"
+            ).fetchone()["n"]
+            == 0
+        )
 
 
 def product_rows(dsn: str) -> list:
     with psycopg.connect(dsn) as conn:
-        return conn.execute("SELECT id, url, check_interval_minutes, is_active, preferred_region "
-                            "FROM public.monitors ORDER BY id").fetchall()
+        return conn.execute(
+            "SELECT id, url, check_interval_minutes, is_active, preferred_region "
+            "FROM public.monitors ORDER BY id"
+        ).fetchall()

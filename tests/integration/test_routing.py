@@ -28,6 +28,7 @@ def three_regions(conn) -> None:
 
 # ------------------------------------------------------------------ preferred region
 
+
 def test_preferred_region_enabled_and_healthy_is_used(conn, three_regions):
     ids = add_monitors(conn, 20, **ONE_SLOT, preferred_region="eu-west-1")
     tick(conn)
@@ -77,6 +78,7 @@ def test_no_fallback_allowed_stays_on_the_preferred_region(conn, three_regions, 
 
 
 # ------------------------------------------------------------------ round-robin
+
 
 def test_round_robin_over_enabled_healthy_regions_is_balanced_across_chunks(conn, three_regions):
     add_region(conn, "sa-east-1", enabled=False)
@@ -141,6 +143,7 @@ def test_region_changes_between_ticks_are_followed(conn, three_regions):
 
 # ------------------------------------------------------------------ no region
 
+
 def test_no_enabled_region_emits_nothing_counts_unrouted_and_leaves_monitors_due(conn):
     add_region(conn, "us-east-1", is_default=True, enabled=False)
     add_region(conn, "eu-west-1", enabled=False)
@@ -153,7 +156,10 @@ def test_no_enabled_region_emits_nothing_counts_unrouted_and_leaves_monitors_due
     assert (run["jobs_written"], run["unrouted"]) == (0, 30)
     assert run["finished_at"] is not None and not run["cut_short"]
     assert routed(conn) == {}
-    assert conn.execute("SELECT id, next_check_at FROM public.monitors ORDER BY id").fetchall() == before
+    assert (
+        conn.execute("SELECT id, next_check_at FROM public.monitors ORDER BY id").fetchall()
+        == before
+    )
 
     # a region comes back: the next tick schedules them all
     conn.execute("UPDATE pgpulse.regions SET enabled = true WHERE code = 'us-east-1'")
@@ -184,6 +190,7 @@ def test_unroutable_monitors_do_not_starve_routable_ones(conn):
     assert routed(conn, stuck) == {}
     assert (run["jobs_written"], run["unrouted"]) == (30, 50)
     assert run["monitors_claimed"] == 30
-    due = conn.execute("SELECT count(*) AS n FROM public.monitors "
-                       "WHERE next_check_at <= now()").fetchone()["n"]
+    due = conn.execute(
+        "SELECT count(*) AS n FROM public.monitors WHERE next_check_at <= now()"
+    ).fetchone()["n"]
     assert due == 50

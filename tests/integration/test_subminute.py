@@ -14,9 +14,13 @@ from tests.support.seeding import add_monitor, add_monitors, add_region, tick
 
 
 def slots(conn, monitor_id) -> list:
-    return [r["scheduled_for"] for r in conn.execute(
-        "SELECT scheduled_for FROM pgpulse.outbox WHERE monitor_id = %s ORDER BY 1",
-        (monitor_id,))]
+    return [
+        r["scheduled_for"]
+        for r in conn.execute(
+            "SELECT scheduled_for FROM pgpulse.outbox WHERE monitor_id = %s ORDER BY 1",
+            (monitor_id,),
+        )
+    ]
 
 
 def test_a_ten_second_monitor_gets_every_slot_of_the_minute_with_exact_times(conn, region):
@@ -26,8 +30,9 @@ def test_a_ten_second_monitor_gets_every_slot_of_the_minute_with_exact_times(con
     jobs = conn.execute("SELECT * FROM pgpulse.outbox ORDER BY scheduled_for").fetchall()
     horizon = run["started_at"] + timedelta(seconds=60)
     # every slot from the first up to the horizon, 10 s apart, on the monitor's phase grid
-    assert [j["scheduled_for"] for j in jobs] == [first + timedelta(seconds=10 * k)
-                                                  for k in range(len(jobs))]
+    assert [j["scheduled_for"] for j in jobs] == [
+        first + timedelta(seconds=10 * k) for k in range(len(jobs))
+    ]
     assert len(jobs) in (6, 7)
     assert jobs[-1]["scheduled_for"] <= horizon + timedelta(seconds=1)
     assert all(j["deliver_at"] == j["scheduled_for"] for j in jobs)
@@ -47,8 +52,10 @@ def test_ticks_continue_on_the_same_grid_without_gaps_or_repeats(conn, region):
     assert len(got) >= 6
     assert got == [m["next_check_at"] + timedelta(seconds=15 * k) for k in range(len(got))]
     # on the phase grid of its id: drift-free whatever the ticks' timing
-    assert conn.execute("SELECT bool_and(pgpulse.next_slot(%s, 15, s) = s) AS ok "
-                        "FROM unnest(%s::timestamptz[]) s", (m["id"], got)).fetchone()["ok"]
+    assert conn.execute(
+        "SELECT bool_and(pgpulse.next_slot(%s, 15, s) = s) AS ok FROM unnest(%s::timestamptz[]) s",
+        (m["id"], got),
+    ).fetchone()["ok"]
 
 
 def test_a_long_tick_claims_each_sub_minute_monitor_once(conn, region):
@@ -63,13 +70,18 @@ def test_a_long_tick_claims_each_sub_minute_monitor_once(conn, region):
     try:
         run = tick(conn, lookahead_s=60, chunk=4)
     finally:
-        conn.execute("DROP TRIGGER test_slow_chunk ON pgpulse.outbox;"
-                     "DROP FUNCTION public.test_slow_chunk()")
+        conn.execute(
+            "DROP TRIGGER test_slow_chunk ON pgpulse.outbox;DROP FUNCTION public.test_slow_chunk()"
+        )
     assert (run["finished_at"] - run["started_at"]).total_seconds() > 3  # ten chunks or more
     assert run["monitors_claimed"] == 40, run
     horizon = run["started_at"] + timedelta(seconds=60)
-    assert conn.execute("SELECT count(*) AS n FROM pgpulse.outbox WHERE scheduled_for > %s",
-                        (horizon,)).fetchone()["n"] == 0
+    assert (
+        conn.execute(
+            "SELECT count(*) AS n FROM pgpulse.outbox WHERE scheduled_for > %s", (horizon,)
+        ).fetchone()["n"]
+        == 0
+    )
 
 
 def test_a_long_missed_monitor_gets_one_catch_up_job_then_its_future_slots(conn, region):
@@ -92,8 +104,10 @@ def test_phases_of_sub_minute_monitors_are_spread_over_the_interval(conn):
         INSERT INTO public.monitors (url, check_interval_seconds)
         SELECT 'https://example.com/' || g, 10 FROM generate_series(1, 1000) g
         RETURNING next_check_at, created_at""").fetchall()
-    assert all(r["created_at"] <= r["next_check_at"] < r["created_at"] + timedelta(seconds=10)
-               for r in rows)
+    assert all(
+        r["created_at"] <= r["next_check_at"] < r["created_at"] + timedelta(seconds=10)
+        for r in rows
+    )
     per_second = conn.execute("""
         SELECT count(*) AS n FROM public.monitors
          GROUP BY floor(extract(epoch FROM next_check_at))::bigint % 10""").fetchall()
@@ -111,15 +125,21 @@ def test_minutes_and_seconds_stay_in_step(conn):
     default = add_monitor(conn, due=None, next_check_at=None)
     assert (default["check_interval_minutes"], default["check_interval_seconds"]) == (5, 300)
 
-    row = conn.execute("UPDATE public.monitors SET check_interval_minutes = 7 WHERE id = %s "
-                       "RETURNING *", (by_seconds["id"],)).fetchone()
+    row = conn.execute(
+        "UPDATE public.monitors SET check_interval_minutes = 7 WHERE id = %s RETURNING *",
+        (by_seconds["id"],),
+    ).fetchone()
     assert row["check_interval_seconds"] == 420
-    row = conn.execute("UPDATE public.monitors SET check_interval_seconds = 20 WHERE id = %s "
-                       "RETURNING *", (by_minutes["id"],)).fetchone()
+    row = conn.execute(
+        "UPDATE public.monitors SET check_interval_seconds = 20 WHERE id = %s RETURNING *",
+        (by_minutes["id"],),
+    ).fetchone()
     assert row["check_interval_minutes"] == 1
     # an update of other columns leaves both alone
-    row = conn.execute("UPDATE public.monitors SET url = 'https://example.com/t' WHERE id = %s "
-                       "RETURNING *", (by_minutes["id"],)).fetchone()
+    row = conn.execute(
+        "UPDATE public.monitors SET url = 'https://example.com/t' WHERE id = %s RETURNING *",
+        (by_minutes["id"],),
+    ).fetchone()
     assert (row["check_interval_seconds"], row["check_interval_minutes"]) == (20, 1)
 
 
@@ -133,11 +153,17 @@ def test_an_interval_out_of_range_is_refused_by_name(conn, seconds):
 def test_sub_minute_and_multi_region_together(conn):
     for code in ("us-east-1", "eu-west-1"):
         add_region(conn, code, is_default=code == "us-east-1")
-    m = add_monitor(conn, due=None, check_interval_seconds=20, check_regions=["us-east-1", "eu-west-1"],
-                next_check_at=None)
+    m = add_monitor(
+        conn,
+        due=None,
+        check_interval_seconds=20,
+        check_regions=["us-east-1", "eu-west-1"],
+        next_check_at=None,
+    )
     tick(conn, lookahead_s=60)
-    rows = conn.execute("SELECT region, scheduled_for FROM pgpulse.outbox "
-                        "ORDER BY scheduled_for, region").fetchall()
+    rows = conn.execute(
+        "SELECT region, scheduled_for FROM pgpulse.outbox ORDER BY scheduled_for, region"
+    ).fetchall()
     times = sorted({r["scheduled_for"] for r in rows})
     assert len(times) == 3 and len(rows) == 6
     assert times == [m["next_check_at"] + timedelta(seconds=20 * k) for k in range(3)]
@@ -147,6 +173,7 @@ def test_sub_minute_and_multi_region_together(conn):
 def test_the_tick_chunk_is_never_jit_compiled(conn):
     """Its row estimates (1000 slots a monitor) once made PostgreSQL JIT-compile every chunk:
     seconds per chunk, a tick ten times slower."""
-    config = conn.execute("SELECT proconfig FROM pg_proc WHERE proname = '_tick_chunk'"
-                          ).fetchone()["proconfig"]
+    config = conn.execute("SELECT proconfig FROM pg_proc WHERE proname = '_tick_chunk'").fetchone()[
+        "proconfig"
+    ]
     assert "jit=off" in config

@@ -21,8 +21,11 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # ------------------------------------------------------------------ helpers
 
+
 def outbox(conn) -> list[dict]:
-    return conn.execute("SELECT * FROM pgpulse.outbox ORDER BY monitor_id, scheduled_for").fetchall()
+    return conn.execute(
+        "SELECT * FROM pgpulse.outbox ORDER BY monitor_id, scheduled_for"
+    ).fetchall()
 
 
 def epoch_text(ts: datetime) -> str:
@@ -38,12 +41,24 @@ def expected_job_id(monitor_id: uuid.UUID, region: str, slot: datetime) -> uuid.
 
 # ------------------------------------------------------------------ what is due
 
+
 def test_due_monitor_gets_one_job_not_due_and_inactive_get_none(conn, region):
-    due = add_monitors(conn, 1, check_interval_minutes=5, due="-10 seconds", method="HEAD", timeout_ms=3000,
-                       expected_status=[200, 204], check_retries=2, check_retry_delay_ms=500,
-                       criticality="critical")[0]
+    due = add_monitors(
+        conn,
+        1,
+        check_interval_minutes=5,
+        due="-10 seconds",
+        method="HEAD",
+        timeout_ms=3000,
+        expected_status=[200, 204],
+        check_retries=2,
+        check_retry_delay_ms=500,
+        criticality="critical",
+    )[0]
     later = add_monitors(conn, 1, check_interval_minutes=5, due="5 minutes")[0]
-    inactive = add_monitors(conn, 1, check_interval_minutes=5, due="-10 seconds", is_active=False)[0]
+    inactive = add_monitors(conn, 1, check_interval_minutes=5, due="-10 seconds", is_active=False)[
+        0
+    ]
 
     run = tick(conn)
 
@@ -60,7 +75,10 @@ def test_due_monitor_gets_one_job_not_due_and_inactive_get_none(conn, region):
     assert job["attempts"] == 0
     assert job["job_id"] == expected_job_id(due["id"], region, slot)
     assert job["payload"] == {
-        "url": due["url"], "method": "HEAD", "timeout_ms": 3000, "expected_status": [200, 204],
+        "url": due["url"],
+        "method": "HEAD",
+        "timeout_ms": 3000,
+        "expected_status": [200, 204],
         "retry": {"max_attempts": 3, "delay_ms": 500},
     }
 
@@ -84,24 +102,35 @@ def test_every_due_monitor_gets_exactly_one_job_per_slot(conn, region):
     jobs = outbox(conn)
     assert sorted(j["monitor_id"] for j in jobs) == sorted(m["id"] for m in monitors)
     assert {(j["scheduled_for"], j["deliver_at"]) for j in jobs} == {
-        (m["next_check_at"], m["next_check_at"]) for m in monitors}
+        (m["next_check_at"], m["next_check_at"]) for m in monitors
+    }
 
 
 def test_a_changed_check_reaches_the_next_job_and_check_spec_cannot_drift(conn, region):
     [monitor] = add_monitors(conn, 1, check_interval_minutes=5, due="-10 seconds")
-    conn.execute("UPDATE public.monitors SET url = 'https://changed.example/health', "
-                 "expected_status = '{200,301}', check_retries = 0 WHERE id = %s", (monitor["id"],))
-    conn.execute("UPDATE public.monitors SET check_spec = '{\"url\": \"https://forged.example\"}' "
-                 "WHERE id = %s", (monitor["id"],))
+    conn.execute(
+        "UPDATE public.monitors SET url = 'https://changed.example/health', "
+        "expected_status = '{200,301}', check_retries = 0 WHERE id = %s",
+        (monitor["id"],),
+    )
+    conn.execute(
+        'UPDATE public.monitors SET check_spec = \'{"url": "https://forged.example"}\' '
+        "WHERE id = %s",
+        (monitor["id"],),
+    )
     tick(conn)
     [job] = outbox(conn)
     assert job["payload"] == {
-        "url": "https://changed.example/health", "method": "GET", "timeout_ms": 10000,
-        "expected_status": [200, 301], "retry": {"max_attempts": 1, "delay_ms": 2000},
+        "url": "https://changed.example/health",
+        "method": "GET",
+        "timeout_ms": 10000,
+        "expected_status": [200, 301],
+        "retry": {"max_attempts": 1, "delay_ms": 2000},
     }
     # the tick's own update of next_check_at does not rebuild it (the trigger is column-scoped)
-    triggers = conn.execute("SELECT pg_get_triggerdef(oid) AS d FROM pg_trigger "
-                            "WHERE tgname = 'monitors_check_spec'").fetchone()["d"]
+    triggers = conn.execute(
+        "SELECT pg_get_triggerdef(oid) AS d FROM pg_trigger WHERE tgname = 'monitors_check_spec'"
+    ).fetchone()["d"]
     assert "next_check_at" not in triggers
 
 
@@ -145,21 +174,25 @@ def test_a_slot_already_in_the_outbox_is_kept_and_the_rest_of_the_chunk_written(
     assert len(jobs) == 30
     assert (jobs[kept["id"]]["attempts"], jobs[kept["id"]]["last_error"]) == (1, "HTTP 503")
     assert all(j["attempts"] == 0 for m, j in jobs.items() if m != kept["id"])
-    bumped = conn.execute("SELECT count(*) AS n FROM public.monitors "
-                          "WHERE next_check_at > now()").fetchone()["n"]
+    bumped = conn.execute(
+        "SELECT count(*) AS n FROM public.monitors WHERE next_check_at > now()"
+    ).fetchone()["n"]
     assert bumped == 30
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    ({"chunk": 0}, "chunk must be 1 to 100000 monitors, not 0"),
-    ({"chunk": 100001}, "chunk must be 1 to 100000 monitors"),
-    ({"budget_s": 0}, "budget must be more than 0 and at most 55 seconds"),
-    ({"budget_s": 56}, "budget must be more than 0 and at most 55 seconds"),
-    # 30 days overflowed the run record's integer budget_ms column
-    ({"budget_s": 30 * 86400}, "budget must be more than 0 and at most 55 seconds"),
-    ({"lookahead_s": -1}, "lookahead must be 0 to 10 minutes"),
-    ({"lookahead_s": 30 * 86400}, "lookahead must be 0 to 10 minutes"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"chunk": 0}, "chunk must be 1 to 100000 monitors, not 0"),
+        ({"chunk": 100001}, "chunk must be 1 to 100000 monitors"),
+        ({"budget_s": 0}, "budget must be more than 0 and at most 55 seconds"),
+        ({"budget_s": 56}, "budget must be more than 0 and at most 55 seconds"),
+        # 30 days overflowed the run record's integer budget_ms column
+        ({"budget_s": 30 * 86400}, "budget must be more than 0 and at most 55 seconds"),
+        ({"lookahead_s": -1}, "lookahead must be 0 to 10 minutes"),
+        ({"lookahead_s": 30 * 86400}, "lookahead must be 0 to 10 minutes"),
+    ],
+)
 def test_tick_refuses_bad_arguments(conn, args, message):
     with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
         tick(conn, **args)
@@ -168,20 +201,26 @@ def test_tick_refuses_bad_arguments(conn, args, message):
 
 # ------------------------------------------------------------------ concurrency
 
+
 def test_two_concurrent_ticks_emit_every_slot_once_and_split_the_work(conn, db_url):
     for code in ("us-east-1", "eu-west-1", "ap-south-1"):
         add_region(conn, code, is_default=code == "us-east-1")
     n = 10_000
     # due up to 30 s ago, intervals >= 2 min: the next slot lies beyond the 60 s lookahead,
     # so each monitor has exactly one slot to emit
-    conn.execute("""
+    conn.execute(
+        """
         INSERT INTO public.monitors (url, check_interval_minutes, preferred_region, next_check_at)
         SELECT 'https://example.com/' || g, 2 + g %% 30,
                (ARRAY['us-east-1', 'eu-west-1', NULL])[1 + g %% 3],
                now() - make_interval(secs => random() * 30)
-          FROM generate_series(1, %s) g""", (n,))
-    slots = {r["id"]: r["next_check_at"] for r in
-             conn.execute("SELECT id, next_check_at FROM public.monitors").fetchall()}
+          FROM generate_series(1, %s) g""",
+        (n,),
+    )
+    slots = {
+        r["id"]: r["next_check_at"]
+        for r in conn.execute("SELECT id, next_check_at FROM public.monitors").fetchall()
+    }
 
     start = threading.Barrier(2)
     runs: list[dict] = []
@@ -209,7 +248,8 @@ def test_two_concurrent_ticks_emit_every_slot_once_and_split_the_work(conn, db_u
         row_lock_waits += conn.execute(
             "SELECT pid, wait_event, query FROM pg_stat_activity "
             "WHERE datname = current_database() AND wait_event_type = 'Lock' "
-            "AND wait_event IN ('transactionid', 'tuple')").fetchall()
+            "AND wait_event IN ('transactionid', 'tuple')"
+        ).fetchall()
     for t in threads:
         t.join(timeout=10)
     assert not errors, errors
@@ -226,17 +266,24 @@ def test_two_concurrent_ticks_emit_every_slot_once_and_split_the_work(conn, db_u
     assert len(jobs) == n
     assert {j["monitor_id"]: j["scheduled_for"] for j in jobs} == slots
     # every claimed monitor was bumped exactly one interval past its slot
-    assert conn.execute("""
+    assert (
+        conn.execute("""
         SELECT count(*) AS n FROM public.monitors m JOIN pgpulse.outbox o ON o.monitor_id = m.id
          WHERE m.next_check_at = o.scheduled_for + make_interval(mins => m.check_interval_minutes)
-    """).fetchone()["n"] == n
+    """).fetchone()["n"]
+        == n
+    )
 
 
 def test_tick_skips_monitors_locked_by_another_transaction_without_waiting(conn, db_url, region):
     add_monitors(conn, 40, check_interval_minutes=5, due="-10 seconds")
     with psycopg.connect(db_url, row_factory=dict_row) as holder:
-        locked = {r["id"] for r in holder.execute(
-            "SELECT id FROM public.monitors ORDER BY id LIMIT 10 FOR UPDATE").fetchall()}
+        locked = {
+            r["id"]
+            for r in holder.execute(
+                "SELECT id FROM public.monitors ORDER BY id LIMIT 10 FOR UPDATE"
+            ).fetchall()
+        }
         conn.execute("SET lock_timeout = '100ms'")
         run = tick(conn, chunk=7)
         assert run["monitors_claimed"] == 30
@@ -249,6 +296,7 @@ def test_tick_skips_monitors_locked_by_another_transaction_without_waiting(conn,
 
 
 # ------------------------------------------------------------------ phase, drift, catch-up
+
 
 def test_no_drift_over_many_ticks(conn, region):
     """Time passes (every next_check_at moves 37 s back between ticks, the same as the
@@ -268,14 +316,17 @@ def test_no_drift_over_many_ticks(conn, region):
         assert not tick(conn, chunk=40, budget_s=5)["cut_short"]
         # the relay drains the outbox; slots are kept in the simulated time
         for job in conn.execute(
-                "DELETE FROM pgpulse.outbox RETURNING monitor_id, scheduled_for, deliver_at").fetchall():
+            "DELETE FROM pgpulse.outbox RETURNING monitor_id, scheduled_for, deliver_at"
+        ).fetchall():
             assert job["deliver_at"] == job["scheduled_for"]
             slots[job["monitor_id"]].append(job["scheduled_for"] + shift)
         conn.execute("UPDATE public.monitors SET next_check_at = next_check_at - %s", (step,))
         shift += step
 
-    final = {r["id"]: r["next_check_at"] for r in
-             conn.execute("SELECT id, next_check_at FROM public.monitors").fetchall()}
+    final = {
+        r["id"]: r["next_check_at"]
+        for r in conn.execute("SELECT id, next_check_at FROM public.monitors").fetchall()
+    }
     for monitor_id, got in slots.items():
         interval = timedelta(minutes=first[monitor_id]["check_interval_minutes"])
         assert got[0] == first[monitor_id]["next_check_at"]
@@ -299,7 +350,9 @@ def test_one_catch_up_job_after_a_long_pause(conn, region):
         next_at = now - missed * timedelta(minutes=interval) - lag
         m = conn.execute(
             "INSERT INTO public.monitors (url, check_interval_minutes, next_check_at) "
-            "VALUES ('https://example.com/', %s, %s) RETURNING *", (interval, next_at)).fetchone()
+            "VALUES ('https://example.com/', %s, %s) RETURNING *",
+            (interval, next_at),
+        ).fetchone()
         monitors[m["id"]] = (m, interval, now - lag)
 
     run = tick(conn)
@@ -330,8 +383,9 @@ def test_lookahead_emits_jobs_due_within_the_window_with_deliver_at_in_the_futur
     assert job["scheduled_for"] == job["deliver_at"] == soon["next_check_at"]
     assert job["deliver_at"] > run["finished_at"]
     assert job["expires_at"] == soon["next_check_at"] + timedelta(minutes=5)
-    row = conn.execute("SELECT next_check_at FROM public.monitors WHERE id = %s",
-                       (later["id"],)).fetchone()
+    row = conn.execute(
+        "SELECT next_check_at FROM public.monitors WHERE id = %s", (later["id"],)
+    ).fetchone()
     assert row["next_check_at"] == later["next_check_at"]
     # without lookahead the soon one would not have been due yet
     conn.execute("DELETE FROM pgpulse.outbox")
@@ -402,6 +456,7 @@ def test_phase_differs_between_monitors_and_fits_every_interval(conn):
 
 # ------------------------------------------------------------------ budget, record, NOTIFY
 
+
 def test_budget_cuts_a_tick_short_and_the_next_tick_finishes(conn, region):
     # 4000 chunks of 5 take far longer than 0.3 s on any machine
     n = 20_000
@@ -417,14 +472,18 @@ def test_budget_cuts_a_tick_short_and_the_next_tick_finishes(conn, region):
     assert 0 < short["monitors_claimed"] < n
     assert short["jobs_written"] == short["monitors_claimed"]
     assert short["chunks"] == -(-short["monitors_claimed"] // 5)
-    left = conn.execute("SELECT count(*) AS n FROM public.monitors "
-                        "WHERE next_check_at <= now()").fetchone()["n"]
+    left = conn.execute(
+        "SELECT count(*) AS n FROM public.monitors WHERE next_check_at <= now()"
+    ).fetchone()["n"]
     assert left == n - short["monitors_claimed"]
 
     rest = tick(conn)
     assert rest["cut_short"] is False, rest
     assert rest["monitors_claimed"] == left
-    assert conn.execute("SELECT count(DISTINCT monitor_id) AS n FROM pgpulse.outbox").fetchone()["n"] == n
+    assert (
+        conn.execute("SELECT count(DISTINCT monitor_id) AS n FROM pgpulse.outbox").fetchone()["n"]
+        == n
+    )
     assert len(outbox(conn)) == n
 
 

@@ -18,28 +18,39 @@ from tests.support.seeding import add_monitors, outbox_jobs, tick
 
 # ------------------------------------------------------------------ 1. search_path
 
-def test_planted_operators_never_run_in_the_tick_as_pg_cron_runs_it(cron_db_url, attacker_in_cron_db):
+
+def test_planted_operators_never_run_in_the_tick_as_pg_cron_runs_it(
+    cron_db_url, attacker_in_cron_db
+):
     with psycopg.connect(attacker_in_cron_db, autocommit=True) as mallory:
         plant_hijacks(mallory)
     with psycopg.connect(cron_db_url, autocommit=True, row_factory=dict_row) as admin:
-        job = admin.execute("SELECT command, database, username FROM cron.job "
-                            "WHERE jobname = 'pgpulse-tick'").fetchone()
+        job = admin.execute(
+            "SELECT command, database, username FROM cron.job WHERE jobname = 'pgpulse-tick'"
+        ).fetchone()
         # due monitors, new ones too (their phase comes from a trigger function)
         admin.execute("INSERT INTO pgpulse.regions (code) VALUES ('hijack-1')")
-        admin.execute("INSERT INTO public.monitors (url, check_interval_minutes, preferred_region, "
-                      "next_check_at) SELECT 'https://example.com/h' || g, 1 + g, 'hijack-1', "
-                      "now() - make_interval(days => g) FROM generate_series(1, 20) g")
-        admin.execute("INSERT INTO public.monitors (url, preferred_region) "
-                      "VALUES ('https://example.com/new', 'hijack-1')")
+        admin.execute(
+            "INSERT INTO public.monitors (url, check_interval_minutes, preferred_region, "
+            "next_check_at) SELECT 'https://example.com/h' || g, 1 + g, 'hijack-1', "
+            "now() - make_interval(days => g) FROM generate_series(1, 20) g"
+        )
+        admin.execute(
+            "INSERT INTO public.monitors (url, preferred_region) "
+            "VALUES ('https://example.com/new', 'hijack-1')"
+        )
     # the job runs as a role without superuser rights, not as the migration's owner
     assert job["username"] == "pgpulse_ticker"
     with psycopg.connect(cron_db_url, autocommit=True) as admin:
-        assert admin.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s",
-                             (job["username"],)).fetchone() == (False,)
+        assert admin.execute(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = %s", (job["username"],)
+        ).fetchone() == (False,)
     try:
         # exactly as pg_cron runs it: that role, that database, its default search_path
-        with psycopg.connect(as_user(cron_db_url, job["username"]).rsplit("/", 1)[0]
-                             + "/" + job["database"], autocommit=True) as ticker:
+        with psycopg.connect(
+            as_user(cron_db_url, job["username"]).rsplit("/", 1)[0] + "/" + job["database"],
+            autocommit=True,
+        ) as ticker:
             assert ticker.execute("SHOW search_path").fetchone()[0] == '"$user", public'
             ticker.execute(job["command"])
         with psycopg.connect(cron_db_url, autocommit=True) as admin:
@@ -70,37 +81,53 @@ def test_no_pgpulse_function_resolves_names_through_the_callers_search_path(conn
     assert loose == []
     # the procedure commits, so it cannot pin it: it computes nothing itself, only calls
     # pgpulse.* (a planted operator could otherwise match one of its expressions)
-    body = conn.execute("SELECT prosrc FROM pg_proc WHERE oid = "
-                        "'pgpulse.tick(bigint, text, interval, interval, integer)'::regprocedure"
-                        ).fetchone()["prosrc"]
+    body = conn.execute(
+        "SELECT prosrc FROM pg_proc WHERE oid = "
+        "'pgpulse.tick(bigint, text, interval, interval, integer)'::regprocedure"
+    ).fetchone()["prosrc"]
     for operator in ("+", "-", "*", "/", "%", "<", ">", "=", "||"):
         assert operator not in body.replace("=>", "").replace(":=", "").replace("--", ""), operator
 
 
 # ------------------------------------------------------------------ 2. bad rows
 
+
 @pytest.mark.parametrize("value", ["-infinity", "infinity"])
 def test_non_finite_next_check_at_is_refused(conn, value):
     with pytest.raises(psycopg.errors.CheckViolation, match="monitor_next_check_at_finite"):
-        conn.execute("INSERT INTO public.monitors (url, next_check_at) "
-                     "VALUES ('https://example.com/', %s)", (value,))
+        conn.execute(
+            "INSERT INTO public.monitors (url, next_check_at) VALUES ('https://example.com/', %s)",
+            (value,),
+        )
     [m] = add_monitors(conn, 1, check_interval_minutes=5)
     with pytest.raises(psycopg.errors.CheckViolation, match="monitor_next_check_at_finite"):
         conn.execute("UPDATE public.monitors SET next_check_at = %s", (value,))
-    assert conn.execute("SELECT next_check_at FROM public.monitors").fetchone()["next_check_at"] \
+    assert (
+        conn.execute("SELECT next_check_at FROM public.monitors").fetchone()["next_check_at"]
         == m["next_check_at"]
+    )
 
 
 def test_far_past_and_minus_infinity_rows_restart_on_their_phase_grid(conn, region):
     """A row written before the CHECK (or where it was dropped) and a date so far back that
     the catch-up arithmetic overflowed: each gets one job on its phase grid, and the
     monitors behind them in the same chunk are scheduled too."""
-    conn.execute("ALTER TABLE public.monitors DROP CONSTRAINT IF EXISTS monitor_next_check_at_finite")
-    odd = {conn.execute(
-        "INSERT INTO public.monitors (url, check_interval_minutes, next_check_at) "
-        "VALUES ('https://example.com/odd', %s, %s) RETURNING id", (iv, at)).fetchone()["id"]: iv
-        for iv, at in [(1, "-infinity"), (1, "4713-01-01 00:00:00+00 BC"),
-                       (7, "0001-01-01 00:00:00+00"), (60, "1990-01-01 00:00:00+00")]}
+    conn.execute(
+        "ALTER TABLE public.monitors DROP CONSTRAINT IF EXISTS monitor_next_check_at_finite"
+    )
+    odd = {
+        conn.execute(
+            "INSERT INTO public.monitors (url, check_interval_minutes, next_check_at) "
+            "VALUES ('https://example.com/odd', %s, %s) RETURNING id",
+            (iv, at),
+        ).fetchone()["id"]: iv
+        for iv, at in [
+            (1, "-infinity"),
+            (1, "4713-01-01 00:00:00+00 BC"),
+            (7, "0001-01-01 00:00:00+00"),
+            (60, "1990-01-01 00:00:00+00"),
+        ]
+    }
     normal = add_monitors(conn, 50, check_interval_minutes=5)
 
     run = tick(conn, lookahead_s=0)  # one slot each: the latest one not after now
@@ -110,10 +137,13 @@ def test_far_past_and_minus_infinity_rows_restart_on_their_phase_grid(conn, regi
     assert set(jobs) == {m["id"] for m in normal} | set(odd)
     for monitor_id, iv in odd.items():
         job = jobs[monitor_id]
-        grid = conn.execute("SELECT pgpulse.first_slot(%s, %s, %s) AS s",
-                            (monitor_id, iv, job["scheduled_for"])).fetchone()["s"]
+        grid = conn.execute(
+            "SELECT pgpulse.first_slot(%s, %s, %s) AS s", (monitor_id, iv, job["scheduled_for"])
+        ).fetchone()["s"]
         assert grid == job["scheduled_for"], "not on the monitor's phase grid"
-        assert run["started_at"] - timedelta(minutes=iv) <= job["scheduled_for"] <= run["finished_at"]
+        assert (
+            run["started_at"] - timedelta(minutes=iv) <= job["scheduled_for"] <= run["finished_at"]
+        )
         assert job["expires_at"] == job["scheduled_for"] + timedelta(minutes=iv)
 
 
@@ -123,18 +153,25 @@ def test_a_row_that_cannot_be_scheduled_is_skipped_and_recorded_and_the_rest_go_
     monitor is scheduled and the tick says what it skipped."""
     monitors = add_monitors(conn, 300, check_interval_minutes=5)
     zero, refused = monitors[0]["id"], monitors[1]["id"]
-    conn.execute("ALTER TABLE public.monitors DROP CONSTRAINT monitor_interval_1_to_1440_minutes, "
-                 "DROP CONSTRAINT IF EXISTS monitor_interval_seconds_10_to_86400")
-    conn.execute("UPDATE public.monitors SET check_interval_minutes = 0, "
-                 "next_check_at = now() - interval '1 hour' WHERE id = %s", (zero,))
+    conn.execute(
+        "ALTER TABLE public.monitors DROP CONSTRAINT monitor_interval_1_to_1440_minutes, "
+        "DROP CONSTRAINT IF EXISTS monitor_interval_seconds_10_to_86400"
+    )
+    conn.execute(
+        "UPDATE public.monitors SET check_interval_minutes = 0, "
+        "next_check_at = now() - interval '1 hour' WHERE id = %s",
+        (zero,),
+    )
     conn.execute(f"""
         CREATE FUNCTION public.product_guard() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
             IF NEW.id = '{refused}' THEN RAISE EXCEPTION 'product says no'; END IF;
             RETURN NEW;
         END $$""")
-    conn.execute("CREATE TRIGGER product_guard BEFORE UPDATE ON public.monitors "
-                 "FOR EACH ROW EXECUTE FUNCTION public.product_guard()")
+    conn.execute(
+        "CREATE TRIGGER product_guard BEFORE UPDATE ON public.monitors "
+        "FOR EACH ROW EXECUTE FUNCTION public.product_guard()"
+    )
 
     run = tick(conn, chunk=100)
 
@@ -142,7 +179,9 @@ def test_a_row_that_cannot_be_scheduled_is_skipped_and_recorded_and_the_rest_go_
     assert run["monitors_claimed"] == 298
     assert run["stop_reason"] == "drained" and run["finished_at"] is not None
     assert "division by zero" in run["skip_detail"] or "product says no" in run["skip_detail"]
-    jobs = {j["monitor_id"] for j in conn.execute("SELECT monitor_id FROM pgpulse.outbox").fetchall()}
+    jobs = {
+        j["monitor_id"] for j in conn.execute("SELECT monitor_id FROM pgpulse.outbox").fetchall()
+    }
     assert jobs == {m["id"] for m in monitors} - {zero, refused}
     # the next tick skips them again, and nothing else is due
     again = tick(conn, chunk=100)
@@ -151,11 +190,17 @@ def test_a_row_that_cannot_be_scheduled_is_skipped_and_recorded_and_the_rest_go_
 
 # ------------------------------------------------------------------ 4. the budget is hard
 
-@pytest.mark.parametrize("holder_sql", [
-    "LOCK TABLE public.monitors IN ACCESS EXCLUSIVE MODE",
-    "CREATE INDEX monitors_url_idx ON public.monitors (url)",  # a non-concurrent index build
-])
-def test_a_lock_held_elsewhere_cannot_keep_the_tick_past_its_budget(conn, db_url, region, holder_sql):
+
+@pytest.mark.parametrize(
+    "holder_sql",
+    [
+        "LOCK TABLE public.monitors IN ACCESS EXCLUSIVE MODE",
+        "CREATE INDEX monitors_url_idx ON public.monitors (url)",  # a non-concurrent index build
+    ],
+)
+def test_a_lock_held_elsewhere_cannot_keep_the_tick_past_its_budget(
+    conn, db_url, region, holder_sql
+):
     add_monitors(conn, 2000, check_interval_minutes=5)
     budget_s = 2.0
     held = threading.Event()
@@ -189,30 +234,52 @@ def test_a_lock_held_elsewhere_cannot_keep_the_tick_past_its_budget(conn, db_url
 
 # ------------------------------------------------------------------ 3. edits reach the schedule
 
+
 def test_a_shorter_interval_rephases_at_once(conn, region):
-    [daily] = add_monitors(conn, 1, check_interval_minutes=1440, due="20 hours")  # next check in 20 h
+    [daily] = add_monitors(
+        conn, 1, check_interval_minutes=1440, due="20 hours"
+    )  # next check in 20 h
     before = conn.execute("SELECT now() AS t").fetchone()["t"]
-    conn.execute("UPDATE public.monitors SET check_interval_minutes = 1 WHERE id = %s", (daily["id"],))
-    row = conn.execute("SELECT next_check_at, pgpulse.first_slot(id, 1, next_check_at) AS grid "
-                       "FROM public.monitors WHERE id = %s", (daily["id"],)).fetchone()
+    conn.execute(
+        "UPDATE public.monitors SET check_interval_minutes = 1 WHERE id = %s", (daily["id"],)
+    )
+    row = conn.execute(
+        "SELECT next_check_at, pgpulse.first_slot(id, 1, next_check_at) AS grid "
+        "FROM public.monitors WHERE id = %s",
+        (daily["id"],),
+    ).fetchone()
     assert before <= row["next_check_at"] < before + timedelta(minutes=1)
     assert row["grid"] == row["next_check_at"]  # on the new interval's phase grid
     # longer: never later than one new interval from now
-    conn.execute("UPDATE public.monitors SET check_interval_minutes = 60 WHERE id = %s", (daily["id"],))
-    at = conn.execute("SELECT next_check_at FROM public.monitors WHERE id = %s",
-                      (daily["id"],)).fetchone()["next_check_at"]
+    conn.execute(
+        "UPDATE public.monitors SET check_interval_minutes = 60 WHERE id = %s", (daily["id"],)
+    )
+    at = conn.execute(
+        "SELECT next_check_at FROM public.monitors WHERE id = %s", (daily["id"],)
+    ).fetchone()["next_check_at"]
     assert before <= at < before + timedelta(minutes=61)
     # an explicit next_check_at in the same UPDATE wins
-    conn.execute("UPDATE public.monitors SET check_interval_minutes = 5, "
-                 "next_check_at = '2031-01-01 00:00:00+00' WHERE id = %s", (daily["id"],))
-    assert conn.execute("SELECT extract(year FROM next_check_at) AS y FROM public.monitors "
-                        "WHERE id = %s", (daily["id"],)).fetchone()["y"] == 2031
+    conn.execute(
+        "UPDATE public.monitors SET check_interval_minutes = 5, "
+        "next_check_at = '2031-01-01 00:00:00+00' WHERE id = %s",
+        (daily["id"],),
+    )
+    assert (
+        conn.execute(
+            "SELECT extract(year FROM next_check_at) AS y FROM public.monitors WHERE id = %s",
+            (daily["id"],),
+        ).fetchone()["y"]
+        == 2031
+    )
 
 
-@pytest.mark.parametrize("edit", [
-    "UPDATE public.monitors SET is_active = false WHERE id = %s",
-    "DELETE FROM public.monitors WHERE id = %s",
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "UPDATE public.monitors SET is_active = false WHERE id = %s",
+        "DELETE FROM public.monitors WHERE id = %s",
+    ],
+)
 def test_deactivated_or_deleted_monitor_jobs_stop(conn, region, edit):
     monitors = add_monitors(conn, 5, check_interval_minutes=5)
     tick(conn)
@@ -226,13 +293,19 @@ def test_deactivated_or_deleted_monitor_jobs_stop(conn, region, edit):
 def test_a_changed_check_reaches_waiting_jobs(conn, region):
     [m] = add_monitors(conn, 1, check_interval_minutes=5)
     tick(conn)
-    conn.execute("UPDATE public.monitors SET url = 'https://new.example/health', method = 'HEAD', "
-                 "timeout_ms = 3000, expected_status = '{204}', criticality = 'critical' "
-                 "WHERE id = %s", (m["id"],))
+    conn.execute(
+        "UPDATE public.monitors SET url = 'https://new.example/health', method = 'HEAD', "
+        "timeout_ms = 3000, expected_status = '{204}', criticality = 'critical' "
+        "WHERE id = %s",
+        (m["id"],),
+    )
     [job] = outbox_jobs(conn, m["id"])
     assert job["payload"]["url"] == "https://new.example/health"
-    assert (job["payload"]["method"], job["payload"]["timeout_ms"],
-            job["payload"]["expected_status"]) == ("HEAD", 3000, [204])
+    assert (
+        job["payload"]["method"],
+        job["payload"]["timeout_ms"],
+        job["payload"]["expected_status"],
+    ) == ("HEAD", 3000, [204])
     assert job["criticality"] == "critical"
 
 
@@ -240,20 +313,35 @@ def test_a_job_put_back_after_a_failure_follows_its_monitor(conn, region):
     """The relay's requeue and a dead letter's retry may bring back a job whose monitor
     changed (or went) while the job was in flight."""
     from relay.queries import queries
+
     kept, changed, paused = (m["id"] for m in add_monitors(conn, 3, check_interval_minutes=5))
     tick(conn)
-    in_flight = {j["monitor_id"]: j for j in conn.execute(
-        "DELETE FROM pgpulse.outbox RETURNING *").fetchall()}  # the relay claimed them
-    conn.execute("UPDATE public.monitors SET url = 'https://moved.example/' WHERE id = %s", (changed,))
+    in_flight = {
+        j["monitor_id"]: j
+        for j in conn.execute("DELETE FROM pgpulse.outbox RETURNING *").fetchall()
+    }  # the relay claimed them
+    conn.execute(
+        "UPDATE public.monitors SET url = 'https://moved.example/' WHERE id = %s", (changed,)
+    )
     conn.execute("UPDATE public.monitors SET is_active = false WHERE id = %s", (paused,))
-    for job in in_flight.values():   # ... and their publish failed
-        conn.execute(queries()["requeue"], {
-            "job_id": job["job_id"], "monitor_id": job["monitor_id"], "region": job["region"],
-            "criticality": job["criticality"],
-            "scheduled_for_s": job["scheduled_for"].timestamp(), "backoff_s": 1,
-            "expires_at_s": job["expires_at"].timestamp(), "allow_fallback": job["allow_fallback"],
-            "payload": psycopg.types.json.Jsonb(job["payload"]), "job_json": None, "attempts": 1,
-            "error": "HTTP 503"})
+    for job in in_flight.values():  # ... and their publish failed
+        conn.execute(
+            queries()["requeue"],
+            {
+                "job_id": job["job_id"],
+                "monitor_id": job["monitor_id"],
+                "region": job["region"],
+                "criticality": job["criticality"],
+                "scheduled_for_s": job["scheduled_for"].timestamp(),
+                "backoff_s": 1,
+                "expires_at_s": job["expires_at"].timestamp(),
+                "allow_fallback": job["allow_fallback"],
+                "payload": psycopg.types.json.Jsonb(job["payload"]),
+                "job_json": None,
+                "attempts": 1,
+                "error": "HTTP 503",
+            },
+        )
     back = {j["monitor_id"]: j for j in conn.execute("SELECT * FROM pgpulse.outbox").fetchall()}
     assert set(back) == {kept, changed}
     assert back[changed]["payload"]["url"] == "https://moved.example/"
@@ -263,12 +351,21 @@ def test_a_job_put_back_after_a_failure_follows_its_monitor(conn, region):
     # changed one's retry carries the change
     conn.execute("DELETE FROM pgpulse.outbox")
     for job in in_flight.values():
-        conn.execute("INSERT INTO pgpulse.dead_letters (job_id, monitor_id, region, criticality, "
-                     "scheduled_for, deliver_at, expires_at, payload, attempts, last_error) "
-                     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 5, 'gave up')",
-                     (job["job_id"], job["monitor_id"], job["region"], job["criticality"],
-                      job["scheduled_for"], job["deliver_at"], job["expires_at"],
-                      psycopg.types.json.Jsonb(job["payload"])))
+        conn.execute(
+            "INSERT INTO pgpulse.dead_letters (job_id, monitor_id, region, criticality, "
+            "scheduled_for, deliver_at, expires_at, payload, attempts, last_error) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 5, 'gave up')",
+            (
+                job["job_id"],
+                job["monitor_id"],
+                job["region"],
+                job["criticality"],
+                job["scheduled_for"],
+                job["deliver_at"],
+                job["expires_at"],
+                psycopg.types.json.Jsonb(job["payload"]),
+            ),
+        )
     conn.execute("DELETE FROM public.monitors WHERE id = %s", (kept,))
     assert conn.execute("SELECT count(*) AS n FROM pgpulse.dead_letters").fetchone()["n"] == 2
     retried = conn.execute(queries()["dlq_retry"], {"job_id": None}).fetchone()["retried"]
@@ -279,23 +376,34 @@ def test_a_job_put_back_after_a_failure_follows_its_monitor(conn, region):
 
 # ------------------------------------------------------------------ 11. bounded growth
 
+
 def test_a_tick_prunes_old_run_records_and_dead_letters_without_pg_cron(conn, db_url, region):
     [m] = add_monitors(conn, 1, check_interval_minutes=5)
-    conn.execute("INSERT INTO pgpulse.tick_runs (trigger, started_at, budget_ms, lookahead_ms) "
-                 "SELECT 'old', now() - make_interval(days => d), 1, 1 FROM unnest('{28,29,31,32}'::int[]) d")
-    conn.execute("INSERT INTO pgpulse.dead_letters (job_id, monitor_id, region, criticality, "
-                 "scheduled_for, deliver_at, expires_at, payload, attempts, last_error, failed_at) "
-                 "SELECT gen_random_uuid(), %s, 'us-east-1', 'normal', now(), now(), now(), '{}', 5, "
-                 "'gave up', now() - make_interval(days => d) FROM unnest('{12,13,15,16}'::int[]) d",
-                 (m["id"],))
+    conn.execute(
+        "INSERT INTO pgpulse.tick_runs (trigger, started_at, budget_ms, lookahead_ms) "
+        "SELECT 'old', now() - make_interval(days => d), 1, 1 FROM unnest('{28,29,31,32}'::int[]) d"
+    )
+    conn.execute(
+        "INSERT INTO pgpulse.dead_letters (job_id, monitor_id, region, criticality, "
+        "scheduled_for, deliver_at, expires_at, payload, attempts, last_error, failed_at) "
+        "SELECT gen_random_uuid(), %s, 'us-east-1', 'normal', now(), now(), now(), '{}', 5, "
+        "'gave up', now() - make_interval(days => d) FROM unnest('{12,13,15,16}'::int[]) d",
+        (m["id"],),
+    )
 
     tick(conn)
 
-    assert conn.execute("SELECT count(*) AS n FROM pgpulse.tick_runs "
-                        "WHERE trigger = 'old'").fetchone()["n"] == 2   # 28 and 29 days kept
+    assert (
+        conn.execute(
+            "SELECT count(*) AS n FROM pgpulse.tick_runs WHERE trigger = 'old'"
+        ).fetchone()["n"]
+        == 2
+    )  # 28 and 29 days kept
     assert conn.execute("SELECT count(*) AS n FROM pgpulse.dead_letters").fetchone()["n"] == 2
     # the retention is a database setting
-    conn.execute(f"ALTER DATABASE {db_url.rsplit('/', 1)[1]} SET pgpulse.dead_letter_retention = '1 day'")
+    conn.execute(
+        f"ALTER DATABASE {db_url.rsplit('/', 1)[1]} SET pgpulse.dead_letter_retention = '1 day'"
+    )
     with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as fresh:
         tick(fresh)
         assert fresh.execute("SELECT count(*) AS n FROM pgpulse.dead_letters").fetchone()["n"] == 0

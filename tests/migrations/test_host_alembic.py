@@ -14,7 +14,7 @@ from relay import migrate
 from relay.config import sqlalchemy_url
 from tests.support.cli import run_module
 
-HOST_ENV = '''
+HOST_ENV = """
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
@@ -29,9 +29,9 @@ with engine.connect() as connection:
     context.configure(connection=connection)
     with context.begin_transaction():
         context.run_migrations()
-'''
+"""
 
-HOST_REVISION = '''
+HOST_REVISION = """
 from alembic import op
 
 revision = "h001"
@@ -46,7 +46,7 @@ def upgrade():
 
 def downgrade():
     op.execute("DROP TABLE public.products")
-'''
+"""
 
 
 @pytest.fixture
@@ -65,7 +65,9 @@ def test_a_hosts_own_alembic_runs_pgpulses_revisions(dsn, tmp_path):
     (tmp_path / "alembic" / "versions" / "h001_products.py").write_text(HOST_REVISION)
     (tmp_path / "alembic.ini").write_text(
         "[alembic]\nscript_location = %(here)s/alembic\npath_separator = os\n"
-        f"sqlalchemy.url = {sqlalchemy_url(dsn).replace('%', '%%')}\n")
+        f"sqlalchemy.url = {sqlalchemy_url(dsn).replace('%', '%%')}\n"
+    )
+
     def alembic(*args: str) -> str:
         done = run_module("alembic", *args, cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
@@ -74,13 +76,18 @@ def test_a_hosts_own_alembic_runs_pgpulses_revisions(dsn, tmp_path):
     alembic("upgrade", "heads")
     with psycopg.connect(dsn) as conn:
         versions = {v for (v,) in conn.execute("SELECT version_num FROM public.alembic_version")}
-        assert conn.execute("SELECT to_regclass('pgpulse.outbox') IS NOT NULL,"
-                            " to_regclass('pgpulse.alembic_version') IS NULL").fetchone() == (True, True)
+        assert conn.execute(
+            "SELECT to_regclass('pgpulse.outbox') IS NOT NULL,"
+            " to_regclass('pgpulse.alembic_version') IS NULL"
+        ).fetchone() == (True, True)
     head = ScriptDirectory.from_config(migrate.alembic_config(None)).get_current_head()
     assert versions == {"h001", head}  # both branches, in the host's own version table
 
     alembic("downgrade", "pgpulse@base")
     with psycopg.connect(dsn) as conn:
-        assert [v for (v,) in conn.execute("SELECT version_num FROM public.alembic_version")] == ["h001"]
-        assert conn.execute("SELECT to_regnamespace('pgpulse') IS NULL,"
-                            " to_regclass('public.products') IS NOT NULL").fetchone() == (True, True)
+        assert [v for (v,) in conn.execute("SELECT version_num FROM public.alembic_version")] == [
+            "h001"
+        ]
+        assert conn.execute(
+            "SELECT to_regnamespace('pgpulse') IS NULL, to_regclass('public.products') IS NOT NULL"
+        ).fetchone() == (True, True)

@@ -36,14 +36,23 @@ def test_pg_cron_in_postgres_ticks_pgpulse_in_app(managed, capsys):
     err = capsys.readouterr().err
     assert 'pg_cron in database "postgres" ticks database "app"' in err
     with psycopg.connect(managed.dsn("postgres")) as conn:
-        assert dict(conn.execute("SELECT jobname, database FROM cron.job ORDER BY jobname")
-                    .fetchall()) == {"pgpulse-prune": "app", "pgpulse-tick": "app"}
+        assert dict(
+            conn.execute("SELECT jobname, database FROM cron.job ORDER BY jobname").fetchall()
+        ) == {"pgpulse-prune": "app", "pgpulse-tick": "app"}
     with psycopg.connect(app, autocommit=True) as conn:
         # pg_cron fires on the minute: wait for its tick to be recorded in app
-        wait_for(lambda: conn.execute("SELECT count(*) FROM pgpulse.tick_runs"
-                                      " WHERE trigger = 'pg_cron' AND finished_at IS NOT NULL"
-                                      ).fetchone()[0] > 0,
-                 timeout=100, interval=1, what="pg_cron to run the tick in database app")
+        wait_for(
+            lambda: (
+                conn.execute(
+                    "SELECT count(*) FROM pgpulse.tick_runs"
+                    " WHERE trigger = 'pg_cron' AND finished_at IS NOT NULL"
+                ).fetchone()[0]
+                > 0
+            ),
+            timeout=100,
+            interval=1,
+            what="pg_cron to run the tick in database app",
+        )
     migrate.downgrade(app, "base", cron_database="postgres")
     with psycopg.connect(managed.dsn("postgres")) as conn:
         assert conn.execute("SELECT count(*) FROM cron.job").fetchone()[0] == 0
@@ -55,14 +64,24 @@ def test_without_the_rights_the_admin_statements_are_printed(managed):
         admin.execute(f"CREATE ROLE {role} LOGIN")
         admin.execute(f"CREATE DATABASE {role} OWNER {role}")
     try:
-        done = pgpulse("migrate", "--cron-database", "postgres",
-                       database_url=f"postgresql://{role}@127.0.0.1:{managed.port}/{role}")
+        done = pgpulse(
+            "migrate",
+            "--cron-database",
+            "postgres",
+            database_url=f"postgresql://{role}@127.0.0.1:{managed.port}/{role}",
+        )
         assert done.returncode == 0, done.stderr
-        assert ("SELECT cron.schedule_in_database('pgpulse-tick', '* * * * *', "
-                f"'CALL pgpulse.tick(p_trigger => ''pg_cron'')', '{role}');") in done.stderr
+        assert (
+            "SELECT cron.schedule_in_database('pgpulse-tick', '* * * * *', "
+            f"'CALL pgpulse.tick(p_trigger => ''pg_cron'')', '{role}');"
+        ) in done.stderr
         with psycopg.connect(managed.dsn("postgres")) as conn:
-            assert conn.execute("SELECT count(*) FROM cron.job WHERE database = %s",
-                                (role,)).fetchone()[0] == 0
+            assert (
+                conn.execute(
+                    "SELECT count(*) FROM cron.job WHERE database = %s", (role,)
+                ).fetchone()[0]
+                == 0
+            )
     finally:
         with psycopg.connect(managed.dsn("postgres"), autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {role} WITH (FORCE)")
@@ -79,13 +98,18 @@ def test_a_second_database_ticked_by_the_same_role_is_not_a_silent_no_op(managed
         migrate.upgrade(managed.dsn("app2"), cron_database="postgres")
         err = capsys.readouterr().err
         assert 'ticks database "app2"' not in err
-        assert ('pg_cron in database "postgres" already runs pgpulse\'s jobs for database "app" as '
-                'role "postgres"') in err
-        assert ("SELECT cron.schedule_in_database('pgpulse-tick', '* * * * *', 'CALL pgpulse.tick("
-                "p_trigger => ''pg_cron'')', 'app2', username => 'ROLE');") in err
+        assert (
+            'pg_cron in database "postgres" already runs pgpulse\'s jobs for database "app" as '
+            'role "postgres"'
+        ) in err
+        assert (
+            "SELECT cron.schedule_in_database('pgpulse-tick', '* * * * *', 'CALL pgpulse.tick("
+            "p_trigger => ''pg_cron'')', 'app2', username => 'ROLE');"
+        ) in err
         with psycopg.connect(managed.dsn("postgres")) as conn:  # app's jobs are as they were
-            assert conn.execute("SELECT jobname, database FROM cron.job ORDER BY jobname"
-                                ).fetchall() == [("pgpulse-prune", "app"), ("pgpulse-tick", "app")]
+            assert conn.execute(
+                "SELECT jobname, database FROM cron.job ORDER BY jobname"
+            ).fetchall() == [("pgpulse-prune", "app"), ("pgpulse-tick", "app")]
     finally:
         migrate.downgrade(managed.dsn("app"), "base", cron_database="postgres")
         with psycopg.connect(managed.dsn("postgres"), autocommit=True) as admin:

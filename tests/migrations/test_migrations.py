@@ -20,7 +20,7 @@ from tests.support.catalog import catalog, cron_job_rows, differences
 from tests.support.cli import ROOT, pgpulse
 
 HEAD = "0.2.0"
-LAST_RELEASE = "0016"   # the last revision before the unreleased one
+LAST_RELEASE = "0016"  # the last revision before the unreleased one
 _names = itertools.count()
 
 
@@ -44,12 +44,24 @@ def empty_db(pg_server: EmbeddedPostgres) -> Iterator[Callable[[], str]]:
 
 def schema_dump(server: EmbeddedPostgres, dsn: str) -> str:
     proc = subprocess.run(
-        [str(server.bindir / "pg_dump"), "--schema-only", "--no-owner",
-         "--exclude-table=pgpulse.alembic_version", "--dbname", dsn],
-        capture_output=True, text=True, check=True)
+        [
+            str(server.bindir / "pg_dump"),
+            "--schema-only",
+            "--no-owner",
+            "--exclude-table=pgpulse.alembic_version",
+            "--dbname",
+            dsn,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     # newer pg_dump guards its output with a random \restrict key: not schema
-    return "\n".join(line for line in proc.stdout.splitlines()
-                     if not line.startswith(("\\restrict", "\\unrestrict")))
+    return "\n".join(
+        line
+        for line in proc.stdout.splitlines()
+        if not line.startswith(("\\restrict", "\\unrestrict"))
+    )
 
 
 def objects(dsn: str) -> dict:
@@ -73,9 +85,12 @@ def version(dsn: str) -> str | None:
 
 def cron_jobs(dsn: str) -> dict[str, str]:
     with psycopg.connect(dsn) as conn:
-        return dict(conn.execute(
-            "SELECT jobname, schedule FROM cron.job WHERE database = current_database() "
-            "AND jobname LIKE 'pgpulse-%' ORDER BY jobname").fetchall())
+        return dict(
+            conn.execute(
+                "SELECT jobname, schedule FROM cron.job WHERE database = current_database() "
+                "AND jobname LIKE 'pgpulse-%' ORDER BY jobname"
+            ).fetchall()
+        )
 
 
 def test_migrated_database_is_the_one_sql_builds(empty_db, capsys):
@@ -106,20 +121,20 @@ def test_the_catalog_comparison_sees_each_kind_of_difference(db_url):
     """Each change below, made in a transaction that is rolled back, is named."""
     with psycopg.connect(db_url) as conn:
         base = catalog(conn)
-        index = next(k for k, v in base["indexes"].items()
-                     if k.startswith("pgpulse.") and "UNIQUE" not in v["definition"])
+        index = next(
+            k
+            for k, v in base["indexes"].items()
+            if k.startswith("pgpulse.") and "UNIQUE" not in v["definition"]
+        )
         trigger = next(iter(base["triggers"]))
         table, _, name = trigger.rpartition(".")
         changes = {
             "REVOKE SELECT ON pgpulse.outbox FROM pgpulse_relay": "relations pgpulse.outbox: acl",
-            "ALTER FUNCTION pgpulse._unrouted(timestamptz, jsonb, integer) VOLATILE":
-                "functions pgpulse._unrouted(timestamp with time zone,jsonb,integer): definition",
+            "ALTER FUNCTION pgpulse._unrouted(timestamptz, jsonb, integer) VOLATILE": "functions pgpulse._unrouted(timestamp with time zone,jsonb,integer): definition",
             f"DROP INDEX {index}": f"indexes {index}: only in the first",
             f"ALTER TABLE {table} DISABLE TRIGGER {name}": f"triggers {trigger}: enabled",
-            "ALTER TABLE pgpulse.tick_runs ALTER COLUMN trigger SET DEFAULT 'x'":
-                "columns pgpulse.tick_runs.trigger: default",
-            "ALTER TABLE pgpulse.regions ADD CONSTRAINT short_code CHECK (length(code) < 64)":
-                "constraints pgpulse.regions.short_code: only in the second",
+            "ALTER TABLE pgpulse.tick_runs ALTER COLUMN trigger SET DEFAULT 'x'": "columns pgpulse.tick_runs.trigger: default",
+            "ALTER TABLE pgpulse.regions ADD CONSTRAINT short_code CHECK (length(code) < 64)": "constraints pgpulse.regions.short_code: only in the second",
         }
         for change, named in changes.items():
             conn.execute(change)
@@ -159,8 +174,10 @@ def test_migrating_without_pg_cron_succeeds_and_says_how_to_tick(empty_db, cron_
     # nothing was scheduled for it in the cron database either
     with psycopg.connect(cron_db_url) as conn:
         name = dsn.rsplit("/", 1)[1]
-        assert conn.execute("SELECT count(*) FROM cron.job WHERE database = %s",
-                            (name,)).fetchone()[0] == 0
+        assert (
+            conn.execute("SELECT count(*) FROM cron.job WHERE database = %s", (name,)).fetchone()[0]
+            == 0
+        )
 
 
 def test_a_role_that_is_not_superuser_can_migrate_and_is_told_about_pg_cron(pg_server, capsys):
@@ -201,8 +218,12 @@ def test_pg_cron_jobs_follow_upgrade_and_downgrade_in_the_cron_database(cron_db_
     with psycopg.connect(cron_db_url) as conn:
         conn.execute((ROOT / "sql" / "cron.sql").read_text())
     with psycopg.connect(cron_db_url) as conn:
-        assert conn.execute("SELECT count(*) FROM cron.job WHERE jobname LIKE 'pgpulse-%'"
-                            ).fetchone()[0] == 2
+        assert (
+            conn.execute("SELECT count(*) FROM cron.job WHERE jobname LIKE 'pgpulse-%'").fetchone()[
+                0
+            ]
+            == 2
+        )
 
 
 # ------------------------------------------------------------ existing installs upgrade
@@ -215,8 +236,10 @@ def install_0001_as_released(dsn: str) -> None:
     public.alembic_version (Alembic's own layout), beside a host application's row."""
     with psycopg.connect(dsn) as conn:
         conn.execute((ROOT / "migrations" / "sql" / "0001_initial.sql").read_text())
-        conn.execute("CREATE TABLE public.alembic_version (version_num varchar(32) NOT NULL,"
-                     " CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))")
+        conn.execute(
+            "CREATE TABLE public.alembic_version (version_num varchar(32) NOT NULL,"
+            " CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+        )
         conn.execute("INSERT INTO public.alembic_version VALUES ('0001'), (%s)", (HOST_REVISION,))
 
 
@@ -241,33 +264,47 @@ def populate(dsn: str) -> None:
 
 
 # public.monitors as revision 0001 made it; later revisions add columns after these
-MONITOR_COLUMNS_0001 = ("id, url, method, timeout_ms, expected_status, check_retries, "
-                        "check_retry_delay_ms, check_interval_minutes, is_active, preferred_region, "
-                        "allow_fallback, criticality, next_check_at, last_scheduled_at, "
-                        "created_at, check_spec")
+MONITOR_COLUMNS_0001 = (
+    "id, url, method, timeout_ms, expected_status, check_retries, "
+    "check_retry_delay_ms, check_interval_minutes, is_active, preferred_region, "
+    "allow_fallback, criticality, next_check_at, last_scheduled_at, "
+    "created_at, check_spec"
+)
 
-TICK_RUN_COLUMNS_0001 = ("id, trigger, started_at, finished_at, budget_ms, lookahead_ms, "
-                         "monitors_claimed, jobs_written, chunks, cut_short, unrouted")
+TICK_RUN_COLUMNS_0001 = (
+    "id, trigger, started_at, finished_at, budget_ms, lookahead_ms, "
+    "monitors_claimed, jobs_written, chunks, cut_short, unrouted"
+)
 
 
 # pgpulse.tick_runs as revision 0001 made it; later revisions add columns after these
-TICK_RUN_COLUMNS_0001 = ("id, trigger, started_at, finished_at, budget_ms, lookahead_ms, "
-                         "monitors_claimed, jobs_written, chunks, cut_short, unrouted")
+TICK_RUN_COLUMNS_0001 = (
+    "id, trigger, started_at, finished_at, budget_ms, lookahead_ms, "
+    "monitors_claimed, jobs_written, chunks, cut_short, unrouted"
+)
 
 
 def contents(dsn: str, regions_table: str) -> dict[str, list]:
-    tables = {"regions": regions_table,
-              "monitors": f"(SELECT {MONITOR_COLUMNS_0001} FROM public.monitors)",
-              "outbox": "pgpulse.outbox", "dead_letters": "pgpulse.dead_letters",
-              "tick_runs": f"(SELECT {TICK_RUN_COLUMNS_0001} FROM pgpulse.tick_runs)"}
+    tables = {
+        "regions": regions_table,
+        "monitors": f"(SELECT {MONITOR_COLUMNS_0001} FROM public.monitors)",
+        "outbox": "pgpulse.outbox",
+        "dead_letters": "pgpulse.dead_letters",
+        "tick_runs": f"(SELECT {TICK_RUN_COLUMNS_0001} FROM pgpulse.tick_runs)",
+    }
     # dead letters as 0001 had them (0008 adds allow_fallback)
-    dead_letter = ("(t.job_id, t.monitor_id, t.region, t.criticality, t.scheduled_for, "
-                   "t.deliver_at, t.expires_at, t.payload, t.attempts, t.last_error, t.failed_at)")
+    dead_letter = (
+        "(t.job_id, t.monitor_id, t.region, t.criticality, t.scheduled_for, "
+        "t.deliver_at, t.expires_at, t.payload, t.attempts, t.last_error, t.failed_at)"
+    )
     with psycopg.connect(dsn) as conn:
-        return {name: conn.execute(
-                    f"SELECT {dead_letter if name == 'dead_letters' else 't'}::text AS row "
-                    f"FROM {table} t ORDER BY row").fetchall()
-                for name, table in tables.items()}
+        return {
+            name: conn.execute(
+                f"SELECT {dead_letter if name == 'dead_letters' else 't'}::text AS row "
+                f"FROM {table} t ORDER BY row"
+            ).fetchall()
+            for name, table in tables.items()
+        }
 
 
 def host_versions(dsn: str) -> list[str]:
@@ -280,28 +317,40 @@ def test_a_populated_0001_install_upgrades_to_head_keeping_every_row(pg_server, 
     install_0001_as_released(dsn)
     populate(dsn)
     before = contents(dsn, "public.regions")
-    assert [len(before[t]) for t in ("regions", "monitors", "dead_letters", "tick_runs")] == [3, 300, 7, 1]
+    assert [len(before[t]) for t in ("regions", "monitors", "dead_letters", "tick_runs")] == [
+        3,
+        300,
+        7,
+        1,
+    ]
     assert len(before["outbox"]) > 50
 
     migrate.upgrade(dsn)
 
     assert version(dsn) == HEAD
-    assert host_versions(dsn) == [HOST_REVISION]   # the host's history is untouched
+    assert host_versions(dsn) == [HOST_REVISION]  # the host's history is untouched
     assert contents(dsn, "pgpulse.regions") == before
     with psycopg.connect(dsn) as conn:  # dead letters from before 0008 may fall back
-        assert conn.execute("SELECT bool_and(allow_fallback) FROM pgpulse.dead_letters"
-                            ).fetchone()[0] is True
+        assert (
+            conn.execute("SELECT bool_and(allow_fallback) FROM pgpulse.dead_letters").fetchone()[0]
+            is True
+        )
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert conn.execute("SELECT to_regclass('public.regions')").fetchone()[0] is None
         # revision 0003: every monitor keeps its interval, in seconds too, and one region
-        assert conn.execute(
-            "SELECT count(*) FILTER (WHERE check_interval_seconds = check_interval_minutes * 60"
-            " AND check_regions IS NULL) FROM public.monitors").fetchone()[0] == 300
+        assert (
+            conn.execute(
+                "SELECT count(*) FILTER (WHERE check_interval_seconds = check_interval_minutes * 60"
+                " AND check_regions IS NULL) FROM public.monitors"
+            ).fetchone()[0]
+            == 300
+        )
         # routing reads the moved table: a tick still places jobs by preferred region
         conn.execute("UPDATE public.monitors SET next_check_at = now() - interval '1 second'")
         conn.execute("CALL pgpulse.tick(p_trigger => 'after-upgrade')")
-        regions = dict(conn.execute(
-            "SELECT region, count(*) FROM pgpulse.outbox GROUP BY region").fetchall())
+        regions = dict(
+            conn.execute("SELECT region, count(*) FROM pgpulse.outbox GROUP BY region").fetchall()
+        )
     assert set(regions) == {"us-east-1", "eu-west-1", "ap-south-1"}
 
     # and back: 0001's layout again (regions in public), the rows still there
@@ -312,8 +361,10 @@ def test_a_populated_0001_install_upgrades_to_head_keeping_every_row(pg_server, 
 def test_a_hosts_own_alembic_history_is_never_touched(pg_server, empty_db, capsys):
     dsn = empty_db()
     with psycopg.connect(dsn) as conn:
-        conn.execute("CREATE TABLE public.alembic_version (version_num varchar(32) NOT NULL,"
-                     " CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))")
+        conn.execute(
+            "CREATE TABLE public.alembic_version (version_num varchar(32) NOT NULL,"
+            " CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+        )
         conn.execute("INSERT INTO public.alembic_version VALUES (%s)", (HOST_REVISION,))
     migrate.upgrade(dsn)
     assert version(dsn) == HEAD and host_versions(dsn) == [HOST_REVISION]
@@ -322,8 +373,9 @@ def test_a_hosts_own_alembic_history_is_never_touched(pg_server, empty_db, capsy
 
 
 @pytest.mark.parametrize("id_type", ["uuid", "text"])
-def test_adoption_leaves_a_products_own_regions_table_and_ids_alone(pg_server, empty_db, capsys,
-                                                                     id_type):
+def test_adoption_leaves_a_products_own_regions_table_and_ids_alone(
+    pg_server, empty_db, capsys, id_type
+):
     dsn = empty_db()
     ids = {"uuid": "gen_random_uuid()", "text": "'mon_' || g"}[id_type]
     with psycopg.connect(dsn) as conn:
@@ -343,8 +395,9 @@ def test_adoption_leaves_a_products_own_regions_table_and_ids_alone(pg_server, e
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO pgpulse.regions (code, is_default) VALUES ('us-east-1', true)")
         conn.execute("CALL pgpulse.tick(p_trigger => 'adopt-test', p_lookahead => '0')")
-        assert conn.execute("SELECT count(*), count(DISTINCT monitor_id) FROM pgpulse.outbox"
-                            ).fetchone() == (20, 20)
+        assert conn.execute(
+            "SELECT count(*), count(DISTINCT monitor_id) FROM pgpulse.outbox"
+        ).fetchone() == (20, 20)
     assert product_rows(dsn) == before[1]
     migrate.downgrade(dsn, "base")
     assert (public_dump(pg_server, dsn), product_rows(dsn)) == before
@@ -353,19 +406,35 @@ def test_adoption_leaves_a_products_own_regions_table_and_ids_alone(pg_server, e
 def public_dump(server: EmbeddedPostgres, dsn: str) -> str:
     """Schema public's structure (the host's version table aside)."""
     proc = subprocess.run(
-        [str(server.bindir / "pg_dump"), "--schema-only", "--schema=public", "--no-owner",
-         "--dbname", dsn], capture_output=True, text=True, check=True)
-    return "\n".join(line for line in proc.stdout.splitlines()
-                     if not line.startswith(("\\restrict", "\\unrestrict")))
+        [
+            str(server.bindir / "pg_dump"),
+            "--schema-only",
+            "--schema=public",
+            "--no-owner",
+            "--dbname",
+            dsn,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return "\n".join(
+        line
+        for line in proc.stdout.splitlines()
+        if not line.startswith(("\\restrict", "\\unrestrict"))
+    )
 
 
 def product_rows(dsn: str) -> list:
     """The product's rows; next_check_at and last_scheduled_at are the tick's to write."""
     with psycopg.connect(dsn) as conn:
-        return conn.execute(
-            "SELECT r::text FROM public.regions r ORDER BY id").fetchall() + conn.execute(
-            "SELECT id::text, url, check_interval_minutes, is_active, preferred_region,"
-            " owner_email FROM public.monitors ORDER BY id").fetchall()
+        return (
+            conn.execute("SELECT r::text FROM public.regions r ORDER BY id").fetchall()
+            + conn.execute(
+                "SELECT id::text, url, check_interval_minutes, is_active, preferred_region,"
+                " owner_email FROM public.monitors ORDER BY id"
+            ).fetchall()
+        )
 
 
 def test_a_populated_0005_install_upgrades_to_0006_and_back(pg_server, empty_db, capsys):
@@ -385,20 +454,29 @@ def test_a_populated_0005_install_upgrades_to_0006_and_back(pg_server, empty_db,
 
     assert version(dsn) == HEAD
     after = contents(dsn, "pgpulse.regions")
-    assert {k: v for k, v in after.items() if k != "monitors"} == \
-        {k: v for k, v in before.items() if k != "monitors"}
+    assert {k: v for k, v in after.items() if k != "monitors"} == {
+        k: v for k, v in before.items() if k != "monitors"
+    }
     changed = {row for row in after["monitors"]} - {row for row in before["monitors"]}
     assert len(changed) == 2 and len(after["monitors"]) == len(before["monitors"]) == 300
     with psycopg.connect(dsn, autocommit=True) as conn:
-        ends = dict(conn.execute(
-            "SELECT url, next_check_at <= now() FROM public.monitors "
-            "WHERE url LIKE '%/1' OR url LIKE '%/2'").fetchall())
+        ends = dict(
+            conn.execute(
+                "SELECT url, next_check_at <= now() FROM public.monitors "
+                "WHERE url LIKE '%/1' OR url LIKE '%/2'"
+            ).fetchall()
+        )
         assert ends == {"https://example.com/1": True, "https://example.com/2": False}
-        assert conn.execute("SELECT extract(year FROM next_check_at) FROM public.monitors "
-                            "WHERE url LIKE '%/2'").fetchone()[0] == 9999
+        assert (
+            conn.execute(
+                "SELECT extract(year FROM next_check_at) FROM public.monitors WHERE url LIKE '%/2'"
+            ).fetchone()[0]
+            == 9999
+        )
         run_id = conn.execute("CALL pgpulse.tick(p_trigger => 'after-0006')").fetchone()[0]
-        assert conn.execute("SELECT stop_reason, skipped FROM pgpulse.tick_runs WHERE id = %s",
-                            (run_id,)).fetchone() == ("drained", 0)
+        assert conn.execute(
+            "SELECT stop_reason, skipped FROM pgpulse.tick_runs WHERE id = %s", (run_id,)
+        ).fetchone() == ("drained", 0)
 
     migrate.downgrade(dsn, "0005")
     assert version(dsn) == "0005"
@@ -408,14 +486,29 @@ def test_a_populated_0005_install_upgrades_to_0006_and_back(pg_server, empty_db,
 def test_offline_sql_builds_the_same_schema_when_a_dba_runs_it(pg_server, empty_db, tmp_path):
     """`pgpulse migrate --sql` prints the DDL without a database (the URL points nowhere);
     psql runs it into an empty database: the schema equals a migrated one, at head."""
-    printed = pgpulse("migrate", "--sql", database_url="postgresql://nobody@127.0.0.1:9/nowhere",
-                      cwd=tmp_path)
+    printed = pgpulse(
+        "migrate", "--sql", database_url="postgresql://nobody@127.0.0.1:9/nowhere", cwd=tmp_path
+    )
     assert printed.returncode == 0, printed.stderr
     script = tmp_path / "upgrade.sql"
     script.write_text(printed.stdout)
     by_dba, migrated = empty_db(), empty_db()
-    subprocess.run([str(pg_server.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
-                    "-d", by_dba, "-f", str(script)], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            str(pg_server.bindir / "psql"),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            by_dba,
+            "-f",
+            str(script),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     migrate.upgrade(migrated)
     assert version(by_dba) == HEAD
     assert schema_dump(pg_server, by_dba) == schema_dump(pg_server, migrated)
@@ -425,9 +518,13 @@ def _intent_pairs(conn: psycopg.Connection) -> set[tuple[str, str]]:
     """(job id, region) of every push intent, whatever the table's layout."""
     per_request = conn.execute(
         "SELECT count(*) FROM pg_attribute WHERE attrelid = 'pgpulse.push_intents'::regclass"
-        " AND attname = 'job_ids'").fetchone()[0]
-    sql = ("SELECT u::text, i.region FROM pgpulse.push_intents i, unnest(i.job_ids) u"
-           if per_request else "SELECT job_id::text, region FROM pgpulse.push_intents")
+        " AND attname = 'job_ids'"
+    ).fetchone()[0]
+    sql = (
+        "SELECT u::text, i.region FROM pgpulse.push_intents i, unnest(i.job_ids) u"
+        if per_request
+        else "SELECT job_id::text, region FROM pgpulse.push_intents"
+    )
     return set(conn.execute(sql).fetchall())
 
 
@@ -440,20 +537,31 @@ def test_a_0012_install_keeps_its_push_intents_through_0013_and_back(pg_server, 
     migrate.upgrade(dsn, "0012")
     populate(dsn + "?options=-csearch_path%3Dpgpulse,public")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        jobs = [job_id for (job_id,) in conn.execute(
-            "SELECT job_id::text FROM pgpulse.outbox WHERE region = 'us-east-1'"
-            " ORDER BY job_id LIMIT 6")]
-        conn.execute("UPDATE pgpulse.outbox SET deliver_at = now() - interval '1 second'"
-                     " WHERE job_id = ANY (%s::uuid[])", (jobs,))
+        jobs = [
+            job_id
+            for (job_id,) in conn.execute(
+                "SELECT job_id::text FROM pgpulse.outbox WHERE region = 'us-east-1'"
+                " ORDER BY job_id LIMIT 6"
+            )
+        ]
+        conn.execute(
+            "UPDATE pgpulse.outbox SET deliver_at = now() - interval '1 second'"
+            " WHERE job_id = ANY (%s::uuid[])",
+            (jobs,),
+        )
         # two pushed to the fallback (pinned there), two to their own region, and two
         # intents of jobs that are gone
-        conn.execute("""
+        conn.execute(
+            """
             INSERT INTO pgpulse.push_intents (job_id, region, expires_at)
             SELECT j::uuid, r, now() + interval '5 minutes'
               FROM unnest(%s::text[], %s::text[]) AS t(j, r)""",
-            (jobs[:4] + ["00000000-0000-0000-0000-00000000000a",
-                         "00000000-0000-0000-0000-00000000000b"],
-             ["eu-west-1", "eu-west-1", "us-east-1", "us-east-1", "ap-south-1", "ap-south-1"]))
+            (
+                jobs[:4]
+                + ["00000000-0000-0000-0000-00000000000a", "00000000-0000-0000-0000-00000000000b"],
+                ["eu-west-1", "eu-west-1", "us-east-1", "us-east-1", "ap-south-1", "ap-south-1"],
+            ),
+        )
         before = _intent_pairs(conn)
     assert len(before) == 6
 
@@ -462,23 +570,41 @@ def test_a_0012_install_keeps_its_push_intents_through_0013_and_back(pg_server, 
     assert version(dsn) == HEAD
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert _intent_pairs(conn) == before
-        assert set(conn.execute("SELECT region, from_region, cardinality(job_ids)"
-                                " FROM pgpulse.push_intents").fetchall()) == {
-            ("eu-west-1", "us-east-1", 2), ("us-east-1", "us-east-1", 2),
-            ("ap-south-1", "ap-south-1", 2)}
+        assert set(
+            conn.execute(
+                "SELECT region, from_region, cardinality(job_ids) FROM pgpulse.push_intents"
+            ).fetchall()
+        ) == {
+            ("eu-west-1", "us-east-1", 2),
+            ("us-east-1", "us-east-1", 2),
+            ("ap-south-1", "ap-south-1", 2),
+        }
         # the claim as the relay runs it: pinned jobs name their region
         with conn.transaction(force_rollback=True), conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(queries()["claim_due"], {
-                "region": "us-east-1", "limit": 1000, "fallback_only": False,
-                "held_by": None}).fetchall()
+            rows = cur.execute(
+                queries()["claim_due"],
+                {"region": "us-east-1", "limit": 1000, "fallback_only": False, "held_by": None},
+            ).fetchall()
         pinned = {r["job_id"]: r["pinned_to"] for r in rows if r["job_id"] in jobs}
-        assert pinned == {jobs[0]: "eu-west-1", jobs[1]: "eu-west-1", jobs[2]: None,
-                          jobs[3]: None, jobs[4]: None, jobs[5]: None}
+        assert pinned == {
+            jobs[0]: "eu-west-1",
+            jobs[1]: "eu-west-1",
+            jobs[2]: None,
+            jobs[3]: None,
+            jobs[4]: None,
+            jobs[5]: None,
+        }
         # rerouting us-east-1's jobs: the two that may be in its queue already stay
         with conn.transaction(force_rollback=True), conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(queries()["claim_due"], {
-                "region": "us-east-1", "limit": 1000, "fallback_only": True,
-                "held_by": "us-east-1"}).fetchall()
+            rows = cur.execute(
+                queries()["claim_due"],
+                {
+                    "region": "us-east-1",
+                    "limit": 1000,
+                    "fallback_only": True,
+                    "held_by": "us-east-1",
+                },
+            ).fetchall()
         assert {r["job_id"] for r in rows} & set(jobs) == {jobs[0], jobs[1], jobs[4], jobs[5]}
 
     migrate.downgrade(dsn, "0012")
@@ -493,23 +619,37 @@ def _rows_by_table(dsn: str, columns: dict[str, list[str]] | None = None) -> dic
     only those columns of each table (the ones it had at the last release)."""
     with psycopg.connect(dsn) as conn:
         tables = columns or {
-            f"{schema}.{name}": [c for (c,) in conn.execute(
-                "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass"
-                " AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (f"{schema}.{name}",))]
+            f"{schema}.{name}": [
+                c
+                for (c,) in conn.execute(
+                    "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass"
+                    " AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                    (f"{schema}.{name}",),
+                )
+            ]
             for schema, name in conn.execute(
                 "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n"
                 "    ON n.oid = c.relnamespace"
                 " WHERE c.relkind IN ('r', 'p') AND c.relname <> 'alembic_version'"
-                "   AND (n.nspname = 'pgpulse' OR (n.nspname, c.relname) = ('public', 'monitors'))")}
+                "   AND (n.nspname = 'pgpulse' OR (n.nspname, c.relname) = ('public', 'monitors'))"
+            )
+        }
         if columns is None:
             return tables
-        return {table: [row for (row,) in conn.execute(
-                    f"SELECT ({', '.join(cols)})::text AS row FROM {table} ORDER BY row")]
-                for table, cols in tables.items()}
+        return {
+            table: [
+                row
+                for (row,) in conn.execute(
+                    f"SELECT ({', '.join(cols)})::text AS row FROM {table} ORDER BY row"
+                )
+            ]
+            for table, cols in tables.items()
+        }
 
 
 def test_a_populated_last_release_install_upgrades_to_head_and_back_keeping_every_row(
-        pg_server, empty_db, capsys):
+    pg_server, empty_db, capsys
+):
     """A database at the last release, with monitors, jobs waiting, dead letters, push
     intents, maintenance windows and tick runs, goes through the unreleased revision without
     losing a row or a value, and back to the last release's schema exactly."""
@@ -526,8 +666,15 @@ def test_a_populated_last_release_install_upgrades_to_head_and_back_keeping_ever
             VALUES ('Europe/Berlin', '2030-01-01 02:00', '2030-01-01 03:00')""")
     columns = _rows_by_table(dsn)
     before = _rows_by_table(dsn, columns)
-    kept = ("public.monitors", "pgpulse.regions", "pgpulse.outbox", "pgpulse.dead_letters",
-            "pgpulse.push_intents", "pgpulse.maintenance_windows", "pgpulse.tick_runs")
+    kept = (
+        "public.monitors",
+        "pgpulse.regions",
+        "pgpulse.outbox",
+        "pgpulse.dead_letters",
+        "pgpulse.push_intents",
+        "pgpulse.maintenance_windows",
+        "pgpulse.tick_runs",
+    )
     assert [t for t in kept if not before[t]] == []
 
     migrate.upgrade(dsn)

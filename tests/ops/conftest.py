@@ -27,8 +27,12 @@ def regions(conn) -> None:
 
 @pytest.fixture
 def relay_env(db_url, devserver) -> Iterator[dict[str, str]]:
-    yield make_relay_env(db_url, devserver.url, {code: BY_CODE[code].token for code in OPS_REGIONS},
-                         poll_interval_s=0.5)
+    yield make_relay_env(
+        db_url,
+        devserver.url,
+        {code: BY_CODE[code].token for code in OPS_REGIONS},
+        poll_interval_s=0.5,
+    )
     devserver.clear_faults()
 
 
@@ -40,7 +44,11 @@ def start_service(tmp_path) -> Iterator[Callable[..., PgpulseProcess]]:
 
     def start(*args: str, env: dict[str, str], **kwargs: Any) -> PgpulseProcess:
         port = free_port()
-        listen = ["--http", f"127.0.0.1:{port}"] if args[0] == "relay" else ["--listen", f"127.0.0.1:{port}"]
+        listen = (
+            ["--http", f"127.0.0.1:{port}"]
+            if args[0] == "relay"
+            else ["--listen", f"127.0.0.1:{port}"]
+        )
         return processes.start(*args, *listen, env=env, port=port, **kwargs).wait_ready()
 
     yield start
@@ -69,8 +77,11 @@ class Receiver:
         self.thread.start()
 
     def of(self, alert: str, status: str | None = None) -> list[dict]:
-        return [a for a in self.received
-                if a["alert"] == alert and (status is None or a["status"] == status)]
+        return [
+            a
+            for a in self.received
+            if a["alert"] == alert and (status is None or a["status"] == status)
+        ]
 
     def close(self) -> None:
         self.server.shutdown()

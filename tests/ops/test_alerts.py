@@ -15,12 +15,19 @@ from tests.support.regions import BY_CODE, take_down
 from tests.support.seeding import add_monitors, add_regions
 from tests.support.waiting import wait_for
 
-FAST_ALERTS = {"PGPULSE_ALERT_INTERVAL_S": "0.2", "PGPULSE_ALERT_BREAKER_OPEN_S": "1",
-               "PGPULSE_BREAKER_FAILURES": "2", "PGPULSE_BREAKER_COOLDOWN_S": "0.5",
-               "PGPULSE_RETRY_WINDOW_S": "0.5", "PGPULSE_ALERT_BACKLOG_AGE_S": "3600"}
+FAST_ALERTS = {
+    "PGPULSE_ALERT_INTERVAL_S": "0.2",
+    "PGPULSE_ALERT_BREAKER_OPEN_S": "1",
+    "PGPULSE_BREAKER_FAILURES": "2",
+    "PGPULSE_BREAKER_COOLDOWN_S": "0.5",
+    "PGPULSE_RETRY_WINDOW_S": "0.5",
+    "PGPULSE_ALERT_BACKLOG_AGE_S": "3600",
+}
 
 
-def test_deadman_fires_once_and_resolves_after_a_tick(conn, regions, relay_env, start_service, receiver):
+def test_deadman_fires_once_and_resolves_after_a_tick(
+    conn, regions, relay_env, start_service, receiver
+):
     env = relay_env | FAST_ALERTS | {"PGPULSE_ALERT_WEBHOOK_URL": receiver.url}
     service = start_service("relay", env=env)
     wait_for(lambda: receiver.of("deadman", "firing"), 20, "the dead-man alert")
@@ -43,7 +50,9 @@ def test_deadman_fires_once_and_resolves_after_a_tick(conn, regions, relay_env, 
     assert '"event": "alert_resolved"' in service.output
 
 
-def test_breaker_open_alert_while_a_region_is_down(conn, regions, relay_env, devserver, start_service, receiver):
+def test_breaker_open_alert_while_a_region_is_down(
+    conn, regions, relay_env, devserver, start_service, receiver
+):
     add_monitors(conn, 20, preferred_region="eu-west-1")
     assert pgpulse("tick", env=relay_env).returncode == 0
     take_down(devserver, BY_CODE["eu-west-1"].token)
@@ -55,13 +64,18 @@ def test_breaker_open_alert_while_a_region_is_down(conn, regions, relay_env, dev
     assert alert["details"]["region"] == "eu-west-1"
     assert alert["key"] == "breaker_open:eu-west-1"
     # eu's jobs went to its fallback meanwhile
-    wait_for(lambda: conn.execute("SELECT count(*) AS n FROM pgpulse.outbox").fetchone()["n"] == 0,
-             30, "rerouted jobs to leave the outbox")
+    wait_for(
+        lambda: conn.execute("SELECT count(*) AS n FROM pgpulse.outbox").fetchone()["n"] == 0,
+        30,
+        "rerouted jobs to leave the outbox",
+    )
 
     devserver.clear_faults()
     wait_for(lambda: receiver.of("breaker_open", "resolved"), 30, "the breaker resolve")
     assert len(receiver.of("breaker_open", "firing")) == 1
-    healthy = conn.execute("SELECT healthy FROM pgpulse.regions WHERE code = 'eu-west-1'").fetchone()
+    healthy = conn.execute(
+        "SELECT healthy FROM pgpulse.regions WHERE code = 'eu-west-1'"
+    ).fetchone()
     assert healthy["healthy"] is True
 
 
@@ -73,10 +87,16 @@ def test_slow_tick_and_old_backlog_alert(conn, regions, relay_env, start_service
                     VALUES (gen_random_uuid(), gen_random_uuid(), 'eu-west-1', 'normal',
                             now() - interval '10 minutes', now() - interval '10 minutes',
                             now() + interval '1 hour', false, '{"url": "https://x.example"}')""")
-    env = relay_env | FAST_ALERTS | {"PGPULSE_ALERT_WEBHOOK_URL": receiver.url,
-                                     "PGPULSE_ALERT_BACKLOG_AGE_S": "60",
-                                     # keep the old job where it is: eu is unreachable
-                                     "UPSTASH_REDIS_REST_TOKEN_EU_WEST_1": "wrong-token-for-eu"}
+    env = (
+        relay_env
+        | FAST_ALERTS
+        | {
+            "PGPULSE_ALERT_WEBHOOK_URL": receiver.url,
+            "PGPULSE_ALERT_BACKLOG_AGE_S": "60",
+            # keep the old job where it is: eu is unreachable
+            "UPSTASH_REDIS_REST_TOKEN_EU_WEST_1": "wrong-token-for-eu",
+        }
+    )
     start_service("relay", env=env)
     wait_for(lambda: receiver.of("tick_budget", "firing"), 20, "the tick budget alert")
     assert receiver.of("tick_budget", "firing")[0]["details"]["budget_used"] > 0.8
@@ -100,7 +120,8 @@ def evaluated_since(conn, since, *, seconds: float) -> bool:
     return conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'pgpulse-alerts-%%'"
         " AND datname = current_database() AND query_start >= %s + make_interval(secs => %s)) AS yes",
-        (since, seconds)).fetchone()["yes"]
+        (since, seconds),
+    ).fetchone()["yes"]
 
 
 def alert_sessions(conn) -> dict[int, bool]:
@@ -116,19 +137,31 @@ def alert_sessions(conn) -> dict[int, bool]:
 
 
 def test_two_relays_send_one_webhook_per_incident_and_hand_over_when_one_dies(
-        conn, regions, relay_env, receiver, relays):
+    conn, regions, relay_env, receiver, relays
+):
     env = relay_env | FAST_ALERTS | {"PGPULSE_ALERT_WEBHOOK_URL": receiver.url}
     first, second = relays.start("relay", env=env), relays.start("relay", env=env)
-    wait_for(lambda: set(alert_sessions(conn)) == {first.pid, second.pid}, 30,
-             "both relays' alert sessions")
+    wait_for(
+        lambda: set(alert_sessions(conn)) == {first.pid, second.pid},
+        30,
+        "both relays' alert sessions",
+    )
     wait_for(lambda: receiver.of("deadman", "firing"), 20, "the dead-man alert")
     # the other relay keeps asking for the lock and keeps being refused
     sessions = alert_sessions(conn)
     assert sorted(sessions.values()) == [False, True]
     follower_pid = next(pid for pid, holds in sessions.items() if not holds)
-    wait_for(lambda: "pg_try_advisory_lock" in conn.execute(
-        "SELECT query FROM pg_stat_activity WHERE application_name = %s",
-        (f"pgpulse-alerts-{follower_pid}",)).fetchone()["query"], 10, "the follower's lock try")
+    wait_for(
+        lambda: (
+            "pg_try_advisory_lock"
+            in conn.execute(
+                "SELECT query FROM pg_stat_activity WHERE application_name = %s",
+                (f"pgpulse-alerts-{follower_pid}",),
+            ).fetchone()["query"]
+        ),
+        10,
+        "the follower's lock try",
+    )
 
     assert pgpulse("tick", env=relay_env).returncode == 0
     wait_for(lambda: receiver.of("deadman", "resolved"), 20, "the dead-man resolve")
@@ -146,7 +179,9 @@ def test_two_relays_send_one_webhook_per_incident_and_hand_over_when_one_dies(
     assert len(receiver.of("deadman", "firing")) == 2
 
 
-def test_a_stopped_database_is_an_alert_and_breaker_rules_still_run(relay_env, devserver, receiver, relays):
+def test_a_stopped_database_is_an_alert_and_breaker_rules_still_run(
+    relay_env, devserver, receiver, relays
+):
     """Issue 10 point 8: the database down suppressed every rule, the breaker's included."""
     with EmbeddedPostgres(fast=True) as pg:
         dsn = pg.dsn()
@@ -154,28 +189,47 @@ def test_a_stopped_database_is_an_alert_and_breaker_rules_still_run(relay_env, d
         with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as setup:
             add_regions(setup, "us-east-1", {"eu-west-1": None})
             add_monitors(setup, 20, preferred_region="eu-west-1")
-        env = relay_env | FAST_ALERTS | {
-            "DATABASE_URL": dsn, "PGPULSE_ALERT_WEBHOOK_URL": receiver.url,
-            "PGPULSE_ALERT_DATABASE_DOWN_S": "1", "PGPULSE_ALERT_BREAKER_OPEN_S": "15",
-            "PGPULSE_ALERT_DEADMAN_S": "3600", "PGPULSE_BREAKER_COOLDOWN_S": "60"}
+        env = (
+            relay_env
+            | FAST_ALERTS
+            | {
+                "DATABASE_URL": dsn,
+                "PGPULSE_ALERT_WEBHOOK_URL": receiver.url,
+                "PGPULSE_ALERT_DATABASE_DOWN_S": "1",
+                "PGPULSE_ALERT_BREAKER_OPEN_S": "15",
+                "PGPULSE_ALERT_DEADMAN_S": "3600",
+                "PGPULSE_BREAKER_COOLDOWN_S": "60",
+            }
+        )
         take_down(devserver, BY_CODE["eu-west-1"].token)
         assert pgpulse("tick", env=env).returncode == 0  # first: no relay ever sees "no tick yet"
         relays.start("relay", env=env), relays.start("relay", env=env)
         with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as watch:
             wait_for(lambda: len(alert_sessions(watch)) == 2, 30, "both alert sessions")
-            wait_for(lambda: watch.execute("SELECT healthy FROM pgpulse.regions "
-                                           "WHERE code = 'eu-west-1'").fetchone()["healthy"] is False,
-                     30, "eu's breaker to open")
+            wait_for(
+                lambda: (
+                    watch.execute(
+                        "SELECT healthy FROM pgpulse.regions WHERE code = 'eu-west-1'"
+                    ).fetchone()["healthy"]
+                    is False
+                ),
+                30,
+                "eu's breaker to open",
+            )
         assert not receiver.of("breaker_open"), "the breaker alert came before the database stopped"
 
         pg.stop_postmaster("fast")
         wait_for(lambda: receiver.of("database_unreachable", "firing"), 30, "the database alert")
-        wait_for(lambda: receiver.of("breaker_open", "firing"), 30, "the breaker alert, database down")
+        wait_for(
+            lambda: receiver.of("breaker_open", "firing"), 30, "the breaker alert, database down"
+        )
         assert receiver.of("breaker_open", "firing")[0]["details"]["region"] == "eu-west-1"
         assert not receiver.of("deadman"), "a rule that needs the database fired blind"
 
         pg.start_postmaster()
-        wait_for(lambda: receiver.of("database_unreachable", "resolved"), 30, "the database resolve")
+        wait_for(
+            lambda: receiver.of("database_unreachable", "resolved"), 30, "the database resolve"
+        )
         assert len(receiver.of("database_unreachable", "firing")) == 1  # two relays, one alert
         assert len(receiver.of("breaker_open", "firing")) == 1
         devserver.clear_faults()

@@ -10,7 +10,18 @@ from relay.queries import queries
 from tests.support.cli import assert_one_line_error, pgpulse
 from tests.support.seeding import add_monitor
 
-COMMANDS = ["migrate", "tick", "relay", "status", "dlq", "region", "devserver", "demo", "bench", "http"]
+COMMANDS = [
+    "migrate",
+    "tick",
+    "relay",
+    "status",
+    "dlq",
+    "region",
+    "devserver",
+    "demo",
+    "bench",
+    "http",
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -21,29 +32,52 @@ def test_help_everywhere(command, relay_env):
 
 
 def test_user_mistakes_get_one_line_errors(conn, regions, relay_env):
-    assert_one_line_error(pgpulse("status", env=relay_env | {"DATABASE_URL": "mysql://x/y"}),
-                          "DATABASE_URL must start with postgresql://")
+    assert_one_line_error(
+        pgpulse("status", env=relay_env | {"DATABASE_URL": "mysql://x/y"}),
+        "DATABASE_URL must start with postgresql://",
+    )
     env = relay_env.copy()
     env.pop("DATABASE_URL")
     assert_one_line_error(pgpulse("tick", env=env), "DATABASE_URL is not set")
-    assert_one_line_error(pgpulse("region", "enable", "mars-1", env=relay_env), "unknown region 'mars-1'")
+    assert_one_line_error(
+        pgpulse("region", "enable", "mars-1", env=relay_env), "unknown region 'mars-1'"
+    )
     assert_one_line_error(pgpulse("region", "add", "Bad_Code", env=relay_env), "bad region code")
-    assert_one_line_error(pgpulse("region", "add", "sa-east-1", "--fallback", "nowhere", env=relay_env),
-                          "unknown fallback region")
+    assert_one_line_error(
+        pgpulse("region", "add", "sa-east-1", "--fallback", "nowhere", env=relay_env),
+        "unknown fallback region",
+    )
     assert_one_line_error(pgpulse("dlq", "retry", "not-a-uuid", env=relay_env), "bad job id")
     no_tokens = {k: v for k, v in relay_env.items() if "TOKEN" not in k}
-    assert_one_line_error(pgpulse("relay", "--once", env=no_tokens),
-                          "no region in pgpulse.regions (enabled or not) has an Upstash endpoint")
-    assert_one_line_error(pgpulse("relay", "--once", env=relay_env | {"PGPULSE_BATCH_SIZE": "lots"}),
-                          "PGPULSE_BATCH_SIZE must be a number")
-    assert_one_line_error(pgpulse("relay", "--once", env=relay_env | {
-        "UPSTASH_REDIS_REST_URL_US_EAST_1": "not a url", "UPSTASH_REDIS_REST_URL_EU_WEST_1": "ftp://x"}),
-        "no region in pgpulse.regions (enabled or not) has an Upstash endpoint")
+    assert_one_line_error(
+        pgpulse("relay", "--once", env=no_tokens),
+        "no region in pgpulse.regions (enabled or not) has an Upstash endpoint",
+    )
+    assert_one_line_error(
+        pgpulse("relay", "--once", env=relay_env | {"PGPULSE_BATCH_SIZE": "lots"}),
+        "PGPULSE_BATCH_SIZE must be a number",
+    )
+    assert_one_line_error(
+        pgpulse(
+            "relay",
+            "--once",
+            env=relay_env
+            | {
+                "UPSTASH_REDIS_REST_URL_US_EAST_1": "not a url",
+                "UPSTASH_REDIS_REST_URL_EU_WEST_1": "ftp://x",
+            },
+        ),
+        "no region in pgpulse.regions (enabled or not) has an Upstash endpoint",
+    )
 
 
 def test_region_commands_change_routing_rows(conn, regions, relay_env):
-    assert pgpulse("region", "add", "ap-south-1", "--fallback", "us-east-1", "--weight", "2",
-                   env=relay_env).returncode == 0
+    assert (
+        pgpulse(
+            "region", "add", "ap-south-1", "--fallback", "us-east-1", "--weight", "2", env=relay_env
+        ).returncode
+        == 0
+    )
     assert pgpulse("region", "disable", "eu-west-1", env=relay_env).returncode == 0
     assert pgpulse("region", "set-default", "ap-south-1", env=relay_env).returncode == 0
     listed = json.loads(pgpulse("region", "list", "--json", env=relay_env).stdout)
@@ -70,7 +104,9 @@ def test_status_and_dlq(conn, regions, relay_env):
 
     listed = json.loads(pgpulse("dlq", "list", "--json", env=relay_env).stdout)
     assert listed[0]["last_error"] == "ERR boom"
-    retried = json.loads(pgpulse("dlq", "retry", listed[0]["job_id"], "--json", env=relay_env).stdout)
+    retried = json.loads(
+        pgpulse("dlq", "retry", listed[0]["job_id"], "--json", env=relay_env).stdout
+    )
     assert retried == {"retried": 1, "kept": 0}
     assert conn.execute("SELECT count(*) AS n FROM pgpulse.outbox").fetchone()["n"] == 2
     assert json.loads(pgpulse("dlq", "purge", "--json", env=relay_env).stdout) == {"purged": 0}
@@ -86,8 +122,9 @@ def test_status_shows_the_job_that_ticks_this_database_not_another_ones(cron_db_
                                 'elsewhere', 'someone_else', 'pgpulse-tick')""")
         try:
             jobs = cron.execute(queries()["cron_job"], {"database": None}).fetchall()
-            status = json.loads(pgpulse("status", "--json",
-                                        env=relay_env | {"DATABASE_URL": cron_db_url}).stdout)
+            status = json.loads(
+                pgpulse("status", "--json", env=relay_env | {"DATABASE_URL": cron_db_url}).stdout
+            )
         finally:
             cron.execute("DELETE FROM cron.job WHERE jobid = -77")
     assert [job["schedule"] for job in jobs] == ["* * * * *"]

@@ -14,7 +14,10 @@ from relay.local.embedded import CRON_DATABASE, free_port
 from tests.support.cli import pgpulse
 from tests.support.dsn import with_password
 
-SECRETS = {"CRON_SECRET": "cron-secret-7d1e", "PGPULSE_ALERT_WEBHOOK_URL": "https://hooks.example/T0/B0/hook-secret-91"}
+SECRETS = {
+    "CRON_SECRET": "cron-secret-7d1e",
+    "PGPULSE_ALERT_WEBHOOK_URL": "https://hooks.example/T0/B0/hook-secret-91",
+}
 
 
 def lines(out: str) -> dict[str, tuple[str, str]]:
@@ -28,21 +31,46 @@ def lines(out: str) -> dict[str, tuple[str, str]]:
 
 
 def test_a_working_install_passes_every_check(conn, regions, relay_env, cron_db_url):
-    env = relay_env | SECRETS | {"DATABASE_URL": with_password(relay_env["DATABASE_URL"], "pw-5ecret")}
-    conn.execute("INSERT INTO pgpulse.tick_runs (trigger, started_at, finished_at, budget_ms, lookahead_ms) "
-                 "VALUES ('pg_cron', now() - interval '2 s', now(), 45000, 60000)")
+    env = (
+        relay_env
+        | SECRETS
+        | {"DATABASE_URL": with_password(relay_env["DATABASE_URL"], "pw-5ecret")}
+    )
+    conn.execute(
+        "INSERT INTO pgpulse.tick_runs (trigger, started_at, finished_at, budget_ms, lookahead_ms) "
+        "VALUES ('pg_cron', now() - interval '2 s', now(), 45000, 60000)"
+    )
     result = pgpulse("doctor", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     checks = lines(result.stdout)
-    assert list(checks) == ["settings", "database reachable", "migrated", "role rights", "pg_cron",
-                            "recent tick", "clock skew", "region eu-west-1", "region us-east-1"]
-    for name in ("settings", "database reachable", "migrated", "recent tick", "clock skew",
-                 "region eu-west-1", "region us-east-1"):
+    assert list(checks) == [
+        "settings",
+        "database reachable",
+        "migrated",
+        "role rights",
+        "pg_cron",
+        "recent tick",
+        "clock skew",
+        "region eu-west-1",
+        "region us-east-1",
+    ]
+    for name in (
+        "settings",
+        "database reachable",
+        "migrated",
+        "recent tick",
+        "clock skew",
+        "region eu-west-1",
+        "region us-east-1",
+    ):
         assert checks[name][0] == "ok", (name, checks[name])
     assert checks["role rights"] == ("warn", checks["role rights"][1])  # tests connect as superuser
     assert checks["pg_cron"][0] == "warn"  # pg_cron lives in another database, not ticking this one
     assert "no pgpulse-tick job ticks this database" in checks["pg_cron"][1]
-    assert "PING PONG" in checks["region us-east-1"][1] and "push script" in checks["region us-east-1"][1]
+    assert (
+        "PING PONG" in checks["region us-east-1"][1]
+        and "push script" in checks["region us-east-1"][1]
+    )
     assert "at revision" in checks["migrated"][1]
     assert "DATABASE_URL=postgresql://postgres:***@" in checks["settings"][1]
     assert "cron_secret=set (hidden)" in checks["settings"][1]
@@ -56,16 +84,23 @@ def test_a_working_install_passes_every_check(conn, regions, relay_env, cron_db_
     assert [c["name"] for c in record["checks"]] == list(checks)
 
 
-def test_each_misconfiguration_fails_its_check_and_the_exit_status(conn, regions, relay_env, pg_server):
+def test_each_misconfiguration_fails_its_check_and_the_exit_status(
+    conn, regions, relay_env, pg_server
+):
     # a refused token and a region without an endpoint
     env = relay_env | {"UPSTASH_REDIS_REST_TOKEN_EU_WEST_1": "wrong-token"}
     conn.execute("INSERT INTO pgpulse.regions (code) VALUES ('ap-south-1')")
     result = pgpulse("doctor", env=env)
     assert result.returncode == 1
     checks = lines(result.stdout)
-    assert checks["region eu-west-1"][0] == "FAIL" and "token refused" in checks["region eu-west-1"][1]
+    assert (
+        checks["region eu-west-1"][0] == "FAIL" and "token refused" in checks["region eu-west-1"][1]
+    )
     assert "wrong-token" not in result.stdout
-    assert checks["region ap-south-1"][0] == "FAIL" and "UPSTASH_REDIS_REST_URL_AP_SOUTH_1" in checks["region ap-south-1"][1]
+    assert (
+        checks["region ap-south-1"][0] == "FAIL"
+        and "UPSTASH_REDIS_REST_URL_AP_SOUTH_1" in checks["region ap-south-1"][1]
+    )
     assert checks["region us-east-1"][0] == "ok"
     assert checks["recent tick"] == ("FAIL", "no tick has ever finished")
 
@@ -95,8 +130,9 @@ def test_each_misconfiguration_fails_its_check_and_the_exit_status(conn, regions
 
     # no database at all, and a bad setting: each its own line, the rest skipped, no hang
     gone = f"postgresql://postgres:pw-gone@127.0.0.1:{free_port()}/nothing"
-    result = pgpulse("doctor", env=relay_env | {"DATABASE_URL": gone, "PGPULSE_BATCH_SIZE": "lots"},
-                     timeout=60)
+    result = pgpulse(
+        "doctor", env=relay_env | {"DATABASE_URL": gone, "PGPULSE_BATCH_SIZE": "lots"}, timeout=60
+    )
     checks = lines(result.stdout)
     assert result.returncode == 1
     assert checks["settings"] == ("FAIL", "PGPULSE_BATCH_SIZE must be a number, got 'lots'")
@@ -109,37 +145,50 @@ def test_pg_cron_job_state_is_checked(cron_db_url, relay_env):
     checks = lines(pgpulse("doctor", env=env).stdout)
     assert checks["pg_cron"][0] in ("ok", "warn") and "pgpulse-tick" in checks["pg_cron"][1]
     with psycopg.connect(cron_db_url, autocommit=True, row_factory=dict_row) as cron:
-        jobid = cron.execute("SELECT jobid FROM cron.job WHERE jobname = 'pgpulse-tick'").fetchone()["jobid"]
+        jobid = cron.execute(
+            "SELECT jobid FROM cron.job WHERE jobname = 'pgpulse-tick'"
+        ).fetchone()["jobid"]
         # the newest run failed (dated ahead so that pg_cron's own runs stay older)
-        cron.execute("""INSERT INTO cron.job_run_details (jobid, runid, job_pid, database, username,
+        cron.execute(
+            """INSERT INTO cron.job_run_details (jobid, runid, job_pid, database, username,
                             command, status, return_message, start_time, end_time)
                         VALUES (%s, -4242, 0, current_database(), 'postgres', 'CALL pgpulse.tick()',
                                 'failed', 'ERROR:  permission denied for table monitors',
-                                now() + interval '1 hour', now() + interval '1 hour')""", (jobid,))
+                                now() + interval '1 hour', now() + interval '1 hour')""",
+            (jobid,),
+        )
         try:
             result = pgpulse("doctor", env=env)
         finally:
             cron.execute("DELETE FROM cron.job_run_details WHERE runid = -4242")
     checks = lines(result.stdout)
     assert result.returncode == 1
-    assert checks["pg_cron"] == ("FAIL", "job pgpulse-tick's last run failed: "
-                                         "ERROR:  permission denied for table monitors")
+    assert checks["pg_cron"] == (
+        "FAIL",
+        "job pgpulse-tick's last run failed: ERROR:  permission denied for table monitors",
+    )
 
 
-def test_the_relay_role_has_every_right_doctor_checks(conn, db_url, regions, relay_env, cron_db_url):
+def test_the_relay_role_has_every_right_doctor_checks(
+    conn, db_url, regions, relay_env, cron_db_url
+):
     """Its grants are column grants (UPDATE (healthy) on regions, ...): doctor counts them."""
     conn.execute("DROP ROLE IF EXISTS doctor_relay")
     conn.execute("CREATE ROLE doctor_relay LOGIN IN ROLE pgpulse_relay")
     try:
         # a pg_cron tick was recorded here: what this database shows of pg_cron
-        conn.execute("INSERT INTO pgpulse.tick_runs (trigger, started_at, finished_at, budget_ms,"
-                     " lookahead_ms) VALUES ('pg_cron', now() - interval '30 s', now(), 45000, 60000)")
+        conn.execute(
+            "INSERT INTO pgpulse.tick_runs (trigger, started_at, finished_at, budget_ms,"
+            " lookahead_ms) VALUES ('pg_cron', now() - interval '30 s', now(), 45000, 60000)"
+        )
         env = relay_env | {"DATABASE_URL": db_url.replace("postgres@", "doctor_relay@")}
         checks = lines(pgpulse("doctor", env=env).stdout)
         assert checks["role rights"] == ("ok", "everything the relay reads and writes")
         # Alembic's table is not the relay's to read: said, and the other checks still run
-        assert checks["migrated"][0] == "warn" and "may not read pgpulse.alembic_version" in \
-            checks["migrated"][1]
+        assert (
+            checks["migrated"][0] == "warn"
+            and "may not read pgpulse.alembic_version" in checks["migrated"][1]
+        )
         # pg_cron is in another database, and this role may not read where: it says how to tell it
         verdict, detail = checks["pg_cron"]
         assert verdict == "warn" and "may not read cron.database_name" in detail, detail
@@ -152,7 +201,8 @@ def test_the_relay_role_has_every_right_doctor_checks(conn, db_url, regions, rel
         assert verdict == "warn" and detail.startswith(
             f"pg_cron runs in database {CRON_DATABASE}, and this role cannot read its jobs there "
             "(permission denied for schema cron): an admin checks there with `SELECT schedule, "
-            f"active FROM cron.job WHERE jobname = 'pgpulse-tick' AND database = '{database}'`"), detail
+            f"active FROM cron.job WHERE jobname = 'pgpulse-tick' AND database = '{database}'`"
+        ), detail
     finally:
         conn.execute("DROP ROLE doctor_relay")
 
@@ -167,10 +217,15 @@ def test_the_relay_role_has_every_right_doctor_checks(conn, db_url, regions, rel
                             WHERE t.grantee = c.grantee AND t.table_schema = c.table_schema
                               AND t.table_name = c.table_name
                               AND t.privilege_type = c.privilege_type)""").fetchall()
-    expected = {(table, privilege, column) for table, privileges in RELAY_NEEDS.items()
-                for privilege, columns in privileges.items() for column in (columns or [None])}
-    assert {(g["tbl"], g["privilege_type"], g["col"]) for g in granted} == expected, \
+    expected = {
+        (table, privilege, column)
+        for table, privileges in RELAY_NEEDS.items()
+        for privilege, columns in privileges.items()
+        for column in (columns or [None])
+    }
+    assert {(g["tbl"], g["privilege_type"], g["col"]) for g in granted} == expected, (
         "relay/doctor.py RELAY_NEEDS and sql/roles.sql's pgpulse_relay grants differ"
+    )
 
 
 def test_pg_cron_in_another_database_is_checked_there(conn, db_url, cron_db_url, relay_env):
@@ -179,17 +234,26 @@ def test_pg_cron_in_another_database_is_checked_there(conn, db_url, cron_db_url,
     env = relay_env | {"DATABASE_URL": db_url}
     checks = lines(pgpulse("doctor", env=env).stdout)
     database = conn.execute("SELECT current_database() AS db").fetchone()["db"]
-    assert checks["pg_cron"] == ("warn", (
-        f"no pgpulse-tick job ticks this database (pg_cron's database {CRON_DATABASE}): "
-        f"`pgpulse migrate --cron-database {CRON_DATABASE}` schedules it, or something else must "
-        "run `pgpulse tick` every minute; no tick here has come from pg_cron yet"))
+    assert checks["pg_cron"] == (
+        "warn",
+        (
+            f"no pgpulse-tick job ticks this database (pg_cron's database {CRON_DATABASE}): "
+            f"`pgpulse migrate --cron-database {CRON_DATABASE}` schedules it, or something else must "
+            "run `pgpulse tick` every minute; no tick here has come from pg_cron yet"
+        ),
+    )
     with psycopg.connect(cron_db_url, autocommit=True, row_factory=dict_row) as cron:
         # yearly: it never fires during the test
-        jobid = cron.execute("SELECT cron.schedule_in_database('pgpulse-tick', '0 0 1 1 *', "
-                             "'CALL pgpulse.tick()', %s) AS id", (database,)).fetchone()["id"]
+        jobid = cron.execute(
+            "SELECT cron.schedule_in_database('pgpulse-tick', '0 0 1 1 *', "
+            "'CALL pgpulse.tick()', %s) AS id",
+            (database,),
+        ).fetchone()["id"]
         try:
             checks = lines(pgpulse("doctor", env=env).stdout)
         finally:
             cron.execute("SELECT cron.unschedule(%s)", (jobid,))
-    assert checks["pg_cron"] == ("warn", f"job pgpulse-tick (pg_cron's database {CRON_DATABASE}) "
-                                         "(0 0 1 1 *) has not run yet")
+    assert checks["pg_cron"] == (
+        "warn",
+        f"job pgpulse-tick (pg_cron's database {CRON_DATABASE}) (0 0 1 1 *) has not run yet",
+    )

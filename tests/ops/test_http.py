@@ -43,8 +43,10 @@ def test_healthz_readyz_and_metrics(conn, regions, relay_env, start_service):
     wait_for(lambda: readyz(service).json()["warnings"] == [], 10, "the facts to show the tick")
 
     # without a relay in this process, a stale backlog is listed, not judged
-    conn.execute("UPDATE pgpulse.outbox SET deliver_at = now() - interval '10 minutes' "
-                 "WHERE job_id = (SELECT job_id FROM pgpulse.outbox LIMIT 1)")
+    conn.execute(
+        "UPDATE pgpulse.outbox SET deliver_at = now() - interval '10 minutes' "
+        "WHERE job_id = (SELECT job_id FROM pgpulse.outbox LIMIT 1)"
+    )
     stale = wait_for(lambda: (r := readyz(service)).json()["waiting"] and r, 10, "the backlog")
     assert stale.status_code == 200
     assert [w["why"] for w in stale.json()["waiting"].values()] == ["no relay in this process"]
@@ -63,8 +65,10 @@ def facts_shown(service) -> bool:
 
 
 def backends(conn) -> int:
-    return conn.execute("SELECT count(*) AS n FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()["n"]
+    return conn.execute(
+        "SELECT count(*) AS n FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    ).fetchone()["n"]
 
 
 def test_parallel_scrapes_share_one_cached_read(conn, regions, relay_env, start_service):
@@ -84,8 +88,10 @@ def test_parallel_scrapes_share_one_cached_read(conn, regions, relay_env, start_
     watcher.start()
     try:
         started = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(40) as pool, \
-                httpx.Client(timeout=30, limits=httpx.Limits(max_connections=40)) as http:
+        with (
+            concurrent.futures.ThreadPoolExecutor(40) as pool,
+            httpx.Client(timeout=30, limits=httpx.Limits(max_connections=40)) as http,
+        ):
             paths = ["/metrics", "/readyz"] * 40
             statuses = list(pool.map(lambda p: http.get(service.url + p).status_code, paths))
         print(f"{len(paths)} scrapes in {time.monotonic() - started:.1f} s")
@@ -98,14 +104,19 @@ def test_parallel_scrapes_share_one_cached_read(conn, regions, relay_env, start_
     assert peak[0] <= 2, f"{peak[0]} database connections for {len(paths)} scrapes"
 
 
-def test_a_blocked_facts_query_is_cut_by_its_statement_timeout(conn, regions, relay_env, start_service):
+def test_a_blocked_facts_query_is_cut_by_its_statement_timeout(
+    conn, regions, relay_env, start_service
+):
     service = start_service("http", env=relay_env | FAST)
     wait_for(lambda: facts_shown(service), 10, "the facts in /metrics")
     with psycopg.connect(conn.info.dsn) as locker:
         locker.execute("LOCK TABLE pgpulse.outbox IN ACCESS EXCLUSIVE MODE")
         started = time.monotonic()
-        cut = wait_for(lambda: (r := readyz(service)).status_code == 503 and r, 30,
-                       "the statement timeout to show")
+        cut = wait_for(
+            lambda: (r := readyz(service)).status_code == 503 and r,
+            30,
+            "the statement timeout to show",
+        )
         assert "statement timeout" in " ".join(cut.json()["reasons"])
         assert time.monotonic() - started < 20  # the 5 s timeout, not the lock, ends the read
         assert httpx.get(service.url + "/healthz", timeout=5).status_code == 200
@@ -116,8 +127,12 @@ def test_unauthenticated_bodies_name_no_host_port_or_user(relay_env, start_servi
     port = free_port()
     env = relay_env | FAST | {"DATABASE_URL": f"postgresql://dbuser-7c1e@127.0.0.1:{port}/nowhere"}
     service = start_service("http", env=env)
-    bodies = [readyz(service), httpx.get(service.url + "/nope"),
-              httpx.post(service.url + "/api/cron/scheduler"), httpx.get(service.url + "/metrics")]
+    bodies = [
+        readyz(service),
+        httpx.get(service.url + "/nope"),
+        httpx.post(service.url + "/api/cron/scheduler"),
+        httpx.get(service.url + "/metrics"),
+    ]
     assert bodies[0].status_code == 503
     assert bodies[0].json()["reasons"] == ["database: cannot connect to the database"]
     for response in bodies:
@@ -125,26 +140,40 @@ def test_unauthenticated_bodies_name_no_host_port_or_user(relay_env, start_servi
             assert private not in response.text, (response.url, private)
 
 
-def test_readyz_judges_this_instance_not_a_pinned_regions_outage(conn, regions, relay_env, devserver,
-                                                                 start_service):
+def test_readyz_judges_this_instance_not_a_pinned_regions_outage(
+    conn, regions, relay_env, devserver, start_service
+):
     # eu-west-1 is down; its pinned jobs (no fallback) must wait: expected, not unready
     take_down(devserver, relay_env["UPSTASH_REDIS_REST_TOKEN_EU_WEST_1"])
-    conn.execute("INSERT INTO pgpulse.outbox (job_id, monitor_id, region, criticality, "
-                 "scheduled_for, deliver_at, expires_at, allow_fallback, payload) "
-                 "SELECT gen_random_uuid(), gen_random_uuid(), 'eu-west-1', 'normal', "
-                 "now() - interval '10 minutes', now() - interval '10 minutes', "
-                 "now() + interval '1 hour', false, '{\"url\": \"https://x.example\"}' "
-                 "FROM generate_series(1, 5) g")
-    env = relay_env | FAST | {"PGPULSE_BREAKER_FAILURES": "1", "PGPULSE_RETRY_WINDOW_S": "0.2",
-                              "PGPULSE_BREAKER_COOLDOWN_S": "600",
-                              "PGPULSE_READY_MAX_BACKLOG_AGE_S": "60"}
+    conn.execute(
+        "INSERT INTO pgpulse.outbox (job_id, monitor_id, region, criticality, "
+        "scheduled_for, deliver_at, expires_at, allow_fallback, payload) "
+        "SELECT gen_random_uuid(), gen_random_uuid(), 'eu-west-1', 'normal', "
+        "now() - interval '10 minutes', now() - interval '10 minutes', "
+        "now() + interval '1 hour', false, '{\"url\": \"https://x.example\"}' "
+        "FROM generate_series(1, 5) g"
+    )
+    env = (
+        relay_env
+        | FAST
+        | {
+            "PGPULSE_BREAKER_FAILURES": "1",
+            "PGPULSE_RETRY_WINDOW_S": "0.2",
+            "PGPULSE_BREAKER_COOLDOWN_S": "600",
+            "PGPULSE_READY_MAX_BACKLOG_AGE_S": "60",
+        }
+    )
     service = start_service("relay", env=env)
-    ready = wait_for(lambda: (r := readyz(service)).json()["waiting"] and r, 30,
-                     "the outage to show under waiting")
+    ready = wait_for(
+        lambda: (r := readyz(service)).json()["waiting"] and r,
+        30,
+        "the outage to show under waiting",
+    )
     assert ready.status_code == 200, ready.text
     assert ready.json()["waiting"]["eu-west-1"]["why"] in (
         "region marked unhealthy (outage)",
-        "not delivered by this relay now (breaker not closed, disabled or not configured)")
+        "not delivered by this relay now (breaker not closed, disabled or not configured)",
+    )
     assert ready.json()["reasons"] == []
 
 
@@ -166,16 +195,24 @@ def test_cron_trigger_runs_one_tick_with_the_secret_only(conn, regions, relay_en
     record = ok.json()
     assert record["trigger"] == "http"
     assert record["monitors_claimed"] == 20 and record["jobs_written"] == 20
-    for header in ("x-content-type-options", "x-frame-options", "content-security-policy",
-                   "cache-control", "referrer-policy"):
+    for header in (
+        "x-content-type-options",
+        "x-frame-options",
+        "content-security-policy",
+        "cache-control",
+        "referrer-policy",
+    ):
         assert header in ok.headers
     assert conn.execute("SELECT count(*) AS n FROM pgpulse.outbox").fetchone()["n"] == 20
 
 
-def test_cron_trigger_without_a_configured_secret_is_refused(conn, regions, relay_env, start_service):
+def test_cron_trigger_without_a_configured_secret_is_refused(
+    conn, regions, relay_env, start_service
+):
     service = start_service("http", env=relay_env)
-    response = httpx.post(service.url + "/api/cron/scheduler",
-                          headers={"Authorization": "Bearer anything"})
+    response = httpx.post(
+        service.url + "/api/cron/scheduler", headers={"Authorization": "Bearer anything"}
+    )
     assert response.status_code == 503
     assert response.json() == {"error": "CRON_SECRET is not configured"}
     assert conn.execute("SELECT count(*) AS n FROM pgpulse.tick_runs").fetchone()["n"] == 0
@@ -224,7 +261,9 @@ class Slowloris:
             sock.close()
 
 
-def test_healthz_answers_under_a_slowloris_flood_with_few_descriptors(conn, regions, relay_env, start_service):
+def test_healthz_answers_under_a_slowloris_flood_with_few_descriptors(
+    conn, regions, relay_env, start_service
+):
     add_monitors(conn, 30, due="-5 seconds")
     env = relay_env | FAST | {"PGPULSE_HTTP_REQUEST_TIMEOUT_S": "2"}
     few_descriptors = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))  # noqa: E731
@@ -247,12 +286,17 @@ def test_healthz_answers_under_a_slowloris_flood_with_few_descriptors(conn, regi
         flood.close()
     # the relay still works: the tick's jobs all leave the outbox
     assert pgpulse("tick", env=relay_env).returncode == 0
-    wait_for(lambda: conn.execute("SELECT count(*) AS n FROM pgpulse.outbox").fetchone()["n"] == 0,
-             30, "the relay to publish after the flood")
+    wait_for(
+        lambda: conn.execute("SELECT count(*) AS n FROM pgpulse.outbox").fetchone()["n"] == 0,
+        30,
+        "the relay to publish after the flood",
+    )
     assert service.stop() == 0
-    print(f"slowloris: {flood.opened} opened, {flood.closed_by_server} closed by the server, "
-          f"/healthz {answered} answered, {failed} failed, {open_fds} descriptors open, "
-          f"{len(service.output)} bytes of logs")
+    print(
+        f"slowloris: {flood.opened} opened, {flood.closed_by_server} closed by the server, "
+        f"/healthz {answered} answered, {failed} failed, {open_fds} descriptors open, "
+        f"{len(service.output)} bytes of logs"
+    )
     assert failed <= 2, f"/healthz: {answered} answered, {failed} failed"
     assert flood.closed_by_server >= 100, "half-sent requests were not timed out or evicted"
     assert open_fds < FD_LIMIT - 16
@@ -265,9 +309,14 @@ def test_readiness_counts_the_backlog_of_regions_this_relay_delivers_to():
     from relay.http import judge_readiness
     from relay.snapshot import Snapshot
 
-    facts = {"backlog": [{"region": "us-east-1", "due": 3, "oldest_due_age_s": 600},
-                         {"region": "eu-west-1", "due": 9, "oldest_due_age_s": 900}],
-             "last_tick_age_s": 20, "unhealthy_regions": {}}
+    facts = {
+        "backlog": [
+            {"region": "us-east-1", "due": 3, "oldest_due_age_s": 600},
+            {"region": "eu-west-1", "due": 9, "oldest_due_age_s": 900},
+        ],
+        "last_tick_age_s": 20,
+        "unhealthy_regions": {},
+    }
     now = time.time()
     snapshot = Snapshot(facts, now, now, True, None)
     settings = OpsSettings()

@@ -26,8 +26,9 @@ DASHBOARD = ROOT / "deploy/grafana/pgpulse-dashboard.json"
 GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$region": ".*", "$job": "pgpulse"}
 METRIC_NAME = re.compile(r"\b((?:pgpulse|process)_[a-z0-9_]+)\b")
 
-pytestmark = pytest.mark.skipif(shutil.which("promtool") is None,
-                                reason="promtool missing: apt-get install prometheus")
+pytestmark = pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool missing: apt-get install prometheus"
+)
 
 
 def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -56,13 +57,17 @@ def test_rules_pass_promtool_and_each_alert_fires_and_resolves_in_the_unit_tests
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
     # every alert has a case where it fires and a later case where it is gone
-    cases = [c for t in yaml.safe_load(RULES_TEST.read_text())["tests"] for c in t["alert_rule_test"]]
+    cases = [
+        c for t in yaml.safe_load(RULES_TEST.read_text())["tests"] for c in t["alert_rule_test"]
+    ]
     for alert in rule_expressions():
-        mine = sorted((c for c in cases if c["alertname"] == alert),
-                      key=lambda c: int(c["eval_time"].rstrip("m")))
+        mine = sorted(
+            (c for c in cases if c["alertname"] == alert),
+            key=lambda c: int(c["eval_time"].rstrip("m")),
+        )
         firing = [i for i, c in enumerate(mine) if c["exp_alerts"]]
         assert firing, f"{alert}: no unit test shows it firing"
-        assert any(not c["exp_alerts"] for c in mine[firing[0] + 1:]), f"{alert}: never resolves"
+        assert any(not c["exp_alerts"] for c in mine[firing[0] + 1 :]), f"{alert}: never resolves"
         assert not mine[0]["exp_alerts"], f"{alert}: no unit test shows it silent first"
 
 
@@ -70,8 +75,16 @@ def test_every_dashboard_expression_parses(tmp_path):
     exprs = dashboard_expressions()
     assert len(exprs) >= 15
     # promtool parses PromQL in rules files: each panel query becomes a recording rule
-    wrapper = {"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(exprs)]}]}
+    wrapper = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(exprs)
+                ],
+            }
+        ]
+    }
     (tmp_path / "dashboard.yml").write_text(yaml.safe_dump(wrapper))
     checked = promtool("check", "rules", "dashboard.yml", cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -82,10 +95,18 @@ def test_every_dashboard_expression_parses(tmp_path):
     assert promtool("check", "rules", "dashboard.yml", cwd=tmp_path).returncode != 0
 
 
-def test_a_running_relay_exports_every_metric_the_rules_and_dashboard_name(conn, regions, relay_env, start_service):
-    named = set(METRIC_NAME.findall(" ".join([*rule_expressions().values(), *dashboard_expressions()])))
-    assert {"pgpulse_last_tick_finished_timestamp_seconds", "pgpulse_dead_letters",
-            "pgpulse_breaker_state", "pgpulse_build_info"} <= named
+def test_a_running_relay_exports_every_metric_the_rules_and_dashboard_name(
+    conn, regions, relay_env, start_service
+):
+    named = set(
+        METRIC_NAME.findall(" ".join([*rule_expressions().values(), *dashboard_expressions()]))
+    )
+    assert {
+        "pgpulse_last_tick_finished_timestamp_seconds",
+        "pgpulse_dead_letters",
+        "pgpulse_breaker_state",
+        "pgpulse_build_info",
+    } <= named
 
     add_monitors(conn, 5)
     assert pgpulse("tick", env=relay_env).returncode == 0
@@ -95,21 +116,29 @@ def test_a_running_relay_exports_every_metric_the_rules_and_dashboard_name(conn,
         text = httpx.get(service.url + "/metrics", timeout=5).text
         return {s.name for f in text_string_to_metric_families(text) for s in f.samples}
 
-    wait_for(lambda: named <= exported(), 30,
-             lambda: f"metrics missing from /metrics: {sorted(named - exported())}")
+    wait_for(
+        lambda: named <= exported(),
+        30,
+        lambda: f"metrics missing from /metrics: {sorted(named - exported())}",
+    )
 
     text = httpx.get(service.url + "/metrics", timeout=5).text
     assert re.search(r'^pgpulse_build_info\{version="[0-9.]+[^"]*"\} 1\.0$', text, re.M)
     # the breaker is a state set: one series per state, exactly one of them 1
-    states = {s.labels["state"]: s.value for f in text_string_to_metric_families(text)
-              for s in f.samples if s.name == "pgpulse_breaker_state"
-              and s.labels["region"] == "us-east-1"}
+    states = {
+        s.labels["state"]: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "pgpulse_breaker_state" and s.labels["region"] == "us-east-1"
+    }
     assert states == {"closed": 1.0, "half_open": 0.0, "open": 0.0}
-    finished = conn.execute("SELECT extract(epoch FROM max(finished_at))::float8 AS t "
-                            "FROM pgpulse.tick_runs").fetchone()["t"]
+    finished = conn.execute(
+        "SELECT extract(epoch FROM max(finished_at))::float8 AS t FROM pgpulse.tick_runs"
+    ).fetchone()["t"]
     assert abs(_sample(text, "pgpulse_last_tick_finished_timestamp_seconds") - finished) < 1e-3
 
 
 def _sample(text: str, name: str) -> float:
-    return next(s.value for f in text_string_to_metric_families(text) for s in f.samples
-                if s.name == name)
+    return next(
+        s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name
+    )

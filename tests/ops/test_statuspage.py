@@ -26,11 +26,27 @@ PHONE = (412, 915)
 def load_in_chromium(url: str, profile: Path, screenshot: Path) -> str:
     """The page's DOM after load; a screenshot at phone size on the way."""
     result = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={profile}", f"--window-size={PHONE[0]},{PHONE[1]}",
-         f"--screenshot={screenshot}", "--dump-dom", url],
-        capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            f"--window-size={PHONE[0]},{PHONE[1]}",
+            f"--screenshot={screenshot}",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
@@ -42,7 +58,9 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium missing: apt-get install chromium")
-def test_the_page_shows_the_system_in_a_real_browser(conn, regions, relay_env, start_service, tmp_path):
+def test_the_page_shows_the_system_in_a_real_browser(
+    conn, regions, relay_env, start_service, tmp_path
+):
     add_monitors(conn, 3, preferred_region="eu-west-1")
     assert pgpulse("tick", env=relay_env).returncode == 0
     # a pg_cron tick that ran out of budget, a dead letter, eu refusing our token
@@ -55,11 +73,25 @@ def test_the_page_shows_the_system_in_a_real_browser(conn, regions, relay_env, s
                     VALUES ('d3adbeef-0000-4000-8000-000000000001', gen_random_uuid(), 'eu-west-1',
                             'normal', now(), now(), now() + interval '1 min', '{}', 5,
                             'ERR max request size exceeded <script>')""")
-    service = start_service("relay", env=relay_env | {
-        "UPSTASH_REDIS_REST_TOKEN_EU_WEST_1": "revoked-token", "PGPULSE_ALERT_BREAKER_OPEN_S": "0",
-        "PGPULSE_FACTS_INTERVAL_S": "0.2"})  # the page shows the cached facts: keep them fresh
-    wait_for(lambda: conn.execute("SELECT healthy FROM pgpulse.regions WHERE code = 'eu-west-1'")
-             .fetchone()["healthy"] is False, 30, "eu's breaker to open")
+    service = start_service(
+        "relay",
+        env=relay_env
+        | {
+            "UPSTASH_REDIS_REST_TOKEN_EU_WEST_1": "revoked-token",
+            "PGPULSE_ALERT_BREAKER_OPEN_S": "0",
+            "PGPULSE_FACTS_INTERVAL_S": "0.2",
+        },
+    )  # the page shows the cached facts: keep them fresh
+    wait_for(
+        lambda: (
+            conn.execute("SELECT healthy FROM pgpulse.regions WHERE code = 'eu-west-1'").fetchone()[
+                "healthy"
+            ]
+            is False
+        ),
+        30,
+        "eu's breaker to open",
+    )
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "status-page.png"
@@ -87,14 +119,18 @@ def test_the_page_shows_the_system_in_a_real_browser(conn, regions, relay_env, s
     assert shot.stat().st_size > 10_000  # a rendered page, not a blank one
 
 
-def test_only_this_host_sees_it_unless_a_secret_is_set_and_it_is_read_only(conn, regions, relay_env, start_service):
+def test_only_this_host_sees_it_unless_a_secret_is_set_and_it_is_read_only(
+    conn, regions, relay_env, start_service
+):
     open_service = start_service("http", env=relay_env)
     local = httpx.get(open_service.url + "/", timeout=10)
     assert local.status_code == 200 and local.headers["content-type"].startswith("text/html")
     assert "style-src 'sha256-" in local.headers["content-security-policy"]
     assert "script-src" not in local.headers["content-security-policy"]
     # through a proxy on this host, a request is another host's
-    proxied = httpx.get(open_service.url + "/", headers={"X-Forwarded-For": "203.0.113.9"}, timeout=10)
+    proxied = httpx.get(
+        open_service.url + "/", headers={"X-Forwarded-For": "203.0.113.9"}, timeout=10
+    )
     assert proxied.status_code == 403 and "PGPULSE_STATUS_SECRET" in proxied.json()["error"]
     assert "pgpulse" not in proxied.text.replace("PGPULSE", "")  # nothing of the page
     for method in ("POST", "PUT", "DELETE"):
@@ -110,6 +146,9 @@ def test_only_this_host_sees_it_unless_a_secret_is_set_and_it_is_read_only(conn,
     right = httpx.get(guarded.url + "/", headers=remote, auth=("ops", secret), timeout=10)
     assert right.status_code == 200 and "pgpulse status" in right.text
     assert secret not in right.text
-    bad_header = httpx.get(guarded.url + "/", headers=remote | {
-        "Authorization": "Basic " + base64.b64encode(b"no-colon").decode()}, timeout=10)
+    bad_header = httpx.get(
+        guarded.url + "/",
+        headers=remote | {"Authorization": "Basic " + base64.b64encode(b"no-colon").decode()},
+        timeout=10,
+    )
     assert bad_header.status_code == 401

@@ -17,13 +17,19 @@ from tests.support.cli import ROOT
 UNITS = sorted((ROOT / "deploy/systemd").iterdir())
 INSTALLED = "/opt/pgpulse/.venv/bin/pgpulse"  # where the README installs it
 
-pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
-                                reason="systemd-analyze missing")
+pytestmark = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze missing"
+)
 
 
 def verify(folder: Path, *names: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["systemd-analyze", "verify", "--man=no", *[f"./{n}" for n in names]],
-                          cwd=folder, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *[f"./{n}" for n in names]],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def installed_copies(tmp_path: Path) -> list[str]:
@@ -35,8 +41,11 @@ def installed_copies(tmp_path: Path) -> list[str]:
 
 
 def test_units_verify_cleanly(tmp_path):
-    assert {u.name for u in UNITS} == {"pgpulse-relay.service", "pgpulse-tick.service",
-                                       "pgpulse-tick.timer"}
+    assert {u.name for u in UNITS} == {
+        "pgpulse-relay.service",
+        "pgpulse-tick.service",
+        "pgpulse-tick.timer",
+    }
     result = verify(tmp_path, *installed_copies(tmp_path))
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
 

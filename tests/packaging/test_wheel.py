@@ -37,9 +37,15 @@ TOKEN = "tok-wheel-3e8a1c"
 
 
 def test_every_relay_subpackage_is_shipped():
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "relay").rglob("__init__.py")}
-    assert found <= listed, f"add to pyproject.toml [tool.setuptools] packages: {sorted(found - listed)}"
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "relay").rglob("__init__.py")
+    }
+    assert found <= listed, (
+        f"add to pyproject.toml [tool.setuptools] packages: {sorted(found - listed)}"
+    )
 
 
 # what only the extras bring: none of it may be in the plain install
@@ -68,15 +74,21 @@ def requirement_closure(requirements: list[str], extras: set[str] = frozenset())
 
 def repack(dist: importlib.metadata.Distribution, into: Path) -> None:
     """A wheel made again from an installed distribution's files (its RECORD)."""
-    tag = next(line.split(": ", 1)[1] for line in dist.read_text("WHEEL").splitlines()
-               if line.startswith("Tag: "))
+    tag = next(
+        line.split(": ", 1)[1]
+        for line in dist.read_text("WHEEL").splitlines()
+        if line.startswith("Tag: ")
+    )
     name = dist.metadata["Name"].replace("-", "_").replace(".", "_")
     skip = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
     with zipfile.ZipFile(into / f"{name}-{dist.version}-{tag}.whl", "w") as wheel:
         record = []
         for file in dist.files:
-            if file.parts[0] == ".." or "__pycache__" in file.parts or \
-                    (file.parts[0].endswith(".dist-info") and file.name in skip):
+            if (
+                file.parts[0] == ".."
+                or "__pycache__" in file.parts
+                or (file.parts[0].endswith(".dist-info") and file.name in skip)
+            ):
                 continue
             wheel.write(file.locate(), file.as_posix())
             record.append(f"{file.as_posix()},,")
@@ -98,12 +110,28 @@ def wheelhouse(tmp_path_factory) -> Path:
             shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(ROOT / name, src / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(house), str(src)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(house),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+    )
     shutil.rmtree(src)
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    every = [*project["dependencies"], *(r for extra in ("devserver", "bench")
-                                         for r in project["optional-dependencies"][extra])]
+    every = [
+        *project["dependencies"],
+        *(r for extra in ("devserver", "bench") for r in project["optional-dependencies"][extra]),
+    ]
     for name in requirement_closure(every):
         repack(importlib.metadata.distribution(name), house)
     return house
@@ -120,43 +148,83 @@ def installed(wheelhouse, tmp_path_factory) -> Path:
 
 
 def pip_install(bin_dir: Path, wheelhouse: Path, what: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(bin_dir / "python"),
-                           "install", "-q", "--disable-pip-version-check", "--no-compile", "--no-index",
-                           "--find-links", str(wheelhouse), what],
-                          capture_output=True, text=True,
-                          env=os.environ | {"PIP_CONFIG_FILE": os.devnull})  # this folder only
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(bin_dir / "python"),
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--no-compile",
+            "--no-index",
+            "--find-links",
+            str(wheelhouse),
+            what,
+        ],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"PIP_CONFIG_FILE": os.devnull},
+    )  # this folder only
     assert done.returncode == 0, done.stderr
 
 
 def installed_names(bin_dir: Path) -> set[str]:
-    out = subprocess.run([str(bin_dir / "python"), "-c",
-                          "import importlib.metadata as m; "
-                          "print(*(d.metadata['Name'] for d in m.distributions()))"],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [
+            str(bin_dir / "python"),
+            "-c",
+            "import importlib.metadata as m; "
+            "print(*(d.metadata['Name'] for d in m.distributions()))",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return {canonicalize_name(n) for n in out.split()}
 
 
 def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("PYTHON", "UPSTASH_", "PGPULSE_", "DATABASE_URL", "VIRTUAL_ENV"))}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTHON", "UPSTASH_", "PGPULSE_", "DATABASE_URL", "VIRTUAL_ENV"))
+    }
 
 
-def run(bin_dir: Path, cwd: Path, env: dict[str, str], *args: str,
-        status: int = 0) -> subprocess.CompletedProcess:
-    done = subprocess.run([str(bin_dir / args[0]), *args[1:]], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+def run(
+    bin_dir: Path, cwd: Path, env: dict[str, str], *args: str, status: int = 0
+) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [str(bin_dir / args[0]), *args[1:]],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == status, f"{args}: {done.stderr[-2000:]}"
     return done
 
 
 def test_the_lean_wheel_migrates_ticks_and_relays_from_anywhere(
-        installed, pg_server, redis_server, tmp_path):
+    installed, pg_server, redis_server, tmp_path
+):
     assert not installed_names(installed) & {canonicalize_name(n) for n in EXTRA_ONLY}
     env = clean_env()
-    where = run(installed, tmp_path, env, "python", "-c",
-                "import relay, relay.resources as r; print(relay.__file__); print(r.migrations_dir())")
+    where = run(
+        installed,
+        tmp_path,
+        env,
+        "python",
+        "-c",
+        "import relay, relay.resources as r; print(relay.__file__); print(r.migrations_dir())",
+    )
     package_file, migrations = where.stdout.split()
-    assert Path(package_file).is_relative_to(installed.parent)      # not the checkout
+    assert Path(package_file).is_relative_to(installed.parent)  # not the checkout
     assert Path(migrations).is_relative_to(installed.parent)
 
     name = f"wheel{os.getpid()}"
@@ -165,22 +233,38 @@ def test_the_lean_wheel_migrates_ticks_and_relays_from_anywhere(
     env["DATABASE_URL"] = pg_server.dsn(name)
     try:
         run(installed, tmp_path, env, "pgpulse", "migrate")
-        assert "CREATE TABLE pgpulse.outbox" in run(installed, tmp_path, env,
-                                                     "python", "-m", "relay", "migrate", "--sql").stdout
+        assert (
+            "CREATE TABLE pgpulse.outbox"
+            in run(installed, tmp_path, env, "python", "-m", "relay", "migrate", "--sql").stdout
+        )
         run(installed, tmp_path, env, "pgpulse", "region", "add", "us-east-1")
         with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
             conn.execute("UPDATE pgpulse.regions SET is_default = true")
-            conn.execute("INSERT INTO public.monitors (url, next_check_at) SELECT"
-                         " 'https://w' || g || '.example', now() - interval '1 second'"
-                         " FROM generate_series(1, 25) g")
-        tick = json.loads(run(installed, tmp_path, env, "pgpulse", "tick", "--lookahead", "0",
-                              "--json").stdout)
+            conn.execute(
+                "INSERT INTO public.monitors (url, next_check_at) SELECT"
+                " 'https://w' || g || '.example', now() - interval '1 second'"
+                " FROM generate_series(1, 25) g"
+            )
+        tick = json.loads(
+            run(installed, tmp_path, env, "pgpulse", "tick", "--lookahead", "0", "--json").stdout
+        )
         assert tick["jobs_written"] == 25
         with DevServer(redis_server.url, {TOKEN: 5}) as devserver:  # this test run's own
             env |= {"UPSTASH_REDIS_REST_URL": devserver.url, "UPSTASH_REDIS_REST_TOKEN": TOKEN}
             # with the ops endpoints: uvicorn and its httptools protocol are in the lean install
-            totals = json.loads(run(installed, tmp_path, env, "pgpulse", "relay", "--once",
-                                    "--json", "--http", f"127.0.0.1:{free_port()}").stdout)
+            totals = json.loads(
+                run(
+                    installed,
+                    tmp_path,
+                    env,
+                    "pgpulse",
+                    "relay",
+                    "--once",
+                    "--json",
+                    "--http",
+                    f"127.0.0.1:{free_port()}",
+                ).stdout
+            )
         queued = redis.Redis.from_url(redis_server.url, db=5)
         assert queued.llen("pgpulse:jobs:us-east-1:normal") == 25, totals
         queued.flushdb()
@@ -192,32 +276,56 @@ def test_the_lean_wheel_migrates_ticks_and_relays_from_anywhere(
 
 
 def test_without_its_extra_a_command_says_which_to_install(installed, tmp_path):
-    for args, extra in ((["devserver", "--token", "t"], "devserver"),
-                        (["demo", "--seconds", "1"], "devserver"), (["bench", "tick"], "bench")):
+    for args, extra in (
+        (["devserver", "--token", "t"], "devserver"),
+        (["demo", "--seconds", "1"], "devserver"),
+        (["bench", "tick"], "bench"),
+    ):
         done = run(installed, tmp_path, clean_env(), "pgpulse", *args, status=1)
-        assert done.stderr == (f"pgpulse {args[0]} needs the {extra} extra: "
-                               f"pip install 'pgpulse[{extra}]'\n")
+        assert done.stderr == (
+            f"pgpulse {args[0]} needs the {extra} extra: pip install 'pgpulse[{extra}]'\n"
+        )
         assert done.stdout == ""
 
 
-def test_with_the_devserver_extra_the_devserver_serves(installed, wheelhouse, redis_server, tmp_path):
+def test_with_the_devserver_extra_the_devserver_serves(
+    installed, wheelhouse, redis_server, tmp_path
+):
     pip_install(installed, wheelhouse, "pgpulse[devserver]")
     assert {"hiredis", "uvloop"} <= installed_names(installed)
     assert "redis" not in installed_names(installed)  # that one is the bench extra's
     port = free_port()
     server = subprocess.Popen(
-        [str(installed / "pgpulse"), "devserver", "--port", str(port), "--redis-url", redis_server.url],
-        cwd=tmp_path, env=clean_env() | {"PGPULSE_DEVSERVER_TOKENS": f"{TOKEN}=6"},
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            str(installed / "pgpulse"),
+            "devserver",
+            "--port",
+            str(port),
+            "--redis-url",
+            redis_server.url,
+        ],
+        cwd=tmp_path,
+        env=clean_env() | {"PGPULSE_DEVSERVER_TOKENS": f"{TOKEN}=6"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
+
         def pong():
             if server.poll() is not None:
                 raise AssertionError(f"the devserver exited: {server.communicate()}")
             try:
-                return httpx.post(f"http://127.0.0.1:{port}", json=["PING"], timeout=2,
-                                  headers={"Authorization": f"Bearer {TOKEN}"}).json()
+                return httpx.post(
+                    f"http://127.0.0.1:{port}",
+                    json=["PING"],
+                    timeout=2,
+                    headers={"Authorization": f"Bearer {TOKEN}"},
+                ).json()
             except httpx.TransportError:
                 return None
+
         assert wait_for(pong, 30, "the installed devserver") == {"result": "PONG"}
     finally:
         server.send_signal(signal.SIGTERM)

@@ -60,4 +60,5 @@ def relays(db_url, upstash, tmp_path) -> Iterator[Relays]:
 @pytest.fixture
 def schema_validator():
     from jsonschema import Draft202012Validator, FormatChecker
+
     return Draft202012Validator(SCHEMA, format_checker=FormatChecker())

@@ -87,13 +87,15 @@ def product_db(pg_server: EmbeddedPostgres):
 
 
 def test_an_existing_monitors_table_is_adopted_served_and_given_back(
-        product_db, upstash, queues, tmp_path, capsys):
+    product_db, upstash, queues, tmp_path, capsys
+):
     with psycopg.connect(product_db, row_factory=dict_row) as conn:
         shape_before = conn.execute(SHAPE).fetchone()
         rows_before = conn.execute(PRODUCT_ROWS).fetchall()
         scheduled_before = conn.execute(
             "SELECT id, next_check_at FROM public.monitors WHERE next_check_at IS NOT NULL"
-            " ORDER BY id").fetchall()
+            " ORDER BY id"
+        ).fetchall()
     assert len(rows_before) == 10_000
 
     migrate.upgrade(product_db)
@@ -101,18 +103,33 @@ def test_an_existing_monitors_table_is_adopted_served_and_given_back(
     with psycopg.connect(product_db, autocommit=True, row_factory=dict_row) as conn:
         # adopted, not replaced: same rows; next_check_at filled only where it was NULL
         assert conn.execute(PRODUCT_ROWS).fetchall() == rows_before
-        assert conn.execute(
-            "SELECT id, next_check_at FROM public.monitors WHERE id = ANY(%s) ORDER BY id",
-            ([r["id"] for r in scheduled_before],)).fetchall() == scheduled_before
-        assert conn.execute("SELECT count(*) AS n FROM public.monitors"
-                            " WHERE next_check_at IS NULL").fetchone()["n"] == 0
+        assert (
+            conn.execute(
+                "SELECT id, next_check_at FROM public.monitors WHERE id = ANY(%s) ORDER BY id",
+                ([r["id"] for r in scheduled_before],),
+            ).fetchall()
+            == scheduled_before
+        )
+        assert (
+            conn.execute(
+                "SELECT count(*) AS n FROM public.monitors WHERE next_check_at IS NULL"
+            ).fetchone()["n"]
+            == 0
+        )
         assert conn.execute("SELECT version_num FROM public.alembic_version").fetchall() == [
-            {"version_num": HOST_REVISION}]
+            {"version_num": HOST_REVISION}
+        ]
         for region in REGIONS:
-            conn.execute("INSERT INTO pgpulse.regions (code, is_default) VALUES (%s, %s)",
-                         (region.code, region.code == "us-east-1"))
-        due = {str(r["id"]) for r in conn.execute(
-            "SELECT id FROM public.monitors WHERE is_active AND next_check_at <= now()")}
+            conn.execute(
+                "INSERT INTO pgpulse.regions (code, is_default) VALUES (%s, %s)",
+                (region.code, region.code == "us-east-1"),
+            )
+        due = {
+            str(r["id"])
+            for r in conn.execute(
+                "SELECT id FROM public.monitors WHERE is_active AND next_check_at <= now()"
+            )
+        }
         assert len(due) > 8000
         # ticks until one is not cut short by its budget (a loaded machine may need two)
         runs = [tick(conn, lookahead_s=0)]
@@ -120,25 +137,35 @@ def test_an_existing_monitors_table_is_adopted_served_and_given_back(
             runs.append(tick(conn, lookahead_s=0))
         assert not runs[-1]["cut_short"]
         # every monitor due before the ticks was scheduled (some fell due meanwhile)
-        scheduled = {str(r["id"]) for r in conn.execute(
-            "SELECT id FROM public.monitors WHERE last_scheduled_at IS NOT NULL")}
+        scheduled = {
+            str(r["id"])
+            for r in conn.execute(
+                "SELECT id FROM public.monitors WHERE last_scheduled_at IS NOT NULL"
+            )
+        }
         assert due <= scheduled
         jobs = {r["job_id"] for r in conn.execute("SELECT job_id::text FROM pgpulse.outbox")}
         assert len(jobs) == sum(r["jobs_written"] for r in runs) >= len(scheduled)
         due = scheduled
         # a product insert without next_check_at gets its first slot from pgpulse
-        new = conn.execute("INSERT INTO public.monitors (account_id, name, url) VALUES"
-                           " (1, 'new', 'https://new.example') RETURNING next_check_at").fetchone()
+        new = conn.execute(
+            "INSERT INTO public.monitors (account_id, name, url) VALUES"
+            " (1, 'new', 'https://new.example') RETURNING next_check_at"
+        ).fetchone()
         assert new["next_check_at"] is not None
 
     relays = Relays(product_db, upstash.url, tmp_path)
     try:
         relay = relays.start()
-        wait_for(lambda: queues.total() >= len(jobs), timeout=60,
-                 what="every due monitor's job in a queue", on_timeout=relays.tails)
+        wait_for(
+            lambda: queues.total() >= len(jobs),
+            timeout=60,
+            what="every due monitor's job in a queue",
+            on_timeout=relays.tails,
+        )
         found = queues.all()
         by_monitor = {p.job["monitor_id"] for p in found}
-        assert by_monitor == due   # every due monitor, by the product's own (bigint) id
+        assert by_monitor == due  # every due monitor, by the product's own (bigint) id
         assert_exactly_once(queues, jobs)
         relay.signal(15)
         assert relay.wait(30) == 0
@@ -151,9 +178,15 @@ def test_an_existing_monitors_table_is_adopted_served_and_given_back(
         assert conn.execute(SHAPE).fetchone() == shape_before
         rows_after = conn.execute(PRODUCT_ROWS).fetchall()
         assert [r for r in rows_after if r["name"] != "new"] == rows_before
-        assert len(rows_after) == 10_001   # and the row the product added meanwhile
+        assert len(rows_after) == 10_001  # and the row the product added meanwhile
         assert conn.execute("SELECT version_num FROM public.alembic_version").fetchall() == [
-            {"version_num": HOST_REVISION}]
-        assert conn.execute("SELECT count(*) AS n FROM pg_class"
-                            " WHERE relnamespace = 'pgpulse'::regnamespace"
-                            " AND relname NOT LIKE 'alembic%'").fetchone()["n"] == 0
+            {"version_num": HOST_REVISION}
+        ]
+        assert (
+            conn.execute(
+                "SELECT count(*) AS n FROM pg_class"
+                " WHERE relnamespace = 'pgpulse'::regnamespace"
+                " AND relname NOT LIKE 'alembic%'"
+            ).fetchone()["n"]
+            == 0
+        )

@@ -33,11 +33,15 @@ from tests.support.waiting import wait_for
 def claimed_by_others(conn, region: str) -> int:
     """Outbox rows of a region that another transaction holds (claimed, not committed)."""
     with conn.transaction():
-        total = conn.execute("SELECT count(*) AS n FROM pgpulse.outbox WHERE region = %s",
-                             (region,)).fetchone()["n"]
-        free = conn.execute("""
+        total = conn.execute(
+            "SELECT count(*) AS n FROM pgpulse.outbox WHERE region = %s", (region,)
+        ).fetchone()["n"]
+        free = conn.execute(
+            """
             SELECT count(*) AS n FROM (SELECT 1 FROM pgpulse.outbox WHERE region = %s
-                                          FOR UPDATE SKIP LOCKED) s""", (region,)).fetchone()["n"]
+                                          FOR UPDATE SKIP LOCKED) s""",
+            (region,),
+        ).fetchone()["n"]
     return total - free
 
 
@@ -45,8 +49,10 @@ def dedup_keys(redis_server, region: str) -> dict[str, int]:
     """The dedup keys in a region's database, with their TTLs in seconds."""
     client = redis.Redis.from_url(redis_server.url, db=BY_CODE[region].db)
     try:
-        return {key.decode(): client.ttl(key)
-                for key in client.scan_iter(match="pgpulse:dedup:*", count=1000)}
+        return {
+            key.decode(): client.ttl(key)
+            for key in client.scan_iter(match="pgpulse:dedup:*", count=1000)
+        }
     finally:
         client.close()
 
@@ -90,7 +96,8 @@ def test_a_push_that_failed_leaves_no_dedup_marker(conn, regions, relays, queues
 
 
 def test_dedup_keys_expire_with_their_jobs_and_nothing_is_pushed_late(
-        conn, regions, relays, queues, upstash, redis_server):
+    conn, regions, relays, queues, upstash, redis_server
+):
     five_minutes = insert_jobs(conn, 200, "eu-west-1", expires_in_s=300, tag="five")
     one_minute = insert_jobs(conn, 50, "eu-west-1", expires_in_s=60, tag="one")
     totals = relays.run_once(dedup_margin_s=60)
@@ -120,12 +127,16 @@ def test_dedup_keys_expire_with_their_jobs_and_nothing_is_pushed_late(
 
 @pytest.mark.timeout(120)
 # the other region-level texts (READONLY, OOM, record size...): tests/unit/test_region_errors.py
-@pytest.mark.parametrize("error", [
-    "ERR DB capacity quota exceeded",
-    "READONLY You can't write against a read only replica.",
-])
-def test_a_region_refusing_writes_inside_http_200_is_down(conn, regions, relays, queues,
-                                                          upstash, error):
+@pytest.mark.parametrize(
+    "error",
+    [
+        "ERR DB capacity quota exceeded",
+        "READONLY You can't write against a read only replica.",
+    ],
+)
+def test_a_region_refusing_writes_inside_http_200_is_down(
+    conn, regions, relays, queues, upstash, error
+):
     eu = BY_CODE["eu-west-1"]
     upstash.set_faults({"inline_error_rate": 1.0, "inline_error": error}, tokens=[eu.token])
     rerouted = insert_jobs(conn, 20, "eu-west-1", tag="quota")
@@ -137,8 +148,12 @@ def test_a_region_refusing_writes_inside_http_200_is_down(conn, regions, relays,
 
     # the breaker opens, the region is marked down, its jobs go to the fallback region
     wait_for(lambda: queues.total() == 20, 30, "the jobs rerouted to us-east-1", on_timeout=state)
-    wait_for(lambda: not region_row(conn, "eu-west-1")["healthy"], 10, "eu-west-1 unhealthy",
-             on_timeout=state)
+    wait_for(
+        lambda: not region_row(conn, "eu-west-1")["healthy"],
+        10,
+        "eu-west-1 unhealthy",
+        on_timeout=state,
+    )
     found = {p.job["job_id"]: p for p in queues.all()}
     assert set(found) == set(rerouted)
     assert all(p.job["delivered_to"] == "us-east-1" for p in found.values())
@@ -159,8 +174,9 @@ def test_a_region_refusing_writes_inside_http_200_is_down(conn, regions, relays,
 # ---------------------------------------------------------------- 4. no endless batch, no crash
 
 
-def test_requests_are_bounded_by_bytes_and_split_when_too_large(conn, regions, relays, queues,
-                                                                upstash):
+def test_requests_are_bounded_by_bytes_and_split_when_too_large(
+    conn, regions, relays, queues, upstash
+):
     us = BY_CODE["us-east-1"]
     ids = insert_jobs(conn, 300, "us-east-1", tag="sizable")  # about 600 bytes a command
     # the relay's own bound keeps every request under the region's limit
@@ -179,18 +195,24 @@ def test_requests_are_bounded_by_bytes_and_split_when_too_large(conn, regions, r
 
 
 @pytest.mark.timeout(120)
-def test_whole_request_4xx_reaches_the_dead_letters_instead_of_looping(conn, regions, relays,
-                                                                       queues, upstash):
+def test_whole_request_4xx_reaches_the_dead_letters_instead_of_looping(
+    conn, regions, relays, queues, upstash
+):
     ap = BY_CODE["ap-south-1"]
     upstash.set_faults({"error_rate": 1.0, "error_statuses": [400]}, tokens=[ap.token])
     stuck = insert_jobs(conn, 12, "ap-south-1", allow_fallback=False, tag="proxy400")
     fine = insert_jobs(conn, 12, "us-east-1", tag="fine")
     relay = relays.start(max_attempts=3, breaker_failures=1000)
-    wait_for(lambda: dead_letters(conn) == 12, 45, "the refused jobs in the dead letters",
-             on_timeout=relay.tail)
+    wait_for(
+        lambda: dead_letters(conn) == 12,
+        45,
+        "the refused jobs in the dead letters",
+        on_timeout=relay.tail,
+    )
     assert outbox_count(conn) == 0
-    assert {r["job_id"] for r in conn.execute(
-        "SELECT job_id::text, attempts FROM pgpulse.dead_letters")} == set(stuck)
+    assert {
+        r["job_id"] for r in conn.execute("SELECT job_id::text, attempts FROM pgpulse.dead_letters")
+    } == set(stuck)
     assert_exactly_once(queues, set(fine))
     relay.signal(signal.SIGTERM)
     assert relay.wait(30) == 0
@@ -198,21 +220,31 @@ def test_whole_request_4xx_reaches_the_dead_letters_instead_of_looping(conn, reg
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("malformed", ["short", "bad_items"])
-def test_a_malformed_reply_fails_that_batch_only(conn, regions, relays, queues, upstash,
-                                                 malformed):
+def test_a_malformed_reply_fails_that_batch_only(conn, regions, relays, queues, upstash, malformed):
     eu = BY_CODE["eu-west-1"]
     upstash.set_faults({"malformed_rate": 1.0, "malformed": malformed}, tokens=[eu.token])
     mangled = insert_jobs(conn, 15, "eu-west-1", allow_fallback=False, tag="mangled")
     fine = insert_jobs(conn, 15, "ap-south-1", tag="fine")
     relay = relays.start(max_attempts=50, breaker_failures=1000)
-    wait_for(lambda: conn.execute(
-        "SELECT count(*) AS n FROM pgpulse.outbox WHERE attempts >= 2").fetchone()["n"] == 15,
-        30, "the mangled batch to be tried again with its attempts counted",
-        on_timeout=relay.tail)
+    wait_for(
+        lambda: (
+            conn.execute("SELECT count(*) AS n FROM pgpulse.outbox WHERE attempts >= 2").fetchone()[
+                "n"
+            ]
+            == 15
+        ),
+        30,
+        "the mangled batch to be tried again with its attempts counted",
+        on_timeout=relay.tail,
+    )
     assert relay.running(), relay.tail()
     assert "Traceback" not in relay.stderr()
-    wait_for(lambda: outbox_ids(conn) == set(mangled), 10, "the other region's jobs",
-             on_timeout=relay.tail)
+    wait_for(
+        lambda: outbox_ids(conn) == set(mangled),
+        10,
+        "the other region's jobs",
+        on_timeout=relay.tail,
+    )
     # the commands did run: once the replies are whole again, each job is in eu once
     upstash.clear_faults()
     wait_for(lambda: outbox_count(conn) == 0, 30, "the mangled jobs", on_timeout=relay.tail)
@@ -232,23 +264,41 @@ def test_a_frozen_relay_does_not_strand_its_claim(conn, regions, relays, queues,
     # when it is frozen (SIGSTOP), holding its claim
     upstash.set_faults({"hang_rate": 1.0}, tokens=[eu.alt_token])
     ids = insert_jobs(conn, 10, "eu-west-1", expires_in_s=60, allow_fallback=False, tag="frozen")
-    frozen = relays.start(env=relays.env(tokens={"eu-west-1": eu.alt_token}, claim_lease_s=3,
-                                         publish_timeout_s=1.5, retry_window_s=1))
-    wait_for(lambda: claimed_by_others(conn, "eu-west-1") == 10, 30, "relay A to claim",
-             on_timeout=frozen.tail)
+    frozen = relays.start(
+        env=relays.env(
+            tokens={"eu-west-1": eu.alt_token},
+            claim_lease_s=3,
+            publish_timeout_s=1.5,
+            retry_window_s=1,
+        )
+    )
+    wait_for(
+        lambda: claimed_by_others(conn, "eu-west-1") == 10,
+        30,
+        "relay A to claim",
+        on_timeout=frozen.tail,
+    )
     frozen.signal(signal.SIGSTOP)
     stopped_at = time.monotonic()
     try:
         other = relays.start(claim_lease_s=3)
-        wait_for(lambda: outbox_count(conn) == 0 and queues.total() == 10, 30,
-                 "relay B to deliver what the frozen relay claimed", on_timeout=other.tail)
+        wait_for(
+            lambda: outbox_count(conn) == 0 and queues.total() == 10,
+            30,
+            "relay B to deliver what the frozen relay claimed",
+            on_timeout=other.tail,
+        )
         assert time.monotonic() - stopped_at < 20  # well inside the jobs' 60 s
     finally:
         upstash.clear_faults()
         frozen.signal(signal.SIGCONT)
     # the frozen relay wakes: its claim is gone, its late push is a duplicate at most
-    wait_for(lambda: frozen.has_event("database_error") or frozen.has_event("publish_failed"),
-             30, "relay A to notice", on_timeout=frozen.tail)
+    wait_for(
+        lambda: frozen.has_event("database_error") or frozen.has_event("publish_failed"),
+        30,
+        "relay A to notice",
+        on_timeout=frozen.tail,
+    )
     for process in (frozen, other):
         process.signal(signal.SIGTERM)
         assert process.wait(30) == 0, process.tail()
@@ -265,17 +315,29 @@ def database_transactions(conn) -> int:
 
 
 @pytest.mark.timeout(120)
-def test_idle_workers_do_not_storm_while_a_sibling_holds_the_due_rows(conn, regions, relays,
-                                                                       upstash):
+def test_idle_workers_do_not_storm_while_a_sibling_holds_the_due_rows(
+    conn, regions, relays, upstash
+):
     us = BY_CODE["us-east-1"]
-    relay = relays.start(concurrency=4, publish_timeout_s=40, retry_window_s=0,
-                         claim_lease_s=90, depth_interval_s=60, poll_interval_s=30)
-    wait_for(lambda: relay.has_event("relay_started"), 30, "the relay to start",
-             on_timeout=relay.tail)
+    relay = relays.start(
+        concurrency=4,
+        publish_timeout_s=40,
+        retry_window_s=0,
+        claim_lease_s=90,
+        depth_interval_s=60,
+        poll_interval_s=30,
+    )
+    wait_for(
+        lambda: relay.has_event("relay_started"), 30, "the relay to start", on_timeout=relay.tail
+    )
     upstash.set_faults({"hang_rate": 1.0}, tokens=[us.token])  # its publishes hang from now
     insert_jobs(conn, 50, "us-east-1", tag="held", notify=True)
-    wait_for(lambda: claimed_by_others(conn, "us-east-1") == 50, 60, "a worker to hold the batch",
-             on_timeout=relay.tail)
+    wait_for(
+        lambda: claimed_by_others(conn, "us-east-1") == 50,
+        60,
+        "a worker to hold the batch",
+        on_timeout=relay.tail,
+    )
     time.sleep(1.5)  # let the other workers reach their steady state, not a wait for a condition
     conn.execute("SELECT pg_stat_force_next_flush()")
     before, started = database_transactions(conn), time.monotonic()
@@ -290,13 +352,17 @@ def test_idle_workers_do_not_storm_while_a_sibling_holds_the_due_rows(conn, regi
 # ---------------------------------------------------------------- 11. relay --once says when it could not
 
 
-def test_relay_once_exits_non_zero_when_due_jobs_remain(conn, regions, relays, queues, upstash, eu_down):
+def test_relay_once_exits_non_zero_when_due_jobs_remain(
+    conn, regions, relays, queues, upstash, eu_down
+):
     waiting = insert_jobs(conn, 7, "eu-west-1", allow_fallback=False, tag="pinned")
     fine = insert_jobs(conn, 5, "ap-south-1", tag="fine")
     relay = relays.start("--once", "--json", breaker_failures=2, retry_window_s=0.5)
     assert relay.wait(60) == 1, relay.tail()
     last = relay.stderr().strip().splitlines()[-1]
-    assert last.startswith("pgpulse relay: error: 7 due job(s) not delivered: region eu-west-1"), last
+    assert last.startswith("pgpulse relay: error: 7 due job(s) not delivered: region eu-west-1"), (
+        last
+    )
     assert "HTTP 503" in last
     assert json.loads(relay.stdout())["published"] == 5
     assert outbox_ids(conn) == set(waiting)
@@ -312,8 +378,9 @@ def test_relay_once_exits_non_zero_when_due_jobs_remain(conn, regions, relays, q
 
 
 @pytest.mark.timeout(120)
-def test_a_recovered_region_gets_its_monitors_jobs_back_within_seconds(conn, regions, relays,
-                                                                        queues):
+def test_a_recovered_region_gets_its_monitors_jobs_back_within_seconds(
+    conn, regions, relays, queues
+):
     # eu-west-1 was down when the tick planned the next minute: it routed around it
     conn.execute("UPDATE pgpulse.regions SET healthy = false WHERE code = 'eu-west-1'")
     insert_monitors(conn, 30, region="eu-west-1", due_ago_s=-25)  # due in 25 s
@@ -323,14 +390,31 @@ def test_a_recovered_region_gets_its_monitors_jobs_back_within_seconds(conn, reg
     assert {r["region"] for r in conn.execute("SELECT region FROM pgpulse.outbox")} == {"us-east-1"}
     # a relay reaches eu-west-1: the region is back, and so are its monitors' jobs
     relay = relays.start()
-    wait_for(lambda: region_row(conn, "eu-west-1")["healthy"], 15, "eu-west-1 healthy again",
-             on_timeout=relay.tail)
-    wait_for(lambda: {r["region"] for r in conn.execute("SELECT region FROM pgpulse.outbox")}
-             == {"eu-west-1"}, 10, "the planned jobs to come home", on_timeout=relay.tail)
-    wait_for(lambda: queues.total() == 30, 60, "the jobs at their deliver_at", on_timeout=relay.tail)
+    wait_for(
+        lambda: region_row(conn, "eu-west-1")["healthy"],
+        15,
+        "eu-west-1 healthy again",
+        on_timeout=relay.tail,
+    )
+    wait_for(
+        lambda: (
+            {r["region"] for r in conn.execute("SELECT region FROM pgpulse.outbox")}
+            == {"eu-west-1"}
+        ),
+        10,
+        "the planned jobs to come home",
+        on_timeout=relay.tail,
+    )
+    wait_for(
+        lambda: queues.total() == 30, 60, "the jobs at their deliver_at", on_timeout=relay.tail
+    )
     found = queues.all()
-    assert all(p.db == BY_CODE["eu-west-1"].db and p.job["region"] == "eu-west-1"
-               and "delivered_to" not in p.job for p in found)
+    assert all(
+        p.db == BY_CODE["eu-west-1"].db
+        and p.job["region"] == "eu-west-1"
+        and "delivered_to" not in p.job
+        for p in found
+    )
     assert len({p.job["job_id"] for p in found}) == 30
     assert relay.has_event("jobs_returned_home", region="eu-west-1", count=30)
     relay.signal(signal.SIGTERM)
@@ -351,8 +435,10 @@ def test_jobs_of_deleted_renamed_disabled_and_unconfigured_regions(conn, regions
     insert_monitors(conn, 10, region="eu-west-1")
     insert_monitors(conn, 6, region="eu-west-1", allow_fallback=False)
     assert tick(conn, lookahead_s=0)["jobs_written"] == 36
-    pinned = {r["job_id"] for r in conn.execute(
-        "SELECT job_id::text FROM pgpulse.outbox WHERE NOT allow_fallback")}
+    pinned = {
+        r["job_id"]
+        for r in conn.execute("SELECT job_id::text FROM pgpulse.outbox WHERE NOT allow_fallback")
+    }
     insert_jobs(conn, 5, "af-south-1", expires_in_s=-1, deliver_in_s=-90, tag="stale")
     nowhere = insert_jobs(conn, 3, "af-south-1", tag="unconfigured")
     conn.execute("""
@@ -394,9 +480,11 @@ def test_jobs_of_deleted_renamed_disabled_and_unconfigured_regions(conn, regions
 
 
 def test_dlq_retry_keeps_allow_fallback_and_keeps_what_it_cannot_move(
-        db_url, conn, regions, relays, queues, upstash, redis_server):
-    pinned = insert_jobs(conn, 4, "eu-west-1", allow_fallback=False, criticality="low",
-                         tag="pinned-dead")
+    db_url, conn, regions, relays, queues, upstash, redis_server
+):
+    pinned = insert_jobs(
+        conn, 4, "eu-west-1", allow_fallback=False, criticality="low", tag="pinned-dead"
+    )
     eu = redis.Redis.from_url(redis_server.url, db=BY_CODE["eu-west-1"].db)
     eu.set("pgpulse:jobs:eu-west-1:low", "not a list")  # each push of theirs fails
     relay = relays.start("--once", "--json", max_attempts=1, batch_size=2)
@@ -408,27 +496,35 @@ def test_dlq_retry_keeps_allow_fallback_and_keeps_what_it_cannot_move(
     assert {r["job_id"] for r in rows} == set(pinned)
     assert not any(r["allow_fallback"] for r in rows)
     # one slot is back in the outbox already (e.g. scheduled again by hand)
-    conn.execute("""
+    conn.execute(
+        """
         INSERT INTO pgpulse.outbox (job_id, monitor_id, region, criticality, scheduled_for,
                                     deliver_at, expires_at, allow_fallback, payload)
         SELECT job_id, monitor_id, region, criticality, scheduled_for, now() + interval '1 hour',
                expires_at + interval '1 hour', false, payload
-          FROM pgpulse.dead_letters WHERE job_id = %s""", (pinned[0],))
+          FROM pgpulse.dead_letters WHERE job_id = %s""",
+        (pinned[0],),
+    )
 
     done = pgpulse("dlq", "retry", "--json", database_url=db_url, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"retried": 3, "kept": 1}
     text = pgpulse("dlq", "retry", database_url=db_url, timeout=60).stdout
     assert "kept 1 dead letter(s) whose slot is in the outbox already" in text
-    assert [r["job_id"] for r in conn.execute(
-        "SELECT job_id::text FROM pgpulse.dead_letters")] == [pinned[0]]
-    rows = conn.execute("""
+    assert [r["job_id"] for r in conn.execute("SELECT job_id::text FROM pgpulse.dead_letters")] == [
+        pinned[0]
+    ]
+    rows = conn.execute(
+        """
         SELECT job_id::text, allow_fallback, attempts,
                extract(epoch FROM expires_at - now()) AS ttl FROM pgpulse.outbox
-         WHERE job_id <> %s""", (pinned[0],)).fetchall()
+         WHERE job_id <> %s""",
+        (pinned[0],),
+    ).fetchall()
     assert {r["job_id"] for r in rows} == set(pinned[1:])
-    assert all(not r["allow_fallback"] and r["attempts"] == 0 and 250 < r["ttl"] <= 300
-               for r in rows), rows
+    assert all(
+        not r["allow_fallback"] and r["attempts"] == 0 and 250 < r["ttl"] <= 300 for r in rows
+    ), rows
 
     # eu-west-1 down: the retried pinned jobs wait for it, they do not leave their region
     take_down(upstash, BY_CODE["eu-west-1"].token)
@@ -441,8 +537,9 @@ def test_dlq_retry_keeps_allow_fallback_and_keeps_what_it_cannot_move(
 
 
 @pytest.mark.timeout(120)
-def test_two_relays_that_see_a_region_differently_agree_on_its_health(conn, regions, relays,
-                                                                      upstash):
+def test_two_relays_that_see_a_region_differently_agree_on_its_health(
+    conn, regions, relays, upstash
+):
     eu = BY_CODE["eu-west-1"]
     conn.execute("""
         CREATE TABLE public.test_flips (healthy boolean NOT NULL);
@@ -456,14 +553,31 @@ def test_two_relays_that_see_a_region_differently_agree_on_its_health(conn, regi
             EXECUTE FUNCTION public.test_flip();""")
     # relay A reaches eu-west-1 with a token whose requests all fail; relay B's work
     take_down(upstash, eu.alt_token)
-    settings = {"breaker_failures": 2, "breaker_cooldown_s": 0.3, "retry_window_s": 0.2,
-                "depth_interval_s": 0.3, "health_ttl_s": 10}
+    settings = {
+        "breaker_failures": 2,
+        "breaker_cooldown_s": 0.3,
+        "retry_window_s": 0.2,
+        "depth_interval_s": 0.3,
+        "health_ttl_s": 10,
+    }
     b = relays.start(**settings)
     wait_for(lambda: b.has_event("relay_started"), 30, "relay B to start", on_timeout=b.tail)
     a = relays.start(env=relays.env(tokens={"eu-west-1": eu.alt_token}, **settings))
-    wait_for(lambda: sum(1 for e in a.events() if e["event"] == "breaker_changed"
-                         and e["region"] == "eu-west-1" and e["new"] == "open") >= 3, 30,
-             "relay A to see eu-west-1 down again and again", on_timeout=a.tail)
+    wait_for(
+        lambda: (
+            sum(
+                1
+                for e in a.events()
+                if e["event"] == "breaker_changed"
+                and e["region"] == "eu-west-1"
+                and e["new"] == "open"
+            )
+            >= 3
+        ),
+        30,
+        "relay A to see eu-west-1 down again and again",
+        on_timeout=a.tail,
+    )
     conn.execute("DELETE FROM public.test_flips")
     time.sleep(6)  # a window of disagreement to count flips in, not a wait for a condition
     flips = [r["healthy"] for r in conn.execute("SELECT healthy FROM public.test_flips")]
@@ -472,8 +586,12 @@ def test_two_relays_that_see_a_region_differently_agree_on_its_health(conn, regi
     # B gone, its view ages out: A alone sees the region, and it is down
     b.signal(signal.SIGTERM)
     assert b.wait(30) == 0
-    wait_for(lambda: not region_row(conn, "eu-west-1")["healthy"], 20,
-             "eu-west-1 unhealthy once only relay A sees it", on_timeout=a.tail)
+    wait_for(
+        lambda: not region_row(conn, "eu-west-1")["healthy"],
+        20,
+        "eu-west-1 unhealthy once only relay A sees it",
+        on_timeout=a.tail,
+    )
     a.signal(signal.SIGTERM)
     assert a.wait(30) == 0
 
@@ -483,23 +601,47 @@ def test_two_relays_that_see_a_region_differently_agree_on_its_health(conn, regi
 
 @pytest.mark.timeout(300)
 def test_kill_9_with_the_breaker_on_and_a_region_failing_lands_every_job_once(
-        conn, regions, relays, queues, upstash):
+    conn, regions, relays, queues, upstash
+):
     for region in REGIONS:
         insert_jobs(conn, 1000, region.code, expires_in_s=900, tag=f"kb-{region.code}")
     expected = outbox_ids(conn)
     # every region slow, with a few answers lost after the push ran; eu-west-1 loses most
     # of its answers, so its breaker opens and its jobs reroute meanwhile
-    upstash.set_faults({"latency_ms": 30, "jitter_ms": 60, "error_rate": 0.1,
-                        "error_statuses": [503], "phase": "after"})
-    upstash.set_faults({"latency_ms": 30, "jitter_ms": 60, "error_rate": 0.7,
-                        "error_statuses": [503], "phase": "after"},
-                       tokens=[BY_CODE["eu-west-1"].token])
+    upstash.set_faults(
+        {
+            "latency_ms": 30,
+            "jitter_ms": 60,
+            "error_rate": 0.1,
+            "error_statuses": [503],
+            "phase": "after",
+        }
+    )
+    upstash.set_faults(
+        {
+            "latency_ms": 30,
+            "jitter_ms": 60,
+            "error_rate": 0.7,
+            "error_statuses": [503],
+            "phase": "after",
+        },
+        tokens=[BY_CODE["eu-west-1"].token],
+    )
     rng = random.Random()
     for _ in range(10):
-        relay = relays.start(batch_size=25, concurrency=2, breaker_failures=3,
-                             breaker_cooldown_s=0.5, retry_window_s=0.5)
-        wait_for(lambda: relay.has_event("relay_started"), 30, "the relay to start",
-                 on_timeout=relay.tail)
+        relay = relays.start(
+            batch_size=25,
+            concurrency=2,
+            breaker_failures=3,
+            breaker_cooldown_s=0.5,
+            retry_window_s=0.5,
+        )
+        wait_for(
+            lambda: relay.has_event("relay_started"),
+            30,
+            "the relay to start",
+            on_timeout=relay.tail,
+        )
         time.sleep(rng.uniform(0.3, 1.5))  # a random moment to kill at, not a wait
         relay.kill()
         wait_for(lambda: open_claims(conn) == 0, 10, "the killed relay's claims to roll back")

@@ -51,18 +51,24 @@ logfile = {home}/pgbouncer.log
         for path in (home, *home.iterdir()):
             shutil.chown(path, user.pw_uid, user.pw_gid)
     proc = subprocess.Popen(
-        [PGBOUNCER, str(home / "pgbouncer.ini")], stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        user=user.pw_uid if user else None, group=user.pw_gid if user else None,
-        extra_groups=[] if user else None, start_new_session=True,
-        preexec_fn=die_with_parent(signal.SIGKILL))
+        [PGBOUNCER, str(home / "pgbouncer.ini")],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        user=user.pw_uid if user else None,
+        group=user.pw_gid if user else None,
+        extra_groups=[] if user else None,
+        start_new_session=True,
+        preexec_fn=die_with_parent(signal.SIGKILL),
+    )
 
     def accepts() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"pgbouncer exited: {(home / 'pgbouncer.log').read_text()[-500:]}")
         with contextlib.suppress(psycopg.OperationalError):
-            psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres",
-                            connect_timeout=2).close()
+            psycopg.connect(
+                f"postgresql://postgres@127.0.0.1:{port}/postgres", connect_timeout=2
+            ).close()
             return True
         return False
 
@@ -76,31 +82,47 @@ logfile = {home}/pgbouncer.log
 
 
 def test_relay_behind_pgbouncer_in_transaction_mode_delivers_every_job_once(
-        conn, db_url, regions, bouncer, upstash, queues, tmp_path):
+    conn, db_url, regions, bouncer, upstash, queues, tmp_path
+):
     pooled_url = db_url.replace(db_url.split("@")[1].split("/")[0], f"127.0.0.1:{bouncer}")
     relays = Relays(pooled_url, upstash.url, tmp_path)
     insert_monitors(conn, 3000)
     first = tick(conn, lookahead_s=0)
     try:
         relay = relays.start(listen="off", pool_size=3, batch_size=200)
-        wait_for(lambda: queues.total() >= first["jobs_written"], timeout=60,
-                 what="the first tick's jobs in the queues", on_timeout=relays.tails)
+        wait_for(
+            lambda: queues.total() >= first["jobs_written"],
+            timeout=60,
+            what="the first tick's jobs in the queues",
+            on_timeout=relays.tails,
+        )
         # a second tick, itself through the pooler: its jobs are found by polling (no NOTIFY
         # reaches the relay), many claims later than psycopg would have prepared statements
         conn.execute("UPDATE public.monitors SET next_check_at = now() - interval '1 second'")
         with psycopg.connect(pooled_url, autocommit=True) as pooled:
             pooled.execute("CALL pgpulse.tick(NULL, 'pooled', '45 seconds', '0 seconds', 500)")
-        total = first["jobs_written"] + conn.execute(
-            "SELECT jobs_written FROM pgpulse.tick_runs WHERE trigger = 'pooled'").fetchone()["jobs_written"]
-        wait_for(lambda: queues.total() >= total, timeout=60,
-                 what="the pooled tick's jobs in the queues", on_timeout=relays.tails)
+        total = (
+            first["jobs_written"]
+            + conn.execute(
+                "SELECT jobs_written FROM pgpulse.tick_runs WHERE trigger = 'pooled'"
+            ).fetchone()["jobs_written"]
+        )
+        wait_for(
+            lambda: queues.total() >= total,
+            timeout=60,
+            what="the pooled tick's jobs in the queues",
+            on_timeout=relays.tails,
+        )
         found = queues.all()
         assert_exactly_once(queues, {p.job["job_id"] for p in found})
         assert len(found) == total == 6000
         assert conn.execute("SELECT count(*) AS n FROM pgpulse.outbox").fetchone()["n"] == 0
         # (the alert evaluator is left out: it needs a session of its own, see docs/adopting.md)
-        errors = [e for e in relay.events() if e.get("level") in ("warning", "error")
-                  and not e["event"].startswith("alert")]
+        errors = [
+            e
+            for e in relay.events()
+            if e.get("level") in ("warning", "error") and not e["event"].startswith("alert")
+        ]
         assert not errors, errors[:3]
         assert relay.has_event("relay_started", listen=False, pool_size=3)
         relay.signal(signal.SIGTERM)

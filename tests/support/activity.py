@@ -5,10 +5,13 @@ from __future__ import annotations
 
 def listening(conn) -> bool:
     """Has a relay's LISTEN connection been established on this database?"""
-    return conn.execute("""
+    return (
+        conn.execute("""
         SELECT count(*) AS n FROM pg_stat_activity
          WHERE datname = current_database() AND query = 'LISTEN pgpulse_outbox'
-    """).fetchone()["n"] > 0
+    """).fetchone()["n"]
+        > 0
+    )
 
 
 def open_claims(conn) -> int:

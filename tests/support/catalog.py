@@ -111,8 +111,10 @@ CRON_JOBS = """
 
 def catalog(conn) -> dict[str, dict[str, Any]]:
     """{kind: {object: definition}} of conn's database."""
-    return {kind: dict(conn.execute(query, {"schemas": SCHEMAS}).fetchall())
-            for kind, query in _QUERIES.items()}
+    return {
+        kind: dict(conn.execute(query, {"schemas": SCHEMAS}).fetchall())
+        for kind, query in _QUERIES.items()
+    }
 
 
 def cron_job_rows(conn) -> dict[str, Any]:
@@ -132,8 +134,14 @@ def differences(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> l
             elif key not in left:
                 found.append(f"{kind} {key}: only in the second")
             elif left[key] != right[key]:
-                fields = sorted(f for f in left[key].keys() | right[key].keys()
-                                if left[key].get(f) != right[key].get(f)) \
-                    if isinstance(left[key], dict) and isinstance(right[key], dict) else ["value"]
+                fields = (
+                    sorted(
+                        f
+                        for f in left[key].keys() | right[key].keys()
+                        if left[key].get(f) != right[key].get(f)
+                    )
+                    if isinstance(left[key], dict) and isinstance(right[key], dict)
+                    else ["value"]
+                )
                 found.append(f"{kind} {key}: {', '.join(fields)} differ")
     return found

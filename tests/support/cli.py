@@ -20,16 +20,32 @@ def clean_env(**settings: str) -> dict[str, str]:
     return env | settings
 
 
-def run_module(module: str, *args: str, env: dict[str, str] | None = None,
-               timeout: float = 120, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def run_module(
+    module: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    cwd: Path = ROOT,
+) -> subprocess.CompletedProcess:
     """`python -m module args` to its end, output captured."""
-    return subprocess.run([sys.executable, "-m", module, *args],
-                          env=clean_env() if env is None else env, cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env=clean_env() if env is None else env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
-def pgpulse(*args: str, env: dict[str, str] | None = None, database_url: str | None = None,
-            timeout: float = 120, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def pgpulse(
+    *args: str,
+    env: dict[str, str] | None = None,
+    database_url: str | None = None,
+    timeout: float = 120,
+    cwd: Path = ROOT,
+) -> subprocess.CompletedProcess:
     """`pgpulse args` to its end; `env` is the whole environment (default `clean_env()`),
     `database_url` sets DATABASE_URL in it."""
     env = clean_env() if env is None else dict(env)
@@ -38,8 +54,9 @@ def pgpulse(*args: str, env: dict[str, str] | None = None, database_url: str | N
     return run_module("relay", *args, env=env, timeout=timeout, cwd=cwd)
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str = "",
-                          *, command: str | None = None) -> str:
+def assert_one_line_error(
+    result: subprocess.CompletedProcess, fragment: str = "", *, command: str | None = None
+) -> str:
     """It failed, and one plain line says what is wrong (anything else on stderr is a JSON
     log line); `command`: the line is pgpulse's own `pgpulse <command>: error: ...`.
     Returns the line."""

@@ -38,8 +38,9 @@ class FakeClient:
 
     def __init__(self, region: str) -> None:
         self.region = region
-        self.answer: Callable[[list[list[str]]], list[dict]] = (
-            lambda commands: [{"result": [1] * jobs_in(c)} for c in commands])
+        self.answer: Callable[[list[list[str]]], list[dict]] = lambda commands: [
+            {"result": [1] * jobs_in(c)} for c in commands
+        ]
         self.on_attempt: Callable[[bool], None] = lambda ok: None
         self.requests: list[list[list[str]]] = []
         self.commands: list[tuple] = []
@@ -76,8 +77,7 @@ class FakeClaim:
         self.jobs = jobs
         self.store = store
 
-    async def settle(self, requeue: list[Retry], dead: list[Retry],
-                     forget: list[int] = ()) -> None:
+    async def settle(self, requeue: list[Retry], dead: list[Retry], forget: list[int] = ()) -> None:
         self.store.requeued.extend(requeue)
         self.store.dead.extend(dead)
         for intent in forget:
@@ -96,8 +96,9 @@ class FakeStore:
         self.intent_rows: dict[int, tuple[str, list[str]]] = {}  # id: region, job ids
 
     @contextlib.asynccontextmanager
-    async def claim(self, region: str, *, limit: int, fallback_only: bool,
-                    held_by: str | None, lease_s: float):
+    async def claim(
+        self, region: str, *, limit: int, fallback_only: bool, held_by: str | None, lease_s: float
+    ):
         if self.claim_error:
             raise self.claim_error
         jobs = [j for j in self.due.get(region, []) if j.allow_fallback or not fallback_only]
@@ -119,36 +120,65 @@ class FakeStore:
     @property
     def intents(self) -> dict[str, str]:
         """Each job a kept push intent names, and the region it names."""
-        return {job_id: region for region, job_ids in self.intent_rows.values()
-                for job_id in job_ids}
-
+        return {
+            job_id: region for region, job_ids in self.intent_rows.values() for job_id in job_ids
+        }
 
 
 def database_down() -> psycopg.Error:
     return psycopg.OperationalError("connection refused")
 
 
-def make_job(n: int, region: str = "eu", *, attempts: int = 0, allow_fallback: bool = True,
-             pinned_to: str | None = None, expired: bool = False) -> Job:
+def make_job(
+    n: int,
+    region: str = "eu",
+    *,
+    attempts: int = 0,
+    allow_fallback: bool = True,
+    pinned_to: str | None = None,
+    expired: bool = False,
+) -> Job:
     now = time.time()
-    return Job(job_id=f"00000000-0000-0000-0000-{n:012d}", monitor_id=str(n), region=region,
-               criticality="normal", scheduled_for_s=now, deliver_at_s=now,
-               expires_at_s=now + 60, attempts=attempts, payload="{}",
-               allow_fallback=allow_fallback, expired=expired, pinned_to=pinned_to,
-               job_json=f'{{"job_id": "{n}"}}')
+    return Job(
+        job_id=f"00000000-0000-0000-0000-{n:012d}",
+        monitor_id=str(n),
+        region=region,
+        criticality="normal",
+        scheduled_for_s=now,
+        deliver_at_s=now,
+        expires_at_s=now + 60,
+        attempts=attempts,
+        payload="{}",
+        allow_fallback=allow_fallback,
+        expired=expired,
+        pinned_to=pinned_to,
+        job_json=f'{{"job_id": "{n}"}}',
+    )
 
 
-def make_region(code: str, clock: Clock, *, fallback: str | None = None,
-                is_default: bool = False, threshold: int = 3, cooldown: float = 10.0) -> Region:
-    region = Region(code, FakeClient(code), CircuitBreaker(threshold, cooldown, clock=clock),
-                    fallback=fallback, is_default=is_default)
+def make_region(
+    code: str,
+    clock: Clock,
+    *,
+    fallback: str | None = None,
+    is_default: bool = False,
+    threshold: int = 3,
+    cooldown: float = 10.0,
+) -> Region:
+    region = Region(
+        code,
+        FakeClient(code),
+        CircuitBreaker(threshold, cooldown, clock=clock),
+        fallback=fallback,
+        is_default=is_default,
+    )
     region.client.on_attempt = region.attempted
     return region
 
 
-def make_registry(store: FakeStore, *regions: Region,
-                  settings: RelaySettings | None = None) -> Registry:
-    registry = Registry(store, settings or RelaySettings(), Supervisor(), Counts(),
-                        relay_id="test")
+def make_registry(
+    store: FakeStore, *regions: Region, settings: RelaySettings | None = None
+) -> Registry:
+    registry = Registry(store, settings or RelaySettings(), Supervisor(), Counts(), relay_id="test")
     registry.regions = {r.code: r for r in regions}
     return registry

@@ -13,10 +13,14 @@ ATTACKER = "mallory"  # a role that may create objects in public, and nothing el
 HIJACKS = {
     "OPERATOR public./ (numeric, integer)": ("numeric", "$1 OPERATOR(pg_catalog./) $2::numeric"),
     "OPERATOR public.% (bigint, integer)": ("bigint", "$1 OPERATOR(pg_catalog.%) $2::bigint"),
-    "OPERATOR public.* (double precision, integer)":
-        ("double precision", "$1 OPERATOR(pg_catalog.*) $2::float8"),
-    "OPERATOR public.- (numeric, double precision)":
-        ("double precision", "$1::float8 OPERATOR(pg_catalog.-) $2"),
+    "OPERATOR public.* (double precision, integer)": (
+        "double precision",
+        "$1 OPERATOR(pg_catalog.*) $2::float8",
+    ),
+    "OPERATOR public.- (numeric, double precision)": (
+        "double precision",
+        "$1::float8 OPERATOR(pg_catalog.-) $2",
+    ),
     "OPERATOR public.* (interval, integer)": ("interval", "$1 OPERATOR(pg_catalog.*) $2::float8"),
     "OPERATOR public.* (interval, numeric)": ("interval", "$1 OPERATOR(pg_catalog.*) $2::float8"),
     "FUNCTION public.to_timestamp(numeric)": ("timestamptz", "pg_catalog.to_timestamp($1::float8)"),
@@ -25,11 +29,13 @@ HIJACKS = {
 
 def plant_hijacks(conn) -> None:
     """Plants HIJACKS on conn (a non-superuser's, with CREATE on public)."""
-    conn.execute("CREATE TABLE public.hijack_log (called text, by_role text, "
-                 "at timestamptz DEFAULT clock_timestamp())")
+    conn.execute(
+        "CREATE TABLE public.hijack_log (called text, by_role text, "
+        "at timestamptz DEFAULT clock_timestamp())"
+    )
     conn.execute("GRANT INSERT ON public.hijack_log TO PUBLIC")
     for n, (signature, (returns, body)) in enumerate(HIJACKS.items()):
-        args = signature[signature.index("(") + 1:-1]
+        args = signature[signature.index("(") + 1 : -1]
         name = "to_timestamp" if signature.startswith("FUNCTION") else f"hijack_{n}"
         conn.execute(f"""
             CREATE FUNCTION public.{name}({args}) RETURNS {returns} LANGUAGE plpgsql AS $f$
@@ -40,9 +46,13 @@ def plant_hijacks(conn) -> None:
         if signature.startswith("OPERATOR"):
             op = signature.split()[1]
             left, right = (a.strip() for a in args.split(","))
-            conn.execute(f"CREATE OPERATOR {op} (LEFTARG = {left}, RIGHTARG = {right}, "
-                         f"FUNCTION = public.{name})")
-    assert not conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+            conn.execute(
+                f"CREATE OPERATOR {op} (LEFTARG = {left}, RIGHTARG = {right}, "
+                f"FUNCTION = public.{name})"
+            )
+    assert not conn.execute(
+        "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()[0]
 
 
 def hijack_calls(conn) -> list:

@@ -23,8 +23,16 @@ from tests.support.waiting import wait_for
 class PgpulseProcess:
     """`pgpulse args` in a subprocess; with `port`, its HTTP endpoints are at `url`."""
 
-    def __init__(self, args: list[str], env: dict[str, str], workdir: Path, name: str, *,
-                 port: int | None = None, preexec_fn: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        workdir: Path,
+        name: str,
+        *,
+        port: int | None = None,
+        preexec_fn: Callable[[], Any] | None = None,
+    ) -> None:
         self.name = name
         self.port = port
         self.url = f"http://127.0.0.1:{port}" if port else None
@@ -32,9 +40,15 @@ class PgpulseProcess:
         self.err_path = workdir / f"{name}.err"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "relay", *args], env=env, cwd=ROOT,
-                stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
-                preexec_fn=preexec_fn)
+                [sys.executable, "-m", "relay", *args],
+                env=env,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                preexec_fn=preexec_fn,
+            )
 
     @property
     def pid(self) -> int:
@@ -55,8 +69,9 @@ class PgpulseProcess:
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"{self.name} still running after {timeout:g} s\n"
-                                 f"{self.tail()}") from None
+            raise AssertionError(
+                f"{self.name} still running after {timeout:g} s\n{self.tail()}"
+            ) from None
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM, and SIGKILL if it has not ended within `timeout`; its exit code."""
@@ -69,12 +84,14 @@ class PgpulseProcess:
 
     def wait_ready(self) -> PgpulseProcess:
         """Waits until /healthz answers 200."""
+
         def up() -> bool:
             if not self.running():
                 raise AssertionError(f"{self.name} exited early\n{self.tail()}")
             with contextlib.suppress(httpx.TransportError):
                 return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
             return False
+
         wait_for(up, 30, f"the HTTP endpoints of {self.name}")
         return self
 
@@ -99,8 +116,10 @@ class PgpulseProcess:
         return events
 
     def has_event(self, name: str, **fields: Any) -> bool:
-        return any(e.get("event") == name and all(e.get(k) == v for k, v in fields.items())
-                   for e in self.events())
+        return any(
+            e.get("event") == name and all(e.get(k) == v for k, v in fields.items())
+            for e in self.events()
+        )
 
     def tail(self, lines: int = 15) -> str:
         text = self.stderr().splitlines()[-lines:]
@@ -151,11 +170,20 @@ class Relays(Processes):
     def env(self, tokens: dict[str, str] | None = None, **settings: Any) -> dict[str, str]:
         """Every region with its own token unless `tokens` (code -> token) says otherwise."""
         tokens = {r.code: (tokens or {}).get(r.code, r.token) for r in REGIONS}
-        return make_relay_env(self.db_url, self.upstash_url, tokens, shared_url=True,
-                              **({"poll_interval_s": 1, "log_level": "INFO"} | settings))
+        return make_relay_env(
+            self.db_url,
+            self.upstash_url,
+            tokens,
+            shared_url=True,
+            **({"poll_interval_s": 1, "log_level": "INFO"} | settings),
+        )
 
-    def start(self, *args: str, env: dict[str, str] | None = None,  # type: ignore[override]
-              **settings: Any) -> PgpulseProcess:
+    def start(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,  # type: ignore[override]
+        **settings: Any,
+    ) -> PgpulseProcess:
         return super().start("relay", *args, env=env or self.env(**settings))
 
     def run_once(self, timeout: float = 60, **settings: Any) -> dict:

@@ -28,8 +28,14 @@ BY_CODE = {r.code: r for r in REGIONS}
 ADMIN_TOKEN = "admin-7c1e0f9a2b"
 
 
-def make_relay_env(db_url: str, upstash_url: str, tokens: dict[str, str], *, shared_url: bool = False,
-              **settings: Any) -> dict[str, str]:
+def make_relay_env(
+    db_url: str,
+    upstash_url: str,
+    tokens: dict[str, str],
+    *,
+    shared_url: bool = False,
+    **settings: Any,
+) -> dict[str, str]:
     """A clean environment for `pgpulse`: the database, an Upstash token per region (tokens:
     code -> token) and its URL (shared_url: one UPSTASH_REDIS_REST_URL for every region,
     also those added later), and PGPULSE_<NAME> for each setting name=value."""

@@ -22,10 +22,13 @@ def insert_row(conn, table: str, **cols) -> dict:
     """One row of `table` with the columns given; returns it as stored."""
     return conn.execute(
         f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))}) "
-        "RETURNING *", list(cols.values())).fetchone()
+        "RETURNING *",
+        list(cols.values()),
+    ).fetchone()
 
 
 # ------------------------------------------------------------------ regions
+
 
 def add_region(conn, code: str, **cols) -> dict:
     return insert_row(conn, "pgpulse.regions", code=code, **cols)
@@ -44,8 +47,10 @@ def region_row(conn, code: str) -> dict:
 
 # ------------------------------------------------------------------ monitors
 
-def add_monitors(conn, n: int = 1, *, due: str | datetime | None = "-10 seconds",
-                 **cols) -> list[dict]:
+
+def add_monitors(
+    conn, n: int = 1, *, due: str | datetime | None = "-10 seconds", **cols
+) -> list[dict]:
     """n monitors https://example.com/1..n, the other columns as given (the same for all);
     their next check at now() + due (an interval), at due (a time), or the column's default
     (None). Returns them as stored."""
@@ -57,7 +62,9 @@ def add_monitors(conn, n: int = 1, *, due: str | datetime | None = "-10 seconds"
         values.append(due)
     return conn.execute(
         f"INSERT INTO public.monitors ({', '.join(names)}) SELECT {', '.join(selected)} "
-        "FROM generate_series(1, %s) g RETURNING *", [*values, n]).fetchall()
+        "FROM generate_series(1, %s) g RETURNING *",
+        [*values, n],
+    ).fetchall()
 
 
 def add_monitor(conn, **kwargs) -> dict:
@@ -65,12 +72,19 @@ def add_monitor(conn, **kwargs) -> dict:
     return add_monitors(conn, 1, **kwargs)[0]
 
 
-def insert_monitors(conn, n: int, *, region: str | None = "spread", allow_fallback: bool = True,
-                    due_ago_s: float = 1.0) -> None:
+def insert_monitors(
+    conn,
+    n: int,
+    *,
+    region: str | None = "spread",
+    allow_fallback: bool = True,
+    due_ago_s: float = 1.0,
+) -> None:
     """n active monitors due `due_ago_s` ago with varied checks; region 'spread' gives a
     quarter of them no preferred region (round-robin) and spreads the rest over REGIONS."""
     codes = [r.code for r in REGIONS]
-    conn.execute("""
+    conn.execute(
+        """
         INSERT INTO public.monitors (url, method, timeout_ms, expected_status, check_retries,
                                      check_retry_delay_ms, check_interval_minutes,
                                      preferred_region, allow_fallback, criticality, next_check_at)
@@ -87,26 +101,47 @@ def insert_monitors(conn, n: int, *, region: str | None = "spread", allow_fallba
                (ARRAY['critical', 'high', 'normal', 'low'])[1 + g %% 4],
                now() - make_interval(secs => %(ago)s)
           FROM generate_series(1, %(n)s) g
-    """, {"n": n, "region": region, "r0": codes[0], "r1": codes[1], "r2": codes[2],
-          "allow_fallback": allow_fallback, "ago": due_ago_s})
+    """,
+        {
+            "n": n,
+            "region": region,
+            "r0": codes[0],
+            "r1": codes[1],
+            "r2": codes[2],
+            "allow_fallback": allow_fallback,
+            "ago": due_ago_s,
+        },
+    )
 
 
 # ------------------------------------------------------------------ jobs
 
+
 def tick(conn, *, trigger: str = "test", **params) -> dict:
     """Runs one real tick and returns its tick_runs row; params are TickParams fields
     (budget_s, lookahead_s, chunk), the rest as `pgpulse tick` has them."""
-    run_id = conn.execute(queries()["tick"], {"trigger": trigger, **asdict(TickParams(**params))}
-                          ).fetchone()["run_id"]
+    run_id = conn.execute(
+        queries()["tick"], {"trigger": trigger, **asdict(TickParams(**params))}
+    ).fetchone()["run_id"]
     return conn.execute("SELECT * FROM pgpulse.tick_runs WHERE id = %s", (run_id,)).fetchone()
 
 
-def insert_jobs(conn, n: int, region: str, *, deliver_in_s: float = 0.0,
-                expires_in_s: float = 300.0, allow_fallback: bool = True,
-                criticality: str = "normal", tag: str = "job", notify: bool = False) -> list[str]:
+def insert_jobs(
+    conn,
+    n: int,
+    region: str,
+    *,
+    deliver_in_s: float = 0.0,
+    expires_in_s: float = 300.0,
+    allow_fallback: bool = True,
+    criticality: str = "normal",
+    tag: str = "job",
+    notify: bool = False,
+) -> list[str]:
     """n outbox rows inserted directly (exact control over timing and routing), with the
     payload the tick writes; returns their job ids."""
-    rows = conn.execute("""
+    rows = conn.execute(
+        """
         INSERT INTO pgpulse.outbox (job_id, monitor_id, region, criticality, scheduled_for,
                                     deliver_at, expires_at, allow_fallback, payload)
         SELECT md5(%(tag)s || '/' || %(region)s || '/' || g)::uuid,
@@ -122,8 +157,17 @@ def insert_jobs(conn, n: int, region: str, *, deliver_in_s: float = 0.0,
                                   'retry', jsonb_build_object('max_attempts', 2, 'delay_ms', 1000))
           FROM generate_series(1, %(n)s) g
         RETURNING job_id::text
-    """, {"n": n, "region": region, "deliver": deliver_in_s, "expires": expires_in_s,
-          "allow_fallback": allow_fallback, "criticality": criticality, "tag": tag}).fetchall()
+    """,
+        {
+            "n": n,
+            "region": region,
+            "deliver": deliver_in_s,
+            "expires": expires_in_s,
+            "allow_fallback": allow_fallback,
+            "criticality": criticality,
+            "tag": tag,
+        },
+    ).fetchall()
     if notify:
         conn.execute("NOTIFY pgpulse_outbox")
     return [r["job_id"] for r in rows]
@@ -161,4 +205,6 @@ def outbox_jobs(conn, monitor_id=None) -> list[dict]:
     """The outbox rows (of one monitor, or all) by slot and region."""
     return conn.execute(
         "SELECT * FROM pgpulse.outbox WHERE %(m)s::uuid IS NULL OR monitor_id = %(m)s "
-        "ORDER BY scheduled_for, region", {"m": monitor_id}).fetchall()
+        "ORDER BY scheduled_for, region",
+        {"m": monitor_id},
+    ).fetchall()

@@ -7,8 +7,13 @@ from collections.abc import Callable
 from typing import Any
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition",
-             interval: float = 0.05, on_timeout: Callable[[], str] | None = None) -> Any:
+def wait_for(
+    condition: Callable[[], Any],
+    timeout: float = 30.0,
+    what: str = "condition",
+    interval: float = 0.05,
+    on_timeout: Callable[[], str] | None = None,
+) -> Any:
     """Polls condition until it returns something truthy; fails the test after timeout."""
     deadline = time.monotonic() + timeout
     while True:

@@ -37,7 +37,7 @@ def test_job_retry_is_the_former_formula():
     """min(0.5 * 2 ** attempts, 60) s, scaled by 0.8..1.2 (attempts: 1 after the first failure)."""
     for attempts in (1, 2, 5, 7, 8, 30):
         waits = [retry_backoff_s(attempts) for _ in range(50)]
-        base = min(0.5 * 2 ** attempts, 60)
+        base = min(0.5 * 2**attempts, 60)
         assert all(0.8 * base <= w <= 1.2 * base for w in waits), attempts
     assert JOB_RETRY.most == 60
 
@@ -57,8 +57,9 @@ async def test_is_a_tenacity_wait():
             raise ConnectionError("down")
         return "up"
 
-    retrying = AsyncRetrying(stop=stop_after_attempt(5), wait=Backoff(first=0.2, most=0.5),
-                             sleep=sleep, reraise=True)
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(5), wait=Backoff(first=0.2, most=0.5), sleep=sleep, reraise=True
+    )
     assert await retrying(flaky) == "up"
     assert slept == [0.2, 0.4, 0.5]
 

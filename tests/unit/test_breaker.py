@@ -5,8 +5,9 @@ from tests.support.fakes import Clock
 def make(threshold=3, cooldown=10.0):
     clock = Clock()
     changes = []
-    breaker = CircuitBreaker(threshold, cooldown, clock=clock,
-                             on_change=lambda old, new: changes.append((old, new)))
+    breaker = CircuitBreaker(
+        threshold, cooldown, clock=clock, on_change=lambda old, new: changes.append((old, new))
+    )
     return breaker, clock, changes
 
 
@@ -32,9 +33,9 @@ def test_half_open_admits_one_probe_then_closes_on_success():
     assert not breaker.allow()
     assert breaker.seconds_until_probe() > 0
     clock.now += 0.2
-    assert breaker.allow()          # the probe
+    assert breaker.allow()  # the probe
     assert breaker.state is State.HALF_OPEN
-    assert not breaker.allow()      # only one probe at a time
+    assert not breaker.allow()  # only one probe at a time
     breaker.record_success()
     assert breaker.state is State.CLOSED and breaker.allow()
     assert changes[-2:] == [(State.OPEN, State.HALF_OPEN), (State.HALF_OPEN, State.CLOSED)]
@@ -92,5 +93,5 @@ def test_a_probe_pass_given_back_after_an_attempt_frees_nothing():
     breaker.record_failure()  # the probe's attempt failed: open for a cooldown
     clock.now += 5
     second = breaker.allow()
-    breaker.release(first)    # late: must not free the probe out now
+    breaker.release(first)  # late: must not free the probe out now
     assert second.probe and breaker.allow() is None

@@ -18,8 +18,12 @@ from tests.support.cli import ROOT
 
 
 def test_region_endpoint_prefers_region_variables_and_falls_back_to_plain_ones():
-    env = {"UPSTASH_REDIS_REST_URL": "https://global.example/", "UPSTASH_REDIS_REST_TOKEN": "g-tok",
-           "UPSTASH_REDIS_REST_URL_US_EAST_1": "https://us.example", "UPSTASH_REDIS_REST_TOKEN_US_EAST_1": "us-tok"}
+    env = {
+        "UPSTASH_REDIS_REST_URL": "https://global.example/",
+        "UPSTASH_REDIS_REST_TOKEN": "g-tok",
+        "UPSTASH_REDIS_REST_URL_US_EAST_1": "https://us.example",
+        "UPSTASH_REDIS_REST_TOKEN_US_EAST_1": "us-tok",
+    }
     us = region_endpoint("us-east-1", env)
     eu = region_endpoint("eu-west-1", env)
     assert (us.url, us.token) == ("https://us.example", "us-tok")
@@ -28,11 +32,14 @@ def test_region_endpoint_prefers_region_variables_and_falls_back_to_plain_ones()
     assert env_suffix("ap-south-1") == "AP_SOUTH_1"
 
 
-@pytest.mark.parametrize("env, message", [
-    ({}, "set UPSTASH_REDIS_REST_URL_EU_WEST_1"),
-    ({"UPSTASH_REDIS_REST_URL": "ftp://x"}, "is not an http(s) URL"),
-    ({"UPSTASH_REDIS_REST_URL": "https://x"}, "set UPSTASH_REDIS_REST_TOKEN_EU_WEST_1"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({}, "set UPSTASH_REDIS_REST_URL_EU_WEST_1"),
+        ({"UPSTASH_REDIS_REST_URL": "ftp://x"}, "is not an http(s) URL"),
+        ({"UPSTASH_REDIS_REST_URL": "https://x"}, "set UPSTASH_REDIS_REST_TOKEN_EU_WEST_1"),
+    ],
+)
 def test_region_endpoint_errors_are_one_line_and_name_the_variable(env, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
         region_endpoint("eu-west-1", env)
@@ -68,23 +75,30 @@ def test_listen_off_polls_often_and_pool_size_is_a_setting():
 # ------------------------------------------------------------ each setting defined once
 
 
-
 def test_the_readme_settings_table_is_the_one_in_config():
     readme = (ROOT / "README.md").read_text()
     start = readme.index("<!-- settings table:")
-    table = readme[readme.index("\n", start) + 1:readme.index("\n<!-- end of settings table -->")]
+    table = readme[readme.index("\n", start) + 1 : readme.index("\n<!-- end of settings table -->")]
     assert table == config.markdown_table(), "run `python -m relay.config` and paste its table"
 
 
 def test_every_variable_the_code_reads_has_a_row():
     rows = {s.env for s in config.all_settings()}
     prefixes = tuple(s.env.split("<")[0] for s in config.all_settings() if "<" in s.env)
-    pattern = re.compile(r"[\"'](PGPULSE_[A-Z0-9_]+|CRON_SECRET|DATABASE_URL|REDIS_URL|"
-                         r"DEMO_SECONDS|UPSTASH_[A-Z_]+)[\"']")
-    read = {name for path in (ROOT / "relay").rglob("*.py")
-            for name in pattern.findall(path.read_text())}
-    assert {name for name in read if name not in rows and not name.startswith(prefixes)
-            and name + "_" not in prefixes} == set()
+    pattern = re.compile(
+        r"[\"'](PGPULSE_[A-Z0-9_]+|CRON_SECRET|DATABASE_URL|REDIS_URL|"
+        r"DEMO_SECONDS|UPSTASH_[A-Z_]+)[\"']"
+    )
+    read = {
+        name
+        for path in (ROOT / "relay").rglob("*.py")
+        for name in pattern.findall(path.read_text())
+    }
+    assert {
+        name
+        for name in read
+        if name not in rows and not name.startswith(prefixes) and name + "_" not in prefixes
+    } == set()
 
 
 def test_settings_objects_follow_their_rows():
@@ -117,5 +131,8 @@ def test_tick_defaults_are_one_object_used_by_the_cli_and_the_readme():
     assert TickParams.from_options(args) == TickParams()
     readme = " ".join((ROOT / "README.md").read_text().split())
     p = TickParams()
-    assert (f"budget ({p.budget_s:g} s;" in readme and f"lookahead ({p.lookahead_s:g} s;" in readme
-            and f"chunk ({p.chunk:,} monitors" in readme)
+    assert (
+        f"budget ({p.budget_s:g} s;" in readme
+        and f"lookahead ({p.lookahead_s:g} s;" in readme
+        and f"chunk ({p.chunk:,} monitors" in readme
+    )

@@ -29,8 +29,15 @@ from tests.support.fakes import (
 def make_drainer(store, registry, region, **settings) -> Drainer:
     s = RelaySettings(**settings)
     registry.settings = s
-    return Drainer(region, registry, store, s, registry.supervisor, registry.counts,
-                   claim_slots=asyncio.Semaphore(1))
+    return Drainer(
+        region,
+        registry,
+        store,
+        s,
+        registry.supervisor,
+        registry.counts,
+        claim_slots=asyncio.Semaphore(1),
+    )
 
 
 def open_breaker(region) -> None:
@@ -95,8 +102,7 @@ async def test_a_probe_that_reached_the_region_decides_the_breaker():
 
 async def test_a_failure_on_the_last_attempt_is_dead_lettered_and_counted_once():
     _, store, eu, _, _, drainer = setup(max_attempts=3)
-    store.due["eu"] = [make_job(1, attempts=2), make_job(2, attempts=1), make_job(3),
-                       make_job(4)]
+    store.due["eu"] = [make_job(1, attempts=2), make_job(2, attempts=1), make_job(3), make_job(4)]
     eu.client.answer = lambda commands: [{"result": ["WRONGTYPE", "WRONGTYPE", 1, 0]}]
     assert await drainer.drain_once() == 4
     assert [(r.job.job_id[-1], r.attempts) for r in store.dead] == [("1", 3)]
@@ -106,12 +112,18 @@ async def test_a_failure_on_the_last_attempt_is_dead_lettered_and_counted_once()
 
 
 def test_settle_keeps_attempts_of_held_and_waiting_jobs():
-    jobs = [make_job(1, attempts=4), make_job(2, attempts=4, pinned_to="us"),
-            make_job(3, attempts=4), make_job(4, attempts=4)]
+    jobs = [
+        make_job(1, attempts=4),
+        make_job(2, attempts=4, pinned_to="us"),
+        make_job(3, attempts=4),
+        make_job(4, attempts=4),
+    ]
     outcomes = [Outcome(HELD, "OOM"), Outcome(WAIT), Outcome(FAILED, "x"), Outcome(PUSHED)]
     settlement = settle(jobs, outcomes, max_attempts=5)
     assert [(r.job.job_id[-1], r.attempts, r.backoff_s) for r in settlement.requeue] == [
-        ("1", 4, 0.0), ("2", 4, 1.0)]
+        ("1", 4, 0.0),
+        ("2", 4, 1.0),
+    ]
     assert [(r.job.job_id[-1], r.attempts) for r in settlement.dead] == [("3", 5)]
     assert "waits for region us" in settlement.requeue[1].error
 
@@ -119,11 +131,14 @@ def test_settle_keeps_attempts_of_held_and_waiting_jobs():
 async def test_a_lost_script_is_loaded_again_and_the_push_repeated():
     clock = Clock()
     eu = make_region("eu", clock)
-    answers = iter([lambda commands: [{"error": "NOSCRIPT No matching script."}] * len(commands),
-                    lambda commands: [{"result": [1] * jobs_in(c)} for c in commands]])
+    answers = iter(
+        [
+            lambda commands: [{"error": "NOSCRIPT No matching script."}] * len(commands),
+            lambda commands: [{"result": [1] * jobs_in(c)} for c in commands],
+        ]
+    )
     eu.client.answer = lambda commands: next(answers)(commands)
-    outcomes = await Publisher(1 << 20, 60).publish(eu, [make_job(1), make_job(2)],
-                                                    rerouted=False)
+    outcomes = await Publisher(1 << 20, 60).publish(eu, [make_job(1), make_job(2)], rerouted=False)
     assert outcomes == [Outcome(PUSHED)] * 2
     first, second = eu.client.requests
     assert [c[1] for c in first] == ["sha-1"] and [c[1] for c in second] == ["sha-2"]
@@ -147,7 +162,13 @@ async def test_idle_wait_follows_the_next_due_job_and_backs_off_when_rows_are_he
     # due now, yet the claim found nothing: other workers hold the rows; back off
     store.next_due_s = -0.3
     assert [await drainer.wake_timeout(claimed=0) for _ in range(6)] == [
-        0.05, 0.1, 0.2, 0.4, 0.8, 1.0]
+        0.05,
+        0.1,
+        0.2,
+        0.4,
+        0.8,
+        1.0,
+    ]
     assert await drainer.wake_timeout(claimed=10) == 0.02  # a short floor gathers a batch
     assert eu.idle_rounds == 0
     store.next_due_s = database_down()
@@ -219,6 +240,7 @@ async def test_push_intents_go_with_the_claim_unless_an_answer_was_unreadable():
 
     def unreadable(calls):
         raise MalformedReply("region eu: /pipeline answered no list replies to 1 commands")
+
     eu.client.answer = unreadable
     assert await drainer.drain_once() == 1
     assert store.intents == {make_job(3).job_id: "eu"}  # maybe pushed: pinned to eu

@@ -17,10 +17,20 @@ def test_a_push_call_carries_keys_then_arguments_in_job_order():
     pushes = [Push.of(job, "eu", rerouted=False) for job in jobs]
     [call] = json.loads(push_body("sha", 60, pushes))
     expires = [str(int(job.expires_at_s)) for job in jobs]
-    assert call == ["EVALSHA", "sha", "4",
-                    f"pgpulse:dedup:{jobs[0].job_id}", "pgpulse:jobs:eu:normal",
-                    f"pgpulse:dedup:{jobs[1].job_id}", "pgpulse:jobs:eu:normal",
-                    "60", jobs[0].job_json, expires[0], jobs[1].job_json, expires[1]]
+    assert call == [
+        "EVALSHA",
+        "sha",
+        "4",
+        f"pgpulse:dedup:{jobs[0].job_id}",
+        "pgpulse:jobs:eu:normal",
+        f"pgpulse:dedup:{jobs[1].job_id}",
+        "pgpulse:jobs:eu:normal",
+        "60",
+        jobs[0].job_json,
+        expires[0],
+        jobs[1].job_json,
+        expires[1],
+    ]
     assert len(push_body("sha", 60, pushes)) <= CALL_OVERHEAD_BYTES + sum(p.size for p in pushes)
 
 
@@ -35,13 +45,18 @@ def test_a_job_is_escaped_once_and_exactly():
 def test_the_answer_is_read_per_job_and_a_call_error_is_every_jobs_error():
     expand = job_replies("eu", 3)
     assert expand([{"result": [1, "WRONGTYPE no", 2]}]) == [
-        {"result": 1}, {"error": "WRONGTYPE no"}, {"result": 2}]
-    assert expand([{"error": "OOM command not allowed"}]) == [
-        {"error": "OOM command not allowed"}] * 3
+        {"result": 1},
+        {"error": "WRONGTYPE no"},
+        {"result": 2},
+    ]
+    assert (
+        expand([{"error": "OOM command not allowed"}]) == [{"error": "OOM command not allowed"}] * 3
+    )
 
 
-@pytest.mark.parametrize("result", [1, [1, 1], [1, 1, 1, 1], [1, 7, 1], [1, True, 1],
-                                    [1, None, 1], "OK"])
+@pytest.mark.parametrize(
+    "result", [1, [1, 1], [1, 1, 1, 1], [1, 7, 1], [1, True, 1], [1, None, 1], "OK"]
+)
 def test_an_answer_of_the_wrong_shape_is_malformed_never_guessed(result):
     with pytest.raises(MalformedReply, match="region eu: the push script answered"):
         job_replies("eu", 3)([{"result": result}])
@@ -51,20 +66,26 @@ async def test_requests_stay_under_the_byte_bound_and_each_job_gets_its_outcome(
     eu = make_region("eu", Clock())
     jobs = [make_job(i) for i in range(1, 11)]
     size = Push.of(jobs[0], "eu", rerouted=False).size
-    eu.client.answer = lambda calls: [{"result": [1, 0, 2, "ERR x"][:int(c[2]) // 2]
-                                       + [1] * max(0, int(c[2]) // 2 - 4)} for c in calls]
+    eu.client.answer = lambda calls: [
+        {"result": [1, 0, 2, "ERR x"][: int(c[2]) // 2] + [1] * max(0, int(c[2]) // 2 - 4)}
+        for c in calls
+    ]
     outcomes = await Publisher(100 + 4 * size, 60).publish(eu, jobs, rerouted=False)
     # four jobs a request (four arguments each), then the last two
     assert [len(r[0]) for r in eu.client.requests] == [3 + 1 + 4 * 4] * 2 + [3 + 1 + 2 * 4]
-    assert outcomes[:4] == [Outcome(PUSHED), Outcome(DUPLICATE), Outcome(EXPIRED),
-                            Outcome(FAILED, "ERR x")]
+    assert outcomes[:4] == [
+        Outcome(PUSHED),
+        Outcome(DUPLICATE),
+        Outcome(EXPIRED),
+        Outcome(FAILED, "ERR x"),
+    ]
     assert outcomes[8:] == [Outcome(PUSHED), Outcome(DUPLICATE)]
 
 
 async def test_a_region_error_in_the_answer_holds_the_jobs():
     eu = make_region("eu", Clock())
     eu.client.answer = lambda calls: [{"result": ["READONLY replica"] * 3}]
-    outcomes = await Publisher(1 << 20, 60).publish(eu, [make_job(i) for i in (1, 2, 3)],
-                                                    rerouted=False)
+    outcomes = await Publisher(1 << 20, 60).publish(
+        eu, [make_job(i) for i in (1, 2, 3)], rerouted=False
+    )
     assert {o.kind for o in outcomes} == {HELD}
-

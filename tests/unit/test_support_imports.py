@@ -26,7 +26,10 @@ def test_helpers_come_from_tests_support_only() -> None:
     for path in TESTS.rglob("*.py"):
         for module in imported_modules(path):
             top = module.split(".")[0]
-            if module.split(".")[-1] == "conftest" or top in local or (
-                    top == "tests" and not module.startswith("tests.support")):
+            if (
+                module.split(".")[-1] == "conftest"
+                or top in local
+                or (top == "tests" and not module.startswith("tests.support"))
+            ):
                 wrong.setdefault(str(path.relative_to(TESTS)), []).append(module)
     assert not wrong, f"import these from tests.support instead: {wrong}"
