@@ -96,24 +96,40 @@ def downgrade(dsn: str, revision: str = "base", cron_database: str | None = None
         command.downgrade(alembic_config(dsn), revision)
 
 
-# pg_cron in another database: jobs made there with cron.schedule_in_database run here
-CRON_JOBS = (
-    ("pgpulse-tick", "* * * * *", "CALL pgpulse.tick(p_trigger => 'pg_cron')"),
-    (
-        "pgpulse-prune",
-        "17 3 * * *",
-        "DELETE FROM pgpulse.tick_runs WHERE started_at < now() - interval '30 days'",
-    ),
+# pg_cron in another database: jobs made there with cron.schedule_in_database run as
+# pgpulse_ticker (never as a superuser): the tick in the product's database, and the prune
+# of the ticker's own run records in pg_cron's database, where they are kept.
+TICKER = "pgpulse_ticker"
+TICK_JOB = ("pgpulse-tick", "* * * * *", "CALL pgpulse.tick(p_trigger => 'pg_cron')")
+PRUNE_JOB = (
+    "pgpulse-prune",
+    "17 3 * * *",
+    "DELETE FROM cron.job_run_details"
+    " WHERE coalesce(end_time, start_time) < now() - interval '7 days'",
 )
+CRON_JOB_NAMES = [TICK_JOB[0], PRUNE_JOB[0]]
 
 
-def cron_statements(database: str) -> list[sql.Composed]:
-    """What an admin runs in pg_cron's database to tick pgpulse in `database`."""
-    return [
-        sql.SQL("SELECT cron.schedule_in_database({}, {}, {}, {});").format(
-            sql.Literal(name), sql.Literal(schedule), sql.Literal(command), sql.Literal(database)
+def cron_statements(
+    database: str, cron_database: str | None = None, username: str = TICKER
+) -> list[sql.Composed]:
+    """What an admin runs in pg_cron's database to tick pgpulse in `database` (the prune
+    runs where the statements run when cron_database is not known); the prune reads the
+    schema cron."""
+    here = sql.Literal(cron_database) if cron_database else sql.SQL("current_database()")
+    usage = sql.SQL("GRANT USAGE ON SCHEMA cron TO {};").format(sql.Identifier(username))
+    return [usage] + [
+        sql.SQL("SELECT cron.schedule_in_database({}, {}, {}, {}, username => {});").format(
+            sql.Literal(name),
+            sql.Literal(schedule),
+            sql.Literal(command),
+            where,
+            sql.Literal(username),
         )
-        for name, schedule, command in CRON_JOBS
+        for (name, schedule, command), where in (
+            (TICK_JOB, sql.Literal(database)),
+            (PRUNE_JOB, here),
+        )
     ]
 
 
@@ -128,25 +144,45 @@ def pg_cron_here(dsn: str) -> bool:
 
 def schedule_in_cron_database(dsn: str, cron_database: str) -> None:
     database = database_name(dsn)
-    statements = cron_statements(database)
+    statements = cron_statements(database, cron_database)
+    admin = "\n".join(f"  {s.as_string(None)}" for s in statements)
     try:
         with psycopg.connect(
             psycopg.conninfo.make_conninfo(dsn, dbname=cron_database),
             autocommit=True,
             connect_timeout=10,
         ) as conn:
+            # only a superuser may schedule for pgpulse_ticker; a role that is not one (a
+            # managed database's admin) schedules for itself, never for a superuser
+            role, superuser, ticker_ready = conn.execute(
+                "SELECT current_user, rolsuper,"
+                " coalesce((SELECT rolcanlogin FROM pg_roles WHERE rolname = %s), false)"
+                " FROM pg_roles WHERE rolname = current_user",
+                (TICKER,),
+            ).fetchone()
+            username = TICKER if superuser else role
+            if superuser and not ticker_ready:
+                print(
+                    f'pgpulse: pg_cron in database "{cron_database}" would run the tick as '
+                    f'superuser "{role}": nothing was scheduled. Let `pgpulse migrate` create '
+                    f"the role {TICKER} (with CREATEROLE), or have an admin create it and "
+                    f"run there:\n{admin}",
+                    file=sys.stderr,
+                )
+                return
             # pg_cron keys a job by name and role: scheduling again under the same role
             # would only rewrite another database's job, and this one stay unticked
             taken = conn.execute(
-                "SELECT database, current_user AS role FROM cron.job WHERE jobname = ANY(%s)"
-                " AND username = current_user AND database <> %s LIMIT 1",
-                ([name for name, _, _ in CRON_JOBS], database),
+                "SELECT database, username FROM cron.job WHERE jobname = %s"
+                " AND username = %s AND database <> %s LIMIT 1",
+                (TICK_JOB[0], username, database),
             ).fetchone()
             if taken is None:
-                for statement in statements:
+                grant, *jobs = cron_statements(database, cron_database, username)
+                # a role that is not superuser schedules for itself: it reads cron already
+                for statement in [grant, *jobs] if superuser else jobs:
                     conn.execute(statement)
     except psycopg.Error as exc:
-        admin = "\n".join(f"  {s.as_string(None)}" for s in statements)
         print(
             f'pgpulse: could not schedule the tick from database "{cron_database}" '
             f"({describe(exc)}); an admin can run there:\n{admin}",
@@ -154,18 +190,21 @@ def schedule_in_cron_database(dsn: str, cron_database: str) -> None:
         )
         return
     if taken is not None:
-        admin = "\n".join(f"  {s.as_string(None)[:-2]}, username => 'ROLE');" for s in statements)
+        other = "\n".join(
+            f"  {s.as_string(None)}" for s in cron_statements(database, cron_database, "ROLE")
+        )
         print(
             f'pgpulse: pg_cron in database "{cron_database}" already runs pgpulse\'s jobs for '
             f'database "{taken[0]}" as role "{taken[1]}", and pg_cron names jobs per role: '
             f'nothing was scheduled for database "{database}". A superuser can schedule them '
-            f'there as another role that may log in to "{database}":\n{admin}',
+            f'there as another role (not a superuser) that may log in to "{database}" and '
+            f"is granted {TICKER}:\n{other}",
             file=sys.stderr,
         )
         return
     print(
         f'pgpulse: pg_cron in database "{cron_database}" ticks database "{database}" '
-        "every minute (pgpulse-tick)",
+        f'every minute (pgpulse-tick, as role "{username}")',
         file=sys.stderr,
     )
 
@@ -179,9 +218,9 @@ def unschedule_in_cron_database(dsn: str, cron_database: str) -> None:
             connect_timeout=10,
         ) as conn:
             conn.execute(
-                "SELECT cron.unschedule(jobid) FROM cron.job WHERE database = %s"
-                " AND jobname = ANY(%s)",
-                (database, [j[0] for j in CRON_JOBS]),
+                "SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = %s AND database = %s"
+                " OR jobname = %s AND database = current_database()",
+                (TICK_JOB[0], database, PRUNE_JOB[0]),
             )
     except psycopg.Error as exc:
         print(

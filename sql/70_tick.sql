@@ -172,7 +172,7 @@ $$;
 CREATE FUNCTION pgpulse._tick_begin(
     p_trigger text, p_budget interval, p_lookahead interval, p_chunk integer,
     OUT run_id bigint, OUT deadline timestamptz, OUT rr bigint)
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -220,7 +220,7 @@ CREATE FUNCTION pgpulse._tick_step(
     p_run_id bigint, p_deadline timestamptz, p_lookahead interval, p_chunk integer,
     p_rr bigint, p_skip text[], p_slowest interval,
     OUT done boolean, OUT next_rr bigint, OUT skip text[], OUT slowest interval)
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -348,7 +348,7 @@ $$;
 CREATE FUNCTION pgpulse._tick_finish(
     p_run_id bigint, p_deadline timestamptz, p_lookahead interval, p_stop text)
 RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -465,6 +465,10 @@ CREATE TRIGGER monitors_rephased_schedule_now
 -- Must be CALLed outside a transaction block (autocommit), as pg_cron does. The lookahead
 -- reaches 10 s past the next minute: pg_cron starts a minute's tick up to a second late and
 -- its first chunk commits a moment after, and the slots of that gap must be written already.
+-- Its steps (_tick_begin, _tick_step, _tick_finish) are SECURITY DEFINER, owned by the
+-- NOLOGIN role pgpulse_owner (sql/roles.sql): whoever may call the tick (pg_cron's
+-- pgpulse_ticker) runs the tick and nothing else, never writing the outbox or the monitors
+-- itself. (A procedure that commits cannot be SECURITY DEFINER; it computes nothing.)
 CREATE PROCEDURE pgpulse.tick(
     INOUT run_id bigint DEFAULT NULL,
     p_trigger text DEFAULT 'manual',

@@ -9,6 +9,7 @@ DECLARE
     v_problem   text;
     v_hint      text;
     v_as_ticker boolean;
+    v_super     boolean;
 BEGIN
     BEGIN
         IF to_regclass('cron.job') IS NULL THEN
@@ -18,30 +19,46 @@ BEGIN
         PERFORM cron.unschedule(jobid) FROM cron.job
          WHERE jobname IN ('pgpulse-tick', 'pgpulse-prune') AND database = current_database();
         -- pg_cron fires once a minute; the tick's lookahead gives second-level delivery
-        -- times. It runs as pgpulse_ticker, never as the owner: pg_cron 1.4 lets only a
-        -- superuser schedule for another role, and only for one that may log in.
-        v_as_ticker := (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+        -- times. Every job runs as pgpulse_ticker, which may run the tick and nothing else,
+        -- or, where a role without superuser migrates (a managed database's owner), as that
+        -- role: never as a superuser. pg_cron 1.4 lets only a superuser schedule for
+        -- another role, and only for one that may log in.
+        v_super := (SELECT rolsuper FROM pg_roles WHERE rolname = current_user);
+        v_as_ticker := v_super
             AND coalesce((SELECT rolcanlogin FROM pg_roles WHERE rolname = 'pgpulse_ticker'), false);
         IF v_as_ticker THEN  -- and the role was granted the tick (sql/roles.sql)
             v_as_ticker := coalesce(has_function_privilege('pgpulse_ticker',
                 to_regprocedure('pgpulse._tick_step(bigint, timestamptz, interval, integer, '
                                 'bigint, text[], interval)'), 'EXECUTE'), false);
         END IF;
+        IF v_super AND NOT v_as_ticker THEN
+            RAISE WARNING 'pgpulse: no pg_cron job was scheduled: it would run as superuser "%"',
+                current_user
+                USING HINT = 'let `pgpulse migrate` create the role pgpulse_ticker (sql/roles.sql), '
+                             'then run `pgpulse migrate` again';
+            RETURN;
+        END IF;
+        -- pg_cron keeps every run forever unless pruned (runs that never ended too); the
+        -- tick prunes its own run records. pg_cron's row security lets a role delete only
+        -- the runs of its own jobs: these.
         IF v_as_ticker THEN
+            GRANT USAGE ON SCHEMA cron TO pgpulse_ticker;  -- the prune reads its own runs
             PERFORM cron.schedule_in_database('pgpulse-tick', '* * * * *',
                 $$CALL pgpulse.tick(p_trigger => 'pg_cron')$$, current_database(), 'pgpulse_ticker');
+            PERFORM cron.schedule_in_database('pgpulse-prune', '17 3 * * *',
+                $$DELETE FROM cron.job_run_details
+                   WHERE coalesce(end_time, start_time) < now() - interval '7 days'$$,
+                current_database(), 'pgpulse_ticker');
         ELSE
             PERFORM cron.schedule('pgpulse-tick', '* * * * *',
                                   $$CALL pgpulse.tick(p_trigger => 'pg_cron')$$);
+            PERFORM cron.schedule('pgpulse-prune', '17 3 * * *',
+                $$DELETE FROM cron.job_run_details
+                   WHERE coalesce(end_time, start_time) < now() - interval '7 days'$$);
             RAISE WARNING 'pgpulse: pg_cron runs the tick as role "%", not as pgpulse_ticker',
                 current_user
-                USING HINT = 'a superuser can run sql/roles.sql and sql/cron.sql';
+                USING HINT = 'a superuser can run `pgpulse migrate` to have it run as pgpulse_ticker';
         END IF;
-        -- pg_cron keeps every run forever unless pruned (runs that never ended too)
-        PERFORM cron.schedule('pgpulse-prune', '17 3 * * *',
-            $$DELETE FROM cron.job_run_details
-               WHERE coalesce(end_time, start_time) < now() - interval '7 days';
-              DELETE FROM pgpulse.tick_runs WHERE started_at < now() - interval '30 days'$$);
         RETURN;
     EXCEPTION
         WHEN insufficient_privilege THEN

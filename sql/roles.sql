@@ -3,9 +3,13 @@
 --                 dead letters and region health, read regions and tick runs. Of
 --                 public.monitors it reads only the routing columns (to send a recovered
 --                 region its jobs back, and orphaned jobs where they go now), never the check.
--- pgpulse_ticker: what a tick needs. pg_cron runs the tick as this role (never as the
---                 migration's owner), so it may log in; it has no password: allow it in
---                 pg_hba.conf for pg_cron's cron.host (or use cron.use_background_workers).
+-- pgpulse_ticker: runs the tick and nothing else: EXECUTE on pgpulse.tick and its steps,
+--                 SELECT on tick runs; no right on the outbox or the monitors. pg_cron runs
+--                 pgpulse's jobs as this role (never as a superuser), so it may log in; it
+--                 has no password: README, "Letting pg_cron log in".
+-- pgpulse_owner:  NOLOGIN; owns the SECURITY DEFINER functions (the tick's steps, the
+--                 monitors' job triggers), which so run with pgpulse's table rights below,
+--                 never with the migrating superuser's. Nobody logs in as it.
 -- Give people and services their own login roles:
 --   CREATE ROLE relay_app LOGIN PASSWORD '...' IN ROLE pgpulse_relay;
 --   CREATE ROLE ticker_app LOGIN PASSWORD '...' IN ROLE pgpulse_ticker;  -- `pgpulse tick`, HTTP trigger
@@ -17,6 +21,14 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'pgpulse_relay') THEN
         CREATE ROLE pgpulse_relay NOLOGIN;
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'pgpulse_owner') THEN
+        CREATE ROLE pgpulse_owner NOLOGIN;
+    END IF;
+    -- a migrating role that is not superuser replaces the functions it hands to the owner
+    IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
+       AND NOT pg_catalog.pg_has_role(current_user, 'pgpulse_owner', 'MEMBER') THEN
+        GRANT pgpulse_owner TO CURRENT_USER;
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'pgpulse_ticker') THEN
         CREATE ROLE pgpulse_ticker LOGIN;
     ELSIF NOT (SELECT rolcanlogin FROM pg_catalog.pg_roles WHERE rolname = 'pgpulse_ticker') THEN
@@ -26,7 +38,7 @@ BEGIN
     ALTER ROLE pgpulse_ticker SET statement_timeout = '1min';
 EXCEPTION WHEN insufficient_privilege THEN
     RAISE WARNING 'pgpulse: role "%" may not create or alter the roles pgpulse_relay and '
-        'pgpulse_ticker (%)', current_user, SQLERRM
+        'pgpulse_ticker, pgpulse_owner (%)', current_user, SQLERRM
         USING HINT = 'have a superuser run sql/roles.sql, then `pgpulse migrate` again';
 END
 $roles$;
@@ -34,7 +46,7 @@ $roles$;
 DO $grants$
 BEGIN
     IF (SELECT count(*) FROM pg_catalog.pg_roles
-         WHERE rolname IN ('pgpulse_relay', 'pgpulse_ticker')) < 2 THEN
+         WHERE rolname IN ('pgpulse_relay', 'pgpulse_ticker', 'pgpulse_owner')) < 3 THEN
         RETURN;
     END IF;
     GRANT USAGE ON SCHEMA pgpulse TO pgpulse_relay, pgpulse_ticker;
@@ -50,30 +62,63 @@ BEGIN
     GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.push_intents TO pgpulse_relay;
     GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.region_observations TO pgpulse_relay;
 
-    -- ticker: reads the monitors it schedules and bumps their slots; only adds jobs
-    GRANT SELECT, UPDATE (next_check_at, last_scheduled_at) ON public.monitors TO pgpulse_ticker;
-    GRANT SELECT ON pgpulse.regions TO pgpulse_ticker;
-    REVOKE ALL ON pgpulse.outbox FROM pgpulse_ticker;
-    GRANT INSERT ON pgpulse.outbox TO pgpulse_ticker;
-    -- and prunes old run records and dead letters (retention)
-    GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.tick_runs TO pgpulse_ticker;
-    GRANT SELECT (job_id, failed_at), DELETE ON pgpulse.dead_letters TO pgpulse_ticker;
-    GRANT SELECT, UPDATE (skipped_slots) ON pgpulse.maintenance_windows TO pgpulse_ticker;
-    -- the relay's `status` and /status read the windows (granted after the ticker's, as
-    -- revision 0007 did: the dump of a migrated database lists them in that order)
+    -- the relay's `status` and /status read the windows; where orphaned jobs go now
     GRANT SELECT ON pgpulse.maintenance_windows TO pgpulse_relay;
+    GRANT EXECUTE ON FUNCTION pgpulse._routing() TO pgpulse_relay;
+    -- (the relay's grants come before the owner's, and the ticker's go last: a migrated
+    -- and a fresh database then list their ACL entries in one order, as a dump shows)
+
+    -- owner: what the SECURITY DEFINER functions do. The tick reads the monitors it
+    -- schedules and bumps their slots, adds jobs, records its runs, prunes run records and
+    -- dead letters (retention), counts skipped slots; the monitors' triggers take back,
+    -- update and drop the jobs of changed monitors.
+    GRANT USAGE ON SCHEMA pgpulse TO pgpulse_owner;
+    GRANT SELECT, UPDATE (next_check_at, last_scheduled_at) ON public.monitors TO pgpulse_owner;
+    GRANT SELECT ON pgpulse.regions TO pgpulse_owner;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.outbox TO pgpulse_owner;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.tick_runs TO pgpulse_owner;
+    GRANT SELECT, DELETE ON pgpulse.dead_letters TO pgpulse_owner;
+    GRANT SELECT, UPDATE (skipped_slots) ON pgpulse.maintenance_windows TO pgpulse_owner;
+    GRANT EXECUTE ON FUNCTION
+        pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[], text[]),
+        pgpulse._tick_bound_lock_wait(timestamptz),
+        pgpulse._routing(),
+        pgpulse._unrouted(timestamptz, jsonb, integer)
+        TO pgpulse_owner;
+    -- (a migrating role that may not act as the owner leaves them its own, and says so)
+    IF pg_catalog.pg_has_role('pgpulse_owner', 'MEMBER') THEN
+        ALTER FUNCTION pgpulse._tick_begin(text, interval, interval, integer) OWNER TO pgpulse_owner;
+        ALTER FUNCTION pgpulse._tick_step(bigint, timestamptz, interval, integer, bigint, text[], interval)
+            OWNER TO pgpulse_owner;
+        ALTER FUNCTION pgpulse._tick_finish(bigint, timestamptz, interval, text) OWNER TO pgpulse_owner;
+        ALTER FUNCTION pgpulse._monitor_drop_jobs() OWNER TO pgpulse_owner;
+        ALTER FUNCTION pgpulse._monitor_update_jobs() OWNER TO pgpulse_owner;
+        ALTER FUNCTION pgpulse._outbox_requeue_current() OWNER TO pgpulse_owner;
+        ALTER FUNCTION pgpulse._monitors_inserted() OWNER TO pgpulse_owner;
+        ALTER FUNCTION pgpulse._monitor_rephased() OWNER TO pgpulse_owner;
+    ELSE
+        RAISE WARNING 'pgpulse: role "%" may not hand pgpulse''s SECURITY DEFINER functions '
+            'to pgpulse_owner: they run as "%"', current_user, current_user
+            USING HINT = 'have a superuser run `GRANT pgpulse_owner TO ' || current_user
+                         || '`, then `pgpulse migrate` again';
+    END IF;
+
+    -- ticker: the tick, and its run records to read; no table right beyond that
+    REVOKE ALL ON public.monitors, pgpulse.regions, pgpulse.outbox, pgpulse.dead_letters,
+        pgpulse.maintenance_windows, pgpulse.tick_runs FROM pgpulse_ticker;
+    GRANT SELECT ON pgpulse.tick_runs TO pgpulse_ticker;
     GRANT EXECUTE ON PROCEDURE pgpulse.tick(bigint, text, interval, interval, integer) TO pgpulse_ticker;
+    REVOKE EXECUTE ON FUNCTION
+        pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[], text[]),
+        pgpulse._tick_bound_lock_wait(timestamptz),
+        pgpulse._routing(),
+        pgpulse._unrouted(timestamptz, jsonb, integer)
+        FROM pgpulse_ticker;
     GRANT EXECUTE ON FUNCTION
         pgpulse._tick_begin(text, interval, interval, integer),
         pgpulse._tick_time_up(timestamptz, interval),
         pgpulse._tick_step(bigint, timestamptz, interval, integer, bigint, text[], interval),
-        pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[], text[]),
-        pgpulse._tick_bound_lock_wait(timestamptz),
-        pgpulse._tick_finish(bigint, timestamptz, interval, text),
-        pgpulse._routing(),
-        pgpulse._unrouted(timestamptz, jsonb, integer)
+        pgpulse._tick_finish(bigint, timestamptz, interval, text)
         TO pgpulse_ticker;
-    -- relay: where orphaned jobs go now (after the ticker's grants: one order of ACL entries)
-    GRANT EXECUTE ON FUNCTION pgpulse._routing() TO pgpulse_relay;
 END
 $grants$;

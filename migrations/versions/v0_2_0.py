@@ -2,7 +2,8 @@
 
 A branch that changes the schema edits the canonical files in sql/ and puts the same change
 here: its upgrade into migrations/sql/0.2.0.sql and its exact inverse into
-migrations/sql/0.2.0_down.sql (the catalog comparison in tests/migrations checks that a
+migrations/sql/0.2.0_down.sql; 0.2.0_roles.sql and 0.2.0_cron.sql are this release's copies
+of sql/roles.sql and sql/cron.sql (kept equal to them) (the catalog comparison in tests/migrations checks that a
 migrated database is the one sql/ builds). No branch adds a revision of its own. At the
 tag this file and its SQL are frozen like every released revision, and the next release
 gets its own unreleased revision (docs/upgrading.md, "How schema changes ship").
@@ -20,8 +21,16 @@ depends_on = None
 
 
 def upgrade() -> None:
-    apply("migrations/sql/0.2.0.sql")
+    apply(
+        "migrations/sql/0.2.0.sql",
+        "migrations/sql/0.2.0_roles.sql",
+        "migrations/sql/0.2.0_cron.sql",
+    )
 
 
 def downgrade() -> None:
-    apply("migrations/sql/0.2.0_down.sql")
+    apply(
+        "migrations/sql/0.2.0_down.sql",
+        "migrations/sql/0009_roles.sql",
+        "migrations/sql/0007_cron.sql",
+    )

@@ -38,11 +38,36 @@ def test_migration_scheduled_the_tick_and_the_prune_jobs(cron_conn):
     assert jobs["pgpulse-tick"]["schedule"] == "* * * * *"
     assert "pgpulse.tick(" in jobs["pgpulse-tick"]["command"]
     assert "cron.job_run_details" in jobs["pgpulse-prune"]["command"]
-    assert "pgpulse.tick_runs" in jobs["pgpulse-prune"]["command"]
     database = cron_conn.execute("SELECT current_database() AS d").fetchone()["d"]
     assert all(j["database"] == database and j["active"] for j in jobs.values())
-    # the tick runs as a role without superuser rights, not as the migration's owner
-    assert jobs["pgpulse-tick"]["username"] == "pgpulse_ticker"
+    # every job runs as a role without superuser rights, never as the migration's owner
+    assert {j["username"] for j in jobs.values()} == {"pgpulse_ticker"}
+    assert (
+        cron_conn.execute(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = 'pgpulse_ticker'"
+        ).fetchone()["rolsuper"]
+        is False
+    )
+
+
+def test_the_prune_job_runs_as_the_ticker_and_deletes_only_its_own_old_runs(cron_conn):
+    prune = cron_conn.execute(
+        "SELECT command FROM cron.job WHERE jobname = 'pgpulse-prune'"
+    ).fetchone()["command"]
+    old = "now() - interval '8 days'"
+    with cron_conn.transaction(force_rollback=True):
+        cron_conn.execute(
+            "INSERT INTO cron.job_run_details (jobid, runid, username, database, command, status,"
+            f" start_time, end_time) VALUES (9901, 9901, 'pgpulse_ticker', 'x', 'x', 'succeeded',"
+            f" {old}, {old}), (9902, 9902, 'someone_else', 'x', 'x', 'succeeded', {old}, {old})"
+        )
+        cron_conn.execute("SET LOCAL ROLE pgpulse_ticker")
+        cron_conn.execute(prune)
+        cron_conn.execute("RESET ROLE")
+        left = cron_conn.execute(
+            "SELECT username FROM cron.job_run_details WHERE jobid IN (9901, 9902)"
+        ).fetchall()
+    assert left == [{"username": "someone_else"}]
 
 
 def test_pg_cron_runs_pgpulse_tick(cron_conn, attacker_in_cron_db):

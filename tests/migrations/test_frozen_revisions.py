@@ -23,3 +23,11 @@ def test_every_revision_applies_only_its_own_copies(tmp_path, monkeypatch):
     command.downgrade(config, "head:base", sql=True)
     printed = config.output_buffer.getvalue()
     assert "CREATE PROCEDURE pgpulse.tick" in printed and "DROP SCHEMA" in printed
+
+
+def test_the_unreleased_revisions_copies_are_the_live_files():
+    """Until its tag, the unreleased revision's copies of roles.sql and cron.sql are the
+    live files: a change to one is a change to the other."""
+    for name in ("roles.sql", "cron.sql"):
+        copy = ROOT / "migrations" / "sql" / f"0.2.0_{name}"
+        assert copy.read_text() == (ROOT / "sql" / name).read_text(), copy

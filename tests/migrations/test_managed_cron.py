@@ -36,9 +36,14 @@ def test_pg_cron_in_postgres_ticks_pgpulse_in_app(managed, capsys):
     err = capsys.readouterr().err
     assert 'pg_cron in database "postgres" ticks database "app"' in err
     with psycopg.connect(managed.dsn("postgres")) as conn:
-        assert dict(
-            conn.execute("SELECT jobname, database FROM cron.job ORDER BY jobname").fetchall()
-        ) == {"pgpulse-prune": "app", "pgpulse-tick": "app"}
+        # never as a superuser: the tick in app, the prune of its own runs where pg_cron
+        # keeps them
+        assert conn.execute(
+            "SELECT jobname, database, username FROM cron.job ORDER BY jobname"
+        ).fetchall() == [
+            ("pgpulse-prune", "postgres", "pgpulse_ticker"),
+            ("pgpulse-tick", "app", "pgpulse_ticker"),
+        ]
     with psycopg.connect(app, autocommit=True) as conn:
         # pg_cron fires on the minute: wait for its tick to be recorded in app
         wait_for(
@@ -73,7 +78,7 @@ def test_without_the_rights_the_admin_statements_are_printed(managed):
         assert done.returncode == 0, done.stderr
         assert (
             "SELECT cron.schedule_in_database('pgpulse-tick', '* * * * *', "
-            f"'CALL pgpulse.tick(p_trigger => ''pg_cron'')', '{role}');"
+            f"'CALL pgpulse.tick(p_trigger => ''pg_cron'')', '{role}', username => 'pgpulse_ticker');"
         ) in done.stderr
         with psycopg.connect(managed.dsn("postgres")) as conn:
             assert (
@@ -100,7 +105,7 @@ def test_a_second_database_ticked_by_the_same_role_is_not_a_silent_no_op(managed
         assert 'ticks database "app2"' not in err
         assert (
             'pg_cron in database "postgres" already runs pgpulse\'s jobs for database "app" as '
-            'role "postgres"'
+            'role "pgpulse_ticker"'
         ) in err
         assert (
             "SELECT cron.schedule_in_database('pgpulse-tick', '* * * * *', 'CALL pgpulse.tick("
@@ -109,7 +114,7 @@ def test_a_second_database_ticked_by_the_same_role_is_not_a_silent_no_op(managed
         with psycopg.connect(managed.dsn("postgres")) as conn:  # app's jobs are as they were
             assert conn.execute(
                 "SELECT jobname, database FROM cron.job ORDER BY jobname"
-            ).fetchall() == [("pgpulse-prune", "app"), ("pgpulse-tick", "app")]
+            ).fetchall() == [("pgpulse-prune", "postgres"), ("pgpulse-tick", "app")]
     finally:
         migrate.downgrade(managed.dsn("app"), "base", cron_database="postgres")
         with psycopg.connect(managed.dsn("postgres"), autocommit=True) as admin:

@@ -85,6 +85,21 @@ def test_relay_and_ticker_roles_do_their_job_and_no_more(conn, db_url, regions, 
             ),
             ("DELETE FROM public.monitors", "permission denied for table monitors"),
             ("SELECT * FROM pgpulse.dead_letters", "permission denied for table dead_letters"),
+            # it runs the tick and nothing else: no job of its own making, no slot moved
+            (
+                "INSERT INTO pgpulse.outbox (monitor_id, region, scheduled_for, deliver_at,"
+                " expires_at, payload) SELECT gen_random_uuid(), 'us-east-1', now(), now(), now() + interval"
+                " '1 minute', '{\"url\": \"http://169.254.169.254/\"}'",
+                "permission denied for table outbox",
+            ),
+            (
+                "UPDATE public.monitors SET next_check_at = now()",
+                "permission denied for table monitors",
+            ),
+            (
+                "SELECT * FROM pgpulse._tick_chunk(now(), 10, 0, '{}', NULL, true)",
+                "permission denied for function _tick_chunk",
+            ),
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match=reason):
                 ticker_conn.execute(statement)
@@ -106,3 +121,55 @@ def test_relay_and_ticker_roles_do_their_job_and_no_more(conn, db_url, regions, 
             psycopg.errors.InsufficientPrivilege, match="permission denied for procedure tick"
         ):
             nobody.execute("CALL pgpulse.tick()")
+
+
+ESCALATION_PROBE = """
+CREATE TABLE public.trigger_runs (who text, superuser boolean);
+GRANT INSERT ON public.trigger_runs TO PUBLIC;
+-- an ordinary product trigger, run as whoever writes the row: it records who that is
+CREATE FUNCTION public.record_writer() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.trigger_runs
+    SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER record_writer BEFORE UPDATE ON public.monitors
+    FOR EACH ROW EXECUTE FUNCTION public.record_writer();
+"""
+
+
+def test_no_product_trigger_runs_as_a_superuser_through_pgpulse(conn, db_url, regions):
+    """The product's own role inserts a monitor; pgpulse writes its first jobs at once and
+    bumps its slot, firing the product's UPDATE trigger: as pgpulse's NOLOGIN owner, never
+    as the superuser that migrated (a trigger could otherwise ALTER ROLE ... SUPERUSER)."""
+    conn.execute(sql_text("roles.sql"))
+    conn.execute(LOGINS)
+    conn.execute(ESCALATION_PROBE)
+    conn.execute(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'shop_app') "
+        "THEN CREATE ROLE shop_app LOGIN; END IF; END $$"
+    )
+    conn.execute("GRANT SELECT, INSERT, UPDATE ON public.monitors TO shop_app")
+    # (until pgpulse keeps its schedule in its own schema, the monitors' triggers call
+    # pgpulse's slot functions as the writer)
+    conn.execute("GRANT USAGE ON SCHEMA pgpulse TO shop_app")
+    add_monitors(conn, 3)
+    conn.execute("CALL pgpulse.tick(p_trigger => 'test')")  # a horizon written ahead
+    with psycopg.connect(as_user(db_url, "shop_app"), autocommit=True) as shop:
+        shop.execute(
+            "INSERT INTO public.monitors (url, check_interval_minutes) "
+            "VALUES ('https://example.com/new', 1)"
+        )
+    conn.execute("UPDATE public.monitors SET next_check_at = now() - interval '1 second'")
+    conn.execute("TRUNCATE public.trigger_runs")
+    with psycopg.connect(as_user(db_url, "ticker_app"), autocommit=True) as ticker:
+        ticker.execute("CALL pgpulse.tick(p_trigger => 'test')")
+    with psycopg.connect(as_user(db_url, "shop_app"), autocommit=True) as shop:
+        shop.execute(
+            "INSERT INTO public.monitors (url, check_interval_minutes) "
+            "VALUES ('https://example.com/newer', 1)"
+        )
+    runs = conn.execute("SELECT who, superuser FROM public.trigger_runs").fetchall()
+    assert runs, "no slot was bumped: the probe saw nothing"
+    assert {r["who"] for r in runs} == {"pgpulse_owner"}
+    assert not any(r["superuser"] for r in runs)
