@@ -2,12 +2,16 @@
 
 -- The problem with a monitor's URL as one line, or NULL when a worker may fetch it: http or
 -- https, a host, port 1-65535, no whitespace or control characters, no user name or
--- password, at most 2048 characters; a host that is an IP address (in any form a URL parser
--- or inet_aton reads: http://2130706433/, http://0x7f.1/, [::ffff:127.0.0.1]) or a name
--- is refused when it is loopback, link-local, unspecified, private (RFC 1918, 100.64/10,
--- fc00::/7), multicast or reserved, unless the setting pgpulse.allow_private_targets is on;
--- cloud metadata endpoints always. A name that resolves to such an address cannot be seen
--- here: workers refuse those (docs/queue-contract.md).
+-- password, at most 2048 characters, an ASCII host (a URL parser maps or drops characters
+-- of a Unicode name: loc<U+00AD>alhost reaches localhost; internationalised names are
+-- stored as A-labels, xn--...). A host that is an IP address (in any form a URL parser or
+-- inet_aton reads: http://2130706433/, http://0x7f.1/, [::ffff:127.0.0.1], the IPv4 address
+-- inside a NAT64, 6to4 or SIIT one) is refused when it is loopback, link-local,
+-- unspecified, private (RFC 1918, 100.64/10, fc00::/7, 64:ff9b:1::/48), multicast or
+-- reserved, and a name when it is loopback, single-label or a private network's (*.local,
+-- *.internal, *.svc, ...), unless the setting pgpulse.allow_private_targets is on; cloud
+-- metadata endpoints always. A name that resolves to such an address cannot be seen here:
+-- workers refuse those (docs/queue-contract.md).
 CREATE FUNCTION pgpulse.url_problem(p_url text)
 RETURNS text
 LANGUAGE plpgsql STABLE PARALLEL SAFE
@@ -24,6 +28,9 @@ DECLARE
     v_port     text;
     v_ip       inet;
     v_v4       inet;
+    v_hex      text;
+    v_reaches  inet[];  -- the address and the IPv4 one it embeds: what a connection reaches
+    v_placings inet[];  -- where local-use NAT64 may also have put an IPv4 address
     v_label    text;
     v_value    numeric;
     v_address  numeric := 0;
@@ -42,11 +49,12 @@ BEGIN
         RETURN NULL;
     ELSIF length(p_url) <= 2048
           -- the usual URL, a public-looking DNS name in lower case (up to 63 characters
-          -- with the port), port 1-9999 or none, printable ASCII without a backslash after
-          -- it, is fine: no need to take it apart (a tenth of the time)
+          -- with the port, no A-label), port 1-9999 or none, printable ASCII without a
+          -- backslash after it, is fine: no need to take it apart (a tenth of the time)
           AND length(split_part(p_url, '/', 3)) <= 63
           AND p_url ~ '^https?://([a-z0-9-]+\.)+[a-z][a-z0-9-]*(:[1-9][0-9]?[0-9]?[0-9]?)?([/?#][!-\[\]-~]*)?$'
-          AND p_url !~ '^https?://[^/?#]*\.(localhost|internal|local|localdomain|lan|intranet|corp|arpa|goog)(:|/|\?|#|$)' THEN
+          AND p_url !~ '^https?://[^/?#]*\.(localhost|internal|local|localdomain|lan|intranet|corp|home|private|svc|arpa|goog)(:|/|\?|#|$)'
+          AND strpos(split_part(p_url, '/', 3), 'xn--') = 0 THEN
         RETURN NULL;
     ELSIF length(p_url) > 2048 THEN
         RETURN format('%s characters long, over the limit of 2048', length(p_url));
@@ -93,6 +101,22 @@ BEGIN
     IF v_host = '' THEN
         RETURN 'no host';
     END IF;
+    -- A worker's URL parser (IDNA, UTS #46) maps a Unicode name and drops its ignorable
+    -- characters before it resolves it: １２７。０。０。１, loc<U+00AD>alhost and
+    -- 169.254.169.254<U+2060> are 127.0.0.1, localhost and the metadata endpoint. Rather
+    -- than follow every parser's tables, a host is ASCII.
+    IF v_host ~ '[^\x01-\x7f]' THEN
+        IF current_setting('server_encoding') = 'UTF8' THEN
+            -- shown by their code points: they may be invisible, or turn the line around
+            SELECT string_agg(CASE WHEN c ~ '[\x01-\x7f]' THEN c
+                                   ELSE format('<U+%s>', upper(lpad(to_hex(ascii(c)), 4, '0')))
+                              END, '' ORDER BY n)
+              INTO v_shown
+              FROM regexp_split_to_table(v_shown, '') WITH ORDINALITY AS t(c, n);
+        END IF;
+        RETURN format('host %s is not ASCII (store an internationalised name in its A-label '
+                      'form, xn--...)', v_shown);
+    END IF;
 
     IF v_bracketed THEN
         -- a bracketed IPv6 address (a zone id, %25..., is refused with the rest)
@@ -108,25 +132,22 @@ BEGIN
             RETURN format('host [%s] is not an IPv6 address', v_host);
         END IF;
     ELSE
-        -- a name, as a worker's URL parser sees it: IDNA maps full-width characters and
-        -- ideographic full stops to ASCII (１２７。０。０。１ is 127.0.0.1); a final dot
-        -- names the same host
+        -- a name (a final dot names the same host)
         v_name := lower(v_host);
-        IF v_name ~ '[^\x01-\x7f]' THEN
-            IF current_setting('server_encoding') <> 'UTF8' THEN
-                RETURN format('host %s is not ASCII (write it as punycode, xn--...)', v_host);
-            END IF;
-            v_name := translate(lower(normalize(v_name, NFKC)), '。．｡', '...');
-        END IF;
         IF right(v_name, 1) = '.' THEN
             v_name := left(v_name, -1);
         END IF;
         IF v_name = '' OR v_name ~ '(^|\.)(\.|$)' THEN
             RETURN format('host %s has an empty label', v_host);
-        ELSIF regexp_replace(v_name, '[^\x01-\x7f]', '', 'g') !~ '^[a-z0-9._-]*$' THEN
+        ELSIF v_name !~ '^[a-z0-9._-]*$' THEN
             RETURN format('host %s has characters a host name cannot have', v_host);
         ELSIF length(v_name) > 253 OR v_name ~ '[^.]{64}' THEN
             RETURN format('host %s is longer than DNS allows', left(v_host, 80));
+        ELSIF v_name ~ '(^|\.)xn--([^.]*-)?(\.|$)' THEN
+            -- Punycode with nothing after its last "-" decodes to plain ASCII (xn--localhost-
+            -- is localhost to a lax decoder): no registry issues such a label
+            RETURN format('host %s has an xn-- label that encodes no Unicode (not an A-label)',
+                          v_host);
         END IF;
         v_parts := string_to_array(v_name, '.');
         IF v_parts[cardinality(v_parts)] ~ '^(0x[0-9a-f]*|[0-9]+)$' THEN
@@ -174,45 +195,75 @@ BEGIN
             RETURN format('host %s is a cloud metadata endpoint (always refused)', v_host);
         ELSIF v_private THEN
             RETURN NULL;
-        ELSIF v_name IN ('localhost', 'localhost.localdomain', 'ip6-localhost', 'ip6-loopback')
+        ELSIF v_name IN ('localhost', 'localhost.localdomain', 'ip6-localhost', 'ip6-loopback',
+                         'localhost6', 'localhost6.localdomain6')
               OR v_name LIKE '%.localhost' THEN
             RETURN format('host %s is loopback (allowed only with pgpulse.allow_private_targets = on)',
                           v_host);
-        ELSIF v_name ~ '(^|\.)(internal|local|localdomain|lan|intranet|corp|home\.arpa)$' THEN
+        ELSIF v_name ~ '(^|\.)(internal|local|localdomain|lan|intranet|corp|home|private|svc|home\.arpa)$' THEN
+            -- RFC 6762's local and private-use names, home.arpa, Kubernetes' *.svc and
+            -- *.cluster.local, the cloud providers' *.internal
             RETURN format('host %s is a private network name (allowed only with '
                           'pgpulse.allow_private_targets = on)', v_host);
+        ELSIF cardinality(v_parts) = 1 THEN
+            -- resolved through the worker's search domains: redis, kubernetes, ...
+            RETURN format('host %s is a single-label name, resolved inside the local network '
+                          '(allowed only with pgpulse.allow_private_targets = on)', v_host);
         ELSE
             RETURN NULL;
         END IF;
     END IF;
 
-    -- an IPv6 address that embeds an IPv4 one (mapped ::ffff:a.b.c.d, compatible ::a.b.c.d,
-    -- NAT64 64:ff9b::a.b.c.d) reaches that one
-    v_v4 := v_ip;
-    IF family(v_ip) = 6 AND (v_ip << '::ffff:0:0/96' OR v_ip << '64:ff9b::/96'
-                             OR (v_ip << '::/96' AND v_ip > '::1')) THEN
-        v_v4 := '0.0.0.0'::inet + (v_ip - network(set_masklen(v_ip, 96)));
+    -- An IPv6 address that embeds an IPv4 one reaches that one: in its last 32 bits (mapped
+    -- ::ffff:a.b.c.d, compatible ::a.b.c.d, SIIT ::ffff:0:a.b.c.d, NAT64 64:ff9b::a.b.c.d
+    -- and the local-use 64:ff9b:1::/48), or in bits 16-47 (6to4, 2002:aabb:ccdd::/48).
+    -- Local-use NAT64 may use RFC 6052's /48, /56 or /64 placing too: a metadata address
+    -- there counts as well.
+    v_reaches := ARRAY[v_ip];
+    v_placings := '{}';
+    IF family(v_ip) = 6 THEN
+        v_hex := substr(encode(inet_send(v_ip), 'hex'), 9);  -- the 16 bytes, in hex
+        IF v_ip << '::ffff:0:0/96' OR v_ip << '::ffff:0:0:0/96' OR v_ip << '64:ff9b::/96'
+           OR v_ip << '64:ff9b:1::/48' OR (v_ip << '::/96' AND v_ip > '::1') THEN
+            v_reaches := ('0.0.0.0'::inet + ('x' || right(v_hex, 8))::bit(32)::bigint) || v_reaches;
+        ELSIF v_ip << '2002::/16' THEN
+            v_reaches := ('0.0.0.0'::inet + ('x' || substr(v_hex, 5, 8))::bit(32)::bigint) || v_reaches;
+        END IF;
+        IF v_ip << '64:ff9b:1::/48' THEN
+            v_placings := ARRAY(SELECT '0.0.0.0'::inet + ('x' || h)::bit(32)::bigint
+                                  FROM unnest(ARRAY[substr(v_hex, 13, 4) || substr(v_hex, 19, 4),
+                                                    substr(v_hex, 15, 2) || substr(v_hex, 19, 6),
+                                                    substr(v_hex, 19, 8)]) h);
+        END IF;
     END IF;
-    v_kind := CASE
-        WHEN v_v4 IN ('169.254.169.254', '169.254.170.2', '100.100.100.200', 'fd00:ec2::254')
-            THEN 'a cloud metadata endpoint'
-        WHEN v_v4 << '127.0.0.0/8' OR v_v4 = '::1' THEN 'loopback'
-        WHEN v_v4 << '169.254.0.0/16' OR v_v4 << 'fe80::/10' THEN 'link-local'
-        WHEN v_v4 << '0.0.0.0/8' OR v_v4 = '0.0.0.0' OR v_v4 = '::' THEN 'the unspecified address'
-        WHEN v_v4 << '10.0.0.0/8' OR v_v4 << '172.16.0.0/12' OR v_v4 << '192.168.0.0/16'
-             OR v_v4 << '100.64.0.0/10' OR v_v4 << 'fc00::/7' OR v_v4 << 'fec0::/10' THEN 'private'
-        WHEN v_v4 << '224.0.0.0/4' OR v_v4 << 'ff00::/8' THEN 'multicast'
-        WHEN v_v4 << '240.0.0.0/4' OR v_v4 << '192.0.0.0/24' OR v_v4 << '198.18.0.0/15'
-            THEN 'reserved'
-    END;
-    IF v_kind IS NULL OR (v_private AND v_kind <> 'a cloud metadata endpoint') THEN
+    FOREACH v_v4 IN ARRAY v_reaches || v_placings LOOP
+        IF v_v4 IN ('169.254.169.254', '169.254.170.2', '100.100.100.200', 'fd00:ec2::254') THEN
+            RETURN format('host %s is %sa cloud metadata endpoint (always refused)', v_shown,
+                          CASE WHEN host(v_v4) <> v_host THEN host(v_v4) || ', ' END);
+        END IF;
+    END LOOP;
+    IF v_private THEN
         RETURN NULL;
     END IF;
-    RETURN format('host %s is %s%s', v_shown,
-                  CASE WHEN host(v_v4) <> v_host THEN host(v_v4) || ', ' END,
-                  CASE WHEN v_kind = 'a cloud metadata endpoint'
-                       THEN v_kind || ' (always refused)'
-                       ELSE v_kind || ' (allowed only with pgpulse.allow_private_targets = on)' END);
+    FOREACH v_v4 IN ARRAY v_reaches LOOP
+        v_kind := CASE
+            WHEN v_v4 << '127.0.0.0/8' OR v_v4 = '::1' THEN 'loopback'
+            WHEN v_v4 << '169.254.0.0/16' OR v_v4 << 'fe80::/10' THEN 'link-local'
+            WHEN v_v4 << '0.0.0.0/8' OR v_v4 = '0.0.0.0' OR v_v4 = '::' THEN 'the unspecified address'
+            WHEN v_v4 << '10.0.0.0/8' OR v_v4 << '172.16.0.0/12' OR v_v4 << '192.168.0.0/16'
+                 OR v_v4 << '100.64.0.0/10' OR v_v4 << 'fc00::/7' OR v_v4 << 'fec0::/10'
+                 OR v_v4 << '64:ff9b:1::/48' THEN 'private'
+            WHEN v_v4 << '224.0.0.0/4' OR v_v4 << 'ff00::/8' THEN 'multicast'
+            WHEN v_v4 << '240.0.0.0/4' OR v_v4 << '192.0.0.0/24' OR v_v4 << '198.18.0.0/15'
+                THEN 'reserved'
+        END;
+        IF v_kind IS NOT NULL THEN
+            RETURN format('host %s is %s%s (allowed only with pgpulse.allow_private_targets = on)',
+                          v_shown, CASE WHEN host(v_v4) <> v_host THEN host(v_v4) || ', ' END,
+                          v_kind);
+        END IF;
+    END LOOP;
+    RETURN NULL;
 END
 $$;
 

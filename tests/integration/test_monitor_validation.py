@@ -220,7 +220,8 @@ REFUSED = [
     ("http://2130706433/", f"host 2130706433 is 127.0.0.1, loopback {PRIVATE_ONLY}"),
     (
         "http://１２７。０。０。１/",
-        f"host １２７。０。０。１ is 127.0.0.1, loopback {PRIVATE_ONLY}",
+        "host <U+FF11><U+FF12><U+FF17><U+3002><U+FF10><U+3002><U+FF10><U+3002><U+FF11> is not "
+        "ASCII (store an internationalised name in its A-label form, xn--...)",
     ),
     ("http://[::1]:8080/", f"host [::1] is loopback {PRIVATE_ONLY}"),
     (
@@ -274,7 +275,6 @@ def test_refused_url_names_the_problem_in_one_line(conn):
         "https://example.com:8443/x?y=1",
         "https://Example.COM/",
         "https://xn--bcher-kva.example/",  # punycode
-        "https://bücher.example/",  # IDN, as written
         "http://[2606:4700:4700::1111]:8080/dns",  # a public IPv6 literal
         "http://8.8.8.8/",
         "http://1.2.3.4.nip.io/",  # a name: what it resolves to is the worker's check
