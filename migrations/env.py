@@ -59,6 +59,10 @@ def run_online() -> None:
             # the version table's schema must exist before Alembic creates the table in it
             connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {VERSION_SCHEMA}"))
             move_version_out_of_public(connection, revisions)
+        dry_run = config.attributes.get("dry_run")
+        if dry_run is not None:
+            run_dry(connection, dry_run)
+            return
         context.configure(
             connection=connection,
             transaction_per_migration=True,
@@ -66,6 +70,26 @@ def run_online() -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+
+
+def run_dry(connection: Connection, measured: dict) -> None:
+    """relay.migrate.would_drop: the migrations run in one transaction, rolled back, and
+    the catalog is read before and after them. Alembic opens no transaction of its own
+    inside one it did not begin."""
+    from relay.migrate import Catalog
+
+    raw = connection.connection.driver_connection
+    with connection.begin() as outer:
+        measured["before"] = Catalog.read(raw)
+        context.configure(
+            connection=connection,
+            transaction_per_migration=True,
+            version_table_schema=VERSION_SCHEMA,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        measured["after"] = Catalog.read(raw)
+        outer.rollback()
 
 
 def run_offline() -> None:

@@ -42,7 +42,10 @@ def apply(*relative_paths: str) -> None:
         return
     # the psycopg connection itself (inside Alembic's transaction): no parameter parsing
     raw = op.get_bind().connection.driver_connection
-    raw.add_notice_handler(_print_warning)
+    # a dry run (relay.migrate.would_drop) is rolled back: what it says would mislead
+    quiet = context.config is not None and "dry_run" in context.config.attributes
+    notices = _ignore if quiet else _print_warning
+    raw.add_notice_handler(notices)
     # a revision may SET LOCAL search_path (0006 does): Alembic's own statements after it,
     # on a host's unqualified alembic_version, must still find their table
     search_path = raw.execute("SELECT current_setting('search_path')").fetchone()[0]
@@ -58,7 +61,7 @@ def apply(*relative_paths: str) -> None:
                 raw.execute((ROOT / rel).read_text())
         raw.execute("SELECT set_config('search_path', %s, true)", (search_path,))
     finally:
-        raw.remove_notice_handler(_print_warning)
+        raw.remove_notice_handler(notices)
 
 
 def _exists(raw, table: str) -> bool:
@@ -71,6 +74,10 @@ def _apply_beside_version_table(raw, sql: str) -> None:
     raw.execute(_STEP_ASIDE)
     raw.execute(sql)
     raw.execute(_HAND_OVER)
+
+
+def _ignore(diag) -> None:
+    pass
 
 
 def _print_warning(diag) -> None:

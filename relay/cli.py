@@ -47,7 +47,7 @@ def _migrate(args):
     if args.sql:
         print(migrate.upgrade_sql(args.revision, args.start), end="")
     elif args.downgrade:
-        migrate.downgrade(_dsn(args), args.downgrade, args.cron_database)
+        migrate.downgrade(_dsn(args), args.downgrade, args.cron_database, force=args.force)
         print(f"downgraded to {args.downgrade}")
     else:
         migrate.upgrade(_dsn(args), args.revision, args.cron_database)
@@ -328,6 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("migrate", "upgrade the database schema to the newest revision (Alembic)")
     p.add_argument("--revision", default="head", help="revision to upgrade to")
     p.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION (e.g. base)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --downgrade: drop tables and columns that hold rows or set values "
+        "(without it such a downgrade refuses and names them)",
+    )
     p.add_argument(
         "--sql",
         action="store_true",

@@ -323,6 +323,15 @@ class RelaySettings(_Settings):
     depth_interval_s: float = setting(
         "PGPULSE_DEPTH_INTERVAL_S", 5.0, "how often queue depth is sampled", lo=0.1, hi=300
     )
+    clock_skew_warn_s: float = setting(
+        "PGPULSE_CLOCK_SKEW_WARN_S",
+        2.0,
+        "a region's Redis clock (it judges job expiry) or this host's clock this far from "
+        "PostgreSQL's is warned about (relay log, `pgpulse doctor`, "
+        "`pgpulse_clock_skew_seconds`)",
+        lo=0.001,
+        hi=3600,
+    )
 
 
 @dataclass(frozen=True)

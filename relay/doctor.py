@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg.rows import dict_row
 
+from relay.clocks import Skew, postgres_skew, redis_skew
 from relay.config import (
     OpsSettings,
     RelaySettings,
@@ -30,7 +31,9 @@ from relay.errors import ConfigError, PgPulseError
 from relay.queries import queries
 from relay.queue import PUSH_SCRIPT
 
-SKEW_WARN_S = 0.5  # deliver_at is second-precise; a skewed host publishes early or late
+# past PGPULSE_CLOCK_SKEW_WARN_S a clock is warned about; past this (or the warning
+# threshold, if higher) it fails: a Redis clock 5 s ahead drops half of a 10-second
+# monitor's jobs as expired, a host 5 s off publishes and measures lag 5 s off
 SKEW_FAIL_S = 5.0
 # What the relay does, as sql/roles.sql grants it to pgpulse_relay (tests/ops/test_doctor.py
 # compares the two): table -> privilege -> None for the whole table, or the columns it needs.
@@ -63,6 +66,7 @@ class Doctor:
         self.env = dict(os.environ if env is None else env)
         self.dsn = dsn
         self.checks: list[Check] = []
+        self.database_clock: Skew | None = None  # PostgreSQL's clock against this host's
 
     def add(self, name: str, verdict: str, detail: str) -> None:
         self.checks.append(Check(name, verdict, detail))
@@ -395,38 +399,40 @@ class Doctor:
         else:
             self.add("recent tick", "ok", f"the latest tick finished {age:.0f} s ago")
 
+    def skew_verdict(self, found: Skew) -> str:
+        try:
+            warn_s = RelaySettings.from_env(self.env).clock_skew_warn_s
+        except ConfigError:  # reported under "settings"
+            warn_s = RelaySettings().clock_skew_warn_s
+        if abs(found.seconds) > max(SKEW_FAIL_S, warn_s):
+            return "FAIL"
+        return "warn" if abs(found.seconds) > warn_s else "ok"
+
     def check_clock(self, conn) -> None:
-        before = time.time()
-        db_now = conn.execute(
-            "SELECT extract(epoch FROM clock_timestamp())::float8 AS t"
-        ).fetchone()["t"]
-        after = time.time()
-        skew = db_now - (before + after) / 2
-        detail = (
-            f"database clock {'ahead of' if skew > 0 else 'behind'} this host by "
-            f"{abs(skew):.3f} s (round trip {after - before:.3f} s)"
-        )
-        verdict = "FAIL" if abs(skew) > SKEW_FAIL_S else "warn" if abs(skew) > SKEW_WARN_S else "ok"
-        self.add("clock skew", verdict, detail)
+        self.database_clock = found = postgres_skew(conn)
+        self.add("clock skew", self.skew_verdict(found), found.describe("database", "this host"))
 
     def check_regions(self, regions: list[dict[str, Any]]) -> None:
         if not regions:
             self.add("regions", "FAIL", "no enabled region: `pgpulse region add CODE`")
             return
-        for name, verdict, detail in asyncio.run(self._probe_all([r["code"] for r in regions])):
-            self.add(name, verdict, detail)
+        for found in asyncio.run(self._probe_all([r["code"] for r in regions])):
+            for name, verdict, detail in found:
+                self.add(name, verdict, detail)
 
-    async def _probe_all(self, codes: list[str]) -> list[tuple[str, str, str]]:
+    async def _probe_all(self, codes: list[str]) -> list[list[tuple[str, str, str]]]:
         return await asyncio.gather(*(self._probe(code) for code in codes))
 
-    async def _probe(self, code: str) -> tuple[str, str, str]:
+    async def _probe(self, code: str) -> list[tuple[str, str, str]]:
+        """The region's line, and its Redis clock against PostgreSQL's (TIME: the push
+        script judges expiry by it)."""
         from relay.upstash import UpstashClient
 
         name = f"region {code}"
         try:
             endpoint = region_endpoint(code, self.env)
         except ConfigError as exc:
-            return name, "FAIL", str(exc)
+            return [(name, "FAIL", str(exc))]
         shown = urlsplit(endpoint.url)._replace(query="").geturl()
         client = UpstashClient(endpoint, timeout=5.0, retry_window=0)
         started = time.perf_counter()
@@ -434,12 +440,28 @@ class Doctor:
             pong = await client.command("PING")
             ms = (time.perf_counter() - started) * 1000
             sha = await client.command("SCRIPT", "LOAD", PUSH_SCRIPT)
+            clock = await self._redis_clock(client, code)
         except PgPulseError as exc:
             hint = f" (check UPSTASH_REDIS_REST_URL_{env_suffix(code)} / _TOKEN_{env_suffix(code)})"
-            return name, "FAIL", f"{shown}: {exc}{hint}"
+            return [(name, "FAIL", f"{shown}: {exc}{hint}")]
         finally:
             await client.aclose()
-        return name, "ok", f"{shown}: PING {pong} in {ms:.0f} ms, push script {sha[:12]} loaded"
+        found = [
+            (name, "ok", f"{shown}: PING {pong} in {ms:.0f} ms, push script {sha[:12]} loaded")
+        ]
+        return found + ([clock] if clock else [])
+
+    async def _redis_clock(self, client, code: str) -> tuple[str, str, str] | None:
+        name = f"clock skew region {code}"
+        if self.database_clock is None:
+            return None  # (the database clock was not read: nothing to compare with)
+        try:
+            found = (await redis_skew(client)).against(self.database_clock)
+        except (ValueError, TypeError):
+            return name, "FAIL", "TIME answered something that is not [seconds, microseconds]"
+        verdict = self.skew_verdict(found)
+        why = " (Redis judges job expiry by it)" if verdict != "ok" else ""
+        return name, verdict, found.describe("Redis", "PostgreSQL") + why
 
 
 def run(env: dict[str, str] | None = None, dsn: str | None = None) -> list[Check]:

@@ -23,6 +23,10 @@ class DatabaseError(PgPulseError):
     """The database refused or could not be reached."""
 
 
+class DowngradeDropsData(UserInputError):
+    """`pgpulse migrate --downgrade` would drop rows or set values, and --force was not given."""
+
+
 class Undeliverable(PgPulseError):
     """`relay --once` ended with due jobs it could not deliver."""
 

@@ -121,6 +121,24 @@ last_tick_finished = Gauge(
     "Unix time the latest tick finished (any trigger; 0: never)",
     registry=REGISTRY,
 )
+clock_skew = Gauge(
+    "pgpulse_clock_skew_seconds",
+    "How far a clock is ahead of PostgreSQL's (negative: behind): clock=host (this process's"
+    " host), clock=redis (a region's Redis, which judges job expiry); measured once a minute",
+    ["clock", "region"],
+    registry=REGISTRY,
+)
+clock_skew_uncertainty = Gauge(
+    "pgpulse_clock_skew_uncertainty_seconds",
+    "pgpulse_clock_skew_seconds is right within this (half the round trips of the reading)",
+    ["clock", "region"],
+    registry=REGISTRY,
+)
+clock_skew_warn = Gauge(
+    "pgpulse_clock_skew_warn_seconds",
+    "PGPULSE_CLOCK_SKEW_WARN_S: a clock skew past this is worth a warning",
+    registry=REGISTRY,
+)
 facts_ok = Gauge(
     "pgpulse_database_up",
     "1 if this process read the database-wide facts on its latest try",

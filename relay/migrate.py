@@ -10,6 +10,7 @@ import importlib.util
 import io
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -18,8 +19,10 @@ import sqlalchemy.exc
 from alembic import command
 from alembic.config import Config
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from relay.db import DatabaseError, connect, describe
+from relay.errors import DowngradeDropsData
 from relay.resources import migrations_dir
 
 
@@ -89,11 +92,129 @@ def upgrade(dsn: str, revision: str = "head", cron_database: str | None = None) 
         schedule_in_cron_database(dsn, cron_database)
 
 
-def downgrade(dsn: str, revision: str = "base", cron_database: str | None = None) -> None:
+def downgrade(
+    dsn: str, revision: str = "base", cron_database: str | None = None, *, force: bool = False
+) -> None:
+    """Refuses (DowngradeDropsData) a downgrade that would drop rows or values that differ
+    from their column's default, unless force."""
+    if not force:
+        lost = would_drop(dsn, revision)
+        if lost:
+            raise DowngradeDropsData(
+                f"--downgrade {revision} would drop {_and(lost)}; add --force to drop them"
+            )
     if cron_database and revision == "base":
         unschedule_in_cron_database(dsn, cron_database)
     with _database_errors():
         command.downgrade(alembic_config(dsn), revision)
+
+
+# What a downgrade drops is measured, not declared per revision: the downgrade first runs in
+# one transaction that is rolled back (PostgreSQL's DDL is transactional), and the tables and
+# columns missing from the catalog afterwards are what it would drop, whichever path an
+# install took (0001 creates or adopts public.monitors; 0002 moves regions only sometimes).
+# A declared list would have to know every such path and be kept in step by hand. Tables
+# are matched by oid, so one moved to another schema is not lost; one dropped and rebuilt
+# under its name keeps every column it still has by name. The rows are counted after the
+# rollback, so a row written between the count and the real downgrade goes unmentioned:
+# this guards against downgrading a database in use, not against a writer racing it.
+_TABLES = """
+SELECT c.oid, n.nspname AS schema, c.relname AS name, c.relispartition AS partition
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p') AND c.relname <> 'alembic_version'
+   AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+"""
+# generated columns hold nothing of their own; a default that is not a constant (now(),
+# nextval) is not compared with: every value there counts as set
+_COLUMNS = """
+SELECT a.attrelid AS oid, a.attnum, a.attname AS name,
+       CASE WHEN d.adbin::text LIKE '{CONST %'
+            THEN pg_get_expr(d.adbin, d.adrelid) END AS default_value
+  FROM pg_attribute a
+  JOIN pg_class c ON c.oid = a.attrelid AND c.relkind IN ('r', 'p')
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+ WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+   AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+"""
+
+
+@dataclass
+class Catalog:
+    """The tables and columns of a database, as a downgrade's dry run compares them."""
+
+    tables: dict[int, dict]
+    columns: dict[tuple[int, int], dict]
+
+    @classmethod
+    def read(cls, conn) -> Catalog:
+        cur = conn.cursor(row_factory=dict_row)
+        tables = {t["oid"]: t for t in cur.execute(_TABLES)}
+        columns = {(c["oid"], c["attnum"]): c for c in cur.execute(_COLUMNS)}
+        return cls(tables, columns)
+
+    def lost_to(self, after: Catalog) -> tuple[list[dict], list[tuple[dict, dict]]]:
+        """The tables (partitions aside: their parent's count holds them) and the columns of
+        surviving tables that are here and not in `after`."""
+        by_name = {(t["schema"], t["name"]): oid for oid, t in after.tables.items()}
+        names_after = {(oid, c["name"]) for (oid, _), c in after.columns.items()}
+        tables, columns = [], []
+        for oid, table in self.tables.items():
+            same = oid if oid in after.tables else by_name.get((table["schema"], table["name"]))
+            if same is None:
+                if not table["partition"]:
+                    tables.append(table)
+                continue
+            for (table_oid, attnum), column in self.columns.items():
+                if table_oid != oid:
+                    continue
+                kept = (
+                    (oid, attnum) in after.columns
+                    if same == oid
+                    else (same, column["name"]) in names_after
+                )
+                if not kept:
+                    columns.append((table, column))
+        return tables, columns
+
+
+def would_drop(dsn: str, revision: str) -> list[str]:
+    """What downgrading to `revision` would drop that holds data: "schema.table (N rows)" and
+    "schema.table.column (N rows set)", nothing for empty tables and default values."""
+    config = alembic_config(dsn)
+    config.attributes["dry_run"] = measured = {}  # migrations/env.py: "before", "after"
+    with _database_errors():
+        command.downgrade(config, revision)
+    tables, columns = measured["before"].lost_to(measured["after"])
+    found = []
+    with connect(dsn) as conn:
+        for table in tables:
+            name = sql.Identifier(table["schema"], table["name"])
+            rows = conn.execute(sql.SQL("SELECT count(*) AS n FROM {}").format(name)).fetchone()
+            if rows["n"]:
+                found.append(f"{table['schema']}.{table['name']} ({_rows(rows['n'])})")
+        for table, column in columns:
+            default = sql.SQL(column["default_value"] or "NULL")  # from the catalog itself
+            rows = conn.execute(
+                sql.SQL("SELECT count(*) AS n FROM {} WHERE {} IS DISTINCT FROM ({})").format(
+                    sql.Identifier(table["schema"], table["name"]),
+                    sql.Identifier(column["name"]),
+                    default,
+                )
+            ).fetchone()
+            if rows["n"]:
+                found.append(
+                    f"{table['schema']}.{table['name']}.{column['name']} ({_rows(rows['n'])} set)"
+                )
+    return found
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 # pg_cron in another database: jobs made there with cron.schedule_in_database run as

@@ -262,6 +262,10 @@ class Outbox:
     async def now(self) -> datetime:
         return (await self._one("now"))["now"]
 
+    async def clock(self) -> float:
+        """The database's clock_timestamp(), unix seconds."""
+        return (await self._one("clock"))["t"]
+
     async def undelivered(self, due_before: datetime, requeued: list[str]) -> list[Undelivered]:
         return await self._all(
             "undelivered", Undelivered, {"due_before": due_before, "requeued": requeued}

@@ -3,7 +3,7 @@
 A Relay is composed of small parts, each in its own module: per region, a few drainers
 (relay.drainer: claim -> publish -> commit); the region registry and each region's
 breaker and health (relay.regions); the LISTEN wake-ups (relay.notifier); queue-depth
-sampling (relay.depth); outbox upkeep (relay.sweeper); and the supervisor that runs and
+sampling (relay.depth); clock skew (relay.clocks); outbox upkeep (relay.sweeper); and the supervisor that runs and
 stops their tasks (relay.supervisor). Every query goes through relay.outbox.
 """
 
@@ -17,6 +17,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from relay import logs
+from relay.clocks import ClockWatch
 from relay.config import RelaySettings, env_suffix
 from relay.db import describe
 from relay.depth import DepthSampler
@@ -162,6 +163,7 @@ class Relay:
                 supervisor.spawn(notifier.run(), "listen")
             supervisor.spawn(self._watch_regions(store), "regions")
             supervisor.spawn(DepthSampler(registry, store, s, supervisor).run(), "depth")
+            supervisor.spawn(ClockWatch(registry, store, s, supervisor).run(), "clocks")
             supervisor.spawn(sweeper.run(), "maintain")
         await supervisor.join_workers()
         if self.once:

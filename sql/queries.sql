@@ -177,6 +177,10 @@ NOTIFY pgpulse_outbox
 -- The database's clock (`relay --once` delivers what was due by then).
 SELECT now() AS now
 
+-- clock --
+-- The database's clock at this instant, unix seconds (clock skew: relay.clocks).
+SELECT extract(epoch FROM clock_timestamp())::float8 AS t
+
 -- regions --
 -- Every region with its routing settings.
 SELECT code, enabled, is_default, fallback_region, healthy, degraded, weight

@@ -316,7 +316,8 @@ class DevServerApp:
         replies = await pool.call("".join(out).encode("utf-8"), runs, not b64) if runs else []
         self.stats.count_commands(db, runs)
         if kind == "command":
-            return single_result(replies[0], b64)
+            reply = rule.shift_time(data, replies[0]) if rule is not None else replies[0]
+            return single_result(reply, b64)
         payload = dumps(results(replies, plan, b64))
         if rule is not None and (mangled := rule.malform(self.faults.rng, payload)):
             self.stats.faults["malformed"] += 1

@@ -19,6 +19,9 @@
      "max_request_bytes": 0,      # a request body over this gets Upstash's 400 "max
                                   # request size exceeded" (0: the server's 10 MiB)
      "phase": "before",           # "after": run the commands, then fail the response
+     "time_shift_s": 0,           # a single TIME command (POST / ["TIME"]) answers this
+                                  # many seconds off (a Redis clock that is wrong, for
+                                  # clock-skew tests; TIME inside scripts is not shifted)
      "seed": 42}                  # optional: reseed the fault dice
 
 Region-level inline errors (Upstash's "ERR DB capacity quota exceeded", "READONLY ...",
@@ -55,6 +58,7 @@ class FaultRule:
         "malformed",
         "max_request_bytes",
         "phase",
+        "time_shift_s",
         "seed",
     }
     MALFORMED = ("short", "not_list", "bad_items", "not_json")
@@ -95,6 +99,7 @@ class FaultRule:
         self.phase = spec.get("phase", "before")
         if self.phase not in ("before", "after"):
             raise ValueError('phase must be "before" or "after"')
+        self.time_shift_s = self._number(spec, "time_shift_s", -86400.0 * 366, 86400.0 * 366)
         self.seed = spec.get("seed")
         if self.seed is not None and type(self.seed) is not int:
             raise ValueError("seed must be an integer")
@@ -122,6 +127,7 @@ class FaultRule:
             "malformed": self.malformed,
             "max_request_bytes": self.max_request_bytes,
             "phase": self.phase,
+            "time_shift_s": self.time_shift_s,
         }
 
     def delay_s(self, rng: random.Random) -> float:
@@ -165,6 +171,21 @@ class FaultRule:
                 f"Actual: {size} bytes"
             )
         return None
+
+    def shift_time(self, command: Any, reply: Any) -> Any:
+        """A TIME reply ([seconds, microseconds], str or bytes) moved by time_shift_s."""
+        if not (
+            self.time_shift_s
+            and isinstance(command, list)
+            and len(command) == 1
+            and str(command[0]).upper() == "TIME"
+            and isinstance(reply, list)
+            and len(reply) == 2
+        ):
+            return reply
+        micros = int(reply[0]) * 1_000_000 + int(reply[1]) + round(self.time_shift_s * 1e6)
+        shifted = [str(micros // 1_000_000), str(micros % 1_000_000)]
+        return [s.encode() for s in shifted] if isinstance(reply[0], bytes) else shifted
 
     def malform(self, rng: random.Random, payload: bytes) -> bytes | None:
         """A mangled version of a /pipeline answer (the commands did run), or None."""

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from relay import migrate
+from relay.errors import DowngradeDropsData
 from relay.local.embedded import EmbeddedPostgres
 from tests.support.cli import pgpulse
 from tests.support.waiting import wait_for
@@ -58,7 +59,12 @@ def test_pg_cron_in_postgres_ticks_pgpulse_in_app(managed, capsys):
             interval=1,
             what="pg_cron to run the tick in database app",
         )
-    migrate.downgrade(app, "base", cron_database="postgres")
+    # the tick's run records would go: refused, and the tick stays scheduled
+    with pytest.raises(DowngradeDropsData, match=r"pgpulse\.tick_runs \(\d+ rows?\)"):
+        migrate.downgrade(app, "base", cron_database="postgres")
+    with psycopg.connect(managed.dsn("postgres")) as conn:
+        assert conn.execute("SELECT count(*) FROM cron.job").fetchone()[0] == 2
+    migrate.downgrade(app, "base", cron_database="postgres", force=True)
     with psycopg.connect(managed.dsn("postgres")) as conn:
         assert conn.execute("SELECT count(*) FROM cron.job").fetchone()[0] == 0
 
@@ -116,6 +122,6 @@ def test_a_second_database_ticked_by_the_same_role_is_not_a_silent_no_op(managed
                 "SELECT jobname, database FROM cron.job ORDER BY jobname"
             ).fetchall() == [("pgpulse-prune", "postgres"), ("pgpulse-tick", "app")]
     finally:
-        migrate.downgrade(managed.dsn("app"), "base", cron_database="postgres")
+        migrate.downgrade(managed.dsn("app"), "base", cron_database="postgres", force=True)
         with psycopg.connect(managed.dsn("postgres"), autocommit=True) as admin:
             admin.execute("DROP DATABASE app2 WITH (FORCE)")

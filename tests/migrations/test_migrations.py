@@ -6,13 +6,13 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
-from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
 from psycopg.rows import dict_row
 
 from relay import migrate
+from relay.errors import DowngradeDropsData
 from relay.local.embedded import EmbeddedPostgres
 from relay.queries import queries
 from relay.resources import schema_sql
@@ -22,24 +22,6 @@ from tests.support.cli import ROOT, pgpulse
 HEAD = "0.2.0"
 LAST_RELEASE = "0016"  # the last revision before the unreleased one
 _names = itertools.count()
-
-
-@pytest.fixture
-def empty_db(pg_server: EmbeddedPostgres) -> Iterator[Callable[[], str]]:
-    """Makes empty databases (no schema, no pg_cron); drops them afterwards."""
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"m{os.getpid()}_{next(_names)}"
-        with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        made.append(name)
-        return pg_server.dsn(name)
-
-    yield make
-    with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as conn:
-        for name in made:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def schema_dump(server: EmbeddedPostgres, dsn: str) -> str:
@@ -196,7 +178,7 @@ def test_a_role_that_is_not_superuser_can_migrate_and_is_told_about_pg_cron(pg_s
         assert version(dsn) == HEAD
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("CALL pgpulse.tick(p_trigger => 'owner-test')")
-        migrate.downgrade(dsn, "base")
+        migrate.downgrade(dsn, "base", force=True)  # the tick's run record goes too
         assert objects(dsn)["tables"] == 0
     finally:
         with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as admin:
@@ -354,7 +336,8 @@ def test_a_populated_0001_install_upgrades_to_head_keeping_every_row(pg_server, 
     assert set(regions) == {"us-east-1", "eu-west-1", "ap-south-1"}
 
     # and back: 0001's layout again (regions in public), the rows still there
-    migrate.downgrade(dsn, "0001")
+    # (check_interval_seconds and the tick's stop_reason go)
+    migrate.downgrade(dsn, "0001", force=True)
     assert contents(dsn, "public.regions")["regions"] == before["regions"]
 
 
@@ -399,7 +382,13 @@ def test_adoption_leaves_a_products_own_regions_table_and_ids_alone(
             "SELECT count(*), count(DISTINCT monitor_id) FROM pgpulse.outbox"
         ).fetchone() == (20, 20)
     assert product_rows(dsn) == before[1]
-    migrate.downgrade(dsn, "base")
+    # the columns pgpulse added to the product's table hold values: not without --force
+    with pytest.raises(
+        DowngradeDropsData, match=r"public\.monitors\.check_retries \(20 rows set\)"
+    ):
+        migrate.downgrade(dsn, "base")
+    assert version(dsn) == HEAD and product_rows(dsn) == before[1]
+    migrate.downgrade(dsn, "base", force=True)
     assert (public_dump(pg_server, dsn), product_rows(dsn)) == before
 
 
@@ -478,7 +467,7 @@ def test_a_populated_0005_install_upgrades_to_0006_and_back(pg_server, empty_db,
             "SELECT stop_reason, skipped FROM pgpulse.tick_runs WHERE id = %s", (run_id,)
         ).fetchone() == ("drained", 0)
 
-    migrate.downgrade(dsn, "0005")
+    migrate.downgrade(dsn, "0005", force=True)  # the runs' stop_reason goes
     assert version(dsn) == "0005"
     assert schema_dump(pg_server, dsn) == schema_dump(pg_server, reference)
 
@@ -607,7 +596,7 @@ def test_a_0012_install_keeps_its_push_intents_through_0013_and_back(pg_server, 
             ).fetchall()
         assert {r["job_id"] for r in rows} & set(jobs) == {jobs[0], jobs[1], jobs[4], jobs[5]}
 
-    migrate.downgrade(dsn, "0012")
+    migrate.downgrade(dsn, "0012", force=True)  # the intents' from_region and ids go
     assert version(dsn) == "0012"
     with psycopg.connect(dsn) as conn:
         assert _intent_pairs(conn) == before

@@ -172,7 +172,7 @@ def test_an_existing_monitors_table_is_adopted_served_and_given_back(
     finally:
         relays.cleanup()
 
-    migrate.downgrade(product_db, "base")
+    migrate.downgrade(product_db, "base", force=True)  # pgpulse's own rows go
 
     with psycopg.connect(product_db, row_factory=dict_row) as conn:
         assert conn.execute(SHAPE).fetchone() == shape_before
