@@ -8,7 +8,7 @@ from json.encoder import encode_basestring_ascii as json_string
 from typing import Any, NamedTuple
 
 from relay import logs
-from relay.errors import MalformedReply, RequestRejected
+from relay.errors import MalformedReply, PublishError, RequestRejected
 from relay.outbox import Job
 from relay.outcomes import DUPLICATE, EXPIRED, FAILED, HELD, PUSHED, Outcome
 from relay.queue import DUPLICATE as SCRIPT_DUPLICATE
@@ -90,6 +90,9 @@ def _job_error(region: str, answer: Any) -> dict[str, Any]:
     )
 
 
+# a job no request has carried yet (its outcome until one did)
+_UNSENT = Outcome(FAILED, "not sent")
+
 # one Outcome per kind of answer, shared (a batch has a thousand)
 _OUTCOMES = {
     SCRIPT_PUSHED: Outcome(PUSHED),
@@ -117,13 +120,29 @@ class Publisher:
 
     async def publish(self, target: Region, jobs: list[Job], *, rerouted: bool) -> list[Outcome]:
         """Pushes jobs to target's queues, as many per request as its byte bound takes;
-        returns one Outcome per job."""
+        returns one Outcome per job. Raises PublishError when a request failed that the
+        region may have run (which jobs were pushed is unknown)."""
         try:
             await target.ensure_script()
         except RequestRejected as exc:  # e.g. a proxy refusing everything: an attempt each
             return [Outcome(FAILED, str(exc))] * len(jobs)
+        except PublishError as exc:  # no job was in that request: none was pushed
+            return [Outcome(HELD, str(exc), cause=exc)] * len(jobs)
         pushes = [Push.of(job, target.code, rerouted=rerouted) for job in jobs]
-        outcomes: list[Outcome] = [Outcome(FAILED, "not sent")] * len(jobs)
+        outcomes: list[Outcome] = [_UNSENT] * len(jobs)
+        try:
+            await self._send_all(target, pushes, outcomes)
+        except PublishError as exc:
+            if exc.may_have_run:
+                raise
+            # that request surely never ran: its jobs and those not sent yet go back as
+            # they were (the region's breaker counted the failure)
+            held = Outcome(HELD, str(exc), cause=exc)
+            outcomes = [held if o is _UNSENT else o for o in outcomes]
+        return outcomes
+
+    async def _send_all(self, target: Region, pushes: list[Push], outcomes: list[Outcome]) -> None:
+        """Sends the pushes in requests under the byte bound; fills their outcomes."""
         room = self.max_request_bytes - CALL_OVERHEAD_BYTES
         part: list[int] = []
         size = 0
@@ -143,7 +162,6 @@ class Publisher:
             size += push.size
         if part:
             await self._send(target, pushes, outcomes, part)
-        return outcomes
 
     async def _send(
         self,
@@ -179,7 +197,11 @@ class Publisher:
         if not reloaded and any("NOSCRIPT" in str(r.get("error", "")) for r in replies):
             target.script_sha = None  # Redis lost its scripts (restart): load and push again
             logs.warning("script_reloaded", region=target.code)
-            await target.ensure_script()
+            try:
+                await target.ensure_script()
+            except PublishError as exc:
+                exc.may_have_run = False  # the push found no script, the load has no job
+                raise
             await self._send(target, pushes, outcomes, part, reloaded=True)
             return
         region_error = region_failure(replies)

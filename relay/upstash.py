@@ -80,6 +80,22 @@ def region_failure(replies: list[dict[str, Any]]) -> str | None:
     return None
 
 
+# Transport errors that prove the request never left: httpcore writes no byte of a request
+# before its connection is set up, so a failed or timed-out TCP connect, DNS lookup or TLS
+# handshake (ConnectError, ConnectTimeout), a proxy refusing the tunnel (ProxyError), no
+# free connection in the pool (PoolTimeout) or a URL it cannot send to (UnsupportedProtocol)
+# sent nothing: httpx uses neither TCP Fast Open nor TLS early data, and a connect timeout
+# ends before anything is written. Any other (a write or read error or timeout, a dropped
+# connection) may have carried the request, whole, to a region that ran it.
+NEVER_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.ProxyError,
+    httpx.UnsupportedProtocol,
+)
+
+
 class UpstashClient:
     def __init__(
         self,
@@ -150,6 +166,17 @@ class UpstashClient:
                 wait_s = state.next_action.sleep if state.next_action else 0.0
                 self.on_retry(str(exc), state.attempt_number, wait_s)
 
+        ran = False  # whether an attempt so far may have run the request
+
+        async def attempt() -> Any:
+            nonlocal ran
+            try:
+                return await self._post_once(path, body, commands, expand)
+            except PublishError as exc:
+                # what an earlier attempt may have done stays possible: the error says so
+                ran = exc.may_have_run = ran or exc.may_have_run
+                raise
+
         retrying = AsyncRetrying(
             stop=stop_after_delay(self.retry_window),
             retry=retry_allowed,
@@ -158,7 +185,7 @@ class UpstashClient:
             before_sleep=count_retry,
             reraise=True,
         )
-        return await retrying(self._post_once, path, body, commands, expand)
+        return await retrying(attempt)
 
     async def _post_once(
         self, path: str, body: str, commands: int | None, expand: Expand | None
@@ -168,8 +195,7 @@ class UpstashClient:
         try:
             response = await self._http.post(path, content=body, headers=headers)
         except httpx.TransportError as exc:  # connect/read errors, timeouts, dropped sockets
-            # a refused or timed-out connect never carried the request
-            sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+            sent = not isinstance(exc, NEVER_SENT)
             error = TransientError(f"region {self.region}: {type(exc).__name__}", sent=sent)
             self._attempted(False, str(error))
             raise error from exc

@@ -1,8 +1,14 @@
-"""Which inline errors of a /pipeline answer make it a region failure (relay.upstash)."""
+"""Which errors concern the whole region (relay.upstash): inline errors of a /pipeline
+answer, whatever the number of jobs, and which failed requests surely never ran."""
 
+import socket
+
+import httpx
 import pytest
 
-from relay.upstash import is_region_error, region_failure
+from relay.config import Endpoint
+from relay.errors import PublishError, TokenRefused, TransientError
+from relay.upstash import UpstashClient, is_region_error, region_failure
 
 
 @pytest.mark.parametrize(
@@ -45,3 +51,79 @@ def test_most_of_a_pipeline_failing_is_a_region_failure_from_three_commands():
     assert region_failure([{"error": "ERR x"}, {"error": "ERR x"}]) is None  # too few to tell
     assert region_failure([{"error": "ERR x"}] * 2 + [{"result": 1}] * 2) is None  # half
     assert region_failure([{"error": "NOSCRIPT No matching script"}] * 3) is None  # reloaded
+
+
+# ------------------------------------------------------------ requests that never ran
+
+
+async def no_wait(seconds: float) -> None:
+    pass
+
+
+def client_for(url: str, **kwargs) -> UpstashClient:
+    return UpstashClient(Endpoint("eu", url, "tok-test"), timeout=2.0, sleep=no_wait, **kwargs)
+
+
+async def test_a_refused_connection_surely_never_ran():
+    with socket.socket() as sock:  # bound, not listening: a connect is refused
+        sock.bind(("127.0.0.1", 0))
+        client = client_for(f"http://127.0.0.1:{sock.getsockname()[1]}", retry_window=0.3)
+        try:
+            with pytest.raises(TransientError, match="ConnectError") as caught:
+                await client.pipeline([["PING"]])
+        finally:
+            await client.aclose()
+    assert caught.value.may_have_run is False
+
+
+async def attempts_end_with(*steps) -> PublishError:
+    """The error of a request whose attempts raise or answer as `steps` say, in turn (a
+    transport at httpx's seam; retried while steps are left)."""
+    left = list(steps)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        step = left.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+    client = client_for("http://eu.test", may_retry=lambda: bool(left))
+    await client._http.aclose()
+    client._http = httpx.AsyncClient(
+        base_url="http://eu.test", transport=httpx.MockTransport(handle)
+    )
+    try:
+        with pytest.raises(PublishError) as caught:
+            await client.pipeline([["PING"]])
+    finally:
+        await client.aclose()
+    assert not left
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("error", "ran"),
+    [
+        (httpx.ConnectError("refused"), False),  # also DNS and TLS handshake failures
+        (httpx.ConnectTimeout("connect"), False),  # nothing is written before it connects
+        (httpx.PoolTimeout("pool"), False),
+        (httpx.ProxyError("tunnel refused"), False),
+        (httpx.WriteError("broken pipe"), True),  # part or all of the request went
+        (httpx.WriteTimeout("write"), True),
+        (httpx.ReadTimeout("read"), True),
+        (httpx.ReadError("reset"), True),
+        (httpx.RemoteProtocolError("server disconnected"), True),
+    ],
+)
+async def test_which_transport_errors_prove_the_request_never_ran(error, ran):
+    caught = await attempts_end_with(error, error)
+    assert isinstance(caught, TransientError) and caught.may_have_run is ran
+
+
+async def test_an_attempt_that_may_have_run_taints_the_later_ones():
+    refused = httpx.Response(401, json={"error": "WRONGPASS invalid or missing auth token"})
+    assert (await attempts_end_with(refused)).may_have_run is False
+    caught = await attempts_end_with(httpx.ReadTimeout("read"), refused)
+    assert isinstance(caught, TokenRefused) and caught.may_have_run is True
+    caught = await attempts_end_with(httpx.ReadTimeout("read"), httpx.ConnectError("refused"))
+    assert isinstance(caught, TransientError) and caught.may_have_run is True
