@@ -53,6 +53,7 @@ class RequestRejected(PublishError):
 
     def __init__(self, region: str, status: int, message: str) -> None:
         super().__init__(f"region {region}: HTTP {status}: {message}")
+        self.error = message  # the error text as the region gave it
         self.too_large = "max request size" in message.lower() or status == 413
 
 

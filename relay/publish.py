@@ -16,7 +16,7 @@ from relay.queue import EXPIRED as SCRIPT_EXPIRED
 from relay.queue import PUSHED as SCRIPT_PUSHED
 from relay.queue import dedup_key, queue_key
 from relay.regions import Region
-from relay.upstash import region_failure
+from relay.upstash import is_region_error, region_failure
 
 # the request body around the jobs: [["EVALSHA","<sha1>","<keys>","<margin>", ...]]
 CALL_OVERHEAD_BYTES = 100
@@ -124,7 +124,10 @@ class Publisher:
         region may have run (which jobs were pushed is unknown)."""
         try:
             await target.ensure_script()
-        except RequestRejected as exc:  # e.g. a proxy refusing everything: an attempt each
+        except RequestRejected as exc:
+            if is_region_error(exc.error):  # e.g. a quota: the region's, not the jobs'
+                return [Outcome(HELD, str(exc), cause=exc)] * len(jobs)
+            # e.g. a proxy refusing everything: an attempt each
             return [Outcome(FAILED, str(exc))] * len(jobs)
         except PublishError as exc:  # no job was in that request: none was pushed
             return [Outcome(HELD, str(exc), cause=exc)] * len(jobs)
@@ -182,6 +185,13 @@ class Publisher:
                 half = len(part) // 2
                 await self._send(target, pushes, outcomes, part[:half])
                 await self._send(target, pushes, outcomes, part[half:])
+                return
+            # the region refuses everything for now (a job alone over the size limit, though,
+            # is that job's own failure)
+            if is_region_error(exc.error) and not exc.too_large:
+                held = Outcome(HELD, str(exc), cause=exc)
+                for i in part:
+                    outcomes[i] = held
                 return
             # refused as a whole and for good: an attempt of each job, so that a request
             # the region will never take ends in the dead letters instead of looping

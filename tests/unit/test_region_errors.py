@@ -16,9 +16,18 @@ from relay.upstash import UpstashClient, is_region_error, region_failure
     [
         "ERR DB capacity quota exceeded",
         "ERR max requests limit exceeded",
+        "ERR max requests limit exceeded. Limit: 500000, Usage: 500000.",
+        "ERR max daily request limit exceeded",
+        "ERR max daily request limit exceeded. Limit: 10000, Usage: 10000. See "
+        "https://upstash.com/docs/redis/troubleshooting/max_daily_request_limit for details",
         "ERR max concurrent connections exceeded",
         "ERR max request size exceeded. Limit: 10485760 bytes, Actual: 10485761 bytes",
         "ERR max single record size exceeded",
+        # bandwidth and rate limits, whose texts Upstash does not document
+        "ERR max monthly bandwidth limit exceeded",
+        "ERR bandwidth quota exceeded",
+        "ERR rate limit exceeded",
+        "ERR Too many requests",
         "READONLY You can't write against a read only replica.",
         "OOM command not allowed when used memory > 'maxmemory'. script: 0d4..., on @user_script:9.",
         "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist",
@@ -29,6 +38,9 @@ from relay.upstash import UpstashClient, is_region_error, region_failure
 def test_database_and_request_errors_concern_the_region(error):
     assert is_region_error(error)
     assert region_failure([{"result": 1}, {"error": error}, {"result": 0}]) == error
+    # whatever the batch: one job, or two that both failed
+    assert region_failure([{"error": error}]) == error
+    assert region_failure([{"error": error}] * 2) == error
 
 
 @pytest.mark.parametrize(
@@ -38,11 +50,13 @@ def test_database_and_request_errors_concern_the_region(error):
         "ERR injected for the test",
         "NOSCRIPT No matching script. Please use EVAL.",
         "ERR oom-like text in a job's own error",
+        "ERR max key size exceeded. Limit: 32768 bytes, Actual: 40000 bytes",
     ],
 )
 def test_other_errors_concern_their_job(error):
     assert not is_region_error(error)
     assert region_failure([{"result": 1}, {"error": error}, {"result": 1}]) is None
+    assert region_failure([{"error": error}]) is None  # a batch of one: still its job's
 
 
 def test_most_of_a_pipeline_failing_is_a_region_failure_from_three_commands():
