@@ -130,7 +130,9 @@ class Drainer:
 
     async def drain_once(self) -> int:
         """Claims, publishes and commits one batch; returns the number of jobs claimed.
-        Raises RegionRefused after committing a batch the region refused as a whole."""
+        After committing a batch the region refused as a whole, or never got (a push that
+        surely never ran: its jobs went back, its push intent went), raises RegionRefused or
+        the error of that request."""
         region = self.region
         if not region.enabled:  # an operator took it out: its jobs follow their routing
             return 0
@@ -146,9 +148,9 @@ class Drainer:
             if granted:  # a probe that reached no one lets the next caller probe
                 region.breaker.release(granted)
         self._account(batch, target)
-        held = [o.error for o in batch.outcomes if o.kind == HELD]
+        held = [o for o in batch.outcomes if o.kind == HELD]
         if held:
-            raise RegionRefused(f"region {target.code}: {held[0]}")
+            raise held[0].cause or RegionRefused(f"region {target.code}: {held[0].error}")
         return len(batch.jobs)
 
     async def _claim_and_publish(

@@ -37,13 +37,18 @@ class Undeliverable(PgPulseError):
 class PublishError(PgPulseError):
     """A publish to a region's Upstash endpoint failed."""
 
+    # Whether the region may have run what the failed request (or publish) carried: the
+    # safe guess, unless the error proves it did not (see UpstashClient, Publisher). A push
+    # that surely never ran leaves no push intent behind.
+    may_have_run: bool = True
+
 
 class TransientError(PublishError):
     """A transport error, timeout or 5xx: worth retrying."""
 
     def __init__(self, message: str, *, sent: bool = True) -> None:
         super().__init__(message)
-        self.sent = sent  # False: the request surely never reached the region
+        self.may_have_run = sent  # sent=False: the request surely never reached the region
 
 
 class RequestRejected(PublishError):
@@ -52,6 +57,7 @@ class RequestRejected(PublishError):
 
     def __init__(self, region: str, status: int, message: str) -> None:
         super().__init__(f"region {region}: HTTP {status}: {message}")
+        self.error = message  # the error text as the region gave it
         self.too_large = "max request size" in message.lower() or status == 413
 
 
@@ -66,6 +72,8 @@ class RegionRefused(PublishError):
 
 class TokenRefused(PublishError):
     """The region's endpoint refused our token (HTTP 401/403): retrying will not help."""
+
+    may_have_run = False  # refused before any command ran
 
     def __init__(self, region: str, status: int) -> None:
         super().__init__(f"region {region}: token refused (HTTP {status})")

@@ -13,7 +13,7 @@ PUSHED = "pushed"
 DUPLICATE = "duplicate"  # pushed before (a retry after a lost answer or a crash)
 EXPIRED = "expired"  # the region's clock says it expired: never published late
 FAILED = "failed"  # its own error: an attempt more, or the dead letters
-HELD = "held"  # the region refused the batch as a whole: back, no attempt
+HELD = "held"  # the region refused the batch as a whole, or never got it: back, no attempt
 WAIT = "wait"  # maybe pushed to a region that is down now: back, waits for it
 
 
@@ -22,6 +22,9 @@ class Outcome:
     kind: str
     error: str | None = None
     unclear: bool = False  # the push may or may not have happened
+    # HELD by a failed request that never ran: its error, raised again once the batch is
+    # settled (a refused token opens the breaker at once)
+    cause: Exception | None = field(default=None, compare=False)
 
 
 @dataclass

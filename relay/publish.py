@@ -8,7 +8,7 @@ from json.encoder import encode_basestring_ascii as json_string
 from typing import Any, NamedTuple
 
 from relay import logs
-from relay.errors import MalformedReply, RequestRejected
+from relay.errors import MalformedReply, PublishError, RequestRejected
 from relay.outbox import Job
 from relay.outcomes import DUPLICATE, EXPIRED, FAILED, HELD, PUSHED, Outcome
 from relay.queue import DUPLICATE as SCRIPT_DUPLICATE
@@ -16,7 +16,7 @@ from relay.queue import EXPIRED as SCRIPT_EXPIRED
 from relay.queue import PUSHED as SCRIPT_PUSHED
 from relay.queue import dedup_key, queue_key
 from relay.regions import Region
-from relay.upstash import region_failure
+from relay.upstash import is_region_error, region_failure
 
 # the request body around the jobs: [["EVALSHA","<sha1>","<keys>","<margin>", ...]]
 CALL_OVERHEAD_BYTES = 100
@@ -90,6 +90,9 @@ def _job_error(region: str, answer: Any) -> dict[str, Any]:
     )
 
 
+# a job no request has carried yet (its outcome until one did)
+_UNSENT = Outcome(FAILED, "not sent")
+
 # one Outcome per kind of answer, shared (a batch has a thousand)
 _OUTCOMES = {
     SCRIPT_PUSHED: Outcome(PUSHED),
@@ -117,13 +120,32 @@ class Publisher:
 
     async def publish(self, target: Region, jobs: list[Job], *, rerouted: bool) -> list[Outcome]:
         """Pushes jobs to target's queues, as many per request as its byte bound takes;
-        returns one Outcome per job."""
+        returns one Outcome per job. Raises PublishError when a request failed that the
+        region may have run (which jobs were pushed is unknown)."""
         try:
             await target.ensure_script()
-        except RequestRejected as exc:  # e.g. a proxy refusing everything: an attempt each
+        except RequestRejected as exc:
+            if is_region_error(exc.error):  # e.g. a quota: the region's, not the jobs'
+                return [Outcome(HELD, str(exc), cause=exc)] * len(jobs)
+            # e.g. a proxy refusing everything: an attempt each
             return [Outcome(FAILED, str(exc))] * len(jobs)
+        except PublishError as exc:  # no job was in that request: none was pushed
+            return [Outcome(HELD, str(exc), cause=exc)] * len(jobs)
         pushes = [Push.of(job, target.code, rerouted=rerouted) for job in jobs]
-        outcomes: list[Outcome] = [Outcome(FAILED, "not sent")] * len(jobs)
+        outcomes: list[Outcome] = [_UNSENT] * len(jobs)
+        try:
+            await self._send_all(target, pushes, outcomes)
+        except PublishError as exc:
+            if exc.may_have_run:
+                raise
+            # that request surely never ran: its jobs and those not sent yet go back as
+            # they were (the region's breaker counted the failure)
+            held = Outcome(HELD, str(exc), cause=exc)
+            outcomes = [held if o is _UNSENT else o for o in outcomes]
+        return outcomes
+
+    async def _send_all(self, target: Region, pushes: list[Push], outcomes: list[Outcome]) -> None:
+        """Sends the pushes in requests under the byte bound; fills their outcomes."""
         room = self.max_request_bytes - CALL_OVERHEAD_BYTES
         part: list[int] = []
         size = 0
@@ -143,7 +165,6 @@ class Publisher:
             size += push.size
         if part:
             await self._send(target, pushes, outcomes, part)
-        return outcomes
 
     async def _send(
         self,
@@ -165,6 +186,13 @@ class Publisher:
                 await self._send(target, pushes, outcomes, part[:half])
                 await self._send(target, pushes, outcomes, part[half:])
                 return
+            # the region refuses everything for now (a job alone over the size limit, though,
+            # is that job's own failure)
+            if is_region_error(exc.error) and not exc.too_large:
+                held = Outcome(HELD, str(exc), cause=exc)
+                for i in part:
+                    outcomes[i] = held
+                return
             # refused as a whole and for good: an attempt of each job, so that a request
             # the region will never take ends in the dead letters instead of looping
             for i in part:
@@ -179,7 +207,11 @@ class Publisher:
         if not reloaded and any("NOSCRIPT" in str(r.get("error", "")) for r in replies):
             target.script_sha = None  # Redis lost its scripts (restart): load and push again
             logs.warning("script_reloaded", region=target.code)
-            await target.ensure_script()
+            try:
+                await target.ensure_script()
+            except PublishError as exc:
+                exc.may_have_run = False  # the push found no script, the load has no job
+                raise
             await self._send(target, pushes, outcomes, part, reloaded=True)
             return
         region_error = region_failure(replies)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,14 +30,25 @@ from relay.errors import (
 REQUEST_RETRY = Backoff(first=0.05, most=2.0, jitter=0.5)
 
 
-# Inline errors that concern the database or the request, never one job: Upstash's quotas
-# and size limits (phrases), and Redis's "cannot write now" states (error codes).
-REGION_ERROR_PHRASES = (
-    "db capacity quota exceeded",
-    "max requests limit exceeded",
-    "max concurrent connections exceeded",
-    "max request size exceeded",
-    "max single record size exceeded",
+# Errors that concern the database or the request, never one job, however many jobs the
+# request carried: Upstash's quotas and limits (its troubleshooting pages: data size, the
+# monthly and the older free tier's daily command quota, connections, request and record
+# size), and Redis's "cannot write now" states (error codes). Upstash documents no text for
+# its bandwidth and rate limits: any "max ... limit exceeded", quota, bandwidth or rate
+# limit text counts. A job's own limit ("ERR max key size exceeded. Limit: ...") does not.
+REGION_ERROR_TEXT = re.compile(
+    r"db capacity quota exceeded"
+    r"|max requests limit exceeded"
+    r"|max daily request limit exceeded"
+    r"|max concurrent connections exceeded"
+    r"|max request size exceeded"
+    r"|max single record size exceeded"
+    r"|\bmax\b[^.]*\blimit exceeded"
+    r"|\bquota exceeded"
+    r"|\bbandwidth\b"
+    r"|\brate ?limit"
+    r"|\btoo many requests\b",
+    re.IGNORECASE,
 )
 REGION_ERROR_CODES = (
     "OOM",
@@ -52,21 +64,22 @@ REGION_ERROR_CODES = (
 
 
 def is_region_error(message: str) -> bool:
+    """Whether an error text concerns the whole region (see REGION_ERROR_TEXT)."""
     code = message.split(" ", 1)[0]
-    text = message.lower()
-    return code in REGION_ERROR_CODES or any(p in text for p in REGION_ERROR_PHRASES)
+    return code in REGION_ERROR_CODES or REGION_ERROR_TEXT.search(message) is not None
 
 
 # Replies as answered -> the replies that count (see UpstashClient.pipeline).
 Expand = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
-# A pipeline of at least this many commands, most of which failed, failed as a region.
+# Errors of a text not known as a region's: a pipeline of at least this many commands, most
+# of which failed, failed as a region (fewer tell nothing of the region).
 MOST_FAILED_MIN = 3
 
 
 def region_failure(replies: list[dict[str, Any]]) -> str | None:
     """The error that makes this whole pipeline a region failure, if any: a region-level
-    error text, or most commands of the pipeline failing."""
+    error text, whatever the number of commands, or most commands of the pipeline failing."""
     errors = [str(r["error"]) for r in replies if "error" in r]
     for error in errors:
         if is_region_error(error):
@@ -78,6 +91,22 @@ def region_failure(replies: list[dict[str, Any]]) -> str | None:
     ):
         return f"{len(errors)} of {len(replies)} commands failed: {errors[0]}"
     return None
+
+
+# Transport errors that prove the request never left: httpcore writes no byte of a request
+# before its connection is set up, so a failed or timed-out TCP connect, DNS lookup or TLS
+# handshake (ConnectError, ConnectTimeout), a proxy refusing the tunnel (ProxyError), no
+# free connection in the pool (PoolTimeout) or a URL it cannot send to (UnsupportedProtocol)
+# sent nothing: httpx uses neither TCP Fast Open nor TLS early data, and a connect timeout
+# ends before anything is written. Any other (a write or read error or timeout, a dropped
+# connection) may have carried the request, whole, to a region that ran it.
+NEVER_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.ProxyError,
+    httpx.UnsupportedProtocol,
+)
 
 
 class UpstashClient:
@@ -150,6 +179,17 @@ class UpstashClient:
                 wait_s = state.next_action.sleep if state.next_action else 0.0
                 self.on_retry(str(exc), state.attempt_number, wait_s)
 
+        ran = False  # whether an attempt so far may have run the request
+
+        async def attempt() -> Any:
+            nonlocal ran
+            try:
+                return await self._post_once(path, body, commands, expand)
+            except PublishError as exc:
+                # what an earlier attempt may have done stays possible: the error says so
+                ran = exc.may_have_run = ran or exc.may_have_run
+                raise
+
         retrying = AsyncRetrying(
             stop=stop_after_delay(self.retry_window),
             retry=retry_allowed,
@@ -158,7 +198,7 @@ class UpstashClient:
             before_sleep=count_retry,
             reraise=True,
         )
-        return await retrying(self._post_once, path, body, commands, expand)
+        return await retrying(attempt)
 
     async def _post_once(
         self, path: str, body: str, commands: int | None, expand: Expand | None
@@ -168,8 +208,7 @@ class UpstashClient:
         try:
             response = await self._http.post(path, content=body, headers=headers)
         except httpx.TransportError as exc:  # connect/read errors, timeouts, dropped sockets
-            # a refused or timed-out connect never carried the request
-            sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+            sent = not isinstance(exc, NEVER_SENT)
             error = TransientError(f"region {self.region}: {type(exc).__name__}", sent=sent)
             self._attempted(False, str(error))
             raise error from exc

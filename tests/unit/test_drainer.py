@@ -12,7 +12,7 @@ import pytest
 from relay.breaker import State
 from relay.config import RelaySettings
 from relay.drainer import Drainer
-from relay.errors import MalformedReply, RegionRefused
+from relay.errors import MalformedReply, RegionRefused, TokenRefused, TransientError
 from relay.outcomes import FAILED, HELD, PUSHED, WAIT, Outcome, settle
 from relay.publish import Publisher
 from tests.support.fakes import (
@@ -244,3 +244,46 @@ async def test_push_intents_go_with_the_claim_unless_an_answer_was_unreadable():
     eu.client.answer = unreadable
     assert await drainer.drain_once() == 1
     assert store.intents == {make_job(3).job_id: "eu"}  # maybe pushed: pinned to eu
+
+
+async def test_a_push_that_never_ran_leaves_no_intent_and_its_jobs_fall_back():
+    _, store, eu, us, _, drainer = setup()
+    store.due["eu"] = [make_job(1), make_job(2)]
+
+    def refused(calls):
+        eu.attempted(False)  # as UpstashClient reports each attempt
+        raise TransientError("region eu: ConnectError", sent=False)
+
+    eu.client.answer = refused
+    for _ in range(eu.breaker.threshold):
+        with pytest.raises(TransientError, match="ConnectError"):
+            await drainer.drain_once()
+        assert store.intents == {}  # nothing was sent: nothing is pinned to eu
+        assert [r.attempts for r in store.requeued] == [0, 0]  # back as they were
+        store.due["eu"], store.requeued = [r.job for r in store.requeued], []
+    assert eu.breaker.state is State.OPEN
+    assert await drainer.drain_once() == 2
+    assert len(us.client.requests) == 1 and drainer.counts.rerouted == 2
+
+
+async def test_a_push_that_may_have_run_keeps_its_intent_and_a_refused_token_does_not():
+    _, store, eu, _, _, drainer = setup()
+    store.due["eu"] = [make_job(1)]
+
+    def lost(calls):
+        raise TransientError("region eu: ReadTimeout")
+
+    eu.client.answer = lost
+    with pytest.raises(TransientError):
+        await drainer.drain_once()  # the claim rolls back; the jobs wait for eu
+    assert store.intents == {make_job(1).job_id: "eu"}
+    store.intent_rows.clear()
+    store.due["eu"] = [make_job(2)]
+
+    def refused(calls):
+        raise TokenRefused("eu", 401)
+
+    eu.client.answer = refused
+    with pytest.raises(TokenRefused):  # raised for the breaker to open at once
+        await drainer.drain_once()
+    assert store.intents == {} and [r.attempts for r in store.requeued] == [0]
