@@ -38,7 +38,9 @@ SKEW_FAIL_S = 5.0
 # What the relay does, as sql/roles.sql grants it to pgpulse_relay (tests/ops/test_doctor.py
 # compares the two): table -> privilege -> None for the whole table, or the columns it needs.
 RELAY_NEEDS: dict[str, dict[str, tuple[str, ...] | None]] = {
-    "public.monitors": {"SELECT": ("id", "preferred_region", "allow_fallback", "check_regions")},
+    "pgpulse.schedule": {
+        "SELECT": ("monitor_id", "preferred_region", "allow_fallback", "check_regions")
+    },
     "pgpulse.regions": {"SELECT": None, "UPDATE": ("healthy", "healthy_changed_at", "degraded")},
     "pgpulse.outbox": {"SELECT": None, "INSERT": None, "DELETE": None, "UPDATE": ("attempts",)},
     "pgpulse.dead_letters": {

@@ -27,53 +27,53 @@ CREATE TABLE pgpulse.regions (
 );
 CREATE UNIQUE INDEX regions_single_default ON pgpulse.regions (is_default) WHERE is_default;
 
+-- The product's monitors (created here on a fresh database; an existing one is adopted). It
+-- is the product's: pgpulse reads it through its triggers and never writes, constrains or
+-- indexes it. What pgpulse schedules from it lives in pgpulse.schedule.
 CREATE TABLE public.monitors (
     id                     uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    -- the trigger monitors_url_checked checks it in full (pgpulse.url_problem)
-    -- no CHECK: PostgreSQL would evaluate it on each of the tick's updates too
     url                    text NOT NULL,
-    method                 text NOT NULL DEFAULT 'GET'
-                           CONSTRAINT monitor_method_known CHECK (
-                               method IN ('GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS')),
-    timeout_ms             integer NOT NULL DEFAULT 10000
-                           CONSTRAINT monitor_timeout_100ms_to_120s CHECK (timeout_ms BETWEEN 100 AND 120000),
-    expected_status        integer[] NOT NULL DEFAULT '{200}'
-                           CONSTRAINT monitor_expected_status_http CHECK (
-                               cardinality(expected_status) BETWEEN 1 AND 32
-                               AND 100 <= ALL (expected_status) AND 599 >= ALL (expected_status)),
-    check_retries          smallint NOT NULL DEFAULT 1           -- the worker's own retries
-                           CONSTRAINT monitor_check_retries_0_to_5 CHECK (check_retries BETWEEN 0 AND 5),
-    check_retry_delay_ms   integer NOT NULL DEFAULT 2000
-                           CONSTRAINT monitor_check_retry_delay CHECK (check_retry_delay_ms BETWEEN 0 AND 60000),
-    check_interval_minutes integer NOT NULL DEFAULT 5
-                           CONSTRAINT monitor_interval_1_to_1440_minutes CHECK (check_interval_minutes BETWEEN 1 AND 1440),
+    method                 text NOT NULL DEFAULT 'GET',
+    timeout_ms             integer NOT NULL DEFAULT 10000,
+    expected_status        integer[] NOT NULL DEFAULT '{200}',
+    check_retries          smallint NOT NULL DEFAULT 1,         -- the worker's own retries
+    check_retry_delay_ms   integer NOT NULL DEFAULT 2000,
+    check_interval_minutes integer NOT NULL DEFAULT 5,
     is_active              boolean NOT NULL DEFAULT true,
-    preferred_region       text REFERENCES pgpulse.regions (code) ON UPDATE CASCADE ON DELETE SET NULL,
+    preferred_region       text,
     allow_fallback         boolean NOT NULL DEFAULT true,        -- false: wait for preferred region
-    criticality            text NOT NULL DEFAULT 'normal'
-                           CONSTRAINT monitor_criticality_known CHECK (
-                               criticality IN ('critical', 'high', 'normal', 'low')),
-    next_check_at          timestamptz NOT NULL,                 -- set from the phase when omitted
-    last_scheduled_at      timestamptz,
+    criticality            text NOT NULL DEFAULT 'normal',
+    next_check_at          timestamptz,      -- a change moves the next slot there ("check now")
+    last_scheduled_at      timestamptz,      -- kept for the product; pgpulse.monitor_schedule has it
     created_at             timestamptz NOT NULL DEFAULT now(),
-    -- the check as workers receive it, kept by a trigger: the tick copies it per job
-    -- instead of building it (a tenth of the tick's time)
-    check_spec             jsonb NOT NULL,
-    -- the interval the tick uses; kept in step with check_interval_minutes by a trigger
-    -- (whichever of the two an INSERT or UPDATE sets wins)
-    check_interval_seconds integer NOT NULL
-                           CONSTRAINT monitor_interval_seconds_10_to_86400 CHECK (
-                               check_interval_seconds BETWEEN 10 AND 86400),
+    -- NULL: check_interval_minutes; else the interval in seconds (sub-minute checks)
+    check_interval_seconds integer,
     -- NULL: one job per slot, routed by preferred_region; else one job per listed region
     check_regions          text[]
-                           CONSTRAINT monitor_check_regions_list CHECK (
-                               cardinality(check_regions) BETWEEN 1 AND 16
-                               AND array_position(check_regions, NULL) IS NULL),
-    -- '-infinity' ("check now" elsewhere) would sort first and break every tick's arithmetic
-    CONSTRAINT monitor_next_check_at_finite CHECK (isfinite(next_check_at))
 );
--- The tick's lookup: only active monitors, in due order.
-CREATE INDEX monitors_due ON public.monitors (next_check_at) WHERE is_active;
+
+-- What pgpulse schedules, one narrow row per monitor of the product's table, kept in step by
+-- the triggers of sql/30_monitor_triggers.sql when the product's transaction commits. The
+-- tick reads and locks only these rows. A row pgpulse cannot schedule (its interval, URL or
+-- check out of range) is parked: kept, with the reason, never due.
+CREATE TABLE pgpulse.schedule (
+    monitor_id             uuid PRIMARY KEY,       -- the product's id, of its type
+    is_active              boolean NOT NULL,
+    parked                 text,                   -- why it is not scheduled (NULL: it is)
+    next_check_at          timestamptz NOT NULL
+                           CONSTRAINT schedule_next_check_at_finite CHECK (isfinite(next_check_at)),
+    last_scheduled_at      timestamptz,
+    check_interval_seconds integer NOT NULL,
+    preferred_region       text,
+    allow_fallback         boolean NOT NULL,
+    criticality            text NOT NULL,
+    check_regions          text[],
+    check_spec             jsonb NOT NULL          -- the check as workers receive it
+);
+-- The tick's lookup: only what it may schedule, in due order.
+CREATE INDEX schedule_due ON pgpulse.schedule (next_check_at) WHERE is_active AND parked IS NULL;
+COMMENT ON TABLE pgpulse.schedule IS
+    'pgpulse''s schedule, one row per product monitor; written only by pgpulse';
 
 -- One row per job waiting to be published. Rows are deleted when published.
 CREATE TABLE pgpulse.outbox (
@@ -188,3 +188,12 @@ CREATE TABLE pgpulse.maintenance_windows (
             AND start_time IS NOT NULL
             AND duration > interval '0' AND duration <= interval '7 days'), false))
 );
+
+-- Slots that a tick or a "schedule now" did not write because they fell in a maintenance
+-- window, appended per chunk (a product's transaction may write jobs: it never locks a row
+-- the tick updates); the tick folds them into maintenance_windows.skipped_slots.
+CREATE TABLE pgpulse.maintenance_skips (
+    window_id bigint NOT NULL REFERENCES pgpulse.maintenance_windows (id) ON DELETE CASCADE,
+    slots     bigint NOT NULL
+);
+CREATE INDEX maintenance_skips_window ON pgpulse.maintenance_skips (window_id);

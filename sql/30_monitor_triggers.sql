@@ -1,128 +1,201 @@
--- pgpulse schema, part 3 of 8: the monitors' triggers (interval, phase, check, jobs).
+-- pgpulse schema, part 3 of 8: following the product's monitors into pgpulse.schedule.
+--
+-- The product's INSERT, UPDATE, DELETE and TRUNCATE reach the schedule in the product's own
+-- transaction (so when it commits), whatever row-level security, grants and triggers the
+-- product has: AFTER triggers whose functions are SECURITY DEFINER, owned by the NOLOGIN
+-- role pgpulse_owner (sql/roles.sql), with rights on pgpulse's tables only; they read the
+-- product's new and old rows from the trigger, never the table, and write only pgpulse's
+-- tables (which fire no product code). A product write never fails because of pgpulse: a row
+-- pgpulse cannot schedule is parked with its reason (pgpulse.monitor_schedule shows it).
+-- Who owns each field: docs/adopting.md.
 
--- Gives a new monitor without next_check_at its first slot on its phase grid. An interval
--- out of range gets now() instead, so that the row's CHECK constraint names the problem
--- (rather than a division by zero here, or a NULL next_check_at).
-CREATE FUNCTION pgpulse._monitor_set_phase() RETURNS trigger
+-- The check as workers receive it (docs/queue-contract.md), from the check's columns.
+CREATE FUNCTION pgpulse._check_spec(
+    p_url text, p_method text, p_timeout_ms integer, p_expected integer[], p_retries integer,
+    p_delay_ms integer)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN jsonb_build_object(
+    'url', p_url, 'method', p_method, 'timeout_ms', p_timeout_ms,
+    'expected_status', to_jsonb(p_expected),
+    'retry', jsonb_build_object('max_attempts', p_retries + 1, 'delay_ms', p_delay_ms));
+
+-- An interval in seconds as the product states it: seconds when set, else minutes (bigint:
+-- a product's 2^31 minutes is out of range, not an overflow that fails its write).
+CREATE FUNCTION pgpulse._interval_s(p_minutes integer, p_seconds integer)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN coalesce(p_seconds::bigint, p_minutes::bigint * 60);
+
+-- Schedule rows for product rows pgpulse has not seen (new ones, or all of them in a
+-- resync): the first slot is the product's next_check_at, or the next one on the monitor's
+-- phase grid. A row there already takes every field anew.
+CREATE FUNCTION pgpulse._schedule_insert(p_rows public.monitors[])
+RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    NEW.next_check_at := CASE
-        WHEN NEW.check_interval_seconds BETWEEN 10 AND 86400
-            THEN pgpulse.next_slot(NEW.id, NEW.check_interval_seconds, now())
-        ELSE now()
-    END;
-    RETURN NEW;
+    INSERT INTO pgpulse.schedule AS s
+           (monitor_id, is_active, parked, next_check_at, check_interval_seconds,
+            preferred_region, allow_fallback, criticality, check_regions, check_spec)
+    SELECT n.id, coalesce(n.is_active, false), f.problem,
+           CASE WHEN isfinite(n.next_check_at) THEN n.next_check_at
+                WHEN f.problem IS NULL THEN pgpulse._grid_slot(n.id::text, i.interval_s::integer, now())
+                ELSE now() END,
+           least(greatest(coalesce(i.interval_s, 0), 0), 2147483647), n.preferred_region,
+           coalesce(n.allow_fallback, true), coalesce(n.criticality, ''), n.check_regions,
+           pgpulse._check_spec(n.url, n.method, n.timeout_ms, n.expected_status,
+                               n.check_retries, n.check_retry_delay_ms)
+      FROM unnest(p_rows) n
+     CROSS JOIN LATERAL (SELECT pgpulse._interval_s(n.check_interval_minutes,
+                                                    n.check_interval_seconds) AS interval_s) i
+     CROSS JOIN LATERAL (SELECT pgpulse._schedule_problem(
+                                    i.interval_s, n.url, n.method, n.timeout_ms,
+                                    n.expected_status, n.check_retries, n.check_retry_delay_ms,
+                                    n.criticality, n.check_regions) AS problem) f
+        ON CONFLICT (monitor_id) DO UPDATE
+       SET is_active = excluded.is_active, parked = excluded.parked,
+           next_check_at = excluded.next_check_at,
+           check_interval_seconds = excluded.check_interval_seconds,
+           preferred_region = excluded.preferred_region, allow_fallback = excluded.allow_fallback,
+           criticality = excluded.criticality, check_regions = excluded.check_regions,
+           check_spec = excluded.check_spec;
 END
 $$;
 
--- Builds a monitor's check_spec from the check's columns.
-CREATE FUNCTION pgpulse._monitor_check_spec() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    NEW.check_spec := jsonb_build_object(
-        'url', NEW.url, 'method', NEW.method, 'timeout_ms', NEW.timeout_ms,
-        'expected_status', to_jsonb(NEW.expected_status),
-        'retry', jsonb_build_object('max_attempts', NEW.check_retries + 1,
-                                    'delay_ms', NEW.check_retry_delay_ms));
-    RETURN NEW;
-END
-$$;
-
--- Keeps check_interval_seconds and check_interval_minutes in step: the one an INSERT or
--- UPDATE sets wins (seconds when both); minutes is the nearest whole minute, 1 to 1440.
--- Fires before monitors_set_phase (triggers fire in name order), which needs the seconds.
-CREATE FUNCTION pgpulse._monitor_interval() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF (TG_OP = 'INSERT' AND NEW.check_interval_seconds IS NOT NULL)
-       OR (TG_OP = 'UPDATE' AND NEW.check_interval_seconds IS DISTINCT FROM OLD.check_interval_seconds) THEN
-        NEW.check_interval_minutes := least(1440, greatest(1, round(NEW.check_interval_seconds / 60.0)));
-    ELSE
-        NEW.check_interval_seconds := NEW.check_interval_minutes * 60;
-    END IF;
-    RETURN NEW;
-END
-$$;
-
--- check_regions names regions that exist (a region removed later is skipped by the tick).
-CREATE FUNCTION pgpulse._monitor_check_regions() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_unknown text;
-BEGIN
-    SELECT min(c) INTO v_unknown
-      FROM unnest(NEW.check_regions) c
-     WHERE NOT EXISTS (SELECT 1 FROM pgpulse.regions r WHERE r.code = c);
-    IF v_unknown IS NOT NULL THEN
-        RAISE EXCEPTION 'check_regions: unknown region "%"', v_unknown
-            USING ERRCODE = 'foreign_key_violation';
-    END IF;
-    RETURN NEW;
-END
-$$;
-
--- A changed interval re-phases the next check onto the new interval's grid: never later
--- than one new interval from now (1440 -> 1 minutes does not wait for the old slot); so
--- does re-activation (its next slot, not a catch-up for the time it was off). A
--- next_check_at set by the same UPDATE wins.
-CREATE FUNCTION pgpulse._monitor_rephase() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF NEW.next_check_at IS NOT DISTINCT FROM OLD.next_check_at
-       AND NEW.check_interval_seconds BETWEEN 10 AND 86400 THEN
-        NEW.next_check_at := pgpulse._grid_slot(NEW.id::text, NEW.check_interval_seconds, now());
-    END IF;
-    RETURN NEW;
-END
-$$;
-
--- A deactivated or deleted monitor's waiting jobs go; a deleted one's dead letters too (a
--- retry would bring them back). SECURITY DEFINER: the product's own role changes monitors
--- and need not be allowed to touch pgpulse's tables.
-CREATE FUNCTION pgpulse._monitor_drop_jobs() RETURNS trigger
+-- New monitors. Their first slots within the horizon the ticks have written go to the
+-- outbox at once, in this transaction (see _schedule_now).
+CREATE FUNCTION pgpulse._follow_insert() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    DELETE FROM pgpulse.outbox WHERE monitor_id = OLD.id;
-    IF TG_OP = 'DELETE' THEN
-        DELETE FROM pgpulse.dead_letters WHERE monitor_id = OLD.id;
-    END IF;
+    PERFORM pgpulse._schedule_insert(ARRAY(SELECT n::public.monitors FROM new_monitors n));
+    PERFORM pgpulse._schedule_now();
     RETURN NULL;
 END
 $$;
 
--- A changed check (or criticality, or fallback choice) reaches the jobs still waiting.
-CREATE FUNCTION pgpulse._monitor_update_jobs() RETURNS trigger
+-- A changed monitor: the fields whose columns changed follow (the others keep what pgpulse
+-- holds: a region renamed in pgpulse.regions stays renamed). A changed interval re-phases
+-- the next slot onto the new grid and takes back the jobs written ahead for the old one (a
+-- slot already due is still checked); so does a re-activation or an unparked row (its next
+-- slot, not a catch-up). A next_check_at the product changed wins: its next slot is there.
+-- A deactivated or newly parked monitor's waiting jobs go; a changed check, criticality or
+-- fallback choice reaches the jobs still waiting.
+CREATE FUNCTION pgpulse._follow_update() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s          pgpulse.schedule%ROWTYPE;
+    v_old      pgpulse.schedule%ROWTYPE;
+    v_interval bigint;
+BEGIN
+    SELECT * INTO v_old FROM pgpulse.schedule WHERE monitor_id = OLD.id FOR UPDATE;
+    IF NOT FOUND OR NEW.id IS DISTINCT FROM OLD.id THEN
+        -- a changed id, or a row pgpulse never saw (following was off): follow it anew
+        DELETE FROM pgpulse.schedule WHERE monitor_id = OLD.id;
+        DELETE FROM pgpulse.outbox WHERE monitor_id = OLD.id;
+        PERFORM pgpulse._schedule_insert(ARRAY[NEW]);
+        RETURN NULL;
+    END IF;
+    s := v_old;
+    IF NEW.check_interval_seconds IS DISTINCT FROM OLD.check_interval_seconds
+       OR NEW.check_interval_minutes IS DISTINCT FROM OLD.check_interval_minutes THEN
+        -- the one of the two this UPDATE changed wins (seconds when both; NULL seconds:
+        -- minutes again)
+        v_interval := CASE
+            WHEN NEW.check_interval_seconds IS DISTINCT FROM OLD.check_interval_seconds
+                THEN pgpulse._interval_s(NEW.check_interval_minutes, NEW.check_interval_seconds)
+            ELSE NEW.check_interval_minutes::bigint * 60 END;
+        s.check_interval_seconds := least(greatest(v_interval, 0), 2147483647);
+    ELSE
+        v_interval := v_old.check_interval_seconds;
+    END IF;
+    IF NEW.preferred_region IS DISTINCT FROM OLD.preferred_region THEN
+        s.preferred_region := NEW.preferred_region;
+    END IF;
+    IF NEW.check_regions IS DISTINCT FROM OLD.check_regions THEN
+        s.check_regions := NEW.check_regions;
+    END IF;
+    s.is_active := coalesce(NEW.is_active, false);
+    s.allow_fallback := coalesce(NEW.allow_fallback, true);
+    s.criticality := coalesce(NEW.criticality, '');
+    s.check_spec := pgpulse._check_spec(NEW.url, NEW.method, NEW.timeout_ms, NEW.expected_status,
+                                        NEW.check_retries, NEW.check_retry_delay_ms);
+    s.parked := pgpulse._schedule_problem(v_interval, NEW.url, NEW.method, NEW.timeout_ms,
+                                          NEW.expected_status, NEW.check_retries,
+                                          NEW.check_retry_delay_ms, NEW.criticality,
+                                          s.check_regions);
+    IF s.parked IS NULL AND s.is_active
+       AND (NOT v_old.is_active OR v_old.parked IS NOT NULL
+            OR s.check_interval_seconds IS DISTINCT FROM v_old.check_interval_seconds) THEN
+        s.next_check_at := pgpulse._grid_slot(NEW.id::text, s.check_interval_seconds, now());
+    END IF;
+    IF NEW.next_check_at IS DISTINCT FROM OLD.next_check_at AND isfinite(NEW.next_check_at) THEN
+        s.next_check_at := NEW.next_check_at;
+    END IF;
+
+    IF NOT s.is_active OR s.parked IS NOT NULL THEN
+        DELETE FROM pgpulse.outbox WHERE monitor_id = NEW.id;
+    ELSIF s.check_interval_seconds IS DISTINCT FROM v_old.check_interval_seconds THEN
+        DELETE FROM pgpulse.outbox WHERE monitor_id = NEW.id AND scheduled_for > now();
+    END IF;
+    IF s.is_active AND s.parked IS NULL
+       AND (s.check_spec IS DISTINCT FROM v_old.check_spec
+            OR s.criticality IS DISTINCT FROM v_old.criticality
+            OR s.allow_fallback IS DISTINCT FROM v_old.allow_fallback) THEN
+        -- a multi-region job keeps the regions of its slot
+        UPDATE pgpulse.outbox
+           SET payload = s.check_spec || jsonb_strip_nulls(
+                   jsonb_build_object('slot_regions', payload -> 'slot_regions')),
+               criticality = s.criticality, allow_fallback = s.allow_fallback
+         WHERE monitor_id = NEW.id;
+    END IF;
+    UPDATE pgpulse.schedule
+       SET is_active = s.is_active, parked = s.parked, next_check_at = s.next_check_at,
+           check_interval_seconds = s.check_interval_seconds,
+           preferred_region = s.preferred_region, allow_fallback = s.allow_fallback,
+           criticality = s.criticality, check_regions = s.check_regions,
+           check_spec = s.check_spec
+     WHERE monitor_id = NEW.id;
+    RETURN NULL;
+END
+$$;
+
+-- Deleted monitors: their schedule rows, waiting jobs and dead letters go (a retry would
+-- bring them back).
+CREATE FUNCTION pgpulse._follow_delete() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    -- a multi-region job keeps the regions of its slot
-    UPDATE pgpulse.outbox
-       SET payload = NEW.check_spec || jsonb_strip_nulls(
-               jsonb_build_object('slot_regions', payload -> 'slot_regions')),
-           criticality = NEW.criticality, allow_fallback = NEW.allow_fallback
-     WHERE monitor_id = NEW.id;
+    DELETE FROM pgpulse.schedule s USING old_monitors o WHERE s.monitor_id = o.id;
+    DELETE FROM pgpulse.outbox j USING old_monitors o WHERE j.monitor_id = o.id;
+    DELETE FROM pgpulse.dead_letters d USING old_monitors o WHERE d.monitor_id = o.id;
+    RETURN NULL;
+END
+$$;
+
+-- A truncated monitors table: nothing is left to schedule.
+CREATE FUNCTION pgpulse._follow_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM pgpulse.schedule;
+    DELETE FROM pgpulse.outbox;
+    DELETE FROM pgpulse.dead_letters;
     RETURN NULL;
 END
 $$;
 
 -- A job put back after a failure (the relay's requeue, a dead letter retried) may have
 -- been in flight while its monitor changed: it is dropped when the monitor is inactive or
--- parked (its URL refused), and otherwise carries the monitor's check as it is now. (A job
--- without a monitor row was not written by the tick, or its monitor was deleted while it
--- was in flight: kept.)
+-- parked, and otherwise carries the monitor's check as it is now. (A job without a schedule
+-- row was not written by the tick, or its monitor was deleted while it was in flight: kept.)
 CREATE FUNCTION pgpulse._outbox_requeue_current() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -130,12 +203,12 @@ AS $$
 DECLARE
     v_monitor record;
 BEGIN
-    SELECT m.is_active, m.check_spec, m.criticality, m.allow_fallback, m.next_check_at
+    SELECT s.is_active, s.parked, s.check_spec, s.criticality, s.allow_fallback
       INTO v_monitor
-      FROM public.monitors m WHERE m.id = NEW.monitor_id;
+      FROM pgpulse.schedule s WHERE s.monitor_id = NEW.monitor_id;
     IF NOT FOUND THEN
         RETURN NEW;
-    ELSIF NOT v_monitor.is_active OR v_monitor.next_check_at = '9999-12-31 23:59:59+00' THEN
+    ELSIF NOT v_monitor.is_active OR v_monitor.parked IS NOT NULL THEN
         RETURN NULL;
     END IF;
     NEW.payload := v_monitor.check_spec || jsonb_strip_nulls(
@@ -146,55 +219,71 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER monitors_interval
-    BEFORE INSERT OR UPDATE OF check_interval_minutes, check_interval_seconds
+CREATE TRIGGER pgpulse_follow_insert
+    AFTER INSERT ON public.monitors
+    REFERENCING NEW TABLE AS new_monitors
+    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._follow_insert();
+
+-- Only a change of a followed column: an ORM's full-row save that writes back what it read
+-- is no change, and an UPDATE of a column pgpulse does not follow never fires it.
+CREATE TRIGGER pgpulse_follow_update
+    AFTER UPDATE OF id, url, method, timeout_ms, expected_status, check_retries,
+                    check_retry_delay_ms, check_interval_minutes, check_interval_seconds,
+                    is_active, preferred_region, allow_fallback, criticality, next_check_at,
+                    check_regions
     ON public.monitors
-    FOR EACH ROW EXECUTE FUNCTION pgpulse._monitor_interval();
+    FOR EACH ROW WHEN ((NEW.id, NEW.url, NEW.method, NEW.timeout_ms, NEW.expected_status,
+                        NEW.check_retries, NEW.check_retry_delay_ms, NEW.check_interval_minutes,
+                        NEW.check_interval_seconds, NEW.is_active, NEW.preferred_region,
+                        NEW.allow_fallback, NEW.criticality, NEW.next_check_at, NEW.check_regions)
+                       IS DISTINCT FROM
+                       (OLD.id, OLD.url, OLD.method, OLD.timeout_ms, OLD.expected_status,
+                        OLD.check_retries, OLD.check_retry_delay_ms, OLD.check_interval_minutes,
+                        OLD.check_interval_seconds, OLD.is_active, OLD.preferred_region,
+                        OLD.allow_fallback, OLD.criticality, OLD.next_check_at, OLD.check_regions))
+    EXECUTE FUNCTION pgpulse._follow_update();
 
-CREATE TRIGGER monitors_check_regions
-    BEFORE INSERT OR UPDATE OF check_regions ON public.monitors
-    FOR EACH ROW WHEN (NEW.check_regions IS NOT NULL)
-    EXECUTE FUNCTION pgpulse._monitor_check_regions();
+-- ... and after the statement, the slots its changes made due (a re-activation, a new
+-- interval, a "check now" through next_check_at, a fixed URL) are written at once.
+CREATE FUNCTION pgpulse._follow_schedule_now() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pgpulse._schedule_now();
+    RETURN NULL;
+END
+$$;
 
--- Only the check's own columns: the tick's updates (next_check_at) do not fire it.
-CREATE TRIGGER monitors_check_spec
-    BEFORE INSERT OR UPDATE OF url, method, timeout_ms, expected_status, check_retries,
-                               check_retry_delay_ms, check_spec
+CREATE TRIGGER pgpulse_follow_update_schedule_now
+    AFTER UPDATE OF id, url, method, timeout_ms, expected_status, check_retries,
+                    check_retry_delay_ms, check_interval_minutes, check_interval_seconds,
+                    is_active, criticality, next_check_at, check_regions
     ON public.monitors
-    FOR EACH ROW EXECUTE FUNCTION pgpulse._monitor_check_spec();
+    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._follow_schedule_now();
 
-CREATE TRIGGER monitors_set_phase
-    BEFORE INSERT ON public.monitors
-    FOR EACH ROW WHEN (NEW.next_check_at IS NULL)
-    EXECUTE FUNCTION pgpulse._monitor_set_phase();
-
--- after monitors_interval (triggers fire in name order), which sets the seconds
-CREATE TRIGGER monitors_rephase
-    BEFORE UPDATE OF is_active, check_interval_minutes, check_interval_seconds ON public.monitors
-    FOR EACH ROW WHEN (NEW.check_interval_seconds IS DISTINCT FROM OLD.check_interval_seconds
-                       OR (NEW.is_active AND NOT OLD.is_active))
-    EXECUTE FUNCTION pgpulse._monitor_rephase();
-
-CREATE TRIGGER monitors_update_jobs
-    AFTER UPDATE OF url, method, timeout_ms, expected_status, check_retries,
-                    check_retry_delay_ms, check_spec, criticality, allow_fallback
-    ON public.monitors
-    FOR EACH ROW WHEN (NEW.check_spec IS DISTINCT FROM OLD.check_spec
-                       OR NEW.criticality IS DISTINCT FROM OLD.criticality
-                       OR NEW.allow_fallback IS DISTINCT FROM OLD.allow_fallback)
-    EXECUTE FUNCTION pgpulse._monitor_update_jobs();
-
-CREATE TRIGGER monitors_deactivated_drop_jobs
-    AFTER UPDATE OF is_active ON public.monitors
-    FOR EACH ROW WHEN (OLD.is_active AND NOT NEW.is_active)
-    EXECUTE FUNCTION pgpulse._monitor_drop_jobs();
-
-CREATE TRIGGER monitors_deleted_drop_jobs
+CREATE TRIGGER pgpulse_follow_delete
     AFTER DELETE ON public.monitors
-    FOR EACH ROW EXECUTE FUNCTION pgpulse._monitor_drop_jobs();
+    REFERENCING OLD TABLE AS old_monitors
+    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._follow_delete();
+
+CREATE TRIGGER pgpulse_follow_truncate
+    AFTER TRUNCATE ON public.monitors
+    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._follow_truncate();
 
 -- The tick writes jobs without last_error: it never fires this.
 CREATE TRIGGER outbox_requeue_current
     BEFORE INSERT ON pgpulse.outbox
     FOR EACH ROW WHEN (NEW.last_error IS NOT NULL)
     EXECUTE FUNCTION pgpulse._outbox_requeue_current();
+
+
+-- For the product: each monitor's next slot, when pgpulse last scheduled it, and why it is
+-- parked (NULL: it is scheduled). security_invoker, through the product's own table: its
+-- row-level security decides which monitors a role sees here.
+CREATE VIEW pgpulse.monitor_schedule WITH (security_invoker = true) AS
+SELECT m.id AS monitor_id, s.next_check_at, s.last_scheduled_at, s.parked, s.is_active
+  FROM public.monitors m
+  JOIN pgpulse.schedule s ON s.monitor_id = m.id;
+COMMENT ON VIEW pgpulse.monitor_schedule IS
+    'next_check_at, last_scheduled_at and why a monitor is parked, per product monitor';

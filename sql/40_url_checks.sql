@@ -267,83 +267,96 @@ BEGIN
 END
 $$;
 
--- Refuses a monitor whose URL url_problem refuses (check_violation, one line naming the
--- problem). A parked monitor (its URL was refused when revision 0010 or
--- recheck_monitor_urls found it) is scheduled again when its URL is fixed, and refused
--- when something else would make it due (a re-activation, a new interval, a "check now").
-CREATE FUNCTION pgpulse._monitor_url_checked() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_problem text;
-BEGIN
-    IF TG_OP = 'UPDATE' AND NEW.url IS NOT DISTINCT FROM OLD.url
-       AND NOT (OLD.next_check_at = '9999-12-31 23:59:59+00'
-                AND NEW.next_check_at IS DISTINCT FROM OLD.next_check_at) THEN
-        RETURN NEW;
-    END IF;
-    v_problem := pgpulse.url_problem(NEW.url);
-    IF v_problem IS NOT NULL THEN
-        RAISE EXCEPTION 'monitor url: %', v_problem
-            USING ERRCODE = 'check_violation', CONSTRAINT = 'monitor_url_http',
-                  SCHEMA = 'public', TABLE = 'monitors', COLUMN = 'url',
-                  DETAIL = format('monitor %s', NEW.id);
-    END IF;
-    IF TG_OP = 'UPDATE' AND OLD.next_check_at = '9999-12-31 23:59:59+00'
-       AND NEW.next_check_at = OLD.next_check_at THEN
-        NEW.next_check_at := pgpulse._grid_slot(NEW.id::text, NEW.check_interval_seconds, now());
-    END IF;
-    RETURN NEW;
-END
-$$;
+-- Why pgpulse cannot schedule a monitor with these values (one line), or NULL: what
+-- parks it (sql/30_monitor_triggers.sql).
+CREATE FUNCTION pgpulse._schedule_problem(
+    p_interval_s bigint, p_url text, p_method text, p_timeout_ms integer,
+    p_expected integer[], p_retries integer, p_delay_ms integer, p_criticality text,
+    p_regions text[])
+RETURNS text
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT CASE
+        WHEN p_interval_s IS NULL OR p_interval_s NOT BETWEEN 10 AND 86400
+            THEN 'interval: ' || coalesce(p_interval_s::text || ' s', 'none')
+                 || ' is not 10 s to 1 day'
+        WHEN p_criticality IS NULL OR p_criticality NOT IN ('critical', 'high', 'normal', 'low')
+            THEN 'criticality: ' || coalesce(quote_literal(p_criticality), 'none')
+                 || ' is not critical, high, normal or low'
+        WHEN p_method IS NULL
+             OR p_method NOT IN ('GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS')
+            THEN 'method: ' || coalesce(quote_literal(p_method), 'none') || ' is not an HTTP method'
+        WHEN p_timeout_ms IS NULL OR p_timeout_ms NOT BETWEEN 100 AND 120000
+            THEN 'timeout_ms: ' || coalesce(p_timeout_ms::text, 'none') || ' is not 100 to 120000'
+        WHEN p_expected IS NULL OR cardinality(p_expected) NOT BETWEEN 1 AND 32
+             OR array_position(p_expected, NULL) IS NOT NULL
+             OR 100 > ANY (p_expected) OR 599 < ANY (p_expected)
+            THEN 'expected_status: not 1 to 32 HTTP statuses'
+        WHEN p_retries IS NULL OR p_retries NOT BETWEEN 0 AND 5
+            THEN 'check_retries: ' || coalesce(p_retries::text, 'none') || ' is not 0 to 5'
+        WHEN p_delay_ms IS NULL OR p_delay_ms NOT BETWEEN 0 AND 60000
+            THEN 'check_retry_delay_ms: ' || coalesce(p_delay_ms::text, 'none')
+                 || ' is not 0 to 60000'
+        WHEN p_regions IS NOT NULL AND (cardinality(p_regions) NOT BETWEEN 1 AND 16
+                                        OR array_position(p_regions, NULL) IS NOT NULL)
+            THEN 'check_regions: not 1 to 16 region codes'
+        ELSE 'url: ' || pgpulse.url_problem(p_url)
+    END;
+END;
 
--- Last of the BEFORE triggers (name order): it sees the slot monitors_rephase set. The
--- tick's own updates (next_check_at of due monitors) never call it.
-CREATE TRIGGER monitors_url_checked
-    BEFORE INSERT OR UPDATE OF url ON public.monitors
-    FOR EACH ROW EXECUTE FUNCTION pgpulse._monitor_url_checked();
+-- Why a schedule row cannot be scheduled, from what it holds (its check as workers get it):
+-- the rules as they are now (after a change of pgpulse.allow_private_targets, say).
+CREATE FUNCTION pgpulse._schedule_problem_now(s pgpulse.schedule)
+RETURNS text
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT pgpulse._schedule_problem(
+        s.check_interval_seconds, s.check_spec ->> 'url', s.check_spec ->> 'method',
+        (s.check_spec ->> 'timeout_ms')::integer,
+        ARRAY(SELECT e::integer FROM jsonb_array_elements_text(s.check_spec -> 'expected_status') e),
+        (s.check_spec #>> '{retry,max_attempts}')::integer - 1,
+        (s.check_spec #>> '{retry,delay_ms}')::integer,
+        s.criticality, s.check_regions);
+END;
 
-CREATE TRIGGER monitors_url_parked
-    BEFORE UPDATE OF next_check_at, is_active, check_interval_minutes, check_interval_seconds
-    ON public.monitors
-    FOR EACH ROW WHEN (OLD.next_check_at = '9999-12-31 23:59:59+00'
-                       AND NEW.next_check_at IS DISTINCT FROM OLD.next_check_at)
-    EXECUTE FUNCTION pgpulse._monitor_url_checked();
-
--- Checks every monitor's URL again under the rules as they are now (after a change of
+-- Checks every monitor again under the rules as they are now (after a change of
 -- pgpulse.allow_private_targets): parks those refused now, dropping their waiting jobs, and
--- schedules again the parked ones accepted now.
+-- schedules again, from their next slot, the parked ones accepted now.
 CREATE FUNCTION pgpulse.recheck_monitor_urls(OUT parked integer, OUT resumed integer)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     WITH refused AS (
-        UPDATE public.monitors m SET next_check_at = '9999-12-31 23:59:59+00'
-         WHERE m.next_check_at <> '9999-12-31 23:59:59+00'
-           AND pgpulse.url_problem(m.url) IS NOT NULL
-        RETURNING m.id::text AS id
+        UPDATE pgpulse.schedule s SET parked = p.problem
+          FROM pgpulse.schedule o
+         CROSS JOIN LATERAL pgpulse._schedule_problem_now(o) p(problem)
+         WHERE s.monitor_id = o.monitor_id AND o.parked IS NULL AND p.problem IS NOT NULL
+        RETURNING s.monitor_id
     ), dropped AS (
-        DELETE FROM pgpulse.outbox o USING refused r WHERE o.monitor_id::text = r.id
+        DELETE FROM pgpulse.outbox j USING refused r WHERE j.monitor_id = r.monitor_id
     )
     SELECT count(*) INTO parked FROM refused;
-    UPDATE public.monitors m
-       SET next_check_at = pgpulse._grid_slot(m.id::text, m.check_interval_seconds, now())
-     WHERE m.next_check_at = '9999-12-31 23:59:59+00' AND pgpulse.url_problem(m.url) IS NULL;
-    GET DIAGNOSTICS resumed = ROW_COUNT;
+    WITH accepted AS (
+        UPDATE pgpulse.schedule s
+           SET parked = NULL,
+               next_check_at = pgpulse._grid_slot(s.monitor_id::text, s.check_interval_seconds, now())
+         WHERE s.parked IS NOT NULL AND pgpulse._schedule_problem_now(s) IS NULL
+        RETURNING 1
+    )
+    SELECT count(*) INTO resumed FROM accepted;
 END
 $$;
 
--- Monitors whose URL the rules refuse now, and whether they are parked.
+-- Monitors whose check the rules refuse now, and whether they are parked.
 CREATE FUNCTION pgpulse.monitor_url_problems()
 RETURNS TABLE (monitor_id text, url text, problem text, parked boolean)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT m.id::text, m.url, p.problem, m.next_check_at = '9999-12-31 23:59:59+00'
-      FROM public.monitors m
-     CROSS JOIN LATERAL pgpulse.url_problem(m.url) p(problem)
+    SELECT s.monitor_id::text, s.check_spec ->> 'url', p.problem, s.parked IS NOT NULL
+      FROM pgpulse.schedule s
+     CROSS JOIN LATERAL pgpulse._schedule_problem_now(s) p(problem)
      WHERE p.problem IS NOT NULL
-     ORDER BY m.id::text
+     ORDER BY s.monitor_id::text
 $$;

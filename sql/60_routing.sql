@@ -36,11 +36,14 @@ BEGIN
 END
 $$;
 
--- The region a monitor's job goes to (see _routing), or NULL for round-robin.
+-- The region a monitor's job goes to (see _routing), or NULL for round-robin. Without
+-- fallback, its own region while that exists (a deleted region gets no job: the monitor
+-- stays due, counted unrouted).
 CREATE FUNCTION pgpulse._route(p_preferred text, p_allow_fallback boolean, p_route jsonb)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN CASE WHEN p_allow_fallback THEN p_route ->> p_preferred ELSE p_preferred END;
+RETURN CASE WHEN p_allow_fallback THEN p_route ->> p_preferred
+            WHEN p_route ? p_preferred THEN p_preferred END;
 
 -- The regions a multi-region monitor's slot goes to: each listed region routed by its own
 -- fallback rules (see _route), without duplicates (two listed regions whose jobs would land
@@ -53,3 +56,23 @@ BEGIN ATOMIC
       FROM unnest(p_regions) c, pgpulse._route(c, p_allow_fallback, p_route) r
      WHERE r IS NOT NULL;
 END;
+
+-- A renamed region is renamed where pgpulse holds its code: the monitors' schedule (the
+-- product's own columns are the product's to change) and the jobs waiting for it.
+CREATE FUNCTION pgpulse._region_renamed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE pgpulse.schedule SET preferred_region = NEW.code WHERE preferred_region = OLD.code;
+    UPDATE pgpulse.schedule SET check_regions = array_replace(check_regions, OLD.code, NEW.code)
+     WHERE check_regions @> ARRAY[OLD.code];
+    UPDATE pgpulse.outbox SET region = NEW.code WHERE region = OLD.code;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER regions_renamed
+    AFTER UPDATE OF code ON pgpulse.regions
+    FOR EACH ROW WHEN (NEW.code IS DISTINCT FROM OLD.code)
+    EXECUTE FUNCTION pgpulse._region_renamed();

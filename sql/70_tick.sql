@@ -14,12 +14,12 @@
 -- p_keep_existing, which keeps the jobs already there. Slots inside a maintenance window
 -- are not written (skipped counts them, and so does the window). p_now: the clock, for
 -- tests that move it (NULL: clock_timestamp()). p_skip: ids (as text) of monitors this
--- tick could not schedule (see _tick_step). p_only: only these monitors (ids as text), for
--- the triggers that schedule a new or re-activated monitor at once.
+-- tick could not schedule (see _tick_step). It reads and locks rows of pgpulse.schedule
+-- only, never the product's table. A monitor without fallback whose region no longer
+-- exists gets no job (it stays due and is counted unrouted).
 CREATE FUNCTION pgpulse._tick_chunk(
     p_horizon timestamptz, p_chunk integer, p_rr bigint, p_route jsonb, p_wheel text[],
     p_keep_existing boolean, p_now timestamptz DEFAULT NULL, p_skip text[] DEFAULT '{}',
-    p_only text[] DEFAULT NULL,
     OUT claimed integer, OUT written integer, OUT wheeled integer, OUT skipped integer)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -36,13 +36,13 @@ DECLARE
     v_windows boolean := EXISTS (SELECT 1 FROM pgpulse.maintenance_windows);
 BEGIN
     WITH due AS MATERIALIZED (
-        SELECT m.ctid AS row_ref, m.id, m.check_spec, m.criticality, m.allow_fallback,
+        SELECT m.ctid AS row_ref, m.monitor_id AS id, m.check_spec, m.criticality, m.allow_fallback,
                m.check_regions, m.check_interval_seconds AS iv_s,
                CASE
                    -- more than a year late (or a -infinity that slipped past the CHECK):
                    -- restart on the phase grid, the latest slot not after now
                    WHEN m.next_check_at < v_now - interval '1 year'
-                       THEN pgpulse._grid_slot(m.id::text, m.check_interval_seconds,
+                       THEN pgpulse._grid_slot(m.monitor_id::text, m.check_interval_seconds,
                                                v_now - make_interval(secs => m.check_interval_seconds))
                    -- catch-up: the latest slot not after now, never one per missed slot
                    ELSE m.next_check_at + make_interval(secs => m.check_interval_seconds)
@@ -51,21 +51,21 @@ BEGIN
                END AS slot,
                CASE WHEN m.check_regions IS NULL
                     THEN CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
-                              ELSE m.preferred_region END
+                              WHEN p_route ? m.preferred_region THEN m.preferred_region END
                END AS routed
-          FROM public.monitors m
-         WHERE m.is_active AND m.next_check_at <= p_horizon
-           AND (p_only IS NULL OR m.id::text = ANY (p_only))
+          FROM pgpulse.schedule m
+         WHERE m.is_active AND m.parked IS NULL AND m.next_check_at <= p_horizon
            AND CASE WHEN m.check_regions IS NULL
                     THEN p_wheel IS NOT NULL
                          OR CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
-                                 ELSE m.preferred_region END IS NOT NULL
+                                 WHEN p_route ? m.preferred_region THEN m.preferred_region
+                            END IS NOT NULL
                     -- (_route_each spelled out: a SQL function starts an executor per call)
                     ELSE EXISTS (SELECT 1 FROM unnest(m.check_regions) c(code)
                                   WHERE CASE WHEN m.allow_fallback THEN p_route ->> c.code
-                                             ELSE c.code END IS NOT NULL)
+                                             WHEN p_route ? c.code THEN c.code END IS NOT NULL)
                END
-           AND (cardinality(p_skip) = 0 OR m.id::text <> ALL (p_skip))
+           AND (cardinality(p_skip) = 0 OR m.monitor_id::text <> ALL (p_skip))
          ORDER BY m.next_check_at
          LIMIT p_chunk
            FOR UPDATE OF m SKIP LOCKED
@@ -84,7 +84,7 @@ BEGIN
                ELSE (SELECT array_agg(DISTINCT r.code ORDER BY r.code)
                        FROM unnest(d.check_regions) c(code)
                       CROSS JOIN LATERAL (SELECT CASE WHEN d.allow_fallback THEN p_route ->> c.code
-                                                      ELSE c.code END) r(code)
+                                                      WHEN p_route ? c.code THEN c.code END) r(code)
                       WHERE r.code IS NOT NULL) END AS regions
           FROM due d
     ), windows AS MATERIALIZED (
@@ -115,10 +115,9 @@ BEGIN
         SELECT window_id, count(*) AS n FROM slot
          WHERE v_windows AND window_id IS NOT NULL GROUP BY window_id
     ), counted AS (
-        UPDATE pgpulse.maintenance_windows w
-           SET skipped_slots = w.skipped_slots + k.n
-          FROM skips k
-         WHERE w.id = k.window_id
+        -- appended, not added to the window's row: see pgpulse.maintenance_skips
+        INSERT INTO pgpulse.maintenance_skips (window_id, slots)
+        SELECT window_id, n FROM skips
     ), inserted AS (
         INSERT INTO pgpulse.outbox
                (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
@@ -133,7 +132,7 @@ BEGIN
             ON CONFLICT DO NOTHING
         RETURNING 1
     ), bumped AS (
-        UPDATE public.monitors m
+        UPDATE pgpulse.schedule m
            SET next_check_at = r.slot + make_interval(secs => r.iv_s) * r.n,
                last_scheduled_at = v_now
           FROM routed r
@@ -242,6 +241,8 @@ DECLARE
     v_in_windows integer := 0;  -- slots inside a maintenance window, not written
     v_failed   boolean := false;
     v_id       text;
+    v_last_error text;
+    v_same     integer := 0;
     c          record;
 BEGIN
     skip := coalesce(p_skip, '{}');
@@ -270,16 +271,15 @@ BEGIN
     IF v_failed THEN
         FOR i IN 1 .. v_chunk LOOP
             -- the monitor the next one-monitor chunk claims (the same query, as _tick_chunk)
-            SELECT m.id::text INTO v_id
-              FROM public.monitors m
-             WHERE m.is_active AND m.next_check_at <= v_horizon
+            SELECT m.monitor_id::text INTO v_id
+              FROM pgpulse.schedule m
+             WHERE m.is_active AND m.parked IS NULL AND m.next_check_at <= v_horizon
                AND CASE WHEN m.check_regions IS NULL
                         THEN v_wheel IS NOT NULL
-                             OR CASE WHEN m.allow_fallback THEN v_route ->> m.preferred_region
-                                     ELSE m.preferred_region END IS NOT NULL
+                             OR pgpulse._route(m.preferred_region, m.allow_fallback, v_route) IS NOT NULL
                         ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, v_route) IS NOT NULL
                    END
-               AND (cardinality(skip) = 0 OR m.id::text <> ALL (skip))
+               AND (cardinality(skip) = 0 OR m.monitor_id::text <> ALL (skip))
              ORDER BY m.next_check_at
              LIMIT 1
                FOR UPDATE OF m SKIP LOCKED;
@@ -299,6 +299,15 @@ BEGIN
                     skip := skip || v_id;
                     v_skipped := v_skipped + 1;
                     v_detail := coalesce(v_detail, format('monitor %s: %s', v_id, SQLERRM));
+                    -- the same error row after row is not about a row: say it once, and
+                    -- leave the rest due for the next tick instead of trying each alone
+                    v_same := CASE WHEN SQLSTATE || SQLERRM = v_last_error THEN v_same + 1 ELSE 1 END;
+                    v_last_error := SQLSTATE || SQLERRM;
+                    IF v_same >= 5 THEN
+                        v_detail := v_detail || format(' (the same error on %s rows in a row: '
+                                                       'the rest of this chunk was not tried)', v_same);
+                        EXIT;
+                    END IF;
             END;
         END LOOP;
     END IF;
@@ -330,11 +339,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT count(*)::integer
       FROM (SELECT 1
-              FROM public.monitors m
-             WHERE m.is_active AND m.next_check_at <= p_horizon
+              FROM pgpulse.schedule m
+             WHERE m.is_active AND m.parked IS NULL AND m.next_check_at <= p_horizon
                AND CASE WHEN m.check_regions IS NULL
-                        THEN CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
-                                  ELSE m.preferred_region END IS NULL
+                        THEN pgpulse._route(m.preferred_region, m.allow_fallback, p_route) IS NULL
                         ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, p_route) IS NULL
                    END
              LIMIT p_limit) u
@@ -370,6 +378,19 @@ BEGIN
          WHERE job_id IN (SELECT job_id FROM pgpulse.dead_letters
                            WHERE failed_at < now() - v_retention LIMIT 1000);
     END IF;
+    -- skipped slots into their windows' counts: only windows no one holds (an edit in
+    -- progress keeps its count for the next tick)
+    WITH free AS (
+        SELECT w.id FROM pgpulse.maintenance_windows w
+         WHERE w.id IN (SELECT window_id FROM pgpulse.maintenance_skips)
+           FOR NO KEY UPDATE SKIP LOCKED
+    ), folded AS (
+        DELETE FROM pgpulse.maintenance_skips k USING free f WHERE k.window_id = f.id
+        RETURNING k.window_id, k.slots
+    )
+    UPDATE pgpulse.maintenance_windows w SET skipped_slots = w.skipped_slots + f.slots
+      FROM (SELECT window_id, sum(slots) AS slots FROM folded GROUP BY window_id) f
+     WHERE w.id = f.window_id;
     UPDATE pgpulse.tick_runs
        SET finished_at = clock_timestamp(), cut_short = p_stop <> 'drained',
            unrouted = v_unrouted, stop_reason = p_stop
@@ -390,10 +411,15 @@ AS $$
      WHERE started_at > now() - interval '5 minutes'
 $$;
 
--- Brings monitors up to where the ticks have written: their slots up to that horizon go to
--- the outbox now (the next tick would write them late), and the relay is woken. A no-op
--- when no tick ran lately or nothing of theirs is due. Returns the jobs written.
-CREATE FUNCTION pgpulse._schedule_now(p_ids text[])
+-- Brings the schedule up to where the ticks have written: slots of new, re-activated or
+-- re-phased monitors up to that horizon go to the outbox now (the next tick would write them
+-- late), and the relay is woken. Run by the triggers that follow the product's monitors, in
+-- the product's transaction, so these first jobs are written when its write commits (a
+-- relay woken by NOTIFY could not see them sooner). Every other row is past the horizon
+-- already: only those are due. A no-op when no tick ran lately. It never fails the
+-- product's write: on any error the next tick schedules them instead. Returns the jobs
+-- written.
+CREATE FUNCTION pgpulse._schedule_now()
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -402,15 +428,27 @@ DECLARE
     v_horizon timestamptz := pgpulse._written_ahead_to();
     v_route   jsonb;
     v_wheel   text[];
-    v_written integer;
+    v_written integer := 0;
+    c         record;
 BEGIN
-    IF v_horizon IS NULL OR v_horizon < clock_timestamp() OR cardinality(p_ids) IS NULL THEN
+    IF v_horizon IS NULL OR v_horizon < clock_timestamp() THEN
         RETURN 0;
     END IF;
-    SELECT r.route, r.wheel INTO v_route, v_wheel FROM pgpulse._routing() r;
-    SELECT c.written INTO v_written
-      FROM pgpulse._tick_chunk(v_horizon, cardinality(p_ids), floor(random() * 1000000)::bigint,
-                               v_route, v_wheel, true, p_only => p_ids) c;
+    BEGIN
+        SELECT r.route, r.wheel INTO v_route, v_wheel FROM pgpulse._routing() r;
+        -- rows locked by a tick or another writer are theirs to schedule
+        FOR i IN 1 .. 20 LOOP
+            SELECT * INTO c FROM pgpulse._tick_chunk(v_horizon, 5000,
+                                                     floor(random() * 1000000)::bigint,
+                                                     v_route, v_wheel, true);
+            v_written := v_written + c.written;
+            EXIT WHEN c.claimed < 5000;
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'pgpulse: could not schedule changed monitors at once (%); the next '
+            'tick will', SQLERRM;
+        RETURN 0;
+    END;
     IF v_written > 0 THEN
         PERFORM pg_notify('pgpulse_outbox', v_written::text);
     END IF;
@@ -418,46 +456,30 @@ BEGIN
 END
 $$;
 
--- New monitors: their first slots within the written horizon are written at once.
--- SECURITY DEFINER: the product's role inserts monitors and need not write the outbox.
-CREATE FUNCTION pgpulse._monitors_inserted() RETURNS trigger
+-- "Check now": the monitor's next slot is now (its job is written at once when a tick ran
+-- lately; else by the next tick). pgpulse's schedule is the source of this: the product's
+-- table is not written. Returns false for an unknown, inactive or parked monitor.
+CREATE FUNCTION pgpulse.check_now(p_monitor_id text)
+RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_found boolean;
 BEGIN
-    PERFORM pgpulse._schedule_now(
-        (SELECT array_agg(n.id::text) FROM new_monitors n WHERE n.is_active));
-    RETURN NULL;
-END
-$$;
-
--- ... and that slot is written at once when it falls within the written horizon. A new
--- interval first takes back the jobs written ahead for the old one's slots still to come (a
--- monitor moved from 10 s to an hour was otherwise checked every 10 s for another minute).
-CREATE FUNCTION pgpulse._monitor_rephased() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    -- jobs written ahead on the old interval's grid: a slot already due is still checked
-    IF OLD.is_active AND NEW.check_interval_seconds IS DISTINCT FROM OLD.check_interval_seconds THEN
-        DELETE FROM pgpulse.outbox WHERE monitor_id = NEW.id AND scheduled_for > now();
+    -- by the key's own type (a product's uuid, bigint or text id), so by its index
+    EXECUTE format('UPDATE pgpulse.schedule SET next_check_at = clock_timestamp()'
+                   ' WHERE monitor_id = $1::%s AND is_active AND parked IS NULL RETURNING true',
+                   (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+                     WHERE a.attrelid = 'pgpulse.schedule'::regclass AND a.attname = 'monitor_id'))
+       INTO v_found USING p_monitor_id;
+    IF v_found IS NULL THEN
+        RETURN false;
     END IF;
-    PERFORM pgpulse._schedule_now(ARRAY[NEW.id::text]);
-    RETURN NULL;
+    PERFORM pgpulse._schedule_now();
+    RETURN true;
 END
 $$;
-
-CREATE TRIGGER monitors_inserted_schedule_now
-    AFTER INSERT ON public.monitors
-    REFERENCING NEW TABLE AS new_monitors
-    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._monitors_inserted();
-
-CREATE TRIGGER monitors_rephased_schedule_now
-    AFTER UPDATE OF is_active, check_interval_minutes, check_interval_seconds ON public.monitors
-    FOR EACH ROW WHEN (NEW.is_active AND (NOT OLD.is_active
-                       OR NEW.check_interval_seconds IS DISTINCT FROM OLD.check_interval_seconds))
-    EXECUTE FUNCTION pgpulse._monitor_rephased();
 
 -- One scheduler tick: claims due monitors chunk by chunk (a commit after each chunk) until
 -- none are left, the time budget is nearly spent, or a lock held elsewhere would keep it

@@ -1,24 +1,37 @@
 -- pgpulse schema, part 8 of 8: privileges (sql/roles.sql grants to pgpulse's roles).
 
 -- ================================================================= privileges
--- Functions are executable by PUBLIC by default: the tick and its parts are not (the
--- roles in sql/roles.sql grant them). The slot functions stay public: the product's own
--- role inserts and edits monitors, whose triggers call them.
+-- Functions are executable by PUBLIC by default: the tick, its parts and the triggers'
+-- functions are not (the roles in sql/roles.sql grant them). The slot functions stay
+-- public.
 REVOKE EXECUTE ON PROCEDURE pgpulse.tick(bigint, text, interval, interval, integer) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION
     pgpulse._tick_begin(text, interval, interval, integer),
     pgpulse._tick_time_up(timestamptz, interval),
     pgpulse._tick_step(bigint, timestamptz, interval, integer, bigint, text[], interval),
-    pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[], text[]),
+    pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[]),
     pgpulse._tick_bound_lock_wait(timestamptz),
     pgpulse._tick_finish(bigint, timestamptz, interval, text),
     pgpulse._routing(),
     pgpulse._unrouted(timestamptz, jsonb, integer),
-    pgpulse._monitor_rephase(),
-    pgpulse._monitor_drop_jobs(),
-    pgpulse._monitor_update_jobs(),
+    pgpulse._schedule_insert(public.monitors[]),
+    pgpulse._schedule_now(),
+    pgpulse._follow_insert(),
+    pgpulse._follow_update(),
+    pgpulse._follow_delete(),
+    pgpulse._follow_truncate(),
+    pgpulse._follow_schedule_now(),
     pgpulse._outbox_requeue_current(),
-    pgpulse._monitor_url_checked(),
+    pgpulse._region_renamed(),
+    pgpulse.check_now(text),
     pgpulse.recheck_monitor_urls(),
     pgpulse.monitor_url_problems()
     FROM PUBLIC;
+
+-- The product reads its monitors' schedule through pgpulse.monitor_schedule (its own
+-- row-level security applies there); of pgpulse's table that view needs only these columns,
+-- never the check.
+GRANT USAGE ON SCHEMA pgpulse TO PUBLIC;
+GRANT SELECT (monitor_id, next_check_at, last_scheduled_at, parked, is_active)
+    ON pgpulse.schedule TO PUBLIC;
+GRANT SELECT ON pgpulse.monitor_schedule TO PUBLIC;

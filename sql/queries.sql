@@ -266,7 +266,7 @@ WITH routing AS (
                     routing.wheel[1 + abs(hashtext(o.monitor_id::text)::bigint)
                                       %% cardinality(routing.wheel)]) AS target
       FROM pgpulse.outbox o
-      JOIN public.monitors m ON m.id = o.monitor_id
+      JOIN pgpulse.schedule m ON m.monitor_id = o.monitor_id
      CROSS JOIN routing
      WHERE NOT EXISTS (SELECT 1 FROM pgpulse.regions r WHERE r.code = o.region AND r.enabled)
        AND o.expires_at > now()
@@ -297,8 +297,8 @@ SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM inserted) AS
 -- elsewhere, not yet tried anywhere, come home under that region's job id.
 WITH sel AS MATERIALIZED (
     SELECT o.ctid AS row_ref
-      FROM public.monitors m
-      JOIN pgpulse.outbox o ON o.monitor_id = m.id
+      FROM pgpulse.schedule m
+      JOIN pgpulse.outbox o ON o.monitor_id = m.monitor_id
       JOIN pgpulse.regions r ON r.code = m.preferred_region
      WHERE m.preferred_region = %(region)s AND r.enabled AND r.healthy
        AND m.check_regions IS NULL  -- one job per slot: the one routed away is the one

@@ -51,9 +51,10 @@ BEGIN
     END IF;
     GRANT USAGE ON SCHEMA pgpulse TO pgpulse_relay, pgpulse_ticker;
 
-    -- relay: SELECT ... FOR UPDATE needs UPDATE on one column; it never updates outbox rows
+    -- relay: SELECT ... FOR UPDATE needs UPDATE on one column; it never updates outbox rows.
+    -- Of the product's monitors nothing: of the schedule, the routing fields.
     REVOKE ALL ON public.monitors FROM pgpulse_relay;
-    GRANT SELECT (id, preferred_region, allow_fallback, check_regions) ON public.monitors
+    GRANT SELECT (monitor_id, preferred_region, allow_fallback, check_regions) ON pgpulse.schedule
         TO pgpulse_relay;
     GRANT SELECT, UPDATE (healthy, healthy_changed_at, degraded) ON pgpulse.regions TO pgpulse_relay;
     GRANT SELECT, INSERT, DELETE, UPDATE (attempts) ON pgpulse.outbox TO pgpulse_relay;
@@ -68,22 +69,26 @@ BEGIN
     -- (the relay's grants come before the owner's, and the ticker's go last: a migrated
     -- and a fresh database then list their ACL entries in one order, as a dump shows)
 
-    -- owner: what the SECURITY DEFINER functions do. The tick reads the monitors it
-    -- schedules and bumps their slots, adds jobs, records its runs, prunes run records and
-    -- dead letters (retention), counts skipped slots; the monitors' triggers take back,
-    -- update and drop the jobs of changed monitors.
+    -- owner: what the SECURITY DEFINER functions do, on pgpulse's tables only (nothing of
+    -- the product's). The tick claims and bumps schedule rows, adds jobs, records its runs,
+    -- prunes run records and dead letters (retention), counts skipped slots; the triggers
+    -- that follow the product's monitors keep the schedule and the waiting jobs in step.
+    REVOKE ALL ON public.monitors FROM pgpulse_owner;
     GRANT USAGE ON SCHEMA pgpulse TO pgpulse_owner;
-    GRANT SELECT, UPDATE (next_check_at, last_scheduled_at) ON public.monitors TO pgpulse_owner;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.schedule TO pgpulse_owner;
     GRANT SELECT ON pgpulse.regions TO pgpulse_owner;
     GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.outbox TO pgpulse_owner;
     GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.tick_runs TO pgpulse_owner;
     GRANT SELECT, DELETE ON pgpulse.dead_letters TO pgpulse_owner;
     GRANT SELECT, UPDATE (skipped_slots) ON pgpulse.maintenance_windows TO pgpulse_owner;
+    GRANT SELECT, INSERT, DELETE ON pgpulse.maintenance_skips TO pgpulse_owner;
     GRANT EXECUTE ON FUNCTION
-        pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[], text[]),
+        pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[]),
         pgpulse._tick_bound_lock_wait(timestamptz),
         pgpulse._routing(),
-        pgpulse._unrouted(timestamptz, jsonb, integer)
+        pgpulse._unrouted(timestamptz, jsonb, integer),
+        pgpulse._schedule_insert(public.monitors[]),
+        pgpulse._schedule_now()
         TO pgpulse_owner;
     -- (a migrating role that may not act as the owner leaves them its own, and says so)
     IF pg_catalog.pg_has_role('pgpulse_owner', 'MEMBER') THEN
@@ -91,11 +96,14 @@ BEGIN
         ALTER FUNCTION pgpulse._tick_step(bigint, timestamptz, interval, integer, bigint, text[], interval)
             OWNER TO pgpulse_owner;
         ALTER FUNCTION pgpulse._tick_finish(bigint, timestamptz, interval, text) OWNER TO pgpulse_owner;
-        ALTER FUNCTION pgpulse._monitor_drop_jobs() OWNER TO pgpulse_owner;
-        ALTER FUNCTION pgpulse._monitor_update_jobs() OWNER TO pgpulse_owner;
+        ALTER FUNCTION pgpulse._follow_insert() OWNER TO pgpulse_owner;
+        ALTER FUNCTION pgpulse._follow_update() OWNER TO pgpulse_owner;
+        ALTER FUNCTION pgpulse._follow_delete() OWNER TO pgpulse_owner;
+        ALTER FUNCTION pgpulse._follow_truncate() OWNER TO pgpulse_owner;
+        ALTER FUNCTION pgpulse._follow_schedule_now() OWNER TO pgpulse_owner;
         ALTER FUNCTION pgpulse._outbox_requeue_current() OWNER TO pgpulse_owner;
-        ALTER FUNCTION pgpulse._monitors_inserted() OWNER TO pgpulse_owner;
-        ALTER FUNCTION pgpulse._monitor_rephased() OWNER TO pgpulse_owner;
+        ALTER FUNCTION pgpulse._region_renamed() OWNER TO pgpulse_owner;
+        ALTER FUNCTION pgpulse.check_now(text) OWNER TO pgpulse_owner;
     ELSE
         RAISE WARNING 'pgpulse: role "%" may not hand pgpulse''s SECURITY DEFINER functions '
             'to pgpulse_owner: they run as "%"', current_user, current_user
@@ -109,7 +117,7 @@ BEGIN
     GRANT SELECT ON pgpulse.tick_runs TO pgpulse_ticker;
     GRANT EXECUTE ON PROCEDURE pgpulse.tick(bigint, text, interval, interval, integer) TO pgpulse_ticker;
     REVOKE EXECUTE ON FUNCTION
-        pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[], text[]),
+        pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[]),
         pgpulse._tick_bound_lock_wait(timestamptz),
         pgpulse._routing(),
         pgpulse._unrouted(timestamptz, jsonb, integer)
