@@ -287,3 +287,1004 @@ BEGIN
     END IF;
 END
 $$;
+
+-- ========================================================================================
+-- The schedule in pgpulse's own table (issue 22). pgpulse stops writing, constraining and
+-- indexing the product's monitors: its scheduling state moves to pgpulse.schedule, kept in
+-- step by triggers that read the product's rows and write only pgpulse's tables. The
+-- backfill reads the product's table without a lock that stops its writers; a short one
+-- (writers wait, readers do not) then copies what changed meanwhile and swaps the triggers.
+-- What pgpulse put on the product's table goes, as the columns it filled: NOT NULL, CHECK
+-- constraints, the foreign key on preferred_region, the index, the derived check_spec. Its
+-- values stay (next_check_at, last_scheduled_at, check_interval_seconds, check_regions).
+
+-- What pgpulse schedules, one narrow row per monitor of the product's table, kept in step by
+-- the triggers of sql/30_monitor_triggers.sql when the product's transaction commits. The
+-- tick reads and locks only these rows. A row pgpulse cannot schedule (its interval, URL or
+-- check out of range) is parked: kept, with the reason, never due.
+CREATE TABLE pgpulse.schedule (
+    monitor_id             uuid PRIMARY KEY,       -- the product's id, of its type
+    is_active              boolean NOT NULL,
+    parked                 text,                   -- why it is not scheduled (NULL: it is)
+    next_check_at          timestamptz NOT NULL
+                           CONSTRAINT schedule_next_check_at_finite CHECK (isfinite(next_check_at)),
+    last_scheduled_at      timestamptz,
+    check_interval_seconds integer NOT NULL,
+    preferred_region       text,
+    allow_fallback         boolean NOT NULL,
+    criticality            text NOT NULL,
+    check_regions          text[],
+    check_spec             jsonb NOT NULL          -- the check as workers receive it
+);
+-- The tick's lookup: only what it may schedule, in due order.
+CREATE INDEX schedule_due ON pgpulse.schedule (next_check_at) WHERE is_active AND parked IS NULL;
+COMMENT ON TABLE pgpulse.schedule IS
+    'pgpulse''s schedule, one row per product monitor; written only by pgpulse';
+
+-- the product's own id type (an adopted table's bigint or text), as the outbox has it
+DO $id_type$
+DECLARE
+    v_type text := (SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+                     WHERE attrelid = 'pgpulse.outbox'::regclass AND attname = 'monitor_id');
+BEGIN
+    IF v_type <> 'uuid' THEN
+        EXECUTE format('ALTER TABLE pgpulse.schedule ALTER COLUMN monitor_id TYPE %s USING NULL', v_type);
+    END IF;
+END
+$id_type$;
+
+-- Slots that a tick or a "schedule now" did not write because they fell in a maintenance
+-- window, appended per chunk (a product's transaction may write jobs: it never locks a row
+-- the tick updates); the tick folds them into maintenance_windows.skipped_slots.
+CREATE TABLE pgpulse.maintenance_skips (
+    window_id bigint NOT NULL REFERENCES pgpulse.maintenance_windows (id) ON DELETE CASCADE,
+    slots     bigint NOT NULL
+);
+CREATE INDEX maintenance_skips_window ON pgpulse.maintenance_skips (window_id);
+
+-- The check as workers receive it (docs/queue-contract.md), from the check's columns.
+CREATE FUNCTION pgpulse._check_spec(
+    p_url text, p_method text, p_timeout_ms integer, p_expected integer[], p_retries integer,
+    p_delay_ms integer)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN jsonb_build_object(
+    'url', p_url, 'method', p_method, 'timeout_ms', p_timeout_ms,
+    'expected_status', to_jsonb(p_expected),
+    'retry', jsonb_build_object('max_attempts', p_retries + 1, 'delay_ms', p_delay_ms));
+
+-- An interval in seconds as the product states it: seconds when set, else minutes (bigint:
+-- a product's 2^31 minutes is out of range, not an overflow that fails its write).
+CREATE FUNCTION pgpulse._interval_s(p_minutes integer, p_seconds integer)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN coalesce(p_seconds::bigint, p_minutes::bigint * 60);
+
+-- Why pgpulse cannot schedule a monitor with these values (one line), or NULL: what
+-- parks it (sql/30_monitor_triggers.sql).
+CREATE FUNCTION pgpulse._schedule_problem(
+    p_interval_s bigint, p_url text, p_method text, p_timeout_ms integer,
+    p_expected integer[], p_retries integer, p_delay_ms integer, p_criticality text,
+    p_regions text[])
+RETURNS text
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT CASE
+        WHEN p_interval_s IS NULL OR p_interval_s NOT BETWEEN 10 AND 86400
+            THEN 'interval: ' || coalesce(p_interval_s::text || ' s', 'none')
+                 || ' is not 10 s to 1 day'
+        WHEN p_criticality IS NULL OR p_criticality NOT IN ('critical', 'high', 'normal', 'low')
+            THEN 'criticality: ' || coalesce(quote_literal(p_criticality), 'none')
+                 || ' is not critical, high, normal or low'
+        WHEN p_method IS NULL
+             OR p_method NOT IN ('GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS')
+            THEN 'method: ' || coalesce(quote_literal(p_method), 'none') || ' is not an HTTP method'
+        WHEN p_timeout_ms IS NULL OR p_timeout_ms NOT BETWEEN 100 AND 120000
+            THEN 'timeout_ms: ' || coalesce(p_timeout_ms::text, 'none') || ' is not 100 to 120000'
+        WHEN p_expected IS NULL OR cardinality(p_expected) NOT BETWEEN 1 AND 32
+             OR array_position(p_expected, NULL) IS NOT NULL
+             OR 100 > ANY (p_expected) OR 599 < ANY (p_expected)
+            THEN 'expected_status: not 1 to 32 HTTP statuses'
+        WHEN p_retries IS NULL OR p_retries NOT BETWEEN 0 AND 5
+            THEN 'check_retries: ' || coalesce(p_retries::text, 'none') || ' is not 0 to 5'
+        WHEN p_delay_ms IS NULL OR p_delay_ms NOT BETWEEN 0 AND 60000
+            THEN 'check_retry_delay_ms: ' || coalesce(p_delay_ms::text, 'none')
+                 || ' is not 0 to 60000'
+        WHEN p_regions IS NOT NULL AND (cardinality(p_regions) NOT BETWEEN 1 AND 16
+                                        OR array_position(p_regions, NULL) IS NOT NULL)
+            THEN 'check_regions: not 1 to 16 region codes'
+        ELSE 'url: ' || pgpulse.url_problem(p_url)
+    END;
+END;
+
+-- Why a schedule row cannot be scheduled, from what it holds (its check as workers get it):
+-- the rules as they are now (after a change of pgpulse.allow_private_targets, say).
+CREATE FUNCTION pgpulse._schedule_problem_now(s pgpulse.schedule)
+RETURNS text
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT pgpulse._schedule_problem(
+        s.check_interval_seconds, s.check_spec ->> 'url', s.check_spec ->> 'method',
+        (s.check_spec ->> 'timeout_ms')::integer,
+        ARRAY(SELECT e::integer FROM jsonb_array_elements_text(s.check_spec -> 'expected_status') e),
+        (s.check_spec #>> '{retry,max_attempts}')::integer - 1,
+        (s.check_spec #>> '{retry,delay_ms}')::integer,
+        s.criticality, s.check_regions);
+END;
+
+-- Checks every monitor again under the rules as they are now (after a change of
+-- pgpulse.allow_private_targets): parks those refused now, dropping their waiting jobs, and
+-- schedules again, from their next slot, the parked ones accepted now.
+CREATE OR REPLACE FUNCTION pgpulse.recheck_monitor_urls(OUT parked integer, OUT resumed integer)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    WITH refused AS (
+        UPDATE pgpulse.schedule s SET parked = p.problem
+          FROM pgpulse.schedule o
+         CROSS JOIN LATERAL pgpulse._schedule_problem_now(o) p(problem)
+         WHERE s.monitor_id = o.monitor_id AND o.parked IS NULL AND p.problem IS NOT NULL
+        RETURNING s.monitor_id
+    ), dropped AS (
+        DELETE FROM pgpulse.outbox j USING refused r WHERE j.monitor_id = r.monitor_id
+    )
+    SELECT count(*) INTO parked FROM refused;
+    WITH accepted AS (
+        UPDATE pgpulse.schedule s
+           SET parked = NULL,
+               next_check_at = pgpulse._grid_slot(s.monitor_id::text, s.check_interval_seconds, now())
+         WHERE s.parked IS NOT NULL AND pgpulse._schedule_problem_now(s) IS NULL
+        RETURNING 1
+    )
+    SELECT count(*) INTO resumed FROM accepted;
+END
+$$;
+
+-- Monitors whose check the rules refuse now, and whether they are parked.
+CREATE OR REPLACE FUNCTION pgpulse.monitor_url_problems()
+RETURNS TABLE (monitor_id text, url text, problem text, parked boolean)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT s.monitor_id::text, s.check_spec ->> 'url', p.problem, s.parked IS NOT NULL
+      FROM pgpulse.schedule s
+     CROSS JOIN LATERAL pgpulse._schedule_problem_now(s) p(problem)
+     WHERE p.problem IS NOT NULL
+     ORDER BY s.monitor_id::text
+$$;
+
+-- The region a monitor's job goes to (see _routing), or NULL for round-robin. Without
+-- fallback, its own region while that exists (a deleted region gets no job: the monitor
+-- stays due, counted unrouted).
+CREATE OR REPLACE FUNCTION pgpulse._route(p_preferred text, p_allow_fallback boolean, p_route jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN p_allow_fallback THEN p_route ->> p_preferred
+            WHEN p_route ? p_preferred THEN p_preferred END;
+
+-- A renamed region is renamed where pgpulse holds its code: the monitors' schedule (the
+-- product's own columns are the product's to change) and the jobs waiting for it.
+CREATE FUNCTION pgpulse._region_renamed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE pgpulse.schedule SET preferred_region = NEW.code WHERE preferred_region = OLD.code;
+    UPDATE pgpulse.schedule SET check_regions = array_replace(check_regions, OLD.code, NEW.code)
+     WHERE check_regions @> ARRAY[OLD.code];
+    UPDATE pgpulse.outbox SET region = NEW.code WHERE region = OLD.code;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER regions_renamed
+    AFTER UPDATE OF code ON pgpulse.regions
+    FOR EACH ROW WHEN (NEW.code IS DISTINCT FROM OLD.code)
+    EXECUTE FUNCTION pgpulse._region_renamed();
+
+-- Claims one chunk of due monitors, writes their jobs, bumps their slots; returns counts.
+-- Every slot of a monitor up to the horizon is written at once (several for sub-minute
+-- intervals), each with its exact deliver_at; a multi-region monitor (check_regions) gets
+-- one job per slot and region (see _route_each). p_route, p_wheel: from _routing. A
+-- single-region monitor's region is route ->> preferred_region when it allows fallback,
+-- else its preferred region (_route, spelled out); NULL: the wheel (round-robin). With no
+-- wheel, monitors that no region can take are not claimed (they stay due; the tick counts
+-- them). p_rr: the round-robin position this chunk starts at; wheeled: monitors routed by
+-- the wheel. p_keep_existing: a slot can only be in the outbox already when next_check_at
+-- was moved back by hand; the tick first tries a plain INSERT (about 10% faster than ON
+-- CONFLICT's per-row check) and, should that hit the unique key, redoes the chunk with
+-- p_keep_existing, which keeps the jobs already there. Slots inside a maintenance window
+-- are not written (skipped counts them, and so does the window). p_now: the clock, for
+-- tests that move it (NULL: clock_timestamp()). p_skip: ids (as text) of monitors this
+-- tick could not schedule (see _tick_step). It reads and locks rows of pgpulse.schedule
+-- only, never the product's table. A monitor without fallback whose region no longer
+-- exists gets no job (it stays due and is counted unrouted).
+CREATE FUNCTION pgpulse._tick_chunk(
+    p_horizon timestamptz, p_chunk integer, p_rr bigint, p_route jsonb, p_wheel text[],
+    p_keep_existing boolean, p_now timestamptz DEFAULT NULL, p_skip text[] DEFAULT '{}',
+    OUT claimed integer, OUT written integer, OUT wheeled integer, OUT skipped integer)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+-- a chunk is small next to the table: join it row by row, never hash the whole table
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+-- the planner cannot know how many slots a monitor has this tick and guesses 1000: JIT
+-- compiling for that guess costs seconds and never pays off
+SET jit = off
+AS $$
+DECLARE
+    v_now     timestamptz := coalesce(p_now, clock_timestamp());
+    -- without any window (the usual case) the tick never looks for one per slot
+    v_windows boolean := EXISTS (SELECT 1 FROM pgpulse.maintenance_windows);
+BEGIN
+    WITH due AS MATERIALIZED (
+        SELECT m.ctid AS row_ref, m.monitor_id AS id, m.check_spec, m.criticality, m.allow_fallback,
+               m.check_regions, m.check_interval_seconds AS iv_s,
+               CASE
+                   -- more than a year late (or a -infinity that slipped past the CHECK):
+                   -- restart on the phase grid, the latest slot not after now
+                   WHEN m.next_check_at < v_now - interval '1 year'
+                       THEN pgpulse._grid_slot(m.monitor_id::text, m.check_interval_seconds,
+                                               v_now - make_interval(secs => m.check_interval_seconds))
+                   -- catch-up: the latest slot not after now, never one per missed slot
+                   ELSE m.next_check_at + make_interval(secs => m.check_interval_seconds)
+                        * greatest(0, floor(extract(epoch FROM v_now - m.next_check_at)
+                                            / m.check_interval_seconds))::float8
+               END AS slot,
+               CASE WHEN m.check_regions IS NULL
+                    THEN CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
+                              WHEN p_route ? m.preferred_region THEN m.preferred_region END
+               END AS routed
+          FROM pgpulse.schedule m
+         WHERE m.is_active AND m.parked IS NULL AND m.next_check_at <= p_horizon
+           AND CASE WHEN m.check_regions IS NULL
+                    THEN p_wheel IS NOT NULL
+                         OR CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
+                                 WHEN p_route ? m.preferred_region THEN m.preferred_region
+                            END IS NOT NULL
+                    -- (_route_each spelled out: a SQL function starts an executor per call)
+                    ELSE EXISTS (SELECT 1 FROM unnest(m.check_regions) c(code)
+                                  WHERE CASE WHEN m.allow_fallback THEN p_route ->> c.code
+                                             WHEN p_route ? c.code THEN c.code END IS NOT NULL)
+               END
+           AND (cardinality(p_skip) = 0 OR m.monitor_id::text <> ALL (p_skip))
+         ORDER BY m.next_check_at
+         LIMIT p_chunk
+           FOR UPDATE OF m SKIP LOCKED
+    ), routed AS (
+        -- the wheel continues where the previous chunk left it: a running count of the
+        -- wheel's rows (no sort needed)
+        SELECT d.*,
+               -- the slots up to the horizon: the first one, and n - 1 more
+               floor(extract(epoch FROM p_horizon - d.slot) / d.iv_s)::integer + 1 AS n,
+               CASE WHEN d.check_regions IS NULL THEN
+                   ARRAY[coalesce(d.routed,
+                       p_wheel[1 + ((p_rr + count(*) FILTER (WHERE d.routed IS NULL
+                                                               AND d.check_regions IS NULL)
+                                                OVER (ROWS UNBOUNDED PRECEDING))
+                                    % cardinality(p_wheel))::integer])]
+               ELSE (SELECT array_agg(DISTINCT r.code ORDER BY r.code)
+                       FROM unnest(d.check_regions) c(code)
+                      CROSS JOIN LATERAL (SELECT CASE WHEN d.allow_fallback THEN p_route ->> c.code
+                                                      WHEN p_route ? c.code THEN c.code END) r(code)
+                      WHERE r.code IS NOT NULL) END AS regions
+          FROM due d
+    ), windows AS MATERIALIZED (
+        SELECT * FROM pgpulse._maintenance_occurrences(v_now - interval '1 day', p_horizon)
+         WHERE v_windows
+    ), slot AS NOT MATERIALIZED (
+        -- every slot up to the horizon, and the maintenance window it falls in
+        SELECT r.*, s.at,
+               CASE WHEN v_windows THEN (
+                   SELECT min(w.window_id) FROM windows w
+                    WHERE (w.monitor_ids IS NULL OR r.id::text = ANY (w.monitor_ids))
+                      AND s.at >= w.lo AND s.at < w.hi
+                      AND (s.at AT TIME ZONE w.time_zone) >= w.local_start
+                      AND (s.at AT TIME ZONE w.time_zone) < w.local_end) END AS window_id
+          FROM routed r
+         CROSS JOIN LATERAL (SELECT r.slot + make_interval(secs => r.iv_s) * k AS at
+                               FROM generate_series(0, r.n - 1) k) s
+    ), job AS NOT MATERIALIZED (  -- computed only by the INSERT that runs
+        SELECT md5(s.id::text || '/' || g.region || '/' || extract(epoch FROM s.at)::text)::uuid,
+               s.id, g.region, s.criticality, s.at, s.at,
+               s.at + make_interval(secs => s.iv_s), s.allow_fallback,
+               CASE WHEN s.check_regions IS NULL THEN s.check_spec
+                    ELSE s.check_spec || jsonb_build_object('slot_regions', s.regions) END
+          FROM slot s
+         CROSS JOIN LATERAL unnest(s.regions) g(region)
+         WHERE s.window_id IS NULL
+    ), skips AS (
+        SELECT window_id, count(*) AS n FROM slot
+         WHERE v_windows AND window_id IS NOT NULL GROUP BY window_id
+    ), counted AS (
+        -- appended, not added to the window's row: see pgpulse.maintenance_skips
+        INSERT INTO pgpulse.maintenance_skips (window_id, slots)
+        SELECT window_id, n FROM skips
+    ), inserted AS (
+        INSERT INTO pgpulse.outbox
+               (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
+                allow_fallback, payload)
+        SELECT * FROM job WHERE NOT p_keep_existing
+        RETURNING 1
+    ), inserted_keeping AS (
+        INSERT INTO pgpulse.outbox
+               (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
+                allow_fallback, payload)
+        SELECT * FROM job WHERE p_keep_existing
+            ON CONFLICT DO NOTHING
+        RETURNING 1
+    ), bumped AS (
+        UPDATE pgpulse.schedule m
+           SET next_check_at = r.slot + make_interval(secs => r.iv_s) * r.n,
+               last_scheduled_at = v_now
+          FROM routed r
+         WHERE m.ctid = r.row_ref
+    )
+    SELECT d.claimed, d.wheeled,
+           (SELECT count(*) FROM inserted) + (SELECT count(*) FROM inserted_keeping),
+           (SELECT coalesce(sum(n), 0) FROM skips)
+      INTO claimed, wheeled, written, skipped
+      FROM (SELECT count(*) AS claimed,
+                   count(*) FILTER (WHERE routed IS NULL AND check_regions IS NULL) AS wheeled
+              FROM due) d;
+END
+$$;
+
+-- One step of the tick: one chunk of due monitors (the first one small, as nothing is
+-- known about the speed yet), counted in the run record. Should the chunk fail on some
+-- monitor's row, the step goes one monitor at a time and skips the rows that fail, so
+-- one bad row never stops the others; skip: the monitors skipped so far in this tick.
+-- done: nothing was left to claim. A lock wait past the deadline raises lock_not_available.
+CREATE OR REPLACE FUNCTION pgpulse._tick_step(
+    p_run_id bigint, p_deadline timestamptz, p_lookahead interval, p_chunk integer,
+    p_rr bigint, p_skip text[], p_slowest interval,
+    OUT done boolean, OUT next_rr bigint, OUT skip text[], OUT slowest interval)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_t0       timestamptz := clock_timestamp();
+    v_chunk    integer := CASE WHEN p_slowest IS NULL THEN least(p_chunk, 500) ELSE p_chunk END;
+    -- one horizon for the whole tick, from its start: a horizon that moved on with each
+    -- chunk claimed sub-minute monitors again and again while the tick ran
+    v_horizon  timestamptz := coalesce(
+        (SELECT r.started_at + make_interval(secs => r.lookahead_ms / 1000.0)
+           FROM pgpulse.tick_runs r WHERE r.id = p_run_id),
+        clock_timestamp() + p_lookahead);
+    v_route    jsonb;
+    v_wheel    text[];
+    v_claimed  integer := 0;
+    v_written  integer := 0;
+    v_wheeled  integer := 0;
+    v_skipped  integer := 0;
+    v_detail   text;
+    v_in_windows integer := 0;  -- slots inside a maintenance window, not written
+    v_failed   boolean := false;
+    v_id       text;
+    v_last_error text;
+    v_same     integer := 0;
+    c          record;
+BEGIN
+    skip := coalesce(p_skip, '{}');
+    PERFORM pgpulse._tick_bound_lock_wait(p_deadline);
+    -- regions change while a tick runs (the relay writes their health): read per chunk
+    SELECT r.route, r.wheel INTO v_route, v_wheel FROM pgpulse._routing() r;
+    BEGIN
+        BEGIN
+            SELECT * INTO c FROM pgpulse._tick_chunk(v_horizon, v_chunk, p_rr, v_route, v_wheel,
+                                                     false, NULL, skip);
+        EXCEPTION WHEN unique_violation THEN
+            -- a slot of this chunk is in the outbox already: redo it, keeping those jobs
+            SELECT * INTO c FROM pgpulse._tick_chunk(v_horizon, v_chunk, p_rr, v_route, v_wheel,
+                                                     true, NULL, skip);
+        END;
+        v_claimed := c.claimed;
+        v_written := c.written;
+        v_wheeled := c.wheeled;
+        v_in_windows := c.skipped;
+    EXCEPTION
+        WHEN lock_not_available OR query_canceled THEN
+            RAISE;
+        WHEN OTHERS THEN
+            v_failed := true;
+    END;
+    IF v_failed THEN
+        FOR i IN 1 .. v_chunk LOOP
+            -- the monitor the next one-monitor chunk claims (the same query, as _tick_chunk)
+            SELECT m.monitor_id::text INTO v_id
+              FROM pgpulse.schedule m
+             WHERE m.is_active AND m.parked IS NULL AND m.next_check_at <= v_horizon
+               AND CASE WHEN m.check_regions IS NULL
+                        THEN v_wheel IS NOT NULL
+                             OR pgpulse._route(m.preferred_region, m.allow_fallback, v_route) IS NOT NULL
+                        ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, v_route) IS NOT NULL
+                   END
+               AND (cardinality(skip) = 0 OR m.monitor_id::text <> ALL (skip))
+             ORDER BY m.next_check_at
+             LIMIT 1
+               FOR UPDATE OF m SKIP LOCKED;
+            EXIT WHEN NOT FOUND;
+            BEGIN
+                SELECT * INTO c FROM pgpulse._tick_chunk(v_horizon, 1, p_rr + v_wheeled, v_route,
+                                                         v_wheel, true, NULL, skip);
+                EXIT WHEN c.claimed = 0;
+                v_claimed := v_claimed + c.claimed;
+                v_written := v_written + c.written;
+                v_wheeled := v_wheeled + c.wheeled;
+                v_in_windows := v_in_windows + c.skipped;
+            EXCEPTION
+                WHEN lock_not_available OR query_canceled THEN
+                    RAISE;
+                WHEN OTHERS THEN
+                    skip := skip || v_id;
+                    v_skipped := v_skipped + 1;
+                    v_detail := coalesce(v_detail, format('monitor %s: %s', v_id, SQLERRM));
+                    -- the same error row after row is not about a row: say it once, and
+                    -- leave the rest due for the next tick instead of trying each alone
+                    v_same := CASE WHEN SQLSTATE || SQLERRM = v_last_error THEN v_same + 1 ELSE 1 END;
+                    v_last_error := SQLSTATE || SQLERRM;
+                    IF v_same >= 5 THEN
+                        v_detail := v_detail || format(' (the same error on %s rows in a row: '
+                                                       'the rest of this chunk was not tried)', v_same);
+                        EXIT;
+                    END IF;
+            END;
+        END LOOP;
+    END IF;
+    IF v_claimed > 0 OR v_skipped > 0 THEN
+        UPDATE pgpulse.tick_runs
+           SET monitors_claimed = monitors_claimed + v_claimed,
+               jobs_written = jobs_written + v_written,
+               maintenance_skipped = maintenance_skipped + v_in_windows,
+               chunks = chunks + 1,
+               skipped = skipped + v_skipped,
+               skip_detail = coalesce(skip_detail, v_detail)
+         WHERE id = p_run_id;
+    END IF;
+    IF v_written > 0 THEN
+        PERFORM pg_notify('pgpulse_outbox', v_written::text);
+    END IF;
+    done := v_claimed = 0 AND v_skipped = 0;
+    next_rr := p_rr + v_wheeled;
+    slowest := greatest(coalesce(p_slowest, interval '0'), clock_timestamp() - v_t0);
+END
+$$;
+
+-- Due monitors that no region can take now (none of a multi-region monitor's regions, or
+-- no round-robin region), counted up to p_limit so that the count stays inside the budget.
+CREATE OR REPLACE FUNCTION pgpulse._unrouted(p_horizon timestamptz, p_route jsonb, p_limit integer)
+RETURNS integer
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT count(*)::integer
+      FROM (SELECT 1
+              FROM pgpulse.schedule m
+             WHERE m.is_active AND m.parked IS NULL AND m.next_check_at <= p_horizon
+               AND CASE WHEN m.check_regions IS NULL
+                        THEN pgpulse._route(m.preferred_region, m.allow_fallback, p_route) IS NULL
+                        ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, p_route) IS NULL
+                   END
+             LIMIT p_limit) u
+$$;
+
+-- Closes a tick's run record: why it stopped and, while its budget lasts, how many due
+-- monitors no region could take. A drained tick also prunes, a bounded batch at a time (so
+-- growth stays bounded without pg_cron too): run records older than 30 days, and dead
+-- letters older than the database setting pgpulse.dead_letter_retention (14 days unless
+-- set, e.g. ALTER DATABASE app SET pgpulse.dead_letter_retention = '30 days').
+CREATE OR REPLACE FUNCTION pgpulse._tick_finish(
+    p_run_id bigint, p_deadline timestamptz, p_lookahead interval, p_stop text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_route     jsonb;
+    v_unrouted  integer := 0;
+    v_retention interval := coalesce(
+        nullif(current_setting('pgpulse.dead_letter_retention', true), '')::interval,
+        interval '14 days');
+BEGIN
+    -- the record itself may wait a little past the deadline, never long
+    PERFORM pgpulse._tick_bound_lock_wait(greatest(p_deadline, clock_timestamp() + interval '1 second'));
+    IF p_stop = 'drained' THEN
+        SELECT r.route INTO v_route FROM pgpulse._routing() r;
+        v_unrouted := pgpulse._unrouted(clock_timestamp() + p_lookahead, v_route, 1000000);
+        DELETE FROM pgpulse.tick_runs
+         WHERE id IN (SELECT id FROM pgpulse.tick_runs
+                       WHERE started_at < now() - interval '30 days' LIMIT 1000);
+        DELETE FROM pgpulse.dead_letters
+         WHERE job_id IN (SELECT job_id FROM pgpulse.dead_letters
+                           WHERE failed_at < now() - v_retention LIMIT 1000);
+    END IF;
+    -- skipped slots into their windows' counts: only windows no one holds (an edit in
+    -- progress keeps its count for the next tick)
+    WITH free AS (
+        SELECT w.id FROM pgpulse.maintenance_windows w
+         WHERE w.id IN (SELECT window_id FROM pgpulse.maintenance_skips)
+           FOR NO KEY UPDATE SKIP LOCKED
+    ), folded AS (
+        DELETE FROM pgpulse.maintenance_skips k USING free f WHERE k.window_id = f.id
+        RETURNING k.window_id, k.slots
+    )
+    UPDATE pgpulse.maintenance_windows w SET skipped_slots = w.skipped_slots + f.slots
+      FROM (SELECT window_id, sum(slots) AS slots FROM folded GROUP BY window_id) f
+     WHERE w.id = f.window_id;
+    UPDATE pgpulse.tick_runs
+       SET finished_at = clock_timestamp(), cut_short = p_stop <> 'drained',
+           unrouted = v_unrouted, stop_reason = p_stop
+     WHERE id = p_run_id;
+END
+$$;
+
+-- Brings the schedule up to where the ticks have written: slots of new, re-activated or
+-- re-phased monitors up to that horizon go to the outbox now (the next tick would write them
+-- late), and the relay is woken. Run by the triggers that follow the product's monitors, in
+-- the product's transaction, so these first jobs are written when its write commits (a
+-- relay woken by NOTIFY could not see them sooner). Every other row is past the horizon
+-- already: only those are due. A no-op when no tick ran lately. It never fails the
+-- product's write: on any error the next tick schedules them instead. Returns the jobs
+-- written.
+CREATE FUNCTION pgpulse._schedule_now()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_horizon timestamptz := pgpulse._written_ahead_to();
+    v_route   jsonb;
+    v_wheel   text[];
+    v_written integer := 0;
+    c         record;
+BEGIN
+    IF v_horizon IS NULL OR v_horizon < clock_timestamp() THEN
+        RETURN 0;
+    END IF;
+    BEGIN
+        SELECT r.route, r.wheel INTO v_route, v_wheel FROM pgpulse._routing() r;
+        -- rows locked by a tick or another writer are theirs to schedule
+        FOR i IN 1 .. 20 LOOP
+            SELECT * INTO c FROM pgpulse._tick_chunk(v_horizon, 5000,
+                                                     floor(random() * 1000000)::bigint,
+                                                     v_route, v_wheel, true);
+            v_written := v_written + c.written;
+            EXIT WHEN c.claimed < 5000;
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'pgpulse: could not schedule changed monitors at once (%); the next '
+            'tick will', SQLERRM;
+        RETURN 0;
+    END;
+    IF v_written > 0 THEN
+        PERFORM pg_notify('pgpulse_outbox', v_written::text);
+    END IF;
+    RETURN v_written;
+END
+$$;
+
+-- "Check now": the monitor's next slot is now (its job is written at once when a tick ran
+-- lately; else by the next tick). pgpulse's schedule is the source of this: the product's
+-- table is not written. Returns false for an unknown, inactive or parked monitor.
+CREATE FUNCTION pgpulse.check_now(p_monitor_id text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_found boolean;
+BEGIN
+    -- by the key's own type (a product's uuid, bigint or text id), so by its index
+    EXECUTE format('UPDATE pgpulse.schedule SET next_check_at = clock_timestamp()'
+                   ' WHERE monitor_id = $1::%s AND is_active AND parked IS NULL RETURNING true',
+                   (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+                     WHERE a.attrelid = 'pgpulse.schedule'::regclass AND a.attname = 'monitor_id'))
+       INTO v_found USING p_monitor_id;
+    IF v_found IS NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM pgpulse._schedule_now();
+    RETURN true;
+END
+$$;
+
+-- Schedule rows for product rows pgpulse has not seen (new ones, or all of them in a
+-- resync): the first slot is the product's next_check_at, or the next one on the monitor's
+-- phase grid. A row there already takes every field anew.
+CREATE FUNCTION pgpulse._schedule_insert(p_rows public.monitors[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO pgpulse.schedule AS s
+           (monitor_id, is_active, parked, next_check_at, check_interval_seconds,
+            preferred_region, allow_fallback, criticality, check_regions, check_spec)
+    SELECT n.id, coalesce(n.is_active, false), f.problem,
+           CASE WHEN isfinite(n.next_check_at) THEN n.next_check_at
+                WHEN f.problem IS NULL THEN pgpulse._grid_slot(n.id::text, i.interval_s::integer, now())
+                ELSE now() END,
+           least(greatest(coalesce(i.interval_s, 0), 0), 2147483647), n.preferred_region,
+           coalesce(n.allow_fallback, true), coalesce(n.criticality, ''), n.check_regions,
+           pgpulse._check_spec(n.url, n.method, n.timeout_ms, n.expected_status,
+                               n.check_retries, n.check_retry_delay_ms)
+      FROM unnest(p_rows) n
+     CROSS JOIN LATERAL (SELECT pgpulse._interval_s(n.check_interval_minutes,
+                                                    n.check_interval_seconds) AS interval_s) i
+     CROSS JOIN LATERAL (SELECT pgpulse._schedule_problem(
+                                    i.interval_s, n.url, n.method, n.timeout_ms,
+                                    n.expected_status, n.check_retries, n.check_retry_delay_ms,
+                                    n.criticality, n.check_regions) AS problem) f
+        ON CONFLICT (monitor_id) DO UPDATE
+       SET is_active = excluded.is_active, parked = excluded.parked,
+           next_check_at = excluded.next_check_at,
+           check_interval_seconds = excluded.check_interval_seconds,
+           preferred_region = excluded.preferred_region, allow_fallback = excluded.allow_fallback,
+           criticality = excluded.criticality, check_regions = excluded.check_regions,
+           check_spec = excluded.check_spec;
+END
+$$;
+
+-- New monitors. Their first slots within the horizon the ticks have written go to the
+-- outbox at once, in this transaction (see _schedule_now).
+CREATE FUNCTION pgpulse._follow_insert() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pgpulse._schedule_insert(ARRAY(SELECT n::public.monitors FROM new_monitors n));
+    PERFORM pgpulse._schedule_now();
+    RETURN NULL;
+END
+$$;
+
+-- A changed monitor: the fields whose columns changed follow (the others keep what pgpulse
+-- holds: a region renamed in pgpulse.regions stays renamed). A changed interval re-phases
+-- the next slot onto the new grid and takes back the jobs written ahead for the old one (a
+-- slot already due is still checked); so does a re-activation or an unparked row (its next
+-- slot, not a catch-up). A next_check_at the product changed wins: its next slot is there.
+-- A deactivated or newly parked monitor's waiting jobs go; a changed check, criticality or
+-- fallback choice reaches the jobs still waiting.
+CREATE FUNCTION pgpulse._follow_update() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s          pgpulse.schedule%ROWTYPE;
+    v_old      pgpulse.schedule%ROWTYPE;
+    v_interval bigint;
+BEGIN
+    SELECT * INTO v_old FROM pgpulse.schedule WHERE monitor_id = OLD.id FOR UPDATE;
+    IF NOT FOUND OR NEW.id IS DISTINCT FROM OLD.id THEN
+        -- a changed id, or a row pgpulse never saw (following was off): follow it anew
+        DELETE FROM pgpulse.schedule WHERE monitor_id = OLD.id;
+        DELETE FROM pgpulse.outbox WHERE monitor_id = OLD.id;
+        PERFORM pgpulse._schedule_insert(ARRAY[NEW]);
+        RETURN NULL;
+    END IF;
+    s := v_old;
+    IF NEW.check_interval_seconds IS DISTINCT FROM OLD.check_interval_seconds
+       OR NEW.check_interval_minutes IS DISTINCT FROM OLD.check_interval_minutes THEN
+        -- the one of the two this UPDATE changed wins (seconds when both; NULL seconds:
+        -- minutes again)
+        v_interval := CASE
+            WHEN NEW.check_interval_seconds IS DISTINCT FROM OLD.check_interval_seconds
+                THEN pgpulse._interval_s(NEW.check_interval_minutes, NEW.check_interval_seconds)
+            ELSE NEW.check_interval_minutes::bigint * 60 END;
+        s.check_interval_seconds := least(greatest(v_interval, 0), 2147483647);
+    ELSE
+        v_interval := v_old.check_interval_seconds;
+    END IF;
+    IF NEW.preferred_region IS DISTINCT FROM OLD.preferred_region THEN
+        s.preferred_region := NEW.preferred_region;
+    END IF;
+    IF NEW.check_regions IS DISTINCT FROM OLD.check_regions THEN
+        s.check_regions := NEW.check_regions;
+    END IF;
+    s.is_active := coalesce(NEW.is_active, false);
+    s.allow_fallback := coalesce(NEW.allow_fallback, true);
+    s.criticality := coalesce(NEW.criticality, '');
+    s.check_spec := pgpulse._check_spec(NEW.url, NEW.method, NEW.timeout_ms, NEW.expected_status,
+                                        NEW.check_retries, NEW.check_retry_delay_ms);
+    s.parked := pgpulse._schedule_problem(v_interval, NEW.url, NEW.method, NEW.timeout_ms,
+                                          NEW.expected_status, NEW.check_retries,
+                                          NEW.check_retry_delay_ms, NEW.criticality,
+                                          s.check_regions);
+    IF s.parked IS NULL AND s.is_active
+       AND (NOT v_old.is_active OR v_old.parked IS NOT NULL
+            OR s.check_interval_seconds IS DISTINCT FROM v_old.check_interval_seconds) THEN
+        s.next_check_at := pgpulse._grid_slot(NEW.id::text, s.check_interval_seconds, now());
+    END IF;
+    IF NEW.next_check_at IS DISTINCT FROM OLD.next_check_at AND isfinite(NEW.next_check_at) THEN
+        s.next_check_at := NEW.next_check_at;
+    END IF;
+
+    IF NOT s.is_active OR s.parked IS NOT NULL THEN
+        DELETE FROM pgpulse.outbox WHERE monitor_id = NEW.id;
+    ELSIF s.check_interval_seconds IS DISTINCT FROM v_old.check_interval_seconds THEN
+        DELETE FROM pgpulse.outbox WHERE monitor_id = NEW.id AND scheduled_for > now();
+    END IF;
+    IF s.is_active AND s.parked IS NULL
+       AND (s.check_spec IS DISTINCT FROM v_old.check_spec
+            OR s.criticality IS DISTINCT FROM v_old.criticality
+            OR s.allow_fallback IS DISTINCT FROM v_old.allow_fallback) THEN
+        -- a multi-region job keeps the regions of its slot
+        UPDATE pgpulse.outbox
+           SET payload = s.check_spec || jsonb_strip_nulls(
+                   jsonb_build_object('slot_regions', payload -> 'slot_regions')),
+               criticality = s.criticality, allow_fallback = s.allow_fallback
+         WHERE monitor_id = NEW.id;
+    END IF;
+    UPDATE pgpulse.schedule
+       SET is_active = s.is_active, parked = s.parked, next_check_at = s.next_check_at,
+           check_interval_seconds = s.check_interval_seconds,
+           preferred_region = s.preferred_region, allow_fallback = s.allow_fallback,
+           criticality = s.criticality, check_regions = s.check_regions,
+           check_spec = s.check_spec
+     WHERE monitor_id = NEW.id;
+    RETURN NULL;
+END
+$$;
+
+-- Deleted monitors: their schedule rows, waiting jobs and dead letters go (a retry would
+-- bring them back).
+CREATE FUNCTION pgpulse._follow_delete() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM pgpulse.schedule s USING old_monitors o WHERE s.monitor_id = o.id;
+    DELETE FROM pgpulse.outbox j USING old_monitors o WHERE j.monitor_id = o.id;
+    DELETE FROM pgpulse.dead_letters d USING old_monitors o WHERE d.monitor_id = o.id;
+    RETURN NULL;
+END
+$$;
+
+-- A truncated monitors table: nothing is left to schedule.
+CREATE FUNCTION pgpulse._follow_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM pgpulse.schedule;
+    DELETE FROM pgpulse.outbox;
+    DELETE FROM pgpulse.dead_letters;
+    RETURN NULL;
+END
+$$;
+
+-- ... and after the statement, the slots its changes made due (a re-activation, a new
+-- interval, a "check now" through next_check_at, a fixed URL) are written at once.
+CREATE FUNCTION pgpulse._follow_schedule_now() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pgpulse._schedule_now();
+    RETURN NULL;
+END
+$$;
+
+-- A job put back after a failure (the relay's requeue, a dead letter retried) may have
+-- been in flight while its monitor changed: it is dropped when the monitor is inactive or
+-- parked, and otherwise carries the monitor's check as it is now. (A job without a schedule
+-- row was not written by the tick, or its monitor was deleted while it was in flight: kept.)
+CREATE OR REPLACE FUNCTION pgpulse._outbox_requeue_current() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_monitor record;
+BEGIN
+    SELECT s.is_active, s.parked, s.check_spec, s.criticality, s.allow_fallback
+      INTO v_monitor
+      FROM pgpulse.schedule s WHERE s.monitor_id = NEW.monitor_id;
+    IF NOT FOUND THEN
+        RETURN NEW;
+    ELSIF NOT v_monitor.is_active OR v_monitor.parked IS NOT NULL THEN
+        RETURN NULL;
+    END IF;
+    NEW.payload := v_monitor.check_spec || jsonb_strip_nulls(
+        jsonb_build_object('slot_regions', NEW.payload -> 'slot_regions'));
+    NEW.criticality := v_monitor.criticality;
+    NEW.allow_fallback := v_monitor.allow_fallback;
+    RETURN NEW;
+END
+$$;
+
+-- The backfill: what pgpulse held in the product's rows, as they are now. A parked row
+-- (0016 parked by next_check_at 9999-12-31) keeps its reason.
+INSERT INTO pgpulse.schedule (monitor_id, is_active, parked, next_check_at, last_scheduled_at, check_interval_seconds, preferred_region, allow_fallback, criticality, check_regions, check_spec)
+    SELECT m.id, m.is_active,
+           CASE WHEN m.next_check_at = '9999-12-31 23:59:59+00'
+                THEN coalesce(p.problem, 'url: ' || coalesce(pgpulse.url_problem(m.url), 'refused'))
+                ELSE p.problem END,
+           m.next_check_at, m.last_scheduled_at, m.check_interval_seconds, m.preferred_region,
+           m.allow_fallback, m.criticality, m.check_regions, m.check_spec
+      FROM public.monitors m
+     CROSS JOIN LATERAL (SELECT pgpulse._schedule_problem(
+                                    m.check_interval_seconds, m.url, m.method, m.timeout_ms,
+                                    m.expected_status, m.check_retries, m.check_retry_delay_ms,
+                                    m.criticality, m.check_regions) AS problem) p;
+
+-- Writers of the product's table wait from here to the commit; readers do not. Rows
+-- written since the backfill are copied again, rows deleted since go.
+LOCK TABLE public.monitors IN SHARE ROW EXCLUSIVE MODE;
+DELETE FROM pgpulse.schedule s
+ WHERE NOT EXISTS (SELECT 1 FROM public.monitors m WHERE m.id = s.monitor_id);
+INSERT INTO pgpulse.schedule AS s (monitor_id, is_active, parked, next_check_at, last_scheduled_at, check_interval_seconds, preferred_region, allow_fallback, criticality, check_regions, check_spec)
+    SELECT m.id, m.is_active,
+           CASE WHEN m.next_check_at = '9999-12-31 23:59:59+00'
+                THEN coalesce(p.problem, 'url: ' || coalesce(pgpulse.url_problem(m.url), 'refused'))
+                ELSE p.problem END,
+           m.next_check_at, m.last_scheduled_at, m.check_interval_seconds, m.preferred_region,
+           m.allow_fallback, m.criticality, m.check_regions, m.check_spec
+      FROM public.monitors m
+     CROSS JOIN LATERAL (SELECT pgpulse._schedule_problem(
+                                    m.check_interval_seconds, m.url, m.method, m.timeout_ms,
+                                    m.expected_status, m.check_retries, m.check_retry_delay_ms,
+                                    m.criticality, m.check_regions) AS problem) p
+     WHERE NOT EXISTS (
+           SELECT 1 FROM pgpulse.schedule o
+            WHERE o.monitor_id = m.id
+              AND (o.next_check_at, o.last_scheduled_at, o.is_active, o.check_interval_seconds,
+                   o.preferred_region, o.allow_fallback, o.criticality, o.check_regions,
+                   o.check_spec)
+                  IS NOT DISTINCT FROM
+                  (m.next_check_at, m.last_scheduled_at, m.is_active, m.check_interval_seconds,
+                   m.preferred_region, m.allow_fallback, m.criticality, m.check_regions,
+                   m.check_spec))
+    ON CONFLICT (monitor_id) DO UPDATE
+   SET is_active = excluded.is_active, parked = excluded.parked,
+       next_check_at = excluded.next_check_at, last_scheduled_at = excluded.last_scheduled_at,
+       check_interval_seconds = excluded.check_interval_seconds,
+       preferred_region = excluded.preferred_region, allow_fallback = excluded.allow_fallback,
+       criticality = excluded.criticality, check_regions = excluded.check_regions,
+       check_spec = excluded.check_spec;
+
+DROP TRIGGER IF EXISTS monitors_interval ON public.monitors;
+DROP TRIGGER IF EXISTS monitors_check_regions ON public.monitors;
+DROP TRIGGER IF EXISTS monitors_check_spec ON public.monitors;
+DROP TRIGGER IF EXISTS monitors_set_phase ON public.monitors;
+DROP TRIGGER IF EXISTS monitors_rephase ON public.monitors;
+DROP TRIGGER IF EXISTS monitors_update_jobs ON public.monitors;
+DROP TRIGGER IF EXISTS monitors_deactivated_drop_jobs ON public.monitors;
+DROP TRIGGER IF EXISTS monitors_deleted_drop_jobs ON public.monitors;
+DROP TRIGGER IF EXISTS monitors_url_checked ON public.monitors;
+DROP TRIGGER IF EXISTS monitors_url_parked ON public.monitors;
+DROP TRIGGER IF EXISTS monitors_inserted_schedule_now ON public.monitors;
+DROP TRIGGER IF EXISTS monitors_rephased_schedule_now ON public.monitors;
+
+CREATE TRIGGER pgpulse_follow_insert
+    AFTER INSERT ON public.monitors
+    REFERENCING NEW TABLE AS new_monitors
+    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._follow_insert();
+
+-- Only a change of a followed column: an ORM's full-row save that writes back what it read
+-- is no change, and an UPDATE of a column pgpulse does not follow never fires it.
+CREATE TRIGGER pgpulse_follow_update
+    AFTER UPDATE OF id, url, method, timeout_ms, expected_status, check_retries,
+                    check_retry_delay_ms, check_interval_minutes, check_interval_seconds,
+                    is_active, preferred_region, allow_fallback, criticality, next_check_at,
+                    check_regions
+    ON public.monitors
+    FOR EACH ROW WHEN ((NEW.id, NEW.url, NEW.method, NEW.timeout_ms, NEW.expected_status,
+                        NEW.check_retries, NEW.check_retry_delay_ms, NEW.check_interval_minutes,
+                        NEW.check_interval_seconds, NEW.is_active, NEW.preferred_region,
+                        NEW.allow_fallback, NEW.criticality, NEW.next_check_at, NEW.check_regions)
+                       IS DISTINCT FROM
+                       (OLD.id, OLD.url, OLD.method, OLD.timeout_ms, OLD.expected_status,
+                        OLD.check_retries, OLD.check_retry_delay_ms, OLD.check_interval_minutes,
+                        OLD.check_interval_seconds, OLD.is_active, OLD.preferred_region,
+                        OLD.allow_fallback, OLD.criticality, OLD.next_check_at, OLD.check_regions))
+    EXECUTE FUNCTION pgpulse._follow_update();
+
+CREATE TRIGGER pgpulse_follow_update_schedule_now
+    AFTER UPDATE OF id, url, method, timeout_ms, expected_status, check_retries,
+                    check_retry_delay_ms, check_interval_minutes, check_interval_seconds,
+                    is_active, criticality, next_check_at, check_regions
+    ON public.monitors
+    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._follow_schedule_now();
+
+CREATE TRIGGER pgpulse_follow_delete
+    AFTER DELETE ON public.monitors
+    REFERENCING OLD TABLE AS old_monitors
+    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._follow_delete();
+
+CREATE TRIGGER pgpulse_follow_truncate
+    AFTER TRUNCATE ON public.monitors
+    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._follow_truncate();
+
+-- What pgpulse put on the product's table goes. An adopted table's record
+-- (pgpulse.adoption) keeps how to put each back, for a downgrade.
+DO $release$
+DECLARE
+    v_adopted boolean := to_regclass('pgpulse.adoption') IS NOT NULL;
+    v record;
+BEGIN
+    IF v_adopted THEN
+        ALTER TABLE pgpulse.adoption DROP CONSTRAINT adoption_kind_known;
+        ALTER TABLE pgpulse.adoption ADD CONSTRAINT adoption_kind_known
+            CHECK (kind IN ('column', 'index', 'trigger', 'released'));
+    END IF;
+    FOR v IN SELECT c.conname, pg_get_constraintdef(c.oid) AS definition
+               FROM pg_constraint c
+              WHERE c.conrelid = 'public.monitors'::regclass
+                AND (c.conname = ANY (ARRAY['monitor_method_known', 'monitor_timeout_100ms_to_120s', 'monitor_expected_status_http', 'monitor_check_retries_0_to_5', 'monitor_check_retry_delay', 'monitor_interval_1_to_1440_minutes', 'monitor_criticality_known', 'monitor_interval_seconds_10_to_86400', 'monitor_check_regions_list', 'monitor_next_check_at_finite', 'monitors_preferred_region_fkey'])
+                     OR c.confrelid = 'pgpulse.regions'::regclass)
+              ORDER BY c.conname LOOP
+        IF v_adopted THEN
+            INSERT INTO pgpulse.adoption (kind, name)
+            VALUES ('released', format('ADD CONSTRAINT %I %s', v.conname, v.definition));
+        END IF;
+        EXECUTE format('ALTER TABLE public.monitors DROP CONSTRAINT %I', v.conname);
+    END LOOP;
+    FOR v IN SELECT a.attname FROM pg_attribute a
+              WHERE a.attrelid = 'public.monitors'::regclass AND a.attnotnull
+                AND a.attname = ANY (ARRAY['next_check_at', 'check_interval_seconds']) LOOP
+        IF v_adopted THEN
+            INSERT INTO pgpulse.adoption (kind, name)
+            VALUES ('released', format('ALTER COLUMN %I SET NOT NULL', v.attname));
+        END IF;
+        EXECUTE format('ALTER TABLE public.monitors ALTER COLUMN %I DROP NOT NULL', v.attname);
+    END LOOP;
+    IF v_adopted THEN
+        INSERT INTO pgpulse.adoption (kind, name)
+        SELECT 'released', format('ADD COLUMN check_spec %s%s%s', format_type(a.atttypid, a.atttypmod),
+                                  CASE WHEN a.attgenerated = 's'
+                                       THEN format(' GENERATED ALWAYS AS (%s) STORED',
+                                                   pg_get_expr(d.adbin, d.adrelid)) END,
+                                  CASE WHEN a.attnotnull THEN ' NOT NULL' END)
+          FROM pg_attribute a
+          LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+         WHERE a.attrelid = 'public.monitors'::regclass AND a.attname = 'check_spec'
+           AND NOT a.attisdropped;
+        DELETE FROM pgpulse.adoption
+         WHERE (kind, name) IN (('column', 'check_spec'), ('index', 'monitors_due'),
+                                ('trigger', 'monitors_set_phase'));
+    END IF;
+END
+$release$;
+DROP INDEX IF EXISTS public.monitors_due;
+ALTER TABLE public.monitors DROP COLUMN check_spec;
+
+DROP FUNCTION pgpulse._monitor_set_phase(),
+    pgpulse._monitor_check_spec(),
+    pgpulse._monitor_interval(),
+    pgpulse._monitor_check_regions(),
+    pgpulse._monitor_rephase(),
+    pgpulse._monitor_drop_jobs(),
+    pgpulse._monitor_update_jobs(),
+    pgpulse._monitor_url_checked(),
+    pgpulse._monitors_inserted(),
+    pgpulse._monitor_rephased(),
+    pgpulse._schedule_now(text[]),
+    pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[], text[]);
+
+-- For the product: each monitor's next slot, when pgpulse last scheduled it, and why it is
+-- parked (NULL: it is scheduled). security_invoker, through the product's own table: its
+-- row-level security decides which monitors a role sees here.
+CREATE VIEW pgpulse.monitor_schedule WITH (security_invoker = true) AS
+SELECT m.id AS monitor_id, s.next_check_at, s.last_scheduled_at, s.parked, s.is_active
+  FROM public.monitors m
+  JOIN pgpulse.schedule s ON s.monitor_id = m.id;
+COMMENT ON VIEW pgpulse.monitor_schedule IS
+    'next_check_at, last_scheduled_at and why a monitor is parked, per product monitor';
+
+REVOKE EXECUTE ON FUNCTION
+    pgpulse._follow_insert(),
+    pgpulse._follow_update(),
+    pgpulse._follow_delete(),
+    pgpulse._follow_truncate(),
+    pgpulse._follow_schedule_now(),
+    pgpulse._region_renamed(),
+    pgpulse.check_now(text),
+    pgpulse._schedule_now(),
+    pgpulse._schedule_insert(public.monitors[]),
+    pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[])
+    FROM PUBLIC;
+GRANT USAGE ON SCHEMA pgpulse TO PUBLIC;
+GRANT SELECT (monitor_id, next_check_at, last_scheduled_at, parked, is_active)
+    ON pgpulse.schedule TO PUBLIC;
+GRANT SELECT ON pgpulse.monitor_schedule TO PUBLIC;
