@@ -25,12 +25,14 @@ from tenacity import AsyncRetrying, retry_if_exception_type, retry_if_result, st
 from relay import logs, metrics
 from relay.backoff import Backoff
 from relay.config import OpsSettings
+from relay.db import apinned
 from relay.facts import read_facts
 
 # pg_try_advisory_lock key of the alert evaluator (any fixed number unique to pgpulse)
 EVALUATOR_LOCK = 0x70677075_6C736531  # "pgpulse1"
 # rules that judge database facts: left alone (neither fired nor resolved) while it is down
 NEEDS_DATABASE = {"deadman", "tick_budget", "backlog_age"}
+STATEMENT_TIMEOUT_MS = 5000  # each read of the rules' facts
 # a webhook POST that fails (no answer, 5xx) is tried twice more, after 0.2 s and 0.4 s
 WEBHOOK_RETRY = Backoff(first=0.2, most=0.8)
 
@@ -253,7 +255,7 @@ class Evaluator:
                     row_factory=dict_row,
                     connect_timeout=5,
                     application_name=f"pgpulse-alerts-{os.getpid()}",
-                    options="-c statement_timeout=5000",
+                    prepare_threshold=None,
                 )
                 holds = False
                 if self.down_since is not None and not self.leader:
@@ -263,9 +265,10 @@ class Evaluator:
             else:
                 holds = self.leader
             if not holds and time.monotonic() >= self.contend_after:
+                # one statement, qualified (safe whatever the search_path), never blocks
                 row = await (
                     await self.conn.execute(
-                        "SELECT pg_try_advisory_lock(%s) AS got", (EVALUATOR_LOCK,)
+                        "SELECT pg_catalog.pg_try_advisory_lock(%s) AS got", (EVALUATOR_LOCK,)
                     )
                 ).fetchone()
                 if row["got"] and not self.leader:
@@ -273,7 +276,11 @@ class Evaluator:
                 elif not row["got"] and self.leader:
                     logs.event("alert_evaluator_handed_over")
                 self.leader = row["got"]
-            return await read_facts(self.conn) if self.leader else {}
+            facts = {}
+            if self.leader:
+                async with apinned(self.conn, statement_timeout_ms=STATEMENT_TIMEOUT_MS):
+                    facts = await read_facts(self.conn)
+            return facts
         except (psycopg.Error, OSError) as exc:
             if self.down_since is None:
                 self.down_since = time.monotonic()
