@@ -5,6 +5,9 @@ However many relays run, one evaluates: the holder of a PostgreSQL advisory lock
 database cannot be reached nobody can take the lock, so the relay that held it last stays the
 evaluator: it reports the outage itself and keeps running the rules that need no database
 (its own circuit breakers); incidents that need the database stay as they are until it is back.
+A process that started into the outage (never reached the database) reports it too: it cannot
+know whether an evaluator exists. Once the database answers it resolves its outage alert and
+competes for the lock like the others.
 """
 
 from __future__ import annotations
@@ -203,6 +206,9 @@ class Evaluator:
         self.alerter = Alerter(settings)
         self.conn: psycopg.AsyncConnection | None = None
         self.leader = False  # holds the lock now, or held it when the database went
+        # this process has read the database at least once; until then it cannot know of an
+        # evaluator elsewhere, so it reports an outage itself (it started into one)
+        self.reached = False
         self.down_since: float | None = None
         self.contend_after = 0.0  # monotonic time before which this relay does not compete
         self.last_tick_logged = None
@@ -212,7 +218,7 @@ class Evaluator:
         facts = await self._read()
         if facts is None:
             metrics.facts_ok.set(0)
-            if self.leader:
+            if self.leader or not self.reached:
                 now = time.monotonic()
                 await self.alerter.update(
                     evaluate(self.settings, None, self._breakers(now), now - self.down_since),
@@ -280,6 +286,7 @@ class Evaluator:
             if self.leader:
                 async with apinned(self.conn, statement_timeout_ms=STATEMENT_TIMEOUT_MS):
                     facts = await read_facts(self.conn)
+            self.reached = True
             return facts
         except (psycopg.Error, OSError) as exc:
             if self.down_since is None:

@@ -80,6 +80,18 @@ async def pooled(pool: AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncConnec
         yield conn
 
 
+async def unreachable(dsn: str, timeout_s: int = 10) -> str | None:
+    """None when the database accepts a connection now; else why not, in one line."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(
+            dsn, connect_timeout=timeout_s, application_name="pgpulse"
+        )
+    except (psycopg.Error, OSError) as exc:
+        return describe(exc) if isinstance(exc, psycopg.Error) else str(exc)
+    await conn.close()
+    return None
+
+
 @contextlib.contextmanager
 def connect(dsn: str, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
     """A connection in one pinned transaction, committed when the block ends (a command's
