@@ -41,9 +41,6 @@ def pin_statement(statement_timeout_ms: int | None = None) -> str:
     return f"SELECT pg_catalog.set_config('search_path', '{SEARCH_PATH}', true){timeout}"
 
 
-PIN_SEARCH_PATH = pin_statement()
-
-
 def describe(exc: psycopg.Error) -> str:
     """The server's primary message (and detail), without a traceback or a password."""
     diag = getattr(exc, "diag", None)
