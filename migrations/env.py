@@ -6,6 +6,7 @@ public.alembic_version is never read or written."""
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool, text
 
+from migrations.sqlfile import finish, head_setup
 from relay.config import database_url, sqlalchemy_url
 
 VERSION_SCHEMA = "pgpulse"
@@ -70,6 +71,9 @@ def run_online() -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+        migration = context.get_context()
+        at_head = set(migration.get_current_heads()) == set(context.script.get_heads())
+        finish(migration, head_setup(context.script) if at_head else ())
 
 
 def run_dry(connection: Connection, measured: dict) -> None:
@@ -103,6 +107,9 @@ def run_offline() -> None:
     context.get_context().impl.static_output(f"CREATE SCHEMA IF NOT EXISTS {VERSION_SCHEMA};\n")
     with context.begin_transaction():
         context.run_migrations()
+    destination = context.script.get_revision(context.get_revision_argument())
+    at_head = destination is not None and destination.is_head
+    finish(context.get_context(), head_setup(context.script) if at_head else ())
 
 
 if context.is_offline_mode():
