@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 from alembic import op
+from sqlalchemy import Connection, text
 
 ROOT = Path(__file__).resolve().parent.parent
 # Revision 0001's released SQL opens with CREATE SCHEMA pgpulse, but since 0002 Alembic's
@@ -160,3 +161,40 @@ def _print_warning(diag) -> None:
     line = _warning_line(diag)
     if line:
         print(line, file=sys.stderr)
+
+
+def move_version_out_of_public(connection: Connection, revisions: set[str]) -> None:
+    """Installs older than 0002 kept their version row in public.alembic_version: move that
+    row (only a pgpulse revision, only where pgpulse is installed) to pgpulse.alembic_version.
+    A host's own rows stay; the table is dropped only when nothing else is left in it."""
+    found = connection.execute(
+        text(
+            "SELECT to_regclass('pgpulse.alembic_version') IS NULL"
+            "   AND to_regclass('public.alembic_version') IS NOT NULL"
+            "   AND to_regclass('pgpulse.outbox') IS NOT NULL"
+        )
+    ).scalar()
+    if not found:
+        return
+    ours = [
+        v
+        for (v,) in connection.execute(text("SELECT version_num FROM public.alembic_version"))
+        if v in revisions
+    ]
+    if not ours:
+        return
+    connection.execute(
+        text(
+            "CREATE TABLE pgpulse.alembic_version (version_num varchar(32) NOT NULL,"
+            " CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+        )
+    )
+    for version in ours:
+        connection.execute(text("INSERT INTO pgpulse.alembic_version VALUES (:v)"), {"v": version})
+        connection.execute(
+            text("DELETE FROM public.alembic_version WHERE version_num = :v"), {"v": version}
+        )
+    if connection.execute(
+        text("SELECT NOT EXISTS (SELECT 1 FROM public.alembic_version)")
+    ).scalar():
+        connection.execute(text("DROP TABLE public.alembic_version"))

@@ -38,9 +38,50 @@ def version_location() -> Path:
     return location / "versions"
 
 
+def run_pgpulse_migrations(connection, revision: str = "head") -> None:
+    """For a product's own Alembic env.py, in run_migrations_online after its own
+    `context.run_migrations()` (its transaction ended), on the same SQLAlchemy connection:
+    upgrades pgpulse's own history, kept in pgpulse.alembic_version, then applies the roles
+    and pg_cron set-up as `pgpulse migrate` does. The product's history keeps its single
+    head, so its usual `alembic upgrade head` upgrades both (docs/adopting.md)."""
+    from alembic.runtime.environment import EnvironmentContext
+    from sqlalchemy import text
+
+    from migrations.sqlfile import finish, head_setup, move_version_out_of_public
+
+    config = alembic_config(None)
+    script = ScriptDirectory.from_config(config)
+    with _database_errors(revision):
+        if connection.in_transaction():
+            connection.commit()
+        with connection.begin():
+            connection.execute(text("CREATE SCHEMA IF NOT EXISTS pgpulse"))
+            move_version_out_of_public(connection, {r.revision for r in script.walk_revisions()})
+        # an environment of its own, never installed as alembic.context: the product's
+        # env.py keeps its own; run_migrations makes `op` this history's while it runs
+        env = EnvironmentContext(
+            config,
+            script,
+            fn=lambda current, _context: script._upgrade_revs(revision, current),
+            destination_rev=revision,
+        )
+        env.configure(
+            connection=connection, transaction_per_migration=True, version_table_schema="pgpulse"
+        )
+        with env.begin_transaction():
+            env.run_migrations()
+        migration = env.get_context()
+        at_head = set(migration.get_current_heads()) == set(script.get_heads())
+        finish(migration, head_setup(script) if at_head else ())
+        if connection.in_transaction():
+            connection.commit()
+
+
 def add_to_alembic(script) -> None:
-    """For a host's own Alembic env.py: `add_to_alembic(context.script)`, before
-    run_migrations, lists pgpulse's revisions (branch `pgpulse`) beside the host's. Alembic
+    """Superseded by run_pgpulse_migrations, which keeps the host's single head: for a host's
+    own Alembic env.py, `add_to_alembic(context.script)`, before run_migrations, lists
+    pgpulse's revisions (branch `pgpulse`) beside the host's, so `alembic upgrade heads`
+    (not `head`) upgrades both. Alembic
     reads version_locations before env.py runs, so setting that option there is too late;
     the revisions themselves are loaded only once the migrations run."""
     ours = str(version_location())
