@@ -6,48 +6,12 @@ public.alembic_version is never read or written."""
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool, text
 
+from migrations.sqlfile import finish, head_setup, move_version_out_of_public
 from relay.config import database_url, sqlalchemy_url
 
 VERSION_SCHEMA = "pgpulse"
 
 config = context.config
-
-
-def move_version_out_of_public(connection: Connection, revisions: set[str]) -> None:
-    """Installs older than 0002 kept their version row in public.alembic_version: move that
-    row (only a pgpulse revision, only where pgpulse is installed) to pgpulse.alembic_version.
-    A host's own rows stay; the table is dropped only when nothing else is left in it."""
-    found = connection.execute(
-        text(
-            "SELECT to_regclass('pgpulse.alembic_version') IS NULL"
-            "   AND to_regclass('public.alembic_version') IS NOT NULL"
-            "   AND to_regclass('pgpulse.outbox') IS NOT NULL"
-        )
-    ).scalar()
-    if not found:
-        return
-    ours = [
-        v
-        for (v,) in connection.execute(text("SELECT version_num FROM public.alembic_version"))
-        if v in revisions
-    ]
-    if not ours:
-        return
-    connection.execute(
-        text(
-            "CREATE TABLE pgpulse.alembic_version (version_num varchar(32) NOT NULL,"
-            " CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
-        )
-    )
-    for version in ours:
-        connection.execute(text("INSERT INTO pgpulse.alembic_version VALUES (:v)"), {"v": version})
-        connection.execute(
-            text("DELETE FROM public.alembic_version WHERE version_num = :v"), {"v": version}
-        )
-    if connection.execute(
-        text("SELECT NOT EXISTS (SELECT 1 FROM public.alembic_version)")
-    ).scalar():
-        connection.execute(text("DROP TABLE public.alembic_version"))
 
 
 def run_online() -> None:
@@ -70,6 +34,9 @@ def run_online() -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+        migration = context.get_context()
+        at_head = set(migration.get_current_heads()) == set(context.script.get_heads())
+        finish(migration, head_setup(context.script) if at_head else ())
 
 
 def run_dry(connection: Connection, measured: dict) -> None:
@@ -103,6 +70,9 @@ def run_offline() -> None:
     context.get_context().impl.static_output(f"CREATE SCHEMA IF NOT EXISTS {VERSION_SCHEMA};\n")
     with context.begin_transaction():
         context.run_migrations()
+    destination = context.script.get_revision(context.get_revision_argument())
+    at_head = destination is not None and destination.is_head
+    finish(context.get_context(), head_setup(context.script) if at_head else ())
 
 
 if context.is_offline_mode():

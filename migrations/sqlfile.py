@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 from alembic import op
+from sqlalchemy import Connection, text
 
 ROOT = Path(__file__).resolve().parent.parent
 # Revision 0001's released SQL opens with CREATE SCHEMA pgpulse, but since 0002 Alembic's
@@ -29,39 +30,106 @@ _HAND_OVER = (
 )
 
 
+# The roles and the pg_cron jobs are set up again by many revisions (each with its release's
+# copy of sql/roles.sql, sql/cron.sql) and once more after an upgrade that ends at head
+# (finish): only the last setup's warnings of a run say how things stand, so they are held
+# and printed once, at its end.
+SETUP_KINDS = ("roles", "cron")
+
+
+def _setup_kind(rel: str) -> str | None:
+    name = rel.rsplit("/", 1)[-1]
+    return next((kind for kind in SETUP_KINDS if name.endswith(f"_{kind}.sql")), None)
+
+
+def _run_state(config) -> dict:
+    """This run's held setup warnings and the files it applied."""
+    if config is None:
+        return {"warnings": {}, "applied": set()}
+    return config.attributes.setdefault("pgpulse_setup", {"warnings": {}, "applied": set()})
+
+
 def apply(*relative_paths: str) -> None:
     """Run each file as one script on the migration's connection; show server warnings.
     Offline (`pgpulse migrate --sql`), print each file instead, for an empty database."""
     context = op.get_context()
+    state = _run_state(context.config)
     if context.as_sql:
         for rel in relative_paths:
             sql = (ROOT / rel).read_text()
             if rel == INITIAL:  # the offline script made schema pgpulse for the version table
                 sql = "\n".join([_STEP_ASIDE, sql, _HAND_OVER])
+            state["applied"].add(rel)
             context.impl.static_output(sql.rstrip() + "\n")
         return
     # the psycopg connection itself (inside Alembic's transaction): no parameter parsing
     raw = op.get_bind().connection.driver_connection
     # a dry run (relay.migrate.would_drop) is rolled back: what it says would mislead
     quiet = context.config is not None and "dry_run" in context.config.attributes
-    notices = _ignore if quiet else _print_warning
-    raw.add_notice_handler(notices)
     # a revision may SET LOCAL search_path (0006 does): Alembic's own statements after it,
     # on a host's unqualified alembic_version, must still find their table
     search_path = raw.execute("SELECT current_setting('search_path')").fetchone()[0]
+    for rel in relative_paths:
+        if rel == INITIAL and _exists(raw, "public.monitors"):
+            rel = ADOPT
+        elif rel == REGIONS_MOVE and _exists(raw, "pgpulse.regions"):
+            continue
+        _run_file(raw, rel, state, quiet=quiet)
+    raw.execute("SELECT set_config('search_path', %s, true)", (search_path,))
+
+
+def _run_file(raw, rel: str, state: dict, *, quiet: bool = False) -> None:
+    sql = (ROOT / rel).read_text()
+    kind = _setup_kind(rel)
+    held: list[str] = []
+    if quiet:
+        notices = _ignore
+    elif kind:
+        state["warnings"][kind] = held  # replaces what an earlier setup of this run said
+
+        def notices(diag) -> None:
+            line = _warning_line(diag)
+            if line:
+                held.append(line)
+
+    else:
+        notices = _print_warning
+    raw.add_notice_handler(notices)
     try:
-        for rel in relative_paths:
-            if rel == INITIAL and _exists(raw, "public.monitors"):
-                raw.execute((ROOT / ADOPT).read_text())
-            elif rel == INITIAL and raw.execute(_ONLY_VERSION_TABLE).fetchone()[0]:
-                _apply_beside_version_table(raw, (ROOT / rel).read_text())
-            elif rel == REGIONS_MOVE and _exists(raw, "pgpulse.regions"):
-                continue
-            else:
-                raw.execute((ROOT / rel).read_text())
-        raw.execute("SELECT set_config('search_path', %s, true)", (search_path,))
+        if rel == INITIAL and raw.execute(_ONLY_VERSION_TABLE).fetchone()[0]:
+            _apply_beside_version_table(raw, sql)
+        else:
+            raw.execute(sql)
     finally:
         raw.remove_notice_handler(notices)
+    state["applied"].add(rel)
+
+
+def head_setup(script) -> tuple[str, ...]:
+    """The head revision's SETUP: its copies of sql/roles.sql and sql/cron.sql."""
+    return tuple(getattr(script.get_revision("head").module, "SETUP", ()))
+
+
+def finish(context, head_setup: tuple[str, ...] = ()) -> None:
+    """The end of a run of pgpulse's revisions (migrations/env.py, or a host's env.py through
+    relay.migrate): after an upgrade that ends at head, head_setup is the head revision's
+    SETUP, its copies of sql/roles.sql and sql/cron.sql; they are applied again unless a
+    revision of this run just did, so a second `pgpulse migrate`, after an admin fixed what
+    was missing, finishes the setup. Then the setup's warnings are printed, each once."""
+    state = _run_state(context.config)
+    for rel in head_setup:
+        if rel not in state["applied"]:
+            if context.as_sql:
+                context.impl.static_output((ROOT / rel).read_text().rstrip() + "\n")
+                state["applied"].add(rel)
+            else:  # in a transaction of its own, after the revisions' (and a read's) ended
+                if context.bind.in_transaction():
+                    context.bind.commit()
+                with context.bind.begin():
+                    _run_file(context.bind.connection.driver_connection, rel, state)
+    for kind in SETUP_KINDS:
+        for line in state["warnings"].pop(kind, []):
+            print(line, file=sys.stderr)
 
 
 def _exists(raw, table: str) -> bool:
@@ -80,9 +148,53 @@ def _ignore(diag) -> None:
     pass
 
 
-def _print_warning(diag) -> None:
+def _warning_line(diag) -> str | None:
     if diag.severity_nonlocalized in ("WARNING", "NOTICE") and diag.message_primary.startswith(
         "pgpulse"
     ):
         hint = f" ({diag.message_hint})" if diag.message_hint else ""
-        print(f"{diag.message_primary}{hint}", file=sys.stderr)
+        return f"{diag.message_primary}{hint}"
+    return None
+
+
+def _print_warning(diag) -> None:
+    line = _warning_line(diag)
+    if line:
+        print(line, file=sys.stderr)
+
+
+def move_version_out_of_public(connection: Connection, revisions: set[str]) -> None:
+    """Installs older than 0002 kept their version row in public.alembic_version: move that
+    row (only a pgpulse revision, only where pgpulse is installed) to pgpulse.alembic_version.
+    A host's own rows stay; the table is dropped only when nothing else is left in it."""
+    found = connection.execute(
+        text(
+            "SELECT to_regclass('pgpulse.alembic_version') IS NULL"
+            "   AND to_regclass('public.alembic_version') IS NOT NULL"
+            "   AND to_regclass('pgpulse.outbox') IS NOT NULL"
+        )
+    ).scalar()
+    if not found:
+        return
+    ours = [
+        v
+        for (v,) in connection.execute(text("SELECT version_num FROM public.alembic_version"))
+        if v in revisions
+    ]
+    if not ours:
+        return
+    connection.execute(
+        text(
+            "CREATE TABLE pgpulse.alembic_version (version_num varchar(32) NOT NULL,"
+            " CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+        )
+    )
+    for version in ours:
+        connection.execute(text("INSERT INTO pgpulse.alembic_version VALUES (:v)"), {"v": version})
+        connection.execute(
+            text("DELETE FROM public.alembic_version WHERE version_num = :v"), {"v": version}
+        )
+    if connection.execute(
+        text("SELECT NOT EXISTS (SELECT 1 FROM public.alembic_version)")
+    ).scalar():
+        connection.execute(text("DROP TABLE public.alembic_version"))

@@ -5,6 +5,9 @@ However many relays run, one evaluates: the holder of a PostgreSQL advisory lock
 database cannot be reached nobody can take the lock, so the relay that held it last stays the
 evaluator: it reports the outage itself and keeps running the rules that need no database
 (its own circuit breakers); incidents that need the database stay as they are until it is back.
+A process that started into the outage (never reached the database) reports it too: it cannot
+know whether an evaluator exists. Once the database answers it resolves its outage alert and
+competes for the lock like the others.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ from tenacity import AsyncRetrying, retry_if_exception_type, retry_if_result, st
 from relay import logs, metrics
 from relay.backoff import Backoff
 from relay.config import OpsSettings
+from relay.db import apinned
 from relay.facts import read_facts
 
 # pg_try_advisory_lock key of the alert evaluator (any fixed number unique to pgpulse)
 EVALUATOR_LOCK = 0x70677075_6C736531  # "pgpulse1"
 # rules that judge database facts: left alone (neither fired nor resolved) while it is down
 NEEDS_DATABASE = {"deadman", "tick_budget", "backlog_age"}
+STATEMENT_TIMEOUT_MS = 5000  # each read of the rules' facts
 # a webhook POST that fails (no answer, 5xx) is tried twice more, after 0.2 s and 0.4 s
 WEBHOOK_RETRY = Backoff(first=0.2, most=0.8)
 
@@ -201,6 +206,9 @@ class Evaluator:
         self.alerter = Alerter(settings)
         self.conn: psycopg.AsyncConnection | None = None
         self.leader = False  # holds the lock now, or held it when the database went
+        # this process has read the database at least once; until then it cannot know of an
+        # evaluator elsewhere, so it reports an outage itself (it started into one)
+        self.reached = False
         self.down_since: float | None = None
         self.contend_after = 0.0  # monotonic time before which this relay does not compete
         self.last_tick_logged = None
@@ -210,7 +218,7 @@ class Evaluator:
         facts = await self._read()
         if facts is None:
             metrics.facts_ok.set(0)
-            if self.leader:
+            if self.leader or not self.reached:
                 now = time.monotonic()
                 await self.alerter.update(
                     evaluate(self.settings, None, self._breakers(now), now - self.down_since),
@@ -253,7 +261,7 @@ class Evaluator:
                     row_factory=dict_row,
                     connect_timeout=5,
                     application_name=f"pgpulse-alerts-{os.getpid()}",
-                    options="-c statement_timeout=5000",
+                    prepare_threshold=None,
                 )
                 holds = False
                 if self.down_since is not None and not self.leader:
@@ -263,9 +271,10 @@ class Evaluator:
             else:
                 holds = self.leader
             if not holds and time.monotonic() >= self.contend_after:
+                # one statement, qualified (safe whatever the search_path), never blocks
                 row = await (
                     await self.conn.execute(
-                        "SELECT pg_try_advisory_lock(%s) AS got", (EVALUATOR_LOCK,)
+                        "SELECT pg_catalog.pg_try_advisory_lock(%s) AS got", (EVALUATOR_LOCK,)
                     )
                 ).fetchone()
                 if row["got"] and not self.leader:
@@ -273,7 +282,12 @@ class Evaluator:
                 elif not row["got"] and self.leader:
                     logs.event("alert_evaluator_handed_over")
                 self.leader = row["got"]
-            return await read_facts(self.conn) if self.leader else {}
+            facts = {}
+            if self.leader:
+                async with apinned(self.conn, statement_timeout_ms=STATEMENT_TIMEOUT_MS):
+                    facts = await read_facts(self.conn)
+            self.reached = True
+            return facts
         except (psycopg.Error, OSError) as exc:
             if self.down_since is None:
                 self.down_since = time.monotonic()

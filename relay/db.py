@@ -1,17 +1,44 @@
-"""Database access: connections that turn driver errors into one-line pgpulse errors."""
+"""Database access: connections that turn driver errors into one-line pgpulse errors, and
+the one way every pgpulse transaction starts (`pinned`, `apinned`, `pooled`).
+
+No name in pgpulse's SQL resolves through the connecting role's search_path. On it, any role
+with CREATE on a schema (public: every role on PostgreSQL 14 and older) could plant an
+operator or function that matches some argument types more exactly than pg_catalog's
+(`||` on text and uuid builds every job's JSON) and so runs instead, as the relay's role.
+Every transaction therefore begins by setting search_path to pg_catalog, pg_temp for that
+transaction only (pgpulse's own objects are always schema-qualified). Never for the session:
+behind a transaction-mode pooler (PgBouncer, Supavisor) a session setting lands on whichever
+server connection ran it and stays there for other clients, and startup `options` are
+refused. A statement that cannot run in a transaction (`CALL pgpulse.tick`, which commits)
+is written to be safe whatever the path: every function in it schema-qualified.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from relay.config import redact_url
 from relay.errors import DatabaseError
+
+SEARCH_PATH = "pg_catalog, pg_temp"  # pg_temp last: never searched for functions or operators
+
+
+def pin_statement(statement_timeout_ms: int | None = None) -> str:
+    """The first statement of every transaction (qualified itself: it runs before the pin),
+    with a statement timeout for the transaction when given."""
+    timeout = (
+        f", pg_catalog.set_config('statement_timeout', '{int(statement_timeout_ms)}', true)"
+        if statement_timeout_ms is not None
+        else ""
+    )
+    return f"SELECT pg_catalog.set_config('search_path', '{SEARCH_PATH}', true){timeout}"
 
 
 def describe(exc: psycopg.Error) -> str:
@@ -23,11 +50,54 @@ def describe(exc: psycopg.Error) -> str:
 
 
 @contextlib.contextmanager
-def connect(dsn: str, *, autocommit: bool = True) -> Iterator[psycopg.Connection]:
+def pinned(
+    conn: psycopg.Connection, *, statement_timeout_ms: int | None = None
+) -> Iterator[psycopg.Connection]:
+    """A transaction (a savepoint inside one) whose names resolve in pg_catalog: commits
+    when the block ends, rolls back if it raises."""
+    with conn.transaction():
+        conn.execute(pin_statement(statement_timeout_ms))
+        yield conn
+
+
+@contextlib.asynccontextmanager
+async def apinned(
+    conn: psycopg.AsyncConnection, *, statement_timeout_ms: int | None = None
+) -> AsyncIterator[psycopg.AsyncConnection]:
+    """`pinned` for an async connection."""
+    async with conn.transaction():
+        await conn.execute(pin_statement(statement_timeout_ms))
+        yield conn
+
+
+@contextlib.asynccontextmanager
+async def pooled(pool: AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncConnection]:
+    """A connection of the pool in a pinned transaction (the relay's every query)."""
+    async with pool.connection() as conn, apinned(conn):
+        yield conn
+
+
+async def unreachable(dsn: str, timeout_s: int = 10) -> str | None:
+    """None when the database accepts a connection now; else why not, in one line."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(
+            dsn, connect_timeout=timeout_s, application_name="pgpulse"
+        )
+    except (psycopg.Error, OSError) as exc:
+        return describe(exc) if isinstance(exc, psycopg.Error) else str(exc)
+    await conn.close()
+    return None
+
+
+@contextlib.contextmanager
+def connect(dsn: str, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+    """A connection in one pinned transaction, committed when the block ends (a command's
+    statements). autocommit=True: no transaction, for a statement that commits itself; its
+    other statements go in `pinned(conn)` blocks."""
     try:
         conn = psycopg.connect(
             dsn,
-            autocommit=autocommit,
+            autocommit=True,
             row_factory=dict_row,
             connect_timeout=10,
             application_name="pgpulse",
@@ -36,7 +106,11 @@ def connect(dsn: str, *, autocommit: bool = True) -> Iterator[psycopg.Connection
         raise DatabaseError(f"cannot connect to {redact_url(dsn)}: {describe(exc)}") from exc
     try:
         with conn:
-            yield conn
+            if autocommit:
+                yield conn
+            else:
+                with pinned(conn):
+                    yield conn
     except psycopg.Error as exc:
         raise DatabaseError(describe(exc)) from exc
 

@@ -26,7 +26,7 @@ from relay.config import (
     redact_url,
     region_endpoint,
 )
-from relay.db import describe
+from relay.db import describe, pinned
 from relay.errors import ConfigError, PgPulseError
 from relay.queries import queries
 from relay.queue import PUSH_SCRIPT
@@ -104,17 +104,19 @@ class Doctor:
             ):
                 self.add(name, "skip", "the database cannot be reached")
             return self.checks
-        with conn:
-            row = conn.execute(
-                "SELECT current_user AS who, current_database() AS db, "
-                "current_setting('server_version') AS version"
-            ).fetchone()
+        with conn:  # autocommit: each check in its own pinned transaction (relay.db)
+            with pinned(conn):
+                row = conn.execute(
+                    "SELECT current_user AS who, current_database() AS db, "
+                    "current_setting('server_version') AS version"
+                ).fetchone()
             self.add(
                 "database reachable",
                 "ok",
                 f"PostgreSQL {row['version']}, database {row['db']} as {row['who']}",
             )
-            migrated = self.check_migrated(conn)
+            with pinned(conn):
+                migrated = self.check_migrated(conn)
             if migrated:
                 self.guarded("role rights", self.check_rights, conn)
                 self.guarded("pg_cron", self.check_cron, conn)
@@ -126,7 +128,8 @@ class Doctor:
             regions = None
             if migrated:
                 try:
-                    regions = conn.execute(queries()["regions"]).fetchall()
+                    with pinned(conn):
+                        regions = conn.execute(queries()["regions"]).fetchall()
                 except psycopg.Error as exc:
                     self.add("regions", "FAIL", f"cannot read pgpulse.regions: {describe(exc)}")
                     return self.checks
@@ -139,7 +142,8 @@ class Doctor:
     def guarded(self, name: str, check, conn) -> None:
         """A database error inside one check is that check's FAIL, not the end of the run."""
         try:
-            check(conn)
+            with pinned(conn):
+                check(conn)
         except psycopg.Error as exc:
             self.add(name, "FAIL", describe(exc))
 
@@ -297,13 +301,16 @@ class Doctor:
                 return
             cron_database = where["cron_db"]
         try:
-            with psycopg.connect(
-                psycopg.conninfo.make_conninfo(self.dsn, dbname=cron_database),
-                autocommit=True,
-                row_factory=dict_row,
-                connect_timeout=5,
-                application_name="pgpulse-doctor",
-            ) as cron:
+            with (
+                psycopg.connect(
+                    psycopg.conninfo.make_conninfo(self.dsn, dbname=cron_database),
+                    autocommit=True,
+                    row_factory=dict_row,
+                    connect_timeout=5,
+                    application_name="pgpulse-doctor",
+                ) as cron,
+                pinned(cron),
+            ):
                 job = cron.execute(queries()["cron_job"], {"database": database}).fetchone()
         except psycopg.errors.UndefinedTable:
             self.add(

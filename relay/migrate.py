@@ -8,21 +8,25 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import alembic.util
 import psycopg
 import psycopg.conninfo
+import psycopg.errors
 import sqlalchemy.exc
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from psycopg import sql
 from psycopg.rows import dict_row
 
 from relay.db import DatabaseError, connect, describe
-from relay.errors import DowngradeDropsData
+from relay.errors import DowngradeDropsData, UserInputError
 from relay.resources import migrations_dir
 
 
@@ -34,9 +38,50 @@ def version_location() -> Path:
     return location / "versions"
 
 
+def run_pgpulse_migrations(connection, revision: str = "head") -> None:
+    """For a product's own Alembic env.py, in run_migrations_online after its own
+    `context.run_migrations()` (its transaction ended), on the same SQLAlchemy connection:
+    upgrades pgpulse's own history, kept in pgpulse.alembic_version, then applies the roles
+    and pg_cron set-up as `pgpulse migrate` does. The product's history keeps its single
+    head, so its usual `alembic upgrade head` upgrades both (docs/adopting.md)."""
+    from alembic.runtime.environment import EnvironmentContext
+    from sqlalchemy import text
+
+    from migrations.sqlfile import finish, head_setup, move_version_out_of_public
+
+    config = alembic_config(None)
+    script = ScriptDirectory.from_config(config)
+    with _database_errors(revision):
+        if connection.in_transaction():
+            connection.commit()
+        with connection.begin():
+            connection.execute(text("CREATE SCHEMA IF NOT EXISTS pgpulse"))
+            move_version_out_of_public(connection, {r.revision for r in script.walk_revisions()})
+        # an environment of its own, never installed as alembic.context: the product's
+        # env.py keeps its own; run_migrations makes `op` this history's while it runs
+        env = EnvironmentContext(
+            config,
+            script,
+            fn=lambda current, _context: script._upgrade_revs(revision, current),
+            destination_rev=revision,
+        )
+        env.configure(
+            connection=connection, transaction_per_migration=True, version_table_schema="pgpulse"
+        )
+        with env.begin_transaction():
+            env.run_migrations()
+        migration = env.get_context()
+        at_head = set(migration.get_current_heads()) == set(script.get_heads())
+        finish(migration, head_setup(script) if at_head else ())
+        if connection.in_transaction():
+            connection.commit()
+
+
 def add_to_alembic(script) -> None:
-    """For a host's own Alembic env.py: `add_to_alembic(context.script)`, before
-    run_migrations, lists pgpulse's revisions (branch `pgpulse`) beside the host's. Alembic
+    """Superseded by run_pgpulse_migrations, which keeps the host's single head: for a host's
+    own Alembic env.py, `add_to_alembic(context.script)`, before run_migrations, lists
+    pgpulse's revisions (branch `pgpulse`) beside the host's, so `alembic upgrade heads`
+    (not `head`) upgrades both. Alembic
     reads version_locations before env.py runs, so setting that option there is too late;
     the revisions themselves are loaded only once the migrations run."""
     ours = str(version_location())
@@ -74,19 +119,51 @@ def alembic_config(dsn: str | None, *, output: io.TextIOBase | None = None) -> C
 
 
 @contextlib.contextmanager
-def _database_errors() -> Iterator[None]:
+def _database_errors(*asked: str | None) -> Iterator[None]:
+    """Alembic's and the database's errors as one line naming the problem and the fix;
+    `asked`: the revisions the command named (a revision not found is theirs, or the
+    database's)."""
     try:
         yield
     except sqlalchemy.exc.DBAPIError as exc:
         orig = exc.orig
         message = describe(orig) if isinstance(orig, psycopg.Error) else str(orig)
+        if exc.statement is None:  # connecting failed
+            raise DatabaseError(
+                f"cannot connect to the database: {message}; check DATABASE_URL or --database-url"
+            ) from exc
+        if isinstance(orig, psycopg.errors.InsufficientPrivilege):
+            raise DatabaseError(
+                f"migration failed: {message}; run `pgpulse migrate` as the database's owner "
+                "or a superuser, or have one run the SQL that `pgpulse migrate --sql` prints"
+            ) from exc
         raise DatabaseError(f"migration failed: {message}") from exc
+    except alembic.util.CommandError as exc:
+        raise UserInputError(_command_error(str(exc), asked)) from exc
+
+
+def _command_error(message: str, asked: tuple[str | None, ...]) -> str:
+    unknown = re.match(r"Can't locate revision identified by '([^']*)'", message)
+    if unknown is None:
+        return message.splitlines()[0] if message else "Alembic refused the command"
+    script = ScriptDirectory.from_config(alembic_config(None))
+    known = [r.revision for r in reversed(list(script.walk_revisions()))]
+    listing = f"{known[0]} to {known[-1]} (head), or base"
+    wanted = unknown.group(1)
+    if any(wanted in (a or "") for a in asked):
+        return f"no revision {wanted!r}: pgpulse's revisions are {listing}"
+    from relay import __version__
+
+    return (
+        f"the database is at revision {wanted!r}, which pgpulse {__version__} does not know "
+        "(a newer pgpulse migrated it): run `pgpulse migrate` with that pgpulse"
+    )
 
 
 def upgrade(dsn: str, revision: str = "head", cron_database: str | None = None) -> None:
     """cron_database: where pg_cron runs when that is not this database (RDS, Cloud SQL:
     `postgres`); the tick is then scheduled from there for this one."""
-    with _database_errors():
+    with _database_errors(revision):
         command.upgrade(alembic_config(dsn), revision)
     if cron_database:
         schedule_in_cron_database(dsn, cron_database)
@@ -105,7 +182,7 @@ def downgrade(
             )
     if cron_database and revision == "base":
         unschedule_in_cron_database(dsn, cron_database)
-    with _database_errors():
+    with _database_errors(revision):
         command.downgrade(alembic_config(dsn), revision)
 
 
@@ -183,7 +260,7 @@ def would_drop(dsn: str, revision: str) -> list[str]:
     "schema.table.column (N rows set)", nothing for empty tables and default values."""
     config = alembic_config(dsn)
     config.attributes["dry_run"] = measured = {}  # migrations/env.py: "before", "after"
-    with _database_errors():
+    with _database_errors(revision):
         command.downgrade(config, revision)
     tables, columns = measured["before"].lost_to(measured["after"])
     found = []
@@ -356,5 +433,6 @@ def upgrade_sql(revision: str = "head", start: str | None = None) -> str:
     From an empty database unless start names the revision the database is at."""
     out = io.StringIO()
     target = f"{start}:{revision}" if start else revision
-    command.upgrade(alembic_config(None, output=out), target, sql=True)
+    with _database_errors(revision, start):
+        command.upgrade(alembic_config(None, output=out), target, sql=True)
     return out.getvalue()

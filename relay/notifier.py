@@ -34,6 +34,7 @@ class Notifier:
                     connect_timeout=10,
                     application_name="pgpulse-relay-listen",
                 ) as conn:
+                    # LISTEN resolves no name: nothing to pin on this connection
                     await conn.execute(queries()["listen_outbox"])
                     failures = 0
                     self.wake()  # jobs may have arrived while we were not listening

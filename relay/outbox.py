@@ -14,6 +14,7 @@ from psycopg.rows import class_row, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from relay.backoff import Backoff
+from relay.db import pooled
 from relay.queries import queries
 
 # a failed job is due again after 1 s, 2 s, 4 s ... at most 60 s, each ±20%
@@ -149,26 +150,27 @@ class Claim:
 
 
 class Outbox:
-    """The relay's named queries over a connection pool."""
+    """The relay's named queries over a connection pool, each in a transaction whose
+    search_path is pinned (relay.db.pooled)."""
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
 
     async def _one(self, name: str, params: dict[str, Any] | None = None) -> dict | None:
-        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        async with pooled(self.pool) as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(queries()[name], params or {})
             return await cur.fetchone()
 
     async def _all(self, name: str, row_type: type, params: dict | None = None) -> list:
         async with (
-            self.pool.connection() as conn,
+            pooled(self.pool) as conn,
             conn.cursor(row_factory=class_row(row_type)) as cur,
         ):
             await cur.execute(queries()[name], params or {})
             return await cur.fetchall()
 
     async def _run(self, name: str, params: dict[str, Any] | None = None) -> None:
-        async with self.pool.connection() as conn:
+        async with pooled(self.pool) as conn:
             await conn.execute(queries()[name], params or {})
 
     # ------------------------------------------------------------------ the claim
@@ -180,7 +182,7 @@ class Outbox:
         """Claims up to `limit` due jobs of a region (deleting them) in a transaction that
         commits when the block ends and rolls back if it raises. The transaction is a lease:
         idle for lease_s (a frozen relay), PostgreSQL ends it and the rows go back."""
-        async with self.pool.connection() as conn, conn.transaction():
+        async with pooled(self.pool) as conn:
             await conn.execute(queries()["claim_lease"], {"ms": str(int(lease_s * 1000))})
             async with conn.cursor(row_factory=job_rows) as cur:
                 await cur.execute(
@@ -252,7 +254,7 @@ class Outbox:
     async def _reroute(self, name: str, params: dict[str, Any], *, wake_on: str) -> Moved:
         """A query that moves jobs between regions; when its `wake_on` count is not zero,
         a NOTIFY in the same transaction wakes every relay."""
-        async with self.pool.connection() as conn, conn.cursor(row_factory=class_row(Moved)) as cur:
+        async with pooled(self.pool) as conn, conn.cursor(row_factory=class_row(Moved)) as cur:
             await cur.execute(queries()[name], params)
             moved = await cur.fetchone()
             if getattr(moved, wake_on):

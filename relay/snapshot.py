@@ -18,7 +18,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from relay import logs, metrics
-from relay.db import describe
+from relay.db import apinned, describe
 from relay.facts import read_facts
 
 STATEMENT_TIMEOUT_MS = 5000
@@ -79,8 +79,9 @@ class FactsCache:
         now = time.time()
         try:
             if self.conn is None or self.conn.closed:
-                # nothing session-level (no startup options, no prepared statements), so
-                # the loop also works through a transaction-mode pooler (PgBouncer)
+                # nothing session-level (no startup options, no prepared statements; the
+                # search_path and timeout are the transaction's), so the loop also works
+                # through a transaction-mode pooler (PgBouncer)
                 self.conn = await psycopg.AsyncConnection.connect(
                     self.dsn,
                     autocommit=True,
@@ -89,10 +90,7 @@ class FactsCache:
                     application_name=f"pgpulse-facts-{os.getpid()}",
                     prepare_threshold=None,
                 )
-            async with self.conn.transaction():
-                await self.conn.execute(
-                    f"SET LOCAL statement_timeout = {int(self.statement_timeout_ms)}"
-                )
+            async with apinned(self.conn, statement_timeout_ms=self.statement_timeout_ms):
                 facts = await read_facts(self.conn)
         except (psycopg.Error, OSError) as exc:
             if self.snapshot.database_ok or self.snapshot.attempted_at is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from relay.db import connect, fetch_json
+from relay.db import connect, fetch_json, pinned
 from relay.queries import queries
 
 
@@ -57,17 +57,20 @@ class TickParams:
 def run_tick(
     dsn: str, params: TickParams = TickParams(), *, trigger: str = "cli"
 ) -> dict[str, Any]:
+    # autocommit (the procedure commits per chunk): the statements outside `pinned` qualify
+    # every name themselves
     with connect(dsn, autocommit=True) as conn:
         # the tick bounds its own lock waits and chunks; this ends it should anything else
         # stall it (a CALL is one statement however many chunks it commits)
         conn.execute(
-            "SELECT set_config('statement_timeout', %s, false)",
+            "SELECT pg_catalog.set_config('statement_timeout', %s, false)",
             (f"{round((min(max(params.budget_s, 0), 55) + 15) * 1000)}ms",),
         )
         run_id = conn.execute(queries()["tick"], {"trigger": trigger, **asdict(params)}).fetchone()[
             "run_id"
         ]
-        return tick_record(conn, run_id)
+        with pinned(conn):
+            return tick_record(conn, run_id)
 
 
 def tick_record(conn, run_id: int) -> dict[str, Any]:

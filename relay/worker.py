@@ -17,9 +17,10 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from relay import logs
+from relay.backoff import Backoff
 from relay.clocks import ClockWatch
 from relay.config import RelaySettings, env_suffix
-from relay.db import describe
+from relay.db import describe, unreachable
 from relay.depth import DepthSampler
 from relay.drainer import Drainer
 from relay.errors import ConfigError, DatabaseError
@@ -29,6 +30,9 @@ from relay.outcomes import BatchListener, Counts
 from relay.regions import Region, Registry
 from relay.supervisor import Supervisor
 from relay.sweeper import Sweeper
+
+# a relay started while the database is down tries again after 0.5 s, 1 s ... at most 15 s
+DATABASE_RETRY = Backoff(first=0.5, most=15.0, jitter=0.2)
 
 
 class Relay:
@@ -73,6 +77,9 @@ class Relay:
         )
         with signals:
             pool = await self._open_pool()
+            if pool is None:  # stopped while waiting for the database
+                self._log_stopped()
+                return self.counts
             store = Outbox(pool)
             self.registry = Registry(
                 store,
@@ -88,20 +95,51 @@ class Relay:
                 await self.supervisor.shutdown()
                 await self.registry.aclose()
                 await pool.close()
-                c = self.counts
-                logs.event(
-                    "relay_stopped",
-                    published=c.published,
-                    duplicates=c.duplicates,
-                    expired=c.expired,
-                    failed=c.failed,
-                    rerouted=c.rerouted,
-                    dead_lettered=c.dead_lettered,
-                    retries=c.retries,
-                )
+                self._log_stopped()
         return self.counts
 
-    async def _open_pool(self) -> AsyncConnectionPool:
+    def _log_stopped(self) -> None:
+        c = self.counts
+        logs.event(
+            "relay_stopped",
+            published=c.published,
+            duplicates=c.duplicates,
+            expired=c.expired,
+            failed=c.failed,
+            rerouted=c.rerouted,
+            dead_lettered=c.dead_lettered,
+            retries=c.retries,
+        )
+
+    async def _open_pool(self) -> AsyncConnectionPool | None:
+        """The connection pool, once the database answers. A relay started during an outage
+        waits for it, trying again with backoff (the alert rules beside it report the outage),
+        and starts working when it is back; None if stopped meanwhile. `--once` tries once:
+        a cron wrapper wants the exit code."""
+        failures, last_error = 0, None
+        while not self.supervisor.stopping:
+            error = await unreachable(self.dsn)
+            if error is None:
+                try:
+                    pool = await self._new_pool()
+                except DatabaseError as exc:  # down again since the probe
+                    if self.once:
+                        raise
+                    error = str(exc)
+                else:
+                    if failures:
+                        logs.event("relay_database_reachable", attempts=failures + 1)
+                    return pool
+            if self.once:
+                raise DatabaseError(f"cannot connect to the database: {error}")
+            failures += 1
+            if error != last_error:  # once per reason, not per attempt
+                logs.warning("relay_waiting_for_database", error=error, attempt=failures)
+                last_error = error
+            await self.supervisor.sleep(DATABASE_RETRY.delay(failures))
+        return None
+
+    async def _new_pool(self) -> AsyncConnectionPool:
         s = self.settings
         # behind a transaction-mode pooler every statement may meet another server session
         prepare = {} if s.listen else {"prepare_threshold": None}

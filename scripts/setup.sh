@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs what pgpulse needs on Debian 12: PostgreSQL 15 with pg_cron, redis-server,
-# prometheus (promtool), chromium, pgbouncer, python3-venv (apt, only when missing), then the
-# project's virtualenv in .venv.
+# Installs what pgpulse's tests need on Debian 12: PostgreSQL 15 with pg_cron, redis-server,
+# prometheus (promtool), chromium, pgbouncer, systemd (systemd-analyze), python3-venv (apt,
+# only when missing), then the project's virtualenv in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -12,6 +12,7 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v promtool >/dev/null || missing+=(prometheus)  # promtool checks the alert rules
 command -v chromium >/dev/null || missing+=(chromium)    # the status page's browser test
 [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)       # the relay behind a pooler (tests)
+command -v systemd-analyze >/dev/null || missing+=(systemd)  # verifies the installed units
 "$PYTHON" -c "import ensurepip, venv" 2>/dev/null || missing+=(python3-venv)
 
 if ((${#missing[@]})); then

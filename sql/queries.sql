@@ -1,7 +1,9 @@
 -- Named queries the relay and the CLI run (callers write queries()["name"]). Not all of
 -- pgpulse's SQL is here: doctor's catalog checks and a few one-line statements stay inline,
 -- and the throwaway stack, demo and benchmarks write their own SQL, some built in Python.
--- Timestamps in job JSON are ISO 8601 UTC with a Z.
+-- Timestamps in job JSON are ISO 8601 UTC with a Z. Each runs in a transaction that pins
+-- search_path to pg_catalog, pg_temp first (relay.db), so names here resolve in pg_catalog
+-- and pgpulse's objects are always qualified.
 
 -- claim_due --
 -- Claims up to %(limit)s due jobs of one region and deletes them; the caller publishes,
@@ -113,7 +115,7 @@ RETURNING r.healthy
 -- claim_lease --
 -- How long the claim's transaction may sit idle (publishing) before PostgreSQL ends it and
 -- the rows go back: a frozen relay must not strand its claim. Local to the transaction.
-SELECT set_config('idle_in_transaction_session_timeout', %(ms)s, true)
+SELECT pg_catalog.set_config('idle_in_transaction_session_timeout', %(ms)s, true)
 
 -- undelivered --
 -- `relay --once`'s verdict: per region, live jobs that were due when it started, and jobs
@@ -201,9 +203,10 @@ UPDATE pgpulse.regions
  WHERE code = %(region)s AND degraded IS DISTINCT FROM %(degraded)s
 
 -- tick --
--- One scheduler tick (autocommit connection: the procedure commits per chunk).
-CALL pgpulse.tick(NULL, %(trigger)s, make_interval(secs => %(budget_s)s),
-                  make_interval(secs => %(lookahead_s)s), %(chunk)s)
+-- One scheduler tick (autocommit connection: the procedure commits per chunk). Outside a
+-- transaction search_path cannot be pinned for it alone: every name here is qualified.
+CALL pgpulse.tick(NULL, %(trigger)s, pg_catalog.make_interval(secs => %(budget_s)s),
+                  pg_catalog.make_interval(secs => %(lookahead_s)s), %(chunk)s)
 
 -- tick_run --
 -- One tick's record.

@@ -34,8 +34,8 @@ BEGIN
         IF v_super AND NOT v_as_ticker THEN
             RAISE WARNING 'pgpulse: no pg_cron job was scheduled: it would run as superuser "%"',
                 current_user
-                USING HINT = 'let `pgpulse migrate` create the role pgpulse_ticker (sql/roles.sql), '
-                             'then run `pgpulse migrate` again';
+                USING HINT = 'let `pgpulse migrate` create the role pgpulse_ticker (with '
+                             'CREATEROLE), then run `pgpulse migrate` again';
             RETURN;
         END IF;
         -- pg_cron keeps every run forever unless pruned (runs that never ended too); the
@@ -64,7 +64,8 @@ BEGIN
         WHEN insufficient_privilege THEN
             v_problem := format('role "%s" may not set up pg_cron in database "%s" (%s)',
                                 current_user, current_database(), SQLERRM);
-            v_hint := 'run `pgpulse migrate` as a superuser, or have one run sql/cron.sql';
+            v_hint := 'a superuser can run `pgpulse migrate`, or the SQL that '
+                      '`pgpulse migrate --sql --from head` prints';
         WHEN OTHERS THEN
             v_problem := format('pg_cron is not available in database "%s" (%s)',
                                 current_database(), SQLERRM);

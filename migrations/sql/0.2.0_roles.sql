@@ -37,9 +37,10 @@ BEGIN
     -- a tick ends inside its minute; this ends anything else the role runs
     ALTER ROLE pgpulse_ticker SET statement_timeout = '1min';
 EXCEPTION WHEN insufficient_privilege THEN
-    RAISE WARNING 'pgpulse: role "%" may not create or alter the roles pgpulse_relay and '
-        'pgpulse_ticker, pgpulse_owner (%)', current_user, SQLERRM
-        USING HINT = 'have a superuser run sql/roles.sql, then `pgpulse migrate` again';
+    RAISE WARNING 'pgpulse: role "%" may not create or alter the roles pgpulse_relay, '
+        'pgpulse_ticker and pgpulse_owner (%)', current_user, SQLERRM
+        USING HINT = 'a superuser can run `pgpulse migrate`, or the SQL that '
+                     '`pgpulse migrate --sql --from head` prints';
 END
 $roles$;
 

@@ -20,12 +20,13 @@ branch_labels = None
 depends_on = None
 
 
+# this release's roles and pg_cron set-up: `pgpulse migrate` applies them again at head
+# (migrations.sqlfile.finish), so a run after an admin fixed a missing right completes it
+SETUP = ("migrations/sql/0.2.0_roles.sql", "migrations/sql/0.2.0_cron.sql")
+
+
 def upgrade() -> None:
-    apply(
-        "migrations/sql/0.2.0.sql",
-        "migrations/sql/0.2.0_roles.sql",
-        "migrations/sql/0.2.0_cron.sql",
-    )
+    apply("migrations/sql/0.2.0.sql", *SETUP)
 
 
 def downgrade() -> None:

@@ -32,7 +32,8 @@ def test_planted_operators_never_run_in_the_tick_as_pg_cron_runs_it(
         admin.execute("INSERT INTO pgpulse.regions (code) VALUES ('hijack-1')")
         admin.execute(
             "INSERT INTO public.monitors (url, check_interval_minutes, preferred_region, "
-            "next_check_at) SELECT 'https://example.com/h' || g, 1 + g, 'hijack-1', "
+            # g::text: a planted || (text, integer) would run in this test's own SQL
+            "next_check_at) SELECT 'https://example.com/h' || g::text, 1 + g, 'hijack-1', "
             "now() - make_interval(days => g) FROM generate_series(1, 20) g"
         )
         admin.execute(

@@ -56,19 +56,49 @@ def test_rules_pass_promtool_and_each_alert_fires_and_resolves_in_the_unit_tests
     tested = promtool("test", "rules", RULES_TEST.name, cwd=RULES.parent)
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
-    # every alert has a case where it fires and a later case where it is gone
-    cases = [
-        c for t in yaml.safe_load(RULES_TEST.read_text())["tests"] for c in t["alert_rule_test"]
-    ]
+    # every alert has a test where it is silent, then fires, then is gone
+    groups = yaml.safe_load(RULES_TEST.read_text())["tests"]
     for alert in rule_expressions():
-        mine = sorted(
-            (c for c in cases if c["alertname"] == alert),
-            key=lambda c: int(c["eval_time"].rstrip("m")),
+        assert any(_silent_fires_resolves(g["alert_rule_test"], alert) for g in groups), (
+            f"{alert}: no unit test shows it silent, firing, then resolved"
         )
-        firing = [i for i, c in enumerate(mine) if c["exp_alerts"]]
-        assert firing, f"{alert}: no unit test shows it firing"
-        assert any(not c["exp_alerts"] for c in mine[firing[0] + 1 :]), f"{alert}: never resolves"
-        assert not mine[0]["exp_alerts"], f"{alert}: no unit test shows it silent first"
+
+
+def _silent_fires_resolves(cases: list[dict], alert: str) -> bool:
+    mine = sorted(
+        (c for c in cases if c["alertname"] == alert),
+        key=lambda c: int(c["eval_time"].rstrip("m")),
+    )
+    firing = [i for i, c in enumerate(mine) if c["exp_alerts"]]
+    return (
+        bool(firing)
+        and not mine[0]["exp_alerts"]
+        and any(not c["exp_alerts"] for c in mine[firing[0] + 1 :])
+    )
+
+
+# an aggregation operator and its `by (...)`, if any (max_over_time and histogram_quantile
+# are functions, not aggregations: the word boundary keeps them out)
+AGGREGATION = re.compile(
+    r"\b(sum|min|max|avg|count|group|stddev|stdvar|topk|bottomk|quantile|count_values)"
+    r"\s*(?:(by|without)\s*\(([^)]*)\))?\s*\("
+)
+
+
+def test_every_rule_judges_each_deployment_on_its_own():
+    """Deployments scraped by one Prometheus are told apart by job: every aggregation keeps
+    it, so one deployment's fresh numbers never mask another's alert (the unit test's
+    "two deployments, one dies" shows it)."""
+    found = 0
+    for alert, expr in rule_expressions().items():
+        for op, clause, labels in AGGREGATION.findall(expr):
+            found += 1
+            kept = {label.strip() for label in labels.split(",")}
+            assert clause == "by" and "job" in kept, f"{alert}: {op} drops the job label"
+    assert found >= 7
+    assert "two deployments, one dies" in [
+        g["name"] for g in yaml.safe_load(RULES_TEST.read_text())["tests"]
+    ]
 
 
 def test_every_dashboard_expression_parses(tmp_path):

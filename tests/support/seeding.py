@@ -178,7 +178,10 @@ def record_emitted(conn) -> None:
     publish and delete rows before the test could read them)."""
     conn.execute("""
         CREATE TABLE public.test_emitted (job_id uuid NOT NULL);
-        CREATE FUNCTION public.test_record_emitted() RETURNS trigger LANGUAGE plpgsql AS $$
+        -- SECURITY DEFINER: the tick writes the outbox as pgpulse_owner, which may not
+        -- write this test's table
+        CREATE FUNCTION public.test_record_emitted() RETURNS trigger LANGUAGE plpgsql
+        SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
         BEGIN
             INSERT INTO public.test_emitted SELECT job_id FROM new_rows;
             RETURN NULL;
