@@ -60,11 +60,28 @@ def add_monitors(
         names.append("next_check_at")
         selected.append("%s::timestamptz" if isinstance(due, datetime) else "now() + %s::interval")
         values.append(due)
-    return conn.execute(
+    rows = conn.execute(
         f"INSERT INTO public.monitors ({', '.join(names)}) SELECT {', '.join(selected)} "
         "FROM generate_series(1, %s) g RETURNING *",
         [*values, n],
     ).fetchall()
+    held = schedule_of(conn, [r["id"] for r in rows])
+    return [r | held[r["id"]] for r in rows]
+
+
+# what pgpulse's schedule holds for a monitor, as add_monitors returns it beside its columns
+SCHEDULED = ("next_check_at", "last_scheduled_at", "check_interval_seconds", "check_spec", "parked")
+
+
+def schedule_of(conn, ids: list | None = None) -> dict:
+    """pgpulse's schedule rows by monitor id (all, or these ids): next_check_at,
+    last_scheduled_at, check_interval_seconds, check_spec, parked."""
+    rows = conn.execute(
+        f"SELECT monitor_id, {', '.join(SCHEDULED)} FROM pgpulse.schedule"
+        " WHERE %(ids)s::text[] IS NULL OR monitor_id::text = ANY (%(ids)s::text[])",
+        {"ids": None if ids is None else [str(i) for i in ids]},
+    ).fetchall()
+    return {r["monitor_id"]: {k: r[k] for k in SCHEDULED} for r in rows}
 
 
 def add_monitor(conn, **kwargs) -> dict:
