@@ -34,7 +34,15 @@ from relay.facts import read_facts
 # pg_try_advisory_lock key of the alert evaluator (any fixed number unique to pgpulse)
 EVALUATOR_LOCK = 0x70677075_6C736531  # "pgpulse1"
 # rules that judge database facts: left alone (neither fired nor resolved) while it is down
-NEEDS_DATABASE = {"deadman", "tick_budget", "backlog_age"}
+NEEDS_DATABASE = {
+    "deadman",
+    "tick_budget",
+    "backlog_age",
+    "monitors_overdue",
+    "monitors_parked",
+    "tick_skipped",
+    "monitors_unrouted",
+}
 STATEMENT_TIMEOUT_MS = 5000  # each read of the rules' facts
 # a webhook POST that fails (no answer, 5xx) is tried twice more, after 0.2 s and 0.4 s
 WEBHOOK_RETRY = Backoff(first=0.2, most=0.8)
@@ -118,6 +126,7 @@ def _database_rules(settings: OpsSettings, facts: dict[str, Any]) -> list[Findin
                 },
             )
         )
+    found += _schedule_rules(facts.get("schedule"))
     for row in facts.get("backlog", []):
         oldest = float(row["oldest_due_age_s"] or 0)
         if oldest > settings.alert_backlog_age_s:
@@ -129,6 +138,55 @@ def _database_rules(settings: OpsSettings, facts: dict[str, Any]) -> list[Findin
                     {"region": row["region"], "oldest_due_age_s": oldest, "due": row["due"]},
                 )
             )
+    return found
+
+
+def _schedule_rules(health: dict[str, Any] | None) -> list[Finding]:
+    """Monitors that are due and not scheduled are never a quiet zero: overdue (no tick took
+    them), parked (the product's row holds what pgpulse cannot schedule), skipped by the
+    latest tick (an error on their rows), or no region could take them."""
+    if not health:
+        return []
+    found = []
+    if health["overdue"]:
+        found.append(
+            Finding(
+                "monitors_overdue",
+                "monitors_overdue",
+                f"{health['overdue']} active monitors are overdue by more than 90 s: "
+                "no tick scheduled them",
+                {"overdue": health["overdue"]},
+            )
+        )
+    if health["parked"]:
+        found.append(
+            Finding(
+                "monitors_parked",
+                "monitors_parked",
+                f"{health['parked']} active monitors are parked (not scheduled), "
+                f"e.g. {health['parked_reason']}",
+                {"parked": health["parked"], "reason": health["parked_reason"]},
+            )
+        )
+    if health["skipped"]:
+        found.append(
+            Finding(
+                "tick_skipped",
+                "tick_skipped",
+                f"tick {health['tick_id']} skipped {health['skipped']} monitors: "
+                f"{health['skip_detail']}",
+                {"tick_id": health["tick_id"], "skipped": health["skipped"]},
+            )
+        )
+    if health["unrouted"]:
+        found.append(
+            Finding(
+                "monitors_unrouted",
+                "monitors_unrouted",
+                f"{health['unrouted']} due monitors: no region can take their jobs",
+                {"tick_id": health["tick_id"], "unrouted": health["unrouted"]},
+            )
+        )
     return found
 
 

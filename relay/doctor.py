@@ -99,6 +99,7 @@ class Doctor:
                 "role rights",
                 "pg_cron",
                 "recent tick",
+                "scheduling",
                 "clock skew",
                 "regions",
             ):
@@ -121,8 +122,9 @@ class Doctor:
                 self.guarded("role rights", self.check_rights, conn)
                 self.guarded("pg_cron", self.check_cron, conn)
                 self.guarded("recent tick", self.check_recent_tick, conn)
+                self.guarded("scheduling", self.check_scheduling, conn)
             else:
-                for name in ("role rights", "pg_cron", "recent tick"):
+                for name in ("role rights", "pg_cron", "recent tick", "scheduling"):
                     self.add(name, "skip", "the schema is not migrated")
             self.guarded("clock skew", self.check_clock, conn)
             regions = None
@@ -407,6 +409,32 @@ class Doctor:
             )
         else:
             self.add("recent tick", "ok", f"the latest tick finished {age:.0f} s ago")
+
+    def check_scheduling(self, conn) -> None:
+        """A tick that ran is not enough: the monitors it should have taken must be taken.
+        FAIL when active monitors are overdue (no tick scheduled them) or the latest tick
+        skipped some; warn for parked monitors and ones no region can take."""
+        health = conn.execute(queries()["schedule_health"]).fetchone()
+        problems, notes = [], []
+        if health["overdue"]:
+            problems.append(f"{health['overdue']} active monitors overdue by more than 90 s")
+        if health["skipped"]:
+            problems.append(
+                f"tick {health['tick_id']} skipped {health['skipped']}: {health['skip_detail']}"
+            )
+        if health["unrouted"]:
+            notes.append(f"{health['unrouted']} due monitors no region can take")
+        if health["parked"]:
+            notes.append(
+                f"{health['parked']} active monitors parked, e.g. {health['parked_reason']} "
+                "(SELECT * FROM pgpulse.monitor_schedule WHERE parked IS NOT NULL)"
+            )
+        if problems:
+            self.add("scheduling", "FAIL", "; ".join(problems + notes))
+        elif notes:
+            self.add("scheduling", "warn", "; ".join(notes))
+        else:
+            self.add("scheduling", "ok", "every active monitor is scheduled")
 
     def skew_verdict(self, found: Skew) -> str:
         try:

@@ -88,6 +88,15 @@ def judge_readiness(
             f"no tick finished in the last {settings.ready_max_tick_age_s:.0f} s "
             "(pg_cron or the platform cron; not this instance)"
         )
+    health = facts.get("schedule") or {}
+    for count, what in (
+        (health.get("overdue"), "active monitors overdue by more than 90 s (no tick took them)"),
+        (health.get("parked"), "active monitors parked (not scheduled)"),
+        (health.get("skipped"), "monitors skipped by the latest tick"),
+        (health.get("unrouted"), "due monitors no region can take"),
+    ):
+        if count:
+            warnings.append(f"{count} {what}: the scheduler's trouble, not this instance's")
     unhealthy = facts.get("unhealthy_regions") or {}
     for row in facts.get("backlog") or []:
         region, oldest = row["region"], float(row["oldest_due_age_s"] or 0)

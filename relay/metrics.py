@@ -110,6 +110,26 @@ tick_duration = Gauge(
 tick_budget = Gauge(
     "pgpulse_tick_budget_seconds", "Time budget of the latest finished tick", registry=REGISTRY
 )
+monitors_parked = Gauge(
+    "pgpulse_monitors_parked",
+    "Active monitors pgpulse does not schedule: their row holds what it cannot schedule",
+    registry=REGISTRY,
+)
+monitors_overdue = Gauge(
+    "pgpulse_monitors_overdue",
+    "Active, schedulable monitors due more than 90 s ago: no tick scheduled them",
+    registry=REGISTRY,
+)
+tick_skipped = Gauge(
+    "pgpulse_tick_skipped_monitors",
+    "Due monitors the latest finished tick skipped (an error on their rows)",
+    registry=REGISTRY,
+)
+tick_unrouted = Gauge(
+    "pgpulse_tick_unrouted_monitors",
+    "Due monitors the latest finished tick found no region for",
+    registry=REGISTRY,
+)
 tick_monitors = Gauge(
     "pgpulse_tick_monitors", "Monitors claimed by the latest finished tick", registry=REGISTRY
 )
@@ -211,6 +231,12 @@ def publish_facts(facts: dict[str, Any]) -> None:
         outbox_oldest_age.labels(row["region"]).set(float(row["oldest_due_age_s"] or 0))
     for region, count in facts.get("dead_letters", {}).items():
         dead_letters.labels(region).set(count)
+    health = facts.get("schedule")
+    if health:
+        monitors_parked.set(health["parked"])
+        monitors_overdue.set(health["overdue"])
+        tick_skipped.set(health["skipped"])
+        tick_unrouted.set(health["unrouted"])
     tick = facts.get("latest_finished_tick")
     if tick:
         tick_duration.set(tick["duration_s"] or 0)

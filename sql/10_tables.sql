@@ -72,6 +72,8 @@ CREATE TABLE pgpulse.schedule (
 );
 -- The tick's lookup: only what it may schedule, in due order.
 CREATE INDEX schedule_due ON pgpulse.schedule (next_check_at) WHERE is_active AND parked IS NULL;
+-- Parked rows are few: counted and listed for every health read.
+CREATE INDEX schedule_parked ON pgpulse.schedule (parked) WHERE parked IS NOT NULL;
 COMMENT ON TABLE pgpulse.schedule IS
     'pgpulse''s schedule, one row per product monitor; written only by pgpulse';
 

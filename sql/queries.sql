@@ -430,6 +430,22 @@ SELECT id, trigger, started_at, finished_at, cut_short, monitors_claimed, jobs_w
        extract(epoch FROM finished_at - started_at)::float8 AS duration_s
   FROM pgpulse.tick_runs WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 1
 
+-- schedule_health --
+-- Monitors pgpulse does not schedule, for the health surfaces: active ones parked (with the
+-- commonest reason), active ones overdue (due more than 90 s ago: no tick scheduled them),
+-- and what the latest finished tick skipped or could not route.
+SELECT (SELECT count(*) FROM pgpulse.schedule WHERE parked IS NOT NULL AND is_active) AS parked,
+       (SELECT parked FROM pgpulse.schedule WHERE parked IS NOT NULL AND is_active
+         GROUP BY parked ORDER BY count(*) DESC, parked LIMIT 1) AS parked_reason,
+       (SELECT count(*) FROM pgpulse.schedule
+         WHERE is_active AND parked IS NULL
+           AND next_check_at < now() - interval '90 seconds') AS overdue,
+       t.id AS tick_id, coalesce(t.skipped, 0) AS skipped, t.skip_detail,
+       coalesce(t.unrouted, 0) AS unrouted
+  FROM (SELECT 1) one
+  LEFT JOIN LATERAL (SELECT id, skipped, skip_detail, unrouted FROM pgpulse.tick_runs
+                      WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 1) t ON true
+
 -- dead_letters_by_region --
 -- Dead letters per region, every region listed (0 when none).
 SELECT r.code AS region, count(d.job_id) AS dead_letters

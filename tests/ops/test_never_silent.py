@@ -1,0 +1,98 @@
+"""Monitors that are due and not scheduled are loud on every surface: a tick that ran but
+took none of many due monitors (their schedule rows held by another transaction), and rows
+parked for what pgpulse cannot schedule. doctor FAILs or warns, the built-in alerts fire,
+the metrics say how many, /readyz warns and the status page shows the alerts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import psycopg
+from psycopg.rows import dict_row
+
+from relay import metrics
+from relay.alerts import evaluate
+from relay.config import OpsSettings
+from relay.facts import read_facts
+from relay.http import judge_readiness
+from relay.snapshot import Snapshot
+from relay.statuspage import render
+from tests.support.cli import pgpulse
+from tests.support.seeding import add_monitors, tick
+
+
+async def _facts(db_url: str) -> dict:
+    async with await psycopg.AsyncConnection.connect(
+        db_url, autocommit=True, row_factory=dict_row
+    ) as conn:
+        return await read_facts(conn)
+
+
+def _checks(out: str) -> dict[str, dict]:
+    return {c["name"]: c for c in json.loads(out)["checks"]}
+
+
+def test_monitors_a_tick_did_not_take_are_loud_everywhere(conn, db_url, regions, relay_env):
+    monitors = add_monitors(conn, 30, due="-5 minutes", check_interval_minutes=5)
+    held = psycopg.connect(db_url)
+    try:
+        # another transaction holds every one of their schedule rows: the tick skips them
+        held.execute(
+            "SELECT 1 FROM pgpulse.schedule WHERE monitor_id = ANY (%s) FOR UPDATE",
+            ([m["id"] for m in monitors],),
+        )
+        run = tick(conn)
+        assert run["monitors_claimed"] == 0 and run["stop_reason"] == "drained"
+
+        doctor = pgpulse("doctor", "--json", env=relay_env)
+        assert doctor.returncode == 1
+        check = _checks(doctor.stdout)["scheduling"]
+        assert check["verdict"] == "FAIL"
+        assert "30 active monitors overdue" in check["detail"]
+
+        facts = asyncio.run(_facts(db_url))
+        assert facts["schedule"]["overdue"] == 30
+        settings = OpsSettings()
+        rules = {f.rule: f for f in evaluate(settings, facts)}
+        assert "30 active monitors are overdue" in rules["monitors_overdue"].summary
+
+        metrics.publish_facts(facts)
+        assert metrics.monitors_overdue._value.get() == 30
+
+        snapshot = Snapshot(facts=facts, read_at=0, attempted_at=0, database_ok=True, error=None)
+        _, ready = judge_readiness(snapshot, settings, delivering=None, now=1)
+        assert any("30 active monitors overdue" in w for w in ready["warnings"])
+        page = render(snapshot, settings, now=1)
+        assert "monitors_overdue" in page and "All good" not in page
+    finally:
+        held.close()
+
+    # once the rows are free, the next tick takes them and every surface is quiet again
+    assert tick(conn)["monitors_claimed"] == 30
+    facts = asyncio.run(_facts(db_url))
+    assert facts["schedule"]["overdue"] == 0
+    assert not [f for f in evaluate(OpsSettings(), facts) if f.rule == "monitors_overdue"]
+
+
+def test_parked_monitors_are_named_by_doctor_the_alerts_and_the_metrics(
+    conn, db_url, regions, relay_env
+):
+    conn.execute(
+        "INSERT INTO public.monitors (url, check_interval_minutes) VALUES"
+        " ('http://169.254.169.254/latest/meta-data/', 1), ('https://fine.example/', 0)"
+    )
+    conn.execute(
+        "INSERT INTO pgpulse.tick_runs (trigger, started_at, finished_at, budget_ms, lookahead_ms)"
+        " VALUES ('test', now() - interval '2 s', now(), 45000, 60000)"
+    )
+    doctor = pgpulse("doctor", "--json", env=relay_env)
+    check = _checks(doctor.stdout)["scheduling"]
+    assert check["verdict"] == "warn", check
+    assert "2 active monitors parked" in check["detail"]
+
+    facts = asyncio.run(_facts(db_url))
+    rules = {f.rule: f for f in evaluate(OpsSettings(), facts)}
+    assert rules["monitors_parked"].details["parked"] == 2
+    metrics.publish_facts(facts)
+    assert metrics.monitors_parked._value.get() == 2
