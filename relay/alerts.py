@@ -42,6 +42,7 @@ NEEDS_DATABASE = {
     "monitors_parked",
     "tick_skipped",
     "monitors_unrouted",
+    "not_following",
 }
 STATEMENT_TIMEOUT_MS = 5000  # each read of the rules' facts
 # a webhook POST that fails (no answer, 5xx) is tried twice more, after 0.2 s and 0.4 s
@@ -148,6 +149,17 @@ def _schedule_rules(health: dict[str, Any] | None) -> list[Finding]:
     if not health:
         return []
     found = []
+    following = health.get("following") or {}
+    if following and not following["ok"]:
+        found.append(
+            Finding(
+                "not_following",
+                "not_following",
+                f"{following['detail']}: product changes do not reach the schedule "
+                "(`pgpulse resync` repairs it)",
+                {"detail": following["detail"]},
+            )
+        )
     if health["overdue"]:
         found.append(
             Finding(

@@ -125,6 +125,29 @@ def _status(args):
         emit(args, status.snapshot(conn), status.render)
 
 
+@command("resync")
+def _resync(args):
+    from relay.db import connect
+    from relay.queries import queries
+
+    with connect(_dsn(args)) as conn:
+        found = conn.execute(queries()["resync"], {"dry_run": args.dry_run}).fetchone()
+    done = "would repair" if args.dry_run else "repaired"
+    emit(
+        args,
+        dict(found) | {"dry_run": args.dry_run},
+        lambda r: (
+            f"public.monitors {r['product_rows']} rows, pgpulse.schedule {r['schedule_rows']}: "
+            + (
+                f"{done} {r['missing']} missing, {r['orphaned']} orphaned, "
+                f"{r['differing']} differing"
+                if r["missing"] or r["orphaned"] or r["differing"]
+                else "in step"
+            )
+        ),
+    )
+
+
 @command("dlq")
 def _dlq(args):
     from relay import admin
@@ -381,6 +404,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = add("status", "backlog, dead letters, recent ticks, pg_cron and region health")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+
+    p = add(
+        "resync",
+        "bring pgpulse's schedule in step with public.monitors after following stopped "
+        "(DISABLE TRIGGER, replica mode, a restore): run as a role that sees every row",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="say what it would repair, change nothing"
+    )
     p.add_argument("--json", action="store_true", help="print as JSON")
 
     p = add("doctor", "check the install: database, rights, pg_cron, regions, clock, settings")

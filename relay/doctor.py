@@ -429,6 +429,21 @@ class Doctor:
                 f"{health['parked']} active monitors parked, e.g. {health['parked_reason']} "
                 "(SELECT * FROM pgpulse.monitor_schedule WHERE parked IS NOT NULL)"
             )
+        following = conn.execute(queries()["following"]).fetchone()
+        if not following["ok"]:
+            problems.append(following["detail"] + " (then `pgpulse resync`)")
+        try:
+            with conn.transaction():
+                drift = conn.execute(queries()["drift"]).fetchone()
+        except psycopg.Error as exc:
+            notes.append(f"drift not checked: {describe(exc)}")
+        else:
+            if drift["missing"] or drift["orphaned"] or drift["differing"]:
+                problems.append(
+                    f"the schedule drifted from public.monitors ({drift['product_rows']} rows):"
+                    f" {drift['missing']} missing, {drift['orphaned']} orphaned,"
+                    f" {drift['differing']} differing: run `pgpulse resync`"
+                )
         if problems:
             self.add("scheduling", "FAIL", "; ".join(problems + notes))
         elif notes:

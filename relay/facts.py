@@ -27,7 +27,8 @@ async def read_facts(conn) -> dict[str, Any]:
         "dead_letters": {
             r["region"]: r["dead_letters"] for r in await rows("dead_letters_by_region")
         },
-        "schedule": (await rows("schedule_health"))[0],
+        "schedule": (await rows("schedule_health"))[0]
+        | {"following": (await rows("following"))[0]},
         "unhealthy_regions": {
             r["region"]: r["unhealthy_s"] for r in await rows("unhealthy_regions")
         },

@@ -115,6 +115,11 @@ monitors_parked = Gauge(
     "Active monitors pgpulse does not schedule: their row holds what it cannot schedule",
     registry=REGISTRY,
 )
+following = Gauge(
+    "pgpulse_following_monitors",
+    "1 while pgpulse's triggers follow the product's monitors table, 0 when one is off or gone",
+    registry=REGISTRY,
+)
 monitors_overdue = Gauge(
     "pgpulse_monitors_overdue",
     "Active, schedulable monitors due more than 90 s ago: no tick scheduled them",
@@ -234,6 +239,7 @@ def publish_facts(facts: dict[str, Any]) -> None:
     health = facts.get("schedule")
     if health:
         monitors_parked.set(health["parked"])
+        following.set(1 if (health.get("following") or {}).get("ok", True) else 0)
         monitors_overdue.set(health["overdue"])
         tick_skipped.set(health["skipped"])
         tick_unrouted.set(health["unrouted"])

@@ -287,3 +287,104 @@ SELECT m.id AS monitor_id, s.next_check_at, s.last_scheduled_at, s.parked, s.is_
   JOIN pgpulse.schedule s ON s.monitor_id = m.id;
 COMMENT ON VIEW pgpulse.monitor_schedule IS
     'next_check_at, last_scheduled_at and why a monitor is parked, per product monitor';
+
+-- Whether the triggers that follow the product's table are there and enabled (readable by
+-- any role: the relay's health checks). Following stops, silently for the product, under
+-- ALTER TABLE ... DISABLE TRIGGER, a column drop that took a trigger with it (CASCADE),
+-- session_replication_role = replica or pg_restore --disable-triggers: the last two leave
+-- no trace here, pgpulse.drift() finds what they let through.
+CREATE FUNCTION pgpulse.following(OUT ok boolean, OUT detail text)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT count(*) FILTER (WHERE t.tgenabled IN ('O', 'A')) = 5,
+           CASE WHEN count(*) FILTER (WHERE t.tgenabled IN ('O', 'A')) < 5 THEN
+               'not following public.monitors: '
+               || coalesce(string_agg(t.tgname || ' disabled', ', ')
+                               FILTER (WHERE t.tgenabled NOT IN ('O', 'A')), '')
+               || CASE WHEN count(t.tgname) < 5
+                       THEN format(' %s of 5 triggers missing', 5 - count(t.tgname)) ELSE '' END
+           END
+      FROM (VALUES ('pgpulse_follow_insert'), ('pgpulse_follow_update'),
+                   ('pgpulse_follow_update_schedule_now'), ('pgpulse_follow_delete'),
+                   ('pgpulse_follow_truncate')) n(name)
+      LEFT JOIN pg_trigger t ON t.tgname = n.name AND t.tgrelid = to_regclass('public.monitors');
+END;
+
+-- The schedule against the product's table, read as the caller (doctor, `pgpulse resync`):
+-- product rows without a schedule row, schedule rows without a product row, and rows whose
+-- followed check, state or criticality differ. Refuses when row-level security may hide
+-- product rows from the caller (it would see orphans that are not).
+CREATE FUNCTION pgpulse.drift(
+    OUT product_rows bigint, OUT schedule_rows bigint, OUT missing bigint, OUT orphaned bigint,
+    OUT differing bigint)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_class c
+                WHERE c.oid = 'public.monitors'::regclass AND c.relrowsecurity
+                  AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE'))
+                  AND NOT (SELECT rolbypassrls FROM pg_roles WHERE rolname = current_user)) THEN
+        RAISE EXCEPTION 'pgpulse: row-level security on public.monitors may hide rows from "%"',
+            current_user
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'run it as a role with BYPASSRLS (or the table''s owner, without FORCE)';
+    END IF;
+    SELECT count(*) INTO product_rows FROM public.monitors;
+    SELECT count(*) INTO schedule_rows FROM pgpulse.schedule;
+    SELECT count(*) INTO missing FROM public.monitors m
+     WHERE NOT EXISTS (SELECT 1 FROM pgpulse.schedule s WHERE s.monitor_id = m.id);
+    SELECT count(*) INTO orphaned FROM pgpulse.schedule s
+     WHERE NOT EXISTS (SELECT 1 FROM public.monitors m WHERE m.id = s.monitor_id);
+    SELECT count(*) INTO differing
+      FROM public.monitors m JOIN pgpulse.schedule s ON s.monitor_id = m.id
+     WHERE (s.is_active, s.criticality, s.allow_fallback, s.check_spec)
+           IS DISTINCT FROM
+           (coalesce(m.is_active, false), coalesce(m.criticality, ''),
+            coalesce(m.allow_fallback, true),
+            pgpulse._check_spec(m.url, m.method, m.timeout_ms, m.expected_status,
+                                m.check_retries, m.check_retry_delay_ms));
+END
+$$;
+
+-- Repairs what pgpulse.drift() finds, as the caller: follows the product rows it missed,
+-- drops schedule rows (and waiting jobs) of product rows that are gone, and takes the
+-- product's check, state and criticality where they differ (their next slot stays).
+-- Returns what it found, as drift() does, and changes nothing when p_dry_run.
+CREATE FUNCTION pgpulse.resync(p_dry_run boolean DEFAULT false,
+    OUT product_rows bigint, OUT schedule_rows bigint, OUT missing bigint, OUT orphaned bigint,
+    OUT differing bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    SELECT * INTO product_rows, schedule_rows, missing, orphaned, differing FROM pgpulse.drift();
+    IF p_dry_run THEN
+        RETURN;
+    END IF;
+    PERFORM pgpulse._schedule_insert(ARRAY(
+        SELECT m FROM public.monitors m
+         WHERE NOT EXISTS (SELECT 1 FROM pgpulse.schedule s WHERE s.monitor_id = m.id)));
+    DELETE FROM pgpulse.outbox j
+     WHERE NOT EXISTS (SELECT 1 FROM public.monitors m WHERE m.id = j.monitor_id)
+       AND EXISTS (SELECT 1 FROM pgpulse.schedule s WHERE s.monitor_id = j.monitor_id);
+    DELETE FROM pgpulse.schedule s
+     WHERE NOT EXISTS (SELECT 1 FROM public.monitors m WHERE m.id = s.monitor_id);
+    UPDATE pgpulse.schedule s
+       SET is_active = coalesce(m.is_active, false), criticality = coalesce(m.criticality, ''),
+           allow_fallback = coalesce(m.allow_fallback, true),
+           check_spec = pgpulse._check_spec(m.url, m.method, m.timeout_ms, m.expected_status,
+                                            m.check_retries, m.check_retry_delay_ms),
+           parked = pgpulse._schedule_problem(
+               s.check_interval_seconds, m.url, m.method, m.timeout_ms, m.expected_status,
+               m.check_retries, m.check_retry_delay_ms, m.criticality, s.check_regions)
+      FROM public.monitors m
+     WHERE m.id = s.monitor_id
+       AND (s.is_active, s.criticality, s.allow_fallback, s.check_spec)
+           IS DISTINCT FROM
+           (coalesce(m.is_active, false), coalesce(m.criticality, ''),
+            coalesce(m.allow_fallback, true),
+            pgpulse._check_spec(m.url, m.method, m.timeout_ms, m.expected_status,
+                                m.check_retries, m.check_retry_delay_ms));
+END
+$$;

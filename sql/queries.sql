@@ -446,6 +446,18 @@ SELECT (SELECT count(*) FROM pgpulse.schedule WHERE parked IS NOT NULL AND is_ac
   LEFT JOIN LATERAL (SELECT id, skipped, skip_detail, unrouted FROM pgpulse.tick_runs
                       WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 1) t ON true
 
+-- following --
+-- Whether pgpulse's triggers follow the product's monitors (all there and enabled).
+SELECT ok, detail FROM pgpulse.following()
+
+-- drift --
+-- The schedule against the product's table, read as the caller (doctor).
+SELECT * FROM pgpulse.drift()
+
+-- resync --
+-- Repairs the drift (changes nothing with dry_run), read and written as the caller.
+SELECT * FROM pgpulse.resync(%(dry_run)s)
+
 -- dead_letters_by_region --
 -- Dead letters per region, every region listed (0 when none).
 SELECT r.code AS region, count(d.job_id) AS dead_letters

@@ -76,7 +76,8 @@ $restore$;
 -- The tick's lookup: only active monitors, in due order.
 CREATE INDEX monitors_due ON public.monitors (next_check_at) WHERE is_active;
 
-DROP FUNCTION pgpulse._follow_insert(),
+DROP FUNCTION pgpulse.resync(boolean), pgpulse.drift(), pgpulse.following(),
+    pgpulse._follow_insert(),
     pgpulse._follow_update(),
     pgpulse._follow_delete(),
     pgpulse._follow_truncate(),

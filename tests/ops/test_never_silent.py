@@ -96,3 +96,68 @@ def test_parked_monitors_are_named_by_doctor_the_alerts_and_the_metrics(
     assert rules["monitors_parked"].details["parked"] == 2
     metrics.publish_facts(facts)
     assert metrics.monitors_parked._value.get() == 2
+
+
+def test_following_that_stopped_is_found_and_resync_repairs_it(conn, db_url, regions, relay_env):
+    add_monitors(conn, 10, due="+1 minute")
+    conn.execute(
+        "INSERT INTO pgpulse.tick_runs (trigger, started_at, finished_at, budget_ms, lookahead_ms)"
+        " VALUES ('test', now() - interval '2 s', now(), 45000, 60000)"
+    )
+    # a bulk load with triggers off, then writes as logical replication applies them
+    conn.execute("ALTER TABLE public.monitors DISABLE TRIGGER pgpulse_follow_insert")
+    conn.execute(
+        "INSERT INTO public.monitors (url) SELECT 'https://loaded.example/' || g"
+        " FROM generate_series(1, 4) g"
+    )
+    facts = asyncio.run(_facts(db_url))
+    rules = {f.rule: f for f in evaluate(OpsSettings(), facts)}
+    assert "pgpulse_follow_insert disabled" in rules["not_following"].summary
+    metrics.publish_facts(facts)
+    assert metrics.following._value.get() == 0
+    conn.execute("ALTER TABLE public.monitors ENABLE TRIGGER pgpulse_follow_insert")
+    with conn.transaction():
+        conn.execute("SET LOCAL session_replication_role = replica")
+        conn.execute("UPDATE public.monitors SET criticality = 'high' WHERE url LIKE '%/1'")
+        conn.execute("DELETE FROM public.monitors WHERE url LIKE '%/2'")
+
+    doctor = pgpulse("doctor", "--json", env=relay_env)
+    check = _checks(doctor.stdout)["scheduling"]
+    assert check["verdict"] == "FAIL"
+    assert "3 missing, 1 orphaned, 1 differing" in check["detail"], check
+
+    dry = pgpulse("resync", "--dry-run", env=relay_env)
+    assert dry.returncode == 0, dry.stderr
+    assert "would repair 3 missing, 1 orphaned, 1 differing" in dry.stdout
+    done = pgpulse("resync", "--json", env=relay_env)
+    assert json.loads(done.stdout)["missing"] == 3
+    again = pgpulse("resync", env=relay_env)
+    assert "in step" in again.stdout
+    assert (
+        conn.execute(
+            "SELECT count(*) AS n FROM pgpulse.schedule s JOIN public.monitors m"
+            " ON m.id = s.monitor_id WHERE s.criticality = m.criticality"
+        ).fetchone()["n"]
+        == 12
+    )
+    facts = asyncio.run(_facts(db_url))
+    assert not [f for f in evaluate(OpsSettings(), facts) if f.rule == "not_following"]
+
+
+def test_resync_refuses_when_row_level_security_hides_rows(conn, db_url, relay_env):
+    conn.execute("ALTER TABLE public.monitors ENABLE ROW LEVEL SECURITY")
+    conn.execute(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ops_app') "
+        "THEN CREATE ROLE ops_app LOGIN; END IF; END $$"
+    )
+    conn.execute("GRANT SELECT ON public.monitors TO ops_app")
+    conn.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.schedule TO ops_app")
+    try:
+        refused = pgpulse(
+            "resync", env=relay_env | {"DATABASE_URL": db_url.replace("postgres@", "ops_app@")}
+        )
+        assert refused.returncode != 0
+        assert "row-level security on public.monitors may hide rows" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    finally:
+        conn.execute("ALTER TABLE public.monitors DISABLE ROW LEVEL SECURITY")
