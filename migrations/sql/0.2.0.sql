@@ -541,7 +541,8 @@ BEGIN
           FROM pgpulse.schedule m
          WHERE m.is_active AND m.parked IS NULL AND m.next_check_at <= p_horizon
            AND CASE WHEN m.check_regions IS NULL
-                    THEN p_wheel IS NOT NULL
+                    -- round-robin only for a monitor that has no region or may fall back
+                    THEN (p_wheel IS NOT NULL AND (m.preferred_region IS NULL OR m.allow_fallback))
                          OR CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
                                  WHEN p_route ? m.preferred_region THEN m.preferred_region
                             END IS NOT NULL
@@ -698,7 +699,7 @@ BEGIN
               FROM pgpulse.schedule m
              WHERE m.is_active AND m.parked IS NULL AND m.next_check_at <= v_horizon
                AND CASE WHEN m.check_regions IS NULL
-                        THEN v_wheel IS NOT NULL
+                        THEN (v_wheel IS NOT NULL AND (m.preferred_region IS NULL OR m.allow_fallback))
                              OR pgpulse._route(m.preferred_region, m.allow_fallback, v_route) IS NOT NULL
                         ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, v_route) IS NOT NULL
                    END

@@ -179,7 +179,7 @@ def test_the_hosts_usual_upgrade_head_upgrades_both_histories(dsn, tmp_path):
             "  FROM pgpulse.adoption WHERE kind = 'column'"
         ).fetchone() == (True, True)
         # the roles' set-up ran on this path: the tick's steps belong to pgpulse_owner
-        conn.execute("ALTER FUNCTION pgpulse._monitors_inserted() OWNER TO CURRENT_USER")
+        conn.execute("ALTER FUNCTION pgpulse._follow_insert() OWNER TO CURRENT_USER")
 
     # a later revision of the host's: the same command, pgpulse at head already
     (versions_dir / "h002_team.py").write_text(HOST_SECOND)
@@ -189,13 +189,14 @@ def test_the_hosts_usual_upgrade_head_upgrades_both_histories(dsn, tmp_path):
         assert versions(conn, "pgpulse.alembic_version") == {head}
         assert conn.execute(
             "SELECT pg_get_userbyid(proowner) FROM pg_proc"
-            " WHERE oid = 'pgpulse._monitors_inserted()'::regprocedure"
+            " WHERE oid = 'pgpulse._follow_insert()'::regprocedure"
         ).fetchone() == ("pgpulse_owner",)
         # pgpulse's triggers on the host's table work after both histories moved on
         conn.execute("INSERT INTO public.monitors (url, team) VALUES ('https://a.example', 'x')")
-        assert conn.execute("SELECT next_check_at IS NOT NULL FROM public.monitors").fetchone() == (
-            True,
-        )
+        assert conn.execute(
+            "SELECT s.next_check_at IS NOT NULL FROM public.monitors m"
+            " JOIN pgpulse.schedule s ON s.monitor_id = m.id"
+        ).fetchone() == (True,)
 
 
 def test_an_install_made_with_add_to_alembic_moves_over_with_one_pgpulse_migrate(dsn, tmp_path):
