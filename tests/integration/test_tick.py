@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests.support.seeding import add_monitors, add_region, tick
+from tests.support.seeding import add_monitors, add_region, schedule_of, tick
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -26,6 +26,17 @@ def outbox(conn) -> list[dict]:
     return conn.execute(
         "SELECT * FROM pgpulse.outbox ORDER BY monitor_id, scheduled_for"
     ).fetchall()
+
+
+def product_rows(conn) -> dict:
+    """The product's monitors as stored, with each row version's xmin and ctid: a row any
+    transaction wrote (even with the same values) gets a new xmin."""
+    return {
+        r["id"]: r
+        for r in conn.execute(
+            "SELECT xmin::text AS row_xmin, ctid::text AS row_ctid, * FROM public.monitors"
+        ).fetchall()
+    }
 
 
 def epoch_text(ts: datetime) -> str:
@@ -82,17 +93,69 @@ def test_due_monitor_gets_one_job_not_due_and_inactive_get_none(conn, region):
         "retry": {"max_attempts": 3, "delay_ms": 500},
     }
 
-    rows = {r["id"]: r for r in conn.execute("SELECT * FROM public.monitors").fetchall()}
-    assert rows[due["id"]]["next_check_at"] == slot + timedelta(minutes=5)
-    assert rows[due["id"]]["last_scheduled_at"] is not None
+    # the tick bumped pgpulse's schedule, and only the due monitor's row
+    held = schedule_of(conn)
+    assert held[due["id"]]["next_check_at"] == slot + timedelta(minutes=5)
+    assert held[due["id"]]["last_scheduled_at"] is not None
     for untouched in (later, inactive):
-        assert rows[untouched["id"]]["next_check_at"] == untouched["next_check_at"]
-        assert rows[untouched["id"]]["last_scheduled_at"] is None
+        assert held[untouched["id"]]["next_check_at"] == untouched["next_check_at"]
+        assert held[untouched["id"]]["last_scheduled_at"] is None
+    # the product reads it through the view; its own columns are not written
+    [view] = conn.execute(
+        "SELECT * FROM pgpulse.monitor_schedule WHERE monitor_id = %s", (due["id"],)
+    ).fetchall()
+    assert (view["next_check_at"], view["last_scheduled_at"], view["parked"]) == (
+        held[due["id"]]["next_check_at"],
+        held[due["id"]]["last_scheduled_at"],
+        None,
+    )
+    assert product_rows(conn)[due["id"]]["next_check_at"] == slot
 
     # the slot is never emitted twice
     again = tick(conn)
     assert (again["monitors_claimed"], again["jobs_written"]) == (0, 0)
     assert len(outbox(conn)) == 1
+
+
+def test_a_tick_leaves_every_product_row_untouched(conn, region):
+    """The tick schedules from pgpulse.schedule only: not one of the product's rows gets a
+    new row version (xmin, ctid), however it is scheduled: several chunks, sub-minute slots,
+    a catch-up, several regions. An ORM's later full-row save, which writes back the stale
+    next_check_at it read, is no "check now": the schedule keeps its own next slot."""
+    monitors = [
+        *add_monitors(conn, 120, check_interval_minutes=5, due="-10 seconds"),
+        *add_monitors(conn, 5, check_interval_seconds=15, due="-5 seconds"),
+        *add_monitors(conn, 5, check_interval_minutes=2, due="-3 hours"),
+        *add_monitors(conn, 5, check_interval_minutes=5, check_regions=[region]),
+        *add_monitors(conn, 5, check_interval_minutes=5, due="10 minutes"),
+        *add_monitors(conn, 5, check_interval_minutes=5, is_active=False),
+    ]
+    due = {m["id"] for m in monitors[:135]}
+    before = product_rows(conn)
+
+    run = tick(conn, chunk=20)
+
+    assert run["monitors_claimed"] == len(due) and run["chunks"] > 1
+    assert {j["monitor_id"] for j in outbox(conn)} == due
+    held = schedule_of(conn)
+    assert {m for m, s in held.items() if s["last_scheduled_at"] is not None} == due
+    after = product_rows(conn)
+    assert after == before
+    stale = {m: before[m]["next_check_at"] for m in due}
+    assert all(held[m]["next_check_at"] > stale[m] for m in due)
+
+    conn.execute(
+        "UPDATE public.monitors SET url = url || '?saved', next_check_at = next_check_at "
+        "WHERE id = ANY(%s)",
+        (list(due),),
+    )
+    assert {m: s["next_check_at"] for m, s in schedule_of(conn, list(due)).items()} == {
+        m: held[m]["next_check_at"] for m in due
+    }
+    # no slot went back: nothing due again, no job written twice
+    jobs = len(outbox(conn))
+    assert tick(conn, chunk=20, lookahead_s=0)["monitors_claimed"] == 0
+    assert len(outbox(conn)) == jobs
 
 
 def test_every_due_monitor_gets_exactly_one_job_per_slot(conn, region):
@@ -113,10 +176,15 @@ def test_a_changed_check_reaches_the_next_job_and_check_spec_cannot_drift(conn, 
         "expected_status = '{200,301}', check_retries = 0 WHERE id = %s",
         (monitor["id"],),
     )
-    conn.execute(
-        'UPDATE public.monitors SET check_spec = \'{"url": "https://forged.example"}\' '
-        "WHERE id = %s",
-        (monitor["id"],),
+    # the check workers receive is pgpulse's own (pgpulse.schedule.check_spec, built from
+    # the product's columns): the product's table has no column that could forge it
+    assert (
+        conn.execute(
+            "SELECT count(*) AS n FROM information_schema.columns "
+            "WHERE table_schema = 'public' AND table_name = 'monitors' "
+            "AND column_name = 'check_spec'"
+        ).fetchone()["n"]
+        == 0
     )
     tick(conn)
     [job] = outbox(conn)
@@ -127,11 +195,8 @@ def test_a_changed_check_reaches_the_next_job_and_check_spec_cannot_drift(conn, 
         "expected_status": [200, 301],
         "retry": {"max_attempts": 1, "delay_ms": 2000},
     }
-    # the tick's own update of next_check_at does not rebuild it (the trigger is column-scoped)
-    triggers = conn.execute(
-        "SELECT pg_get_triggerdef(oid) AS d FROM pg_trigger WHERE tgname = 'monitors_check_spec'"
-    ).fetchone()["d"]
-    assert "next_check_at" not in triggers
+    # the tick's own bump of next_check_at leaves the check as it was built
+    assert schedule_of(conn)[monitor["id"]]["check_spec"] == job["payload"]
 
 
 def test_job_id_is_stable_for_monitor_region_and_slot(conn, region):
@@ -141,20 +206,20 @@ def test_job_id_is_stable_for_monitor_region_and_slot(conn, region):
     [first] = outbox(conn)
     assert first["job_id"] == expected_job_id(m["id"], region, slot)
 
-    # the relay published it; the same slot scheduled again gets the same id
+    # the relay published it; the same slot scheduled again (pgpulse's clock moved back)
+    # gets the same id
     conn.execute("DELETE FROM pgpulse.outbox")
-    conn.execute("UPDATE public.monitors SET next_check_at = %s", (slot,))
+    conn.execute("UPDATE pgpulse.schedule SET next_check_at = %s", (slot,))
     tick(conn)
     [second] = outbox(conn)
     assert (second["job_id"], second["scheduled_for"]) == (first["job_id"], slot)
 
     # a slot already in the outbox is not written twice, and does not wedge the tick
-    conn.execute("UPDATE public.monitors SET next_check_at = %s", (slot,))
+    conn.execute("UPDATE pgpulse.schedule SET next_check_at = %s", (slot,))
     run = tick(conn)
     assert (run["monitors_claimed"], run["jobs_written"]) == (1, 0)
     assert len(outbox(conn)) == 1
-    next_at = conn.execute("SELECT next_check_at FROM public.monitors").fetchone()["next_check_at"]
-    assert next_at == slot + timedelta(minutes=5)
+    assert schedule_of(conn)[m["id"]]["next_check_at"] == slot + timedelta(minutes=5)
 
 
 def test_a_slot_already_in_the_outbox_is_kept_and_the_rest_of_the_chunk_written(conn, region):
@@ -164,8 +229,8 @@ def test_a_slot_already_in_the_outbox_is_kept_and_the_rest_of_the_chunk_written(
     kept = monitors[7]
     conn.execute("DELETE FROM pgpulse.outbox WHERE monitor_id <> %s", (kept["id"],))
     conn.execute("UPDATE pgpulse.outbox SET attempts = 1, last_error = 'HTTP 503'")
-    # an operator moves every monitor back by one slot: the tick schedules them again
-    conn.execute("UPDATE public.monitors SET next_check_at = next_check_at - interval '5 minutes'")
+    # pgpulse's clock moves every monitor back by one slot: the tick schedules them again
+    conn.execute("UPDATE pgpulse.schedule SET next_check_at = next_check_at - interval '5 minutes'")
 
     run = tick(conn, chunk=100)
 
@@ -175,7 +240,7 @@ def test_a_slot_already_in_the_outbox_is_kept_and_the_rest_of_the_chunk_written(
     assert (jobs[kept["id"]]["attempts"], jobs[kept["id"]]["last_error"]) == (1, "HTTP 503")
     assert all(j["attempts"] == 0 for m, j in jobs.items() if m != kept["id"])
     bumped = conn.execute(
-        "SELECT count(*) AS n FROM public.monitors WHERE next_check_at > now()"
+        "SELECT count(*) AS n FROM pgpulse.schedule WHERE next_check_at > now()"
     ).fetchone()["n"]
     assert bumped == 30
 
@@ -217,10 +282,9 @@ def test_two_concurrent_ticks_emit_every_slot_once_and_split_the_work(conn, db_u
           FROM generate_series(1, %s) g""",
         (n,),
     )
-    slots = {
-        r["id"]: r["next_check_at"]
-        for r in conn.execute("SELECT id, next_check_at FROM public.monitors").fetchall()
-    }
+    slots = {m: r["next_check_at"] for m, r in schedule_of(conn).items()}
+    assert len(slots) == n
+    before = product_rows(conn)
 
     start = threading.Barrier(2)
     runs: list[dict] = []
@@ -265,29 +329,40 @@ def test_two_concurrent_ticks_emit_every_slot_once_and_split_the_work(conn, db_u
     jobs = conn.execute("SELECT monitor_id, scheduled_for FROM pgpulse.outbox").fetchall()
     assert len(jobs) == n
     assert {j["monitor_id"]: j["scheduled_for"] for j in jobs} == slots
-    # every claimed monitor was bumped exactly one interval past its slot
+    # every claimed monitor was bumped exactly one interval past its slot, in pgpulse's
+    # schedule; the product's rows were neither written nor locked
     assert (
         conn.execute("""
-        SELECT count(*) AS n FROM public.monitors m JOIN pgpulse.outbox o ON o.monitor_id = m.id
-         WHERE m.next_check_at = o.scheduled_for + make_interval(mins => m.check_interval_minutes)
+        SELECT count(*) AS n FROM public.monitors m
+          JOIN pgpulse.schedule s ON s.monitor_id = m.id
+          JOIN pgpulse.outbox o ON o.monitor_id = m.id
+         WHERE s.next_check_at = o.scheduled_for + make_interval(mins => m.check_interval_minutes)
     """).fetchone()["n"]
         == n
     )
+    assert product_rows(conn) == before
 
 
 def test_tick_skips_monitors_locked_by_another_transaction_without_waiting(conn, db_url, region):
+    """A product transaction changing monitors holds their schedule rows (its trigger follows
+    the change into them) until it ends: the tick skips those instead of waiting. The
+    product's own row locks are not the tick's business: it never reads or locks them."""
     add_monitors(conn, 40, check_interval_minutes=5, due="-10 seconds")
+    ids = [r["id"] for r in conn.execute("SELECT id FROM public.monitors ORDER BY id")]
+    changing, product_locked = ids[:10], ids[10:20]
     with psycopg.connect(db_url, row_factory=dict_row) as holder:
-        locked = {
-            r["id"]
-            for r in holder.execute(
-                "SELECT id FROM public.monitors ORDER BY id LIMIT 10 FOR UPDATE"
-            ).fetchall()
-        }
+        holder.execute(
+            "UPDATE public.monitors SET url = url || '?v=2' WHERE id = ANY(%s)", (changing,)
+        )
+        holder.execute(
+            "SELECT 1 FROM public.monitors WHERE id = ANY(%s) FOR UPDATE", (product_locked,)
+        )
         conn.execute("SET lock_timeout = '100ms'")
         run = tick(conn, chunk=7)
-        assert run["monitors_claimed"] == 30
-        assert not {j["monitor_id"] for j in outbox(conn)} & locked
+        assert (run["monitors_claimed"], run["stop_reason"]) == (30, "drained")
+        claimed = {j["monitor_id"] for j in outbox(conn)}
+        assert not claimed & set(changing)
+        assert set(product_locked) <= claimed
         holder.rollback()
     # released: the next tick picks them up
     run = tick(conn, chunk=7)
@@ -307,7 +382,8 @@ def test_no_drift_over_many_ticks(conn, region):
         SELECT 'https://example.com/' || g, (ARRAY[1, 2, 3, 5, 7])[1 + g % 5],
                now() - make_interval(secs => random() * 54 * (ARRAY[1, 2, 3, 5, 7])[1 + g % 5])
           FROM generate_series(1, 150) g""")
-    first = {r["id"]: r for r in conn.execute("SELECT * FROM public.monitors").fetchall()}
+    held = schedule_of(conn)
+    first = {r["id"]: r | held[r["id"]] for r in conn.execute("SELECT * FROM public.monitors")}
     step = timedelta(seconds=37)
     shift = timedelta(0)
     slots: dict[uuid.UUID, list[datetime]] = {m: [] for m in first}
@@ -320,13 +396,10 @@ def test_no_drift_over_many_ticks(conn, region):
         ).fetchall():
             assert job["deliver_at"] == job["scheduled_for"]
             slots[job["monitor_id"]].append(job["scheduled_for"] + shift)
-        conn.execute("UPDATE public.monitors SET next_check_at = next_check_at - %s", (step,))
+        conn.execute("UPDATE pgpulse.schedule SET next_check_at = next_check_at - %s", (step,))
         shift += step
 
-    final = {
-        r["id"]: r["next_check_at"]
-        for r in conn.execute("SELECT id, next_check_at FROM public.monitors").fetchall()
-    }
+    final = {m: r["next_check_at"] for m, r in schedule_of(conn).items()}
     for monitor_id, got in slots.items():
         interval = timedelta(minutes=first[monitor_id]["check_interval_minutes"])
         assert got[0] == first[monitor_id]["next_check_at"]
@@ -360,7 +433,7 @@ def test_one_catch_up_job_after_a_long_pause(conn, region):
     assert (run["monitors_claimed"], run["jobs_written"]) == (len(cases), len(cases))
     jobs = outbox(conn)
     assert len(jobs) == len(cases)
-    rows = {r["id"]: r for r in conn.execute("SELECT * FROM public.monitors").fetchall()}
+    rows = schedule_of(conn)
     for job in jobs:
         m, interval, latest_missed = monitors[job["monitor_id"]]
         iv = timedelta(minutes=interval)
@@ -383,14 +456,13 @@ def test_lookahead_emits_jobs_due_within_the_window_with_deliver_at_in_the_futur
     assert job["scheduled_for"] == job["deliver_at"] == soon["next_check_at"]
     assert job["deliver_at"] > run["finished_at"]
     assert job["expires_at"] == soon["next_check_at"] + timedelta(minutes=5)
-    row = conn.execute(
-        "SELECT next_check_at FROM public.monitors WHERE id = %s", (later["id"],)
-    ).fetchone()
-    assert row["next_check_at"] == later["next_check_at"]
-    # without lookahead the soon one would not have been due yet
+    assert schedule_of(conn)[later["id"]]["next_check_at"] == later["next_check_at"]
+    # without lookahead the soon one would not have been due yet (pgpulse's clock moved:
+    # a product's "check now" would write the job at once, after the tick above)
     conn.execute("DELETE FROM pgpulse.outbox")
-    conn.execute("UPDATE public.monitors SET next_check_at = now() + interval '30 seconds'")
+    conn.execute("UPDATE pgpulse.schedule SET next_check_at = now() + interval '30 seconds'")
     assert tick(conn, lookahead_s=0)["monitors_claimed"] == 0
+    assert outbox(conn) == []
 
 
 def test_new_monitors_are_spread_over_their_interval_with_a_stable_phase(conn):
@@ -400,14 +472,23 @@ def test_new_monitors_are_spread_over_their_interval_with_a_stable_phase(conn):
     conn.execute("""
         INSERT INTO public.monitors (url, check_interval_minutes, next_check_at)
         SELECT 'https://example.com/' || g, 60, NULL FROM generate_series(1, 300) g""")
+    # each monitor's first slot, as pgpulse scheduled it (the product's column stays NULL)
+    conn.execute("""
+        CREATE TEMP VIEW first_slots AS
+        SELECT m.id, m.created_at, m.check_interval_minutes, s.next_check_at,
+               m.next_check_at AS product_next_check_at
+          FROM public.monitors m JOIN pgpulse.schedule s ON s.monitor_id = m.id""")
+    assert conn.execute(
+        "SELECT count(*) AS n, count(product_next_check_at) AS written FROM first_slots"
+    ).fetchone() == {"n": 1500, "written": 0}
     spread = conn.execute("""
         SELECT count(DISTINCT date_trunc('second', next_check_at)) AS seconds,
                max(per_second) AS busiest,
                bool_and(next_check_at >= created_at
                         AND next_check_at < created_at + interval '1 minute') AS inside
-          FROM public.monitors
+          FROM first_slots
           JOIN (SELECT date_trunc('second', next_check_at) AS s, count(*) AS per_second
-                  FROM public.monitors WHERE check_interval_minutes = 1 GROUP BY 1) b
+                  FROM first_slots WHERE check_interval_minutes = 1 GROUP BY 1) b
             ON b.s = date_trunc('second', next_check_at)
          WHERE check_interval_minutes = 1""").fetchone()
     # 1200 one-minute monitors over 60 seconds: ~20 per second, not all at once
@@ -418,14 +499,14 @@ def test_new_monitors_are_spread_over_their_interval_with_a_stable_phase(conn):
         SELECT count(DISTINCT date_trunc('minute', next_check_at)) AS minutes,
                bool_and(next_check_at >= created_at
                         AND next_check_at < created_at + interval '1 hour') AS inside
-          FROM public.monitors WHERE check_interval_minutes = 60""").fetchone()
+          FROM first_slots WHERE check_interval_minutes = 60""").fetchone()
     assert hourly["inside"] and hourly["minutes"] >= 45, hourly
 
-    # the phase comes from the id: the same grid whenever it is asked, and the inserted
+    # the phase comes from the id: the same grid whenever it is asked, and the first
     # next_check_at is on it
     bad = conn.execute("""
         SELECT m.id, m.next_check_at, t.at
-          FROM public.monitors m,
+          FROM first_slots m,
                LATERAL (VALUES (m.created_at), (m.created_at + interval '7 hours 13.5 seconds'),
                                (m.created_at - interval '3 days 1 second'),
                                (timestamptz '2031-05-17 04:33:12.345678+00')) t(at),
@@ -473,7 +554,7 @@ def test_budget_cuts_a_tick_short_and_the_next_tick_finishes(conn, region):
     assert short["jobs_written"] == short["monitors_claimed"]
     assert short["chunks"] == -(-short["monitors_claimed"] // 5)
     left = conn.execute(
-        "SELECT count(*) AS n FROM public.monitors WHERE next_check_at <= now()"
+        "SELECT count(*) AS n FROM pgpulse.schedule WHERE next_check_at <= now()"
     ).fetchone()["n"]
     assert left == n - short["monitors_claimed"]
 

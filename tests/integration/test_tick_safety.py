@@ -14,7 +14,7 @@ from psycopg.rows import dict_row
 
 from tests.support.dsn import as_user
 from tests.support.hijacks import hijack_calls, plant_hijacks
-from tests.support.seeding import add_monitors, outbox_jobs, tick
+from tests.support.seeding import add_monitors, outbox_jobs, schedule_of, tick
 
 # ------------------------------------------------------------------ 1. search_path
 
@@ -94,28 +94,37 @@ def test_no_pgpulse_function_resolves_names_through_the_callers_search_path(conn
 
 
 @pytest.mark.parametrize("value", ["-infinity", "infinity"])
-def test_non_finite_next_check_at_is_refused(conn, value):
-    with pytest.raises(psycopg.errors.CheckViolation, match="monitor_next_check_at_finite"):
-        conn.execute(
-            "INSERT INTO public.monitors (url, next_check_at) VALUES ('https://example.com/', %s)",
-            (value,),
-        )
-    [m] = add_monitors(conn, 1, check_interval_minutes=5)
-    with pytest.raises(psycopg.errors.CheckViolation, match="monitor_next_check_at_finite"):
-        conn.execute("UPDATE public.monitors SET next_check_at = %s", (value,))
+def test_a_non_finite_next_check_at_is_taken_and_never_becomes_a_slot(conn, value):
+    """The product's write succeeds (pgpulse constrains nothing there); pgpulse's schedule
+    never holds the value: a new row starts on its phase grid, an update is no "check now"."""
+    [new] = conn.execute(
+        "INSERT INTO public.monitors (url, check_interval_minutes, next_check_at) "
+        "VALUES ('https://example.com/', 5, %s) RETURNING id, now() AS at",
+        (value,),
+    ).fetchall()
+    held = schedule_of(conn)[new["id"]]
+    assert held["parked"] is None
     assert (
-        conn.execute("SELECT next_check_at FROM public.monitors").fetchone()["next_check_at"]
-        == m["next_check_at"]
+        held["next_check_at"]
+        == conn.execute(
+            "SELECT pgpulse.first_slot(%s, 5, %s) AS s", (new["id"], new["at"])
+        ).fetchone()["s"]
     )
+    [m] = add_monitors(conn, 1, check_interval_minutes=5)
+    conn.execute("UPDATE public.monitors SET next_check_at = %s WHERE id = %s", (value, m["id"]))
+    assert conn.execute(
+        "SELECT NOT isfinite(next_check_at) AS kept FROM public.monitors WHERE id = %s",
+        (m["id"],),
+    ).fetchone()["kept"]
+    held = schedule_of(conn)[m["id"]]
+    assert (held["next_check_at"], held["parked"]) == (m["next_check_at"], None)
 
 
-def test_far_past_and_minus_infinity_rows_restart_on_their_phase_grid(conn, region):
-    """A row written before the CHECK (or where it was dropped) and a date so far back that
-    the catch-up arithmetic overflowed: each gets one job on its phase grid, and the
-    monitors behind them in the same chunk are scheduled too."""
-    conn.execute(
-        "ALTER TABLE public.monitors DROP CONSTRAINT IF EXISTS monitor_next_check_at_finite"
-    )
+def test_far_past_rows_restart_on_their_phase_grid(conn, region):
+    """Dates so far back that the catch-up arithmetic overflowed (the product's, taken as
+    the first slot, or pgpulse's own schedule moved back): each gets one job on its phase
+    grid, and the monitors behind them in the same chunk are scheduled too. (A product's
+    -infinity never reaches the schedule, which refuses it: see the test above.)"""
     odd = {
         conn.execute(
             "INSERT INTO public.monitors (url, check_interval_minutes, next_check_at) "
@@ -123,12 +132,23 @@ def test_far_past_and_minus_infinity_rows_restart_on_their_phase_grid(conn, regi
             (iv, at),
         ).fetchone()["id"]: iv
         for iv, at in [
-            (1, "-infinity"),
             (1, "4713-01-01 00:00:00+00 BC"),
             (7, "0001-01-01 00:00:00+00"),
             (60, "1990-01-01 00:00:00+00"),
         ]
     }
+    [moved] = add_monitors(conn, 1, check_interval_minutes=1, due="1 hour")
+    with pytest.raises(psycopg.errors.CheckViolation, match="schedule_next_check_at_finite"):
+        conn.execute(
+            "UPDATE pgpulse.schedule SET next_check_at = '-infinity' WHERE monitor_id = %s",
+            (moved["id"],),
+        )
+    conn.execute(
+        "UPDATE pgpulse.schedule SET next_check_at = '4713-01-01 00:00:00+00 BC' "
+        "WHERE monitor_id = %s",
+        (moved["id"],),
+    )
+    odd[moved["id"]] = 1
     normal = add_monitors(conn, 50, check_interval_minutes=5)
 
     run = tick(conn, lookahead_s=0)  # one slot each: the latest one not after now
@@ -149,58 +169,111 @@ def test_far_past_and_minus_infinity_rows_restart_on_their_phase_grid(conn, regi
 
 
 def test_a_row_that_cannot_be_scheduled_is_skipped_and_recorded_and_the_rest_go_out(conn, region):
-    """Whatever one monitor's row holds (here: an interval of 0 after the product dropped
-    the CHECK, and a product trigger that refuses one monitor's update), every other due
-    monitor is scheduled and the tick says what it skipped."""
+    """Whatever one monitor's row holds, every other due monitor is scheduled and the tick
+    says what it skipped. A product row pgpulse cannot schedule (an interval of 0) is parked
+    with its reason when written, so the tick never claims it; a schedule row the tick
+    cannot compute (an interval of 0 written into pgpulse.schedule by hand) is skipped."""
     monitors = add_monitors(conn, 300, check_interval_minutes=5)
-    zero, refused = monitors[0]["id"], monitors[1]["id"]
-    conn.execute(
-        "ALTER TABLE public.monitors DROP CONSTRAINT monitor_interval_1_to_1440_minutes, "
-        "DROP CONSTRAINT IF EXISTS monitor_interval_seconds_10_to_86400"
-    )
+    parked, broken = monitors[0]["id"], monitors[1]["id"]
     conn.execute(
         "UPDATE public.monitors SET check_interval_minutes = 0, "
         "next_check_at = now() - interval '1 hour' WHERE id = %s",
-        (zero,),
+        (parked,),
     )
-    conn.execute(f"""
-        CREATE FUNCTION public.product_guard() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF NEW.id = '{refused}' THEN RAISE EXCEPTION 'product says no'; END IF;
-            RETURN NEW;
-        END $$""")
+    assert schedule_of(conn, [parked])[parked]["parked"] == "interval: 0 s is not 10 s to 1 day"
     conn.execute(
-        "CREATE TRIGGER product_guard BEFORE UPDATE ON public.monitors "
-        "FOR EACH ROW EXECUTE FUNCTION public.product_guard()"
+        "UPDATE pgpulse.schedule SET check_interval_seconds = 0, "
+        "next_check_at = now() - interval '1 hour' WHERE monitor_id = %s",
+        (broken,),
     )
 
     run = tick(conn, chunk=100)
 
-    assert run["skipped"] == 2
+    assert run["skipped"] == 1
     assert run["monitors_claimed"] == 298
     assert run["stop_reason"] == "drained" and run["finished_at"] is not None
-    assert "division by zero" in run["skip_detail"] or "product says no" in run["skip_detail"]
+    assert run["skip_detail"].startswith(f"monitor {broken}: ")
+    assert "division by zero" in run["skip_detail"]
     jobs = {
         j["monitor_id"] for j in conn.execute("SELECT monitor_id FROM pgpulse.outbox").fetchall()
     }
-    assert jobs == {m["id"] for m in monitors} - {zero, refused}
-    # the next tick skips them again, and nothing else is due
+    assert jobs == {m["id"] for m in monitors} - {parked, broken}
+    # the next tick skips the broken one again, and nothing else is due
     again = tick(conn, chunk=100)
-    assert (again["skipped"], again["monitors_claimed"], again["stop_reason"]) == (2, 0, "drained")
+    assert (again["skipped"], again["monitors_claimed"], again["stop_reason"]) == (1, 0, "drained")
+
+
+def test_a_product_trigger_on_monitors_never_affects_the_tick(conn, region):
+    """The product's own triggers on its table (one that refuses every change, one that
+    writes an audit table pgpulse has no rights on) never run in a tick: it writes no
+    product row, so every due monitor is scheduled, none skipped."""
+    monitors = add_monitors(conn, 300, check_interval_minutes=5)
+    conn.execute("""
+        CREATE TABLE public.product_audit (id uuid, at timestamptz DEFAULT now());
+        REVOKE ALL ON public.product_audit FROM PUBLIC;
+        CREATE FUNCTION public.product_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO public.product_audit (id) VALUES (NEW.id);
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER product_audit AFTER UPDATE ON public.monitors
+            FOR EACH ROW EXECUTE FUNCTION public.product_audit();""")
+    # pgpulse's role (the tick's steps run as it) may not write it
+    conn.execute("SET ROLE pgpulse_owner")
+    try:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("INSERT INTO public.product_audit (id) VALUES (gen_random_uuid())")
+    finally:
+        conn.execute("RESET ROLE")
+    conn.execute("""
+        CREATE FUNCTION public.product_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION 'product says no';
+        END $$;
+        CREATE TRIGGER product_guard_row BEFORE UPDATE OR DELETE ON public.monitors
+            FOR EACH ROW EXECUTE FUNCTION public.product_guard();
+        CREATE TRIGGER product_guard_statement AFTER UPDATE ON public.monitors
+            FOR EACH STATEMENT EXECUTE FUNCTION public.product_guard();""")
+    before = {
+        r["id"]: (r["xmin"], r["ctid"])
+        for r in conn.execute("SELECT id, xmin::text, ctid::text FROM public.monitors")
+    }
+
+    run = tick(conn, chunk=100)
+
+    assert (run["monitors_claimed"], run["jobs_written"], run["skipped"]) == (300, 300, 0)
+    assert (run["stop_reason"], run["skip_detail"]) == ("drained", None)
+    assert {j["monitor_id"] for j in outbox_jobs(conn)} == {m["id"] for m in monitors}
+    after = {
+        r["id"]: (r["xmin"], r["ctid"])
+        for r in conn.execute("SELECT id, xmin::text, ctid::text FROM public.monitors")
+    }
+    assert after == before
+    assert conn.execute("SELECT count(*) AS n FROM public.product_audit").fetchone()["n"] == 0
+    # the product's guard is armed: it refuses the product's own change
+    with pytest.raises(psycopg.errors.RaiseException, match="product says no"):
+        conn.execute("UPDATE public.monitors SET url = url || '?v=2'")
 
 
 # ------------------------------------------------------------------ 4. the budget is hard
 
 
 @pytest.mark.parametrize(
-    "holder_sql",
+    ("holder_sql", "stop_reason"),
     [
-        "LOCK TABLE public.monitors IN ACCESS EXCLUSIVE MODE",
-        "CREATE INDEX monitors_url_idx ON public.monitors (url)",  # a non-concurrent index build
+        ("LOCK TABLE pgpulse.schedule IN ACCESS EXCLUSIVE MODE", "lock_timeout"),
+        # a non-concurrent index build
+        (
+            "CREATE INDEX schedule_url_idx ON pgpulse.schedule ((check_spec ->> 'url'))",
+            "lock_timeout",
+        ),
+        # the product's table: the tick never reads or locks it, so it does not wait at all
+        ("LOCK TABLE public.monitors IN ACCESS EXCLUSIVE MODE", "drained"),
+        ("CREATE INDEX monitors_url_idx ON public.monitors (url)", "drained"),
     ],
 )
 def test_a_lock_held_elsewhere_cannot_keep_the_tick_past_its_budget(
-    conn, db_url, region, holder_sql
+    conn, db_url, region, holder_sql, stop_reason
 ):
     add_monitors(conn, 2000, check_interval_minutes=5)
     budget_s = 2.0
@@ -226,9 +299,16 @@ def test_a_lock_held_elsewhere_cannot_keep_the_tick_past_its_budget(
         holder_thread.join(30)
     # the budget plus a small bounded overshoot (a shared, noisy machine: generous)
     assert took < budget_s + 5, f"tick took {took:.2f} s with a {budget_s} s budget"
-    assert (run["stop_reason"], run["cut_short"]) == ("lock_timeout", True)
     assert run["finished_at"] is not None
     assert (run["finished_at"] - run["started_at"]).total_seconds() < budget_s + 5
+    if stop_reason == "drained":
+        assert (run["stop_reason"], run["cut_short"], run["monitors_claimed"]) == (
+            "drained",
+            False,
+            2000,
+        )
+        return
+    assert (run["stop_reason"], run["cut_short"]) == ("lock_timeout", True)
     # the lock gone, the next tick does the work
     assert tick(conn)["monitors_claimed"] == 2000
 
@@ -245,8 +325,8 @@ def test_a_shorter_interval_rephases_at_once(conn, region):
         "UPDATE public.monitors SET check_interval_minutes = 1 WHERE id = %s", (daily["id"],)
     )
     row = conn.execute(
-        "SELECT next_check_at, pgpulse.first_slot(id, 1, next_check_at) AS grid "
-        "FROM public.monitors WHERE id = %s",
+        "SELECT next_check_at, pgpulse.first_slot(monitor_id, 1, next_check_at) AS grid "
+        "FROM pgpulse.schedule WHERE monitor_id = %s",
         (daily["id"],),
     ).fetchone()
     assert before <= row["next_check_at"] < before + timedelta(minutes=1)
@@ -255,9 +335,7 @@ def test_a_shorter_interval_rephases_at_once(conn, region):
     conn.execute(
         "UPDATE public.monitors SET check_interval_minutes = 60 WHERE id = %s", (daily["id"],)
     )
-    at = conn.execute(
-        "SELECT next_check_at FROM public.monitors WHERE id = %s", (daily["id"],)
-    ).fetchone()["next_check_at"]
+    at = schedule_of(conn)[daily["id"]]["next_check_at"]
     assert before <= at < before + timedelta(minutes=61)
     # an explicit next_check_at in the same UPDATE wins
     conn.execute(
@@ -267,7 +345,8 @@ def test_a_shorter_interval_rephases_at_once(conn, region):
     )
     assert (
         conn.execute(
-            "SELECT extract(year FROM next_check_at) AS y FROM public.monitors WHERE id = %s",
+            "SELECT extract(year FROM next_check_at) AS y FROM pgpulse.schedule "
+            "WHERE monitor_id = %s",
             (daily["id"],),
         ).fetchone()["y"]
         == 2031
