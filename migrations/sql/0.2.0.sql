@@ -335,14 +335,6 @@ BEGIN
 END
 $id_type$;
 
--- Slots that a tick or a "schedule now" did not write because they fell in a maintenance
--- window, appended per chunk (a product's transaction may write jobs: it never locks a row
--- the tick updates); the tick folds them into maintenance_windows.skipped_slots.
-CREATE TABLE pgpulse.maintenance_skips (
-    window_id bigint NOT NULL REFERENCES pgpulse.maintenance_windows (id) ON DELETE CASCADE,
-    slots     bigint NOT NULL
-);
-CREATE INDEX maintenance_skips_window ON pgpulse.maintenance_skips (window_id);
 
 -- The check as workers receive it (docs/queue-contract.md), from the check's columns.
 CREATE FUNCTION pgpulse._check_spec(
@@ -1215,6 +1207,16 @@ INSERT INTO pgpulse.schedule (monitor_id, is_active, parked, next_check_at, last
 -- Writers of the product's table wait from here to the commit; readers do not. Rows
 -- written since the backfill are copied again, rows deleted since go.
 LOCK TABLE public.monitors IN SHARE ROW EXCLUSIVE MODE;
+-- (its foreign key locks the windows against writers: only once the product's writers wait,
+-- whose 0016 triggers count skipped slots in them)
+-- Slots that a tick or a "schedule now" did not write because they fell in a maintenance
+-- window, appended per chunk (a product's transaction may write jobs: it never locks a row
+-- the tick updates); the tick folds them into maintenance_windows.skipped_slots.
+CREATE TABLE pgpulse.maintenance_skips (
+    window_id bigint NOT NULL REFERENCES pgpulse.maintenance_windows (id) ON DELETE CASCADE,
+    slots     bigint NOT NULL
+);
+CREATE INDEX maintenance_skips_window ON pgpulse.maintenance_skips (window_id);
 DELETE FROM pgpulse.schedule s
  WHERE NOT EXISTS (SELECT 1 FROM public.monitors m WHERE m.id = s.monitor_id);
 INSERT INTO pgpulse.schedule AS s (monitor_id, is_active, parked, next_check_at, last_scheduled_at, check_interval_seconds, preferred_region, allow_fallback, criticality, check_regions, check_spec)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
+import threading
+import time
 
 import psycopg
 import pytest
@@ -717,3 +719,79 @@ def test_a_populated_last_release_install_upgrades_to_head_and_back_keeping_ever
     assert version(dsn) == LAST_RELEASE
     assert _rows_by_table(dsn, columns) == before
     assert same_schema(pg_server, dsn, reference)
+
+
+def test_the_upgrade_to_the_schedule_under_concurrent_product_writes(pg_server, empty_db, capsys):
+    """A populated 0016 install upgrades while the product inserts, edits and deletes
+    monitors: every product row ends with exactly one schedule row that holds what the
+    product's row says, no slot is lost or doubled, and writers waited only for the short
+    lock at the end (none failed)."""
+    dsn = empty_db()
+    migrate.upgrade(dsn, LAST_RELEASE)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO pgpulse.regions (code, is_default) VALUES ('us-east-1', true)")
+        conn.execute(
+            "INSERT INTO public.monitors (url, check_interval_minutes, next_check_at)"
+            " SELECT 'https://e.example/' || g, 1 + g % 5, now() - interval '1 second'"
+            " FROM generate_series(1, 20000) g"
+        )
+        conn.execute("CALL pgpulse.tick(p_trigger => 'before-upgrade')")
+        jobs_before = conn.execute("SELECT count(*) FROM pgpulse.outbox").fetchone()[0]
+    stop = threading.Event()
+    writes: list[str] = []
+    errors: list[BaseException] = []
+
+    def product() -> None:
+        n = 0
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                while not stop.is_set():
+                    n += 1
+                    conn.execute(
+                        "INSERT INTO public.monitors (url, check_interval_minutes) VALUES (%s, 2)",
+                        (f"https://during.example/{n}",),
+                    )
+                    conn.execute(
+                        "UPDATE public.monitors SET criticality = 'high', is_active = %s"
+                        " WHERE url = %s",
+                        (n % 3 != 0, f"https://e.example/{n}"),
+                    )
+                    conn.execute(
+                        "DELETE FROM public.monitors WHERE url = %s",
+                        (f"https://e.example/{n + 9000}",),
+                    )
+                    writes.append(f"{n}")
+        except BaseException as exc:  # reported by the test below
+            errors.append(exc)
+
+    writer = threading.Thread(target=product)
+    writer.start()
+    try:
+        wait_until = time.monotonic() + 30
+        while len(writes) < 20 and time.monotonic() < wait_until:
+            time.sleep(0.05)
+        migrate.upgrade(dsn)
+        during = len(writes)
+        wait_until = time.monotonic() + 30
+        while len(writes) < during + 20 and time.monotonic() < wait_until:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        writer.join()
+    assert errors == []
+    assert len(writes) >= during + 20  # the product kept writing after the upgrade
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT * FROM pgpulse.drift()").fetchone()[2:] == (0, 0, 0)
+        differing, followed = conn.execute(
+            "SELECT count(*) FILTER (WHERE s.is_active IS DISTINCT FROM m.is_active"
+            "                        OR s.criticality IS DISTINCT FROM m.criticality),"
+            " count(*) FROM public.monitors m JOIN pgpulse.schedule s ON s.monitor_id = m.id"
+        ).fetchone()
+        products = conn.execute("SELECT count(*) FROM public.monitors").fetchone()[0]
+        assert differing == 0 and followed == products > 20000 - len(writes)
+        # the jobs written before stay, once each (slots of deleted or deactivated monitors go)
+        doubled = conn.execute(
+            "SELECT count(*) FROM (SELECT monitor_id, region, scheduled_for FROM pgpulse.outbox"
+            " GROUP BY 1, 2, 3 HAVING count(*) > 1) d"
+        ).fetchone()[0]
+        assert doubled == 0 and jobs_before > 0
