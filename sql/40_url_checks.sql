@@ -42,8 +42,9 @@ BEGIN
     ELSIF v_switch IN ('', 'off', 'false', 'no', '0') THEN
         v_private := false;
     ELSE
-        RAISE EXCEPTION 'pgpulse.allow_private_targets must be on or off, not "%"', v_switch
-            USING ERRCODE = 'invalid_parameter_value';
+        -- a problem, not an error: a product's write never fails because of this setting
+        RETURN format('the setting pgpulse.allow_private_targets must be on or off, not "%s"',
+                      v_switch);
     END IF;
     IF p_url IS NULL THEN
         RETURN NULL;

@@ -44,8 +44,9 @@ BEGIN
     ELSIF v_switch IN ('', 'off', 'false', 'no', '0') THEN
         v_private := false;
     ELSE
-        RAISE EXCEPTION 'pgpulse.allow_private_targets must be on or off, not "%"', v_switch
-            USING ERRCODE = 'invalid_parameter_value';
+        -- a problem, not an error: a product's write never fails because of this setting
+        RETURN format('the setting pgpulse.allow_private_targets must be on or off, not "%s"',
+                      v_switch);
     END IF;
     IF p_url IS NULL THEN
         RETURN NULL;
@@ -266,25 +267,6 @@ BEGIN
         END IF;
     END LOOP;
     RETURN NULL;
-END
-$$;
-
--- Monitors that hold a URL the new rules refuse are parked as revision 0010 parked them:
--- kept, never due, their waiting jobs dropped, until the URL is fixed.
-DO $$
-DECLARE
-    v_parked integer;
-    v_first  record;
-BEGIN
-    SELECT r.parked INTO v_parked FROM pgpulse.recheck_monitor_urls() r;
-    IF v_parked > 0 THEN
-        SELECT * INTO v_first FROM pgpulse.monitor_url_problems() LIMIT 1;
-        RAISE WARNING 'pgpulse: % monitor(s) hold a URL that pgpulse now refuses and are parked '
-            '(not checked) until it is fixed; e.g. monitor %: %',
-            v_parked, v_first.monitor_id, v_first.problem
-            USING HINT = 'list them: SELECT * FROM pgpulse.monitor_url_problems(); after setting '
-                         'pgpulse.allow_private_targets: SELECT * FROM pgpulse.recheck_monitor_urls()';
-    END IF;
 END
 $$;
 
@@ -1203,6 +1185,23 @@ INSERT INTO pgpulse.schedule (monitor_id, is_active, parked, next_check_at, last
                                     m.check_interval_seconds, m.url, m.method, m.timeout_ms,
                                     m.expected_status, m.check_retries, m.check_retry_delay_ms,
                                     m.criticality, m.check_regions) AS problem) p;
+
+-- Monitors that hold what pgpulse refuses now (a URL the stricter checks refuse) are parked:
+-- kept, never due, until fixed; the product's rows are not written.
+DO $parked$
+DECLARE
+    v_parked bigint := (SELECT count(*) FROM pgpulse.schedule WHERE parked IS NOT NULL);
+    v_first  record;
+BEGIN
+    IF v_parked > 0 THEN
+        SELECT monitor_id, parked INTO v_first FROM pgpulse.schedule
+         WHERE parked IS NOT NULL ORDER BY monitor_id::text LIMIT 1;
+        RAISE WARNING 'pgpulse: % monitor(s) are parked (not checked) until fixed; e.g. monitor %: %',
+            v_parked, v_first.monitor_id, v_first.parked
+            USING HINT = 'list them: SELECT * FROM pgpulse.monitor_schedule WHERE parked IS NOT NULL';
+    END IF;
+END
+$parked$;
 
 -- Writers of the product's table wait from here to the commit; readers do not. Rows
 -- written since the backfill are copied again, rows deleted since go.
