@@ -112,9 +112,7 @@ def test_phases_of_sub_minute_monitors_are_spread_over_the_interval(conn):
         RETURNING id, created_at""").fetchall()
     held = schedule_of(conn)
     assert all(
-        r["created_at"]
-        <= held[r["id"]]["next_check_at"]
-        < r["created_at"] + timedelta(seconds=10)
+        r["created_at"] <= held[r["id"]]["next_check_at"] < r["created_at"] + timedelta(seconds=10)
         for r in rows
     )
     per_second = conn.execute("""
@@ -159,8 +157,7 @@ def test_minutes_and_seconds_stay_in_step(conn):
     assert interval_of(by_minutes["id"]) == 20
     # and pgpulse never wrote the product's columns
     row = conn.execute(
-        "SELECT check_interval_minutes, check_interval_seconds FROM public.monitors"
-        " WHERE id = %s",
+        "SELECT check_interval_minutes, check_interval_seconds FROM public.monitors WHERE id = %s",
         (by_minutes["id"],),
     ).fetchone()
     assert (row["check_interval_minutes"], row["check_interval_seconds"]) == (3, 20)
@@ -174,9 +171,7 @@ def test_an_interval_out_of_range_is_parked_by_name(conn, region, seconds):
     assert m["parked"] == f"interval: {seconds} s is not 10 s to 1 day"
     run = tick(conn, lookahead_s=60)
     assert run["monitors_claimed"] == 0 and outbox_jobs(conn, m["id"]) == []
-    conn.execute(
-        "UPDATE public.monitors SET check_interval_seconds = 30 WHERE id = %s", (m["id"],)
-    )
+    conn.execute("UPDATE public.monitors SET check_interval_seconds = 30 WHERE id = %s", (m["id"],))
     assert schedule_of(conn, [m["id"]])[m["id"]]["parked"] is None
     tick(conn, lookahead_s=60)
     assert outbox_jobs(conn, m["id"])
