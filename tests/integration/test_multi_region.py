@@ -136,7 +136,8 @@ def test_a_bad_check_regions_list_is_parked_with_a_clear_reason(conn, three_regi
     # (scheduled again from its next slot on its grid, up to 5 minutes away: time passes)
     conn.execute("UPDATE pgpulse.schedule SET next_check_at = now() - interval '1 second'")
     tick(conn)
-    assert [j["region"] for j in outbox_jobs(conn, m["id"])] == ["eu-west-1", "us-east-1"]
+    # (its next slot may have been written at once when fixed: one or two slots)
+    assert {j["region"] for j in outbox_jobs(conn, m["id"])} == {"eu-west-1", "us-east-1"}
 
 
 def test_an_unknown_listed_region_is_accepted_and_gets_no_job(conn, three_regions):
