@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from tests.support.seeding import add_monitor, insert_row, tick
+from tests.support.seeding import add_monitor, add_monitors, insert_row, tick
 
 UTC = UTC
 
@@ -35,6 +35,14 @@ def run_clock(conn, start: datetime, end: datetime, step_s: int = 60) -> int:
         skipped += row["skipped"]
         at += timedelta(seconds=step_s)
     return skipped
+
+
+def fold_skipped_slots(conn) -> None:
+    """A tick with nothing due: it folds the slots counted in pgpulse.maintenance_skips into
+    their windows' skipped_slots, as every tick does at its end (_tick_chunk, which
+    run_clock calls, only appends to maintenance_skips)."""
+    conn.execute("UPDATE pgpulse.schedule SET next_check_at = now() + interval '1 day'")
+    assert tick(conn, lookahead_s=0)["monitors_claimed"] == 0
 
 
 def scheduled(conn) -> list[datetime]:
@@ -125,6 +133,7 @@ def test_windows_keep_their_wall_clock_hours_across_dst(conn, region, case):
     for _, b in skipped_ranges:
         assert utc(b) in got
     assert skipped == len(inside) > 0
+    fold_skipped_slots(conn)
     assert conn.execute(
         "SELECT skipped_slots FROM pgpulse.maintenance_windows WHERE id = %s", (w["id"],)
     ).fetchone()["skipped_slots"] == len(inside)
@@ -194,6 +203,70 @@ def test_slots_after_a_window_that_ends_are_written_again(conn, region):
     # the first slot after the end is there, exactly on the monitor's grid
     assert got[0] - ends < timedelta(seconds=10)
     assert (got[0] - m["next_check_at"]).total_seconds() % 10 == 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "url = url || '?x'",  # a changed check: its waiting jobs follow, its due slot is written
+        "check_interval_seconds = 10",  # re-phased: its slots on the new grid are written
+    ],
+)
+def test_a_product_transaction_open_on_a_monitor_in_a_window_does_not_stop_the_tick(
+    conn, db_url, region, change
+):
+    """A product's transaction that changed a monitor inside a maintenance window and stays
+    open (its trigger wrote that monitor's slots at once, and skipped them) holds no lock the
+    tick needs: the tick claims every other due monitor and drains. (When both wrote the
+    window's skipped_slots, the tick waited for that row and stopped with lock_timeout,
+    claiming none.) The skipped slots still reach maintenance_windows.skipped_slots: the
+    tick's at its end, the product's at the end of the tick after it commits."""
+    held = add_monitor(conn, check_interval_minutes=5, due="1 hour")
+    others = add_monitors(conn, 40, check_interval_minutes=5, due="1 hour")
+    local = "(now() AT TIME ZONE 'Europe/Berlin')"
+    window = conn.execute(
+        "INSERT INTO pgpulse.maintenance_windows (name, time_zone, starts_local, ends_local) "
+        f"VALUES ('all', 'Europe/Berlin', {local} - interval '1 minute', "
+        f"{local} + interval '10 minutes') RETURNING id"
+    ).fetchone()["id"]
+    tick(conn, lookahead_s=60)  # a tick ran lately: product writes schedule their slots at once
+    # time passes (pgpulse's clock of the monitor): the held monitor is due
+    conn.execute(
+        "UPDATE pgpulse.schedule SET next_check_at = now() - interval '1 second'"
+        " WHERE monitor_id = %s",
+        (held["id"],),
+    )
+    with psycopg.connect(db_url) as product:  # not autocommit: the transaction stays open
+        product.execute(f"UPDATE public.monitors SET {change} WHERE id = %s", (held["id"],))
+        # its slots were taken at once in the product's transaction, inside the window
+        product_skipped = product.execute(
+            "SELECT coalesce(sum(slots), 0) FROM pgpulse.maintenance_skips"
+        ).fetchone()[0]
+        assert product_skipped >= 1
+        conn.execute(
+            "UPDATE pgpulse.schedule SET next_check_at = now() - interval '1 second'"
+            " WHERE monitor_id <> %s",
+            (held["id"],),
+        )
+
+        run = tick(conn, budget_s=5)
+
+        assert run["stop_reason"] == "drained", run
+        assert run["monitors_claimed"] == len(others)
+        assert run["maintenance_skipped"] == len(others)
+        assert conn.execute(
+            "SELECT skipped_slots FROM pgpulse.maintenance_windows WHERE id = %s", (window,)
+        ).fetchone()["skipped_slots"] == len(others)
+        product.commit()
+    # the product's skipped slots are folded by the next tick
+    tick(conn, lookahead_s=0)
+    assert (
+        conn.execute(
+            "SELECT skipped_slots FROM pgpulse.maintenance_windows WHERE id = %s", (window,)
+        ).fetchone()["skipped_slots"]
+        == len(others) + product_skipped
+    )
+    assert conn.execute("SELECT count(*) AS n FROM pgpulse.outbox").fetchone()["n"] == 0
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,11 @@
-"""Bad monitor and region rows are refused by the database, with an error that names the
-problem (the constraint's name says what is wrong)."""
+"""Bad region rows are refused by the database, with an error that names the problem (the
+constraint's name says what is wrong). A monitor pgpulse cannot schedule is not refused:
+the product's write succeeds, and pgpulse parks the monitor (pgpulse.schedule.parked, one
+line naming the problem) until it is fixed."""
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 
 import psycopg
@@ -12,7 +13,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from relay import migrate
-from tests.support.seeding import add_region, tick
+from tests.support.seeding import add_region, outbox_jobs, schedule_of, tick
 
 GOOD = {"url": "https://example.com/health", "check_interval_minutes": 5}
 
@@ -24,41 +25,82 @@ def insert(conn, table: str, row: dict) -> None:
     )
 
 
+def insert_monitor(conn, row: dict):
+    """Inserts a product row; returns its id."""
+    return conn.execute(
+        f"INSERT INTO public.monitors ({', '.join(row)}) "
+        f"VALUES ({', '.join(['%s'] * len(row))}) RETURNING id",
+        list(row.values()),
+    ).fetchone()["id"]
+
+
+def parked(conn, monitor_id) -> str | None:
+    """Why pgpulse does not schedule the monitor (None: it does)."""
+    return schedule_of(conn, [monitor_id])[monitor_id]["parked"]
+
+
+def jobs_after_a_tick(conn, monitor_id) -> list:
+    """The monitor's jobs after time passed (all monitors due) and a tick ran."""
+    conn.execute("UPDATE pgpulse.schedule SET next_check_at = now() - interval '1 second'")
+    tick(conn, lookahead_s=60)
+    return outbox_jobs(conn, monitor_id)
+
+
 @pytest.fixture(autouse=True)
 def region(conn) -> None:
     insert(conn, "pgpulse.regions", {"code": "us-east-1", "is_default": True})
 
 
+# the product's defaults of the columns the cases below change
+FIXED = {
+    "check_interval_minutes": 5,
+    "criticality": "normal",
+    "method": "GET",
+    "timeout_ms": 10000,
+    "expected_status": [200],
+    "check_retries": 1,
+}
+
+
 @pytest.mark.parametrize(
-    ("change", "constraint"),
+    ("change", "reason"),
     [
-        ({"check_interval_minutes": 0}, "monitor_interval_1_to_1440_minutes"),
-        ({"check_interval_minutes": 1441}, "monitor_interval_1_to_1440_minutes"),
-        ({"check_interval_minutes": -5}, "monitor_interval_1_to_1440_minutes"),
-        ({"criticality": "urgent"}, "monitor_criticality_known"),
-        ({"criticality": "CRITICAL"}, "monitor_criticality_known"),
-        ({"method": "FETCH"}, "monitor_method_known"),
-        ({"timeout_ms": 50}, "monitor_timeout_100ms_to_120s"),
-        ({"expected_status": [200, 700]}, "monitor_expected_status_http"),
-        ({"expected_status": []}, "monitor_expected_status_http"),
-        ({"check_retries": 9}, "monitor_check_retries_0_to_5"),
+        ({"check_interval_minutes": 0}, "interval: 0 s is not 10 s to 1 day"),
+        ({"check_interval_minutes": 1441}, "interval: 86460 s is not 10 s to 1 day"),
+        ({"check_interval_minutes": -5}, "interval: -300 s is not 10 s to 1 day"),
+        ({"criticality": "urgent"}, "criticality: 'urgent' is not critical, high, normal or low"),
+        (
+            {"criticality": "CRITICAL"},
+            "criticality: 'CRITICAL' is not critical, high, normal or low",
+        ),
+        ({"method": "FETCH"}, "method: 'FETCH' is not an HTTP method"),
+        ({"timeout_ms": 50}, "timeout_ms: 50 is not 100 to 120000"),
+        ({"expected_status": [200, 700]}, "expected_status: not 1 to 32 HTTP statuses"),
+        ({"expected_status": []}, "expected_status: not 1 to 32 HTTP statuses"),
+        ({"check_retries": 9}, "check_retries: 9 is not 0 to 5"),
     ],
 )
-def test_bad_monitor_is_refused_naming_the_problem(conn, change, constraint):
-    with pytest.raises(psycopg.errors.CheckViolation) as info:
-        insert(conn, "public.monitors", GOOD | change)
-    assert info.value.diag.constraint_name == constraint
-    assert constraint in str(info.value)
-    assert conn.execute("SELECT count(*) AS n FROM public.monitors").fetchone()["n"] == 0
-
-
-def test_unknown_preferred_region_is_refused_naming_the_region(conn):
-    with pytest.raises(psycopg.errors.ForeignKeyViolation) as info:
-        insert(conn, "public.monitors", GOOD | {"preferred_region": "mars-1"})
-    assert "preferred_region" in info.value.diag.constraint_name
-    assert info.value.diag.message_detail == (
-        'Key (preferred_region)=(mars-1) is not present in table "regions".'
+def test_bad_monitor_is_parked_naming_the_problem(conn, change, reason):
+    """Once refused with a CHECK violation; now the product's write succeeds, the monitor
+    is parked with the reason and gets no job, and fixing the value schedules it again."""
+    monitor_id = insert_monitor(conn, GOOD | change)
+    assert parked(conn, monitor_id) == reason
+    assert jobs_after_a_tick(conn, monitor_id) == []
+    conn.execute(
+        f"UPDATE public.monitors SET {', '.join(f'{c} = %s' for c in change)} WHERE id = %s",
+        [*(FIXED[c] for c in change), monitor_id],
     )
+    assert parked(conn, monitor_id) is None
+    assert jobs_after_a_tick(conn, monitor_id)
+
+
+def test_unknown_preferred_region_is_accepted_and_routed_round_robin(conn):
+    """Once refused by a foreign key; pgpulse no longer constrains the product's table. A
+    monitor that allows fallback and prefers a region pgpulse does not have is scheduled
+    (not parked) and goes round-robin."""
+    monitor_id = insert_monitor(conn, GOOD | {"preferred_region": "mars-1"})
+    assert parked(conn, monitor_id) is None
+    assert [j["region"] for j in jobs_after_a_tick(conn, monitor_id)] == ["us-east-1"]
 
 
 @pytest.mark.parametrize(
@@ -75,18 +117,25 @@ def test_missing_required_values_are_refused(conn, column, value, error):
     assert info.value.diag.column_name == column
 
 
-def test_bad_interval_with_an_explicit_next_check_at_is_refused(conn):
-    with pytest.raises(psycopg.errors.CheckViolation, match="monitor_interval_1_to_1440_minutes"):
-        conn.execute(
-            "INSERT INTO public.monitors (url, check_interval_minutes, next_check_at) "
-            "VALUES ('https://example.com/', 0, now())"
-        )
+def test_bad_interval_with_an_explicit_next_check_at_is_parked(conn):
+    monitor_id = conn.execute(
+        "INSERT INTO public.monitors (url, check_interval_minutes, next_check_at) "
+        "VALUES ('https://example.com/', 0, now()) RETURNING id"
+    ).fetchone()["id"]
+    assert parked(conn, monitor_id) == "interval: 0 s is not 10 s to 1 day"
+    assert jobs_after_a_tick(conn, monitor_id) == []
 
 
-def test_bad_update_is_refused_too(conn):
-    insert(conn, "public.monitors", GOOD)
-    with pytest.raises(psycopg.errors.CheckViolation, match="monitor_interval_1_to_1440_minutes"):
-        conn.execute("UPDATE public.monitors SET check_interval_minutes = 0")
+def test_bad_update_parks_too(conn):
+    monitor_id = insert_monitor(conn, GOOD)
+    assert len(jobs_after_a_tick(conn, monitor_id)) == 1
+    conn.execute("UPDATE public.monitors SET check_interval_minutes = 0")
+    assert parked(conn, monitor_id) == "interval: 0 s is not 10 s to 1 day"
+    assert outbox_jobs(conn, monitor_id) == []  # its waiting job went
+    assert jobs_after_a_tick(conn, monitor_id) == []
+    conn.execute("UPDATE public.monitors SET check_interval_minutes = 5")
+    assert parked(conn, monitor_id) is None
+    assert jobs_after_a_tick(conn, monitor_id)
 
 
 @pytest.mark.parametrize(
@@ -107,7 +156,7 @@ def test_bad_update_is_refused_too(conn):
     ],
 )
 def test_good_monitor_is_accepted_with_defaults(conn, change):
-    insert(conn, "public.monitors", GOOD | change)
+    monitor_id = insert_monitor(conn, GOOD | change)
     row = conn.execute("SELECT * FROM public.monitors").fetchone()
     for column, value in change.items():
         assert row[column] == value
@@ -122,7 +171,9 @@ def test_good_monitor_is_accepted_with_defaults(conn, change):
     for column, value in defaults.items():
         if column not in change:
             assert row[column] == value
-    assert row["next_check_at"] is not None
+    # scheduled by pgpulse (the product's own next_check_at is left as written)
+    held = schedule_of(conn, [monitor_id])[monitor_id]
+    assert held["parked"] is None and held["next_check_at"] is not None
 
 
 @pytest.mark.parametrize(
@@ -248,25 +299,21 @@ REFUSED = [
 
 def test_refused_url_names_the_problem_in_one_line(conn):
     """Every form, on INSERT and on UPDATE (one database for all: a clone per case costs
-    half a second)."""
-    insert(conn, "public.monitors", GOOD)
+    half a second): the write succeeds and the monitor is parked, the reason naming the
+    URL's problem in one line."""
+    updated = insert_monitor(conn, GOOD)
     wrong = []
     for url, problem in REFUSED:
-        for statement, args in (
-            ("INSERT INTO public.monitors (url) VALUES (%s)", (url,)),
-            ("UPDATE public.monitors SET url = %s", (url,)),
-        ):
-            try:
-                conn.execute(statement, args)
-                wrong.append((statement[:6], url, "accepted"))
-            except psycopg.errors.CheckViolation as error:
-                if (error.diag.message_primary, error.diag.constraint_name) != (
-                    f"monitor url: {problem}",
-                    "monitor_url_http",
-                ):
-                    wrong.append((statement[:6], url, error.diag.message_primary))
+        inserted = insert_monitor(conn, {"url": url})
+        conn.execute("UPDATE public.monitors SET url = %s WHERE id = %s", (url, updated))
+        for statement, monitor_id in (("INSERT", inserted), ("UPDATE", updated)):
+            if parked(conn, monitor_id) != f"url: {problem}":
+                wrong.append((statement, url, parked(conn, monitor_id)))
     assert wrong == []
-    assert conn.execute("SELECT url FROM public.monitors").fetchall() == [{"url": GOOD["url"]}]
+    assert jobs_after_a_tick(conn, None) == []
+    # fixed: scheduled again
+    conn.execute("UPDATE public.monitors SET url = %s WHERE id = %s", (GOOD["url"], updated))
+    assert parked(conn, updated) is None
 
 
 @pytest.mark.parametrize(
@@ -283,10 +330,9 @@ def test_refused_url_names_the_problem_in_one_line(conn):
 )
 def test_normal_url_is_accepted(conn, url):
     assert conn.execute("SELECT pgpulse.url_problem(%s) AS p", (url,)).fetchone()["p"] is None
-    insert(conn, "public.monitors", GOOD | {"url": url})
-    assert (
-        conn.execute("SELECT check_spec ->> 'url' AS u FROM public.monitors").fetchone()["u"] == url
-    )
+    monitor_id = insert_monitor(conn, GOOD | {"url": url})
+    held = schedule_of(conn, [monitor_id])[monitor_id]
+    assert held["parked"] is None and held["check_spec"]["url"] == url
 
 
 def connect(db_url: str) -> psycopg.Connection:
@@ -304,15 +350,17 @@ def allow_private(conn, value: str | None) -> None:
 
 def test_private_targets_switch_works_both_ways(conn, db_url):
     private = {"url": "http://10.0.0.7:8080/health"}
-    with pytest.raises(psycopg.errors.CheckViolation, match="host 10.0.0.7 is private"):
-        insert(conn, "public.monitors", GOOD | private)
+    refused = insert_monitor(conn, GOOD | private)
+    assert parked(conn, refused) == f"url: host 10.0.0.7 is private {PRIVATE_ONLY}"
+    conn.execute("DELETE FROM public.monitors WHERE id = %s", (refused,))
 
     allow_private(conn, "on")
     with connect(db_url) as on:
         insert(on, "public.monitors", GOOD | private)
         insert(on, "public.monitors", GOOD | {"url": "http://localhost:6379/"})
-        with pytest.raises(psycopg.errors.CheckViolation, match="cloud metadata endpoint"):
-            insert(on, "public.monitors", GOOD | {"url": "http://169.254.169.254/"})
+        metadata = insert_monitor(on, GOOD | {"url": "http://169.254.169.254/"})
+        assert "cloud metadata endpoint" in parked(on, metadata)
+        on.execute("DELETE FROM public.monitors WHERE id = %s", (metadata,))
         assert on.execute("SELECT count(*) AS n FROM public.monitors").fetchone()["n"] == 2
         tick(on, lookahead_s=600)
         assert (
@@ -330,8 +378,9 @@ def test_private_targets_switch_works_both_ways(conn, db_url):
     # off again: new private URLs are refused, and a recheck parks the ones there
     allow_private(conn, None)
     with connect(db_url) as off:
-        with pytest.raises(psycopg.errors.CheckViolation, match="host 10.0.0.8 is private"):
-            insert(off, "public.monitors", GOOD | {"url": "http://10.0.0.8/"})
+        refused = insert_monitor(off, GOOD | {"url": "http://10.0.0.8/"})
+        assert parked(off, refused) == f"url: host 10.0.0.8 is private {PRIVATE_ONLY}"
+        off.execute("DELETE FROM public.monitors WHERE id = %s", (refused,))
         assert off.execute("SELECT * FROM pgpulse.recheck_monitor_urls()").fetchone() == {
             "parked": 2,
             "resumed": 0,
@@ -344,12 +393,12 @@ def test_private_targets_switch_works_both_ways(conn, db_url):
             {
                 "url": "http://10.0.0.7:8080/health",
                 "parked": True,
-                "problem": f"host 10.0.0.7 is private {PRIVATE_ONLY}",
+                "problem": f"url: host 10.0.0.7 is private {PRIVATE_ONLY}",
             },
             {
                 "url": "http://localhost:6379/",
                 "parked": True,
-                "problem": f"host localhost is loopback {PRIVATE_ONLY}",
+                "problem": f"url: host localhost is loopback {PRIVATE_ONLY}",
             },
         ]
 
@@ -362,8 +411,8 @@ def test_private_targets_switch_works_both_ways(conn, db_url):
         }
         assert (
             on.execute(
-                "SELECT count(*) AS n FROM public.monitors "
-                "WHERE next_check_at <= now() + interval '5 minutes'"
+                "SELECT count(*) AS n FROM pgpulse.schedule "
+                "WHERE parked IS NULL AND next_check_at <= now() + interval '5 minutes'"
             ).fetchone()["n"]
             == 2
         )
@@ -386,11 +435,13 @@ def test_a_parked_monitor_is_never_due_until_its_url_is_fixed(conn, db_url):
         bad_id = off.execute(
             "SELECT id FROM public.monitors WHERE url LIKE '%127.0.0.1%'"
         ).fetchone()["id"]
-        refused = re.escape(f"monitor url: host 127.0.0.1 is loopback {PRIVATE_ONLY}")
-        # whatever would make it due is refused, naming the URL's problem
+        refused = f"url: host 127.0.0.1 is loopback {PRIVATE_ONLY}"
+        assert parked(off, bad_id) == refused
+        # whatever would make it due leaves it parked, naming the URL's problem (the
+        # product's write succeeds: once it was refused)
         for change in ("next_check_at = now()", "check_interval_minutes = 2"):
-            with pytest.raises(psycopg.errors.CheckViolation, match=refused):
-                off.execute(f"UPDATE public.monitors SET {change} WHERE id = %s", (bad_id,))
+            off.execute(f"UPDATE public.monitors SET {change} WHERE id = %s", (bad_id,))
+            assert parked(off, bad_id) == refused
         run = tick(off, lookahead_s=120)
         assert (run["monitors_claimed"], run["skipped"], run["stop_reason"]) == (1, 0, "drained")
         assert (
@@ -415,14 +466,15 @@ def test_a_parked_monitor_is_never_due_until_its_url_is_fixed(conn, db_url):
             == 0
         )
         off.execute("UPDATE public.monitors SET is_active = false WHERE id = %s", (bad_id,))
-        with pytest.raises(psycopg.errors.CheckViolation, match=refused):
-            off.execute("UPDATE public.monitors SET is_active = true WHERE id = %s", (bad_id,))
+        off.execute("UPDATE public.monitors SET is_active = true WHERE id = %s", (bad_id,))
+        assert parked(off, bad_id) == refused
+        assert outbox_jobs(off, bad_id) == []
         off.execute(
-            "UPDATE public.monitors SET is_active = true, url = 'https://fixed.example/' "
-            "WHERE id = %s",
+            "UPDATE public.monitors SET url = 'https://fixed.example/' WHERE id = %s",
             (bad_id,),
         )
 
+        assert parked(off, bad_id) is None
         # fixed: scheduled again (its first slot written at once, as a new monitor's), and
         # the job carries the new URL
         tick(off, lookahead_s=120)
@@ -493,14 +545,17 @@ def test_adopted_table_with_bad_rows_migrates_and_the_tick_schedules_only_the_go
         problems = conn.execute(
             "SELECT url, problem, parked FROM pgpulse.monitor_url_problems()"
         ).fetchall()
-        assert {r["url"]: r["problem"] for r in problems} == BAD_ROWS
+        # (the problem as the monitor is parked for it: "url: ...")
+        assert {r["url"]: r["problem"] for r in problems} == {
+            url: f"url: {problem}" for url, problem in BAD_ROWS.items()
+        }
         assert all(r["parked"] for r in problems)
-        # the product's own writes are checked now
-        with pytest.raises(psycopg.errors.CheckViolation, match="monitor url: no host"):
-            conn.execute(
-                "INSERT INTO public.monitors (url, check_interval_minutes, is_active) "
-                "VALUES ('http://:81/', 1, true)"
-            )
+        # the product's own writes are checked now: parked, not refused
+        monitor_id = conn.execute(
+            "INSERT INTO public.monitors (url, check_interval_minutes, is_active) "
+            "VALUES ('http://:81/', 1, true) RETURNING id"
+        ).fetchone()["id"]
+        assert parked(conn, monitor_id) == "url: no host"
 
     # down: the URL checks go, the parked rows are scheduled again
     migrate.downgrade(adopted_db, "0009", force=True)  # parked rows and the runs' records go

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from tests.support.seeding import add_monitors, add_region, add_regions, tick
+from tests.support.seeding import add_monitors, add_region, add_regions, schedule_of, tick
 
 # a 5-minute interval: one slot each within the tick's lookahead
 ONE_SLOT = {"check_interval_minutes": 5}
@@ -113,7 +113,8 @@ def test_round_robin_avoids_degraded_regions_while_another_is_fine(conn, three_r
     # all degraded: round-robin over all of them again
     conn.execute("DELETE FROM pgpulse.outbox")
     conn.execute("UPDATE pgpulse.regions SET degraded = true")
-    conn.execute("UPDATE public.monitors SET next_check_at = now() - interval '10 seconds'")
+    # time passes: the monitors are due again (pgpulse's clock of them moved back)
+    conn.execute("UPDATE pgpulse.schedule SET next_check_at = now() - interval '10 seconds'")
     tick(conn, chunk=9)
     counts = routed(conn, ids)
     assert sorted(counts.values()) == [13, 13, 14], counts
@@ -136,7 +137,7 @@ def test_region_changes_between_ticks_are_followed(conn, three_regions):
     ids = add_monitors(conn, 10, **ONE_SLOT, preferred_region="eu-west-1")
     tick(conn)
     conn.execute("UPDATE pgpulse.regions SET healthy = false WHERE code = 'eu-west-1'")
-    conn.execute("UPDATE public.monitors SET next_check_at = now() - interval '1 second'")
+    conn.execute("UPDATE pgpulse.schedule SET next_check_at = now() - interval '1 second'")
     tick(conn)
     assert routed(conn, ids) == {"eu-west-1": 10, "ap-south-1": 10}
 
@@ -149,17 +150,14 @@ def test_no_enabled_region_emits_nothing_counts_unrouted_and_leaves_monitors_due
     add_region(conn, "eu-west-1", enabled=False)
     add_monitors(conn, 25, **ONE_SLOT)
     add_monitors(conn, 5, **ONE_SLOT, preferred_region="eu-west-1")
-    before = conn.execute("SELECT id, next_check_at FROM public.monitors ORDER BY id").fetchall()
+    before = schedule_of(conn)
 
     run = tick(conn, chunk=10)
 
     assert (run["jobs_written"], run["unrouted"]) == (0, 30)
     assert run["finished_at"] is not None and not run["cut_short"]
     assert routed(conn) == {}
-    assert (
-        conn.execute("SELECT id, next_check_at FROM public.monitors ORDER BY id").fetchall()
-        == before
-    )
+    assert schedule_of(conn) == before
 
     # a region comes back: the next tick schedules them all
     conn.execute("UPDATE pgpulse.regions SET enabled = true WHERE code = 'us-east-1'")
@@ -181,7 +179,7 @@ def test_unroutable_monitors_do_not_starve_routable_ones(conn):
     however many unroutable ones come first in due order."""
     add_region(conn, "us-east-1", weight=0)  # enabled and healthy, but not in round-robin
     stuck = add_monitors(conn, 50, **ONE_SLOT)
-    conn.execute("UPDATE public.monitors SET next_check_at = now() - interval '1 minute'")
+    conn.execute("UPDATE pgpulse.schedule SET next_check_at = now() - interval '1 minute'")
     ok = add_monitors(conn, 30, **ONE_SLOT, preferred_region="us-east-1")
 
     run = tick(conn, chunk=10)
@@ -191,6 +189,58 @@ def test_unroutable_monitors_do_not_starve_routable_ones(conn):
     assert (run["jobs_written"], run["unrouted"]) == (30, 50)
     assert run["monitors_claimed"] == 30
     due = conn.execute(
-        "SELECT count(*) AS n FROM public.monitors WHERE next_check_at <= now()"
+        "SELECT count(*) AS n FROM pgpulse.schedule WHERE next_check_at <= now()"
     ).fetchone()["n"]
     assert due == 50
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="schedule branch bug: sql/70_tick.sql _tick_chunk sends a monitor without fallback "
+    "whose preferred region was deleted to the round-robin wheel (its `routed` is NULL and "
+    "`coalesce(d.routed, p_wheel[...])` and the due filter's `p_wheel IS NOT NULL` do not tell "
+    "it from a monitor with no preferred region)",
+)
+def test_without_fallback_a_deleted_preferred_region_gets_no_job_and_is_counted(
+    conn, three_regions
+):
+    """A monitor that must run in its own region never moves to another one because that
+    region was deleted: it gets no job (the tick counts it unrouted) until its region is
+    back; monitors that allow fallback go round-robin."""
+    strict = add_monitors(conn, 4, **ONE_SLOT, preferred_region="eu-west-1", allow_fallback=False)
+    loose = add_monitors(conn, 6, **ONE_SLOT, preferred_region="eu-west-1")
+    conn.execute("DELETE FROM pgpulse.regions WHERE code = 'eu-west-1'")
+
+    run = tick(conn)
+
+    assert routed(conn, strict) == {}
+    assert run["unrouted"] == 4
+    assert sum(routed(conn, loose).values()) == 6 and "eu-west-1" not in routed(conn)
+    # the region comes back: they are checked there
+    add_region(conn, "eu-west-1", fallback_region="ap-south-1")
+    run = tick(conn)
+    assert routed(conn, strict) == {"eu-west-1": 4}
+    assert run["unrouted"] == 0
+
+
+def test_a_renamed_region_keeps_its_monitors_and_their_waiting_jobs(conn, three_regions):
+    """Renaming a region in pgpulse.regions moves its monitors' routing and the jobs
+    waiting for it to the new code; the product's own column is not rewritten."""
+    strict = add_monitors(conn, 3, **ONE_SLOT, preferred_region="eu-west-1", allow_fallback=False)
+    tick(conn)
+    assert routed(conn, strict) == {"eu-west-1": 3}
+
+    conn.execute("UPDATE pgpulse.regions SET code = 'eu-west-9' WHERE code = 'eu-west-1'")
+
+    assert routed(conn, strict) == {"eu-west-9": 3}  # the waiting jobs
+    conn.execute("DELETE FROM pgpulse.outbox")
+    # time passes: the next slots go to the renamed region, none is left unrouted
+    conn.execute("UPDATE pgpulse.schedule SET next_check_at = now() - interval '1 second'")
+    run = tick(conn)
+    assert routed(conn, strict) == {"eu-west-9": 3}
+    assert run["unrouted"] == 0
+    # pgpulse never writes the product's table
+    assert {
+        r["preferred_region"]
+        for r in conn.execute("SELECT preferred_region FROM public.monitors").fetchall()
+    } == {"eu-west-1"}

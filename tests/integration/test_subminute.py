@@ -7,10 +7,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import psycopg
 import pytest
 
-from tests.support.seeding import add_monitor, add_monitors, add_region, tick
+from tests.support.seeding import (
+    add_monitor,
+    add_monitors,
+    add_region,
+    outbox_jobs,
+    schedule_of,
+    tick,
+)
 
 
 def slots(conn, monitor_id) -> list:
@@ -39,7 +45,7 @@ def test_a_ten_second_monitor_gets_every_slot_of_the_minute_with_exact_times(con
     assert all(j["expires_at"] == j["scheduled_for"] + timedelta(seconds=10) for j in jobs)
     assert len({j["job_id"] for j in jobs}) == len(jobs)
     assert run["monitors_claimed"] == 1 and run["jobs_written"] == len(jobs)
-    after = conn.execute("SELECT next_check_at FROM public.monitors").fetchone()["next_check_at"]
+    after = schedule_of(conn, [m["id"]])[m["id"]]["next_check_at"]
     assert after == jobs[-1]["scheduled_for"] + timedelta(seconds=10)
 
 
@@ -87,8 +93,8 @@ def test_a_long_tick_claims_each_sub_minute_monitor_once(conn, region):
 def test_a_long_missed_monitor_gets_one_catch_up_job_then_its_future_slots(conn, region):
     m = add_monitor(conn, due=None, check_interval_seconds=10)
     grid = m["next_check_at"]
-    # the scheduler was away for an hour
-    conn.execute("UPDATE public.monitors SET next_check_at = next_check_at - interval '1 hour'")
+    # the scheduler was away for an hour (pgpulse's own clock of the monitor moved back)
+    conn.execute("UPDATE pgpulse.schedule SET next_check_at = next_check_at - interval '1 hour'")
     run = tick(conn, lookahead_s=30)
     got = slots(conn, m["id"])
     # the latest missed slot (not after now) and the slots up to the horizon: no replay of
@@ -103,51 +109,72 @@ def test_phases_of_sub_minute_monitors_are_spread_over_the_interval(conn):
     rows = conn.execute("""
         INSERT INTO public.monitors (url, check_interval_seconds)
         SELECT 'https://example.com/' || g, 10 FROM generate_series(1, 1000) g
-        RETURNING next_check_at, created_at""").fetchall()
+        RETURNING id, created_at""").fetchall()
+    held = schedule_of(conn)
     assert all(
-        r["created_at"] <= r["next_check_at"] < r["created_at"] + timedelta(seconds=10)
+        r["created_at"] <= held[r["id"]]["next_check_at"] < r["created_at"] + timedelta(seconds=10)
         for r in rows
     )
     per_second = conn.execute("""
-        SELECT count(*) AS n FROM public.monitors
+        SELECT count(*) AS n FROM pgpulse.schedule
          GROUP BY floor(extract(epoch FROM next_check_at))::bigint % 10""").fetchall()
     # ~100 per second of the 10, never all at once
     assert len(per_second) == 10 and max(r["n"] for r in per_second) < 150
 
 
 def test_minutes_and_seconds_stay_in_step(conn):
+    """pgpulse's interval (its schedule's check_interval_seconds) follows whichever of the
+    product's two columns was set or changed last; the product's columns are its own and
+    pgpulse no longer writes one to match the other."""
+
+    def interval_of(monitor_id):
+        return schedule_of(conn, [monitor_id])[monitor_id]["check_interval_seconds"]
+
     by_minutes = add_monitor(conn, due=None, check_interval_minutes=3)
     assert by_minutes["check_interval_seconds"] == 180
     by_seconds = add_monitor(conn, due=None, check_interval_seconds=30)
-    assert by_seconds["check_interval_minutes"] == 1
+    assert by_seconds["check_interval_seconds"] == 30
     both = add_monitor(conn, due=None, check_interval_minutes=9, check_interval_seconds=130)
-    assert (both["check_interval_seconds"], both["check_interval_minutes"]) == (130, 2)
+    assert both["check_interval_seconds"] == 130
     default = add_monitor(conn, due=None, next_check_at=None)
-    assert (default["check_interval_minutes"], default["check_interval_seconds"]) == (5, 300)
+    assert default["check_interval_seconds"] == 300
 
-    row = conn.execute(
-        "UPDATE public.monitors SET check_interval_minutes = 7 WHERE id = %s RETURNING *",
+    conn.execute(
+        "UPDATE public.monitors SET check_interval_minutes = 7 WHERE id = %s",
         (by_seconds["id"],),
-    ).fetchone()
-    assert row["check_interval_seconds"] == 420
+    )
+    assert interval_of(by_seconds["id"]) == 420
+    conn.execute(
+        "UPDATE public.monitors SET check_interval_seconds = 20 WHERE id = %s",
+        (by_minutes["id"],),
+    )
+    assert interval_of(by_minutes["id"]) == 20
+    # an update of other columns leaves the interval alone
+    conn.execute(
+        "UPDATE public.monitors SET url = 'https://example.com/t' WHERE id = %s",
+        (by_minutes["id"],),
+    )
+    assert interval_of(by_minutes["id"]) == 20
+    # and pgpulse never wrote the product's columns
     row = conn.execute(
-        "UPDATE public.monitors SET check_interval_seconds = 20 WHERE id = %s RETURNING *",
+        "SELECT check_interval_minutes, check_interval_seconds FROM public.monitors WHERE id = %s",
         (by_minutes["id"],),
     ).fetchone()
-    assert row["check_interval_minutes"] == 1
-    # an update of other columns leaves both alone
-    row = conn.execute(
-        "UPDATE public.monitors SET url = 'https://example.com/t' WHERE id = %s RETURNING *",
-        (by_minutes["id"],),
-    ).fetchone()
-    assert (row["check_interval_seconds"], row["check_interval_minutes"]) == (20, 1)
+    assert (row["check_interval_minutes"], row["check_interval_seconds"]) == (3, 20)
 
 
 @pytest.mark.parametrize("seconds", [0, 9, 86401, -10])
-def test_an_interval_out_of_range_is_refused_by_name(conn, seconds):
-    with pytest.raises(psycopg.errors.CheckViolation, match="monitor_interval_seconds_10_to_86400"):
-        add_monitor(conn, due=None, check_interval_seconds=seconds)
-    assert conn.execute("SELECT count(*) AS n FROM public.monitors").fetchone()["n"] == 0
+def test_an_interval_out_of_range_is_parked_by_name(conn, region, seconds):
+    """The product's write succeeds (pgpulse never fails it); pgpulse parks the monitor with
+    the reason, writes no job for it, and schedules it again once the interval is fixed."""
+    m = add_monitor(conn, due="-10 seconds", check_interval_seconds=seconds)
+    assert m["parked"] == f"interval: {seconds} s is not 10 s to 1 day"
+    run = tick(conn, lookahead_s=60)
+    assert run["monitors_claimed"] == 0 and outbox_jobs(conn, m["id"]) == []
+    conn.execute("UPDATE public.monitors SET check_interval_seconds = 30 WHERE id = %s", (m["id"],))
+    assert schedule_of(conn, [m["id"]])[m["id"]]["parked"] is None
+    tick(conn, lookahead_s=60)
+    assert outbox_jobs(conn, m["id"])
 
 
 def test_sub_minute_and_multi_region_together(conn):

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from relay import migrate
-from tests.support.seeding import add_region, connect
+from tests.support.seeding import add_region, connect, schedule_of
 from tests.support.url_vectors import file_vectors, reasons, unicode_vectors
 
 PRIVATE_ONLY = "(allowed only with pgpulse.allow_private_targets = on)"
@@ -99,12 +99,14 @@ def test_a_single_label_or_cluster_name_is_accepted_with_private_targets_on(conn
     conn.execute("INSERT INTO pgpulse.regions (code, is_default) VALUES ('us-east-1', true)")
     for url in ("http://redis:6379/", "http://kubernetes.default.svc/", "http://[2002:7f00:1::]/"):
         conn.execute("INSERT INTO public.monitors (url) VALUES (%s)", (url,))
+    assert {r["parked"] for r in schedule_of(conn).values()} == {None}
     conn.execute("SELECT set_config('pgpulse.allow_private_targets', 'off', false)")
-    with pytest.raises(psycopg.errors.CheckViolation) as info:
-        conn.execute("INSERT INTO public.monitors (url) VALUES ('http://redis:6379/')")
-    assert info.value.diag.message_primary == (
-        f"monitor url: host redis is a single-label name, resolved inside the local network "
-        f"{PRIVATE_ONLY}"
+    # off: the product's write succeeds (once it was refused), the monitor is parked
+    monitor_id = conn.execute(
+        "INSERT INTO public.monitors (url) VALUES ('http://redis:6379/') RETURNING id"
+    ).fetchone()["id"]
+    assert schedule_of(conn, [monitor_id])[monitor_id]["parked"] == (
+        f"url: host redis is a single-label name, resolved inside the local network {PRIVATE_ONLY}"
     )
 
 
@@ -146,14 +148,23 @@ def db_0016(pg_server) -> Iterator[str]:
 
 def test_upgrade_from_0016_parks_monitors_the_new_rules_refuse(db_0016, capsys):
     def state(conn) -> dict[str, tuple[bool, int]]:
-        """Per URL: parked, and its waiting jobs."""
+        """Per URL: parked, and its waiting jobs. Parked: pgpulse.schedule says why (0.2.0),
+        or 0016's mark, next_check_at = PARK in the product's row (before, and after the
+        downgrade)."""
+        held = conn.execute("SELECT to_regclass('pgpulse.schedule') IS NOT NULL AS h").fetchone()
+        parked = (
+            "EXISTS (SELECT 1 FROM pgpulse.schedule s"
+            "         WHERE s.monitor_id = m.id AND s.parked IS NOT NULL)"
+            if held["h"]
+            else "m.next_check_at = %(park)s"
+        )
         return {
             r["url"]: (r["parked"], r["jobs"])
             for r in conn.execute(
-                "SELECT m.url, m.next_check_at = %s AS parked,"
+                f"SELECT m.url, {parked} AS parked,"
                 "       (SELECT count(*) FROM pgpulse.outbox o WHERE o.monitor_id = m.id) AS jobs"
                 "  FROM public.monitors m",
-                (PARK,),
+                {"park": PARK},
             )
         }
 
@@ -171,10 +182,15 @@ def test_upgrade_from_0016_parks_monitors_the_new_rules_refuse(db_0016, capsys):
             for url, (_, jobs) in before.items()
         }
         problems = conn.execute("SELECT url, problem FROM pgpulse.monitor_url_problems()")
-        assert {r["url"]: r["problem"] for r in problems} == REFUSED_FROM_0_2_0
+        # (the problem as the monitor is parked for it: "url: ...")
+        assert {r["url"]: r["problem"] for r in problems} == {
+            url: f"url: {problem}" for url, problem in REFUSED_FROM_0_2_0.items()
+        }
 
     # and back: 0016's rules accept them, so they are scheduled again
-    migrate.downgrade(db_0016, "0016")
+    # --force: the dry run counts pgpulse.schedule's rows as dropped (0.2.0's downgrade
+    # writes what 0016 needs of them back into the product's columns)
+    migrate.downgrade(db_0016, "0016", force=True)
     assert "pgpulse: 3 parked monitor(s) whose URL 0016 accepts are scheduled again" in (
         capsys.readouterr().err
     )
