@@ -1188,6 +1188,8 @@ INSERT INTO pgpulse.schedule (monitor_id, is_active, parked, next_check_at, last
 
 -- Monitors that hold what pgpulse refuses now (a URL the stricter checks refuse) are parked:
 -- kept, never due, until fixed; the product's rows are not written.
+DELETE FROM pgpulse.outbox o USING pgpulse.schedule s
+ WHERE s.monitor_id = o.monitor_id AND s.parked IS NOT NULL;
 DO $parked$
 DECLARE
     v_parked bigint := (SELECT count(*) FROM pgpulse.schedule WHERE parked IS NOT NULL);

@@ -194,13 +194,6 @@ def test_unroutable_monitors_do_not_starve_routable_ones(conn):
     assert due == 50
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="schedule branch bug: sql/70_tick.sql _tick_chunk sends a monitor without fallback "
-    "whose preferred region was deleted to the round-robin wheel (its `routed` is NULL and "
-    "`coalesce(d.routed, p_wheel[...])` and the due filter's `p_wheel IS NOT NULL` do not tell "
-    "it from a monitor with no preferred region)",
-)
 def test_without_fallback_a_deleted_preferred_region_gets_no_job_and_is_counted(
     conn, three_regions
 ):

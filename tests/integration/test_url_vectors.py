@@ -174,7 +174,7 @@ def test_upgrade_from_0016_parks_monitors_the_new_rules_refuse(db_0016, capsys):
 
     migrate.upgrade(db_0016)
     warning = capsys.readouterr().err
-    assert "pgpulse: 3 monitor(s) hold a URL that pgpulse now refuses and are parked" in warning
+    assert "pgpulse: 3 monitor(s) are parked (not checked) until fixed" in warning
     with connect(db_0016) as conn:
         after = state(conn)
         assert after == {
