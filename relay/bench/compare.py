@@ -31,7 +31,9 @@ SELECT 'https://example.com/health/' || g, 5, (ARRAY['critical', 'high', 'normal
        now() - interval '10 seconds'
   FROM generate_series(1, %(monitors)s) g
 """
-MAKE_DUE = "UPDATE public.monitors SET next_check_at = now() - interval '10 seconds'"
+# pgpulse's clock moved back for its turn (the old way's bumps moved it on, through the
+# triggers that follow the product's next_check_at)
+MAKE_DUE = "UPDATE pgpulse.schedule SET next_check_at = now() - interval '10 seconds'"
 DUE = """SELECT id, url, criticality, preferred_region, check_interval_minutes
            FROM public.monitors WHERE is_active AND next_check_at <= now()
           ORDER BY next_check_at"""
@@ -111,7 +113,7 @@ def bench_compare(
         with stack.connect() as conn:
             stack.create_regions(conn)
             conn.execute(SEED_MONITORS, {"monitors": monitors, "regions": list(stack.region_codes)})
-            conn.execute("VACUUM ANALYZE public.monitors")
+            conn.execute("VACUUM ANALYZE public.monitors, pgpulse.schedule")
         if latency_ms:
             stack.devserver.set_faults({"latency_ms": latency_ms})
         old = old_way(stack, baseline_budget_s)
@@ -119,7 +121,7 @@ def bench_compare(
         flush_queues(stack)
         with stack.connect() as conn:
             conn.execute(MAKE_DUE)
-            conn.execute("VACUUM ANALYZE public.monitors")
+            conn.execute("VACUUM ANALYZE public.monitors, pgpulse.schedule")
         new = new_way(stack, monitors)
         new["queued"] = queued_jobs(stack)
     return {

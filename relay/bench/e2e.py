@@ -37,8 +37,10 @@ SELECT 'https://example.com/health/' || g, 5,
   FROM generate_series(1, %(n)s) g
 """
 
+# pgpulse's clock, moved back (the product's next_check_at is not pgpulse's: changing it
+# would be a "check now" that writes the jobs at once, in that UPDATE)
 _RESET_MONITORS = """
-UPDATE public.monitors
+UPDATE pgpulse.schedule
    SET next_check_at = now() - make_interval(secs => random() * 30), last_scheduled_at = NULL
 """
 

@@ -53,8 +53,10 @@ UPDATE public.monitors m
  WHERE n.id = m.id AND n.g % 10 IN (0, 1)
 """
 
+# pgpulse's clock, moved back (the product's next_check_at is not pgpulse's: changing it
+# would be a "check now" that writes the jobs at once, in that UPDATE)
 _RESET_MONITORS = """
-UPDATE public.monitors
+UPDATE pgpulse.schedule
    SET next_check_at = now() - make_interval(secs => random() * 30), last_scheduled_at = NULL
 """
 

@@ -281,7 +281,7 @@ def run_demo(seconds: float = 120, monitors: int = 10_000) -> dict[str, Any]:
             conn.execute(SEED, {"monitors": monitors, "regions": list(stack.region_codes)})
             conn.execute(SEED_MIX, {"regions": list(stack.region_codes)})
             conn.execute(RECORD)
-            conn.execute("VACUUM ANALYZE public.monitors")
+            conn.execute("VACUUM ANALYZE public.monitors, pgpulse.schedule")
             job = conn.execute(
                 "SELECT schedule FROM cron.job WHERE jobname = 'pgpulse-tick'"
             ).fetchone()

@@ -62,7 +62,9 @@ def test_migrate_then_tick_json_writes_one_routed_job_per_due_monitor(fresh_db):
         due = {
             r["id"]: r
             for r in conn.execute(
-                "SELECT * FROM public.monitors WHERE is_active AND next_check_at <= now()"
+                "SELECT m.id, m.preferred_region, m.allow_fallback, s.next_check_at"
+                " FROM public.monitors m JOIN pgpulse.monitor_schedule s ON s.monitor_id = m.id"
+                " WHERE s.is_active AND s.next_check_at <= now()"
             ).fetchall()
         }
         assert len(due) == 120
@@ -105,6 +107,19 @@ def test_migrate_then_tick_json_writes_one_routed_job_per_due_monitor(fresh_db):
         assert again.returncode == 0, again.stderr
         assert json.loads(again.stdout)["jobs_written"] == 0
         assert conn.execute("SELECT count(*) AS n FROM pgpulse.outbox").fetchone()["n"] == 120
+        # the ticks moved pgpulse's schedule on, and left the product's rows as they were
+        assert (
+            conn.execute(
+                "SELECT count(*) AS n FROM pgpulse.monitor_schedule WHERE last_scheduled_at IS NOT NULL"
+            ).fetchone()["n"]
+            == 120
+        )
+        assert (
+            conn.execute(
+                "SELECT count(*) AS n FROM public.monitors WHERE last_scheduled_at IS NOT NULL"
+            ).fetchone()["n"]
+            == 0
+        )
 
 
 def test_tick_without_json_prints_one_readable_line(db_url):

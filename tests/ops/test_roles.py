@@ -42,12 +42,18 @@ def test_relay_and_ticker_roles_do_their_job_and_no_more(conn, db_url, regions, 
     # each refusal for the right reason: the privilege that is missing, on the object named
     with psycopg.connect(as_user(db_url, "relay_app"), autocommit=True) as relay_conn:
         for statement, reason in (
-            # of monitors the relay reads the routing columns only: the jobs it
-            # publishes carry their check
+            # nothing of the product's monitors, and of pgpulse's schedule the routing
+            # fields only: the jobs it publishes carry their check
             ("SELECT url FROM public.monitors LIMIT 1", "permission denied for table monitors"),
+            ("SELECT id FROM public.monitors LIMIT 1", "permission denied for table monitors"),
             (
-                "SELECT check_spec FROM public.monitors LIMIT 1",
-                "permission denied for table monitors",
+                "SELECT check_spec FROM pgpulse.schedule LIMIT 1",
+                "permission denied for table schedule",
+            ),
+            ("SELECT * FROM pgpulse.schedule LIMIT 1", "permission denied for table schedule"),
+            (
+                "UPDATE pgpulse.schedule SET next_check_at = now()",
+                "permission denied for table schedule",
             ),
             ("SELECT * FROM public.monitors LIMIT 1", "permission denied for table monitors"),
             (
@@ -70,8 +76,8 @@ def test_relay_and_ticker_roles_do_their_job_and_no_more(conn, db_url, regions, 
         relay_conn.execute("UPDATE pgpulse.regions SET healthy = false WHERE code = 'eu-west-1'")
         assert (
             relay_conn.execute(
-                "SELECT count(*) FROM (SELECT id, preferred_region, allow_fallback, check_regions "
-                "FROM public.monitors) m"
+                "SELECT count(*) FROM (SELECT monitor_id, preferred_region, allow_fallback,"
+                " check_regions FROM pgpulse.schedule) m"
             ).fetchone()[0]
             == 30
         )
@@ -95,6 +101,10 @@ def test_relay_and_ticker_roles_do_their_job_and_no_more(conn, db_url, regions, 
             (
                 "UPDATE public.monitors SET next_check_at = now()",
                 "permission denied for table monitors",
+            ),
+            (
+                "UPDATE pgpulse.schedule SET next_check_at = now()",
+                "permission denied for table schedule",
             ),
             (
                 "SELECT * FROM pgpulse._tick_chunk(now(), 10, 0, '{}', NULL, true)",
@@ -138,10 +148,12 @@ CREATE TRIGGER record_writer BEFORE UPDATE ON public.monitors
 """
 
 
-def test_no_product_trigger_runs_as_a_superuser_through_pgpulse(conn, db_url, regions):
-    """The product's own role inserts a monitor; pgpulse writes its first jobs at once and
-    bumps its slot, firing the product's UPDATE trigger: as pgpulse's NOLOGIN owner, never
-    as the superuser that migrated (a trigger could otherwise ALTER ROLE ... SUPERUSER)."""
+def test_no_product_trigger_runs_through_pgpulse(conn, db_url, regions):
+    """The product's own role, with no right on pgpulse's schema, inserts monitors and
+    presses "check now"; pgpulse writes their jobs at once and ticks them, in its own
+    schedule: the product's UPDATE trigger fires for the product's own writes only, never
+    through pgpulse (run as the superuser that migrated, a trigger could otherwise ALTER
+    ROLE ... SUPERUSER)."""
     conn.execute(sql_text("roles.sql"))
     conn.execute(LOGINS)
     conn.execute(ESCALATION_PROBE)
@@ -150,26 +162,38 @@ def test_no_product_trigger_runs_as_a_superuser_through_pgpulse(conn, db_url, re
         "THEN CREATE ROLE shop_app LOGIN; END IF; END $$"
     )
     conn.execute("GRANT SELECT, INSERT, UPDATE ON public.monitors TO shop_app")
-    # (until pgpulse keeps its schedule in its own schema, the monitors' triggers call
-    # pgpulse's slot functions as the writer)
-    conn.execute("GRANT USAGE ON SCHEMA pgpulse TO shop_app")
     add_monitors(conn, 3)
     conn.execute("CALL pgpulse.tick(p_trigger => 'test')")  # a horizon written ahead
-    with psycopg.connect(as_user(db_url, "shop_app"), autocommit=True) as shop:
-        shop.execute(
-            "INSERT INTO public.monitors (url, check_interval_minutes) "
-            "VALUES ('https://example.com/new', 1)"
-        )
-    conn.execute("UPDATE public.monitors SET next_check_at = now() - interval '1 second'")
     conn.execute("TRUNCATE public.trigger_runs")
+    with psycopg.connect(as_user(db_url, "shop_app"), autocommit=True) as shop:
+        new = shop.execute(
+            "INSERT INTO public.monitors (url, check_interval_minutes) "
+            "VALUES ('https://example.com/new', 1) RETURNING id"
+        ).fetchone()[0]
+        shop.execute(
+            "UPDATE public.monitors SET next_check_at = now() - interval '1 second' WHERE id = %s",
+            (new,),
+        )
+    assert (
+        conn.execute(
+            "SELECT count(*) AS n FROM pgpulse.outbox WHERE monitor_id = %s", (new,)
+        ).fetchone()["n"]
+        > 0
+    )
+    conn.execute("UPDATE pgpulse.schedule SET next_check_at = now() - interval '1 second'")
     with psycopg.connect(as_user(db_url, "ticker_app"), autocommit=True) as ticker:
         ticker.execute("CALL pgpulse.tick(p_trigger => 'test')")
+    assert (
+        conn.execute(
+            "SELECT monitors_claimed FROM pgpulse.tick_runs ORDER BY id DESC LIMIT 1"
+        ).fetchone()["monitors_claimed"]
+        == 4
+    )
     with psycopg.connect(as_user(db_url, "shop_app"), autocommit=True) as shop:
         shop.execute(
             "INSERT INTO public.monitors (url, check_interval_minutes) "
             "VALUES ('https://example.com/newer', 1)"
         )
+    # the probe saw the product's own UPDATE, and nothing pgpulse did
     runs = conn.execute("SELECT who, superuser FROM public.trigger_runs").fetchall()
-    assert runs, "no slot was bumped: the probe saw nothing"
-    assert {r["who"] for r in runs} == {"pgpulse_owner"}
-    assert not any(r["superuser"] for r in runs)
+    assert runs == [{"who": "shop_app", "superuser": False}]

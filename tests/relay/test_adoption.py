@@ -65,8 +65,8 @@ SELECT (SELECT array_agg(row(column_name, data_type, column_default, is_nullable
          WHERE tgrelid = 'public.monitors'::regclass AND NOT tgisinternal) AS triggers
 """
 
-# the product's own data; next_check_at and last_scheduled_at are the columns the tick
-# is there to write
+# the product's own data; next_check_at and last_scheduled_at are the product's columns
+# too (pgpulse's clock is pgpulse.schedule, shown by pgpulse.monitor_schedule)
 PRODUCT_ROWS = """
 SELECT id, account_id, name, url, check_interval_minutes, is_active, preferred_region, tags,
        created_at FROM public.monitors ORDER BY id
@@ -119,6 +119,14 @@ def test_an_existing_monitors_table_is_adopted_served_and_given_back(
         assert conn.execute("SELECT version_num FROM public.alembic_version").fetchall() == [
             {"version_num": HOST_REVISION}
         ]
+        # pgpulse's schedule keys on the product's own id type
+        assert (
+            conn.execute(
+                "SELECT format_type(atttypid, atttypmod) AS t FROM pg_attribute"
+                " WHERE attrelid = 'pgpulse.schedule'::regclass AND attname = 'monitor_id'"
+            ).fetchone()["t"]
+            == "bigint"
+        )
         for region in REGIONS:
             conn.execute(
                 "INSERT INTO pgpulse.regions (code, is_default) VALUES (%s, %s)",
@@ -127,7 +135,8 @@ def test_an_existing_monitors_table_is_adopted_served_and_given_back(
         due = {
             str(r["id"])
             for r in conn.execute(
-                "SELECT id FROM public.monitors WHERE is_active AND next_check_at <= now()"
+                "SELECT monitor_id AS id FROM pgpulse.monitor_schedule"
+                " WHERE is_active AND next_check_at <= now()"
             )
         }
         assert len(due) > 8000
@@ -140,19 +149,33 @@ def test_an_existing_monitors_table_is_adopted_served_and_given_back(
         scheduled = {
             str(r["id"])
             for r in conn.execute(
-                "SELECT id FROM public.monitors WHERE last_scheduled_at IS NOT NULL"
+                "SELECT monitor_id AS id FROM pgpulse.monitor_schedule"
+                " WHERE last_scheduled_at IS NOT NULL"
             )
         }
         assert due <= scheduled
+        # the ticks wrote pgpulse's schedule only, never the product's rows
+        assert (
+            conn.execute(
+                "SELECT count(*) AS n FROM public.monitors WHERE last_scheduled_at IS NOT NULL"
+            ).fetchone()["n"]
+            == 0
+        )
         jobs = {r["job_id"] for r in conn.execute("SELECT job_id::text FROM pgpulse.outbox")}
         assert len(jobs) == sum(r["jobs_written"] for r in runs) >= len(scheduled)
         due = scheduled
         # a product insert without next_check_at gets its first slot from pgpulse
         new = conn.execute(
             "INSERT INTO public.monitors (account_id, name, url) VALUES"
-            " (1, 'new', 'https://new.example') RETURNING next_check_at"
+            " (1, 'new', 'https://new.example') RETURNING id"
         ).fetchone()
-        assert new["next_check_at"] is not None
+        assert (
+            conn.execute(
+                "SELECT next_check_at FROM pgpulse.monitor_schedule WHERE monitor_id = %s",
+                (new["id"],),
+            ).fetchone()["next_check_at"]
+            is not None
+        )
 
     relays = Relays(product_db, upstash.url, tmp_path)
     try:

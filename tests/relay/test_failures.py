@@ -38,7 +38,7 @@ def test_kill_9_mid_publish_then_restart_delivers_every_slot_once(
         "UPDATE public.monitors SET check_interval_minutes = 5 WHERE check_interval_minutes = 1"
     )
     # an interval change re-phases the monitor (often past now): make every one due again
-    conn.execute("UPDATE public.monitors SET next_check_at = now() - interval '1 second'")
+    conn.execute("UPDATE pgpulse.schedule SET next_check_at = now() - interval '1 second'")
     assert tick(conn, lookahead_s=0)["jobs_written"] == 9000
     expected = outbox_ids(conn)
     stats = redis.Redis.from_url(redis_server.url)

@@ -445,9 +445,11 @@ def test_jobs_of_deleted_renamed_disabled_and_unconfigured_regions(conn, regions
         DELETE FROM pgpulse.regions WHERE code = 'sa-east-1';
         UPDATE pgpulse.regions SET code = 'me-central-2' WHERE code = 'me-central-1';
         UPDATE pgpulse.regions SET enabled = false WHERE code = 'eu-west-1'""")
-    # the backlog views see every row, also those of regions that are gone
+    # the backlog views see every row, also those of regions that are gone; a renamed
+    # region's waiting jobs were renamed with it
     backlog = {r["region"]: r for r in conn.execute(queries()["backlog"])}
-    assert backlog["sa-east-1"]["waiting"] == 10 and backlog["me-central-1"]["waiting"] == 10
+    assert backlog["sa-east-1"]["waiting"] == 10 and backlog["me-central-2"]["waiting"] == 10
+    assert "me-central-1" not in backlog
     assert backlog["af-south-1"]["expired"] == 5 and backlog["af-south-1"]["due"] == 3
 
     env = relays.env()

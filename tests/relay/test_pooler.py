@@ -99,7 +99,7 @@ def test_relay_behind_pgbouncer_in_transaction_mode_delivers_every_job_once(
         )
         # a second tick, itself through the pooler: its jobs are found by polling (no NOTIFY
         # reaches the relay), many claims later than psycopg would have prepared statements
-        conn.execute("UPDATE public.monitors SET next_check_at = now() - interval '1 second'")
+        conn.execute("UPDATE pgpulse.schedule SET next_check_at = now() - interval '1 second'")
         with psycopg.connect(pooled_url, autocommit=True) as pooled:
             pooled.execute("CALL pgpulse.tick(NULL, 'pooled', '45 seconds', '0 seconds', 500)")
         total = (
