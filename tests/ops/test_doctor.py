@@ -50,6 +50,7 @@ def test_a_working_install_passes_every_check(conn, regions, relay_env, cron_db_
         "role rights",
         "pg_cron",
         "recent tick",
+        "scheduling",
         "clock skew",
         "region eu-west-1",
         "clock skew region eu-west-1",
