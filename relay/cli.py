@@ -116,6 +116,23 @@ def _relay(args):
             raise Undeliverable(relay.undelivered)
 
 
+@command("worker")
+def _worker(args):
+    import asyncio
+
+    from relay import logs
+    from relay.config import REGION_CODE, region_endpoint
+    from relay.consumer.runner import RegionalWorker
+
+    if not REGION_CODE.match(args.region):
+        raise UserInputError(f"--region {args.region!r} is not a region code (e.g. us-east-1)")
+    if args.concurrency is not None and not 1 <= args.concurrency <= 10_000:
+        raise UserInputError(f"--concurrency must be 1-10000, got {args.concurrency}")
+    logs.setup(args.log_level)
+    worker = RegionalWorker(region_endpoint(args.region), concurrency=args.concurrency)
+    asyncio.run(worker.run(signals=True))
+
+
 @command("status")
 def _status(args):
     from relay import status
@@ -367,6 +384,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--http",
         metavar="HOST:PORT",
         help="also serve /healthz, /readyz, /metrics and /api/cron/scheduler",
+    )
+    p.add_argument(
+        "--log-level",
+        default=_env_default(config.LOG_LEVEL),
+        help="log level (env $PGPULSE_LOG_LEVEL)",
+    )
+
+    p = sub.add_parser(
+        "worker",
+        formatter_class=fmt,
+        help="run a region's checks from its queue (until SIGTERM)",
+        description="The reference regional worker: claims jobs from one region's Upstash "
+        "queues (docs/queue-contract.md, version 2), runs each check SSRF-safe, acknowledges "
+        "them. Needs no database.",
+    )
+    p.epilog = config.help_text(
+        [config.REGION_URL, config.REGION_TOKEN, *config.WorkerSettings.rows()]
+    )
+    p.add_argument("--region", required=True, metavar="CODE", help="the region to work for")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="checks at once (default: $PGPULSE_WORKER_CONCURRENCY, 100)",
     )
     p.add_argument(
         "--log-level",

@@ -152,7 +152,9 @@ class Targets:
     def __init__(self) -> None:
         self.server = _TargetServer(("0.0.0.0", 0))
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def __enter__(self) -> Targets:
         self.thread.start()
