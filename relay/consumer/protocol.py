@@ -169,3 +169,30 @@ async def live_workers(client: UpstashClient, region: str, within_s: float = ALI
         "ZRANGEBYSCORE", workers_key(region), now_ms - int(within_s * 1000), "+inf"
     )
     return [str(w) for w in found]
+
+
+def alive_by_region(codes: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """`pgpulse status`: per region, the ids of its live workers; None where no endpoint
+    is configured here, the error text where the endpoint could not be read."""
+    import asyncio
+
+    from relay.config import region_endpoint
+    from relay.errors import ConfigError, PgPulseError
+
+    async def one(code: str) -> Any:
+        try:
+            endpoint = region_endpoint(code, env)
+        except ConfigError:
+            return None
+        client = UpstashClient(endpoint, timeout=3.0, retry_window=0)
+        try:
+            return sorted(await live_workers(client, code))
+        except PgPulseError as exc:
+            return f"unreadable: {exc}"[:200]
+        finally:
+            await client.aclose()
+
+    async def every() -> list[Any]:
+        return await asyncio.gather(*(one(code) for code in codes))
+
+    return dict(zip(codes, asyncio.run(every())))

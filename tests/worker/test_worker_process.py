@@ -5,6 +5,7 @@ malformed job is counted and skipped, a refused URL pushed by hand is never fetc
 
 from __future__ import annotations
 
+import json
 import signal
 import uuid
 from collections import Counter
@@ -101,4 +102,26 @@ def test_malformed_and_refused_jobs_are_counted_and_skipped(workers, targets, rd
     assert worker.has_event("job_malformed")
     wait_for(lambda: rdb.zcard(INFLIGHT) == 0, 10, "the refused and malformed jobs acknowledged")
     assert worker.running()
+    assert worker.stop() == 0
+
+
+def test_status_shows_the_live_workers_of_each_region(workers, conn, db_url, rdb):
+    from tests.support.cli import pgpulse
+    from tests.support.seeding import add_region
+
+    add_region(conn, REGION.code, is_default=True)
+    add_region(conn, "elsewhere-1")  # no endpoint configured here: unknown
+    worker = workers.start(REGION)
+    wait_for(lambda: rdb.zcard(f"pgpulse:workers:{REGION.code}"), 20, "a heartbeat")
+    env = workers.env(REGION) | {"DATABASE_URL": db_url}
+    env.pop("UPSTASH_REDIS_REST_URL")
+    env[f"UPSTASH_REDIS_REST_URL_{REGION.code.upper().replace('-', '_')}"] = workers.upstash_url
+    status = pgpulse("status", "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    alive = json.loads(status.stdout)["workers"]
+    (worker_id,) = alive[REGION.code]
+    assert worker_id.endswith(f":{worker.pid}:" + worker_id.rsplit(":", 1)[1])
+    assert alive["elsewhere-1"] is None
+    human = pgpulse("status", env=env).stdout
+    assert f"workers alive (heartbeat within 30 s): elsewhere-1 ?, {REGION.code} 1" in human
     assert worker.stop() == 0
