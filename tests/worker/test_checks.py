@@ -12,6 +12,7 @@ import pytest
 
 from relay.consumer.checks import Checker, CheckJob
 from relay.local.embedded import free_port
+from tests.support.queues import SCHEMA
 from tests.support.worker import make_job
 
 
@@ -120,9 +121,15 @@ async def test_each_failure_has_its_class(targets, checker):
         "tls": job(f"https://127.0.0.1:{targets.port}/ok"),  # TLS to a plain HTTP server
         "refused_target": job("http://169.254.169.254/"),
     }
-    for error, check in cases.items():
-        result = await checker.check(check)
+    results = [await checker.check(check) for check in cases.values()]
+    for error, result in zip(cases, results):
         assert (result.ok, result.error) == (False, error), result
+    # each is a result as the contract's schema describes it (the ack's payload)
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(SCHEMA["$defs"]["result"])
+    for result in [*results, await checker.check(job(targets.url("/ok")))]:
+        validator.validate(json.loads(result.as_json()))
     dns = Checker(allow_private=True, resolver=resolver_of({}))
     try:
         assert (await dns.check(job("http://nowhere.example/"))).error == "dns"
