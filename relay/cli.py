@@ -499,7 +499,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "what",
-        choices=["tick", "devserver", "relay", "relay-lag", "compare", "e2e", "first-check", "all"],
+        choices=[
+            "tick",
+            "devserver",
+            "relay",
+            "relay-lag",
+            "compare",
+            "e2e",
+            "first-check",
+            "worker-lag",
+            "worker",
+            "all",
+        ],
     )
     p.add_argument(
         "--monitors",
@@ -522,7 +533,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rate", type=float, default=2000.0, help="relay-lag: jobs falling due per second"
     )
-    p.add_argument("--seconds", type=float, default=30.0, help="relay-lag: how long")
+    p.add_argument("--seconds", type=float, default=30.0, help="relay-lag/worker-lag: how long")
+    p.add_argument(
+        "--rate-per-min",
+        type=float,
+        default=10_000.0,
+        help="worker-lag: checks falling due per minute, over three regions",
+    )
+    p.add_argument(
+        "--checks", type=int, default=20_000, help="worker: checks one worker runs flat out"
+    )
+    p.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=60.0,
+        help="worker: how long the idle worker is watched",
+    )
     p.add_argument(
         "--interval",
         type=int,

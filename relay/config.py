@@ -457,8 +457,8 @@ class WorkerSettings(_Settings):
     worker_idle_max_s: float = setting(
         "PGPULSE_WORKER_IDLE_MAX_S",
         3.0,
-        "`pgpulse worker`: an empty claim waits 0.05 s, then twice as long each time, at most "
-        "this (3 s: at most 28,800 claims a day per idle worker)",
+        "`pgpulse worker`: after an empty claim it waits 0.05 s; idle for 2 s, twice as long "
+        "each time, at most this (3 s: at most 28,800 claims a day per idle worker)",
         lo=0.05,
         hi=60,
     )

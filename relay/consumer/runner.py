@@ -32,7 +32,8 @@ from relay.errors import PgPulseError
 from relay.supervisor import Supervisor
 from relay.upstash import UpstashClient
 
-IDLE_FIRST_S = 0.05  # the first wait after an empty claim; doubled up to idle_max_s
+IDLE_FIRST_S = 0.05  # the wait after an empty claim, for the first IDLE_RAMP_AFTER_S ...
+IDLE_RAMP_AFTER_S = 2.0  # ... of idleness; then doubled each time up to idle_max_s
 CLAIM_RETRY = Backoff(first=0.5, most=30.0, jitter=0.3)  # a failed claim or ack
 ACK_EVERY_S = 0.05  # finished checks wait this long for others to share their ack call
 
@@ -155,7 +156,7 @@ class RegionalWorker:
             self._log_stats()
 
     async def _claim_loop(self) -> None:
-        idle = 0.0
+        idle = idle_since = 0.0
         failures = 0
         last_claim = 0.0
         while not self.stop.is_set():
@@ -186,13 +187,14 @@ class RegionalWorker:
             self._claimed(claim)
             if wanted and not claim.jobs:
                 self.counts.empty_claims += 1
-                idle = min(max(idle * 2, IDLE_FIRST_S), self.settings.worker_idle_max_s)
-                await sleep_unless_stopped(self.stop, idle)
-            elif len(claim.jobs) < wanted:
-                idle = 0.0
-                await sleep_unless_stopped(self.stop, IDLE_FIRST_S)  # let a few more arrive
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since >= IDLE_RAMP_AFTER_S:
+                    idle = min(max(idle * 2, IDLE_FIRST_S), self.settings.worker_idle_max_s)
+                await sleep_unless_stopped(self.stop, max(idle, IDLE_FIRST_S))
             else:
-                idle = 0.0
+                idle, idle_since = 0.0, 0.0
+                if len(claim.jobs) < wanted:  # the queue is drained: let a few more arrive
+                    await sleep_unless_stopped(self.stop, IDLE_FIRST_S)
 
     async def _wait_for(self, event: asyncio.Event, seconds: float) -> None:
         stop = asyncio.ensure_future(self.stop.wait())
