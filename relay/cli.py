@@ -479,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
         help="run the whole system live on throwaway local services",
         description="PostgreSQL with pg_cron, redis-server, the Upstash dev "
-        "server, 10,000 monitors, the relay and simulated workers; "
+        "server, 10,000 monitors, the relay and a worker per region checking local targets; "
         "everything is removed at the end.",
     )
     p.add_argument(
