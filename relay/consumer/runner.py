@@ -150,6 +150,7 @@ class RegionalWorker:
             if self.running:  # SIGTERM: the checks in flight finish and are acknowledged
                 await asyncio.wait(set(self.running))
         finally:
+            self.stop.set()  # also when the claim loop failed: the acker must end
             self.ack_ready.set()
             await acker
             await self.supervisor.shutdown()

@@ -125,3 +125,25 @@ def test_status_shows_the_live_workers_of_each_region(workers, conn, db_url, rdb
     human = pgpulse("status", env=env).stdout
     assert f"workers alive (heartbeat within 30 s): elsewhere-1 ?, {REGION.code} 1" in human
     assert worker.stop() == 0
+
+
+def test_worker_mistakes_get_one_line_errors():
+    from tests.support.cli import assert_one_line_error, clean_env, pgpulse
+
+    endpoint = {"UPSTASH_REDIS_REST_URL": "http://127.0.0.1:9", "UPSTASH_REDIS_REST_TOKEN": "t0k"}
+    for args, env, fragment in (
+        (["--region", "Bad_Code"], endpoint, "is not a region code"),
+        (["--region", "us-east-1"], {}, "set UPSTASH_REDIS_REST_URL_US_EAST_1"),
+        (["--region", "us-east-1", "--concurrency", "0"], endpoint, "--concurrency must be"),
+        (
+            ["--region", "us-east-1"],
+            endpoint | {"PGPULSE_WORKER_IDLE_MAX_S": "0"},
+            "PGPULSE_WORKER_IDLE_MAX_S must be between 0.05 and 60",
+        ),
+        (
+            ["--region", "us-east-1"],
+            endpoint | {"PGPULSE_ALLOW_PRIVATE_TARGETS": "maybe"},
+            "PGPULSE_ALLOW_PRIVATE_TARGETS must be on or off",
+        ),
+    ):
+        assert_one_line_error(pgpulse("worker", *args, env=clean_env(**env)), fragment)
