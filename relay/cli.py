@@ -86,7 +86,7 @@ def _relay(args):
     import asyncio
 
     from relay import logs
-    from relay.worker import Relay
+    from relay.service import Relay
 
     dsn = _dsn(args)
     logs.setup(args.log_level)

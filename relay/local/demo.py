@@ -34,8 +34,8 @@ from relay.bench import percentile
 from relay.config import RelaySettings
 from relay.local.stack import LocalStack
 from relay.local.targets import LocalTargets
+from relay.service import Relay
 from relay.tick import run_tick
-from relay.worker import Relay
 
 SEED = """
 INSERT INTO public.monitors (url, check_interval_minutes, criticality, preferred_region,
