@@ -86,7 +86,7 @@ def _relay(args):
     import asyncio
 
     from relay import logs
-    from relay.worker import Relay
+    from relay.service import Relay
 
     dsn = _dsn(args)
     logs.setup(args.log_level)
@@ -114,6 +114,23 @@ def _relay(args):
             from relay.errors import Undeliverable
 
             raise Undeliverable(relay.undelivered)
+
+
+@command("worker")
+def _worker(args):
+    import asyncio
+
+    from relay import logs
+    from relay.config import REGION_CODE, region_endpoint
+    from relay.consumer.runner import RegionalWorker
+
+    if not REGION_CODE.match(args.region):
+        raise UserInputError(f"--region {args.region!r} is not a region code (e.g. us-east-1)")
+    if args.concurrency is not None and not 1 <= args.concurrency <= 10_000:
+        raise UserInputError(f"--concurrency must be 1-10000, got {args.concurrency}")
+    logs.setup(args.log_level)
+    worker = RegionalWorker(region_endpoint(args.region), concurrency=args.concurrency)
+    asyncio.run(worker.run(signals=True))
 
 
 @command("status")
@@ -403,6 +420,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="log level (env $PGPULSE_LOG_LEVEL)",
     )
 
+    p = sub.add_parser(
+        "worker",
+        formatter_class=fmt,
+        help="run a region's checks from its queue (until SIGTERM)",
+        description="The reference regional worker: claims jobs from one region's Upstash "
+        "queues (docs/queue-contract.md, version 2), runs each check SSRF-safe, acknowledges "
+        "them. Needs no database.",
+    )
+    p.epilog = config.help_text(
+        [config.REGION_URL, config.REGION_TOKEN, *config.WorkerSettings.rows()]
+    )
+    p.add_argument("--region", required=True, metavar="CODE", help="the region to work for")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="checks at once (default: $PGPULSE_WORKER_CONCURRENCY, 100)",
+    )
+    p.add_argument(
+        "--log-level",
+        default=_env_default(config.LOG_LEVEL),
+        help="log level (env $PGPULSE_LOG_LEVEL)",
+    )
+
     p = add("status", "backlog, dead letters, recent ticks, pg_cron and region health")
     p.add_argument("--json", action="store_true", help="print as JSON")
 
@@ -477,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
         help="run the whole system live on throwaway local services",
         description="PostgreSQL with pg_cron, redis-server, the Upstash dev "
-        "server, 10,000 monitors, the relay and simulated workers; "
+        "server, 10,000 monitors, the relay and a worker per region checking local targets; "
         "everything is removed at the end.",
     )
     p.add_argument(
@@ -497,7 +538,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "what",
-        choices=["tick", "devserver", "relay", "relay-lag", "compare", "e2e", "first-check", "all"],
+        choices=[
+            "tick",
+            "devserver",
+            "relay",
+            "relay-lag",
+            "compare",
+            "e2e",
+            "first-check",
+            "worker-lag",
+            "worker",
+            "all",
+        ],
     )
     p.add_argument(
         "--monitors",
@@ -520,7 +572,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rate", type=float, default=2000.0, help="relay-lag: jobs falling due per second"
     )
-    p.add_argument("--seconds", type=float, default=30.0, help="relay-lag: how long")
+    p.add_argument("--seconds", type=float, default=30.0, help="relay-lag/worker-lag: how long")
+    p.add_argument(
+        "--rate-per-min",
+        type=float,
+        default=10_000.0,
+        help="worker-lag: checks falling due per minute, over three regions",
+    )
+    p.add_argument(
+        "--checks", type=int, default=20_000, help="worker: checks one worker runs flat out"
+    )
+    p.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=60.0,
+        help="worker: how long the idle worker is watched",
+    )
     p.add_argument(
         "--interval",
         type=int,

@@ -449,6 +449,73 @@ class OpsSettings(_Settings):
     )
 
 
+@dataclass(frozen=True)
+class WorkerSettings(_Settings):
+    """How a regional worker (`pgpulse worker`) claims, checks and idles."""
+
+    worker_concurrency: int = setting(
+        "PGPULSE_WORKER_CONCURRENCY",
+        100,
+        "`pgpulse worker`: checks running at once (`--concurrency` overrides)",
+        lo=1,
+        hi=10_000,
+    )
+    worker_batch: int = setting(
+        "PGPULSE_WORKER_BATCH", 100, "`pgpulse worker`: most jobs one claim takes", lo=1, hi=1000
+    )
+    worker_idle_max_s: float = setting(
+        "PGPULSE_WORKER_IDLE_MAX_S",
+        3.0,
+        "`pgpulse worker`: after an empty claim it waits 0.05 s; idle for 2 s, twice as long "
+        "each time, at most this (3 s: at most 28,800 claims a day per idle worker)",
+        lo=0.05,
+        hi=60,
+    )
+    worker_lease_margin_s: float = setting(
+        "PGPULSE_WORKER_LEASE_MARGIN_S",
+        10.0,
+        "`pgpulse worker`: a claimed job's lease is its timeout × attempts plus the delays "
+        "plus this; then it is claimed again",
+        lo=1,
+        hi=3600,
+    )
+    worker_max_runs: int = setting(
+        "PGPULSE_WORKER_MAX_RUNS",
+        3,
+        "`pgpulse worker`: runs of one job (a run ends with an ack or a lapsed lease) before "
+        "it is reported failed to run",
+        lo=1,
+        hi=10,
+    )
+    allow_private_targets: bool = setting(
+        "PGPULSE_ALLOW_PRIVATE_TARGETS",
+        False,
+        "`pgpulse worker`: `on` lets checks reach loopback, private and link-local addresses "
+        "(cloud metadata stays refused)",
+    )
+    worker_max_body_bytes: int = setting(
+        "PGPULSE_WORKER_MAX_BODY_BYTES",
+        65_536,
+        "`pgpulse worker`: most of a response body a check reads",
+        lo=0,
+        hi=10_000_000,
+    )
+    worker_max_redirects: int = setting(
+        "PGPULSE_WORKER_MAX_REDIRECTS",
+        5,
+        "`pgpulse worker`: redirects a check follows (each target checked like the first)",
+        lo=0,
+        hi=20,
+    )
+    worker_stats_interval_s: float = setting(
+        "PGPULSE_WORKER_STATS_INTERVAL_S",
+        10.0,
+        "`pgpulse worker`: how often it logs `worker_stats` (checks/s, lag, failing targets)",
+        lo=0.1,
+        hi=3600,
+    )
+
+
 # Settings that are command options or read by one module, not part of a settings object.
 DATABASE_URL = Setting("DATABASE_URL", None, "libpq URL of the database (every command)")
 REGION_URL = Setting(
@@ -513,6 +580,7 @@ def all_settings() -> list[Setting]:
         LOG_LEVEL,
         HTTP_LISTEN,
         *OpsSettings.rows(),
+        *WorkerSettings.rows(),
         *LOCAL_TOOLING,
     ]
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import psycopg
 
+from relay.consumer.protocol import alive_by_region
 from relay.db import fetch_json
 from relay.queries import queries
 
@@ -18,8 +19,11 @@ def snapshot(conn) -> dict[str, Any]:
             cron = fetch_json(conn, queries()["cron_job"], {"database": None})
     except psycopg.errors.UndefinedTable:
         cron = []
+    regions = fetch_json(conn, queries()["region_list"])
     return {
-        "regions": fetch_json(conn, queries()["region_list"]),
+        "regions": regions,
+        # heartbeats in each region's Upstash database (docs/queue-contract.md, version 2)
+        "workers": alive_by_region([r["code"] for r in regions]),
         "backlog": backlog,
         "oldest_due_age_s": max((float(r["oldest_due_age_s"]) for r in backlog), default=0.0),
         "dead_letters": conn.execute(queries()["dead_letter_count"]).fetchone()["dead_letters"],
@@ -51,6 +55,13 @@ def render(s: dict[str, Any]) -> str:
             f"oldest due {float(b.get('oldest_due_age_s', 0)):6.1f}s  "
             f"fallback {r['fallback_region'] or '-':<12} {' '.join(flags)}"
         )
+    lines.append(
+        "workers alive (heartbeat within 30 s): "
+        + ", ".join(
+            f"{code} " + ("?" if ids is None else str(len(ids)) if isinstance(ids, list) else ids)
+            for code, ids in s.get("workers", {}).items()
+        )
+    )
     lines.append(
         f"oldest due job: {s['oldest_due_age_s']:.1f}s   dead letters: {s['dead_letters']}"
     )

@@ -1,4 +1,4 @@
-"""The relay's tasks and its stop: workers (joined; one crashing stops the rest), side tasks
+"""The relay's tasks and its stop: drainers (joined; one crashing stops the rest), side tasks
 (cancelled at the end), health writes (given a few seconds to land), and SIGTERM/SIGINT."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ class Supervisor:
         self.stop = stop or asyncio.Event()
         self._side: set[asyncio.Task] = set()  # cancelled at the end
         self._writes: set[asyncio.Task] = set()  # awaited (briefly) at the end
-        self._workers: dict[str, list[asyncio.Task]] = {}
+        self._drainers: dict[str, list[asyncio.Task]] = {}
 
     @property
     def stopping(self) -> bool:
@@ -53,27 +53,27 @@ class Supervisor:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    def has_workers(self, key: str) -> bool:
-        return key in self._workers
+    def has_drainers(self, key: str) -> bool:
+        return key in self._drainers
 
-    def start_workers(self, key: str, coros: list[Coroutine[Any, Any, Any]]) -> None:
-        self._workers[key] = [
-            asyncio.create_task(coro, name=f"worker:{key}:{i}") for i, coro in enumerate(coros)
+    def start_drainers(self, key: str, coros: list[Coroutine[Any, Any, Any]]) -> None:
+        self._drainers[key] = [
+            asyncio.create_task(coro, name=f"drainer:{key}:{i}") for i, coro in enumerate(coros)
         ]
 
-    async def join_workers(self) -> None:
-        """Waits for every worker (they end on stop, or in --once when nothing is due); a
-        worker that crashed stops the others and its exception is raised. Workers started
+    async def join_drainers(self) -> None:
+        """Waits for every drainer (they end on stop, or in --once when nothing is due); a
+        drainer that crashed stops the others and its exception is raised. Drainers started
         meanwhile are joined too."""
         while True:
-            pending = {t for tasks in self._workers.values() for t in tasks if not t.done()}
+            pending = {t for tasks in self._drainers.values() for t in tasks if not t.done()}
             if not pending:
                 break
             done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
             crashed = [t for t in done if not t.cancelled() and t.exception()]
             if crashed:
                 self.stop.set()
-                if pending - done:  # (every worker may have crashed at once)
+                if pending - done:  # (every drainer may have crashed at once)
                     await asyncio.wait(pending - done)
                 raise crashed[0].exception()
 

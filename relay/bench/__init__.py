@@ -113,3 +113,16 @@ def run_bench(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         from relay.bench.first_check import bench_first_check
 
         yield bench_first_check(args.monitors or 100_000, runs=args.runs) | {"machine": machine()}
+    if what in ("worker-lag", "all"):
+        from relay.bench.worker import bench_worker_lag
+
+        yield repeated(args.runs, lambda: bench_worker_lag(args.rate_per_min, args.seconds)) | {
+            "machine": machine()
+        }
+    if what in ("worker", "all"):
+        from relay.bench.worker import bench_worker_idle, bench_worker_throughput
+
+        yield repeated(args.runs, lambda: bench_worker_throughput(args.checks)) | {
+            "machine": machine()
+        }
+        yield bench_worker_idle(args.idle_seconds) | {"machine": machine()}

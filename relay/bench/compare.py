@@ -20,8 +20,8 @@ from relay import logs
 from relay.bench.relay import flush_queues, queued_jobs
 from relay.config import RelaySettings
 from relay.local.stack import LocalStack
+from relay.service import Relay
 from relay.tick import TickParams, run_tick
-from relay.worker import Relay
 
 SEED_MONITORS = """
 INSERT INTO public.monitors (url, check_interval_minutes, criticality, preferred_region,

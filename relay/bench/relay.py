@@ -18,7 +18,7 @@ from relay import logs
 from relay.bench import percentile
 from relay.config import RelaySettings
 from relay.local.stack import LocalStack
-from relay.worker import Relay
+from relay.service import Relay
 
 # Outbox rows as the tick writes them, spread evenly over the regions.
 SEED_JOBS = """

@@ -67,6 +67,7 @@ class DevServerApp:
         tokens: dict[str, int],
         admin_token: str | None = None,
         faults: dict | None = None,
+        redis_compat: str | None = None,
     ) -> None:
         self.redis = redis
         self.tokens = dict(tokens)
@@ -80,7 +81,7 @@ class DevServerApp:
                 raise ConfigError(f"faults: {exc}") from None
         self.stats = Stats()
         self.pools: dict[int, RedisPool] = {}
-        self.tenants = Tenants(redis)
+        self.tenants = Tenants(redis, redis_compat)
         self.startup_error: str | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping: asyncio.Event | None = None

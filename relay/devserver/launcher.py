@@ -32,6 +32,7 @@ class DevServer(ManagedService):
         admin_token: str | None | object = NEW_ADMIN_TOKEN,
         port: int | None = None,
         host: str = "127.0.0.1",
+        redis_compat: str | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.tokens = dict(tokens)
@@ -40,6 +41,7 @@ class DevServer(ManagedService):
             secrets.token_urlsafe(24) if admin_token is NEW_ADMIN_TOKEN else admin_token
         )  # type: ignore[assignment]
         self.host = host
+        self.redis_compat = redis_compat  # e.g. "6.2": newer commands refused
         self.port = port
         self.proc: subprocess.Popen | None = None
         self._log: Any = None
@@ -64,6 +66,8 @@ class DevServer(ManagedService):
             "--port",
             str(self.port),
         ]
+        if self.redis_compat:
+            args += ["--redis-compat", self.redis_compat]
         # secrets go by environment: a command line is readable by every user (ps)
         env = {k: v for k, v in os.environ.items() if k not in (TOKENS_ENV, ADMIN_TOKEN_ENV)}
         env[REDIS_URL_ENV] = self.redis_url

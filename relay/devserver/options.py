@@ -12,6 +12,7 @@ from typing import Any
 from relay.config import DEVSERVER_ADMIN_TOKEN, DEVSERVER_TOKENS, REDIS_URL
 from relay.errors import ConfigError
 
+REDIS_COMPAT = ("6.2",)  # relay.devserver.tenants.NEWER_THAN_6_2 is what 6.2 lacks
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8079
 # the variables are rows of the settings table (relay.config, the README)
@@ -49,6 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"token of the fault-injection admin API (env ${ADMIN_TOKEN_ENV}; "
         "unset: admin API off)",
     )
+    parser.add_argument(
+        "--redis-compat",
+        choices=REDIS_COMPAT,
+        default=None,
+        help="refuse the commands Redis added after this version, in scripts too "
+        "(Upstash documents Redis 6.2 compatibility); default: whatever redis-server has",
+    )
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
@@ -72,6 +80,7 @@ def serve_arguments(
         or DEFAULT_REDIS_URL,
         "tokens": parse_token_args(token_args(options.token, env)),
         "admin_token": options.admin_token or env.get(ADMIN_TOKEN_ENV) or None,
+        "redis_compat": getattr(options, "redis_compat", None),
     }
 
 

@@ -53,6 +53,7 @@ def serve(
     tokens: dict[str, int],
     admin_token: str | None,
     faults: dict | None = None,
+    redis_compat: str | None = None,
 ) -> None:
     """Serve the Upstash REST API on host:port until SIGINT or SIGTERM."""
     import uvicorn
@@ -64,7 +65,7 @@ def serve(
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be 1-65535 (got {port})")
     target = RedisTarget.parse(redis_url)
-    app = DevServerApp(target, tokens, admin_token, faults)
+    app = DevServerApp(target, tokens, admin_token, faults, redis_compat)
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -95,7 +96,8 @@ def serve(
     dbs = ",".join(str(db) for db in sorted(set(tokens.values())))
     print(
         f"devserver.listening url=http://{host}:{port} redis={target.describe()} dbs={dbs} "
-        f"admin={'on' if admin_token else 'off'}",
+        f"admin={'on' if admin_token else 'off'}"
+        + (f" redis-compat={redis_compat}" if redis_compat else ""),
         file=sys.stderr,
         flush=True,
     )

@@ -1,39 +1,48 @@
 """`pgpulse demo` / `make demo`: the whole system, live, on throwaway local parts.
 
 PostgreSQL with pg_cron ticking every minute, 10,000 monitors, three regions behind the
-Upstash-compatible dev server, the relay, and one simulated worker per region popping
-jobs. A tenth of the monitors are checked from all three regions at once, a tenth every
-10 seconds. Part-way through, one region goes down for a while: watch its breaker open, its
-jobs reroute, and the region recover; a maintenance window (Europe/Berlin time) opens and
-closes over some monitors, whose slots are skipped meanwhile. Everything is stopped and
-removed at the end.
+Upstash-compatible dev server, the relay, and a real `pgpulse worker` per region checking
+local HTTP targets (some slow, one that goes down and comes back). A tenth of the monitors
+are checked from all three regions at once, a tenth every 10 seconds. Part-way through, one
+region goes down for a while: watch its breaker open, its jobs reroute, and the region
+recover; a maintenance window (Europe/Berlin time) opens and closes over some monitors,
+whose slots are skipped meanwhile. Everything is stopped and removed at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
+import os
 import signal
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from relay import logs, metrics
 from relay.bench import percentile
 from relay.config import RelaySettings
 from relay.local.stack import LocalStack
-from relay.queue import CRITICALITIES, queue_key
+from relay.local.targets import LocalTargets
+from relay.service import Relay
 from relay.tick import run_tick
-from relay.worker import Relay
 
 SEED = """
 INSERT INTO public.monitors (url, check_interval_minutes, criticality, preferred_region,
                              allow_fallback, timeout_ms)
-SELECT 'https://status.example.com/' || g || '/health',
+SELECT %(target)s || CASE WHEN g %% 100 = 3 THEN '/flaky?m=' || g
+                         WHEN g %% 10 = 1 THEN '/ok?ms=800&m=' || g
+                         ELSE '/ok?m=' || g END,
        (ARRAY[1, 1, 2, 5, 5, 10, 15])[1 + g %% 7],
        (ARRAY['critical', 'high', 'normal', 'normal', 'normal', 'low'])[1 + g %% 6],
        CASE WHEN g %% 5 < 2 THEN NULL
@@ -42,12 +51,13 @@ SELECT 'https://status.example.com/' || g || '/health',
        (ARRAY[5000, 10000, 30000])[1 + g %% 3]
   FROM generate_series(1, %(monitors)s) g
 """
-# A tenth of the monitors every 10 seconds, another tenth from every region at once.
+# A tenth of the monitors every 10 seconds (the flaky target among them), another tenth from
+# every region at once.
 SEED_MIX = """
 UPDATE public.monitors m
    SET check_interval_seconds = CASE WHEN n.g %% 10 = 3 THEN 10 ELSE m.check_interval_seconds END,
        check_regions = CASE WHEN n.g %% 10 = 4 THEN %(regions)s::text[] END
-  FROM (SELECT id, split_part(url, '/', 4)::integer AS g FROM public.monitors) n
+  FROM (SELECT id, split_part(url, 'm=', 2)::integer AS g FROM public.monitors) n
  WHERE n.id = m.id AND n.g %% 10 IN (3, 4)
 """
 # The maintenance window: the 'low' monitors, from `opens` to `closes` seconds from now,
@@ -97,6 +107,9 @@ SELECT (SELECT count(*) FROM pgpulse.outbox) AS outbox,
 """
 
 
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
 def _pct(values: list[float], q: float) -> float:
     return percentile(values, q) * 1000
 
@@ -108,38 +121,78 @@ def _published(region: str) -> float:
 
 
 class Workers:
-    """One simulated regional worker per region: pops jobs, critical first, over REST."""
+    """A real `pgpulse worker` per region, reading its `worker_stats` lines as they come."""
 
-    def __init__(self, stack: LocalStack) -> None:
+    def __init__(self, stack: LocalStack, stats_interval_s: float = 2.0) -> None:
         self.stack = stack
-        self.consumed: collections.Counter[str] = collections.Counter()
-        self.seen: set[str] = set()
-        self.duplicates = 0
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, Any] = {}
+        self.read_at: dict[str, int] = {}
+        self.totals: collections.Counter[str] = collections.Counter()
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.stats_interval_s = stats_interval_s
 
-    async def run(self, stop: asyncio.Event) -> None:
-        async with httpx.AsyncClient(base_url=self.stack.devserver.url, timeout=10) as http:
-            while not stop.is_set():
-                for region, token in self.stack.tokens.items():
-                    commands = [["RPOP", queue_key(region, c), "500"] for c in CRITICALITIES]
-                    try:
-                        reply = await http.post(
-                            "/pipeline", json=commands, headers={"Authorization": f"Bearer {token}"}
-                        )
-                    except httpx.TransportError:
-                        continue
-                    if reply.status_code != 200:
-                        continue  # the region is "down": its worker waits
-                    for item in reply.json():
-                        for value in item.get("result") or []:
-                            job_id = json.loads(value)["job_id"]
-                            self.duplicates += job_id in self.seen
-                            self.seen.add(job_id)
-                            self.consumed[region] += 1
-                await asyncio.sleep(0.2)
+    def start(self) -> None:
+        for region in self.stack.region_codes:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("PGPULSE_")}
+            env |= self.stack.env() | {
+                "PGPULSE_ALLOW_PRIVATE_TARGETS": "on",  # the targets live on 127.0.0.1
+                "PGPULSE_WORKER_STATS_INTERVAL_S": str(self.stats_interval_s),
+                "PYTHONPATH": os.pathsep.join(
+                    p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p
+                ),
+            }
+            env.pop("DATABASE_URL", None)  # a worker needs none
+            self.logs[region] = tempfile.NamedTemporaryFile(prefix=f"worker-{region}-")
+            self.read_at[region] = 0
+            self.procs[region] = subprocess.Popen(
+                [sys.executable, "-m", "relay", "worker", "--region", region],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=self.logs[region],
+            )
+
+    def new_stats(self) -> dict[str, list[dict]]:
+        """Per region, the worker_stats lines written since the last call."""
+        found: dict[str, list[dict]] = {}
+        for region, log in self.logs.items():
+            with open(log.name, "rb") as f:
+                f.seek(self.read_at[region])
+                data = f.read()
+            complete = data[: data.rfind(b"\n") + 1]
+            self.read_at[region] += len(complete)
+            events = []
+            for line in complete.splitlines():
+                with contextlib.suppress(ValueError):
+                    event = json.loads(line)
+                    if event.get("event") == "worker_stats":
+                        events.append(event)
+                        self.totals[region] += event["checks"]
+                        self.errors.update(event["errors"])
+            found[region] = events
+        return found
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # the checks in flight finish
+        for proc in self.procs.values():
+            try:
+                proc.wait(40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.new_stats()  # their last lines
+        for log in self.logs.values():
+            log.close()
 
 
 async def _live(
-    stack: LocalStack, seconds: float, outage: tuple[float, float, str], window_id: int
+    stack: LocalStack,
+    seconds: float,
+    outage: tuple[float, float, str],
+    window_id: int,
+    targets: LocalTargets,
 ) -> dict[str, Any]:
     all_lags: list[float] = []
     relay = Relay(
@@ -149,8 +202,8 @@ async def _live(
         on_batch=lambda batch: all_lags.extend(batch.lags()),
     )
     workers = Workers(stack)
+    workers.start()
     relay_task = asyncio.create_task(relay.run(), name="relay")
-    worker_task = asyncio.create_task(workers.run(relay.stop), name="workers")
     started = time.monotonic()
     outage_start, outage_end, outage_region = outage
     down = False
@@ -158,10 +211,13 @@ async def _live(
     lag_seen = 0
     last_tick = None
     window_open = False
+    flaky = (seconds * 0.1, seconds * 0.3)  # /flaky answers 503 meanwhile
+    failing_shown: list[str] = []
+    exec_lags: list[float] = []
     header = (
         "  time  "
-        + "".join(f"{r:>13}" for r in stack.region_codes)
-        + "   outbox    due  lag p50/p99 ms   breakers"
+        + "".join(f"{r + ' pub/chk':>16}" for r in stack.region_codes)
+        + "   outbox    due  publish lag p50/p99 ms  check lag p99 ms  breakers"
     )
     print(header + "\n  " + "-" * (len(header) - 2), flush=True)
     try:
@@ -180,7 +236,28 @@ async def _live(
                     await asyncio.to_thread(stack.set_region_down, outage_region, False)
                     down = False
                     print(f"  >>> {outage_region} is back", flush=True)
+                if not targets.down and flaky[0] <= elapsed < flaky[1]:
+                    targets.down = True
+                    print("  >>> target /flaky goes down (answers 503)", flush=True)
+                elif targets.down and elapsed >= flaky[1]:
+                    targets.down = False
+                    print("  >>> target /flaky is back", flush=True)
                 await asyncio.sleep(2.0)
+                stats = workers.new_stats()
+                checked = [sum(e["checks"] for e in stats[r]) / 2.0 for r in stack.region_codes]
+                check_p99 = max((e["lag_p99_ms"] for es in stats.values() for e in es), default=0)
+                exec_lags += [e["lag_p99_ms"] for es in stats.values() for e in es if e["checks"]]
+                failing = sorted(
+                    {
+                        urlsplit(item.split(" ")[0]).path + " " + item.split(" ")[1]
+                        for es in stats.values()
+                        for e in es
+                        for item in e["failing"]
+                    }
+                )
+                if failing != failing_shown and any(stats.values()):
+                    failing_shown = failing
+                    print("  >>> failing targets: " + (", ".join(failing) or "none"), flush=True)
                 state = await (await conn.execute(WINDOW_STATE, {"id": window_id})).fetchone()
                 skipped, is_open = state["skipped_slots"], state["open"]
                 if is_open != window_open:
@@ -217,9 +294,10 @@ async def _live(
                 )
                 print(
                     f"  {elapsed:5.0f}s "
-                    + "".join(f"{rate:>9.0f} j/s" for rate in rates)
-                    + f" {row['outbox']:>8} {row['due']:>6} {_pct(lags, 0.5):>7.0f}/{_pct(lags, 0.99):<7.0f}"
-                    + f"  {breakers}",
+                    + "".join(f"{rate:>10.0f}/{chk:<5.0f}" for rate, chk in zip(rates, checked))
+                    + f" {row['outbox']:>8} {row['due']:>6} "
+                    + f"{_pct(lags, 0.5):>11.0f}/{_pct(lags, 0.99):<11.0f}"
+                    + f"{check_p99:>15.0f}   {breakers}",
                     flush=True,
                 )
             final = await (await conn.execute(VIEW)).fetchone()
@@ -233,7 +311,8 @@ async def _live(
             ).fetchall()
     finally:
         relay.stop.set()
-        await asyncio.gather(relay_task, worker_task, return_exceptions=True)
+        await asyncio.gather(relay_task, return_exceptions=True)
+        await asyncio.to_thread(workers.stop)
     c = relay.counts
     return {
         "seconds": round(time.monotonic() - started, 1),
@@ -250,10 +329,12 @@ async def _live(
         "expired": c.expired,
         "failed_then_retried": c.failed,
         "dead_lettered": c.dead_lettered,
-        "consumed_by_workers": dict(workers.consumed),
-        "duplicates_seen_by_workers": workers.duplicates,
-        "lag_p50_ms": round(_pct(all_lags, 0.5), 1),
-        "lag_p99_ms": round(_pct(all_lags, 0.99), 1),
+        "checked_by_workers": dict(workers.totals),
+        "check_failures": dict(workers.errors),
+        "target_requests": targets.hits,
+        "publish_lag_p50_ms": round(_pct(all_lags, 0.5), 1),
+        "publish_lag_p99_ms": round(_pct(all_lags, 0.99), 1),
+        "check_lag_p99_ms_worst_2s": round(max(exec_lags, default=0.0), 1),
         "outbox_left": final["outbox"],
         "pg_cron_ticks": final["cron_ticks"],
         "three_region_slots_published": features["three_region_slots"],
@@ -275,10 +356,23 @@ def run_demo(seconds: float = 120, monitors: int = 10_000) -> dict[str, Any]:
         "dev server ...",
         flush=True,
     )
-    with LocalStack() as stack:
+    with LocalStack() as stack, LocalTargets() as targets:
+        with stack.connect() as conn:  # the targets are local: allowed in this database
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET pgpulse.allow_private_targets = on").format(
+                    sql.Identifier(conn.info.dbname)
+                )
+            )
         with stack.connect(row_factory=dict_row) as conn:
             stack.create_regions(conn)
-            conn.execute(SEED, {"monitors": monitors, "regions": list(stack.region_codes)})
+            conn.execute(
+                SEED,
+                {
+                    "monitors": monitors,
+                    "regions": list(stack.region_codes),
+                    "target": f"http://127.0.0.1:{targets.port}",
+                },
+            )
             conn.execute(SEED_MIX, {"regions": list(stack.region_codes)})
             conn.execute(RECORD)
             conn.execute("VACUUM ANALYZE public.monitors, pgpulse.schedule")
@@ -307,7 +401,7 @@ def run_demo(seconds: float = 120, monitors: int = 10_000) -> dict[str, Any]:
             f"{window['starts_local']:%H:%M:%S}-{window['ends_local']:%H:%M:%S} Europe/Berlin",
             flush=True,
         )
-        summary = asyncio.run(_live(stack, seconds, outage, window["id"]))
+        summary = asyncio.run(_live(stack, seconds, outage, window["id"], targets))
     print("\nsummary:")
     for key, value in summary.items():
         print(f"  {key:<28} {value}")

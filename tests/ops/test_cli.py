@@ -21,6 +21,7 @@ COMMANDS = [
     "demo",
     "bench",
     "http",
+    "worker",
 ]
 
 

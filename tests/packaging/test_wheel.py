@@ -136,6 +136,16 @@ def test_the_lean_wheel_migrates_ticks_and_relays_from_anywhere(
     package_file, migrations = where.stdout.split()
     assert Path(package_file).is_relative_to(installed.parent)  # not the checkout
     assert Path(migrations).is_relative_to(installed.parent)
+    # the queue contract's scripts are package data any worker loads (pgpulse worker too)
+    scripts = run(
+        installed,
+        tmp_path,
+        env,
+        "python",
+        "-c",
+        "from relay.consumer.protocol import script_text as t; print(t('claim')[:2], t('ack')[:2])",
+    )
+    assert scripts.stdout.split() == ["--", "--"]
 
     name = f"wheel{os.getpid()}"
     with psycopg.connect(pg_server.dsn("postgres"), autocommit=True) as admin:

@@ -1,4 +1,4 @@
-"""The supervisor's join: a worker's crash is what the relay reports."""
+"""The supervisor's join: a drainer's crash is what the relay reports."""
 
 import asyncio
 
@@ -16,13 +16,13 @@ async def crash() -> None:
     raise Broken("the database went away")
 
 
-async def test_workers_crashing_together_raise_their_error():
-    # every worker of the round crashes: nothing is left to wait for (this raised
+async def test_drainers_crashing_together_raise_their_error():
+    # every drainer of the round crashes: nothing is left to wait for (this raised
     # "Set of Tasks/Futures is empty." instead, hiding the error)
     supervisor = Supervisor()
-    supervisor.start_workers("eu", [crash(), crash()])
+    supervisor.start_drainers("eu", [crash(), crash()])
     with pytest.raises(Broken, match="went away"):
-        await supervisor.join_workers()
+        await supervisor.join_drainers()
     assert supervisor.stopping
 
 
@@ -32,6 +32,6 @@ async def test_one_crash_stops_the_others_then_raises():
     async def waits_for_stop() -> None:
         await supervisor.stop.wait()
 
-    supervisor.start_workers("eu", [crash(), waits_for_stop()])
+    supervisor.start_drainers("eu", [crash(), waits_for_stop()])
     with pytest.raises(Broken):
-        await asyncio.wait_for(supervisor.join_workers(), 5)
+        await asyncio.wait_for(supervisor.join_drainers(), 5)

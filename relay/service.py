@@ -203,7 +203,7 @@ class Relay:
             supervisor.spawn(DepthSampler(registry, store, s, supervisor).run(), "depth")
             supervisor.spawn(ClockWatch(registry, store, s, supervisor).run(), "clocks")
             supervisor.spawn(sweeper.run(), "maintain")
-        await supervisor.join_workers()
+        await supervisor.join_drainers()
         if self.once:
             registry.reconcile_health()
             requeued = set().union(*(d.requeued for d in self.drainers))
@@ -213,7 +213,7 @@ class Relay:
     def _start_drainers(self, store: Outbox) -> None:
         """Drainers for every region that has none yet (regions may be added live)."""
         for code, region in self.registry.regions.items():
-            if self.supervisor.has_workers(code):
+            if self.supervisor.has_drainers(code):
                 continue
             drainer = Drainer(
                 region,
@@ -227,7 +227,7 @@ class Relay:
                 on_batch=self.on_batch,
             )
             self.drainers.append(drainer)
-            self.supervisor.start_workers(
+            self.supervisor.start_drainers(
                 code, [drainer.run() for _ in range(self.settings.concurrency)]
             )
 
