@@ -88,8 +88,10 @@ SELECT (SELECT count(*) FROM (SELECT 1 FROM public.demo_published p JOIN public.
 # The demo keeps what the tick wrote (the relay deletes published rows).
 RECORD = """
 CREATE TABLE public.demo_published (monitor_id uuid, region text, scheduled_for timestamptz);
--- qualified: it also fires inside pgpulse functions, whose search_path is pinned
-CREATE FUNCTION public.demo_record() RETURNS trigger LANGUAGE plpgsql AS $$
+-- qualified: it also fires inside pgpulse functions, whose search_path is pinned; SECURITY
+-- DEFINER: those run as pgpulse_owner, which may not write the demo's table
+CREATE FUNCTION public.demo_record() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO public.demo_published SELECT monitor_id, region, scheduled_for FROM gone;
     RETURN NULL;
