@@ -197,3 +197,41 @@ def test_no_product_trigger_runs_through_pgpulse(conn, db_url, regions):
     # the probe saw the product's own UPDATE, and nothing pgpulse did
     runs = conn.execute("SELECT who, superuser FROM public.trigger_runs").fetchall()
     assert runs == [{"who": "shop_app", "superuser": False}]
+
+
+def test_the_schedule_shows_a_role_only_the_monitors_it_may_see(conn, db_url, regions):
+    """The product's row-level security decides what of pgpulse's schedule a role sees,
+    through the view and in the table alike (ids, slots and parked reasons are the
+    product's tenants' data)."""
+    add_monitors(conn, 3)
+    conn.execute("INSERT INTO public.monitors (url) VALUES ('http://127.0.0.1/')")  # parked
+    conn.execute("ALTER TABLE public.monitors ENABLE ROW LEVEL SECURITY")  # no policy: nothing
+    conn.execute(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tenant_app') "
+        "THEN CREATE ROLE tenant_app LOGIN; END IF; END $$"
+    )
+    conn.execute("GRANT SELECT ON public.monitors TO tenant_app")
+    try:
+        with psycopg.connect(as_user(db_url, "tenant_app"), autocommit=True) as tenant:
+            assert (
+                tenant.execute("SELECT count(*) FROM pgpulse.monitor_schedule").fetchone()[0] == 0
+            )
+            assert (
+                tenant.execute(
+                    "SELECT count(*) FROM pgpulse.schedule WHERE parked IS NOT NULL OR true"
+                ).fetchone()[0]
+                == 0
+            )
+        conn.execute("CREATE POLICY one ON public.monitors USING (url = 'http://127.0.0.1/')")
+        with psycopg.connect(as_user(db_url, "tenant_app"), autocommit=True) as tenant:
+            assert tenant.execute("SELECT parked FROM pgpulse.schedule").fetchall() == [
+                (
+                    conn.execute(
+                        "SELECT parked FROM pgpulse.schedule WHERE parked IS NOT NULL"
+                    ).fetchone()["parked"],
+                )
+            ]
+        assert conn.execute("SELECT count(*) AS n FROM pgpulse.schedule").fetchone()["n"] == 4
+    finally:
+        conn.execute("DROP POLICY IF EXISTS one ON public.monitors")
+        conn.execute("ALTER TABLE public.monitors DISABLE ROW LEVEL SECURITY")
