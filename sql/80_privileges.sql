@@ -28,15 +28,10 @@ REVOKE EXECUTE ON FUNCTION
     pgpulse.monitor_url_problems()
     FROM PUBLIC;
 
--- The product reads its monitors' schedule through pgpulse.monitor_schedule; of pgpulse's
--- table that view needs only these columns, never the check. Read directly or through the
--- view, a role sees the schedule rows of the monitors it may see in public.monitors: the
--- product's own row-level security decides (pgpulse's roles have their own policy,
--- sql/roles.sql; the table's owner is not subject to either).
+-- The product reads its monitors' schedule through pgpulse.monitor_schedule (its own
+-- row-level security applies there); of pgpulse's table that view needs only these columns,
+-- never the check.
 GRANT USAGE ON SCHEMA pgpulse TO PUBLIC;
 GRANT SELECT (monitor_id, next_check_at, last_scheduled_at, parked, is_active)
     ON pgpulse.schedule TO PUBLIC;
 GRANT SELECT ON pgpulse.monitor_schedule TO PUBLIC;
-ALTER TABLE pgpulse.schedule ENABLE ROW LEVEL SECURITY;
-CREATE POLICY schedule_of_visible_monitors ON pgpulse.schedule FOR SELECT TO PUBLIC
-    USING (EXISTS (SELECT 1 FROM public.monitors m WHERE m.id = monitor_id));

@@ -1395,6 +1395,3 @@ GRANT USAGE ON SCHEMA pgpulse TO PUBLIC;
 GRANT SELECT (monitor_id, next_check_at, last_scheduled_at, parked, is_active)
     ON pgpulse.schedule TO PUBLIC;
 GRANT SELECT ON pgpulse.monitor_schedule TO PUBLIC;
-ALTER TABLE pgpulse.schedule ENABLE ROW LEVEL SECURITY;
-CREATE POLICY schedule_of_visible_monitors ON pgpulse.schedule FOR SELECT TO PUBLIC
-    USING (EXISTS (SELECT 1 FROM public.monitors m WHERE m.id = monitor_id));

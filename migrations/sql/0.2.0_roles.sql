@@ -77,10 +77,6 @@ BEGIN
     REVOKE ALL ON public.monitors FROM pgpulse_owner;
     GRANT USAGE ON SCHEMA pgpulse TO pgpulse_owner;
     GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.schedule TO pgpulse_owner;
-    -- the schedule's row security is for the product's roles (sql/80_privileges.sql)
-    DROP POLICY IF EXISTS schedule_pgpulse ON pgpulse.schedule;
-    CREATE POLICY schedule_pgpulse ON pgpulse.schedule TO pgpulse_owner, pgpulse_relay
-        USING (true) WITH CHECK (true);
     GRANT SELECT ON pgpulse.regions TO pgpulse_owner;
     GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.outbox TO pgpulse_owner;
     GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.tick_runs TO pgpulse_owner;
