@@ -444,6 +444,19 @@ class Doctor:
                     f" {drift['missing']} missing, {drift['orphaned']} orphaned,"
                     f" {drift['differing']} differing: run `pgpulse resync`"
                 )
+        published = [
+            r["pubname"]
+            for r in conn.execute(
+                "SELECT DISTINCT pubname FROM pg_catalog.pg_publication_tables"
+                " WHERE schemaname = 'pgpulse' ORDER BY 1"
+            )
+        ]
+        if published:
+            notes.append(
+                f"pgpulse's tables are in publication(s) {', '.join(published)}: the schedule"
+                " and the outbox change every interval of every monitor, which replicas and"
+                " CDC consumers then carry (publish the product's tables by name instead)"
+            )
         if problems:
             self.add("scheduling", "FAIL", "; ".join(problems + notes))
         elif notes:

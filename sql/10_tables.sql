@@ -195,6 +195,8 @@ CREATE TABLE pgpulse.maintenance_windows (
 -- window, appended per chunk (a product's transaction may write jobs: it never locks a row
 -- the tick updates); the tick folds them into maintenance_windows.skipped_slots.
 CREATE TABLE pgpulse.maintenance_skips (
+    -- a key: a table without one cannot be deleted from under a FOR ALL TABLES publication
+    id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     window_id bigint NOT NULL REFERENCES pgpulse.maintenance_windows (id) ON DELETE CASCADE,
     slots     bigint NOT NULL
 );

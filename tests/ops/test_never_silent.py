@@ -161,3 +161,35 @@ def test_resync_refuses_when_row_level_security_hides_rows(conn, db_url, relay_e
         assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     finally:
         conn.execute("ALTER TABLE public.monitors DISABLE ROW LEVEL SECURITY")
+
+
+def test_a_publication_of_every_table_keeps_the_tick_working_and_doctor_says_so(
+    conn, db_url, regions, relay_env
+):
+    """Debezium's default is a FOR ALL TABLES publication: an UPDATE or DELETE on a table
+    without a replica identity then fails. Every pgpulse table has one, so the tick (which
+    updates the schedule and deletes folded skips) goes on; doctor warns about the churn."""
+    conn.execute("CREATE PUBLICATION everything FOR ALL TABLES")
+    try:
+        conn.execute(
+            "INSERT INTO pgpulse.maintenance_windows (time_zone, starts_local, ends_local)"
+            " VALUES ('UTC', now() - interval '1 hour', now() + interval '1 hour')"
+        )
+        add_monitors(conn, 5, due="-1 second")
+        run = tick(conn)
+        assert run["stop_reason"] == "drained" and run["skipped"] == 0, run["skip_detail"]
+        assert run["maintenance_skipped"] >= 5
+        assert (
+            conn.execute("SELECT count(*) AS n FROM pgpulse.maintenance_skips").fetchone()["n"] == 0
+        )  # folded, deleted under the publication
+        missing = conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'pgpulse' AND c.relkind = 'r' AND c.relreplident = 'd'"
+            " AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid"
+            "                  AND i.indisprimary)"
+        ).fetchall()
+        assert missing == []
+        check = _checks(pgpulse("doctor", "--json", env=relay_env).stdout)["scheduling"]
+        assert "publication(s) everything" in check["detail"]
+    finally:
+        conn.execute("DROP PUBLICATION everything")
