@@ -540,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
         "what",
         choices=[
             "tick",
+            "follow",
             "devserver",
             "relay",
             "relay-lag",
@@ -555,7 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--monitors",
         type=int,
         default=None,
-        help="tick/e2e/compare/first-check: monitors (default 100000 / 100000 / 1000 / 100000)",
+        help="tick/follow/e2e/compare/first-check: monitors or rows "
+        "(default 100000 / 100000 / 100000 / 1000 / 100000)",
     )
     p.add_argument(
         "--mix",

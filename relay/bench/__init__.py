@@ -70,6 +70,14 @@ def run_bench(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
             **bench_tick(args.monitors or 100_000, runs=args.runs, mix=getattr(args, "mix", False)),
             "machine": machine(),
         }
+    if what in ("follow", "all"):
+        from relay.bench.follow import bench_follow
+
+        yield {
+            "bench": "follow",
+            **bench_follow(args.monitors or 100_000, runs=args.runs),
+            "machine": machine(),
+        }
     if what in ("devserver", "all"):
         from relay.bench.devserver import bench_devserver
 
