@@ -13,7 +13,6 @@ from relay.errors import MalformedReply, PublishError
 from relay.queue import CRITICALITIES, queue_key
 from relay.upstash import UpstashClient
 
-DONE_PREFIX = "pgpulse:done:"
 # a done marker outlives the job's expires_at by this (a copy pushed late is still skipped)
 DONE_MARGIN_MS = 60_000
 # heartbeats younger than this count as a live worker (a worker claims at least every
@@ -36,8 +35,13 @@ def workers_key(region: str) -> str:
     return f"pgpulse:workers:{region}"
 
 
+def done_key(region: str) -> str:
+    """The region's done markers: a sorted set, job_id -> until when it is skipped (ms)."""
+    return f"pgpulse:done:{region}"
+
+
 def claim_keys(region: str) -> list[str]:
-    """The claim script's KEYS, in its order."""
+    """The claim script's KEYS, in its order: every key it touches."""
     inflight = inflight_key(region)
     return [
         *(queue_key(region, c) for c in CRITICALITIES),
@@ -46,12 +50,13 @@ def claim_keys(region: str) -> list[str]:
         f"{inflight}:runs",
         workers_key(region),
         f"pgpulse:claimround:{region}",
+        done_key(region),
     ]
 
 
 def ack_keys(region: str) -> list[str]:
     inflight = inflight_key(region)
-    return [inflight, f"{inflight}:jobs", f"{inflight}:runs"]
+    return [inflight, f"{inflight}:jobs", f"{inflight}:runs", done_key(region)]
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,7 @@ class ConsumerQueue:
         reply = await self._call(
             "claim",
             self._claim_keys,
-            [self.worker_id, n, self.lease_margin_ms, self.max_runs, DONE_PREFIX],
+            [self.worker_id, n, self.lease_margin_ms, self.max_runs],
         )
         if not isinstance(reply, list) or len(reply) != 6:
             raise MalformedReply(f"region {self.region}: the claim script answered {reply!r:.80}")
@@ -150,7 +155,7 @@ class ConsumerQueue:
         flight any more."""
         if not acks:
             return []
-        argv: list[Any] = [self.worker_id, DONE_PREFIX, DONE_MARGIN_MS]
+        argv: list[Any] = [self.worker_id, DONE_MARGIN_MS]
         for job_id, result in acks:
             argv += [job_id, result]
         reply = await self._call("ack", self._ack_keys, argv)

@@ -18,6 +18,7 @@ from tests.support.worker import WORKER_REGIONS, Workers, make_job, push
 
 REGION = WORKER_REGIONS[0]
 INFLIGHT = f"pgpulse:inflight:{REGION.code}"
+DONE = f"pgpulse:done:{REGION.code}"
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def tagged(targets, n: int, path: str = "/ok", query: str = "", **options) -> di
 
 
 def done(rdb, jobs) -> bool:
-    return all(rdb.exists(f"pgpulse:done:{j['job_id']}") for j in jobs) and not rdb.zcard(INFLIGHT)
+    return all(rdb.zscore(DONE, j["job_id"]) for j in jobs) and not rdb.zcard(INFLIGHT)
 
 
 def test_sigterm_finishes_the_checks_in_flight_then_exits_0(workers, targets, rdb):
