@@ -121,15 +121,28 @@ def _worker(args):
     import asyncio
 
     from relay import logs
-    from relay.config import REGION_CODE, region_endpoint
+    from relay.config import REGION_CODE, WorkerSettings, region_endpoint
+    from relay.consumer.metrics import parse_listen
     from relay.consumer.runner import RegionalWorker
 
     if not REGION_CODE.match(args.region):
         raise UserInputError(f"--region {args.region!r} is not a region code (e.g. us-east-1)")
     if args.concurrency is not None and not 1 <= args.concurrency <= 10_000:
         raise UserInputError(f"--concurrency must be 1-10000, got {args.concurrency}")
+    settings = WorkerSettings.from_env()
+    metrics_at = args.metrics or settings.worker_metrics
+    if metrics_at:
+        try:
+            parse_listen(metrics_at)
+        except ValueError as exc:
+            raise UserInputError(str(exc)) from None
     logs.setup(args.log_level)
-    worker = RegionalWorker(region_endpoint(args.region), concurrency=args.concurrency)
+    worker = RegionalWorker(
+        region_endpoint(args.region),
+        settings,
+        concurrency=args.concurrency,
+        metrics_at=metrics_at,
+    )
     asyncio.run(worker.run(signals=True))
 
 
@@ -437,6 +450,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="checks at once (default: $PGPULSE_WORKER_CONCURRENCY, 100)",
+    )
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        default=None,
+        help="serve Prometheus /metrics (and /healthz) here (default: $PGPULSE_WORKER_METRICS, "
+        "unset: off)",
     )
     p.add_argument(
         "--log-level",
