@@ -592,7 +592,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rate", type=float, default=2000.0, help="relay-lag: jobs falling due per second"
     )
-    p.add_argument("--seconds", type=float, default=30.0, help="relay-lag/worker-lag: how long")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="relay-lag / worker-lag: how long jobs fall due (default 30 / 60)",
+    )
     p.add_argument(
         "--rate-per-min",
         type=float,
@@ -600,13 +605,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker-lag: checks falling due per minute, over three regions",
     )
     p.add_argument(
-        "--checks", type=int, default=20_000, help="worker: checks one worker runs flat out"
+        "--checks",
+        type=int,
+        default=20_000,
+        help="worker / worker-lag: checks one worker runs flat out",
     )
     p.add_argument(
         "--idle-seconds",
         type=float,
         default=60.0,
-        help="worker: how long the idle worker is watched",
+        help="worker / worker-lag: how long the idle worker is watched",
     )
     p.add_argument(
         "--interval",
