@@ -1219,7 +1219,11 @@ END
 $$;
 
 -- The backfill: what pgpulse held in the product's rows, as they are now. A parked row
--- (0016 parked by next_check_at 9999-12-31) keeps its reason.
+-- (0016 parked by next_check_at 9999-12-31) keeps its reason. Every transaction older than
+-- this snapshot's xmin is in it: the catch-up under the lock looks only at rows written by
+-- the others.
+SELECT set_config('pgpulse.backfill_xmin',
+                  (txid_snapshot_xmin(txid_current_snapshot()) % 4294967296)::text, true);
 INSERT INTO pgpulse.schedule (monitor_id, is_active, parked, next_check_at, last_scheduled_at, check_interval_seconds, preferred_region, allow_fallback, criticality, check_regions, check_spec)
     SELECT m.id, m.is_active,
            CASE WHEN m.next_check_at = '9999-12-31 23:59:59+00'
@@ -1253,7 +1257,8 @@ END
 $parked$;
 
 -- Writers of the product's table wait from here to the commit; readers do not. Rows
--- written since the backfill are copied again, rows deleted since go.
+-- written since the backfill are copied again (only those: an xmin younger than the
+-- backfill's snapshot, which frozen rows never are), rows deleted since go.
 LOCK TABLE public.monitors IN SHARE ROW EXCLUSIVE MODE;
 -- (its foreign key locks the windows against writers: only once the product's writers wait,
 -- whose 0016 triggers count skipped slots in them)
@@ -1281,7 +1286,8 @@ INSERT INTO pgpulse.schedule AS s (monitor_id, is_active, parked, next_check_at,
                                     m.check_interval_seconds, m.url, m.method, m.timeout_ms,
                                     m.expected_status, m.check_retries, m.check_retry_delay_ms,
                                     m.criticality, m.check_regions) AS problem) p
-     WHERE NOT EXISTS (
+     WHERE age(m.xmin) <= age(current_setting('pgpulse.backfill_xmin')::xid)
+       AND NOT EXISTS (
            SELECT 1 FROM pgpulse.schedule o
             WHERE o.monitor_id = m.id
               AND (o.next_check_at, o.last_scheduled_at, o.is_active, o.check_interval_seconds,
