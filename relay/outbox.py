@@ -244,6 +244,11 @@ class Outbox:
     async def sweep_expired(self, limit: int) -> list[Swept]:
         return await self._all("sweep_expired", Swept, {"limit": limit})
 
+    async def follow_apply(self, limit: int) -> int:
+        """Follows up to `limit` product rows its bulk writes logged; returns how many."""
+        row = await self._one("follow_apply", {"limit": limit})
+        return row["followed"] if row else 0
+
     async def sweep_records(self) -> None:
         await self._run("sweep_records")
 

@@ -24,6 +24,7 @@ from relay.db import describe, unreachable
 from relay.depth import DepthSampler
 from relay.drainer import Drainer
 from relay.errors import ConfigError, DatabaseError
+from relay.follower import Follower
 from relay.notifier import Notifier
 from relay.outbox import Outbox, Undelivered
 from relay.outcomes import BatchListener, Counts
@@ -196,8 +197,15 @@ class Relay:
                 raise DatabaseError(describe(exc)) from exc
         self._start_drainers(store)
         if not self.once:
+            follower = Follower(
+                store,
+                supervisor,
+                interval_s=max(s.poll_interval_s, 1.0),
+                wake_drainers=registry.wake_all,
+            )
+            supervisor.spawn(follower.run(), "follow")
             if s.listen:  # off behind a transaction-mode pooler: the poll interval wakes
-                notifier = Notifier(self.dsn, supervisor, registry.nudge_all)
+                notifier = Notifier(self.dsn, supervisor, registry.nudge_all, follower.wake)
                 supervisor.spawn(notifier.run(), "listen")
             supervisor.spawn(self._watch_regions(store), "regions")
             supervisor.spawn(DepthSampler(registry, store, s, supervisor).run(), "depth")

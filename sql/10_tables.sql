@@ -77,6 +77,24 @@ CREATE INDEX schedule_parked ON pgpulse.schedule (parked) WHERE parked IS NOT NU
 COMMENT ON TABLE pgpulse.schedule IS
     'pgpulse''s schedule, one row per product monitor; written only by pgpulse';
 
+-- Product rows a bulk write (a statement of more than 500 rows) handed over to be followed
+-- a moment later: the product's statement pays one plain append per row here instead of
+-- pgpulse's checks, phase and schedule row; pgpulse.follow_apply() (the relay, woken by
+-- NOTIFY pgpulse_follow, and every tick) turns them into schedule rows and first jobs. The
+-- columns are the product's followed ones, of its own types (made from its table), so an
+-- append never fails where the product's row did not. No key: nothing looks a row up by
+-- one (REPLICA IDENTITY FULL, for publications).
+CREATE TABLE pgpulse.follow_log AS
+SELECT id, url, method, timeout_ms, expected_status, check_retries, check_retry_delay_ms,
+       check_interval_minutes, check_interval_seconds, is_active, preferred_region,
+       allow_fallback, criticality, next_check_at, check_regions
+  FROM public.monitors WITH NO DATA;
+ALTER TABLE pgpulse.follow_log
+    ADD COLUMN logged_at timestamptz NOT NULL DEFAULT now(),
+    REPLICA IDENTITY FULL;
+COMMENT ON TABLE pgpulse.follow_log IS
+    'product rows of bulk writes, waiting for pgpulse.follow_apply() to schedule them';
+
 -- One row per job waiting to be published. Rows are deleted when published.
 CREATE TABLE pgpulse.outbox (
     job_id        uuid NOT NULL,                  -- derived from (monitor, region, slot)

@@ -27,10 +27,25 @@ RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN coalesce(p_seconds::bigint, p_minutes::bigint * 60);
 
+-- When pgpulse saw a product row: now for one followed at once, the product's write for one
+-- a bulk write logged (its first slot is the next one after the write, not after the relay
+-- got to it).
+CREATE FUNCTION pgpulse._seen_at(p_row public.monitors)
+RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN now();
+
+CREATE FUNCTION pgpulse._seen_at(p_row pgpulse.follow_log)
+RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN p_row.logged_at;
+
 -- Schedule rows for product rows pgpulse has not seen (new ones, or all of them in a
--- resync): the first slot is the product's next_check_at, or the next one on the monitor's
--- phase grid. A row there already takes every field anew. Returns the rows written.
-CREATE FUNCTION pgpulse._schedule_insert(p_rows public.monitors[])
+-- resync), given as product rows or as rows of pgpulse.follow_log: the first slot is the
+-- product's next_check_at, or the next one on the monitor's phase grid. A row there already
+-- takes every field anew, or with p_replace false is kept (a logged row is older than what
+-- a later write of the product put there). Returns the rows written.
+CREATE FUNCTION pgpulse._schedule_insert(p_rows anyarray, p_replace boolean DEFAULT true)
 RETURNS tid[]
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -44,7 +59,9 @@ BEGIN
                 preferred_region, allow_fallback, criticality, check_regions, check_spec)
         SELECT n.id, coalesce(n.is_active, false), f.problem,
                CASE WHEN isfinite(n.next_check_at) THEN n.next_check_at
-                    WHEN f.problem IS NULL THEN pgpulse._grid_slot(n.id::text, i.interval_s::integer, now())
+                    WHEN f.problem IS NULL
+                        THEN pgpulse._grid_slot(n.id::text, i.interval_s::integer,
+                                                pgpulse._seen_at(n))
                     ELSE now() END,
                least(greatest(coalesce(i.interval_s, 0), 0), 2147483647), n.preferred_region,
                coalesce(n.allow_fallback, true), coalesce(n.criticality, ''), n.check_regions,
@@ -64,6 +81,7 @@ BEGIN
                preferred_region = excluded.preferred_region, allow_fallback = excluded.allow_fallback,
                criticality = excluded.criticality, check_regions = excluded.check_regions,
                check_spec = excluded.check_spec
+         WHERE p_replace
         RETURNING s.ctid
     )
     SELECT array_agg(ctid) INTO v_rows FROM written;
@@ -71,15 +89,32 @@ BEGIN
 END
 $$;
 
--- New monitors. Their first slots within the horizon the ticks have written go to the
--- outbox at once, in this transaction (see _schedule_now).
+-- New monitors. A statement of up to 500 rows (a product's form, an API call) is followed
+-- at once: their schedule rows, and their first slots within the horizon the ticks have
+-- written go to the outbox, in this transaction (see _schedule_now). A bulk write (an
+-- import) only appends its rows to pgpulse.follow_log and wakes the relay, which follows
+-- them a moment later: its cost per row stays near the product's own (pgpulse bench
+-- follow).
 CREATE FUNCTION pgpulse._follow_insert() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM pgpulse._schedule_now(
-        pgpulse._schedule_insert(ARRAY(SELECT n::public.monitors FROM new_monitors n)));
+    IF EXISTS (SELECT 1 FROM new_monitors OFFSET 500) THEN
+        INSERT INTO pgpulse.follow_log
+               (id, url, method, timeout_ms, expected_status, check_retries,
+                check_retry_delay_ms, check_interval_minutes, check_interval_seconds, is_active,
+                preferred_region, allow_fallback, criticality, next_check_at, check_regions)
+        SELECT n.id, n.url, n.method, n.timeout_ms, n.expected_status, n.check_retries,
+               n.check_retry_delay_ms, n.check_interval_minutes, n.check_interval_seconds,
+               n.is_active, n.preferred_region, n.allow_fallback, n.criticality,
+               n.next_check_at, n.check_regions
+          FROM new_monitors n;
+        PERFORM pg_notify('pgpulse_follow', '');
+    ELSE
+        PERFORM pgpulse._schedule_now(
+            pgpulse._schedule_insert(ARRAY(SELECT n::public.monitors FROM new_monitors n)));
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -103,7 +138,9 @@ DECLARE
 BEGIN
     SELECT * INTO v_old FROM pgpulse.schedule WHERE monitor_id = OLD.id FOR UPDATE;
     IF NOT FOUND OR NEW.id IS DISTINCT FROM OLD.id THEN
-        -- a changed id, or a row pgpulse never saw (following was off): follow it anew
+        -- a changed id, a row still in the follow log, or a row pgpulse never saw
+        -- (following was off): follow it anew, from this version of it
+        DELETE FROM pgpulse.follow_log WHERE id IN (OLD.id, NEW.id);
         DELETE FROM pgpulse.schedule WHERE monitor_id = OLD.id;
         DELETE FROM pgpulse.outbox WHERE monitor_id = OLD.id;
         PERFORM pgpulse._remember_moved(pgpulse._schedule_insert(ARRAY[NEW]));
@@ -188,6 +225,9 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF EXISTS (SELECT 1 FROM pgpulse.follow_log) THEN
+        DELETE FROM pgpulse.follow_log l USING old_monitors o WHERE l.id = o.id;
+    END IF;
     DELETE FROM pgpulse.schedule s USING old_monitors o WHERE s.monitor_id = o.id;
     DELETE FROM pgpulse.outbox j USING old_monitors o WHERE j.monitor_id = o.id;
     DELETE FROM pgpulse.dead_letters d USING old_monitors o WHERE d.monitor_id = o.id;
@@ -195,12 +235,55 @@ BEGIN
 END
 $$;
 
+-- Follows the product rows bulk writes logged (pgpulse.follow_log), up to p_limit of them:
+-- their schedule rows, and their first slots up to the horizon the ticks have written.
+-- Rows another caller is taking are skipped, so relays and ticks may call it at once. A
+-- monitor the product changed since (its UPDATE followed it anew) keeps what that wrote.
+-- Returns the rows taken.
+CREATE FUNCTION pgpulse.follow_apply(p_limit integer DEFAULT 10000)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rows pgpulse.follow_log[];
+BEGIN
+    IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 1000000 THEN
+        RAISE EXCEPTION 'pgpulse.follow_apply: limit must be 1 to 1000000, not %',
+            coalesce(p_limit::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    WITH taken AS (
+        DELETE FROM pgpulse.follow_log l
+         WHERE l.ctid = ANY (ARRAY(SELECT f.ctid FROM pgpulse.follow_log f
+                                    LIMIT p_limit FOR UPDATE SKIP LOCKED))
+        RETURNING l
+    )
+    SELECT array_agg(t.l) INTO v_rows FROM taken t;
+    IF v_rows IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM pgpulse._schedule_now(pgpulse._schedule_insert(v_rows, false));
+    RETURN cardinality(v_rows);
+END
+$$;
+
+-- What bulk writes left to follow, for the health surfaces (readable by any role: counts
+-- only): rows waiting, and the age of the oldest in seconds.
+CREATE FUNCTION pgpulse.follow_pending(OUT pending bigint, OUT oldest_s double precision)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT count(*), coalesce(extract(epoch FROM now() - min(logged_at))::float8, 0)
+      FROM pgpulse.follow_log;
+END;
+
 -- A truncated monitors table: nothing is left to schedule.
 CREATE FUNCTION pgpulse._follow_truncate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    DELETE FROM pgpulse.follow_log;
     DELETE FROM pgpulse.schedule;
     DELETE FROM pgpulse.outbox;
     DELETE FROM pgpulse.dead_letters;
@@ -375,7 +458,8 @@ BEGIN
     SELECT count(*) INTO product_rows FROM public.monitors;
     SELECT count(*) INTO schedule_rows FROM pgpulse.schedule;
     SELECT count(*) INTO missing FROM public.monitors m
-     WHERE NOT EXISTS (SELECT 1 FROM pgpulse.schedule s WHERE s.monitor_id = m.id);
+     WHERE NOT EXISTS (SELECT 1 FROM pgpulse.schedule s WHERE s.monitor_id = m.id)
+       AND NOT EXISTS (SELECT 1 FROM pgpulse.follow_log l WHERE l.id = m.id);
     SELECT count(*) INTO orphaned FROM pgpulse.schedule s
      WHERE NOT EXISTS (SELECT 1 FROM public.monitors m WHERE m.id = s.monitor_id);
     SELECT count(*) INTO differing
@@ -406,7 +490,8 @@ BEGIN
     END IF;
     PERFORM pgpulse._schedule_insert(ARRAY(
         SELECT m FROM public.monitors m
-         WHERE NOT EXISTS (SELECT 1 FROM pgpulse.schedule s WHERE s.monitor_id = m.id)));
+         WHERE NOT EXISTS (SELECT 1 FROM pgpulse.schedule s WHERE s.monitor_id = m.id)
+           AND NOT EXISTS (SELECT 1 FROM pgpulse.follow_log l WHERE l.id = m.id)));
     DELETE FROM pgpulse.outbox j
      WHERE NOT EXISTS (SELECT 1 FROM public.monitors m WHERE m.id = j.monitor_id)
        AND EXISTS (SELECT 1 FROM pgpulse.schedule s WHERE s.monitor_id = j.monitor_id);

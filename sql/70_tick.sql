@@ -170,7 +170,8 @@ BEGIN
 END
 $$;
 
--- Checks a tick's arguments and opens its run record; returns its deadline.
+-- Checks a tick's arguments, follows what bulk writes logged, and opens its run record;
+-- returns its deadline.
 CREATE FUNCTION pgpulse._tick_begin(
     p_trigger text, p_budget interval, p_lookahead interval, p_chunk integer,
     OUT run_id bigint, OUT deadline timestamptz, OUT rr bigint)
@@ -196,6 +197,14 @@ BEGIN
     deadline := v_started + p_budget;
     rr := floor(random() * 1000000)::bigint;
     PERFORM pgpulse._tick_bound_lock_wait(deadline);
+    -- product rows that bulk writes logged are followed first, so this tick schedules them
+    -- (the relay, woken when they were logged, has mostly done it already)
+    BEGIN
+        PERFORM pgpulse.follow_apply(100000);
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'pgpulse.tick: could not follow the rows bulk writes logged (%); the '
+            'relay or the next tick will', SQLERRM;
+    END;
     INSERT INTO pgpulse.tick_runs (trigger, started_at, budget_ms, lookahead_ms)
     VALUES (p_trigger, v_started, round(extract(epoch FROM p_budget) * 1000),
             round(extract(epoch FROM p_lookahead) * 1000))

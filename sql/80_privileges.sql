@@ -14,7 +14,7 @@ REVOKE EXECUTE ON FUNCTION
     pgpulse._tick_finish(bigint, timestamptz, interval, text),
     pgpulse._routing(),
     pgpulse._unrouted(timestamptz, jsonb, integer),
-    pgpulse._schedule_insert(public.monitors[]),
+    pgpulse._schedule_insert(anyarray, boolean),
     pgpulse._schedule_now(tid[]),
     pgpulse._follow_insert(),
     pgpulse._follow_update(),
@@ -25,6 +25,7 @@ REVOKE EXECUTE ON FUNCTION
     pgpulse._outbox_requeue_current(),
     pgpulse._region_renamed(),
     pgpulse.check_now(text),
+    pgpulse.follow_apply(integer),
     pgpulse.recheck_monitor_urls(),
     pgpulse.monitor_url_problems()
     FROM PUBLIC;

@@ -171,6 +171,14 @@ SELECT extract(epoch FROM min(deliver_at) - now())::float8 AS seconds
 -- The relay's wake-ups: the tick (and a reroute) notify when jobs are written.
 LISTEN pgpulse_outbox
 
+-- listen_follow --
+-- The product's bulk writes notify when they logged rows for pgpulse to follow.
+LISTEN pgpulse_follow
+
+-- follow_apply --
+-- Follows up to %(limit)s rows the product's bulk writes logged; returns how many.
+SELECT pgpulse.follow_apply(%(limit)s) AS followed
+
 -- notify_outbox --
 -- Wakes every relay: jobs were written (rerouted) outside a tick.
 NOTIFY pgpulse_outbox

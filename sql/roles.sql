@@ -67,6 +67,8 @@ BEGIN
     -- the relay's `status` and /status read the windows; where orphaned jobs go now
     GRANT SELECT ON pgpulse.maintenance_windows TO pgpulse_relay;
     GRANT EXECUTE ON FUNCTION pgpulse._routing() TO pgpulse_relay;
+    -- follows what bulk writes of the product logged, when told (NOTIFY pgpulse_follow)
+    GRANT EXECUTE ON FUNCTION pgpulse.follow_apply(integer) TO pgpulse_relay;
     -- (the relay's grants come before the owner's, and the ticker's go last: a migrated
     -- and a fresh database then list their ACL entries in one order, as a dump shows)
 
@@ -83,12 +85,13 @@ BEGIN
     GRANT SELECT, DELETE ON pgpulse.dead_letters TO pgpulse_owner;
     GRANT SELECT, UPDATE (skipped_slots) ON pgpulse.maintenance_windows TO pgpulse_owner;
     GRANT SELECT, INSERT, DELETE ON pgpulse.maintenance_skips TO pgpulse_owner;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.follow_log TO pgpulse_owner;
     GRANT EXECUTE ON FUNCTION
         pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[], tid[]),
         pgpulse._tick_bound_lock_wait(timestamptz),
         pgpulse._routing(),
         pgpulse._unrouted(timestamptz, jsonb, integer),
-        pgpulse._schedule_insert(public.monitors[]),
+        pgpulse._schedule_insert(anyarray, boolean),
         pgpulse._schedule_now(tid[]),
         pgpulse._remember_moved(tid[])
         TO pgpulse_owner;
@@ -106,6 +109,8 @@ BEGIN
         ALTER FUNCTION pgpulse._outbox_requeue_current() OWNER TO pgpulse_owner;
         ALTER FUNCTION pgpulse._region_renamed() OWNER TO pgpulse_owner;
         ALTER FUNCTION pgpulse.check_now(text) OWNER TO pgpulse_owner;
+        ALTER FUNCTION pgpulse.follow_apply(integer) OWNER TO pgpulse_owner;
+        ALTER FUNCTION pgpulse.follow_pending() OWNER TO pgpulse_owner;
     ELSE
         RAISE WARNING 'pgpulse: role "%" may not hand pgpulse''s SECURITY DEFINER functions '
             'to pgpulse_owner: they run as "%"', current_user, current_user

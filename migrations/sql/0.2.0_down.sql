@@ -2,6 +2,51 @@
 -- the latest change first. 0009_roles.sql and 0007_cron.sql, applied after this file, give
 -- the roles and the pg_cron jobs back their 0016 rights and commands.
 
+-- Checks a tick's arguments and opens its run record; returns its deadline.
+CREATE OR REPLACE FUNCTION pgpulse._tick_begin(
+    p_trigger text, p_budget interval, p_lookahead interval, p_chunk integer,
+    OUT run_id bigint, OUT deadline timestamptz, OUT rr bigint)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_started timestamptz := clock_timestamp();
+BEGIN
+    -- a tick runs every minute and must end inside it
+    IF p_budget IS NULL OR p_budget <= interval '0' OR p_budget > interval '55 seconds' THEN
+        RAISE EXCEPTION 'pgpulse.tick: budget must be more than 0 and at most 55 seconds, not %',
+            coalesce(p_budget::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_lookahead IS NULL OR p_lookahead < interval '0' OR p_lookahead > interval '10 minutes' THEN
+        RAISE EXCEPTION 'pgpulse.tick: lookahead must be 0 to 10 minutes, not %',
+            coalesce(p_lookahead::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_chunk IS NULL OR p_chunk NOT BETWEEN 1 AND 100000 THEN
+        RAISE EXCEPTION 'pgpulse.tick: chunk must be 1 to 100000 monitors, not %',
+            coalesce(p_chunk::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    deadline := v_started + p_budget;
+    rr := floor(random() * 1000000)::bigint;
+    PERFORM pgpulse._tick_bound_lock_wait(deadline);
+    INSERT INTO pgpulse.tick_runs (trigger, started_at, budget_ms, lookahead_ms)
+    VALUES (p_trigger, v_started, round(extract(epoch FROM p_budget) * 1000),
+            round(extract(epoch FROM p_lookahead) * 1000))
+    RETURNING id INTO run_id;
+END
+$$;
+
+-- rows bulk writes logged are followed first: what the schedule holds goes back into the
+-- product's table below
+DO $follow$
+BEGIN
+    WHILE pgpulse.follow_apply(100000) > 0 LOOP
+    END LOOP;
+END
+$follow$;
+DROP FUNCTION pgpulse.follow_apply(integer), pgpulse.follow_pending(),
+    pgpulse._seen_at(public.monitors), pgpulse._seen_at(pgpulse.follow_log);
+DROP TABLE pgpulse.follow_log;
+
 -- The schedule in pgpulse's own table (issue 22), undone: pgpulse's state goes back into the
 -- product's monitors (the downgrade writes them), with the triggers, constraints, index
 -- and check_spec 0016 had. A row 0.2.0 parked for a value 0016 refused (an interval out of
@@ -86,7 +131,7 @@ DROP FUNCTION pgpulse.resync(boolean), pgpulse.drift(), pgpulse.following(),
     pgpulse._region_renamed(),
     pgpulse.check_now(text),
     pgpulse._schedule_now(tid[]),
-    pgpulse._schedule_insert(public.monitors[]),
+    pgpulse._schedule_insert(anyarray, boolean),
     pgpulse._schedule_problem_now(pgpulse.schedule),
     pgpulse._schedule_problem(bigint, text, text, integer, integer[], integer, integer, text, text[]),
     pgpulse._check_spec(text, text, integer, integer[], integer, integer),
