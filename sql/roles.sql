@@ -94,12 +94,13 @@ BEGIN
     GRANT SELECT, UPDATE (skipped_slots) ON pgpulse.maintenance_windows TO pgpulse_owner;
     GRANT SELECT, INSERT, DELETE ON pgpulse.maintenance_skips TO pgpulse_owner;
     GRANT EXECUTE ON FUNCTION
-        pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[]),
+        pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[], tid[]),
         pgpulse._tick_bound_lock_wait(timestamptz),
         pgpulse._routing(),
         pgpulse._unrouted(timestamptz, jsonb, integer),
         pgpulse._schedule_insert(public.monitors[]),
-        pgpulse._schedule_now()
+        pgpulse._schedule_now(tid[]),
+        pgpulse._remember_moved(tid[])
         TO pgpulse_owner;
     -- (a migrating role that may not act as the owner leaves them its own, and says so)
     IF pg_catalog.pg_has_role('pgpulse_owner', 'MEMBER') THEN
@@ -128,7 +129,7 @@ BEGIN
     GRANT SELECT ON pgpulse.tick_runs TO pgpulse_ticker;
     GRANT EXECUTE ON PROCEDURE pgpulse.tick(bigint, text, interval, interval, integer) TO pgpulse_ticker;
     REVOKE EXECUTE ON FUNCTION
-        pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[]),
+        pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[], tid[]),
         pgpulse._tick_bound_lock_wait(timestamptz),
         pgpulse._routing(),
         pgpulse._unrouted(timestamptz, jsonb, integer)

@@ -103,15 +103,16 @@ DROP FUNCTION pgpulse.resync(boolean), pgpulse.drift(), pgpulse.following(),
     pgpulse._follow_delete(),
     pgpulse._follow_truncate(),
     pgpulse._follow_schedule_now(),
+    pgpulse._remember_moved(tid[]),
     pgpulse._region_renamed(),
     pgpulse.check_now(text),
-    pgpulse._schedule_now(),
+    pgpulse._schedule_now(tid[]),
     pgpulse._schedule_insert(public.monitors[]),
     pgpulse._schedule_problem_now(pgpulse.schedule),
     pgpulse._schedule_problem(bigint, text, text, integer, integer[], integer, integer, text, text[]),
     pgpulse._check_spec(text, text, integer, integer[], integer, integer),
     pgpulse._interval_s(integer, integer),
-    pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[]);
+    pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[], tid[]);
 
 -- Gives a new monitor without next_check_at its first slot on its phase grid. An interval
 -- out of range gets now() instead, so that the row's CHECK constraint names the problem
