@@ -1597,3 +1597,33 @@ BEGIN
     RETURNING id INTO run_id;
 END
 $$;
+
+-- Issue 25: the alert evaluator's lease (pooler-safe, instead of a session advisory lock),
+-- the record of the roles and the extension pgpulse creates, and what 0003 and this
+-- release added to an adopted monitors table, listed in its adoption record.
+CREATE TABLE pgpulse.leases (
+    name       text PRIMARY KEY,
+    holder     text NOT NULL,                     -- host:pid:nonce of the process
+    taken_at   timestamptz NOT NULL,              -- since when this holder has it
+    expires_at timestamptz NOT NULL
+);
+
+CREATE TABLE pgpulse.created (
+    kind       text NOT NULL CONSTRAINT created_kind_known CHECK (kind IN ('role', 'extension')),
+    name       text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT created_once PRIMARY KEY (kind, name)
+);
+
+DO $adopted$
+BEGIN
+    IF to_regclass('pgpulse.adoption') IS NOT NULL THEN
+        INSERT INTO pgpulse.adoption (kind, name)
+        VALUES ('column', 'check_interval_seconds'), ('column', 'check_regions'),
+               ('trigger', 'pgpulse_follow_insert'), ('trigger', 'pgpulse_follow_update'),
+               ('trigger', 'pgpulse_follow_update_schedule_now'),
+               ('trigger', 'pgpulse_follow_delete'), ('trigger', 'pgpulse_follow_truncate')
+        ON CONFLICT DO NOTHING;
+    END IF;
+END
+$adopted$;

@@ -2,6 +2,27 @@
 -- the latest change first. 0009_roles.sql and 0007_cron.sql, applied after this file, give
 -- the roles and the pg_cron jobs back their 0016 rights and commands.
 
+-- Issue 25, undone: the adoption record's lines for what 0003 and 0.2.0 added (the steps
+-- below and 0003's downgrade remove those), the operator role's rights, the record of
+-- what pgpulse created, the alert evaluator's lease.
+DO $adopted$
+BEGIN
+    IF to_regclass('pgpulse.adoption') IS NOT NULL THEN
+        DELETE FROM pgpulse.adoption
+         WHERE (kind, name) IN (('column', 'check_interval_seconds'), ('column', 'check_regions'),
+                                ('trigger', 'pgpulse_follow_insert'), ('trigger', 'pgpulse_follow_update'),
+                                ('trigger', 'pgpulse_follow_update_schedule_now'),
+                                ('trigger', 'pgpulse_follow_delete'), ('trigger', 'pgpulse_follow_truncate'));
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'pgpulse_monitor') THEN
+        REVOKE ALL ON ALL TABLES IN SCHEMA pgpulse FROM pgpulse_monitor;
+        REVOKE ALL ON SCHEMA pgpulse FROM pgpulse_monitor;
+    END IF;
+END
+$adopted$;
+DROP TABLE pgpulse.created;
+DROP TABLE pgpulse.leases;
+
 -- Checks a tick's arguments and opens its run record; returns its deadline.
 CREATE OR REPLACE FUNCTION pgpulse._tick_begin(
     p_trigger text, p_budget interval, p_lookahead interval, p_chunk integer,
