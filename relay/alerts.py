@@ -49,7 +49,10 @@ NEEDS_DATABASE = {
     "tick_skipped",
     "monitors_unrouted",
     "not_following",
+    "bulk_writes_not_followed",
 }
+# a bulk write's rows are followed within a second by a relay, at the latest by the next tick
+FOLLOW_LATE_S = 120
 STATEMENT_TIMEOUT_MS = 5000  # each read of the rules' facts
 # a webhook POST that fails (no answer, 5xx) is tried twice more, after 0.2 s and 0.4 s
 WEBHOOK_RETRY = Backoff(first=0.2, most=0.8)
@@ -194,6 +197,16 @@ def _schedule_rules(health: dict[str, Any] | None) -> list[Finding]:
                 f"tick {health['tick_id']} skipped {health['skipped']} monitors: "
                 f"{health['skip_detail']}",
                 {"tick_id": health["tick_id"], "skipped": health["skipped"]},
+            )
+        )
+    if (health.get("follow_oldest_s") or 0) > FOLLOW_LATE_S:
+        found.append(
+            Finding(
+                "bulk_writes_not_followed",
+                "bulk_writes_not_followed",
+                f"{health['follow_pending']} product rows of bulk writes not followed for "
+                f"{health['follow_oldest_s']:.0f} s: no relay or tick follows them",
+                {"pending": health["follow_pending"], "oldest_s": health["follow_oldest_s"]},
             )
         )
     if health["unrouted"]:

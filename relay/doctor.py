@@ -554,6 +554,13 @@ class Doctor:
             )
         if health["unrouted"]:
             notes.append(f"{health['unrouted']} due monitors no region can take")
+        if health["follow_pending"] and health["follow_oldest_s"] > 120:
+            problems.append(
+                f"{health['follow_pending']} product rows of bulk writes not followed for "
+                f"{health['follow_oldest_s']:.0f} s (no relay or tick follows them)"
+            )
+        elif health["follow_pending"]:
+            notes.append(f"{health['follow_pending']} product rows of bulk writes being followed")
         if health["parked"]:
             notes.append(
                 f"{health['parked']} active monitors parked, e.g. {health['parked_reason']} "

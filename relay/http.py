@@ -94,6 +94,10 @@ def judge_readiness(
         (health.get("parked"), "active monitors parked (not scheduled)"),
         (health.get("skipped"), "monitors skipped by the latest tick"),
         (health.get("unrouted"), "due monitors no region can take"),
+        (
+            (health.get("follow_oldest_s") or 0) > 120 and health.get("follow_pending"),
+            "product rows of bulk writes not followed for over 120 s (no relay or tick)",
+        ),
     ):
         if count:
             warnings.append(f"{count} {what}: the scheduler's trouble, not this instance's")

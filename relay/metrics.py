@@ -130,6 +130,16 @@ tick_skipped = Gauge(
     "Due monitors the latest finished tick skipped (an error on their rows)",
     registry=REGISTRY,
 )
+follow_pending = Gauge(
+    "pgpulse_follow_pending_rows",
+    "Product rows bulk writes logged that no relay or tick followed yet",
+    registry=REGISTRY,
+)
+follow_oldest = Gauge(
+    "pgpulse_follow_pending_oldest_seconds",
+    "Age of the oldest product row a bulk write logged and nobody followed yet",
+    registry=REGISTRY,
+)
 tick_unrouted = Gauge(
     "pgpulse_tick_unrouted_monitors",
     "Due monitors the latest finished tick found no region for",
@@ -243,6 +253,8 @@ def publish_facts(facts: dict[str, Any]) -> None:
         monitors_overdue.set(health["overdue"])
         tick_skipped.set(health["skipped"])
         tick_unrouted.set(health["unrouted"])
+        follow_pending.set(health.get("follow_pending") or 0)
+        follow_oldest.set(health.get("follow_oldest_s") or 0)
     tick = facts.get("latest_finished_tick")
     if tick:
         tick_duration.set(tick["duration_s"] or 0)

@@ -453,7 +453,8 @@ SELECT id, trigger, started_at, finished_at, cut_short, monitors_claimed, jobs_w
 -- schedule_health --
 -- Monitors pgpulse does not schedule, for the health surfaces: active ones parked (with the
 -- commonest reason), active ones overdue (due more than 90 s ago: no tick scheduled them),
--- and what the latest finished tick skipped or could not route.
+-- and what the latest finished tick skipped or could not route; product rows bulk writes
+-- logged and nobody followed yet (and for how long).
 SELECT (SELECT count(*) FROM pgpulse.schedule WHERE parked IS NOT NULL AND is_active) AS parked,
        (SELECT parked FROM pgpulse.schedule WHERE parked IS NOT NULL AND is_active
          GROUP BY parked ORDER BY count(*) DESC, parked LIMIT 1) AS parked_reason,
@@ -461,8 +462,9 @@ SELECT (SELECT count(*) FROM pgpulse.schedule WHERE parked IS NOT NULL AND is_ac
          WHERE is_active AND parked IS NULL
            AND next_check_at < now() - interval '90 seconds') AS overdue,
        t.id AS tick_id, coalesce(t.skipped, 0) AS skipped, t.skip_detail,
-       coalesce(t.unrouted, 0) AS unrouted
-  FROM (SELECT 1) one
+       coalesce(t.unrouted, 0) AS unrouted,
+       f.pending AS follow_pending, f.oldest_s AS follow_oldest_s
+  FROM pgpulse.follow_pending() f
   LEFT JOIN LATERAL (SELECT id, skipped, skip_detail, unrouted FROM pgpulse.tick_runs
                       WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 1) t ON true
 
