@@ -82,8 +82,8 @@ COMMENT ON TABLE pgpulse.schedule IS
 -- pgpulse's checks, phase and schedule row; pgpulse.follow_apply() (the relay, woken by
 -- NOTIFY pgpulse_follow, and every tick) turns them into schedule rows and first jobs. The
 -- columns are the product's followed ones, of its own types (made from its table), so an
--- append never fails where the product's row did not. No key: nothing looks a row up by
--- one (REPLICA IDENTITY FULL, for publications).
+-- append never fails where the product's row did not. No key and no index: an append is
+-- all a bulk write pays (REPLICA IDENTITY FULL, for publications).
 CREATE TABLE pgpulse.follow_log AS
 SELECT id, url, method, timeout_ms, expected_status, check_retries, check_retry_delay_ms,
        check_interval_minutes, check_interval_seconds, is_active, preferred_region,

@@ -139,8 +139,11 @@ BEGIN
     SELECT * INTO v_old FROM pgpulse.schedule WHERE monitor_id = OLD.id FOR UPDATE;
     IF NOT FOUND OR NEW.id IS DISTINCT FROM OLD.id THEN
         -- a changed id, a row still in the follow log, or a row pgpulse never saw
-        -- (following was off): follow it anew, from this version of it
-        DELETE FROM pgpulse.follow_log WHERE id IN (OLD.id, NEW.id);
+        -- (following was off): follow it anew, from this version of it (a logged version
+        -- followed later keeps what this writes; one under the old id must not come back)
+        IF NEW.id IS DISTINCT FROM OLD.id THEN
+            DELETE FROM pgpulse.follow_log WHERE id = OLD.id;
+        END IF;
         DELETE FROM pgpulse.schedule WHERE monitor_id = OLD.id;
         DELETE FROM pgpulse.outbox WHERE monitor_id = OLD.id;
         PERFORM pgpulse._remember_moved(pgpulse._schedule_insert(ARRAY[NEW]));

@@ -310,8 +310,8 @@ COMMENT ON TABLE pgpulse.schedule IS
 -- pgpulse's checks, phase and schedule row; pgpulse.follow_apply() (the relay, woken by
 -- NOTIFY pgpulse_follow, and every tick) turns them into schedule rows and first jobs. The
 -- columns are the product's followed ones, of its own types (made from its table), so an
--- append never fails where the product's row did not. No key: nothing looks a row up by
--- one (REPLICA IDENTITY FULL, for publications).
+-- append never fails where the product's row did not. No key and no index: an append is
+-- all a bulk write pays (REPLICA IDENTITY FULL, for publications).
 CREATE TABLE pgpulse.follow_log AS
 SELECT id, url, method, timeout_ms, expected_status, check_retries, check_retry_delay_ms,
        check_interval_minutes, check_interval_seconds, is_active, preferred_region,
@@ -1001,8 +1001,11 @@ BEGIN
     SELECT * INTO v_old FROM pgpulse.schedule WHERE monitor_id = OLD.id FOR UPDATE;
     IF NOT FOUND OR NEW.id IS DISTINCT FROM OLD.id THEN
         -- a changed id, a row still in the follow log, or a row pgpulse never saw
-        -- (following was off): follow it anew, from this version of it
-        DELETE FROM pgpulse.follow_log WHERE id IN (OLD.id, NEW.id);
+        -- (following was off): follow it anew, from this version of it (a logged version
+        -- followed later keeps what this writes; one under the old id must not come back)
+        IF NEW.id IS DISTINCT FROM OLD.id THEN
+            DELETE FROM pgpulse.follow_log WHERE id = OLD.id;
+        END IF;
         DELETE FROM pgpulse.schedule WHERE monitor_id = OLD.id;
         DELETE FROM pgpulse.outbox WHERE monitor_id = OLD.id;
         PERFORM pgpulse._remember_moved(pgpulse._schedule_insert(ARRAY[NEW]));

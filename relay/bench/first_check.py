@@ -358,6 +358,7 @@ def bench_first_check(
                 {"n": EVENTS_PER_RUN // 3 * runs, "intervals": list(EVENT_INTERVALS)},
             ).fetchall()
         ]
+        conn.execute("SELECT pgpulse.follow_apply(1000000)")  # a bulk insert: followed now
         conn.execute("VACUUM ANALYZE public.monitors, pgpulse.schedule")
         with PushCapture(stack.redis.url) as capture:
             relay = _start_relay(stack, stack.pg.base)

@@ -57,6 +57,7 @@ def _seed_interval_monitors(stack: LocalStack, rate: float, interval_s: int) -> 
             SEED_INTERVAL_MONITORS,
             {"interval": interval_s, "regions": list(stack.region_codes), "monitors": monitors},
         )
+        conn.execute("SELECT pgpulse.follow_apply(1000000)")  # a bulk insert: followed now
         conn.execute("VACUUM ANALYZE public.monitors, pgpulse.schedule")
     return monitors
 

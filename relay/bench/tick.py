@@ -108,6 +108,7 @@ def bench_tick(
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(_SEED_REGIONS)
             conn.execute(_SEED_MONITORS, {"n": monitors})
+            conn.execute("SELECT pgpulse.follow_apply(1000000)")  # a bulk insert: followed now
             if mix:
                 conn.execute(_SEED_MIX)
 

@@ -375,6 +375,7 @@ def run_demo(seconds: float = 120, monitors: int = 10_000) -> dict[str, Any]:
                     "target": f"http://127.0.0.1:{targets.port}",
                 },
             )
+            conn.execute("SELECT pgpulse.follow_apply(1000000)")  # a bulk insert: followed now
             conn.execute(SEED_MIX, {"regions": list(stack.region_codes)})
             conn.execute(RECORD)
             conn.execute("VACUUM ANALYZE public.monitors, pgpulse.schedule")

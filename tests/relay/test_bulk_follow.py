@@ -68,7 +68,9 @@ def test_product_writes_after_a_bulk_insert_win_over_its_logged_rows(conn, regio
     new_id = conn.execute(
         "UPDATE public.monitors SET id = gen_random_uuid() WHERE id = %s RETURNING id", (renamed,)
     ).fetchone()["id"]
-    assert follow_logged(conn) == 597  # the other three went with the product's writes
+    # the deleted and the renamed rows' logged versions went with the product's writes; the
+    # changed one's is taken too, and keeps what the UPDATE wrote
+    assert follow_logged(conn) == 598
 
     spec = conn.execute(
         "SELECT check_spec ->> 'url' AS url, check_interval_seconds AS iv FROM pgpulse.schedule"
