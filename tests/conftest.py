@@ -17,10 +17,17 @@ from pytest_postgresql.janitor import DatabaseJanitor
 from relay import migrate
 from relay.devserver import DevServer
 from relay.local.embedded import CRON_DATABASE, EmbeddedPostgres, EmbeddedRedis
+from tests.support.cron_minute import Scenario, arrange_all
 from tests.support.regions import ADMIN_TOKEN, REGIONS
 
 TEMPLATE = "pgpulse_template"
 _db_names = itertools.count()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that wait for pg_cron's next minute run together, last: they share it."""
+    sharing = [item for item in items if item.get_closest_marker("cron_minute")]
+    items[:] = [item for item in items if item not in sharing] + sharing
 
 
 @pytest.fixture(scope="session")
@@ -77,3 +84,26 @@ def devserver(redis_server: EmbeddedRedis) -> Iterator[DevServer]:
     tokens = {r.token: r.db for r in REGIONS} | {r.alt_token: r.db for r in REGIONS}
     with DevServer(redis_server.url, tokens, admin_token=ADMIN_TOKEN) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def cron_scenarios(request: pytest.FixtureRequest) -> Iterator[dict[type[Scenario], Scenario]]:
+    """The scenarios of every selected `cron_minute` test, arranged before one minute."""
+    scenarios = arrange_all(request)
+    try:
+        yield scenarios
+    finally:
+        for scenario in scenarios.values():
+            scenario.close()
+
+
+@pytest.fixture
+def cron_minute(request: pytest.FixtureRequest, cron_scenarios) -> Iterator[Scenario]:
+    """This test's scenario (its marker's), arranged with the others; closed after it."""
+    scenario = cron_scenarios[request.node.get_closest_marker("cron_minute").kwargs["scenario"]]
+    try:
+        if scenario.error is not None:
+            raise scenario.error
+        yield scenario
+    finally:
+        scenario.close()
