@@ -28,7 +28,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, retry_if_result, st
 from relay import logs, metrics
 from relay.backoff import Backoff
 from relay.config import OpsSettings
-from relay.db import apinned
+from relay.db import AsyncDictConnection, apinned, one
 from relay.facts import read_facts
 
 # pg_try_advisory_lock key of the alert evaluator (any fixed number unique to pgpulse)
@@ -251,10 +251,12 @@ class Alerter:
             reraise=True,
             retry=retry_if_exception_type(httpx.TransportError)
             | retry_if_result(lambda response: response.status_code >= 500),
-            retry_error_callback=lambda state: state.outcome.result(),
+            retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
         )
         with contextlib.suppress(httpx.TransportError):
-            response = await retrying(self._http.post, self.settings.alert_webhook_url, json=body)
+            response: httpx.Response = await retrying(
+                self._http.post, self.settings.alert_webhook_url, json=body
+            )
             if response.status_code < 500:
                 return
         logs.error("alert_webhook_failed", alert=finding.rule, key=finding.key)
@@ -274,7 +276,7 @@ class Evaluator:
         self.settings = settings
         self.breakers_open_s = breakers_open_s
         self.alerter = Alerter(settings)
-        self.conn: psycopg.AsyncConnection | None = None
+        self.conn: AsyncDictConnection | None = None
         self.leader = False  # holds the lock now, or held it when the database went
         # this process has read the database at least once; until then it cannot know of an
         # evaluator elsewhere, so it reports an outage itself (it started into one)
@@ -290,8 +292,9 @@ class Evaluator:
             metrics.facts_ok.set(0)
             if self.leader or not self.reached:
                 now = time.monotonic()
+                down_s = now - (self.down_since or now)  # _read set it when it failed
                 await self.alerter.update(
-                    evaluate(self.settings, None, self._breakers(now), now - self.down_since),
+                    evaluate(self.settings, None, self._breakers(now), down_s),
                     keep=lambda f: f.rule in NEEDS_DATABASE,
                 )
             return
@@ -342,11 +345,13 @@ class Evaluator:
                 holds = self.leader
             if not holds and time.monotonic() >= self.contend_after:
                 # one statement, qualified (safe whatever the search_path), never blocks
-                row = await (
-                    await self.conn.execute(
-                        "SELECT pg_catalog.pg_try_advisory_lock(%s) AS got", (EVALUATOR_LOCK,)
-                    )
-                ).fetchone()
+                row = one(
+                    await (
+                        await self.conn.execute(
+                            "SELECT pg_catalog.pg_try_advisory_lock(%s) AS got", (EVALUATOR_LOCK,)
+                        )
+                    ).fetchone()
+                )
                 if row["got"] and not self.leader:
                     logs.event("alert_evaluator_elected")
                 elif not row["got"] and self.leader:

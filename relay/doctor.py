@@ -26,7 +26,7 @@ from relay.config import (
     redact_url,
     region_endpoint,
 )
-from relay.db import describe, pinned
+from relay.db import describe, one, pinned
 from relay.errors import ConfigError, PgPulseError
 from relay.queries import queries
 from relay.queue import PUSH_SCRIPT
@@ -107,10 +107,12 @@ class Doctor:
             return self.checks
         with conn:  # autocommit: each check in its own pinned transaction (relay.db)
             with pinned(conn):
-                row = conn.execute(
-                    "SELECT current_user AS who, current_database() AS db, "
-                    "current_setting('server_version') AS version"
-                ).fetchone()
+                row = one(
+                    conn.execute(
+                        "SELECT current_user AS who, current_database() AS db, "
+                        "current_setting('server_version') AS version"
+                    ).fetchone()
+                )
             self.add(
                 "database reachable",
                 "ok",
@@ -305,7 +307,7 @@ class Doctor:
         try:
             with (
                 psycopg.connect(
-                    psycopg.conninfo.make_conninfo(self.dsn, dbname=cron_database),
+                    psycopg.conninfo.make_conninfo(self.dsn or "", dbname=cron_database),
                     autocommit=True,
                     row_factory=dict_row,
                     connect_timeout=5,

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import alembic.util
 import psycopg
@@ -25,7 +26,7 @@ from alembic.script import ScriptDirectory
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from relay.db import DatabaseError, connect, describe
+from relay.db import DatabaseError, connect, describe, one
 from relay.errors import DowngradeDropsData, UserInputError
 from relay.resources import migrations_dir
 
@@ -103,12 +104,13 @@ def _register_migrations_package(location: Path) -> None:
     spec = importlib.util.spec_from_file_location(
         "migrations", location / "__init__.py", submodule_search_locations=[str(location)]
     )
+    assert spec is not None and spec.loader is not None  # a file location always has both
     module = importlib.util.module_from_spec(spec)
     sys.modules["migrations"] = module
     spec.loader.exec_module(module)
 
 
-def alembic_config(dsn: str | None, *, output: io.TextIOBase | None = None) -> Config:
+def alembic_config(dsn: str | None, *, output: TextIO | None = None) -> Config:
     location = migrations_dir()
     _register_migrations_package(location)
     config = Config(output_buffer=output) if output is not None else Config()
@@ -259,7 +261,8 @@ def would_drop(dsn: str, revision: str) -> list[str]:
     """What downgrading to `revision` would drop that holds data: "schema.table (N rows)" and
     "schema.table.column (N rows set)", nothing for empty tables and default values."""
     config = alembic_config(dsn)
-    config.attributes["dry_run"] = measured = {}  # migrations/env.py: "before", "after"
+    measured: dict[str, Catalog] = {}
+    config.attributes["dry_run"] = measured  # migrations/env.py: "before", "after"
     with _database_errors(revision):
         command.downgrade(config, revision)
     tables, columns = measured["before"].lost_to(measured["after"])
@@ -267,18 +270,22 @@ def would_drop(dsn: str, revision: str) -> list[str]:
     with connect(dsn) as conn:
         for table in tables:
             name = sql.Identifier(table["schema"], table["name"])
-            rows = conn.execute(sql.SQL("SELECT count(*) AS n FROM {}").format(name)).fetchone()
+            rows = one(
+                conn.execute(sql.SQL("SELECT count(*) AS n FROM {}").format(name)).fetchone()
+            )
             if rows["n"]:
                 found.append(f"{table['schema']}.{table['name']} ({_rows(rows['n'])})")
         for table, column in columns:
             default = sql.SQL(column["default_value"] or "NULL")  # from the catalog itself
-            rows = conn.execute(
-                sql.SQL("SELECT count(*) AS n FROM {} WHERE {} IS DISTINCT FROM ({})").format(
-                    sql.Identifier(table["schema"], table["name"]),
-                    sql.Identifier(column["name"]),
-                    default,
-                )
-            ).fetchone()
+            rows = one(
+                conn.execute(
+                    sql.SQL("SELECT count(*) AS n FROM {} WHERE {} IS DISTINCT FROM ({})").format(
+                        sql.Identifier(table["schema"], table["name"]),
+                        sql.Identifier(column["name"]),
+                        default,
+                    )
+                ).fetchone()
+            )
             if rows["n"]:
                 found.append(
                     f"{table['schema']}.{table['name']}.{column['name']} ({_rows(rows['n'])} set)"
@@ -332,12 +339,13 @@ def cron_statements(
 
 
 def database_name(dsn: str) -> str:
-    return psycopg.conninfo.conninfo_to_dict(dsn).get("dbname") or ""
+    return str(psycopg.conninfo.conninfo_to_dict(dsn).get("dbname") or "")
 
 
 def pg_cron_here(dsn: str) -> bool:
     with connect(dsn) as conn:
-        return conn.execute("SELECT to_regclass('cron.job') IS NOT NULL AS here").fetchone()["here"]
+        found = conn.execute("SELECT to_regclass('cron.job') IS NOT NULL AS here").fetchone()
+        return one(found)["here"]
 
 
 def schedule_in_cron_database(dsn: str, cron_database: str) -> None:
@@ -352,12 +360,14 @@ def schedule_in_cron_database(dsn: str, cron_database: str) -> None:
         ) as conn:
             # only a superuser may schedule for pgpulse_ticker; a role that is not one (a
             # managed database's admin) schedules for itself, never for a superuser
-            role, superuser, ticker_ready = conn.execute(
-                "SELECT current_user, rolsuper,"
-                " coalesce((SELECT rolcanlogin FROM pg_roles WHERE rolname = %s), false)"
-                " FROM pg_roles WHERE rolname = current_user",
-                (TICKER,),
-            ).fetchone()
+            role, superuser, ticker_ready = one(
+                conn.execute(
+                    "SELECT current_user, rolsuper,"
+                    " coalesce((SELECT rolcanlogin FROM pg_roles WHERE rolname = %s), false)"
+                    " FROM pg_roles WHERE rolname = current_user",
+                    (TICKER,),
+                ).fetchone()
+            )
             username = TICKER if superuser else role
             if superuser and not ticker_ready:
                 print(

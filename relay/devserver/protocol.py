@@ -225,7 +225,7 @@ def path_command(raw_path: bytes, body: bytes, query: list[tuple[bytes, bytes]])
             raise BadRequest(checked)
         return checked
     if policy is not _PASS:
-        raise BadRequest(policy)  # type: ignore[arg-type]
+        raise BadRequest(policy)
     return args
 
 
