@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -24,8 +25,20 @@ TEMPLATE = "pgpulse_template"
 _db_names = itertools.count()
 
 
+# `make check`'s lane (under 2 minutes with lint and types): these folders' tests but the
+# slow ones. `make test` runs the lane, then every other test (-m "not check").
+CHECK_LANE = ("unit", "devserver", "integration")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests that wait for pg_cron's next minute run together, last: they share it."""
+    """Marks the lane's tests `check`; the tests that wait for pg_cron's next minute run
+    together, last: they share it."""
+    tests = Path(__file__).parent
+    for item in items:
+        folder = item.path.relative_to(tests).parts[0] if item.path.is_relative_to(tests) else ""
+        if folder in CHECK_LANE and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.check)
     sharing = [item for item in items if item.get_closest_marker("cron_minute")]
     items[:] = [item for item in items if item not in sharing] + sharing
 

@@ -17,6 +17,8 @@ import pytest
 from tests.support.cli import ROOT, clean_env
 from tests.support.cron_minute import Scenario
 
+pytestmark = pytest.mark.slow  # a benchmark
+
 
 class FirstCheckBench(Scenario):
     """The bench's process, started; its output in files (a pipe could fill and stall it)."""
