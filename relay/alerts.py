@@ -1,13 +1,17 @@
 """Built-in alerts for teams without Alertmanager: rules evaluated on a timer, one webhook per
 incident (firing, then resolved), logged too.
 
-However many relays run, one evaluates: the holder of a PostgreSQL advisory lock. While the
-database cannot be reached nobody can take the lock, so the relay that held it last stays the
-evaluator: it reports the outage itself and keeps running the rules that need no database
-(its own circuit breakers); incidents that need the database stay as they are until it is back.
-A process that started into the outage (never reached the database) reports it too: it cannot
-know whether an evaluator exists. Once the database answers it resolves its outage alert and
-competes for the lock like the others.
+However many relays run, one evaluates: the holder of the lease row 'alert-evaluator' in
+pgpulse.leases, which it renews every round (a row, not a session advisory lock: behind a
+transaction-mode pooler nothing session-level is kept). A holder that stops renewing (killed,
+frozen, cut off) loses it when it expires, 3 rounds and 2 s after its last renewal, and another
+takes it; one that stops cleanly gives it up at once. While the database cannot be reached
+nobody can take the lease, so the relay that held it last stays the evaluator: it reports the
+outage itself and keeps running the rules that need no database (its own circuit breakers);
+incidents that need the database stay as they are until it is back. A process that started
+into the outage (never reached the database) reports it too: it cannot know whether an
+evaluator exists. Once the database answers it resolves its outage alert and competes for
+the lease like the others.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,11 +34,11 @@ from tenacity import AsyncRetrying, retry_if_exception_type, retry_if_result, st
 from relay import logs, metrics
 from relay.backoff import Backoff
 from relay.config import OpsSettings
-from relay.db import AsyncDictConnection, apinned, one
+from relay.db import AsyncDictConnection, apinned
 from relay.facts import read_facts
+from relay.queries import queries
 
-# pg_try_advisory_lock key of the alert evaluator (any fixed number unique to pgpulse)
-EVALUATOR_LOCK = 0x70677075_6C736531  # "pgpulse1"
+LEASE = "alert-evaluator"  # its row in pgpulse.leases
 # rules that judge database facts: left alone (neither fired nor resolved) while it is down
 NEEDS_DATABASE = {
     "deadman",
@@ -263,7 +269,7 @@ class Alerter:
 
 
 class Evaluator:
-    """One relay's part in the alerting: takes the evaluator lock when it is free, and
+    """One relay's part in the alerting: takes the evaluator lease when it is free, and
     evaluates the rules while it holds it (or held it last and the database is down)."""
 
     def __init__(
@@ -277,7 +283,10 @@ class Evaluator:
         self.breakers_open_s = breakers_open_s
         self.alerter = Alerter(settings)
         self.conn: AsyncDictConnection | None = None
-        self.leader = False  # holds the lock now, or held it when the database went
+        self.leader = False  # holds the lease now, or held it when the database went
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        # a holder renews every round: it keeps the lease through 3 late rounds
+        self.lease_s = 3 * settings.alert_interval_s + 2
         # this process has read the database at least once; until then it cannot know of an
         # evaluator elsewhere, so it reports an outage itself (it started into one)
         self.reached = False
@@ -324,7 +333,7 @@ class Evaluator:
         return open_s
 
     async def _read(self) -> dict[str, Any] | None:
-        """Facts when this relay holds the lock; {} when another relay does; None when the
+        """Facts when this relay holds the lease; {} when another relay does; None when the
         database cannot be reached."""
         try:
             if self.conn is None or self.conn.closed:
@@ -336,27 +345,23 @@ class Evaluator:
                     application_name=f"pgpulse-alerts-{os.getpid()}",
                     prepare_threshold=None,
                 )
-                holds = False
                 if self.down_since is not None and not self.leader:
                     # after an outage the evaluator of before reconnects first and keeps
                     # its open incidents; the others wait before they compete
-                    self.contend_after = time.monotonic() + 3 * self.settings.alert_interval_s + 2
-            else:
-                holds = self.leader
-            if not holds and time.monotonic() >= self.contend_after:
-                # one statement, qualified (safe whatever the search_path), never blocks
-                row = one(
-                    await (
+                    self.contend_after = time.monotonic() + self.lease_s
+            if self.leader or time.monotonic() >= self.contend_after:
+                async with apinned(self.conn, statement_timeout_ms=STATEMENT_TIMEOUT_MS):
+                    got = await (
                         await self.conn.execute(
-                            "SELECT pg_catalog.pg_try_advisory_lock(%s) AS got", (EVALUATOR_LOCK,)
+                            queries()["take_lease"],
+                            {"name": LEASE, "holder": self.holder, "ttl_s": self.lease_s},
                         )
                     ).fetchone()
-                )
-                if row["got"] and not self.leader:
+                if got and not self.leader:
                     logs.event("alert_evaluator_elected")
-                elif not row["got"] and self.leader:
+                elif not got and self.leader:
                     logs.event("alert_evaluator_handed_over")
-                self.leader = row["got"]
+                self.leader = got is not None
             facts = {}
             if self.leader:
                 async with apinned(self.conn, statement_timeout_ms=STATEMENT_TIMEOUT_MS):
@@ -392,7 +397,14 @@ class Evaluator:
         self.conn = None
 
     async def aclose(self) -> None:
-        await self._drop_connection()  # the session ends: the lock goes with it
+        if self.leader and self.conn is not None and not self.conn.closed:
+            # the next evaluator takes over now, not when the lease expires
+            with contextlib.suppress(psycopg.Error, OSError):
+                async with apinned(self.conn, statement_timeout_ms=STATEMENT_TIMEOUT_MS):
+                    await self.conn.execute(
+                        queries()["drop_lease"], {"name": LEASE, "holder": self.holder}
+                    )
+        await self._drop_connection()
         await self.alerter.aclose()
 
 

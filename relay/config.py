@@ -516,6 +516,13 @@ class WorkerSettings(_Settings):
         lo=0.1,
         hi=3600,
     )
+    worker_metrics: str | None = setting(
+        "PGPULSE_WORKER_METRICS",
+        None,
+        "`pgpulse worker`: `HOST:PORT` to serve Prometheus `/metrics` on (`--metrics` "
+        "overrides; port 0: any free one, logged); unset: none",
+        shown="— (off)",
+    )
 
 
 # Settings that are command options or read by one module, not part of a settings object.

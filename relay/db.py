@@ -113,6 +113,7 @@ def connect(dsn: str, *, autocommit: bool = False) -> Iterator[DictConnection]:
             row_factory=dict_row,
             connect_timeout=10,
             application_name="pgpulse",
+            prepare_threshold=None,  # nothing left on a pooler's shared server session
         )
     except psycopg.OperationalError as exc:
         raise DatabaseError(f"cannot connect to {redact_url(dsn)}: {describe(exc)}") from exc

@@ -134,17 +134,18 @@ class OpsApp:
         # requests other than /healthz in flight at once; more are answered 503 at once
         self.busy = asyncio.Semaphore(self.settings.http_max_requests)
         self._facts_task: asyncio.Task | None = None
-        self._stop = asyncio.Event()
+        self.stopping = asyncio.Event()  # set when the server shuts down
+        self.companions: list[asyncio.Task] = []  # tasks that end with it (awaited then)
         for secret in [*dsn_secrets(dsn), self.settings.cron_secret]:
             logs.register_secret(secret)
 
     async def startup(self) -> None:
-        self._facts_task = asyncio.create_task(self.facts.run(self._stop), name="facts")
+        self._facts_task = asyncio.create_task(self.facts.run(self.stopping), name="facts")
 
     async def shutdown(self) -> None:
-        self._stop.set()
-        if self._facts_task is not None:
-            await asyncio.gather(self._facts_task, return_exceptions=True)
+        self.stopping.set()
+        tasks = [t for t in (self._facts_task, *self.companions) if t is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -397,10 +398,12 @@ async def serve_alone(addr: str, dsn: str) -> None:
     """The endpoints without a relay (e.g. for a platform cron calling the trigger)."""
     app = OpsApp(dsn)
     server = make_server(app, addr, embedded=False)
-    stop = asyncio.Event()
-    alerts = asyncio.create_task(watch_alerts(dsn, app.settings, stop), name="alerts")
+    # stopped with the app (its lifespan's shutdown): uvicorn raises SIGTERM again once
+    # serve() returns, so the evaluator gives its lease up before that, not after
+    alerts = asyncio.create_task(watch_alerts(dsn, app.settings, app.stopping), name="alerts")
+    app.companions.append(alerts)
     try:
         await server.serve()
     finally:
-        stop.set()
+        app.stopping.set()
         await alerts

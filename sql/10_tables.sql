@@ -201,3 +201,24 @@ CREATE TABLE pgpulse.maintenance_skips (
     slots     bigint NOT NULL
 );
 CREATE INDEX maintenance_skips_window ON pgpulse.maintenance_skips (window_id);
+
+-- One row per task that one process of many does at a time (the built-in alerts'
+-- evaluator: 'alert-evaluator'), held until expires_at unless its holder renews it first.
+-- A row, not a session advisory lock: behind a transaction-mode pooler a session's lock
+-- stays on whichever server connection took it, for the next client that gets it.
+CREATE TABLE pgpulse.leases (
+    name       text PRIMARY KEY,
+    holder     text NOT NULL,                     -- host:pid:nonce of the process
+    taken_at   timestamptz NOT NULL,              -- since when this holder has it
+    expires_at timestamptz NOT NULL
+);
+
+-- What `pgpulse migrate` created outside schema pgpulse (a role is the cluster's, the pg_cron
+-- extension this database's), recorded when it did: `--downgrade base` removes these and
+-- nothing else, and only when nothing else uses them.
+CREATE TABLE pgpulse.created (
+    kind       text NOT NULL CONSTRAINT created_kind_known CHECK (kind IN ('role', 'extension')),
+    name       text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT created_once PRIMARY KEY (kind, name)
+);

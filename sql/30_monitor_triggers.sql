@@ -29,38 +29,45 @@ RETURN coalesce(p_seconds::bigint, p_minutes::bigint * 60);
 
 -- Schedule rows for product rows pgpulse has not seen (new ones, or all of them in a
 -- resync): the first slot is the product's next_check_at, or the next one on the monitor's
--- phase grid. A row there already takes every field anew.
+-- phase grid. A row there already takes every field anew. Returns the rows written.
 CREATE FUNCTION pgpulse._schedule_insert(p_rows public.monitors[])
-RETURNS void
+RETURNS tid[]
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_rows tid[];
 BEGIN
-    INSERT INTO pgpulse.schedule AS s
-           (monitor_id, is_active, parked, next_check_at, check_interval_seconds,
-            preferred_region, allow_fallback, criticality, check_regions, check_spec)
-    SELECT n.id, coalesce(n.is_active, false), f.problem,
-           CASE WHEN isfinite(n.next_check_at) THEN n.next_check_at
-                WHEN f.problem IS NULL THEN pgpulse._grid_slot(n.id::text, i.interval_s::integer, now())
-                ELSE now() END,
-           least(greatest(coalesce(i.interval_s, 0), 0), 2147483647), n.preferred_region,
-           coalesce(n.allow_fallback, true), coalesce(n.criticality, ''), n.check_regions,
-           pgpulse._check_spec(n.url, n.method, n.timeout_ms, n.expected_status,
-                               n.check_retries, n.check_retry_delay_ms)
-      FROM unnest(p_rows) n
-     CROSS JOIN LATERAL (SELECT pgpulse._interval_s(n.check_interval_minutes,
-                                                    n.check_interval_seconds) AS interval_s) i
-     CROSS JOIN LATERAL (SELECT pgpulse._schedule_problem(
-                                    i.interval_s, n.url, n.method, n.timeout_ms,
-                                    n.expected_status, n.check_retries, n.check_retry_delay_ms,
-                                    n.criticality, n.check_regions) AS problem) f
-        ON CONFLICT (monitor_id) DO UPDATE
-       SET is_active = excluded.is_active, parked = excluded.parked,
-           next_check_at = excluded.next_check_at,
-           check_interval_seconds = excluded.check_interval_seconds,
-           preferred_region = excluded.preferred_region, allow_fallback = excluded.allow_fallback,
-           criticality = excluded.criticality, check_regions = excluded.check_regions,
-           check_spec = excluded.check_spec;
+    WITH written AS (
+        INSERT INTO pgpulse.schedule AS s
+               (monitor_id, is_active, parked, next_check_at, check_interval_seconds,
+                preferred_region, allow_fallback, criticality, check_regions, check_spec)
+        SELECT n.id, coalesce(n.is_active, false), f.problem,
+               CASE WHEN isfinite(n.next_check_at) THEN n.next_check_at
+                    WHEN f.problem IS NULL THEN pgpulse._grid_slot(n.id::text, i.interval_s::integer, now())
+                    ELSE now() END,
+               least(greatest(coalesce(i.interval_s, 0), 0), 2147483647), n.preferred_region,
+               coalesce(n.allow_fallback, true), coalesce(n.criticality, ''), n.check_regions,
+               pgpulse._check_spec(n.url, n.method, n.timeout_ms, n.expected_status,
+                                   n.check_retries, n.check_retry_delay_ms)
+          FROM unnest(p_rows) n
+         CROSS JOIN LATERAL (SELECT pgpulse._interval_s(n.check_interval_minutes,
+                                                        n.check_interval_seconds) AS interval_s) i
+         CROSS JOIN LATERAL (SELECT pgpulse._schedule_problem(
+                                        i.interval_s, n.url, n.method, n.timeout_ms,
+                                        n.expected_status, n.check_retries, n.check_retry_delay_ms,
+                                        n.criticality, n.check_regions) AS problem) f
+            ON CONFLICT (monitor_id) DO UPDATE
+           SET is_active = excluded.is_active, parked = excluded.parked,
+               next_check_at = excluded.next_check_at,
+               check_interval_seconds = excluded.check_interval_seconds,
+               preferred_region = excluded.preferred_region, allow_fallback = excluded.allow_fallback,
+               criticality = excluded.criticality, check_regions = excluded.check_regions,
+               check_spec = excluded.check_spec
+        RETURNING s.ctid
+    )
+    SELECT array_agg(ctid) INTO v_rows FROM written;
+    RETURN v_rows;
 END
 $$;
 
@@ -71,8 +78,8 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM pgpulse._schedule_insert(ARRAY(SELECT n::public.monitors FROM new_monitors n));
-    PERFORM pgpulse._schedule_now();
+    PERFORM pgpulse._schedule_now(
+        pgpulse._schedule_insert(ARRAY(SELECT n::public.monitors FROM new_monitors n)));
     RETURN NULL;
 END
 $$;
@@ -92,13 +99,14 @@ DECLARE
     s          pgpulse.schedule%ROWTYPE;
     v_old      pgpulse.schedule%ROWTYPE;
     v_interval bigint;
+    v_row      tid;
 BEGIN
     SELECT * INTO v_old FROM pgpulse.schedule WHERE monitor_id = OLD.id FOR UPDATE;
     IF NOT FOUND OR NEW.id IS DISTINCT FROM OLD.id THEN
         -- a changed id, or a row pgpulse never saw (following was off): follow it anew
         DELETE FROM pgpulse.schedule WHERE monitor_id = OLD.id;
         DELETE FROM pgpulse.outbox WHERE monitor_id = OLD.id;
-        PERFORM pgpulse._schedule_insert(ARRAY[NEW]);
+        PERFORM pgpulse._remember_moved(pgpulse._schedule_insert(ARRAY[NEW]));
         RETURN NULL;
     END IF;
     s := v_old;
@@ -160,7 +168,15 @@ BEGIN
            preferred_region = s.preferred_region, allow_fallback = s.allow_fallback,
            criticality = s.criticality, check_regions = s.check_regions,
            check_spec = s.check_spec
-     WHERE monitor_id = NEW.id;
+     WHERE monitor_id = NEW.id
+    RETURNING ctid INTO v_row;
+    -- the tick skipped it while it was inactive or parked, or its slot moved: its slots up
+    -- to the horizon may be missing
+    IF s.is_active AND s.parked IS NULL
+       AND (NOT v_old.is_active OR v_old.parked IS NOT NULL
+            OR s.next_check_at IS DISTINCT FROM v_old.next_check_at) THEN
+        PERFORM pgpulse._remember_moved(ARRAY[v_row]);
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -249,10 +265,36 @@ CREATE FUNCTION pgpulse._follow_schedule_now() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_moved text := current_setting('pgpulse.moved_rows', true);
+    v_rows  tid[];
 BEGIN
-    PERFORM pgpulse._schedule_now();
+    IF coalesce(v_moved, '') = '' THEN
+        RETURN NULL;  -- no slot moved: nothing to write now
+    END IF;
+    PERFORM set_config('pgpulse.moved_rows', '', true);
+    BEGIN
+        v_rows := CASE WHEN v_moved <> '*' THEN string_to_array(v_moved, ' ')::tid[] END;
+    EXCEPTION WHEN OTHERS THEN
+        v_rows := NULL;  -- a value set by someone else: every due row, as a tick would
+    END;
+    PERFORM pgpulse._schedule_now(v_rows);
     RETURN NULL;
 END
+$$;
+
+-- Remembers, until the end of the statement, schedule rows whose next slot a product's
+-- UPDATE moved (transaction-local, so a rolled-back savepoint forgets them too); past a
+-- thousand rows, every due row is looked at instead.
+CREATE FUNCTION pgpulse._remember_moved(p_rows tid[])
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT set_config('pgpulse.moved_rows',
+        CASE WHEN m.v = '*' OR length(m.v) > 20000 THEN '*'
+             ELSE ltrim(m.v || ' ' || array_to_string(p_rows, ' ')) END, true)
+      FROM (SELECT coalesce(current_setting('pgpulse.moved_rows', true), '') AS v) m
 $$;
 
 CREATE TRIGGER pgpulse_follow_update_schedule_now

@@ -405,6 +405,18 @@ SELECT j.jobname, j.schedule, j.active, d.status AS last_status, d.start_time AS
  WHERE j.jobname = 'pgpulse-tick'
    AND j.database = coalesce(%(database)s::text, current_database())
 
+-- cron_access --
+-- What this role may see of pg_cron here, read without touching schema cron: whether its
+-- extension is in this database, whether this role may read its schema, whether it sees
+-- every role's jobs (pg_cron's row security shows others only its own), and how long ago
+-- pg_cron last started a tick here (what shows it runs, seen from this side).
+SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') AS here,
+       coalesce((SELECT has_schema_privilege(oid, 'USAGE') FROM pg_namespace
+                  WHERE nspname = 'cron'), false) AS readable,
+       (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user) AS sees_all,
+       (SELECT extract(epoch FROM now() - max(started_at))::float8
+          FROM pgpulse.tick_runs WHERE trigger = 'pg_cron') AS last_cron_tick_age_s
+
 -- last_cron_tick --
 -- How long ago pg_cron last started a tick here (what shows it runs, seen from this side).
 SELECT extract(epoch FROM now() - max(started_at))::float8 AS age_s
@@ -469,6 +481,23 @@ SELECT r.code AS region, count(d.job_id) AS dead_letters
 -- Regions some relay's breaker marked unhealthy, and for how long.
 SELECT code AS region, extract(epoch FROM now() - healthy_changed_at)::float8 AS unhealthy_s
   FROM pgpulse.regions WHERE enabled AND NOT healthy
+
+-- take_lease --
+-- Takes lease `name` for `holder` until ttl_s seconds from now when it is free, expired or
+-- already that holder's (a renewal); a row only when the holder has it now. The database's
+-- clock judges expiry for every holder alike.
+INSERT INTO pgpulse.leases AS l (name, holder, taken_at, expires_at)
+VALUES (%(name)s, %(holder)s, clock_timestamp(),
+        clock_timestamp() + make_interval(secs => %(ttl_s)s))
+ON CONFLICT (name) DO UPDATE
+   SET holder = excluded.holder, expires_at = excluded.expires_at,
+       taken_at = CASE WHEN l.holder = excluded.holder THEN l.taken_at ELSE excluded.taken_at END
+ WHERE l.holder = excluded.holder OR l.expires_at <= clock_timestamp()
+RETURNING holder
+
+-- drop_lease --
+-- Gives a lease up (a process that stops): the next one takes it at once, not at expiry.
+DELETE FROM pgpulse.leases WHERE name = %(name)s AND holder = %(holder)s
 
 -- maintenance_add --
 -- A maintenance window (once: starts/ends; weekly: weekdays/start_time/duration), local

@@ -18,6 +18,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 from relay import migrate
 from relay.devserver import DevServer
 from relay.local.embedded import CRON_DATABASE, EmbeddedPostgres, EmbeddedRedis
+from tests.support.bouncer import pgbouncer
 from tests.support.cron_minute import Scenario, arrange_all
 from tests.support.regions import ADMIN_TOKEN, REGIONS
 
@@ -77,6 +78,14 @@ def cron_db_url(pg_server: EmbeddedPostgres) -> str:
     """The cluster's cron.database_name, migrated: pg_cron jobs are installed here."""
     migrate.upgrade(pg_server.dsn(CRON_DATABASE))
     return pg_server.dsn(CRON_DATABASE)
+
+
+@pytest.fixture
+def bouncer(pg_server: EmbeddedPostgres) -> Iterator[int]:
+    """A real pgbouncer in transaction mode in front of the cluster; its port
+    (tests.support.bouncer.through makes a URL go through it)."""
+    with pgbouncer(pg_server) as port:
+        yield port
 
 
 @pytest.fixture

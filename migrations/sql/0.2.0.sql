@@ -473,13 +473,14 @@ CREATE TRIGGER regions_renamed
 -- p_keep_existing, which keeps the jobs already there. Slots inside a maintenance window
 -- are not written (skipped counts them, and so does the window). p_now: the clock, for
 -- tests that move it (NULL: clock_timestamp()). p_skip: ids (as text) of monitors this
--- tick could not schedule (see _tick_step). It reads and locks rows of pgpulse.schedule
+-- tick could not schedule (see _tick_step). p_only: just these schedule rows (a product's
+-- write schedules the monitors it changed, never the tick's backlog). It reads and locks rows of pgpulse.schedule
 -- only, never the product's table. A monitor without fallback whose region no longer
 -- exists gets no job (it stays due and is counted unrouted).
 CREATE FUNCTION pgpulse._tick_chunk(
     p_horizon timestamptz, p_chunk integer, p_rr bigint, p_route jsonb, p_wheel text[],
     p_keep_existing boolean, p_now timestamptz DEFAULT NULL, p_skip text[] DEFAULT '{}',
-    OUT claimed integer, OUT written integer, OUT wheeled integer, OUT skipped integer)
+    p_only tid[] DEFAULT NULL, OUT claimed integer, OUT written integer, OUT wheeled integer, OUT skipped integer)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 -- a chunk is small next to the table: join it row by row, never hash the whole table
@@ -526,6 +527,7 @@ BEGIN
                                              WHEN p_route ? c.code THEN c.code END IS NOT NULL)
                END
            AND (cardinality(p_skip) = 0 OR m.monitor_id::text <> ALL (p_skip))
+           AND (p_only IS NULL OR m.ctid = ANY (p_only))
          ORDER BY m.next_check_at
          LIMIT p_chunk
            FOR UPDATE OF m SKIP LOCKED
@@ -803,11 +805,13 @@ $$;
 -- relay woken by NOTIFY could not see them sooner). Every other row is past the horizon
 -- already: only those are due. A no-op when no tick ran lately. It never fails the
 -- product's write: on any error the next tick schedules them instead. Returns the jobs
--- written.
-CREATE FUNCTION pgpulse._schedule_now()
+-- written. p_only: the schedule rows the write changed (NULL: every due one); planned for
+-- the rows given (a TID scan), not as the tick's generic plan that walks the due index.
+CREATE FUNCTION pgpulse._schedule_now(p_only tid[] DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     v_horizon timestamptz := pgpulse._written_ahead_to();
@@ -825,7 +829,8 @@ BEGIN
         FOR i IN 1 .. 20 LOOP
             SELECT * INTO c FROM pgpulse._tick_chunk(v_horizon, 5000,
                                                      floor(random() * 1000000)::bigint,
-                                                     v_route, v_wheel, true);
+                                                     v_route, v_wheel, true,
+                                                     p_only => p_only);
             v_written := v_written + c.written;
             EXIT WHEN c.claimed < 5000;
         END LOOP;
@@ -850,56 +855,63 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_found boolean;
+    v_row tid;
 BEGIN
     -- by the key's own type (a product's uuid, bigint or text id), so by its index
     EXECUTE format('UPDATE pgpulse.schedule SET next_check_at = clock_timestamp()'
-                   ' WHERE monitor_id = $1::%s AND is_active AND parked IS NULL RETURNING true',
+                   ' WHERE monitor_id = $1::%s AND is_active AND parked IS NULL RETURNING ctid',
                    (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
                      WHERE a.attrelid = 'pgpulse.schedule'::regclass AND a.attname = 'monitor_id'))
-       INTO v_found USING p_monitor_id;
-    IF v_found IS NULL THEN
+       INTO v_row USING p_monitor_id;
+    IF v_row IS NULL THEN
         RETURN false;
     END IF;
-    PERFORM pgpulse._schedule_now();
+    PERFORM pgpulse._schedule_now(ARRAY[v_row]);
     RETURN true;
 END
 $$;
 
 -- Schedule rows for product rows pgpulse has not seen (new ones, or all of them in a
 -- resync): the first slot is the product's next_check_at, or the next one on the monitor's
--- phase grid. A row there already takes every field anew.
+-- phase grid. A row there already takes every field anew. Returns the rows written.
 CREATE FUNCTION pgpulse._schedule_insert(p_rows public.monitors[])
-RETURNS void
+RETURNS tid[]
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_rows tid[];
 BEGIN
-    INSERT INTO pgpulse.schedule AS s
-           (monitor_id, is_active, parked, next_check_at, check_interval_seconds,
-            preferred_region, allow_fallback, criticality, check_regions, check_spec)
-    SELECT n.id, coalesce(n.is_active, false), f.problem,
-           CASE WHEN isfinite(n.next_check_at) THEN n.next_check_at
-                WHEN f.problem IS NULL THEN pgpulse._grid_slot(n.id::text, i.interval_s::integer, now())
-                ELSE now() END,
-           least(greatest(coalesce(i.interval_s, 0), 0), 2147483647), n.preferred_region,
-           coalesce(n.allow_fallback, true), coalesce(n.criticality, ''), n.check_regions,
-           pgpulse._check_spec(n.url, n.method, n.timeout_ms, n.expected_status,
-                               n.check_retries, n.check_retry_delay_ms)
-      FROM unnest(p_rows) n
-     CROSS JOIN LATERAL (SELECT pgpulse._interval_s(n.check_interval_minutes,
-                                                    n.check_interval_seconds) AS interval_s) i
-     CROSS JOIN LATERAL (SELECT pgpulse._schedule_problem(
-                                    i.interval_s, n.url, n.method, n.timeout_ms,
-                                    n.expected_status, n.check_retries, n.check_retry_delay_ms,
-                                    n.criticality, n.check_regions) AS problem) f
-        ON CONFLICT (monitor_id) DO UPDATE
-       SET is_active = excluded.is_active, parked = excluded.parked,
-           next_check_at = excluded.next_check_at,
-           check_interval_seconds = excluded.check_interval_seconds,
-           preferred_region = excluded.preferred_region, allow_fallback = excluded.allow_fallback,
-           criticality = excluded.criticality, check_regions = excluded.check_regions,
-           check_spec = excluded.check_spec;
+    WITH written AS (
+        INSERT INTO pgpulse.schedule AS s
+               (monitor_id, is_active, parked, next_check_at, check_interval_seconds,
+                preferred_region, allow_fallback, criticality, check_regions, check_spec)
+        SELECT n.id, coalesce(n.is_active, false), f.problem,
+               CASE WHEN isfinite(n.next_check_at) THEN n.next_check_at
+                    WHEN f.problem IS NULL THEN pgpulse._grid_slot(n.id::text, i.interval_s::integer, now())
+                    ELSE now() END,
+               least(greatest(coalesce(i.interval_s, 0), 0), 2147483647), n.preferred_region,
+               coalesce(n.allow_fallback, true), coalesce(n.criticality, ''), n.check_regions,
+               pgpulse._check_spec(n.url, n.method, n.timeout_ms, n.expected_status,
+                                   n.check_retries, n.check_retry_delay_ms)
+          FROM unnest(p_rows) n
+         CROSS JOIN LATERAL (SELECT pgpulse._interval_s(n.check_interval_minutes,
+                                                        n.check_interval_seconds) AS interval_s) i
+         CROSS JOIN LATERAL (SELECT pgpulse._schedule_problem(
+                                        i.interval_s, n.url, n.method, n.timeout_ms,
+                                        n.expected_status, n.check_retries, n.check_retry_delay_ms,
+                                        n.criticality, n.check_regions) AS problem) f
+            ON CONFLICT (monitor_id) DO UPDATE
+           SET is_active = excluded.is_active, parked = excluded.parked,
+               next_check_at = excluded.next_check_at,
+               check_interval_seconds = excluded.check_interval_seconds,
+               preferred_region = excluded.preferred_region, allow_fallback = excluded.allow_fallback,
+               criticality = excluded.criticality, check_regions = excluded.check_regions,
+               check_spec = excluded.check_spec
+        RETURNING s.ctid
+    )
+    SELECT array_agg(ctid) INTO v_rows FROM written;
+    RETURN v_rows;
 END
 $$;
 
@@ -910,8 +922,8 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM pgpulse._schedule_insert(ARRAY(SELECT n::public.monitors FROM new_monitors n));
-    PERFORM pgpulse._schedule_now();
+    PERFORM pgpulse._schedule_now(
+        pgpulse._schedule_insert(ARRAY(SELECT n::public.monitors FROM new_monitors n)));
     RETURN NULL;
 END
 $$;
@@ -931,13 +943,14 @@ DECLARE
     s          pgpulse.schedule%ROWTYPE;
     v_old      pgpulse.schedule%ROWTYPE;
     v_interval bigint;
+    v_row      tid;
 BEGIN
     SELECT * INTO v_old FROM pgpulse.schedule WHERE monitor_id = OLD.id FOR UPDATE;
     IF NOT FOUND OR NEW.id IS DISTINCT FROM OLD.id THEN
         -- a changed id, or a row pgpulse never saw (following was off): follow it anew
         DELETE FROM pgpulse.schedule WHERE monitor_id = OLD.id;
         DELETE FROM pgpulse.outbox WHERE monitor_id = OLD.id;
-        PERFORM pgpulse._schedule_insert(ARRAY[NEW]);
+        PERFORM pgpulse._remember_moved(pgpulse._schedule_insert(ARRAY[NEW]));
         RETURN NULL;
     END IF;
     s := v_old;
@@ -999,7 +1012,15 @@ BEGIN
            preferred_region = s.preferred_region, allow_fallback = s.allow_fallback,
            criticality = s.criticality, check_regions = s.check_regions,
            check_spec = s.check_spec
-     WHERE monitor_id = NEW.id;
+     WHERE monitor_id = NEW.id
+    RETURNING ctid INTO v_row;
+    -- the tick skipped it while it was inactive or parked, or its slot moved: its slots up
+    -- to the horizon may be missing
+    IF s.is_active AND s.parked IS NULL
+       AND (NOT v_old.is_active OR v_old.parked IS NOT NULL
+            OR s.next_check_at IS DISTINCT FROM v_old.next_check_at) THEN
+        PERFORM pgpulse._remember_moved(ARRAY[v_row]);
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -1037,10 +1058,36 @@ CREATE FUNCTION pgpulse._follow_schedule_now() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_moved text := current_setting('pgpulse.moved_rows', true);
+    v_rows  tid[];
 BEGIN
-    PERFORM pgpulse._schedule_now();
+    IF coalesce(v_moved, '') = '' THEN
+        RETURN NULL;  -- no slot moved: nothing to write now
+    END IF;
+    PERFORM set_config('pgpulse.moved_rows', '', true);
+    BEGIN
+        v_rows := CASE WHEN v_moved <> '*' THEN string_to_array(v_moved, ' ')::tid[] END;
+    EXCEPTION WHEN OTHERS THEN
+        v_rows := NULL;  -- a value set by someone else: every due row, as a tick would
+    END;
+    PERFORM pgpulse._schedule_now(v_rows);
     RETURN NULL;
 END
+$$;
+
+-- Remembers, until the end of the statement, schedule rows whose next slot a product's
+-- UPDATE moved (transaction-local, so a rolled-back savepoint forgets them too); past a
+-- thousand rows, every due row is looked at instead.
+CREATE FUNCTION pgpulse._remember_moved(p_rows tid[])
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT set_config('pgpulse.moved_rows',
+        CASE WHEN m.v = '*' OR length(m.v) > 20000 THEN '*'
+             ELSE ltrim(m.v || ' ' || array_to_string(p_rows, ' ')) END, true)
+      FROM (SELECT coalesce(current_setting('pgpulse.moved_rows', true), '') AS v) m
 $$;
 
 -- A job put back after a failure (the relay's requeue, a dead letter retried) may have
@@ -1172,7 +1219,11 @@ END
 $$;
 
 -- The backfill: what pgpulse held in the product's rows, as they are now. A parked row
--- (0016 parked by next_check_at 9999-12-31) keeps its reason.
+-- (0016 parked by next_check_at 9999-12-31) keeps its reason. Every transaction older than
+-- this snapshot's xmin is in it: the catch-up under the lock looks only at rows written by
+-- the others.
+SELECT set_config('pgpulse.backfill_xmin',
+                  (txid_snapshot_xmin(txid_current_snapshot()) % 4294967296)::text, true);
 INSERT INTO pgpulse.schedule (monitor_id, is_active, parked, next_check_at, last_scheduled_at, check_interval_seconds, preferred_region, allow_fallback, criticality, check_regions, check_spec)
     SELECT m.id, m.is_active,
            CASE WHEN m.next_check_at = '9999-12-31 23:59:59+00'
@@ -1206,7 +1257,8 @@ END
 $parked$;
 
 -- Writers of the product's table wait from here to the commit; readers do not. Rows
--- written since the backfill are copied again, rows deleted since go.
+-- written since the backfill are copied again (only those: an xmin younger than the
+-- backfill's snapshot, which frozen rows never are), rows deleted since go.
 LOCK TABLE public.monitors IN SHARE ROW EXCLUSIVE MODE;
 -- (its foreign key locks the windows against writers: only once the product's writers wait,
 -- whose 0016 triggers count skipped slots in them)
@@ -1234,7 +1286,8 @@ INSERT INTO pgpulse.schedule AS s (monitor_id, is_active, parked, next_check_at,
                                     m.check_interval_seconds, m.url, m.method, m.timeout_ms,
                                     m.expected_status, m.check_retries, m.check_retry_delay_ms,
                                     m.criticality, m.check_regions) AS problem) p
-     WHERE NOT EXISTS (
+     WHERE age(m.xmin) <= age(current_setting('pgpulse.backfill_xmin')::xid)
+       AND NOT EXISTS (
            SELECT 1 FROM pgpulse.schedule o
             WHERE o.monitor_id = m.id
               AND (o.next_check_at, o.last_scheduled_at, o.is_active, o.check_interval_seconds,
@@ -1387,13 +1440,44 @@ REVOKE EXECUTE ON FUNCTION
     pgpulse._follow_delete(),
     pgpulse._follow_truncate(),
     pgpulse._follow_schedule_now(),
+    pgpulse._remember_moved(tid[]),
     pgpulse._region_renamed(),
     pgpulse.check_now(text),
-    pgpulse._schedule_now(),
+    pgpulse._schedule_now(tid[]),
     pgpulse._schedule_insert(public.monitors[]),
-    pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[])
+    pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[], tid[])
     FROM PUBLIC;
 GRANT USAGE ON SCHEMA pgpulse TO PUBLIC;
 GRANT SELECT (monitor_id, next_check_at, last_scheduled_at, parked, is_active)
     ON pgpulse.schedule TO PUBLIC;
 GRANT SELECT ON pgpulse.monitor_schedule TO PUBLIC;
+
+-- Issue 25: the alert evaluator's lease (pooler-safe, instead of a session advisory lock),
+-- the record of the roles and the extension pgpulse creates, and what 0003 and this
+-- release added to an adopted monitors table, listed in its adoption record.
+CREATE TABLE pgpulse.leases (
+    name       text PRIMARY KEY,
+    holder     text NOT NULL,                     -- host:pid:nonce of the process
+    taken_at   timestamptz NOT NULL,              -- since when this holder has it
+    expires_at timestamptz NOT NULL
+);
+
+CREATE TABLE pgpulse.created (
+    kind       text NOT NULL CONSTRAINT created_kind_known CHECK (kind IN ('role', 'extension')),
+    name       text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT created_once PRIMARY KEY (kind, name)
+);
+
+DO $adopted$
+BEGIN
+    IF to_regclass('pgpulse.adoption') IS NOT NULL THEN
+        INSERT INTO pgpulse.adoption (kind, name)
+        VALUES ('column', 'check_interval_seconds'), ('column', 'check_regions'),
+               ('trigger', 'pgpulse_follow_insert'), ('trigger', 'pgpulse_follow_update'),
+               ('trigger', 'pgpulse_follow_update_schedule_now'),
+               ('trigger', 'pgpulse_follow_delete'), ('trigger', 'pgpulse_follow_truncate')
+        ON CONFLICT DO NOTHING;
+    END IF;
+END
+$adopted$;

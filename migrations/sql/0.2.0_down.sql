@@ -2,6 +2,27 @@
 -- the latest change first. 0009_roles.sql and 0007_cron.sql, applied after this file, give
 -- the roles and the pg_cron jobs back their 0016 rights and commands.
 
+-- Issue 25, undone: the adoption record's lines for what 0003 and 0.2.0 added (the steps
+-- below and 0003's downgrade remove those), the operator role's rights, the record of
+-- what pgpulse created, the alert evaluator's lease.
+DO $adopted$
+BEGIN
+    IF to_regclass('pgpulse.adoption') IS NOT NULL THEN
+        DELETE FROM pgpulse.adoption
+         WHERE (kind, name) IN (('column', 'check_interval_seconds'), ('column', 'check_regions'),
+                                ('trigger', 'pgpulse_follow_insert'), ('trigger', 'pgpulse_follow_update'),
+                                ('trigger', 'pgpulse_follow_update_schedule_now'),
+                                ('trigger', 'pgpulse_follow_delete'), ('trigger', 'pgpulse_follow_truncate'));
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'pgpulse_monitor') THEN
+        REVOKE ALL ON ALL TABLES IN SCHEMA pgpulse FROM pgpulse_monitor;
+        REVOKE ALL ON SCHEMA pgpulse FROM pgpulse_monitor;
+    END IF;
+END
+$adopted$;
+DROP TABLE pgpulse.created;
+DROP TABLE pgpulse.leases;
+
 -- The schedule in pgpulse's own table (issue 22), undone: pgpulse's state goes back into the
 -- product's monitors (the downgrade writes them), with the triggers, constraints, index
 -- and check_spec 0016 had. A row 0.2.0 parked for a value 0016 refused (an interval out of
@@ -82,15 +103,16 @@ DROP FUNCTION pgpulse.resync(boolean), pgpulse.drift(), pgpulse.following(),
     pgpulse._follow_delete(),
     pgpulse._follow_truncate(),
     pgpulse._follow_schedule_now(),
+    pgpulse._remember_moved(tid[]),
     pgpulse._region_renamed(),
     pgpulse.check_now(text),
-    pgpulse._schedule_now(),
+    pgpulse._schedule_now(tid[]),
     pgpulse._schedule_insert(public.monitors[]),
     pgpulse._schedule_problem_now(pgpulse.schedule),
     pgpulse._schedule_problem(bigint, text, text, integer, integer[], integer, integer, text, text[]),
     pgpulse._check_spec(text, text, integer, integer[], integer, integer),
     pgpulse._interval_s(integer, integer),
-    pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[]);
+    pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[], tid[]);
 
 -- Gives a new monitor without next_check_at its first slot on its phase grid. An interval
 -- out of range gets now() instead, so that the row's CHECK constraint names the problem

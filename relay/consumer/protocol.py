@@ -4,7 +4,10 @@ region's calls to them over the Upstash REST client the relay uses."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
@@ -13,7 +16,6 @@ from relay.errors import MalformedReply, PublishError
 from relay.queue import CRITICALITIES, queue_key
 from relay.upstash import UpstashClient
 
-DONE_PREFIX = "pgpulse:done:"
 # a done marker outlives the job's expires_at by this (a copy pushed late is still skipped)
 DONE_MARGIN_MS = 60_000
 # heartbeats younger than this count as a live worker (a worker claims at least every
@@ -21,6 +23,18 @@ DONE_MARGIN_MS = 60_000
 ALIVE_S = 30.0
 HEARTBEAT_S = 10.0
 WORKER_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,100}$")
+# what the request being sent is (claim, heartbeat, ack, script_load): the client's
+# on_attempt callback reads it to count commands by kind
+COMMAND_KIND: ContextVar[str] = ContextVar("pgpulse_command_kind", default="other")
+
+
+@contextlib.contextmanager
+def command_kind(kind: str) -> Iterator[None]:
+    token = COMMAND_KIND.set(kind)
+    try:
+        yield
+    finally:
+        COMMAND_KIND.reset(token)
 
 
 def script_text(name: str) -> str:
@@ -36,8 +50,13 @@ def workers_key(region: str) -> str:
     return f"pgpulse:workers:{region}"
 
 
+def done_key(region: str) -> str:
+    """The region's done markers: a sorted set, job_id -> until when it is skipped (ms)."""
+    return f"pgpulse:done:{region}"
+
+
 def claim_keys(region: str) -> list[str]:
-    """The claim script's KEYS, in its order."""
+    """The claim script's KEYS, in its order: every key it touches."""
     inflight = inflight_key(region)
     return [
         *(queue_key(region, c) for c in CRITICALITIES),
@@ -46,12 +65,13 @@ def claim_keys(region: str) -> list[str]:
         f"{inflight}:runs",
         workers_key(region),
         f"pgpulse:claimround:{region}",
+        done_key(region),
     ]
 
 
 def ack_keys(region: str) -> list[str]:
     inflight = inflight_key(region)
-    return [inflight, f"{inflight}:jobs", f"{inflight}:runs"]
+    return [inflight, f"{inflight}:jobs", f"{inflight}:runs", done_key(region)]
 
 
 @dataclass(frozen=True)
@@ -110,15 +130,17 @@ class ConsumerQueue:
         self._claim_keys = claim_keys(region)
         self._ack_keys = ack_keys(region)
 
-    async def _call(self, script: str, keys: list[str], argv: list[Any]) -> Any:
+    async def _call(self, script: str, keys: list[str], argv: list[Any], kind: str) -> Any:
         for _ in range(2):
             sha = self._shas.get(script)
             if sha is None:
-                sha = self._shas[script] = await self.client.command(
-                    "SCRIPT", "LOAD", script_text(script)
-                )
+                with command_kind("script_load"):
+                    sha = self._shas[script] = await self.client.command(
+                        "SCRIPT", "LOAD", script_text(script)
+                    )
             try:
-                return await self.client.command("EVALSHA", sha, len(keys), *keys, *argv)
+                with command_kind(kind):
+                    return await self.client.command("EVALSHA", sha, len(keys), *keys, *argv)
             except PublishError as exc:
                 if "NOSCRIPT" not in str(exc):
                     raise
@@ -130,7 +152,8 @@ class ConsumerQueue:
         reply = await self._call(
             "claim",
             self._claim_keys,
-            [self.worker_id, n, self.lease_margin_ms, self.max_runs, DONE_PREFIX],
+            [self.worker_id, n, self.lease_margin_ms, self.max_runs],
+            "claim" if n else "heartbeat",
         )
         if not isinstance(reply, list) or len(reply) != 6:
             raise MalformedReply(f"region {self.region}: the claim script answered {reply!r:.80}")
@@ -150,10 +173,10 @@ class ConsumerQueue:
         flight any more."""
         if not acks:
             return []
-        argv: list[Any] = [self.worker_id, DONE_PREFIX, DONE_MARGIN_MS]
+        argv: list[Any] = [self.worker_id, DONE_MARGIN_MS]
         for job_id, result in acks:
             argv += [job_id, result]
-        reply = await self._call("ack", self._ack_keys, argv)
+        reply = await self._call("ack", self._ack_keys, argv, "ack")
         if not isinstance(reply, list) or len(reply) != len(acks):
             raise MalformedReply(f"region {self.region}: the ack script answered {reply!r:.80}")
         return [int(a) for a in reply]

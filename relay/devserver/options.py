@@ -58,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="refuse the commands Redis added after this version, in scripts too "
         "(Upstash documents Redis 6.2 compatibility); default: whatever redis-server has",
     )
+    parser.add_argument(
+        "--strict-script-keys",
+        action="store_true",
+        help="fail a script that touches a key not passed in its KEYS (Upstash asks for every "
+        "key in KEYS and refuses others under allow-key-locking; Redis Cluster refuses them)",
+    )
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
@@ -82,6 +88,7 @@ def serve_arguments(
         "tokens": parse_token_args(token_args(options.token, env)),
         "admin_token": options.admin_token or env.get(ADMIN_TOKEN_ENV) or None,
         "redis_compat": getattr(options, "redis_compat", None),
+        "strict_script_keys": getattr(options, "strict_script_keys", False),
     }
 
 

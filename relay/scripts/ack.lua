@@ -2,20 +2,20 @@
 -- Redis 6.2 commands only.
 --
 -- KEYS[1] pgpulse:inflight:<region>        KEYS[2] pgpulse:inflight:<region>:jobs
--- KEYS[3] pgpulse:inflight:<region>:runs
--- ARGV[1] worker_id   ARGV[2] done-marker prefix ("pgpulse:done:")
--- ARGV[3] done-marker margin past the job's expires_at (ms)
--- ARGV[4...] per job: job_id, result (a JSON object as text; "" for none). Results are
+-- KEYS[3] pgpulse:inflight:<region>:runs   KEYS[4] pgpulse:done:<region>
+-- ARGV[1] worker_id   ARGV[2] done-marker margin past the job's expires_at (ms)
+-- ARGV[3...] per job: job_id, result (a JSON object as text; "" for none). Results are
 -- reserved for the next contract revision: this version takes them and keeps none.
+-- Every key it touches is one of KEYS (Upstash asks for that; job ids are members, never keys).
 --
 -- A job acknowledged leaves the in-flight set and gets its done marker (until its
 -- expires_at plus the margin): a copy of it in a queue is skipped by every claim.
 -- Answer per job: 1 acknowledged, 2 acknowledged although another worker held its lease
 -- (it ran out and the job was claimed again), 0 not in flight (acknowledged before, or
 -- its lease ran out and it expired or ran out of runs).
-local worker, done_prefix, margin = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local worker, margin = ARGV[1], tonumber(ARGV[2])
 local answers = {}
-for i = 4, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   local id = ARGV[i]
   local meta = redis.call('HGET', KEYS[3], id)
   if not meta then
@@ -25,7 +25,7 @@ for i = 4, #ARGV, 2 do
     redis.call('ZREM', KEYS[1], id)
     redis.call('HDEL', KEYS[2], id)
     redis.call('HDEL', KEYS[3], id)
-    redis.call('SET', done_prefix .. id, 'done', 'PXAT', tonumber(expires) + margin)
+    redis.call('ZADD', KEYS[4], tonumber(expires) + margin, id)
     answers[#answers + 1] = (owner == worker) and 1 or 2
   end
 end
