@@ -45,7 +45,7 @@ def _setup_kind(rel: str) -> str | None:
 def _run_state(config) -> dict:
     """This run's held setup warnings, the files it applied, and what its setups created
     outside schema pgpulse."""
-    fresh = {"warnings": {}, "applied": set(), "created": set()}
+    fresh: dict = {"warnings": {}, "applied": set(), "created": set()}
     if config is None:
         return fresh
     return config.attributes.setdefault("pgpulse_setup", fresh)
@@ -83,6 +83,7 @@ def apply(*relative_paths: str) -> None:
         return
     # the psycopg connection itself (inside Alembic's transaction): no parameter parsing
     raw = op.get_bind().connection.driver_connection
+    assert raw is not None  # Alembic's connection is open: it runs this revision
     # a dry run (relay.migrate.would_drop) is rolled back: what it says would mislead
     quiet = context.config is not None and "dry_run" in context.config.attributes
     # a revision may SET LOCAL search_path (0006 does): Alembic's own statements after it,

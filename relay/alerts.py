@@ -34,7 +34,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, retry_if_result, st
 from relay import logs, metrics
 from relay.backoff import Backoff
 from relay.config import OpsSettings
-from relay.db import apinned
+from relay.db import AsyncDictConnection, apinned
 from relay.facts import read_facts
 from relay.queries import queries
 
@@ -270,10 +270,12 @@ class Alerter:
             reraise=True,
             retry=retry_if_exception_type(httpx.TransportError)
             | retry_if_result(lambda response: response.status_code >= 500),
-            retry_error_callback=lambda state: state.outcome.result(),
+            retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
         )
         with contextlib.suppress(httpx.TransportError):
-            response = await retrying(self._http.post, self.settings.alert_webhook_url, json=body)
+            response: httpx.Response = await retrying(
+                self._http.post, self.settings.alert_webhook_url, json=body
+            )
             if response.status_code < 500:
                 return
         logs.error("alert_webhook_failed", alert=finding.rule, key=finding.key)
@@ -293,7 +295,7 @@ class Evaluator:
         self.settings = settings
         self.breakers_open_s = breakers_open_s
         self.alerter = Alerter(settings)
-        self.conn: psycopg.AsyncConnection | None = None
+        self.conn: AsyncDictConnection | None = None
         self.leader = False  # holds the lease now, or held it when the database went
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         # a holder renews every round: it keeps the lease through 3 late rounds
@@ -312,8 +314,9 @@ class Evaluator:
             metrics.facts_ok.set(0)
             if self.leader or not self.reached:
                 now = time.monotonic()
+                down_s = now - (self.down_since or now)  # _read set it when it failed
                 await self.alerter.update(
-                    evaluate(self.settings, None, self._breakers(now), now - self.down_since),
+                    evaluate(self.settings, None, self._breakers(now), down_s),
                     keep=lambda f: f.rule in NEEDS_DATABASE,
                 )
             return

@@ -27,7 +27,7 @@ from relay.config import (
     redact_url,
     region_endpoint,
 )
-from relay.db import describe, pinned
+from relay.db import DictConnection, describe, one, pinned
 from relay.errors import ConfigError, PgPulseError
 from relay.facts import admin_look, ticks_seen
 from relay.queries import queries
@@ -129,10 +129,12 @@ class Doctor:
             return self.checks
         with conn:  # autocommit: each check in its own pinned transaction (relay.db)
             with pinned(conn):
-                row = conn.execute(
-                    "SELECT current_user AS who, current_database() AS db, "
-                    "current_setting('server_version') AS version"
-                ).fetchone()
+                row = one(
+                    conn.execute(
+                        "SELECT current_user AS who, current_database() AS db, "
+                        "current_setting('server_version') AS version"
+                    ).fetchone()
+                )
             self.add(
                 "database reachable",
                 "ok",
@@ -165,7 +167,7 @@ class Doctor:
         return self.checks
 
     @staticmethod
-    def connect(dsn: str) -> psycopg.Connection:
+    def connect(dsn: str) -> DictConnection:
         """No prepared statement: behind a transaction-mode pooler the next transaction may
         meet a server session that has one of that name already."""
         return psycopg.connect(
@@ -226,7 +228,7 @@ class Doctor:
                 self.add("pooler", "ok", "a direct connection: no pooler in between")
                 return
             shared = False
-            with contextlib.suppress(psycopg.Error), self.connect(self.dsn) as other:
+            with contextlib.suppress(psycopg.Error), self.connect(self.dsn or "") as other:
                 for _ in range(3):  # each side's transaction ends before the other's starts
                     mine, theirs = self.server_pid(conn), self.server_pid(other)
                     if mine == theirs or mine != server_pid:
@@ -446,7 +448,7 @@ class Doctor:
         try:
             with (
                 self.connect(
-                    psycopg.conninfo.make_conninfo(self.dsn, dbname=cron_database)
+                    psycopg.conninfo.make_conninfo(self.dsn or "", dbname=cron_database)
                 ) as cron,
                 pinned(cron),
             ):

@@ -311,7 +311,7 @@ def guarded_protocol(settings: OpsSettings):
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
-            self._deadline = None
+            self._deadline: asyncio.TimerHandle | None = None
             self._waiting_since = self.loop.time()
             self._arm()
             if len(self.connections) > connection_cap(settings.http_max_connections):
@@ -341,10 +341,10 @@ def guarded_protocol(settings: OpsSettings):
             self._drop(_REQUEST_TIMEOUT)
 
         def _evict(self) -> None:
-            waiting = [
+            waiting: list[GuardedHttpProtocol] = [
                 c
                 for c in self.connections
-                if getattr(c, "_deadline", None) is not None and c is not self
+                if isinstance(c, GuardedHttpProtocol) and c._deadline is not None and c is not self
             ]
             victim = min(waiting, key=lambda c: c._waiting_since, default=self)
             victim._drop()

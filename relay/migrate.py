@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import alembic.util
 import psycopg
@@ -25,7 +26,7 @@ from alembic.script import ScriptDirectory
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from relay.db import DatabaseError, connect, describe
+from relay.db import DatabaseError, connect, describe, one
 from relay.errors import DowngradeDropsData, UserInputError
 from relay.resources import migrations_dir
 
@@ -103,12 +104,13 @@ def _register_migrations_package(location: Path) -> None:
     spec = importlib.util.spec_from_file_location(
         "migrations", location / "__init__.py", submodule_search_locations=[str(location)]
     )
+    assert spec is not None and spec.loader is not None  # a file location always has both
     module = importlib.util.module_from_spec(spec)
     sys.modules["migrations"] = module
     spec.loader.exec_module(module)
 
 
-def alembic_config(dsn: str | None, *, output: io.TextIOBase | None = None) -> Config:
+def alembic_config(dsn: str | None, *, output: TextIO | None = None) -> Config:
     location = migrations_dir()
     _register_migrations_package(location)
     config = Config(output_buffer=output) if output is not None else Config()
@@ -222,9 +224,9 @@ UNSEEN = (
 def read_created(dsn: str) -> set[tuple[str, str]]:
     """What `pgpulse migrate` recorded creating outside schema pgpulse (pgpulse.created)."""
     with connect(dsn) as conn:
-        if not conn.execute("SELECT to_regclass('pgpulse.created') IS NOT NULL AS t").fetchone()[
-            "t"
-        ]:
+        if not one(
+            conn.execute("SELECT to_regclass('pgpulse.created') IS NOT NULL AS t").fetchone()
+        )["t"]:
             return set()
         return {
             (r["kind"], r["name"]) for r in conn.execute("SELECT kind, name FROM pgpulse.created")
@@ -237,9 +239,11 @@ def remove_created(dsn: str, created: set[tuple[str, str]]) -> list[str]:
     and why."""
     said: list[str] = []
     with connect(dsn) as conn:  # one pinned transaction; a savepoint around each removal
-        cron_here = conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') AS here"
-        ).fetchone()["here"]
+        cron_here = one(
+            conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') AS here"
+            ).fetchone()
+        )["here"]
         if cron_here:
             cron_here = _remove_cron(conn, ("extension", "pg_cron") in created, said)
         present = [
@@ -427,7 +431,8 @@ def would_drop(dsn: str, revision: str) -> list[str]:
     """What downgrading to `revision` would drop that holds data: "schema.table (N rows)" and
     "schema.table.column (N rows set)", nothing for empty tables and default values."""
     config = alembic_config(dsn)
-    config.attributes["dry_run"] = measured = {}  # migrations/env.py: "before", "after"
+    measured: dict[str, Catalog] = {}
+    config.attributes["dry_run"] = measured  # migrations/env.py: "before", "after"
     with _database_errors(revision):
         command.downgrade(config, revision)
     tables, columns = measured["before"].lost_to(measured["after"])
@@ -436,18 +441,22 @@ def would_drop(dsn: str, revision: str) -> list[str]:
     with connect(dsn) as conn:
         for table in tables:
             name = sql.Identifier(table["schema"], table["name"])
-            rows = conn.execute(sql.SQL("SELECT count(*) AS n FROM {}").format(name)).fetchone()
+            rows = one(
+                conn.execute(sql.SQL("SELECT count(*) AS n FROM {}").format(name)).fetchone()
+            )
             if rows["n"]:
                 found.append(f"{table['schema']}.{table['name']} ({_rows(rows['n'])})")
         for table, column in columns:
             default = sql.SQL(column["default_value"] or "NULL")  # from the catalog itself
-            rows = conn.execute(
-                sql.SQL("SELECT count(*) AS n FROM {} WHERE {} IS DISTINCT FROM ({})").format(
-                    sql.Identifier(table["schema"], table["name"]),
-                    sql.Identifier(column["name"]),
-                    default,
-                )
-            ).fetchone()
+            rows = one(
+                conn.execute(
+                    sql.SQL("SELECT count(*) AS n FROM {} WHERE {} IS DISTINCT FROM ({})").format(
+                        sql.Identifier(table["schema"], table["name"]),
+                        sql.Identifier(column["name"]),
+                        default,
+                    )
+                ).fetchone()
+            )
             if rows["n"]:
                 found.append(
                     f"{table['schema']}.{table['name']}.{column['name']} ({_rows(rows['n'])} set)"
@@ -501,12 +510,13 @@ def cron_statements(
 
 
 def database_name(dsn: str) -> str:
-    return psycopg.conninfo.conninfo_to_dict(dsn).get("dbname") or ""
+    return str(psycopg.conninfo.conninfo_to_dict(dsn).get("dbname") or "")
 
 
 def pg_cron_here(dsn: str) -> bool:
     with connect(dsn) as conn:
-        return conn.execute("SELECT to_regclass('cron.job') IS NOT NULL AS here").fetchone()["here"]
+        found = conn.execute("SELECT to_regclass('cron.job') IS NOT NULL AS here").fetchone()
+        return one(found)["here"]
 
 
 def schedule_in_cron_database(dsn: str, cron_database: str) -> None:
@@ -521,12 +531,14 @@ def schedule_in_cron_database(dsn: str, cron_database: str) -> None:
         ) as conn:
             # only a superuser may schedule for pgpulse_ticker; a role that is not one (a
             # managed database's admin) schedules for itself, never for a superuser
-            role, superuser, ticker_ready = conn.execute(
-                "SELECT current_user, rolsuper,"
-                " coalesce((SELECT rolcanlogin FROM pg_roles WHERE rolname = %s), false)"
-                " FROM pg_roles WHERE rolname = current_user",
-                (TICKER,),
-            ).fetchone()
+            role, superuser, ticker_ready = one(
+                conn.execute(
+                    "SELECT current_user, rolsuper,"
+                    " coalesce((SELECT rolcanlogin FROM pg_roles WHERE rolname = %s), false)"
+                    " FROM pg_roles WHERE rolname = current_user",
+                    (TICKER,),
+                ).fetchone()
+            )
             username = TICKER if superuser else role
             if superuser and not ticker_ready:
                 print(

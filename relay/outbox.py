@@ -7,15 +7,17 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from psycopg import AsyncConnection
 from psycopg.rows import class_row, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from relay.backoff import Backoff
-from relay.db import pooled
+from relay.db import one, pooled
 from relay.queries import queries
+
+T = TypeVar("T")
 
 # a failed job is due again after 1 s, 2 s, 4 s ... at most 60 s, each ±20%
 JOB_RETRY = Backoff(first=1.0, most=60.0, jitter=0.2)
@@ -133,7 +135,9 @@ class Claim:
         self._conn = conn
         self.jobs = jobs
 
-    async def settle(self, requeue: list[Retry], dead: list[Retry], forget: list[int] = ()) -> None:
+    async def settle(
+        self, requeue: list[Retry], dead: list[Retry], forget: Sequence[int] = ()
+    ) -> None:
         """Jobs that failed go back for a later attempt or to the dead letters, in the
         claim's transaction (they never exist twice, nor nowhere); the push intents whose
         ids are in `forget` go with the commit (a rollback keeps them, as the pushes may
@@ -161,7 +165,7 @@ class Outbox:
             await cur.execute(queries()[name], params or {})
             return await cur.fetchone()
 
-    async def _all(self, name: str, row_type: type, params: dict | None = None) -> list:
+    async def _all(self, name: str, row_type: type[T], params: dict | None = None) -> list[T]:
         async with (
             pooled(self.pool) as conn,
             conn.cursor(row_factory=class_row(row_type)) as cur,
@@ -199,7 +203,7 @@ class Outbox:
 
     async def next_due(self, region: str, *, fallback_only: bool) -> float | None:
         """Seconds until the region's earliest job falls due (negative: overdue)."""
-        row = await self._one("next_due", {"region": region, "fallback_only": fallback_only})
+        row = one(await self._one("next_due", {"region": region, "fallback_only": fallback_only}))
         return row["seconds"]
 
     # ------------------------------------------------------------------ push intents
@@ -216,7 +220,7 @@ class Outbox:
                 "expires_at": max(job.expires_at_s for job in jobs),
             },
         )
-        return row["id"]
+        return one(row)["id"]
 
     # ------------------------------------------------------------------ regions
 
@@ -261,17 +265,17 @@ class Outbox:
         a NOTIFY in the same transaction wakes every relay."""
         async with pooled(self.pool) as conn, conn.cursor(row_factory=class_row(Moved)) as cur:
             await cur.execute(queries()[name], params)
-            moved = await cur.fetchone()
+            moved = one(await cur.fetchone())
             if getattr(moved, wake_on):
                 await cur.execute(queries()["notify_outbox"])
         return moved
 
     async def now(self) -> datetime:
-        return (await self._one("now"))["now"]
+        return one(await self._one("now"))["now"]
 
     async def clock(self) -> float:
         """The database's clock_timestamp(), unix seconds."""
-        return (await self._one("clock"))["t"]
+        return one(await self._one("clock"))["t"]
 
     async def undelivered(self, due_before: datetime, requeued: list[str]) -> list[Undelivered]:
         return await self._all(

@@ -160,8 +160,14 @@ class Relay:
             raise DatabaseError(f"cannot connect to the database: {exc}") from exc
         return pool
 
+    @property
+    def _registry(self) -> Registry:
+        """The regions, made once the database is reached: before anything runs."""
+        assert self.registry is not None
+        return self.registry
+
     async def _run(self, store: Outbox) -> None:
-        s, registry, supervisor = self.settings, self.registry, self.supervisor
+        s, registry, supervisor = self.settings, self._registry, self.supervisor
         sweeper = Sweeper(
             store,
             self.counts,
@@ -220,12 +226,12 @@ class Relay:
 
     def _start_drainers(self, store: Outbox) -> None:
         """Drainers for every region that has none yet (regions may be added live)."""
-        for code, region in self.registry.regions.items():
+        for code, region in self._registry.regions.items():
             if self.supervisor.has_drainers(code):
                 continue
             drainer = Drainer(
                 region,
-                self.registry,
+                self._registry,
                 store,
                 self.settings,
                 self.supervisor,
@@ -244,11 +250,11 @@ class Relay:
         while not self.supervisor.stopping:
             await self.supervisor.sleep(max(self.settings.poll_interval_s, 1.0))
             try:
-                await self.registry.refresh()
+                await self._registry.refresh()
             except psycopg.Error:
                 continue
             self._start_drainers(store)
-            self.registry.reconcile_health()
+            self._registry.reconcile_health()
 
 
 def once_verdict(rows: list[Undelivered], regions: dict[str, Region], dead: int) -> str | None:

@@ -16,6 +16,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from relay import migrate
+from relay.db import one
 from relay.local.embedded import EmbeddedPostgres
 from relay.tick import TickParams
 
@@ -128,7 +129,7 @@ def bench_tick(
                         {"chunk": chunk},
                     )
                 )
-                run = (
+                run = one(
                     conn.cursor(row_factory=dict_row)
                     .execute(
                         "SELECT monitors_claimed, jobs_written, cut_short FROM pgpulse.tick_runs"
@@ -178,4 +179,5 @@ if __name__ == "__main__":
     import json
     import sys
 
-    print(json.dumps(bench_tick(*(int(a) for a in sys.argv[1:]))))
+    args = (int(a) for a in sys.argv[1:])  # monitors runs chunk mix(0/1)
+    print(json.dumps(bench_tick(*args)))  # type: ignore[arg-type]

@@ -160,7 +160,7 @@ class _RelayShapedPusher:
         self.stack = stack
         self.http = httpx.Client(base_url=stack.devserver.url, timeout=10)
         self.sha: dict[str, str] = {}
-        self.calls = collections.Counter()  # region -> push calls made
+        self.calls: collections.Counter[str] = collections.Counter()  # region -> push calls
         for region in stack.regions:
             self.sha[region] = self._send(region, [["SCRIPT", "LOAD", PUSH_SCRIPT]])
         self.calls.clear()

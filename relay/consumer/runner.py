@@ -260,7 +260,7 @@ class RegionalWorker:
         now = claim.now_ms / 1000
         for claimed in claim.jobs:
             try:
-                job = CheckJob.parse(claimed.body)
+                check = CheckJob.parse(claimed.body)
             except MalformedJob as exc:
                 c.malformed += 1
                 metrics.dropped.labels(region, "malformed").inc()
@@ -272,9 +272,11 @@ class RegionalWorker:
             if claimed.run > 1:
                 c.reclaimed += 1
                 metrics.reclaimed.labels(region).inc()
-            if now < job.scheduled_for:  # published early by someone: wait for the slot
+            if now < check.scheduled_for:  # published early by someone: wait for the slot
                 c.early += 1
-            task = asyncio.create_task(self._run_check(job, claimed), name=f"check:{job.job_id}")
+            task = asyncio.create_task(
+                self._run_check(check, claimed), name=f"check:{check.job_id}"
+            )
             self.running.add(task)
             task.add_done_callback(self._done)
         metrics.in_flight.labels(region).set(len(self.running))

@@ -240,7 +240,7 @@ class DevServerApp:
                     token = value.decode("utf-8", "replace")
                     break
         db = self._db_of(token) if token is not None else None
-        if db is None:
+        if db is None or token is None:
             raise _Reply(401, _UNAUTHORIZED)
         stats = self.stats
         stats.db_requests[db] += 1

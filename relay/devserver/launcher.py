@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from relay.devserver.options import ADMIN_TOKEN_ENV, REDIS_URL_ENV, TOKENS_ENV
 from relay.errors import DevServerError
@@ -39,8 +39,10 @@ class DevServer(ManagedService):
         self.tokens = dict(tokens)
         # no fixed default: a fresh random admin token unless one is given (None: admin off)
         self.admin_token: str | None = (
-            secrets.token_urlsafe(24) if admin_token is NEW_ADMIN_TOKEN else admin_token
-        )  # type: ignore[assignment]
+            secrets.token_urlsafe(24)
+            if admin_token is NEW_ADMIN_TOKEN
+            else cast("str | None", admin_token)
+        )
         self.host = host
         self.redis_compat = redis_compat  # e.g. "6.2": newer commands refused
         self.strict_script_keys = strict_script_keys  # scripts touch only the keys in KEYS

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from relay.config import DEVSERVER_ADMIN_TOKEN, DEVSERVER_TOKENS, REDIS_URL
@@ -74,7 +75,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 
 def serve_arguments(
-    options: argparse.Namespace, env: dict[str, str] | None = None
+    options: argparse.Namespace, env: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
     """The keyword arguments of `serve` from parsed options and the environment."""
     env = os.environ if env is None else env
@@ -126,7 +127,7 @@ def parse_token_args(values: list[str]) -> dict[str, int]:
     return tokens
 
 
-def token_args(flags: list[str], env: dict[str, str] | None = None) -> list[str]:
+def token_args(flags: list[str], env: Mapping[str, str] | None = None) -> list[str]:
     """`--token` values plus the whitespace-separated TOKEN[=DB] entries of
     $PGPULSE_DEVSERVER_TOKENS: the environment keeps tokens out of `ps` (argv is public)."""
     env = os.environ if env is None else env

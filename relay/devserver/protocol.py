@@ -228,7 +228,7 @@ def path_command(
             raise BadRequest(checked)
         args = checked
     elif policy is not _PASS:
-        raise BadRequest(policy)  # type: ignore[arg-type]
+        raise BadRequest(policy)
     return args if scripts is None else scripts.rewrite(args)
 
 
@@ -372,11 +372,13 @@ def compile_commands(
         checked = cmd
         if policy is not _PASS:
             if policy is _CHECK:
-                checked = _check(cmd)
-                if isinstance(checked, str):
-                    refusal = checked
+                found = _check(cmd)
+                if isinstance(found, str):
+                    refusal = found
+                else:
+                    checked = found
             else:
-                refusal = policy  # type: ignore[assignment]
+                refusal = policy  # type: ignore[assignment]  # neither sentinel: its text
         if refusal is None:
             if scripts is not None:
                 checked = scripts.rewrite(checked)

@@ -33,7 +33,7 @@ def _http_protocol() -> Any:
                 cycle.disconnected = True  # no late 500 from uvicorn
                 transport.close()
 
-            self.scope.setdefault("extensions", {})[DROP_EXTENSION] = drop  # type: ignore[typeddict-item]
+            self.scope.setdefault("extensions", {})[DROP_EXTENSION] = drop  # type: ignore[assignment]  # ours
 
     return DroppableHttpToolsProtocol
 

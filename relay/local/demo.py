@@ -32,6 +32,7 @@ from psycopg.rows import dict_row
 from relay import logs, metrics
 from relay.bench import percentile
 from relay.config import RelaySettings
+from relay.db import one
 from relay.local.stack import LocalStack
 from relay.local.targets import LocalTargets
 from relay.service import Relay
@@ -260,7 +261,7 @@ async def _live(
                 if failing != failing_shown and any(stats.values()):
                     failing_shown = failing
                     print("  >>> failing targets: " + (", ".join(failing) or "none"), flush=True)
-                state = await (await conn.execute(WINDOW_STATE, {"id": window_id})).fetchone()
+                state = one(await (await conn.execute(WINDOW_STATE, {"id": window_id})).fetchone())
                 skipped, is_open = state["skipped_slots"], state["open"]
                 if is_open != window_open:
                     window_open = is_open
@@ -269,7 +270,7 @@ async def _live(
                         f" ({skipped} slots skipped so far)",
                         flush=True,
                     )
-                row = await (await conn.execute(VIEW)).fetchone()
+                row = one(await (await conn.execute(VIEW)).fetchone())
                 if row["last_tick"] != last_tick:
                     if last_tick is not None:
                         print(
@@ -302,8 +303,8 @@ async def _live(
                     + f"{check_p99:>15.0f}   {breakers}",
                     flush=True,
                 )
-            final = await (await conn.execute(VIEW)).fetchone()
-            features = await (await conn.execute(FEATURES, {"id": window_id})).fetchone()
+            final = one(await (await conn.execute(VIEW)).fetchone())
+            features = one(await (await conn.execute(FEATURES, {"id": window_id})).fetchone())
             ticks = await (
                 await conn.execute(
                     "SELECT trigger, count(*) AS runs, sum(jobs_written) AS jobs,"
@@ -379,9 +380,11 @@ def run_demo(seconds: float = 120, monitors: int = 10_000) -> dict[str, Any]:
             conn.execute(SEED_MIX, {"regions": list(stack.region_codes)})
             conn.execute(RECORD)
             conn.execute("VACUUM ANALYZE public.monitors, pgpulse.schedule")
-            job = conn.execute(
-                "SELECT schedule FROM cron.job WHERE jobname = 'pgpulse-tick'"
-            ).fetchone()
+            job = one(
+                conn.execute(
+                    "SELECT schedule FROM cron.job WHERE jobname = 'pgpulse-tick'"
+                ).fetchone()
+            )
         print(
             f"  migrated; pg_cron runs pgpulse-tick at '{job['schedule']}'; "
             f"monitors' phases spread them over their intervals",
@@ -395,9 +398,11 @@ def run_demo(seconds: float = 120, monitors: int = 10_000) -> dict[str, Any]:
         )
         outage = (seconds * 0.35, seconds * 0.35 + min(25.0, seconds * 0.2), stack.region_codes[1])
         with stack.connect(row_factory=dict_row) as conn:
-            window = conn.execute(
-                MAINTENANCE, {"opens": seconds * 0.45, "closes": seconds * 0.7}
-            ).fetchone()
+            window = one(
+                conn.execute(
+                    MAINTENANCE, {"opens": seconds * 0.45, "closes": seconds * 0.7}
+                ).fetchone()
+            )
         print(
             f"  a tenth of the monitors check from all three regions, a tenth every 10 s; "
             f"maintenance window for {window['monitors']} 'low' monitors "

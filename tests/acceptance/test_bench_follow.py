@@ -3,7 +3,11 @@ rows reached pgpulse's schedule), and product writes went on while a tick ran.""
 
 from __future__ import annotations
 
+import pytest
+
 from relay.bench.follow import CASES, bench_follow
+
+pytestmark = pytest.mark.slow  # a benchmark
 
 
 def test_follow_bench_measures_both_tables_and_writes_during_a_tick() -> None:

@@ -8,7 +8,9 @@ import select
 from datetime import timedelta
 
 import psycopg
+import pytest
 
+from tests.support.cron_minute import Scenario
 from tests.support.seeding import add_monitor, add_monitors, outbox_jobs, schedule_of, tick
 from tests.support.waiting import wait_for
 
@@ -137,37 +139,54 @@ def test_a_longer_interval_takes_back_the_old_intervals_jobs_still_to_come(conn,
     )
 
 
-def test_under_pg_cron_a_monitor_created_mid_minute_is_scheduled_at_its_slot(cron_db_url):
+class CronDatabaseRegion(Scenario):
+    """This test's region in the cluster's cron database, where pg_cron ticks every minute."""
+
+    code = "first-check-1"
+
+    def arrange(self) -> None:
+        self.conn = self.resources.enter_context(
+            psycopg.connect(
+                self.request.getfixturevalue("cron_db_url"),
+                autocommit=True,
+                row_factory=psycopg.rows.dict_row,
+            )
+        )
+        self.resources.callback(self.remove_rows)
+        self.conn.execute(
+            "INSERT INTO pgpulse.regions (code) VALUES (%s) ON CONFLICT DO NOTHING", (self.code,)
+        )
+
+    def remove_rows(self) -> None:
+        self.conn.execute("DELETE FROM public.monitors WHERE preferred_region = %s", (self.code,))
+        self.conn.execute("DELETE FROM pgpulse.outbox WHERE region = %s", (self.code,))
+        self.conn.execute("DELETE FROM pgpulse.regions WHERE code = %s", (self.code,))
+
+
+@pytest.mark.slow
+@pytest.mark.cron_minute(scenario=CronDatabaseRegion)
+def test_under_pg_cron_a_monitor_created_mid_minute_is_scheduled_at_its_slot(cron_minute):
     """In the cluster's cron database pg_cron ticks every minute; a monitor created after
     one of its ticks has its first slot in the outbox at once, not from the next tick."""
-    code = "first-check-1"
-    with psycopg.connect(cron_db_url, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
-        conn.execute(
-            "INSERT INTO pgpulse.regions (code) VALUES (%s) ON CONFLICT DO NOTHING", (code,)
-        )
-        try:
-            wait_for(
-                lambda: conn.execute(
-                    "SELECT 1 FROM pgpulse.tick_runs WHERE trigger = 'pg_cron' AND finished_at IS NOT "
-                    "NULL AND started_at > now() - interval '2 minutes'"
-                ).fetchone(),
-                75,
-                "a pg_cron tick",
-            )
-            m = conn.execute(
-                "INSERT INTO public.monitors (url, check_interval_seconds, preferred_region, "
-                "allow_fallback) VALUES ('https://cron-first.example', 10, %s, false) "
-                "RETURNING id, now() AS t, pgpulse.next_slot(id, 10, now()) AS next_check_at",
-                (code,),
-            ).fetchone()
-            first = conn.execute(
-                "SELECT min(deliver_at) AS d FROM pgpulse.outbox WHERE monitor_id = %s", (m["id"],)
-            ).fetchone()["d"]
-            assert first == m["next_check_at"] < m["t"] + timedelta(seconds=10)
-        finally:
-            conn.execute("DELETE FROM public.monitors WHERE preferred_region = %s", (code,))
-            conn.execute("DELETE FROM pgpulse.outbox WHERE region = %s", (code,))
-            conn.execute("DELETE FROM pgpulse.regions WHERE code = %s", (code,))
+    conn, code = cron_minute.conn, cron_minute.code
+    wait_for(
+        lambda: conn.execute(
+            "SELECT 1 FROM pgpulse.tick_runs WHERE trigger = 'pg_cron' AND finished_at IS NOT "
+            "NULL AND started_at > now() - interval '2 minutes'"
+        ).fetchone(),
+        cron_minute.left(75),
+        "a pg_cron tick",
+    )
+    m = conn.execute(
+        "INSERT INTO public.monitors (url, check_interval_seconds, preferred_region, "
+        "allow_fallback) VALUES ('https://cron-first.example', 10, %s, false) "
+        "RETURNING id, now() AS t, pgpulse.next_slot(id, 10, now()) AS next_check_at",
+        (code,),
+    ).fetchone()
+    first = conn.execute(
+        "SELECT min(deliver_at) AS d FROM pgpulse.outbox WHERE monitor_id = %s", (m["id"],)
+    ).fetchone()["d"]
+    assert first == m["next_check_at"] < m["t"] + timedelta(seconds=10)
 
 
 def test_a_minutes_tick_started_late_finds_its_first_slots_written(conn, region):
