@@ -41,7 +41,16 @@ RELAY_NEEDS: dict[str, dict[str, tuple[str, ...] | None]] = {
     "pgpulse.schedule": {
         "SELECT": ("monitor_id", "preferred_region", "allow_fallback", "check_regions")
     },
-    "pgpulse.regions": {"SELECT": None, "UPDATE": ("healthy", "healthy_changed_at", "degraded")},
+    "pgpulse.regions": {
+        "SELECT": None,
+        "UPDATE": (
+            "healthy",
+            "healthy_changed_at",
+            "degraded",
+            "workers_absent",
+            "workers_absent_since",
+        ),
+    },
     "pgpulse.outbox": {"SELECT": None, "INSERT": None, "DELETE": None, "UPDATE": ("attempts",)},
     "pgpulse.dead_letters": {
         "SELECT": None,
@@ -52,8 +61,10 @@ RELAY_NEEDS: dict[str, dict[str, tuple[str, ...] | None]] = {
     "pgpulse.push_intents": {"SELECT": None, "INSERT": None, "UPDATE": None, "DELETE": None},
     "pgpulse.region_observations": {"SELECT": None, "INSERT": None, "UPDATE": None, "DELETE": None},
     "pgpulse.maintenance_windows": {"SELECT": None},
+    "pgpulse.results_latest": {"SELECT": None, "INSERT": None, "UPDATE": None, "DELETE": None},
+    "pgpulse.results_history": {"SELECT": None, "INSERT": None, "UPDATE": None},
 }
-RELAY_FUNCTIONS = ("pgpulse._routing()",)
+RELAY_FUNCTIONS = ("pgpulse._routing()", "pgpulse.results_maintain()")
 
 
 @dataclass
