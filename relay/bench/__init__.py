@@ -119,6 +119,11 @@ def run_bench(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         yield repeated(args.runs, lambda: bench_worker_lag(args.rate_per_min, args.seconds)) | {
             "machine": machine()
         }
+    if what in ("results", "all"):
+        from relay.bench.results import bench_results
+
+        for record in bench_results(getattr(args, "results", 200_000), runs=args.runs):
+            yield record | {"machine": machine()}
     if what in ("worker", "all"):
         from relay.bench.worker import bench_worker_idle, bench_worker_throughput
 
