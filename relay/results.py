@@ -95,6 +95,9 @@ def _int(value: Any, what: str, lo: int, hi: int) -> int | None:
     return value
 
 
+_SECONDS: dict[int, str] = {}  # unix second -> its ISO text: a batch's results share few
+
+
 def _instant(value: Any, what: str, *, required: bool = False) -> str | None:
     """Unix seconds -> ISO 8601 UTC text (what the table's timestamptz reads)."""
     if value is None and not required:
@@ -106,7 +109,14 @@ def _instant(value: Any, what: str, *, required: bool = False) -> str | None:
         or not 0 < value < 253402300800  # 9999-12-31
     ):
         raise Malformed(f"{what} is not a time (unix seconds)")
-    return datetime.fromtimestamp(value, UTC).isoformat()
+    micros = round(value * 1_000_000)
+    second, fraction = divmod(micros, 1_000_000)
+    text = _SECONDS.get(second)
+    if text is None:
+        if len(_SECONDS) > 100_000:
+            _SECONDS.clear()
+        text = _SECONDS[second] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{fraction:06d}Z"
 
 
 def parse_result(item: str, checked_from: str, valid_id: Callable[[str], bool]) -> dict[str, Any]:
@@ -289,7 +299,9 @@ class ResultsDrain:
                 region.results_wake.clear()
                 await self._wait()
         finally:
-            await self._release()
+            # a write that outlives the stop (cancelled, a stopping relay's HTTP call would
+            # leave the lease to hold off the next relay for PGPULSE_RESULTS_LEASE_S)
+            self.supervisor.spawn_write(self._release(), f"results-release:{region.code}")
 
     async def _wait(self) -> None:
         wake = asyncio.ensure_future(self.region.results_wake.wait())
@@ -387,6 +399,6 @@ class ResultsDrain:
     async def _release(self) -> None:
         """Stopping: the next relay need not wait for this one's lease to end."""
         try:
-            await self.scripts.call("results_done", self.keys, [self.relay_id, "done", 0, 0, 1])
+            await self.scripts.call("results_done", self.keys, [self.relay_id, "stop", 0, 0, 1])
         except PgPulseError:
             pass

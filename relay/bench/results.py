@@ -110,7 +110,7 @@ def bench_results(
     """Two records: the latest table alone, and with the history on; each the median of
     `runs` (a fresh table each run, every result a new slot of its monitor)."""
     logs.setup("WARNING")
-    settings = RelaySettings(results_batch=batch, depth_interval_s=0.05)
+    settings = RelaySettings(results_batch=batch, depth_interval_s=1.0)
     slots = 2
     records = []
     with LocalStack(pg_cron=False, fast_db=False) as stack:

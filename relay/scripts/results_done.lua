@@ -10,8 +10,13 @@
 -- (oldest first: the batch's results first), counted in KEYS[2]: only what is left of the
 -- batch is removed. Nothing is removed when another relay holds the lease now (it ingests
 -- the same results again), nor a second time (a call repeated after a lost answer).
--- Answer: results removed, or -1 when the batch is not this relay's to remove.
-if redis.call('GET', KEYS[3]) ~= ARGV[1] .. ' ' .. ARGV[2] then
+-- Answer: results removed, or -1 when the batch is not this relay's to remove (the lease
+-- still released when asked, if it is this relay's).
+local holder = redis.call('GET', KEYS[3])
+if holder ~= ARGV[1] .. ' ' .. ARGV[2] then
+  if ARGV[5] == '1' and holder and string.match(holder, '^%S+') == ARGV[1] then
+    redis.call('DEL', KEYS[3])  -- a relay stopping: its lease goes with it
+  end
   return -1
 end
 local trimmed = tonumber(redis.call('GET', KEYS[2]) or '0') - tonumber(ARGV[4])

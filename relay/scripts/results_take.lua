@@ -10,20 +10,22 @@
 -- ARGV[1] relay id   ARGV[2] the batch's number (this relay's own count)
 -- ARGV[3] most results   ARGV[4] lease (ms)
 --
--- Answer: {1, dropped, length, results...}, or {0, dropped, length} while another relay
--- holds the lease.
+-- Answer: {1, dropped, length, results...} (the lease held while there are results), or
+-- {0, dropped, length} while another relay holds the lease.
 local holder = redis.call('GET', KEYS[3])
 local dropped = tonumber(redis.call('GET', KEYS[2]) or '0')
 local length = redis.call('LLEN', KEYS[1])
 if holder and string.match(holder, '^%S+') ~= ARGV[1] then
   return {0, dropped, length}
 end
-redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[2], 'PX', tonumber(ARGV[4]))
 local answer = {1, dropped, length}
-if length > 0 then
-  local batch = redis.call('LRANGE', KEYS[1], -tonumber(ARGV[3]), -1)
-  for i = 1, #batch do
-    answer[3 + i] = batch[i]
-  end
+if length == 0 then
+  if holder then redis.call('DEL', KEYS[3]) end  -- nothing to drain: nothing to hold
+  return answer
+end
+redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[2], 'PX', tonumber(ARGV[4]))
+local batch = redis.call('LRANGE', KEYS[1], -tonumber(ARGV[3]), -1)
+for i = 1, #batch do
+  answer[3 + i] = batch[i]
 end
 return answer

@@ -45,7 +45,8 @@ def test_an_entry_becomes_a_row_stored_under_its_slot():
     row = parse_result(entry(), "us-east-1", UUIDS)
     assert row["region"] == "eu-west-1" and row["checked_from"] == "us-east-1"
     assert row["scheduled_for"] == "2026-11-29T19:30:17.250000Z"
-    assert row["finished_at"] == "2025-11-29T19:30:17.500000+00:00"
+    assert row["finished_at"] == "2025-11-29T19:30:17.500000Z"
+    assert row["started_at"] == "2025-11-29T19:30:17.300000Z"
     assert (row["ok"], row["status"], row["run"], row["slot_regions"]) == (True, 200, 1, None)
 
 

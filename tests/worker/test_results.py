@@ -265,3 +265,22 @@ def test_the_results_cap_is_reached_and_survived(conn, db_url, upstash62, rdb, s
         assert worker.running() and relay.running()
     finally:
         workers.cleanup()
+
+
+def test_a_stopped_relay_hands_the_results_over_at_once(conn, db_url, upstash62, rdb, stack):
+    """SIGTERM releases the relay's lease on the region's results: the next relay drains at
+    once, not after PGPULSE_RESULTS_LEASE_S (30 s here)."""
+    monitors = add_monitors(conn, 4)
+    first_jobs, later_jobs = slot_jobs(monitors[:2], 1), slot_jobs(monitors[2:], 1)
+    now = time.time()
+    results = {j["job_id"]: result_json(j, now) for j in first_jobs + later_jobs}
+    asyncio.run(ack_results(upstash62.url, rdb, first_jobs, results))
+    first = start_relay(stack, db_url, upstash62.url, depth_interval_s=0.1)
+    wait_for(lambda: rdb.llen(RESULTS) == 0, 30, "the first results", on_timeout=first.tail)
+    assert first.stop() == 0
+    asyncio.run(ack_results(upstash62.url, rdb, later_jobs, results))
+    second = start_relay(stack, db_url, upstash62.url, depth_interval_s=0.1)
+    wait_for(lambda: rdb.llen(RESULTS) == 0, 10, "the next relay to drain", on_timeout=second.tail)
+    assert second.stop() == 0
+    count = conn.execute("SELECT count(*) AS n FROM pgpulse.results_latest").fetchone()["n"]
+    assert count == 4

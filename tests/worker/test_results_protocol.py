@@ -117,11 +117,19 @@ async def test_a_batch_is_removed_once_only_by_its_relay_and_not_what_the_cap_to
     assert left == [j["job_id"] for j in reversed(jobs[3:] + newer)]
     # a stale batch number removes nothing; the release lets relay-b in at once
     assert await done(scripts, "relay-a", 7, 3, 2) == -1
-    assert await done(scripts, "relay-a", "done", 0, 0, release=1) == 0
+    assert await done(scripts, "relay-a", "stop", 0, 0, release=1) == -1
     held, _, batch = await take(scripts, "relay-b", 1, 100)
     assert held == 1 and len(batch) == 9
     assert await done(scripts, "relay-b", 1, len(batch), 2) == 9
     assert rdb.llen(RESULTS) == 0
+    # nothing to drain holds nothing: another relay takes over at once (a stopped relay's
+    # lease kept the next relay waiting PGPULSE_RESULTS_LEASE_S)
+    assert (await take(scripts, "relay-b", 2, 100))[0] == 1
+    await run_jobs(q, rdb, 1)
+    assert (await take(scripts, "relay-a", 2, 100))[0] == 1
+    assert (await take(scripts, "relay-b", 3, 100))[0] == 0
+    assert await done(scripts, "relay-a", "stop", 0, 0, release=1) == -1  # stopping
+    assert (await take(scripts, "relay-b", 3, 100))[0] == 1
 
 
 async def test_the_sample_tells_absent_workers_from_slow_ones(client, rdb):
