@@ -1457,7 +1457,7 @@ CREATE TABLE pgpulse.results_latest (
     worker        text,
     received_at   timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT results_latest_one_per_region PRIMARY KEY (monitor_id, region)
-);
+) WITH (fillfactor = 70);  -- room on each page: a row's next result is a HOT update
 
 -- Every result, when the database setting pgpulse.results_history is on: one partition per
 -- UTC day of scheduled_for, made a few days ahead by pgpulse.results_maintain(), which
