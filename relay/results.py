@@ -32,7 +32,8 @@ from relay.supervisor import Supervisor
 
 # a failed round (the region or the database): again after 0.5 s, 1 s ... at most 15 s
 DRAIN_RETRY = Backoff(first=0.5, most=15.0, jitter=0.2)
-MAINTAIN_EVERY_S = 300.0  # the history's partitions, and latest results of deleted monitors
+MAINTAIN_EVERY_S = 300.0  # the history's partitions
+ORPHANS_EVERY = 12  # maintenance rounds: the latest results of deleted monitors, hourly
 ORPHANS_CHUNK = 10_000
 DETAIL_MAX = 500  # characters of a result's detail kept
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
@@ -220,17 +221,19 @@ class History:
 async def maintain_results(
     store: Outbox, history: History, supervisor: Supervisor, interval_s: float = MAINTAIN_EVERY_S
 ) -> None:
-    """Every few minutes: the history's partitions (made ahead, dropped past retention) and
-    the latest results of deleted monitors."""
+    """Every few minutes the history's partitions (made ahead, dropped past retention), every
+    hour the latest results of deleted monitors (a scan of the latest table)."""
+    rounds = 0
     while not supervisor.stopping:
         await supervisor.sleep(interval_s)
-        await maintain_once(store, history)
+        rounds += 1
+        await maintain_once(store, history, orphans=rounds % ORPHANS_EVERY == 1)
 
 
-async def maintain_once(store: Outbox, history: History) -> None:
+async def maintain_once(store: Outbox, history: History, *, orphans: bool = True) -> None:
     try:
         span = await store.results_maintain()
-        orphans = await store.results_orphans(ORPHANS_CHUNK)
+        gone = await store.results_orphans(ORPHANS_CHUNK) if orphans else 0
     except psycopg.Error as exc:
         logs.warning("results_maintain_failed", error=describe(exc))
         return
@@ -243,8 +246,8 @@ async def maintain_once(store: Outbox, history: History) -> None:
         history.problem = span.problem
         if span.problem:
             logs.warning("results_settings_invalid", problem=span.problem)
-    if orphans:
-        logs.event("results_of_deleted_monitors", deleted=orphans)
+    if gone:
+        logs.event("results_of_deleted_monitors", deleted=gone)
 
 
 class ResultsDrain:
@@ -324,7 +327,7 @@ class ResultsDrain:
         if self.valid_id is None:
             self.valid_id = id_checker(await self.store.results_id_type())
         if self.history.span is None:  # whether history is on is not known yet
-            await maintain_once(self.store, self.history)
+            await maintain_once(self.store, self.history, orphans=False)
             if self.history.span is None:
                 raise PgPulseError(
                     "pgpulse.results_maintain() failed (see results_maintain_failed)"
