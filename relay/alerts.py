@@ -50,6 +50,7 @@ NEEDS_DATABASE = {
     "monitors_unrouted",
     "not_following",
     "bulk_writes_not_followed",
+    "workers_absent",
 }
 # a bulk write's rows are followed within a second by a relay, at the latest by the next tick
 FOLLOW_LATE_S = 120
@@ -137,6 +138,7 @@ def _database_rules(settings: OpsSettings, facts: dict[str, Any]) -> list[Findin
             )
         )
     found += _schedule_rules(facts.get("schedule"))
+    found += _workers_rules(facts.get("absent_workers") or {})
     for row in facts.get("backlog", []):
         oldest = float(row["oldest_due_age_s"] or 0)
         if oldest > settings.alert_backlog_age_s:
@@ -149,6 +151,29 @@ def _database_rules(settings: OpsSettings, facts: dict[str, Any]) -> list[Findin
                 )
             )
     return found
+
+
+def _workers_rules(absent: dict[str, dict[str, Any]]) -> list[Finding]:
+    """Regions whose workers are gone (the relay's verdict, relay.workers): their monitors
+    that may fall back are checked elsewhere, the others not at all."""
+    return [
+        Finding(
+            f"workers_absent:{region}",
+            "workers_absent",
+            f"region {region}: no worker takes its jobs (for {seen['absent_s'] or 0:.0f} s); "
+            + (
+                f"its monitors that may fall back go to {seen['routed_to']}"
+                if seen["routed_to"]
+                else "its monitors are not checked"
+            ),
+            {
+                "region": region,
+                "absent_s": round(seen["absent_s"] or 0, 1),
+                "routed_to": seen["routed_to"],
+            },
+        )
+        for region, seen in sorted(absent.items())
+    ]
 
 
 def _schedule_rules(health: dict[str, Any] | None) -> list[Finding]:

@@ -569,6 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
             "first-check",
             "worker-lag",
             "worker",
+            "results",
             "all",
         ],
     )
@@ -625,6 +626,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="relay-lag: the jobs are slots of monitors checked every SECONDS "
         "(10 to 86400), written by the real tick",
+    )
+    p.add_argument(
+        "--results",
+        type=int,
+        default=200_000,
+        help="results: check results drained into PostgreSQL per run",
     )
     p.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
     p.add_argument("--json", action="store_true", help="print JSON only")

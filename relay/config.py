@@ -325,6 +325,31 @@ class RelaySettings(_Settings):
     depth_interval_s: float = setting(
         "PGPULSE_DEPTH_INTERVAL_S", 5.0, "how often queue depth is sampled", lo=0.1, hi=300
     )
+    workers_absent_s: float = setting(
+        "PGPULSE_WORKERS_ABSENT_S",
+        60.0,
+        "a region that had worker heartbeats and has none this long, or whose waiting jobs "
+        "no worker took this long, is marked workers-absent: its monitors that may fall back "
+        "go elsewhere until workers return (keep it above 10 s, a busy worker's heartbeat, "
+        "and `PGPULSE_WORKER_IDLE_MAX_S`)",
+        lo=1,
+        hi=86400,
+    )
+    results_batch: int = setting(
+        "PGPULSE_RESULTS_BATCH",
+        2000,
+        "check results per batch from a region's results list into PostgreSQL",
+        lo=1,
+        hi=10_000,
+    )
+    results_lease_s: float = setting(
+        "PGPULSE_RESULTS_LEASE_S",
+        30.0,
+        "one relay at a time drains a region's results; one that stops answering is taken "
+        "over after this",
+        lo=1,
+        hi=3600,
+    )
     clock_skew_warn_s: float = setting(
         "PGPULSE_CLOCK_SKEW_WARN_S",
         2.0,
@@ -508,6 +533,15 @@ class WorkerSettings(_Settings):
         "`pgpulse worker`: redirects a check follows (each target checked like the first)",
         lo=0,
         hi=20,
+    )
+    worker_results_cap: int = setting(
+        "PGPULSE_WORKER_RESULTS_CAP",
+        100_000,
+        "`pgpulse worker`: most results waiting for the relay in a region's results list "
+        "(about 600 bytes each); past it the oldest are trimmed and counted "
+        "(`pgpulse_results_dropped`), acks never fail; 0 keeps none",
+        lo=0,
+        hi=10_000_000,
     )
     worker_stats_interval_s: float = setting(
         "PGPULSE_WORKER_STATS_INTERVAL_S",

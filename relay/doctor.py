@@ -43,7 +43,16 @@ RELAY_NEEDS: dict[str, dict[str, tuple[str, ...] | None]] = {
     "pgpulse.schedule": {
         "SELECT": ("monitor_id", "preferred_region", "allow_fallback", "check_regions")
     },
-    "pgpulse.regions": {"SELECT": None, "UPDATE": ("healthy", "healthy_changed_at", "degraded")},
+    "pgpulse.regions": {
+        "SELECT": None,
+        "UPDATE": (
+            "healthy",
+            "healthy_changed_at",
+            "degraded",
+            "workers_absent",
+            "workers_absent_since",
+        ),
+    },
     "pgpulse.outbox": {"SELECT": None, "INSERT": None, "DELETE": None, "UPDATE": ("attempts",)},
     "pgpulse.dead_letters": {
         "SELECT": None,
@@ -55,8 +64,10 @@ RELAY_NEEDS: dict[str, dict[str, tuple[str, ...] | None]] = {
     "pgpulse.region_observations": {"SELECT": None, "INSERT": None, "UPDATE": None, "DELETE": None},
     "pgpulse.maintenance_windows": {"SELECT": None},
     "pgpulse.leases": {"SELECT": None, "INSERT": None, "UPDATE": None, "DELETE": None},
+    "pgpulse.results_latest": {"SELECT": None, "INSERT": None, "UPDATE": None, "DELETE": None},
+    "pgpulse.results_history": {"SELECT": None, "INSERT": None, "UPDATE": None},
 }
-RELAY_FUNCTIONS = ("pgpulse._routing()",)
+RELAY_FUNCTIONS = ("pgpulse._routing()", "pgpulse.results_maintain()")
 # What the read-only ops commands read (doctor, status, `pgpulse http`: the status page,
 # /readyz, /metrics, the alerts), as sql/roles.sql grants it to pgpulse_monitor; the
 # outbox's and dead letters' rows without their check (payload). Of the schedule, what
@@ -625,6 +636,7 @@ class Doctor:
         if not regions:
             self.add("regions", "FAIL", "no enabled region: `pgpulse region add CODE`")
             return
+        self.region_rows = {r["code"]: r for r in regions}
         for found in asyncio.run(self._probe_all([r["code"] for r in regions])):
             for name, verdict, detail in found:
                 self.add(name, verdict, detail)
@@ -650,6 +662,7 @@ class Doctor:
             ms = (time.perf_counter() - started) * 1000
             sha = await client.command("SCRIPT", "LOAD", PUSH_SCRIPT)
             clock = await self._redis_clock(client, code)
+            workers = await self._workers(client, code)
         except PgPulseError as exc:
             hint = f" (check UPSTASH_REDIS_REST_URL_{env_suffix(code)} / _TOKEN_{env_suffix(code)})"
             return [(name, "FAIL", f"{shown}: {exc}{hint}")]
@@ -658,7 +671,40 @@ class Doctor:
         found = [
             (name, "ok", f"{shown}: PING {pong} in {ms:.0f} ms, push script {sha[:12]} loaded")
         ]
-        return found + ([clock] if clock else [])
+        return found + ([clock] if clock else []) + [workers]
+
+    async def _workers(self, client, code: str) -> tuple[str, str, str]:
+        """The region's workers: their heartbeats, and the relay's verdict (regions.
+        workers_absent): FAIL while absent, its monitors go elsewhere or nowhere."""
+        from relay.consumer.protocol import ALIVE_S, workers_key
+
+        name = f"workers {code}"
+        seconds, micros = await client.command("TIME")
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        known = int(await client.command("ZCARD", workers_key(code)))
+        alive = int(
+            await client.command("ZCOUNT", workers_key(code), now_ms - int(ALIVE_S * 1000), "+inf")
+        )
+        row = getattr(self, "region_rows", {}).get(code) or {}
+        if row.get("workers_absent"):
+            since = row.get("workers_absent_s") or 0
+            fallback = row.get("fallback_region") or "the default region"
+            return (
+                name,
+                "FAIL",
+                f"workers absent for {since:.0f} s ({alive} alive now): its monitors that may "
+                f"fall back go to {fallback}, the others are not checked; start "
+                f"`pgpulse worker --region {code}`, or DEL {workers_key(code)} to forget "
+                "workers that are gone for good",
+            )
+        if not known:
+            return (
+                name,
+                "ok",
+                "no worker heartbeat ever (version 1 consumers, or none yet): pgpulse cannot "
+                "tell whether its jobs are taken",
+            )
+        return name, "ok" if alive else "warn", f"{alive} alive (heartbeat within {ALIVE_S:.0f} s)"
 
     async def _redis_clock(self, client, code: str) -> tuple[str, str, str] | None:
         name = f"clock skew region {code}"

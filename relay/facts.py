@@ -32,6 +32,10 @@ async def read_facts(conn) -> dict[str, Any]:
         "unhealthy_regions": {
             r["region"]: r["unhealthy_s"] for r in await rows("unhealthy_regions")
         },
+        "absent_workers": {
+            r["region"]: {"absent_s": r["absent_s"], "routed_to": r["routed_to"]}
+            for r in await rows("absent_workers")
+        },
         # for the status page
         "regions": await rows("regions"),
         "recent_ticks": await (

@@ -101,6 +101,13 @@ def judge_readiness(
     ):
         if count:
             warnings.append(f"{count} {what}: the scheduler's trouble, not this instance's")
+    for region, seen in sorted((facts.get("absent_workers") or {}).items()):
+        where = seen["routed_to"]
+        warnings.append(
+            f"region {region}: workers absent for {seen['absent_s'] or 0:.0f} s, its monitors "
+            + (f"that may fall back go to {where}" if where else "are not checked")
+            + ": the workers' trouble, not this instance's"
+        )
     unhealthy = facts.get("unhealthy_regions") or {}
     for row in facts.get("backlog") or []:
         region, oldest = row["region"], float(row["oldest_due_age_s"] or 0)

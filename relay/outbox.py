@@ -14,7 +14,7 @@ from psycopg.rows import class_row, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from relay.backoff import Backoff
-from relay.db import one, pooled
+from relay.db import apinned, one, pooled
 from relay.queries import queries
 
 T = TypeVar("T")
@@ -95,6 +95,32 @@ class RegionRow:
     healthy: bool
     degraded: bool
     weight: int
+    workers_absent: bool = False
+    workers_absent_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """What one batch of results did in PostgreSQL (see the ingest_results query)."""
+
+    known: int  # of monitors pgpulse schedules (the others are left out)
+    latest_written: int
+    history_written: int
+    outside_history: int  # history on, but no partition covers their slot
+
+
+@dataclass(frozen=True)
+class HistorySpan:
+    """What pgpulse.results_maintain() answered: whether history is kept and the span of
+    scheduled_for its partitions cover (None while history is off)."""
+
+    history: bool
+    retention_days: int
+    covered_from: datetime | None
+    covered_until: datetime | None
+    created: int
+    dropped: int
+    problem: str | None
 
 
 @dataclass(frozen=True)
@@ -236,12 +262,54 @@ class Outbox:
         )
         return None if row is None else row["healthy"]
 
+    async def set_region_workers(self, region: str, absent: bool) -> bool:
+        """Records whether the region's workers are absent; True when this changed it."""
+        row = await self._one("set_region_workers", {"region": region, "absent": absent})
+        return row is not None
+
+    async def reroute_away(self, region: str) -> Moved:
+        """A region whose workers are absent: its waiting jobs that may fall back move."""
+        return await self._reroute("reroute_away", {"region": region}, wake_on="inserted")
+
     async def set_region_degraded(self, region: str, degraded: bool) -> None:
         await self._run("set_region_degraded", {"region": region, "degraded": degraded})
 
     async def reroute_home(self, region: str) -> Moved:
         """A region is back: its monitors' jobs routed elsewhere come home (and wake)."""
         return await self._reroute("reroute_home", {"region": region}, wake_on="inserted")
+
+    # ------------------------------------------------------------------ results
+
+    async def results_id_type(self) -> str:
+        return one(await self._one("results_id_type"))["id_type"]
+
+    async def results_maintain(self) -> HistorySpan:
+        return (await self._all("results_maintain", HistorySpan))[0]
+
+    async def results_orphans(self, limit: int) -> int:
+        return one(await self._one("results_orphans", {"limit": limit}))["deleted"]
+
+    async def ingest_results(
+        self, rows_json: str, span: HistorySpan | None, timeout_s: float
+    ) -> Ingested:
+        """One batch of results (a JSON array of results_latest rows), in one transaction
+        that a statement timeout keeps within the drain's lease."""
+        keep = span is not None and span.history and span.covered_from is not None
+        covered = (span.covered_from, span.covered_until) if span is not None and keep else None
+        async with (
+            self.pool.connection() as conn,
+            apinned(conn, statement_timeout_ms=int(timeout_s * 1000)),
+            conn.cursor(row_factory=class_row(Ingested)) as cur,
+        ):
+            await cur.execute(
+                queries()["ingest_results"],
+                {
+                    "rows": rows_json,
+                    "history_from": covered[0] if covered else None,
+                    "history_until": covered[1] if covered else None,
+                },
+            )
+            return one(await cur.fetchone())
 
     # ------------------------------------------------------------------ housekeeping
 

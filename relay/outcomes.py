@@ -100,3 +100,5 @@ class Counts:
     dead_lettered: int = 0
     batches: int = 0
     retries: int = 0  # HTTP attempts retried (transport errors, 5xx, timeouts)
+    results: int = 0  # check results stored in PostgreSQL
+    results_malformed: int = 0  # check results counted and skipped

@@ -29,6 +29,7 @@ from relay.notifier import Notifier
 from relay.outbox import Outbox, Undelivered
 from relay.outcomes import BatchListener, Counts
 from relay.regions import Region, Registry
+from relay.results import History, ResultsDrain, maintain_once, maintain_results
 from relay.supervisor import Supervisor
 from relay.sweeper import Sweeper
 
@@ -62,6 +63,8 @@ class Relay:
         self.relay_id = uuid.uuid4().hex[:12]  # this process, in region_observations
         self.registry: Registry | None = None
         self.drainers: list[Drainer] = []
+        self.history = History()  # the results history's span (relay.results)
+        self.results_drains: dict[str, ResultsDrain] = {}
         self.undelivered: str | None = None  # --once: why due jobs were left, if they were
 
     @property
@@ -110,6 +113,8 @@ class Relay:
             rerouted=c.rerouted,
             dead_lettered=c.dead_lettered,
             retries=c.retries,
+            results=c.results,
+            results_malformed=c.results_malformed,
         )
 
     async def _open_pool(self) -> AsyncConnectionPool | None:
@@ -201,6 +206,7 @@ class Relay:
                 await sweeper.sweep()
             except psycopg.Error as exc:
                 raise DatabaseError(describe(exc)) from exc
+        await maintain_once(store, self.history)  # the history's span, before any result
         self._start_drainers(store)
         if not self.once:
             follower = Follower(
@@ -210,6 +216,7 @@ class Relay:
                 wake_drainers=registry.wake_all,
             )
             supervisor.spawn(follower.run(), "follow")
+            supervisor.spawn(maintain_results(store, self.history, supervisor), "results")
             if s.listen:  # off behind a transaction-mode pooler: the poll interval wakes
                 notifier = Notifier(self.dsn, supervisor, registry.nudge_all, follower.wake)
                 supervisor.spawn(notifier.run(), "listen")
@@ -225,8 +232,24 @@ class Relay:
             self.undelivered = once_verdict(rows, registry.regions, self.counts.dead_lettered)
 
     def _start_drainers(self, store: Outbox) -> None:
-        """Drainers for every region that has none yet (regions may be added live)."""
+        """Drainers (of the outbox, and of the results list) for every region that has none
+        yet (regions may be added live)."""
         for code, region in self._registry.regions.items():
+            if code not in self.results_drains:
+                drain = self.results_drains[code] = ResultsDrain(
+                    region,
+                    store,
+                    self.settings,
+                    self.supervisor,
+                    self.counts,
+                    self.history,
+                    relay_id=self.relay_id,
+                    once=self.once,
+                )
+                if self.once:  # what waits now, joined like the drainers
+                    self.supervisor.start_drainers(f"results:{code}", [drain.run()])
+                else:
+                    self.supervisor.spawn(drain.run(), f"results:{code}")
             if self.supervisor.has_drainers(code):
                 continue
             drainer = Drainer(

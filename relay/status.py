@@ -52,6 +52,7 @@ def render(s: dict[str, Any]) -> str:
                 ("default", r["is_default"]),
                 ("disabled", not r["enabled"]),
                 ("UNHEALTHY", not r["healthy"]),
+                ("WORKERS-ABSENT", r.get("workers_absent")),
                 ("degraded", r["degraded"]),
             )
             if on

@@ -168,6 +168,8 @@ def _regions(facts: dict[str, Any]) -> str:
             health = _tag("disabled", "warn")
         elif not r["healthy"]:
             health = _tag("unhealthy", "bad")
+        elif r.get("workers_absent"):
+            health = _tag("workers absent", "bad")
         elif r["degraded"]:
             health = _tag("degraded", "warn")
         else:

@@ -23,7 +23,11 @@ CREATE TABLE pgpulse.regions (
     degraded           boolean NOT NULL DEFAULT false,     -- queue backlog over threshold
     weight             integer NOT NULL DEFAULT 1
                        CONSTRAINT region_weight_0_to_100 CHECK (weight BETWEEN 0 AND 100),
-    created_at         timestamptz NOT NULL DEFAULT now()
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    -- written by the relay: the region had workers (heartbeats) and has none now, or they
+    -- take no job; routing treats it as unhealthy for monitors that may fall back
+    workers_absent     boolean NOT NULL DEFAULT false,
+    workers_absent_since timestamptz
 );
 CREATE UNIQUE INDEX regions_single_default ON pgpulse.regions (is_default) WHERE is_default;
 

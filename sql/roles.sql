@@ -66,7 +66,8 @@ BEGIN
     REVOKE ALL ON public.monitors FROM pgpulse_relay;
     GRANT SELECT (monitor_id, preferred_region, allow_fallback, check_regions) ON pgpulse.schedule
         TO pgpulse_relay;
-    GRANT SELECT, UPDATE (healthy, healthy_changed_at, degraded) ON pgpulse.regions TO pgpulse_relay;
+    GRANT SELECT, UPDATE (healthy, healthy_changed_at, degraded, workers_absent, workers_absent_since)
+        ON pgpulse.regions TO pgpulse_relay;
     GRANT SELECT, INSERT, DELETE, UPDATE (attempts) ON pgpulse.outbox TO pgpulse_relay;
     GRANT SELECT, INSERT, UPDATE (attempts, last_error, failed_at, allow_fallback) ON pgpulse.dead_letters TO pgpulse_relay;
     GRANT SELECT ON pgpulse.tick_runs TO pgpulse_relay;
@@ -79,6 +80,10 @@ BEGIN
     GRANT EXECUTE ON FUNCTION pgpulse._routing() TO pgpulse_relay;
     -- follows what bulk writes of the product logged, when told (NOTIFY pgpulse_follow)
     GRANT EXECUTE ON FUNCTION pgpulse.follow_apply(integer) TO pgpulse_relay;
+    -- check results: the relay ingests them (history only into the partitions there are)
+    GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.results_latest TO pgpulse_relay;
+    GRANT SELECT, INSERT, UPDATE ON pgpulse.results_history TO pgpulse_relay;
+    GRANT EXECUTE ON FUNCTION pgpulse.results_maintain() TO pgpulse_relay;
     -- (the relay's grants come before the owner's, and the ticker's go last: a migrated
     -- and a fresh database then list their ACL entries in one order, as a dump shows)
 
@@ -87,7 +92,8 @@ BEGIN
     -- prunes run records and dead letters (retention), counts skipped slots; the triggers
     -- that follow the product's monitors keep the schedule and the waiting jobs in step.
     REVOKE ALL ON public.monitors FROM pgpulse_owner;
-    GRANT USAGE ON SCHEMA pgpulse TO pgpulse_owner;
+    -- CREATE: the results history's daily partitions (pgpulse.results_maintain)
+    GRANT USAGE, CREATE ON SCHEMA pgpulse TO pgpulse_owner;
     GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.schedule TO pgpulse_owner;
     GRANT SELECT ON pgpulse.regions TO pgpulse_owner;
     GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.outbox TO pgpulse_owner;
@@ -121,6 +127,8 @@ BEGIN
         ALTER FUNCTION pgpulse.check_now(text) OWNER TO pgpulse_owner;
         ALTER FUNCTION pgpulse.follow_apply(integer) OWNER TO pgpulse_owner;
         ALTER FUNCTION pgpulse.follow_pending() OWNER TO pgpulse_owner;
+        ALTER TABLE pgpulse.results_history OWNER TO pgpulse_owner;
+        ALTER FUNCTION pgpulse.results_maintain() OWNER TO pgpulse_owner;
     ELSE
         RAISE WARNING 'pgpulse: role "%" may not hand pgpulse''s SECURITY DEFINER functions '
             'to pgpulse_owner: they run as "%"', current_user, current_user

@@ -2,6 +2,44 @@
 -- the latest change first. 0009_roles.sql and 0007_cron.sql, applied after this file, give
 -- the roles and the pg_cron jobs back their 0016 rights and commands.
 
+-- Check results and absent workers (issue 24), undone.
+DROP VIEW pgpulse.slot_results;
+DROP VIEW pgpulse.latest_slot_results;
+DROP VIEW pgpulse.latest_results;
+DROP FUNCTION pgpulse.results_maintain();
+DROP TABLE pgpulse.results_history;
+DROP TABLE pgpulse.results_latest;
+CREATE OR REPLACE FUNCTION pgpulse._routing(OUT route jsonb, OUT wheel text[])
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_default     text;
+    v_any_healthy boolean;
+BEGIN
+    SELECT min(code) FILTER (WHERE is_default AND enabled AND healthy),
+           coalesce(bool_or(enabled AND healthy), false)
+      INTO v_default, v_any_healthy
+      FROM pgpulse.regions;
+    SELECT jsonb_object_agg(p.code, coalesce(
+               CASE WHEN p.enabled AND p.healthy THEN p.code END,
+               CASE WHEN f.enabled AND f.healthy THEN f.code END,
+               v_default,
+               CASE WHEN p.enabled AND NOT v_any_healthy THEN p.code END))
+      INTO route
+      FROM pgpulse.regions p
+      LEFT JOIN pgpulse.regions f ON f.code = p.fallback_region;
+    SELECT array_agg(r.code ORDER BY r.code, g) INTO wheel
+      FROM (SELECT code, weight,
+                   dense_rank() OVER (ORDER BY (healthy AND NOT degraded) DESC, healthy DESC) AS tier
+              FROM pgpulse.regions WHERE enabled AND weight > 0) r,
+           generate_series(1, r.weight) g
+     WHERE r.tier = 1;
+END
+$$;
+
+ALTER TABLE pgpulse.regions DROP COLUMN workers_absent_since, DROP COLUMN workers_absent;
+
 -- Issue 25, undone: the adoption record's lines for what 0003 and 0.2.0 added (the steps
 -- below and 0003's downgrade remove those), the operator role's rights, the record of
 -- what pgpulse created, the alert evaluator's lease.

@@ -142,3 +142,8 @@ def run_bench(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         yield idle | {"machine": machine()}
         if lag is not None:
             yield {"bench": "worker-readme", "readme_rows": readme_rows(lag, flat, idle)}
+    if what in ("results", "all"):
+        from relay.bench.results import bench_results
+
+        for record in bench_results(getattr(args, "results", 200_000), runs=args.runs):
+            yield record | {"machine": machine()}

@@ -22,6 +22,9 @@ DONE_MARGIN_MS = 60_000
 # HEARTBEAT_S, idle or busy)
 ALIVE_S = 30.0
 HEARTBEAT_S = 10.0
+# most results a region's results list holds (PGPULSE_WORKER_RESULTS_CAP): past it the
+# oldest are trimmed and counted, so a stopped relay never fills the region's database
+RESULTS_CAP = 100_000
 WORKER_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,100}$")
 # what the request being sent is (claim, heartbeat, ack, script_load): the client's
 # on_attempt callback reads it to count commands by kind
@@ -55,6 +58,18 @@ def done_key(region: str) -> str:
     return f"pgpulse:done:{region}"
 
 
+def taken_key(region: str) -> str:
+    return f"pgpulse:taken:{region}"
+
+
+def results_key(region: str) -> str:
+    return f"pgpulse:results:{region}"
+
+
+def results_dropped_key(region: str) -> str:
+    return f"pgpulse:results:{region}:dropped"
+
+
 def claim_keys(region: str) -> list[str]:
     """The claim script's KEYS, in its order: every key it touches."""
     inflight = inflight_key(region)
@@ -66,12 +81,20 @@ def claim_keys(region: str) -> list[str]:
         workers_key(region),
         f"pgpulse:claimround:{region}",
         done_key(region),
+        taken_key(region),
     ]
 
 
 def ack_keys(region: str) -> list[str]:
     inflight = inflight_key(region)
-    return [inflight, f"{inflight}:jobs", f"{inflight}:runs", done_key(region)]
+    return [
+        inflight,
+        f"{inflight}:jobs",
+        f"{inflight}:runs",
+        done_key(region),
+        results_key(region),
+        results_dropped_key(region),
+    ]
 
 
 @dataclass(frozen=True)
@@ -106,6 +129,31 @@ def _claimed(flat: Any) -> list[Claimed]:
     ]
 
 
+class Scripts:
+    """relay/scripts/<name>.lua run on one region's Redis: EVALSHA, loading the script first
+    (and again after a NOSCRIPT answer: Redis lost its scripts in a restart)."""
+
+    def __init__(self, client: UpstashClient, region: str) -> None:
+        self.client = client
+        self.region = region
+        self._shas: dict[str, str] = {}
+
+    async def call(self, script: str, keys: list[str], argv: list[Any]) -> Any:
+        for _ in range(2):
+            sha = self._shas.get(script)
+            if sha is None:
+                sha = self._shas[script] = await self.client.command(
+                    "SCRIPT", "LOAD", script_text(script)
+                )
+            try:
+                return await self.client.command("EVALSHA", sha, len(keys), *keys, *argv)
+            except PublishError as exc:
+                if "NOSCRIPT" not in str(exc):
+                    raise
+                self._shas.pop(script, None)
+        raise PublishError(f"region {self.region}: the {script} script cannot be loaded")
+
+
 class ConsumerQueue:
     """One region's v2 calls for one worker: claim, ack, live workers. Each call is one
     command (EVALSHA; a NOSCRIPT answer loads the script and calls once more)."""
@@ -118,6 +166,7 @@ class ConsumerQueue:
         *,
         lease_margin_ms: int = 10_000,
         max_runs: int = 3,
+        results_cap: int = RESULTS_CAP,
     ) -> None:
         if not WORKER_ID.match(worker_id):
             raise ValueError("a worker id is 1-100 characters of A-Z a-z 0-9 . _ : @ -")
@@ -126,6 +175,7 @@ class ConsumerQueue:
         self.worker_id = worker_id
         self.lease_margin_ms = lease_margin_ms
         self.max_runs = max_runs
+        self.results_cap = results_cap
         self._shas: dict[str, str] = {}
         self._claim_keys = claim_keys(region)
         self._ack_keys = ack_keys(region)
@@ -168,12 +218,12 @@ class ConsumerQueue:
         )
 
     async def ack(self, acks: list[tuple[str, str]]) -> list[int]:
-        """Acknowledges (job_id, result) pairs; result is JSON text or "" (kept by none yet).
-        Answers per job: 1 done, 2 done though another worker held the lease, 0 not in
-        flight any more."""
+        """Acknowledges (job_id, result) pairs; result is JSON text or "" (none), kept on the
+        region's results list for the relay. Answers per job: 1 done, 2 done though another
+        worker held the lease, 0 not in flight any more (its result is not kept)."""
         if not acks:
             return []
-        argv: list[Any] = [self.worker_id, DONE_MARGIN_MS]
+        argv: list[Any] = [self.worker_id, DONE_MARGIN_MS, self.results_cap]
         for job_id, result in acks:
             argv += [job_id, result]
         reply = await self._call("ack", self._ack_keys, argv, "ack")

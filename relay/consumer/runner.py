@@ -99,6 +99,7 @@ class RegionalWorker:
             self.worker_id,
             lease_margin_ms=int(self.settings.worker_lease_margin_s * 1000),
             max_runs=self.settings.worker_max_runs,
+            results_cap=self.settings.worker_results_cap,
         )
         checker_options: dict[str, Any] = {
             "allow_private": self.settings.allow_private_targets,

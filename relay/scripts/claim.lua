@@ -8,6 +8,7 @@
 -- KEYS[8]     pgpulse:workers:<region>         zset  worker_id -> last claim (ms)
 -- KEYS[9]     pgpulse:claimround:<region>      string: where the weighted round stands
 -- KEYS[10]    pgpulse:done:<region>            zset  job_id -> skipped until (ms): it ran
+-- KEYS[11]    pgpulse:taken:<region>           string: when a claim last took a job (ms)
 -- ARGV[1] worker_id   ARGV[2] n (jobs wanted, 0: heartbeat only)
 -- ARGV[3] lease margin (ms)   ARGV[4] most runs of one job
 -- Every key it touches is one of KEYS (Upstash asks for that; job ids are members, never keys).
@@ -134,5 +135,9 @@ while taken < n and pops < n + 1000 do
     taken = taken + 1
     k = k + 1
   end
+end
+-- the relay tells a region whose workers take nothing from one whose workers are slow
+if taken > 0 then
+  redis.call('SET', KEYS[11], now)
 end
 return {now, expired, malformed, duplicates, jobs, failed}

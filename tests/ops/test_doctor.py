@@ -46,8 +46,10 @@ def test_a_working_install_passes_every_check(conn, regions, relay_env, cron_db_
         "clock skew",
         "region eu-west-1",
         "clock skew region eu-west-1",
+        "workers eu-west-1",
         "region us-east-1",
         "clock skew region us-east-1",
+        "workers us-east-1",
     ]
     for name in (
         "settings",
@@ -58,8 +60,10 @@ def test_a_working_install_passes_every_check(conn, regions, relay_env, cron_db_
         "clock skew",
         "region eu-west-1",
         "clock skew region eu-west-1",
+        "workers eu-west-1",
         "region us-east-1",
         "clock skew region us-east-1",
+        "workers us-east-1",
     ):
         assert checks[name][0] == "ok", (name, checks[name])
     assert checks["role rights"] == ("warn", checks["role rights"][1])  # tests connect as superuser

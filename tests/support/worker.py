@@ -177,6 +177,19 @@ class Targets:
         return [s for s in self.seen if marker in s["query"]]
 
 
+def relay_env(db_url: str, upstash_url: str, **settings: Any) -> dict[str, str]:
+    """`pgpulse relay` for the worker regions (their tokens, one dev server URL)."""
+    from tests.support.regions import make_relay_env
+
+    return make_relay_env(
+        db_url,
+        upstash_url,
+        {r.code: r.token for r in WORKER_REGIONS},
+        shared_url=True,
+        **({"poll_interval_s": 0.5, "log_level": "INFO"} | settings),
+    )
+
+
 class Workers(Processes):
     """`pgpulse worker` processes of one test, against the 6.2-compatible dev server."""
 

@@ -35,6 +35,9 @@ REDIS_6_2 = {
     "ZSCORE",
     "RPOP",
     "INCRBY",
+    "LPUSH",  # the ack keeps results, capped
+    "LLEN",
+    "LTRIM",
 }
 
 
