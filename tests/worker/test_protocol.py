@@ -34,6 +34,7 @@ REDIS_6_2 = {
     "HEXISTS",
     "ZSCORE",
     "RPOP",
+    "SET",  # the claim notes when it last took a job
     "INCRBY",
     "LPUSH",  # the ack keeps results, capped
     "LLEN",

@@ -233,7 +233,7 @@ def test_the_results_cap_is_reached_and_survived(conn, db_url, upstash62, rdb, s
             jobs.append(job | {"monitor_id": str(m["id"])})
         push(rdb, *jobs)
         wait_for(
-            lambda: all(rdb.exists(f"pgpulse:done:{j['job_id']}") for j in jobs),
+            lambda: all(rdb.zscore(f"pgpulse:done:{EAST.code}", j["job_id"]) for j in jobs),
             30,
             "every job acknowledged",
             on_timeout=worker.tail,

@@ -26,7 +26,7 @@ SCRIPTS = ("ack", "claim", "results_take", "results_done", "sample")
 # Every command the scripts call, each available in Redis 6.2 (LMPOP, ZMPOP, ... are not).
 REDIS_6_2 = {"TIME", "ZADD", "ZREMRANGEBYSCORE", "ZRANGEBYSCORE", "ZREM", "HGET", "HSET"}
 REDIS_6_2 |= {"HDEL", "HEXISTS", "EXISTS", "SET", "RPOP", "INCRBY", "LPUSH", "LLEN", "LTRIM"}
-REDIS_6_2 |= {"GET", "LRANGE", "DEL", "LINDEX", "ZCARD", "ZREVRANGE", "ZCOUNT"}
+REDIS_6_2 |= {"GET", "LRANGE", "DEL", "LINDEX", "ZCARD", "ZREVRANGE", "ZCOUNT", "ZSCORE"}
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ async def test_past_the_cap_the_oldest_results_go_counted_and_acks_never_fail(cl
     kept = [json.loads(e)["job_id"] for e in rdb.lrange(RESULTS, 0, -1)]
     assert kept == [j["job_id"] for j in reversed(jobs[-5:])]  # the newest, newest first
     assert rdb.get(DROPPED) == "7"
-    assert all(rdb.exists(f"pgpulse:done:{j['job_id']}") for j in jobs)
+    assert all(rdb.zscore(f"pgpulse:done:{REGION.code}", j["job_id"]) for j in jobs)
     # a cap of 0 keeps none
     off = ConsumerQueue(client, REGION.code, "w1", results_cap=0)
     await run_jobs(off, rdb, 2)
