@@ -164,6 +164,24 @@ clock_skew_warn = Gauge(
     "PGPULSE_CLOCK_SKEW_WARN_S: a clock skew past this is worth a warning",
     registry=REGISTRY,
 )
+vacuum_held_back = Gauge(
+    "pgpulse_vacuum_held_back_seconds",
+    "How long the oldest transaction, prepared transaction or replication slot of this"
+    " database has held back vacuum of pgpulse's tables (0: nothing holds it); another role's"
+    " session is timed from when this relay first saw it (database-wide)",
+    registry=REGISTRY,
+)
+vacuum_held_back_xids = Gauge(
+    "pgpulse_vacuum_held_back_xids",
+    "Age in transactions of the oldest transaction id vacuum must keep rows for (database-wide)",
+    registry=REGISTRY,
+)
+dead_tuples = Gauge(
+    "pgpulse_dead_tuples",
+    "Dead rows of a pgpulse table, as PostgreSQL's statistics count them (database-wide)",
+    ["table"],
+    registry=REGISTRY,
+)
 facts_ok = Gauge(
     "pgpulse_database_up",
     "1 if this process read the database-wide facts on its latest try",
@@ -243,6 +261,12 @@ def publish_facts(facts: dict[str, Any]) -> None:
         monitors_overdue.set(health["overdue"])
         tick_skipped.set(health["skipped"])
         tick_unrouted.set(health["unrouted"])
+    if "vacuum" in facts:
+        horizon = facts["vacuum"] or {}
+        vacuum_held_back.set(horizon.get("held_s") or 0)
+        vacuum_held_back_xids.set(horizon.get("xid_age") or 0)
+    for table, dead in (facts.get("dead_tuples") or {}).items():
+        dead_tuples.labels(table).set(dead)
     tick = facts.get("latest_finished_tick")
     if tick:
         tick_duration.set(tick["duration_s"] or 0)
