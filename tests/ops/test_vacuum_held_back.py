@@ -73,10 +73,17 @@ def _delete_outbox(conn) -> None:
 def test_an_open_product_transaction_is_named_timed_and_its_dead_rows_counted(
     conn, db_url, regions, roles
 ):
+    reports = [psycopg.connect(db_url) for _ in range(3)]  # listed before the product
     product = psycopg.connect(_as(db_url, PRODUCT_ROLE))
+    for report in reports:
+        report.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     try:
         product.execute("INSERT INTO public.orders VALUES (1)")  # open, with a transaction id
         pid = product.info.backend_pid
+        # snapshots taken meanwhile (a report, the relay's own claims) need that id too: the
+        # product's transaction, which owns it, is named, not one of them
+        for report in reports:
+            report.execute("SELECT count(*) FROM pgpulse.regions")
         conn.execute(OUTBOX_ROWS, (500,))
         _delete_outbox(conn)
         conn.execute("VACUUM pgpulse.outbox")
@@ -113,7 +120,10 @@ def test_an_open_product_transaction_is_named_timed_and_its_dead_rows_counted(
         assert metrics.vacuum_held_back_xids._value.get() >= 1
         assert metrics.dead_tuples.labels("outbox")._value.get() >= 500
     finally:
-        product.close()  # the transaction ends (rolled back)
+        # the transactions end here and now (a closed connection's backend may linger)
+        for session in (product, *reports):
+            session.rollback()
+            session.close()
 
     conn.execute("VACUUM pgpulse.outbox")
     assert _dead_outbox_rows(conn) == 0
