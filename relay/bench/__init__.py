@@ -43,6 +43,10 @@ def repeated(runs: int, bench: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 def summary(record: dict[str, Any]) -> str:
     """The human form of a record: its name and top-level figures on one line."""
+    if record.get("bench") == "soak":
+        from relay.bench.soak import render_table
+
+        return render_table(record)
     figures = ", ".join(
         f"{key} {value}"
         for key, value in record.items()
@@ -126,3 +130,16 @@ def run_bench(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
             "machine": machine()
         }
         yield bench_worker_idle(args.idle_seconds) | {"machine": machine()}
+    if what == "soak":  # minutes long: never part of "all"
+        from relay.bench.soak import SoakFailed, bench_soak, failures
+
+        record = bench_soak(
+            args.rate,
+            args.minutes,
+            hold_open_at=args.hold_open_at,
+            hold_open_minutes=args.hold_open_minutes,
+            out=args.out,
+        ) | {"machine": machine()}
+        yield record
+        if not record["passed"]:
+            raise SoakFailed("soak: " + "; ".join(failures(record)))
