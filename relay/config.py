@@ -434,7 +434,7 @@ class OpsSettings(_Settings):
     )
     alert_vacuum_held_s: float = setting(
         "PGPULSE_ALERT_VACUUM_HELD_S",
-        300.0,
+        120.0,
         "vacuum of pgpulse's tables held back this long (an open transaction, a replication "
         "slot) alerts",
         lo=1,

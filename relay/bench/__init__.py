@@ -8,6 +8,7 @@ import asyncio
 import os
 import platform
 import statistics
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -139,6 +140,7 @@ def run_bench(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
             hold_open_at=args.hold_open_at,
             hold_open_minutes=args.hold_open_minutes,
             out=args.out,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
         ) | {"machine": machine()}
         yield record
         if not record["passed"]:

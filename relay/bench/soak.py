@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -307,19 +308,74 @@ def _slope(points: list[tuple[float, float]]) -> float | None:
 
 def windows(minutes: int, hold: tuple[int, int] | None) -> dict[str, list[int]]:
     """Which minutes each bound judges (minute k ends at sample k): `steady` leaves out the
-    open transaction and the recovery after it; `after_hold` is the end of the run once
-    that recovery is over (from the start when nothing is held); `rss` the steady minutes
-    after the relay's warm-up."""
+    open transaction and the recovery after it; `settled` is the end of the run once that
+    recovery is over (the whole run when nothing is held), `after_hold` the same as sample
+    indexes (levels, from the sample that starts it); `rss` the settled minutes after the
+    relay's warm-up."""
     held = set()
     if hold:
         held = set(range(hold[0] + 1, min(minutes, hold[1] + RECOVERY_MINUTES) + 1))
     steady = [k for k in range(1, minutes + 1) if k not in held]
     after = hold[1] + RECOVERY_MINUTES if hold else 0
+    settled = list(range(after + 1, minutes + 1))
     return {
         "steady": steady,
-        "after_hold": list(range(after, minutes + 1)),  # sample indexes: levels
-        "rss": [k for k in steady if k > RSS_WARMUP_MINUTES],
+        "settled": settled,
+        "after_hold": list(range(after, minutes + 1)),
+        "rss": [k for k in settled if k > RSS_WARMUP_MINUTES],
     }
+
+
+def _per_hour(points: list[tuple[float, float]]) -> float | None:
+    slope = _slope(points)
+    return None if slope is None else round(slope * 60, 3)
+
+
+def figures(record: dict[str, Any]) -> dict[str, Any]:
+    """What the run shows besides its verdict: fitted slopes per hour over the settled
+    minutes (levels: from the sample that starts them), and with an open transaction, what
+    it left behind: medians before it and after its recovery."""
+    rows, levels = record["per_minute"], record["levels"]
+    hold = record["hold_open"]
+    w = windows(len(rows), (hold["from_minute"], hold["to_minute"]) if hold else None)
+
+    def minutes(key: str, which: list[int]) -> list[tuple[float, float]]:
+        return [(k, rows[k - 1][key]) for k in which if rows[k - 1]["jobs"]]
+
+    def samples(key: str, which: list[int]) -> list[tuple[float, float]]:
+        return [(k, levels[k][key]) for k in which]
+
+    slopes = {
+        f"{key}_per_hour": _per_hour(minutes(key, w["settled"]))
+        for key in ("tick_max_s", "lag_p99_ms", "cpu_us_per_job", "wal_mb")
+    } | {
+        f"{key}_per_hour": _per_hour(samples(key, w["after_hold"]))
+        for key in ("outbox_mb", "schedule_mb", "relay_rss_mb", "redis_mb")
+    }
+    result: dict[str, Any] = {"slopes": slopes}
+    if hold:
+        before = [k for k in w["steady"] if k <= hold["from_minute"]]
+
+        def median(values: list[float]) -> float | None:
+            return round(statistics.median(values), 1) if values else None
+
+        result["hold_left"] = {
+            key: {
+                "before": median([rows[k - 1][key] for k in before]),
+                "during_max": max((rows[k - 1][key] for k in range(
+                    hold["from_minute"] + 1, hold["to_minute"] + 1)), default=None),
+                "after": median([rows[k - 1][key] for k in w["settled"]]),
+            }
+            for key in ("tick_max_s", "lag_p99_ms", "cpu_us_per_job")
+        } | {
+            key: {
+                "before": levels[hold["from_minute"]][key],
+                "during_max": max(level[key] for level in levels),
+                "after": median([levels[k][key] for k in w["after_hold"]]),
+            }
+            for key in ("outbox_mb", "schedule_mb")
+        }  # fmt: skip
+    return result
 
 
 def judge(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -341,26 +397,27 @@ def judge(record: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
 
+    outside = "outside the open transaction and its recovery" if hold else "of the run"
     ex = record["exactness"]
     check("slots_lost", ex["lost"] + ex["late_at_end"], 0, "slots", "no slot lost")
     check("slots_doubled", ex["doubled"] + ex["unexpected"], 0, "slots", "no slot twice")
+    steady = [rows[k - 1] for k in w["steady"]]
     check(
         "ticks_cut_short",
-        sum(1 for r in rows if r["tick_cut_short"]),
+        sum(1 for r in steady if r["tick_cut_short"]),
         0,
         "ticks",
-        "no tick ran out of its budget",
+        f"no tick ran out of its budget {outside}",
     )
-    steady = [rows[k - 1] for k in w["steady"]]
     lag = max((r["lag_p99_ms"] for r in steady if r["jobs"]), default=None)
     check(
         "lag_p99_ms",
         lag,
         BOUNDS["lag_p99_ms"],
         "ms",
-        "delivery lag p99 of every minute outside the open transaction",
+        f"delivery lag p99 of every minute {outside}",
     )
-    cpu = [(k, rows[k - 1]["cpu_us_per_job"]) for k in w["steady"] if rows[k - 1]["jobs"]]
+    cpu = [(k, rows[k - 1]["cpu_us_per_job"]) for k in w["settled"] if rows[k - 1]["jobs"]]
     slope = _slope(cpu)
     median = statistics.median(v for _, v in cpu) if cpu else 0
     check(
@@ -368,7 +425,8 @@ def judge(record: dict[str, Any]) -> list[dict[str, Any]]:
         None if slope is None else slope * 60 / median,
         BOUNDS["cpu_per_job_growth_per_hour"],
         "share",
-        "CPU per job: fitted growth in an hour, a share of its median",
+        "CPU per job: fitted growth in an hour, a share of its median"
+        + (", after the open transaction's recovery" if hold else ""),
     )
     for table in ("outbox", "schedule"):
         points = [(k, levels[k][f"{table}_mb"]) for k in w["after_hold"]]
@@ -382,7 +440,8 @@ def judge(record: dict[str, Any]) -> list[dict[str, Any]]:
             "MB",
             f"{table} table + indexes: fitted growth in an hour "
             f"({BOUNDS['size_growth_per_hour']:.0%} of its mean + "
-            f"{BOUNDS['size_growth_slack_mb']:g} MB)",
+            f"{BOUNDS['size_growth_slack_mb']:g} MB)"
+            + (", after the open transaction's recovery" if hold else ""),
         )
     slope = _slope([(k, levels[k]["relay_rss_mb"]) for k in w["rss"]])
     check(
@@ -390,7 +449,8 @@ def judge(record: dict[str, Any]) -> list[dict[str, Any]]:
         None if slope is None else slope * 60,
         BOUNDS["rss_mb_per_hour"],
         "MB",
-        "the relay's RSS: fitted growth in an hour",
+        f"the relay's RSS: fitted growth in an hour, after minute {RSS_WARMUP_MINUTES}"
+        + (" and the open transaction's recovery" if hold else ""),
     )
     if hold:
         check(
@@ -583,9 +643,12 @@ def bench_soak(
     hold_open_at: int | None = None,
     hold_open_minutes: int = 5,
     out: Path | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Runs the soak; returns its record (per minute rows, levels, checks). Writes
-    soak.json, soak.txt, soak.png and the relay's log into `out`."""
+    soak.json, soak.txt, soak.png and the relay's log into `out`; `progress` gets a line
+    per minute."""
+    say = progress or (lambda line: None)
     if rate <= 0 or minutes < 1:
         raise SoakFailed("rate must be > 0 and minutes >= 1")
     hold = None
@@ -629,6 +692,10 @@ def bench_soak(
                 if time.time() > first_tick.timestamp() - 1:
                     raise SoakFailed("the setup took longer than planned: the first tick passed")
                 setup_s = time.monotonic() - setup_started
+                say(
+                    f"soak: {monitors} monitors seeded in {setup_s:.0f} s; pg_cron's first tick "
+                    f"at {first_tick:%H:%M:%S}, measuring from 90 s later for {minutes} minutes"
+                )
                 t0 = first_tick.timestamp() + FIRST_SAMPLE_AFTER_S
                 sampler = _Sampler(stack, conn, relay.pid, consumer)
                 _wait_until(t0, relay=relay, consumer=consumer)
@@ -644,6 +711,13 @@ def bench_soak(
                     row, level = sampler.minute(held=product is not None)
                     rows.append({"minute": k, **row})
                     levels.append(level)
+                    say(
+                        f"soak minute {k}/{minutes}{' (transaction open)' if row['held'] else ''}"
+                        f": {row['jobs']} jobs, lag p99 {row['lag_p99_ms']:.0f} ms, tick "
+                        f"{row['tick_max_s']:.1f} s, {row['cpu_us_per_job']:.0f} µs/job, outbox "
+                        f"{level['outbox_mb']:.0f} MB, schedule {level['schedule_mb']:.0f} MB, "
+                        f"{exactness.lost} lost, {exactness.doubled} doubled"
+                    )
                     if hold and k == hold[1] and product is not None:
                         product.commit()
                         product.close()
@@ -686,6 +760,7 @@ def bench_soak(
         ],  # fmt: skip
         "out": str(out),
     }
+    record |= figures(record)
     record["checks"] = judge(record)
     record["passed"] = all(c["ok"] is not False for c in record["checks"])
     (out / "soak.json").write_text(json.dumps(record, indent=2, default=str))
@@ -757,6 +832,21 @@ def render_table(record: dict[str, Any]) -> str:
         f"exactness: {ex['lost']} slots lost, {ex['doubled']} doubled, {ex['unexpected']} "
         f"unexpected, {ex['late_at_end']} missing at the end"
     )
+    slopes = record.get("slopes") or {}
+    if slopes:
+        lines.append(
+            "fitted per hour, settled minutes: "
+            + ", ".join(
+                f"{key.removesuffix('_per_hour')} {value:+g}"
+                for key, value in slopes.items()
+                if value is not None
+            )
+        )
+    for key, seen in (record.get("hold_left") or {}).items():
+        lines.append(
+            f"open transaction: {key} {seen['before']} before, up to {seen['during_max']}, "
+            f"{seen['after']} after"
+        )
     for c in record["checks"]:
         verdict = {True: "ok", False: "FAIL", None: "not judged (too few minutes)"}[c["ok"]]
         value = "-" if c["value"] is None else c["value"]

@@ -16,6 +16,7 @@ from relay.bench.soak import (
     Exactness,
     _IsoClock,
     failures,
+    figures,
     judge,
     plan_mix,
     render_table,
@@ -76,6 +77,7 @@ def _record(minutes, *, outbox=None, rss=None, cpu=None, lag=None, hold=None, lo
             "minute": k,
             "jobs": 60_000,
             "tick_max_s": 1.0,
+            "wal_mb": 100.0,
             "tick_cut_short": False,
             "lag_p50_ms": 5.0,
             "lag_p99_ms": (lag or {}).get(k, 40.0),
@@ -89,6 +91,7 @@ def _record(minutes, *, outbox=None, rss=None, cpu=None, lag=None, hold=None, lo
             "outbox_mb": (outbox or (lambda k: 50.0))(k),
             "schedule_mb": 100.0,
             "relay_rss_mb": (rss or (lambda k: 80.0))(k),
+            "redis_mb": 50.0,
         }
         for k in range(minutes + 1)
     ]
@@ -137,6 +140,25 @@ def test_cpu_rss_lag_and_lost_slots_each_fail_the_run():
     # a lag spike while the transaction is open (or recovering) is not judged
     assert _verdicts(_record(30, lag={12: 900.0, 17: 400.0}, hold=(10, 15)))["lag_p99_ms"]
     assert _verdicts(_record(30, lost=1))["slots_lost"] is False
+
+
+def test_what_an_open_transaction_left_behind_is_reported_not_judged():
+    def schedule(k):
+        return 100.0 if k <= 10 else 175.0  # bloated for good: a new plateau
+
+    record = _record(30, hold=(10, 15))
+    for k, level in enumerate(record["levels"]):
+        level["schedule_mb"] = schedule(k)
+    for row in record["per_minute"]:
+        row["tick_cut_short"] = row["minute"] == 15  # the hold's last tick
+    verdicts = _verdicts(record)
+    assert verdicts["schedule_growth_mb_per_hour"] and verdicts["ticks_cut_short"]
+    left = figures(record)["hold_left"]["schedule_mb"]
+    assert (left["before"], left["during_max"], left["after"]) == (100.0, 175.0, 175.0)
+    assert figures(record)["slopes"]["schedule_mb_per_hour"] == 0
+    # outside the transaction a cut-short tick fails the run
+    record["per_minute"][24]["tick_cut_short"] = True
+    assert _verdicts(record)["ticks_cut_short"] is False
 
 
 def test_short_runs_leave_slopes_unjudged_but_still_judge_exactness():

@@ -58,10 +58,10 @@ def _vacuum_findings(settings, facts):
 
 def test_the_rule_fires_past_its_threshold_and_names_the_holder():
     settings = OpsSettings()
-    assert settings.alert_vacuum_held_s == 300
+    assert settings.alert_vacuum_held_s == 120
     assert not _vacuum_findings(settings, _facts(None))
-    assert not _vacuum_findings(settings, _facts(299.0))
-    (finding,) = _vacuum_findings(settings, _facts(301.0))
+    assert not _vacuum_findings(settings, _facts(119.0))
+    (finding,) = _vacuum_findings(settings, _facts(121.0))
     assert "session 4242" in finding.summary and "outbox 120000" in finding.summary
     assert finding.details["dead_tuples"] == {"outbox": 120_000, "schedule": 9}
     assert _vacuum_findings(OpsSettings(alert_vacuum_held_s=60), _facts(61.0))
