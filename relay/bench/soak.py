@@ -149,6 +149,7 @@ _TICKS = """
 SELECT count(*) AS ticks,
        max(extract(epoch FROM finished_at - started_at))::float8 AS max_s,
        coalesce(sum(jobs_written), 0) AS jobs_written,
+       coalesce(sum(monitors_claimed), 0) AS monitors_claimed,
        coalesce(bool_or(cut_short), false) AS cut_short
   FROM pgpulse.tick_runs
  WHERE trigger = 'pg_cron' AND finished_at > %(since)s AND finished_at <= %(until)s
@@ -531,6 +532,7 @@ class _Sampler:
         row = {
             "jobs": jobs,
             "jobs_written": int(ticks["jobs_written"]),
+            "monitors_claimed": int(ticks["monitors_claimed"]),
             "ticks": ticks["ticks"],
             "tick_max_s": round(ticks["max_s"] or 0.0, 3),
             "tick_cut_short": ticks["cut_short"],
