@@ -1,6 +1,7 @@
 # pgpulse: `make demo` runs the whole system on throwaway local services,
-# `make test` runs every suite against real PostgreSQL (pg_cron) and redis-server,
-# `make check` lint, formatting and the unit tests (seconds).
+# `make check` formatting, lint, types and the fast lane of tests (under 2 minutes),
+# `make test` check, then every other suite against real PostgreSQL (pg_cron) and
+# redis-server (CI).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -17,14 +18,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt scripts/setup.sh
 demo: deps
 	$(BIN)/pgpulse demo --seconds $(DEMO_SECONDS)
 
-test: deps
-	$(BIN)/pytest
+# everything: the fast lane, then the tests outside it (slow ones last)
+test: check
+	$(BIN)/pytest -m "not check"
 
-# lint and formatting, then the tests that need no service: run before every commit
+# formatting, lint, relay/'s types, then the lane of tests/conftest.py CHECK_LANE (unit,
+# dev server and scheduling tests, none marked slow): run before every commit
 check: deps
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/mypy
+	$(BIN)/pytest -q -m check
 
 bench: deps
 	$(BIN)/pgpulse bench all

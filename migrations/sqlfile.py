@@ -43,10 +43,29 @@ def _setup_kind(rel: str) -> str | None:
 
 
 def _run_state(config) -> dict:
-    """This run's held setup warnings and the files it applied."""
+    """This run's held setup warnings, the files it applied, and what its setups created
+    outside schema pgpulse."""
+    fresh: dict = {"warnings": {}, "applied": set(), "created": set()}
     if config is None:
-        return {"warnings": {}, "applied": set()}
-    return config.attributes.setdefault("pgpulse_setup", {"warnings": {}, "applied": set()})
+        return fresh
+    return config.attributes.setdefault("pgpulse_setup", fresh)
+
+
+# What a setup file may create outside schema pgpulse: the roles (the cluster's) and the
+# pg_cron extension (this database's). What exists after a setup and not before it is
+# recorded in pgpulse.created when the run ends (finish): `pgpulse migrate --downgrade base`
+# removes only that. (Older revisions' copies create them too, so the record is made here,
+# not in the SQL.)
+_OUTSIDE = """
+SELECT 'role', rolname FROM pg_catalog.pg_roles
+ WHERE rolname IN ('pgpulse_relay', 'pgpulse_ticker', 'pgpulse_owner', 'pgpulse_monitor')
+UNION ALL
+SELECT 'extension', extname FROM pg_catalog.pg_extension WHERE extname = 'pg_cron'
+"""
+_RECORD = """
+INSERT INTO pgpulse.created (kind, name) SELECT * FROM unnest(%s::text[], %s::text[])
+ON CONFLICT DO NOTHING
+"""
 
 
 def apply(*relative_paths: str) -> None:
@@ -64,6 +83,7 @@ def apply(*relative_paths: str) -> None:
         return
     # the psycopg connection itself (inside Alembic's transaction): no parameter parsing
     raw = op.get_bind().connection.driver_connection
+    assert raw is not None  # Alembic's connection is open: it runs this revision
     # a dry run (relay.migrate.would_drop) is rolled back: what it says would mislead
     quiet = context.config is not None and "dry_run" in context.config.attributes
     # a revision may SET LOCAL search_path (0006 does): Alembic's own statements after it,
@@ -94,6 +114,7 @@ def _run_file(raw, rel: str, state: dict, *, quiet: bool = False) -> None:
 
     else:
         notices = _print_warning
+    before = set(raw.execute(_OUTSIDE).fetchall()) if kind and not quiet else set()
     raw.add_notice_handler(notices)
     try:
         if rel == INITIAL and raw.execute(_ONLY_VERSION_TABLE).fetchone()[0]:
@@ -102,6 +123,8 @@ def _run_file(raw, rel: str, state: dict, *, quiet: bool = False) -> None:
             raw.execute(sql)
     finally:
         raw.remove_notice_handler(notices)
+    if kind and not quiet:
+        state["created"] |= set(raw.execute(_OUTSIDE).fetchall()) - before
     state["applied"].add(rel)
 
 
@@ -127,6 +150,15 @@ def finish(context, head_setup: tuple[str, ...] = ()) -> None:
                     context.bind.commit()
                 with context.bind.begin():
                     _run_file(context.bind.connection.driver_connection, rel, state)
+    created = sorted(state["created"])
+    state["created"] = set()
+    if created and not context.as_sql:
+        if context.bind.in_transaction():
+            context.bind.commit()
+        with context.bind.begin():
+            raw = context.bind.connection.driver_connection
+            if _exists(raw, "pgpulse.created"):  # (a run that ended before 0.2.0 has none)
+                raw.execute(_RECORD, ([k for k, _ in created], [n for _, n in created]))
     for kind in SETUP_KINDS:
         for line in state["warnings"].pop(kind, []):
             print(line, file=sys.stderr)

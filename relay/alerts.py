@@ -1,13 +1,17 @@
 """Built-in alerts for teams without Alertmanager: rules evaluated on a timer, one webhook per
 incident (firing, then resolved), logged too.
 
-However many relays run, one evaluates: the holder of a PostgreSQL advisory lock. While the
-database cannot be reached nobody can take the lock, so the relay that held it last stays the
-evaluator: it reports the outage itself and keeps running the rules that need no database
-(its own circuit breakers); incidents that need the database stay as they are until it is back.
-A process that started into the outage (never reached the database) reports it too: it cannot
-know whether an evaluator exists. Once the database answers it resolves its outage alert and
-competes for the lock like the others.
+However many relays run, one evaluates: the holder of the lease row 'alert-evaluator' in
+pgpulse.leases, which it renews every round (a row, not a session advisory lock: behind a
+transaction-mode pooler nothing session-level is kept). A holder that stops renewing (killed,
+frozen, cut off) loses it when it expires, 3 rounds and 2 s after its last renewal, and another
+takes it; one that stops cleanly gives it up at once. While the database cannot be reached
+nobody can take the lease, so the relay that held it last stays the evaluator: it reports the
+outage itself and keeps running the rules that need no database (its own circuit breakers);
+incidents that need the database stay as they are until it is back. A process that started
+into the outage (never reached the database) reports it too: it cannot know whether an
+evaluator exists. Once the database answers it resolves its outage alert and competes for
+the lease like the others.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,11 +34,11 @@ from tenacity import AsyncRetrying, retry_if_exception_type, retry_if_result, st
 from relay import logs, metrics
 from relay.backoff import Backoff
 from relay.config import OpsSettings
-from relay.db import apinned
+from relay.db import AsyncDictConnection, apinned
 from relay.facts import read_facts
+from relay.queries import queries
 
-# pg_try_advisory_lock key of the alert evaluator (any fixed number unique to pgpulse)
-EVALUATOR_LOCK = 0x70677075_6C736531  # "pgpulse1"
+LEASE = "alert-evaluator"  # its row in pgpulse.leases
 # rules that judge database facts: left alone (neither fired nor resolved) while it is down
 NEEDS_DATABASE = {
     "deadman",
@@ -44,7 +50,11 @@ NEEDS_DATABASE = {
     "monitors_unrouted",
     "not_following",
     "vacuum_held_back",
+    "bulk_writes_not_followed",
+    "workers_absent",
 }
+# a bulk write's rows are followed within a second by a relay, at the latest by the next tick
+FOLLOW_LATE_S = 120
 STATEMENT_TIMEOUT_MS = 5000  # each read of the rules' facts
 # a webhook POST that fails (no answer, 5xx) is tried twice more, after 0.2 s and 0.4 s
 WEBHOOK_RETRY = Backoff(first=0.2, most=0.8)
@@ -130,6 +140,7 @@ def _database_rules(settings: OpsSettings, facts: dict[str, Any]) -> list[Findin
         )
     found += _schedule_rules(facts.get("schedule"))
     found += _vacuum_rules(settings, facts)
+    found += _workers_rules(facts.get("absent_workers") or {})
     for row in facts.get("backlog", []):
         oldest = float(row["oldest_due_age_s"] or 0)
         if oldest > settings.alert_backlog_age_s:
@@ -142,6 +153,29 @@ def _database_rules(settings: OpsSettings, facts: dict[str, Any]) -> list[Findin
                 )
             )
     return found
+
+
+def _workers_rules(absent: dict[str, dict[str, Any]]) -> list[Finding]:
+    """Regions whose workers are gone (the relay's verdict, relay.workers): their monitors
+    that may fall back are checked elsewhere, the others not at all."""
+    return [
+        Finding(
+            f"workers_absent:{region}",
+            "workers_absent",
+            f"region {region}: no worker takes its jobs (for {seen['absent_s'] or 0:.0f} s); "
+            + (
+                f"its monitors that may fall back go to {seen['routed_to']}"
+                if seen["routed_to"]
+                else "its monitors are not checked"
+            ),
+            {
+                "region": region,
+                "absent_s": round(seen["absent_s"] or 0, 1),
+                "routed_to": seen["routed_to"],
+            },
+        )
+        for region, seen in sorted(absent.items())
+    ]
 
 
 def _schedule_rules(health: dict[str, Any] | None) -> list[Finding]:
@@ -190,6 +224,16 @@ def _schedule_rules(health: dict[str, Any] | None) -> list[Finding]:
                 f"tick {health['tick_id']} skipped {health['skipped']} monitors: "
                 f"{health['skip_detail']}",
                 {"tick_id": health["tick_id"], "skipped": health["skipped"]},
+            )
+        )
+    if (health.get("follow_oldest_s") or 0) > FOLLOW_LATE_S:
+        found.append(
+            Finding(
+                "bulk_writes_not_followed",
+                "bulk_writes_not_followed",
+                f"{health['follow_pending']} product rows of bulk writes not followed for "
+                f"{health['follow_oldest_s']:.0f} s: no relay or tick follows them",
+                {"pending": health["follow_pending"], "oldest_s": health["follow_oldest_s"]},
             )
         )
     if health["unrouted"]:
@@ -280,17 +324,19 @@ class Alerter:
             reraise=True,
             retry=retry_if_exception_type(httpx.TransportError)
             | retry_if_result(lambda response: response.status_code >= 500),
-            retry_error_callback=lambda state: state.outcome.result(),
+            retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
         )
         with contextlib.suppress(httpx.TransportError):
-            response = await retrying(self._http.post, self.settings.alert_webhook_url, json=body)
+            response: httpx.Response = await retrying(
+                self._http.post, self.settings.alert_webhook_url, json=body
+            )
             if response.status_code < 500:
                 return
         logs.error("alert_webhook_failed", alert=finding.rule, key=finding.key)
 
 
 class Evaluator:
-    """One relay's part in the alerting: takes the evaluator lock when it is free, and
+    """One relay's part in the alerting: takes the evaluator lease when it is free, and
     evaluates the rules while it holds it (or held it last and the database is down)."""
 
     def __init__(
@@ -303,8 +349,11 @@ class Evaluator:
         self.settings = settings
         self.breakers_open_s = breakers_open_s
         self.alerter = Alerter(settings)
-        self.conn: psycopg.AsyncConnection | None = None
-        self.leader = False  # holds the lock now, or held it when the database went
+        self.conn: AsyncDictConnection | None = None
+        self.leader = False  # holds the lease now, or held it when the database went
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        # a holder renews every round: it keeps the lease through 3 late rounds
+        self.lease_s = 3 * settings.alert_interval_s + 2
         # this process has read the database at least once; until then it cannot know of an
         # evaluator elsewhere, so it reports an outage itself (it started into one)
         self.reached = False
@@ -319,8 +368,9 @@ class Evaluator:
             metrics.facts_ok.set(0)
             if self.leader or not self.reached:
                 now = time.monotonic()
+                down_s = now - (self.down_since or now)  # _read set it when it failed
                 await self.alerter.update(
-                    evaluate(self.settings, None, self._breakers(now), now - self.down_since),
+                    evaluate(self.settings, None, self._breakers(now), down_s),
                     keep=lambda f: f.rule in NEEDS_DATABASE,
                 )
             return
@@ -350,7 +400,7 @@ class Evaluator:
         return open_s
 
     async def _read(self) -> dict[str, Any] | None:
-        """Facts when this relay holds the lock; {} when another relay does; None when the
+        """Facts when this relay holds the lease; {} when another relay does; None when the
         database cannot be reached."""
         try:
             if self.conn is None or self.conn.closed:
@@ -362,25 +412,23 @@ class Evaluator:
                     application_name=f"pgpulse-alerts-{os.getpid()}",
                     prepare_threshold=None,
                 )
-                holds = False
                 if self.down_since is not None and not self.leader:
                     # after an outage the evaluator of before reconnects first and keeps
                     # its open incidents; the others wait before they compete
-                    self.contend_after = time.monotonic() + 3 * self.settings.alert_interval_s + 2
-            else:
-                holds = self.leader
-            if not holds and time.monotonic() >= self.contend_after:
-                # one statement, qualified (safe whatever the search_path), never blocks
-                row = await (
-                    await self.conn.execute(
-                        "SELECT pg_catalog.pg_try_advisory_lock(%s) AS got", (EVALUATOR_LOCK,)
-                    )
-                ).fetchone()
-                if row["got"] and not self.leader:
+                    self.contend_after = time.monotonic() + self.lease_s
+            if self.leader or time.monotonic() >= self.contend_after:
+                async with apinned(self.conn, statement_timeout_ms=STATEMENT_TIMEOUT_MS):
+                    got = await (
+                        await self.conn.execute(
+                            queries()["take_lease"],
+                            {"name": LEASE, "holder": self.holder, "ttl_s": self.lease_s},
+                        )
+                    ).fetchone()
+                if got and not self.leader:
                     logs.event("alert_evaluator_elected")
-                elif not row["got"] and self.leader:
+                elif not got and self.leader:
                     logs.event("alert_evaluator_handed_over")
-                self.leader = row["got"]
+                self.leader = got is not None
             facts = {}
             if self.leader:
                 async with apinned(self.conn, statement_timeout_ms=STATEMENT_TIMEOUT_MS):
@@ -416,7 +464,14 @@ class Evaluator:
         self.conn = None
 
     async def aclose(self) -> None:
-        await self._drop_connection()  # the session ends: the lock goes with it
+        if self.leader and self.conn is not None and not self.conn.closed:
+            # the next evaluator takes over now, not when the lease expires
+            with contextlib.suppress(psycopg.Error, OSError):
+                async with apinned(self.conn, statement_timeout_ms=STATEMENT_TIMEOUT_MS):
+                    await self.conn.execute(
+                        queries()["drop_lease"], {"name": LEASE, "holder": self.holder}
+                    )
+        await self._drop_connection()
         await self.alerter.aclose()
 
 

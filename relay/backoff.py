@@ -35,7 +35,7 @@ class Backoff(wait_base):
 
     def delay(self, attempt: int) -> float:
         """The wait after failed attempt number `attempt` (1 for the first failure)."""
-        wait = self._exponential(_Attempt(max(attempt, 1)))
+        wait = self._exponential(_Attempt(max(attempt, 1)))  # type: ignore[arg-type]  # duck
         if self.jitter:
             wait *= self._rng.uniform(1 - self.jitter, 1 + self.jitter)
         return wait

@@ -121,15 +121,28 @@ def _worker(args):
     import asyncio
 
     from relay import logs
-    from relay.config import REGION_CODE, region_endpoint
+    from relay.config import REGION_CODE, WorkerSettings, region_endpoint
+    from relay.consumer.metrics import parse_listen
     from relay.consumer.runner import RegionalWorker
 
     if not REGION_CODE.match(args.region):
         raise UserInputError(f"--region {args.region!r} is not a region code (e.g. us-east-1)")
     if args.concurrency is not None and not 1 <= args.concurrency <= 10_000:
         raise UserInputError(f"--concurrency must be 1-10000, got {args.concurrency}")
+    settings = WorkerSettings.from_env()
+    metrics_at = args.metrics or settings.worker_metrics
+    if metrics_at:
+        try:
+            parse_listen(metrics_at)
+        except ValueError as exc:
+            raise UserInputError(str(exc)) from None
     logs.setup(args.log_level)
-    worker = RegionalWorker(region_endpoint(args.region), concurrency=args.concurrency)
+    worker = RegionalWorker(
+        region_endpoint(args.region),
+        settings,
+        concurrency=args.concurrency,
+        metrics_at=metrics_at,
+    )
     asyncio.run(worker.run(signals=True))
 
 
@@ -439,6 +452,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="checks at once (default: $PGPULSE_WORKER_CONCURRENCY, 100)",
     )
     p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        default=None,
+        help="serve Prometheus /metrics (and /healthz) here (default: $PGPULSE_WORKER_METRICS, "
+        "unset: off)",
+    )
+    p.add_argument(
         "--log-level",
         default=_env_default(config.LOG_LEVEL),
         help="log level (env $PGPULSE_LOG_LEVEL)",
@@ -540,6 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
         "what",
         choices=[
             "tick",
+            "follow",
             "devserver",
             "relay",
             "relay-lag",
@@ -549,6 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
             "worker-lag",
             "worker",
             "soak",
+            "results",
             "all",
         ],
     )
@@ -556,7 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--monitors",
         type=int,
         default=None,
-        help="tick/e2e/compare/first-check: monitors (default 100000 / 100000 / 1000 / 100000)",
+        help="tick/follow/e2e/compare/first-check: monitors or rows "
+        "(default 100000 / 100000 / 100000 / 1000 / 100000)",
     )
     p.add_argument(
         "--mix",
@@ -596,7 +619,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="soak: where soak.json, soak.txt, soak.png and the relay's log go "
         "(default ./soak-<time>)",
     )
-    p.add_argument("--seconds", type=float, default=30.0, help="relay-lag/worker-lag: how long")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="relay-lag / worker-lag: how long jobs fall due (default 30 / 60)",
+    )
     p.add_argument(
         "--rate-per-min",
         type=float,
@@ -604,13 +632,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker-lag: checks falling due per minute, over three regions",
     )
     p.add_argument(
-        "--checks", type=int, default=20_000, help="worker: checks one worker runs flat out"
+        "--checks",
+        type=int,
+        default=20_000,
+        help="worker / worker-lag: checks one worker runs flat out",
     )
     p.add_argument(
         "--idle-seconds",
         type=float,
         default=60.0,
-        help="worker: how long the idle worker is watched",
+        help="worker / worker-lag: how long the idle worker is watched",
     )
     p.add_argument(
         "--interval",
@@ -619,6 +650,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="relay-lag: the jobs are slots of monitors checked every SECONDS "
         "(10 to 86400), written by the real tick",
+    )
+    p.add_argument(
+        "--results",
+        type=int,
+        default=200_000,
+        help="results: check results drained into PostgreSQL per run",
     )
     p.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
     p.add_argument("--json", action="store_true", help="print JSON only")

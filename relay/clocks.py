@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from relay import logs, metrics
+from relay.db import DictConnection, one
 from relay.errors import PublishError
 
 INTERVAL_S = 60.0  # the relay measures once a minute: clocks drift slowly
@@ -59,10 +60,10 @@ async def redis_skew(client, now: Callable[[], float] = time.time) -> Skew:
     return skew(sent, redis_seconds(reply), now())
 
 
-def postgres_skew(conn: psycopg.Connection, now: Callable[[], float] = time.time) -> Skew:
+def postgres_skew(conn: DictConnection, now: Callable[[], float] = time.time) -> Skew:
     """PostgreSQL's clock against this host's, on a sync connection with dict rows."""
     sent = now()
-    row = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8 AS t").fetchone()
+    row = one(conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8 AS t").fetchone())
     return skew(sent, row["t"], now())
 
 

@@ -9,9 +9,9 @@ import math
 import os
 import re
 import textwrap
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from relay.errors import ConfigError
@@ -19,7 +19,7 @@ from relay.errors import ConfigError
 REGION_CODE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
-def database_url(env: dict[str, str] | None = None) -> str:
+def database_url(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     url = env.get("DATABASE_URL", "").strip()
     if not url:
@@ -87,7 +87,7 @@ class Endpoint:
     token: str = field(repr=False)
 
 
-def region_endpoint(region: str, env: dict[str, str] | None = None) -> Endpoint:
+def region_endpoint(region: str, env: Mapping[str, str] | None = None) -> Endpoint:
     env = os.environ if env is None else env
     suffix = env_suffix(region)
     url = env.get(f"UPSTASH_REDIS_REST_URL_{suffix}") or env.get("UPSTASH_REDIS_REST_URL")
@@ -161,7 +161,7 @@ class Setting:
             raise ConfigError(f"{self.env} must be an http(s) URL")
         return raw
 
-    def value(self, env: dict[str, str] | None = None) -> Any:
+    def value(self, env: Mapping[str, str] | None = None) -> Any:
         env = os.environ if env is None else env
         return self.parse(env.get(self.env))
 
@@ -192,6 +192,8 @@ class _Settings:
     """What RelaySettings and OpsSettings share: parsing from the environment, rows,
     defaults derived from other settings."""
 
+    __dataclass_fields__: ClassVar[dict[str, Any]]  # each subclass is a dataclass
+
     def __post_init__(self) -> None:
         for f in fields(self):
             spec = f.metadata["setting"]
@@ -203,7 +205,7 @@ class _Settings:
         return [f.metadata["setting"] for f in fields(cls)]
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None):
+    def from_env(cls, env: Mapping[str, str] | None = None):
         env = os.environ if env is None else env
         return cls(**{f.name: f.metadata["setting"].value(env) for f in fields(cls)})
 
@@ -322,6 +324,31 @@ class RelaySettings(_Settings):
     )
     depth_interval_s: float = setting(
         "PGPULSE_DEPTH_INTERVAL_S", 5.0, "how often queue depth is sampled", lo=0.1, hi=300
+    )
+    workers_absent_s: float = setting(
+        "PGPULSE_WORKERS_ABSENT_S",
+        60.0,
+        "a region that had worker heartbeats and has none this long, or whose waiting jobs "
+        "no worker took this long, is marked workers-absent: its monitors that may fall back "
+        "go elsewhere until workers return (keep it above 10 s, a busy worker's heartbeat, "
+        "and `PGPULSE_WORKER_IDLE_MAX_S`)",
+        lo=1,
+        hi=86400,
+    )
+    results_batch: int = setting(
+        "PGPULSE_RESULTS_BATCH",
+        2000,
+        "check results per batch from a region's results list into PostgreSQL",
+        lo=1,
+        hi=10_000,
+    )
+    results_lease_s: float = setting(
+        "PGPULSE_RESULTS_LEASE_S",
+        30.0,
+        "one relay at a time drains a region's results; one that stops answering is taken "
+        "over after this",
+        lo=1,
+        hi=3600,
     )
     clock_skew_warn_s: float = setting(
         "PGPULSE_CLOCK_SKEW_WARN_S",
@@ -515,12 +542,28 @@ class WorkerSettings(_Settings):
         lo=0,
         hi=20,
     )
+    worker_results_cap: int = setting(
+        "PGPULSE_WORKER_RESULTS_CAP",
+        100_000,
+        "`pgpulse worker`: most results waiting for the relay in a region's results list "
+        "(about 600 bytes each); past it the oldest are trimmed and counted "
+        "(`pgpulse_results_dropped`), acks never fail; 0 keeps none",
+        lo=0,
+        hi=10_000_000,
+    )
     worker_stats_interval_s: float = setting(
         "PGPULSE_WORKER_STATS_INTERVAL_S",
         10.0,
         "`pgpulse worker`: how often it logs `worker_stats` (checks/s, lag, failing targets)",
         lo=0.1,
         hi=3600,
+    )
+    worker_metrics: str | None = setting(
+        "PGPULSE_WORKER_METRICS",
+        None,
+        "`pgpulse worker`: `HOST:PORT` to serve Prometheus `/metrics` on (`--metrics` "
+        "overrides; port 0: any free one, logged); unset: none",
+        shown="— (off)",
     )
 
 
@@ -606,7 +649,7 @@ def markdown_table() -> str:
     return "\n".join(lines)
 
 
-def help_text(rows: Iterable[Setting], env: dict[str, str] | None = None) -> str:
+def help_text(rows: Iterable[Setting], env: Mapping[str, str] | None = None) -> str:
     """`--help`'s list of settings: default, allowed values, the value when set (a secret:
     only that it is set), and the meaning."""
     env = os.environ if env is None else env

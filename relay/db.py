@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
@@ -28,6 +28,18 @@ from relay.config import redact_url
 from relay.errors import DatabaseError
 
 SEARCH_PATH = "pg_catalog, pg_temp"  # pg_temp last: never searched for functions or operators
+
+Row = TypeVar("Row")
+# pgpulse's connections make dict rows (row_factory=dict_row)
+DictConnection = psycopg.Connection[dict[str, Any]]
+AsyncDictConnection = psycopg.AsyncConnection[dict[str, Any]]
+
+
+def one(row: Row | None) -> Row:
+    """The row of a query that always returns one (an aggregate, a function's result)."""
+    if row is None:
+        raise DatabaseError("the query returned no row")
+    return row
 
 
 def pin_statement(statement_timeout_ms: int | None = None) -> str:
@@ -51,8 +63,8 @@ def describe(exc: psycopg.Error) -> str:
 
 @contextlib.contextmanager
 def pinned(
-    conn: psycopg.Connection, *, statement_timeout_ms: int | None = None
-) -> Iterator[psycopg.Connection]:
+    conn: psycopg.Connection[Row], *, statement_timeout_ms: int | None = None
+) -> Iterator[psycopg.Connection[Row]]:
     """A transaction (a savepoint inside one) whose names resolve in pg_catalog: commits
     when the block ends, rolls back if it raises."""
     with conn.transaction():
@@ -62,8 +74,8 @@ def pinned(
 
 @contextlib.asynccontextmanager
 async def apinned(
-    conn: psycopg.AsyncConnection, *, statement_timeout_ms: int | None = None
-) -> AsyncIterator[psycopg.AsyncConnection]:
+    conn: psycopg.AsyncConnection[Row], *, statement_timeout_ms: int | None = None
+) -> AsyncIterator[psycopg.AsyncConnection[Row]]:
     """`pinned` for an async connection."""
     async with conn.transaction():
         await conn.execute(pin_statement(statement_timeout_ms))
@@ -90,7 +102,7 @@ async def unreachable(dsn: str, timeout_s: int = 10) -> str | None:
 
 
 @contextlib.contextmanager
-def connect(dsn: str, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+def connect(dsn: str, *, autocommit: bool = False) -> Iterator[DictConnection]:
     """A connection in one pinned transaction, committed when the block ends (a command's
     statements). autocommit=True: no transaction, for a statement that commits itself; its
     other statements go in `pinned(conn)` blocks."""
@@ -101,6 +113,7 @@ def connect(dsn: str, *, autocommit: bool = False) -> Iterator[psycopg.Connectio
             row_factory=dict_row,
             connect_timeout=10,
             application_name="pgpulse",
+            prepare_threshold=None,  # nothing left on a pooler's shared server session
         )
     except psycopg.OperationalError as exc:
         raise DatabaseError(f"cannot connect to {redact_url(dsn)}: {describe(exc)}") from exc
@@ -115,9 +128,7 @@ def connect(dsn: str, *, autocommit: bool = False) -> Iterator[psycopg.Connectio
         raise DatabaseError(describe(exc)) from exc
 
 
-def fetch_json(
-    conn: psycopg.Connection, sql: str, params: dict | None = None
-) -> list[dict[str, Any]]:
+def fetch_json(conn: DictConnection, sql: str, params: dict | None = None) -> list[dict[str, Any]]:
     """Runs a query (`queries()["name"]`); timestamps come back as ISO 8601 strings, ready
     for JSON."""
     return [

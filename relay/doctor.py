@@ -7,6 +7,7 @@ earlier failure makes the check meaningless). Secrets are never shown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -26,8 +27,9 @@ from relay.config import (
     redact_url,
     region_endpoint,
 )
-from relay.db import describe, pinned
+from relay.db import DictConnection, describe, one, pinned
 from relay.errors import ConfigError, PgPulseError
+from relay.facts import admin_look, ticks_seen
 from relay.queries import queries
 from relay.queue import PUSH_SCRIPT
 
@@ -41,7 +43,16 @@ RELAY_NEEDS: dict[str, dict[str, tuple[str, ...] | None]] = {
     "pgpulse.schedule": {
         "SELECT": ("monitor_id", "preferred_region", "allow_fallback", "check_regions")
     },
-    "pgpulse.regions": {"SELECT": None, "UPDATE": ("healthy", "healthy_changed_at", "degraded")},
+    "pgpulse.regions": {
+        "SELECT": None,
+        "UPDATE": (
+            "healthy",
+            "healthy_changed_at",
+            "degraded",
+            "workers_absent",
+            "workers_absent_since",
+        ),
+    },
     "pgpulse.outbox": {"SELECT": None, "INSERT": None, "DELETE": None, "UPDATE": ("attempts",)},
     "pgpulse.dead_letters": {
         "SELECT": None,
@@ -52,8 +63,35 @@ RELAY_NEEDS: dict[str, dict[str, tuple[str, ...] | None]] = {
     "pgpulse.push_intents": {"SELECT": None, "INSERT": None, "UPDATE": None, "DELETE": None},
     "pgpulse.region_observations": {"SELECT": None, "INSERT": None, "UPDATE": None, "DELETE": None},
     "pgpulse.maintenance_windows": {"SELECT": None},
+    "pgpulse.leases": {"SELECT": None, "INSERT": None, "UPDATE": None, "DELETE": None},
+    "pgpulse.results_latest": {"SELECT": None, "INSERT": None, "UPDATE": None, "DELETE": None},
+    "pgpulse.results_history": {"SELECT": None, "INSERT": None, "UPDATE": None},
 }
-RELAY_FUNCTIONS = ("pgpulse._routing()",)
+RELAY_FUNCTIONS = ("pgpulse._routing()", "pgpulse.results_maintain()")
+# What the read-only ops commands read (doctor, status, `pgpulse http`: the status page,
+# /readyz, /metrics, the alerts), as sql/roles.sql grants it to pgpulse_monitor; the
+# outbox's and dead letters' rows without their check (payload). Of the schedule, what
+# every role may read (sql/80_privileges.sql).
+_ROW_COLUMNS = (
+    "job_id",
+    "monitor_id",
+    "region",
+    "criticality",
+    "scheduled_for",
+    "deliver_at",
+    "expires_at",
+    "allow_fallback",
+    "attempts",
+    "last_error",
+)
+MONITOR_NEEDS: dict[str, dict[str, tuple[str, ...] | None]] = {
+    "pgpulse.regions": {"SELECT": None},
+    "pgpulse.tick_runs": {"SELECT": None},
+    "pgpulse.maintenance_windows": {"SELECT": None},
+    "pgpulse.outbox": {"SELECT": (*_ROW_COLUMNS, "created_at")},
+    "pgpulse.dead_letters": {"SELECT": (*_ROW_COLUMNS, "failed_at")},
+    "pgpulse.leases": {"SELECT": None, "INSERT": None, "UPDATE": None, "DELETE": None},
+}
 
 
 @dataclass
@@ -85,16 +123,11 @@ class Doctor:
             self.add("database reachable", "FAIL", str(exc))
             return self.checks
         try:
-            conn = psycopg.connect(
-                self.dsn,
-                autocommit=True,
-                row_factory=dict_row,
-                connect_timeout=5,
-                application_name="pgpulse-doctor",
-            )
+            conn = self.connect(self.dsn)
         except psycopg.Error as exc:
             self.add("database reachable", "FAIL", f"{redact_url(self.dsn)}: {describe(exc)}")
             for name in (
+                "pooler",
                 "migrated",
                 "role rights",
                 "pg_cron",
@@ -107,15 +140,18 @@ class Doctor:
             return self.checks
         with conn:  # autocommit: each check in its own pinned transaction (relay.db)
             with pinned(conn):
-                row = conn.execute(
-                    "SELECT current_user AS who, current_database() AS db, "
-                    "current_setting('server_version') AS version"
-                ).fetchone()
+                row = one(
+                    conn.execute(
+                        "SELECT current_user AS who, current_database() AS db, "
+                        "current_setting('server_version') AS version"
+                    ).fetchone()
+                )
             self.add(
                 "database reachable",
                 "ok",
                 f"PostgreSQL {row['version']}, database {row['db']} as {row['who']}",
             )
+            self.check_pooler(conn)
             with pinned(conn):
                 migrated = self.check_migrated(conn)
             if migrated:
@@ -140,6 +176,19 @@ class Doctor:
         else:
             self.check_regions([r for r in regions if r["enabled"]])
         return self.checks
+
+    @staticmethod
+    def connect(dsn: str) -> DictConnection:
+        """No prepared statement: behind a transaction-mode pooler the next transaction may
+        meet a server session that has one of that name already."""
+        return psycopg.connect(
+            dsn,
+            autocommit=True,
+            row_factory=dict_row,
+            connect_timeout=5,
+            application_name="pgpulse-doctor",
+            prepare_threshold=None,
+        )
 
     def guarded(self, name: str, check, conn) -> None:
         """A database error inside one check is that check's FAIL, not the end of the run."""
@@ -169,6 +218,74 @@ class Doctor:
         shown.insert(0, f"DATABASE_URL={redact_url(url) if url else 'unset'}")
         shown.append("PGPULSE_LISTEN=" + self.env.get("PGPULSE_LISTEN", "on"))
         self.add("settings", "ok", ", ".join(shown))
+
+    def check_pooler(self, conn) -> None:
+        """Whether a connection pooler stands between this host and PostgreSQL, and whether
+        the settings fit it. A pooler gives its client a backend pid of its own making (a
+        cancel request goes through it), so the pid the connection was handed at login is
+        not the server's pg_backend_pid(); a direct connection, or a proxy that only
+        forwards bytes, hands over the server's own. Transaction mode shows when this
+        client's transactions meet different server sessions, or another client connected
+        at the same time gets the one this client just used: a session-mode pooler keeps a
+        server session for its client until it disconnects. Nothing is set, prepared or
+        locked on any server session (the probe leaves nothing behind for other clients)."""
+        try:
+            listen = RelaySettings.from_env(self.env).listen
+        except ConfigError:  # reported under "settings"
+            listen = RelaySettings().listen
+        try:
+            server_pid = self.server_pid(conn)
+            if conn.info.backend_pid == server_pid:
+                self.add("pooler", "ok", "a direct connection: no pooler in between")
+                return
+            shared = False
+            with contextlib.suppress(psycopg.Error), self.connect(self.dsn or "") as other:
+                for _ in range(3):  # each side's transaction ends before the other's starts
+                    mine, theirs = self.server_pid(conn), self.server_pid(other)
+                    if mine == theirs or mine != server_pid:
+                        shared = True
+                        break
+        except psycopg.Error as exc:
+            self.add("pooler", "FAIL", describe(exc))
+            return
+        pooler = "behind a connection pooler (the server's backend pid is not the one it gave)"
+        if shared:
+            mode = (
+                f"{pooler}, in transaction mode (server sessions change hands between transactions)"
+            )
+            if listen:
+                self.add(
+                    "pooler",
+                    "FAIL",
+                    f"{mode}: LISTEN never fires there and prepared statements collide: "
+                    "set PGPULSE_LISTEN=off",
+                )
+            else:
+                self.add(
+                    "pooler",
+                    "ok",
+                    f"{mode}: PGPULSE_LISTEN=off fits (run `pgpulse migrate` over a direct "
+                    "or session-mode connection)",
+                )
+        elif listen:
+            self.add(
+                "pooler",
+                "warn",
+                f"{pooler}, in session mode or a busy pool in transaction mode: "
+                "PGPULSE_LISTEN=on fits session mode only; in transaction mode set "
+                "PGPULSE_LISTEN=off",
+            )
+        else:
+            self.add(
+                "pooler",
+                "ok",
+                f"{pooler}: PGPULSE_LISTEN=off fits session and transaction mode",
+            )
+
+    @staticmethod
+    def server_pid(conn) -> int:
+        with pinned(conn):
+            return conn.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
 
     def check_migrated(self, conn) -> bool:
         from alembic.script import ScriptDirectory
@@ -210,10 +327,58 @@ class Doctor:
         return True
 
     def check_rights(self, conn) -> None:
-        """Column grants count: the relay's role may update only some columns of a table."""
-        row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+        """Column grants count: the relay's role may update only some columns of a table.
+        A role in pgpulse_monitor (read-only, for the ops commands) is judged by what those
+        read instead."""
+        row = conn.execute(
+            "SELECT rolsuper, (SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles"
+            " WHERE rolname = 'pgpulse_monitor') AS monitor,"
+            " (SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles"
+            " WHERE rolname = 'pgpulse_relay') AS relay"
+            " FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        missing = self.missing_rights(conn, RELAY_NEEDS, RELAY_FUNCTIONS)
+        if missing and row["monitor"] and not row["relay"]:
+            lacking = self.missing_rights(conn, MONITOR_NEEDS)
+            if lacking:
+                self.add(
+                    "role rights",
+                    "FAIL",
+                    "the ops commands need " + ", ".join(lacking) + ": run `pgpulse "
+                    "migrate` (it grants pgpulse_monitor its rights)",
+                )
+            else:
+                self.add(
+                    "role rights",
+                    "ok",
+                    "read-only (pgpulse_monitor): everything doctor, status, the status "
+                    "page, /readyz, /metrics and the alerts read; the relay itself runs as "
+                    "a role IN ROLE pgpulse_relay",
+                )
+        elif missing:
+            self.add(
+                "role rights",
+                "FAIL",
+                "the relay needs " + ", ".join(missing) + ": GRANT pgpulse_relay TO this role",
+            )
+        elif row and row["rolsuper"]:
+            self.add(
+                "role rights",
+                "warn",
+                "connected as a superuser: run the relay as a role "
+                "IN ROLE pgpulse_relay (sql/roles.sql)",
+            )
+        else:
+            self.add("role rights", "ok", "everything the relay reads and writes")
+
+    @staticmethod
+    def missing_rights(
+        conn,
+        needs: dict[str, dict[str, tuple[str, ...] | None]],
+        functions: tuple[str, ...] = (),
+    ) -> list[str]:
         missing = []
-        for table, privileges in RELAY_NEEDS.items():
+        for table, privileges in needs.items():
             for privilege, columns in privileges.items():
                 if columns is None:
                     ok = conn.execute(
@@ -231,44 +396,33 @@ class Doctor:
                 ]
                 if lacking:
                     missing.append(f"{privilege} ({', '.join(lacking)}) on {table}")
-        for function in RELAY_FUNCTIONS:
+        for function in functions:
             if not conn.execute(
                 "SELECT has_function_privilege(%s, 'EXECUTE') AS ok", (function,)
             ).fetchone()["ok"]:
                 missing.append(f"EXECUTE on {function}")
-        if missing:
-            self.add(
-                "role rights",
-                "FAIL",
-                "the relay needs " + ", ".join(missing) + ": GRANT pgpulse_relay TO this role",
-            )
-        elif row and row["rolsuper"]:
-            self.add(
-                "role rights",
-                "warn",
-                "connected as a superuser: run the relay as a role "
-                "IN ROLE pgpulse_relay (sql/roles.sql)",
-            )
-        else:
-            self.add("role rights", "ok", "everything the relay reads and writes")
+        return missing
 
     def check_cron(self, conn) -> None:
+        access = conn.execute(queries()["cron_access"]).fetchone()
         superuser = conn.execute(
             "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
         ).fetchone()["rolsuper"]
         database = conn.execute("SELECT current_database() AS db").fetchone()["db"]
-        here = conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') AS yes"
-        ).fetchone()["yes"]
-        if not here:
+        if not access["here"]:
             self.check_cron_elsewhere(conn, database, superuser)
             return
-        try:
-            with conn.transaction():
-                job = conn.execute(queries()["cron_job"], {"database": database}).fetchone()
-        except psycopg.Error as exc:
-            self.add("pg_cron", "FAIL", f"cannot read cron.job: {describe(exc)}")
+        if not access["readable"]:
+            # a grant would show it nothing: pg_cron shows a role only its own jobs
+            self.add(
+                "pg_cron",
+                "warn",
+                "pg_cron is in this database, and this role may not read its jobs (schema "
+                "cron; pg_cron shows a role only its own jobs): an admin checks with "
+                f"`{admin_look(database)}`; {ticks_seen(access['last_cron_tick_age_s'])}",
+            )
             return
+        job = conn.execute(queries()["cron_job"], {"database": database}).fetchone()
         self.judge_cron_job(job, superuser)
 
     def check_cron_elsewhere(self, conn, database: str, superuser: bool) -> None:
@@ -304,12 +458,8 @@ class Doctor:
             cron_database = where["cron_db"]
         try:
             with (
-                psycopg.connect(
-                    psycopg.conninfo.make_conninfo(self.dsn, dbname=cron_database),
-                    autocommit=True,
-                    row_factory=dict_row,
-                    connect_timeout=5,
-                    application_name="pgpulse-doctor",
+                self.connect(
+                    psycopg.conninfo.make_conninfo(self.dsn or "", dbname=cron_database)
                 ) as cron,
                 pinned(cron),
             ):
@@ -324,26 +474,19 @@ class Doctor:
             )
             return
         except psycopg.Error as exc:
-            look = (
-                "SELECT schedule, active FROM cron.job WHERE jobname = 'pgpulse-tick' "
-                f"AND database = '{database}'"
-            )
             self.add(
                 "pg_cron",
                 "warn",
                 f"pg_cron runs in database {cron_database}, and this "
                 f"role cannot read its jobs there ({describe(exc)}): an admin checks there "
-                f"with `{look}`; {seen}",
+                f"with `{admin_look(database)}`; {seen}",
             )
             return
         self.judge_cron_job(job, superuser, cron_database, seen)
 
     def cron_ticks_seen(self, conn) -> str:
         """What this database shows of pg_cron without seeing its jobs: its latest tick."""
-        age = conn.execute(queries()["last_cron_tick"]).fetchone()["age_s"]
-        if age is None:
-            return "no tick here has come from pg_cron yet"
-        return f"the latest tick here that pg_cron started began {age:.0f} s ago"
+        return ticks_seen(conn.execute(queries()["last_cron_tick"]).fetchone()["age_s"])
 
     def judge_cron_job(
         self,
@@ -424,6 +567,13 @@ class Doctor:
             )
         if health["unrouted"]:
             notes.append(f"{health['unrouted']} due monitors no region can take")
+        if health["follow_pending"] and health["follow_oldest_s"] > 120:
+            problems.append(
+                f"{health['follow_pending']} product rows of bulk writes not followed for "
+                f"{health['follow_oldest_s']:.0f} s (no relay or tick follows them)"
+            )
+        elif health["follow_pending"]:
+            notes.append(f"{health['follow_pending']} product rows of bulk writes being followed")
         if health["parked"]:
             notes.append(
                 f"{health['parked']} active monitors parked, e.g. {health['parked_reason']} "
@@ -435,6 +585,11 @@ class Doctor:
         try:
             with conn.transaction():
                 drift = conn.execute(queries()["drift"]).fetchone()
+        except psycopg.errors.InsufficientPrivilege as exc:
+            notes.append(
+                f"drift not checked ({describe(exc)}): `pgpulse resync --dry-run` as a role "
+                "that may read public.monitors compares the schedule with it"
+            )
         except psycopg.Error as exc:
             notes.append(f"drift not checked: {describe(exc)}")
         else:
@@ -481,6 +636,7 @@ class Doctor:
         if not regions:
             self.add("regions", "FAIL", "no enabled region: `pgpulse region add CODE`")
             return
+        self.region_rows = {r["code"]: r for r in regions}
         for found in asyncio.run(self._probe_all([r["code"] for r in regions])):
             for name, verdict, detail in found:
                 self.add(name, verdict, detail)
@@ -506,6 +662,7 @@ class Doctor:
             ms = (time.perf_counter() - started) * 1000
             sha = await client.command("SCRIPT", "LOAD", PUSH_SCRIPT)
             clock = await self._redis_clock(client, code)
+            workers = await self._workers(client, code)
         except PgPulseError as exc:
             hint = f" (check UPSTASH_REDIS_REST_URL_{env_suffix(code)} / _TOKEN_{env_suffix(code)})"
             return [(name, "FAIL", f"{shown}: {exc}{hint}")]
@@ -514,7 +671,40 @@ class Doctor:
         found = [
             (name, "ok", f"{shown}: PING {pong} in {ms:.0f} ms, push script {sha[:12]} loaded")
         ]
-        return found + ([clock] if clock else [])
+        return found + ([clock] if clock else []) + [workers]
+
+    async def _workers(self, client, code: str) -> tuple[str, str, str]:
+        """The region's workers: their heartbeats, and the relay's verdict (regions.
+        workers_absent): FAIL while absent, its monitors go elsewhere or nowhere."""
+        from relay.consumer.protocol import ALIVE_S, workers_key
+
+        name = f"workers {code}"
+        seconds, micros = await client.command("TIME")
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        known = int(await client.command("ZCARD", workers_key(code)))
+        alive = int(
+            await client.command("ZCOUNT", workers_key(code), now_ms - int(ALIVE_S * 1000), "+inf")
+        )
+        row = getattr(self, "region_rows", {}).get(code) or {}
+        if row.get("workers_absent"):
+            since = row.get("workers_absent_s") or 0
+            fallback = row.get("fallback_region") or "the default region"
+            return (
+                name,
+                "FAIL",
+                f"workers absent for {since:.0f} s ({alive} alive now): its monitors that may "
+                f"fall back go to {fallback}, the others are not checked; start "
+                f"`pgpulse worker --region {code}`, or DEL {workers_key(code)} to forget "
+                "workers that are gone for good",
+            )
+        if not known:
+            return (
+                name,
+                "ok",
+                "no worker heartbeat ever (version 1 consumers, or none yet): pgpulse cannot "
+                "tell whether its jobs are taken",
+            )
+        return name, "ok" if alive else "warn", f"{alive} alive (heartbeat within {ALIVE_S:.0f} s)"
 
     async def _redis_clock(self, client, code: str) -> tuple[str, str, str] | None:
         name = f"clock skew region {code}"

@@ -233,9 +233,10 @@ class Drainer:
                 and job.pinned_to
                 and job.pinned_to != target.code
             ):
-                dest = self.registry.regions.get(job.pinned_to)
-                if dest is None or not dest.enabled or dest.breaker.state is not State.CLOSED:
+                pinned = self.registry.regions.get(job.pinned_to)
+                if pinned is None or not pinned.enabled or pinned.breaker.state is not State.CLOSED:
                     continue  # stays WAIT
+                dest = pinned
             groups.setdefault(dest, []).append(i)
         return groups
 

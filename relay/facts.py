@@ -15,8 +15,8 @@ from relay.queries import queries
 async def read_facts(conn) -> dict[str, Any]:
     """`conn`: an async psycopg connection with dict rows, in autocommit."""
 
-    async def rows(name: str) -> list[dict[str, Any]]:
-        return await (await conn.execute(queries()[name])).fetchall()
+    def rows(name: str):
+        return rows_of(conn, name)
 
     last = (await rows("last_good_tick"))[0]
     latest = await rows("latest_tick")
@@ -34,6 +34,10 @@ async def read_facts(conn) -> dict[str, Any]:
         "unhealthy_regions": {
             r["region"]: r["unhealthy_s"] for r in await rows("unhealthy_regions")
         },
+        "absent_workers": {
+            r["region"]: {"absent_s": r["absent_s"], "routed_to": r["routed_to"]}
+            for r in await rows("absent_workers")
+        },
         # for the status page
         "regions": await rows("regions"),
         "recent_ticks": await (
@@ -42,7 +46,7 @@ async def read_facts(conn) -> dict[str, Any]:
         "recent_dead_letters": await (
             await conn.execute(queries()["dlq_list"], {"limit": 5})
         ).fetchall(),
-        "pg_cron": await _cron_job(conn, queries()["cron_job"]),
+        **await _cron(conn),
         "vacuum": held_back((await rows("vacuum_horizon")) or None),
         "dead_tuples": {r["table"]: r["dead"] for r in await rows("dead_tuples")},
     }
@@ -78,17 +82,65 @@ def held_back(
     }
 
 
-async def _cron_job(conn, sql: str) -> dict[str, Any] | None:
-    """pg_cron's tick job, or None where pg_cron is not installed or not readable."""
-    installed = await (
-        await conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') AS yes"
+async def _cron(conn) -> dict[str, Any]:
+    """pg_cron's tick job (None where it is not shown) and, then, why not (cron_note)."""
+    access = (await rows_of(conn, "cron_access"))[0]
+    job = None
+    if access["here"] and access["readable"]:
+        try:
+            async with conn.transaction():
+                job = await (
+                    await conn.execute(queries()["cron_job"], {"database": None})
+                ).fetchone()
+        except psycopg.Error:  # e.g. a pg_cron too old for the query: said, not fatal
+            access = access | {"readable": False}
+    return {"pg_cron": job, "pg_cron_note": cron_note(access, job)}
+
+
+async def rows_of(conn, name: str) -> list[dict[str, Any]]:
+    return await (await conn.execute(queries()[name])).fetchall()
+
+
+def cron_note(access: dict[str, Any], job: dict[str, Any] | None) -> str | None:
+    """Why pg_cron's tick job is not shown (None when it is), in words that stay true
+    whatever this role may see: `access` is the cron_access query's row."""
+    if job is not None:
+        return None
+    seen = ticks_seen(access["last_cron_tick_age_s"])
+    if not access["here"]:
+        return (
+            "pg_cron is not in this database (pg_cron in another one may tick it: "
+            f"`pgpulse doctor` looks there); {seen}"
         )
-    ).fetchone()
-    if not installed["yes"]:
-        return None
-    try:
-        async with conn.transaction():
-            return await (await conn.execute(sql, {"database": None})).fetchone()
-    except psycopg.Error:  # e.g. a role pg_cron does not let read cron.job
-        return None
+    look = admin_look(None)
+    if not access["readable"]:
+        return (
+            "pg_cron is in this database, and this role may not read its jobs (schema cron): "
+            f"an admin checks with `{look}`; {seen}"
+        )
+    if not access["sees_all"]:
+        return (
+            "no pgpulse-tick job visible to this role (pg_cron shows a role only its own "
+            f"jobs): an admin checks with `{look}`; {seen}"
+        )
+    return (
+        "no pgpulse-tick job for this database in pg_cron here (ticks come from `pgpulse "
+        f"tick`, the HTTP trigger or pg_cron in another database); {seen}"
+    )
+
+
+def admin_look(database: str | None) -> str:
+    """What an admin runs in pg_cron's database to see the job that ticks `database`
+    (None: the database it runs in)."""
+    where = f"'{database}'" if database else "current_database()"
+    return (
+        f"SELECT schedule, active FROM cron.job WHERE jobname = 'pgpulse-tick' "
+        f"AND database = {where}"
+    )
+
+
+def ticks_seen(age_s: float | None) -> str:
+    """What this database shows of pg_cron without seeing its jobs: its latest tick."""
+    if age_s is None:
+        return "no tick here has come from pg_cron yet"
+    return f"the latest tick here that pg_cron started began {age_s:.0f} s ago"

@@ -94,9 +94,20 @@ def judge_readiness(
         (health.get("parked"), "active monitors parked (not scheduled)"),
         (health.get("skipped"), "monitors skipped by the latest tick"),
         (health.get("unrouted"), "due monitors no region can take"),
+        (
+            (health.get("follow_oldest_s") or 0) > 120 and health.get("follow_pending"),
+            "product rows of bulk writes not followed for over 120 s (no relay or tick)",
+        ),
     ):
         if count:
             warnings.append(f"{count} {what}: the scheduler's trouble, not this instance's")
+    for region, seen in sorted((facts.get("absent_workers") or {}).items()):
+        where = seen["routed_to"]
+        warnings.append(
+            f"region {region}: workers absent for {seen['absent_s'] or 0:.0f} s, its monitors "
+            + (f"that may fall back go to {where}" if where else "are not checked")
+            + ": the workers' trouble, not this instance's"
+        )
     unhealthy = facts.get("unhealthy_regions") or {}
     for row in facts.get("backlog") or []:
         region, oldest = row["region"], float(row["oldest_due_age_s"] or 0)
@@ -134,17 +145,18 @@ class OpsApp:
         # requests other than /healthz in flight at once; more are answered 503 at once
         self.busy = asyncio.Semaphore(self.settings.http_max_requests)
         self._facts_task: asyncio.Task | None = None
-        self._stop = asyncio.Event()
+        self.stopping = asyncio.Event()  # set when the server shuts down
+        self.companions: list[asyncio.Task] = []  # tasks that end with it (awaited then)
         for secret in [*dsn_secrets(dsn), self.settings.cron_secret]:
             logs.register_secret(secret)
 
     async def startup(self) -> None:
-        self._facts_task = asyncio.create_task(self.facts.run(self._stop), name="facts")
+        self._facts_task = asyncio.create_task(self.facts.run(self.stopping), name="facts")
 
     async def shutdown(self) -> None:
-        self._stop.set()
-        if self._facts_task is not None:
-            await asyncio.gather(self._facts_task, return_exceptions=True)
+        self.stopping.set()
+        tasks = [t for t in (self._facts_task, *self.companions) if t is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -306,7 +318,7 @@ def guarded_protocol(settings: OpsSettings):
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
-            self._deadline = None
+            self._deadline: asyncio.TimerHandle | None = None
             self._waiting_since = self.loop.time()
             self._arm()
             if len(self.connections) > connection_cap(settings.http_max_connections):
@@ -336,10 +348,10 @@ def guarded_protocol(settings: OpsSettings):
             self._drop(_REQUEST_TIMEOUT)
 
         def _evict(self) -> None:
-            waiting = [
+            waiting: list[GuardedHttpProtocol] = [
                 c
                 for c in self.connections
-                if getattr(c, "_deadline", None) is not None and c is not self
+                if isinstance(c, GuardedHttpProtocol) and c._deadline is not None and c is not self
             ]
             victim = min(waiting, key=lambda c: c._waiting_since, default=self)
             victim._drop()
@@ -397,10 +409,12 @@ async def serve_alone(addr: str, dsn: str) -> None:
     """The endpoints without a relay (e.g. for a platform cron calling the trigger)."""
     app = OpsApp(dsn)
     server = make_server(app, addr, embedded=False)
-    stop = asyncio.Event()
-    alerts = asyncio.create_task(watch_alerts(dsn, app.settings, stop), name="alerts")
+    # stopped with the app (its lifespan's shutdown): uvicorn raises SIGTERM again once
+    # serve() returns, so the evaluator gives its lease up before that, not after
+    alerts = asyncio.create_task(watch_alerts(dsn, app.settings, app.stopping), name="alerts")
+    app.companions.append(alerts)
     try:
         await server.serve()
     finally:
-        stop.set()
+        app.stopping.set()
         await alerts

@@ -14,10 +14,10 @@ WEEKDAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7
 
 def parse_weekdays(text: str) -> list[int]:
     """'sat,sun' or '6,7' -> ISO weekdays (1 = Monday)."""
-    days = []
+    days: list[int] = []
     for part in (p.strip().lower() for p in text.split(",") if p.strip()):
         day = WEEKDAYS.get(part[:3]) if not part.isdigit() else int(part)
-        if day not in WEEKDAYS.values():
+        if day is None or day not in WEEKDAYS.values():
             raise UserInputError(f"bad weekday {part!r}: use mon..sun or 1..7 (1 = Monday)")
         days.append(day)
     if not days:

@@ -84,6 +84,43 @@ breaker_state = Gauge(
 queue_depth = Gauge(
     "pgpulse_queue_depth", "Jobs waiting in a region's Redis queues", ["region"], registry=REGISTRY
 )
+workers_alive = Gauge(
+    "pgpulse_workers_alive",
+    "Workers of a region with a heartbeat within 30 s (sampled by this relay)",
+    ["region"],
+    registry=REGISTRY,
+)
+results_ingested = Counter(
+    "pgpulse_results_ingested",
+    "Check results this relay stored in PostgreSQL",
+    ["region"],
+    registry=REGISTRY,
+)
+results_malformed = Counter(
+    "pgpulse_results_malformed",
+    "Check results this relay could not store (counted and skipped; the log says why)",
+    ["region"],
+    registry=REGISTRY,
+)
+results_skipped = Counter(
+    "pgpulse_results_skipped",
+    "Check results not stored: reason=unknown_monitor (deleted), or not in the history: "
+    "reason=outside_history (no partition covers their slot)",
+    ["region", "reason"],
+    registry=REGISTRY,
+)
+results_backlog = Gauge(
+    "pgpulse_results_backlog",
+    "Check results waiting in a region's results list (Redis-wide)",
+    ["region"],
+    registry=REGISTRY,
+)
+results_dropped = Gauge(
+    "pgpulse_results_dropped",
+    "Check results a region's results list trimmed at its cap, ever (Redis-wide: max)",
+    ["region"],
+    registry=REGISTRY,
+)
 
 # database-wide (aggregate with max)
 outbox_backlog = Gauge(
@@ -128,6 +165,16 @@ monitors_overdue = Gauge(
 tick_skipped = Gauge(
     "pgpulse_tick_skipped_monitors",
     "Due monitors the latest finished tick skipped (an error on their rows)",
+    registry=REGISTRY,
+)
+follow_pending = Gauge(
+    "pgpulse_follow_pending_rows",
+    "Product rows bulk writes logged that no relay or tick followed yet",
+    registry=REGISTRY,
+)
+follow_oldest = Gauge(
+    "pgpulse_follow_pending_oldest_seconds",
+    "Age of the oldest product row a bulk write logged and nobody followed yet",
     registry=REGISTRY,
 )
 tick_unrouted = Gauge(
@@ -180,6 +227,13 @@ dead_tuples = Gauge(
     "pgpulse_dead_tuples",
     "Dead rows of a pgpulse table, as PostgreSQL's statistics count them (database-wide)",
     ["table"],
+    registry=REGISTRY,
+)
+region_workers_absent = Gauge(
+    "pgpulse_region_workers_absent",
+    "1 while a region's workers are absent (it had heartbeats and has none, or they take "
+    "no job): its monitors that may fall back go elsewhere (database-wide)",
+    ["region"],
     registry=REGISTRY,
 )
 facts_ok = Gauge(
@@ -241,8 +295,19 @@ def init_region(region: str) -> None:
     """Every per-region series exists from the start at 0, so rate() and the dashboard see
     a region before its first event."""
     set_breaker(region, "closed")
-    for counter in (published, duplicates, failed, expired, dead_lettered, publish_retries):
+    for counter in (
+        published,
+        duplicates,
+        failed,
+        expired,
+        dead_lettered,
+        publish_retries,
+        results_ingested,
+        results_malformed,
+    ):
         counter.labels(region)
+    for gauge in (workers_alive, results_backlog, results_dropped, region_workers_absent):
+        gauge.labels(region)
     publish_latency.labels(region)
     schedule_lag.observe_many(region, [])
 
@@ -254,6 +319,8 @@ def publish_facts(facts: dict[str, Any]) -> None:
         outbox_oldest_age.labels(row["region"]).set(float(row["oldest_due_age_s"] or 0))
     for region, count in facts.get("dead_letters", {}).items():
         dead_letters.labels(region).set(count)
+    for row in facts.get("regions") or []:
+        region_workers_absent.labels(row["code"]).set(1 if row.get("workers_absent") else 0)
     health = facts.get("schedule")
     if health:
         monitors_parked.set(health["parked"])
@@ -261,6 +328,8 @@ def publish_facts(facts: dict[str, Any]) -> None:
         monitors_overdue.set(health["overdue"])
         tick_skipped.set(health["skipped"])
         tick_unrouted.set(health["unrouted"])
+        follow_pending.set(health.get("follow_pending") or 0)
+        follow_oldest.set(health.get("follow_oldest_s") or 0)
     if "vacuum" in facts:
         horizon = facts["vacuum"] or {}
         vacuum_held_back.set(horizon.get("held_s") or 0)

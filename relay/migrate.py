@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import alembic.util
 import psycopg
@@ -25,7 +26,7 @@ from alembic.script import ScriptDirectory
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from relay.db import DatabaseError, connect, describe
+from relay.db import DatabaseError, connect, describe, one
 from relay.errors import DowngradeDropsData, UserInputError
 from relay.resources import migrations_dir
 
@@ -103,12 +104,13 @@ def _register_migrations_package(location: Path) -> None:
     spec = importlib.util.spec_from_file_location(
         "migrations", location / "__init__.py", submodule_search_locations=[str(location)]
     )
+    assert spec is not None and spec.loader is not None  # a file location always has both
     module = importlib.util.module_from_spec(spec)
     sys.modules["migrations"] = module
     spec.loader.exec_module(module)
 
 
-def alembic_config(dsn: str | None, *, output: io.TextIOBase | None = None) -> Config:
+def alembic_config(dsn: str | None, *, output: TextIO | None = None) -> Config:
     location = migrations_dir()
     _register_migrations_package(location)
     config = Config(output_buffer=output) if output is not None else Config()
@@ -180,10 +182,173 @@ def downgrade(
             raise DowngradeDropsData(
                 f"--downgrade {revision} would drop {_and(lost)}; add --force to drop them"
             )
+    created = read_created(dsn) if revision == "base" else None
     if cron_database and revision == "base":
         unschedule_in_cron_database(dsn, cron_database)
     with _database_errors(revision):
         command.downgrade(alembic_config(dsn), revision)
+    if created is not None:
+        for line in remove_created(dsn, created):
+            print(f"pgpulse: {line}", file=sys.stderr)
+
+
+# ------------------------------------------------- what pgpulse created outside its schema
+
+ROLES = ("pgpulse_monitor", "pgpulse_relay", "pgpulse_ticker", "pgpulse_owner")
+# (the pgpulse roles aside: they go together) and why each holds on to a role
+_ROLE_USES = """
+SELECT (SELECT array_agg(m.rolname::text ORDER BY m.rolname) FROM pg_auth_members a
+          JOIN pg_roles m ON m.oid = a.member
+         WHERE a.roleid = r.oid AND m.rolname <> ALL (%(ours)s::text[])
+           -- a migrating role that is not superuser was made a member to hand functions over
+           AND NOT (r.rolname = 'pgpulse_owner' AND m.rolname = current_user)) AS members,
+       (SELECT count(*) FROM pg_stat_activity WHERE usesysid = r.oid) AS sessions
+  FROM pg_roles r WHERE r.rolname = %(role)s
+"""
+# what a role owns or holds rights on, per database: pg_shdepend is the cluster's, so this
+# database sees every other one's entries too (counted, not named: their catalogs are theirs)
+_ROLE_DEPENDENTS = """
+SELECT coalesce(d.datname, 'the cluster (databases, tablespaces)') AS place, count(*) AS n,
+       s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AS here
+  FROM pg_shdepend s LEFT JOIN pg_database d ON d.oid = s.dbid
+ WHERE s.refclassid = 'pg_authid'::regclass
+   AND s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = %(role)s)
+ GROUP BY 1, 3 ORDER BY 1
+"""
+UNSEEN = (
+    "(what one database cannot show: pg_cron jobs in another database that run as a removed "
+    "role, and pg_hba.conf or .pgpass lines that name it)"
+)
+
+
+def read_created(dsn: str) -> set[tuple[str, str]]:
+    """What `pgpulse migrate` recorded creating outside schema pgpulse (pgpulse.created)."""
+    with connect(dsn) as conn:
+        if not one(
+            conn.execute("SELECT to_regclass('pgpulse.created') IS NOT NULL AS t").fetchone()
+        )["t"]:
+            return set()
+        return {
+            (r["kind"], r["name"]) for r in conn.execute("SELECT kind, name FROM pgpulse.created")
+        }
+
+
+def remove_created(dsn: str, created: set[tuple[str, str]]) -> list[str]:
+    """After a downgrade to base: removes the pg_cron extension and the roles that pgpulse
+    created (`created`) where nothing else uses them; says what it removed and what it kept,
+    and why."""
+    said: list[str] = []
+    with connect(dsn) as conn:  # one pinned transaction; a savepoint around each removal
+        cron_here = one(
+            conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') AS here"
+            ).fetchone()
+        )["here"]
+        if cron_here:
+            cron_here = _remove_cron(conn, ("extension", "pg_cron") in created, said)
+        present = [
+            r["rolname"]
+            for r in conn.execute(
+                "SELECT rolname FROM pg_roles WHERE rolname = ANY (%s) ORDER BY rolname",
+                (list(ROLES),),
+            )
+        ]
+        theirs = [role for role in present if ("role", role) not in created]
+        removed = False
+        for role in [r for r in ROLES if r in present and r not in theirs]:
+            removed |= _remove_role(conn, role, cron_here, said)
+        if theirs:
+            said.append(
+                f"kept role{'s' if len(theirs) > 1 else ''} {', '.join(theirs)}: no record that "
+                "pgpulse created them from this database (an admin, another database's "
+                "`pgpulse migrate` or a pgpulse before 0.2.0 did); DROP ROLE each when "
+                "nothing uses it"
+            )
+        if removed:
+            said.append(UNSEEN)
+    return said
+
+
+def _remove_cron(conn, ours: bool, said: list[str]) -> bool:
+    """Drops the pg_cron extension when pgpulse created it here and no job is left in it;
+    returns whether it is still there."""
+    if not ours:
+        said.append("kept the pg_cron extension: pgpulse did not create it in this database")
+        return True
+    try:
+        with conn.transaction():
+            jobs = [
+                f"{j['jobname'] or j['jobid']} ({j['username']}, database {j['database']})"
+                for j in conn.execute(
+                    "SELECT jobid, jobname, username, database FROM cron.job ORDER BY jobid"
+                )
+            ]
+    except psycopg.Error as exc:
+        said.append(f"kept the pg_cron extension pgpulse created: {describe(exc)}")
+        return True
+    sees_all = conn.execute(
+        "SELECT rolsuper OR rolbypassrls AS yes FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()["yes"]
+    if jobs:
+        why = f"other jobs are scheduled in it: {', '.join(jobs[:5])}" + (
+            f" and {len(jobs) - 5} more" if len(jobs) > 5 else ""
+        )
+    elif not sees_all:
+        why = (
+            "this role sees only its own pg_cron jobs and other roles' may be scheduled "
+            "(a superuser runs `DROP EXTENSION pg_cron` when none are)"
+        )
+    else:
+        try:
+            with conn.transaction():
+                conn.execute("DROP EXTENSION pg_cron")
+        except psycopg.Error as exc:
+            why = describe(exc)
+        else:
+            said.append("removed the pg_cron extension: pgpulse created it here, no job is left")
+            return False
+    said.append(f"kept the pg_cron extension pgpulse created: {why}")
+    return True
+
+
+def _remove_role(conn, role: str, cron_here: bool, said: list[str]) -> bool:
+    """Drops a role pgpulse created when nothing else uses it; returns whether it did."""
+    why = []
+    uses = conn.execute(_ROLE_USES, {"role": role, "ours": list(ROLES)}).fetchone()
+    if uses["members"]:
+        members = ", ".join(uses["members"])
+        why.append(
+            f"granted to {members} (`REVOKE {role} FROM {members}` when they are done with it)"
+        )
+    if uses["sessions"]:
+        why.append(f"{uses['sessions']} session(s) are connected as it")
+    if cron_here:
+        # (a role that is not superuser sees its own jobs only)
+        with contextlib.suppress(psycopg.Error), conn.transaction():
+            jobs = [
+                j["jobname"]
+                for j in conn.execute("SELECT jobname FROM cron.job WHERE username = %s", (role,))
+            ]
+            if jobs:
+                why.append(f"pg_cron runs jobs as it: {', '.join(map(str, jobs))}")
+    if not why and cron_here and role == "pgpulse_ticker":
+        # pgpulse's job setup granted it; its jobs are gone
+        with contextlib.suppress(psycopg.Error), conn.transaction():
+            conn.execute("REVOKE USAGE ON SCHEMA cron FROM pgpulse_ticker")
+    for place in conn.execute(_ROLE_DEPENDENTS, {"role": role}).fetchall():
+        where = "this database" if place["here"] else place["place"]
+        why.append(f"it owns objects or holds rights in {where} ({place['n']})")
+    if not why:
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+        except psycopg.Error as exc:
+            why.append(describe(exc))
+        else:
+            said.append(f"removed role {role}: pgpulse created it, nothing else uses it")
+            return True
+    said.append(f"kept role {role} (pgpulse created it): {'; '.join(why)}; then `DROP ROLE {role}`")
+    return False
 
 
 # What a downgrade drops is measured, not declared per revision: the downgrade first runs in
@@ -214,6 +379,13 @@ SELECT a.attrelid AS oid, a.attnum, a.attname AS name,
  WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
    AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
 """
+
+
+# pgpulse's own bookkeeping, not data a downgrade loses: the evaluator's lease (renewed
+# every round), and the record of what pgpulse created (read before a downgrade to base)
+# (and follow_log: the downgrade follows its rows into the schedule, which goes back into
+# the product's table, before it drops it)
+_BOOKKEEPING = {("pgpulse", "leases"), ("pgpulse", "created"), ("pgpulse", "follow_log")}
 
 
 @dataclass
@@ -259,26 +431,32 @@ def would_drop(dsn: str, revision: str) -> list[str]:
     """What downgrading to `revision` would drop that holds data: "schema.table (N rows)" and
     "schema.table.column (N rows set)", nothing for empty tables and default values."""
     config = alembic_config(dsn)
-    config.attributes["dry_run"] = measured = {}  # migrations/env.py: "before", "after"
+    measured: dict[str, Catalog] = {}
+    config.attributes["dry_run"] = measured  # migrations/env.py: "before", "after"
     with _database_errors(revision):
         command.downgrade(config, revision)
     tables, columns = measured["before"].lost_to(measured["after"])
+    tables = [t for t in tables if (t["schema"], t["name"]) not in _BOOKKEEPING]
     found = []
     with connect(dsn) as conn:
         for table in tables:
             name = sql.Identifier(table["schema"], table["name"])
-            rows = conn.execute(sql.SQL("SELECT count(*) AS n FROM {}").format(name)).fetchone()
+            rows = one(
+                conn.execute(sql.SQL("SELECT count(*) AS n FROM {}").format(name)).fetchone()
+            )
             if rows["n"]:
                 found.append(f"{table['schema']}.{table['name']} ({_rows(rows['n'])})")
         for table, column in columns:
             default = sql.SQL(column["default_value"] or "NULL")  # from the catalog itself
-            rows = conn.execute(
-                sql.SQL("SELECT count(*) AS n FROM {} WHERE {} IS DISTINCT FROM ({})").format(
-                    sql.Identifier(table["schema"], table["name"]),
-                    sql.Identifier(column["name"]),
-                    default,
-                )
-            ).fetchone()
+            rows = one(
+                conn.execute(
+                    sql.SQL("SELECT count(*) AS n FROM {} WHERE {} IS DISTINCT FROM ({})").format(
+                        sql.Identifier(table["schema"], table["name"]),
+                        sql.Identifier(column["name"]),
+                        default,
+                    )
+                ).fetchone()
+            )
             if rows["n"]:
                 found.append(
                     f"{table['schema']}.{table['name']}.{column['name']} ({_rows(rows['n'])} set)"
@@ -332,12 +510,13 @@ def cron_statements(
 
 
 def database_name(dsn: str) -> str:
-    return psycopg.conninfo.conninfo_to_dict(dsn).get("dbname") or ""
+    return str(psycopg.conninfo.conninfo_to_dict(dsn).get("dbname") or "")
 
 
 def pg_cron_here(dsn: str) -> bool:
     with connect(dsn) as conn:
-        return conn.execute("SELECT to_regclass('cron.job') IS NOT NULL AS here").fetchone()["here"]
+        found = conn.execute("SELECT to_regclass('cron.job') IS NOT NULL AS here").fetchone()
+        return one(found)["here"]
 
 
 def schedule_in_cron_database(dsn: str, cron_database: str) -> None:
@@ -352,12 +531,14 @@ def schedule_in_cron_database(dsn: str, cron_database: str) -> None:
         ) as conn:
             # only a superuser may schedule for pgpulse_ticker; a role that is not one (a
             # managed database's admin) schedules for itself, never for a superuser
-            role, superuser, ticker_ready = conn.execute(
-                "SELECT current_user, rolsuper,"
-                " coalesce((SELECT rolcanlogin FROM pg_roles WHERE rolname = %s), false)"
-                " FROM pg_roles WHERE rolname = current_user",
-                (TICKER,),
-            ).fetchone()
+            role, superuser, ticker_ready = one(
+                conn.execute(
+                    "SELECT current_user, rolsuper,"
+                    " coalesce((SELECT rolcanlogin FROM pg_roles WHERE rolname = %s), false)"
+                    " FROM pg_roles WHERE rolname = current_user",
+                    (TICKER,),
+                ).fetchone()
+            )
             username = TICKER if superuser else role
             if superuser and not ticker_ready:
                 print(

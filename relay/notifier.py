@@ -1,5 +1,6 @@
-"""Wake-ups: LISTEN pgpulse_outbox on a dedicated connection; every NOTIFY (a tick wrote
-jobs, a reroute moved some) wakes the drainers instead of waiting for the poll interval."""
+"""Wake-ups: LISTEN pgpulse_outbox and pgpulse_follow on a dedicated connection; every
+NOTIFY wakes, instead of the poll interval, the drainers (a tick wrote jobs, a reroute moved
+some) or the follower (a bulk write of the product logged rows to follow)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,17 @@ RECONNECT = Backoff(first=0.1, most=5.0)
 
 
 class Notifier:
-    def __init__(self, dsn: str, supervisor: Supervisor, wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        supervisor: Supervisor,
+        wake: Callable[[], None],
+        wake_follower: Callable[[], None] | None = None,
+    ) -> None:
         self.dsn = dsn
         self.supervisor = supervisor
         self.wake = wake
+        self.wake_follower = wake_follower
 
     async def run(self) -> None:
         """Listens until stop; reconnects when the connection is lost."""
@@ -36,10 +44,16 @@ class Notifier:
                 ) as conn:
                     # LISTEN resolves no name: nothing to pin on this connection
                     await conn.execute(queries()["listen_outbox"])
+                    if self.wake_follower:
+                        await conn.execute(queries()["listen_follow"])
+                        self.wake_follower()
                     failures = 0
                     self.wake()  # jobs may have arrived while we were not listening
-                    async for _ in conn.notifies():
-                        self.wake()
+                    async for note in conn.notifies():
+                        if note.channel == "pgpulse_follow" and self.wake_follower:
+                            self.wake_follower()
+                        else:
+                            self.wake()
             except psycopg.Error as exc:
                 logs.warning("listen_lost", error=describe(exc))
                 failures += 1

@@ -7,15 +7,17 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from psycopg import AsyncConnection
 from psycopg.rows import class_row, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from relay.backoff import Backoff
-from relay.db import pooled
+from relay.db import apinned, one, pooled
 from relay.queries import queries
+
+T = TypeVar("T")
 
 # a failed job is due again after 1 s, 2 s, 4 s ... at most 60 s, each ±20%
 JOB_RETRY = Backoff(first=1.0, most=60.0, jitter=0.2)
@@ -93,6 +95,32 @@ class RegionRow:
     healthy: bool
     degraded: bool
     weight: int
+    workers_absent: bool = False
+    workers_absent_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """What one batch of results did in PostgreSQL (see the ingest_results query)."""
+
+    known: int  # of monitors pgpulse schedules (the others are left out)
+    latest_written: int
+    history_written: int
+    outside_history: int  # history on, but no partition covers their slot
+
+
+@dataclass(frozen=True)
+class HistorySpan:
+    """What pgpulse.results_maintain() answered: whether history is kept and the span of
+    scheduled_for its partitions cover (None while history is off)."""
+
+    history: bool
+    retention_days: int
+    covered_from: datetime | None
+    covered_until: datetime | None
+    created: int
+    dropped: int
+    problem: str | None
 
 
 @dataclass(frozen=True)
@@ -133,7 +161,9 @@ class Claim:
         self._conn = conn
         self.jobs = jobs
 
-    async def settle(self, requeue: list[Retry], dead: list[Retry], forget: list[int] = ()) -> None:
+    async def settle(
+        self, requeue: list[Retry], dead: list[Retry], forget: Sequence[int] = ()
+    ) -> None:
         """Jobs that failed go back for a later attempt or to the dead letters, in the
         claim's transaction (they never exist twice, nor nowhere); the push intents whose
         ids are in `forget` go with the commit (a rollback keeps them, as the pushes may
@@ -161,7 +191,7 @@ class Outbox:
             await cur.execute(queries()[name], params or {})
             return await cur.fetchone()
 
-    async def _all(self, name: str, row_type: type, params: dict | None = None) -> list:
+    async def _all(self, name: str, row_type: type[T], params: dict | None = None) -> list[T]:
         async with (
             pooled(self.pool) as conn,
             conn.cursor(row_factory=class_row(row_type)) as cur,
@@ -199,7 +229,7 @@ class Outbox:
 
     async def next_due(self, region: str, *, fallback_only: bool) -> float | None:
         """Seconds until the region's earliest job falls due (negative: overdue)."""
-        row = await self._one("next_due", {"region": region, "fallback_only": fallback_only})
+        row = one(await self._one("next_due", {"region": region, "fallback_only": fallback_only}))
         return row["seconds"]
 
     # ------------------------------------------------------------------ push intents
@@ -216,7 +246,7 @@ class Outbox:
                 "expires_at": max(job.expires_at_s for job in jobs),
             },
         )
-        return row["id"]
+        return one(row)["id"]
 
     # ------------------------------------------------------------------ regions
 
@@ -232,6 +262,15 @@ class Outbox:
         )
         return None if row is None else row["healthy"]
 
+    async def set_region_workers(self, region: str, absent: bool) -> bool:
+        """Records whether the region's workers are absent; True when this changed it."""
+        row = await self._one("set_region_workers", {"region": region, "absent": absent})
+        return row is not None
+
+    async def reroute_away(self, region: str) -> Moved:
+        """A region whose workers are absent: its waiting jobs that may fall back move."""
+        return await self._reroute("reroute_away", {"region": region}, wake_on="inserted")
+
     async def set_region_degraded(self, region: str, degraded: bool) -> None:
         await self._run("set_region_degraded", {"region": region, "degraded": degraded})
 
@@ -239,10 +278,48 @@ class Outbox:
         """A region is back: its monitors' jobs routed elsewhere come home (and wake)."""
         return await self._reroute("reroute_home", {"region": region}, wake_on="inserted")
 
+    # ------------------------------------------------------------------ results
+
+    async def results_id_type(self) -> str:
+        return one(await self._one("results_id_type"))["id_type"]
+
+    async def results_maintain(self) -> HistorySpan:
+        return (await self._all("results_maintain", HistorySpan))[0]
+
+    async def results_orphans(self, limit: int) -> int:
+        return one(await self._one("results_orphans", {"limit": limit}))["deleted"]
+
+    async def ingest_results(
+        self, rows_json: str, span: HistorySpan | None, timeout_s: float
+    ) -> Ingested:
+        """One batch of results (a JSON array of results_latest rows), in one transaction
+        that a statement timeout keeps within the drain's lease."""
+        keep = span is not None and span.history and span.covered_from is not None
+        covered = (span.covered_from, span.covered_until) if span is not None and keep else None
+        async with (
+            self.pool.connection() as conn,
+            apinned(conn, statement_timeout_ms=int(timeout_s * 1000)),
+            conn.cursor(row_factory=class_row(Ingested)) as cur,
+        ):
+            await cur.execute(
+                queries()["ingest_results"],
+                {
+                    "rows": rows_json,
+                    "history_from": covered[0] if covered else None,
+                    "history_until": covered[1] if covered else None,
+                },
+            )
+            return one(await cur.fetchone())
+
     # ------------------------------------------------------------------ housekeeping
 
     async def sweep_expired(self, limit: int) -> list[Swept]:
         return await self._all("sweep_expired", Swept, {"limit": limit})
+
+    async def follow_apply(self, limit: int) -> int:
+        """Follows up to `limit` product rows its bulk writes logged; returns how many."""
+        row = await self._one("follow_apply", {"limit": limit})
+        return row["followed"] if row else 0
 
     async def sweep_records(self) -> None:
         await self._run("sweep_records")
@@ -256,17 +333,17 @@ class Outbox:
         a NOTIFY in the same transaction wakes every relay."""
         async with pooled(self.pool) as conn, conn.cursor(row_factory=class_row(Moved)) as cur:
             await cur.execute(queries()[name], params)
-            moved = await cur.fetchone()
+            moved = one(await cur.fetchone())
             if getattr(moved, wake_on):
                 await cur.execute(queries()["notify_outbox"])
         return moved
 
     async def now(self) -> datetime:
-        return (await self._one("now"))["now"]
+        return one(await self._one("now"))["now"]
 
     async def clock(self) -> float:
         """The database's clock_timestamp(), unix seconds."""
-        return (await self._one("clock"))["t"]
+        return one(await self._one("clock"))["t"]
 
     async def undelivered(self, due_before: datetime, requeued: list[str]) -> list[Undelivered]:
         return await self._all(

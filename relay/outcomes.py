@@ -42,8 +42,9 @@ def settle(jobs: list[Job], outcomes: list[Outcome], max_attempts: int) -> Settl
     that wait for a region that may have them: back as they were."""
     result = Settlement()
     for job, outcome in zip(jobs, outcomes, strict=True):
+        error = outcome.error or ""  # HELD and FAILED outcomes carry theirs
         if outcome.kind == HELD:
-            result.requeue.append(Retry(job, outcome.error, job.attempts, 0.0))
+            result.requeue.append(Retry(job, error, job.attempts, 0.0))
         elif outcome.kind == WAIT:
             result.requeue.append(
                 Retry(
@@ -55,7 +56,7 @@ def settle(jobs: list[Job], outcomes: list[Outcome], max_attempts: int) -> Settl
             )
         elif outcome.kind == FAILED:
             attempts = job.attempts + 1
-            retry = Retry(job, outcome.error, attempts, retry_backoff_s(attempts))
+            retry = Retry(job, error, attempts, retry_backoff_s(attempts))
             if attempts >= max_attempts:
                 result.dead.append(retry)
                 logs.warning(
@@ -63,7 +64,7 @@ def settle(jobs: list[Job], outcomes: list[Outcome], max_attempts: int) -> Settl
                     job_id=job.job_id,
                     region=job.region,
                     attempts=attempts,
-                    error=outcome.error[:200],
+                    error=error[:200],
                 )
             else:
                 result.requeue.append(retry)
@@ -99,3 +100,5 @@ class Counts:
     dead_lettered: int = 0
     batches: int = 0
     retries: int = 0  # HTTP attempts retried (transport errors, 5xx, timeouts)
+    results: int = 0  # check results stored in PostgreSQL
+    results_malformed: int = 0  # check results counted and skipped

@@ -41,6 +41,8 @@ class Region:
     succeeded: bool = False  # an attempt succeeded since the breaker last opened
     refused: str | None = None  # the token-refused error, until an attempt succeeds
     row_healthy: bool | None = None  # regions.healthy as last read
+    workers_absent: bool = False  # regions.workers_absent as last read or written
+    results_wake: asyncio.Event = field(default_factory=asyncio.Event)  # results wait
     last_error: str | None = None  # the latest publish failure, for --once's verdict
     idle_rounds: int = 0  # waits in a row on due rows another worker holds
     due_timer: asyncio.Task | None = None  # the worker sleeping until the next due job
@@ -114,6 +116,7 @@ class Registry:
             if region.row_healthy is False and row.healthy and row.enabled:
                 self.supervisor.spawn(self.reroute_home(region), "home")  # back, by another relay
             region.row_healthy = row.healthy
+            region.workers_absent = row.workers_absent
         # load the push script everywhere at once (a failure here is retried on publish)
         await asyncio.gather(*(r.ensure_script() for r in added), return_exceptions=True)
         if announce:
@@ -155,11 +158,18 @@ class Registry:
 
     def fallback_for(self, region: Region) -> Region | None:
         """Where this region's jobs go while its breaker is open, if anywhere: its fallback
-        region, else the default region, when that one is enabled and its breaker closed."""
+        region, else the default region, when that one is enabled, its breaker closed and
+        its workers not absent."""
         candidates = [self.regions.get(region.fallback)] if region.fallback else []
         candidates += [r for r in self.regions.values() if r.is_default]
         for target in candidates:
-            if target and target is not region and target.enabled and not target.breaker.is_open():
+            if (
+                target
+                and target is not region
+                and target.enabled
+                and not target.breaker.is_open()
+                and not target.workers_absent
+            ):
                 return target
         return None
 

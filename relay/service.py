@@ -24,10 +24,12 @@ from relay.db import describe, unreachable
 from relay.depth import DepthSampler
 from relay.drainer import Drainer
 from relay.errors import ConfigError, DatabaseError
+from relay.follower import Follower
 from relay.notifier import Notifier
 from relay.outbox import Outbox, Undelivered
 from relay.outcomes import BatchListener, Counts
 from relay.regions import Region, Registry
+from relay.results import History, ResultsDrain, maintain_once, maintain_results
 from relay.supervisor import Supervisor
 from relay.sweeper import Sweeper
 
@@ -61,6 +63,8 @@ class Relay:
         self.relay_id = uuid.uuid4().hex[:12]  # this process, in region_observations
         self.registry: Registry | None = None
         self.drainers: list[Drainer] = []
+        self.history = History()  # the results history's span (relay.results)
+        self.results_drains: dict[str, ResultsDrain] = {}
         self.undelivered: str | None = None  # --once: why due jobs were left, if they were
 
     @property
@@ -109,6 +113,8 @@ class Relay:
             rerouted=c.rerouted,
             dead_lettered=c.dead_lettered,
             retries=c.retries,
+            results=c.results,
+            results_malformed=c.results_malformed,
         )
 
     async def _open_pool(self) -> AsyncConnectionPool | None:
@@ -159,8 +165,14 @@ class Relay:
             raise DatabaseError(f"cannot connect to the database: {exc}") from exc
         return pool
 
+    @property
+    def _registry(self) -> Registry:
+        """The regions, made once the database is reached: before anything runs."""
+        assert self.registry is not None
+        return self.registry
+
     async def _run(self, store: Outbox) -> None:
-        s, registry, supervisor = self.settings, self.registry, self.supervisor
+        s, registry, supervisor = self.settings, self._registry, self.supervisor
         sweeper = Sweeper(
             store,
             self.counts,
@@ -194,10 +206,19 @@ class Relay:
                 await sweeper.sweep()
             except psycopg.Error as exc:
                 raise DatabaseError(describe(exc)) from exc
+        await maintain_once(store, self.history)  # the history's span, before any result
         self._start_drainers(store)
         if not self.once:
+            follower = Follower(
+                store,
+                supervisor,
+                interval_s=max(s.poll_interval_s, 1.0),
+                wake_drainers=registry.wake_all,
+            )
+            supervisor.spawn(follower.run(), "follow")
+            supervisor.spawn(maintain_results(store, self.history, supervisor), "results")
             if s.listen:  # off behind a transaction-mode pooler: the poll interval wakes
-                notifier = Notifier(self.dsn, supervisor, registry.nudge_all)
+                notifier = Notifier(self.dsn, supervisor, registry.nudge_all, follower.wake)
                 supervisor.spawn(notifier.run(), "listen")
             supervisor.spawn(self._watch_regions(store), "regions")
             supervisor.spawn(DepthSampler(registry, store, s, supervisor).run(), "depth")
@@ -211,13 +232,29 @@ class Relay:
             self.undelivered = once_verdict(rows, registry.regions, self.counts.dead_lettered)
 
     def _start_drainers(self, store: Outbox) -> None:
-        """Drainers for every region that has none yet (regions may be added live)."""
-        for code, region in self.registry.regions.items():
+        """Drainers (of the outbox, and of the results list) for every region that has none
+        yet (regions may be added live)."""
+        for code, region in self._registry.regions.items():
+            if code not in self.results_drains:
+                drain = self.results_drains[code] = ResultsDrain(
+                    region,
+                    store,
+                    self.settings,
+                    self.supervisor,
+                    self.counts,
+                    self.history,
+                    relay_id=self.relay_id,
+                    once=self.once,
+                )
+                if self.once:  # what waits now, joined like the drainers
+                    self.supervisor.start_drainers(f"results:{code}", [drain.run()])
+                else:
+                    self.supervisor.spawn(drain.run(), f"results:{code}")
             if self.supervisor.has_drainers(code):
                 continue
             drainer = Drainer(
                 region,
-                self.registry,
+                self._registry,
                 store,
                 self.settings,
                 self.supervisor,
@@ -236,11 +273,11 @@ class Relay:
         while not self.supervisor.stopping:
             await self.supervisor.sleep(max(self.settings.poll_interval_s, 1.0))
             try:
-                await self.registry.refresh()
+                await self._registry.refresh()
             except psycopg.Error:
                 continue
             self._start_drainers(store)
-            self.registry.reconcile_health()
+            self._registry.reconcile_health()
 
 
 def once_verdict(rows: list[Undelivered], regions: dict[str, Region], dead: int) -> str | None:

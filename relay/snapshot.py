@@ -18,7 +18,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from relay import logs, metrics
-from relay.db import apinned, describe
+from relay.db import AsyncDictConnection, apinned, describe
 from relay.facts import read_facts
 
 STATEMENT_TIMEOUT_MS = 5000
@@ -72,7 +72,7 @@ class FactsCache:
         self.interval_s = interval_s
         self.statement_timeout_ms = statement_timeout_ms
         self.snapshot = Snapshot()
-        self.conn: psycopg.AsyncConnection | None = None
+        self.conn: AsyncDictConnection | None = None
         self.refreshed = asyncio.Event()  # set after every attempt (tests, first readiness)
 
     async def refresh(self) -> Snapshot:

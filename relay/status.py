@@ -8,17 +8,21 @@ import psycopg
 
 from relay.consumer.protocol import alive_by_region
 from relay.db import fetch_json
+from relay.facts import cron_note
 from relay.queries import queries
 
 
 def snapshot(conn) -> dict[str, Any]:
     """Backlog per region, oldest due job, dead letters, recent ticks, pg_cron, health."""
     backlog = fetch_json(conn, queries()["backlog"])
-    try:
-        with conn.transaction():
-            cron = fetch_json(conn, queries()["cron_job"], {"database": None})
-    except psycopg.errors.UndefinedTable:
-        cron = []
+    access = conn.execute(queries()["cron_access"]).fetchone()
+    cron = []
+    if access["here"] and access["readable"]:
+        try:
+            with conn.transaction():
+                cron = fetch_json(conn, queries()["cron_job"], {"database": None})
+        except psycopg.Error:  # e.g. a pg_cron too old for the query: said, not fatal
+            access = access | {"readable": False}
     regions = fetch_json(conn, queries()["region_list"])
     return {
         "regions": regions,
@@ -30,6 +34,8 @@ def snapshot(conn) -> dict[str, Any]:
         "recent_ticks": fetch_json(conn, queries()["recent_ticks"], {"limit": 5}),
         "last_tick_age_s": conn.execute(queries()["last_good_tick"]).fetchone()["age_s"],
         "pg_cron": cron[0] if cron else None,
+        # why no job is shown, true whatever this role may see of pg_cron
+        "pg_cron_note": cron_note(access, cron[0] if cron else None),
         "maintenance": fetch_json(conn, queries()["maintenance_list"]),
         "maintenance_skipped": conn.execute(queries()["maintenance_skipped"]).fetchone(),
     }
@@ -46,6 +52,7 @@ def render(s: dict[str, Any]) -> str:
                 ("default", r["is_default"]),
                 ("disabled", not r["enabled"]),
                 ("UNHEALTHY", not r["healthy"]),
+                ("WORKERS-ABSENT", r.get("workers_absent")),
                 ("degraded", r["degraded"]),
             )
             if on
@@ -92,7 +99,5 @@ def render(s: dict[str, Any]) -> str:
             f"{cron['last_status'] or 'never'} at {cron['last_start'] or '-'}"
         )
     else:
-        lines.append(
-            "pg_cron job: not installed here (ticks come from `pgpulse tick` or the HTTP trigger)"
-        )
+        lines.append(f"pg_cron job: {s['pg_cron_note']}")
     return "\n".join(lines)

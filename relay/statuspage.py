@@ -168,6 +168,8 @@ def _regions(facts: dict[str, Any]) -> str:
             health = _tag("disabled", "warn")
         elif not r["healthy"]:
             health = _tag("unhealthy", "bad")
+        elif r.get("workers_absent"):
+            health = _tag("workers absent", "bad")
         elif r["degraded"]:
             health = _tag("degraded", "warn")
         else:
@@ -220,10 +222,7 @@ def _ticks(facts: dict[str, Any], now: float) -> str:
             + f", last run {escape(cron['last_status'] or 'never')} at {_when(cron['last_start'])}"
         )
     else:
-        cron_line = (
-            "pg_cron: not in this database (ticks come from <code>pgpulse tick</code> "
-            "or the HTTP trigger)"
-        )
+        cron_line = "pg_cron: " + escape(facts.get("pg_cron_note") or "not shown")
     last = facts.get("last_tick_age_s")
     return (
         f'<h2>Recent ticks</h2><div class="meta" id="cron">{cron_line} · last finished tick '

@@ -75,7 +75,7 @@ class Supervisor:
                 self.stop.set()
                 if pending - done:  # (every drainer may have crashed at once)
                     await asyncio.wait(pending - done)
-                raise crashed[0].exception()
+                raise crashed[0].exception()  # type: ignore[misc]  # not None: filtered above
 
     async def shutdown(self, write_grace_s: float = 5.0) -> None:
         """Stops: side tasks are cancelled, pending writes get write_grace_s to finish."""

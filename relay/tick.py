@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from relay.db import connect, fetch_json, pinned
+from relay.db import connect, fetch_json, one, pinned
 from relay.queries import queries
 
 
@@ -66,9 +66,9 @@ def run_tick(
             "SELECT pg_catalog.set_config('statement_timeout', %s, false)",
             (f"{round((min(max(params.budget_s, 0), 55) + 15) * 1000)}ms",),
         )
-        run_id = conn.execute(queries()["tick"], {"trigger": trigger, **asdict(params)}).fetchone()[
-            "run_id"
-        ]
+        run_id = one(
+            conn.execute(queries()["tick"], {"trigger": trigger, **asdict(params)}).fetchone()
+        )["run_id"]
         with pinned(conn):
             return tick_record(conn, run_id)
 

@@ -209,7 +209,9 @@ class UpstashClient:
             response = await self._http.post(path, content=body, headers=headers)
         except httpx.TransportError as exc:  # connect/read errors, timeouts, dropped sockets
             sent = not isinstance(exc, NEVER_SENT)
-            error = TransientError(f"region {self.region}: {type(exc).__name__}", sent=sent)
+            error: PublishError = TransientError(
+                f"region {self.region}: {type(exc).__name__}", sent=sent
+            )
             self._attempted(False, str(error))
             raise error from exc
         metrics.publish_latency.labels(self.region).observe(time.perf_counter() - started)
@@ -258,8 +260,8 @@ class UpstashClient:
             if expand is not None:
                 try:
                     reply = expand(reply)
-                except MalformedReply as error:
-                    self._attempted(False, str(error))
+                except MalformedReply as malformed:
+                    self._attempted(False, str(malformed))
                     raise
             refused = region_failure(reply)
             self._attempted(refused is None, f"region {self.region}: {refused}")

@@ -23,7 +23,11 @@ CREATE TABLE pgpulse.regions (
     degraded           boolean NOT NULL DEFAULT false,     -- queue backlog over threshold
     weight             integer NOT NULL DEFAULT 1
                        CONSTRAINT region_weight_0_to_100 CHECK (weight BETWEEN 0 AND 100),
-    created_at         timestamptz NOT NULL DEFAULT now()
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    -- written by the relay: the region had workers (heartbeats) and has none now, or they
+    -- take no job; routing treats it as unhealthy for monitors that may fall back
+    workers_absent     boolean NOT NULL DEFAULT false,
+    workers_absent_since timestamptz
 );
 CREATE UNIQUE INDEX regions_single_default ON pgpulse.regions (is_default) WHERE is_default;
 
@@ -76,6 +80,24 @@ CREATE INDEX schedule_due ON pgpulse.schedule (next_check_at) WHERE is_active AN
 CREATE INDEX schedule_parked ON pgpulse.schedule (parked) WHERE parked IS NOT NULL;
 COMMENT ON TABLE pgpulse.schedule IS
     'pgpulse''s schedule, one row per product monitor; written only by pgpulse';
+
+-- Product rows a bulk write (a statement of more than 500 rows) handed over to be followed
+-- a moment later: the product's statement pays one plain append per row here instead of
+-- pgpulse's checks, phase and schedule row; pgpulse.follow_apply() (the relay, woken by
+-- NOTIFY pgpulse_follow, and every tick) turns them into schedule rows and first jobs. The
+-- columns are the product's followed ones, of its own types (made from its table), so an
+-- append never fails where the product's row did not. No key and no index: an append is
+-- all a bulk write pays (REPLICA IDENTITY FULL, for publications).
+CREATE TABLE pgpulse.follow_log AS
+SELECT id, url, method, timeout_ms, expected_status, check_retries, check_retry_delay_ms,
+       check_interval_minutes, check_interval_seconds, is_active, preferred_region,
+       allow_fallback, criticality, next_check_at, check_regions
+  FROM public.monitors WITH NO DATA;
+ALTER TABLE pgpulse.follow_log
+    ADD COLUMN logged_at timestamptz NOT NULL DEFAULT now(),
+    REPLICA IDENTITY FULL;
+COMMENT ON TABLE pgpulse.follow_log IS
+    'product rows of bulk writes, waiting for pgpulse.follow_apply() to schedule them';
 
 -- One row per job waiting to be published. Rows are deleted when published.
 CREATE TABLE pgpulse.outbox (
@@ -201,3 +223,24 @@ CREATE TABLE pgpulse.maintenance_skips (
     slots     bigint NOT NULL
 );
 CREATE INDEX maintenance_skips_window ON pgpulse.maintenance_skips (window_id);
+
+-- One row per task that one process of many does at a time (the built-in alerts'
+-- evaluator: 'alert-evaluator'), held until expires_at unless its holder renews it first.
+-- A row, not a session advisory lock: behind a transaction-mode pooler a session's lock
+-- stays on whichever server connection took it, for the next client that gets it.
+CREATE TABLE pgpulse.leases (
+    name       text PRIMARY KEY,
+    holder     text NOT NULL,                     -- host:pid:nonce of the process
+    taken_at   timestamptz NOT NULL,              -- since when this holder has it
+    expires_at timestamptz NOT NULL
+);
+
+-- What `pgpulse migrate` created outside schema pgpulse (a role is the cluster's, the pg_cron
+-- extension this database's), recorded when it did: `--downgrade base` removes these and
+-- nothing else, and only when nothing else uses them.
+CREATE TABLE pgpulse.created (
+    kind       text NOT NULL CONSTRAINT created_kind_known CHECK (kind IN ('role', 'extension')),
+    name       text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT created_once PRIMARY KEY (kind, name)
+);

@@ -27,52 +27,94 @@ RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN coalesce(p_seconds::bigint, p_minutes::bigint * 60);
 
+-- When pgpulse saw a product row: now for one followed at once, the product's write for one
+-- a bulk write logged (its first slot is the next one after the write, not after the relay
+-- got to it).
+CREATE FUNCTION pgpulse._seen_at(p_row public.monitors)
+RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN now();
+
+CREATE FUNCTION pgpulse._seen_at(p_row pgpulse.follow_log)
+RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN p_row.logged_at;
+
 -- Schedule rows for product rows pgpulse has not seen (new ones, or all of them in a
--- resync): the first slot is the product's next_check_at, or the next one on the monitor's
--- phase grid. A row there already takes every field anew.
-CREATE FUNCTION pgpulse._schedule_insert(p_rows public.monitors[])
-RETURNS void
+-- resync), given as product rows or as rows of pgpulse.follow_log: the first slot is the
+-- product's next_check_at, or the next one on the monitor's phase grid. A row there already
+-- takes every field anew, or with p_replace false is kept (a logged row is older than what
+-- a later write of the product put there). Returns the rows written.
+CREATE FUNCTION pgpulse._schedule_insert(p_rows anyarray, p_replace boolean DEFAULT true)
+RETURNS tid[]
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_rows tid[];
 BEGIN
-    INSERT INTO pgpulse.schedule AS s
-           (monitor_id, is_active, parked, next_check_at, check_interval_seconds,
-            preferred_region, allow_fallback, criticality, check_regions, check_spec)
-    SELECT n.id, coalesce(n.is_active, false), f.problem,
-           CASE WHEN isfinite(n.next_check_at) THEN n.next_check_at
-                WHEN f.problem IS NULL THEN pgpulse._grid_slot(n.id::text, i.interval_s::integer, now())
-                ELSE now() END,
-           least(greatest(coalesce(i.interval_s, 0), 0), 2147483647), n.preferred_region,
-           coalesce(n.allow_fallback, true), coalesce(n.criticality, ''), n.check_regions,
-           pgpulse._check_spec(n.url, n.method, n.timeout_ms, n.expected_status,
-                               n.check_retries, n.check_retry_delay_ms)
-      FROM unnest(p_rows) n
-     CROSS JOIN LATERAL (SELECT pgpulse._interval_s(n.check_interval_minutes,
-                                                    n.check_interval_seconds) AS interval_s) i
-     CROSS JOIN LATERAL (SELECT pgpulse._schedule_problem(
-                                    i.interval_s, n.url, n.method, n.timeout_ms,
-                                    n.expected_status, n.check_retries, n.check_retry_delay_ms,
-                                    n.criticality, n.check_regions) AS problem) f
-        ON CONFLICT (monitor_id) DO UPDATE
-       SET is_active = excluded.is_active, parked = excluded.parked,
-           next_check_at = excluded.next_check_at,
-           check_interval_seconds = excluded.check_interval_seconds,
-           preferred_region = excluded.preferred_region, allow_fallback = excluded.allow_fallback,
-           criticality = excluded.criticality, check_regions = excluded.check_regions,
-           check_spec = excluded.check_spec;
+    WITH written AS (
+        INSERT INTO pgpulse.schedule AS s
+               (monitor_id, is_active, parked, next_check_at, check_interval_seconds,
+                preferred_region, allow_fallback, criticality, check_regions, check_spec)
+        SELECT n.id, coalesce(n.is_active, false), f.problem,
+               CASE WHEN isfinite(n.next_check_at) THEN n.next_check_at
+                    WHEN f.problem IS NULL
+                        THEN pgpulse._grid_slot(n.id::text, i.interval_s::integer,
+                                                pgpulse._seen_at(n))
+                    ELSE now() END,
+               least(greatest(coalesce(i.interval_s, 0), 0), 2147483647), n.preferred_region,
+               coalesce(n.allow_fallback, true), coalesce(n.criticality, ''), n.check_regions,
+               pgpulse._check_spec(n.url, n.method, n.timeout_ms, n.expected_status,
+                                   n.check_retries, n.check_retry_delay_ms)
+          FROM unnest(p_rows) n
+         CROSS JOIN LATERAL (SELECT pgpulse._interval_s(n.check_interval_minutes,
+                                                        n.check_interval_seconds) AS interval_s) i
+         CROSS JOIN LATERAL (SELECT pgpulse._schedule_problem(
+                                        i.interval_s, n.url, n.method, n.timeout_ms,
+                                        n.expected_status, n.check_retries, n.check_retry_delay_ms,
+                                        n.criticality, n.check_regions) AS problem) f
+            ON CONFLICT (monitor_id) DO UPDATE
+           SET is_active = excluded.is_active, parked = excluded.parked,
+               next_check_at = excluded.next_check_at,
+               check_interval_seconds = excluded.check_interval_seconds,
+               preferred_region = excluded.preferred_region, allow_fallback = excluded.allow_fallback,
+               criticality = excluded.criticality, check_regions = excluded.check_regions,
+               check_spec = excluded.check_spec
+         WHERE p_replace
+        RETURNING s.ctid
+    )
+    SELECT array_agg(ctid) INTO v_rows FROM written;
+    RETURN v_rows;
 END
 $$;
 
--- New monitors. Their first slots within the horizon the ticks have written go to the
--- outbox at once, in this transaction (see _schedule_now).
+-- New monitors. A statement of up to 500 rows (a product's form, an API call) is followed
+-- at once: their schedule rows, and their first slots within the horizon the ticks have
+-- written go to the outbox, in this transaction (see _schedule_now). A bulk write (an
+-- import) only appends its rows to pgpulse.follow_log and wakes the relay, which follows
+-- them a moment later: its cost per row stays near the product's own (pgpulse bench
+-- follow).
 CREATE FUNCTION pgpulse._follow_insert() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM pgpulse._schedule_insert(ARRAY(SELECT n::public.monitors FROM new_monitors n));
-    PERFORM pgpulse._schedule_now();
+    IF EXISTS (SELECT 1 FROM new_monitors OFFSET 500) THEN
+        INSERT INTO pgpulse.follow_log
+               (id, url, method, timeout_ms, expected_status, check_retries,
+                check_retry_delay_ms, check_interval_minutes, check_interval_seconds, is_active,
+                preferred_region, allow_fallback, criticality, next_check_at, check_regions)
+        SELECT n.id, n.url, n.method, n.timeout_ms, n.expected_status, n.check_retries,
+               n.check_retry_delay_ms, n.check_interval_minutes, n.check_interval_seconds,
+               n.is_active, n.preferred_region, n.allow_fallback, n.criticality,
+               n.next_check_at, n.check_regions
+          FROM new_monitors n;
+        PERFORM pg_notify('pgpulse_follow', '');
+    ELSE
+        PERFORM pgpulse._schedule_now(
+            pgpulse._schedule_insert(ARRAY(SELECT n::public.monitors FROM new_monitors n)));
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -92,13 +134,19 @@ DECLARE
     s          pgpulse.schedule%ROWTYPE;
     v_old      pgpulse.schedule%ROWTYPE;
     v_interval bigint;
+    v_row      tid;
 BEGIN
     SELECT * INTO v_old FROM pgpulse.schedule WHERE monitor_id = OLD.id FOR UPDATE;
     IF NOT FOUND OR NEW.id IS DISTINCT FROM OLD.id THEN
-        -- a changed id, or a row pgpulse never saw (following was off): follow it anew
+        -- a changed id, a row still in the follow log, or a row pgpulse never saw
+        -- (following was off): follow it anew, from this version of it (a logged version
+        -- followed later keeps what this writes; one under the old id must not come back)
+        IF NEW.id IS DISTINCT FROM OLD.id THEN
+            DELETE FROM pgpulse.follow_log WHERE id = OLD.id;
+        END IF;
         DELETE FROM pgpulse.schedule WHERE monitor_id = OLD.id;
         DELETE FROM pgpulse.outbox WHERE monitor_id = OLD.id;
-        PERFORM pgpulse._schedule_insert(ARRAY[NEW]);
+        PERFORM pgpulse._remember_moved(pgpulse._schedule_insert(ARRAY[NEW]));
         RETURN NULL;
     END IF;
     s := v_old;
@@ -160,7 +208,15 @@ BEGIN
            preferred_region = s.preferred_region, allow_fallback = s.allow_fallback,
            criticality = s.criticality, check_regions = s.check_regions,
            check_spec = s.check_spec
-     WHERE monitor_id = NEW.id;
+     WHERE monitor_id = NEW.id
+    RETURNING ctid INTO v_row;
+    -- the tick skipped it while it was inactive or parked, or its slot moved: its slots up
+    -- to the horizon may be missing
+    IF s.is_active AND s.parked IS NULL
+       AND (NOT v_old.is_active OR v_old.parked IS NOT NULL
+            OR s.next_check_at IS DISTINCT FROM v_old.next_check_at) THEN
+        PERFORM pgpulse._remember_moved(ARRAY[v_row]);
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -172,6 +228,9 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF EXISTS (SELECT 1 FROM pgpulse.follow_log) THEN
+        DELETE FROM pgpulse.follow_log l USING old_monitors o WHERE l.id = o.id;
+    END IF;
     DELETE FROM pgpulse.schedule s USING old_monitors o WHERE s.monitor_id = o.id;
     DELETE FROM pgpulse.outbox j USING old_monitors o WHERE j.monitor_id = o.id;
     DELETE FROM pgpulse.dead_letters d USING old_monitors o WHERE d.monitor_id = o.id;
@@ -179,12 +238,55 @@ BEGIN
 END
 $$;
 
+-- Follows the product rows bulk writes logged (pgpulse.follow_log), up to p_limit of them:
+-- their schedule rows, and their first slots up to the horizon the ticks have written.
+-- Rows another caller is taking are skipped, so relays and ticks may call it at once. A
+-- monitor the product changed since (its UPDATE followed it anew) keeps what that wrote.
+-- Returns the rows taken.
+CREATE FUNCTION pgpulse.follow_apply(p_limit integer DEFAULT 10000)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rows pgpulse.follow_log[];
+BEGIN
+    IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 1000000 THEN
+        RAISE EXCEPTION 'pgpulse.follow_apply: limit must be 1 to 1000000, not %',
+            coalesce(p_limit::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    WITH taken AS (
+        DELETE FROM pgpulse.follow_log l
+         WHERE l.ctid = ANY (ARRAY(SELECT f.ctid FROM pgpulse.follow_log f
+                                    LIMIT p_limit FOR UPDATE SKIP LOCKED))
+        RETURNING l
+    )
+    SELECT array_agg(t.l) INTO v_rows FROM taken t;
+    IF v_rows IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM pgpulse._schedule_now(pgpulse._schedule_insert(v_rows, false));
+    RETURN cardinality(v_rows);
+END
+$$;
+
+-- What bulk writes left to follow, for the health surfaces (readable by any role: counts
+-- only): rows waiting, and the age of the oldest in seconds.
+CREATE FUNCTION pgpulse.follow_pending(OUT pending bigint, OUT oldest_s double precision)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT count(*), coalesce(extract(epoch FROM now() - min(logged_at))::float8, 0)
+      FROM pgpulse.follow_log;
+END;
+
 -- A truncated monitors table: nothing is left to schedule.
 CREATE FUNCTION pgpulse._follow_truncate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    DELETE FROM pgpulse.follow_log;
     DELETE FROM pgpulse.schedule;
     DELETE FROM pgpulse.outbox;
     DELETE FROM pgpulse.dead_letters;
@@ -249,10 +351,36 @@ CREATE FUNCTION pgpulse._follow_schedule_now() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_moved text := current_setting('pgpulse.moved_rows', true);
+    v_rows  tid[];
 BEGIN
-    PERFORM pgpulse._schedule_now();
+    IF coalesce(v_moved, '') = '' THEN
+        RETURN NULL;  -- no slot moved: nothing to write now
+    END IF;
+    PERFORM set_config('pgpulse.moved_rows', '', true);
+    BEGIN
+        v_rows := CASE WHEN v_moved <> '*' THEN string_to_array(v_moved, ' ')::tid[] END;
+    EXCEPTION WHEN OTHERS THEN
+        v_rows := NULL;  -- a value set by someone else: every due row, as a tick would
+    END;
+    PERFORM pgpulse._schedule_now(v_rows);
     RETURN NULL;
 END
+$$;
+
+-- Remembers, until the end of the statement, schedule rows whose next slot a product's
+-- UPDATE moved (transaction-local, so a rolled-back savepoint forgets them too); past a
+-- thousand rows, every due row is looked at instead.
+CREATE FUNCTION pgpulse._remember_moved(p_rows tid[])
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT set_config('pgpulse.moved_rows',
+        CASE WHEN m.v = '*' OR length(m.v) > 20000 THEN '*'
+             ELSE ltrim(m.v || ' ' || array_to_string(p_rows, ' ')) END, true)
+      FROM (SELECT coalesce(current_setting('pgpulse.moved_rows', true), '') AS v) m
 $$;
 
 CREATE TRIGGER pgpulse_follow_update_schedule_now
@@ -333,7 +461,8 @@ BEGIN
     SELECT count(*) INTO product_rows FROM public.monitors;
     SELECT count(*) INTO schedule_rows FROM pgpulse.schedule;
     SELECT count(*) INTO missing FROM public.monitors m
-     WHERE NOT EXISTS (SELECT 1 FROM pgpulse.schedule s WHERE s.monitor_id = m.id);
+     WHERE NOT EXISTS (SELECT 1 FROM pgpulse.schedule s WHERE s.monitor_id = m.id)
+       AND NOT EXISTS (SELECT 1 FROM pgpulse.follow_log l WHERE l.id = m.id);
     SELECT count(*) INTO orphaned FROM pgpulse.schedule s
      WHERE NOT EXISTS (SELECT 1 FROM public.monitors m WHERE m.id = s.monitor_id);
     SELECT count(*) INTO differing
@@ -364,7 +493,8 @@ BEGIN
     END IF;
     PERFORM pgpulse._schedule_insert(ARRAY(
         SELECT m FROM public.monitors m
-         WHERE NOT EXISTS (SELECT 1 FROM pgpulse.schedule s WHERE s.monitor_id = m.id)));
+         WHERE NOT EXISTS (SELECT 1 FROM pgpulse.schedule s WHERE s.monitor_id = m.id)
+           AND NOT EXISTS (SELECT 1 FROM pgpulse.follow_log l WHERE l.id = m.id)));
     DELETE FROM pgpulse.outbox j
      WHERE NOT EXISTS (SELECT 1 FROM public.monitors m WHERE m.id = j.monitor_id)
        AND EXISTS (SELECT 1 FROM pgpulse.schedule s WHERE s.monitor_id = j.monitor_id);

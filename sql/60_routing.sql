@@ -1,35 +1,39 @@
 -- pgpulse schema, part 6 of 8: routing (which region a job goes to).
 
--- Where jobs go, from the regions as they are now. route: for each region code, where a
--- monitor preferring it (and allowing fallback) is sent: the region itself when enabled
--- and healthy, else its fallback region when that is, else the default region when that
--- is; when no region at all is healthy, the region itself if enabled (the job waits there);
--- NULL: round-robin. wheel: the round-robin regions, each repeated by its weight: the
--- healthy, not degraded ones; else the healthy ones; else the enabled ones (jobs then wait
--- in the outbox for a region to recover). A NULL wheel: no enabled region with a weight.
+-- Where jobs go, from the regions as they are now. A region takes jobs when it is enabled,
+-- healthy (its queue answers) and its workers are not absent (a region that had workers and
+-- has none now: its queue would only hold them). route: for each region code, where a
+-- monitor preferring it (and allowing fallback) is sent: the region itself when it takes
+-- jobs, else its fallback region when that does, else the default region when that does;
+-- when no region at all takes jobs, the region itself if enabled (the job waits there);
+-- NULL: round-robin. wheel: the round-robin regions, each repeated by its weight: those
+-- that take jobs and are not degraded; else those that take jobs; else the enabled ones
+-- (jobs then wait in the outbox for a region to recover). A NULL wheel: no enabled region
+-- with a weight.
 CREATE FUNCTION pgpulse._routing(OUT route jsonb, OUT wheel text[])
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_default     text;
-    v_any_healthy boolean;
+    v_default  text;
+    v_any_open boolean;
 BEGIN
-    SELECT min(code) FILTER (WHERE is_default AND enabled AND healthy),
-           coalesce(bool_or(enabled AND healthy), false)
-      INTO v_default, v_any_healthy
+    SELECT min(code) FILTER (WHERE is_default AND enabled AND healthy AND NOT workers_absent),
+           coalesce(bool_or(enabled AND healthy AND NOT workers_absent), false)
+      INTO v_default, v_any_open
       FROM pgpulse.regions;
     SELECT jsonb_object_agg(p.code, coalesce(
-               CASE WHEN p.enabled AND p.healthy THEN p.code END,
-               CASE WHEN f.enabled AND f.healthy THEN f.code END,
+               CASE WHEN p.enabled AND p.healthy AND NOT p.workers_absent THEN p.code END,
+               CASE WHEN f.enabled AND f.healthy AND NOT f.workers_absent THEN f.code END,
                v_default,
-               CASE WHEN p.enabled AND NOT v_any_healthy THEN p.code END))
+               CASE WHEN p.enabled AND NOT v_any_open THEN p.code END))
       INTO route
       FROM pgpulse.regions p
       LEFT JOIN pgpulse.regions f ON f.code = p.fallback_region;
     SELECT array_agg(r.code ORDER BY r.code, g) INTO wheel
       FROM (SELECT code, weight,
-                   dense_rank() OVER (ORDER BY (healthy AND NOT degraded) DESC, healthy DESC) AS tier
+                   dense_rank() OVER (ORDER BY (healthy AND NOT workers_absent AND NOT degraded) DESC,
+                                               (healthy AND NOT workers_absent) DESC) AS tier
               FROM pgpulse.regions WHERE enabled AND weight > 0) r,
            generate_series(1, r.weight) g
      WHERE r.tier = 1;

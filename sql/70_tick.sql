@@ -14,13 +14,14 @@
 -- p_keep_existing, which keeps the jobs already there. Slots inside a maintenance window
 -- are not written (skipped counts them, and so does the window). p_now: the clock, for
 -- tests that move it (NULL: clock_timestamp()). p_skip: ids (as text) of monitors this
--- tick could not schedule (see _tick_step). It reads and locks rows of pgpulse.schedule
+-- tick could not schedule (see _tick_step). p_only: just these schedule rows (a product's
+-- write schedules the monitors it changed, never the tick's backlog). It reads and locks rows of pgpulse.schedule
 -- only, never the product's table. A monitor without fallback whose region no longer
 -- exists gets no job (it stays due and is counted unrouted).
 CREATE FUNCTION pgpulse._tick_chunk(
     p_horizon timestamptz, p_chunk integer, p_rr bigint, p_route jsonb, p_wheel text[],
     p_keep_existing boolean, p_now timestamptz DEFAULT NULL, p_skip text[] DEFAULT '{}',
-    OUT claimed integer, OUT written integer, OUT wheeled integer, OUT skipped integer)
+    p_only tid[] DEFAULT NULL, OUT claimed integer, OUT written integer, OUT wheeled integer, OUT skipped integer)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 -- a chunk is small next to the table: join it row by row, never hash the whole table
@@ -67,6 +68,7 @@ BEGIN
                                              WHEN p_route ? c.code THEN c.code END IS NOT NULL)
                END
            AND (cardinality(p_skip) = 0 OR m.monitor_id::text <> ALL (p_skip))
+           AND (p_only IS NULL OR m.ctid = ANY (p_only))
          ORDER BY m.next_check_at
          LIMIT p_chunk
            FOR UPDATE OF m SKIP LOCKED
@@ -168,7 +170,8 @@ BEGIN
 END
 $$;
 
--- Checks a tick's arguments and opens its run record; returns its deadline.
+-- Checks a tick's arguments, follows what bulk writes logged, and opens its run record;
+-- returns its deadline.
 CREATE FUNCTION pgpulse._tick_begin(
     p_trigger text, p_budget interval, p_lookahead interval, p_chunk integer,
     OUT run_id bigint, OUT deadline timestamptz, OUT rr bigint)
@@ -194,6 +197,14 @@ BEGIN
     deadline := v_started + p_budget;
     rr := floor(random() * 1000000)::bigint;
     PERFORM pgpulse._tick_bound_lock_wait(deadline);
+    -- product rows that bulk writes logged are followed first, so this tick schedules them
+    -- (the relay, woken when they were logged, has mostly done it already)
+    BEGIN
+        PERFORM pgpulse.follow_apply(100000);
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'pgpulse.tick: could not follow the rows bulk writes logged (%); the '
+            'relay or the next tick will', SQLERRM;
+    END;
     INSERT INTO pgpulse.tick_runs (trigger, started_at, budget_ms, lookahead_ms)
     VALUES (p_trigger, v_started, round(extract(epoch FROM p_budget) * 1000),
             round(extract(epoch FROM p_lookahead) * 1000))
@@ -419,11 +430,13 @@ $$;
 -- relay woken by NOTIFY could not see them sooner). Every other row is past the horizon
 -- already: only those are due. A no-op when no tick ran lately. It never fails the
 -- product's write: on any error the next tick schedules them instead. Returns the jobs
--- written.
-CREATE FUNCTION pgpulse._schedule_now()
+-- written. p_only: the schedule rows the write changed (NULL: every due one); planned for
+-- the rows given (a TID scan), not as the tick's generic plan that walks the due index.
+CREATE FUNCTION pgpulse._schedule_now(p_only tid[] DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     v_horizon timestamptz := pgpulse._written_ahead_to();
@@ -441,7 +454,8 @@ BEGIN
         FOR i IN 1 .. 20 LOOP
             SELECT * INTO c FROM pgpulse._tick_chunk(v_horizon, 5000,
                                                      floor(random() * 1000000)::bigint,
-                                                     v_route, v_wheel, true);
+                                                     v_route, v_wheel, true,
+                                                     p_only => p_only);
             v_written := v_written + c.written;
             EXIT WHEN c.claimed < 5000;
         END LOOP;
@@ -466,18 +480,18 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_found boolean;
+    v_row tid;
 BEGIN
     -- by the key's own type (a product's uuid, bigint or text id), so by its index
     EXECUTE format('UPDATE pgpulse.schedule SET next_check_at = clock_timestamp()'
-                   ' WHERE monitor_id = $1::%s AND is_active AND parked IS NULL RETURNING true',
+                   ' WHERE monitor_id = $1::%s AND is_active AND parked IS NULL RETURNING ctid',
                    (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
                      WHERE a.attrelid = 'pgpulse.schedule'::regclass AND a.attname = 'monitor_id'))
-       INTO v_found USING p_monitor_id;
-    IF v_found IS NULL THEN
+       INTO v_row USING p_monitor_id;
+    IF v_row IS NULL THEN
         RETURN false;
     END IF;
-    PERFORM pgpulse._schedule_now();
+    PERFORM pgpulse._schedule_now(ARRAY[v_row]);
     RETURN true;
 END
 $$;

@@ -171,6 +171,14 @@ SELECT extract(epoch FROM min(deliver_at) - now())::float8 AS seconds
 -- The relay's wake-ups: the tick (and a reroute) notify when jobs are written.
 LISTEN pgpulse_outbox
 
+-- listen_follow --
+-- The product's bulk writes notify when they logged rows for pgpulse to follow.
+LISTEN pgpulse_follow
+
+-- follow_apply --
+-- Follows up to %(limit)s rows the product's bulk writes logged; returns how many.
+SELECT pgpulse.follow_apply(%(limit)s) AS followed
+
 -- notify_outbox --
 -- Wakes every relay: jobs were written (rerouted) outside a tick.
 NOTIFY pgpulse_outbox
@@ -185,7 +193,8 @@ SELECT extract(epoch FROM clock_timestamp())::float8 AS t
 
 -- regions --
 -- Every region with its routing settings.
-SELECT code, enabled, is_default, fallback_region, healthy, degraded, weight
+SELECT code, enabled, is_default, fallback_region, healthy, degraded, weight, workers_absent,
+       extract(epoch FROM now() - workers_absent_since)::float8 AS workers_absent_s
   FROM pgpulse.regions ORDER BY code
 
 -- set_region_health --
@@ -194,6 +203,16 @@ SELECT code, enabled, is_default, fallback_region, healthy, degraded, weight
 UPDATE pgpulse.regions
    SET healthy = %(healthy)s, healthy_changed_at = now()
  WHERE code = %(region)s AND healthy IS DISTINCT FROM %(healthy)s
+RETURNING code
+
+-- set_region_workers --
+-- The relay's verdict on a region's workers (docs/results.md, "Regions whose workers are
+-- gone"): absent, routing treats the region as unhealthy for monitors that may fall back.
+-- Only writes on a change (and then returns the code).
+UPDATE pgpulse.regions
+   SET workers_absent = %(absent)s,
+       workers_absent_since = CASE WHEN %(absent)s THEN now() END
+ WHERE code = %(region)s AND workers_absent IS DISTINCT FROM %(absent)s
 RETURNING code
 
 -- set_region_degraded --
@@ -303,7 +322,7 @@ WITH sel AS MATERIALIZED (
       FROM pgpulse.schedule m
       JOIN pgpulse.outbox o ON o.monitor_id = m.monitor_id
       JOIN pgpulse.regions r ON r.code = m.preferred_region
-     WHERE m.preferred_region = %(region)s AND r.enabled AND r.healthy
+     WHERE m.preferred_region = %(region)s AND r.enabled AND r.healthy AND NOT r.workers_absent
        AND m.check_regions IS NULL  -- one job per slot: the one routed away is the one
        AND o.region <> m.preferred_region AND o.attempts = 0 AND o.last_error IS NULL
        AND o.expires_at > now()
@@ -326,10 +345,47 @@ WITH sel AS MATERIALIZED (
 )
 SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM inserted) AS inserted
 
+-- reroute_away --
+-- A region whose workers are absent: its waiting jobs that may fall back (of one-job-a-slot
+-- monitors, not tried anywhere yet) go where its jobs go now (its route, else the
+-- round-robin wheel), under that region's job id. Jobs of multi-region monitors stay.
+WITH routing AS (
+    SELECT route, wheel FROM pgpulse._routing()
+), sel AS MATERIALIZED (
+    SELECT o.ctid AS row_ref,
+           coalesce(routing.route ->> o.region,
+                    routing.wheel[1 + abs(hashtext(o.monitor_id::text)::bigint)
+                                      %% cardinality(routing.wheel)]) AS target
+      FROM pgpulse.outbox o
+      JOIN pgpulse.schedule m ON m.monitor_id = o.monitor_id
+     CROSS JOIN routing
+     WHERE o.region = %(region)s AND o.allow_fallback
+       AND o.attempts = 0 AND o.last_error IS NULL AND o.expires_at > now()
+       AND m.check_regions IS NULL
+       AND o.job_id NOT IN (SELECT unnest(i.job_ids) FROM pgpulse.push_intents i)
+       FOR UPDATE OF o SKIP LOCKED
+), moved AS (
+    DELETE FROM pgpulse.outbox o
+     USING sel
+     WHERE o.ctid = sel.row_ref AND sel.target IS NOT NULL AND sel.target <> o.region
+    RETURNING o.*, sel.target
+), inserted AS (
+    INSERT INTO pgpulse.outbox
+           (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
+            allow_fallback, payload, attempts, last_error)
+    SELECT md5(monitor_id::text || '/' || target || '/' || extract(epoch FROM scheduled_for)::text)::uuid,
+           monitor_id, target, criticality, scheduled_for, deliver_at, expires_at,
+           allow_fallback, payload, attempts, last_error
+      FROM moved
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM inserted) AS inserted
+
 -- region_list --
 -- Regions with their routing state and waiting jobs.
 SELECT r.code, r.enabled, r.is_default, r.fallback_region, r.healthy, r.healthy_changed_at,
-       r.degraded, r.weight,
+       r.degraded, r.weight, r.workers_absent, r.workers_absent_since,
        (SELECT count(*) FROM pgpulse.outbox o WHERE o.region = r.code) AS waiting
   FROM pgpulse.regions r ORDER BY r.code
 
@@ -405,6 +461,18 @@ SELECT j.jobname, j.schedule, j.active, d.status AS last_status, d.start_time AS
  WHERE j.jobname = 'pgpulse-tick'
    AND j.database = coalesce(%(database)s::text, current_database())
 
+-- cron_access --
+-- What this role may see of pg_cron here, read without touching schema cron: whether its
+-- extension is in this database, whether this role may read its schema, whether it sees
+-- every role's jobs (pg_cron's row security shows others only its own), and how long ago
+-- pg_cron last started a tick here (what shows it runs, seen from this side).
+SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') AS here,
+       coalesce((SELECT has_schema_privilege(oid, 'USAGE') FROM pg_namespace
+                  WHERE nspname = 'cron'), false) AS readable,
+       (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user) AS sees_all,
+       (SELECT extract(epoch FROM now() - max(started_at))::float8
+          FROM pgpulse.tick_runs WHERE trigger = 'pg_cron') AS last_cron_tick_age_s
+
 -- last_cron_tick --
 -- How long ago pg_cron last started a tick here (what shows it runs, seen from this side).
 SELECT extract(epoch FROM now() - max(started_at))::float8 AS age_s
@@ -433,7 +501,8 @@ SELECT id, trigger, started_at, finished_at, cut_short, monitors_claimed, jobs_w
 -- schedule_health --
 -- Monitors pgpulse does not schedule, for the health surfaces: active ones parked (with the
 -- commonest reason), active ones overdue (due more than 90 s ago: no tick scheduled them),
--- and what the latest finished tick skipped or could not route.
+-- and what the latest finished tick skipped or could not route; product rows bulk writes
+-- logged and nobody followed yet (and for how long).
 SELECT (SELECT count(*) FROM pgpulse.schedule WHERE parked IS NOT NULL AND is_active) AS parked,
        (SELECT parked FROM pgpulse.schedule WHERE parked IS NOT NULL AND is_active
          GROUP BY parked ORDER BY count(*) DESC, parked LIMIT 1) AS parked_reason,
@@ -441,8 +510,9 @@ SELECT (SELECT count(*) FROM pgpulse.schedule WHERE parked IS NOT NULL AND is_ac
          WHERE is_active AND parked IS NULL
            AND next_check_at < now() - interval '90 seconds') AS overdue,
        t.id AS tick_id, coalesce(t.skipped, 0) AS skipped, t.skip_detail,
-       coalesce(t.unrouted, 0) AS unrouted
-  FROM (SELECT 1) one
+       coalesce(t.unrouted, 0) AS unrouted,
+       f.pending AS follow_pending, f.oldest_s AS follow_oldest_s
+  FROM pgpulse.follow_pending() f
   LEFT JOIN LATERAL (SELECT id, skipped, skip_detail, unrouted FROM pgpulse.tick_runs
                       WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 1) t ON true
 
@@ -465,10 +535,41 @@ SELECT r.code AS region, count(d.job_id) AS dead_letters
   LEFT JOIN pgpulse.dead_letters d ON d.region = r.code
  GROUP BY r.code ORDER BY r.code
 
+-- absent_workers --
+-- Regions whose workers are absent (the relay's verdict), for how long, and where the
+-- jobs of their monitors that may fall back go now (its fallback, else the default region;
+-- NULL: round-robin, or nowhere: see pgpulse._routing).
+SELECT r.code AS region,
+       extract(epoch FROM now() - r.workers_absent_since)::float8 AS absent_s,
+       coalesce((SELECT f.code FROM pgpulse.regions f
+                  WHERE f.code = r.fallback_region AND f.enabled AND f.healthy
+                    AND NOT f.workers_absent),
+                (SELECT min(d.code) FROM pgpulse.regions d
+                  WHERE d.is_default AND d.enabled AND d.healthy AND NOT d.workers_absent))
+           AS routed_to
+  FROM pgpulse.regions r WHERE r.enabled AND r.workers_absent ORDER BY r.code
+
 -- unhealthy_regions --
 -- Regions some relay's breaker marked unhealthy, and for how long.
 SELECT code AS region, extract(epoch FROM now() - healthy_changed_at)::float8 AS unhealthy_s
   FROM pgpulse.regions WHERE enabled AND NOT healthy
+
+-- take_lease --
+-- Takes lease `name` for `holder` until ttl_s seconds from now when it is free, expired or
+-- already that holder's (a renewal); a row only when the holder has it now. The database's
+-- clock judges expiry for every holder alike.
+INSERT INTO pgpulse.leases AS l (name, holder, taken_at, expires_at)
+VALUES (%(name)s, %(holder)s, clock_timestamp(),
+        clock_timestamp() + make_interval(secs => %(ttl_s)s))
+ON CONFLICT (name) DO UPDATE
+   SET holder = excluded.holder, expires_at = excluded.expires_at,
+       taken_at = CASE WHEN l.holder = excluded.holder THEN l.taken_at ELSE excluded.taken_at END
+ WHERE l.holder = excluded.holder OR l.expires_at <= clock_timestamp()
+RETURNING holder
+
+-- drop_lease --
+-- Gives a lease up (a process that stops): the next one takes it at once, not at expiry.
+DELETE FROM pgpulse.leases WHERE name = %(name)s AND holder = %(holder)s
 
 -- maintenance_add --
 -- A maintenance window (once: starts/ends; weekly: weekdays/start_time/duration), local
@@ -553,3 +654,83 @@ SELECT relname AS "table", n_dead_tup AS dead, n_live_tup AS live,
   FROM pg_stat_all_tables
  WHERE schemaname = 'pgpulse'
  ORDER BY relname
+
+-- results_id_type --
+-- The product's monitor id type, as the results tables hold it (uuid, bigint, integer, text).
+SELECT format_type(atttypid, atttypmod) AS id_type
+  FROM pg_attribute
+ WHERE attrelid = 'pgpulse.results_latest'::regclass AND attname = 'monitor_id'
+
+-- results_maintain --
+-- The results history's partitions made ahead and dropped past retention; whether history
+-- is kept, and the span of scheduled_for its partitions cover (sql/90_results.sql).
+SELECT * FROM pgpulse.results_maintain()
+
+-- ingest_results --
+-- One batch of a region's results (a JSON array of results_latest rows the relay checked).
+-- Results of monitors pgpulse does not schedule (deleted since) are left out. The latest
+-- table keeps, per monitor and region, a newer slot or the same slot finished later; the
+-- history (only within history_from .. history_until, its partitions: NULL while off)
+-- keeps each slot once, the result that finished last. The same batch again changes
+-- nothing, so a batch ingested twice (a relay killed before it removed it) is harmless.
+WITH batch AS MATERIALIZED (
+    SELECT b.*
+      FROM json_populate_recordset(NULL::pgpulse.results_latest, %(rows)s::json) b
+     WHERE EXISTS (SELECT 1 FROM pgpulse.schedule s WHERE s.monitor_id = b.monitor_id)
+), latest AS (
+    INSERT INTO pgpulse.results_latest AS l
+           (monitor_id, region, scheduled_for, checked_from, job_id, slot_regions, ok, status,
+            latency_ms, error, detail, attempts, run, started_at, finished_at, worker)
+    SELECT DISTINCT ON (monitor_id, region)
+           monitor_id, region, scheduled_for, checked_from, job_id, slot_regions, ok, status,
+           latency_ms, error, detail, attempts, run, started_at, finished_at, worker
+      FROM batch
+     ORDER BY monitor_id, region, scheduled_for DESC, finished_at DESC
+    ON CONFLICT (monitor_id, region) DO UPDATE
+       SET scheduled_for = EXCLUDED.scheduled_for, checked_from = EXCLUDED.checked_from,
+           job_id = EXCLUDED.job_id, slot_regions = EXCLUDED.slot_regions, ok = EXCLUDED.ok,
+           status = EXCLUDED.status, latency_ms = EXCLUDED.latency_ms, error = EXCLUDED.error,
+           detail = EXCLUDED.detail, attempts = EXCLUDED.attempts, run = EXCLUDED.run,
+           started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
+           worker = EXCLUDED.worker, received_at = now()
+     WHERE (EXCLUDED.scheduled_for, EXCLUDED.finished_at) > (l.scheduled_for, l.finished_at)
+    RETURNING 1
+), history AS (
+    INSERT INTO pgpulse.results_history AS h
+           (monitor_id, region, scheduled_for, checked_from, job_id, slot_regions, ok, status,
+            latency_ms, error, detail, attempts, run, started_at, finished_at, worker)
+    SELECT DISTINCT ON (monitor_id, region, scheduled_for)
+           monitor_id, region, scheduled_for, checked_from, job_id, slot_regions, ok, status,
+           latency_ms, error, detail, attempts, run, started_at, finished_at, worker
+      FROM batch
+     WHERE scheduled_for >= %(history_from)s::timestamptz
+       AND scheduled_for < %(history_until)s::timestamptz
+     ORDER BY monitor_id, region, scheduled_for, finished_at DESC
+    ON CONFLICT (monitor_id, region, scheduled_for) DO UPDATE
+       SET checked_from = EXCLUDED.checked_from, job_id = EXCLUDED.job_id,
+           slot_regions = EXCLUDED.slot_regions, ok = EXCLUDED.ok, status = EXCLUDED.status,
+           latency_ms = EXCLUDED.latency_ms, error = EXCLUDED.error, detail = EXCLUDED.detail,
+           attempts = EXCLUDED.attempts, run = EXCLUDED.run, started_at = EXCLUDED.started_at,
+           finished_at = EXCLUDED.finished_at, worker = EXCLUDED.worker, received_at = now()
+     WHERE EXCLUDED.finished_at > h.finished_at
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM batch) AS known,
+       (SELECT count(*) FROM latest) AS latest_written,
+       (SELECT count(*) FROM history) AS history_written,
+       (SELECT count(*) FROM batch
+         WHERE %(history_from)s::timestamptz IS NOT NULL
+           AND NOT (scheduled_for >= %(history_from)s::timestamptz
+                    AND scheduled_for < %(history_until)s::timestamptz)) AS outside_history
+
+-- results_orphans --
+-- Latest results of monitors pgpulse no longer schedules (deleted), a bounded chunk.
+WITH gone AS (
+    DELETE FROM pgpulse.results_latest l
+     WHERE l.ctid = ANY (ARRAY(
+           SELECT x.ctid FROM pgpulse.results_latest x
+            WHERE NOT EXISTS (SELECT 1 FROM pgpulse.schedule s WHERE s.monitor_id = x.monitor_id)
+            LIMIT %(limit)s))
+    RETURNING 1
+)
+SELECT count(*) AS deleted FROM gone

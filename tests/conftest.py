@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -17,10 +18,30 @@ from pytest_postgresql.janitor import DatabaseJanitor
 from relay import migrate
 from relay.devserver import DevServer
 from relay.local.embedded import CRON_DATABASE, EmbeddedPostgres, EmbeddedRedis
+from tests.support.bouncer import pgbouncer
+from tests.support.cron_minute import Scenario, arrange_all
 from tests.support.regions import ADMIN_TOKEN, REGIONS
 
 TEMPLATE = "pgpulse_template"
 _db_names = itertools.count()
+
+
+# `make check`'s lane (under 2 minutes with lint and types): these folders' tests but the
+# slow ones. `make test` runs the lane, then every other test (-m "not check").
+CHECK_LANE = ("unit", "devserver", "integration")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks the lane's tests `check`; the tests that wait for pg_cron's next minute run
+    together, last: they share it."""
+    tests = Path(__file__).parent
+    for item in items:
+        folder = item.path.relative_to(tests).parts[0] if item.path.is_relative_to(tests) else ""
+        if folder in CHECK_LANE and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.check)
+    sharing = [item for item in items if item.get_closest_marker("cron_minute")]
+    items[:] = [item for item in items if item not in sharing] + sharing
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +81,14 @@ def cron_db_url(pg_server: EmbeddedPostgres) -> str:
 
 
 @pytest.fixture
+def bouncer(pg_server: EmbeddedPostgres) -> Iterator[int]:
+    """A real pgbouncer in transaction mode in front of the cluster; its port
+    (tests.support.bouncer.through makes a URL go through it)."""
+    with pgbouncer(pg_server) as port:
+        yield port
+
+
+@pytest.fixture
 def conn(db_url: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as connection:
         yield connection
@@ -77,3 +106,26 @@ def devserver(redis_server: EmbeddedRedis) -> Iterator[DevServer]:
     tokens = {r.token: r.db for r in REGIONS} | {r.alt_token: r.db for r in REGIONS}
     with DevServer(redis_server.url, tokens, admin_token=ADMIN_TOKEN) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def cron_scenarios(request: pytest.FixtureRequest) -> Iterator[dict[type[Scenario], Scenario]]:
+    """The scenarios of every selected `cron_minute` test, arranged before one minute."""
+    scenarios = arrange_all(request)
+    try:
+        yield scenarios
+    finally:
+        for scenario in scenarios.values():
+            scenario.close()
+
+
+@pytest.fixture
+def cron_minute(request: pytest.FixtureRequest, cron_scenarios) -> Iterator[Scenario]:
+    """This test's scenario (its marker's), arranged with the others; closed after it."""
+    scenario = cron_scenarios[request.node.get_closest_marker("cron_minute").kwargs["scenario"]]
+    try:
+        if scenario.error is not None:
+            raise scenario.error
+        yield scenario
+    finally:
+        scenario.close()

@@ -305,6 +305,24 @@ CREATE INDEX schedule_parked ON pgpulse.schedule (parked) WHERE parked IS NOT NU
 COMMENT ON TABLE pgpulse.schedule IS
     'pgpulse''s schedule, one row per product monitor; written only by pgpulse';
 
+-- Product rows a bulk write (a statement of more than 500 rows) handed over to be followed
+-- a moment later: the product's statement pays one plain append per row here instead of
+-- pgpulse's checks, phase and schedule row; pgpulse.follow_apply() (the relay, woken by
+-- NOTIFY pgpulse_follow, and every tick) turns them into schedule rows and first jobs. The
+-- columns are the product's followed ones, of its own types (made from its table), so an
+-- append never fails where the product's row did not. No key and no index: an append is
+-- all a bulk write pays (REPLICA IDENTITY FULL, for publications).
+CREATE TABLE pgpulse.follow_log AS
+SELECT id, url, method, timeout_ms, expected_status, check_retries, check_retry_delay_ms,
+       check_interval_minutes, check_interval_seconds, is_active, preferred_region,
+       allow_fallback, criticality, next_check_at, check_regions
+  FROM public.monitors WITH NO DATA;
+ALTER TABLE pgpulse.follow_log
+    ADD COLUMN logged_at timestamptz NOT NULL DEFAULT now(),
+    REPLICA IDENTITY FULL;
+COMMENT ON TABLE pgpulse.follow_log IS
+    'product rows of bulk writes, waiting for pgpulse.follow_apply() to schedule them';
+
 -- the product's own id type (an adopted table's bigint or text), as the outbox has it
 DO $id_type$
 DECLARE
@@ -473,13 +491,14 @@ CREATE TRIGGER regions_renamed
 -- p_keep_existing, which keeps the jobs already there. Slots inside a maintenance window
 -- are not written (skipped counts them, and so does the window). p_now: the clock, for
 -- tests that move it (NULL: clock_timestamp()). p_skip: ids (as text) of monitors this
--- tick could not schedule (see _tick_step). It reads and locks rows of pgpulse.schedule
+-- tick could not schedule (see _tick_step). p_only: just these schedule rows (a product's
+-- write schedules the monitors it changed, never the tick's backlog). It reads and locks rows of pgpulse.schedule
 -- only, never the product's table. A monitor without fallback whose region no longer
 -- exists gets no job (it stays due and is counted unrouted).
 CREATE FUNCTION pgpulse._tick_chunk(
     p_horizon timestamptz, p_chunk integer, p_rr bigint, p_route jsonb, p_wheel text[],
     p_keep_existing boolean, p_now timestamptz DEFAULT NULL, p_skip text[] DEFAULT '{}',
-    OUT claimed integer, OUT written integer, OUT wheeled integer, OUT skipped integer)
+    p_only tid[] DEFAULT NULL, OUT claimed integer, OUT written integer, OUT wheeled integer, OUT skipped integer)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 -- a chunk is small next to the table: join it row by row, never hash the whole table
@@ -526,6 +545,7 @@ BEGIN
                                              WHEN p_route ? c.code THEN c.code END IS NOT NULL)
                END
            AND (cardinality(p_skip) = 0 OR m.monitor_id::text <> ALL (p_skip))
+           AND (p_only IS NULL OR m.ctid = ANY (p_only))
          ORDER BY m.next_check_at
          LIMIT p_chunk
            FOR UPDATE OF m SKIP LOCKED
@@ -803,11 +823,13 @@ $$;
 -- relay woken by NOTIFY could not see them sooner). Every other row is past the horizon
 -- already: only those are due. A no-op when no tick ran lately. It never fails the
 -- product's write: on any error the next tick schedules them instead. Returns the jobs
--- written.
-CREATE FUNCTION pgpulse._schedule_now()
+-- written. p_only: the schedule rows the write changed (NULL: every due one); planned for
+-- the rows given (a TID scan), not as the tick's generic plan that walks the due index.
+CREATE FUNCTION pgpulse._schedule_now(p_only tid[] DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     v_horizon timestamptz := pgpulse._written_ahead_to();
@@ -825,7 +847,8 @@ BEGIN
         FOR i IN 1 .. 20 LOOP
             SELECT * INTO c FROM pgpulse._tick_chunk(v_horizon, 5000,
                                                      floor(random() * 1000000)::bigint,
-                                                     v_route, v_wheel, true);
+                                                     v_route, v_wheel, true,
+                                                     p_only => p_only);
             v_written := v_written + c.written;
             EXIT WHEN c.claimed < 5000;
         END LOOP;
@@ -850,68 +873,110 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_found boolean;
+    v_row tid;
 BEGIN
     -- by the key's own type (a product's uuid, bigint or text id), so by its index
     EXECUTE format('UPDATE pgpulse.schedule SET next_check_at = clock_timestamp()'
-                   ' WHERE monitor_id = $1::%s AND is_active AND parked IS NULL RETURNING true',
+                   ' WHERE monitor_id = $1::%s AND is_active AND parked IS NULL RETURNING ctid',
                    (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
                      WHERE a.attrelid = 'pgpulse.schedule'::regclass AND a.attname = 'monitor_id'))
-       INTO v_found USING p_monitor_id;
-    IF v_found IS NULL THEN
+       INTO v_row USING p_monitor_id;
+    IF v_row IS NULL THEN
         RETURN false;
     END IF;
-    PERFORM pgpulse._schedule_now();
+    PERFORM pgpulse._schedule_now(ARRAY[v_row]);
     RETURN true;
 END
 $$;
 
+-- When pgpulse saw a product row: now for one followed at once, the product's write for one
+-- a bulk write logged (its first slot is the next one after the write, not after the relay
+-- got to it).
+CREATE FUNCTION pgpulse._seen_at(p_row public.monitors)
+RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN now();
+
+CREATE FUNCTION pgpulse._seen_at(p_row pgpulse.follow_log)
+RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN p_row.logged_at;
+
 -- Schedule rows for product rows pgpulse has not seen (new ones, or all of them in a
--- resync): the first slot is the product's next_check_at, or the next one on the monitor's
--- phase grid. A row there already takes every field anew.
-CREATE FUNCTION pgpulse._schedule_insert(p_rows public.monitors[])
-RETURNS void
+-- resync), given as product rows or as rows of pgpulse.follow_log: the first slot is the
+-- product's next_check_at, or the next one on the monitor's phase grid. A row there already
+-- takes every field anew, or with p_replace false is kept (a logged row is older than what
+-- a later write of the product put there). Returns the rows written.
+CREATE FUNCTION pgpulse._schedule_insert(p_rows anyarray, p_replace boolean DEFAULT true)
+RETURNS tid[]
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_rows tid[];
 BEGIN
-    INSERT INTO pgpulse.schedule AS s
-           (monitor_id, is_active, parked, next_check_at, check_interval_seconds,
-            preferred_region, allow_fallback, criticality, check_regions, check_spec)
-    SELECT n.id, coalesce(n.is_active, false), f.problem,
-           CASE WHEN isfinite(n.next_check_at) THEN n.next_check_at
-                WHEN f.problem IS NULL THEN pgpulse._grid_slot(n.id::text, i.interval_s::integer, now())
-                ELSE now() END,
-           least(greatest(coalesce(i.interval_s, 0), 0), 2147483647), n.preferred_region,
-           coalesce(n.allow_fallback, true), coalesce(n.criticality, ''), n.check_regions,
-           pgpulse._check_spec(n.url, n.method, n.timeout_ms, n.expected_status,
-                               n.check_retries, n.check_retry_delay_ms)
-      FROM unnest(p_rows) n
-     CROSS JOIN LATERAL (SELECT pgpulse._interval_s(n.check_interval_minutes,
-                                                    n.check_interval_seconds) AS interval_s) i
-     CROSS JOIN LATERAL (SELECT pgpulse._schedule_problem(
-                                    i.interval_s, n.url, n.method, n.timeout_ms,
-                                    n.expected_status, n.check_retries, n.check_retry_delay_ms,
-                                    n.criticality, n.check_regions) AS problem) f
-        ON CONFLICT (monitor_id) DO UPDATE
-       SET is_active = excluded.is_active, parked = excluded.parked,
-           next_check_at = excluded.next_check_at,
-           check_interval_seconds = excluded.check_interval_seconds,
-           preferred_region = excluded.preferred_region, allow_fallback = excluded.allow_fallback,
-           criticality = excluded.criticality, check_regions = excluded.check_regions,
-           check_spec = excluded.check_spec;
+    WITH written AS (
+        INSERT INTO pgpulse.schedule AS s
+               (monitor_id, is_active, parked, next_check_at, check_interval_seconds,
+                preferred_region, allow_fallback, criticality, check_regions, check_spec)
+        SELECT n.id, coalesce(n.is_active, false), f.problem,
+               CASE WHEN isfinite(n.next_check_at) THEN n.next_check_at
+                    WHEN f.problem IS NULL
+                        THEN pgpulse._grid_slot(n.id::text, i.interval_s::integer,
+                                                pgpulse._seen_at(n))
+                    ELSE now() END,
+               least(greatest(coalesce(i.interval_s, 0), 0), 2147483647), n.preferred_region,
+               coalesce(n.allow_fallback, true), coalesce(n.criticality, ''), n.check_regions,
+               pgpulse._check_spec(n.url, n.method, n.timeout_ms, n.expected_status,
+                                   n.check_retries, n.check_retry_delay_ms)
+          FROM unnest(p_rows) n
+         CROSS JOIN LATERAL (SELECT pgpulse._interval_s(n.check_interval_minutes,
+                                                        n.check_interval_seconds) AS interval_s) i
+         CROSS JOIN LATERAL (SELECT pgpulse._schedule_problem(
+                                        i.interval_s, n.url, n.method, n.timeout_ms,
+                                        n.expected_status, n.check_retries, n.check_retry_delay_ms,
+                                        n.criticality, n.check_regions) AS problem) f
+            ON CONFLICT (monitor_id) DO UPDATE
+           SET is_active = excluded.is_active, parked = excluded.parked,
+               next_check_at = excluded.next_check_at,
+               check_interval_seconds = excluded.check_interval_seconds,
+               preferred_region = excluded.preferred_region, allow_fallback = excluded.allow_fallback,
+               criticality = excluded.criticality, check_regions = excluded.check_regions,
+               check_spec = excluded.check_spec
+         WHERE p_replace
+        RETURNING s.ctid
+    )
+    SELECT array_agg(ctid) INTO v_rows FROM written;
+    RETURN v_rows;
 END
 $$;
 
--- New monitors. Their first slots within the horizon the ticks have written go to the
--- outbox at once, in this transaction (see _schedule_now).
+-- New monitors. A statement of up to 500 rows (a product's form, an API call) is followed
+-- at once: their schedule rows, and their first slots within the horizon the ticks have
+-- written go to the outbox, in this transaction (see _schedule_now). A bulk write (an
+-- import) only appends its rows to pgpulse.follow_log and wakes the relay, which follows
+-- them a moment later: its cost per row stays near the product's own (pgpulse bench
+-- follow).
 CREATE FUNCTION pgpulse._follow_insert() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM pgpulse._schedule_insert(ARRAY(SELECT n::public.monitors FROM new_monitors n));
-    PERFORM pgpulse._schedule_now();
+    IF EXISTS (SELECT 1 FROM new_monitors OFFSET 500) THEN
+        INSERT INTO pgpulse.follow_log
+               (id, url, method, timeout_ms, expected_status, check_retries,
+                check_retry_delay_ms, check_interval_minutes, check_interval_seconds, is_active,
+                preferred_region, allow_fallback, criticality, next_check_at, check_regions)
+        SELECT n.id, n.url, n.method, n.timeout_ms, n.expected_status, n.check_retries,
+               n.check_retry_delay_ms, n.check_interval_minutes, n.check_interval_seconds,
+               n.is_active, n.preferred_region, n.allow_fallback, n.criticality,
+               n.next_check_at, n.check_regions
+          FROM new_monitors n;
+        PERFORM pg_notify('pgpulse_follow', '');
+    ELSE
+        PERFORM pgpulse._schedule_now(
+            pgpulse._schedule_insert(ARRAY(SELECT n::public.monitors FROM new_monitors n)));
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -931,13 +996,19 @@ DECLARE
     s          pgpulse.schedule%ROWTYPE;
     v_old      pgpulse.schedule%ROWTYPE;
     v_interval bigint;
+    v_row      tid;
 BEGIN
     SELECT * INTO v_old FROM pgpulse.schedule WHERE monitor_id = OLD.id FOR UPDATE;
     IF NOT FOUND OR NEW.id IS DISTINCT FROM OLD.id THEN
-        -- a changed id, or a row pgpulse never saw (following was off): follow it anew
+        -- a changed id, a row still in the follow log, or a row pgpulse never saw
+        -- (following was off): follow it anew, from this version of it (a logged version
+        -- followed later keeps what this writes; one under the old id must not come back)
+        IF NEW.id IS DISTINCT FROM OLD.id THEN
+            DELETE FROM pgpulse.follow_log WHERE id = OLD.id;
+        END IF;
         DELETE FROM pgpulse.schedule WHERE monitor_id = OLD.id;
         DELETE FROM pgpulse.outbox WHERE monitor_id = OLD.id;
-        PERFORM pgpulse._schedule_insert(ARRAY[NEW]);
+        PERFORM pgpulse._remember_moved(pgpulse._schedule_insert(ARRAY[NEW]));
         RETURN NULL;
     END IF;
     s := v_old;
@@ -999,7 +1070,15 @@ BEGIN
            preferred_region = s.preferred_region, allow_fallback = s.allow_fallback,
            criticality = s.criticality, check_regions = s.check_regions,
            check_spec = s.check_spec
-     WHERE monitor_id = NEW.id;
+     WHERE monitor_id = NEW.id
+    RETURNING ctid INTO v_row;
+    -- the tick skipped it while it was inactive or parked, or its slot moved: its slots up
+    -- to the horizon may be missing
+    IF s.is_active AND s.parked IS NULL
+       AND (NOT v_old.is_active OR v_old.parked IS NOT NULL
+            OR s.next_check_at IS DISTINCT FROM v_old.next_check_at) THEN
+        PERFORM pgpulse._remember_moved(ARRAY[v_row]);
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -1011,6 +1090,9 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF EXISTS (SELECT 1 FROM pgpulse.follow_log) THEN
+        DELETE FROM pgpulse.follow_log l USING old_monitors o WHERE l.id = o.id;
+    END IF;
     DELETE FROM pgpulse.schedule s USING old_monitors o WHERE s.monitor_id = o.id;
     DELETE FROM pgpulse.outbox j USING old_monitors o WHERE j.monitor_id = o.id;
     DELETE FROM pgpulse.dead_letters d USING old_monitors o WHERE d.monitor_id = o.id;
@@ -1018,12 +1100,55 @@ BEGIN
 END
 $$;
 
+-- Follows the product rows bulk writes logged (pgpulse.follow_log), up to p_limit of them:
+-- their schedule rows, and their first slots up to the horizon the ticks have written.
+-- Rows another caller is taking are skipped, so relays and ticks may call it at once. A
+-- monitor the product changed since (its UPDATE followed it anew) keeps what that wrote.
+-- Returns the rows taken.
+CREATE FUNCTION pgpulse.follow_apply(p_limit integer DEFAULT 10000)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rows pgpulse.follow_log[];
+BEGIN
+    IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 1000000 THEN
+        RAISE EXCEPTION 'pgpulse.follow_apply: limit must be 1 to 1000000, not %',
+            coalesce(p_limit::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    WITH taken AS (
+        DELETE FROM pgpulse.follow_log l
+         WHERE l.ctid = ANY (ARRAY(SELECT f.ctid FROM pgpulse.follow_log f
+                                    LIMIT p_limit FOR UPDATE SKIP LOCKED))
+        RETURNING l
+    )
+    SELECT array_agg(t.l) INTO v_rows FROM taken t;
+    IF v_rows IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM pgpulse._schedule_now(pgpulse._schedule_insert(v_rows, false));
+    RETURN cardinality(v_rows);
+END
+$$;
+
+-- What bulk writes left to follow, for the health surfaces (readable by any role: counts
+-- only): rows waiting, and the age of the oldest in seconds.
+CREATE FUNCTION pgpulse.follow_pending(OUT pending bigint, OUT oldest_s double precision)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT count(*), coalesce(extract(epoch FROM now() - min(logged_at))::float8, 0)
+      FROM pgpulse.follow_log;
+END;
+
 -- A truncated monitors table: nothing is left to schedule.
 CREATE FUNCTION pgpulse._follow_truncate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    DELETE FROM pgpulse.follow_log;
     DELETE FROM pgpulse.schedule;
     DELETE FROM pgpulse.outbox;
     DELETE FROM pgpulse.dead_letters;
@@ -1037,10 +1162,36 @@ CREATE FUNCTION pgpulse._follow_schedule_now() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_moved text := current_setting('pgpulse.moved_rows', true);
+    v_rows  tid[];
 BEGIN
-    PERFORM pgpulse._schedule_now();
+    IF coalesce(v_moved, '') = '' THEN
+        RETURN NULL;  -- no slot moved: nothing to write now
+    END IF;
+    PERFORM set_config('pgpulse.moved_rows', '', true);
+    BEGIN
+        v_rows := CASE WHEN v_moved <> '*' THEN string_to_array(v_moved, ' ')::tid[] END;
+    EXCEPTION WHEN OTHERS THEN
+        v_rows := NULL;  -- a value set by someone else: every due row, as a tick would
+    END;
+    PERFORM pgpulse._schedule_now(v_rows);
     RETURN NULL;
 END
+$$;
+
+-- Remembers, until the end of the statement, schedule rows whose next slot a product's
+-- UPDATE moved (transaction-local, so a rolled-back savepoint forgets them too); past a
+-- thousand rows, every due row is looked at instead.
+CREATE FUNCTION pgpulse._remember_moved(p_rows tid[])
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT set_config('pgpulse.moved_rows',
+        CASE WHEN m.v = '*' OR length(m.v) > 20000 THEN '*'
+             ELSE ltrim(m.v || ' ' || array_to_string(p_rows, ' ')) END, true)
+      FROM (SELECT coalesce(current_setting('pgpulse.moved_rows', true), '') AS v) m
 $$;
 
 -- A job put back after a failure (the relay's requeue, a dead letter retried) may have
@@ -1115,7 +1266,8 @@ BEGIN
     SELECT count(*) INTO product_rows FROM public.monitors;
     SELECT count(*) INTO schedule_rows FROM pgpulse.schedule;
     SELECT count(*) INTO missing FROM public.monitors m
-     WHERE NOT EXISTS (SELECT 1 FROM pgpulse.schedule s WHERE s.monitor_id = m.id);
+     WHERE NOT EXISTS (SELECT 1 FROM pgpulse.schedule s WHERE s.monitor_id = m.id)
+       AND NOT EXISTS (SELECT 1 FROM pgpulse.follow_log l WHERE l.id = m.id);
     SELECT count(*) INTO orphaned FROM pgpulse.schedule s
      WHERE NOT EXISTS (SELECT 1 FROM public.monitors m WHERE m.id = s.monitor_id);
     SELECT count(*) INTO differing
@@ -1146,7 +1298,8 @@ BEGIN
     END IF;
     PERFORM pgpulse._schedule_insert(ARRAY(
         SELECT m FROM public.monitors m
-         WHERE NOT EXISTS (SELECT 1 FROM pgpulse.schedule s WHERE s.monitor_id = m.id)));
+         WHERE NOT EXISTS (SELECT 1 FROM pgpulse.schedule s WHERE s.monitor_id = m.id)
+           AND NOT EXISTS (SELECT 1 FROM pgpulse.follow_log l WHERE l.id = m.id)));
     DELETE FROM pgpulse.outbox j
      WHERE NOT EXISTS (SELECT 1 FROM public.monitors m WHERE m.id = j.monitor_id)
        AND EXISTS (SELECT 1 FROM pgpulse.schedule s WHERE s.monitor_id = j.monitor_id);
@@ -1172,7 +1325,11 @@ END
 $$;
 
 -- The backfill: what pgpulse held in the product's rows, as they are now. A parked row
--- (0016 parked by next_check_at 9999-12-31) keeps its reason.
+-- (0016 parked by next_check_at 9999-12-31) keeps its reason. Every transaction older than
+-- this snapshot's xmin is in it: the catch-up under the lock looks only at rows written by
+-- the others.
+SELECT set_config('pgpulse.backfill_xmin',
+                  (txid_snapshot_xmin(txid_current_snapshot()) % 4294967296)::text, true);
 INSERT INTO pgpulse.schedule (monitor_id, is_active, parked, next_check_at, last_scheduled_at, check_interval_seconds, preferred_region, allow_fallback, criticality, check_regions, check_spec)
     SELECT m.id, m.is_active,
            CASE WHEN m.next_check_at = '9999-12-31 23:59:59+00'
@@ -1206,7 +1363,8 @@ END
 $parked$;
 
 -- Writers of the product's table wait from here to the commit; readers do not. Rows
--- written since the backfill are copied again, rows deleted since go.
+-- written since the backfill are copied again (only those: an xmin younger than the
+-- backfill's snapshot, which frozen rows never are), rows deleted since go.
 LOCK TABLE public.monitors IN SHARE ROW EXCLUSIVE MODE;
 -- (its foreign key locks the windows against writers: only once the product's writers wait,
 -- whose 0016 triggers count skipped slots in them)
@@ -1234,7 +1392,8 @@ INSERT INTO pgpulse.schedule AS s (monitor_id, is_active, parked, next_check_at,
                                     m.check_interval_seconds, m.url, m.method, m.timeout_ms,
                                     m.expected_status, m.check_retries, m.check_retry_delay_ms,
                                     m.criticality, m.check_regions) AS problem) p
-     WHERE NOT EXISTS (
+     WHERE age(m.xmin) <= age(current_setting('pgpulse.backfill_xmin')::xid)
+       AND NOT EXISTS (
            SELECT 1 FROM pgpulse.schedule o
             WHERE o.monitor_id = m.id
               AND (o.next_check_at, o.last_scheduled_at, o.is_active, o.check_interval_seconds,
@@ -1387,13 +1546,307 @@ REVOKE EXECUTE ON FUNCTION
     pgpulse._follow_delete(),
     pgpulse._follow_truncate(),
     pgpulse._follow_schedule_now(),
+    pgpulse._remember_moved(tid[]),
     pgpulse._region_renamed(),
     pgpulse.check_now(text),
-    pgpulse._schedule_now(),
-    pgpulse._schedule_insert(public.monitors[]),
-    pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[])
+    pgpulse._schedule_now(tid[]),
+    pgpulse._schedule_insert(anyarray, boolean),
+    pgpulse.follow_apply(integer),
+    pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[], tid[])
     FROM PUBLIC;
 GRANT USAGE ON SCHEMA pgpulse TO PUBLIC;
 GRANT SELECT (monitor_id, next_check_at, last_scheduled_at, parked, is_active)
     ON pgpulse.schedule TO PUBLIC;
 GRANT SELECT ON pgpulse.monitor_schedule TO PUBLIC;
+
+-- Checks a tick's arguments, follows what bulk writes logged, and opens its run record;
+-- returns its deadline.
+CREATE OR REPLACE FUNCTION pgpulse._tick_begin(
+    p_trigger text, p_budget interval, p_lookahead interval, p_chunk integer,
+    OUT run_id bigint, OUT deadline timestamptz, OUT rr bigint)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_started timestamptz := clock_timestamp();
+BEGIN
+    -- a tick runs every minute and must end inside it
+    IF p_budget IS NULL OR p_budget <= interval '0' OR p_budget > interval '55 seconds' THEN
+        RAISE EXCEPTION 'pgpulse.tick: budget must be more than 0 and at most 55 seconds, not %',
+            coalesce(p_budget::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_lookahead IS NULL OR p_lookahead < interval '0' OR p_lookahead > interval '10 minutes' THEN
+        RAISE EXCEPTION 'pgpulse.tick: lookahead must be 0 to 10 minutes, not %',
+            coalesce(p_lookahead::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_chunk IS NULL OR p_chunk NOT BETWEEN 1 AND 100000 THEN
+        RAISE EXCEPTION 'pgpulse.tick: chunk must be 1 to 100000 monitors, not %',
+            coalesce(p_chunk::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    deadline := v_started + p_budget;
+    rr := floor(random() * 1000000)::bigint;
+    PERFORM pgpulse._tick_bound_lock_wait(deadline);
+    -- product rows that bulk writes logged are followed first, so this tick schedules them
+    -- (the relay, woken when they were logged, has mostly done it already)
+    BEGIN
+        PERFORM pgpulse.follow_apply(100000);
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'pgpulse.tick: could not follow the rows bulk writes logged (%); the '
+            'relay or the next tick will', SQLERRM;
+    END;
+    INSERT INTO pgpulse.tick_runs (trigger, started_at, budget_ms, lookahead_ms)
+    VALUES (p_trigger, v_started, round(extract(epoch FROM p_budget) * 1000),
+            round(extract(epoch FROM p_lookahead) * 1000))
+    RETURNING id INTO run_id;
+END
+$$;
+
+-- Issue 25: the alert evaluator's lease (pooler-safe, instead of a session advisory lock),
+-- the record of the roles and the extension pgpulse creates, and what 0003 and this
+-- release added to an adopted monitors table, listed in its adoption record.
+CREATE TABLE pgpulse.leases (
+    name       text PRIMARY KEY,
+    holder     text NOT NULL,                     -- host:pid:nonce of the process
+    taken_at   timestamptz NOT NULL,              -- since when this holder has it
+    expires_at timestamptz NOT NULL
+);
+
+CREATE TABLE pgpulse.created (
+    kind       text NOT NULL CONSTRAINT created_kind_known CHECK (kind IN ('role', 'extension')),
+    name       text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT created_once PRIMARY KEY (kind, name)
+);
+
+DO $adopted$
+BEGIN
+    IF to_regclass('pgpulse.adoption') IS NOT NULL THEN
+        INSERT INTO pgpulse.adoption (kind, name)
+        VALUES ('column', 'check_interval_seconds'), ('column', 'check_regions'),
+               ('trigger', 'pgpulse_follow_insert'), ('trigger', 'pgpulse_follow_update'),
+               ('trigger', 'pgpulse_follow_update_schedule_now'),
+               ('trigger', 'pgpulse_follow_delete'), ('trigger', 'pgpulse_follow_truncate')
+        ON CONFLICT DO NOTHING;
+    END IF;
+END
+$adopted$;
+
+-- Check results back in PostgreSQL (issue 24): workers acknowledge with results, the relay
+-- ingests them (sql/90_results.sql); a region whose workers are gone is marked so by the
+-- relay and routed around like an unhealthy one (sql/10_tables.sql, sql/60_routing.sql).
+ALTER TABLE pgpulse.regions
+    ADD COLUMN workers_absent boolean NOT NULL DEFAULT false,
+    ADD COLUMN workers_absent_since timestamptz;
+
+CREATE OR REPLACE FUNCTION pgpulse._routing(OUT route jsonb, OUT wheel text[])
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_default  text;
+    v_any_open boolean;
+BEGIN
+    SELECT min(code) FILTER (WHERE is_default AND enabled AND healthy AND NOT workers_absent),
+           coalesce(bool_or(enabled AND healthy AND NOT workers_absent), false)
+      INTO v_default, v_any_open
+      FROM pgpulse.regions;
+    SELECT jsonb_object_agg(p.code, coalesce(
+               CASE WHEN p.enabled AND p.healthy AND NOT p.workers_absent THEN p.code END,
+               CASE WHEN f.enabled AND f.healthy AND NOT f.workers_absent THEN f.code END,
+               v_default,
+               CASE WHEN p.enabled AND NOT v_any_open THEN p.code END))
+      INTO route
+      FROM pgpulse.regions p
+      LEFT JOIN pgpulse.regions f ON f.code = p.fallback_region;
+    SELECT array_agg(r.code ORDER BY r.code, g) INTO wheel
+      FROM (SELECT code, weight,
+                   dense_rank() OVER (ORDER BY (healthy AND NOT workers_absent AND NOT degraded) DESC,
+                                               (healthy AND NOT workers_absent) DESC) AS tier
+              FROM pgpulse.regions WHERE enabled AND weight > 0) r,
+           generate_series(1, r.weight) g
+     WHERE r.tier = 1;
+END
+$$;
+
+-- The latest result per monitor and region, always kept: the relay's upsert takes a newer
+-- slot, or the same slot finished later. region: where the slot was scheduled (the job's
+-- region); checked_from: the region whose worker ran it (a fallback's, when rerouted).
+CREATE TABLE pgpulse.results_latest (
+    monitor_id    uuid NOT NULL,                  -- the product's id, of its type
+    region        text NOT NULL,
+    scheduled_for timestamptz NOT NULL,           -- the slot
+    checked_from  text NOT NULL,
+    job_id        uuid NOT NULL,
+    slot_regions  text[],                         -- a multi-region slot's regions (NULL: one)
+    ok            boolean NOT NULL,
+    status        smallint,                       -- the final response's HTTP status
+    latency_ms    real,                           -- the last attempt
+    error         text,                           -- the error class (NULL: ok)
+    detail        text,
+    attempts      smallint,
+    run           smallint,                       -- which run of the job (more after a lease ran out)
+    started_at    timestamptz,
+    finished_at   timestamptz NOT NULL,
+    worker        text,
+    received_at   timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT results_latest_one_per_region PRIMARY KEY (monitor_id, region)
+) WITH (fillfactor = 70);  -- room on each page: a row's next result is a HOT update
+
+-- Every result, when the database setting pgpulse.results_history is on: one partition per
+-- UTC day of scheduled_for, made a few days ahead by pgpulse.results_maintain(), which
+-- drops whole partitions past pgpulse.results_retention_days (default 14): never a DELETE.
+CREATE TABLE pgpulse.results_history (
+    monitor_id    uuid NOT NULL,
+    region        text NOT NULL,
+    scheduled_for timestamptz NOT NULL,
+    checked_from  text NOT NULL,
+    job_id        uuid NOT NULL,
+    slot_regions  text[],
+    ok            boolean NOT NULL,
+    status        smallint,
+    latency_ms    real,
+    error         text,
+    detail        text,
+    attempts      smallint,
+    run           smallint,
+    started_at    timestamptz,
+    finished_at   timestamptz NOT NULL,
+    worker        text,
+    received_at   timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT results_history_one_per_slot PRIMARY KEY (monitor_id, region, scheduled_for)
+) PARTITION BY RANGE (scheduled_for);
+COMMENT ON TABLE pgpulse.results_history IS
+    'every check result while pgpulse.results_history is on; daily partitions';
+
+-- the product's own id type (an adopted table's bigint or text), as the outbox has it
+DO $results_id_type$
+DECLARE
+    v_type text := (SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+                     WHERE attrelid = 'pgpulse.outbox'::regclass AND attname = 'monitor_id');
+BEGIN
+    IF v_type <> 'uuid' THEN
+        EXECUTE format('ALTER TABLE pgpulse.results_latest ALTER COLUMN monitor_id TYPE %s USING NULL', v_type);
+        EXECUTE format('ALTER TABLE pgpulse.results_history ALTER COLUMN monitor_id TYPE %s USING NULL', v_type);
+    END IF;
+END
+$results_id_type$;
+
+-- The history's partitions: past retention dropped (whether history is on or not), and
+-- while it is on, one per day from yesterday to three days ahead made where missing.
+-- Returns whether history is on, the days it keeps, the span its partitions cover without
+-- a gap around today (NULL when off: the relay keeps no history then), what it made and
+-- dropped, and a problem with the settings (then their defaults are used). The relay runs
+-- it every few minutes; it runs as the tables' owner (SECURITY DEFINER, sql/roles.sql).
+CREATE FUNCTION pgpulse.results_maintain(
+    OUT history boolean, OUT retention_days integer, OUT covered_from timestamptz,
+    OUT covered_until timestamptz, OUT created integer, OUT dropped integer, OUT problem text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '5s'
+AS $$
+DECLARE
+    v_switch text := lower(coalesce(current_setting('pgpulse.results_history', true), ''));
+    v_days   text := coalesce(nullif(btrim(current_setting('pgpulse.results_retention_days', true)), ''), '14');
+    v_today  date := (now() AT TIME ZONE 'UTC')::date;
+    v_day    date;
+    v_name   text;
+BEGIN
+    created := 0;
+    dropped := 0;
+    IF v_switch IN ('on', 'true', 'yes', '1') THEN
+        history := true;
+    ELSIF v_switch IN ('', 'off', 'false', 'no', '0') THEN
+        history := false;
+    ELSE
+        history := false;
+        problem := format('the setting pgpulse.results_history must be on or off, not "%s"',
+                          v_switch);
+    END IF;
+    IF v_days ~ '^[0-9]{1,4}$' AND v_days::integer BETWEEN 1 AND 3650 THEN
+        retention_days := v_days::integer;
+    ELSE
+        retention_days := 14;
+        problem := concat_ws('; ', problem, format(
+            'the setting pgpulse.results_retention_days must be 1 to 3650 (days), not "%s"',
+            v_days));
+    END IF;
+    -- one maintainer at a time (two relays)
+    PERFORM pg_advisory_xact_lock(hashtext('pgpulse.results_maintain'));
+    FOR v_name, v_day IN
+        SELECT c.relname, to_date(right(c.relname, 8), 'YYYYMMDD')
+          FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'pgpulse.results_history'::regclass
+           AND c.relname ~ '^results_history_[0-9]{8}$'
+    LOOP
+        IF v_day < v_today - retention_days THEN
+            EXECUTE format('DROP TABLE pgpulse.%I', v_name);
+            dropped := dropped + 1;
+        END IF;
+    END LOOP;
+    IF NOT history THEN
+        RETURN;
+    END IF;
+    FOR v_day IN SELECT d::date FROM generate_series(v_today - 1, v_today + 3, interval '1 day') d
+    LOOP
+        v_name := 'results_history_' || to_char(v_day, 'YYYYMMDD');
+        IF to_regclass('pgpulse.' || v_name) IS NULL THEN
+            EXECUTE format(
+                'CREATE TABLE pgpulse.%I PARTITION OF pgpulse.results_history FOR VALUES FROM (%L) TO (%L)',
+                v_name, v_day::timestamp AT TIME ZONE 'UTC', (v_day + 1)::timestamp AT TIME ZONE 'UTC');
+            created := created + 1;
+        END IF;
+    END LOOP;
+    covered_until := (v_today + 4)::timestamp AT TIME ZONE 'UTC';
+    v_day := v_today - 1;
+    WHILE v_day > v_today - retention_days
+          AND to_regclass('pgpulse.results_history_' || to_char(v_day - 1, 'YYYYMMDD')) IS NOT NULL LOOP
+        v_day := v_day - 1;
+    END LOOP;
+    covered_from := v_day::timestamp AT TIME ZONE 'UTC';
+END
+$$;
+
+-- For the product (security_invoker, through its own table: its row-level security decides
+-- which monitors a role sees here; grant SELECT on the results tables to the roles that
+-- read them, docs/results.md). The latest result per monitor and region:
+CREATE VIEW pgpulse.latest_results WITH (security_invoker = true) AS
+SELECT r.monitor_id, r.region, r.scheduled_for, r.checked_from, r.ok, r.status, r.latency_ms,
+       r.error, r.detail, r.attempts, r.run, r.started_at, r.finished_at, r.slot_regions
+  FROM public.monitors m
+  JOIN pgpulse.results_latest r ON r.monitor_id = m.id;
+COMMENT ON VIEW pgpulse.latest_results IS 'the latest check result per monitor and region';
+
+-- Each monitor's latest slot across its regions: how many of the regions the slot went to
+-- have reported, how many found it up.
+CREATE VIEW pgpulse.latest_slot_results WITH (security_invoker = true) AS
+SELECT s.monitor_id, s.scheduled_for,
+       greatest(coalesce(max(cardinality(s.slot_regions)), 1), count(*)) AS regions_expected,
+       count(*) AS regions_reported,
+       count(*) FILTER (WHERE s.ok) AS regions_ok,
+       bool_and(s.ok) AS all_ok,
+       array_agg(s.region ORDER BY s.region) AS regions,
+       array_agg(s.region ORDER BY s.region) FILTER (WHERE NOT s.ok) AS regions_failing,
+       max(s.finished_at) AS finished_at
+  FROM (SELECT r.*, max(r.scheduled_for) OVER (PARTITION BY r.monitor_id) AS newest
+          FROM pgpulse.latest_results r) s
+ WHERE s.scheduled_for = s.newest
+ GROUP BY s.monitor_id, s.scheduled_for;
+COMMENT ON VIEW pgpulse.latest_slot_results IS
+    'each monitor''s latest slot across the regions it went to';
+
+-- Every slot in the history across its regions (empty while history is off).
+CREATE VIEW pgpulse.slot_results WITH (security_invoker = true) AS
+SELECT h.monitor_id, h.scheduled_for,
+       greatest(coalesce(max(cardinality(h.slot_regions)), 1), count(*)) AS regions_expected,
+       count(*) AS regions_reported,
+       count(*) FILTER (WHERE h.ok) AS regions_ok,
+       bool_and(h.ok) AS all_ok,
+       array_agg(h.region ORDER BY h.region) AS regions,
+       array_agg(h.region ORDER BY h.region) FILTER (WHERE NOT h.ok) AS regions_failing,
+       max(h.finished_at) AS finished_at
+  FROM public.monitors m
+  JOIN pgpulse.results_history h ON h.monitor_id = m.id
+ GROUP BY h.monitor_id, h.scheduled_for;
+COMMENT ON VIEW pgpulse.slot_results IS 'every slot in the results history across its regions';
+
+REVOKE EXECUTE ON FUNCTION pgpulse.results_maintain() FROM PUBLIC;

@@ -2,6 +2,110 @@
 -- the latest change first. 0009_roles.sql and 0007_cron.sql, applied after this file, give
 -- the roles and the pg_cron jobs back their 0016 rights and commands.
 
+-- Check results and absent workers (issue 24), undone.
+DROP VIEW pgpulse.slot_results;
+DROP VIEW pgpulse.latest_slot_results;
+DROP VIEW pgpulse.latest_results;
+DROP FUNCTION pgpulse.results_maintain();
+DROP TABLE pgpulse.results_history;
+DROP TABLE pgpulse.results_latest;
+CREATE OR REPLACE FUNCTION pgpulse._routing(OUT route jsonb, OUT wheel text[])
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_default     text;
+    v_any_healthy boolean;
+BEGIN
+    SELECT min(code) FILTER (WHERE is_default AND enabled AND healthy),
+           coalesce(bool_or(enabled AND healthy), false)
+      INTO v_default, v_any_healthy
+      FROM pgpulse.regions;
+    SELECT jsonb_object_agg(p.code, coalesce(
+               CASE WHEN p.enabled AND p.healthy THEN p.code END,
+               CASE WHEN f.enabled AND f.healthy THEN f.code END,
+               v_default,
+               CASE WHEN p.enabled AND NOT v_any_healthy THEN p.code END))
+      INTO route
+      FROM pgpulse.regions p
+      LEFT JOIN pgpulse.regions f ON f.code = p.fallback_region;
+    SELECT array_agg(r.code ORDER BY r.code, g) INTO wheel
+      FROM (SELECT code, weight,
+                   dense_rank() OVER (ORDER BY (healthy AND NOT degraded) DESC, healthy DESC) AS tier
+              FROM pgpulse.regions WHERE enabled AND weight > 0) r,
+           generate_series(1, r.weight) g
+     WHERE r.tier = 1;
+END
+$$;
+
+ALTER TABLE pgpulse.regions DROP COLUMN workers_absent_since, DROP COLUMN workers_absent;
+
+-- Issue 25, undone: the adoption record's lines for what 0003 and 0.2.0 added (the steps
+-- below and 0003's downgrade remove those), the operator role's rights, the record of
+-- what pgpulse created, the alert evaluator's lease.
+DO $adopted$
+BEGIN
+    IF to_regclass('pgpulse.adoption') IS NOT NULL THEN
+        DELETE FROM pgpulse.adoption
+         WHERE (kind, name) IN (('column', 'check_interval_seconds'), ('column', 'check_regions'),
+                                ('trigger', 'pgpulse_follow_insert'), ('trigger', 'pgpulse_follow_update'),
+                                ('trigger', 'pgpulse_follow_update_schedule_now'),
+                                ('trigger', 'pgpulse_follow_delete'), ('trigger', 'pgpulse_follow_truncate'));
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'pgpulse_monitor') THEN
+        REVOKE ALL ON ALL TABLES IN SCHEMA pgpulse FROM pgpulse_monitor;
+        REVOKE ALL ON SCHEMA pgpulse FROM pgpulse_monitor;
+    END IF;
+END
+$adopted$;
+DROP TABLE pgpulse.created;
+DROP TABLE pgpulse.leases;
+
+-- Checks a tick's arguments and opens its run record; returns its deadline.
+CREATE OR REPLACE FUNCTION pgpulse._tick_begin(
+    p_trigger text, p_budget interval, p_lookahead interval, p_chunk integer,
+    OUT run_id bigint, OUT deadline timestamptz, OUT rr bigint)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_started timestamptz := clock_timestamp();
+BEGIN
+    -- a tick runs every minute and must end inside it
+    IF p_budget IS NULL OR p_budget <= interval '0' OR p_budget > interval '55 seconds' THEN
+        RAISE EXCEPTION 'pgpulse.tick: budget must be more than 0 and at most 55 seconds, not %',
+            coalesce(p_budget::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_lookahead IS NULL OR p_lookahead < interval '0' OR p_lookahead > interval '10 minutes' THEN
+        RAISE EXCEPTION 'pgpulse.tick: lookahead must be 0 to 10 minutes, not %',
+            coalesce(p_lookahead::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_chunk IS NULL OR p_chunk NOT BETWEEN 1 AND 100000 THEN
+        RAISE EXCEPTION 'pgpulse.tick: chunk must be 1 to 100000 monitors, not %',
+            coalesce(p_chunk::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    deadline := v_started + p_budget;
+    rr := floor(random() * 1000000)::bigint;
+    PERFORM pgpulse._tick_bound_lock_wait(deadline);
+    INSERT INTO pgpulse.tick_runs (trigger, started_at, budget_ms, lookahead_ms)
+    VALUES (p_trigger, v_started, round(extract(epoch FROM p_budget) * 1000),
+            round(extract(epoch FROM p_lookahead) * 1000))
+    RETURNING id INTO run_id;
+END
+$$;
+
+-- rows bulk writes logged are followed first: what the schedule holds goes back into the
+-- product's table below
+DO $follow$
+BEGIN
+    WHILE pgpulse.follow_apply(100000) > 0 LOOP
+    END LOOP;
+END
+$follow$;
+DROP FUNCTION pgpulse.follow_apply(integer), pgpulse.follow_pending(),
+    pgpulse._seen_at(public.monitors), pgpulse._seen_at(pgpulse.follow_log);
+DROP TABLE pgpulse.follow_log;
+
 -- The schedule in pgpulse's own table (issue 22), undone: pgpulse's state goes back into the
 -- product's monitors (the downgrade writes them), with the triggers, constraints, index
 -- and check_spec 0016 had. A row 0.2.0 parked for a value 0016 refused (an interval out of
@@ -82,15 +186,16 @@ DROP FUNCTION pgpulse.resync(boolean), pgpulse.drift(), pgpulse.following(),
     pgpulse._follow_delete(),
     pgpulse._follow_truncate(),
     pgpulse._follow_schedule_now(),
+    pgpulse._remember_moved(tid[]),
     pgpulse._region_renamed(),
     pgpulse.check_now(text),
-    pgpulse._schedule_now(),
-    pgpulse._schedule_insert(public.monitors[]),
+    pgpulse._schedule_now(tid[]),
+    pgpulse._schedule_insert(anyarray, boolean),
     pgpulse._schedule_problem_now(pgpulse.schedule),
     pgpulse._schedule_problem(bigint, text, text, integer, integer[], integer, integer, text, text[]),
     pgpulse._check_spec(text, text, integer, integer[], integer, integer),
     pgpulse._interval_s(integer, integer),
-    pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[]);
+    pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[], tid[]);
 
 -- Gives a new monitor without next_check_at its first slot on its phase grid. An interval
 -- out of range gets now() instead, so that the row's CHECK constraint names the problem

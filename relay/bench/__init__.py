@@ -43,7 +43,10 @@ def repeated(runs: int, bench: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def summary(record: dict[str, Any]) -> str:
-    """The human form of a record: its name and top-level figures on one line."""
+    """The human form of a record: its name and top-level figures on one line (a record of
+    README rows: the rows)."""
+    if "readme_rows" in record:
+        return f"rows for the README's benchmark table:\n{record['readme_rows']}"
     if record.get("bench") == "soak":
         from relay.bench.soak import render_table
 
@@ -75,6 +78,14 @@ def run_bench(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
             **bench_tick(args.monitors or 100_000, runs=args.runs, mix=getattr(args, "mix", False)),
             "machine": machine(),
         }
+    if what in ("follow", "all"):
+        from relay.bench.follow import bench_follow
+
+        yield {
+            "bench": "follow",
+            **bench_follow(args.monitors or 100_000, runs=args.runs),
+            "machine": machine(),
+        }
     if what in ("devserver", "all"):
         from relay.bench.devserver import bench_devserver
 
@@ -92,11 +103,10 @@ def run_bench(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
     if what in ("relay-lag", "all"):
         from relay.bench.relay import bench_relay_lag
 
+        seconds = args.seconds if args.seconds is not None else 30.0
         yield repeated(
             args.runs,
-            lambda: bench_relay_lag(
-                args.rate, args.seconds, interval_s=getattr(args, "interval", None)
-            ),
+            lambda: bench_relay_lag(args.rate, seconds, interval_s=getattr(args, "interval", None)),
         ) | {"machine": machine()}
     if what in ("compare", "all"):
         from relay.bench.compare import bench_compare
@@ -118,19 +128,30 @@ def run_bench(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         from relay.bench.first_check import bench_first_check
 
         yield bench_first_check(args.monitors or 100_000, runs=args.runs) | {"machine": machine()}
-    if what in ("worker-lag", "all"):
-        from relay.bench.worker import bench_worker_lag
+    if what in ("worker-lag", "worker", "all"):
+        from relay.bench.worker import (
+            bench_worker_idle,
+            bench_worker_lag,
+            bench_worker_throughput,
+            readme_rows,
+        )
 
-        yield repeated(args.runs, lambda: bench_worker_lag(args.rate_per_min, args.seconds)) | {
-            "machine": machine()
-        }
-    if what in ("worker", "all"):
-        from relay.bench.worker import bench_worker_idle, bench_worker_throughput
+        lag = None
+        if what != "worker":  # worker: the flat-out and idle figures only
+            seconds = args.seconds if args.seconds is not None else 60.0
+            lag = repeated(args.runs, lambda: bench_worker_lag(args.rate_per_min, seconds))
+            yield lag | {"machine": machine()}
+        flat = repeated(args.runs, lambda: bench_worker_throughput(args.checks))
+        yield flat | {"machine": machine()}
+        idle = bench_worker_idle(args.idle_seconds)
+        yield idle | {"machine": machine()}
+        if lag is not None:
+            yield {"bench": "worker-readme", "readme_rows": readme_rows(lag, flat, idle)}
+    if what in ("results", "all"):
+        from relay.bench.results import bench_results
 
-        yield repeated(args.runs, lambda: bench_worker_throughput(args.checks)) | {
-            "machine": machine()
-        }
-        yield bench_worker_idle(args.idle_seconds) | {"machine": machine()}
+        for record in bench_results(getattr(args, "results", 200_000), runs=args.runs):
+            yield record | {"machine": machine()}
     if what == "soak":  # minutes long: never part of "all"
         from relay.bench.soak import SoakFailed, bench_soak, failures
 

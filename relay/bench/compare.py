@@ -113,6 +113,7 @@ def bench_compare(
         with stack.connect() as conn:
             stack.create_regions(conn)
             conn.execute(SEED_MONITORS, {"monitors": monitors, "regions": list(stack.region_codes)})
+            conn.execute("SELECT pgpulse.follow_apply(1000000)")  # a bulk insert: followed now
             conn.execute("VACUUM ANALYZE public.monitors, pgpulse.schedule")
         if latency_ms:
             stack.devserver.set_faults({"latency_ms": latency_ms})

@@ -21,6 +21,7 @@ import redis
 from psycopg.rows import dict_row
 
 from relay.bench.relay import flush_queues, queued_jobs
+from relay.db import one
 from relay.local.stack import LocalStack
 
 CRITICALITIES = ("critical", "high", "normal", "low")
@@ -88,10 +89,10 @@ class _Components:
     def __init__(self, stack: LocalStack, relay_pid: int) -> None:
         self.pids = {
             "relay": relay_pid,
-            "devserver": stack.devserver.proc.pid,
-            "redis_server": stack.redis.proc.pid,
+            "devserver": _pid(stack.devserver.proc),
+            "redis_server": _pid(stack.redis.proc),
         }
-        self.postmaster = stack.pg.proc.pid
+        self.postmaster = _pid(stack.pg.proc)
 
     def sample(self) -> dict[str, float]:
         sample = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
@@ -226,7 +227,12 @@ def _last_tick(conn: psycopg.Connection) -> dict[str, Any]:
 
 
 def _one(conn: psycopg.Connection, sql: str, params: tuple = ()) -> dict[str, Any]:
-    return conn.cursor(row_factory=dict_row).execute(sql, params).fetchone()
+    return one(conn.cursor(row_factory=dict_row).execute(sql, params).fetchone())
+
+
+def _pid(proc: subprocess.Popen | None) -> int:
+    assert proc is not None, "the stack is started"
+    return proc.pid
 
 
 def bench_e2e(monitors: int = 100_000, runs: int = 3, timeout: float = 600) -> dict[str, Any]:
@@ -235,10 +241,11 @@ def bench_e2e(monitors: int = 100_000, runs: int = 3, timeout: float = 600) -> d
         raise ValueError("monitors and runs must be >= 1")
     results = []
     with LocalStack(pg_cron=False, pg_settings=SERVER_SETTINGS) as stack:
-        workdir = stack.pg.base
+        workdir = stack.pg.datadir.parent  # the cluster's own temporary directory
         with stack.connect() as conn:
             stack.create_regions(conn)
             conn.execute(_SEED_MONITORS, {"n": monitors, "regions": list(stack.region_codes)})
+            conn.execute("SELECT pgpulse.follow_apply(1000000)")  # a bulk insert: followed now
             for _ in range(runs):
                 results.append(_one_run(stack, conn, monitors, workdir, timeout))
     seconds = statistics.median(r["seconds"] for r in results)

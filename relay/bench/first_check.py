@@ -31,6 +31,7 @@ import psycopg
 from relay.bench import percentile
 from relay.bench.e2e import _start_relay, _stop_relay, _wait_relay_listening
 from relay.bench.relay import queued_jobs
+from relay.db import one
 from relay.local.stack import LocalStack
 
 RUN_SECONDS = 60  # one run: one pg_cron minute
@@ -156,6 +157,7 @@ class PushCapture:
 
     def _read(self) -> None:
         rest = b""
+        assert self._sock is not None  # opened before this thread starts
         while True:
             try:
                 data = self._sock.recv(1 << 20)
@@ -185,7 +187,8 @@ class PushCapture:
         pushes = []
         for value in values:
             fields = {
-                name: pattern.search(value).group(1).decode() for name, pattern in _FIELD.items()
+                name: pattern.search(value).group(1).decode()  # type: ignore[union-attr]  # job JSON
+                for name, pattern in _FIELD.items()
             }
             pushes.append(
                 Push(
@@ -244,7 +247,7 @@ def _do_event(
         while (monitor := rng.choice(steady)) in touched:
             pass
         sql, params = _REPHASE, {"id": monitor, "interval": rng.choice(EVENT_INTERVALS)}
-    monitor_id, first_slot, interval_s = conn.execute(sql, params).fetchone()
+    monitor_id, first_slot, interval_s = one(conn.execute(sql, params).fetchone())
     touched.add(monitor_id)
     return Event(kind, run, monitor_id, _micros(first_slot), interval_s)
 
@@ -321,13 +324,15 @@ def _share(late_ms: list[float], within_ms: float) -> float:
 
 
 def _cron_ticks(conn: psycopg.Connection, start_us: int, end_us: int) -> dict[str, Any]:
-    count, slowest, cut = conn.execute(
-        "SELECT count(*), max(extract(epoch FROM finished_at - started_at)),"
-        "       count(*) FILTER (WHERE cut_short)"
-        "  FROM pgpulse.tick_runs WHERE trigger = 'pg_cron'"
-        "   AND started_at >= to_timestamp(%s / 1e6) AND started_at < to_timestamp(%s / 1e6)",
-        (start_us, end_us),
-    ).fetchone()
+    count, slowest, cut = one(
+        conn.execute(
+            "SELECT count(*), max(extract(epoch FROM finished_at - started_at)),"
+            "       count(*) FILTER (WHERE cut_short)"
+            "  FROM pgpulse.tick_runs WHERE trigger = 'pg_cron'"
+            "   AND started_at >= to_timestamp(%s / 1e6) AND started_at < to_timestamp(%s / 1e6)",
+            (start_us, end_us),
+        ).fetchone()
+    )
     return {
         "cron_ticks": count,
         "cron_tick_seconds_max": round(float(slowest or 0), 3),
@@ -358,20 +363,24 @@ def bench_first_check(
                 {"n": EVENTS_PER_RUN // 3 * runs, "intervals": list(EVENT_INTERVALS)},
             ).fetchall()
         ]
+        conn.execute("SELECT pgpulse.follow_apply(1000000)")  # a bulk insert: followed now
         conn.execute("VACUUM ANALYZE public.monitors, pgpulse.schedule")
         with PushCapture(stack.redis.url) as capture:
-            relay = _start_relay(stack, stack.pg.base)
+            relay = _start_relay(stack, stack.pg.datadir.parent)
             try:
                 _wait_relay_listening(conn, relay)
                 conn.execute(_TICK)
                 start_us = _micros(
-                    conn.execute(
-                        "SELECT finished_at FROM pgpulse.tick_runs WHERE trigger = 'bench'"
-                        " ORDER BY id DESC LIMIT 1"
-                    ).fetchone()[0]
+                    one(
+                        conn.execute(
+                            "SELECT finished_at FROM pgpulse.tick_runs WHERE trigger = 'bench'"
+                            " ORDER BY id DESC LIMIT 1"
+                        ).fetchone()
+                    )[0]
                 )
                 end_us = start_us + runs * RUN_SECONDS * 1_000_000
-                events, touched = [], set()
+                events: list[Event] = []
+                touched: set[str] = set()
                 with stack.connect() as product:
                     for offset, kind, run in _event_plan(runs, rng):
                         pause = start_us / 1e6 + offset - time.time()
@@ -418,7 +427,7 @@ def _report(
 ) -> dict[str, Any]:
     first_late = _first_job_late_ms(pushes, events)
     run_us = RUN_SECONDS * 1_000_000
-    in_run = [[] for _ in range(runs)]
+    in_run: list[list[float]] = [[] for _ in range(runs)]
     for push in pushes:
         run = (push.slot_us - start_us) // run_us
         if 0 <= run < runs:

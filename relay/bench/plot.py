@@ -241,11 +241,11 @@ def draw_panel(
     for i, (_, ys) in enumerate(panel.series):
         color = SERIES_COLORS[i % len(SERIES_COLORS)]
         previous = None
-        for xv, yv in zip(x, ys):
-            if yv is None or not math.isfinite(yv):
+        for xv, value in zip(x, ys):
+            if value is None or not math.isfinite(value):
                 previous = None
                 continue
-            point = to_px(xv, yv)
+            point = to_px(xv, value)
             if previous is not None:
                 canvas.line(*previous, *point, color, width=2)
             else:

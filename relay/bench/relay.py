@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 from relay import logs
 from relay.bench import percentile
 from relay.config import RelaySettings
+from relay.db import one
 from relay.local.stack import LocalStack
 from relay.service import Relay
 
@@ -57,6 +58,7 @@ def _seed_interval_monitors(stack: LocalStack, rate: float, interval_s: int) -> 
             SEED_INTERVAL_MONITORS,
             {"interval": interval_s, "regions": list(stack.region_codes), "monitors": monitors},
         )
+        conn.execute("SELECT pgpulse.follow_apply(1000000)")  # a bulk insert: followed now
         conn.execute("VACUUM ANALYZE public.monitors, pgpulse.schedule")
     return monitors
 
@@ -66,16 +68,20 @@ def _tick_interval_monitors(stack: LocalStack, seconds: float) -> dict[str, Any]
     the relay runs, as in production); its record."""
     with stack.connect(row_factory=dict_row) as conn:
         wait_listening(conn)
-        run_id = conn.execute(
-            "CALL pgpulse.tick(NULL, 'bench', '55 seconds', make_interval(secs => %s))",
-            (8 + seconds,),
-        ).fetchone()["run_id"]
-        return conn.execute(
-            "SELECT jobs_written AS jobs, monitors_claimed, cut_short,"
-            "       extract(epoch FROM finished_at - started_at)::float8 AS seconds"
-            "  FROM pgpulse.tick_runs WHERE id = %s",
-            (run_id,),
-        ).fetchone()
+        run_id = one(
+            conn.execute(
+                "CALL pgpulse.tick(NULL, 'bench', '55 seconds', make_interval(secs => %s))",
+                (8 + seconds,),
+            ).fetchone()
+        )["run_id"]
+        return one(
+            conn.execute(
+                "SELECT jobs_written AS jobs, monitors_claimed, cut_short,"
+                "       extract(epoch FROM finished_at - started_at)::float8 AS seconds"
+                "  FROM pgpulse.tick_runs WHERE id = %s",
+                (run_id,),
+            ).fetchone()
+        )
 
 
 def wait_listening(conn, timeout: float = 30) -> None:
@@ -114,11 +120,13 @@ def flush_queues(stack: LocalStack) -> None:
 def _seed(stack: LocalStack, run: int, jobs: int, rate: float | None) -> float:
     """Seeds jobs; with a rate they fall due at that rate from two seconds from now."""
     with stack.connect(row_factory=dict_row) as conn:
-        start = conn.execute(
-            "SELECT now() + interval '2 seconds' AS start"
-            if rate
-            else "SELECT now() - interval '1 second' AS start"
-        ).fetchone()["start"]
+        start = one(
+            conn.execute(
+                "SELECT now() + interval '2 seconds' AS start"
+                if rate
+                else "SELECT now() - interval '1 second' AS start"
+            ).fetchone()
+        )["start"]
         conn.execute(
             SEED_JOBS,
             {

@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -50,6 +50,7 @@ from psycopg.rows import dict_row
 from relay.bench import percentile
 from relay.bench.e2e import SERVER_SETTINGS, _Components, _stop_relay, _wait_relay_listening
 from relay.bench.plot import Panel, chart
+from relay.db import one
 from relay.errors import PgPulseError
 from relay.local.stack import LocalStack
 from relay.queries import queries
@@ -297,7 +298,7 @@ class Consumer(threading.Thread):
         self.jobs += len(batch)
 
 
-def _slope(points: list[tuple[float, float]]) -> float | None:
+def _slope(points: Sequence[tuple[float, float]]) -> float | None:
     """Least-squares slope of y over x; None for fewer than MIN_POINTS points."""
     if len(points) < MIN_POINTS:
         return None
@@ -327,7 +328,7 @@ def windows(minutes: int, hold: tuple[int, int] | None) -> dict[str, list[int]]:
     }
 
 
-def _per_hour(points: list[tuple[float, float]]) -> float | None:
+def _per_hour(points: Sequence[tuple[float, float]]) -> float | None:
     slope = _slope(points)
     return None if slope is None else round(slope * 60, 3)
 
@@ -486,7 +487,7 @@ class _Sampler:
 
     def levels(self) -> dict[str, Any]:
         cur = self.conn.cursor(row_factory=dict_row)
-        sizes = cur.execute(_SIZES).fetchone()
+        sizes = one(cur.execute(_SIZES).fetchone())
         stats = {r["relname"]: r for r in cur.execute(_TABLE_STATS).fetchall()}
         horizon = cur.execute(queries()["vacuum_horizon"]).fetchone()
         mb = 1 / (1 << 20)
@@ -517,15 +518,18 @@ class _Sampler:
         jobs, lags = self.consumer.take_minute()
         now = self.levels()
         before = self.previous
+        assert before is not None, "levels() was read at the start"
         self.previous = now
-        ticks = (
+        ticks = one(
             self.conn.cursor(row_factory=dict_row)
             .execute(_TICKS, {"since": before["at"], "until": now["at"]})
             .fetchone()
         )
-        wal = self.conn.execute(
-            "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)", (now["lsn"], before["lsn"])
-        ).fetchone()[0]
+        wal = one(
+            self.conn.execute(
+                "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)", (now["lsn"], before["lsn"])
+            ).fetchone()
+        )[0]
         cpu = {name: now["cpu"][name] - before["cpu"][name] for name in now["cpu"]}
         system = sum(v for name, v in cpu.items() if name != "consumer")
         per_job = 1e6 / jobs if jobs else 0.0
@@ -582,6 +586,9 @@ def _seed(conn, classes: list[dict[str, Any]], regions: list[str]) -> None:
                 "last": c["last"],
             },
         )
+    # bulk writes are logged for the relay and the tick to follow: followed here, at once
+    while one(conn.execute("SELECT pgpulse.follow_apply(1000000)").fetchone())[0]:
+        pass
 
 
 def _load_exactness(conn, monitors: int, regions: int) -> Exactness:
@@ -674,11 +681,13 @@ def bench_soak(
             conn.execute("VACUUM ANALYZE public.monitors, pgpulse.schedule")
             # the first tick: a minute boundary far enough ahead for the rest of the setup
             margin_s = 15 + monitors / 10_000
-            first_tick = conn.execute(
-                "SELECT date_trunc('minute', now() + make_interval(secs => %s))"
-                " + interval '1 minute'",
-                (margin_s,),
-            ).fetchone()[0]
+            first_tick = one(
+                conn.execute(
+                    "SELECT date_trunc('minute', now() + make_interval(secs => %s))"
+                    " + interval '1 minute'",
+                    (margin_s,),
+                ).fetchone()
+            )[0]
             conn.execute(_RESET, {"first": first_tick + timedelta(seconds=2)})
             conn.execute("VACUUM ANALYZE pgpulse.schedule")
             exactness = _load_exactness(conn, monitors, len(regions))

@@ -16,6 +16,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from relay import migrate
+from relay.db import one
 from relay.local.embedded import EmbeddedPostgres
 from relay.tick import TickParams
 
@@ -108,6 +109,7 @@ def bench_tick(
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(_SEED_REGIONS)
             conn.execute(_SEED_MONITORS, {"n": monitors})
+            conn.execute("SELECT pgpulse.follow_apply(1000000)")  # a bulk insert: followed now
             if mix:
                 conn.execute(_SEED_MIX)
 
@@ -127,7 +129,7 @@ def bench_tick(
                         {"chunk": chunk},
                     )
                 )
-                run = (
+                run = one(
                     conn.cursor(row_factory=dict_row)
                     .execute(
                         "SELECT monitors_claimed, jobs_written, cut_short FROM pgpulse.tick_runs"
@@ -177,4 +179,5 @@ if __name__ == "__main__":
     import json
     import sys
 
-    print(json.dumps(bench_tick(*(int(a) for a in sys.argv[1:]))))
+    args = (int(a) for a in sys.argv[1:])  # monitors runs chunk mix(0/1)
+    print(json.dumps(bench_tick(*args)))  # type: ignore[arg-type]

@@ -2,17 +2,21 @@
 
 - `worker-lag`: execution lag (the target's arrival time − the job's scheduled_for, so
   never less than the worker's own start) at `rate` checks a minute over three regions,
-  one worker per region, targets answering in `target_ms`; the jobs are pushed into the
-  queues at their scheduled_for, as the relay publishes them. Floors: p99 ≤ 300 ms and
-  none early.
+  one worker per region, targets answering in `target_ms`; the jobs are published at their
+  scheduled_for through the dev server with the relay's push script, as the relay does.
+  Floors: p99 ≤ 300 ms and none early. Also each worker's checks/s and CPU per check at
+  that rate, and Upstash commands per check (the relay's pushes and the workers' calls).
 - `worker-throughput`: checks/s and CPU per check of one worker process, a new connection
   per check (floor 400/s), and Upstash commands per check at full batches (≤ 0.05),
   counted by the dev server.
 - `worker-idle`: commands an idle worker sends, per day (≤ 30,000 by default).
+
+`pgpulse bench worker-lag` runs the three and ends with their rows for the README's table.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import secrets
@@ -25,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import redis
 
 from relay.bench import percentile
@@ -32,7 +37,7 @@ from relay.config import env_suffix
 from relay.devserver import DevServer
 from relay.local.embedded import EmbeddedRedis
 from relay.local.targets import LocalTargets
-from relay.queue import queue_key
+from relay.queue import PUSH_SCRIPT, dedup_key, queue_key
 
 REGIONS = ("us-east-1", "eu-west-1", "ap-south-1")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
@@ -43,10 +48,18 @@ def _iso(unix_s: float) -> str:
 
 
 def _job(url: str, region: str, scheduled: float, interval_s: float = 60.0) -> str:
-    return json.dumps(
+    return _job_parts(url, region, scheduled, interval_s)[1]
+
+
+def _job_parts(
+    url: str, region: str, scheduled: float, interval_s: float = 60.0
+) -> tuple[str, str]:
+    """A job's id and its JSON, as the relay publishes it."""
+    job_id = str(uuid.uuid4())
+    return job_id, json.dumps(
         {
             "v": 1,
-            "job_id": str(uuid.uuid4()),
+            "job_id": job_id,
             "monitor_id": str(uuid.uuid4()),
             "url": f"{url}&s={scheduled:.6f}",
             "method": "GET",
@@ -138,49 +151,111 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class _RelayShapedPusher:
+    """Publishes jobs at their slot as the relay does: the relay's own push script through the
+    dev server, one call per region with the jobs fallen due since the last call, so its
+    commands are counted (and billed) like the relay's."""
+
+    def __init__(self, stack: _Stack) -> None:
+        self.stack = stack
+        self.http = httpx.Client(base_url=stack.devserver.url, timeout=10)
+        self.sha: dict[str, str] = {}
+        self.calls: collections.Counter[str] = collections.Counter()  # region -> push calls
+        for region in stack.regions:
+            self.sha[region] = self._send(region, [["SCRIPT", "LOAD", PUSH_SCRIPT]])
+        self.calls.clear()
+
+    def _send(self, region: str, commands: list[list[str]]) -> Any:
+        headers = {"Authorization": f"Bearer {self.stack.tokens[region]}"}
+        (reply,) = self.http.post("/pipeline", json=commands, headers=headers).json()
+        if "error" in reply:
+            raise RuntimeError(f"region {region}: {reply['error']}")
+        self.calls[region] += 1
+        return reply["result"]
+
+    def push(self, region: str, jobs: list[tuple[str, str, float]]) -> None:
+        """jobs: (job_id, job JSON, expires_at unix seconds)."""
+        keys = [
+            k for job_id, _, _ in jobs for k in (dedup_key(job_id), queue_key(region, "normal"))
+        ]
+        argv = [a for _, body, expires in jobs for a in (body, str(int(expires)))]
+        answers = self._send(
+            region, [["EVALSHA", self.sha[region], str(len(keys)), *keys, "60", *argv]]
+        )
+        if answers != [1] * len(jobs):
+            raise RuntimeError(f"region {region}: the push script answered {answers!r:.100}")
+
+    def close(self) -> None:
+        self.http.close()
+
+
 def bench_worker_lag(
     rate_per_min: float = 10_000, seconds: float = 60.0, target_ms: float = 50.0
 ) -> dict[str, Any]:
-    """Jobs falling due evenly at `rate_per_min` over three regions for `seconds`."""
+    """Jobs falling due evenly at `rate_per_min` over three regions for `seconds`, published
+    at their slot through the dev server with the relay's push script; one worker per
+    region. Lag is measured by the targets; commands are what the dev server counted."""
     with _Stack(REGIONS) as stack:
-        for region in REGIONS:
-            stack.start_worker(region, concurrency=200)
+        workers = {region: stack.start_worker(region, concurrency=200) for region in REGIONS}
         stack.wait_started()
-        dbs = {r: stack.db(r) for r in REGIONS}
+        pusher = _RelayShapedPusher(stack)
         url = stack.targets.url(f"/ok?ms={target_ms:g}")
         interval = 60.0 / rate_per_min
         total = int(rate_per_min * seconds / 60)
         start = time.time() + 1.0
+        stack.devserver.reset_stats()
+        cpu0 = {r: _cpu_s(p.pid) for r, p in workers.items()}
         pushed = 0
-        while pushed < total:
-            now = time.time()
-            due = min(total, int((now - start) / interval) + 1) if now >= start else 0
-            pipes = {r: dbs[r].pipeline(transaction=False) for r in REGIONS}
-            for i in range(pushed, due):
-                region = REGIONS[i % len(REGIONS)]
-                # published at its slot (a few ms late at most), as the relay does
-                pipes[region].lpush(
-                    queue_key(region, "normal"), _job(url, region, start + i * interval)
-                )
-            for pipe in pipes.values():
-                pipe.execute()
-            pushed = due
-            time.sleep(0.005)
-        deadline = time.monotonic() + 30
-        while len(stack.targets.lags) < total and time.monotonic() < deadline:
-            time.sleep(0.05)
+        try:
+            while pushed < total:
+                now = time.time()
+                due = min(total, int((now - start) / interval) + 1) if now >= start else 0
+                batches: dict[str, list[tuple[str, str, float]]] = {r: [] for r in REGIONS}
+                for i in range(pushed, due):
+                    region = REGIONS[i % len(REGIONS)]
+                    scheduled = start + i * interval
+                    job_id, body = _job_parts(url, region, scheduled)
+                    batches[region].append((job_id, body, scheduled + 60.0))
+                for region, jobs in batches.items():
+                    if jobs:
+                        pusher.push(region, jobs)
+                pushed = due
+                time.sleep(0.005)
+            finished = time.time()
+            deadline = time.monotonic() + 30
+            while len(stack.targets.lags) < total and time.monotonic() < deadline:
+                time.sleep(0.05)
+            # every check acknowledged before the commands are read
+            while (
+                any(stack.db(r).zcard(f"pgpulse:inflight:{r}") for r in REGIONS)
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.05)
+            cpu = sum(_cpu_s(p.pid) - cpu0[r] for r, p in workers.items())
+            commands = sum(stack.commands(r) for r in REGIONS)
+            relay_commands = sum(pusher.calls.values())
+        finally:
+            pusher.close()
         lags = list(stack.targets.lags)
+    checks = len(lags)
     return {
         "bench": "worker-lag",
         "rate_per_min": rate_per_min,
         "seconds": seconds,
         "target_ms": target_ms,
-        "checks": len(lags),
-        "missing": total - len(lags),
+        "checks": checks,
+        "missing": total - checks,
         "lag_p50_ms": round(percentile(lags, 0.5) * 1000, 1),
         "lag_p99_ms": round(percentile(lags, 0.99) * 1000, 1),
         "lag_max_ms": round(max(lags, default=0) * 1000, 1),
         "started_early": sum(1 for lag in lags if lag < 0),
+        # each worker's share at this rate (the flat-out figure is bench worker-throughput's)
+        "checks_per_s_per_worker": round(checks / max(finished - start, 1e-9) / len(REGIONS), 1),
+        "worker_cpu_ms_per_check": round(cpu * 1000 / max(checks, 1), 3),
+        # what Upstash would bill for this run: the relay's pushes and the workers' calls
+        "commands_per_check": round(commands / max(checks, 1), 4),
+        "relay_commands_per_check": round(relay_commands / max(checks, 1), 4),
+        "worker_commands_per_check": round((commands - relay_commands) / max(checks, 1), 4),
     }
 
 
@@ -242,3 +317,40 @@ def bench_worker_idle(
         "commands": commands,
         "commands_per_day": round(commands * 86400 / seconds),
     }
+
+
+def readme_rows(lag: dict[str, Any], flat: dict[str, Any], idle: dict[str, Any]) -> str:
+    """The three records as rows of the README's benchmark table."""
+    command = (
+        f"`pgpulse bench worker-lag --rate-per-min {lag['rate_per_min']:g} "
+        f"--seconds {lag['seconds']:g} --checks {flat['checks']} "
+        f"--idle-seconds {idle['seconds']:g} --json`"
+    )
+    early = lag["started_early"]
+    missing = lag["missing"]
+    return "\n".join(
+        [
+            f"| worker execution lag (the target's arrival − `scheduled_for`): "
+            f"{lag['rate_per_min']:,.0f} checks a minute over three regions for "
+            f"{lag['seconds']:g} s, one worker per region, targets answering in "
+            f"{lag['target_ms']:g} ms, published at their slot with the relay's push script "
+            f"| p99 ≤ 300 ms, none early "
+            f"| **p50 {lag['lag_p50_ms']:g} ms, p99 {lag['lag_p99_ms']:g} ms**, max "
+            f"{lag['lag_max_ms']:g} ms, {'none' if not early else early} early"
+            f"{f', {missing} missing' if missing else ''} of {lag['checks']:,}; each worker "
+            f"{lag['checks_per_s_per_worker']:g} checks/s at "
+            f"{lag['worker_cpu_ms_per_check']:g} ms CPU per check; "
+            f"{lag['commands_per_check']:g} Upstash commands per check at this rate "
+            f"(relay {lag['relay_commands_per_check']:g}, workers "
+            f"{lag['worker_commands_per_check']:g}) | {command} |",
+            f"| one worker flat out: {flat['checks']:,} checks waiting, a new connection per "
+            f"check, targets answering in {flat['target_ms']:g} ms, concurrency "
+            f"{flat['concurrency']} | ≥ 400 checks/s; ≤ 0.05 commands per check at full "
+            f"batches | **{flat['checks_per_s']:g} checks/s**, {flat['cpu_ms_per_check']:g} ms "
+            f"CPU per check; **{flat['commands_per_check']:g} commands per check** "
+            f"({flat['commands']:,} for {flat['checks']:,}) | the same |",
+            f"| an idle worker's Upstash commands (`PGPULSE_WORKER_IDLE_MAX_S` "
+            f"{idle['idle_max_s']:g}) | ≤ 30,000 a day | **{idle['commands_per_day']:,} a "
+            f"day** ({idle['commands']} in {idle['seconds']:g} s) | the same |",
+        ]
+    )

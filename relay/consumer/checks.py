@@ -179,7 +179,7 @@ class _Body(httpx.AsyncByteStream):
         self.response, self.connection = response, connection
 
     async def __aiter__(self):
-        async for part in self.response.stream:  # type: ignore[union-attr]
+        async for part in self.response.stream:
             yield part
 
     async def aclose(self) -> None:
@@ -215,7 +215,7 @@ class PinnedTransport(httpx.AsyncBaseTransport):
                 scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
             ),
             headers=request.headers.raw,
-            content=request.stream,  # type: ignore[arg-type]
+            content=request.stream,
             extensions={k: v for k, v in request.extensions.items() if k != ADDRESS},
         )
         try:
@@ -236,7 +236,7 @@ async def system_resolver(host: str, port: int) -> list[str]:
     infos = await asyncio.get_running_loop().getaddrinfo(
         host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
     )
-    return list(dict.fromkeys(info[4][0] for info in infos))
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def _error_class(exc: BaseException) -> str:

@@ -4,7 +4,10 @@ region's calls to them over the Upstash REST client the relay uses."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
@@ -13,14 +16,28 @@ from relay.errors import MalformedReply, PublishError
 from relay.queue import CRITICALITIES, queue_key
 from relay.upstash import UpstashClient
 
-DONE_PREFIX = "pgpulse:done:"
 # a done marker outlives the job's expires_at by this (a copy pushed late is still skipped)
 DONE_MARGIN_MS = 60_000
 # heartbeats younger than this count as a live worker (a worker claims at least every
 # HEARTBEAT_S, idle or busy)
 ALIVE_S = 30.0
 HEARTBEAT_S = 10.0
+# most results a region's results list holds (PGPULSE_WORKER_RESULTS_CAP): past it the
+# oldest are trimmed and counted, so a stopped relay never fills the region's database
+RESULTS_CAP = 100_000
 WORKER_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,100}$")
+# what the request being sent is (claim, heartbeat, ack, script_load): the client's
+# on_attempt callback reads it to count commands by kind
+COMMAND_KIND: ContextVar[str] = ContextVar("pgpulse_command_kind", default="other")
+
+
+@contextlib.contextmanager
+def command_kind(kind: str) -> Iterator[None]:
+    token = COMMAND_KIND.set(kind)
+    try:
+        yield
+    finally:
+        COMMAND_KIND.reset(token)
 
 
 def script_text(name: str) -> str:
@@ -36,8 +53,25 @@ def workers_key(region: str) -> str:
     return f"pgpulse:workers:{region}"
 
 
+def done_key(region: str) -> str:
+    """The region's done markers: a sorted set, job_id -> until when it is skipped (ms)."""
+    return f"pgpulse:done:{region}"
+
+
+def taken_key(region: str) -> str:
+    return f"pgpulse:taken:{region}"
+
+
+def results_key(region: str) -> str:
+    return f"pgpulse:results:{region}"
+
+
+def results_dropped_key(region: str) -> str:
+    return f"pgpulse:results:{region}:dropped"
+
+
 def claim_keys(region: str) -> list[str]:
-    """The claim script's KEYS, in its order."""
+    """The claim script's KEYS, in its order: every key it touches."""
     inflight = inflight_key(region)
     return [
         *(queue_key(region, c) for c in CRITICALITIES),
@@ -46,12 +80,21 @@ def claim_keys(region: str) -> list[str]:
         f"{inflight}:runs",
         workers_key(region),
         f"pgpulse:claimround:{region}",
+        done_key(region),
+        taken_key(region),
     ]
 
 
 def ack_keys(region: str) -> list[str]:
     inflight = inflight_key(region)
-    return [inflight, f"{inflight}:jobs", f"{inflight}:runs"]
+    return [
+        inflight,
+        f"{inflight}:jobs",
+        f"{inflight}:runs",
+        done_key(region),
+        results_key(region),
+        results_dropped_key(region),
+    ]
 
 
 @dataclass(frozen=True)
@@ -86,6 +129,31 @@ def _claimed(flat: Any) -> list[Claimed]:
     ]
 
 
+class Scripts:
+    """relay/scripts/<name>.lua run on one region's Redis: EVALSHA, loading the script first
+    (and again after a NOSCRIPT answer: Redis lost its scripts in a restart)."""
+
+    def __init__(self, client: UpstashClient, region: str) -> None:
+        self.client = client
+        self.region = region
+        self._shas: dict[str, str] = {}
+
+    async def call(self, script: str, keys: list[str], argv: list[Any]) -> Any:
+        for _ in range(2):
+            sha = self._shas.get(script)
+            if sha is None:
+                sha = self._shas[script] = await self.client.command(
+                    "SCRIPT", "LOAD", script_text(script)
+                )
+            try:
+                return await self.client.command("EVALSHA", sha, len(keys), *keys, *argv)
+            except PublishError as exc:
+                if "NOSCRIPT" not in str(exc):
+                    raise
+                self._shas.pop(script, None)
+        raise PublishError(f"region {self.region}: the {script} script cannot be loaded")
+
+
 class ConsumerQueue:
     """One region's v2 calls for one worker: claim, ack, live workers. Each call is one
     command (EVALSHA; a NOSCRIPT answer loads the script and calls once more)."""
@@ -98,6 +166,7 @@ class ConsumerQueue:
         *,
         lease_margin_ms: int = 10_000,
         max_runs: int = 3,
+        results_cap: int = RESULTS_CAP,
     ) -> None:
         if not WORKER_ID.match(worker_id):
             raise ValueError("a worker id is 1-100 characters of A-Z a-z 0-9 . _ : @ -")
@@ -106,19 +175,22 @@ class ConsumerQueue:
         self.worker_id = worker_id
         self.lease_margin_ms = lease_margin_ms
         self.max_runs = max_runs
+        self.results_cap = results_cap
         self._shas: dict[str, str] = {}
         self._claim_keys = claim_keys(region)
         self._ack_keys = ack_keys(region)
 
-    async def _call(self, script: str, keys: list[str], argv: list[Any]) -> Any:
+    async def _call(self, script: str, keys: list[str], argv: list[Any], kind: str) -> Any:
         for _ in range(2):
             sha = self._shas.get(script)
             if sha is None:
-                sha = self._shas[script] = await self.client.command(
-                    "SCRIPT", "LOAD", script_text(script)
-                )
+                with command_kind("script_load"):
+                    sha = self._shas[script] = await self.client.command(
+                        "SCRIPT", "LOAD", script_text(script)
+                    )
             try:
-                return await self.client.command("EVALSHA", sha, len(keys), *keys, *argv)
+                with command_kind(kind):
+                    return await self.client.command("EVALSHA", sha, len(keys), *keys, *argv)
             except PublishError as exc:
                 if "NOSCRIPT" not in str(exc):
                     raise
@@ -130,7 +202,8 @@ class ConsumerQueue:
         reply = await self._call(
             "claim",
             self._claim_keys,
-            [self.worker_id, n, self.lease_margin_ms, self.max_runs, DONE_PREFIX],
+            [self.worker_id, n, self.lease_margin_ms, self.max_runs],
+            "claim" if n else "heartbeat",
         )
         if not isinstance(reply, list) or len(reply) != 6:
             raise MalformedReply(f"region {self.region}: the claim script answered {reply!r:.80}")
@@ -145,15 +218,15 @@ class ConsumerQueue:
         )
 
     async def ack(self, acks: list[tuple[str, str]]) -> list[int]:
-        """Acknowledges (job_id, result) pairs; result is JSON text or "" (kept by none yet).
-        Answers per job: 1 done, 2 done though another worker held the lease, 0 not in
-        flight any more."""
+        """Acknowledges (job_id, result) pairs; result is JSON text or "" (none), kept on the
+        region's results list for the relay. Answers per job: 1 done, 2 done though another
+        worker held the lease, 0 not in flight any more (its result is not kept)."""
         if not acks:
             return []
-        argv: list[Any] = [self.worker_id, DONE_PREFIX, DONE_MARGIN_MS]
+        argv: list[Any] = [self.worker_id, DONE_MARGIN_MS, self.results_cap]
         for job_id, result in acks:
             argv += [job_id, result]
-        reply = await self._call("ack", self._ack_keys, argv)
+        reply = await self._call("ack", self._ack_keys, argv, "ack")
         if not isinstance(reply, list) or len(reply) != len(acks):
             raise MalformedReply(f"region {self.region}: the ack script answered {reply!r:.80}")
         return [int(a) for a in reply]

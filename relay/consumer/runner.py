@@ -19,6 +19,7 @@ from typing import Any
 from relay import logs
 from relay.backoff import Backoff, sleep_unless_stopped
 from relay.config import Endpoint, RelaySettings, WorkerSettings
+from relay.consumer import metrics
 from relay.consumer.checks import (
     REFUSED_TARGET,
     Checker,
@@ -27,7 +28,7 @@ from relay.consumer.checks import (
     MalformedJob,
     Resolver,
 )
-from relay.consumer.protocol import HEARTBEAT_S, Claim, Claimed, ConsumerQueue
+from relay.consumer.protocol import COMMAND_KIND, HEARTBEAT_S, Claim, Claimed, ConsumerQueue
 from relay.errors import PgPulseError
 from relay.supervisor import Supervisor
 from relay.upstash import UpstashClient
@@ -73,6 +74,7 @@ class RegionalWorker:
         relay_settings: RelaySettings | None = None,
         stop: asyncio.Event | None = None,
         on_result: Any = None,
+        metrics_at: str | None = None,
     ) -> None:
         self.settings = settings or WorkerSettings.from_env()
         relay = relay_settings or RelaySettings.from_env()
@@ -82,6 +84,8 @@ class RegionalWorker:
         self.counts = WorkerCounts()
         self.supervisor = Supervisor(stop)
         self.on_result = on_result  # called with each CheckResult (benchmarks, the demo)
+        self.metrics_at = metrics_at  # HOST:PORT of /metrics, or None
+        metrics.init_region(self.region, self.concurrency)
         self.client = UpstashClient(
             endpoint,
             timeout=relay.publish_timeout_s,
@@ -95,6 +99,7 @@ class RegionalWorker:
             self.worker_id,
             lease_margin_ms=int(self.settings.worker_lease_margin_s * 1000),
             max_runs=self.settings.worker_max_runs,
+            results_cap=self.settings.worker_results_cap,
         )
         checker_options: dict[str, Any] = {
             "allow_private": self.settings.allow_private_targets,
@@ -116,8 +121,25 @@ class RegionalWorker:
 
     def _sent(self, ok: bool) -> None:
         self.counts.commands += 1
+        kind = COMMAND_KIND.get()
+        metrics.commands.labels(self.region, kind).inc()
+        if not ok:
+            metrics.command_errors.labels(self.region, kind).inc()
 
     async def run(self, *, signals: bool = False) -> WorkerCounts:
+        # bound first: a taken port ends the worker before it claims anything
+        try:
+            sock = metrics.listen(self.metrics_at) if self.metrics_at else None
+        except PgPulseError:
+            await self.checker.aclose()
+            await self.client.aclose()
+            raise
+        served = asyncio.Event()  # /metrics answers until the last check is acknowledged
+        serving = (
+            asyncio.create_task(metrics.serve_metrics(sock, served), name="worker:metrics")
+            if sock is not None
+            else None
+        )
         logs.event(
             "worker_started",
             region=self.region,
@@ -134,6 +156,9 @@ class RegionalWorker:
         finally:
             await self.checker.aclose()
             await self.client.aclose()
+            served.set()
+            if serving is not None:
+                await serving
         logs.event(
             "worker_stopped",
             region=self.region,
@@ -212,6 +237,16 @@ class RegionalWorker:
         c.expired += claim.expired
         c.malformed += claim.malformed
         c.duplicates += claim.duplicates
+        region = self.region
+        metrics.last_claim.labels(region).set(time.time())
+        for reason, n in (
+            ("expired", claim.expired),
+            ("malformed", claim.malformed),
+            ("duplicate", claim.duplicates),
+            ("failed_to_run", len(claim.failed)),
+        ):
+            if n:
+                metrics.dropped.labels(region, reason).inc(n)
         if claim.expired or claim.malformed or claim.duplicates:
             logs.event(
                 "jobs_dropped",
@@ -226,9 +261,10 @@ class RegionalWorker:
         now = claim.now_ms / 1000
         for claimed in claim.jobs:
             try:
-                job = CheckJob.parse(claimed.body)
+                check = CheckJob.parse(claimed.body)
             except MalformedJob as exc:
                 c.malformed += 1
+                metrics.dropped.labels(region, "malformed").inc()
                 logs.warning(
                     "job_malformed", region=self.region, job_id=claimed.job_id, error=str(exc)
                 )
@@ -236,14 +272,19 @@ class RegionalWorker:
                 continue
             if claimed.run > 1:
                 c.reclaimed += 1
-            if now < job.scheduled_for:  # published early by someone: wait for the slot
+                metrics.reclaimed.labels(region).inc()
+            if now < check.scheduled_for:  # published early by someone: wait for the slot
                 c.early += 1
-            task = asyncio.create_task(self._run_check(job, claimed), name=f"check:{job.job_id}")
+            task = asyncio.create_task(
+                self._run_check(check, claimed), name=f"check:{check.job_id}"
+            )
             self.running.add(task)
             task.add_done_callback(self._done)
+        metrics.in_flight.labels(region).set(len(self.running))
 
     def _done(self, task: asyncio.Task) -> None:
         self.running.discard(task)
+        metrics.in_flight.labels(self.region).set(len(self.running))
         self.slot_free.set()
 
     async def _run_check(self, job: CheckJob, claimed: Claimed) -> None:
@@ -253,6 +294,7 @@ class RegionalWorker:
         try:
             result = await self.checker.check(job, claimed.run)
         except Exception as exc:  # a bug must not lose the job's ack or stop the worker
+            metrics.checks.labels(self.region, metrics.CRASHED).inc()
             logs.error(
                 "check_crashed",
                 region=self.region,
@@ -266,6 +308,11 @@ class RegionalWorker:
             c.ok += 1
         else:
             c.errors[result.error] += 1
+        region = self.region
+        metrics.checks.labels(region, metrics.outcome_of(result.error)).inc()
+        metrics.execution_lag.labels(region).observe(result.started_at - result.scheduled_for)
+        if result.latency_ms is not None:
+            metrics.check_latency.labels(region).observe(result.latency_ms / 1000)
         if result.error == REFUSED_TARGET:  # a job pushed around the database's rule
             logs.warning(
                 "check_refused_target",

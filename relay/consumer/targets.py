@@ -201,6 +201,7 @@ def url_problem(url: str, allow_private: bool = False) -> Refusal | None:
             return Refusal("malformed", "an IPv6 address without its closing bracket")
     else:
         hp = re.fullmatch(r"([^:]*)(:(.*))?", authority)
+    assert hp is not None  # every string matches: the port part is optional
     host, port = hp[1], hp[3]
     shown = f"[{host}]" if bracketed else host
     if hp[2] is not None:

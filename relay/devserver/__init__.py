@@ -32,6 +32,9 @@ Protocol (as Upstash's REST API documents it)
   may not SELECT, FLUSHALL, SCRIPT FLUSH, ... (`relay.devserver.tenants`), so scripts
   (`EVAL` with `redis.call('SELECT', ...)`) stay in their database too. The
   `--redis-url` login must be allowed `ACL SETUSER` (Redis 6+).
+- `--redis-compat 6.2` refuses the commands Redis added after 6.2, in scripts too;
+  `--strict-script-keys` fails a script that touches a key not passed in its KEYS
+  (`relay.devserver.scripts`), as Upstash asks of scripts.
 - Tokens and the admin token are best given by environment ($PGPULSE_DEVSERVER_TOKENS,
   whitespace-separated TOKEN[=DB]; $PGPULSE_DEVSERVER_ADMIN_TOKEN): a command line is
   visible to every user in `ps`.
@@ -56,6 +59,7 @@ Modules
 - `protocol`: requests to RESP commands (checks and refusals), replies to JSON/base64.
 - `redis`: the redis-server address, pipelined connections, a pool per database.
 - `tenants`: the per-database ACL users.
+- `scripts`: `--strict-script-keys`, the guard every script runs under.
 - `faults`, `stats`: fault rules and their dice; the request counters.
 - `app`: the ASGI application (`DevServerApp`): HTTP, auth, faults, the admin API.
 - `options`: the command line both `pgpulse devserver` and `python -m relay.devserver` parse.

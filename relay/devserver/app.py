@@ -26,6 +26,7 @@ from relay.devserver.protocol import (
     transaction_result,
 )
 from relay.devserver.redis import RedisPool, RedisTarget
+from relay.devserver.scripts import ScriptKeyGuard
 from relay.devserver.stats import Stats
 from relay.devserver.tenants import Tenants
 from relay.errors import ConfigError
@@ -68,6 +69,7 @@ class DevServerApp:
         admin_token: str | None = None,
         faults: dict | None = None,
         redis_compat: str | None = None,
+        strict_script_keys: bool = False,
     ) -> None:
         self.redis = redis
         self.tokens = dict(tokens)
@@ -82,6 +84,7 @@ class DevServerApp:
         self.stats = Stats()
         self.pools: dict[int, RedisPool] = {}
         self.tenants = Tenants(redis, redis_compat)
+        self.scripts = ScriptKeyGuard() if strict_script_keys else None
         self.startup_error: str | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping: asyncio.Event | None = None
@@ -237,7 +240,7 @@ class DevServerApp:
                     token = value.decode("utf-8", "replace")
                     break
         db = self._db_of(token) if token is not None else None
-        if db is None:
+        if db is None or token is None:
             raise _Reply(401, _UNAUTHORIZED)
         stats = self.stats
         stats.db_requests[db] += 1
@@ -298,8 +301,9 @@ class DevServerApp:
     ) -> tuple[int, bytes]:
         self.stats.kinds[kind] += 1
         data = parse_json_body(kind, body)
+        scripts = self.scripts
         if kind == "command":
-            out, plan, runs, _ = compile_commands([data], kind, refuse_whole=True)
+            out, plan, runs, _ = compile_commands([data], kind, refuse_whole=True, scripts=scripts)
         elif kind == "pipeline":
             skip = None
             inline_error = ""
@@ -307,15 +311,22 @@ class DevServerApp:
                 skip = rule.draw_inline_errors(self.faults.rng, data)
                 inline_error = rule.inline_error
             out, plan, runs, injected = compile_commands(
-                data, kind, refuse_whole=False, skip=skip, inline_error=inline_error
+                data,
+                kind,
+                refuse_whole=False,
+                skip=skip,
+                inline_error=inline_error,
+                scripts=scripts,
             )
             self.stats.faults["inline_error"] += injected
         else:
-            out, plan, runs, _ = compile_commands(data, kind, refuse_whole=True)
-            return await self._transaction(out, runs, db, b64)
+            out, plan, runs, _ = compile_commands(data, kind, refuse_whole=True, scripts=scripts)
+            return await self._transaction(data, out, runs, db, b64)
         pool = self.pools[db]
         replies = await pool.call("".join(out).encode("utf-8"), runs, not b64) if runs else []
         self.stats.count_commands(db, runs)
+        if scripts is not None:
+            self._client_shas([data] if kind == "command" else data, plan, replies)
         if kind == "command":
             reply = rule.shift_time(data, replies[0]) if rule is not None else replies[0]
             return single_result(reply, b64)
@@ -325,10 +336,22 @@ class DevServerApp:
             return 200, mangled
         return 200, payload
 
+    def _client_shas(self, cmds: list, plan: list | None, replies: list) -> None:
+        """SCRIPT LOAD answers the SHA1 of the client's script, not the guarded one's."""
+        ran = 0
+        for index, cmd in enumerate(cmds):
+            if plan is not None and plan[index] is not None:
+                continue  # refused: it has no reply
+            if ScriptKeyGuard.is_load(cmd) and ran < len(replies):
+                replies[ran] = self.scripts.client_sha(replies[ran])  # type: ignore[union-attr]
+            ran += 1
+
     async def _transaction(
-        self, out: list[str], runs: int, db: int, b64: bool
+        self, data: list, out: list[str], runs: int, db: int, b64: bool
     ) -> tuple[int, bytes]:
         replies = await self.pools[db].call(multi_exec(out), runs + 2, not b64)
+        if self.scripts is not None and isinstance(replies[-1], list):
+            self._client_shas(data, None, replies[-1])
         status, payload = transaction_result(replies, b64)
         if status == 200:
             self.stats.count_commands(db, runs)
@@ -339,9 +362,11 @@ class DevServerApp:
     ) -> tuple[int, bytes]:
         self.stats.kinds["command"] += 1
         raw = scope.get("raw_path") or scope["path"].encode("utf-8")
-        args = path_command(raw, body if method in _BODY_METHODS else b"", query)
+        args = path_command(raw, body if method in _BODY_METHODS else b"", query, self.scripts)
         replies = await self.pools[db].call(encode_command(args), 1, not b64)
         self.stats.count_commands(db, 1)
+        if self.scripts is not None:
+            self._client_shas([args], None, replies)
         return single_result(replies[0], b64)
 
     # faults

@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from relay.devserver.options import ADMIN_TOKEN_ENV, REDIS_URL_ENV, TOKENS_ENV
 from relay.errors import DevServerError
@@ -33,15 +33,19 @@ class DevServer(ManagedService):
         port: int | None = None,
         host: str = "127.0.0.1",
         redis_compat: str | None = None,
+        strict_script_keys: bool = False,
     ) -> None:
         self.redis_url = redis_url
         self.tokens = dict(tokens)
         # no fixed default: a fresh random admin token unless one is given (None: admin off)
         self.admin_token: str | None = (
-            secrets.token_urlsafe(24) if admin_token is NEW_ADMIN_TOKEN else admin_token
-        )  # type: ignore[assignment]
+            secrets.token_urlsafe(24)
+            if admin_token is NEW_ADMIN_TOKEN
+            else cast("str | None", admin_token)
+        )
         self.host = host
         self.redis_compat = redis_compat  # e.g. "6.2": newer commands refused
+        self.strict_script_keys = strict_script_keys  # scripts touch only the keys in KEYS
         self.port = port
         self.proc: subprocess.Popen | None = None
         self._log: Any = None
@@ -68,6 +72,8 @@ class DevServer(ManagedService):
         ]
         if self.redis_compat:
             args += ["--redis-compat", self.redis_compat]
+        if self.strict_script_keys:
+            args.append("--strict-script-keys")
         # secrets go by environment: a command line is readable by every user (ps)
         env = {k: v for k, v in os.environ.items() if k not in (TOKENS_ENV, ADMIN_TOKEN_ENV)}
         env[REDIS_URL_ENV] = self.redis_url

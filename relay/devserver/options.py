@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from relay.config import DEVSERVER_ADMIN_TOKEN, DEVSERVER_TOKENS, REDIS_URL
@@ -57,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="refuse the commands Redis added after this version, in scripts too "
         "(Upstash documents Redis 6.2 compatibility); default: whatever redis-server has",
     )
+    parser.add_argument(
+        "--strict-script-keys",
+        action="store_true",
+        help="fail a script that touches a key not passed in its KEYS (Upstash asks for every "
+        "key in KEYS and refuses others under allow-key-locking; Redis Cluster refuses them)",
+    )
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
@@ -68,7 +75,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 
 def serve_arguments(
-    options: argparse.Namespace, env: dict[str, str] | None = None
+    options: argparse.Namespace, env: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
     """The keyword arguments of `serve` from parsed options and the environment."""
     env = os.environ if env is None else env
@@ -81,6 +88,7 @@ def serve_arguments(
         "tokens": parse_token_args(token_args(options.token, env)),
         "admin_token": options.admin_token or env.get(ADMIN_TOKEN_ENV) or None,
         "redis_compat": getattr(options, "redis_compat", None),
+        "strict_script_keys": getattr(options, "strict_script_keys", False),
     }
 
 
@@ -119,7 +127,7 @@ def parse_token_args(values: list[str]) -> dict[str, int]:
     return tokens
 
 
-def token_args(flags: list[str], env: dict[str, str] | None = None) -> list[str]:
+def token_args(flags: list[str], env: Mapping[str, str] | None = None) -> list[str]:
     """`--token` values plus the whitespace-separated TOKEN[=DB] entries of
     $PGPULSE_DEVSERVER_TOKENS: the environment keeps tokens out of `ps` (argv is public)."""
     env = os.environ if env is None else env

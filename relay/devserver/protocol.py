@@ -204,8 +204,11 @@ def query_pairs(query: bytes) -> list[tuple[bytes, bytes]]:
     return pairs
 
 
-def path_command(raw_path: bytes, body: bytes, query: list[tuple[bytes, bytes]]) -> list[bytes]:
-    """The checked command of a path-form request: segments, then body, then query."""
+def path_command(
+    raw_path: bytes, body: bytes, query: list[tuple[bytes, bytes]], scripts: Any = None
+) -> list[bytes]:
+    """The checked command of a path-form request: segments, then body, then query
+    (`scripts`: the dev server's ScriptKeyGuard, when it has one)."""
     segments = raw_path.split(b"/")[1:]
     if len(segments) > 1 and segments[-1] == b"":
         segments.pop()
@@ -223,10 +226,10 @@ def path_command(raw_path: bytes, body: bytes, query: list[tuple[bytes, bytes]])
         checked = _check(args)
         if isinstance(checked, str):
             raise BadRequest(checked)
-        return checked
-    if policy is not _PASS:
-        raise BadRequest(policy)  # type: ignore[arg-type]
-    return args
+        args = checked
+    elif policy is not _PASS:
+        raise BadRequest(policy)
+    return args if scripts is None else scripts.rewrite(args)
 
 
 # -- RESP encoding ------------------------------------------------------------------
@@ -327,6 +330,15 @@ def _encode_fast(cmds: list) -> str | None:
     return "\r\n".join(parts)  # type: ignore[arg-type]
 
 
+_SCRIPT_COMMANDS = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "SCRIPT"})
+
+
+def _names_a_script_command(cmds: list) -> bool:
+    return any(
+        cmd.__class__ is list and cmd and _text(cmd[0]).upper() in _SCRIPT_COMMANDS for cmd in cmds
+    )
+
+
 def compile_commands(
     cmds: list,
     kind: str,
@@ -334,14 +346,16 @@ def compile_commands(
     refuse_whole: bool,
     skip: set[int] | None = None,
     inline_error: str = "",
+    scripts: Any = None,
 ) -> tuple[list[str], list | None, int, int]:
-    """Validate and encode JSON commands.
+    """Validate and encode JSON commands (`scripts`: the dev server's ScriptKeyGuard, which
+    rewrites script commands, when it has one).
 
     Returns the RESP text parts, the plan (None when every command runs, else one entry
     per command: None to run it, or the inline error it gets instead), how many commands
     run and how many got the injected inline error.
     """
-    if not skip:
+    if not skip and (scripts is None or not _names_a_script_command(cmds)):
         text = _encode_fast(cmds)
         if text is not None:
             return [text], None, len(cmds), 0
@@ -355,16 +369,22 @@ def compile_commands(
         _encode_json_command(out, cmd, kind, index)
         policy = _policy(cmd[0])
         refusal = None
+        checked = cmd
         if policy is not _PASS:
             if policy is _CHECK:
-                checked = _check(cmd)
-                if isinstance(checked, str):
-                    refusal = checked
-                elif checked is not cmd:
-                    del out[mark:]
-                    _encode_json_command(out, checked, kind, index)
+                found = _check(cmd)
+                if isinstance(found, str):
+                    refusal = found
+                else:
+                    checked = found
             else:
-                refusal = policy  # type: ignore[assignment]
+                refusal = policy  # type: ignore[assignment]  # neither sentinel: its text
+        if refusal is None:
+            if scripts is not None:
+                checked = scripts.rewrite(checked)
+            if checked is not cmd:
+                del out[mark:]
+                _encode_json_command(out, checked, kind, index)
         if refusal is None and skip and index in skip:
             refusal = inline_error
             injected += 1

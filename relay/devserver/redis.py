@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
@@ -120,7 +120,7 @@ class Refused(ConnectionError):
 
 
 async def open_connection(
-    target: RedisTarget, setup: list[list[bytes]] = (), what: str = "redis-server"
+    target: RedisTarget, setup: Sequence[list[bytes]] = (), what: str = "redis-server"
 ) -> _RedisConnection:
     """A connection logged in with the target's credentials, then `setup` run on it in
     order; any refused step closes it and raises ConnectionError naming the command."""

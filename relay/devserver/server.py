@@ -33,7 +33,7 @@ def _http_protocol() -> Any:
                 cycle.disconnected = True  # no late 500 from uvicorn
                 transport.close()
 
-            self.scope.setdefault("extensions", {})[DROP_EXTENSION] = drop  # type: ignore[typeddict-item]
+            self.scope.setdefault("extensions", {})[DROP_EXTENSION] = drop  # type: ignore[assignment]  # ours
 
     return DroppableHttpToolsProtocol
 
@@ -54,6 +54,7 @@ def serve(
     admin_token: str | None,
     faults: dict | None = None,
     redis_compat: str | None = None,
+    strict_script_keys: bool = False,
 ) -> None:
     """Serve the Upstash REST API on host:port until SIGINT or SIGTERM."""
     import uvicorn
@@ -65,7 +66,7 @@ def serve(
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be 1-65535 (got {port})")
     target = RedisTarget.parse(redis_url)
-    app = DevServerApp(target, tokens, admin_token, faults, redis_compat)
+    app = DevServerApp(target, tokens, admin_token, faults, redis_compat, strict_script_keys)
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -97,7 +98,8 @@ def serve(
     print(
         f"devserver.listening url=http://{host}:{port} redis={target.describe()} dbs={dbs} "
         f"admin={'on' if admin_token else 'off'}"
-        + (f" redis-compat={redis_compat}" if redis_compat else ""),
+        + (f" redis-compat={redis_compat}" if redis_compat else "")
+        + (" strict-script-keys=on" if strict_script_keys else ""),
         file=sys.stderr,
         flush=True,
     )

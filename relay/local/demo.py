@@ -6,7 +6,10 @@ local HTTP targets (some slow, one that goes down and comes back). A tenth of th
 are checked from all three regions at once, a tenth every 10 seconds. Part-way through, one
 region goes down for a while: watch its breaker open, its jobs reroute, and the region
 recover; a maintenance window (Europe/Berlin time) opens and closes over some monitors,
-whose slots are skipped meanwhile. Everything is stopped and removed at the end.
+whose slots are skipped meanwhile. Later another region's worker stops for a while: the
+relay marks its workers absent, its monitors are checked from its fallback region, and
+come back with the worker. The workers' results land in PostgreSQL (history on): the
+summary counts them per region. Everything is stopped and removed at the end.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from psycopg.rows import dict_row
 from relay import logs, metrics
 from relay.bench import percentile
 from relay.config import RelaySettings
+from relay.db import one
 from relay.local.stack import LocalStack
 from relay.local.targets import LocalTargets
 from relay.service import Relay
@@ -105,7 +109,17 @@ SELECT (SELECT count(*) FROM pgpulse.outbox) AS outbox,
        (SELECT count(*) FROM pgpulse.tick_runs WHERE trigger = 'pg_cron') AS cron_ticks,
        (SELECT jobs_written FROM pgpulse.tick_runs ORDER BY id DESC LIMIT 1) AS last_tick_jobs,
        (SELECT max(id) FROM pgpulse.tick_runs) AS last_tick,
-       (SELECT string_agg(code, ', ') FROM pgpulse.regions WHERE NOT healthy) AS unhealthy
+       (SELECT string_agg(code, ', ') FROM pgpulse.regions WHERE NOT healthy) AS unhealthy,
+       (SELECT string_agg(code, ', ') FROM pgpulse.regions WHERE workers_absent) AS absent
+"""
+# Results stored per region that ran the check; and of the monitors of the region whose
+# worker stopped, those checked from elsewhere while it was away.
+RESULTS = """
+SELECT h.checked_from AS region, count(*) AS results,
+       count(*) FILTER (WHERE m.preferred_region = %(stopped)s
+                          AND h.checked_from <> %(stopped)s) AS of_stopped_region
+  FROM pgpulse.results_history h JOIN public.monitors m ON m.id = h.monitor_id
+ GROUP BY h.checked_from ORDER BY h.checked_from
 """
 
 
@@ -136,24 +150,29 @@ class Workers:
 
     def start(self) -> None:
         for region in self.stack.region_codes:
-            env = {k: v for k, v in os.environ.items() if not k.startswith("PGPULSE_")}
-            env |= self.stack.env() | {
-                "PGPULSE_ALLOW_PRIVATE_TARGETS": "on",  # the targets live on 127.0.0.1
-                "PGPULSE_WORKER_STATS_INTERVAL_S": str(self.stats_interval_s),
-                "PYTHONPATH": os.pathsep.join(
-                    p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p
-                ),
-            }
-            env.pop("DATABASE_URL", None)  # a worker needs none
+            self.start_one(region)
+
+    def start_one(self, region: str) -> None:
+        """The region's worker (its log file kept across restarts)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PGPULSE_")}
+        env |= self.stack.env() | {
+            "PGPULSE_ALLOW_PRIVATE_TARGETS": "on",  # the targets live on 127.0.0.1
+            "PGPULSE_WORKER_STATS_INTERVAL_S": str(self.stats_interval_s),
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p
+            ),
+        }
+        env.pop("DATABASE_URL", None)  # a worker needs none
+        if region not in self.logs:
             self.logs[region] = tempfile.NamedTemporaryFile(prefix=f"worker-{region}-")
             self.read_at[region] = 0
-            self.procs[region] = subprocess.Popen(
-                [sys.executable, "-m", "relay", "worker", "--region", region],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=self.logs[region],
-            )
+        self.procs[region] = subprocess.Popen(
+            [sys.executable, "-m", "relay", "worker", "--region", region],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self.logs[region],
+        )
 
     def new_stats(self) -> dict[str, list[dict]]:
         """Per region, the worker_stats lines written since the last call."""
@@ -175,6 +194,15 @@ class Workers:
             found[region] = events
         return found
 
+    def stop_one(self, region: str) -> None:
+        """Every worker of the region stops (SIGTERM: the checks in flight finish)."""
+        proc = self.procs[region]
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
     def stop(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
@@ -195,11 +223,13 @@ async def _live(
     outage: tuple[float, float, str],
     window_id: int,
     targets: LocalTargets,
+    workers_away: tuple[float, float, str],
 ) -> dict[str, Any]:
     all_lags: list[float] = []
     relay = Relay(
         stack.dsn,
-        RelaySettings(breaker_cooldown_s=5.0, breaker_failures=3),
+        # a worker's absence is noticed after 10 s here (60 s by default)
+        RelaySettings(breaker_cooldown_s=5.0, breaker_failures=3, workers_absent_s=10.0),
         env=stack.env(),
         on_batch=lambda batch: all_lags.extend(batch.lags()),
     )
@@ -208,6 +238,9 @@ async def _live(
     relay_task = asyncio.create_task(relay.run(), name="relay")
     started = time.monotonic()
     outage_start, outage_end, outage_region = outage
+    away_start, away_end, away_region = workers_away
+    away = False
+    absent_shown = None
     down = False
     last = {r: 0.0 for r in stack.region_codes}
     lag_seen = 0
@@ -238,6 +271,13 @@ async def _live(
                     await asyncio.to_thread(stack.set_region_down, outage_region, False)
                     down = False
                     print(f"  >>> {outage_region} is back", flush=True)
+                if not away and away_start <= elapsed < away_end:
+                    await asyncio.to_thread(workers.stop_one, away_region)
+                    away = True
+                    print(f"  >>> {away_region}'s worker stops (SIGTERM)", flush=True)
+                elif away and elapsed >= away_end and workers.procs[away_region].poll() is not None:
+                    workers.start_one(away_region)
+                    print(f"  >>> {away_region}'s worker starts again", flush=True)
                 if not targets.down and flaky[0] <= elapsed < flaky[1]:
                     targets.down = True
                     print("  >>> target /flaky goes down (answers 503)", flush=True)
@@ -260,7 +300,7 @@ async def _live(
                 if failing != failing_shown and any(stats.values()):
                     failing_shown = failing
                     print("  >>> failing targets: " + (", ".join(failing) or "none"), flush=True)
-                state = await (await conn.execute(WINDOW_STATE, {"id": window_id})).fetchone()
+                state = one(await (await conn.execute(WINDOW_STATE, {"id": window_id})).fetchone())
                 skipped, is_open = state["skipped_slots"], state["open"]
                 if is_open != window_open:
                     window_open = is_open
@@ -269,7 +309,20 @@ async def _live(
                         f" ({skipped} slots skipped so far)",
                         flush=True,
                     )
-                row = await (await conn.execute(VIEW)).fetchone()
+                row = one(await (await conn.execute(VIEW)).fetchone())
+                if row["absent"] != absent_shown:
+                    if row["absent"]:
+                        print(
+                            f"  >>> the relay marks {row['absent']}'s workers absent: its "
+                            "monitors that may fall back are checked from the fallback region",
+                            flush=True,
+                        )
+                    elif absent_shown:
+                        print(
+                            f"  >>> {absent_shown}'s workers are back: its monitors return",
+                            flush=True,
+                        )
+                    absent_shown = row["absent"]
                 if row["last_tick"] != last_tick:
                     if last_tick is not None:
                         print(
@@ -278,6 +331,11 @@ async def _live(
                             + (
                                 f" (routed around unhealthy {row['unhealthy']})"
                                 if row["unhealthy"]
+                                else ""
+                            )
+                            + (
+                                f" (routed around {row['absent']}: workers absent)"
+                                if row["absent"]
                                 else ""
                             ),
                             flush=True,
@@ -302,8 +360,11 @@ async def _live(
                     + f"{check_p99:>15.0f}   {breakers}",
                     flush=True,
                 )
-            final = await (await conn.execute(VIEW)).fetchone()
-            features = await (await conn.execute(FEATURES, {"id": window_id})).fetchone()
+            final = one(await (await conn.execute(VIEW)).fetchone())
+            features = one(await (await conn.execute(FEATURES, {"id": window_id})).fetchone())
+            # the results still waiting in the regions' lists first
+            await asyncio.sleep(max(relay.settings.depth_interval_s, 1.0) * 2)
+            stored = await (await conn.execute(RESULTS, {"stopped": away_region})).fetchall()
             ticks = await (
                 await conn.execute(
                     "SELECT trigger, count(*) AS runs, sum(jobs_written) AS jobs,"
@@ -342,6 +403,10 @@ async def _live(
         "three_region_slots_published": features["three_region_slots"],
         "ten_second_monitor_jobs_published": features["ten_second_jobs"],
         "maintenance_slots_skipped": features["skipped"],
+        "results_stored": c.results,
+        "results_malformed": c.results_malformed,
+        "results_by_region": {r["region"]: r["results"] for r in stored},
+        f"{away_region}_monitors_checked_elsewhere": sum(r["of_stopped_region"] for r in stored),
     }
 
 
@@ -365,6 +430,11 @@ def run_demo(seconds: float = 120, monitors: int = 10_000) -> dict[str, Any]:
                     sql.Identifier(conn.info.dbname)
                 )
             )
+            conn.execute(  # every result kept, to count them at the end
+                sql.SQL("ALTER DATABASE {} SET pgpulse.results_history = on").format(
+                    sql.Identifier(conn.info.dbname)
+                )
+            )
         with stack.connect(row_factory=dict_row) as conn:
             stack.create_regions(conn)
             conn.execute(
@@ -375,12 +445,15 @@ def run_demo(seconds: float = 120, monitors: int = 10_000) -> dict[str, Any]:
                     "target": f"http://127.0.0.1:{targets.port}",
                 },
             )
+            conn.execute("SELECT pgpulse.follow_apply(1000000)")  # a bulk insert: followed now
             conn.execute(SEED_MIX, {"regions": list(stack.region_codes)})
             conn.execute(RECORD)
             conn.execute("VACUUM ANALYZE public.monitors, pgpulse.schedule")
-            job = conn.execute(
-                "SELECT schedule FROM cron.job WHERE jobname = 'pgpulse-tick'"
-            ).fetchone()
+            job = one(
+                conn.execute(
+                    "SELECT schedule FROM cron.job WHERE jobname = 'pgpulse-tick'"
+                ).fetchone()
+            )
         print(
             f"  migrated; pg_cron runs pgpulse-tick at '{job['schedule']}'; "
             f"monitors' phases spread them over their intervals",
@@ -394,16 +467,19 @@ def run_demo(seconds: float = 120, monitors: int = 10_000) -> dict[str, Any]:
         )
         outage = (seconds * 0.35, seconds * 0.35 + min(25.0, seconds * 0.2), stack.region_codes[1])
         with stack.connect(row_factory=dict_row) as conn:
-            window = conn.execute(
-                MAINTENANCE, {"opens": seconds * 0.45, "closes": seconds * 0.7}
-            ).fetchone()
+            window = one(
+                conn.execute(
+                    MAINTENANCE, {"opens": seconds * 0.45, "closes": seconds * 0.7}
+                ).fetchone()
+            )
         print(
             f"  a tenth of the monitors check from all three regions, a tenth every 10 s; "
             f"maintenance window for {window['monitors']} 'low' monitors "
             f"{window['starts_local']:%H:%M:%S}-{window['ends_local']:%H:%M:%S} Europe/Berlin",
             flush=True,
         )
-        summary = asyncio.run(_live(stack, seconds, outage, window["id"], targets))
+        away = (seconds * 0.6, seconds * 0.6 + max(25.0, seconds * 0.25), stack.region_codes[2])
+        summary = asyncio.run(_live(stack, seconds, outage, window["id"], targets, away))
     print("\nsummary:")
     for key, value in summary.items():
         print(f"  {key:<28} {value}")

@@ -167,6 +167,7 @@ class EmbeddedPostgres(ManagedService):
         """Starts the server of the initialised cluster (again) and waits until it accepts
         connections. The postmaster runs as our child, not daemonized as pg_ctl would: if we
         die, it gets SIGQUIT (immediate shutdown) instead of running on."""
+        assert self.base is not None  # start() made the cluster
         log = open(self.base / "server.log", "ab")
         self.proc = subprocess.Popen(
             [str(self.bindir / "postgres"), "-D", str(self.datadir)],

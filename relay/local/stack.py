@@ -34,17 +34,17 @@ class LocalStack:
         self.tokens = {code: secrets.token_urlsafe(16) for code in regions}
         self.pg = EmbeddedPostgres(fast=fast_db, settings=pg_settings)
         self.redis = EmbeddedRedis()
-        self.devserver: DevServer | None = None
+        self._devserver: DevServer | None = None
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> LocalStack:
         try:
             self._stack.enter_context(self.pg)
             self._stack.enter_context(self.redis)
-            self.devserver = DevServer(
+            self._devserver = DevServer(
                 self.redis.url, {tok: i + 1 for i, tok in enumerate(self.tokens.values())}
             )
-            self._stack.enter_context(self.devserver)
+            self._stack.enter_context(self._devserver)
             migrate.upgrade(self.dsn)
             if not self.pg_cron:
                 with self.connect() as conn:
@@ -60,6 +60,11 @@ class LocalStack:
 
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
+
+    @property
+    def devserver(self) -> DevServer:
+        assert self._devserver is not None, "the stack is not started"
+        return self._devserver
 
     @property
     def dsn(self) -> str:
@@ -90,7 +95,7 @@ class LocalStack:
                     (fallback, code),
                 )
 
-    def connect(self, **kwargs: Any) -> psycopg.Connection:
+    def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
         return psycopg.connect(self.dsn, autocommit=True, **kwargs)
 
     def set_region_down(self, region: str, down: bool = True) -> None:

@@ -7,9 +7,11 @@
 -- KEYS[7]     pgpulse:inflight:<region>:runs   hash  job_id -> "<runs> <expires ms> <worker>"
 -- KEYS[8]     pgpulse:workers:<region>         zset  worker_id -> last claim (ms)
 -- KEYS[9]     pgpulse:claimround:<region>      string: where the weighted round stands
+-- KEYS[10]    pgpulse:done:<region>            zset  job_id -> skipped until (ms): it ran
+-- KEYS[11]    pgpulse:taken:<region>           string: when a claim last took a job (ms)
 -- ARGV[1] worker_id   ARGV[2] n (jobs wanted, 0: heartbeat only)
 -- ARGV[3] lease margin (ms)   ARGV[4] most runs of one job
--- ARGV[5] done-marker prefix ("pgpulse:done:")
+-- Every key it touches is one of KEYS (Upstash asks for that; job ids are members, never keys).
 --
 -- Answer: {now_ms, expired, malformed, duplicates, jobs, failed}; jobs and failed are flat
 -- lists of (job_id, job JSON, run, lease deadline ms): jobs to run now (run 1, or a later
@@ -18,11 +20,12 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local worker, n = ARGV[1], tonumber(ARGV[2])
-local margin, max_runs, done_prefix = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-local inflight, bodies, runs_of = KEYS[5], KEYS[6], KEYS[7]
+local margin, max_runs = tonumber(ARGV[3]), tonumber(ARGV[4])
+local inflight, bodies, runs_of, done = KEYS[5], KEYS[6], KEYS[7], KEYS[10]
 
 redis.call('ZADD', KEYS[8], now, worker)
 redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now - 86400000)  -- gone for a day
+redis.call('ZREMRANGEBYSCORE', done, '-inf', now)  -- done markers past their time
 
 -- ISO 8601 UTC ("2026-11-29T19:35:17.250000Z") -> unix ms; nil when it is not one
 local function unix_ms(text)
@@ -74,7 +77,7 @@ if n > 0 then
       redis.call('ZREM', inflight, id)
       redis.call('HDEL', bodies, id)
       redis.call('HDEL', runs_of, id)
-      redis.call('SET', done_prefix .. id, 'failed', 'PXAT', expires)
+      redis.call('ZADD', done, expires, id)
       local f = #failed
       failed[f + 1], failed[f + 2], failed[f + 3], failed[f + 4] = id, body, runs, 0
     else
@@ -120,7 +123,7 @@ while taken < n and pops < n + 1000 do
     malformed = malformed + 1
   elseif now >= expires then
     expired = expired + 1
-  elseif redis.call('HEXISTS', bodies, id) == 1 or redis.call('EXISTS', done_prefix .. id) == 1 then
+  elseif redis.call('HEXISTS', bodies, id) == 1 or redis.call('ZSCORE', done, id) then
     duplicates = duplicates + 1
   else
     local deadline = now + lease_ms(job)
@@ -132,5 +135,9 @@ while taken < n and pops < n + 1000 do
     taken = taken + 1
     k = k + 1
   end
+end
+-- the relay tells a region whose workers take nothing from one whose workers are slow
+if taken > 0 then
+  redis.call('SET', KEYS[11], now)
 end
 return {now, expired, malformed, duplicates, jobs, failed}

@@ -7,8 +7,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
+import pytest
+
 from relay.bench.devserver import bench_devserver
 from relay.queue import PUSH_SCRIPT
+
+pytestmark = pytest.mark.slow  # a benchmark
 
 
 def test_evalsha_figure_measures_the_relays_push_script() -> None:

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.support.cli import pgpulse
+
+pytestmark = pytest.mark.slow  # a benchmark
 
 
 def test_bench_e2e_reports_a_median_and_cpu_per_component() -> None:

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from relay.bench.relay import _drain
 from relay.config import RelaySettings
 from relay.local.stack import LocalStack
+
+pytestmark = pytest.mark.slow  # a benchmark
 
 _JOBS = """
 INSERT INTO pgpulse.outbox (job_id, monitor_id, region, criticality, scheduled_for,

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.support.cli import pgpulse
 
 RATE = 200  # jobs a second: about 20,000 monitors
 
 
+@pytest.mark.slow  # four minutes: pg_cron's next minute, two ticks of warm-up, two measured
 def test_two_minutes_at_a_steady_rate_deliver_every_slot_once_and_the_tables_stay_flat(tmp_path):
     out = tmp_path / "soak"
     result = pgpulse(

@@ -4,7 +4,11 @@ busy machine)."""
 
 from __future__ import annotations
 
+import pytest
+
 from relay.bench.worker import bench_worker_idle, bench_worker_lag, bench_worker_throughput
+
+pytestmark = pytest.mark.slow  # a benchmark
 
 
 def test_worker_benchmarks_run_and_report():

@@ -1,7 +1,8 @@
 """pg_cron itself runs the tick: in the cluster's cron database (cron.database_name), the
 migration scheduled `pgpulse-tick` every minute, run as pgpulse_ticker; we wait for its
-next run (up to the next minute boundary) and look at what it did, with operators planted
-in public by another role. The only slow test of the suite (<= 75 s)."""
+next run (up to the next minute boundary, shared with the other tests that wait for one:
+tests/support/cron_minute.py) and look at what it did, with operators planted in public by
+another role."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests.support.hijacks import hijack_calls, plant_hijacks
+from tests.support.cron_minute import Scenario
+from tests.support.hijacks import hijack_calls, planted
 from tests.support.waiting import wait_for
 
 REGION = "cron-test-1"  # this test's own rows in the shared cron database
@@ -21,9 +23,7 @@ REGION = "cron-test-1"  # this test's own rows in the shared cron database
 def cron_conn(cron_db_url: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(cron_db_url, autocommit=True, row_factory=dict_row) as conn:
         yield conn
-        conn.execute("DELETE FROM public.monitors WHERE preferred_region = %s", (REGION,))
-        conn.execute("DELETE FROM pgpulse.outbox WHERE region = %s", (REGION,))
-        conn.execute("DELETE FROM pgpulse.regions WHERE code = %s", (REGION,))
+        remove_rows(conn)
 
 
 def test_migration_scheduled_the_tick_and_the_prune_jobs(cron_conn):
@@ -70,17 +70,37 @@ def test_the_prune_job_runs_as_the_ticker_and_deletes_only_its_own_old_runs(cron
     assert left == [{"username": "someone_else"}]
 
 
-def test_pg_cron_runs_pgpulse_tick(cron_conn, attacker_in_cron_db):
-    with psycopg.connect(attacker_in_cron_db, autocommit=True) as mallory:
-        plant_hijacks(mallory)
-    cron_conn.execute("INSERT INTO pgpulse.regions (code) VALUES (%s)", (REGION,))
-    [monitor] = cron_conn.execute(
-        "INSERT INTO public.monitors (url, check_interval_minutes, preferred_region, next_check_at) "
-        "VALUES ('https://example.com/cron', 5, %s, now() - interval '5 seconds') "
-        "RETURNING id, next_check_at",
-        (REGION,),
-    ).fetchall()
-    since = cron_conn.execute("SELECT now() AS t").fetchone()["t"]
+class TickInTheCronDatabase(Scenario):
+    """Operators planted in public by another role; a monitor due now, in this test's
+    region."""
+
+    def arrange(self) -> None:
+        cron_db_url = self.request.getfixturevalue("cron_db_url")
+        self.resources.enter_context(planted(cron_db_url))
+        self.conn = self.resources.enter_context(
+            psycopg.connect(cron_db_url, autocommit=True, row_factory=dict_row)
+        )
+        self.resources.callback(remove_rows, self.conn)
+        self.conn.execute("INSERT INTO pgpulse.regions (code) VALUES (%s)", (REGION,))
+        [self.monitor] = self.conn.execute(
+            "INSERT INTO public.monitors (url, check_interval_minutes, preferred_region,"
+            " next_check_at) VALUES ('https://example.com/cron', 5, %s,"
+            " now() - interval '5 seconds') RETURNING id, next_check_at",
+            (REGION,),
+        ).fetchall()
+        self.since = self.conn.execute("SELECT now() AS t").fetchone()["t"]
+
+
+def remove_rows(conn: psycopg.Connection) -> None:
+    conn.execute("DELETE FROM public.monitors WHERE preferred_region = %s", (REGION,))
+    conn.execute("DELETE FROM pgpulse.outbox WHERE region = %s", (REGION,))
+    conn.execute("DELETE FROM pgpulse.regions WHERE code = %s", (REGION,))
+
+
+@pytest.mark.slow
+@pytest.mark.cron_minute(scenario=TickInTheCronDatabase)
+def test_pg_cron_runs_pgpulse_tick(cron_minute):
+    cron_conn, monitor, since = cron_minute.conn, cron_minute.monitor, cron_minute.since
     jobid = cron_conn.execute(
         "SELECT jobid FROM cron.job WHERE jobname = 'pgpulse-tick'"
     ).fetchone()["jobid"]
@@ -93,7 +113,7 @@ def test_pg_cron_runs_pgpulse_tick(cron_conn, attacker_in_cron_db):
             (jobid, since),
         ).fetchone()
 
-    run = wait_for(finished_run, 75, "pg_cron to run pgpulse-tick")
+    run = wait_for(finished_run, cron_minute.left(75), "pg_cron to run pgpulse-tick")
     assert run["status"] == "succeeded", run["return_message"]
 
     tick_run = cron_conn.execute(

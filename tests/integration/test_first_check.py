@@ -8,8 +8,10 @@ import select
 from datetime import timedelta
 
 import psycopg
+import pytest
 
-from tests.support.seeding import add_monitor, outbox_jobs, schedule_of, tick
+from tests.support.cron_minute import Scenario
+from tests.support.seeding import add_monitor, add_monitors, outbox_jobs, schedule_of, tick
 from tests.support.waiting import wait_for
 
 # (pgpulse keeps a monitor's slots in its own schedule, not in the product's row: the first
@@ -137,37 +139,54 @@ def test_a_longer_interval_takes_back_the_old_intervals_jobs_still_to_come(conn,
     )
 
 
-def test_under_pg_cron_a_monitor_created_mid_minute_is_scheduled_at_its_slot(cron_db_url):
+class CronDatabaseRegion(Scenario):
+    """This test's region in the cluster's cron database, where pg_cron ticks every minute."""
+
+    code = "first-check-1"
+
+    def arrange(self) -> None:
+        self.conn = self.resources.enter_context(
+            psycopg.connect(
+                self.request.getfixturevalue("cron_db_url"),
+                autocommit=True,
+                row_factory=psycopg.rows.dict_row,
+            )
+        )
+        self.resources.callback(self.remove_rows)
+        self.conn.execute(
+            "INSERT INTO pgpulse.regions (code) VALUES (%s) ON CONFLICT DO NOTHING", (self.code,)
+        )
+
+    def remove_rows(self) -> None:
+        self.conn.execute("DELETE FROM public.monitors WHERE preferred_region = %s", (self.code,))
+        self.conn.execute("DELETE FROM pgpulse.outbox WHERE region = %s", (self.code,))
+        self.conn.execute("DELETE FROM pgpulse.regions WHERE code = %s", (self.code,))
+
+
+@pytest.mark.slow
+@pytest.mark.cron_minute(scenario=CronDatabaseRegion)
+def test_under_pg_cron_a_monitor_created_mid_minute_is_scheduled_at_its_slot(cron_minute):
     """In the cluster's cron database pg_cron ticks every minute; a monitor created after
     one of its ticks has its first slot in the outbox at once, not from the next tick."""
-    code = "first-check-1"
-    with psycopg.connect(cron_db_url, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
-        conn.execute(
-            "INSERT INTO pgpulse.regions (code) VALUES (%s) ON CONFLICT DO NOTHING", (code,)
-        )
-        try:
-            wait_for(
-                lambda: conn.execute(
-                    "SELECT 1 FROM pgpulse.tick_runs WHERE trigger = 'pg_cron' AND finished_at IS NOT "
-                    "NULL AND started_at > now() - interval '2 minutes'"
-                ).fetchone(),
-                75,
-                "a pg_cron tick",
-            )
-            m = conn.execute(
-                "INSERT INTO public.monitors (url, check_interval_seconds, preferred_region, "
-                "allow_fallback) VALUES ('https://cron-first.example', 10, %s, false) "
-                "RETURNING id, now() AS t, pgpulse.next_slot(id, 10, now()) AS next_check_at",
-                (code,),
-            ).fetchone()
-            first = conn.execute(
-                "SELECT min(deliver_at) AS d FROM pgpulse.outbox WHERE monitor_id = %s", (m["id"],)
-            ).fetchone()["d"]
-            assert first == m["next_check_at"] < m["t"] + timedelta(seconds=10)
-        finally:
-            conn.execute("DELETE FROM public.monitors WHERE preferred_region = %s", (code,))
-            conn.execute("DELETE FROM pgpulse.outbox WHERE region = %s", (code,))
-            conn.execute("DELETE FROM pgpulse.regions WHERE code = %s", (code,))
+    conn, code = cron_minute.conn, cron_minute.code
+    wait_for(
+        lambda: conn.execute(
+            "SELECT 1 FROM pgpulse.tick_runs WHERE trigger = 'pg_cron' AND finished_at IS NOT "
+            "NULL AND started_at > now() - interval '2 minutes'"
+        ).fetchone(),
+        cron_minute.left(75),
+        "a pg_cron tick",
+    )
+    m = conn.execute(
+        "INSERT INTO public.monitors (url, check_interval_seconds, preferred_region, "
+        "allow_fallback) VALUES ('https://cron-first.example', 10, %s, false) "
+        "RETURNING id, now() AS t, pgpulse.next_slot(id, 10, now()) AS next_check_at",
+        (code,),
+    ).fetchone()
+    first = conn.execute(
+        "SELECT min(deliver_at) AS d FROM pgpulse.outbox WHERE monitor_id = %s", (m["id"],)
+    ).fetchone()["d"]
+    assert first == m["next_check_at"] < m["t"] + timedelta(seconds=10)
 
 
 def test_a_minutes_tick_started_late_finds_its_first_slots_written(conn, region):
@@ -183,3 +202,52 @@ def test_a_minutes_tick_started_late_finds_its_first_slots_written(conn, region)
     # written through the next minute's first seconds (a tick 8 s late still finds its
     # first slots there), and no further
     assert written == {62, 68}
+
+
+def _backlog(conn, n):
+    """n monitors a tick has not reached yet: due in pgpulse's schedule (a tick still
+    running, say), with nothing in the outbox."""
+    ids = [m["id"] for m in add_monitors(conn, n, due=None, check_interval_minutes=5)]
+    conn.execute(
+        "UPDATE pgpulse.schedule SET next_check_at = now() - interval '5 seconds'"
+        " WHERE monitor_id = ANY (%s)",
+        (ids,),
+    )
+    conn.execute("DELETE FROM pgpulse.outbox WHERE monitor_id = ANY (%s)", (ids,))
+    return ids
+
+
+def _jobs_of(conn, ids):
+    return conn.execute(
+        "SELECT count(*) AS n FROM pgpulse.outbox WHERE monitor_id = ANY (%s)", (ids,)
+    ).fetchone()["n"]
+
+
+def test_a_product_write_schedules_its_own_monitors_never_the_ticks_backlog(conn, region):
+    # A product's INSERT, UPDATE or "check now" while a tick runs wrote the jobs of every due
+    # monitor the tick had not reached, in the product's transaction: a one-row INSERT took
+    # as long as the rest of the tick (305 ms of a 20,000-monitor tick, measured by
+    # `pgpulse bench follow`) and held those monitors' rows.
+    tick(conn, lookahead_s=60)
+    backlog = _backlog(conn, 50)
+
+    new = add_monitor(conn, due=None, check_interval_seconds=20)
+    assert outbox_jobs(conn, new["id"])  # its own first slots, at once
+    other = add_monitor(conn, due=None, is_active=False, check_interval_seconds=20)
+    conn.execute("UPDATE public.monitors SET is_active = true WHERE id = %s", (other["id"],))
+    assert outbox_jobs(conn, other["id"])  # re-activated: its next slot, at once
+    conn.execute("UPDATE public.monitors SET url = url || '?x' WHERE id = %s", (new["id"],))
+    conn.execute("SELECT pgpulse.check_now(%s)", (str(new["id"]),))
+    assert _jobs_of(conn, backlog) == 0  # the tick's, left to the tick
+
+    assert tick(conn, lookahead_s=60)["monitors_claimed"] >= len(backlog)
+    assert _jobs_of(conn, backlog) == len(backlog)
+
+
+def test_a_forged_list_of_moved_rows_never_fails_the_product_write(conn, region):
+    tick(conn, lookahead_s=60)
+    m = add_monitor(conn, due=None, is_active=False, check_interval_seconds=20)
+    with conn.transaction():
+        conn.execute("SELECT set_config('pgpulse.moved_rows', 'not a tid', true)")
+        conn.execute("UPDATE public.monitors SET is_active = true WHERE id = %s", (m["id"],))
+    assert outbox_jobs(conn, m["id"])

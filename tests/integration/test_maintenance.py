@@ -208,7 +208,7 @@ def test_slots_after_a_window_that_ends_are_written_again(conn, region):
 @pytest.mark.parametrize(
     "change",
     [
-        "url = url || '?x'",  # a changed check: its waiting jobs follow, its due slot is written
+        "next_check_at = now()",  # "check now" from the product: its slot is written at once
         "check_interval_seconds = 10",  # re-phased: its slots on the new grid are written
     ],
 )

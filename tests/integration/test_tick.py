@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests.support.seeding import add_monitors, add_region, schedule_of, tick
+from tests.support.seeding import add_monitors, add_region, follow_logged, schedule_of, tick
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -282,6 +282,7 @@ def test_two_concurrent_ticks_emit_every_slot_once_and_split_the_work(conn, db_u
           FROM generate_series(1, %s) g""",
         (n,),
     )
+    follow_logged(conn)  # a bulk insert: the relay follows it when woken
     slots = {m: r["next_check_at"] for m, r in schedule_of(conn).items()}
     assert len(slots) == n
     before = product_rows(conn)
@@ -472,6 +473,7 @@ def test_new_monitors_are_spread_over_their_interval_with_a_stable_phase(conn):
     conn.execute("""
         INSERT INTO public.monitors (url, check_interval_minutes, next_check_at)
         SELECT 'https://example.com/' || g, 60, NULL FROM generate_series(1, 300) g""")
+    follow_logged(conn)  # the first was a bulk insert: the relay follows it when woken
     # each monitor's first slot, as pgpulse scheduled it (the product's column stays NULL)
     conn.execute("""
         CREATE TEMP VIEW first_slots AS

@@ -5,6 +5,8 @@ without the rights is shown the exact statements an admin runs."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from collections.abc import Iterator
 
@@ -15,26 +17,42 @@ from relay import migrate
 from relay.errors import DowngradeDropsData
 from relay.local.embedded import EmbeddedPostgres
 from tests.support.cli import pgpulse
+from tests.support.cron_minute import Scenario
 from tests.support.waiting import wait_for
 
 
-@pytest.fixture(scope="module")
-def managed() -> Iterator[EmbeddedPostgres]:
+@contextlib.contextmanager
+def managed_cluster() -> Iterator[EmbeddedPostgres]:
     """A cluster configured like RDS: cron.database_name = 'postgres', pg_cron made there."""
-    with EmbeddedPostgres(fast=True) as server:
-        with open(server.datadir / "postgresql.conf", "a") as conf:
-            conf.write("cron.database_name = 'postgres'\n")  # the last setting wins
-        server.restart()
+    with EmbeddedPostgres(fast=True, settings={"cron.database_name": "'postgres'"}) as server:
         with psycopg.connect(server.dsn("postgres"), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION pg_cron")
             conn.execute("CREATE DATABASE app")
         yield server
 
 
-def test_pg_cron_in_postgres_ticks_pgpulse_in_app(managed, capsys):
+@pytest.fixture(scope="module")
+def managed() -> Iterator[EmbeddedPostgres]:
+    with managed_cluster() as server:
+        yield server
+
+
+class TickInApp(Scenario):
+    """A managed cluster of its own, `app` migrated with --cron-database postgres."""
+
+    def arrange(self) -> None:
+        self.managed = self.resources.enter_context(managed_cluster())
+        self.err = io.StringIO()
+        with contextlib.redirect_stderr(self.err):
+            migrate.upgrade(self.managed.dsn("app"), cron_database="postgres")
+
+
+@pytest.mark.slow
+@pytest.mark.cron_minute(scenario=TickInApp)
+def test_pg_cron_in_postgres_ticks_pgpulse_in_app(cron_minute):
+    managed = cron_minute.managed
     app = managed.dsn("app")
-    migrate.upgrade(app, cron_database="postgres")
-    err = capsys.readouterr().err
+    err = cron_minute.err.getvalue()
     assert 'pg_cron in database "postgres" ticks database "app"' in err
     with psycopg.connect(managed.dsn("postgres")) as conn:
         # never as a superuser: the tick in app, the prune of its own runs where pg_cron
@@ -55,7 +73,7 @@ def test_pg_cron_in_postgres_ticks_pgpulse_in_app(managed, capsys):
                 ).fetchone()[0]
                 > 0
             ),
-            timeout=100,
+            timeout=cron_minute.left(100),
             interval=1,
             what="pg_cron to run the tick in database app",
         )

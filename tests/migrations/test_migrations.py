@@ -87,7 +87,10 @@ def version(dsn: str) -> str | None:
 
 
 def cron_jobs(dsn: str) -> dict[str, str]:
+    """pgpulse's pg_cron jobs for this database (none where pg_cron is not, or no longer)."""
     with psycopg.connect(dsn) as conn:
+        if conn.execute("SELECT to_regclass('cron.job') IS NULL").fetchone()[0]:
+            return {}
         return dict(
             conn.execute(
                 "SELECT jobname, schedule FROM cron.job WHERE database = current_database() "
@@ -151,7 +154,7 @@ def test_upgrade_downgrade_to_base_and_upgrade_again(pg_server, empty_db, capsys
     migrate.upgrade(dsn)
     assert version(dsn) == HEAD
     first = schema_dump(pg_server, dsn)
-    assert objects(dsn) == {"schemas": 1, "tables": 10, "routines": 43, "has_version_table": True}
+    assert objects(dsn) == {"schemas": 1, "tables": 14, "routines": 49, "has_version_table": True}
 
     migrate.downgrade(dsn, "base")
     assert version(dsn) is None
@@ -288,9 +291,16 @@ TICK_RUN_COLUMNS_0001 = (
 )
 
 
+# the regions table as revision 0001 made it; 0.2.0 adds the workers' columns after these
+REGION_COLUMNS_0001 = (
+    "code, enabled, is_default, fallback_region, healthy, healthy_changed_at, degraded, "
+    "weight, created_at"
+)
+
+
 def contents(dsn: str, regions_table: str) -> dict[str, list]:
     tables = {
-        "regions": regions_table,
+        "regions": f"(SELECT {REGION_COLUMNS_0001} FROM {regions_table})",
         "monitors": f"(SELECT {MONITOR_COLUMNS_0001} FROM public.monitors)",
         "outbox": "pgpulse.outbox",
         "dead_letters": "pgpulse.dead_letters",

@@ -10,19 +10,11 @@ from psycopg.rows import dict_row
 from relay import migrate
 from relay.local.embedded import EmbeddedPostgres
 from tests.support.cli import pgpulse
+from tests.support.ops import FAST_ALERTS
 from tests.support.processes import Processes
 from tests.support.regions import BY_CODE, take_down
 from tests.support.seeding import add_monitors, add_regions
 from tests.support.waiting import wait_for
-
-FAST_ALERTS = {
-    "PGPULSE_ALERT_INTERVAL_S": "0.2",
-    "PGPULSE_ALERT_BREAKER_OPEN_S": "1",
-    "PGPULSE_BREAKER_FAILURES": "2",
-    "PGPULSE_BREAKER_COOLDOWN_S": "0.5",
-    "PGPULSE_RETRY_WINDOW_S": "0.5",
-    "PGPULSE_ALERT_BACKLOG_AGE_S": "3600",
-}
 
 
 def test_deadman_fires_once_and_resolves_after_a_tick(
@@ -125,11 +117,12 @@ def evaluated_since(conn, since, *, seconds: float) -> bool:
 
 
 def alert_sessions(conn) -> dict[int, bool]:
-    """Relay pid -> whether its alert session holds the evaluator lock."""
+    """Relay pid -> whether it holds the evaluator's lease (pgpulse.leases, unexpired)."""
     rows = conn.execute("""
         SELECT a.application_name,
-               EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory'
-                          AND l.granted) AS holds
+               EXISTS (SELECT 1 FROM pgpulse.leases l WHERE l.name = 'alert-evaluator'
+                          AND split_part(l.holder, ':', 2) = split_part(a.application_name, '-', 3)
+                          AND l.expires_at > clock_timestamp()) AS holds
           FROM pg_stat_activity a
          WHERE a.application_name LIKE 'pgpulse-alerts-%%' AND a.datname = current_database()
     """).fetchall()
@@ -147,21 +140,21 @@ def test_two_relays_send_one_webhook_per_incident_and_hand_over_when_one_dies(
         "both relays' alert sessions",
     )
     wait_for(lambda: receiver.of("deadman", "firing"), 20, "the dead-man alert")
-    # the other relay keeps asking for the lock and keeps being refused
+    # the other relay keeps asking for the lease and keeps being refused
     sessions = alert_sessions(conn)
     assert sorted(sessions.values()) == [False, True]
     follower_pid = next(pid for pid, holds in sessions.items() if not holds)
+    asked = conn.execute("SELECT clock_timestamp() AS t").fetchone()["t"]
     wait_for(
-        lambda: (
-            "pg_try_advisory_lock"
-            in conn.execute(
-                "SELECT query FROM pg_stat_activity WHERE application_name = %s",
-                (f"pgpulse-alerts-{follower_pid}",),
-            ).fetchone()["query"]
-        ),
+        lambda: conn.execute(
+            "SELECT query_start >= %s + interval '1 second' AS yes FROM pg_stat_activity"
+            " WHERE application_name = %s",
+            (asked, f"pgpulse-alerts-{follower_pid}"),
+        ).fetchone()["yes"],
         10,
-        "the follower's lock try",
+        "the follower's tries for the lease",
     )
+    assert alert_sessions(conn)[follower_pid] is False
 
     assert pgpulse("tick", env=relay_env).returncode == 0
     wait_for(lambda: receiver.of("deadman", "resolved"), 20, "the dead-man resolve")
@@ -196,7 +189,8 @@ def test_a_stopped_database_is_an_alert_and_breaker_rules_still_run(
                 "DATABASE_URL": dsn,
                 "PGPULSE_ALERT_WEBHOOK_URL": receiver.url,
                 "PGPULSE_ALERT_DATABASE_DOWN_S": "1",
-                "PGPULSE_ALERT_BREAKER_OPEN_S": "15",
+                # the breaker opens under a second before the database stops: 8x that
+                "PGPULSE_ALERT_BREAKER_OPEN_S": "8",
                 "PGPULSE_ALERT_DEADMAN_S": "3600",
                 "PGPULSE_BREAKER_COOLDOWN_S": "60",
             }

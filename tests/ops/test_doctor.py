@@ -13,21 +13,12 @@ from relay.doctor import RELAY_NEEDS
 from relay.local.embedded import CRON_DATABASE, free_port
 from tests.support.cli import pgpulse
 from tests.support.dsn import with_password
+from tests.support.ops import doctor_checks as lines
 
 SECRETS = {
     "CRON_SECRET": "cron-secret-7d1e",
     "PGPULSE_ALERT_WEBHOOK_URL": "https://hooks.example/T0/B0/hook-secret-91",
 }
-
-
-def lines(out: str) -> dict[str, tuple[str, str]]:
-    """check name -> (verdict, detail)."""
-    found = {}
-    for line in out.splitlines():
-        verdict, rest = line.split(None, 1)
-        name, _, detail = rest.partition(": ")
-        found[name] = (verdict, detail)
-    return found
 
 
 def test_a_working_install_passes_every_check(conn, regions, relay_env, cron_db_url):
@@ -46,6 +37,7 @@ def test_a_working_install_passes_every_check(conn, regions, relay_env, cron_db_
     assert list(checks) == [
         "settings",
         "database reachable",
+        "pooler",
         "migrated",
         "role rights",
         "pg_cron",
@@ -54,19 +46,24 @@ def test_a_working_install_passes_every_check(conn, regions, relay_env, cron_db_
         "clock skew",
         "region eu-west-1",
         "clock skew region eu-west-1",
+        "workers eu-west-1",
         "region us-east-1",
         "clock skew region us-east-1",
+        "workers us-east-1",
     ]
     for name in (
         "settings",
         "database reachable",
+        "pooler",
         "migrated",
         "recent tick",
         "clock skew",
         "region eu-west-1",
         "clock skew region eu-west-1",
+        "workers eu-west-1",
         "region us-east-1",
         "clock skew region us-east-1",
+        "workers us-east-1",
     ):
         assert checks[name][0] == "ok", (name, checks[name])
     assert checks["role rights"] == ("warn", checks["role rights"][1])  # tests connect as superuser
@@ -77,6 +74,7 @@ def test_a_working_install_passes_every_check(conn, regions, relay_env, cron_db_
         and "push script" in checks["region us-east-1"][1]
     )
     assert "at revision" in checks["migrated"][1]
+    assert checks["pooler"][1] == "a direct connection: no pooler in between"
     assert "DATABASE_URL=postgresql://postgres:***@" in checks["settings"][1]
     assert "cron_secret=set (hidden)" in checks["settings"][1]
     for secret in (*SECRETS.values(), "pw-5ecret", "tok-us-4b7c9e1d", "tok-eu-8f2a6c3b"):
@@ -142,7 +140,9 @@ def test_each_misconfiguration_fails_its_check_and_the_exit_status(
     assert result.returncode == 1
     assert checks["settings"] == ("FAIL", "PGPULSE_BATCH_SIZE must be a number, got 'lots'")
     assert checks["database reachable"][0] == "FAIL" and "pw-gone" not in result.stdout
-    assert {checks[n][0] for n in ("migrated", "pg_cron", "clock skew", "regions")} == {"skip"}
+    assert {checks[n][0] for n in ("pooler", "migrated", "pg_cron", "clock skew", "regions")} == {
+        "skip"
+    }
 
 
 def test_pg_cron_job_state_is_checked(cron_db_url, relay_env):

@@ -19,7 +19,7 @@ from relay.http import judge_readiness
 from relay.snapshot import Snapshot
 from relay.statuspage import render
 from tests.support.cli import pgpulse
-from tests.support.seeding import add_monitors, tick
+from tests.support.seeding import add_monitors, follow_logged, tick
 
 
 async def _facts(db_url: str) -> dict:
@@ -66,6 +66,7 @@ def test_monitors_a_tick_did_not_take_are_loud_everywhere(conn, db_url, regions,
         page = render(snapshot, settings, now=1)
         assert "monitors_overdue" in page and "All good" not in page
     finally:
+        held.rollback()  # at once: a close() alone lets the server release the rows later
         held.close()
 
     # once the rows are free, the next tick takes them and every surface is quiet again
@@ -193,3 +194,24 @@ def test_a_publication_of_every_table_keeps_the_tick_working_and_doctor_says_so(
         assert "publication(s) everything" in check["detail"]
     finally:
         conn.execute("DROP PUBLICATION everything")
+
+
+def test_rows_nobody_follows_are_loud(conn, db_url, regions, relay_env):
+    conn.execute(
+        "INSERT INTO public.monitors (url) SELECT 'https://bulk.example/' || g"
+        " FROM generate_series(1, 600) g"
+    )
+    # no relay ran and no tick: ten minutes later they are still only logged
+    conn.execute("UPDATE pgpulse.follow_log SET logged_at = now() - interval '10 minutes'")
+
+    found = {f.rule: f for f in evaluate(OpsSettings(), asyncio.run(_facts(db_url)))}
+    assert (
+        "600 product rows of bulk writes not followed" in found["bulk_writes_not_followed"].summary
+    )
+    doctor = pgpulse("doctor", env=relay_env)
+    assert doctor.returncode == 1
+    assert "600 product rows of bulk writes not followed" in doctor.stdout
+
+    follow_logged(conn)
+    found = {f.rule for f in evaluate(OpsSettings(), asyncio.run(_facts(db_url)))}
+    assert "bulk_writes_not_followed" not in found

@@ -57,6 +57,7 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+@pytest.mark.slow  # Chromium
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium missing: apt-get install chromium")
 def test_the_page_shows_the_system_in_a_real_browser(
     conn, regions, relay_env, start_service, tmp_path

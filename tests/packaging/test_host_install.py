@@ -74,6 +74,7 @@ def root(wheelhouse, tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow  # installs the wheel
 def test_the_installed_units_verify_and_start_what_was_installed(root):
     system = root / "etc/systemd/system"
     assert sorted(p.name for p in system.iterdir()) == sorted(UNITS)
@@ -103,6 +104,7 @@ def test_the_installed_units_verify_and_start_what_was_installed(root):
         relay.write_text(shipped)
 
 
+@pytest.mark.slow  # installs the wheel
 def test_environment_files_are_root_s_alone_as_the_readme_says(root, wheelhouse):
     etc = root / "etc/pgpulse"
     assert mode(etc) == "0o700"

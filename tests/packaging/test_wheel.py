@@ -30,6 +30,8 @@ from tests.support.waiting import wait_for
 
 TOKEN = "tok-wheel-3e8a1c"
 
+pytestmark = pytest.mark.slow  # the wheelhouse builds the wheel
+
 
 def test_every_relay_subpackage_is_shipped():
     listed = set(

@@ -312,7 +312,10 @@ def test_refused_token_is_one_clear_line_loses_nothing_and_leaks_no_token(
     wrong = "tok-wrong-us-east-1-e4d3c2b1a0"
     stuck = insert_jobs(conn, 30, "us-east-1", tag="refused")
     delivered = insert_jobs(conn, 30, "eu-west-1", tag="accepted")
-    env = relays.env(tokens={"us-east-1": wrong})
+    # each relay's view of a region's health counts 5 s (renewed every 1 s), not 30: the
+    # fixed relay below waits for the views of the ones before it to age out
+    ages_fast = {"poll_interval_s": 1, "health_ttl_s": 5}
+    env = relays.env(tokens={"us-east-1": wrong}, **ages_fast)
     relay = relays.start("--once", env=env)
     code = relay.wait(60)
     out, err = relay.stdout(), relay.stderr()
@@ -351,7 +354,7 @@ def test_refused_token_is_one_clear_line_loses_nothing_and_leaks_no_token(
 
     # the token fixed: the waiting jobs go out, and the relay, having reached the region,
     # corrects the healthy = false an earlier relay left behind
-    relay = relays.start()
+    relay = relays.start(**ages_fast)
     wait_for(lambda: outbox_count(conn) == 0, 30, "the waiting jobs", on_timeout=relay.tail)
     wait_for(
         lambda: region_row(conn, "us-east-1")["healthy"],

@@ -383,7 +383,8 @@ def test_a_recovered_region_gets_its_monitors_jobs_back_within_seconds(
 ):
     # eu-west-1 was down when the tick planned the next minute: it routed around it
     conn.execute("UPDATE pgpulse.regions SET healthy = false WHERE code = 'eu-west-1'")
-    insert_monitors(conn, 30, region="eu-west-1", due_ago_s=-25)  # due in 25 s
+    # due in 15 s: the relay starts and brings them home in about 3 s (5x that)
+    insert_monitors(conn, 30, region="eu-west-1", due_ago_s=-15)
     conn.execute("CALL pgpulse.tick(NULL, 'test', '45 seconds', '60 seconds', 5000)")
     planned = {r["job_id"] for r in conn.execute("SELECT job_id::text FROM pgpulse.outbox")}
     assert len(planned) == 30
@@ -560,7 +561,10 @@ def test_two_relays_that_see_a_region_differently_agree_on_its_health(
         "breaker_cooldown_s": 0.3,
         "retry_window_s": 0.2,
         "depth_interval_s": 0.3,
-        "health_ttl_s": 10,
+        # a view counts 5 s, renewed every 1 s (5x): B's lasts through the window below and
+        # is gone 5 s after B
+        "poll_interval_s": 1,
+        "health_ttl_s": 5,
     }
     b = relays.start(**settings)
     wait_for(lambda: b.has_event("relay_started"), 30, "relay B to start", on_timeout=b.tail)

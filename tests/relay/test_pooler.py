@@ -4,88 +4,22 @@ prepares nothing and keeps to its pool size, and every job is delivered exactly 
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 import signal
-import subprocess
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
-import pytest
 
-from relay.local.embedded import EmbeddedPostgres, _service_user, die_with_parent, free_port
+from tests.support.bouncer import through
 from tests.support.hijacks import hijack_calls, planted
 from tests.support.processes import Relays
 from tests.support.queues import assert_exactly_once
 from tests.support.seeding import insert_jobs, insert_monitors, tick
 from tests.support.waiting import wait_for
 
-PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-
-
-@pytest.fixture
-def bouncer(pg_server: EmbeddedPostgres) -> Iterator[int]:
-    """pgbouncer in transaction mode in front of the test cluster; yields its port."""
-    if not Path(PGBOUNCER).exists():
-        pytest.fail("pgbouncer not installed: run scripts/setup.sh (apt-get install pgbouncer)")
-    user = _service_user()  # pgbouncer, like PostgreSQL, refuses to run as root
-    home = Path(tempfile.mkdtemp(prefix="pgpulse-bouncer-"))  # reachable by that user
-    port = free_port()
-    (home / "userlist.txt").write_text('"postgres" ""\n')
-    (home / "pgbouncer.ini").write_text(f"""
-[databases]
-* = host=127.0.0.1 port={pg_server.port}
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = {port}
-unix_socket_dir =
-auth_type = trust
-auth_file = {home}/userlist.txt
-pool_mode = transaction
-default_pool_size = 4
-max_client_conn = 200
-logfile = {home}/pgbouncer.log
-""")
-    if user:
-        for path in (home, *home.iterdir()):
-            shutil.chown(path, user.pw_uid, user.pw_gid)
-    proc = subprocess.Popen(
-        [PGBOUNCER, str(home / "pgbouncer.ini")],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        user=user.pw_uid if user else None,
-        group=user.pw_gid if user else None,
-        extra_groups=[] if user else None,
-        start_new_session=True,
-        preexec_fn=die_with_parent(signal.SIGKILL),
-    )
-
-    def accepts() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"pgbouncer exited: {(home / 'pgbouncer.log').read_text()[-500:]}")
-        with contextlib.suppress(psycopg.OperationalError):
-            psycopg.connect(
-                f"postgresql://postgres@127.0.0.1:{port}/postgres", connect_timeout=2
-            ).close()
-            return True
-        return False
-
-    try:
-        wait_for(accepts, timeout=30, what="pgbouncer to accept connections")
-        yield port
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-        shutil.rmtree(home, ignore_errors=True)
-
 
 def test_relay_behind_pgbouncer_in_transaction_mode_delivers_every_job_once(
     conn, db_url, regions, bouncer, upstash, queues, tmp_path
 ):
-    pooled_url = db_url.replace(db_url.split("@")[1].split("/")[0], f"127.0.0.1:{bouncer}")
+    pooled_url = through(db_url, bouncer)
     relays = Relays(pooled_url, upstash.url, tmp_path)
     insert_monitors(conn, 3000)
     first = tick(conn, lookahead_s=0)
@@ -118,7 +52,7 @@ def test_relay_behind_pgbouncer_in_transaction_mode_delivers_every_job_once(
         assert_exactly_once(queues, {p.job["job_id"] for p in found})
         assert len(found) == total == 6000
         assert conn.execute("SELECT count(*) AS n FROM pgpulse.outbox").fetchone()["n"] == 0
-        # (the alert evaluator is left out: it needs a session of its own, see docs/adopting.md)
+        # (the alert rules report their findings as warnings: tests/ops/test_behind_pgbouncer.py)
         errors = [
             e
             for e in relay.events()
@@ -138,7 +72,7 @@ def test_behind_pgbouncer_planted_operators_never_run_and_no_setting_reaches_oth
     """Issue 26 finding 1: the search_path is pinned per transaction, so it holds behind a
     transaction-mode pooler (a session SET would be lost between transactions) and nothing
     of it stays on the server connections that the pooler's other clients get next."""
-    pooled_url = db_url.replace(db_url.split("@")[1].split("/")[0], f"127.0.0.1:{bouncer}")
+    pooled_url = through(db_url, bouncer)
     relays = Relays(pooled_url, upstash.url, tmp_path)
     jobs = set(insert_jobs(conn, 200, "us-east-1", tag="pooled"))
     jobs |= set(insert_jobs(conn, 50, "eu-west-1", tag="pooled"))

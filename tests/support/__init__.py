@@ -11,6 +11,8 @@
 - `fakes`: the relay's seams faked (HTTP client, outbox store, clock) for unit tests.
 - `hijacks`: objects a hostile role plants in public, for the tick's search_path tests.
 - `waiting`: waiting on a condition with a deadline (the suites never sleep to wait).
+- `cron_minute`: one pg_cron minute for every test that waits for one (their scenarios
+  arranged together before it).
 
 Import as `from tests.support.<module> import <name>`; never from a conftest module.
 """

@@ -8,7 +8,8 @@ def listening(conn) -> bool:
     return (
         conn.execute("""
         SELECT count(*) AS n FROM pg_stat_activity
-         WHERE datname = current_database() AND query = 'LISTEN pgpulse_outbox'
+         WHERE datname = current_database()
+           AND query IN ('LISTEN pgpulse_outbox', 'LISTEN pgpulse_follow')
     """).fetchone()["n"]
         > 0
     )

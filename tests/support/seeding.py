@@ -65,6 +65,7 @@ def add_monitors(
         "FROM generate_series(1, %s) g RETURNING *",
         [*values, n],
     ).fetchall()
+    follow_logged(conn)
     held = schedule_of(conn, [r["id"] for r in rows])
     return [r | held[r["id"]] for r in rows]
 
@@ -129,6 +130,13 @@ def insert_monitors(
             "ago": due_ago_s,
         },
     )
+    follow_logged(conn)
+
+
+def follow_logged(conn) -> int:
+    """Follows what bulk inserts (over 500 rows a statement) logged, as the relay does when
+    woken and as every tick does first; returns the rows followed."""
+    return conn.execute("SELECT pgpulse.follow_apply(1000000) AS n").fetchone()["n"]
 
 
 # ------------------------------------------------------------------ jobs

@@ -177,6 +177,19 @@ class Targets:
         return [s for s in self.seen if marker in s["query"]]
 
 
+def relay_env(db_url: str, upstash_url: str, **settings: Any) -> dict[str, str]:
+    """`pgpulse relay` for the worker regions (their tokens, one dev server URL)."""
+    from tests.support.regions import make_relay_env
+
+    return make_relay_env(
+        db_url,
+        upstash_url,
+        {r.code: r.token for r in WORKER_REGIONS},
+        shared_url=True,
+        **({"poll_interval_s": 0.5, "log_level": "INFO"} | settings),
+    )
+
+
 class Workers(Processes):
     """`pgpulse worker` processes of one test, against the 6.2-compatible dev server."""
 
@@ -199,3 +212,34 @@ class Workers(Processes):
         return super().start(
             "worker", "--region", region.code, *args, env=self.env(region, **settings)
         )
+
+
+def metrics_url(worker) -> str:
+    """The /metrics URL a worker started with `--metrics HOST:0` logged."""
+    from tests.support.waiting import wait_for
+
+    def listening() -> str | None:
+        for e in worker.events():
+            if e.get("event") == "worker_metrics_listening":
+                return e["url"]
+        assert worker.running(), worker.tail()
+        return None
+
+    return wait_for(listening, 20, "the metrics endpoint", on_timeout=worker.tail)
+
+
+def samples(url: str) -> dict[tuple, float]:
+    """One scrape: {(name, (label, value), ...): value}."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url, timeout=5).text
+    return {
+        (s.name, *sorted(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def sample(scrape: dict, name: str, **labels: str) -> float:
+    return scrape[(name, *sorted(labels.items()))]

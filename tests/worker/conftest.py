@@ -1,5 +1,6 @@
 """Fixtures for the regional worker's suite: a dev server that refuses what Redis added after
-6.2 (`--redis-compat 6.2`, as Upstash documents), its own Redis databases, and local HTTP
+6.2 (`--redis-compat 6.2`, as Upstash documents) and scripts touching keys they did not pass
+in KEYS (`--strict-script-keys`, as Upstash asks), its own Redis databases, and local HTTP
 targets. No PostgreSQL: a worker only talks to its region's Upstash endpoint."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from tests.support.worker import WORKER_REGIONS, Targets
 @pytest.fixture(scope="session")
 def compat_upstash(redis_server) -> Iterator[DevServer]:
     tokens = {r.token: r.db for r in WORKER_REGIONS}
-    with DevServer(redis_server.url, tokens, redis_compat="6.2") as server:
+    with DevServer(redis_server.url, tokens, redis_compat="6.2", strict_script_keys=True) as server:
         yield server
 
 

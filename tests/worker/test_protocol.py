@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import json
 import re
 
 import pytest
 
 from relay.config import Endpoint
-from relay.consumer.protocol import ConsumerQueue, live_workers, script_text
+from relay.consumer.protocol import ConsumerQueue, done_key, live_workers, script_text
 from relay.errors import PublishError
 from relay.queue import CRITICALITIES
 from relay.upstash import UpstashClient
@@ -31,10 +32,12 @@ REDIS_6_2 = {
     "HSET",
     "HDEL",
     "HEXISTS",
-    "EXISTS",
-    "SET",
+    "ZSCORE",
     "RPOP",
     "INCRBY",
+    "LPUSH",  # the ack keeps results, capped
+    "LLEN",
+    "LTRIM",
 }
 
 
@@ -69,6 +72,43 @@ async def test_the_dev_server_refuses_newer_commands_directly_and_in_scripts(cli
     with pytest.raises(PublishError, match="can.t run this command"):
         await client.command("EVAL", "return redis.call('LMPOP', '1', KEYS[1], 'LEFT')", 1, "k")
     assert await client.command("RPOP", "k", 2) is None  # 6.2's RPOP count is fine
+
+
+async def test_the_dev_server_refuses_scripts_touching_keys_not_in_keys(client, upstash62):
+    touch_other = "redis.call('SET', KEYS[1], 1) return redis.call('GET', 'elsewhere:' .. ARGV[1])"
+    with pytest.raises(PublishError, match="undeclared key: elsewhere:x"):
+        await client.command("EVAL", touch_other, 1, "k", "x")
+    # as a client knows it: SCRIPT LOAD answers its script's SHA1, EVALSHA runs it guarded
+    sha = await client.command("SCRIPT", "LOAD", touch_other)
+    assert sha == hashlib.sha1(touch_other.encode()).hexdigest()
+    assert await client.command("SCRIPT", "EXISTS", sha) == [1]
+    with pytest.raises(PublishError, match="undeclared key: elsewhere:y"):
+        await client.command("EVALSHA", sha, 1, "k", "y")
+    (refused,) = await client.pipeline([["EVALSHA", sha, "1", "k", "z"]])
+    assert "undeclared key: elsewhere:z" in refused["error"]
+    # every key passed in KEYS, by any command (pcall too): fine
+    declared = (
+        "redis.pcall('SET', KEYS[2], ARGV[1]) redis.call('ZADD', KEYS[1], 1, 'm') "
+        "return {redis.call('TIME')[1] ~= nil, redis.call('GET', KEYS[2])}"
+    )
+    assert await client.command("EVAL", declared, 2, "z", "s", "v") == [1, "v"]
+
+
+async def test_claim_and_ack_touch_only_the_keys_they_declare(client, rdb):
+    """Upstash: every key a script touches arrives through KEYS (a key built inside the
+    script is refused under allow-key-locking, read from disk under the lock otherwise).
+    The dev server here refuses any other key: every path of both scripts runs on it."""
+    q = queue(client, lease_margin_ms=200, max_runs=1)
+    done, lapsing = make_job("https://e.example/"), make_job("https://e.example/", timeout_ms=100)
+    push(rdb, done, lapsing)
+    assert len((await q.claim(5)).jobs) == 2
+    assert await q.ack([(done["job_id"], "")]) == [1]
+    push(rdb, done)  # already run: skipped by its done marker
+    assert (await q.claim(5)).duplicates == 1
+    failed = await eventually(lambda: failed_of(q), "the lease to run out")  # out of runs
+    assert [f.job_id for f in failed] == [lapsing["job_id"]]
+    push(rdb, lapsing)
+    assert (await q.claim(5)).duplicates == 1
 
 
 async def test_a_claim_takes_critical_first_and_never_starves_low(client, rdb):
@@ -111,8 +151,11 @@ async def test_expired_malformed_and_duplicate_jobs_are_dropped_and_counted(clie
     push(rdb, good)
     again = await q.claim(10)
     assert (again.jobs, again.duplicates) == ([], 1)
-    ttl_ms = rdb.pttl(f"pgpulse:done:{good['job_id']}")
-    assert 60_000 < ttl_ms <= 120_000
+    (now_s, now_us) = rdb.time()
+    skipped_for_ms = rdb.zscore(done_key(REGION.code), good["job_id"]) - (
+        now_s * 1000 + now_us / 1000
+    )
+    assert 60_000 < skipped_for_ms <= 120_000
 
 
 async def test_a_lapsed_lease_brings_the_job_back_and_the_runs_are_capped(client, rdb):
@@ -139,7 +182,7 @@ async def test_a_lapsed_lease_brings_the_job_back_and_the_runs_are_capped(client
     assert run2.run == 2
     failed = await eventually(lambda: failed_of(w1), "the second lease to run out")
     assert [(f.job_id, f.run) for f in failed] == [(other["job_id"], 2)]
-    assert rdb.exists(f"pgpulse:done:{other['job_id']}")
+    assert rdb.zscore(done_key(REGION.code), other["job_id"])
     assert rdb.hlen(f"pgpulse:inflight:{REGION.code}:jobs") == 0
 
 

@@ -14,10 +14,19 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.waiting import wait_for
-from tests.support.worker import WORKER_REGIONS, Workers, make_job, push
+from tests.support.worker import (
+    WORKER_REGIONS,
+    Workers,
+    make_job,
+    metrics_url,
+    push,
+    sample,
+    samples,
+)
 
 REGION = WORKER_REGIONS[0]
 INFLIGHT = f"pgpulse:inflight:{REGION.code}"
+DONE = f"pgpulse:done:{REGION.code}"
 
 
 @pytest.fixture
@@ -37,7 +46,7 @@ def tagged(targets, n: int, path: str = "/ok", query: str = "", **options) -> di
 
 
 def done(rdb, jobs) -> bool:
-    return all(rdb.exists(f"pgpulse:done:{j['job_id']}") for j in jobs) and not rdb.zcard(INFLIGHT)
+    return all(rdb.zscore(DONE, j["job_id"]) for j in jobs) and not rdb.zcard(INFLIGHT)
 
 
 def test_sigterm_finishes_the_checks_in_flight_then_exits_0(workers, targets, rdb):
@@ -59,10 +68,14 @@ def test_kill_9_mid_check_loses_nothing(workers, targets, rdb):
     wait_for(lambda: len(targets.seen) == 6, 20, "the checks to start", on_timeout=first.tail)
     first.kill()
     assert rdb.zcard(INFLIGHT) == 6  # claimed, never acknowledged
-    second = workers.start(REGION, "--concurrency", "10", worker_lease_margin_s=1)
+    second = workers.start(
+        REGION, "--concurrency", "10", "--metrics", "127.0.0.1:0", worker_lease_margin_s=1
+    )
     wait_for(lambda: done(rdb, jobs.values()), 30, "the jobs to run again", on_timeout=second.tail)
     hits = Counter(tag for tag in jobs for _ in targets.hits(tag))
     assert set(hits.values()) == {2}  # once by the killed worker, once after its lease
+    scrape = samples(metrics_url(second))
+    assert sample(scrape, "pgpulse_worker_leases_reclaimed_total", region=REGION.code) == 6
     assert second.stop() == 0
     assert second.has_event("worker_stopped", checks=6)
 
