@@ -49,6 +49,7 @@ NEEDS_DATABASE = {
     "tick_skipped",
     "monitors_unrouted",
     "not_following",
+    "vacuum_held_back",
     "bulk_writes_not_followed",
     "workers_absent",
 }
@@ -138,6 +139,7 @@ def _database_rules(settings: OpsSettings, facts: dict[str, Any]) -> list[Findin
             )
         )
     found += _schedule_rules(facts.get("schedule"))
+    found += _vacuum_rules(settings, facts)
     found += _workers_rules(facts.get("absent_workers") or {})
     for row in facts.get("backlog", []):
         oldest = float(row["oldest_due_age_s"] or 0)
@@ -244,6 +246,33 @@ def _schedule_rules(health: dict[str, Any] | None) -> list[Finding]:
             )
         )
     return found
+
+
+def _vacuum_rules(settings: OpsSettings, facts: dict[str, Any]) -> list[Finding]:
+    """Vacuum held back: the outbox and the schedule change every row every interval, so
+    while a transaction (or a slot) holds the horizon their dead rows pile up, the claim
+    and the tick read through them, and the tables grow for good."""
+    horizon = facts.get("vacuum")
+    if not horizon or horizon["held_s"] < settings.alert_vacuum_held_s:
+        return []
+    dead = facts.get("dead_tuples") or {}
+    return [
+        Finding(
+            "vacuum_held_back",
+            "vacuum_held_back",
+            f"vacuum of pgpulse's tables held back for {horizon['held_s']:.0f} s by "
+            f"{horizon['kind']} {horizon['holder']} ({horizon['xid_age']} transactions old); "
+            f"outbox {dead.get('outbox', 0)} and schedule {dead.get('schedule', 0)} dead rows "
+            "(set idle_in_transaction_session_timeout for the product's sessions)",
+            {
+                "kind": horizon["kind"],
+                "holder": horizon["holder"],
+                "held_s": round(horizon["held_s"], 1),
+                "xid_age": horizon["xid_age"],
+                "dead_tuples": dead,
+            },
+        )
+    ]
 
 
 class Alerter:

@@ -569,6 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
             "first-check",
             "worker-lag",
             "worker",
+            "soak",
             "results",
             "all",
         ],
@@ -593,7 +594,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="relay/compare: latency the dev server adds to every request",
     )
     p.add_argument(
-        "--rate", type=float, default=2000.0, help="relay-lag: jobs falling due per second"
+        "--rate", type=float, default=2000.0, help="relay-lag/soak: jobs falling due per second"
+    )
+    p.add_argument(
+        "--minutes", type=int, default=10, help="soak: minutes measured (after two ticks)"
+    )
+    p.add_argument(
+        "--hold-open-at",
+        type=int,
+        default=None,
+        metavar="MIN",
+        help="soak: a product transaction opens after minute MIN (vacuum held back)",
+    )
+    p.add_argument(
+        "--hold-open-minutes",
+        type=int,
+        default=5,
+        help="soak: how long that transaction stays open",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="soak: where soak.json, soak.txt, soak.png and the relay's log go "
+        "(default ./soak-<time>)",
     )
     p.add_argument(
         "--seconds",

@@ -459,6 +459,14 @@ class OpsSettings(_Settings):
     alert_backlog_age_s: float = setting(
         "PGPULSE_ALERT_BACKLOG_AGE_S", 120.0, "a due job older than this alerts", lo=0, hi=86400
     )
+    alert_vacuum_held_s: float = setting(
+        "PGPULSE_ALERT_VACUUM_HELD_S",
+        120.0,
+        "vacuum of pgpulse's tables held back this long (an open transaction, a replication "
+        "slot) alerts",
+        lo=1,
+        hi=86400,
+    )
     alert_database_down_s: float = setting(
         "PGPULSE_ALERT_DATABASE_DOWN_S",
         30.0,

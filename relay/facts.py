@@ -3,6 +3,8 @@ on one connection."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -45,6 +47,38 @@ async def read_facts(conn) -> dict[str, Any]:
             await conn.execute(queries()["dlq_list"], {"limit": 5})
         ).fetchall(),
         **await _cron(conn),
+        "vacuum": held_back((await rows("vacuum_horizon")) or None),
+        "dead_tuples": {r["table"]: r["dead"] for r in await rows("dead_tuples")},
+    }
+
+
+# The holder of the vacuum horizon this process saw first, and when (monotonic seconds)
+_first_seen: dict[tuple[str, str, str], float] = {}
+
+
+def held_back(
+    horizon: list[dict[str, Any]] | None, clock: Callable[[], float] = time.monotonic
+) -> dict[str, Any] | None:
+    """The oldest holder of the vacuum horizon (query vacuum_horizon) and how long it has
+    held it: PostgreSQL's figure where it shows one; else (another role's session, a
+    replication slot) the time since this process first saw that holder with that xid, a
+    lower bound that reads 0 at first sight."""
+    if not horizon:
+        _first_seen.clear()
+        return None
+    row = horizon[0]
+    key = (row["kind"], row["holder"], row["xid"])
+    first = _first_seen.get(key)
+    if first is None:
+        _first_seen.clear()
+        first = _first_seen[key] = clock()
+    held_s = row["held_s"] if row["held_s"] is not None else clock() - first
+    return {
+        "kind": row["kind"],
+        "holder": row["holder"],
+        "detail": row["detail"],
+        "xid_age": row["xid_age"],
+        "held_s": max(0.0, held_s),
     }
 
 

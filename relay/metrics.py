@@ -211,6 +211,24 @@ clock_skew_warn = Gauge(
     "PGPULSE_CLOCK_SKEW_WARN_S: a clock skew past this is worth a warning",
     registry=REGISTRY,
 )
+vacuum_held_back = Gauge(
+    "pgpulse_vacuum_held_back_seconds",
+    "How long the oldest transaction, prepared transaction or replication slot of this"
+    " database has held back vacuum of pgpulse's tables (0: nothing holds it); another role's"
+    " session is timed from when this relay first saw it (database-wide)",
+    registry=REGISTRY,
+)
+vacuum_held_back_xids = Gauge(
+    "pgpulse_vacuum_held_back_xids",
+    "Age in transactions of the oldest transaction id vacuum must keep rows for (database-wide)",
+    registry=REGISTRY,
+)
+dead_tuples = Gauge(
+    "pgpulse_dead_tuples",
+    "Dead rows of a pgpulse table, as PostgreSQL's statistics count them (database-wide)",
+    ["table"],
+    registry=REGISTRY,
+)
 region_workers_absent = Gauge(
     "pgpulse_region_workers_absent",
     "1 while a region's workers are absent (it had heartbeats and has none, or they take "
@@ -312,6 +330,12 @@ def publish_facts(facts: dict[str, Any]) -> None:
         tick_unrouted.set(health["unrouted"])
         follow_pending.set(health.get("follow_pending") or 0)
         follow_oldest.set(health.get("follow_oldest_s") or 0)
+    if "vacuum" in facts:
+        horizon = facts["vacuum"] or {}
+        vacuum_held_back.set(horizon.get("held_s") or 0)
+        vacuum_held_back_xids.set(horizon.get("xid_age") or 0)
+    for table, dead in (facts.get("dead_tuples") or {}).items():
+        dead_tuples.labels(table).set(dead)
     tick = facts.get("latest_finished_tick")
     if tick:
         tick_duration.set(tick["duration_s"] or 0)

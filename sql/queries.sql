@@ -609,6 +609,52 @@ SELECT (SELECT coalesce(sum(skipped_slots), 0) FROM pgpulse.maintenance_windows)
        (SELECT coalesce(sum(maintenance_skipped), 0) FROM pgpulse.tick_runs
          WHERE started_at > now() - interval '1 hour')::bigint AS last_hour
 
+-- vacuum_horizon --
+-- What holds back vacuum of pgpulse's tables (the tick and the relay churn every row of the
+-- schedule and the outbox): the oldest transaction id another session of this database, a
+-- prepared transaction or a replication slot still needs. Dead rows newer than it stay.
+-- Every snapshot taken while a transaction runs needs that transaction's id too: among
+-- equals the transaction that owns the id holds it (the others only see it), then the
+-- oldest. Its age in transactions is always known; held_s, how long, only where PostgreSQL
+-- shows it (a session this role may see, a prepared transaction): else NULL. Autovacuum
+-- workers (no user) are left out: vacuum's own snapshot holds nothing back. No row:
+-- nothing holds it.
+WITH holders AS (
+    SELECT 'session' AS kind, a.pid::text AS holder,
+           CASE WHEN age(a.backend_xid) >= coalesce(age(a.backend_xmin), 0)
+                THEN a.backend_xid ELSE a.backend_xmin END AS xid,
+           age(a.backend_xid) >= coalesce(age(a.backend_xmin), 0) AS owns,
+           extract(epoch FROM clock_timestamp() - a.xact_start)::float8 AS held_s,
+           a.application_name AS detail
+      FROM pg_stat_activity a
+     WHERE (a.datname = current_database() OR a.datid IS NULL)
+       AND a.usesysid IS NOT NULL AND a.pid <> pg_backend_pid()
+       AND (a.backend_xid IS NOT NULL OR a.backend_xmin IS NOT NULL)
+    UNION ALL
+    SELECT 'prepared transaction', p.gid, p.transaction, true,
+           extract(epoch FROM clock_timestamp() - p.prepared)::float8, p.owner::text
+      FROM pg_prepared_xacts p
+     WHERE p.database = current_database()
+    UNION ALL
+    SELECT 'replication slot', s.slot_name::text, s.xmin, false, NULL::float8, s.slot_type
+      FROM pg_replication_slots s
+     WHERE s.xmin IS NOT NULL
+)
+SELECT kind, holder, xid::text AS xid, age(xid) AS xid_age, held_s, detail
+  FROM holders
+ ORDER BY age(xid) DESC, coalesce(owns, false) DESC, held_s DESC NULLS LAST
+ LIMIT 1
+
+-- dead_tuples --
+-- Dead rows per pgpulse table (as the statistics count them): vacuum removes them unless
+-- something holds it back (vacuum_horizon).
+SELECT relname AS "table", n_dead_tup AS dead, n_live_tup AS live,
+       extract(epoch FROM now() - greatest(last_autovacuum, last_vacuum))::float8
+           AS vacuumed_s_ago
+  FROM pg_stat_all_tables
+ WHERE schemaname = 'pgpulse'
+ ORDER BY relname
+
 -- results_id_type --
 -- The product's monitor id type, as the results tables hold it (uuid, bigint, integer, text).
 SELECT format_type(atttypid, atttypmod) AS id_type

@@ -8,6 +8,7 @@ import asyncio
 import os
 import platform
 import statistics
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -46,6 +47,10 @@ def summary(record: dict[str, Any]) -> str:
     README rows: the rows)."""
     if "readme_rows" in record:
         return f"rows for the README's benchmark table:\n{record['readme_rows']}"
+    if record.get("bench") == "soak":
+        from relay.bench.soak import render_table
+
+        return render_table(record)
     figures = ", ".join(
         f"{key} {value}"
         for key, value in record.items()
@@ -147,3 +152,17 @@ def run_bench(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
 
         for record in bench_results(getattr(args, "results", 200_000), runs=args.runs):
             yield record | {"machine": machine()}
+    if what == "soak":  # minutes long: never part of "all"
+        from relay.bench.soak import SoakFailed, bench_soak, failures
+
+        record = bench_soak(
+            args.rate,
+            args.minutes,
+            hold_open_at=args.hold_open_at,
+            hold_open_minutes=args.hold_open_minutes,
+            out=args.out,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        ) | {"machine": machine()}
+        yield record
+        if not record["passed"]:
+            raise SoakFailed("soak: " + "; ".join(failures(record)))
