@@ -750,6 +750,8 @@ $$;
 
 -- Due monitors that no region can take now (none of a multi-region monitor's regions, or
 -- no round-robin region), counted up to p_limit so that the count stays inside the budget.
+-- The tick's own rule: a monitor without a region, or one that may fall back, takes the
+-- round-robin wheel when there is one.
 CREATE OR REPLACE FUNCTION pgpulse._unrouted(p_horizon timestamptz, p_route jsonb, p_limit integer)
 RETURNS integer
 LANGUAGE sql STABLE
@@ -761,6 +763,8 @@ AS $$
              WHERE m.is_active AND m.parked IS NULL AND m.next_check_at <= p_horizon
                AND CASE WHEN m.check_regions IS NULL
                         THEN pgpulse._route(m.preferred_region, m.allow_fallback, p_route) IS NULL
+                             AND NOT ((m.preferred_region IS NULL OR m.allow_fallback)
+                                      AND (SELECT r.wheel IS NOT NULL FROM pgpulse._routing() r))
                         ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, p_route) IS NULL
                    END
              LIMIT p_limit) u
@@ -788,7 +792,12 @@ BEGIN
     PERFORM pgpulse._tick_bound_lock_wait(greatest(p_deadline, clock_timestamp() + interval '1 second'));
     IF p_stop = 'drained' THEN
         SELECT r.route INTO v_route FROM pgpulse._routing() r;
-        v_unrouted := pgpulse._unrouted(clock_timestamp() + p_lookahead, v_route, 1000000);
+        -- up to this tick's horizon (from its start), not past what it was to claim
+        v_unrouted := pgpulse._unrouted(
+            coalesce((SELECT r.started_at + make_interval(secs => r.lookahead_ms / 1000.0)
+                        FROM pgpulse.tick_runs r WHERE r.id = p_run_id),
+                     clock_timestamp() + p_lookahead),
+            v_route, 1000000);
         DELETE FROM pgpulse.tick_runs
          WHERE id IN (SELECT id FROM pgpulse.tick_runs
                        WHERE started_at < now() - interval '30 days' LIMIT 1000);

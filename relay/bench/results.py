@@ -32,6 +32,7 @@ def _monitors(stack: LocalStack, n: int) -> list[tuple[str, str]]:
             "   FROM generate_series(1, %(n)s) g RETURNING id::text, preferred_region",
             {"regions": list(stack.region_codes), "n": n},
         ).fetchall()
+        conn.execute("SELECT pgpulse.follow_apply(1000000)")  # a bulk insert: followed now
         conn.execute("VACUUM ANALYZE pgpulse.schedule")
     return rows
 
@@ -98,6 +99,10 @@ async def _drain(stack: LocalStack, settings: RelaySettings, total: int) -> tupl
     task = asyncio.create_task(relay.run())
     c = relay.counts
     while c.results + c.results_malformed < total and not task.done():
+        if time.perf_counter() - started > 600:  # never a silent hang: say what arrived
+            relay.stop.set()
+            await task
+            raise RuntimeError(f"bench results: {c.results} of {total} results stored in 600 s")
         await asyncio.sleep(0.01)
     elapsed = time.perf_counter() - started
     relay.stop.set()
