@@ -18,6 +18,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 from relay import migrate
 from relay.devserver import DevServer
 from relay.local.embedded import CRON_DATABASE, EmbeddedPostgres, EmbeddedRedis
+from tests.support import background_soak
 from tests.support.bouncer import pgbouncer
 from tests.support.cron_minute import Scenario, arrange_all
 from tests.support.regions import ADMIN_TOKEN, REGIONS
@@ -41,7 +42,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if folder in CHECK_LANE and not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.check)
     sharing = [item for item in items if item.get_closest_marker("cron_minute")]
-    items[:] = [item for item in items if item not in sharing] + sharing
+    soak = [item for item in items if item.name == background_soak.TEST]
+    items[:] = [item for item in items if item not in sharing and item not in soak]
+    items += sharing + soak  # the soak, started at collection's end, is judged last
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The two-minute soak runs beside every other test (tests.support.background_soak)."""
+    if any(item.name == background_soak.TEST for item in session.items):
+        background_soak.start()
+
+
+def pytest_sessionfinish() -> None:
+    background_soak.stop_all()
 
 
 @pytest.fixture(scope="session")

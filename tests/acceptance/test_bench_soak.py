@@ -4,7 +4,8 @@ relay delivers, a counting consumer drains. Judged here: exactness per monitor (
 or doubled, every slot due by the end delivered) and a size plateau of the outbox and the
 schedule. The slopes and the lag are the long run's to judge (a shared machine's two
 minutes say little about them). About four minutes: the first tick waits for pg_cron's
-minute, two ticks warm up, two minutes are measured."""
+minute, two ticks warm up, two minutes are measured; it runs beside the other tests
+(tests.support.background_soak)."""
 
 from __future__ import annotations
 
@@ -12,21 +13,20 @@ import json
 
 import pytest
 
-from tests.support.cli import pgpulse
+from tests.support import background_soak
 
-RATE = 200  # jobs a second: about 20,000 monitors
+RATE = background_soak.RATE
 
 
 @pytest.mark.slow  # four minutes: pg_cron's next minute, two ticks of warm-up, two measured
-def test_two_minutes_at_a_steady_rate_deliver_every_slot_once_and_the_tables_stay_flat(tmp_path):
-    out = tmp_path / "soak"
-    result = pgpulse(
-        "bench", "soak", "--rate", str(RATE), "--minutes", "2", "--out", str(out), "--json",
-        timeout=540,
-    )  # fmt: skip
+def test_two_minutes_at_a_steady_rate_deliver_every_slot_once_and_the_tables_stay_flat():
+    # started when collection ended, beside the other tests (or now, when run alone)
+    run = background_soak.started() or background_soak.start()
+    code, stdout, stderr = run.wait(timeout=540)
+    out = run.out
     # exit 1 is a bound that did not hold: the record says which, and is judged below
-    assert result.returncode in (0, 1), result.stderr[-2000:]
-    record = json.loads(result.stdout)
+    assert code in (0, 1), stderr[-2000:]
+    record = json.loads(stdout)
     checks = {c["name"]: c for c in record["checks"]}
     rows, levels = record["per_minute"], record["levels"]
 

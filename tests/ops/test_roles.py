@@ -157,14 +157,14 @@ def test_no_product_trigger_runs_through_pgpulse(conn, db_url, regions):
     conn.execute(LOGINS)
     conn.execute(ESCALATION_PROBE)
     conn.execute(
-        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'shop_app') "
-        "THEN CREATE ROLE shop_app LOGIN; END IF; END $$"
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'roles_shop_app') "
+        "THEN CREATE ROLE roles_shop_app LOGIN; END IF; END $$"
     )
-    conn.execute("GRANT SELECT, INSERT, UPDATE ON public.monitors TO shop_app")
+    conn.execute("GRANT SELECT, INSERT, UPDATE ON public.monitors TO roles_shop_app")
     add_monitors(conn, 3)
     conn.execute("CALL pgpulse.tick(p_trigger => 'test')")  # a horizon written ahead
     conn.execute("TRUNCATE public.trigger_runs")
-    with psycopg.connect(as_user(db_url, "shop_app"), autocommit=True) as shop:
+    with psycopg.connect(as_user(db_url, "roles_shop_app"), autocommit=True) as shop:
         new = shop.execute(
             "INSERT INTO public.monitors (url, check_interval_minutes) "
             "VALUES ('https://example.com/new', 1) RETURNING id"
@@ -188,14 +188,14 @@ def test_no_product_trigger_runs_through_pgpulse(conn, db_url, regions):
         ).fetchone()["monitors_claimed"]
         == 4
     )
-    with psycopg.connect(as_user(db_url, "shop_app"), autocommit=True) as shop:
+    with psycopg.connect(as_user(db_url, "roles_shop_app"), autocommit=True) as shop:
         shop.execute(
             "INSERT INTO public.monitors (url, check_interval_minutes) "
             "VALUES ('https://example.com/newer', 1)"
         )
     # the probe saw the product's own UPDATE, and nothing pgpulse did
     runs = conn.execute("SELECT who, superuser FROM public.trigger_runs").fetchall()
-    assert runs == [{"who": "shop_app", "superuser": False}]
+    assert runs == [{"who": "roles_shop_app", "superuser": False}]
 
 
 # ------------------------------------------------------ the ops commands as each role
