@@ -3,6 +3,7 @@ directly), and reading them back. `conn`: an autocommit connection with dict row
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from datetime import datetime
 
@@ -133,10 +134,21 @@ def insert_monitors(
     follow_logged(conn)
 
 
-def follow_logged(conn) -> int:
+def follow_logged(conn, timeout: float = 30) -> int:
     """Follows what bulk inserts (over 500 rows a statement) logged, as the relay does when
-    woken and as every tick does first; returns the rows followed."""
-    return conn.execute("SELECT pgpulse.follow_apply(1000000) AS n").fetchone()["n"]
+    woken and as every tick does first, until nothing is left (running relays may be
+    following some of it at the same time: their rows are skipped, then waited for);
+    returns the rows this call followed."""
+    followed, deadline = 0, time.monotonic() + timeout
+    while True:
+        followed += conn.execute("SELECT pgpulse.follow_apply(1000000) AS n").fetchone()["n"]
+        if not conn.execute("SELECT EXISTS (SELECT 1 FROM pgpulse.follow_log) AS e").fetchone()[
+            "e"
+        ]:
+            return followed
+        if time.monotonic() > deadline:
+            raise AssertionError(f"logged product rows not followed within {timeout:g} s")
+        time.sleep(0.05)
 
 
 # ------------------------------------------------------------------ jobs
