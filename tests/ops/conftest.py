@@ -83,6 +83,14 @@ class Receiver:
             if a["alert"] == alert and (status is None or a["status"] == status)
         ]
 
+    def since(self, mark: int, alert: str, status: str | None = None) -> list[dict]:
+        """Like `of`, among the bodies received after the first `mark` ones."""
+        return [
+            a
+            for a in self.received[mark:]
+            if a["alert"] == alert and (status is None or a["status"] == status)
+        ]
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()

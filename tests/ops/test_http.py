@@ -280,7 +280,9 @@ def test_healthz_answers_under_a_slowloris_flood_with_few_descriptors(
             answered += ok
             failed += not ok
             time.sleep(0.2)  # the attacker's pace, not a wait for a condition
-        assert service.proc.poll() is None, "the relay died under the flood"
+        assert service.proc.poll() is None, (
+            f"the relay died under the flood: {service.output[-4000:]}"
+        )
         open_fds = len(os.listdir(f"/proc/{service.proc.pid}/fd"))
     finally:
         flood.close()
@@ -291,7 +293,7 @@ def test_healthz_answers_under_a_slowloris_flood_with_few_descriptors(
         30,
         "the relay to publish after the flood",
     )
-    assert service.stop() == 0
+    assert service.stop() == 0, f"the relay's last words: {service.output[-4000:]}"
     print(
         f"slowloris: {flood.opened} opened, {flood.closed_by_server} closed by the server, "
         f"/healthz {answered} answered, {failed} failed, {open_fds} descriptors open, "

@@ -56,9 +56,14 @@ def test_a_worker_exports_what_it_did(workers, targets, rdb):
     )
 
     def checked() -> dict | None:
+        # Redis first, then the scrape: the ack script empties the in-flight set before the
+        # worker reads its reply and counts the command, so the scrape must show that too
+        acked = not rdb.zcard(f"pgpulse:inflight:{REGION.code}")
         scrape = samples(url)
         ran = sum(v for k, v in scrape.items() if k[0] == "pgpulse_worker_checks_total" and v)
-        return scrape if ran == 7 and not rdb.zcard(f"pgpulse:inflight:{REGION.code}") else None
+        acks = "pgpulse_worker_upstash_commands_total"
+        counted = any(k[0] == acks and ("kind", "ack") in k and v for k, v in scrape.items())
+        return scrape if acked and ran == 7 and counted else None
 
     scrape = wait_for(checked, 30, "7 checks counted and acknowledged", on_timeout=worker.tail)
     checks = "pgpulse_worker_checks_total"
