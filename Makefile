@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO_SECONDS ?= 120
 
-.PHONY: demo test check bench deps clean
+.PHONY: demo test check bench docs deps clean
 
 deps: $(VENV)/.installed
 
@@ -32,6 +32,10 @@ check: deps
 
 bench: deps
 	$(BIN)/pgpulse bench all
+
+# docs/settings.md is generated from relay/config.py (a check-lane test compares them)
+docs: deps
+	$(BIN)/python -m relay.config > docs/settings.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

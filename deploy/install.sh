@@ -8,8 +8,9 @@
 # pgpulse-relay.service, pgpulse-tick.service and pgpulse-tick.timer in
 # /etc/systemd/system, and one environment file per unit in /etc/pgpulse (relay.env: the
 # relay's role; tick.env: the ticker's), examples where none exists yet. Environment files
-# are made mode 0600 (README, "Running pgpulse with systemd" says why). Run it again with a
-# newer wheel to upgrade: the environment files are kept. It enables and starts nothing.
+# are made mode 0600 (docs/operating.md, "Running pgpulse with systemd" says why). Run it
+# again with a newer wheel to upgrade: the environment files are kept. It enables and
+# starts nothing.
 #
 #   --root DIR   install into DIR instead of / (an image being built; the tests)
 set -euo pipefail

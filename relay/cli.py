@@ -552,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "bench",
         formatter_class=fmt,
-        help="benchmarks on throwaway local services (figures in the README)",
+        help="benchmarks on throwaway local services (figures in docs/benchmarks.md)",
         description="Each benchmark starts its own PostgreSQL, redis-server and "
         "dev server. Medians of several runs.",
     )

@@ -1,7 +1,8 @@
 """Settings from the environment, each defined once: one row (variable, default, bounds,
-help) gives the settings object its field, `from_env` its parsing, `--help` and the README
-their settings table (`python -m relay.config` prints it; tests/unit/test_config.py checks
-it). Every problem is a one-line ConfigError; no secret is echoed."""
+help) gives the settings object its field, `from_env` its parsing, `--help` and
+docs/settings.md their settings tables (`python -m relay.config > docs/settings.md`, or
+`make docs`, writes the page; tests/unit/test_config.py checks the committed one). Every
+problem is a one-line ConfigError; no secret is echoed."""
 
 from __future__ import annotations
 
@@ -230,7 +231,7 @@ class RelaySettings(_Settings):
     dedup_margin_s: int = setting(
         "PGPULSE_DEDUP_MARGIN_S",
         60,
-        'a job\'s dedup key lives until its `expires_at` plus this (see "Delivery guarantees")',
+        "a job's dedup key lives until its `expires_at` plus this (docs/guarantees.md)",
         lo=0,
         hi=3600,
     )
@@ -620,20 +621,25 @@ PG_BINDIR = Setting(
 LOCAL_TOOLING = (REDIS_URL, DEVSERVER_TOKENS, DEVSERVER_ADMIN_TOKEN, DEMO_SECONDS, PG_BINDIR)
 
 
-def all_settings() -> list[Setting]:
-    """Every setting, in the README's order."""
+def setting_groups() -> list[tuple[str, list[Setting]]]:
+    """Every setting, under the heading of its part of docs/settings.md."""
     return [
-        DATABASE_URL,
-        REGION_URL,
-        REGION_TOKEN,
-        *RelaySettings.rows(),
-        CRON_DATABASE,
-        LOG_LEVEL,
-        HTTP_LISTEN,
-        *OpsSettings.rows(),
-        *WorkerSettings.rows(),
-        *LOCAL_TOOLING,
+        ("Database and regions (every command)", [DATABASE_URL, REGION_URL, REGION_TOKEN]),
+        ("The relay (`pgpulse relay`)", RelaySettings.rows()),
+        ("Migrations, logs, the HTTP server's address", [CRON_DATABASE, LOG_LEVEL, HTTP_LISTEN]),
+        (
+            "The HTTP endpoints, status page and built-in alerts "
+            "(`pgpulse relay --http`, `pgpulse http`)",
+            OpsSettings.rows(),
+        ),
+        ("The regional worker (`pgpulse worker`)", WorkerSettings.rows()),
+        ("Local tooling (dev server, demo, throwaway clusters)", list(LOCAL_TOOLING)),
     ]
+
+
+def all_settings() -> list[Setting]:
+    """Every setting, in docs/settings.md's order."""
+    return [s for _, rows in setting_groups() for s in rows]
 
 
 def secret_variables() -> list[str]:
@@ -641,12 +647,47 @@ def secret_variables() -> list[str]:
     return [s.env.split("_<")[0] for s in all_settings() if s.secret]
 
 
-def markdown_table() -> str:
-    """The README's settings table."""
+def markdown_table(rows: Iterable[Setting]) -> str:
+    """Settings as a markdown table: variable, default, allowed values, meaning."""
     lines = ["| variable | default | allowed | meaning |", "| --- | --- | --- | --- |"]
-    for s in all_settings():
+    for s in rows:
         lines.append(f"| `{s.env}` | {s.default_text()} | {s.allowed_text()} | {s.help} |")
     return "\n".join(lines)
+
+
+def settings_page() -> str:
+    """docs/settings.md: every setting, grouped, and the tick's parameters."""
+    # imported here: relay.tick imports relay.db, which imports this module
+    from relay.tick import TickParams
+
+    parts = [
+        "# Settings",
+        "<!-- generated from relay/config.py and relay/tick.py by `python -m relay.config > "
+        "docs/settings.md` (or `make docs`): edit those, not this page; "
+        "tests/unit/test_config.py fails when the two differ -->",
+        "All settings come from the environment; `pgpulse relay --help` (and `pgpulse http "
+        "--help`) lists them with their defaults, allowed values and current values. Regions "
+        "themselves are rows of `pgpulse.regions` (`pgpulse region ...`, "
+        "[operating.md](operating.md#the-command-line)).",
+    ]
+    for title, rows in setting_groups():
+        parts += [f"## {title}", markdown_table(rows)]
+    tick = [
+        "| argument | `pgpulse tick` option | default | meaning (allowed values) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for f in fields(TickParams):
+        option = f"`{f.metadata['option']} {f.metadata['metavar']}`"
+        default = f"{f.default:,g}" if isinstance(f.default, float) else f"{f.default:,}"
+        tick.append(f"| `{f.metadata['argument']}` | {option} | {default} | {f.metadata['help']} |")
+    parts += [
+        "## Tick parameters",
+        "Arguments of the procedure `pgpulse.tick` (and options of `pgpulse tick`; a platform "
+        "cron's `POST /api/cron/scheduler` runs the defaults). The procedure refuses anything "
+        "else with a one-line error.",
+        "\n".join(tick),
+    ]
+    return "\n\n".join(parts) + "\n"
 
 
 def help_text(rows: Iterable[Setting], env: Mapping[str, str] | None = None) -> str:
@@ -668,4 +709,4 @@ def help_text(rows: Iterable[Setting], env: Mapping[str, str] | None = None) -> 
 
 
 if __name__ == "__main__":
-    print(markdown_table())
+    print(settings_page(), end="")

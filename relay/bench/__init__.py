@@ -1,4 +1,4 @@
-"""Benchmarks: `pgpulse bench` and the figures in the README. Each starts its own
+"""Benchmarks: `pgpulse bench` and the figures in docs/benchmarks.md. Each starts its own
 throwaway services, so figures from one run are side by side on the same machine."""
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ def repeated(runs: int, bench: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 def summary(record: dict[str, Any]) -> str:
     """The human form of a record: its name and top-level figures on one line (a record of
-    README rows: the rows)."""
-    if "readme_rows" in record:
-        return f"rows for the README's benchmark table:\n{record['readme_rows']}"
+    table rows: the rows)."""
+    if "table_rows" in record:
+        return f"rows for docs/benchmarks.md's table:\n{record['table_rows']}"
     if record.get("bench") == "soak":
         from relay.bench.soak import render_table
 
@@ -133,7 +133,7 @@ def run_bench(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
             bench_worker_idle,
             bench_worker_lag,
             bench_worker_throughput,
-            readme_rows,
+            benchmark_rows,
         )
 
         lag = None
@@ -146,7 +146,7 @@ def run_bench(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         idle = bench_worker_idle(args.idle_seconds)
         yield idle | {"machine": machine()}
         if lag is not None:
-            yield {"bench": "worker-readme", "readme_rows": readme_rows(lag, flat, idle)}
+            yield {"bench": "worker-table", "table_rows": benchmark_rows(lag, flat, idle)}
     if what in ("results", "all"):
         from relay.bench.results import bench_results
 

@@ -11,7 +11,7 @@
   counted by the dev server.
 - `worker-idle`: commands an idle worker sends, per day (≤ 30,000 by default).
 
-`pgpulse bench worker-lag` runs the three and ends with their rows for the README's table.
+`pgpulse bench worker-lag` runs the three and ends with their rows for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -319,8 +319,8 @@ def bench_worker_idle(
     }
 
 
-def readme_rows(lag: dict[str, Any], flat: dict[str, Any], idle: dict[str, Any]) -> str:
-    """The three records as rows of the README's benchmark table."""
+def benchmark_rows(lag: dict[str, Any], flat: dict[str, Any], idle: dict[str, Any]) -> str:
+    """The three records as rows of docs/benchmarks.md's table."""
     command = (
         f"`pgpulse bench worker-lag --rate-per-min {lag['rate_per_min']:g} "
         f"--seconds {lag['seconds']:g} --checks {flat['checks']} "

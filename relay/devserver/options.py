@@ -16,7 +16,7 @@ from relay.errors import ConfigError
 REDIS_COMPAT = ("6.2",)  # relay.devserver.tenants.NEWER_THAN_6_2 is what 6.2 lacks
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8079
-# the variables are rows of the settings table (relay.config, the README)
+# the variables are rows of the settings table (relay.config, docs/settings.md)
 DEFAULT_REDIS_URL = REDIS_URL.default
 REDIS_URL_ENV = REDIS_URL.env
 TOKENS_ENV = DEVSERVER_TOKENS.env

@@ -1,8 +1,8 @@
-"""The documented host install (README, "Running pgpulse with systemd"): deploy/install.sh
-puts the wheel in a virtualenv and the units and their environment files in place, here into
-a temporary root. The units as installed pass `systemd-analyze verify` there (which also
-finds the programs they start), each reads its own environment file, and the modes are the
-ones the README states."""
+"""The documented host install (docs/operating.md, "Running pgpulse with systemd"):
+deploy/install.sh puts the wheel in a virtualenv and the units and their environment files
+in place, here into a temporary root. The units as installed pass `systemd-analyze verify`
+there (which also finds the programs they start), each reads its own environment file, and
+the modes are the ones the docs state."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def test_the_installed_units_verify_and_start_what_was_installed(root):
 
 
 @pytest.mark.slow  # installs the wheel
-def test_environment_files_are_root_s_alone_as_the_readme_says(root, wheelhouse):
+def test_environment_files_are_root_s_alone_as_the_docs_say(root, wheelhouse):
     etc = root / "etc/pgpulse"
     assert mode(etc) == "0o700"
     for name in ENV_FILES.values():
@@ -113,18 +113,18 @@ def test_environment_files_are_root_s_alone_as_the_readme_says(root, wheelhouse)
     assert "pgpulse_ticker" in (etc / "tick.env").read_text()
     assert "pgpulse_relay" in (etc / "relay.env").read_text()
 
-    # the README's section and the shipped files state that one mode, no other
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Running pgpulse with systemd") :].split("\n## ")[0]
+    # the docs' section and the shipped files state that one mode, no other
+    operating = (ROOT / "docs/operating.md").read_text()
+    section = operating[operating.index("## Running pgpulse with systemd") :].split("\n## ")[0]
     stated = [
         (name, m)
         for name, text in [
-            ("README.md", section),
+            ("docs/operating.md", section),
             *((p.name, p.read_text()) for p in [INSTALL, *(ROOT / "deploy/systemd").iterdir()]),
         ]
         for m in re.findall(r"(?<!UMask=)\b0[0-7]{3}\b", text)
     ]
-    assert ("README.md", "0600") in stated
+    assert ("docs/operating.md", "0600") in stated
     assert {m for _, m in stated} <= {"0600", "0700", "0755", "0644"}, stated
 
     # an upgrade keeps what the admin wrote, and puts a loosened mode back

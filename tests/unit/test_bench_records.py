@@ -33,8 +33,8 @@ def test_summary_is_one_line_of_top_level_figures() -> None:
     assert line == "bench tick: monitors 100, seconds_median 1.5"
 
 
-def test_the_worker_benchmarks_end_with_rows_for_the_readme_table() -> None:
-    from relay.bench.worker import readme_rows
+def test_the_worker_benchmarks_end_with_rows_for_the_benchmarks_table() -> None:
+    from relay.bench.worker import benchmark_rows
 
     lag = {
         "rate_per_min": 10_000.0,
@@ -62,7 +62,7 @@ def test_the_worker_benchmarks_end_with_rows_for_the_readme_table() -> None:
         "commands_per_check": 0.026,
     }
     idle = {"seconds": 60.0, "idle_max_s": 3.0, "commands": 20, "commands_per_day": 28_800}
-    rows = readme_rows(lag, flat, idle).splitlines()
+    rows = benchmark_rows(lag, flat, idle).splitlines()
     assert len(rows) == 3 and all(r.startswith("| ") and r.count(" | ") == 3 for r in rows)
     assert "10,000 checks a minute over three regions for 60 s" in rows[0]
     assert "**p50 41.2 ms, p99 180.5 ms**, max 240 ms, none early of 10,000" in rows[0]
@@ -70,6 +70,6 @@ def test_the_worker_benchmarks_end_with_rows_for_the_readme_table() -> None:
     assert "--rate-per-min 10000 --seconds 60 --checks 20000 --idle-seconds 60 --json" in rows[0]
     assert "**601.5 checks/s**" in rows[1] and "**0.026 commands per check**" in rows[1]
     assert "**28,800 a day** (20 in 60 s)" in rows[2]
-    late = readme_rows(lag | {"started_early": 3, "missing": 2}, flat, idle)
+    late = benchmark_rows(lag | {"started_early": 3, "missing": 2}, flat, idle)
     assert "3 early, 2 missing of 10,000" in late
-    assert summary({"bench": "worker-readme", "readme_rows": "| a | b |"}).endswith("| a | b |")
+    assert summary({"bench": "worker-table", "table_rows": "| a | b |"}).endswith("| a | b |")

@@ -75,11 +75,14 @@ def test_listen_off_polls_often_and_pool_size_is_a_setting():
 # ------------------------------------------------------------ each setting defined once
 
 
-def test_the_readme_settings_table_is_the_one_in_config():
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index("<!-- settings table:")
-    table = readme[readme.index("\n", start) + 1 : readme.index("\n<!-- end of settings table -->")]
-    assert table == config.markdown_table(), "run `python -m relay.config` and paste its table"
+def test_docs_settings_is_the_page_config_generates():
+    committed = (ROOT / "docs/settings.md").read_text()
+    assert committed == config.settings_page(), "run `make docs` (python -m relay.config)"
+    # the page has a row for every setting, under its group's heading
+    for title, rows in config.setting_groups():
+        part = committed[committed.index(f"\n## {title}\n") :].split("\n## ")[1]
+        assert [s.env for s in rows] == re.findall(r"^\| `([^`]+)` \|", part, re.M)
+    assert len(config.all_settings()) == len({s.env for s in config.all_settings()})
 
 
 def test_every_variable_the_code_reads_has_a_row():
@@ -126,13 +129,13 @@ def test_relay_help_lists_every_setting_with_its_default_and_hides_secrets(capsy
     assert "hunter2" not in shown and "CRON_SECRET (default —)  (now set)" in shown
 
 
-def test_tick_defaults_are_one_object_used_by_the_cli_and_the_readme():
+def test_tick_defaults_are_one_object_used_by_the_cli_and_the_docs():
     args = cli.build_parser().parse_args(["tick"])
     assert TickParams.from_options(args) == TickParams()
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    page = (ROOT / "docs/settings.md").read_text()
     p = TickParams()
     assert (
-        f"budget ({p.budget_s:g} s;" in readme
-        and f"lookahead ({p.lookahead_s:g} s;" in readme
-        and f"chunk ({p.chunk:,} monitors" in readme
+        f"| `p_budget` | `--budget SECONDS` | {p.budget_s:g} | time budget in seconds" in page
+        and f"| `p_lookahead` | `--lookahead SECONDS` | {p.lookahead_s:g} | emit jobs" in page
+        and f"| `p_chunk` | `--chunk MONITORS` | {p.chunk:,} | monitors claimed" in page
     )
