@@ -81,23 +81,33 @@ CREATE INDEX schedule_parked ON pgpulse.schedule (parked) WHERE parked IS NOT NU
 COMMENT ON TABLE pgpulse.schedule IS
     'pgpulse''s schedule, one row per product monitor; written only by pgpulse';
 
--- Product rows a bulk write (a statement of more than 500 rows) handed over to be followed
--- a moment later: the product's statement pays one plain append per row here instead of
--- pgpulse's checks, phase and schedule row; pgpulse.follow_apply() (the relay, woken by
--- NOTIFY pgpulse_follow, and every tick) turns them into schedule rows and first jobs. The
--- columns are the product's followed ones, of its own types (made from its table), so an
--- append never fails where the product's row did not. No key and no index: an append is
--- all a bulk write pays (REPLICA IDENTITY FULL, for publications).
+-- Product writes handed over to be followed a moment later, in the order they were made
+-- (seq: one per statement): a bulk INSERT's rows (old_id NULL), and every UPDATE that
+-- changed a followed column (its new values, and the old ones the follow compares with).
+-- The product's statement pays one plain append per row here instead of pgpulse's checks,
+-- phase and schedule row; an UPDATE of up to 500 rows is followed at once, in its statement,
+-- from these rows; the rest pgpulse.follow_apply() (the relay, woken by NOTIFY
+-- pgpulse_follow, and every tick) follows. The columns are the product's followed ones, of
+-- its own types (made from its table), so an append never fails where the product's row did
+-- not. No key and no index: an append is all a bulk write pays (REPLICA IDENTITY FULL, for
+-- publications).
+CREATE SEQUENCE pgpulse.follow_log_seq;
 CREATE TABLE pgpulse.follow_log AS
 SELECT id, url, method, timeout_ms, expected_status, check_retries, check_retry_delay_ms,
        check_interval_minutes, check_interval_seconds, is_active, preferred_region,
-       allow_fallback, criticality, next_check_at, check_regions
+       allow_fallback, criticality, next_check_at, check_regions,
+       id AS old_id, check_interval_minutes AS old_check_interval_minutes,
+       check_interval_seconds AS old_check_interval_seconds,
+       preferred_region AS old_preferred_region, check_regions AS old_check_regions,
+       next_check_at AS old_next_check_at
   FROM public.monitors WITH NO DATA;
 ALTER TABLE pgpulse.follow_log
     ADD COLUMN logged_at timestamptz NOT NULL DEFAULT now(),
+    ADD COLUMN seq bigint NOT NULL DEFAULT nextval('pgpulse.follow_log_seq'),
     REPLICA IDENTITY FULL;
+ALTER SEQUENCE pgpulse.follow_log_seq OWNED BY pgpulse.follow_log.seq;
 COMMENT ON TABLE pgpulse.follow_log IS
-    'product rows of bulk writes, waiting for pgpulse.follow_apply() to schedule them';
+    'product writes waiting for pgpulse.follow_apply() to follow them into the schedule';
 
 -- One row per job waiting to be published. Rows are deleted when published.
 CREATE TABLE pgpulse.outbox (

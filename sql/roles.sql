@@ -102,6 +102,7 @@ BEGIN
     GRANT SELECT, UPDATE (skipped_slots) ON pgpulse.maintenance_windows TO pgpulse_owner;
     GRANT SELECT, INSERT, DELETE ON pgpulse.maintenance_skips TO pgpulse_owner;
     GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.follow_log TO pgpulse_owner;
+    GRANT USAGE ON SEQUENCE pgpulse.follow_log_seq TO pgpulse_owner;
     GRANT EXECUTE ON FUNCTION
         pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[], tid[]),
         pgpulse._tick_bound_lock_wait(timestamptz),
@@ -109,7 +110,8 @@ BEGIN
         pgpulse._unrouted(timestamptz, jsonb, integer),
         pgpulse._schedule_insert(anyarray, boolean),
         pgpulse._schedule_now(tid[]),
-        pgpulse._remember_moved(tid[])
+        pgpulse._follow_change(pgpulse.follow_log),
+        pgpulse._follow_entries(pgpulse.follow_log[])
         TO pgpulse_owner;
     -- (a migrating role that may not act as the owner leaves them its own, and says so)
     IF pg_catalog.pg_has_role('pgpulse_owner', 'MEMBER') THEN
@@ -121,7 +123,6 @@ BEGIN
         ALTER FUNCTION pgpulse._follow_update() OWNER TO pgpulse_owner;
         ALTER FUNCTION pgpulse._follow_delete() OWNER TO pgpulse_owner;
         ALTER FUNCTION pgpulse._follow_truncate() OWNER TO pgpulse_owner;
-        ALTER FUNCTION pgpulse._follow_schedule_now() OWNER TO pgpulse_owner;
         ALTER FUNCTION pgpulse._outbox_requeue_current() OWNER TO pgpulse_owner;
         ALTER FUNCTION pgpulse._region_renamed() OWNER TO pgpulse_owner;
         ALTER FUNCTION pgpulse.check_now(text) OWNER TO pgpulse_owner;

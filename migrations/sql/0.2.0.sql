@@ -305,23 +305,33 @@ CREATE INDEX schedule_parked ON pgpulse.schedule (parked) WHERE parked IS NOT NU
 COMMENT ON TABLE pgpulse.schedule IS
     'pgpulse''s schedule, one row per product monitor; written only by pgpulse';
 
--- Product rows a bulk write (a statement of more than 500 rows) handed over to be followed
--- a moment later: the product's statement pays one plain append per row here instead of
--- pgpulse's checks, phase and schedule row; pgpulse.follow_apply() (the relay, woken by
--- NOTIFY pgpulse_follow, and every tick) turns them into schedule rows and first jobs. The
--- columns are the product's followed ones, of its own types (made from its table), so an
--- append never fails where the product's row did not. No key and no index: an append is
--- all a bulk write pays (REPLICA IDENTITY FULL, for publications).
+-- Product writes handed over to be followed a moment later, in the order they were made
+-- (seq: one per statement): a bulk INSERT's rows (old_id NULL), and every UPDATE that
+-- changed a followed column (its new values, and the old ones the follow compares with).
+-- The product's statement pays one plain append per row here instead of pgpulse's checks,
+-- phase and schedule row; an UPDATE of up to 500 rows is followed at once, in its statement,
+-- from these rows; the rest pgpulse.follow_apply() (the relay, woken by NOTIFY
+-- pgpulse_follow, and every tick) follows. The columns are the product's followed ones, of
+-- its own types (made from its table), so an append never fails where the product's row did
+-- not. No key and no index: an append is all a bulk write pays (REPLICA IDENTITY FULL, for
+-- publications).
+CREATE SEQUENCE pgpulse.follow_log_seq;
 CREATE TABLE pgpulse.follow_log AS
 SELECT id, url, method, timeout_ms, expected_status, check_retries, check_retry_delay_ms,
        check_interval_minutes, check_interval_seconds, is_active, preferred_region,
-       allow_fallback, criticality, next_check_at, check_regions
+       allow_fallback, criticality, next_check_at, check_regions,
+       id AS old_id, check_interval_minutes AS old_check_interval_minutes,
+       check_interval_seconds AS old_check_interval_seconds,
+       preferred_region AS old_preferred_region, check_regions AS old_check_regions,
+       next_check_at AS old_next_check_at
   FROM public.monitors WITH NO DATA;
 ALTER TABLE pgpulse.follow_log
     ADD COLUMN logged_at timestamptz NOT NULL DEFAULT now(),
+    ADD COLUMN seq bigint NOT NULL DEFAULT nextval('pgpulse.follow_log_seq'),
     REPLICA IDENTITY FULL;
+ALTER SEQUENCE pgpulse.follow_log_seq OWNED BY pgpulse.follow_log.seq;
 COMMENT ON TABLE pgpulse.follow_log IS
-    'product rows of bulk writes, waiting for pgpulse.follow_apply() to schedule them';
+    'product writes waiting for pgpulse.follow_apply() to follow them into the schedule';
 
 -- the product's own id type (an adopted table's bigint or text), as the outbox has it
 DO $id_type$
@@ -969,6 +979,7 @@ $$;
 CREATE FUNCTION pgpulse._follow_insert() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM new_monitors OFFSET 500) THEN
@@ -990,77 +1001,74 @@ BEGIN
 END
 $$;
 
--- A changed monitor: the fields whose columns changed follow (the others keep what pgpulse
--- holds: a region renamed in pgpulse.regions stays renamed). A changed interval re-phases
--- the next slot onto the new grid and takes back the jobs written ahead for the old one (a
--- slot already due is still checked); so does a re-activation or an unparked row (its next
--- slot, not a catch-up). A next_check_at the product changed wins: its next slot is there.
--- A deactivated or newly parked monitor's waiting jobs go; a changed check, criticality or
--- fallback choice reaches the jobs still waiting.
-CREATE FUNCTION pgpulse._follow_update() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
+-- A changed monitor, from its logged change (pgpulse.follow_log: the new values and the old
+-- ones): the fields whose columns changed follow (the others keep what pgpulse holds: a
+-- region renamed in pgpulse.regions stays renamed). A changed interval re-phases the next
+-- slot onto the new grid and takes back the jobs written ahead for the old one (a slot
+-- already due is still checked); so does a re-activation or an unparked row (its next slot
+-- after the product's write, not a catch-up). A next_check_at the product changed wins: its
+-- next slot is there. A deactivated or newly parked monitor's waiting jobs go; a changed
+-- check, criticality or fallback choice reaches the jobs still waiting. Returns whether its
+-- slots up to the horizon may be missing (re-activated, unparked, or its slot moved).
+CREATE FUNCTION pgpulse._follow_change(e pgpulse.follow_log)
+RETURNS boolean
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     s          pgpulse.schedule%ROWTYPE;
     v_old      pgpulse.schedule%ROWTYPE;
     v_interval bigint;
-    v_row      tid;
 BEGIN
-    SELECT * INTO v_old FROM pgpulse.schedule WHERE monitor_id = OLD.id FOR UPDATE;
-    IF NOT FOUND OR NEW.id IS DISTINCT FROM OLD.id THEN
-        -- a changed id, a row still in the follow log, or a row pgpulse never saw
-        -- (following was off): follow it anew, from this version of it (a logged version
-        -- followed later keeps what this writes; one under the old id must not come back)
-        IF NEW.id IS DISTINCT FROM OLD.id THEN
-            DELETE FROM pgpulse.follow_log WHERE id = OLD.id;
-        END IF;
-        DELETE FROM pgpulse.schedule WHERE monitor_id = OLD.id;
-        DELETE FROM pgpulse.outbox WHERE monitor_id = OLD.id;
-        PERFORM pgpulse._remember_moved(pgpulse._schedule_insert(ARRAY[NEW]));
-        RETURN NULL;
+    SELECT * INTO v_old FROM pgpulse.schedule WHERE monitor_id = e.id FOR UPDATE;
+    IF NOT FOUND THEN
+        -- a row pgpulse never saw (following was off): follow it anew, from this version
+        DELETE FROM pgpulse.outbox WHERE monitor_id = e.id;
+        PERFORM pgpulse._schedule_insert(ARRAY[e]);
+        RETURN true;
     END IF;
     s := v_old;
-    IF NEW.check_interval_seconds IS DISTINCT FROM OLD.check_interval_seconds
-       OR NEW.check_interval_minutes IS DISTINCT FROM OLD.check_interval_minutes THEN
+    IF e.check_interval_seconds IS DISTINCT FROM e.old_check_interval_seconds
+       OR e.check_interval_minutes IS DISTINCT FROM e.old_check_interval_minutes THEN
         -- the one of the two this UPDATE changed wins (seconds when both; NULL seconds:
         -- minutes again)
         v_interval := CASE
-            WHEN NEW.check_interval_seconds IS DISTINCT FROM OLD.check_interval_seconds
-                THEN pgpulse._interval_s(NEW.check_interval_minutes, NEW.check_interval_seconds)
-            ELSE NEW.check_interval_minutes::bigint * 60 END;
+            WHEN e.check_interval_seconds IS DISTINCT FROM e.old_check_interval_seconds
+                THEN pgpulse._interval_s(e.check_interval_minutes, e.check_interval_seconds)
+            ELSE e.check_interval_minutes::bigint * 60 END;
         s.check_interval_seconds := least(greatest(v_interval, 0), 2147483647);
     ELSE
         v_interval := v_old.check_interval_seconds;
     END IF;
-    IF NEW.preferred_region IS DISTINCT FROM OLD.preferred_region THEN
-        s.preferred_region := NEW.preferred_region;
+    IF e.preferred_region IS DISTINCT FROM e.old_preferred_region THEN
+        s.preferred_region := e.preferred_region;
     END IF;
-    IF NEW.check_regions IS DISTINCT FROM OLD.check_regions THEN
-        s.check_regions := NEW.check_regions;
+    IF e.check_regions IS DISTINCT FROM e.old_check_regions THEN
+        s.check_regions := e.check_regions;
     END IF;
-    s.is_active := coalesce(NEW.is_active, false);
-    s.allow_fallback := coalesce(NEW.allow_fallback, true);
-    s.criticality := coalesce(NEW.criticality, '');
-    s.check_spec := pgpulse._check_spec(NEW.url, NEW.method, NEW.timeout_ms, NEW.expected_status,
-                                        NEW.check_retries, NEW.check_retry_delay_ms);
-    s.parked := pgpulse._schedule_problem(v_interval, NEW.url, NEW.method, NEW.timeout_ms,
-                                          NEW.expected_status, NEW.check_retries,
-                                          NEW.check_retry_delay_ms, NEW.criticality,
+    s.is_active := coalesce(e.is_active, false);
+    s.allow_fallback := coalesce(e.allow_fallback, true);
+    s.criticality := coalesce(e.criticality, '');
+    s.check_spec := pgpulse._check_spec(e.url, e.method, e.timeout_ms, e.expected_status,
+                                        e.check_retries, e.check_retry_delay_ms);
+    s.parked := pgpulse._schedule_problem(v_interval, e.url, e.method, e.timeout_ms,
+                                          e.expected_status, e.check_retries,
+                                          e.check_retry_delay_ms, e.criticality,
                                           s.check_regions);
     IF s.parked IS NULL AND s.is_active
        AND (NOT v_old.is_active OR v_old.parked IS NOT NULL
             OR s.check_interval_seconds IS DISTINCT FROM v_old.check_interval_seconds) THEN
-        s.next_check_at := pgpulse._grid_slot(NEW.id::text, s.check_interval_seconds, now());
+        s.next_check_at := pgpulse._grid_slot(e.id::text, s.check_interval_seconds,
+                                              e.logged_at);
     END IF;
-    IF NEW.next_check_at IS DISTINCT FROM OLD.next_check_at AND isfinite(NEW.next_check_at) THEN
-        s.next_check_at := NEW.next_check_at;
+    IF e.next_check_at IS DISTINCT FROM e.old_next_check_at AND isfinite(e.next_check_at) THEN
+        s.next_check_at := e.next_check_at;
     END IF;
 
     IF NOT s.is_active OR s.parked IS NOT NULL THEN
-        DELETE FROM pgpulse.outbox WHERE monitor_id = NEW.id;
+        DELETE FROM pgpulse.outbox WHERE monitor_id = e.id;
     ELSIF s.check_interval_seconds IS DISTINCT FROM v_old.check_interval_seconds THEN
-        DELETE FROM pgpulse.outbox WHERE monitor_id = NEW.id AND scheduled_for > now();
+        DELETE FROM pgpulse.outbox WHERE monitor_id = e.id AND scheduled_for > now();
     END IF;
     IF s.is_active AND s.parked IS NULL
        AND (s.check_spec IS DISTINCT FROM v_old.check_spec
@@ -1071,7 +1079,7 @@ BEGIN
            SET payload = s.check_spec || jsonb_strip_nulls(
                    jsonb_build_object('slot_regions', payload -> 'slot_regions')),
                criticality = s.criticality, allow_fallback = s.allow_fallback
-         WHERE monitor_id = NEW.id;
+         WHERE monitor_id = e.id;
     END IF;
     UPDATE pgpulse.schedule
        SET is_active = s.is_active, parked = s.parked, next_check_at = s.next_check_at,
@@ -1079,14 +1087,157 @@ BEGIN
            preferred_region = s.preferred_region, allow_fallback = s.allow_fallback,
            criticality = s.criticality, check_regions = s.check_regions,
            check_spec = s.check_spec
-     WHERE monitor_id = NEW.id
-    RETURNING ctid INTO v_row;
-    -- the tick skipped it while it was inactive or parked, or its slot moved: its slots up
-    -- to the horizon may be missing
-    IF s.is_active AND s.parked IS NULL
+     WHERE monitor_id = e.id;
+    RETURN s.is_active AND s.parked IS NULL
        AND (NOT v_old.is_active OR v_old.parked IS NOT NULL
-            OR s.next_check_at IS DISTINCT FROM v_old.next_check_at) THEN
-        PERFORM pgpulse._remember_moved(ARRAY[v_row]);
+            OR s.next_check_at IS DISTINCT FROM v_old.next_check_at);
+END
+$$;
+
+-- Follows logged product writes in the order they were made (new rows a run at a time,
+-- each change by itself), then writes the slots they made due up to the horizon the ticks
+-- have written.
+CREATE FUNCTION pgpulse._follow_entries(p_entries pgpulse.follow_log[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e       pgpulse.follow_log;
+    v_new   pgpulse.follow_log[] := '{}';
+    v_moved pgpulse.follow_log[] := '{}';
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM unnest(p_entries) u WHERE u.old_id IS NOT NULL) THEN
+        -- only new rows (a bulk INSERT): all at once
+        PERFORM pgpulse._schedule_now(pgpulse._schedule_insert(p_entries, false));
+        RETURN;
+    END IF;
+    FOR e IN SELECT u.* FROM unnest(p_entries) u ORDER BY u.seq LOOP
+        IF e.old_id IS NULL THEN
+            v_new := v_new || e;
+            CONTINUE;
+        END IF;
+        IF cardinality(v_new) > 0 THEN
+            PERFORM pgpulse._schedule_insert(v_new, false);
+            v_moved := v_moved || v_new;
+            v_new := '{}';
+        END IF;
+        IF pgpulse._follow_change(e) THEN
+            v_moved := v_moved || e;
+        END IF;
+    END LOOP;
+    IF cardinality(v_new) > 0 THEN
+        PERFORM pgpulse._schedule_insert(v_new, false);
+        v_moved := v_moved || v_new;
+    END IF;
+    IF cardinality(v_moved) > 0 THEN
+        PERFORM pgpulse._schedule_now(ARRAY(
+            SELECT s.ctid FROM pgpulse.schedule s
+             WHERE s.monitor_id IN (SELECT m.id FROM unnest(v_moved) m)));
+    END IF;
+END
+$$;
+
+-- Changed monitors, after the statement (its old and new rows as transition tables): the
+-- rows whose followed columns changed are logged, and followed at once, in this transaction
+-- (their slots that became due written as for a new monitor), when they are up to 500 and
+-- nothing older waits in the log (the log's order is each monitor's order). A bulk UPDATE is
+-- left to follow_apply, like a bulk INSERT, so its cost per row stays near the product's
+-- own. An UPDATE that names no followed column returns at once (_follow_update_named said
+-- so): an ORM's full-row save that writes back what it read logs nothing either. A changed
+-- id: the old one is gone (as deleted), the new one is a new monitor.
+CREATE FUNCTION pgpulse._follow_update() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- a bulk statement's rows: planned without JIT (its compile time would be most of the
+-- cost), joined in memory
+SET jit = off SET work_mem = '64MB'
+AS $$
+DECLARE
+    v_flag  text := 'pgpulse.follow_named_' || pg_trigger_depth();
+    v_named text := current_setting(v_flag, true);
+    v_seq   bigint;
+    v_rows  bigint;
+    v_ids   bigint := 0;
+    v_taken pgpulse.follow_log[];
+BEGIN
+    IF v_named IS NULL OR v_named NOT IN ('columns', 'id') THEN
+        RETURN NULL;
+    END IF;
+    PERFORM set_config(v_flag, '', true);
+    v_seq := nextval('pgpulse.follow_log_seq');
+    IF v_named = 'id' THEN
+        DELETE FROM pgpulse.follow_log l USING old_monitors o
+         WHERE l.id = o.id AND NOT EXISTS (SELECT 1 FROM new_monitors n WHERE n.id = o.id);
+        DELETE FROM pgpulse.outbox j USING old_monitors o
+         WHERE j.monitor_id = o.id AND NOT EXISTS (SELECT 1 FROM new_monitors n WHERE n.id = o.id);
+        DELETE FROM pgpulse.schedule s USING old_monitors o
+         WHERE s.monitor_id = o.id AND NOT EXISTS (SELECT 1 FROM new_monitors n WHERE n.id = o.id);
+        INSERT INTO pgpulse.follow_log
+               (seq, id, url, method, timeout_ms, expected_status, check_retries,
+                check_retry_delay_ms, check_interval_minutes, check_interval_seconds, is_active,
+                preferred_region, allow_fallback, criticality, next_check_at, check_regions)
+        SELECT v_seq, n.id, n.url, n.method, n.timeout_ms, n.expected_status, n.check_retries,
+               n.check_retry_delay_ms, n.check_interval_minutes, n.check_interval_seconds,
+               n.is_active, n.preferred_region, n.allow_fallback, n.criticality,
+               n.next_check_at, n.check_regions
+          FROM new_monitors n
+         WHERE NOT EXISTS (SELECT 1 FROM old_monitors o WHERE o.id = n.id);
+        GET DIAGNOSTICS v_ids = ROW_COUNT;
+    END IF;
+    INSERT INTO pgpulse.follow_log
+           (seq, id, url, method, timeout_ms, expected_status, check_retries,
+            check_retry_delay_ms, check_interval_minutes, check_interval_seconds, is_active,
+            preferred_region, allow_fallback, criticality, next_check_at, check_regions,
+            old_id, old_check_interval_minutes, old_check_interval_seconds,
+            old_preferred_region, old_check_regions, old_next_check_at)
+    SELECT v_seq, n.id, n.url, n.method, n.timeout_ms, n.expected_status, n.check_retries,
+           n.check_retry_delay_ms, n.check_interval_minutes, n.check_interval_seconds,
+           n.is_active, n.preferred_region, n.allow_fallback, n.criticality, n.next_check_at,
+           n.check_regions, o.id, o.check_interval_minutes, o.check_interval_seconds,
+           o.preferred_region, o.check_regions, o.next_check_at
+      FROM new_monitors n JOIN old_monitors o ON o.id = n.id
+     WHERE n.url IS DISTINCT FROM o.url OR n.method IS DISTINCT FROM o.method
+        OR n.timeout_ms IS DISTINCT FROM o.timeout_ms
+        OR n.expected_status IS DISTINCT FROM o.expected_status
+        OR n.check_retries IS DISTINCT FROM o.check_retries
+        OR n.check_retry_delay_ms IS DISTINCT FROM o.check_retry_delay_ms
+        OR n.check_interval_minutes IS DISTINCT FROM o.check_interval_minutes
+        OR n.check_interval_seconds IS DISTINCT FROM o.check_interval_seconds
+        OR n.is_active IS DISTINCT FROM o.is_active
+        OR n.preferred_region IS DISTINCT FROM o.preferred_region
+        OR n.allow_fallback IS DISTINCT FROM o.allow_fallback
+        OR n.criticality IS DISTINCT FROM o.criticality
+        OR n.next_check_at IS DISTINCT FROM o.next_check_at
+        OR n.check_regions IS DISTINCT FROM o.check_regions;
+    GET DIAGNOSTICS v_rows = ROW_COUNT;
+    v_rows := v_rows + v_ids;
+    IF v_rows = 0 THEN
+        RETURN NULL;
+    ELSIF v_rows <= 500 AND NOT EXISTS (SELECT 1 FROM pgpulse.follow_log l WHERE l.seq < v_seq) THEN
+        WITH taken AS (DELETE FROM pgpulse.follow_log l WHERE l.seq = v_seq RETURNING l)
+        SELECT array_agg(t.l) INTO v_taken FROM taken t;
+        PERFORM pgpulse._follow_entries(v_taken);
+    ELSE
+        PERFORM pg_notify('pgpulse_follow', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Before an UPDATE that names a followed column (TG_ARGV[0] 'columns') or the id ('id'),
+-- tells its _follow_update to look at the statement's rows: an UPDATE of other columns pays
+-- only for the transition tables. Per trigger depth: an UPDATE that a product trigger runs
+-- inside another statement has its own.
+CREATE FUNCTION pgpulse._follow_update_named() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_flag text := 'pgpulse.follow_named_' || pg_trigger_depth();
+BEGIN
+    IF TG_ARGV[0] = 'id' OR current_setting(v_flag, true) IS DISTINCT FROM 'id' THEN
+        PERFORM set_config(v_flag, TG_ARGV[0], true);
     END IF;
     RETURN NULL;
 END
@@ -1097,6 +1248,9 @@ $$;
 CREATE FUNCTION pgpulse._follow_delete() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- a bulk statement's rows: planned without JIT (its compile time would be most of the
+-- cost), joined in memory
+SET jit = off SET work_mem = '64MB'
 AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pgpulse.follow_log) THEN
@@ -1109,15 +1263,16 @@ BEGIN
 END
 $$;
 
--- Follows the product rows bulk writes logged (pgpulse.follow_log), up to p_limit of them:
--- their schedule rows, and their first slots up to the horizon the ticks have written.
--- Rows another caller is taking are skipped, so relays and ticks may call it at once. A
--- monitor the product changed since (its UPDATE followed it anew) keeps what that wrote.
--- Returns the rows taken.
+-- Follows the product writes logged in pgpulse.follow_log, up to p_limit of them, oldest
+-- first: their schedule rows, and their first slots up to the horizon the ticks have
+-- written. One caller at a time (relays and ticks may call it at once: the others wait):
+-- the log's order is each monitor's order. A new row the product changed since (its UPDATE
+-- followed it anew) keeps what that wrote. Returns the rows taken.
 CREATE FUNCTION pgpulse.follow_apply(p_limit integer DEFAULT 10000)
 RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
 DECLARE
     v_rows pgpulse.follow_log[];
@@ -1126,17 +1281,21 @@ BEGIN
         RAISE EXCEPTION 'pgpulse.follow_apply: limit must be 1 to 1000000, not %',
             coalesce(p_limit::text, 'NULL') USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM pgpulse.follow_log) THEN
+        RETURN 0;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('pgpulse.follow_apply'));
     WITH taken AS (
         DELETE FROM pgpulse.follow_log l
          WHERE l.ctid = ANY (ARRAY(SELECT f.ctid FROM pgpulse.follow_log f
-                                    LIMIT p_limit FOR UPDATE SKIP LOCKED))
+                                    ORDER BY f.seq LIMIT p_limit FOR UPDATE))
         RETURNING l
     )
     SELECT array_agg(t.l) INTO v_rows FROM taken t;
     IF v_rows IS NULL THEN
         RETURN 0;
     END IF;
-    PERFORM pgpulse._schedule_now(pgpulse._schedule_insert(v_rows, false));
+    PERFORM pgpulse._follow_entries(v_rows);
     RETURN cardinality(v_rows);
 END
 $$;
@@ -1163,44 +1322,6 @@ BEGIN
     DELETE FROM pgpulse.dead_letters;
     RETURN NULL;
 END
-$$;
-
--- ... and after the statement, the slots its changes made due (a re-activation, a new
--- interval, a "check now" through next_check_at, a fixed URL) are written at once.
-CREATE FUNCTION pgpulse._follow_schedule_now() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_moved text := current_setting('pgpulse.moved_rows', true);
-    v_rows  tid[];
-BEGIN
-    IF coalesce(v_moved, '') = '' THEN
-        RETURN NULL;  -- no slot moved: nothing to write now
-    END IF;
-    PERFORM set_config('pgpulse.moved_rows', '', true);
-    BEGIN
-        v_rows := CASE WHEN v_moved <> '*' THEN string_to_array(v_moved, ' ')::tid[] END;
-    EXCEPTION WHEN OTHERS THEN
-        v_rows := NULL;  -- a value set by someone else: every due row, as a tick would
-    END;
-    PERFORM pgpulse._schedule_now(v_rows);
-    RETURN NULL;
-END
-$$;
-
--- Remembers, until the end of the statement, schedule rows whose next slot a product's
--- UPDATE moved (transaction-local, so a rolled-back savepoint forgets them too); past a
--- thousand rows, every due row is looked at instead.
-CREATE FUNCTION pgpulse._remember_moved(p_rows tid[])
-RETURNS void
-LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT set_config('pgpulse.moved_rows',
-        CASE WHEN m.v = '*' OR length(m.v) > 20000 THEN '*'
-             ELSE ltrim(m.v || ' ' || array_to_string(p_rows, ' ')) END, true)
-      FROM (SELECT coalesce(current_setting('pgpulse.moved_rows', true), '') AS v) m
 $$;
 
 -- A job put back after a failure (the relay's requeue, a dead letter retried) may have
@@ -1238,17 +1359,17 @@ $$;
 CREATE FUNCTION pgpulse.following(OUT ok boolean, OUT detail text)
 LANGUAGE sql STABLE
 BEGIN ATOMIC
-    SELECT count(*) FILTER (WHERE t.tgenabled IN ('O', 'A')) = 5,
-           CASE WHEN count(*) FILTER (WHERE t.tgenabled IN ('O', 'A')) < 5 THEN
+    SELECT count(*) FILTER (WHERE t.tgenabled IN ('O', 'A')) = 6,
+           CASE WHEN count(*) FILTER (WHERE t.tgenabled IN ('O', 'A')) < 6 THEN
                'not following public.monitors: '
                || coalesce(string_agg(t.tgname || ' disabled', ', ')
                                FILTER (WHERE t.tgenabled NOT IN ('O', 'A')), '')
-               || CASE WHEN count(t.tgname) < 5
-                       THEN format(' %s of 5 triggers missing', 5 - count(t.tgname)) ELSE '' END
+               || CASE WHEN count(t.tgname) < 6
+                       THEN format(' %s of 6 triggers missing', 6 - count(t.tgname)) ELSE '' END
            END
       FROM (VALUES ('pgpulse_follow_insert'), ('pgpulse_follow_update'),
-                   ('pgpulse_follow_update_schedule_now'), ('pgpulse_follow_delete'),
-                   ('pgpulse_follow_truncate')) n(name)
+                   ('pgpulse_follow_update_named'), ('pgpulse_follow_update_id_named'),
+                   ('pgpulse_follow_delete'), ('pgpulse_follow_truncate')) n(name)
       LEFT JOIN pg_trigger t ON t.tgname = n.name AND t.tgrelid = to_regclass('public.monitors');
 END;
 
@@ -1438,31 +1559,25 @@ CREATE TRIGGER pgpulse_follow_insert
     REFERENCING NEW TABLE AS new_monitors
     FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._follow_insert();
 
--- Only a change of a followed column: an ORM's full-row save that writes back what it read
--- is no change, and an UPDATE of a column pgpulse does not follow never fires it.
-CREATE TRIGGER pgpulse_follow_update
-    AFTER UPDATE OF id, url, method, timeout_ms, expected_status, check_retries,
-                    check_retry_delay_ms, check_interval_minutes, check_interval_seconds,
-                    is_active, preferred_region, allow_fallback, criticality, next_check_at,
-                    check_regions
-    ON public.monitors
-    FOR EACH ROW WHEN ((NEW.id, NEW.url, NEW.method, NEW.timeout_ms, NEW.expected_status,
-                        NEW.check_retries, NEW.check_retry_delay_ms, NEW.check_interval_minutes,
-                        NEW.check_interval_seconds, NEW.is_active, NEW.preferred_region,
-                        NEW.allow_fallback, NEW.criticality, NEW.next_check_at, NEW.check_regions)
-                       IS DISTINCT FROM
-                       (OLD.id, OLD.url, OLD.method, OLD.timeout_ms, OLD.expected_status,
-                        OLD.check_retries, OLD.check_retry_delay_ms, OLD.check_interval_minutes,
-                        OLD.check_interval_seconds, OLD.is_active, OLD.preferred_region,
-                        OLD.allow_fallback, OLD.criticality, OLD.next_check_at, OLD.check_regions))
-    EXECUTE FUNCTION pgpulse._follow_update();
+-- An UPDATE: _follow_update after the statement, with its old and new rows, told by
+-- _follow_update_named (before it) whether the statement names a followed column or the id
+-- (an UPDATE of the product's other columns pays only for the transition tables).
+CREATE TRIGGER pgpulse_follow_update_id_named
+    BEFORE UPDATE OF id ON public.monitors
+    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._follow_update_named('id');
 
-CREATE TRIGGER pgpulse_follow_update_schedule_now
-    AFTER UPDATE OF id, url, method, timeout_ms, expected_status, check_retries,
-                    check_retry_delay_ms, check_interval_minutes, check_interval_seconds,
-                    is_active, criticality, next_check_at, check_regions
+CREATE TRIGGER pgpulse_follow_update_named
+    BEFORE UPDATE OF url, method, timeout_ms, expected_status, check_retries,
+                     check_retry_delay_ms, check_interval_minutes, check_interval_seconds,
+                     is_active, preferred_region, allow_fallback, criticality, next_check_at,
+                     check_regions
     ON public.monitors
-    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._follow_schedule_now();
+    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._follow_update_named('columns');
+
+CREATE TRIGGER pgpulse_follow_update
+    AFTER UPDATE ON public.monitors
+    REFERENCING OLD TABLE AS old_monitors NEW TABLE AS new_monitors
+    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._follow_update();
 
 CREATE TRIGGER pgpulse_follow_delete
     AFTER DELETE ON public.monitors
@@ -1554,8 +1669,9 @@ REVOKE EXECUTE ON FUNCTION
     pgpulse._follow_update(),
     pgpulse._follow_delete(),
     pgpulse._follow_truncate(),
-    pgpulse._follow_schedule_now(),
-    pgpulse._remember_moved(tid[]),
+    pgpulse._follow_update_named(),
+    pgpulse._follow_change(pgpulse.follow_log),
+    pgpulse._follow_entries(pgpulse.follow_log[]),
     pgpulse._region_renamed(),
     pgpulse.check_now(text),
     pgpulse._schedule_now(tid[]),
@@ -1633,7 +1749,8 @@ BEGIN
         INSERT INTO pgpulse.adoption (kind, name)
         VALUES ('column', 'check_interval_seconds'), ('column', 'check_regions'),
                ('trigger', 'pgpulse_follow_insert'), ('trigger', 'pgpulse_follow_update'),
-               ('trigger', 'pgpulse_follow_update_schedule_now'),
+               ('trigger', 'pgpulse_follow_update_named'),
+               ('trigger', 'pgpulse_follow_update_id_named'),
                ('trigger', 'pgpulse_follow_delete'), ('trigger', 'pgpulse_follow_truncate')
         ON CONFLICT DO NOTHING;
     END IF;

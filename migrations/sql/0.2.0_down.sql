@@ -49,7 +49,8 @@ BEGIN
         DELETE FROM pgpulse.adoption
          WHERE (kind, name) IN (('column', 'check_interval_seconds'), ('column', 'check_regions'),
                                 ('trigger', 'pgpulse_follow_insert'), ('trigger', 'pgpulse_follow_update'),
-                                ('trigger', 'pgpulse_follow_update_schedule_now'),
+                                ('trigger', 'pgpulse_follow_update_named'),
+                                ('trigger', 'pgpulse_follow_update_id_named'),
                                 ('trigger', 'pgpulse_follow_delete'), ('trigger', 'pgpulse_follow_truncate'));
     END IF;
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'pgpulse_monitor') THEN
@@ -103,6 +104,7 @@ BEGIN
 END
 $follow$;
 DROP FUNCTION pgpulse.follow_apply(integer), pgpulse.follow_pending(),
+    pgpulse._follow_entries(pgpulse.follow_log[]), pgpulse._follow_change(pgpulse.follow_log),
     pgpulse._seen_at(public.monitors), pgpulse._seen_at(pgpulse.follow_log);
 DROP TABLE pgpulse.follow_log;
 
@@ -115,7 +117,8 @@ REVOKE USAGE ON SCHEMA pgpulse FROM PUBLIC;
 LOCK TABLE public.monitors IN SHARE ROW EXCLUSIVE MODE;
 DROP TRIGGER pgpulse_follow_insert ON public.monitors;
 DROP TRIGGER pgpulse_follow_update ON public.monitors;
-DROP TRIGGER pgpulse_follow_update_schedule_now ON public.monitors;
+DROP TRIGGER pgpulse_follow_update_named ON public.monitors;
+DROP TRIGGER pgpulse_follow_update_id_named ON public.monitors;
 DROP TRIGGER pgpulse_follow_delete ON public.monitors;
 DROP TRIGGER pgpulse_follow_truncate ON public.monitors;
 DROP TRIGGER regions_renamed ON pgpulse.regions;
@@ -185,8 +188,7 @@ DROP FUNCTION pgpulse.resync(boolean), pgpulse.drift(), pgpulse.following(),
     pgpulse._follow_update(),
     pgpulse._follow_delete(),
     pgpulse._follow_truncate(),
-    pgpulse._follow_schedule_now(),
-    pgpulse._remember_moved(tid[]),
+    pgpulse._follow_update_named(),
     pgpulse._region_renamed(),
     pgpulse.check_now(text),
     pgpulse._schedule_now(tid[]),

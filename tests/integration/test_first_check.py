@@ -244,10 +244,16 @@ def test_a_product_write_schedules_its_own_monitors_never_the_ticks_backlog(conn
     assert _jobs_of(conn, backlog) == len(backlog)
 
 
-def test_a_forged_list_of_moved_rows_never_fails_the_product_write(conn, region):
+@pytest.mark.parametrize("forged", ["not a flag", "id", "columns", ""])
+def test_a_forged_follow_flag_never_fails_or_skips_the_product_write(conn, region, forged):
+    """The flag _follow_update_named sets for its statement is a setting any session may set:
+    set beforehand, it neither fails the product's write nor stops it being followed, and an
+    UPDATE of a column pgpulse does not follow still changes nothing of pgpulse's."""
     tick(conn, lookahead_s=60)
     m = add_monitor(conn, due=None, is_active=False, check_interval_seconds=20)
     with conn.transaction():
-        conn.execute("SELECT set_config('pgpulse.moved_rows', 'not a tid', true)")
+        conn.execute("SELECT set_config('pgpulse.follow_named_1', %s, true)", (forged,))
+        conn.execute("UPDATE public.monitors SET created_at = now() WHERE id = %s", (m["id"],))
         conn.execute("UPDATE public.monitors SET is_active = true WHERE id = %s", (m["id"],))
     assert outbox_jobs(conn, m["id"])
+    assert conn.execute("SELECT count(*) AS n FROM pgpulse.follow_log").fetchone()["n"] == 0

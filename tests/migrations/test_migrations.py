@@ -154,7 +154,7 @@ def test_upgrade_downgrade_to_base_and_upgrade_again(pg_server, empty_db, capsys
     migrate.upgrade(dsn)
     assert version(dsn) == HEAD
     first = schema_dump(pg_server, dsn)
-    assert objects(dsn) == {"schemas": 1, "tables": 14, "routines": 49, "has_version_table": True}
+    assert objects(dsn) == {"schemas": 1, "tables": 14, "routines": 50, "has_version_table": True}
 
     migrate.downgrade(dsn, "base")
     assert version(dsn) is None
