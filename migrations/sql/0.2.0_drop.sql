@@ -1,4 +1,4 @@
--- Removes everything sql/schema.sql and sql/cron.sql installed (pg_cron itself stays).
+-- Removes everything the schema files (sql/NN_*.sql) and sql/cron.sql installed (pg_cron itself stays).
 -- Alembic's version table, pgpulse.alembic_version, outlives the rest: Alembic writes its
 -- last downgrade there after this runs.
 DO $$
