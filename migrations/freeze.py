@@ -223,6 +223,10 @@ def frozen() -> dict[str, str]:
 
 
 def main() -> None:
+    from migrations.released import released
+
+    if REVISION in released():
+        sys.exit(f"revision {REVISION} is released (migrations/released.json): it is frozen")
     for name, text in frozen().items():
         (OUT / name).write_text(text, encoding="utf-8")
         print(f"wrote migrations/sql/{name}", file=sys.stderr)

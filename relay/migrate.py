@@ -648,3 +648,48 @@ def upgrade_sql(revision: str = "head", start: str | None = None) -> str:
     with _database_errors(revision, start):
         command.upgrade(alembic_config(None, output=out), target, sql=True)
     return out.getvalue()
+
+
+# ------------------------------------------------------- the schema a release runs against
+
+
+def schema_revision() -> str:
+    """The schema revision this release's code runs against: its head revision, named after
+    the release that made it (0.2.0 on; 0001-0016 were before any release)."""
+    head = ScriptDirectory.from_config(alembic_config(None)).get_current_head()
+    assert head is not None  # the package ships its revisions
+    return head
+
+
+class SchemaMismatch(DatabaseError):
+    """The database's schema is another release's."""
+
+
+def check_schema(dsn: str) -> None:
+    """Refuses (SchemaMismatch) a database whose schema is not this release's, in one line
+    naming both. A role that may not read pgpulse.alembic_version (the relay's own, see
+    sql/roles.sql) is not refused: the check is the migrating role's then (`pgpulse doctor`)."""
+    from relay import __version__
+
+    ours = schema_revision()
+    try:
+        with connect(dsn) as conn:
+            row = conn.execute("SELECT version_num FROM pgpulse.alembic_version").fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        return
+    except psycopg.errors.UndefinedTable:
+        row = None
+    theirs = one(row)["version_num"] if row else None
+    if theirs == ours:
+        return
+    if theirs is None:
+        raise SchemaMismatch(
+            f"pgpulse {__version__} needs schema revision {ours}, and the database has no "
+            f"pgpulse schema: run `pgpulse migrate` with pgpulse {__version__}"
+        )
+    made_by = "a pgpulse before 0.2.0" if re.fullmatch(r"\d{4}", theirs) else f"pgpulse {theirs}"
+    raise SchemaMismatch(
+        f"pgpulse {__version__} needs schema revision {ours}, but the database is at revision "
+        f"{theirs} ({made_by}): run `pgpulse migrate` with the release you mean to run, or "
+        f"run {made_by}'s relay"
+    )
