@@ -165,9 +165,13 @@ BEGIN
 END
 $id_type$;"""
 
-# The adopted table's triggers are pgpulse's too: in the record, after its columns.
+# The adopted table's triggers are pgpulse's too: in the record, after its columns. Its rows
+# are followed now (a conversion has followed them already: the schedule is not empty).
 _TRIGGERS_ADOPTED = """DO $adopted_triggers$
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pgpulse.schedule) THEN
+        PERFORM pgpulse._schedule_insert(ARRAY(SELECT m FROM public.monitors m));
+    END IF;
     IF to_regclass('pgpulse.adoption') IS NOT NULL THEN
         INSERT INTO pgpulse.adoption (kind, name)
         SELECT 'trigger', t.tgname FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid

@@ -147,6 +147,13 @@ BEGIN
          WHERE l.kind = 'column' AND l.name <> 'check_spec'
          ORDER BY l.step
         ON CONFLICT DO NOTHING;
+        -- revision 0003 added these to an adopted table without listing them
+        INSERT INTO pgpulse.adoption (kind, name)
+        SELECT 'column', a.attname FROM pg_attribute a
+         WHERE a.attrelid = 'public.monitors'::regclass AND NOT a.attisdropped
+           AND a.attname IN ('check_interval_seconds', 'check_regions')
+         ORDER BY a.attnum
+        ON CONFLICT DO NOTHING;
     END IF;
 END
 $release$;

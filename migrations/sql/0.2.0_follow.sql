@@ -43,6 +43,9 @@ CREATE TRIGGER pgpulse_follow_truncate
 
 DO $adopted_triggers$
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pgpulse.schedule) THEN
+        PERFORM pgpulse._schedule_insert(ARRAY(SELECT m FROM public.monitors m));
+    END IF;
     IF to_regclass('pgpulse.adoption') IS NOT NULL THEN
         INSERT INTO pgpulse.adoption (kind, name)
         SELECT 'trigger', t.tgname FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid

@@ -10,11 +10,13 @@ Revision ID: 0.2.0
 Revises:
 """
 
+from alembic import op
+
 from migrations.sqlfile import FOLLOW, SCHEMA, apply
 
 revision = "0.2.0"
 down_revision = None
-branch_labels = None
+branch_labels = ("pgpulse",)
 depends_on = None
 
 
@@ -28,5 +30,20 @@ def upgrade() -> None:
     apply(SCHEMA, FOLLOW, *SETUP)
 
 
+# what sql/roles.sql granted on Alembic's version table, which outlives the downgrade: the
+# role pgpulse_monitor would otherwise hold a right here and never be removed
+_VERSION_TABLE_GRANT = """
+DO $$
+BEGIN
+    IF to_regclass('pgpulse.alembic_version') IS NOT NULL
+       AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgpulse_monitor') THEN
+        REVOKE ALL ON pgpulse.alembic_version FROM pgpulse_monitor;
+    END IF;
+END
+$$;
+"""
+
+
 def downgrade() -> None:
     apply("migrations/sql/0.2.0_drop.sql")
+    op.execute(_VERSION_TABLE_GRANT)
