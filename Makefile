@@ -39,3 +39,12 @@ docs: deps
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# the unreleased revision's SQL, from sql/ (a check-lane test compares them); at a tag,
+# `make release-manifest REVISION=0.2.0` records its files' hashes (then commit, then tag)
+.PHONY: freeze release-manifest
+freeze: deps
+	$(BIN)/python -m migrations.freeze
+
+release-manifest: deps
+	$(BIN)/python -m migrations.released $(REVISION)

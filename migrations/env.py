@@ -6,7 +6,7 @@ public.alembic_version is never read or written."""
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool, text
 
-from migrations.sqlfile import finish, head_setup, move_version_out_of_public
+from migrations.sqlfile import convert_legacy, finish, head_setup, move_version_out_of_public
 from relay.config import database_url, sqlalchemy_url
 
 VERSION_SCHEMA = "pgpulse"
@@ -27,6 +27,8 @@ def run_online() -> None:
         if dry_run is not None:
             run_dry(connection, dry_run)
             return
+        # a legacy revision (0001-0016) is no revision Alembic knows: converted first
+        convert_legacy(connection, config)
         context.configure(
             connection=connection,
             transaction_per_migration=True,

@@ -6,14 +6,13 @@ from pathlib import Path
 from alembic import op
 from sqlalchemy import Connection, text
 
+from relay.errors import UserInputError
+
 ROOT = Path(__file__).resolve().parent.parent
-# Revision 0001's released SQL opens with CREATE SCHEMA pgpulse, but since 0002 Alembic's
-# version table lives in that schema and so exists before 0001 runs. It also creates
-# public.monitors: where the product has that table already, 0001 applies ADOPT instead,
-# which makes pgpulse.regions at once, so 0002's move of public.regions is skipped there.
-INITIAL = "migrations/sql/0001_initial.sql"
-ADOPT = "migrations/sql/0001_adopt.sql"
-REGIONS_MOVE = "migrations/sql/0002_pgpulse_owns_regions.sql"
+# Release 0.2.0's schema opens with CREATE SCHEMA pgpulse, but Alembic's version table lives
+# in that schema and so exists before the revision runs: the schema steps aside meanwhile.
+SCHEMA = "migrations/sql/0.2.0.sql"
+FOLLOW = "migrations/sql/0.2.0_follow.sql"
 # (to_regnamespace, not a cast: a host's own Alembic env has made no schema pgpulse)
 _ONLY_VERSION_TABLE = r"""
 SELECT to_regnamespace('pgpulse') IS NOT NULL
@@ -30,10 +29,10 @@ _HAND_OVER = (
 )
 
 
-# The roles and the pg_cron jobs are set up again by many revisions (each with its release's
-# copy of sql/roles.sql, sql/cron.sql) and once more after an upgrade that ends at head
-# (finish): only the last setup's warnings of a run say how things stand, so they are held
-# and printed once, at its end.
+# The roles and the pg_cron jobs are one idempotent step, the head revision's SETUP (its
+# copies of sql/roles.sql, sql/cron.sql), run after every upgrade that ends at head (finish)
+# and by the revision itself where a host's Alembic runs it: only the last run's warnings say
+# how things stand, so they are held and printed once, at the end.
 SETUP_KINDS = ("roles", "cron")
 
 
@@ -54,8 +53,7 @@ def _run_state(config) -> dict:
 # What a setup file may create outside schema pgpulse: the roles (the cluster's) and the
 # pg_cron extension (this database's). What exists after a setup and not before it is
 # recorded in pgpulse.created when the run ends (finish): `pgpulse migrate --downgrade base`
-# removes only that. (Older revisions' copies create them too, so the record is made here,
-# not in the SQL.)
+# removes only that.
 _OUTSIDE = """
 SELECT 'role', rolname FROM pg_catalog.pg_roles
  WHERE rolname IN ('pgpulse_relay', 'pgpulse_ticker', 'pgpulse_owner', 'pgpulse_monitor')
@@ -76,7 +74,7 @@ def apply(*relative_paths: str) -> None:
     if context.as_sql:
         for rel in relative_paths:
             sql = (ROOT / rel).read_text()
-            if rel == INITIAL:  # the offline script made schema pgpulse for the version table
+            if rel == SCHEMA:  # the offline script made schema pgpulse for the version table
                 sql = "\n".join([_STEP_ASIDE, sql, _HAND_OVER])
             state["applied"].add(rel)
             context.impl.static_output(sql.rstrip() + "\n")
@@ -90,10 +88,6 @@ def apply(*relative_paths: str) -> None:
     # on a host's unqualified alembic_version, must still find their table
     search_path = raw.execute("SELECT current_setting('search_path')").fetchone()[0]
     for rel in relative_paths:
-        if rel == INITIAL and _exists(raw, "public.monitors"):
-            rel = ADOPT
-        elif rel == REGIONS_MOVE and _exists(raw, "pgpulse.regions"):
-            continue
         _run_file(raw, rel, state, quiet=quiet)
     raw.execute("SELECT set_config('search_path', %s, true)", (search_path,))
 
@@ -117,7 +111,7 @@ def _run_file(raw, rel: str, state: dict, *, quiet: bool = False) -> None:
     before = set(raw.execute(_OUTSIDE).fetchall()) if kind and not quiet else set()
     raw.add_notice_handler(notices)
     try:
-        if rel == INITIAL and raw.execute(_ONLY_VERSION_TABLE).fetchone()[0]:
+        if rel == SCHEMA and raw.execute(_ONLY_VERSION_TABLE).fetchone()[0]:
             _apply_beside_version_table(raw, sql)
         else:
             raw.execute(sql)
@@ -169,8 +163,8 @@ def _exists(raw, table: str) -> bool:
 
 
 def _apply_beside_version_table(raw, sql: str) -> None:
-    """Runs the released 0001 SQL unchanged: the schema that holds only the version table
-    steps aside while 0001 creates pgpulse, then hands the version table over."""
+    """The schema that holds only the version table steps aside while 0.2.0.sql creates
+    pgpulse, then hands the version table over."""
     raw.execute(_STEP_ASIDE)
     raw.execute(sql)
     raw.execute(_HAND_OVER)
@@ -230,3 +224,73 @@ def move_version_out_of_public(connection: Connection, revisions: set[str]) -> N
         text("SELECT NOT EXISTS (SELECT 1 FROM public.alembic_version)")
     ).scalar():
         connection.execute(text("DROP TABLE public.alembic_version"))
+
+
+# ------------------------------------------------------------------ legacy installs
+
+# Revisions 0001-0016 were never released; their files are gone. A database one of them
+# migrated (created or adopted, its version row in pgpulse.alembic_version, or before 0002 in
+# public.alembic_version) is converted to 0.2.0 before Alembic reads its version, which
+# Alembic could no longer resolve.
+LEGACY = tuple(f"{n:04d}" for n in range(1, 17))
+CONVERSION = (
+    "migrations/legacy/before.sql",
+    SCHEMA,
+    "migrations/legacy/after.sql",
+    FOLLOW,
+    "migrations/legacy/stamp.sql",
+)
+
+
+class LegacyRefused(UserInputError):
+    """A legacy state the conversion does not take; the message says what to do."""
+
+
+def legacy_revision(connection: Connection) -> str | None:
+    """The legacy revision pgpulse's version row names, or None; refuses a mixed state."""
+    found: list[str] = []
+    for table in ("pgpulse.alembic_version", "public.alembic_version"):
+        if connection.execute(text(f"SELECT to_regclass('{table}') IS NOT NULL")).scalar():
+            found += [
+                v
+                for (v,) in connection.execute(text(f"SELECT version_num FROM {table}"))
+                if v in LEGACY or v == "0.2.0"
+            ]
+    legacy = [v for v in found if v in LEGACY]
+    if not legacy:
+        return None
+    if len(found) > 1:
+        raise LegacyRefused(
+            f"pgpulse's version rows name {', '.join(sorted(found))}: one install cannot be at "
+            "several revisions; delete the rows that do not match the schema, then run "
+            "`pgpulse migrate` again"
+        )
+    if not connection.execute(text("SELECT to_regclass('pgpulse.outbox') IS NOT NULL")).scalar():
+        raise LegacyRefused(
+            f"the version row says pgpulse revision {legacy[0]}, but schema pgpulse has no "
+            "outbox: restore the schema from a backup, or delete the row to install afresh"
+        )
+    return legacy[0]
+
+
+def convert_legacy(connection: Connection, config=None) -> str | None:
+    """Converts a legacy install to 0.2.0 in one transaction (migrations/legacy/); returns
+    the legacy revision it converted, or None when there was none."""
+    if connection.in_transaction():
+        connection.commit()
+    with connection.begin():
+        legacy = legacy_revision(connection)
+        if legacy is None:
+            return None
+        raw = connection.connection.driver_connection
+        state = _run_state(config)
+        for rel in CONVERSION:
+            _run_file(raw, rel, state)
+    return legacy
+
+
+def conversion_sql() -> str:
+    """The conversion as one script, for `pgpulse migrate --sql --from 00NN`."""
+    return "\n".join(
+        ["BEGIN;"] + [(ROOT / rel).read_text().rstrip() for rel in CONVERSION] + ["COMMIT;", ""]
+    )

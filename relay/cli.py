@@ -86,9 +86,11 @@ def _relay(args):
     import asyncio
 
     from relay import logs
+    from relay.migrate import check_schema
     from relay.service import Relay
 
     dsn = _dsn(args)
+    check_schema(dsn)  # a relay of another release refuses this schema, in one line
     logs.setup(args.log_level)
     relay = Relay(dsn, once=args.once)
     if args.http:

@@ -26,6 +26,7 @@ from alembic.script import ScriptDirectory
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from relay.config import sqlalchemy_url
 from relay.db import DatabaseError, connect, describe, one
 from relay.errors import DowngradeDropsData, UserInputError
 from relay.resources import migrations_dir
@@ -48,7 +49,12 @@ def run_pgpulse_migrations(connection, revision: str = "head") -> None:
     from alembic.runtime.environment import EnvironmentContext
     from sqlalchemy import text
 
-    from migrations.sqlfile import finish, head_setup, move_version_out_of_public
+    from migrations.sqlfile import (
+        convert_legacy,
+        finish,
+        head_setup,
+        move_version_out_of_public,
+    )
 
     config = alembic_config(None)
     script = ScriptDirectory.from_config(config)
@@ -58,6 +64,7 @@ def run_pgpulse_migrations(connection, revision: str = "head") -> None:
         with connection.begin():
             connection.execute(text("CREATE SCHEMA IF NOT EXISTS pgpulse"))
             move_version_out_of_public(connection, {r.revision for r in script.walk_revisions()})
+        convert_legacy(connection, config)
         # an environment of its own, never installed as alembic.context: the product's
         # env.py keeps its own; run_migrations makes `op` this history's while it runs
         env = EnvironmentContext(
@@ -176,6 +183,12 @@ def downgrade(
 ) -> None:
     """Refuses (DowngradeDropsData) a downgrade that would drop rows or values that differ
     from their column's default, unless force."""
+    legacy = legacy_revision(dsn)
+    if legacy:
+        raise UserInputError(
+            f"the database is at legacy revision {legacy}, which pgpulse converts only "
+            "upward: run `pgpulse migrate` first, then downgrade"
+        )
     if not force:
         lost = would_drop(dsn, revision)
         if lost:
@@ -609,11 +622,74 @@ def unschedule_in_cron_database(dsn: str, cron_database: str) -> None:
         )
 
 
+def legacy_revision(dsn: str) -> str | None:
+    """The legacy revision (0001-0016) the database is at, or None."""
+    from sqlalchemy import create_engine, pool
+
+    _register_migrations_package(migrations_dir())
+    from migrations.sqlfile import legacy_revision as read
+
+    engine = create_engine(sqlalchemy_url(dsn), poolclass=pool.NullPool)
+    with _database_errors(), engine.connect() as connection:
+        return read(connection)
+
+
 def upgrade_sql(revision: str = "head", start: str | None = None) -> str:
     """The upgrade's DDL, as a DBA would run it (Alembic's offline mode): no connection.
-    From an empty database unless start names the revision the database is at."""
+    From an empty database unless start names the revision the database is at; from a
+    legacy revision (0001-0016), the conversion to 0.2.0, then the roles and pg_cron set-up."""
+    _register_migrations_package(migrations_dir())
+    from migrations import sqlfile
+
+    if start in sqlfile.LEGACY and revision == "head":
+        return sqlfile.conversion_sql() + upgrade_sql("head", "head")
     out = io.StringIO()
     target = f"{start}:{revision}" if start else revision
     with _database_errors(revision, start):
         command.upgrade(alembic_config(None, output=out), target, sql=True)
     return out.getvalue()
+
+
+# ------------------------------------------------------- the schema a release runs against
+
+
+def schema_revision() -> str:
+    """The schema revision this release's code runs against: its head revision, named after
+    the release that made it (0.2.0 on; 0001-0016 were before any release)."""
+    head = ScriptDirectory.from_config(alembic_config(None)).get_current_head()
+    assert head is not None  # the package ships its revisions
+    return head
+
+
+class SchemaMismatch(DatabaseError):
+    """The database's schema is another release's."""
+
+
+def check_schema(dsn: str) -> None:
+    """Refuses (SchemaMismatch) a database whose schema is not this release's, in one line
+    naming both. A role that may not read pgpulse.alembic_version (the relay's own, see
+    sql/roles.sql) is not refused: the check is the migrating role's then (`pgpulse doctor`)."""
+    from relay import __version__
+
+    ours = schema_revision()
+    try:
+        with connect(dsn) as conn:
+            row = conn.execute("SELECT version_num FROM pgpulse.alembic_version").fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        return
+    except psycopg.errors.UndefinedTable:
+        row = None
+    theirs = one(row)["version_num"] if row else None
+    if theirs == ours:
+        return
+    if theirs is None:
+        raise SchemaMismatch(
+            f"pgpulse {__version__} needs schema revision {ours}, and the database has no "
+            f"pgpulse schema: run `pgpulse migrate` with pgpulse {__version__}"
+        )
+    made_by = "a pgpulse before 0.2.0" if re.fullmatch(r"\d{4}", theirs) else f"pgpulse {theirs}"
+    raise SchemaMismatch(
+        f"pgpulse {__version__} needs schema revision {ours}, but the database is at revision "
+        f"{theirs} ({made_by}): run `pgpulse migrate` with the release you mean to run, or "
+        f"run {made_by}'s relay"
+    )

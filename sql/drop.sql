@@ -17,12 +17,14 @@ $$;
 
 -- A product's adopted monitors table keeps every row and column it had: only what
 -- pgpulse added goes, last first. A monitors table pgpulse created goes whole.
+-- (a monitors table pgpulse created goes after schema pgpulse, whose views and functions
+-- depend on it; pgpulse.dropping_monitors says so until then)
 DO $$
 DECLARE
     v_added record;
 BEGIN
     IF to_regclass('pgpulse.adoption') IS NULL THEN
-        DROP TABLE public.monitors;
+        PERFORM set_config('pgpulse.dropping_monitors', 'on', true);
         RETURN;
     END IF;
     FOR v_added IN SELECT kind, name FROM pgpulse.adoption ORDER BY step DESC LOOP
@@ -49,6 +51,9 @@ BEGIN
         CREATE SCHEMA pgpulse;
         ALTER TABLE pgpulse_dropping.alembic_version SET SCHEMA pgpulse;
         DROP SCHEMA pgpulse_dropping CASCADE;
+    END IF;
+    IF current_setting('pgpulse.dropping_monitors', true) = 'on' THEN
+        DROP TABLE public.monitors;
     END IF;
 END
 $$;

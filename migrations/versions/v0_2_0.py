@@ -1,37 +1,49 @@
-"""Release 0.2.0, unreleased: the one revision every change until the 0.2.0 tag edits.
+"""Release 0.2.0, unreleased: the first and only revision, from an empty database (or one
+with the product's own monitors table, adopted).
 
-A branch that changes the schema edits the canonical files in sql/ and puts the same change
-here: its upgrade into migrations/sql/0.2.0.sql and its exact inverse into
-migrations/sql/0.2.0_down.sql; 0.2.0_roles.sql and 0.2.0_cron.sql are this release's copies
-of sql/roles.sql and sql/cron.sql (kept equal to them) (the catalog comparison in tests/migrations checks that a
-migrated database is the one sql/ builds). No branch adds a revision of its own. At the
-tag this file and its SQL are frozen like every released revision, and the next release
-gets its own unreleased revision (docs/upgrading.md, "How schema changes ship").
+Its SQL is generated from sql/ by `python -m migrations.freeze` until the tag (a check-lane
+test compares them); from the tag on it is frozen, and migrations/released.json holds its
+files' hashes. A database at a legacy revision (0001-0016, never released) is converted to
+this one before Alembic runs (migrations.sqlfile.convert_legacy; migrations/legacy/).
 
 Revision ID: 0.2.0
-Revises: 0016
+Revises:
 """
 
-from migrations.sqlfile import apply
+from alembic import op
+
+from migrations.sqlfile import FOLLOW, SCHEMA, apply
 
 revision = "0.2.0"
-down_revision = "0016"
-branch_labels = None
+down_revision = None
+branch_labels = ("pgpulse",)
 depends_on = None
 
 
-# this release's roles and pg_cron set-up: `pgpulse migrate` applies them again at head
-# (migrations.sqlfile.finish), so a run after an admin fixed a missing right completes it
+# the roles and pg_cron set-up: `pgpulse migrate` applies it after every upgrade that ends
+# here (migrations.sqlfile.finish); a host's Alembic (relay.migrate.add_to_alembic) runs it
+# with this revision
 SETUP = ("migrations/sql/0.2.0_roles.sql", "migrations/sql/0.2.0_cron.sql")
 
 
 def upgrade() -> None:
-    apply("migrations/sql/0.2.0.sql", *SETUP)
+    apply(SCHEMA, FOLLOW, *SETUP)
+
+
+# what sql/roles.sql granted on Alembic's version table, which outlives the downgrade: the
+# role pgpulse_monitor would otherwise hold a right here and never be removed
+_VERSION_TABLE_GRANT = """
+DO $$
+BEGIN
+    IF to_regclass('pgpulse.alembic_version') IS NOT NULL
+       AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgpulse_monitor') THEN
+        REVOKE ALL ON pgpulse.alembic_version FROM pgpulse_monitor;
+    END IF;
+END
+$$;
+"""
 
 
 def downgrade() -> None:
-    apply(
-        "migrations/sql/0.2.0_down.sql",
-        "migrations/sql/0009_roles.sql",
-        "migrations/sql/0007_cron.sql",
-    )
+    apply("migrations/sql/0.2.0_drop.sql")
+    op.execute(_VERSION_TABLE_GRANT)

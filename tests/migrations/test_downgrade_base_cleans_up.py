@@ -140,9 +140,3 @@ def test_the_adoption_record_lists_everything_pgpulse_added_to_the_products_tabl
     }
     assert ("column", "check_regions") in added and ("trigger", "pgpulse_follow_insert") in added
     assert listed == added
-    # and the downgrade to 0016 (whose own downgrades remove what 0003 and 0.2.0 added)
-    # leaves the record as 0016 had it
-    migrate.downgrade(dsn, "0016", force=True)
-    assert ("column", "check_regions") not in {
-        (r["kind"], r["name"]) for r in sql(dsn, "SELECT kind, name FROM pgpulse.adoption")
-    }

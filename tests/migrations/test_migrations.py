@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import subprocess
 import threading
 import time
@@ -16,13 +17,11 @@ from psycopg.rows import dict_row
 from relay import migrate
 from relay.errors import DowngradeDropsData
 from relay.local.embedded import EmbeddedPostgres
-from relay.queries import queries
 from relay.resources import schema_sql
 from tests.support.catalog import catalog, cron_job_rows, differences
-from tests.support.cli import ROOT, pgpulse
+from tests.support.cli import ROOT, assert_one_line_error, pgpulse
 
 HEAD = "0.2.0"
-LAST_RELEASE = "0016"  # the last revision before the unreleased one
 _names = itertools.count()
 
 
@@ -233,144 +232,226 @@ def test_pg_cron_jobs_follow_upgrade_and_downgrade_in_the_cron_database(cron_db_
         )
 
 
-# ------------------------------------------------------------ existing installs upgrade
+# ------------------------------------------------------------ legacy installs convert
 
-HOST_REVISION = "1f2e3d4c5b6a"  # a host application's own Alembic head
-
-
-def install_0001_as_released(dsn: str) -> None:
-    """A database as pgpulse 0.1.0 left it: the released 0001 SQL, its version row in
-    public.alembic_version (Alembic's own layout), beside a host application's row."""
-    with psycopg.connect(dsn) as conn:
-        conn.execute((ROOT / "migrations" / "sql" / "0001_initial.sql").read_text())
-        conn.execute(
-            "CREATE TABLE public.alembic_version (version_num varchar(32) NOT NULL,"
-            " CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
-        )
-        conn.execute("INSERT INTO public.alembic_version VALUES ('0001'), (%s)", (HOST_REVISION,))
-
-
-def populate(dsn: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("""
-            INSERT INTO regions (code, is_default) VALUES ('us-east-1', true);
-            INSERT INTO regions (code, fallback_region, weight) VALUES
-                ('eu-west-1', 'us-east-1', 2), ('ap-south-1', 'eu-west-1', 1);
-            INSERT INTO public.monitors (url, check_interval_minutes, preferred_region, next_check_at)
-            SELECT 'https://example.com/' || g, 1 + g % 5,
-                   (ARRAY['us-east-1', 'eu-west-1', NULL])[1 + g % 3],
-                   now() - interval '1 minute' + g * interval '1 second'
-              FROM generate_series(1, 300) g""")
-        conn.execute("CALL pgpulse.tick(p_trigger => 'before-upgrade')")
-        conn.execute("""
-            INSERT INTO pgpulse.dead_letters (job_id, monitor_id, region, criticality, scheduled_for,
-                   deliver_at, expires_at, payload, attempts, last_error)
-            SELECT job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
-                   payload, 5, 'ERR gave up'
-              FROM pgpulse.outbox ORDER BY job_id LIMIT 7""")
-
-
-# public.monitors as revision 0001 made it; later revisions add columns after these
-MONITOR_COLUMNS_0001 = (
-    "id, url, method, timeout_ms, expected_status, check_retries, "
-    "check_retry_delay_ms, check_interval_minutes, is_active, preferred_region, "
-    "allow_fallback, criticality, next_check_at, last_scheduled_at, "
-    "created_at"  # (and check_spec, derived, which pgpulse's schedule holds since 0.2.0)
+HOST_REVISION = "1f2e3d4c5b6a"  # a host application's own Alembic head (created_0001)
+FIXTURES = ROOT / "tests" / "migrations" / "fixtures"
+# pgpulse's tables whose rows a conversion keeps (regions in public before 0002)
+KEPT = (
+    "regions",
+    "maintenance_windows",
+    "outbox",
+    "dead_letters",
+    "push_intents",
+    "region_observations",
+    "tick_runs",
 )
-
-TICK_RUN_COLUMNS_0001 = (
-    "id, trigger, started_at, finished_at, budget_ms, lookahead_ms, "
-    "monitors_claimed, jobs_written, chunks, cut_short, unrouted"
-)
-
-
-# pgpulse.tick_runs as revision 0001 made it; later revisions add columns after these
-TICK_RUN_COLUMNS_0001 = (
-    "id, trigger, started_at, finished_at, budget_ms, lookahead_ms, "
-    "monitors_claimed, jobs_written, chunks, cut_short, unrouted"
-)
+# a product's own monitors table and regions (the adopted fixtures' shape before pgpulse)
+PRODUCT = """
+    CREATE TABLE public.monitors (id bigserial PRIMARY KEY, url text NOT NULL,
+        check_interval_minutes integer NOT NULL DEFAULT 5, is_active boolean NOT NULL,
+        next_check_at timestamptz, last_scheduled_at timestamptz, preferred_region text,
+        owner_email text);
+    CREATE TABLE public.regions (id serial PRIMARY KEY, name text)"""
 
 
-# the regions table as revision 0001 made it; 0.2.0 adds the workers' columns after these
-REGION_COLUMNS_0001 = (
-    "code, enabled, is_default, fallback_region, healthy, healthy_changed_at, degraded, "
-    "weight, created_at"
-)
-
-
-def contents(dsn: str, regions_table: str) -> dict[str, list]:
-    tables = {
-        "regions": f"(SELECT {REGION_COLUMNS_0001} FROM {regions_table})",
-        "monitors": f"(SELECT {MONITOR_COLUMNS_0001} FROM public.monitors)",
-        "outbox": "pgpulse.outbox",
-        "dead_letters": "pgpulse.dead_letters",
-        "tick_runs": f"(SELECT {TICK_RUN_COLUMNS_0001} FROM pgpulse.tick_runs)",
-    }
-    # dead letters as 0001 had them (0008 adds allow_fallback)
-    dead_letter = (
-        "(t.job_id, t.monitor_id, t.region, t.criticality, t.scheduled_for, "
-        "t.deliver_at, t.expires_at, t.payload, t.attempts, t.last_error, t.failed_at)"
+def load_legacy(server: EmbeddedPostgres, dsn: str, fixture: str) -> None:
+    """A populated legacy install, as tests/migrations/fixtures/make_legacy_dumps.py made it."""
+    subprocess.run(
+        [
+            str(server.bindir / "psql"),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            dsn,
+            "-f",
+            str(FIXTURES / f"{fixture}.sql"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
+
+
+def table_rows(dsn: str) -> dict[str, list[dict]]:
+    """Each kept table's rows as json objects, sorted; regions from public before 0002."""
     with psycopg.connect(dsn) as conn:
-        return {
-            name: conn.execute(
-                f"SELECT {dead_letter if name == 'dead_letters' else 't'}::text AS row "
-                f"FROM {table} t ORDER BY row"
-            ).fetchall()
-            for name, table in tables.items()
-        }
+        found = {}
+        for name in KEPT:
+            table = f"pgpulse.{name}"
+            if (
+                name == "regions"
+                and conn.execute("SELECT to_regclass('pgpulse.regions') IS NULL").fetchone()[0]
+            ):
+                table = "public.regions"
+            if conn.execute("SELECT to_regclass(%s) IS NULL", (table,)).fetchone()[0]:
+                continue
+            found[name] = [
+                r for (r,) in conn.execute(f"SELECT to_jsonb(t) FROM {table} t ORDER BY 1::text")
+            ]
+            found[name].sort(key=str)
+        return found
+
+
+def common(before: list[dict], after: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Both sides' rows cut to the columns both have."""
+    keys = set(before[0]) & set(after[0]) if before and after else set()
+    cut = [sorted(({k: r[k] for k in keys} for r in rows), key=str) for rows in (before, after)]
+    return cut[0], cut[1]
+
+
+def own_rows(dsn: str, columns: str) -> list:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(f"SELECT {columns} FROM public.monitors ORDER BY id").fetchall()
+
+
+# What a converted install may hold that a fresh install of 0.2.0 does not: where the columns
+# of public.monitors stand (a conversion keeps the product's table as it is, and columns are
+# only ever appended), and the identity counters of tables whose rows came across.
+def allowed(line: str) -> bool:
+    return re.fullmatch(r"columns public\.monitors\.\w+: position differ", line) is not None
+
+
+@pytest.mark.parametrize(
+    "fixture", ["created_0001", "adopted_0001", "created_0016", "adopted_0016"]
+)
+def test_a_populated_legacy_install_converts_to_0_2_0_keeping_every_row(
+    pg_server, empty_db, capsys, fixture
+):
+    """Regions, jobs in flight, dead letters, push intents, maintenance windows, tick runs:
+    every row comes across; every monitor gets its schedule from what the legacy install kept
+    in the product's row; the product's own columns keep their values; the catalog is a fresh
+    install's, but for the allow-list above."""
+    dsn, fresh = empty_db(), empty_db()
+    load_legacy(pg_server, dsn, fixture)
+    adopted = fixture.startswith("adopted")
+    own = "id, url, check_interval_minutes, is_active, preferred_region" + (
+        ", owner_email" if adopted else ", method, criticality, created_at"
+    )
+    before, product_before = table_rows(dsn), own_rows(dsn, own)
+    with psycopg.connect(dsn) as conn:
+        held = conn.execute(
+            "SELECT id::text, next_check_at, last_scheduled_at FROM public.monitors ORDER BY 1"
+        ).fetchall()
+    assert [t for t in ("regions", "outbox", "dead_letters", "tick_runs") if not before[t]] == []
+
+    migrate.upgrade(dsn)
+
+    assert version(dsn) == HEAD
+    if fixture == "created_0001":  # its row was in public.alembic_version, beside the host's
+        assert host_versions(dsn) == [HOST_REVISION]
+    after = table_rows(dsn)
+    for name, rows in before.items():
+        if name == "push_intents":  # one row per request since 0013: the same jobs, pinned
+            assert sorted(j for r in after[name] for j in r["job_ids"]) == sorted(
+                j for r in rows for j in r["job_ids"]
+            )
+            continue
+        kept, now = common(rows, after[name])
+        assert len(now) == len(rows) and now == kept, name
+    assert own_rows(dsn, own) == product_before
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        schedule = conn.execute(
+            "SELECT monitor_id::text, next_check_at, last_scheduled_at FROM pgpulse.schedule"
+            " ORDER BY 1"
+        ).fetchall()
+        assert schedule == held
+        assert conn.execute("SELECT * FROM pgpulse.drift()").fetchone()[2:] == (0, 0, 0)
+        assert conn.execute("SELECT to_regnamespace('pgpulse_legacy')").fetchone()[0] is None
+        # a tick runs on what came across
+        conn.execute("CALL pgpulse.tick(p_trigger => 'after-conversion')")
+
+    with psycopg.connect(fresh) as conn:
+        if adopted:
+            conn.execute(PRODUCT)
+    migrate.upgrade(fresh)
+    with psycopg.connect(dsn) as a, psycopg.connect(fresh) as b:
+        found = differences(catalog(a), catalog(b))
+    assert [line for line in found if not allowed(line)] == []
+
+    # and down to base: the product's table as it was before pgpulse (adopted), or gone
+    migrate.downgrade(dsn, "base", force=True)
+    with psycopg.connect(dsn) as conn:
+        left = conn.execute("SELECT to_regclass('public.monitors') IS NOT NULL").fetchone()[0]
+    assert left == adopted
+    if adopted:
+        assert own_rows(dsn, own) == product_before
+        with psycopg.connect(dsn) as conn:
+            columns = [
+                c
+                for (c,) in conn.execute(
+                    "SELECT attname FROM pg_attribute WHERE attrelid = 'public.monitors'::regclass"
+                    " AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+                )
+            ]
+        assert columns == [
+            "id",
+            "url",
+            "check_interval_minutes",
+            "is_active",
+            "next_check_at",
+            "last_scheduled_at",
+            "preferred_region",
+            "owner_email",
+        ]
+
+
+def test_a_legacy_install_converts_from_the_printed_sql_too(pg_server, empty_db, tmp_path):
+    """`pgpulse migrate --sql --from 0016` prints the conversion: psql runs it."""
+    printed = pgpulse("migrate", "--sql", "--from", "0016", cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    (tmp_path / "convert.sql").write_text(printed.stdout)
+    dsn = empty_db()
+    load_legacy(pg_server, dsn, "created_0016")
+    subprocess.run(
+        [
+            str(pg_server.bindir / "psql"),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            dsn,
+            "-f",
+            str(tmp_path / "convert.sql"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert version(dsn) == HEAD
+
+
+def test_a_legacy_state_it_cannot_take_is_refused_in_one_line(pg_server, empty_db):
+    dsn = empty_db()
+    load_legacy(pg_server, dsn, "created_0016")
+    with psycopg.connect(dsn) as conn:
+        conn.execute("INSERT INTO pgpulse.alembic_version VALUES ('0.2.0')")
+    line = assert_one_line_error(pgpulse("migrate", database_url=dsn), command="migrate")
+    assert "name 0.2.0, 0016" in line and "run `pgpulse migrate` again" in line, line
+    line = assert_one_line_error(
+        pgpulse("migrate", "--downgrade", "base", database_url=dsn), command="migrate"
+    )
+    assert "pgpulse migrate" in line
+
+
+def test_a_relay_of_another_release_refuses_the_schema_in_one_line(pg_server, empty_db):
+    dsn = empty_db()
+    load_legacy(pg_server, dsn, "created_0016")
+    line = assert_one_line_error(pgpulse("relay", "--once", database_url=dsn), command="relay")
+    assert "needs schema revision 0.2.0, but the database is at revision 0016" in line, line
+    migrate.upgrade(dsn)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE pgpulse.alembic_version SET version_num = '0.3.0'")
+    line = assert_one_line_error(pgpulse("relay", "--once", database_url=dsn), command="relay")
+    assert "pgpulse 0.2.0.dev0 needs schema revision 0.2.0" in line and "(pgpulse 0.3.0)" in line
 
 
 def host_versions(dsn: str) -> list[str]:
     with psycopg.connect(dsn) as conn:
         return [v for (v,) in conn.execute("SELECT version_num FROM public.alembic_version")]
-
-
-def test_a_populated_0001_install_upgrades_to_head_keeping_every_row(pg_server, empty_db, capsys):
-    dsn = empty_db()
-    install_0001_as_released(dsn)
-    populate(dsn)
-    before = contents(dsn, "public.regions")
-    assert [len(before[t]) for t in ("regions", "monitors", "dead_letters", "tick_runs")] == [
-        3,
-        300,
-        7,
-        1,
-    ]
-    assert len(before["outbox"]) > 50
-
-    migrate.upgrade(dsn)
-
-    assert version(dsn) == HEAD
-    assert host_versions(dsn) == [HOST_REVISION]  # the host's history is untouched
-    assert contents(dsn, "pgpulse.regions") == before
-    with psycopg.connect(dsn) as conn:  # dead letters from before 0008 may fall back
-        assert (
-            conn.execute("SELECT bool_and(allow_fallback) FROM pgpulse.dead_letters").fetchone()[0]
-            is True
-        )
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        assert conn.execute("SELECT to_regclass('public.regions')").fetchone()[0] is None
-        # revision 0003: every monitor keeps its interval, in seconds too, and one region
-        assert (
-            conn.execute(
-                "SELECT count(*) FILTER (WHERE check_interval_seconds = check_interval_minutes * 60"
-                " AND check_regions IS NULL) FROM public.monitors"
-            ).fetchone()[0]
-            == 300
-        )
-        # routing reads the moved table: a tick still places jobs by preferred region
-        conn.execute("UPDATE public.monitors SET next_check_at = now() - interval '1 second'")
-        conn.execute("CALL pgpulse.tick(p_trigger => 'after-upgrade')")
-        regions = dict(
-            conn.execute("SELECT region, count(*) FROM pgpulse.outbox GROUP BY region").fetchall()
-        )
-    assert set(regions) == {"us-east-1", "eu-west-1", "ap-south-1"}
-
-    # and back: 0001's layout again (regions in public), the rows still there
-    # (check_interval_seconds and the tick's stop_reason go)
-    migrate.downgrade(dsn, "0001", force=True)
-    assert contents(dsn, "public.regions")["regions"] == before["regions"]
 
 
 def test_a_hosts_own_alembic_history_is_never_touched(pg_server, empty_db, capsys):
@@ -458,52 +539,6 @@ def product_rows(dsn: str) -> list:
         )
 
 
-def test_a_populated_0005_install_upgrades_to_0006_and_back(pg_server, empty_db, capsys):
-    """0006 refuses non-finite next_check_at: rows holding one are kept, made finite
-    (-infinity "check now" is due now, infinity "never" lies in year 9999); every other
-    value stays. Down again, the schema is 0005's exactly."""
-    dsn, reference = empty_db(), empty_db()
-    migrate.upgrade(reference, "0005")
-    migrate.upgrade(dsn, "0005")
-    populate(dsn + "?options=-csearch_path%3Dpgpulse,public")  # regions is pgpulse's since 0002
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("UPDATE public.monitors SET next_check_at = '-infinity' WHERE url LIKE '%/1'")
-        conn.execute("UPDATE public.monitors SET next_check_at = 'infinity' WHERE url LIKE '%/2'")
-    before = contents(dsn, "pgpulse.regions")
-
-    migrate.upgrade(dsn)
-
-    assert version(dsn) == HEAD
-    after = contents(dsn, "pgpulse.regions")
-    assert {k: v for k, v in after.items() if k != "monitors"} == {
-        k: v for k, v in before.items() if k != "monitors"
-    }
-    changed = {row for row in after["monitors"]} - {row for row in before["monitors"]}
-    assert len(changed) == 2 and len(after["monitors"]) == len(before["monitors"]) == 300
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        ends = dict(
-            conn.execute(
-                "SELECT url, next_check_at <= now() FROM public.monitors "
-                "WHERE url LIKE '%/1' OR url LIKE '%/2'"
-            ).fetchall()
-        )
-        assert ends == {"https://example.com/1": True, "https://example.com/2": False}
-        assert (
-            conn.execute(
-                "SELECT extract(year FROM next_check_at) FROM public.monitors WHERE url LIKE '%/2'"
-            ).fetchone()[0]
-            == 9999
-        )
-        run_id = conn.execute("CALL pgpulse.tick(p_trigger => 'after-0006')").fetchone()[0]
-        assert conn.execute(
-            "SELECT stop_reason, skipped FROM pgpulse.tick_runs WHERE id = %s", (run_id,)
-        ).fetchone() == ("drained", 0)
-
-    migrate.downgrade(dsn, "0005", force=True)  # the runs' stop_reason goes
-    assert version(dsn) == "0005"
-    assert same_schema(pg_server, dsn, reference)
-
-
 def test_offline_sql_builds_the_same_schema_when_a_dba_runs_it(pg_server, empty_db, tmp_path):
     """`pgpulse migrate --sql` prints the DDL without a database (the URL points nowhere);
     psql runs it into an empty database: the schema equals a migrated one, at head."""
@@ -535,211 +570,14 @@ def test_offline_sql_builds_the_same_schema_when_a_dba_runs_it(pg_server, empty_
     assert schema_dump(pg_server, by_dba) == schema_dump(pg_server, migrated)
 
 
-def _intent_pairs(conn: psycopg.Connection) -> set[tuple[str, str]]:
-    """(job id, region) of every push intent, whatever the table's layout."""
-    per_request = conn.execute(
-        "SELECT count(*) FROM pg_attribute WHERE attrelid = 'pgpulse.push_intents'::regclass"
-        " AND attname = 'job_ids'"
-    ).fetchone()[0]
-    sql = (
-        "SELECT u::text, i.region FROM pgpulse.push_intents i, unnest(i.job_ids) u"
-        if per_request
-        else "SELECT job_id::text, region FROM pgpulse.push_intents"
-    )
-    return set(conn.execute(sql).fetchall())
-
-
-def test_a_0012_install_keeps_its_push_intents_through_0013_and_back(pg_server, empty_db, capsys):
-    """0013 keeps one push intent per request instead of one per job: every job an intent
-    named is still pinned where it was (a claim sees it), and held back from a reroute;
-    down again, one row per job as before and 0012's schema exactly."""
-    dsn, reference = empty_db(), empty_db()
-    migrate.upgrade(reference, "0012")
-    migrate.upgrade(dsn, "0012")
-    populate(dsn + "?options=-csearch_path%3Dpgpulse,public")
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        jobs = [
-            job_id
-            for (job_id,) in conn.execute(
-                "SELECT job_id::text FROM pgpulse.outbox WHERE region = 'us-east-1'"
-                " ORDER BY job_id LIMIT 6"
-            )
-        ]
-        conn.execute(
-            "UPDATE pgpulse.outbox SET deliver_at = now() - interval '1 second'"
-            " WHERE job_id = ANY (%s::uuid[])",
-            (jobs,),
-        )
-        # two pushed to the fallback (pinned there), two to their own region, and two
-        # intents of jobs that are gone
-        conn.execute(
-            """
-            INSERT INTO pgpulse.push_intents (job_id, region, expires_at)
-            SELECT j::uuid, r, now() + interval '5 minutes'
-              FROM unnest(%s::text[], %s::text[]) AS t(j, r)""",
-            (
-                jobs[:4]
-                + ["00000000-0000-0000-0000-00000000000a", "00000000-0000-0000-0000-00000000000b"],
-                ["eu-west-1", "eu-west-1", "us-east-1", "us-east-1", "ap-south-1", "ap-south-1"],
-            ),
-        )
-        before = _intent_pairs(conn)
-    assert len(before) == 6
-
-    migrate.upgrade(dsn)
-
-    assert version(dsn) == HEAD
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        assert _intent_pairs(conn) == before
-        assert set(
-            conn.execute(
-                "SELECT region, from_region, cardinality(job_ids) FROM pgpulse.push_intents"
-            ).fetchall()
-        ) == {
-            ("eu-west-1", "us-east-1", 2),
-            ("us-east-1", "us-east-1", 2),
-            ("ap-south-1", "ap-south-1", 2),
-        }
-        # the claim as the relay runs it: pinned jobs name their region
-        with conn.transaction(force_rollback=True), conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(
-                queries()["claim_due"],
-                {"region": "us-east-1", "limit": 1000, "fallback_only": False, "held_by": None},
-            ).fetchall()
-        pinned = {r["job_id"]: r["pinned_to"] for r in rows if r["job_id"] in jobs}
-        assert pinned == {
-            jobs[0]: "eu-west-1",
-            jobs[1]: "eu-west-1",
-            jobs[2]: None,
-            jobs[3]: None,
-            jobs[4]: None,
-            jobs[5]: None,
-        }
-        # rerouting us-east-1's jobs: the two that may be in its queue already stay
-        with conn.transaction(force_rollback=True), conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(
-                queries()["claim_due"],
-                {
-                    "region": "us-east-1",
-                    "limit": 1000,
-                    "fallback_only": True,
-                    "held_by": "us-east-1",
-                },
-            ).fetchall()
-        assert {r["job_id"] for r in rows} & set(jobs) == {jobs[0], jobs[1], jobs[4], jobs[5]}
-
-    migrate.downgrade(dsn, "0012", force=True)  # the intents' from_region and ids go
-    assert version(dsn) == "0012"
-    with psycopg.connect(dsn) as conn:
-        assert _intent_pairs(conn) == before
-    assert same_schema(pg_server, dsn, reference)
-
-
-def _rows_by_table(dsn: str, columns: dict[str, list[str]] | None = None) -> dict[str, list]:
-    """Every row of public.monitors and of each pgpulse table as text, sorted; with columns,
-    only those columns of each table (the ones it had at the last release)."""
-    with psycopg.connect(dsn) as conn:
-        tables = columns or {
-            f"{schema}.{name}": [
-                c
-                for (c,) in conn.execute(
-                    "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass"
-                    " AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-                    (f"{schema}.{name}",),
-                )
-            ]
-            for schema, name in conn.execute(
-                "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n"
-                "    ON n.oid = c.relnamespace"
-                " WHERE c.relkind IN ('r', 'p') AND c.relname <> 'alembic_version'"
-                "   AND (n.nspname = 'pgpulse' OR (n.nspname, c.relname) = ('public', 'monitors'))"
-            )
-        }
-        if columns is None:
-            return tables
-        return {
-            table: [
-                row
-                for (row,) in conn.execute(
-                    f"SELECT ({', '.join(cols)})::text AS row FROM {table} ORDER BY row"
-                )
-            ]
-            for table, cols in tables.items()
-        }
-
-
-def test_a_populated_last_release_install_upgrades_to_head_and_back_keeping_every_row(
-    pg_server, empty_db, capsys
-):
-    """A database at the last release, with monitors, jobs waiting, dead letters, push
-    intents, maintenance windows and tick runs, goes through the unreleased revision without
-    losing a row or a value, and back to the last release's schema exactly."""
-    dsn, reference = empty_db(), empty_db()
-    migrate.upgrade(reference, LAST_RELEASE)
-    migrate.upgrade(dsn, LAST_RELEASE)
-    populate(dsn + "?options=-csearch_path%3Dpgpulse,public")
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("""
-            INSERT INTO pgpulse.push_intents (region, from_region, job_ids, expires_at)
-            SELECT 'eu-west-1', region, array_agg(job_id), max(expires_at)
-              FROM (SELECT * FROM pgpulse.outbox ORDER BY job_id LIMIT 5) j GROUP BY region;
-            INSERT INTO pgpulse.maintenance_windows (time_zone, starts_local, ends_local)
-            VALUES ('Europe/Berlin', '2030-01-01 02:00', '2030-01-01 03:00')""")
-    columns = _rows_by_table(dsn)
-    before = _rows_by_table(dsn, columns)
-    kept = (
-        "public.monitors",
-        "pgpulse.regions",
-        "pgpulse.outbox",
-        "pgpulse.dead_letters",
-        "pgpulse.push_intents",
-        "pgpulse.maintenance_windows",
-        "pgpulse.tick_runs",
-    )
-    assert [t for t in kept if not before[t]] == []
-
-    # every row and value is kept where it was, but the product's check_spec: derived from
-    # the check's columns, pgpulse's schedule holds it since 0.2.0, with what pgpulse kept
-    # in the product's rows (which stay there, no longer written)
-    kept = {
-        table: [c for c in cols if (table, c) != ("public.monitors", "check_spec")]
-        for table, cols in columns.items()
-    }
-    before_kept = _rows_by_table(dsn, kept)
-    with psycopg.connect(dsn) as conn:
-        held = conn.execute(
-            "SELECT (id, next_check_at, last_scheduled_at, check_interval_seconds, check_spec)::text"
-            " FROM public.monitors ORDER BY 1"
-        ).fetchall()
-
-    migrate.upgrade(dsn)
-    assert version(dsn) == HEAD
-    assert _rows_by_table(dsn, kept) == before_kept
-    with psycopg.connect(dsn) as conn:
-        assert (
-            conn.execute(
-                "SELECT (monitor_id, next_check_at, last_scheduled_at, check_interval_seconds,"
-                " check_spec)::text FROM pgpulse.schedule ORDER BY 1"
-            ).fetchall()
-            == held
-        )
-
-    # (the schedule's rows go back into the product's table: the guard counts its table)
-    migrate.downgrade(dsn, LAST_RELEASE, force=True)
-    assert version(dsn) == LAST_RELEASE
-    assert _rows_by_table(dsn, columns) == before
-    assert same_schema(pg_server, dsn, reference)
-
-
 def test_the_upgrade_to_the_schedule_under_concurrent_product_writes(pg_server, empty_db, capsys):
-    """A populated 0016 install upgrades while the product inserts, edits and deletes
+    """A populated 0016 install converts while the product inserts, edits and deletes
     monitors: every product row ends with exactly one schedule row that holds what the
     product's row says, no slot is lost or doubled, and writers waited only for the short
     lock at the end (none failed)."""
     dsn = empty_db()
-    migrate.upgrade(dsn, LAST_RELEASE)
+    load_legacy(pg_server, dsn, "created_0016")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("INSERT INTO pgpulse.regions (code, is_default) VALUES ('us-east-1', true)")
         conn.execute(
             "INSERT INTO public.monitors (url, check_interval_minutes, next_check_at)"
             " SELECT 'https://e.example/' || g, 1 + g % 5, now() - interval '1 second'"

@@ -1,3 +1,0 @@
--- Revision 0004 downgrade.
-DROP FUNCTION pgpulse.next_slot(anyelement, integer, timestamptz);
-DROP FUNCTION pgpulse._slot_phase(anyelement, integer);
