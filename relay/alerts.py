@@ -275,6 +275,21 @@ def _vacuum_rules(settings: OpsSettings, facts: dict[str, Any]) -> list[Finding]
     ]
 
 
+def transitions(
+    firing: dict[str, Finding],
+    findings: list[Finding],
+    keep: Callable[[Finding], bool] = lambda f: False,
+) -> tuple[list[Finding], list[Finding]]:
+    """What one round announces, given the incidents firing (by key) and the rules' findings:
+    (new incidents to fire, in the findings' order; incidents to resolve, in the order they
+    fired). An incident is announced once, however many rounds find it, and resolved once
+    it is found no more, unless `keep` holds it open (a rule that cannot be judged now)."""
+    current = {f.key: f for f in findings}
+    fired = [finding for key, finding in current.items() if key not in firing]
+    resolved = [f for key, f in firing.items() if key not in current and not keep(f)]
+    return fired, resolved
+
+
 class Alerter:
     """Remembers which incidents are firing; notifies on start and on resolve only."""
 
@@ -291,14 +306,12 @@ class Alerter:
         self, findings: list[Finding], keep: Callable[[Finding], bool] = lambda f: False
     ) -> None:
         """Fires what is new, resolves what is gone, except incidents `keep` holds open."""
-        current = {f.key: f for f in findings}
-        for key, finding in current.items():
-            if key not in self.firing:
-                self.firing[key] = finding
-                await self._notify("firing", finding)
-        for key in list(self.firing):
-            if key not in current and not keep(self.firing[key]):
-                await self._notify("resolved", self.firing.pop(key))
+        fired, resolved = transitions(self.firing, findings, keep)
+        for finding in fired:
+            self.firing[finding.key] = finding
+            await self._notify("firing", finding)
+        for finding in resolved:
+            await self._notify("resolved", self.firing.pop(finding.key))
 
     def forget(self) -> None:
         """Another relay evaluates now: its incidents are its own to announce."""
