@@ -157,6 +157,28 @@ async def test_the_evaluator_announces_an_outage_and_keeps_what_needs_the_databa
     assert "deadman" in evaluator.alerter.firing
 
 
+async def test_each_outage_is_timed_from_its_own_start(db_url, nowhere, webhook, evaluators):
+    evaluator = await evaluators(db_url, alert_database_down_s=30)
+    tick(db_url)
+    await evaluator.step()
+    announced = 0
+    for _outage in range(2):
+        evaluator.dsn = nowhere
+        await evaluator._drop_connection()
+        await evaluator.step()
+        assert len(webhook.said()) == announced  # down for under 30 s: not yet
+        assert evaluator.down_since is not None
+        evaluator.down_since -= 31  # as if 31 s had passed (monotonic seconds)
+        await evaluator.step()
+        evaluator.dsn = db_url
+        await evaluator.step()
+        assert webhook.said()[announced:] == [
+            ("firing", "database_unreachable"),
+            ("resolved", "database_unreachable"),
+        ]
+        announced += 2
+
+
 async def test_a_relay_started_into_an_outage_reports_it_then_leaves_it_to_the_evaluator(
     db_url, nowhere, webhook, evaluators
 ):

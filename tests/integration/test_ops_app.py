@@ -32,7 +32,7 @@ async def app(db_url) -> AsyncIterator[OpsApp]:
     app = OpsApp(db_url, SETTINGS)
     await app.startup()
     yield app
-    await app.shutdown()
+    await asyncio.wait_for(app.shutdown(), 10)
 
 
 @pytest.fixture

@@ -503,3 +503,12 @@ async def test_no_answer_names_the_database_or_a_secret(client, nowhere):
             assert private not in seen, (response.request.url, private)
         if response.request.url.path != "/":  # the page names this host as the one it serves
             assert "127.0.0.1" not in seen
+
+
+async def test_a_secret_that_reaches_a_body_by_any_path_is_masked(client, nowhere):
+    """Bodies are scrubbed of the secrets the app knows (the database password, CRON_SECRET)
+    before they are encoded: an error text is the likeliest carrier."""
+    leaky = f"the server said: bad password 'pw-9a8b7c6d', then {CRON_SECRET}"
+    app = app_for(nowhere, facts=facts(), database_ok=False, error=leaky)
+    response = await (await client(app)).get("/readyz")
+    assert response.json()["reasons"] == ["database: the server said: bad password '***', then ***"]
