@@ -293,11 +293,17 @@ def transitions(
 class Alerter:
     """Remembers which incidents are firing; notifies on start and on resolve only."""
 
-    def __init__(self, settings: OpsSettings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: OpsSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        transport: httpx.AsyncBaseTransport | None = None,  # tests: an in-process webhook
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.firing: dict[str, Finding] = {}
-        self._http = httpx.AsyncClient(timeout=5.0)
+        self._http = httpx.AsyncClient(timeout=5.0, transport=transport)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -357,11 +363,12 @@ class Evaluator:
         dsn: str,
         settings: OpsSettings,
         breakers_open_s: Callable[[], dict[str, float]] = dict,
+        alerter: Alerter | None = None,
     ) -> None:
         self.dsn = dsn
         self.settings = settings
         self.breakers_open_s = breakers_open_s
-        self.alerter = Alerter(settings)
+        self.alerter = alerter or Alerter(settings)
         self.conn: AsyncDictConnection | None = None
         self.leader = False  # holds the lease now, or held it when the database went
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from relay.alerts import Evaluator
+from relay.alerts import Alerter, Evaluator
 from relay.config import OpsSettings
 from relay.tick import TickParams, run_tick
 from tests.support.seeding import add_regions, insert_jobs
@@ -62,10 +62,9 @@ async def evaluators(webhook) -> AsyncIterator[Any]:
     made: list[Evaluator] = []
 
     async def make(dsn: str, breakers: dict[str, float] | None = None, **settings) -> Evaluator:
-        evaluator = Evaluator(dsn, dataclasses.replace(SETTINGS, **settings))
-        evaluator.breakers_open_s = lambda: dict(breakers or {})
-        await evaluator.alerter._http.aclose()
-        evaluator.alerter._http = httpx.AsyncClient(transport=httpx.MockTransport(webhook))
+        chosen = dataclasses.replace(SETTINGS, **settings)
+        alerter = Alerter(chosen, transport=httpx.MockTransport(webhook))
+        evaluator = Evaluator(dsn, chosen, lambda: dict(breakers or {}), alerter)
         made.append(evaluator)
         return evaluator
 

@@ -7,10 +7,12 @@ frozen, stopped or restarted: tests/relay. The decisions alone: tests/unit/test_
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
@@ -30,6 +32,8 @@ from tests.support.regions import BY_CODE, REGIONS, make_relay_env
 from tests.support.seeding import add_regions, insert_jobs
 
 EU = BY_CODE["eu-west-1"]
+# made once: each client's own would load the CA certificates again (a tenth of a second)
+TLS_CONTEXT = ssl.create_default_context()
 CAPACITY = "ERR DB capacity quota exceeded"
 READONLY = "READONLY You can't write against a read only replica."
 
@@ -60,7 +64,10 @@ async def regions_made() -> AsyncIterator[Callable[..., Region]]:
     made: list[Region] = []
 
     def make(url: str, token: str = EU.token) -> Region:
-        client = UpstashClient(Endpoint(EU.code, url, token), timeout=5.0, sleep=no_wait)
+        transport = httpx.AsyncHTTPTransport(verify=TLS_CONTEXT)
+        client = UpstashClient(
+            Endpoint(EU.code, url, token), timeout=5.0, sleep=no_wait, transport=transport
+        )
         region = Region(EU.code, client, CircuitBreaker(3, 60.0))
         client.on_attempt = region.attempted
         client.may_retry = lambda: region.breaker.failures < 2  # one retry, at once

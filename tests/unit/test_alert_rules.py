@@ -367,13 +367,10 @@ def quick_retries(monkeypatch):
     monkeypatch.setattr(alerts, "WEBHOOK_RETRY", Backoff(first=0.001, most=0.001))
 
 
-async def alerter_posting_to(webhook: Webhook | None) -> Alerter:
+def alerter_posting_to(webhook: Webhook | None) -> Alerter:
     settings = OpsSettings(alert_webhook_url=Webhook.URL if webhook else None)
-    alerter = Alerter(settings, clock=lambda: 1_700_000_000.0)
-    if webhook is not None:
-        await alerter._http.aclose()
-        alerter._http = httpx.AsyncClient(transport=httpx.MockTransport(webhook))
-    return alerter
+    transport = httpx.MockTransport(webhook or Webhook())
+    return Alerter(settings, clock=lambda: 1_700_000_000.0, transport=transport)
 
 
 def events(caplog) -> list[tuple[str, dict[str, Any]]]:
@@ -383,7 +380,7 @@ def events(caplog) -> list[tuple[str, dict[str, Any]]]:
 async def test_rounds_send_one_webhook_per_incident_and_one_resolve(caplog):
     caplog.set_level(logging.INFO, logger="pgpulse")
     webhook = Webhook()
-    alerter = await alerter_posting_to(webhook)
+    alerter = alerter_posting_to(webhook)
     deadman = evaluate(SETTINGS, healthy(last_tick_age_s=None))
     try:
         for _ in range(3):
@@ -411,7 +408,7 @@ async def test_rounds_send_one_webhook_per_incident_and_one_resolve(caplog):
 
 async def test_without_a_webhook_alerts_are_logged_only(caplog):
     caplog.set_level(logging.INFO, logger="pgpulse")
-    alerter = await alerter_posting_to(None)
+    alerter = alerter_posting_to(None)
     try:
         await alerter.update([finding("breaker_open:eu")])
         alerter.forget()  # another relay evaluates now: nothing of this one's is resolved
@@ -450,7 +447,7 @@ DELIVERIES = [
 async def test_webhook_delivery_retries(caplog, quick_retries, answers, posts, logged):
     caplog.set_level(logging.INFO, logger="pgpulse")
     webhook = Webhook(*answers)
-    alerter = await alerter_posting_to(webhook)
+    alerter = alerter_posting_to(webhook)
     try:
         await alerter.update([finding("deadman")])
     finally:

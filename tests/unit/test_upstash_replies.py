@@ -48,7 +48,7 @@ async def no_wait(seconds: float) -> None:
     pass
 
 
-async def client_answering(*answers: httpx.Response) -> tuple[UpstashClient, RegionEndpoint, list]:
+def client_answering(*answers: httpx.Response) -> tuple[UpstashClient, RegionEndpoint, list]:
     """A client whose every attempt is reported, retrying (at once) while answers are left."""
     endpoint = RegionEndpoint(list(answers))
     attempts: list[bool] = []
@@ -57,11 +57,6 @@ async def client_answering(*answers: httpx.Response) -> tuple[UpstashClient, Reg
         sleep=no_wait,
         may_retry=lambda: bool(endpoint.answers),
         on_attempt=attempts.append,
-    )
-    await client._http.aclose()
-    client._http = httpx.AsyncClient(
-        base_url="http://eu.test",
-        headers=dict(client._http.headers),
         transport=httpx.MockTransport(endpoint),
     )
     return client, endpoint, attempts
@@ -193,7 +188,7 @@ PIPELINE = [
     ids=[case[0] for case in PIPELINE],
 )
 async def test_how_a_pipeline_answer_is_classified(answers, expected, requests, attempts):
-    client, endpoint, reported = await client_answering(*answers)
+    client, endpoint, reported = client_answering(*answers)
     try:
         if isinstance(expected, tuple):
             kind, text = expected
@@ -218,7 +213,7 @@ async def test_how_a_pipeline_answer_is_classified(answers, expected, requests, 
     [(400, TOO_LARGE, True), (413, "", True), (400, "ERR Bad Request", False)],
 )
 async def test_a_request_refused_as_too_large_says_so(status, error, too_large):
-    client, _, _ = await client_answering(answer(status, {"error": error}))
+    client, _, _ = client_answering(answer(status, {"error": error}))
     try:
         with pytest.raises(RequestRejected) as caught:
             await client.pipeline(COMMANDS)
@@ -251,7 +246,7 @@ COMMAND = [
     ids=[case[0] for case in COMMAND],
 )
 async def test_how_one_commands_answer_is_classified(reply, expected):
-    client, endpoint, _ = await client_answering(reply)
+    client, endpoint, _ = client_answering(reply)
     try:
         if isinstance(expected, tuple):
             kind, text = expected
@@ -267,7 +262,7 @@ async def test_how_one_commands_answer_is_classified(reply, expected):
 
 
 async def test_the_sync_token_of_an_answer_goes_with_the_next_request():
-    client, endpoint, _ = await client_answering(
+    client, endpoint, _ = client_answering(
         answer(200, OK, **{"Upstash-Sync-Token": "sync-1"}), answer(200, OK), answer(200, OK)
     )
     client.may_retry = lambda: False
@@ -313,7 +308,7 @@ PUSH = [
     ids=[case[0] for case in PUSH],
 )
 async def test_how_a_push_calls_answer_is_read_per_job(reply, expected, ok):
-    client, _, attempts = await client_answering(answer(200, reply))
+    client, _, attempts = client_answering(answer(200, reply))
     try:
         if isinstance(expected, str):
             with pytest.raises(MalformedReply, match=expected):
