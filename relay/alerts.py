@@ -275,14 +275,35 @@ def _vacuum_rules(settings: OpsSettings, facts: dict[str, Any]) -> list[Finding]
     ]
 
 
+def transitions(
+    firing: dict[str, Finding],
+    findings: list[Finding],
+    keep: Callable[[Finding], bool] = lambda f: False,
+) -> tuple[list[Finding], list[Finding]]:
+    """What one round announces, given the incidents firing (by key) and the rules' findings:
+    (new incidents to fire, in the findings' order; incidents to resolve, in the order they
+    fired). An incident is announced once, however many rounds find it, and resolved once
+    it is found no more, unless `keep` holds it open (a rule that cannot be judged now)."""
+    current = {f.key: f for f in findings}
+    fired = [finding for key, finding in current.items() if key not in firing]
+    resolved = [f for key, f in firing.items() if key not in current and not keep(f)]
+    return fired, resolved
+
+
 class Alerter:
     """Remembers which incidents are firing; notifies on start and on resolve only."""
 
-    def __init__(self, settings: OpsSettings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: OpsSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        transport: httpx.AsyncBaseTransport | None = None,  # tests: an in-process webhook
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.firing: dict[str, Finding] = {}
-        self._http = httpx.AsyncClient(timeout=5.0)
+        self._http = httpx.AsyncClient(timeout=5.0, transport=transport)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -291,14 +312,12 @@ class Alerter:
         self, findings: list[Finding], keep: Callable[[Finding], bool] = lambda f: False
     ) -> None:
         """Fires what is new, resolves what is gone, except incidents `keep` holds open."""
-        current = {f.key: f for f in findings}
-        for key, finding in current.items():
-            if key not in self.firing:
-                self.firing[key] = finding
-                await self._notify("firing", finding)
-        for key in list(self.firing):
-            if key not in current and not keep(self.firing[key]):
-                await self._notify("resolved", self.firing.pop(key))
+        fired, resolved = transitions(self.firing, findings, keep)
+        for finding in fired:
+            self.firing[finding.key] = finding
+            await self._notify("firing", finding)
+        for finding in resolved:
+            await self._notify("resolved", self.firing.pop(finding.key))
 
     def forget(self) -> None:
         """Another relay evaluates now: its incidents are its own to announce."""
@@ -344,11 +363,12 @@ class Evaluator:
         dsn: str,
         settings: OpsSettings,
         breakers_open_s: Callable[[], dict[str, float]] = dict,
+        alerter: Alerter | None = None,
     ) -> None:
         self.dsn = dsn
         self.settings = settings
         self.breakers_open_s = breakers_open_s
-        self.alerter = Alerter(settings)
+        self.alerter = alerter or Alerter(settings)
         self.conn: AsyncDictConnection | None = None
         self.leader = False  # holds the lease now, or held it when the database went
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"

@@ -120,6 +120,7 @@ class UpstashClient:
         on_attempt: Callable[[bool], None] | None = None,
         on_retry: Callable[[str, int, float], None] | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        transport: httpx.AsyncBaseTransport | None = None,  # tests: an in-process seam
     ) -> None:
         self.endpoint = endpoint
         self.region = endpoint.region
@@ -138,6 +139,7 @@ class UpstashClient:
                 "Content-Type": "application/json",
             },
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+            transport=transport,
         )
 
     async def aclose(self) -> None:

@@ -1,5 +1,7 @@
-"""Alerts from a real `pgpulse relay --http` process to a real local webhook receiver:
-one alert per incident, and a resolve when it clears."""
+"""Alerts from real `pgpulse relay` processes to a real local webhook receiver: a region's
+breaker, a relay killed (the lease expires), PostgreSQL stopped and started. The rules, the
+announcements and the lease in-process: tests/unit/test_alert_rules.py and
+tests/integration/test_alert_evaluator.py."""
 
 from collections.abc import Iterator
 
@@ -15,31 +17,6 @@ from tests.support.processes import Processes
 from tests.support.regions import BY_CODE, take_down
 from tests.support.seeding import add_monitors, add_regions
 from tests.support.waiting import wait_for
-
-
-def test_deadman_fires_once_and_resolves_after_a_tick(
-    conn, regions, relay_env, start_service, receiver
-):
-    env = relay_env | FAST_ALERTS | {"PGPULSE_ALERT_WEBHOOK_URL": receiver.url}
-    service = start_service("relay", env=env)
-    wait_for(lambda: receiver.of("deadman", "firing"), 20, "the dead-man alert")
-    first = receiver.of("deadman", "firing")[0]
-    assert first["source"] == "pgpulse" and "no tick has finished" in first["summary"]
-
-    # several more evaluations pass (each reads the facts: its session's query_start moves
-    # on; rounds are 0.2 s apart), and still one alert for the one incident
-    fired = conn.execute("SELECT clock_timestamp() AS t").fetchone()["t"]
-    wait_for(lambda: evaluated_since(conn, fired, seconds=1.0), 20, "five more evaluations")
-    assert receiver.of("deadman") == [first]
-    assert pgpulse("tick", env=relay_env).returncode == 0
-    wait_for(lambda: receiver.of("deadman", "resolved"), 20, "the dead-man resolve")
-    assert len(receiver.of("deadman", "firing")) == 1
-    assert len(receiver.of("deadman", "resolved")) == 1
-
-    service.stop()
-    assert '"event": "alert_firing"' in service.output
-    assert '"event": "tick_finished"' in service.output  # ticks from anywhere are logged
-    assert '"event": "alert_resolved"' in service.output
 
 
 def test_breaker_open_alert_while_a_region_is_down(
@@ -71,49 +48,12 @@ def test_breaker_open_alert_while_a_region_is_down(
     assert healthy["healthy"] is True
 
 
-def test_slow_tick_and_old_backlog_alert(conn, regions, relay_env, start_service, receiver):
-    conn.execute("""INSERT INTO pgpulse.tick_runs (trigger, started_at, finished_at, budget_ms, lookahead_ms)
-                    VALUES ('pg_cron', now() - interval '40 seconds', now(), 45000, 60000)""")
-    conn.execute("""INSERT INTO pgpulse.outbox (job_id, monitor_id, region, criticality, scheduled_for,
-                                                deliver_at, expires_at, allow_fallback, payload)
-                    VALUES (gen_random_uuid(), gen_random_uuid(), 'eu-west-1', 'normal',
-                            now() - interval '10 minutes', now() - interval '10 minutes',
-                            now() + interval '1 hour', false, '{"url": "https://x.example"}')""")
-    env = (
-        relay_env
-        | FAST_ALERTS
-        | {
-            "PGPULSE_ALERT_WEBHOOK_URL": receiver.url,
-            "PGPULSE_ALERT_BACKLOG_AGE_S": "60",
-            # keep the old job where it is: eu is unreachable
-            "UPSTASH_REDIS_REST_TOKEN_EU_WEST_1": "wrong-token-for-eu",
-        }
-    )
-    start_service("relay", env=env)
-    wait_for(lambda: receiver.of("tick_budget", "firing"), 20, "the tick budget alert")
-    assert receiver.of("tick_budget", "firing")[0]["details"]["budget_used"] > 0.8
-    wait_for(lambda: receiver.of("backlog_age", "firing"), 20, "the backlog age alert")
-    assert receiver.of("backlog_age", "firing")[0]["details"]["region"] == "eu-west-1"
-
-    conn.execute("DELETE FROM pgpulse.outbox")
-    wait_for(lambda: receiver.of("backlog_age", "resolved"), 20, "the backlog resolve")
-
-
 @pytest.fixture
 def relays(tmp_path) -> Iterator[Processes]:
     """`pgpulse relay` processes without --http (alerts must not need it)."""
     processes = Processes(tmp_path)
     yield processes
     processes.stop_all()
-
-
-def evaluated_since(conn, since, *, seconds: float) -> bool:
-    """An alert evaluator of this database started a query at least `seconds` after `since`."""
-    return conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'pgpulse-alerts-%%'"
-        " AND datname = current_database() AND query_start >= %s + make_interval(secs => %s)) AS yes",
-        (since, seconds),
-    ).fetchone()["yes"]
 
 
 def alert_sessions(conn) -> dict[int, bool]:

@@ -1,4 +1,6 @@
-"""The operations endpoints, served by the real `pgpulse http` process."""
+"""The operations endpoints, served by the real `pgpulse http` (or `relay --http`) process:
+shared facts under load, a blocked read, a region's outage, slow clients. Routes, auth and
+readiness in-process: tests/unit/test_ops_routes.py, tests/integration/test_ops_app.py."""
 
 import concurrent.futures
 import json
@@ -12,52 +14,16 @@ import httpx
 import psycopg
 from psycopg.rows import dict_row
 
-from relay.local.embedded import free_port
 from tests.support.cli import pgpulse
 from tests.support.regions import take_down
 from tests.support.seeding import add_monitors
 from tests.support.waiting import wait_for
-
-SECRET = "cron-secret-7d1e4f0a9b"
-
 
 FAST = {"PGPULSE_FACTS_INTERVAL_S": "0.2"}
 
 
 def readyz(service) -> httpx.Response:
     return httpx.get(service.url + "/readyz", timeout=10)
-
-
-def test_healthz_readyz_and_metrics(conn, regions, relay_env, start_service):
-    service = start_service("http", env=relay_env | FAST | {"CRON_SECRET": SECRET})
-    health = httpx.get(service.url + "/healthz")
-    assert health.status_code == 200 and health.json() == {"status": "ok"}
-
-    # no tick yet: pg_cron's trouble, not this instance's; a warning, still ready
-    first = readyz(service)
-    assert first.status_code == 200, first.text
-    assert any("no tick finished" in w for w in first.json()["warnings"])
-
-    add_monitors(conn, 50, due="-5 seconds")
-    assert pgpulse("tick", env=relay_env).returncode == 0
-    wait_for(lambda: readyz(service).json()["warnings"] == [], 10, "the facts to show the tick")
-
-    # without a relay in this process, a stale backlog is listed, not judged
-    conn.execute(
-        "UPDATE pgpulse.outbox SET deliver_at = now() - interval '10 minutes' "
-        "WHERE job_id = (SELECT job_id FROM pgpulse.outbox LIMIT 1)"
-    )
-    stale = wait_for(lambda: (r := readyz(service)).json()["waiting"] and r, 10, "the backlog")
-    assert stale.status_code == 200
-    assert [w["why"] for w in stale.json()["waiting"].values()] == ["no relay in this process"]
-
-    text = httpx.get(service.url + "/metrics")
-    assert text.status_code == 200
-    assert text.headers["content-type"].startswith("text/plain")
-    body = text.text
-    assert "pgpulse_tick_monitors 50.0" in body
-    assert 'pgpulse_outbox_backlog{region="' in body
-    assert "pgpulse_outbox_oldest_due_age_seconds" in body
 
 
 def facts_shown(service) -> bool:
@@ -123,23 +89,6 @@ def test_a_blocked_facts_query_is_cut_by_its_statement_timeout(
     wait_for(lambda: readyz(service).status_code == 200, 15, "ready again after the lock")
 
 
-def test_unauthenticated_bodies_name_no_host_port_or_user(relay_env, start_service):
-    port = free_port()
-    env = relay_env | FAST | {"DATABASE_URL": f"postgresql://dbuser-7c1e@127.0.0.1:{port}/nowhere"}
-    service = start_service("http", env=env)
-    bodies = [
-        readyz(service),
-        httpx.get(service.url + "/nope"),
-        httpx.post(service.url + "/api/cron/scheduler"),
-        httpx.get(service.url + "/metrics"),
-    ]
-    assert bodies[0].status_code == 503
-    assert bodies[0].json()["reasons"] == ["database: cannot connect to the database"]
-    for response in bodies:
-        for private in ("127.0.0.1", str(port), "dbuser-7c1e", "nowhere"):
-            assert private not in response.text, (response.url, private)
-
-
 def test_readyz_judges_this_instance_not_a_pinned_regions_outage(
     conn, regions, relay_env, devserver, start_service
 ):
@@ -175,47 +124,6 @@ def test_readyz_judges_this_instance_not_a_pinned_regions_outage(
         "not delivered by this relay now (breaker not closed, disabled or not configured)",
     )
     assert ready.json()["reasons"] == []
-
-
-def test_cron_trigger_runs_one_tick_with_the_secret_only(conn, regions, relay_env, start_service):
-    add_monitors(conn, 20, due="-5 seconds")
-    service = start_service("http", env=relay_env | {"CRON_SECRET": SECRET})
-    url = service.url + "/api/cron/scheduler"
-
-    missing = httpx.post(url)
-    wrong = httpx.post(url, headers={"Authorization": "Bearer " + SECRET[:-1] + "x"})
-    assert (missing.status_code, wrong.status_code) == (401, 401)
-    assert conn.execute("SELECT count(*) AS n FROM pgpulse.tick_runs").fetchone()["n"] == 0
-
-    assert httpx.get(url).status_code == 405
-    assert httpx.get(url).headers["allow"] == "POST"
-
-    ok = httpx.post(url, headers={"Authorization": f"Bearer {SECRET}"})
-    assert ok.status_code == 200, ok.text
-    record = ok.json()
-    assert record["trigger"] == "http"
-    assert record["monitors_claimed"] == 20 and record["jobs_written"] == 20
-    for header in (
-        "x-content-type-options",
-        "x-frame-options",
-        "content-security-policy",
-        "cache-control",
-        "referrer-policy",
-    ):
-        assert header in ok.headers
-    assert conn.execute("SELECT count(*) AS n FROM pgpulse.outbox").fetchone()["n"] == 20
-
-
-def test_cron_trigger_without_a_configured_secret_is_refused(
-    conn, regions, relay_env, start_service
-):
-    service = start_service("http", env=relay_env)
-    response = httpx.post(
-        service.url + "/api/cron/scheduler", headers={"Authorization": "Bearer anything"}
-    )
-    assert response.status_code == 503
-    assert response.json() == {"error": "CRON_SECRET is not configured"}
-    assert conn.execute("SELECT count(*) AS n FROM pgpulse.tick_runs").fetchone()["n"] == 0
 
 
 FD_LIMIT = 128
@@ -303,33 +211,6 @@ def test_healthz_answers_under_a_slowloris_flood_with_few_descriptors(
     assert flood.closed_by_server >= 100, "half-sent requests were not timed out or evicted"
     assert open_fds < FD_LIMIT - 16
     assert len(service.output) < 100_000, f"{len(service.output)} bytes of logs"
-
-
-def test_readiness_counts_the_backlog_of_regions_this_relay_delivers_to():
-    """A pure decision: the snapshot and the set of regions this relay serves now."""
-    from relay.config import OpsSettings
-    from relay.http import judge_readiness
-    from relay.snapshot import Snapshot
-
-    facts = {
-        "backlog": [
-            {"region": "us-east-1", "due": 3, "oldest_due_age_s": 600},
-            {"region": "eu-west-1", "due": 9, "oldest_due_age_s": 900},
-        ],
-        "last_tick_age_s": 20,
-        "unhealthy_regions": {},
-    }
-    now = time.time()
-    snapshot = Snapshot(facts, now, now, True, None)
-    settings = OpsSettings()
-    status, body = judge_readiness(snapshot, settings, {"us-east-1"}, now=now)
-    assert status == 503 and body["reasons"] == ["region us-east-1: oldest due job waits 600 s"]
-    assert list(body["waiting"]) == ["eu-west-1"]
-    status, body = judge_readiness(snapshot, settings, {"eu-west-1", "us-east-1"}, now=now)
-    assert status == 503 and len(body["reasons"]) == 2
-    assert judge_readiness(snapshot, settings, set(), now=now)[0] == 200
-    stale = Snapshot(facts, now - 100, now, True, None)
-    assert "old" in judge_readiness(stale, settings, set(), now=now)[1]["reasons"][0]
 
 
 def test_a_flood_of_one_log_line_is_throttled():

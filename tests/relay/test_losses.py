@@ -174,26 +174,6 @@ def test_a_region_refusing_writes_inside_http_200_is_down(
 # ---------------------------------------------------------------- 4. no endless batch, no crash
 
 
-def test_requests_are_bounded_by_bytes_and_split_when_too_large(
-    conn, regions, relays, queues, upstash
-):
-    us = BY_CODE["us-east-1"]
-    ids = insert_jobs(conn, 300, "us-east-1", tag="sizable")  # about 600 bytes a command
-    # the relay's own bound keeps every request under the region's limit
-    upstash.set_faults({"max_request_bytes": 40_000}, tokens=[us.token])
-    totals = relays.run_once(max_request_bytes=32_768, timeout=30)
-    assert totals["published"] == 300 and totals["failed"] == 0, totals
-    assert upstash.stats()["responses"].get("400", 0) == 0
-    # a region with a smaller limit than the relay's: a refused request is split, not retried
-    # as it was forever
-    more = insert_jobs(conn, 300, "us-east-1", tag="split")
-    upstash.reset_stats()
-    totals = relays.run_once(timeout=30)
-    assert totals["published"] == 300 and totals["failed"] == 0, totals
-    assert upstash.stats()["responses"].get("400", 0) >= 1
-    assert_exactly_once(queues, set(ids) | set(more))
-
-
 @pytest.mark.timeout(120)
 def test_whole_request_4xx_reaches_the_dead_letters_instead_of_looping(
     conn, regions, relays, queues, upstash
