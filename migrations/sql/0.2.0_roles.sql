@@ -174,8 +174,9 @@ BEGIN
                   attempts, last_error, failed_at, allow_fallback)
         ON pgpulse.dead_letters TO pgpulse_monitor;
     GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.leases TO pgpulse_monitor;
-    IF to_regclass('pgpulse.alembic_version') IS NOT NULL THEN  -- doctor compares with head
-        GRANT SELECT ON pgpulse.alembic_version TO pgpulse_monitor;
+    IF to_regclass('pgpulse.alembic_version') IS NOT NULL THEN
+        -- doctor compares with head; a relay refuses a schema of another release
+        GRANT SELECT ON pgpulse.alembic_version TO pgpulse_monitor, pgpulse_relay;
     END IF;
 END
 $monitor$;

@@ -20,6 +20,8 @@ from relay.local.embedded import EmbeddedPostgres
 from relay.resources import schema_sql
 from tests.support.catalog import catalog, cron_job_rows, differences
 from tests.support.cli import ROOT, assert_one_line_error, pgpulse
+from tests.support.dsn import as_user
+from tests.support.ops import LOGINS
 
 HEAD = "0.2.0"
 _names = itertools.count()
@@ -447,6 +449,13 @@ def test_a_relay_of_another_release_refuses_the_schema_in_one_line(pg_server, em
         conn.execute("UPDATE pgpulse.alembic_version SET version_num = '0.3.0'")
     line = assert_one_line_error(pgpulse("relay", "--once", database_url=dsn), command="relay")
     assert "pgpulse 0.2.0.dev0 needs schema revision 0.2.0" in line and "(pgpulse 0.3.0)" in line
+    # and as the relay's own least-privilege role (it may read the version, nothing more)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(LOGINS)
+    line = assert_one_line_error(
+        pgpulse("relay", "--once", database_url=as_user(dsn, "relay_app")), command="relay"
+    )
+    assert "(pgpulse 0.3.0)" in line, line
 
 
 def host_versions(dsn: str) -> list[str]:
