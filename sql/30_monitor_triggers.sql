@@ -70,10 +70,11 @@ BEGIN
           FROM unnest(p_rows) n
          CROSS JOIN LATERAL (SELECT pgpulse._interval_s(n.check_interval_minutes,
                                                         n.check_interval_seconds) AS interval_s) i
+         -- OFFSET 0: the problem is found once a row, not again at each use (3x slower)
          CROSS JOIN LATERAL (SELECT pgpulse._schedule_problem(
                                         i.interval_s, n.url, n.method, n.timeout_ms,
                                         n.expected_status, n.check_retries, n.check_retry_delay_ms,
-                                        n.criticality, n.check_regions) AS problem) f
+                                        n.criticality, n.check_regions) AS problem OFFSET 0) f
             ON CONFLICT (monitor_id) DO UPDATE
            SET is_active = excluded.is_active, parked = excluded.parked,
                next_check_at = excluded.next_check_at,
