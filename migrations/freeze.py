@@ -168,9 +168,22 @@ $id_type$;"""
 # The adopted table's triggers are pgpulse's too: in the record, after its columns. Its rows
 # are followed now (a conversion has followed them already: the schedule is not empty).
 _TRIGGERS_ADOPTED = """DO $adopted_triggers$
+DECLARE
+    v_parked bigint;
+    v_first  record;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pgpulse.schedule) THEN
         PERFORM pgpulse._schedule_insert(ARRAY(SELECT m FROM public.monitors m));
+        -- rows pgpulse cannot schedule are kept, parked: say so once, with one example
+        SELECT count(*) INTO v_parked FROM pgpulse.schedule WHERE parked IS NOT NULL;
+        IF v_parked > 0 THEN
+            SELECT monitor_id, parked INTO v_first FROM pgpulse.schedule
+             WHERE parked IS NOT NULL ORDER BY monitor_id::text LIMIT 1;
+            RAISE WARNING 'pgpulse: % monitor(s) are parked (not checked) until fixed; e.g. '
+                'monitor %: %', v_parked, v_first.monitor_id, v_first.parked
+                USING HINT = 'list them: SELECT * FROM pgpulse.monitor_schedule WHERE parked '
+                             'IS NOT NULL';
+        END IF;
     END IF;
     IF to_regclass('pgpulse.adoption') IS NOT NULL THEN
         INSERT INTO pgpulse.adoption (kind, name)

@@ -21,6 +21,7 @@ from relay.resources import schema_sql
 from tests.support.catalog import catalog, cron_job_rows, differences
 from tests.support.cli import ROOT, assert_one_line_error, pgpulse
 from tests.support.dsn import as_user
+from tests.support.legacy import load_legacy
 from tests.support.ops import LOGINS
 
 HEAD = "0.2.0"
@@ -237,7 +238,6 @@ def test_pg_cron_jobs_follow_upgrade_and_downgrade_in_the_cron_database(cron_db_
 # ------------------------------------------------------------ legacy installs convert
 
 HOST_REVISION = "1f2e3d4c5b6a"  # a host application's own Alembic head (created_0001)
-FIXTURES = ROOT / "tests" / "migrations" / "fixtures"
 # pgpulse's tables whose rows a conversion keeps (regions in public before 0002)
 KEPT = (
     "regions",
@@ -255,26 +255,6 @@ PRODUCT = """
         next_check_at timestamptz, last_scheduled_at timestamptz, preferred_region text,
         owner_email text);
     CREATE TABLE public.regions (id serial PRIMARY KEY, name text)"""
-
-
-def load_legacy(server: EmbeddedPostgres, dsn: str, fixture: str) -> None:
-    """A populated legacy install, as tests/migrations/fixtures/make_legacy_dumps.py made it."""
-    subprocess.run(
-        [
-            str(server.bindir / "psql"),
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            dsn,
-            "-f",
-            str(FIXTURES / f"{fixture}.sql"),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
 
 
 def table_rows(dsn: str) -> dict[str, list[dict]]:
