@@ -66,7 +66,7 @@ def _migrate(args):
 
 @command("tick")
 def _tick(args):
-    from relay.tick import TickParams, run_tick
+    from relay.schedule.tick import TickParams, run_tick
 
     record = run_tick(_dsn(args), TickParams.from_options(args), trigger=args.trigger)
     emit(
@@ -86,21 +86,21 @@ def _relay(args):
     import asyncio
 
     from relay import logs
+    from relay.delivery.service import Relay
     from relay.migrate import check_schema
-    from relay.service import Relay
 
     dsn = _dsn(args)
     check_schema(dsn)  # a relay of another release refuses this schema, in one line
     logs.setup(args.log_level)
     relay = Relay(dsn, once=args.once)
     if args.http:
-        from relay.http import serve_alongside
+        from relay.ops.http import serve_alongside
 
         counts = asyncio.run(serve_alongside(relay, args.http, dsn))
     elif args.once:
         counts = asyncio.run(relay.run())
     else:
-        from relay.alerts import run_with_alerts
+        from relay.ops.alerts import run_with_alerts
 
         counts = asyncio.run(run_with_alerts(relay, dsn))
     if args.once:
@@ -124,8 +124,8 @@ def _worker(args):
 
     from relay import logs
     from relay.config import REGION_CODE, WorkerSettings, region_endpoint
-    from relay.consumer.metrics import parse_listen
-    from relay.consumer.runner import RegionalWorker
+    from relay.worker.metrics import parse_listen
+    from relay.worker.runner import RegionalWorker
 
     if not REGION_CODE.match(args.region):
         raise UserInputError(f"--region {args.region!r} is not a region code (e.g. us-east-1)")
@@ -150,8 +150,8 @@ def _worker(args):
 
 @command("status")
 def _status(args):
-    from relay import status
     from relay.db import connect
+    from relay.ops import status
 
     with connect(_dsn(args)) as conn:
         emit(args, status.snapshot(conn), status.render)
@@ -182,8 +182,8 @@ def _resync(args):
 
 @command("dlq")
 def _dlq(args):
-    from relay import admin
     from relay.db import connect
+    from relay.schedule import admin
 
     with connect(_dsn(args)) as conn:
         if args.action == "list":
@@ -219,8 +219,8 @@ def _dlq(args):
 
 @command("region")
 def _region(args):
-    from relay import admin
     from relay.db import connect
+    from relay.schedule import admin
 
     with connect(_dsn(args)) as conn:
         if args.action == "list":
@@ -256,7 +256,7 @@ def _region(args):
 
 @command("doctor")
 def _doctor(args):
-    from relay import doctor
+    from relay.ops import doctor
 
     checks = doctor.run(dsn=args.database_url)
     emit(args, doctor.as_json(checks), lambda r: "\n".join(doctor.render(checks)))
@@ -265,8 +265,8 @@ def _doctor(args):
 
 @command("maintenance")
 def _maintenance(args):
-    from relay import maintenance
     from relay.db import connect
+    from relay.schedule import maintenance
 
     with connect(_dsn(args)) as conn:
         if args.action == "list":
@@ -317,7 +317,7 @@ def _http(args):
     import asyncio
 
     from relay import logs
-    from relay.http import serve_alone
+    from relay.ops.http import serve_alone
 
     dsn = _dsn(args)
     logs.setup(args.log_level)
@@ -361,7 +361,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 def build_parser() -> argparse.ArgumentParser:
     from relay import config
-    from relay.tick import TickParams
+    from relay.schedule.tick import TickParams
 
     fmt = HelpFormatter
     parser = argparse.ArgumentParser(

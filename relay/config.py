@@ -657,13 +657,13 @@ def markdown_table(rows: Iterable[Setting]) -> str:
 
 def settings_page() -> str:
     """docs/settings.md: every setting, grouped, and the tick's parameters."""
-    # imported here: relay.tick imports relay.db, which imports this module
-    from relay.tick import TickParams
+    # imported here: relay.schedule.tick imports relay.db, which imports this module
+    from relay.schedule.tick import TickParams
 
     parts = [
         "# Settings",
-        "<!-- generated from relay/config.py and relay/tick.py by `python -m relay.config > "
-        "docs/settings.md` (or `make docs`): edit those, not this page; "
+        "<!-- generated from relay/config.py and relay/schedule/tick.py by "
+        "`python -m relay.config > docs/settings.md` (or `make docs`): edit those, not this page; "
         "tests/unit/test_config.py fails when the two differ -->",
         "All settings come from the environment; `pgpulse relay --help` (and `pgpulse http "
         "--help`) lists them with their defaults, allowed values and current values. Regions "

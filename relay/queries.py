@@ -1,6 +1,6 @@
 """Named SQL queries, read once from sql/queries.sql: each under a `-- name --` header and
 its description (comment lines, left out of the query's text). The one way to reach a
-query is `queries()["name"]`; the relay's go through relay.outbox."""
+query is `queries()["name"]`; the relay's go through relay.delivery.outbox."""
 
 from __future__ import annotations
 

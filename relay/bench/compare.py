@@ -19,9 +19,9 @@ from psycopg.rows import dict_row
 from relay import logs
 from relay.bench.relay import flush_queues, queued_jobs
 from relay.config import RelaySettings
+from relay.delivery.service import Relay
 from relay.local.stack import LocalStack
-from relay.service import Relay
-from relay.tick import TickParams, run_tick
+from relay.schedule.tick import TickParams, run_tick
 
 SEED_MONITORS = """
 INSERT INTO public.monitors (url, check_interval_minutes, criticality, preferred_region,

@@ -6,9 +6,9 @@ checks that the list really holds them all. Each figure is the median of `runs` 
 The request bodies are serialised once, so the client spends its CPU on HTTP, not JSON:
 on a 2-core machine client, dev server and redis-server share the same cores.
 
-The relay's own hot path is measured the same way: its push calls (`relay.queue.PUSH_SCRIPT`,
-the very script the relay loads, one EVALSHA per request of `batch` jobs) with the relay's
-keys and arguments.
+The relay's own hot path is measured the same way: its push calls
+(`relay.delivery.queue.PUSH_SCRIPT`, the very script the relay loads, one EVALSHA per request
+of `batch` jobs) with the relay's keys and arguments.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from typing import Any
 import httpx
 
 from relay.config import RelaySettings
+from relay.delivery.publish import Push, push_body
+from relay.delivery.queue import PUSH_SCRIPT, dedup_key, queue_key
 from relay.devserver import DevServer
 from relay.local.embedded import EmbeddedRedis
-from relay.publish import Push, push_body
-from relay.queue import PUSH_SCRIPT, dedup_key, queue_key
 
 TOKEN = "bench-token"
 _VALUE = json.dumps(
@@ -87,7 +87,7 @@ def _lpush_bodies(n_commands: int, batch: int) -> list[bytes]:
 
 
 def _evalsha_bodies(sha: str, n_commands: int, batch: int, run: int) -> list[bytes]:
-    """The relay's push calls (relay/publish.py builds them): one EVALSHA per request of
+    """The relay's push calls (relay/delivery/publish.py builds them): one EVALSHA per request of
     `batch` jobs, a fresh job id each, jobs that expire in an hour, the default dedup margin."""
     expires_at = str(int(time.time()) + 3600)
     margin = RelaySettings().dedup_margin_s

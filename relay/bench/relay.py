@@ -18,8 +18,8 @@ from relay import logs
 from relay.bench import percentile
 from relay.config import RelaySettings
 from relay.db import one
+from relay.delivery.service import Relay
 from relay.local.stack import LocalStack
-from relay.service import Relay
 
 # Outbox rows as the tick writes them, spread evenly over the regions.
 SEED_JOBS = """

@@ -15,8 +15,8 @@ import redis
 from relay import logs
 from relay.config import RelaySettings
 from relay.db import one
+from relay.delivery.service import Relay
 from relay.local.stack import LocalStack
-from relay.service import Relay
 
 FLOOR = 20_000  # results/s, the floor, for the latest table and with history
 SLOT_S = 60  # one-minute monitors: each result of a run is a new slot of its monitor

@@ -51,10 +51,10 @@ from relay.bench import percentile
 from relay.bench.e2e import SERVER_SETTINGS, _Components, _stop_relay, _wait_relay_listening
 from relay.bench.plot import Panel, chart
 from relay.db import one
+from relay.delivery.queue import CRITICALITIES, queue_key
 from relay.errors import PgPulseError
 from relay.local.stack import LocalStack
 from relay.queries import queries
-from relay.queue import CRITICALITIES, queue_key
 
 
 class SoakFailed(PgPulseError):

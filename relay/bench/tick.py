@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 from relay import migrate
 from relay.db import one
 from relay.local.embedded import EmbeddedPostgres
-from relay.tick import TickParams
+from relay.schedule.tick import TickParams
 
 DATABASE = "pgpulse_bench"
 

@@ -34,10 +34,10 @@ import redis
 
 from relay.bench import percentile
 from relay.config import env_suffix
+from relay.delivery.queue import PUSH_SCRIPT, dedup_key, queue_key
 from relay.devserver import DevServer
 from relay.local.embedded import EmbeddedRedis
 from relay.local.targets import LocalTargets
-from relay.queue import PUSH_SCRIPT, dedup_key, queue_key
 
 REGIONS = ("us-east-1", "eu-west-1", "ap-south-1")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])

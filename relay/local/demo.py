@@ -32,14 +32,15 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from relay import logs, metrics
+from relay import logs
 from relay.bench import percentile
 from relay.config import RelaySettings
 from relay.db import one
+from relay.delivery.service import Relay
 from relay.local.stack import LocalStack
 from relay.local.targets import LocalTargets
-from relay.service import Relay
-from relay.tick import run_tick
+from relay.ops import metrics
+from relay.schedule.tick import run_tick
 
 SEED = """
 INSERT INTO public.monitors (url, check_interval_minutes, criticality, preferred_region,

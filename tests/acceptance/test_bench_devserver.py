@@ -1,5 +1,5 @@
 """`pgpulse bench devserver` on a small N: the EVALSHA figure measures the relay's own push
-script (relay/queue.py), not a copy of it, and every push landed (the benchmark fails
+script (relay/delivery/queue.py), not a copy of it, and every push landed (the benchmark fails
 otherwise)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import hashlib
 import pytest
 
 from relay.bench.devserver import bench_devserver
-from relay.queue import PUSH_SCRIPT
+from relay.delivery.queue import PUSH_SCRIPT
 
 pytestmark = pytest.mark.slow  # a benchmark
 

@@ -1,4 +1,4 @@
-"""The alert evaluator in-process (relay.alerts.Evaluator) against a real database: the
+"""The alert evaluator in-process (relay.ops.alerts.Evaluator) against a real database: the
 lease decides who announces, the facts it reads fire the rules, and an outage is announced
 without resolving what only the database can judge. One round is one `step()`: no timers.
 Killed, frozen and restarted relays and a stopped PostgreSQL: tests/ops/test_alerts.py."""
@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from relay.alerts import Alerter, Evaluator
 from relay.config import OpsSettings
-from relay.tick import TickParams, run_tick
+from relay.ops.alerts import Alerter, Evaluator
+from relay.schedule.tick import TickParams, run_tick
 from tests.support.seeding import add_regions, insert_jobs
 
 # one round a step; the lease outlives 3 rounds and 2 s, so it holds through a test

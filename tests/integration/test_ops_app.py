@@ -1,4 +1,4 @@
-"""The ops HTTP app in-process (relay.http.OpsApp through httpx.ASGITransport) against a real
+"""The ops HTTP app in-process (relay.ops.http.OpsApp through httpx.ASGITransport) against a real
 database: the trigger runs one tick with the secret only, and the app's one facts loop
 (started and stopped as uvicorn's lifespan would) feeds /readyz and /metrics. Routes, auth
 and readiness decisions without a database: tests/unit/test_ops_routes.py."""
@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from relay.config import OpsSettings
-from relay.http import OpsApp
+from relay.ops.http import OpsApp
 from tests.support.seeding import add_monitors, add_regions
 
 SECRET = "cron-secret-7d1e4f0a9b"

@@ -16,16 +16,16 @@ import httpx
 import pytest
 import redis
 
-from relay.breaker import CircuitBreaker
 from relay.config import Endpoint
+from relay.delivery.breaker import CircuitBreaker
+from relay.delivery.outbox import Job
+from relay.delivery.outcomes import DUPLICATE, EXPIRED, FAILED, HELD, PUSHED, Outcome
+from relay.delivery.publish import Publisher
+from relay.delivery.regions import Region
+from relay.delivery.service import Relay
+from relay.delivery.upstash import UpstashClient
 from relay.devserver import DevServer
 from relay.errors import TokenRefused, TransientError
-from relay.outbox import Job
-from relay.outcomes import DUPLICATE, EXPIRED, FAILED, HELD, PUSHED, Outcome
-from relay.publish import Publisher
-from relay.regions import Region
-from relay.service import Relay
-from relay.upstash import UpstashClient
 from tests.support.fakes import make_job
 from tests.support.queues import Queues, assert_exactly_once
 from tests.support.regions import BY_CODE, REGIONS, make_relay_env

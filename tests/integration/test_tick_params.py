@@ -9,7 +9,7 @@ from dataclasses import fields
 
 from psycopg import sql
 
-from relay.tick import TickParams
+from relay.schedule.tick import TickParams
 
 
 def procedure_defaults(conn) -> dict[str, float]:

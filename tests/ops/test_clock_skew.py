@@ -1,7 +1,7 @@
-"""Clock skew between PostgreSQL, this host and each region's Redis (relay.clocks): `pgpulse
-doctor` reports and judges it, a running relay exports it. Redis's clock is moved by the dev
-server's time_shift_s fault (its TIME answers that far off), so the skews here are real
-readings of a wrong clock, not arithmetic."""
+"""Clock skew between PostgreSQL, this host and each region's Redis
+(relay.delivery.clocks): `pgpulse doctor` reports and judges it, a running relay exports it.
+Redis's clock is moved by the dev server's time_shift_s fault (its TIME answers that far off),
+so the skews here are real readings of a wrong clock, not arithmetic."""
 
 from __future__ import annotations
 

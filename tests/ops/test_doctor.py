@@ -9,8 +9,8 @@ import re
 import psycopg
 from psycopg.rows import dict_row
 
-from relay.doctor import RELAY_NEEDS
 from relay.local.embedded import CRON_DATABASE, free_port
+from relay.ops.doctor import RELAY_NEEDS
 from tests.support.cli import pgpulse
 from tests.support.dsn import with_password
 from tests.support.ops import doctor_checks as lines
@@ -229,7 +229,7 @@ def test_the_relay_role_has_every_right_doctor_checks(
         for column in (columns or [None])
     }
     assert {(g["tbl"], g["privilege_type"], g["col"]) for g in granted} == expected, (
-        "relay/doctor.py RELAY_NEEDS and sql/roles.sql's pgpulse_relay grants differ"
+        "relay/ops/doctor.py RELAY_NEEDS and sql/roles.sql's pgpulse_relay grants differ"
     )
 
 

@@ -11,13 +11,13 @@ import json
 import psycopg
 from psycopg.rows import dict_row
 
-from relay import metrics
-from relay.alerts import evaluate
 from relay.config import OpsSettings
-from relay.facts import read_facts
-from relay.http import judge_readiness
-from relay.snapshot import Snapshot
-from relay.statuspage import render
+from relay.ops import metrics
+from relay.ops.alerts import evaluate
+from relay.ops.facts import read_facts
+from relay.ops.http import judge_readiness
+from relay.ops.snapshot import Snapshot
+from relay.ops.statuspage import render
 from tests.support.cli import pgpulse
 from tests.support.seeding import add_monitors, follow_logged, tick
 

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from relay.doctor import MONITOR_NEEDS
+from relay.ops.doctor import MONITOR_NEEDS
 from relay.resources import sql_text
 from tests.support.cli import pgpulse
 from tests.support.dsn import as_user
@@ -325,7 +325,7 @@ def test_every_read_only_ops_command_works_as_the_relay_and_the_monitor_role(
 
 
 def test_the_monitor_role_reads_what_doctor_checks_and_no_check(conn, db_url, regions):
-    """pgpulse_monitor's grants are relay/doctor.py MONITOR_NEEDS (plus Alembic's table):
+    """pgpulse_monitor's grants are relay/ops/doctor.py MONITOR_NEEDS (plus Alembic's table):
     never a job's check (payload), nothing of the product's monitors, no write but the
     alert evaluator's lease."""
     granted = conn.execute("""

@@ -12,10 +12,10 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from relay import metrics
-from relay.alerts import evaluate
 from relay.config import OpsSettings
-from relay.facts import read_facts
+from relay.ops import metrics
+from relay.ops.alerts import evaluate
+from relay.ops.facts import read_facts
 from tests.support.waiting import wait_for
 
 PRODUCT_ROLE = "shop_vacuum_app"

@@ -145,7 +145,7 @@ def test_the_lean_wheel_migrates_ticks_and_relays_from_anywhere(
         env,
         "python",
         "-c",
-        "from relay.consumer.protocol import script_text as t; print(t('claim')[:2], t('ack')[:2])",
+        "from relay.worker.protocol import script_text as t; print(t('claim')[:2], t('ack')[:2])",
     )
     assert scripts.stdout.split() == ["--", "--"]
 

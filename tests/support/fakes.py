@@ -10,13 +10,13 @@ from collections.abc import Callable
 
 import psycopg
 
-from relay.breaker import CircuitBreaker
 from relay.config import RelaySettings
-from relay.outbox import Job, Retry
-from relay.outcomes import Counts
-from relay.regions import Region, Registry
+from relay.delivery.breaker import CircuitBreaker
+from relay.delivery.outbox import Job, Retry
+from relay.delivery.outcomes import Counts
+from relay.delivery.regions import Region, Registry
+from relay.delivery.upstash import region_failure
 from relay.supervisor import Supervisor
-from relay.upstash import region_failure
 
 
 class Clock:

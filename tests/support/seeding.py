@@ -11,7 +11,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from relay.queries import queries
-from relay.tick import TickParams
+from relay.schedule.tick import TickParams
 from tests.support.regions import REGIONS
 
 

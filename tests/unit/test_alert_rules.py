@@ -1,4 +1,4 @@
-"""The built-in alerts' decisions, in-process (relay.alerts): which rules fire for which facts
+"""The built-in alerts' decisions, in-process (relay.ops.alerts): which rules fire for which facts
 (`evaluate`), what one round announces (`transitions`: once per incident, resolved once,
 held open while the database cannot judge it), and the webhook each announcement becomes.
 The evaluator's lease and facts against a real database: tests/integration/test_alert_evaluator.py."""
@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from relay import alerts
-from relay.alerts import NEEDS_DATABASE, Alerter, Finding, evaluate, transitions
 from relay.backoff import Backoff
 from relay.config import OpsSettings
+from relay.ops import alerts
+from relay.ops.alerts import NEEDS_DATABASE, Alerter, Finding, evaluate, transitions
 
 SETTINGS = OpsSettings()  # deadman 180 s, budget 0.8, backlog 120 s, breaker 60 s, db 30 s
 

@@ -9,11 +9,11 @@ import httpx
 import pytest
 from tenacity import AsyncRetrying, stop_after_attempt
 
-from relay import alerts
-from relay.alerts import Alerter, Finding
 from relay.backoff import Backoff, sleep_unless_stopped
 from relay.config import OpsSettings
-from relay.outbox import JOB_RETRY, retry_backoff_s
+from relay.delivery.outbox import JOB_RETRY, retry_backoff_s
+from relay.ops import alerts
+from relay.ops.alerts import Alerter, Finding
 
 
 def test_doubles_from_first_up_to_most():

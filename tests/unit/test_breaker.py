@@ -1,4 +1,4 @@
-from relay.breaker import CircuitBreaker, State
+from relay.delivery.breaker import CircuitBreaker, State
 from tests.support.fakes import Clock
 
 

@@ -1,10 +1,10 @@
-"""Clock skew arithmetic (relay.clocks) and the dev server's TIME-shift fault."""
+"""Clock skew arithmetic (relay.delivery.clocks) and the dev server's TIME-shift fault."""
 
 from __future__ import annotations
 
 import pytest
 
-from relay.clocks import Skew, redis_seconds, skew
+from relay.delivery.clocks import Skew, redis_seconds, skew
 from relay.devserver.faults import FaultRule
 
 

@@ -13,7 +13,7 @@ from relay.config import (
     region_endpoint,
 )
 from relay.errors import ConfigError
-from relay.tick import TickParams
+from relay.schedule.tick import TickParams
 from tests.support.cli import ROOT
 
 

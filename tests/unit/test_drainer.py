@@ -9,12 +9,12 @@ import asyncio
 import psycopg
 import pytest
 
-from relay.breaker import State
 from relay.config import RelaySettings
-from relay.drainer import Drainer
+from relay.delivery.breaker import State
+from relay.delivery.drainer import Drainer
+from relay.delivery.outcomes import FAILED, HELD, PUSHED, WAIT, Outcome, settle
+from relay.delivery.publish import Publisher
 from relay.errors import MalformedReply, RegionRefused, TokenRefused, TransientError
-from relay.outcomes import FAILED, HELD, PUSHED, WAIT, Outcome, settle
-from relay.publish import Publisher
 from tests.support.fakes import (
     Clock,
     FakeStore,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from relay import admin, cli, errors, maintenance
+from relay import cli, errors
 from relay.db import DatabaseError
+from relay.schedule import admin, maintenance
 
 
 class NoQueries:
@@ -37,7 +38,8 @@ def test_bad_input_is_a_user_input_error_not_a_database_error(call, message):
 
 
 def test_every_pgpulse_error_lives_in_relay_errors():
-    from relay import db, extras, upstash
+    from relay import db, extras
+    from relay.delivery import upstash
     from relay.devserver import server
     from relay.local import embedded
 

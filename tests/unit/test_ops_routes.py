@@ -1,7 +1,7 @@
-"""The ops HTTP app in-process (relay.http.OpsApp, an ASGI app) through httpx.ASGITransport:
+"""The ops HTTP app in-process (relay.ops.http.OpsApp, an ASGI app) through httpx.ASGITransport:
 its routes and methods, /readyz's reasons, /metrics, who may trigger a tick or see the
 status page, the concurrency cap, and no secret in any answer. The facts the pages show are
-set as a snapshot (the loop that reads them is relay.snapshot's); a database that cannot be
+set as a snapshot (the loop that reads them is relay.ops.snapshot's); a database that cannot be
 reached is a port that refuses connections. A tick through the trigger, and the facts of a
 real database: tests/integration/test_ops_app.py. The served process (uvicorn, slow clients,
 descriptors): tests/ops/test_http.py."""
@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
-from relay import metrics
 from relay.config import OpsSettings
-from relay.http import SECURITY_HEADERS, OpsApp
-from relay.snapshot import Snapshot
+from relay.ops import metrics
+from relay.ops.http import SECURITY_HEADERS, OpsApp
+from relay.ops.snapshot import Snapshot
 from tests.support.fakes import Clock, make_region
 
 CRON_SECRET = "cron-s3cret-4b1d9e70"

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from relay.delivery.outcomes import DUPLICATE, EXPIRED, FAILED, HELD, PUSHED, Outcome
+from relay.delivery.publish import CALL_OVERHEAD_BYTES, Publisher, Push, job_replies, push_body
 from relay.errors import MalformedReply, RequestRejected, TokenRefused, TransientError
-from relay.outcomes import DUPLICATE, EXPIRED, FAILED, HELD, PUSHED, Outcome
-from relay.publish import CALL_OVERHEAD_BYTES, Publisher, Push, job_replies, push_body
 from tests.support.fakes import Clock, make_job, make_region
 
 

@@ -1,4 +1,4 @@
-"""Which errors concern the whole region (relay.upstash): inline errors of a /pipeline
+"""Which errors concern the whole region (relay.delivery.upstash): inline errors of a /pipeline
 answer, whatever the number of jobs, and which failed requests surely never ran."""
 
 import socket
@@ -7,8 +7,8 @@ import httpx
 import pytest
 
 from relay.config import Endpoint
+from relay.delivery.upstash import UpstashClient, is_region_error, region_failure
 from relay.errors import PublishError, TokenRefused, TransientError
-from relay.upstash import UpstashClient, is_region_error, region_failure
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,8 @@
-"""Which region takes a region's jobs while its breaker is open (relay.regions)."""
+"""Which region takes a region's jobs while its breaker is open (relay.delivery.regions)."""
 
 from __future__ import annotations
 
-from relay.breaker import State
+from relay.delivery.breaker import State
 from tests.support.fakes import Clock, FakeStore, make_region, make_registry
 
 

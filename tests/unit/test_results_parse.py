@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from relay.results import Malformed, id_checker, parse_batch, parse_result
+from relay.delivery.results import Malformed, id_checker, parse_batch, parse_result
 
 JOB_ID = "5d2f3c1e-6a0b-3f7e-9c1d-2b4a6e8f0a1c"
 MONITOR = "0b6e9a3c-7d41-4c55-9a8e-2f1d3c4b5a69"

@@ -1,6 +1,6 @@
 """The relay's request splitting and reply handling, in-process: how each answer of Upstash's
-REST API is classified (relay.upstash.UpstashClient, at httpx's transport seam), and how a
-batch of jobs is split into push requests under the byte bound (relay.publish.Publisher,
+REST API is classified (relay.delivery.upstash.UpstashClient, at httpx's transport seam), and how a
+batch of jobs is split into push requests under the byte bound (relay.delivery.publish.Publisher,
 against a fake region client). The same against the dev server over real HTTP:
 tests/integration/test_publish_devserver.py."""
 
@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from relay.config import Endpoint
+from relay.delivery.outcomes import FAILED, PUSHED
+from relay.delivery.publish import CALL_OVERHEAD_BYTES, Publisher, Push, job_replies
+from relay.delivery.upstash import UpstashClient
 from relay.errors import MalformedReply, PublishError, RequestRejected, TokenRefused, TransientError
-from relay.outcomes import FAILED, PUSHED
-from relay.publish import CALL_OVERHEAD_BYTES, Publisher, Push, job_replies
-from relay.upstash import UpstashClient
 from tests.support.fakes import Clock, jobs_in, make_job, make_region
 
 TOKEN = "tok-unit-5e1d0c"

@@ -3,9 +3,9 @@ a replication slot), and the built-in rule over it."""
 
 from __future__ import annotations
 
-from relay.alerts import evaluate
 from relay.config import OpsSettings
-from relay.facts import held_back
+from relay.ops.alerts import evaluate
+from relay.ops.facts import held_back
 
 
 class Clock:

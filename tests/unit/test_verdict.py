@@ -1,9 +1,10 @@
-"""`relay --once`'s one-line verdict on the jobs it left behind (relay.service.once_verdict)."""
+"""`relay --once`'s one-line verdict on the jobs it left behind
+(relay.delivery.service.once_verdict)."""
 
 from __future__ import annotations
 
-from relay.outbox import Undelivered
-from relay.service import once_verdict
+from relay.delivery.outbox import Undelivered
+from relay.delivery.service import once_verdict
 from tests.support.fakes import Clock, make_region
 
 

@@ -8,7 +8,7 @@ import ipaddress
 
 import pytest
 
-from relay.consumer.targets import address_problem, url_host_address, url_problem
+from relay.worker.targets import address_problem, url_host_address, url_problem
 from tests.support.url_vectors import file_vectors, unicode_vectors
 
 

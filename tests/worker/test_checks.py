@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from relay.consumer.checks import Checker, CheckJob
 from relay.local.embedded import free_port
+from relay.worker.checks import Checker, CheckJob
 from tests.support.queues import SCHEMA
 from tests.support.worker import make_job
 
@@ -150,7 +150,7 @@ async def test_the_checks_own_retries_and_a_capped_body(targets):
 
 
 def test_a_job_that_is_not_a_check_is_malformed():
-    from relay.consumer.checks import MalformedJob
+    from relay.worker.checks import MalformedJob
 
     good = make_job("https://e.example/")
     for broken in (

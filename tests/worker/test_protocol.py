@@ -13,10 +13,10 @@ import re
 import pytest
 
 from relay.config import Endpoint
-from relay.consumer.protocol import ConsumerQueue, done_key, live_workers, script_text
+from relay.delivery.queue import CRITICALITIES
+from relay.delivery.upstash import UpstashClient
 from relay.errors import PublishError
-from relay.queue import CRITICALITIES
-from relay.upstash import UpstashClient
+from relay.worker.protocol import ConsumerQueue, done_key, live_workers, script_text
 from tests.support.worker import WORKER_REGIONS, eventually, make_job, push
 
 REGION = WORKER_REGIONS[0]

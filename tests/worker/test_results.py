@@ -18,9 +18,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.config import Endpoint
-from relay.consumer.protocol import ConsumerQueue
+from relay.delivery.upstash import UpstashClient
 from relay.local.embedded import free_port
-from relay.upstash import UpstashClient
+from relay.worker.protocol import ConsumerQueue
 from tests.support.processes import Processes
 from tests.support.seeding import add_monitors
 from tests.support.waiting import wait_for

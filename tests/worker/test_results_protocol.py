@@ -3,7 +3,7 @@ after 6.2: the ack script keeps each acknowledged job's result with the job's id
 capped list (past the cap the oldest are trimmed and counted, the ack never fails); the
 relay's take and done scripts remove a batch only once it is stored, only what the cap did
 not trim already, never twice, and only by the relay holding the region's lease. The sample
-script sees the region as the relay judges it (relay.workers)."""
+script sees the region as the relay judges it (relay.delivery.worker_presence)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import re
 import pytest
 
 from relay.config import Endpoint
-from relay.consumer.protocol import ConsumerQueue, Scripts, script_text
-from relay.results import results_keys
-from relay.upstash import UpstashClient
-from relay.workers import ALIVE_MS, Sample, judge, sample_keys
+from relay.delivery.results import results_keys
+from relay.delivery.upstash import UpstashClient
+from relay.delivery.worker_presence import ALIVE_MS, Sample, judge, sample_keys
+from relay.worker.protocol import ConsumerQueue, Scripts, script_text
 from tests.support.worker import WORKER_REGIONS, make_job, push
 
 REGION = WORKER_REGIONS[0]

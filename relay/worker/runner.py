@@ -1,6 +1,6 @@
 """`pgpulse worker --region CODE`: the reference regional worker. It claims jobs with the
 contract's claim script (as many as it has free slots, at most a batch), runs each check
-(relay.consumer.checks), acknowledges finished ones in batches with their results, and
+(relay.worker.checks), acknowledges finished ones in batches with their results, and
 backs off when idle. SIGTERM: no new claims, the checks in flight finish and are
 acknowledged, exit 0. kill -9: the jobs' leases run out and another claim runs them again."""
 
@@ -19,8 +19,11 @@ from typing import Any
 from relay import logs
 from relay.backoff import Backoff, sleep_unless_stopped
 from relay.config import Endpoint, RelaySettings, WorkerSettings
-from relay.consumer import metrics
-from relay.consumer.checks import (
+from relay.delivery.upstash import UpstashClient
+from relay.errors import PgPulseError
+from relay.supervisor import Supervisor
+from relay.worker import metrics
+from relay.worker.checks import (
     REFUSED_TARGET,
     Checker,
     CheckJob,
@@ -28,10 +31,7 @@ from relay.consumer.checks import (
     MalformedJob,
     Resolver,
 )
-from relay.consumer.protocol import COMMAND_KIND, HEARTBEAT_S, Claim, Claimed, ConsumerQueue
-from relay.errors import PgPulseError
-from relay.supervisor import Supervisor
-from relay.upstash import UpstashClient
+from relay.worker.protocol import COMMAND_KIND, HEARTBEAT_S, Claim, Claimed, ConsumerQueue
 
 IDLE_FIRST_S = 0.05  # the wait after an empty claim, for the first IDLE_RAMP_AFTER_S ...
 IDLE_RAMP_AFTER_S = 2.0  # ... of idleness; then doubled each time up to idle_max_s

@@ -1,7 +1,7 @@
 """Each region sampled every PGPULSE_DEPTH_INTERVAL_S in one command (relay/scripts/sample.lua):
 its queue depth (over the threshold the region is degraded and the tick's round-robin
-prefers the others), its workers (relay.workers: absent regions are routed around, slow
-ones are degraded) and its results list (the region's results drain wakes)."""
+prefers the others), its workers (relay.delivery.worker_presence: absent regions are routed
+around, slow ones are degraded) and its results list (the region's results drain wakes)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ import contextlib
 
 import psycopg
 
-from relay import logs, metrics
+from relay import logs
 from relay.config import RelaySettings
-from relay.consumer.protocol import Scripts
 from relay.db import describe
+from relay.delivery.outbox import Outbox
+from relay.delivery.regions import Region, Registry
+from relay.delivery.worker_presence import ALIVE_MS, Sample, judge, sample_keys
 from relay.errors import PgPulseError
-from relay.outbox import Outbox
-from relay.regions import Region, Registry
+from relay.ops import metrics
 from relay.supervisor import Supervisor
-from relay.workers import ALIVE_MS, Sample, judge, sample_keys
+from relay.worker.protocol import Scripts
 
 
 class DepthSampler:

@@ -17,9 +17,10 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from relay import logs, metrics
+from relay import logs
 from relay.db import AsyncDictConnection, apinned, describe
-from relay.facts import read_facts
+from relay.ops import metrics
+from relay.ops.facts import read_facts
 
 STATEMENT_TIMEOUT_MS = 5000
 
@@ -28,7 +29,7 @@ STATEMENT_TIMEOUT_MS = 5000
 class Snapshot:
     """What this process last learnt about the database: plain data, safe to render.
 
-    - `facts`: the dict of `relay.facts.read_facts` from the latest successful read (kept
+    - `facts`: the dict of `relay.ops.facts.read_facts` from the latest successful read (kept
       while the database is down, so a page can show the last known state), None before
       the first one. Keys: backlog (rows: region, due, oldest_due_age_s), last_tick_age_s,
       latest_tick, latest_finished_tick, dead_letters {region: n}, unhealthy_regions

@@ -8,17 +8,18 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from relay import logs, metrics
+from relay import logs
 from relay.backoff import Backoff
-from relay.breaker import CircuitBreaker, State
 from relay.config import Endpoint, RelaySettings, env_suffix, region_endpoint
 from relay.db import describe
+from relay.delivery.breaker import CircuitBreaker, State
+from relay.delivery.outbox import Outbox
+from relay.delivery.outcomes import Counts
+from relay.delivery.queue import PUSH_SCRIPT
+from relay.delivery.upstash import UpstashClient
 from relay.errors import ConfigError, TokenRefused
-from relay.outbox import Outbox
-from relay.outcomes import Counts
-from relay.queue import PUSH_SCRIPT
+from relay.ops import metrics
 from relay.supervisor import Supervisor
-from relay.upstash import UpstashClient
 
 # a health write that failed is tried again after 0.1 s, 0.2 s ... at most 5 s, 10 times
 HEALTH_WRITE_RETRY = Backoff(first=0.1, most=5.0)

@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay
 
-from relay import metrics
 from relay.backoff import Backoff
 from relay.config import Endpoint
 
@@ -25,6 +24,7 @@ from relay.errors import (
     TokenRefused,
     TransientError,
 )
+from relay.ops import metrics
 
 # one request is retried after 50 ms, 100 ms ... at most 2 s (±50%), within the retry window
 REQUEST_RETRY = Backoff(first=0.05, most=2.0, jitter=0.5)

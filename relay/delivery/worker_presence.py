@@ -14,14 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from relay.consumer.protocol import (
+from relay.delivery.queue import CRITICALITIES, queue_key
+from relay.worker.protocol import (
     ALIVE_S,
     results_dropped_key,
     results_key,
     taken_key,
     workers_key,
 )
-from relay.queue import CRITICALITIES, queue_key
 
 
 def sample_keys(region: str) -> list[str]:

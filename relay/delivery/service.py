@@ -1,10 +1,10 @@
 """The relay: drains pgpulse.outbox into regional Upstash queues.
 
-A Relay is composed of small parts, each in its own module: per region, a few drainers
-(relay.drainer: claim -> publish -> commit); the region registry and each region's
-breaker and health (relay.regions); the LISTEN wake-ups (relay.notifier); queue-depth
-sampling (relay.depth); clock skew (relay.clocks); outbox upkeep (relay.sweeper); and the supervisor that runs and
-stops their tasks (relay.supervisor). Every query goes through relay.outbox.
+A Relay is composed of small parts, each in its own module of relay.delivery: per region, a
+few drainers (drainer: claim -> publish -> commit); the region registry and each region's
+breaker and health (regions); the LISTEN wake-ups (notifier); queue-depth sampling (depth);
+clock skew (clocks); outbox upkeep (sweeper); and the supervisor that runs and stops their
+tasks (relay.supervisor). Every query goes through relay.delivery.outbox.
 """
 
 from __future__ import annotations
@@ -18,20 +18,20 @@ from psycopg_pool import AsyncConnectionPool
 
 from relay import logs
 from relay.backoff import Backoff
-from relay.clocks import ClockWatch
 from relay.config import RelaySettings, env_suffix
 from relay.db import describe, unreachable
-from relay.depth import DepthSampler
-from relay.drainer import Drainer
+from relay.delivery.clocks import ClockWatch
+from relay.delivery.depth import DepthSampler
+from relay.delivery.drainer import Drainer
+from relay.delivery.follower import Follower
+from relay.delivery.notifier import Notifier
+from relay.delivery.outbox import Outbox, Undelivered
+from relay.delivery.outcomes import BatchListener, Counts
+from relay.delivery.regions import Region, Registry
+from relay.delivery.results import History, ResultsDrain, maintain_once, maintain_results
+from relay.delivery.sweeper import Sweeper
 from relay.errors import ConfigError, DatabaseError
-from relay.follower import Follower
-from relay.notifier import Notifier
-from relay.outbox import Outbox, Undelivered
-from relay.outcomes import BatchListener, Counts
-from relay.regions import Region, Registry
-from relay.results import History, ResultsDrain, maintain_once, maintain_results
 from relay.supervisor import Supervisor
-from relay.sweeper import Sweeper
 
 # a relay started while the database is down tries again after 0.5 s, 1 s ... at most 15 s
 DATABASE_RETRY = Backoff(first=0.5, most=15.0, jitter=0.2)
@@ -63,7 +63,7 @@ class Relay:
         self.relay_id = uuid.uuid4().hex[:12]  # this process, in region_observations
         self.registry: Registry | None = None
         self.drainers: list[Drainer] = []
-        self.history = History()  # the results history's span (relay.results)
+        self.history = History()  # the results history's span (relay.delivery.results)
         self.results_drains: dict[str, ResultsDrain] = {}
         self.undelivered: str | None = None  # --once: why due jobs were left, if they were
 

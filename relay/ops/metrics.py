@@ -313,7 +313,7 @@ def init_region(region: str) -> None:
 
 
 def publish_facts(facts: dict[str, Any]) -> None:
-    """Sets the database-wide gauges from a facts snapshot (see relay.facts)."""
+    """Sets the database-wide gauges from a facts snapshot (see relay.ops.facts)."""
     for row in facts["backlog"]:
         outbox_backlog.labels(row["region"]).set(row["due"])
         outbox_oldest_age.labels(row["region"]).set(float(row["oldest_due_age_s"] or 0))

@@ -8,10 +8,11 @@ from collections.abc import Callable
 
 import psycopg
 
-from relay import logs, metrics
+from relay import logs
 from relay.db import describe
-from relay.outbox import Outbox
-from relay.outcomes import Counts
+from relay.delivery.outbox import Outbox
+from relay.delivery.outcomes import Counts
+from relay.ops import metrics
 from relay.supervisor import Supervisor
 
 CHUNK = 5000  # rows per statement

@@ -6,10 +6,10 @@ from typing import Any
 
 import psycopg
 
-from relay.consumer.protocol import alive_by_region
 from relay.db import fetch_json
-from relay.facts import cron_note
+from relay.ops.facts import cron_note
 from relay.queries import queries
+from relay.worker.protocol import alive_by_region
 
 
 def snapshot(conn) -> dict[str, Any]:
@@ -83,7 +83,7 @@ def render(s: dict[str, Any]) -> str:
             + ("  (unfinished)" if t["finished_at"] is None else "")
         )
     if s.get("maintenance"):
-        from relay.maintenance import describe
+        from relay.schedule.maintenance import describe
 
         skipped = s["maintenance_skipped"]
         lines.append(

@@ -31,11 +31,12 @@ import psycopg
 from psycopg.rows import dict_row
 from tenacity import AsyncRetrying, retry_if_exception_type, retry_if_result, stop_after_attempt
 
-from relay import logs, metrics
+from relay import logs
 from relay.backoff import Backoff
 from relay.config import OpsSettings
 from relay.db import AsyncDictConnection, apinned
-from relay.facts import read_facts
+from relay.ops import metrics
+from relay.ops.facts import read_facts
 from relay.queries import queries
 
 LEASE = "alert-evaluator"  # its row in pgpulse.leases
@@ -76,7 +77,7 @@ def evaluate(
     breakers_open_s: dict[str, float] | None = None,
     database_down_s: float | None = None,
 ) -> list[Finding]:
-    """The rules. `facts` (relay.facts) is None while the database cannot be read; then
+    """The rules. `facts` (relay.ops.facts) is None while the database cannot be read; then
     `database_down_s` says for how long. `breakers_open_s`: this relay's own breakers."""
     found: list[Finding] = []
     if facts is None:
@@ -156,8 +157,8 @@ def _database_rules(settings: OpsSettings, facts: dict[str, Any]) -> list[Findin
 
 
 def _workers_rules(absent: dict[str, dict[str, Any]]) -> list[Finding]:
-    """Regions whose workers are gone (the relay's verdict, relay.workers): their monitors
-    that may fall back are checked elsewhere, the others not at all."""
+    """Regions whose workers are gone (the relay's verdict, relay.delivery.worker_presence):
+    their monitors that may fall back are checked elsewhere, the others not at all."""
     return [
         Finding(
             f"workers_absent:{region}",

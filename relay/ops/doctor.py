@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg.rows import dict_row
 
-from relay.clocks import Skew, postgres_skew, redis_skew
 from relay.config import (
     OpsSettings,
     RelaySettings,
@@ -28,10 +27,11 @@ from relay.config import (
     region_endpoint,
 )
 from relay.db import DictConnection, describe, one, pinned
+from relay.delivery.clocks import Skew, postgres_skew, redis_skew
+from relay.delivery.queue import PUSH_SCRIPT
 from relay.errors import ConfigError, PgPulseError
-from relay.facts import admin_look, ticks_seen
+from relay.ops.facts import admin_look, ticks_seen
 from relay.queries import queries
-from relay.queue import PUSH_SCRIPT
 
 # past PGPULSE_CLOCK_SKEW_WARN_S a clock is warned about; past this (or the warning
 # threshold, if higher) it fails: a Redis clock 5 s ahead drops half of a 10-second
@@ -647,7 +647,7 @@ class Doctor:
     async def _probe(self, code: str) -> list[tuple[str, str, str]]:
         """The region's line, and its Redis clock against PostgreSQL's (TIME: the push
         script judges expiry by it)."""
-        from relay.upstash import UpstashClient
+        from relay.delivery.upstash import UpstashClient
 
         name = f"region {code}"
         try:
@@ -676,7 +676,7 @@ class Doctor:
     async def _workers(self, client, code: str) -> tuple[str, str, str]:
         """The region's workers: their heartbeats, and the relay's verdict (regions.
         workers_absent): FAIL while absent, its monitors go elsewhere or nowhere."""
-        from relay.consumer.protocol import ALIVE_S, workers_key
+        from relay.worker.protocol import ALIVE_S, workers_key
 
         name = f"workers {code}"
         seconds, micros = await client.command("TIME")

@@ -1,6 +1,6 @@
 """The operations endpoints, one small ASGI app served by uvicorn:
 
-GET  /                    the status page (relay.statuspage)
+GET  /                    the status page (relay.ops.statuspage)
 GET  /healthz             the process is alive
 GET  /readyz              database reachable, a recent tick, backlog age under threshold
 GET  /metrics             Prometheus text format
@@ -21,13 +21,14 @@ from typing import Any
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from relay import logs, metrics, statuspage
-from relay.alerts import watch_alerts
-from relay.breaker import State
+from relay import logs
 from relay.config import OpsSettings, dsn_secrets
+from relay.delivery.breaker import State
 from relay.errors import PgPulseError
-from relay.snapshot import FactsCache, Snapshot
-from relay.tick import TickParams, run_tick
+from relay.ops import metrics, statuspage
+from relay.ops.alerts import watch_alerts
+from relay.ops.snapshot import FactsCache, Snapshot
+from relay.schedule.tick import TickParams, run_tick
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -135,7 +136,7 @@ def judge_readiness(
 
 class OpsApp:
     """The ASGI app. Routes live in ROUTES; the facts every page shows come from
-    `self.facts.snapshot` (relay.snapshot), refreshed by one loop while the app is served."""
+    `self.facts.snapshot` (relay.ops.snapshot), refreshed by one loop while the app is served."""
 
     def __init__(self, dsn: str, settings: OpsSettings | None = None, relay=None) -> None:
         self.dsn = dsn

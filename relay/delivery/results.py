@@ -20,15 +20,16 @@ from typing import Any
 
 import psycopg
 
-from relay import logs, metrics
+from relay import logs
 from relay.backoff import Backoff
 from relay.config import REGION_CODE, RelaySettings
-from relay.consumer.protocol import Scripts, results_dropped_key, results_key
 from relay.db import describe
+from relay.delivery.outbox import HistorySpan, Outbox
+from relay.delivery.outcomes import Counts
 from relay.errors import PgPulseError
-from relay.outbox import HistorySpan, Outbox
-from relay.outcomes import Counts
+from relay.ops import metrics
 from relay.supervisor import Supervisor
+from relay.worker.protocol import Scripts, results_dropped_key, results_key
 
 # a failed round (the region or the database): again after 0.5 s, 1 s ... at most 15 s
 DRAIN_RETRY = Backoff(first=0.5, most=15.0, jitter=0.2)
@@ -252,11 +253,11 @@ async def maintain_once(store: Outbox, history: History, *, orphans: bool = True
 
 class ResultsDrain:
     """Drains one region's results list into PostgreSQL; `wake` is set when results wait
-    (the region sampler sees them, relay.depth)."""
+    (the region sampler sees them, relay.delivery.depth)."""
 
     def __init__(
         self,
-        region: Any,  # relay.regions.Region
+        region: Any,  # relay.delivery.regions.Region
         store: Outbox,
         settings: RelaySettings,
         supervisor: Supervisor,

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from relay import logs
-from relay.outbox import Job, Retry, retry_backoff_s
+from relay.delivery.outbox import Job, Retry, retry_backoff_s
 
 # What became of one job of a batch.
 PUSHED = "pushed"

@@ -1,6 +1,6 @@
 """Prometheus metrics of `pgpulse worker`, served at GET /metrics with `--metrics HOST:PORT`.
 
-A registry of its own, apart from the relay's (relay.metrics): a worker has no database,
+A registry of its own, apart from the relay's (relay.ops.metrics): a worker has no database,
 and the relay's database-wide gauges would read 0 here (pgpulse_database_up 0 would fire
 the relay's alert). Labels are the region and a word from a fixed list (outcome, reason,
 kind): never a URL, a token or a worker id (Prometheus's instance label tells workers
@@ -30,7 +30,8 @@ from prometheus_client import (
 )
 
 from relay import __version__, logs
-from relay.consumer.checks import (
+from relay.errors import ConfigError
+from relay.worker.checks import (
     DNS,
     PROTOCOL,
     REDIRECT_LOOP,
@@ -40,7 +41,6 @@ from relay.consumer.checks import (
     TIMEOUT,
     TLS,
 )
-from relay.errors import ConfigError
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
@@ -163,7 +163,7 @@ async def _app(scope: dict, receive: Any, send: Any) -> None:
     """/metrics and /healthz; nothing else is served."""
     if scope["type"] != "http":
         return
-    from relay.http import SECURITY_HEADERS
+    from relay.ops.http import SECURITY_HEADERS
 
     path, method = scope["path"], scope["method"]
     extra: list[tuple[bytes, bytes]] = []
@@ -217,7 +217,7 @@ async def serve_metrics(sock: socket.socket, stop: asyncio.Event) -> None:
     import uvicorn
 
     from relay.config import OpsSettings
-    from relay.http import guarded_protocol
+    from relay.ops.http import guarded_protocol
 
     config = uvicorn.Config(
         _app,

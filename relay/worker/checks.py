@@ -20,7 +20,7 @@ import httpcore
 import httpx
 
 from relay import __version__
-from relay.consumer.targets import (
+from relay.worker.targets import (
     IPAddress,
     Refusal,
     address_problem,

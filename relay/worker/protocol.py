@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
 
+from relay.delivery.queue import CRITICALITIES, queue_key
+from relay.delivery.upstash import UpstashClient
 from relay.errors import MalformedReply, PublishError
-from relay.queue import CRITICALITIES, queue_key
-from relay.upstash import UpstashClient
 
 # a done marker outlives the job's expires_at by this (a copy pushed late is still skipped)
 DONE_MARGIN_MS = 60_000

@@ -16,9 +16,10 @@ from typing import Any
 
 import psycopg
 
-from relay import logs, metrics
+from relay import logs
 from relay.db import DictConnection, one
 from relay.errors import PublishError
+from relay.ops import metrics
 
 INTERVAL_S = 60.0  # the relay measures once a minute: clocks drift slowly
 
@@ -54,7 +55,7 @@ def redis_seconds(reply: Any) -> float:
 
 
 async def redis_skew(client, now: Callable[[], float] = time.time) -> Skew:
-    """A region's Redis clock against this host's (client: relay.upstash.UpstashClient)."""
+    """A region's Redis clock against this host's (client: relay.delivery.upstash.UpstashClient)."""
     sent = now()
     reply = await client.command("TIME")
     return skew(sent, redis_seconds(reply), now())
@@ -74,7 +75,7 @@ class ClockWatch:
 
     def __init__(self, registry, store, settings, supervisor, interval_s: float = INTERVAL_S):
         self.registry = registry
-        self.store = store  # relay.outbox.Outbox
+        self.store = store  # relay.delivery.outbox.Outbox
         self.warn_s = settings.clock_skew_warn_s
         self.supervisor = supervisor
         self.interval_s = interval_s

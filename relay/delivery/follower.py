@@ -11,7 +11,7 @@ import psycopg
 
 from relay import logs
 from relay.db import describe
-from relay.outbox import Outbox
+from relay.delivery.outbox import Outbox
 from relay.supervisor import Supervisor
 
 BATCH = 10_000  # rows per transaction: a bulk write of a million is followed in steps

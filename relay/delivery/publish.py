@@ -8,15 +8,15 @@ from json.encoder import encode_basestring_ascii as json_string
 from typing import Any, NamedTuple
 
 from relay import logs
+from relay.delivery.outbox import Job
+from relay.delivery.outcomes import DUPLICATE, EXPIRED, FAILED, HELD, PUSHED, Outcome
+from relay.delivery.queue import DUPLICATE as SCRIPT_DUPLICATE
+from relay.delivery.queue import EXPIRED as SCRIPT_EXPIRED
+from relay.delivery.queue import PUSHED as SCRIPT_PUSHED
+from relay.delivery.queue import dedup_key, queue_key
+from relay.delivery.regions import Region
+from relay.delivery.upstash import is_region_error, region_failure
 from relay.errors import MalformedReply, PublishError, RequestRejected
-from relay.outbox import Job
-from relay.outcomes import DUPLICATE, EXPIRED, FAILED, HELD, PUSHED, Outcome
-from relay.queue import DUPLICATE as SCRIPT_DUPLICATE
-from relay.queue import EXPIRED as SCRIPT_EXPIRED
-from relay.queue import PUSHED as SCRIPT_PUSHED
-from relay.queue import dedup_key, queue_key
-from relay.regions import Region
-from relay.upstash import is_region_error, region_failure
 
 # the request body around the jobs: [["EVALSHA","<sha1>","<keys>","<margin>", ...]]
 CALL_OVERHEAD_BYTES = 100

@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from relay import logs, metrics
+from relay import logs
 from relay.backoff import Backoff
-from relay.breaker import State
 from relay.config import RelaySettings
 from relay.db import describe
-from relay.errors import PublishError, RegionRefused, TokenRefused
-from relay.outbox import Job, Outbox
-from relay.outcomes import (
+from relay.delivery.breaker import State
+from relay.delivery.outbox import Job, Outbox
+from relay.delivery.outcomes import (
     DUPLICATE,
     EXPIRED,
     FAILED,
@@ -37,8 +36,10 @@ from relay.outcomes import (
     Settlement,
     settle,
 )
-from relay.publish import Publisher
-from relay.regions import Region, Registry
+from relay.delivery.publish import Publisher
+from relay.delivery.regions import Region, Registry
+from relay.errors import PublishError, RegionRefused, TokenRefused
+from relay.ops import metrics
 from relay.supervisor import Supervisor
 
 

@@ -18,9 +18,10 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from relay import __version__, metrics
-from relay.alerts import evaluate
+from relay import __version__
 from relay.config import OpsSettings
+from relay.ops import metrics
+from relay.ops.alerts import evaluate
 
 REFRESH_S = 10
 STYLE = """
@@ -101,8 +102,8 @@ def render(
     now: float | None = None,
     breakers_open_s: dict[str, float] | None = None,
 ) -> str:
-    """`snapshot` (relay.snapshot.Snapshot): facts (relay.facts, None before the first read),
-    read_at, attempted_at, database_ok, error (a public reason). `breakers_open_s`: this
+    """`snapshot` (relay.ops.snapshot.Snapshot): facts (relay.ops.facts, None before the first
+    read), read_at, attempted_at, database_ok, error (a public reason). `breakers_open_s`: this
     process's relay's breakers, for the rules."""
     now = now or time.time()
     facts = snapshot.facts

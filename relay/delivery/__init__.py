@@ -1,0 +1,1 @@
+"""The delivery path (`pgpulse relay`): outbox rows to each region's queues, results back."""

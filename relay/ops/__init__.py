@@ -1,0 +1,1 @@
+"""The ops surface: HTTP endpoints, status page, metrics, alerts, `pgpulse status` and `doctor`."""

@@ -1,0 +1,1 @@
+"""Commands that change the schedule: the tick, maintenance windows, regions, dead letters."""
