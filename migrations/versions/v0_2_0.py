@@ -31,14 +31,19 @@ def upgrade() -> None:
 
 
 # what sql/roles.sql granted on Alembic's version table, which outlives the downgrade: the
-# role pgpulse_monitor would otherwise hold a right here and never be removed
+# roles pgpulse_monitor and pgpulse_relay would otherwise hold a right here and never be
+# removed
 _VERSION_TABLE_GRANT = """
 DO $$
+DECLARE
+    v_role text;
 BEGIN
-    IF to_regclass('pgpulse.alembic_version') IS NOT NULL
-       AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pgpulse_monitor') THEN
-        REVOKE ALL ON pgpulse.alembic_version FROM pgpulse_monitor;
-    END IF;
+    FOR v_role IN SELECT rolname FROM pg_roles
+                   WHERE rolname IN ('pgpulse_monitor', 'pgpulse_relay') LOOP
+        IF to_regclass('pgpulse.alembic_version') IS NOT NULL THEN
+            EXECUTE format('REVOKE ALL ON pgpulse.alembic_version FROM %I', v_role);
+        END IF;
+    END LOOP;
 END
 $$;
 """
