@@ -8,6 +8,7 @@ import sys
 import time
 
 import psycopg
+import pytest
 
 from relay.local.embedded import EmbeddedPostgres
 
@@ -33,6 +34,7 @@ def alive(pid: int) -> bool:
         return stat.read().split(")")[-1].split()[0] != "Z"
 
 
+@pytest.mark.slow  # seconds of real time: outside make check's lane
 def test_killed_starter_leaves_no_server_running():
     starter = subprocess.Popen(
         [sys.executable, "-c", STARTER], stdout=subprocess.PIPE, text=True, start_new_session=True
@@ -51,6 +53,7 @@ def test_killed_starter_leaves_no_server_running():
         shutil.rmtree(folder)
 
 
+@pytest.mark.slow  # seconds of real time: outside make check's lane
 def test_crash_restart_keeps_port_and_committed_data():
     with EmbeddedPostgres() as pg:  # durable settings: a crash loses nothing committed
         with psycopg.connect(pg.dsn(), autocommit=True) as conn:

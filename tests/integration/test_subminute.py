@@ -65,6 +65,7 @@ def test_ticks_continue_on_the_same_grid_without_gaps_or_repeats(conn, region):
     ).fetchone()["ok"]
 
 
+@pytest.mark.slow  # seconds of real time: outside make check's lane
 def test_a_long_tick_claims_each_sub_minute_monitor_once(conn, region):
     # a tick slowed down (every chunk waits 0.3 s) writes up to its start plus its
     # lookahead: its later chunks do not claim the ten-second monitors again for a next slot

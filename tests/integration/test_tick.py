@@ -540,6 +540,7 @@ def test_phase_differs_between_monitors_and_fits_every_interval(conn):
 # ------------------------------------------------------------------ budget, record, NOTIFY
 
 
+@pytest.mark.slow  # seconds of real time: outside make check's lane
 def test_budget_cuts_a_tick_short_and_the_next_tick_finishes(conn, region):
     # 4000 chunks of 5 take far longer than 0.3 s on any machine
     n = 20_000

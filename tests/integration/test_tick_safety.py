@@ -258,6 +258,7 @@ def test_a_product_trigger_on_monitors_never_affects_the_tick(conn, region):
 # ------------------------------------------------------------------ 4. the budget is hard
 
 
+@pytest.mark.slow  # seconds of real time: outside make check's lane
 @pytest.mark.parametrize(
     ("holder_sql", "stop_reason"),
     [

@@ -73,6 +73,7 @@ def test_url_problem_follows_the_vectors_file(conn, private):
     assert wrong == []
 
 
+@pytest.mark.slow  # seconds of real time: outside make check's lane
 def test_every_character_idna_maps_or_drops_is_refused_in_a_host(conn):
     """Each code point UTS #46 maps, ignores or deviates on, and each default-ignorable one,
     at four places of a refused host: refused, naming the character. With private targets
