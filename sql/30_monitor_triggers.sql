@@ -27,6 +27,21 @@ RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN coalesce(p_seconds::bigint, p_minutes::bigint * 60);
 
+-- The interval pgpulse.schedule holds (integer seconds): one out of range parks the row
+-- (_schedule_problem says why) and is kept inside 0 .. 2^31 - 1 (none: 0).
+CREATE FUNCTION pgpulse._interval_held(p_interval_s bigint)
+RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN least(greatest(p_interval_s, 0), 2147483647)::integer;
+
+-- A waiting job's payload with its monitor's check as it is now: the slot's regions of a
+-- multi-region job stay.
+CREATE FUNCTION pgpulse._payload_with_check(p_payload jsonb, p_check jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN p_check
+       || jsonb_strip_nulls(jsonb_build_object('slot_regions', p_payload -> 'slot_regions'));
+
 -- When pgpulse saw a product row: now for one followed at once, the product's write for one
 -- a bulk write logged (its first slot is the next one after the write, not after the relay
 -- got to it).
@@ -63,7 +78,7 @@ BEGIN
                         THEN pgpulse._grid_slot(n.id::text, i.interval_s::integer,
                                                 pgpulse._seen_at(n))
                     ELSE now() END,
-               least(greatest(coalesce(i.interval_s, 0), 0), 2147483647), n.preferred_region,
+               pgpulse._interval_held(i.interval_s), n.preferred_region,
                coalesce(n.allow_fallback, true), coalesce(n.criticality, ''), n.check_regions,
                pgpulse._check_spec(n.url, n.method, n.timeout_ms, n.expected_status,
                                    n.check_retries, n.check_retry_delay_ms)
@@ -156,7 +171,7 @@ BEGIN
             WHEN e.check_interval_seconds IS DISTINCT FROM e.old_check_interval_seconds
                 THEN pgpulse._interval_s(e.check_interval_minutes, e.check_interval_seconds)
             ELSE e.check_interval_minutes::bigint * 60 END;
-        s.check_interval_seconds := least(greatest(v_interval, 0), 2147483647);
+        s.check_interval_seconds := pgpulse._interval_held(v_interval);
     ELSE
         v_interval := v_old.check_interval_seconds;
     END IF;
@@ -194,10 +209,8 @@ BEGIN
        AND (s.check_spec IS DISTINCT FROM v_old.check_spec
             OR s.criticality IS DISTINCT FROM v_old.criticality
             OR s.allow_fallback IS DISTINCT FROM v_old.allow_fallback) THEN
-        -- a multi-region job keeps the regions of its slot
         UPDATE pgpulse.outbox
-           SET payload = s.check_spec || jsonb_strip_nulls(
-                   jsonb_build_object('slot_regions', payload -> 'slot_regions')),
+           SET payload = pgpulse._payload_with_check(payload, s.check_spec),
                criticality = s.criticality, allow_fallback = s.allow_fallback
          WHERE monitor_id = e.id;
     END IF;
@@ -263,9 +276,9 @@ $$;
 -- (their slots that became due written as for a new monitor), when they are up to 500 and
 -- nothing older waits in the log (the log's order is each monitor's order). A bulk UPDATE is
 -- left to follow_apply, like a bulk INSERT, so its cost per row stays near the product's
--- own. An UPDATE that names no followed column returns at once (_follow_update_named said
--- so): an ORM's full-row save that writes back what it read logs nothing either. A changed
--- id: the old one is gone (as deleted), the new one is a new monitor.
+-- own. An UPDATE that names no followed column returns at once (_follow_update_mark marks
+-- those that do): an ORM's full-row save that writes back what it read logs nothing either.
+-- A changed id: the old one is gone (as deleted), the new one is a new monitor.
 CREATE FUNCTION pgpulse._follow_update() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -345,11 +358,11 @@ BEGIN
 END
 $$;
 
--- Before an UPDATE that names a followed column (TG_ARGV[0] 'columns') or the id ('id'),
--- tells its _follow_update to look at the statement's rows: an UPDATE of other columns pays
--- only for the transition tables. Per trigger depth: an UPDATE that a product trigger runs
--- inside another statement has its own.
-CREATE FUNCTION pgpulse._follow_update_named() RETURNS trigger
+-- Before an UPDATE that names a followed column (TG_ARGV[0] 'columns') or the id ('id'):
+-- marks the statement, so that its _follow_update looks at its rows (an UPDATE of other
+-- columns pays only for the transition tables). The mark is per trigger depth: an UPDATE
+-- that a product trigger runs inside another statement has its own.
+CREATE FUNCTION pgpulse._follow_update_mark() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -463,8 +476,7 @@ BEGIN
     ELSIF NOT v_monitor.is_active OR v_monitor.parked IS NOT NULL THEN
         RETURN NULL;
     END IF;
-    NEW.payload := v_monitor.check_spec || jsonb_strip_nulls(
-        jsonb_build_object('slot_regions', NEW.payload -> 'slot_regions'));
+    NEW.payload := pgpulse._payload_with_check(NEW.payload, v_monitor.check_spec);
     NEW.criticality := v_monitor.criticality;
     NEW.allow_fallback := v_monitor.allow_fallback;
     RETURN NEW;
@@ -477,11 +489,11 @@ CREATE TRIGGER pgpulse_follow_insert
     FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._follow_insert();
 
 -- An UPDATE: _follow_update after the statement, with its old and new rows, told by
--- _follow_update_named (before it) whether the statement names a followed column or the id
+-- _follow_update_mark (before it) whether the statement names a followed column or the id
 -- (an UPDATE of the product's other columns pays only for the transition tables).
 CREATE TRIGGER pgpulse_follow_update_id_named
     BEFORE UPDATE OF id ON public.monitors
-    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._follow_update_named('id');
+    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._follow_update_mark('id');
 
 CREATE TRIGGER pgpulse_follow_update_named
     BEFORE UPDATE OF url, method, timeout_ms, expected_status, check_retries,
@@ -489,7 +501,7 @@ CREATE TRIGGER pgpulse_follow_update_named
                      is_active, preferred_region, allow_fallback, criticality, next_check_at,
                      check_regions
     ON public.monitors
-    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._follow_update_named('columns');
+    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._follow_update_mark('columns');
 
 CREATE TRIGGER pgpulse_follow_update
     AFTER UPDATE ON public.monitors

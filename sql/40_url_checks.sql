@@ -307,7 +307,7 @@ END;
 
 -- Why a schedule row cannot be scheduled, from what it holds (its check as workers get it):
 -- the rules as they are now (after a change of pgpulse.allow_private_targets, say).
-CREATE FUNCTION pgpulse._schedule_problem_now(s pgpulse.schedule)
+CREATE FUNCTION pgpulse._schedule_row_problem(s pgpulse.schedule)
 RETURNS text
 LANGUAGE sql STABLE
 BEGIN ATOMIC
@@ -331,7 +331,7 @@ BEGIN
     WITH refused AS (
         UPDATE pgpulse.schedule s SET parked = p.problem
           FROM pgpulse.schedule o
-         CROSS JOIN LATERAL pgpulse._schedule_problem_now(o) p(problem)
+         CROSS JOIN LATERAL pgpulse._schedule_row_problem(o) p(problem)
          WHERE s.monitor_id = o.monitor_id AND o.parked IS NULL AND p.problem IS NOT NULL
         RETURNING s.monitor_id
     ), dropped AS (
@@ -342,7 +342,7 @@ BEGIN
         UPDATE pgpulse.schedule s
            SET parked = NULL,
                next_check_at = pgpulse._grid_slot(s.monitor_id::text, s.check_interval_seconds, now())
-         WHERE s.parked IS NOT NULL AND pgpulse._schedule_problem_now(s) IS NULL
+         WHERE s.parked IS NOT NULL AND pgpulse._schedule_row_problem(s) IS NULL
         RETURNING 1
     )
     SELECT count(*) INTO resumed FROM accepted;
@@ -357,7 +357,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT s.monitor_id::text, s.check_spec ->> 'url', p.problem, s.parked IS NOT NULL
       FROM pgpulse.schedule s
-     CROSS JOIN LATERAL pgpulse._schedule_problem_now(s) p(problem)
+     CROSS JOIN LATERAL pgpulse._schedule_row_problem(s) p(problem)
      WHERE p.problem IS NOT NULL
      ORDER BY s.monitor_id::text
 $$;

@@ -29,6 +29,15 @@ AS $$
        AND o.local_start <= (p_to AT TIME ZONE w.time_zone) + interval '1 day'
 $$;
 
+-- Whether p_at falls inside an occurrence of a window: its wall-clock time in the window's
+-- zone is from local_start up to local_end (see _maintenance_occurrences).
+CREATE FUNCTION pgpulse._inside_occurrence(
+    p_at timestamptz, p_time_zone text, p_local_start timestamp, p_local_end timestamp)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN (p_at AT TIME ZONE p_time_zone) >= p_local_start
+       AND (p_at AT TIME ZONE p_time_zone) < p_local_end;
+
 -- The maintenance window a monitor's slot falls in (the lowest id of several), or NULL.
 CREATE FUNCTION pgpulse.maintenance_window_at(p_monitor text, p_at timestamptz)
 RETURNS bigint
@@ -38,8 +47,7 @@ AS $$
     SELECT min(o.window_id)
       FROM pgpulse._maintenance_occurrences(p_at, p_at) o
      WHERE (o.monitor_ids IS NULL OR p_monitor = ANY (o.monitor_ids))
-       AND (p_at AT TIME ZONE o.time_zone) >= o.local_start
-       AND (p_at AT TIME ZONE o.time_zone) < o.local_end
+       AND pgpulse._inside_occurrence(p_at, o.time_zone, o.local_start, o.local_end)
 $$;
 
 -- A window's time zone is an IANA name (not an abbreviation or a POSIX offset string).
@@ -72,8 +80,8 @@ BEGIN
          WHERE o.window_id = NEW.id
            AND (NEW.monitor_ids IS NULL OR j.monitor_id::text = ANY (NEW.monitor_ids))
            AND j.scheduled_for >= o.lo AND j.scheduled_for < o.hi
-           AND (j.scheduled_for AT TIME ZONE o.time_zone) >= o.local_start
-           AND (j.scheduled_for AT TIME ZONE o.time_zone) < o.local_end
+           AND pgpulse._inside_occurrence(j.scheduled_for, o.time_zone, o.local_start,
+                                          o.local_end)
         RETURNING j.monitor_id, j.scheduled_for
     )
     SELECT count(DISTINCT (monitor_id, scheduled_for)) INTO v_slots FROM gone;

@@ -1,27 +1,57 @@
 -- pgpulse schema, part 7 of 8: the tick, and new monitors scheduled at once.
 
+-- Whether a schedule row is due by p_horizon: active, not parked (the rows the index
+-- schedule_due holds), its next slot not after p_horizon.
+CREATE FUNCTION pgpulse._is_due(s pgpulse.schedule, p_horizon timestamptz)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN s.is_active AND s.parked IS NULL AND s.next_check_at <= p_horizon;
+
+-- What a tick claims: a row due by its horizon that a region can take now (p_route,
+-- p_wheel: from _routing), unless it is one of the monitors this tick could not schedule
+-- (p_skip: their ids as text, see _tick_step).
+CREATE FUNCTION pgpulse._is_claimable(
+    s pgpulse.schedule, p_horizon timestamptz, p_route jsonb, p_wheel text[], p_skip text[])
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN pgpulse._is_due(s, p_horizon) AND pgpulse._is_routable(s, p_route, p_wheel)
+       AND (cardinality(p_skip) = 0 OR s.monitor_id::text <> ALL (p_skip));
+
+-- A job's id, from its monitor (its id as text), region and slot: whoever writes that job
+-- again (a reroute, a tick redoing a chunk) writes the same id.
+CREATE FUNCTION pgpulse._job_id(p_monitor text, p_region text, p_slot timestamptz)
+RETURNS uuid
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN md5(p_monitor || '/' || p_region || '/' || extract(epoch FROM p_slot)::text)::uuid;
+
 -- Claims one chunk of due monitors, writes their jobs, bumps their slots; returns counts.
--- Every slot of a monitor up to the horizon is written at once (several for sub-minute
--- intervals), each with its exact deliver_at; a multi-region monitor (check_regions) gets
--- one job per slot and region (see _route_each). p_route, p_wheel: from _routing. A
--- single-region monitor's region is route ->> preferred_region when it allows fallback,
--- else its preferred region (_route, spelled out); NULL: the wheel (round-robin). With no
--- wheel, monitors that no region can take are not claimed (they stay due; the tick counts
--- them). p_rr: the round-robin position this chunk starts at; wheeled: monitors routed by
--- the wheel. p_keep_existing: a slot can only be in the outbox already when next_check_at
--- was moved back by hand; the tick first tries a plain INSERT (about 10% faster than ON
--- CONFLICT's per-row check) and, should that hit the unique key, redoes the chunk with
--- p_keep_existing, which keeps the jobs already there. Slots inside a maintenance window
--- are not written (skipped counts them, and so does the window). p_now: the clock, for
--- tests that move it (NULL: clock_timestamp()). p_skip: ids (as text) of monitors this
--- tick could not schedule (see _tick_step). p_only: just these schedule rows (a product's
--- write schedules the monitors it changed, never the tick's backlog). It reads and locks rows of pgpulse.schedule
--- only, never the product's table. A monitor without fallback whose region no longer
--- exists gets no job (it stays due and is counted unrouted).
+-- One statement (set-based: the functions it names are inlined), in steps:
+-- - due: the claim, oldest first (_is_claimable; rows another transaction holds are
+--   skipped); each monitor's first slot now (_catch_up_slot) and, for a monitor with one
+--   region, where its jobs go (_routed_region; NULL: the round-robin wheel).
+-- - routed: the regions of its jobs: that region, else the wheel's next (a running count of
+--   the wheel's monitors from p_rr, where the previous chunk left off; wheeled counts
+--   them); a multi-region monitor (check_regions) one job per listed region, each routed,
+--   without duplicates. n: its slots up to the horizon (several for sub-minute intervals).
+-- - slot: every slot, and the maintenance window it falls in (windows: their occurrences,
+--   read only when there is a window). A slot in a window is not written: in_windows
+--   counts it, appended to pgpulse.maintenance_skips (skips, counted).
+-- - job, inserted: one outbox row per slot and region, with its exact deliver_at. A slot
+--   can only be in the outbox already when next_check_at was moved back by hand: the tick
+--   tries a plain INSERT first (about 10% faster than ON CONFLICT's per-row check) and,
+--   should that hit the unique key, redoes the chunk with p_keep_existing
+--   (inserted_keeping), which keeps the jobs already there.
+-- - bumped: each monitor's next slot, the first past the horizon.
+-- Routing is read per chunk: the relay writes region health while a tick runs. A monitor
+-- no region can take is not claimed (it stays due; the tick counts it unrouted). p_now: the
+-- clock, for tests that move it (NULL: clock_timestamp()). p_skip: see _is_claimable.
+-- p_only: just these schedule rows (a product's write schedules the monitors it changed,
+-- never the tick's backlog). It reads and locks rows of pgpulse.schedule only, never the
+-- product's table.
 CREATE FUNCTION pgpulse._tick_chunk(
-    p_horizon timestamptz, p_chunk integer, p_rr bigint, p_route jsonb, p_wheel text[],
-    p_keep_existing boolean, p_now timestamptz DEFAULT NULL, p_skip text[] DEFAULT '{}',
-    p_only tid[] DEFAULT NULL, OUT claimed integer, OUT written integer, OUT wheeled integer, OUT skipped integer)
+    p_horizon timestamptz, p_chunk integer, p_rr bigint, p_keep_existing boolean,
+    p_now timestamptz DEFAULT NULL, p_skip text[] DEFAULT '{}', p_only tid[] DEFAULT NULL,
+    OUT claimed integer, OUT written integer, OUT wheeled integer, OUT in_windows integer)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 -- a chunk is small next to the table: join it row by row, never hash the whole table
@@ -35,80 +65,55 @@ DECLARE
     v_now     timestamptz := coalesce(p_now, clock_timestamp());
     -- without any window (the usual case) the tick never looks for one per slot
     v_windows boolean := EXISTS (SELECT 1 FROM pgpulse.maintenance_windows);
+    v_route   jsonb;
+    v_wheel   text[];
 BEGIN
+    SELECT r.route, r.wheel INTO v_route, v_wheel FROM pgpulse._routing() r;
     WITH due AS MATERIALIZED (
-        SELECT m.ctid AS row_ref, m.monitor_id AS id, m.check_spec, m.criticality, m.allow_fallback,
-               m.check_regions, m.check_interval_seconds AS iv_s,
-               CASE
-                   -- more than a year late (or a -infinity that slipped past the CHECK):
-                   -- restart on the phase grid, the latest slot not after now
-                   WHEN m.next_check_at < v_now - interval '1 year'
-                       THEN pgpulse._grid_slot(m.monitor_id::text, m.check_interval_seconds,
-                                               v_now - make_interval(secs => m.check_interval_seconds))
-                   -- catch-up: the latest slot not after now, never one per missed slot
-                   ELSE m.next_check_at + make_interval(secs => m.check_interval_seconds)
-                        * greatest(0, floor(extract(epoch FROM v_now - m.next_check_at)
-                                            / m.check_interval_seconds))::float8
-               END AS slot,
+        SELECT m.ctid AS row_ref, m.monitor_id AS id, m.check_spec, m.criticality,
+               m.allow_fallback, m.check_regions, m.check_interval_seconds AS iv_s,
+               pgpulse._catch_up_slot(m.monitor_id::text, m.check_interval_seconds,
+                                      m.next_check_at, v_now) AS slot,
                CASE WHEN m.check_regions IS NULL
-                    THEN CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
-                              WHEN p_route ? m.preferred_region THEN m.preferred_region END
+                    THEN pgpulse._routed_region(m.preferred_region, m.allow_fallback, v_route)
                END AS routed
           FROM pgpulse.schedule m
-         WHERE m.is_active AND m.parked IS NULL AND m.next_check_at <= p_horizon
-           AND CASE WHEN m.check_regions IS NULL
-                    -- round-robin only for a monitor that has no region or may fall back
-                    THEN (p_wheel IS NOT NULL AND (m.preferred_region IS NULL OR m.allow_fallback))
-                         OR CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
-                                 WHEN p_route ? m.preferred_region THEN m.preferred_region
-                            END IS NOT NULL
-                    -- (_route_each spelled out: a SQL function starts an executor per call)
-                    ELSE EXISTS (SELECT 1 FROM unnest(m.check_regions) c(code)
-                                  WHERE CASE WHEN m.allow_fallback THEN p_route ->> c.code
-                                             WHEN p_route ? c.code THEN c.code END IS NOT NULL)
-               END
-           AND (cardinality(p_skip) = 0 OR m.monitor_id::text <> ALL (p_skip))
+         WHERE pgpulse._is_claimable(m, p_horizon, v_route, v_wheel, p_skip)
            AND (p_only IS NULL OR m.ctid = ANY (p_only))
          ORDER BY m.next_check_at
          LIMIT p_chunk
            FOR UPDATE OF m SKIP LOCKED
     ), routed AS (
-        -- the wheel continues where the previous chunk left it: a running count of the
-        -- wheel's rows (no sort needed)
         SELECT d.*,
-               -- the slots up to the horizon: the first one, and n - 1 more
                floor(extract(epoch FROM p_horizon - d.slot) / d.iv_s)::integer + 1 AS n,
                CASE WHEN d.check_regions IS NULL THEN
-                   ARRAY[coalesce(d.routed,
-                       p_wheel[1 + ((p_rr + count(*) FILTER (WHERE d.routed IS NULL
-                                                               AND d.check_regions IS NULL)
-                                                OVER (ROWS UNBOUNDED PRECEDING))
-                                    % cardinality(p_wheel))::integer])]
+                   ARRAY[coalesce(d.routed, pgpulse._wheel_region(
+                       v_wheel, p_rr + count(*) FILTER (WHERE d.routed IS NULL
+                                                          AND d.check_regions IS NULL)
+                                           OVER (ROWS UNBOUNDED PRECEDING)))]
                ELSE (SELECT array_agg(DISTINCT r.code ORDER BY r.code)
                        FROM unnest(d.check_regions) c(code)
-                      CROSS JOIN LATERAL (SELECT CASE WHEN d.allow_fallback THEN p_route ->> c.code
-                                                      WHEN p_route ? c.code THEN c.code END) r(code)
+                      CROSS JOIN LATERAL (SELECT pgpulse._routed_region(c.code, d.allow_fallback,
+                                                                        v_route)) r(code)
                       WHERE r.code IS NOT NULL) END AS regions
           FROM due d
     ), windows AS MATERIALIZED (
         SELECT * FROM pgpulse._maintenance_occurrences(v_now - interval '1 day', p_horizon)
          WHERE v_windows
     ), slot AS NOT MATERIALIZED (
-        -- every slot up to the horizon, and the maintenance window it falls in
         SELECT r.*, s.at,
                CASE WHEN v_windows THEN (
                    SELECT min(w.window_id) FROM windows w
                     WHERE (w.monitor_ids IS NULL OR r.id::text = ANY (w.monitor_ids))
                       AND s.at >= w.lo AND s.at < w.hi
-                      AND (s.at AT TIME ZONE w.time_zone) >= w.local_start
-                      AND (s.at AT TIME ZONE w.time_zone) < w.local_end) END AS window_id
+                      AND pgpulse._inside_occurrence(s.at, w.time_zone, w.local_start,
+                                                     w.local_end)) END AS window_id
           FROM routed r
          CROSS JOIN LATERAL (SELECT r.slot + make_interval(secs => r.iv_s) * k AS at
                                FROM generate_series(0, r.n - 1) k) s
     ), job AS NOT MATERIALIZED (  -- computed only by the INSERT that runs
-        SELECT md5(s.id::text || '/' || g.region || '/' || extract(epoch FROM s.at)::text)::uuid,
-               s.id, g.region, s.criticality, s.at, s.at,
-               s.at + make_interval(secs => s.iv_s), s.allow_fallback,
+        SELECT pgpulse._job_id(s.id::text, g.region, s.at), s.id, g.region, s.criticality,
+               s.at, s.at, s.at + make_interval(secs => s.iv_s), s.allow_fallback,
                CASE WHEN s.check_regions IS NULL THEN s.check_spec
                     ELSE s.check_spec || jsonb_build_object('slot_regions', s.regions) END
           FROM slot s
@@ -144,10 +149,73 @@ BEGIN
     SELECT d.claimed, d.wheeled,
            (SELECT count(*) FROM inserted) + (SELECT count(*) FROM inserted_keeping),
            (SELECT coalesce(sum(n), 0) FROM skips)
-      INTO claimed, wheeled, written, skipped
+      INTO claimed, wheeled, written, in_windows
       FROM (SELECT count(*) AS claimed,
                    count(*) FILTER (WHERE routed IS NULL AND check_regions IS NULL) AS wheeled
               FROM due) d;
+END
+$$;
+
+-- After a chunk failed on some monitor's row: the same claim one monitor at a time, each in
+-- its own subtransaction, so that one bad row never stops the others. The rows that fail
+-- are skipped: their ids join skip, the first error is the detail. The same error on five
+-- rows in a row is not about a row: it is said once, and the rest stay due for the next
+-- tick. Up to p_limit monitors.
+CREATE FUNCTION pgpulse._tick_chunk_one_by_one(
+    p_horizon timestamptz, p_limit integer, p_rr bigint, INOUT skip text[],
+    OUT claimed integer, OUT written integer, OUT wheeled integer, OUT in_windows integer,
+    OUT skipped integer, OUT detail text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_route      jsonb;
+    v_wheel      text[];
+    v_row        tid;
+    v_id         text;
+    v_last_error text;
+    v_same       integer := 0;
+    c            record;
+BEGIN
+    claimed := 0;
+    written := 0;
+    wheeled := 0;
+    in_windows := 0;
+    skipped := 0;
+    SELECT r.route, r.wheel INTO v_route, v_wheel FROM pgpulse._routing() r;
+    FOR i IN 1 .. p_limit LOOP
+        -- the monitor a one-monitor chunk would claim, locked: the chunk takes just its row
+        SELECT m.ctid, m.monitor_id::text INTO v_row, v_id
+          FROM pgpulse.schedule m
+         WHERE pgpulse._is_claimable(m, p_horizon, v_route, v_wheel, skip)
+         ORDER BY m.next_check_at
+         LIMIT 1
+           FOR UPDATE OF m SKIP LOCKED;
+        EXIT WHEN NOT FOUND;
+        BEGIN
+            SELECT * INTO c FROM pgpulse._tick_chunk(p_horizon, 1, p_rr + wheeled, true,
+                                                     p_skip => skip, p_only => ARRAY[v_row]);
+            EXIT WHEN c.claimed = 0;
+            claimed := claimed + c.claimed;
+            written := written + c.written;
+            wheeled := wheeled + c.wheeled;
+            in_windows := in_windows + c.in_windows;
+        EXCEPTION
+            WHEN lock_not_available OR query_canceled THEN
+                RAISE;
+            WHEN OTHERS THEN
+                skip := skip || v_id;
+                skipped := skipped + 1;
+                detail := coalesce(detail, format('monitor %s: %s', v_id, SQLERRM));
+                v_same := CASE WHEN SQLSTATE || SQLERRM = v_last_error THEN v_same + 1 ELSE 1 END;
+                v_last_error := SQLSTATE || SQLERRM;
+                IF v_same >= 5 THEN
+                    detail := detail || format(' (the same error on %s rows in a row: '
+                                               'the rest of this chunk was not tried)', v_same);
+                    EXIT;
+                END IF;
+        END;
+    END LOOP;
 END
 $$;
 
@@ -222,11 +290,22 @@ AS $$
                 THEN 'budget' END
 $$;
 
+-- A tick's horizon: one for the whole tick, from its start (a horizon that moved on with
+-- each chunk claimed sub-minute monitors again and again while the tick ran).
+CREATE FUNCTION pgpulse._tick_horizon(p_run_id bigint, p_lookahead interval)
+RETURNS timestamptz
+LANGUAGE sql VOLATILE
+BEGIN ATOMIC
+    SELECT coalesce((SELECT r.started_at + make_interval(secs => r.lookahead_ms / 1000.0)
+                       FROM pgpulse.tick_runs r WHERE r.id = p_run_id),
+                    clock_timestamp() + p_lookahead);
+END;
+
 -- One step of the tick: one chunk of due monitors (the first one small, as nothing is
 -- known about the speed yet), counted in the run record. Should the chunk fail on some
--- monitor's row, the step goes one monitor at a time and skips the rows that fail, so
--- one bad row never stops the others; skip: the monitors skipped so far in this tick.
--- done: nothing was left to claim. A lock wait past the deadline raises lock_not_available.
+-- monitor's row, the step goes one monitor at a time (_tick_chunk_one_by_one); skip: the
+-- monitors skipped so far in this tick. done: nothing was left to claim. A lock wait past
+-- the deadline raises lock_not_available.
 CREATE FUNCTION pgpulse._tick_step(
     p_run_id bigint, p_deadline timestamptz, p_lookahead interval, p_chunk integer,
     p_rr bigint, p_skip text[], p_slowest interval,
@@ -235,45 +314,30 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_t0       timestamptz := clock_timestamp();
-    v_chunk    integer := CASE WHEN p_slowest IS NULL THEN least(p_chunk, 500) ELSE p_chunk END;
-    -- one horizon for the whole tick, from its start: a horizon that moved on with each
-    -- chunk claimed sub-minute monitors again and again while the tick ran
-    v_horizon  timestamptz := coalesce(
-        (SELECT r.started_at + make_interval(secs => r.lookahead_ms / 1000.0)
-           FROM pgpulse.tick_runs r WHERE r.id = p_run_id),
-        clock_timestamp() + p_lookahead);
-    v_route    jsonb;
-    v_wheel    text[];
-    v_claimed  integer := 0;
-    v_written  integer := 0;
-    v_wheeled  integer := 0;
-    v_skipped  integer := 0;
-    v_detail   text;
-    v_in_windows integer := 0;  -- slots inside a maintenance window, not written
-    v_failed   boolean := false;
-    v_id       text;
-    v_last_error text;
-    v_same     integer := 0;
-    c          record;
+    v_t0         timestamptz := clock_timestamp();
+    v_chunk      integer := CASE WHEN p_slowest IS NULL THEN least(p_chunk, 500) ELSE p_chunk END;
+    v_horizon    timestamptz := pgpulse._tick_horizon(p_run_id, p_lookahead);
+    v_claimed    integer;
+    v_written    integer;
+    v_wheeled    integer;
+    v_in_windows integer;  -- slots inside a maintenance window, not written
+    v_skipped    integer := 0;
+    v_detail     text;
+    v_failed     boolean := false;
 BEGIN
     skip := coalesce(p_skip, '{}');
     PERFORM pgpulse._tick_bound_lock_wait(p_deadline);
-    -- regions change while a tick runs (the relay writes their health): read per chunk
-    SELECT r.route, r.wheel INTO v_route, v_wheel FROM pgpulse._routing() r;
     BEGIN
         BEGIN
-            SELECT * INTO c FROM pgpulse._tick_chunk(v_horizon, v_chunk, p_rr, v_route, v_wheel,
-                                                     false, NULL, skip);
+            SELECT c.claimed, c.written, c.wheeled, c.in_windows
+              INTO v_claimed, v_written, v_wheeled, v_in_windows
+              FROM pgpulse._tick_chunk(v_horizon, v_chunk, p_rr, false, NULL, skip) c;
         EXCEPTION WHEN unique_violation THEN
             -- a slot of this chunk is in the outbox already: redo it, keeping those jobs
-            SELECT * INTO c FROM pgpulse._tick_chunk(v_horizon, v_chunk, p_rr, v_route, v_wheel,
-                                                     true, NULL, skip);
+            SELECT c.claimed, c.written, c.wheeled, c.in_windows
+              INTO v_claimed, v_written, v_wheeled, v_in_windows
+              FROM pgpulse._tick_chunk(v_horizon, v_chunk, p_rr, true, NULL, skip) c;
         END;
-        v_claimed := c.claimed;
-        v_written := c.written;
-        v_wheeled := c.wheeled;
-        v_in_windows := c.skipped;
     EXCEPTION
         WHEN lock_not_available OR query_canceled THEN
             RAISE;
@@ -281,47 +345,9 @@ BEGIN
             v_failed := true;
     END;
     IF v_failed THEN
-        FOR i IN 1 .. v_chunk LOOP
-            -- the monitor the next one-monitor chunk claims (the same query, as _tick_chunk)
-            SELECT m.monitor_id::text INTO v_id
-              FROM pgpulse.schedule m
-             WHERE m.is_active AND m.parked IS NULL AND m.next_check_at <= v_horizon
-               AND CASE WHEN m.check_regions IS NULL
-                        THEN (v_wheel IS NOT NULL AND (m.preferred_region IS NULL OR m.allow_fallback))
-                             OR pgpulse._route(m.preferred_region, m.allow_fallback, v_route) IS NOT NULL
-                        ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, v_route) IS NOT NULL
-                   END
-               AND (cardinality(skip) = 0 OR m.monitor_id::text <> ALL (skip))
-             ORDER BY m.next_check_at
-             LIMIT 1
-               FOR UPDATE OF m SKIP LOCKED;
-            EXIT WHEN NOT FOUND;
-            BEGIN
-                SELECT * INTO c FROM pgpulse._tick_chunk(v_horizon, 1, p_rr + v_wheeled, v_route,
-                                                         v_wheel, true, NULL, skip);
-                EXIT WHEN c.claimed = 0;
-                v_claimed := v_claimed + c.claimed;
-                v_written := v_written + c.written;
-                v_wheeled := v_wheeled + c.wheeled;
-                v_in_windows := v_in_windows + c.skipped;
-            EXCEPTION
-                WHEN lock_not_available OR query_canceled THEN
-                    RAISE;
-                WHEN OTHERS THEN
-                    skip := skip || v_id;
-                    v_skipped := v_skipped + 1;
-                    v_detail := coalesce(v_detail, format('monitor %s: %s', v_id, SQLERRM));
-                    -- the same error row after row is not about a row: say it once, and
-                    -- leave the rest due for the next tick instead of trying each alone
-                    v_same := CASE WHEN SQLSTATE || SQLERRM = v_last_error THEN v_same + 1 ELSE 1 END;
-                    v_last_error := SQLSTATE || SQLERRM;
-                    IF v_same >= 5 THEN
-                        v_detail := v_detail || format(' (the same error on %s rows in a row: '
-                                                       'the rest of this chunk was not tried)', v_same);
-                        EXIT;
-                    END IF;
-            END;
-        END LOOP;
+        SELECT o.claimed, o.written, o.wheeled, o.in_windows, o.skipped, o.detail, o.skip
+          INTO v_claimed, v_written, v_wheeled, v_in_windows, v_skipped, v_detail, skip
+          FROM pgpulse._tick_chunk_one_by_one(v_horizon, v_chunk, p_rr, skip) o;
     END IF;
     IF v_claimed > 0 OR v_skipped > 0 THEN
         UPDATE pgpulse.tick_runs
@@ -342,27 +368,20 @@ BEGIN
 END
 $$;
 
--- Due monitors that no region can take now (none of a multi-region monitor's regions, or
--- no round-robin region), counted up to p_limit so that the count stays inside the budget.
--- The tick's own rule: a monitor without a region, or one that may fall back, takes the
--- round-robin wheel when there is one.
-CREATE FUNCTION pgpulse._unrouted(p_horizon timestamptz, p_route jsonb, p_limit integer)
+-- Due monitors that no region can take now (_is_routable: the tick's own rule), counted up
+-- to p_limit so that the count stays inside the budget.
+CREATE FUNCTION pgpulse._unrouted(
+    p_horizon timestamptz, p_route jsonb, p_wheel text[], p_limit integer)
 RETURNS integer
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
+BEGIN ATOMIC
     SELECT count(*)::integer
       FROM (SELECT 1
               FROM pgpulse.schedule m
-             WHERE m.is_active AND m.parked IS NULL AND m.next_check_at <= p_horizon
-               AND CASE WHEN m.check_regions IS NULL
-                        THEN pgpulse._route(m.preferred_region, m.allow_fallback, p_route) IS NULL
-                             AND NOT ((m.preferred_region IS NULL OR m.allow_fallback)
-                                      AND (SELECT r.wheel IS NOT NULL FROM pgpulse._routing() r))
-                        ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, p_route) IS NULL
-                   END
-             LIMIT p_limit) u
-$$;
+             WHERE pgpulse._is_due(m, p_horizon)
+               AND NOT pgpulse._is_routable(m, p_route, p_wheel)
+             LIMIT p_limit) u;
+END;
 
 -- Closes a tick's run record: why it stopped and, while its budget lasts, how many due
 -- monitors no region could take. A drained tick also prunes, a bounded batch at a time (so
@@ -377,6 +396,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_route     jsonb;
+    v_wheel     text[];
     v_unrouted  integer := 0;
     v_retention interval := coalesce(
         nullif(current_setting('pgpulse.dead_letter_retention', true), '')::interval,
@@ -385,13 +405,10 @@ BEGIN
     -- the record itself may wait a little past the deadline, never long
     PERFORM pgpulse._tick_bound_lock_wait(greatest(p_deadline, clock_timestamp() + interval '1 second'));
     IF p_stop = 'drained' THEN
-        SELECT r.route INTO v_route FROM pgpulse._routing() r;
-        -- up to this tick's horizon (from its start), not past what it was to claim
-        v_unrouted := pgpulse._unrouted(
-            coalesce((SELECT r.started_at + make_interval(secs => r.lookahead_ms / 1000.0)
-                        FROM pgpulse.tick_runs r WHERE r.id = p_run_id),
-                     clock_timestamp() + p_lookahead),
-            v_route, 1000000);
+        SELECT r.route, r.wheel INTO v_route, v_wheel FROM pgpulse._routing() r;
+        -- up to this tick's horizon, not past what it was to claim
+        v_unrouted := pgpulse._unrouted(pgpulse._tick_horizon(p_run_id, p_lookahead),
+                                        v_route, v_wheel, 1000000);
         DELETE FROM pgpulse.tick_runs
          WHERE id IN (SELECT id FROM pgpulse.tick_runs
                        WHERE started_at < now() - interval '30 days' LIMIT 1000);
@@ -449,8 +466,6 @@ SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     v_horizon timestamptz := pgpulse._written_ahead_to();
-    v_route   jsonb;
-    v_wheel   text[];
     v_written integer := 0;
     c         record;
 BEGIN
@@ -458,12 +473,10 @@ BEGIN
         RETURN 0;
     END IF;
     BEGIN
-        SELECT r.route, r.wheel INTO v_route, v_wheel FROM pgpulse._routing() r;
         -- rows locked by a tick or another writer are theirs to schedule
         FOR i IN 1 .. 20 LOOP
             SELECT * INTO c FROM pgpulse._tick_chunk(v_horizon, 5000,
-                                                     floor(random() * 1000000)::bigint,
-                                                     v_route, v_wheel, true,
+                                                     floor(random() * 1000000)::bigint, true,
                                                      p_only => p_only);
             v_written := v_written + c.written;
             EXIT WHEN c.claimed < 5000;

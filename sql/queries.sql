@@ -284,9 +284,9 @@ WITH routing AS (
     SELECT route, wheel FROM pgpulse._routing()
 ), sel AS MATERIALIZED (
     SELECT o.ctid AS row_ref,
-           coalesce(pgpulse._route(m.preferred_region, m.allow_fallback, routing.route),
-                    routing.wheel[1 + abs(hashtext(o.monitor_id::text)::bigint)
-                                      %% cardinality(routing.wheel)]) AS target
+           coalesce(pgpulse._routed_region(m.preferred_region, m.allow_fallback, routing.route),
+                    pgpulse._wheel_region(routing.wheel,
+                                          pgpulse._id_hash(o.monitor_id::text))) AS target
       FROM pgpulse.outbox o
       JOIN pgpulse.schedule m ON m.monitor_id = o.monitor_id
      CROSS JOIN routing
@@ -305,9 +305,9 @@ WITH routing AS (
     INSERT INTO pgpulse.outbox
            (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
             allow_fallback, payload, attempts, last_error)
-    SELECT md5(monitor_id::text || '/' || target || '/' || extract(epoch FROM scheduled_for)::text)::uuid,
-           monitor_id, target, criticality, scheduled_for, deliver_at, expires_at,
-           allow_fallback, payload, attempts, last_error
+    SELECT pgpulse._job_id(monitor_id::text, target, scheduled_for), monitor_id, target,
+           criticality, scheduled_for, deliver_at, expires_at, allow_fallback, payload,
+           attempts, last_error
       FROM moved
     ON CONFLICT DO NOTHING
     RETURNING 1
@@ -322,7 +322,7 @@ WITH sel AS MATERIALIZED (
       FROM pgpulse.schedule m
       JOIN pgpulse.outbox o ON o.monitor_id = m.monitor_id
       JOIN pgpulse.regions r ON r.code = m.preferred_region
-     WHERE m.preferred_region = %(region)s AND r.enabled AND r.healthy AND NOT r.workers_absent
+     WHERE m.preferred_region = %(region)s AND pgpulse._takes_jobs(r)
        AND m.check_regions IS NULL  -- one job per slot: the one routed away is the one
        AND o.region <> m.preferred_region AND o.attempts = 0 AND o.last_error IS NULL
        AND o.expires_at > now()
@@ -336,9 +336,9 @@ WITH sel AS MATERIALIZED (
     INSERT INTO pgpulse.outbox
            (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
             allow_fallback, payload, attempts, last_error)
-    SELECT md5(monitor_id::text || '/' || %(region)s || '/' || extract(epoch FROM scheduled_for)::text)::uuid,
-           monitor_id, %(region)s, criticality, scheduled_for, deliver_at, expires_at,
-           allow_fallback, payload, attempts, last_error
+    SELECT pgpulse._job_id(monitor_id::text, %(region)s, scheduled_for), monitor_id, %(region)s,
+           criticality, scheduled_for, deliver_at, expires_at, allow_fallback, payload,
+           attempts, last_error
       FROM moved
     ON CONFLICT DO NOTHING
     RETURNING 1
@@ -354,8 +354,8 @@ WITH routing AS (
 ), sel AS MATERIALIZED (
     SELECT o.ctid AS row_ref,
            coalesce(routing.route ->> o.region,
-                    routing.wheel[1 + abs(hashtext(o.monitor_id::text)::bigint)
-                                      %% cardinality(routing.wheel)]) AS target
+                    pgpulse._wheel_region(routing.wheel,
+                                          pgpulse._id_hash(o.monitor_id::text))) AS target
       FROM pgpulse.outbox o
       JOIN pgpulse.schedule m ON m.monitor_id = o.monitor_id
      CROSS JOIN routing
@@ -373,9 +373,9 @@ WITH routing AS (
     INSERT INTO pgpulse.outbox
            (job_id, monitor_id, region, criticality, scheduled_for, deliver_at, expires_at,
             allow_fallback, payload, attempts, last_error)
-    SELECT md5(monitor_id::text || '/' || target || '/' || extract(epoch FROM scheduled_for)::text)::uuid,
-           monitor_id, target, criticality, scheduled_for, deliver_at, expires_at,
-           allow_fallback, payload, attempts, last_error
+    SELECT pgpulse._job_id(monitor_id::text, target, scheduled_for), monitor_id, target,
+           criticality, scheduled_for, deliver_at, expires_at, allow_fallback, payload,
+           attempts, last_error
       FROM moved
     ON CONFLICT DO NOTHING
     RETURNING 1
@@ -542,10 +542,9 @@ SELECT r.code AS region, count(d.job_id) AS dead_letters
 SELECT r.code AS region,
        extract(epoch FROM now() - r.workers_absent_since)::float8 AS absent_s,
        coalesce((SELECT f.code FROM pgpulse.regions f
-                  WHERE f.code = r.fallback_region AND f.enabled AND f.healthy
-                    AND NOT f.workers_absent),
+                  WHERE f.code = r.fallback_region AND pgpulse._takes_jobs(f)),
                 (SELECT min(d.code) FROM pgpulse.regions d
-                  WHERE d.is_default AND d.enabled AND d.healthy AND NOT d.workers_absent))
+                  WHERE d.is_default AND pgpulse._takes_jobs(d)))
            AS routed_to
   FROM pgpulse.regions r WHERE r.enabled AND r.workers_absent ORDER BY r.code
 
@@ -590,8 +589,8 @@ SELECT w.id, w.name, w.monitor_ids, w.time_zone,
        w.skipped_slots,
        EXISTS (SELECT 1 FROM pgpulse._maintenance_occurrences(now(), now()) o
                 WHERE o.window_id = w.id
-                  AND (now() AT TIME ZONE w.time_zone) >= o.local_start
-                  AND (now() AT TIME ZONE w.time_zone) < o.local_end) AS active_now,
+                  AND pgpulse._inside_occurrence(now(), w.time_zone, o.local_start,
+                                                 o.local_end)) AS active_now,
        (SELECT min(o.local_end) FROM pgpulse._maintenance_occurrences(now(), now() + interval '8 days') o
          WHERE o.window_id = w.id AND o.local_end > (now() AT TIME ZONE w.time_zone)) AS next_end_local,
        (SELECT min(o.local_start) FROM pgpulse._maintenance_occurrences(now(), now() + interval '8 days') o

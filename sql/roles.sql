@@ -104,10 +104,12 @@ BEGIN
     GRANT SELECT, INSERT, UPDATE, DELETE ON pgpulse.follow_log TO pgpulse_owner;
     GRANT USAGE ON SEQUENCE pgpulse.follow_log_seq TO pgpulse_owner;
     GRANT EXECUTE ON FUNCTION
-        pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[], tid[]),
+        pgpulse._tick_chunk(timestamptz, integer, bigint, boolean, timestamptz, text[], tid[]),
+        pgpulse._tick_chunk_one_by_one(timestamptz, integer, bigint, text[]),
+        pgpulse._tick_horizon(bigint, interval),
         pgpulse._tick_bound_lock_wait(timestamptz),
         pgpulse._routing(),
-        pgpulse._unrouted(timestamptz, jsonb, integer),
+        pgpulse._unrouted(timestamptz, jsonb, text[], integer),
         pgpulse._schedule_insert(anyarray, boolean),
         pgpulse._schedule_now(tid[]),
         pgpulse._follow_change(pgpulse.follow_log),
@@ -143,10 +145,12 @@ BEGIN
     GRANT SELECT ON pgpulse.tick_runs TO pgpulse_ticker;
     GRANT EXECUTE ON PROCEDURE pgpulse.tick(bigint, text, interval, interval, integer) TO pgpulse_ticker;
     REVOKE EXECUTE ON FUNCTION
-        pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[], tid[]),
+        pgpulse._tick_chunk(timestamptz, integer, bigint, boolean, timestamptz, text[], tid[]),
+        pgpulse._tick_chunk_one_by_one(timestamptz, integer, bigint, text[]),
+        pgpulse._tick_horizon(bigint, interval),
         pgpulse._tick_bound_lock_wait(timestamptz),
         pgpulse._routing(),
-        pgpulse._unrouted(timestamptz, jsonb, integer)
+        pgpulse._unrouted(timestamptz, jsonb, text[], integer)
         FROM pgpulse_ticker;
     GRANT EXECUTE ON FUNCTION
         pgpulse._tick_begin(text, interval, interval, integer),

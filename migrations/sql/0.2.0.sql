@@ -372,66 +372,68 @@ CREATE TABLE pgpulse.created (
 -- slow where it runs per row). The tick procedure commits, so it cannot pin it: it only
 -- calls pgpulse.* and computes nothing itself.
 
--- The phase of a monitor inside its interval, from a hash of its id (spreads new monitors),
--- in milliseconds. The hash goes to bigint before abs(): abs() of the smallest integer would
--- overflow.
-CREATE FUNCTION pgpulse._slot_phase(p_id uuid, p_interval_seconds integer)
-RETURNS double precision
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN (abs(hashtext(p_id::text)::bigint) % (p_interval_seconds * 1000)) / 1000.0;
+-- A function that runs per row is a SQL function of one expression (RETURN ...), without
+-- SET clauses, declared no less volatile than its body: the planner inlines it, so a plan
+-- holds its expression, not a call per row. (extract(epoch FROM timestamptz) is STABLE: a
+-- function using it that is declared IMMUTABLE runs as a call per row.)
 
--- The first slot at or after p_from on the monitor's phase grid.
-CREATE FUNCTION pgpulse.next_slot(p_id uuid, p_interval_seconds integer, p_from timestamptz)
-RETURNS timestamptz
+-- A monitor's hash, never negative, from its id as text (p_key: an id of any type, uuid or
+-- an adopted table's bigint): its phase, and its round-robin region when its jobs are
+-- rerouted. To bigint before abs(): abs() of the smallest integer would overflow.
+CREATE FUNCTION pgpulse._id_hash(p_key text)
+RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN to_timestamp(
-        ceil((extract(epoch FROM p_from) - pgpulse._slot_phase(p_id, p_interval_seconds))
-             / p_interval_seconds) * p_interval_seconds
-        + pgpulse._slot_phase(p_id, p_interval_seconds));
+RETURN abs(hashtext(p_key)::bigint);
 
--- The same two for a product's own ids that are not uuids (bigint, text: an adopted
--- monitors table), by the hash of their text form; a uuid still takes the uuid ones.
--- (Polymorphic: no SQL-standard body, so these pin search_path; they run per insert.)
-CREATE FUNCTION pgpulse._slot_phase(p_id anyelement, p_interval_seconds integer)
-RETURNS double precision
+-- The phase of a monitor inside its interval, in seconds (millisecond steps): spreads new
+-- monitors. numeric, so that the grid's arithmetic is exact (a slot is its own next slot).
+CREATE FUNCTION pgpulse._slot_phase(p_key text, p_interval_seconds integer)
+RETURNS numeric
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT (abs(hashtext(p_id::text)::bigint) % (p_interval_seconds * 1000)) / 1000.0
-$$;
+RETURN (pgpulse._id_hash(p_key) % (p_interval_seconds * 1000)) / 1000.0;
 
-CREATE FUNCTION pgpulse.next_slot(p_id anyelement, p_interval_seconds integer, p_from timestamptz)
-RETURNS timestamptz
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT to_timestamp(
-        ceil((extract(epoch FROM p_from) - pgpulse._slot_phase(p_id, p_interval_seconds))
-             / p_interval_seconds) * p_interval_seconds
-        + pgpulse._slot_phase(p_id, p_interval_seconds))
-$$;
-
--- The same two for an interval in minutes (kept for callers of revision 0001).
-CREATE FUNCTION pgpulse._phase_seconds(p_id uuid, p_interval_minutes integer)
-RETURNS double precision
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN pgpulse._slot_phase(p_id, p_interval_minutes * 60);
-
-CREATE FUNCTION pgpulse.first_slot(p_id uuid, p_interval_minutes integer, p_from timestamptz)
-RETURNS timestamptz
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN pgpulse.next_slot(p_id, p_interval_minutes * 60, p_from);
-
--- The first slot at or after p_from on the phase grid of a monitor whose id, as text, is
--- p_key: the grid next_slot gives a uuid id, for any id type (an adopted table's bigint).
+-- The first slot at or after p_from on the phase grid of the monitor whose id, as text, is
+-- p_key.
 CREATE FUNCTION pgpulse._grid_slot(p_key text, p_interval_seconds integer, p_from timestamptz)
 RETURNS timestamptz
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE
 RETURN to_timestamp(
-        ceil((extract(epoch FROM p_from)
-              - (abs(hashtext(p_key)::bigint) % (p_interval_seconds * 1000)) / 1000.0)
+        ceil((extract(epoch FROM p_from) - pgpulse._slot_phase(p_key, p_interval_seconds))
              / p_interval_seconds) * p_interval_seconds
-        + (abs(hashtext(p_key)::bigint) % (p_interval_seconds * 1000)) / 1000.0);
+        + pgpulse._slot_phase(p_key, p_interval_seconds));
+
+-- For the product: the first slot at or after p_from on a monitor's phase grid.
+CREATE FUNCTION pgpulse.next_slot(p_id uuid, p_interval_seconds integer, p_from timestamptz)
+RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN pgpulse._grid_slot(p_id::text, p_interval_seconds, p_from);
+
+-- The same for a product's own ids that are not uuids (bigint, text: an adopted monitors
+-- table). Polymorphic: no SQL-standard body, so it pins search_path (and is not inlined).
+CREATE FUNCTION pgpulse.next_slot(p_id anyelement, p_interval_seconds integer, p_from timestamptz)
+RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pgpulse._grid_slot(p_id::text, p_interval_seconds, p_from)
+$$;
+
+-- The slot a due monitor's jobs start from now: the latest slot of its own schedule not
+-- after p_now (a catch-up never writes one job per missed slot). One more than a year late
+-- (or a -infinity that slipped past the CHECK) would overflow that arithmetic: it restarts
+-- on its phase grid, at the latest slot not after p_now.
+CREATE FUNCTION pgpulse._catch_up_slot(
+    p_key text, p_interval_seconds integer, p_next_check_at timestamptz, p_now timestamptz)
+RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN CASE
+    WHEN p_next_check_at < p_now - interval '1 year'
+        THEN pgpulse._grid_slot(p_key, p_interval_seconds,
+                                p_now - make_interval(secs => p_interval_seconds))
+    ELSE p_next_check_at + make_interval(secs => p_interval_seconds)
+         * greatest(0, floor(extract(epoch FROM p_now - p_next_check_at)
+                             / p_interval_seconds))::float8
+END;
 
 -- pgpulse schema, part 3 of 8: following the product's monitors into pgpulse.schedule.
 --
@@ -461,6 +463,21 @@ CREATE FUNCTION pgpulse._interval_s(p_minutes integer, p_seconds integer)
 RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN coalesce(p_seconds::bigint, p_minutes::bigint * 60);
+
+-- The interval pgpulse.schedule holds (integer seconds): one out of range parks the row
+-- (_schedule_problem says why) and is kept inside 0 .. 2^31 - 1 (none: 0).
+CREATE FUNCTION pgpulse._interval_held(p_interval_s bigint)
+RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN least(greatest(p_interval_s, 0), 2147483647)::integer;
+
+-- A waiting job's payload with its monitor's check as it is now: the slot's regions of a
+-- multi-region job stay.
+CREATE FUNCTION pgpulse._payload_with_check(p_payload jsonb, p_check jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN p_check
+       || jsonb_strip_nulls(jsonb_build_object('slot_regions', p_payload -> 'slot_regions'));
 
 -- When pgpulse saw a product row: now for one followed at once, the product's write for one
 -- a bulk write logged (its first slot is the next one after the write, not after the relay
@@ -498,7 +515,7 @@ BEGIN
                         THEN pgpulse._grid_slot(n.id::text, i.interval_s::integer,
                                                 pgpulse._seen_at(n))
                     ELSE now() END,
-               least(greatest(coalesce(i.interval_s, 0), 0), 2147483647), n.preferred_region,
+               pgpulse._interval_held(i.interval_s), n.preferred_region,
                coalesce(n.allow_fallback, true), coalesce(n.criticality, ''), n.check_regions,
                pgpulse._check_spec(n.url, n.method, n.timeout_ms, n.expected_status,
                                    n.check_retries, n.check_retry_delay_ms)
@@ -591,7 +608,7 @@ BEGIN
             WHEN e.check_interval_seconds IS DISTINCT FROM e.old_check_interval_seconds
                 THEN pgpulse._interval_s(e.check_interval_minutes, e.check_interval_seconds)
             ELSE e.check_interval_minutes::bigint * 60 END;
-        s.check_interval_seconds := least(greatest(v_interval, 0), 2147483647);
+        s.check_interval_seconds := pgpulse._interval_held(v_interval);
     ELSE
         v_interval := v_old.check_interval_seconds;
     END IF;
@@ -629,10 +646,8 @@ BEGIN
        AND (s.check_spec IS DISTINCT FROM v_old.check_spec
             OR s.criticality IS DISTINCT FROM v_old.criticality
             OR s.allow_fallback IS DISTINCT FROM v_old.allow_fallback) THEN
-        -- a multi-region job keeps the regions of its slot
         UPDATE pgpulse.outbox
-           SET payload = s.check_spec || jsonb_strip_nulls(
-                   jsonb_build_object('slot_regions', payload -> 'slot_regions')),
+           SET payload = pgpulse._payload_with_check(payload, s.check_spec),
                criticality = s.criticality, allow_fallback = s.allow_fallback
          WHERE monitor_id = e.id;
     END IF;
@@ -698,9 +713,9 @@ $$;
 -- (their slots that became due written as for a new monitor), when they are up to 500 and
 -- nothing older waits in the log (the log's order is each monitor's order). A bulk UPDATE is
 -- left to follow_apply, like a bulk INSERT, so its cost per row stays near the product's
--- own. An UPDATE that names no followed column returns at once (_follow_update_named said
--- so): an ORM's full-row save that writes back what it read logs nothing either. A changed
--- id: the old one is gone (as deleted), the new one is a new monitor.
+-- own. An UPDATE that names no followed column returns at once (_follow_update_mark marks
+-- those that do): an ORM's full-row save that writes back what it read logs nothing either.
+-- A changed id: the old one is gone (as deleted), the new one is a new monitor.
 CREATE FUNCTION pgpulse._follow_update() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -780,11 +795,11 @@ BEGIN
 END
 $$;
 
--- Before an UPDATE that names a followed column (TG_ARGV[0] 'columns') or the id ('id'),
--- tells its _follow_update to look at the statement's rows: an UPDATE of other columns pays
--- only for the transition tables. Per trigger depth: an UPDATE that a product trigger runs
--- inside another statement has its own.
-CREATE FUNCTION pgpulse._follow_update_named() RETURNS trigger
+-- Before an UPDATE that names a followed column (TG_ARGV[0] 'columns') or the id ('id'):
+-- marks the statement, so that its _follow_update looks at its rows (an UPDATE of other
+-- columns pays only for the transition tables). The mark is per trigger depth: an UPDATE
+-- that a product trigger runs inside another statement has its own.
+CREATE FUNCTION pgpulse._follow_update_mark() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -898,8 +913,7 @@ BEGIN
     ELSIF NOT v_monitor.is_active OR v_monitor.parked IS NOT NULL THEN
         RETURN NULL;
     END IF;
-    NEW.payload := v_monitor.check_spec || jsonb_strip_nulls(
-        jsonb_build_object('slot_regions', NEW.payload -> 'slot_regions'));
+    NEW.payload := pgpulse._payload_with_check(NEW.payload, v_monitor.check_spec);
     NEW.criticality := v_monitor.criticality;
     NEW.allow_fallback := v_monitor.allow_fallback;
     RETURN NEW;
@@ -1335,7 +1349,7 @@ END;
 
 -- Why a schedule row cannot be scheduled, from what it holds (its check as workers get it):
 -- the rules as they are now (after a change of pgpulse.allow_private_targets, say).
-CREATE FUNCTION pgpulse._schedule_problem_now(s pgpulse.schedule)
+CREATE FUNCTION pgpulse._schedule_row_problem(s pgpulse.schedule)
 RETURNS text
 LANGUAGE sql STABLE
 BEGIN ATOMIC
@@ -1359,7 +1373,7 @@ BEGIN
     WITH refused AS (
         UPDATE pgpulse.schedule s SET parked = p.problem
           FROM pgpulse.schedule o
-         CROSS JOIN LATERAL pgpulse._schedule_problem_now(o) p(problem)
+         CROSS JOIN LATERAL pgpulse._schedule_row_problem(o) p(problem)
          WHERE s.monitor_id = o.monitor_id AND o.parked IS NULL AND p.problem IS NOT NULL
         RETURNING s.monitor_id
     ), dropped AS (
@@ -1370,7 +1384,7 @@ BEGIN
         UPDATE pgpulse.schedule s
            SET parked = NULL,
                next_check_at = pgpulse._grid_slot(s.monitor_id::text, s.check_interval_seconds, now())
-         WHERE s.parked IS NOT NULL AND pgpulse._schedule_problem_now(s) IS NULL
+         WHERE s.parked IS NOT NULL AND pgpulse._schedule_row_problem(s) IS NULL
         RETURNING 1
     )
     SELECT count(*) INTO resumed FROM accepted;
@@ -1385,7 +1399,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT s.monitor_id::text, s.check_spec ->> 'url', p.problem, s.parked IS NOT NULL
       FROM pgpulse.schedule s
-     CROSS JOIN LATERAL pgpulse._schedule_problem_now(s) p(problem)
+     CROSS JOIN LATERAL pgpulse._schedule_row_problem(s) p(problem)
      WHERE p.problem IS NOT NULL
      ORDER BY s.monitor_id::text
 $$;
@@ -1421,6 +1435,15 @@ AS $$
        AND o.local_start <= (p_to AT TIME ZONE w.time_zone) + interval '1 day'
 $$;
 
+-- Whether p_at falls inside an occurrence of a window: its wall-clock time in the window's
+-- zone is from local_start up to local_end (see _maintenance_occurrences).
+CREATE FUNCTION pgpulse._inside_occurrence(
+    p_at timestamptz, p_time_zone text, p_local_start timestamp, p_local_end timestamp)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN (p_at AT TIME ZONE p_time_zone) >= p_local_start
+       AND (p_at AT TIME ZONE p_time_zone) < p_local_end;
+
 -- The maintenance window a monitor's slot falls in (the lowest id of several), or NULL.
 CREATE FUNCTION pgpulse.maintenance_window_at(p_monitor text, p_at timestamptz)
 RETURNS bigint
@@ -1430,8 +1453,7 @@ AS $$
     SELECT min(o.window_id)
       FROM pgpulse._maintenance_occurrences(p_at, p_at) o
      WHERE (o.monitor_ids IS NULL OR p_monitor = ANY (o.monitor_ids))
-       AND (p_at AT TIME ZONE o.time_zone) >= o.local_start
-       AND (p_at AT TIME ZONE o.time_zone) < o.local_end
+       AND pgpulse._inside_occurrence(p_at, o.time_zone, o.local_start, o.local_end)
 $$;
 
 -- A window's time zone is an IANA name (not an abbreviation or a POSIX offset string).
@@ -1464,8 +1486,8 @@ BEGIN
          WHERE o.window_id = NEW.id
            AND (NEW.monitor_ids IS NULL OR j.monitor_id::text = ANY (NEW.monitor_ids))
            AND j.scheduled_for >= o.lo AND j.scheduled_for < o.hi
-           AND (j.scheduled_for AT TIME ZONE o.time_zone) >= o.local_start
-           AND (j.scheduled_for AT TIME ZONE o.time_zone) < o.local_end
+           AND pgpulse._inside_occurrence(j.scheduled_for, o.time_zone, o.local_start,
+                                          o.local_end)
         RETURNING j.monitor_id, j.scheduled_for
     )
     SELECT count(DISTINCT (monitor_id, scheduled_for)) INTO v_slots FROM gone;
@@ -1489,9 +1511,14 @@ CREATE TRIGGER maintenance_windows_take_back_jobs
 
 -- pgpulse schema, part 6 of 8: routing (which region a job goes to).
 
--- Where jobs go, from the regions as they are now. A region takes jobs when it is enabled,
--- healthy (its queue answers) and its workers are not absent (a region that had workers and
--- has none now: its queue would only hold them). route: for each region code, where a
+-- Whether a region takes jobs: enabled, healthy (its queue answers) and its workers are not
+-- absent (a region that had workers and has none now: its queue would only hold them).
+CREATE FUNCTION pgpulse._takes_jobs(r pgpulse.regions)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN r.enabled AND r.healthy AND NOT r.workers_absent;
+
+-- Where jobs go, from the regions as they are now. route: for each region code, where a
 -- monitor preferring it (and allowing fallback) is sent: the region itself when it takes
 -- jobs, else its fallback region when that does, else the default region when that does;
 -- when no region at all takes jobs, the region itself if enabled (the job waits there);
@@ -1507,13 +1534,13 @@ DECLARE
     v_default  text;
     v_any_open boolean;
 BEGIN
-    SELECT min(code) FILTER (WHERE is_default AND enabled AND healthy AND NOT workers_absent),
-           coalesce(bool_or(enabled AND healthy AND NOT workers_absent), false)
+    SELECT min(r.code) FILTER (WHERE r.is_default AND pgpulse._takes_jobs(r)),
+           coalesce(bool_or(pgpulse._takes_jobs(r)), false)
       INTO v_default, v_any_open
-      FROM pgpulse.regions;
+      FROM pgpulse.regions r;
     SELECT jsonb_object_agg(p.code, coalesce(
-               CASE WHEN p.enabled AND p.healthy AND NOT p.workers_absent THEN p.code END,
-               CASE WHEN f.enabled AND f.healthy AND NOT f.workers_absent THEN f.code END,
+               CASE WHEN pgpulse._takes_jobs(p) THEN p.code END,
+               CASE WHEN pgpulse._takes_jobs(f) THEN f.code END,
                v_default,
                CASE WHEN p.enabled AND NOT v_any_open THEN p.code END))
       INTO route
@@ -1521,34 +1548,46 @@ BEGIN
       LEFT JOIN pgpulse.regions f ON f.code = p.fallback_region;
     SELECT array_agg(r.code ORDER BY r.code, g) INTO wheel
       FROM (SELECT code, weight,
-                   dense_rank() OVER (ORDER BY (healthy AND NOT workers_absent AND NOT degraded) DESC,
-                                               (healthy AND NOT workers_absent) DESC) AS tier
-              FROM pgpulse.regions WHERE enabled AND weight > 0) r,
+                   dense_rank() OVER (ORDER BY (pgpulse._takes_jobs(e) AND NOT degraded) DESC,
+                                               pgpulse._takes_jobs(e) DESC) AS tier
+              FROM pgpulse.regions e WHERE enabled AND weight > 0) r,
            generate_series(1, r.weight) g
      WHERE r.tier = 1;
 END
 $$;
 
--- The region a monitor's job goes to (see _routing), or NULL for round-robin. Without
--- fallback, its own region while that exists (a deleted region gets no job: the monitor
--- stays due, counted unrouted).
-CREATE FUNCTION pgpulse._route(p_preferred text, p_allow_fallback boolean, p_route jsonb)
+-- The region a job of a monitor preferring p_preferred goes to (p_route: from _routing), or
+-- NULL. With fallback, that region's route (NULL: round-robin); without, the region itself
+-- while it exists (a deleted region gets no job: the monitor stays due, counted unrouted).
+CREATE FUNCTION pgpulse._routed_region(p_preferred text, p_allow_fallback boolean, p_route jsonb)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN CASE WHEN p_allow_fallback THEN p_route ->> p_preferred
             WHEN p_route ? p_preferred THEN p_preferred END;
 
--- The regions a multi-region monitor's slot goes to: each listed region routed by its own
--- fallback rules (see _route), without duplicates (two listed regions whose jobs would land
--- in one region make one job there), sorted; NULL when none can take a job.
-CREATE FUNCTION pgpulse._route_each(p_regions text[], p_allow_fallback boolean, p_route jsonb)
-RETURNS text[]
+-- Whether a region can take a job of this schedule row now (p_route, p_wheel: from
+-- _routing). A multi-region monitor (check_regions): when one of its regions routes
+-- somewhere (_routed_region of each: with fallback, a route that is not NULL; without, a
+-- region that exists). Another: when its region routes somewhere, or it may go round-robin
+-- (it has no region, or may fall back) and there is a wheel.
+CREATE FUNCTION pgpulse._is_routable(s pgpulse.schedule, p_route jsonb, p_wheel text[])
+RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-BEGIN ATOMIC
-    SELECT array_agg(DISTINCT r ORDER BY r)
-      FROM unnest(p_regions) c, pgpulse._route(c, p_allow_fallback, p_route) r
-     WHERE r IS NOT NULL;
+RETURN CASE
+    WHEN s.check_regions IS NULL
+        THEN (p_wheel IS NOT NULL AND (s.preferred_region IS NULL OR s.allow_fallback))
+             OR pgpulse._routed_region(s.preferred_region, s.allow_fallback, p_route) IS NOT NULL
+    -- (IS TRUE: with no region at all p_route is NULL)
+    WHEN s.allow_fallback THEN (jsonb_strip_nulls(p_route) ?| s.check_regions) IS TRUE
+    ELSE (p_route ?| s.check_regions) IS TRUE
 END;
+
+-- The round-robin wheel's region at turn p_turn (the wheel from _routing; NULL without one):
+-- the tick turns it monitor by monitor, a reroute picks a monitor's turn by its id's hash.
+CREATE FUNCTION pgpulse._wheel_region(p_wheel text[], p_turn bigint)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN p_wheel[1 + (p_turn % cardinality(p_wheel))::integer];
 
 -- A renamed region is renamed where pgpulse holds its code: the monitors' schedule (the
 -- product's own columns are the product's to change) and the jobs waiting for it.
@@ -1572,28 +1611,58 @@ CREATE TRIGGER regions_renamed
 
 -- pgpulse schema, part 7 of 8: the tick, and new monitors scheduled at once.
 
+-- Whether a schedule row is due by p_horizon: active, not parked (the rows the index
+-- schedule_due holds), its next slot not after p_horizon.
+CREATE FUNCTION pgpulse._is_due(s pgpulse.schedule, p_horizon timestamptz)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN s.is_active AND s.parked IS NULL AND s.next_check_at <= p_horizon;
+
+-- What a tick claims: a row due by its horizon that a region can take now (p_route,
+-- p_wheel: from _routing), unless it is one of the monitors this tick could not schedule
+-- (p_skip: their ids as text, see _tick_step).
+CREATE FUNCTION pgpulse._is_claimable(
+    s pgpulse.schedule, p_horizon timestamptz, p_route jsonb, p_wheel text[], p_skip text[])
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN pgpulse._is_due(s, p_horizon) AND pgpulse._is_routable(s, p_route, p_wheel)
+       AND (cardinality(p_skip) = 0 OR s.monitor_id::text <> ALL (p_skip));
+
+-- A job's id, from its monitor (its id as text), region and slot: whoever writes that job
+-- again (a reroute, a tick redoing a chunk) writes the same id.
+CREATE FUNCTION pgpulse._job_id(p_monitor text, p_region text, p_slot timestamptz)
+RETURNS uuid
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN md5(p_monitor || '/' || p_region || '/' || extract(epoch FROM p_slot)::text)::uuid;
+
 -- Claims one chunk of due monitors, writes their jobs, bumps their slots; returns counts.
--- Every slot of a monitor up to the horizon is written at once (several for sub-minute
--- intervals), each with its exact deliver_at; a multi-region monitor (check_regions) gets
--- one job per slot and region (see _route_each). p_route, p_wheel: from _routing. A
--- single-region monitor's region is route ->> preferred_region when it allows fallback,
--- else its preferred region (_route, spelled out); NULL: the wheel (round-robin). With no
--- wheel, monitors that no region can take are not claimed (they stay due; the tick counts
--- them). p_rr: the round-robin position this chunk starts at; wheeled: monitors routed by
--- the wheel. p_keep_existing: a slot can only be in the outbox already when next_check_at
--- was moved back by hand; the tick first tries a plain INSERT (about 10% faster than ON
--- CONFLICT's per-row check) and, should that hit the unique key, redoes the chunk with
--- p_keep_existing, which keeps the jobs already there. Slots inside a maintenance window
--- are not written (skipped counts them, and so does the window). p_now: the clock, for
--- tests that move it (NULL: clock_timestamp()). p_skip: ids (as text) of monitors this
--- tick could not schedule (see _tick_step). p_only: just these schedule rows (a product's
--- write schedules the monitors it changed, never the tick's backlog). It reads and locks rows of pgpulse.schedule
--- only, never the product's table. A monitor without fallback whose region no longer
--- exists gets no job (it stays due and is counted unrouted).
+-- One statement (set-based: the functions it names are inlined), in steps:
+-- - due: the claim, oldest first (_is_claimable; rows another transaction holds are
+--   skipped); each monitor's first slot now (_catch_up_slot) and, for a monitor with one
+--   region, where its jobs go (_routed_region; NULL: the round-robin wheel).
+-- - routed: the regions of its jobs: that region, else the wheel's next (a running count of
+--   the wheel's monitors from p_rr, where the previous chunk left off; wheeled counts
+--   them); a multi-region monitor (check_regions) one job per listed region, each routed,
+--   without duplicates. n: its slots up to the horizon (several for sub-minute intervals).
+-- - slot: every slot, and the maintenance window it falls in (windows: their occurrences,
+--   read only when there is a window). A slot in a window is not written: in_windows
+--   counts it, appended to pgpulse.maintenance_skips (skips, counted).
+-- - job, inserted: one outbox row per slot and region, with its exact deliver_at. A slot
+--   can only be in the outbox already when next_check_at was moved back by hand: the tick
+--   tries a plain INSERT first (about 10% faster than ON CONFLICT's per-row check) and,
+--   should that hit the unique key, redoes the chunk with p_keep_existing
+--   (inserted_keeping), which keeps the jobs already there.
+-- - bumped: each monitor's next slot, the first past the horizon.
+-- Routing is read per chunk: the relay writes region health while a tick runs. A monitor
+-- no region can take is not claimed (it stays due; the tick counts it unrouted). p_now: the
+-- clock, for tests that move it (NULL: clock_timestamp()). p_skip: see _is_claimable.
+-- p_only: just these schedule rows (a product's write schedules the monitors it changed,
+-- never the tick's backlog). It reads and locks rows of pgpulse.schedule only, never the
+-- product's table.
 CREATE FUNCTION pgpulse._tick_chunk(
-    p_horizon timestamptz, p_chunk integer, p_rr bigint, p_route jsonb, p_wheel text[],
-    p_keep_existing boolean, p_now timestamptz DEFAULT NULL, p_skip text[] DEFAULT '{}',
-    p_only tid[] DEFAULT NULL, OUT claimed integer, OUT written integer, OUT wheeled integer, OUT skipped integer)
+    p_horizon timestamptz, p_chunk integer, p_rr bigint, p_keep_existing boolean,
+    p_now timestamptz DEFAULT NULL, p_skip text[] DEFAULT '{}', p_only tid[] DEFAULT NULL,
+    OUT claimed integer, OUT written integer, OUT wheeled integer, OUT in_windows integer)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 -- a chunk is small next to the table: join it row by row, never hash the whole table
@@ -1607,80 +1676,55 @@ DECLARE
     v_now     timestamptz := coalesce(p_now, clock_timestamp());
     -- without any window (the usual case) the tick never looks for one per slot
     v_windows boolean := EXISTS (SELECT 1 FROM pgpulse.maintenance_windows);
+    v_route   jsonb;
+    v_wheel   text[];
 BEGIN
+    SELECT r.route, r.wheel INTO v_route, v_wheel FROM pgpulse._routing() r;
     WITH due AS MATERIALIZED (
-        SELECT m.ctid AS row_ref, m.monitor_id AS id, m.check_spec, m.criticality, m.allow_fallback,
-               m.check_regions, m.check_interval_seconds AS iv_s,
-               CASE
-                   -- more than a year late (or a -infinity that slipped past the CHECK):
-                   -- restart on the phase grid, the latest slot not after now
-                   WHEN m.next_check_at < v_now - interval '1 year'
-                       THEN pgpulse._grid_slot(m.monitor_id::text, m.check_interval_seconds,
-                                               v_now - make_interval(secs => m.check_interval_seconds))
-                   -- catch-up: the latest slot not after now, never one per missed slot
-                   ELSE m.next_check_at + make_interval(secs => m.check_interval_seconds)
-                        * greatest(0, floor(extract(epoch FROM v_now - m.next_check_at)
-                                            / m.check_interval_seconds))::float8
-               END AS slot,
+        SELECT m.ctid AS row_ref, m.monitor_id AS id, m.check_spec, m.criticality,
+               m.allow_fallback, m.check_regions, m.check_interval_seconds AS iv_s,
+               pgpulse._catch_up_slot(m.monitor_id::text, m.check_interval_seconds,
+                                      m.next_check_at, v_now) AS slot,
                CASE WHEN m.check_regions IS NULL
-                    THEN CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
-                              WHEN p_route ? m.preferred_region THEN m.preferred_region END
+                    THEN pgpulse._routed_region(m.preferred_region, m.allow_fallback, v_route)
                END AS routed
           FROM pgpulse.schedule m
-         WHERE m.is_active AND m.parked IS NULL AND m.next_check_at <= p_horizon
-           AND CASE WHEN m.check_regions IS NULL
-                    -- round-robin only for a monitor that has no region or may fall back
-                    THEN (p_wheel IS NOT NULL AND (m.preferred_region IS NULL OR m.allow_fallback))
-                         OR CASE WHEN m.allow_fallback THEN p_route ->> m.preferred_region
-                                 WHEN p_route ? m.preferred_region THEN m.preferred_region
-                            END IS NOT NULL
-                    -- (_route_each spelled out: a SQL function starts an executor per call)
-                    ELSE EXISTS (SELECT 1 FROM unnest(m.check_regions) c(code)
-                                  WHERE CASE WHEN m.allow_fallback THEN p_route ->> c.code
-                                             WHEN p_route ? c.code THEN c.code END IS NOT NULL)
-               END
-           AND (cardinality(p_skip) = 0 OR m.monitor_id::text <> ALL (p_skip))
+         WHERE pgpulse._is_claimable(m, p_horizon, v_route, v_wheel, p_skip)
            AND (p_only IS NULL OR m.ctid = ANY (p_only))
          ORDER BY m.next_check_at
          LIMIT p_chunk
            FOR UPDATE OF m SKIP LOCKED
     ), routed AS (
-        -- the wheel continues where the previous chunk left it: a running count of the
-        -- wheel's rows (no sort needed)
         SELECT d.*,
-               -- the slots up to the horizon: the first one, and n - 1 more
                floor(extract(epoch FROM p_horizon - d.slot) / d.iv_s)::integer + 1 AS n,
                CASE WHEN d.check_regions IS NULL THEN
-                   ARRAY[coalesce(d.routed,
-                       p_wheel[1 + ((p_rr + count(*) FILTER (WHERE d.routed IS NULL
-                                                               AND d.check_regions IS NULL)
-                                                OVER (ROWS UNBOUNDED PRECEDING))
-                                    % cardinality(p_wheel))::integer])]
+                   ARRAY[coalesce(d.routed, pgpulse._wheel_region(
+                       v_wheel, p_rr + count(*) FILTER (WHERE d.routed IS NULL
+                                                          AND d.check_regions IS NULL)
+                                           OVER (ROWS UNBOUNDED PRECEDING)))]
                ELSE (SELECT array_agg(DISTINCT r.code ORDER BY r.code)
                        FROM unnest(d.check_regions) c(code)
-                      CROSS JOIN LATERAL (SELECT CASE WHEN d.allow_fallback THEN p_route ->> c.code
-                                                      WHEN p_route ? c.code THEN c.code END) r(code)
+                      CROSS JOIN LATERAL (SELECT pgpulse._routed_region(c.code, d.allow_fallback,
+                                                                        v_route)) r(code)
                       WHERE r.code IS NOT NULL) END AS regions
           FROM due d
     ), windows AS MATERIALIZED (
         SELECT * FROM pgpulse._maintenance_occurrences(v_now - interval '1 day', p_horizon)
          WHERE v_windows
     ), slot AS NOT MATERIALIZED (
-        -- every slot up to the horizon, and the maintenance window it falls in
         SELECT r.*, s.at,
                CASE WHEN v_windows THEN (
                    SELECT min(w.window_id) FROM windows w
                     WHERE (w.monitor_ids IS NULL OR r.id::text = ANY (w.monitor_ids))
                       AND s.at >= w.lo AND s.at < w.hi
-                      AND (s.at AT TIME ZONE w.time_zone) >= w.local_start
-                      AND (s.at AT TIME ZONE w.time_zone) < w.local_end) END AS window_id
+                      AND pgpulse._inside_occurrence(s.at, w.time_zone, w.local_start,
+                                                     w.local_end)) END AS window_id
           FROM routed r
          CROSS JOIN LATERAL (SELECT r.slot + make_interval(secs => r.iv_s) * k AS at
                                FROM generate_series(0, r.n - 1) k) s
     ), job AS NOT MATERIALIZED (  -- computed only by the INSERT that runs
-        SELECT md5(s.id::text || '/' || g.region || '/' || extract(epoch FROM s.at)::text)::uuid,
-               s.id, g.region, s.criticality, s.at, s.at,
-               s.at + make_interval(secs => s.iv_s), s.allow_fallback,
+        SELECT pgpulse._job_id(s.id::text, g.region, s.at), s.id, g.region, s.criticality,
+               s.at, s.at, s.at + make_interval(secs => s.iv_s), s.allow_fallback,
                CASE WHEN s.check_regions IS NULL THEN s.check_spec
                     ELSE s.check_spec || jsonb_build_object('slot_regions', s.regions) END
           FROM slot s
@@ -1716,10 +1760,73 @@ BEGIN
     SELECT d.claimed, d.wheeled,
            (SELECT count(*) FROM inserted) + (SELECT count(*) FROM inserted_keeping),
            (SELECT coalesce(sum(n), 0) FROM skips)
-      INTO claimed, wheeled, written, skipped
+      INTO claimed, wheeled, written, in_windows
       FROM (SELECT count(*) AS claimed,
                    count(*) FILTER (WHERE routed IS NULL AND check_regions IS NULL) AS wheeled
               FROM due) d;
+END
+$$;
+
+-- After a chunk failed on some monitor's row: the same claim one monitor at a time, each in
+-- its own subtransaction, so that one bad row never stops the others. The rows that fail
+-- are skipped: their ids join skip, the first error is the detail. The same error on five
+-- rows in a row is not about a row: it is said once, and the rest stay due for the next
+-- tick. Up to p_limit monitors.
+CREATE FUNCTION pgpulse._tick_chunk_one_by_one(
+    p_horizon timestamptz, p_limit integer, p_rr bigint, INOUT skip text[],
+    OUT claimed integer, OUT written integer, OUT wheeled integer, OUT in_windows integer,
+    OUT skipped integer, OUT detail text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_route      jsonb;
+    v_wheel      text[];
+    v_row        tid;
+    v_id         text;
+    v_last_error text;
+    v_same       integer := 0;
+    c            record;
+BEGIN
+    claimed := 0;
+    written := 0;
+    wheeled := 0;
+    in_windows := 0;
+    skipped := 0;
+    SELECT r.route, r.wheel INTO v_route, v_wheel FROM pgpulse._routing() r;
+    FOR i IN 1 .. p_limit LOOP
+        -- the monitor a one-monitor chunk would claim, locked: the chunk takes just its row
+        SELECT m.ctid, m.monitor_id::text INTO v_row, v_id
+          FROM pgpulse.schedule m
+         WHERE pgpulse._is_claimable(m, p_horizon, v_route, v_wheel, skip)
+         ORDER BY m.next_check_at
+         LIMIT 1
+           FOR UPDATE OF m SKIP LOCKED;
+        EXIT WHEN NOT FOUND;
+        BEGIN
+            SELECT * INTO c FROM pgpulse._tick_chunk(p_horizon, 1, p_rr + wheeled, true,
+                                                     p_skip => skip, p_only => ARRAY[v_row]);
+            EXIT WHEN c.claimed = 0;
+            claimed := claimed + c.claimed;
+            written := written + c.written;
+            wheeled := wheeled + c.wheeled;
+            in_windows := in_windows + c.in_windows;
+        EXCEPTION
+            WHEN lock_not_available OR query_canceled THEN
+                RAISE;
+            WHEN OTHERS THEN
+                skip := skip || v_id;
+                skipped := skipped + 1;
+                detail := coalesce(detail, format('monitor %s: %s', v_id, SQLERRM));
+                v_same := CASE WHEN SQLSTATE || SQLERRM = v_last_error THEN v_same + 1 ELSE 1 END;
+                v_last_error := SQLSTATE || SQLERRM;
+                IF v_same >= 5 THEN
+                    detail := detail || format(' (the same error on %s rows in a row: '
+                                               'the rest of this chunk was not tried)', v_same);
+                    EXIT;
+                END IF;
+        END;
+    END LOOP;
 END
 $$;
 
@@ -1794,11 +1901,22 @@ AS $$
                 THEN 'budget' END
 $$;
 
+-- A tick's horizon: one for the whole tick, from its start (a horizon that moved on with
+-- each chunk claimed sub-minute monitors again and again while the tick ran).
+CREATE FUNCTION pgpulse._tick_horizon(p_run_id bigint, p_lookahead interval)
+RETURNS timestamptz
+LANGUAGE sql VOLATILE
+BEGIN ATOMIC
+    SELECT coalesce((SELECT r.started_at + make_interval(secs => r.lookahead_ms / 1000.0)
+                       FROM pgpulse.tick_runs r WHERE r.id = p_run_id),
+                    clock_timestamp() + p_lookahead);
+END;
+
 -- One step of the tick: one chunk of due monitors (the first one small, as nothing is
 -- known about the speed yet), counted in the run record. Should the chunk fail on some
--- monitor's row, the step goes one monitor at a time and skips the rows that fail, so
--- one bad row never stops the others; skip: the monitors skipped so far in this tick.
--- done: nothing was left to claim. A lock wait past the deadline raises lock_not_available.
+-- monitor's row, the step goes one monitor at a time (_tick_chunk_one_by_one); skip: the
+-- monitors skipped so far in this tick. done: nothing was left to claim. A lock wait past
+-- the deadline raises lock_not_available.
 CREATE FUNCTION pgpulse._tick_step(
     p_run_id bigint, p_deadline timestamptz, p_lookahead interval, p_chunk integer,
     p_rr bigint, p_skip text[], p_slowest interval,
@@ -1807,45 +1925,30 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_t0       timestamptz := clock_timestamp();
-    v_chunk    integer := CASE WHEN p_slowest IS NULL THEN least(p_chunk, 500) ELSE p_chunk END;
-    -- one horizon for the whole tick, from its start: a horizon that moved on with each
-    -- chunk claimed sub-minute monitors again and again while the tick ran
-    v_horizon  timestamptz := coalesce(
-        (SELECT r.started_at + make_interval(secs => r.lookahead_ms / 1000.0)
-           FROM pgpulse.tick_runs r WHERE r.id = p_run_id),
-        clock_timestamp() + p_lookahead);
-    v_route    jsonb;
-    v_wheel    text[];
-    v_claimed  integer := 0;
-    v_written  integer := 0;
-    v_wheeled  integer := 0;
-    v_skipped  integer := 0;
-    v_detail   text;
-    v_in_windows integer := 0;  -- slots inside a maintenance window, not written
-    v_failed   boolean := false;
-    v_id       text;
-    v_last_error text;
-    v_same     integer := 0;
-    c          record;
+    v_t0         timestamptz := clock_timestamp();
+    v_chunk      integer := CASE WHEN p_slowest IS NULL THEN least(p_chunk, 500) ELSE p_chunk END;
+    v_horizon    timestamptz := pgpulse._tick_horizon(p_run_id, p_lookahead);
+    v_claimed    integer;
+    v_written    integer;
+    v_wheeled    integer;
+    v_in_windows integer;  -- slots inside a maintenance window, not written
+    v_skipped    integer := 0;
+    v_detail     text;
+    v_failed     boolean := false;
 BEGIN
     skip := coalesce(p_skip, '{}');
     PERFORM pgpulse._tick_bound_lock_wait(p_deadline);
-    -- regions change while a tick runs (the relay writes their health): read per chunk
-    SELECT r.route, r.wheel INTO v_route, v_wheel FROM pgpulse._routing() r;
     BEGIN
         BEGIN
-            SELECT * INTO c FROM pgpulse._tick_chunk(v_horizon, v_chunk, p_rr, v_route, v_wheel,
-                                                     false, NULL, skip);
+            SELECT c.claimed, c.written, c.wheeled, c.in_windows
+              INTO v_claimed, v_written, v_wheeled, v_in_windows
+              FROM pgpulse._tick_chunk(v_horizon, v_chunk, p_rr, false, NULL, skip) c;
         EXCEPTION WHEN unique_violation THEN
             -- a slot of this chunk is in the outbox already: redo it, keeping those jobs
-            SELECT * INTO c FROM pgpulse._tick_chunk(v_horizon, v_chunk, p_rr, v_route, v_wheel,
-                                                     true, NULL, skip);
+            SELECT c.claimed, c.written, c.wheeled, c.in_windows
+              INTO v_claimed, v_written, v_wheeled, v_in_windows
+              FROM pgpulse._tick_chunk(v_horizon, v_chunk, p_rr, true, NULL, skip) c;
         END;
-        v_claimed := c.claimed;
-        v_written := c.written;
-        v_wheeled := c.wheeled;
-        v_in_windows := c.skipped;
     EXCEPTION
         WHEN lock_not_available OR query_canceled THEN
             RAISE;
@@ -1853,47 +1956,9 @@ BEGIN
             v_failed := true;
     END;
     IF v_failed THEN
-        FOR i IN 1 .. v_chunk LOOP
-            -- the monitor the next one-monitor chunk claims (the same query, as _tick_chunk)
-            SELECT m.monitor_id::text INTO v_id
-              FROM pgpulse.schedule m
-             WHERE m.is_active AND m.parked IS NULL AND m.next_check_at <= v_horizon
-               AND CASE WHEN m.check_regions IS NULL
-                        THEN (v_wheel IS NOT NULL AND (m.preferred_region IS NULL OR m.allow_fallback))
-                             OR pgpulse._route(m.preferred_region, m.allow_fallback, v_route) IS NOT NULL
-                        ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, v_route) IS NOT NULL
-                   END
-               AND (cardinality(skip) = 0 OR m.monitor_id::text <> ALL (skip))
-             ORDER BY m.next_check_at
-             LIMIT 1
-               FOR UPDATE OF m SKIP LOCKED;
-            EXIT WHEN NOT FOUND;
-            BEGIN
-                SELECT * INTO c FROM pgpulse._tick_chunk(v_horizon, 1, p_rr + v_wheeled, v_route,
-                                                         v_wheel, true, NULL, skip);
-                EXIT WHEN c.claimed = 0;
-                v_claimed := v_claimed + c.claimed;
-                v_written := v_written + c.written;
-                v_wheeled := v_wheeled + c.wheeled;
-                v_in_windows := v_in_windows + c.skipped;
-            EXCEPTION
-                WHEN lock_not_available OR query_canceled THEN
-                    RAISE;
-                WHEN OTHERS THEN
-                    skip := skip || v_id;
-                    v_skipped := v_skipped + 1;
-                    v_detail := coalesce(v_detail, format('monitor %s: %s', v_id, SQLERRM));
-                    -- the same error row after row is not about a row: say it once, and
-                    -- leave the rest due for the next tick instead of trying each alone
-                    v_same := CASE WHEN SQLSTATE || SQLERRM = v_last_error THEN v_same + 1 ELSE 1 END;
-                    v_last_error := SQLSTATE || SQLERRM;
-                    IF v_same >= 5 THEN
-                        v_detail := v_detail || format(' (the same error on %s rows in a row: '
-                                                       'the rest of this chunk was not tried)', v_same);
-                        EXIT;
-                    END IF;
-            END;
-        END LOOP;
+        SELECT o.claimed, o.written, o.wheeled, o.in_windows, o.skipped, o.detail, o.skip
+          INTO v_claimed, v_written, v_wheeled, v_in_windows, v_skipped, v_detail, skip
+          FROM pgpulse._tick_chunk_one_by_one(v_horizon, v_chunk, p_rr, skip) o;
     END IF;
     IF v_claimed > 0 OR v_skipped > 0 THEN
         UPDATE pgpulse.tick_runs
@@ -1914,27 +1979,20 @@ BEGIN
 END
 $$;
 
--- Due monitors that no region can take now (none of a multi-region monitor's regions, or
--- no round-robin region), counted up to p_limit so that the count stays inside the budget.
--- The tick's own rule: a monitor without a region, or one that may fall back, takes the
--- round-robin wheel when there is one.
-CREATE FUNCTION pgpulse._unrouted(p_horizon timestamptz, p_route jsonb, p_limit integer)
+-- Due monitors that no region can take now (_is_routable: the tick's own rule), counted up
+-- to p_limit so that the count stays inside the budget.
+CREATE FUNCTION pgpulse._unrouted(
+    p_horizon timestamptz, p_route jsonb, p_wheel text[], p_limit integer)
 RETURNS integer
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
+BEGIN ATOMIC
     SELECT count(*)::integer
       FROM (SELECT 1
               FROM pgpulse.schedule m
-             WHERE m.is_active AND m.parked IS NULL AND m.next_check_at <= p_horizon
-               AND CASE WHEN m.check_regions IS NULL
-                        THEN pgpulse._route(m.preferred_region, m.allow_fallback, p_route) IS NULL
-                             AND NOT ((m.preferred_region IS NULL OR m.allow_fallback)
-                                      AND (SELECT r.wheel IS NOT NULL FROM pgpulse._routing() r))
-                        ELSE pgpulse._route_each(m.check_regions, m.allow_fallback, p_route) IS NULL
-                   END
-             LIMIT p_limit) u
-$$;
+             WHERE pgpulse._is_due(m, p_horizon)
+               AND NOT pgpulse._is_routable(m, p_route, p_wheel)
+             LIMIT p_limit) u;
+END;
 
 -- Closes a tick's run record: why it stopped and, while its budget lasts, how many due
 -- monitors no region could take. A drained tick also prunes, a bounded batch at a time (so
@@ -1949,6 +2007,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_route     jsonb;
+    v_wheel     text[];
     v_unrouted  integer := 0;
     v_retention interval := coalesce(
         nullif(current_setting('pgpulse.dead_letter_retention', true), '')::interval,
@@ -1957,13 +2016,10 @@ BEGIN
     -- the record itself may wait a little past the deadline, never long
     PERFORM pgpulse._tick_bound_lock_wait(greatest(p_deadline, clock_timestamp() + interval '1 second'));
     IF p_stop = 'drained' THEN
-        SELECT r.route INTO v_route FROM pgpulse._routing() r;
-        -- up to this tick's horizon (from its start), not past what it was to claim
-        v_unrouted := pgpulse._unrouted(
-            coalesce((SELECT r.started_at + make_interval(secs => r.lookahead_ms / 1000.0)
-                        FROM pgpulse.tick_runs r WHERE r.id = p_run_id),
-                     clock_timestamp() + p_lookahead),
-            v_route, 1000000);
+        SELECT r.route, r.wheel INTO v_route, v_wheel FROM pgpulse._routing() r;
+        -- up to this tick's horizon, not past what it was to claim
+        v_unrouted := pgpulse._unrouted(pgpulse._tick_horizon(p_run_id, p_lookahead),
+                                        v_route, v_wheel, 1000000);
         DELETE FROM pgpulse.tick_runs
          WHERE id IN (SELECT id FROM pgpulse.tick_runs
                        WHERE started_at < now() - interval '30 days' LIMIT 1000);
@@ -2021,8 +2077,6 @@ SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     v_horizon timestamptz := pgpulse._written_ahead_to();
-    v_route   jsonb;
-    v_wheel   text[];
     v_written integer := 0;
     c         record;
 BEGIN
@@ -2030,12 +2084,10 @@ BEGIN
         RETURN 0;
     END IF;
     BEGIN
-        SELECT r.route, r.wheel INTO v_route, v_wheel FROM pgpulse._routing() r;
         -- rows locked by a tick or another writer are theirs to schedule
         FOR i IN 1 .. 20 LOOP
             SELECT * INTO c FROM pgpulse._tick_chunk(v_horizon, 5000,
-                                                     floor(random() * 1000000)::bigint,
-                                                     v_route, v_wheel, true,
+                                                     floor(random() * 1000000)::bigint, true,
                                                      p_only => p_only);
             v_written := v_written + c.written;
             EXIT WHEN c.claimed < 5000;
@@ -2139,18 +2191,20 @@ REVOKE EXECUTE ON FUNCTION
     pgpulse._tick_begin(text, interval, interval, integer),
     pgpulse._tick_time_up(timestamptz, interval),
     pgpulse._tick_step(bigint, timestamptz, interval, integer, bigint, text[], interval),
-    pgpulse._tick_chunk(timestamptz, integer, bigint, jsonb, text[], boolean, timestamptz, text[], tid[]),
+    pgpulse._tick_chunk(timestamptz, integer, bigint, boolean, timestamptz, text[], tid[]),
+    pgpulse._tick_chunk_one_by_one(timestamptz, integer, bigint, text[]),
+    pgpulse._tick_horizon(bigint, interval),
     pgpulse._tick_bound_lock_wait(timestamptz),
     pgpulse._tick_finish(bigint, timestamptz, interval, text),
     pgpulse._routing(),
-    pgpulse._unrouted(timestamptz, jsonb, integer),
+    pgpulse._unrouted(timestamptz, jsonb, text[], integer),
     pgpulse._schedule_insert(anyarray, boolean),
     pgpulse._schedule_now(tid[]),
     pgpulse._follow_insert(),
     pgpulse._follow_update(),
     pgpulse._follow_delete(),
     pgpulse._follow_truncate(),
-    pgpulse._follow_update_named(),
+    pgpulse._follow_update_mark(),
     pgpulse._follow_change(pgpulse.follow_log),
     pgpulse._follow_entries(pgpulse.follow_log[]),
     pgpulse._outbox_requeue_current(),

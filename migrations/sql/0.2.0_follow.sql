@@ -7,11 +7,11 @@ CREATE TRIGGER pgpulse_follow_insert
     FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._follow_insert();
 
 -- An UPDATE: _follow_update after the statement, with its old and new rows, told by
--- _follow_update_named (before it) whether the statement names a followed column or the id
+-- _follow_update_mark (before it) whether the statement names a followed column or the id
 -- (an UPDATE of the product's other columns pays only for the transition tables).
 CREATE TRIGGER pgpulse_follow_update_id_named
     BEFORE UPDATE OF id ON public.monitors
-    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._follow_update_named('id');
+    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._follow_update_mark('id');
 
 CREATE TRIGGER pgpulse_follow_update_named
     BEFORE UPDATE OF url, method, timeout_ms, expected_status, check_retries,
@@ -19,7 +19,7 @@ CREATE TRIGGER pgpulse_follow_update_named
                      is_active, preferred_region, allow_fallback, criticality, next_check_at,
                      check_regions
     ON public.monitors
-    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._follow_update_named('columns');
+    FOR EACH STATEMENT EXECUTE FUNCTION pgpulse._follow_update_mark('columns');
 
 CREATE TRIGGER pgpulse_follow_update
     AFTER UPDATE ON public.monitors

@@ -246,7 +246,7 @@ def test_a_product_write_schedules_its_own_monitors_never_the_ticks_backlog(conn
 
 @pytest.mark.parametrize("forged", ["not a flag", "id", "columns", ""])
 def test_a_forged_follow_flag_never_fails_or_skips_the_product_write(conn, region, forged):
-    """The flag _follow_update_named sets for its statement is a setting any session may set:
+    """The flag _follow_update_mark sets for its statement is a setting any session may set:
     set beforehand, it neither fails the product's write nor stops it being followed, and an
     UPDATE of a column pgpulse does not follow still changes nothing of pgpulse's."""
     tick(conn, lookahead_s=60)

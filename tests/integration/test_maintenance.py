@@ -27,12 +27,11 @@ def run_clock(conn, start: datetime, end: datetime, step_s: int = 60) -> int:
     while at <= end:
         row = conn.execute(
             """
-            SELECT c.* FROM pgpulse._routing() r,
-                   pgpulse._tick_chunk(%(at)s::timestamptz + interval '60 seconds', 5000, 0,
-                                       r.route, r.wheel, false, %(at)s) c""",
+            SELECT * FROM pgpulse._tick_chunk(%(at)s::timestamptz + interval '60 seconds',
+                                              5000, 0, false, %(at)s)""",
             {"at": at},
         ).fetchone()
-        skipped += row["skipped"]
+        skipped += row["in_windows"]
         at += timedelta(seconds=step_s)
     return skipped
 

@@ -248,7 +248,7 @@ def test_monitors_the_wheel_takes_are_never_counted_unrouted(conn, three_regions
     add_monitors(conn, 5, **ONE_SLOT, preferred_region="gone-1")  # unknown, may fall back
     stuck = add_monitors(conn, 3, **ONE_SLOT, preferred_region="gone-1", allow_fallback=False)
     counted = conn.execute(
-        "SELECT pgpulse._unrouted(now() + interval '1 minute', r.route, 1000) AS n"
+        "SELECT pgpulse._unrouted(now() + interval '1 minute', r.route, r.wheel, 1000) AS n"
         "  FROM pgpulse._routing() r"
     ).fetchone()["n"]
     assert counted == len(stuck)

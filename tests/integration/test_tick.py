@@ -512,15 +512,16 @@ def test_new_monitors_are_spread_over_their_interval_with_a_stable_phase(conn):
                LATERAL (VALUES (m.created_at), (m.created_at + interval '7 hours 13.5 seconds'),
                                (m.created_at - interval '3 days 1 second'),
                                (timestamptz '2031-05-17 04:33:12.345678+00')) t(at),
-               LATERAL (SELECT pgpulse.first_slot(m.id, m.check_interval_minutes, t.at) AS s,
+               LATERAL (SELECT pgpulse.next_slot(m.id, m.check_interval_minutes * 60, t.at) AS s,
                                make_interval(mins => m.check_interval_minutes) AS iv) f
-         WHERE m.next_check_at <> pgpulse.first_slot(m.id, m.check_interval_minutes, m.created_at)
+         WHERE m.next_check_at <> pgpulse.next_slot(m.id, m.check_interval_minutes * 60, m.created_at)
             OR f.s < t.at OR f.s >= t.at + f.iv
             OR extract(epoch FROM f.s - m.next_check_at)::numeric
                % (m.check_interval_minutes * 60) <> 0
             -- a slot is its own first slot; a microsecond later the next one is
-            OR pgpulse.first_slot(m.id, m.check_interval_minutes, f.s) <> f.s
-            OR pgpulse.first_slot(m.id, m.check_interval_minutes, f.s + interval '1 microsecond')
+            OR pgpulse.next_slot(m.id, m.check_interval_minutes * 60, f.s) <> f.s
+            OR pgpulse.next_slot(m.id, m.check_interval_minutes * 60,
+                                 f.s + interval '1 microsecond')
                <> f.s + f.iv
          LIMIT 5""").fetchall()
     assert bad == []
@@ -529,7 +530,7 @@ def test_new_monitors_are_spread_over_their_interval_with_a_stable_phase(conn):
 def test_phase_differs_between_monitors_and_fits_every_interval(conn):
     rows = conn.execute("""
         SELECT iv, count(DISTINCT p) AS phases, min(p) AS lo, max(p) AS hi
-          FROM (SELECT iv, pgpulse._phase_seconds(gen_random_uuid(), iv) AS p
+          FROM (SELECT iv, pgpulse._slot_phase(gen_random_uuid()::text, iv * 60) AS p
                   FROM generate_series(1, 2000) g, (VALUES (1), (7), (1440)) v(iv)) x
          GROUP BY iv ORDER BY iv""").fetchall()
     for r in rows:

@@ -107,7 +107,7 @@ def test_a_non_finite_next_check_at_is_taken_and_never_becomes_a_slot(conn, valu
     assert (
         held["next_check_at"]
         == conn.execute(
-            "SELECT pgpulse.first_slot(%s, 5, %s) AS s", (new["id"], new["at"])
+            "SELECT pgpulse.next_slot(%s, 300, %s) AS s", (new["id"], new["at"])
         ).fetchone()["s"]
     )
     [m] = add_monitors(conn, 1, check_interval_minutes=5)
@@ -159,7 +159,7 @@ def test_far_past_rows_restart_on_their_phase_grid(conn, region):
     for monitor_id, iv in odd.items():
         job = jobs[monitor_id]
         grid = conn.execute(
-            "SELECT pgpulse.first_slot(%s, %s, %s) AS s", (monitor_id, iv, job["scheduled_for"])
+            "SELECT pgpulse.next_slot(%s, %s, %s) AS s", (monitor_id, iv * 60, job["scheduled_for"])
         ).fetchone()["s"]
         assert grid == job["scheduled_for"], "not on the monitor's phase grid"
         assert (
@@ -326,7 +326,7 @@ def test_a_shorter_interval_rephases_at_once(conn, region):
         "UPDATE public.monitors SET check_interval_minutes = 1 WHERE id = %s", (daily["id"],)
     )
     row = conn.execute(
-        "SELECT next_check_at, pgpulse.first_slot(monitor_id, 1, next_check_at) AS grid "
+        "SELECT next_check_at, pgpulse.next_slot(monitor_id, 60, next_check_at) AS grid "
         "FROM pgpulse.schedule WHERE monitor_id = %s",
         (daily["id"],),
     ).fetchone()

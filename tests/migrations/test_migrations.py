@@ -138,7 +138,7 @@ def test_the_catalog_comparison_sees_each_kind_of_difference(db_url):
         table, _, name = trigger.rpartition(".")
         changes = {
             "REVOKE SELECT ON pgpulse.outbox FROM pgpulse_relay": "relations pgpulse.outbox: acl",
-            "ALTER FUNCTION pgpulse._unrouted(timestamptz, jsonb, integer) VOLATILE": "functions pgpulse._unrouted(timestamp with time zone,jsonb,integer): definition",
+            "ALTER FUNCTION pgpulse._unrouted(timestamptz, jsonb, text[], integer) VOLATILE": "functions pgpulse._unrouted(timestamp with time zone,jsonb,text[],integer): definition",
             f"DROP INDEX {index}": f"indexes {index}: only in the first",
             f"ALTER TABLE {table} DISABLE TRIGGER {name}": f"triggers {trigger}: enabled",
             "ALTER TABLE pgpulse.tick_runs ALTER COLUMN trigger SET DEFAULT 'x'": "columns pgpulse.tick_runs.trigger: default",
@@ -156,7 +156,7 @@ def test_upgrade_downgrade_to_base_and_upgrade_again(pg_server, empty_db, capsys
     migrate.upgrade(dsn)
     assert version(dsn) == HEAD
     first = schema_dump(pg_server, dsn)
-    assert objects(dsn) == {"schemas": 1, "tables": 14, "routines": 50, "has_version_table": True}
+    assert objects(dsn) == {"schemas": 1, "tables": 14, "routines": 59, "has_version_table": True}
 
     migrate.downgrade(dsn, "base")
     assert version(dsn) is None

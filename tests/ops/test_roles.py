@@ -106,7 +106,7 @@ def test_relay_and_ticker_roles_do_their_job_and_no_more(conn, db_url, regions, 
                 "permission denied for table schedule",
             ),
             (
-                "SELECT * FROM pgpulse._tick_chunk(now(), 10, 0, '{}', NULL, true)",
+                "SELECT * FROM pgpulse._tick_chunk(now(), 10, 0, true)",
                 "permission denied for function _tick_chunk",
             ),
         ):
