@@ -2,7 +2,7 @@
 # Installs pgpulse on a host from its wheel: no checkout, no `make deps`, no database or
 # browser packages (Debian needs python3-venv only). Run as root from a copy of deploy/:
 #
-#   sudo deploy/install.sh pgpulse-0.2.0.dev0-py3-none-any.whl
+#   sudo deploy/install.sh pgpulse-0.2.0-py3-none-any.whl
 #
 # It puts a virtualenv in /opt/pgpulse/venv (`pip install WHEEL`), the units
 # pgpulse-relay.service, pgpulse-tick.service and pgpulse-tick.timer in

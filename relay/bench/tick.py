@@ -112,6 +112,8 @@ def bench_tick(
             conn.execute("SELECT pgpulse.follow_apply(1000000)")  # a bulk insert: followed now
             if mix:
                 conn.execute(_SEED_MIX)
+                # a bulk UPDATE is logged too: followed now, not inside the first timed tick
+                conn.execute("SELECT pgpulse.follow_apply(1000000)")
 
             conn.execute("CREATE TABLE bench_outbox_copy (LIKE pgpulse.outbox INCLUDING ALL)")
             # tick and reference take turns, so that both see the same machine

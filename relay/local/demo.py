@@ -448,6 +448,7 @@ def run_demo(seconds: float = 120, monitors: int = 10_000) -> dict[str, Any]:
             )
             conn.execute("SELECT pgpulse.follow_apply(1000000)")  # a bulk insert: followed now
             conn.execute(SEED_MIX, {"regions": list(stack.region_codes)})
+            conn.execute("SELECT pgpulse.follow_apply(1000000)")  # a bulk update: followed now
             conn.execute(RECORD)
             conn.execute("VACUUM ANALYZE public.monitors, pgpulse.schedule")
             job = one(

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from relay import migrate
+from relay import __version__, migrate
 from relay.errors import DowngradeDropsData
 from relay.local.embedded import EmbeddedPostgres
 from relay.resources import schema_sql
@@ -428,7 +428,7 @@ def test_a_relay_of_another_release_refuses_the_schema_in_one_line(pg_server, em
     with psycopg.connect(dsn) as conn:
         conn.execute("UPDATE pgpulse.alembic_version SET version_num = '0.3.0'")
     line = assert_one_line_error(pgpulse("relay", "--once", database_url=dsn), command="relay")
-    assert "pgpulse 0.2.0.dev0 needs schema revision 0.2.0" in line and "(pgpulse 0.3.0)" in line
+    assert f"pgpulse {__version__} needs schema revision 0.2.0" in line and "(pgpulse 0.3.0)" in line
     # and as the relay's own least-privilege role (it may read the version, nothing more)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(LOGINS)
