@@ -428,7 +428,9 @@ def test_a_relay_of_another_release_refuses_the_schema_in_one_line(pg_server, em
     with psycopg.connect(dsn) as conn:
         conn.execute("UPDATE pgpulse.alembic_version SET version_num = '0.3.0'")
     line = assert_one_line_error(pgpulse("relay", "--once", database_url=dsn), command="relay")
-    assert f"pgpulse {__version__} needs schema revision 0.2.0" in line and "(pgpulse 0.3.0)" in line
+    assert (
+        f"pgpulse {__version__} needs schema revision 0.2.0" in line and "(pgpulse 0.3.0)" in line
+    )
     # and as the relay's own least-privilege role (it may read the version, nothing more)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(LOGINS)
