@@ -66,6 +66,8 @@ RELAY_NEEDS: dict[str, dict[str, tuple[str, ...] | None]] = {
     "pgpulse.leases": {"SELECT": None, "INSERT": None, "UPDATE": None, "DELETE": None},
     "pgpulse.results_latest": {"SELECT": None, "INSERT": None, "UPDATE": None, "DELETE": None},
     "pgpulse.results_history": {"SELECT": None, "INSERT": None, "UPDATE": None},
+    # the schema's revision: a relay of another release refuses it (relay.migrate.check_schema)
+    "pgpulse.alembic_version": {"SELECT": None},
 }
 RELAY_FUNCTIONS = ("pgpulse._routing()", "pgpulse.results_maintain()")
 # What the read-only ops commands read (doctor, status, `pgpulse http`: the status page,

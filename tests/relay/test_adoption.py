@@ -101,7 +101,7 @@ def test_an_existing_monitors_table_is_adopted_served_and_given_back(
     migrate.upgrade(product_db)
 
     with psycopg.connect(product_db, autocommit=True, row_factory=dict_row) as conn:
-        # adopted, not replaced: same rows; next_check_at filled only where it was NULL
+        # adopted, not replaced: same rows, next_check_at as the product had it
         assert conn.execute(PRODUCT_ROWS).fetchall() == rows_before
         assert (
             conn.execute(
@@ -110,12 +110,15 @@ def test_an_existing_monitors_table_is_adopted_served_and_given_back(
             ).fetchall()
             == scheduled_before
         )
+        # never written by the migration (xmin unchanged): the NULLs stay; every monitor has
+        # its slot in pgpulse's schedule
         assert (
             conn.execute(
                 "SELECT count(*) AS n FROM public.monitors WHERE next_check_at IS NULL"
             ).fetchone()["n"]
-            == 0
+            == len(rows_before) - len(scheduled_before)
         )
+        assert conn.execute("SELECT count(*) AS n FROM pgpulse.schedule").fetchone()["n"] == 10_000
         assert conn.execute("SELECT version_num FROM public.alembic_version").fetchall() == [
             {"version_num": HOST_REVISION}
         ]

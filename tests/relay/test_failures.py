@@ -17,6 +17,7 @@ from tests.support.regions import ADMIN_TOKEN, BY_CODE, REGIONS
 from tests.support.seeding import (
     connect,
     emitted_ids,
+    follow_logged,
     insert_jobs,
     insert_monitors,
     outbox_count,
@@ -37,6 +38,7 @@ def test_kill_9_mid_publish_then_restart_delivers_every_slot_once(
     conn.execute(
         "UPDATE public.monitors SET check_interval_minutes = 5 WHERE check_interval_minutes = 1"
     )
+    follow_logged(conn)  # a bulk UPDATE is followed a moment later: now, before the tick
     # an interval change re-phases the monitor (often past now): make every one due again
     conn.execute("UPDATE pgpulse.schedule SET next_check_at = now() - interval '1 second'")
     assert tick(conn, lookahead_s=0)["jobs_written"] == 9000
