@@ -112,12 +112,9 @@ def test_an_existing_monitors_table_is_adopted_served_and_given_back(
         )
         # never written by the migration (xmin unchanged): the NULLs stay; every monitor has
         # its slot in pgpulse's schedule
-        assert (
-            conn.execute(
-                "SELECT count(*) AS n FROM public.monitors WHERE next_check_at IS NULL"
-            ).fetchone()["n"]
-            == len(rows_before) - len(scheduled_before)
-        )
+        assert conn.execute(
+            "SELECT count(*) AS n FROM public.monitors WHERE next_check_at IS NULL"
+        ).fetchone()["n"] == len(rows_before) - len(scheduled_before)
         assert conn.execute("SELECT count(*) AS n FROM pgpulse.schedule").fetchone()["n"] == 10_000
         assert conn.execute("SELECT version_num FROM public.alembic_version").fetchall() == [
             {"version_num": HOST_REVISION}
