@@ -668,14 +668,16 @@ class SchemaMismatch(DatabaseError):
 def check_schema(dsn: str) -> None:
     """Refuses (SchemaMismatch) a database whose schema is not this release's, in one line
     naming both. A role that may not read pgpulse.alembic_version (the relay's own, see
-    sql/roles.sql) is not refused: the check is the migrating role's then (`pgpulse doctor`)."""
+    sql/roles.sql) is not refused: the check is the migrating role's then (`pgpulse doctor`).
+    Nor is a database that cannot be reached: a relay starts into an outage and waits for it
+    to end (its alerts say so); `pgpulse doctor` compares the revisions then."""
     from relay import __version__
 
     ours = schema_revision()
     try:
         with connect(dsn) as conn:
             row = conn.execute("SELECT version_num FROM pgpulse.alembic_version").fetchone()
-    except psycopg.errors.InsufficientPrivilege:
+    except (psycopg.errors.InsufficientPrivilege, DatabaseError):
         return
     except psycopg.errors.UndefinedTable:
         row = None
